@@ -1,0 +1,192 @@
+/*
+ * shmq.h - crash-safe, lock-free shared-memory message queue for processes on one host.
+ *
+ * This header is the manual. Every function returns 0 on success or a negative errno value
+ * (shmq_strerror() turns it into text); out-parameters come last. Nothing here calls exit() or
+ * abort(), and nothing keeps global error state.
+ *
+ * Concurrency in one sentence: any number of processes (and threads) may publish to one queue at
+ * once; any number of consumers may receive from it at once; one shmq_consumer_t is used by one
+ * thread at a time. A process may be SIGKILLed or SIGSTOPped at any instruction without stopping
+ * the others (see docs/DESIGN.md for the protocol and the crash windows).
+ *
+ * Costs: publish, receive, ack and nack make no system call and no heap allocation unless they
+ * must sleep (receive on an empty queue, publish_timed on a full one) or wake a sleeper.
+ */
+#ifndef SHMQ_SHMQ_H
+#define SHMQ_SHMQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** An open queue (opaque). Safe to share between the threads of one process. */
+typedef struct shmq shmq_t;
+/** A consumer attached to a queue (opaque). One thread at a time. */
+typedef struct shmq_consumer shmq_consumer_t;
+
+/** Limits enforced by shmq_create(): a config outside them gets -EINVAL. */
+#define SHMQ_NAME_MAX 64            /* bytes in a queue name, [A-Za-z0-9._-] only */
+#define SHMQ_CONSUMER_NAME_MAX 32   /* bytes kept of a consumer's name */
+#define SHMQ_CAPACITY_MAX (1u << 22) /* message slots */
+#define SHMQ_MSG_SIZE_MAX (64u << 20) /* bytes in one message */
+#define SHMQ_PROCS_MAX 4096         /* registry entries */
+#define SHMQ_SEGMENT_MAX (64ull << 30) /* bytes of one segment in all */
+
+/** Queue configuration. Fill it with shmq_config_init(), then change what you need. */
+typedef struct shmq_config {
+    uint32_t capacity;             /* message slots (1..SHMQ_CAPACITY_MAX); default 1024 */
+    uint32_t max_msg_size;         /* bytes (1..SHMQ_MSG_SIZE_MAX); default 1024 */
+    uint32_t max_procs;            /* attached processes and consumers (2..SHMQ_PROCS_MAX); 64 */
+    uint32_t heartbeat_timeout_ms; /* a silent process is declared dead after this; 5000 */
+    uint32_t ack_deadline_ms;      /* a message in flight longer than this is redelivered; 30000 */
+    uint32_t max_attempts;         /* deliveries before the dead-letter ring (1..); 5 */
+    uint32_t backoff_base_ms, backoff_cap_ms; /* nack(…, 0) delay: base*mult^(attempt-1), capped */
+    double backoff_multiplier;     /* >= 1.0; default 2.0 */
+    mode_t mode;                   /* segment file mode; 0600 by default (private to the owner) */
+} shmq_config_t;
+
+/** Flags of a delivered message. */
+#define SHMQ_MSG_REDELIVERED 1u /* an earlier delivery of this message was not acked */
+
+/** A delivered message. data points into shared memory (zero-copy): valid until ack/nack. */
+typedef struct shmq_msg {
+    uint64_t id;        /* unique, increasing per queue (in publish order for one producer) */
+    const void *data;   /* payload in shm: zero-copy, valid until ack/nack */
+    size_t len;
+    uint32_t attempt;   /* 1 on first delivery */
+    uint64_t token;     /* opaque delivery token: slot + generation */
+    uint32_t flags;     /* SHMQ_MSG_REDELIVERED */
+} shmq_msg_t;
+
+/** Fill *cfg with the defaults listed in shmq_config_t. Never fails. */
+void shmq_config_init(shmq_config_t *cfg);
+
+/**
+ * Create the queue NAME: the segment /dev/shm/shmq.NAME with cfg->mode, and open it.
+ * Returns -EEXIST if it exists, -EINVAL for a bad name, a NULL argument or a config outside the
+ * limits, -ENOMEM/-ENOSPC if the segment cannot be sized, other -errno from shm_open/ftruncate.
+ * Blocking: yes (system calls); call it at start-up.
+ */
+int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q);
+
+/**
+ * Open the existing queue NAME and register this process in it.
+ * Returns -ENOENT if there is none, -EACCES without permission, -EPROTO for a segment of another
+ * format version, -EBADMSG for a segment that is truncated, corrupted or not a shmq segment,
+ * -EUSERS when the registry is full, -EINVAL for a bad name or NULL.
+ */
+int shmq_open(const char *name, shmq_t **q);
+
+/** Unregister and unmap. Consumers opened on q must be closed first (-EBUSY otherwise). */
+int shmq_close(shmq_t *q);
+
+/** Remove the segment NAME. Processes that have it open keep their mapping. -ENOENT, -EINVAL. */
+int shmq_unlink(const char *name);
+
+/**
+ * Copy len bytes into a free slot and make it ready. *id (if id is not NULL) gets its id.
+ * Returns -EAGAIN when every slot is in use (the queue is full), -EMSGSIZE when
+ * len > max_msg_size, -EINVAL for NULL q or NULL data with len > 0.
+ * Multi-producer safe; lock-free; no system call unless a consumer sleeps (one FUTEX_WAKE).
+ */
+int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
+
+/** As shmq_publish(), but waits up to timeout_ms (-1: forever) for a free slot: -ETIMEDOUT. */
+int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, int timeout_ms);
+
+/**
+ * Zero-copy publish, step 1: reserve a slot able to hold len bytes; *buf points into it.
+ * Write the payload there, then shmq_commit() (or shmq_cancel()). Errors as shmq_publish().
+ * A reservation of a process that dies is freed by maintenance; one of a live process is kept.
+ */
+int shmq_reserve(shmq_t *q, size_t len, void **buf);
+
+/** Zero-copy publish, step 2: make the reserved buf (len <= reserved size) ready. -EINVAL for a
+ *  buf that is not a reservation of q, -EMSGSIZE for len beyond max_msg_size. */
+int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id);
+
+/** Give a reservation back unpublished. -EINVAL for a buf that is not a reservation of q. */
+int shmq_cancel(shmq_t *q, void *buf);
+
+/**
+ * Attach a consumer named name (for tools and logs; need not be unique) to q.
+ * -EUSERS when the registry is full, -EINVAL for NULL arguments.
+ */
+int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
+
+/**
+ * Take the next ready message. timeout_ms: 0 poll, -1 forever, else a bound.
+ * Returns -EAGAIN (poll) or -ETIMEDOUT when nothing came, -EINTR if a signal interrupted the
+ * sleep, -ESTALE if this consumer was declared dead (it must close and reopen).
+ * Spins briefly, then sleeps on a futex in shm. Refreshes the consumer's heartbeat.
+ */
+int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
+
+/** Acknowledge msg: its slot becomes free. -ESTALE when the delivery was fenced (it was
+ *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot. */
+int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg);
+
+/**
+ * Give msg back for redelivery after delay_ms (0: the queue's backoff policy for its attempt).
+ * A message that has reached max_attempts goes to the dead-letter ring instead.
+ * Delayed messages become ready when due through maintenance (shmq_maintain()).
+ * Errors as shmq_ack().
+ */
+int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms);
+
+/** Move msg's ack deadline to now + ms (0: the queue's ack_deadline_ms). Errors as ack. */
+int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms);
+
+/** Detach the consumer; its unacked messages go back to the queue at once. */
+int shmq_consumer_close(shmq_consumer_t *c);
+
+/**
+ * Keep the consumer's heartbeat fresh from a helper thread every interval_ms (0: a third of the
+ * heartbeat timeout), so a long handler does not look hung. Stopped by shmq_consumer_close().
+ */
+int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms);
+
+/** Text for an error returned by shmq (negative errno); never NULL. */
+const char *shmq_strerror(int err);
+
+/** The queue's configuration as stored in its segment. */
+int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);
+
+/** Counters summed over every process that ever attached. */
+typedef struct shmq_stats {
+    uint64_t published, delivered, acked, nacked, redelivered, dead_lettered, reclaimed;
+    uint32_t ready, inflight, delayed, reserved, dead, free; /* slot counts by state, now */
+    uint32_t consumers, procs;                               /* live registry entries */
+} shmq_stats_t;
+
+/** Read the counters and count slots by state (a scan of the slots: not for the fast path). */
+int shmq_stats(shmq_t *q, shmq_stats_t *st);
+
+/** What one maintenance step did. */
+typedef struct shmq_maint_report {
+    uint32_t procs_dead;        /* registry entries found dead and released */
+    uint32_t reclaimed;         /* in-flight messages of dead consumers made ready again */
+    uint32_t deadline_expired;  /* in-flight messages past their ack deadline made ready again */
+    uint32_t orphans_requeued;  /* ready or free slots that no ring held, re-enqueued */
+    uint32_t reservations_freed;/* slots reserved by dead producers, freed */
+    uint32_t delayed_fired;     /* delayed messages that became ready */
+    uint32_t dead_lettered;     /* messages moved to the dead-letter ring */
+} shmq_maint_report_t;
+
+/**
+ * One maintenance step: reclaim what dead or late processes hold, repair half-done operations,
+ * fire due delayed messages. Idempotent; safe to run from several processes at once.
+ * Scans every slot and registry entry: O(capacity + max_procs); makes system calls.
+ * report may be NULL.
+ */
+int shmq_maintain(shmq_t *q, shmq_maint_report_t *report);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHMQ_SHMQ_H */

@@ -1,0 +1,43 @@
+/*
+ * crashpoint.c - test-build hook behind CRASH_POINT() (see crashpoint.h).
+ */
+#include "crashpoint.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *const crashpoint_names[] = {
+    "publish_after_reserve",   /* free slot claimed (RESERVED), payload not written */
+    "publish_after_write",     /* payload written, still RESERVED */
+    "publish_after_commit",    /* READY, not yet in the ready ring */
+    "publish_after_enqueue",   /* in the ready ring, ticket not yet recorded */
+    "receive_after_dequeue",   /* index taken off the ready ring, slot not yet claimed */
+    "receive_after_claim",     /* INFLIGHT, deadline not yet written */
+    "ack_after_free",          /* FREE, not yet in the free ring */
+    "nack_after_requeue",      /* READY again, not yet in the ready ring */
+    "maintain_after_fence",    /* reclaim: slot taken from its owner, not yet re-enqueued */
+    NULL,
+};
+
+#ifdef SHMQ_CRASH_POINTS
+void crashpoint_hit(const char *name)
+{
+    static _Atomic int skip = -1;
+    static const char *target;
+    if (atomic_load_explicit(&skip, memory_order_acquire) == -1) {
+        const char *s = getenv("SHMQ_CRASH_SKIP");
+        target = getenv("SHMQ_CRASH_AT");
+        atomic_store_explicit(&skip, s ? atoi(s) : 0, memory_order_release);
+    }
+    if (!target || strcmp(target, name) != 0)
+        return;
+    if (atomic_fetch_sub(&skip, 1) > 0)
+        return;
+    const char *sig = getenv("SHMQ_CRASH_SIGNAL");
+    atomic_store(&skip, 1 << 30); /* a stopped process that is continued stops only once */
+    raise(sig && strcmp(sig, "STOP") == 0 ? SIGSTOP : SIGKILL);
+}
+#endif

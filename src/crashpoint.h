@@ -1,0 +1,23 @@
+/*
+ * crashpoint.h - named points where a test build can kill or stop this process.
+ *
+ * In a build with SHMQ_CRASH_POINTS defined, CRASH_POINT(name) compares name with the
+ * environment variable SHMQ_CRASH_AT (read once per process); on a match it raises SIGKILL, or
+ * SIGSTOP when SHMQ_CRASH_SIGNAL=STOP (a stalled peer), after SHMQ_CRASH_SKIP earlier matches
+ * (default 0). In other builds it compiles to nothing. The list of points is the list of crash
+ * windows in docs/DESIGN.md; crashpoint_names[] (crashpoint.c) holds it for the tests.
+ */
+#ifndef SHMQ_CRASHPOINT_H
+#define SHMQ_CRASHPOINT_H
+
+#ifdef SHMQ_CRASH_POINTS
+void crashpoint_hit(const char *name);
+#define CRASH_POINT(name) crashpoint_hit(#name)
+#else
+#define CRASH_POINT(name) ((void)0)
+#endif
+
+/* NULL-terminated list of every crash point's name (always compiled, for tests and docs). */
+extern const char *const crashpoint_names[];
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * layout.h - the bytes of a shmq segment: header, registry, slots, rings.
+ *
+ * docs/FORMAT.md draws this layout; keep the two in step. Every region starts on a 64-byte
+ * boundary. Nothing in the segment is a pointer: regions are found by offsets that the opener
+ * recomputes from the config and compares with the stored ones (layout_compute()), so a value in
+ * shm is never trusted as an offset. Indices read from shm go through the checks in slot.h.
+ */
+#ifndef SHMQ_LAYOUT_H
+#define SHMQ_LAYOUT_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "shmq/shmq.h"
+
+#define SHMQ_MAGIC 0x31474553514d4853ull /* "SHMQSEG1" little-endian */
+#define SHMQ_FORMAT_VERSION 1u
+#define CACHE_LINE 64
+
+/* The part of the header written once at create time and covered by header_crc. */
+struct seg_layout {
+    uint64_t magic;          /* SHMQ_MAGIC, stored last at create time (release) */
+    uint32_t version;        /* SHMQ_FORMAT_VERSION */
+    uint32_t header_size;    /* sizeof(struct seg_header) */
+    uint64_t total_size;     /* bytes of the segment */
+    uint32_t capacity, max_msg_size, max_procs, heartbeat_timeout_ms;
+    uint32_t ack_deadline_ms, max_attempts, backoff_base_ms, backoff_cap_ms;
+    double backoff_multiplier;
+    uint32_t mode;
+    uint32_t slot_stride;    /* bytes per slot: slot header + payload, multiple of 64 */
+    uint32_t ring_order;     /* every ring has 2^ring_order cells */
+    uint32_t reserved0;
+    uint64_t registry_off, slots_off, free_ring_off, ready_ring_off, dead_ring_off;
+    uint64_t ring_size;      /* bytes of one ring (header + cells) */
+    uint64_t created_ns;     /* CLOCK_MONOTONIC at create time */
+    uint32_t header_crc;     /* CRC32C of this struct up to (not including) this field */
+    uint32_t reserved1;
+};
+
+/* Mutable, shared words of the header, each on its own cache line where contention demands. */
+struct seg_header {
+    struct seg_layout layout;
+    _Alignas(CACHE_LINE) _Atomic uint64_t next_id;       /* last id handed out */
+    _Alignas(CACHE_LINE) _Atomic uint32_t ready_futex;   /* bumped when a message is ready */
+    _Atomic uint32_t ready_waiters;                      /* consumers asleep on ready_futex */
+    _Alignas(CACHE_LINE) _Atomic uint32_t free_futex;    /* bumped when a slot is freed */
+    _Atomic uint32_t free_waiters;                       /* producers asleep on free_futex */
+    _Alignas(CACHE_LINE) _Atomic uint64_t lease_word;    /* maintenance lease: holder + expiry */
+    _Atomic uint64_t maint_passes;                       /* completed maintenance steps */
+    /* Counters of registry entries that were released, folded in so totals survive them. */
+    _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
+};
+
+/* Counter indices, per registry entry and in seg_header.retired. */
+enum counter {
+    CNT_PUBLISHED, CNT_DELIVERED, CNT_ACKED, CNT_NACKED,
+    CNT_REDELIVERED, CNT_DEAD_LETTERED, CNT_RECLAIMED, CNT__COUNT
+};
+
+/* Registry entry states (low 4 bits of proc_entry.word; the rest is a generation). */
+enum proc_state { PROC_FREE = 0, PROC_CLAIMED = 1, PROC_ACTIVE = 2, PROC_FENCED = 3 };
+enum proc_role { ROLE_CLIENT = 1, ROLE_CONSUMER = 2, ROLE_MAINTAINER = 4 };
+
+struct proc_entry {
+    _Atomic uint64_t word;        /* proc_state | gen << 4; every change bumps gen */
+    int32_t pid;
+    uint32_t role;
+    uint64_t start_time;          /* /proc/PID/stat field 22, to detect pid reuse */
+    _Atomic uint64_t heartbeat_ns;/* CLOCK_MONOTONIC of the last sign of life */
+    _Atomic uint32_t sleeping;    /* 1 while counted in ready_waiters (see wait.c) */
+    uint32_t reserved;
+    char name[SHMQ_CONSUMER_NAME_MAX];
+    _Alignas(CACHE_LINE) _Atomic uint64_t counters[8]; /* enum counter; written by the owner */
+};
+
+/* Slot states (low 4 bits of slot.state). */
+enum slot_state {
+    SLOT_FREE = 0,     /* in the free ring (or an orphan of it) */
+    SLOT_RESERVED = 1, /* owner is writing the payload */
+    SLOT_READY = 2,    /* in the ready ring (or an orphan of it) */
+    SLOT_INFLIGHT = 3, /* delivered to owner, deadline in slot.deadline */
+    SLOT_DELAYED = 4,  /* waits for slot.deadline, then READY */
+    SLOT_DEAD = 5,     /* in the dead-letter ring */
+};
+
+struct slot {
+    _Atomic uint64_t state;    /* see slot.h: state | owner | gen */
+    _Atomic uint64_t ticket;   /* tagged: ring ticket of the last enqueue | gen tag */
+    _Atomic uint64_t deadline; /* tagged: ms since created_ns (INFLIGHT, DELAYED) | gen tag */
+    uint64_t id;
+    uint64_t publish_ns;
+    uint32_t len;
+    uint32_t attempt;          /* deliveries so far */
+    uint32_t dead_reason;      /* why it went to the dead-letter ring */
+    uint32_t reserved;
+    uint64_t reserved2;
+    /* payload follows at offset 64 */
+};
+#define SLOT_HEADER_SIZE 64u
+
+_Static_assert(sizeof(struct slot) == SLOT_HEADER_SIZE, "slot header is one cache line");
+_Static_assert(sizeof(struct proc_entry) % CACHE_LINE == 0, "registry entries are aligned");
+_Static_assert(sizeof(struct seg_header) % CACHE_LINE == 0, "header is aligned");
+
+/*
+ * Compute the layout for cfg into *out (offsets, strides, sizes, config copy).
+ * Returns 0, or -EINVAL when cfg is outside the limits of shmq.h.
+ */
+int layout_compute(const shmq_config_t *cfg, struct seg_layout *out);
+
+/* Check a layout read from shm against the one its own config implies: 0, -EPROTO, -EBADMSG. */
+int layout_validate(const struct seg_layout *stored, uint64_t file_size);
+
+/* CRC32C over the layout up to header_crc. */
+uint32_t layout_crc(const struct seg_layout *l);
+
+void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg);
+
+#endif

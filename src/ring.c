@@ -1,0 +1,210 @@
+/*
+ * ring.c - the SCQ-style ring of slot indices (Nikolaev, "A Scalable, Portable, and
+ * Memory-Efficient Lock-Free FIFO Queue", DISC 2019), adapted to processes that may die.
+ *
+ * State. head and tail are 64-bit tickets that only grow (fetch-and-add). Ticket t maps to cell
+ * map(t mod 2^order) and has cycle t >> order. A cell is one 64-bit word:
+ *
+ *     63                         24  23   22                0
+ *     +----------------------------+----+-------------------+
+ *     | cycle (low 40 bits)        |safe| index (BOT=all 1s)|
+ *     +----------------------------+----+-------------------+
+ *
+ * Enqueue(idx): take t = FAA(tail). If the cell's cycle is older than t's, the cell is empty,
+ * and it is safe (or no dequeuer has reached t yet: head <= t), CAS it to {cycle(t), safe, idx};
+ * else take another ticket. Dequeue: if threshold < 0 the ring is empty. Take h = FAA(head).
+ * If the cell holds an entry of h's cycle, CAS it to {cycle, safe, BOT} and return the index.
+ * If the cell is older: an empty one is moved to h's cycle (so a late enqueuer of ticket h
+ * fails its CAS and moves on), an occupied one is marked unsafe (its dequeuer is late; no
+ * enqueuer of a later cycle may use the cell once it is emptied unless head <= its ticket).
+ * Then if tail <= h + 1 the ring is empty (tail is pulled up to head: catchup); the threshold
+ * (3n-1, reset by every enqueue) bounds the failed dequeues of a livelocked empty ring.
+ *
+ * Why nobody waits for anybody. No step waits for another process's step: an enqueuer killed
+ * after its FAA leaves a ticket whose cell the dequeuer of that ticket moves on from; a dequeuer
+ * stopped after its FAA leaves its cell occupied, and later dequeuers mark it unsafe and move
+ * on. The one difference from the paper: a dequeuer consumes with a CAS instead of an atomic
+ * OR, so a dequeuer that wakes after repair emptied its cell (ring_clear()) fails harmlessly
+ * instead of erasing a newer entry. A killed dequeuer's entry is thus never lost for good:
+ * the slot it names stays READY or FREE with its ticket recorded, and repair (maintain.c)
+ * finds it (ring_holds()/ring_clear()) and enqueues it again.
+ *
+ * Memory ordering. head, tail, threshold and the cell CAS are seq_cst, so the paper's proof,
+ * written for sequential consistency, applies unchanged; on x86-64 every one of them is a
+ * locked instruction or a plain load either way. The edges that matter to callers:
+ *   R1 (enqueue cell CAS, seq_cst >= release) publishes everything the enqueuer wrote before it
+ *      (the slot's state word and payload); pairs with R2.
+ *   R2 (dequeue cell load, acquire, and its CAS) makes the slot the index names visible to the
+ *      dequeuer; pairs with R1.
+ */
+#include "ring.h"
+
+#include <errno.h>
+
+#define IDX_MASK ((1ull << RING_INDEX_BITS) - 1)
+#define BOT IDX_MASK
+#define SAFE_BIT (1ull << RING_INDEX_BITS)
+#define CYCLE_SHIFT (RING_INDEX_BITS + 1)
+
+static inline uint64_t cell_make(uint64_t cycle, bool safe, uint64_t idx)
+{
+    return (cycle << CYCLE_SHIFT) | (safe ? SAFE_BIT : 0) | idx;
+}
+static inline uint64_t cell_cycle(uint64_t c) { return c >> CYCLE_SHIFT; }
+static inline bool cell_safe(uint64_t c) { return (c & SAFE_BIT) != 0; }
+static inline uint64_t cell_idx(uint64_t c) { return c & IDX_MASK; }
+
+/* Cycles are kept modulo 2^40: compare by the sign of the difference in the top 40 bits. */
+static inline bool cycle_before(uint64_t a, uint64_t b)
+{
+    return (int64_t)((a - b) << CYCLE_SHIFT) < 0;
+}
+static inline bool cycle_equal(uint64_t a, uint64_t b)
+{
+    return ((a - b) << CYCLE_SHIFT) == 0;
+}
+
+/* Spread consecutive tickets over cache lines (8 cells of 8 bytes per line). */
+static inline uint64_t cell_pos(const struct ring *r, uint64_t ticket)
+{
+    uint64_t pos = ticket & r->mask;
+    unsigned shift = r->order - 3;
+    return ((pos & 7) << shift) | (pos >> 3);
+}
+
+uint64_t ring_bytes(uint32_t order)
+{
+    return sizeof(struct ring_shm) + (sizeof(uint64_t) << order);
+}
+
+void ring_bind(struct ring *r, void *shm, uint32_t order)
+{
+    r->shm = shm;
+    r->order = order;
+    r->mask = (1ull << order) - 1;
+    r->threshold_max = 3 * (int64_t)(1ull << (order - 1)) - 1;
+}
+
+void ring_init_empty(struct ring *r)
+{
+    /* Single-threaded, before the segment is visible to anybody: relaxed stores suffice; the
+     * creator's release store of the magic (segment.c) publishes them. */
+    for (uint64_t i = 0; i <= r->mask; i++)
+        atomic_store_explicit(&r->shm->cells[i], UINT64_MAX, memory_order_relaxed);
+    atomic_store_explicit(&r->shm->head, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->shm->tail, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->shm->threshold, -1, memory_order_relaxed);
+}
+
+int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket)
+{
+    struct ring_shm *q = r->shm;
+    for (uint64_t tries = 0; tries <= r->mask + 1024; tries++) {
+        /* seq_cst: orders against the dequeuers' FAA on head (see the file comment) */
+        uint64_t t = atomic_fetch_add(&q->tail, 1);
+        uint64_t cycle = t >> r->order;
+        _Atomic uint64_t *cell = &q->cells[cell_pos(r, t)];
+        /* acquire: a cell emptied by a dequeuer is seen with that dequeuer's writes */
+        uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
+        while (cycle_before(cell_cycle(e), cycle) && cell_idx(e) == BOT &&
+               (cell_safe(e) || !ticket_before(t, atomic_load(&q->head)))) {
+            /* R1 (seq_cst): publishes the caller's slot writes; pairs with R2 */
+            if (atomic_compare_exchange_strong(cell, &e, cell_make(cycle, true, idx))) {
+                if (atomic_load(&q->threshold) != r->threshold_max)
+                    atomic_store(&q->threshold, r->threshold_max);
+                *ticket = t;
+                return 0;
+            }
+        }
+    }
+    return -ENOSPC;
+}
+
+/* Pull tail up to head after dequeuers overtook it, so enqueuers skip the dead tickets. */
+static void catchup(struct ring_shm *q, uint64_t tail, uint64_t head)
+{
+    while (!atomic_compare_exchange_weak(&q->tail, &tail, head)) {
+        head = atomic_load(&q->head);
+        tail = atomic_load(&q->tail);
+        if (!ticket_before(tail, head))
+            break;
+    }
+}
+
+int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
+{
+    struct ring_shm *q = r->shm;
+    if (atomic_load(&q->threshold) < 0)
+        return -EAGAIN;
+    for (;;) {
+        uint64_t h = atomic_fetch_add(&q->head, 1);
+        uint64_t cycle = h >> r->order;
+        _Atomic uint64_t *cell = &q->cells[cell_pos(r, h)];
+        /* R2 (acquire): see the slot the enqueuer published before R1 */
+        uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
+        for (;;) {
+            uint64_t ec = cell_cycle(e), next;
+            if (cycle_equal(ec, cycle) && cell_idx(e) != BOT) {
+                /* consume by CAS, not OR: a late dequeuer must not erase a newer entry */
+                if (atomic_compare_exchange_strong(cell, &e, cell_make(ec, cell_safe(e), BOT))) {
+                    *idx = (uint32_t)cell_idx(e);
+                    *ticket = h;
+                    return 0;
+                }
+                continue;
+            }
+            if (!cycle_before(ec, cycle))
+                break;
+            if (cell_idx(e) == BOT)
+                next = cell_make(cycle, cell_safe(e), BOT); /* a late enqueuer of h must fail */
+            else
+                next = cell_make(ec, false, cell_idx(e));   /* its dequeuer is late: unsafe */
+            if (next == e || atomic_compare_exchange_strong(cell, &e, next))
+                break;
+        }
+        uint64_t t = atomic_load(&q->tail);
+        if (!ticket_before(h + 1, t)) { /* tail <= h + 1: nothing left */
+            catchup(q, t, h + 1);
+            atomic_fetch_sub(&q->threshold, 1);
+            return -EAGAIN;
+        }
+        if (atomic_fetch_sub(&q->threshold, 1) <= 0)
+            return -EAGAIN;
+    }
+}
+
+uint64_t ring_head(const struct ring *r)
+{
+    return atomic_load(&r->shm->head);
+}
+
+uint64_t ring_tail(const struct ring *r)
+{
+    return atomic_load(&r->shm->tail);
+}
+
+bool ring_holds(const struct ring *r, uint64_t ticket, uint32_t idx)
+{
+    uint64_t e = atomic_load_explicit(&r->shm->cells[cell_pos(r, ticket)], memory_order_acquire);
+    return cycle_equal(cell_cycle(e), ticket >> r->order) && cell_idx(e) == idx;
+}
+
+bool ring_clear(struct ring *r, uint64_t ticket, uint32_t idx)
+{
+    _Atomic uint64_t *cell = &r->shm->cells[cell_pos(r, ticket)];
+    uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
+    while (cycle_equal(cell_cycle(e), ticket >> r->order) && cell_idx(e) == idx) {
+        /* seq_cst: races with the late dequeuer's consume CAS; exactly one of them wins */
+        if (atomic_compare_exchange_strong(cell, &e, cell_make(cell_cycle(e), cell_safe(e), BOT)))
+            return true;
+    }
+    return false;
+}
+
+struct ring_cell ring_cell_at(const struct ring *r, uint64_t pos)
+{
+    uint64_t e = atomic_load_explicit(&r->shm->cells[pos & r->mask], memory_order_relaxed);
+    return (struct ring_cell){
+        .cycle = cell_cycle(e), .safe = cell_safe(e), .empty = cell_idx(e) == BOT,
+        .idx = (uint32_t)cell_idx(e)};
+}

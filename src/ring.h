@@ -1,0 +1,82 @@
+/*
+ * ring.h - lock-free MPMC ring of slot indices that no stopped or killed process can block.
+ *
+ * An SCQ-style ring (Nikolaev, DISC 2019): 2^order cells for at most 2^(order-1) entries; each
+ * cell carries the cycle of the ticket it was written for, a "safe" bit and an index. The
+ * algorithm, its memory-ordering argument and its crash windows are in ring.c and
+ * docs/DESIGN.md ("The ring").
+ */
+#ifndef SHMQ_RING_H
+#define SHMQ_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RING_MIN_ORDER 3u
+#define RING_MAX_ORDER 26u
+#define RING_INDEX_BITS 23u
+#define RING_INDEX_MAX ((1u << RING_INDEX_BITS) - 2u) /* largest index a cell can hold */
+
+/* The ring as it lies in shared memory; cells follow the header. */
+struct ring_shm {
+    _Alignas(64) _Atomic uint64_t head;     /* next ticket to dequeue */
+    _Alignas(64) _Atomic uint64_t tail;     /* next ticket to enqueue */
+    _Alignas(64) _Atomic int64_t threshold; /* dequeue attempts left before "empty" */
+    _Alignas(64) _Atomic uint64_t cells[];
+};
+
+/* A process's handle on one ring: geometry from the validated config, never re-read from shm. */
+struct ring {
+    struct ring_shm *shm;
+    uint32_t order;
+    uint64_t mask;         /* 2^order - 1 */
+    int64_t threshold_max; /* 3 * 2^(order-1) - 1 */
+};
+
+/* Bytes a ring of 2^order cells occupies. */
+uint64_t ring_bytes(uint32_t order);
+
+/* Bind r to the memory at shm (no access to shm). */
+void ring_bind(struct ring *r, void *shm, uint32_t order);
+
+/* Make the ring empty. Single-threaded: only while creating a segment. */
+void ring_init_empty(struct ring *r);
+
+/*
+ * Append idx (<= RING_INDEX_MAX). *ticket gets the ticket at which it landed. Multi-producer
+ * safe, lock-free. -ENOSPC when no cell was found in 2^order tries (more entries than the ring
+ * is sized for: a broken invariant or a corrupted segment; never in correct use).
+ */
+int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket);
+
+/* Take the oldest entry: 0 and *idx, *ticket, or -EAGAIN when empty. Multi-consumer safe,
+ * lock-free. The index is untrusted: the caller range-checks it. */
+int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket);
+
+/* Head and tail tickets as they are now (for repair and the dump tool). */
+uint64_t ring_head(const struct ring *r);
+uint64_t ring_tail(const struct ring *r);
+
+/* True if the cell of ticket still holds idx for that ticket's cycle (not yet consumed). */
+bool ring_holds(const struct ring *r, uint64_t ticket, uint32_t idx);
+
+/* Empty the cell of ticket if it still holds idx for that ticket's cycle: true if this call
+ * emptied it. Used by repair after a dequeuer took the ticket and died. */
+bool ring_clear(struct ring *r, uint64_t ticket, uint32_t idx);
+
+/* Decode a cell for the dump tool. */
+struct ring_cell {
+    uint64_t cycle;
+    bool safe, empty;
+    uint32_t idx;
+};
+struct ring_cell ring_cell_at(const struct ring *r, uint64_t pos);
+
+/* Wrap-safe comparison of two tickets: a < b. */
+static inline bool ticket_before(uint64_t a, uint64_t b)
+{
+    return (int64_t)(a - b) < 0;
+}
+
+#endif

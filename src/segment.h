@@ -1,0 +1,68 @@
+/*
+ * segment.h - create, open, validate and map a queue's shm segment; find its regions.
+ *
+ * A segment is trusted only after segment_open() has checked it: the file is at least as large
+ * as the header, the magic, version and header CRC match, and the layout stored in it equals
+ * the one its config implies and fits the file. After that, geometry comes from the private
+ * copy in struct segment, never again from shm.
+ */
+#ifndef SHMQ_SEGMENT_H
+#define SHMQ_SEGMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "layout.h"
+#include "ring.h"
+
+struct segment {
+    void *base;
+    size_t size;
+    struct seg_layout layout; /* validated private copy */
+    struct seg_header *hdr;
+    struct ring free_ring, ready_ring, dead_ring;
+};
+
+/* 0 if name is a valid queue name, else -EINVAL. */
+int segment_check_name(const char *name);
+
+/* Write "/shmq.NAME" (the shm_open name) into buf. -EINVAL for a bad name. */
+int segment_shm_name(const char *name, char *buf, size_t size);
+
+/* Create and initialise the segment of a new queue. -EEXIST, -EINVAL, -errno. */
+int segment_create(const char *name, const shmq_config_t *cfg, struct segment *seg);
+
+/*
+ * Map and validate an existing segment. readonly: map it PROT_READ (the dump tool).
+ * -ENOENT, -EACCES, -EPROTO (other format version), -EBADMSG (truncated, corrupted, not shmq).
+ */
+int segment_open(const char *name, bool readonly, struct segment *seg);
+
+/* Same as segment_open() on an already open file descriptor (fuzzing, tools). */
+int segment_open_fd(int fd, bool readonly, struct segment *seg);
+
+void segment_close(struct segment *seg);
+
+/* The slot idx, or NULL when idx is out of range (idx often comes from shm: check it here). */
+static inline struct slot *segment_slot(const struct segment *s, uint64_t idx)
+{
+    if (idx >= s->layout.capacity)
+        return NULL;
+    return (struct slot *)((char *)s->base + s->layout.slots_off + idx * s->layout.slot_stride);
+}
+
+/* The payload of a slot returned by segment_slot(). */
+static inline void *slot_payload(struct slot *sl)
+{
+    return (char *)sl + SLOT_HEADER_SIZE;
+}
+
+/* Registry entry i, or NULL when i is out of range. */
+static inline struct proc_entry *segment_proc(const struct segment *s, uint64_t i)
+{
+    if (i >= s->layout.max_procs)
+        return NULL;
+    return (struct proc_entry *)((char *)s->base + s->layout.registry_off) + i;
+}
+
+#endif
