@@ -1,0 +1,17 @@
+/*
+ * clock.h - the one time source: CLOCK_MONOTONIC in nanoseconds (vDSO: no system call).
+ */
+#ifndef SHMQ_CLOCK_H
+#define SHMQ_CLOCK_H
+
+#include <stdint.h>
+#include <time.h>
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+#endif

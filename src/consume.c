@@ -1,0 +1,308 @@
+/*
+ * consume.c - receive, ack, nack, extend, and the consumer's life cycle.
+ *
+ * Receive: take an index off the ready ring; C1: CAS its slot READY(g) -> INFLIGHT(self, g+1)
+ * with acquire (pairs with the producer's P1); write attempt and the ack deadline. An index
+ * whose slot is not READY (a stale or duplicate entry) is dropped. Ack: A1: CAS
+ * INFLIGHT(self, g) -> FREE(g+1) with release (our reads of the payload are done before a
+ * producer's claim, which acquires, reuses the slot), then enqueue it on the free ring. Every
+ * CAS expects the exact word of the delivery (token gen), so a delivery that maintenance took
+ * back (its gen moved on) fails with -ESTALE: that is the fence.
+ * Crash windows: killed after the dequeue and before C1, the slot stays READY in no ring: an
+ * orphan that maintenance re-enqueues; killed while INFLIGHT, maintenance reclaims the slot
+ * from the dead owner; killed after A1 and before the enqueue, the slot is a FREE orphan.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "crashpoint.h"
+#include "queue.h"
+#include "registry.h"
+#include "slot.h"
+#include "wait.h"
+
+enum dead_reason { DEAD_NONE = 0, DEAD_MAX_ATTEMPTS = 1, DEAD_CORRUPT = 2 };
+
+static struct proc_entry *c_self(const shmq_consumer_t *c)
+{
+    return segment_proc(&c->q->seg, c->self);
+}
+
+static bool fenced(const shmq_consumer_t *c)
+{
+    /* acquire: if maintenance fenced us, see that before touching slots */
+    return atomic_load_explicit(&c_self(c)->word, memory_order_acquire) != c->self_word;
+}
+
+/* Move a slot we hold (word w) to the dead-letter ring. */
+static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uint32_t reason)
+{
+    uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
+    sl->dead_reason = reason;
+    /* release: dead_reason is visible with the DEAD state */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, dead, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE;
+    queue_enqueue_slot(q, idx, dead);
+    return 0;
+}
+
+static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
+{
+    shmq_t *q = c->q;
+    uint64_t ticket;
+    uint32_t idx;
+    while (ring_dequeue(&q->seg.ready_ring, &idx, &ticket) == 0) {
+        CRASH_POINT(receive_after_dequeue);
+        struct slot *sl = segment_slot(&q->seg, idx);
+        if (!sl)
+            continue; /* garbage from shm: drop it */
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) != SLOT_READY)
+            continue; /* stale or duplicate entry */
+        uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
+        /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY */
+        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue;
+        CRASH_POINT(receive_after_claim);
+        uint32_t attempt = sl->attempt + 1;
+        sl->attempt = attempt;
+        uint64_t due = queue_now_ms(q) + q->seg.layout.ack_deadline_ms;
+        /* relaxed: validated by its gen tag (slot.h) */
+        atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
+        uint32_t len = sl->len;
+        if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
+            dead_letter(q, sl, idx, mine, DEAD_CORRUPT);
+            continue;
+        }
+        msg->id = sl->id;
+        msg->data = slot_payload(sl);
+        msg->len = len;
+        msg->attempt = attempt;
+        msg->token = token_make(idx, mine);
+        msg->flags = attempt > 1 ? SHMQ_MSG_REDELIVERED : 0;
+        count(c_self(c), CNT_DELIVERED);
+        if (attempt > 1)
+            count(c_self(c), CNT_REDELIVERED);
+        return 0;
+    }
+    return -EAGAIN;
+}
+
+struct recv_ctx {
+    shmq_consumer_t *c;
+    shmq_msg_t *msg;
+};
+
+static int try_receive(void *arg)
+{
+    struct recv_ctx *ctx = arg;
+    registry_heartbeat(c_self(ctx->c));
+    return claim_ready_slot(ctx->c, ctx->msg);
+}
+
+int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
+{
+    if (!c || !msg)
+        return -EINVAL;
+    if (fenced(c))
+        return -ESTALE;
+    struct recv_ctx ctx = {.c = c, .msg = msg};
+    int r = try_receive(&ctx);
+    if (r != -EAGAIN || timeout_ms == 0)
+        return r;
+    const struct seg_layout *l = &c->q->seg.layout;
+    uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays alive */
+    uint64_t max_sleep = (uint64_t)l->heartbeat_timeout_ms * 1000000ull / 3 + 1;
+    struct seg_header *h = c->q->seg.hdr;
+    return wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), deadline, max_sleep,
+                      try_receive, &ctx);
+}
+
+/* The slot of a delivery we hold, and the INFLIGHT word the token names. */
+static int held_slot(const shmq_consumer_t *c, const shmq_msg_t *msg, struct slot **sl,
+                     uint64_t *w)
+{
+    if (!c || !msg)
+        return -EINVAL;
+    *sl = segment_slot(&c->q->seg, token_idx(msg->token));
+    if (!*sl)
+        return -EINVAL;
+    *w = sw_make(SLOT_INFLIGHT, c->self, token_gen(msg->token));
+    return 0;
+}
+
+int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
+{
+    struct slot *sl;
+    uint64_t w;
+    int err = held_slot(c, msg, &sl, &w);
+    if (err)
+        return err;
+    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
+    /* A1 (release): our reads of the payload happen before the slot's reuse */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE;
+    CRASH_POINT(ack_after_free);
+    queue_enqueue_slot(c->q, token_idx(msg->token), freed);
+    count(c_self(c), CNT_ACKED);
+    registry_heartbeat(c_self(c));
+    return 0;
+}
+
+static uint64_t next_random(shmq_consumer_t *c)
+{
+    uint64_t x = c->rng; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return c->rng = x;
+}
+
+/* The backoff policy: base * multiplier^(attempt-1), capped, with equal jitter. */
+static uint32_t backoff_ms(shmq_consumer_t *c, uint32_t attempt)
+{
+    const struct seg_layout *l = &c->q->seg.layout;
+    double d = l->backoff_base_ms * pow(l->backoff_multiplier, attempt > 0 ? attempt - 1 : 0);
+    uint32_t delay = d >= l->backoff_cap_ms ? l->backoff_cap_ms : (uint32_t)d;
+    if (delay < 2)
+        return delay;
+    return delay / 2 + (uint32_t)(next_random(c) % (delay / 2 + 1));
+}
+
+int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
+{
+    struct slot *sl;
+    uint64_t w;
+    int err = held_slot(c, msg, &sl, &w);
+    if (err)
+        return err;
+    shmq_t *q = c->q;
+    uint32_t idx = token_idx(msg->token);
+    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
+        return -ESTALE;
+    count(c_self(c), CNT_NACKED);
+    uint32_t attempt = sl->attempt;
+    if (attempt >= q->seg.layout.max_attempts) {
+        err = dead_letter(q, sl, idx, w, DEAD_MAX_ATTEMPTS);
+        if (!err)
+            count(c_self(c), CNT_DEAD_LETTERED);
+        return err;
+    }
+    uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
+    uint64_t next = sw_next(w, delay ? SLOT_DELAYED : SLOT_READY, NO_OWNER);
+    if (delay) /* the tag names the DELAYED word, so it counts only once we reach it */
+        atomic_store_explicit(&sl->deadline, tagged_make(queue_now_ms(q) + delay, next),
+                              memory_order_relaxed);
+    /* release: our reads of the payload happen before the next delivery */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE;
+    if (!delay) {
+        CRASH_POINT(nack_after_requeue);
+        queue_enqueue_slot(q, idx, next);
+    }
+    return 0;
+}
+
+int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
+{
+    struct slot *sl;
+    uint64_t w;
+    int err = held_slot(c, msg, &sl, &w);
+    if (err)
+        return err;
+    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
+        return -ESTALE;
+    uint64_t due = queue_now_ms(c->q) + (ms ? ms : c->q->seg.layout.ack_deadline_ms);
+    /* relaxed: tagged with our word; if maintenance took the slot meanwhile the tag is stale */
+    atomic_store_explicit(&sl->deadline, tagged_make(due, w), memory_order_relaxed);
+    registry_heartbeat(c_self(c));
+    return atomic_load_explicit(&sl->state, memory_order_relaxed) == w ? 0 : -ESTALE;
+}
+
+int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
+{
+    if (!q || !out)
+        return -EINVAL;
+    shmq_consumer_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->q = q;
+    int err = registry_attach(&q->seg, ROLE_CONSUMER, name ? name : "", &c->self, &c->self_word);
+    if (err) {
+        free(c);
+        return err;
+    }
+    c->rng = now_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)c;
+    if (!c->rng)
+        c->rng = 1;
+    atomic_fetch_add(&q->consumers, 1);
+    *out = c;
+    return 0;
+}
+
+/* Give every message this consumer holds back to the ready ring. */
+static void return_inflight(shmq_consumer_t *c)
+{
+    shmq_t *q = c->q;
+    for (uint32_t i = 0; i < q->seg.layout.capacity; i++) {
+        struct slot *sl = segment_slot(&q->seg, i);
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
+        if (sw_state(w) != SLOT_INFLIGHT || sw_owner(w) != c->self)
+            continue;
+        uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
+        /* release: our reads of the payload happen before the redelivery */
+        if (atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
+                                                    memory_order_relaxed))
+            queue_enqueue_slot(q, i, ready);
+    }
+}
+
+static void *heartbeat_main(void *arg)
+{
+    shmq_consumer_t *c = arg;
+    struct timespec ts = {.tv_sec = c->hb_interval_ms / 1000,
+                          .tv_nsec = (long)(c->hb_interval_ms % 1000) * 1000000L};
+    while (!atomic_load_explicit(&c->hb_stop, memory_order_acquire)) {
+        registry_heartbeat(c_self(c));
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms)
+{
+    if (!c || c->hb_running)
+        return -EINVAL;
+    c->hb_interval_ms = interval_ms ? interval_ms : c->q->seg.layout.heartbeat_timeout_ms / 3 + 1;
+    atomic_store(&c->hb_stop, 0);
+    int err = pthread_create(&c->hb_thread, NULL, heartbeat_main, c);
+    if (err)
+        return -err;
+    c->hb_running = 1;
+    return 0;
+}
+
+int shmq_consumer_close(shmq_consumer_t *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->hb_running) {
+        atomic_store_explicit(&c->hb_stop, 1, memory_order_release);
+        pthread_join(c->hb_thread, NULL);
+    }
+    if (!fenced(c)) {
+        return_inflight(c);
+        registry_detach(&c->q->seg, c->self, c->self_word);
+    }
+    atomic_fetch_sub(&c->q->consumers, 1);
+    free(c);
+    return 0;
+}

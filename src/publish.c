@@ -1,0 +1,214 @@
+/*
+ * publish.c - reserve a free slot, write it, commit it READY, enqueue it on the ready ring.
+ *
+ * Protocol (state word transitions are single CASes, see slot.h and docs/DESIGN.md):
+ *   1. take an index off the free ring; CAS its slot FREE(g) -> RESERVED(self, g+1)
+ *      (an index whose slot is not FREE is a stale or duplicate ring entry: drop it)
+ *   2. write id, len, payload
+ *   3. P1: CAS RESERVED(self, g+1) -> READY(g+2) with release: publishes step 2
+ *   4. enqueue the index on the ready ring, record the ticket, wake a sleeping consumer
+ * Crash windows: after 1 or 2 the slot is RESERVED by a dead process: maintenance frees it.
+ * After 3 the slot is READY in no ring (or in one, ticket unrecorded): maintenance finds the
+ * orphan after a grace period and enqueues it (the message is delivered though publish never
+ * returned: at-least-once). No step waits for another process.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "clock.h"
+#include "crashpoint.h"
+#include "queue.h"
+#include "slot.h"
+#include "wait.h"
+
+uint64_t queue_now_ms(const shmq_t *q)
+{
+    return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
+}
+
+static void enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, uint64_t w, bool from_publish)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t ticket;
+    /* R1 inside ring_enqueue publishes our state-word CAS to the dequeuer */
+    if (ring_enqueue(ring, idx, &ticket) != 0)
+        return; /* overfull ring: the slot is an orphan now; maintenance enqueues it later */
+    if (from_publish)
+        CRASH_POINT(publish_after_enqueue);
+    /* relaxed: a repair hint, validated by its gen tag (slot.h) */
+    atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
+}
+
+void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    struct seg_header *h = q->seg.hdr;
+    switch (sw_state(w)) {
+    case SLOT_FREE:
+        enqueue_on(q, &q->seg.free_ring, idx, w, false);
+        wait_wake(&h->free_futex, &h->free_waiters);
+        break;
+    case SLOT_READY:
+        enqueue_on(q, &q->seg.ready_ring, idx, w, false);
+        wait_wake(&h->ready_futex, &h->ready_waiters);
+        break;
+    case SLOT_DEAD:
+        enqueue_on(q, &q->seg.dead_ring, idx, w, false);
+        break;
+    }
+}
+
+/* Step 1: claim a free slot for self. 0 and *idx, or -EAGAIN when none is free. */
+static int claim_free_slot(shmq_t *q, uint32_t *idx)
+{
+    uint64_t ticket;
+    uint32_t i;
+    while (ring_dequeue(&q->seg.free_ring, &i, &ticket) == 0) {
+        struct slot *sl = segment_slot(&q->seg, i);
+        if (!sl)
+            continue; /* garbage from shm: drop it */
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) != SLOT_FREE)
+            continue;
+        /* acquire: the last consumer's reads of the old payload (its A1 release) are done
+         * before we overwrite it */
+        if (atomic_compare_exchange_strong_explicit(&sl->state, &w,
+                                                    sw_next(w, SLOT_RESERVED, q->self),
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+/* The slot index of a reservation's buffer, or -EINVAL if buf is no slot payload. */
+static int slot_of_buf(const shmq_t *q, const void *buf, uint32_t *idx)
+{
+    const struct seg_layout *l = &q->seg.layout;
+    uintptr_t first = (uintptr_t)q->seg.base + l->slots_off + SLOT_HEADER_SIZE;
+    uintptr_t p = (uintptr_t)buf;
+    if (p < first || (p - first) % l->slot_stride != 0 || (p - first) / l->slot_stride >= l->capacity)
+        return -EINVAL;
+    *idx = (uint32_t)((p - first) / l->slot_stride);
+    return 0;
+}
+
+static int check_publish_args(const shmq_t *q, const void *data, size_t len)
+{
+    if (!q || (!data && len > 0))
+        return -EINVAL;
+    if (len > q->seg.layout.max_msg_size)
+        return -EMSGSIZE;
+    return 0;
+}
+
+/* Steps 2-4 for a slot we hold RESERVED; data NULL: the payload is already in place. */
+static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, uint64_t *id)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
+    if (sw_state(w) != SLOT_RESERVED || sw_owner(w) != q->self)
+        return -EINVAL;
+    if (data)
+        memcpy(slot_payload(sl), data, len);
+    /* relaxed: ids only need to be unique and increasing; P1 publishes the slot */
+    uint64_t msg_id = atomic_fetch_add_explicit(&q->seg.hdr->next_id, 1, memory_order_relaxed) + 1;
+    sl->id = msg_id;
+    sl->len = (uint32_t)len;
+    sl->attempt = 0;
+    sl->dead_reason = 0;
+    sl->publish_ns = now_ns();
+    CRASH_POINT(publish_after_write);
+    uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
+    /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE; /* our reservation was fenced: we were declared dead */
+    CRASH_POINT(publish_after_commit);
+    enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
+    wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
+    count(q_self(q), CNT_PUBLISHED);
+    if (id)
+        *id = msg_id;
+    return 0;
+}
+
+int shmq_reserve(shmq_t *q, size_t len, void **buf)
+{
+    int err = check_publish_args(q, buf, len);
+    if (err || !buf)
+        return err ? err : -EINVAL;
+    uint32_t idx;
+    if ((err = claim_free_slot(q, &idx)) != 0)
+        return err;
+    CRASH_POINT(publish_after_reserve);
+    *buf = slot_payload(segment_slot(&q->seg, idx));
+    return 0;
+}
+
+int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id)
+{
+    uint32_t idx;
+    int err = check_publish_args(q, buf, len);
+    if (err || (err = slot_of_buf(q, buf, &idx)) != 0)
+        return err;
+    return commit_slot(q, idx, NULL, len, id);
+}
+
+int shmq_cancel(shmq_t *q, void *buf)
+{
+    uint32_t idx;
+    if (!q || slot_of_buf(q, buf, &idx) != 0)
+        return -EINVAL;
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
+    if (sw_state(w) != SLOT_RESERVED || sw_owner(w) != q->self)
+        return -EINVAL;
+    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
+    /* release: our writes to the payload are done before the slot is reused */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE;
+    queue_enqueue_slot(q, idx, freed);
+    return 0;
+}
+
+int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
+{
+    uint32_t idx;
+    int err = check_publish_args(q, data, len);
+    if (err || (err = claim_free_slot(q, &idx)) != 0)
+        return err;
+    CRASH_POINT(publish_after_reserve);
+    return commit_slot(q, idx, data, len, id);
+}
+
+struct claim_ctx {
+    shmq_t *q;
+    uint32_t idx;
+};
+
+static int try_claim(void *arg)
+{
+    struct claim_ctx *ctx = arg;
+    return claim_free_slot(ctx->q, &ctx->idx);
+}
+
+int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, int timeout_ms)
+{
+    int err = check_publish_args(q, data, len);
+    if (err)
+        return err;
+    struct claim_ctx ctx = {.q = q};
+    if (timeout_ms == 0) {
+        err = try_claim(&ctx);
+    } else {
+        uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+        err = wait_until(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters, NULL, deadline,
+                         100000000ull, try_claim, &ctx);
+    }
+    if (err)
+        return err;
+    CRASH_POINT(publish_after_reserve);
+    return commit_slot(q, ctx.idx, data, len, id);
+}

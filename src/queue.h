@@ -1,0 +1,54 @@
+/*
+ * queue.h - the process-local handles behind shmq_t and shmq_consumer_t.
+ */
+#ifndef SHMQ_QUEUE_H
+#define SHMQ_QUEUE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "segment.h"
+
+struct shmq {
+    struct segment seg;
+    uint32_t self;             /* our registry entry (role client: producer reservations) */
+    uint64_t self_word;        /* its ACTIVE word: changes if we are fenced */
+    _Atomic int consumers;     /* consumers open on this handle */
+    char name[SHMQ_NAME_MAX + 1];
+    /* Maintenance bookkeeping (maintain.c), allocated on first use: what each slot looked
+     * like when it was first suspected of being an orphan, and when. */
+    pthread_mutex_t maint_lock;
+    uint64_t *suspect_word, *suspect_ns;
+};
+
+struct shmq_consumer {
+    shmq_t *q;
+    uint32_t self;            /* registry entry of this consumer */
+    uint64_t self_word;       /* its ACTIVE word */
+    uint64_t rng;             /* xorshift state for backoff jitter */
+    pthread_t hb_thread;
+    _Atomic int hb_stop;
+    int hb_running;
+    uint32_t hb_interval_ms;
+};
+
+/* The registry entry of a handle (always in range: we attached it). */
+static inline struct proc_entry *q_self(const shmq_t *q)
+{
+    return segment_proc(&q->seg, q->self);
+}
+
+/* Add 1 to counter cnt of registry entry e (single writer per entry: relaxed). */
+static inline void count(struct proc_entry *e, enum counter cnt)
+{
+    atomic_fetch_add_explicit(&e->counters[cnt], 1, memory_order_relaxed);
+}
+
+/* ms since the segment was created: the unit of slot deadlines. */
+uint64_t queue_now_ms(const shmq_t *q);
+
+/* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
+ * record the ticket; wake a sleeper if one waits. */
+void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
+
+#endif

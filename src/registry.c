@@ -1,0 +1,125 @@
+/*
+ * registry.c - attach, detach, heartbeat, and the liveness rule (see registry.h).
+ *
+ * Liveness rule: a process is dead when kill(pid, 0) says ESRCH or /proc/PID/stat shows a start
+ * time other than the one recorded at attach (the pid was reused). Only a dead process's
+ * reservations are freed; a live one's are never touched, however late it is.
+ */
+#include "registry.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+
+uint64_t proc_start_time(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p)
+        return 0;
+    unsigned long long start = 0;
+    /* after ")": field 3 (state) ... field 22 (starttime) is the 20th field from here */
+    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+               &start) != 1)
+        return 0;
+    return start;
+}
+
+bool registry_pid_dead(const struct proc_entry *e)
+{
+    int pid = e->pid;
+    if (pid <= 0)
+        return true;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return true;
+    uint64_t start = proc_start_time(pid);
+    return start != 0 && start != e->start_time;
+}
+
+void registry_heartbeat(struct proc_entry *e)
+{
+    /* relaxed: a hint for the maintainer, ordered against nothing */
+    atomic_store_explicit(&e->heartbeat_ns, now_ns(), memory_order_relaxed);
+}
+
+int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
+                    uint64_t *word)
+{
+    for (uint32_t i = 0; i < s->layout.max_procs; i++) {
+        struct proc_entry *e = segment_proc(s, i);
+        uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+        if (pw_state(w) != PROC_FREE)
+            continue;
+        uint64_t claimed = pw_next(w, PROC_CLAIMED);
+        /* acquire: the previous holder's release (FREE) is complete before we write */
+        if (!atomic_compare_exchange_strong_explicit(&e->word, &w, claimed, memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        e->pid = getpid();
+        e->role = role;
+        e->start_time = proc_start_time(e->pid);
+        memset(e->name, 0, sizeof(e->name));
+        if (name)
+            strncpy(e->name, name, sizeof(e->name) - 1);
+        atomic_store_explicit(&e->sleeping, 0, memory_order_relaxed);
+        for (int c = 0; c < CNT__COUNT; c++)
+            atomic_store_explicit(&e->counters[c], 0, memory_order_relaxed);
+        registry_heartbeat(e);
+        uint64_t active = pw_next(claimed, PROC_ACTIVE);
+        /* G1 (release): pid, start time and role are visible to whoever sees ACTIVE. A CAS,
+         * not a store: maintenance may have fenced the entry while it looked half-filled. */
+        if (!atomic_compare_exchange_strong_explicit(&e->word, &claimed, active,
+                                                     memory_order_release, memory_order_relaxed))
+            continue;
+        *idx = i;
+        *word = active;
+        return 0;
+    }
+    return -EUSERS;
+}
+
+/* Move an entry's counters into the header's retired totals. exchange-then-add: a crash in
+ * between undercounts, it never counts twice. */
+static void fold_counters(struct segment *s, struct proc_entry *e)
+{
+    for (int c = 0; c < CNT__COUNT; c++) {
+        uint64_t v = atomic_exchange_explicit(&e->counters[c], 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->hdr->retired[c], v, memory_order_relaxed);
+    }
+}
+
+void registry_detach(struct segment *s, uint32_t idx, uint64_t word)
+{
+    struct proc_entry *e = segment_proc(s, idx);
+    uint64_t w = word;
+    /* fails if maintenance fenced us: then it folds and frees the entry */
+    if (!atomic_compare_exchange_strong(&e->word, &w, pw_next(word, PROC_CLAIMED)))
+        return;
+    fold_counters(s, e);
+    /* release: our last writes to the entry happen before the next attach reuses it */
+    atomic_store_explicit(&e->word, pw_next(pw_next(word, PROC_CLAIMED), PROC_FREE),
+                          memory_order_release);
+}
+
+bool registry_release_fenced(struct segment *s, uint32_t idx, uint64_t fenced_word)
+{
+    struct proc_entry *e = segment_proc(s, idx);
+    uint64_t w = fenced_word;
+    uint64_t claimed = pw_next(fenced_word, PROC_CLAIMED);
+    if (!atomic_compare_exchange_strong(&e->word, &w, claimed))
+        return false;
+    fold_counters(s, e);
+    atomic_store_explicit(&e->word, pw_next(claimed, PROC_FREE), memory_order_release);
+    return true;
+}

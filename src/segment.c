@@ -1,0 +1,182 @@
+/*
+ * segment.c - create, open, validate and map /dev/shm/shmq.NAME.
+ *
+ * Create: shm_open(O_EXCL) with the config's mode (fchmod, so the umask cannot widen or narrow
+ * it), size it, initialise registry, slots and rings, fill the free ring, and store the magic
+ * last with release: an opener that sees the magic sees a complete segment (S1 pairs with S2).
+ * Open: check the file size before touching anything, map, and validate (layout.c); a segment
+ * whose magic is still 0 is being created: wait for it a little, then call it corrupted.
+ */
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "slot.h"
+
+int segment_check_name(const char *name)
+{
+    if (!name)
+        return -EINVAL;
+    size_t n = strlen(name);
+    if (n == 0 || n > SHMQ_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+int segment_shm_name(const char *name, char *buf, size_t size)
+{
+    int err = segment_check_name(name);
+    if (err)
+        return err;
+    if ((size_t)snprintf(buf, size, "/shmq.%s", name) >= size)
+        return -EINVAL;
+    return 0;
+}
+
+static void bind_regions(struct segment *s)
+{
+    const struct seg_layout *l = &s->layout;
+    s->hdr = s->base;
+    ring_bind(&s->free_ring, (char *)s->base + l->free_ring_off, l->ring_order);
+    ring_bind(&s->ready_ring, (char *)s->base + l->ready_ring_off, l->ring_order);
+    ring_bind(&s->dead_ring, (char *)s->base + l->dead_ring_off, l->ring_order);
+}
+
+static int init_contents(struct segment *s)
+{
+    struct seg_header *h = s->hdr;
+    /* The file is fresh from ftruncate (all zero) and invisible to others until the magic is
+     * stored: relaxed stores suffice here, S1 publishes them. */
+    memcpy(&h->layout, &s->layout, sizeof(s->layout));
+    h->layout.magic = 0;
+    ring_init_empty(&s->free_ring);
+    ring_init_empty(&s->ready_ring);
+    ring_init_empty(&s->dead_ring);
+    for (uint32_t i = 0; i < s->layout.capacity; i++) {
+        struct slot *sl = segment_slot(s, i);
+        uint64_t w = sw_make(SLOT_FREE, NO_OWNER, 0), ticket;
+        atomic_store_explicit(&sl->state, w, memory_order_relaxed);
+        if (ring_enqueue(&s->free_ring, i, &ticket) != 0)
+            return -ENOSPC;
+        atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
+    }
+    /* S1 (release): publishes the whole initialised segment; pairs with S2 in segment_open_fd */
+    atomic_store_explicit((_Atomic uint64_t *)&h->layout.magic, SHMQ_MAGIC, memory_order_release);
+    return 0;
+}
+
+int segment_create(const char *name, const shmq_config_t *cfg, struct segment *seg)
+{
+    char shm_name[SHMQ_NAME_MAX + 8];
+    int err = segment_shm_name(name, shm_name, sizeof(shm_name));
+    if (err || !cfg || !seg)
+        return err ? err : -EINVAL;
+    memset(seg, 0, sizeof(*seg));
+    if ((err = layout_compute(cfg, &seg->layout)) != 0)
+        return err;
+    seg->layout.created_ns = now_ns();
+    seg->layout.magic = SHMQ_MAGIC;
+    seg->layout.header_crc = layout_crc(&seg->layout);
+
+    int fd = shm_open(shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
+    if (fd < 0)
+        return -errno;
+    if (fchmod(fd, cfg->mode) != 0 || ftruncate(fd, (off_t)seg->layout.total_size) != 0) {
+        err = -errno;
+        goto fail_unlink;
+    }
+    seg->size = seg->layout.total_size;
+    seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (seg->base == MAP_FAILED) {
+        err = -errno;
+        goto fail_unlink;
+    }
+    close(fd);
+    bind_regions(seg);
+    if ((err = init_contents(seg)) != 0)
+        goto fail_unmap;
+    return 0;
+
+fail_unmap:
+    munmap(seg->base, seg->size);
+    fd = -1;
+fail_unlink:
+    if (fd >= 0)
+        close(fd);
+    shm_unlink(shm_name);
+    memset(seg, 0, sizeof(*seg));
+    return err;
+}
+
+int segment_open_fd(int fd, bool readonly, struct segment *seg)
+{
+    struct stat st;
+    memset(seg, 0, sizeof(*seg));
+    /* A creator may be between shm_open and storing the magic: give it up to ~1 s. */
+    for (int tries = 0;; tries++) {
+        if (fstat(fd, &st) != 0)
+            return -errno;
+        if ((uint64_t)st.st_size >= sizeof(struct seg_header)) {
+            void *base = mmap(NULL, (size_t)st.st_size, readonly ? PROT_READ : PROT_READ | PROT_WRITE,
+                              MAP_SHARED, fd, 0);
+            if (base == MAP_FAILED)
+                return -errno;
+            struct seg_header *h = base;
+            /* S2 (acquire): pairs with S1; a non-zero magic means the contents are complete */
+            uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)&h->layout.magic,
+                                                  memory_order_acquire);
+            if (magic != 0) {
+                memcpy(&seg->layout, &h->layout, sizeof(seg->layout));
+                int err = layout_validate(&seg->layout, (uint64_t)st.st_size);
+                if (err) {
+                    munmap(base, (size_t)st.st_size);
+                    memset(seg, 0, sizeof(*seg));
+                    return err;
+                }
+                seg->base = base;
+                seg->size = (size_t)st.st_size;
+                bind_regions(seg);
+                return 0;
+            }
+            munmap(base, (size_t)st.st_size);
+        }
+        if (tries >= 100)
+            return -EBADMSG;
+        usleep(10000);
+    }
+}
+
+int segment_open(const char *name, bool readonly, struct segment *seg)
+{
+    char shm_name[SHMQ_NAME_MAX + 8];
+    int err = segment_shm_name(name, shm_name, sizeof(shm_name));
+    if (err || !seg)
+        return err ? err : -EINVAL;
+    int fd = shm_open(shm_name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    err = segment_open_fd(fd, readonly, seg);
+    close(fd);
+    return err;
+}
+
+void segment_close(struct segment *seg)
+{
+    if (seg && seg->base)
+        munmap(seg->base, seg->size);
+    if (seg)
+        memset(seg, 0, sizeof(*seg));
+}
