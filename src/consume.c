@@ -24,7 +24,8 @@
 #include "slot.h"
 #include "wait.h"
 
-enum dead_reason { DEAD_NONE = 0, DEAD_MAX_ATTEMPTS = 1, DEAD_CORRUPT = 2 };
+#define COOP_PERIOD_NS (250ull * 1000000ull)
+#define COOP_LEASE_MS 1000u
 
 static struct proc_entry *c_self(const shmq_consumer_t *c)
 {
@@ -48,6 +49,16 @@ static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uin
         return -ESTALE;
     queue_enqueue_slot(q, idx, dead);
     return 0;
+}
+
+/* With no watchdog holding the lease, maintain the queue ourselves now and then. */
+static void cooperate(shmq_consumer_t *c)
+{
+    uint64_t now = now_ns();
+    if (now < c->next_coop_ns)
+        return;
+    c->next_coop_ns = now + COOP_PERIOD_NS;
+    shmq_maintain_if_unwatched(c->q, COOP_LEASE_MS);
 }
 
 static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
@@ -76,7 +87,7 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
         uint32_t len = sl->len;
         if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
-            dead_letter(q, sl, idx, mine, DEAD_CORRUPT);
+            dead_letter(q, sl, idx, mine, SHMQ_DEAD_CORRUPT);
             continue;
         }
         msg->id = sl->id;
@@ -88,6 +99,8 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         count(c_self(c), CNT_DELIVERED);
         if (attempt > 1)
             count(c_self(c), CNT_REDELIVERED);
+        if ((++c->deliveries & 1023) == 0)
+            cooperate(c);
         return 0;
     }
     return -EAGAIN;
@@ -102,7 +115,10 @@ static int try_receive(void *arg)
 {
     struct recv_ctx *ctx = arg;
     registry_heartbeat(c_self(ctx->c));
-    return claim_ready_slot(ctx->c, ctx->msg);
+    int r = claim_ready_slot(ctx->c, ctx->msg);
+    if (r == -EAGAIN)
+        cooperate(ctx->c);
+    return r;
 }
 
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
@@ -144,13 +160,10 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
     int err = held_slot(c, msg, &sl, &w);
     if (err)
         return err;
-    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
-    /* A1 (release): our reads of the payload happen before the slot's reuse */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
-                                                 memory_order_relaxed))
+    if (slot_finish(c->q, token_idx(msg->token), w) != 0) {
+        slot_let_go(c->q, token_idx(msg->token), c->self); /* we will not read it again */
         return -ESTALE;
-    CRASH_POINT(ack_after_free);
-    queue_enqueue_slot(c->q, token_idx(msg->token), freed);
+    }
     count(c_self(c), CNT_ACKED);
     registry_heartbeat(c_self(c));
     return 0;
@@ -185,12 +198,14 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         return err;
     shmq_t *q = c->q;
     uint32_t idx = token_idx(msg->token);
-    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
+    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w) {
+        slot_let_go(q, idx, c->self);
         return -ESTALE;
+    }
     count(c_self(c), CNT_NACKED);
     uint32_t attempt = sl->attempt;
     if (attempt >= q->seg.layout.max_attempts) {
-        err = dead_letter(q, sl, idx, w, DEAD_MAX_ATTEMPTS);
+        err = dead_letter(q, sl, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
         if (!err)
             count(c_self(c), CNT_DEAD_LETTERED);
         return err;
@@ -202,8 +217,10 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
                               memory_order_relaxed);
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
-                                                 memory_order_relaxed))
+                                                 memory_order_relaxed)) {
+        slot_let_go(q, idx, c->self);
         return -ESTALE;
+    }
     if (!delay) {
         CRASH_POINT(nack_after_requeue);
         queue_enqueue_slot(q, idx, next);
@@ -265,6 +282,13 @@ static void return_inflight(shmq_consumer_t *c)
     }
 }
 
+/* Closing: we read none of the slots taken back from us any more. */
+static void let_go_all(shmq_consumer_t *c)
+{
+    for (uint32_t i = 0; i < c->q->seg.layout.capacity; i++)
+        slot_let_go(c->q, i, c->self);
+}
+
 static void *heartbeat_main(void *arg)
 {
     shmq_consumer_t *c = arg;
@@ -298,10 +322,14 @@ int shmq_consumer_close(shmq_consumer_t *c)
         atomic_store_explicit(&c->hb_stop, 1, memory_order_release);
         pthread_join(c->hb_thread, NULL);
     }
-    if (!fenced(c)) {
+    /* A fenced consumer's messages were taken back already, and maintenance releases its
+     * entry once nothing names it; either way we read none of our slots any more. */
+    bool was_fenced = fenced(c);
+    if (!was_fenced)
         return_inflight(c);
+    let_go_all(c);
+    if (!was_fenced)
         registry_detach(&c->q->seg, c->self, c->self_word);
-    }
     atomic_fetch_sub(&c->q->consumers, 1);
     free(c);
     return 0;

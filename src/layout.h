@@ -46,7 +46,7 @@ struct seg_header {
     _Atomic uint32_t ready_waiters;                      /* consumers asleep on ready_futex */
     _Alignas(CACHE_LINE) _Atomic uint32_t free_futex;    /* bumped when a slot is freed */
     _Atomic uint32_t free_waiters;                       /* producers asleep on free_futex */
-    _Alignas(CACHE_LINE) _Atomic uint64_t lease_word;    /* maintenance lease: holder + expiry */
+    _Alignas(CACHE_LINE) _Atomic uint64_t lease_word;    /* maintenance lease (lease.c) */
     _Atomic uint64_t maint_passes;                       /* completed maintenance steps */
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
@@ -82,6 +82,7 @@ enum slot_state {
     SLOT_INFLIGHT = 3, /* delivered to owner, deadline in slot.deadline */
     SLOT_DELAYED = 4,  /* waits for slot.deadline, then READY */
     SLOT_DEAD = 5,     /* in the dead-letter ring */
+    SLOT_FENCED = 6,   /* done with, but owner (a live, fenced process) may still read it */
 };
 
 struct slot {
@@ -92,8 +93,9 @@ struct slot {
     uint64_t publish_ns;
     uint32_t len;
     uint32_t attempt;          /* deliveries so far */
-    uint32_t dead_reason;      /* why it went to the dead-letter ring */
-    uint32_t reserved;
+    uint32_t dead_reason;      /* why it went to the dead-letter ring (SHMQ_DEAD_*) */
+    _Atomic uint32_t linger;   /* registry index + 1 of a live former owner that may still read
+                                * the payload (taken back from it), 0 if none: see maintain.c */
     uint64_t reserved2;
     /* payload follows at offset 64 */
 };

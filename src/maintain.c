@@ -1,22 +1,22 @@
 /*
- * maintain.c - one maintenance step: reclaim, repair, fire delayed messages.
+ * maintain.c - one maintenance step: reclaim, repair, fire delayed messages, fence the hung.
  *
  * Every repair is a CAS on a state word that expects the exact word observed, so the step is
  * idempotent and several maintainers may run at once: of two that try the same repair, one
  * CAS wins and the other fails harmlessly. Re-enqueueing when unsure is safe because a stale
  * or duplicate ring entry fails the dequeuer's state check (principle 1 of docs/DESIGN.md).
  *
- *  1. Registry: an ACTIVE or CLAIMED entry whose process is dead (pid gone or reused) becomes
- *     FENCED; a sleeper it left counted in ready_waiters is uncounted.
- *  2. Slots: INFLIGHT of a fenced/free owner, or past its ack deadline -> READY (attempt kept;
- *     the next delivery counts it) or DEAD when max_attempts is reached; RESERVED of a dead
- *     owner -> FREE; DELAYED and due -> READY; a READY or FREE slot that no ring holds (its
- *     ring's head passed the recorded ticket, or no ticket was recorded) for longer than
- *     ORPHAN_GRACE_NS with its word unchanged -> same state, gen + 1 (fencing a late dequeuer
- *     that may still hold the entry), enqueued again.
- *  3. A FENCED entry that no slot names as owner any more becomes FREE.
- * A live process is never fenced here, however late: its messages come back through their
- * ack deadline instead, and what it may still touch is never freed under it.
+ *  1. Registry: an ACTIVE or CLAIMED entry whose process is dead (pid gone, zombie or reused)
+ *     becomes FENCED; so does a consumer that is hung by the rule in shmq.h (stale heartbeat:
+ *     1x the timeout if stopped, 3x otherwise). A sleeper it left counted is uncounted.
+ *  2. Slots: INFLIGHT of a fenced owner, or past its ack deadline -> READY (or DEAD at
+ *     max_attempts). If the owner still lives, the slot's linger names it first, so the slot is
+ *     not reused while it may read it (slot.c). RESERVED of a dead owner -> FREE; DELAYED and
+ *     due -> READY; FENCED whose lingering owner let go or died -> FREE; a READY or FREE slot
+ *     that no ring holds (its ring's head passed the recorded ticket, or none was recorded) for
+ *     longer than ORPHAN_GRACE_NS with its word unchanged -> same state, gen + 1 (fencing a
+ *     late dequeuer that may still hold the entry), enqueued again.
+ *  3. A FENCED entry that no slot names (as owner or linger) becomes FREE.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -35,16 +35,21 @@ struct pass {
     shmq_t *q;
     shmq_maint_report_t *rep;
     uint64_t now_ns, now_ms;
-    uint32_t *owner_refs; /* slots still naming each registry entry as owner */
+    uint32_t *refs;   /* slots naming each registry entry, as owner or linger */
+    uint8_t *dead;    /* per registry entry: 1 if its process is dead or the entry is free */
+    uint8_t *fenced;  /* per registry entry: 1 if FENCED or FREE (its deliveries are void) */
 };
 
-static bool owner_gone(const struct segment *s, uint32_t owner)
+/* Is a live consumer hung? (the rule documented at shmq_maintain) */
+static bool consumer_hung(const struct pass *p, const struct proc_entry *e)
 {
-    struct proc_entry *e = segment_proc(s, owner);
-    if (!e)
-        return true;
-    unsigned st = pw_state(atomic_load_explicit(&e->word, memory_order_acquire));
-    return st == PROC_FREE || st == PROC_FENCED;
+    uint64_t hb = atomic_load_explicit(&e->heartbeat_ns, memory_order_relaxed);
+    uint64_t timeout = (uint64_t)p->q->seg.layout.heartbeat_timeout_ms * 1000000ull;
+    if (!(e->role & ROLE_CONSUMER) || hb + timeout >= p->now_ns || hb > p->now_ns)
+        return false;
+    char st = proc_run_state(e->pid);
+    uint64_t limit = (st == 'T' || st == 't') ? timeout : 3 * timeout;
+    return p->now_ns - hb > limit;
 }
 
 static void fence_dead_procs(struct pass *p)
@@ -55,13 +60,21 @@ static void fence_dead_procs(struct pass *p)
         /* acquire: pairs with G1 (attach), so pid and start time are complete */
         uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
         unsigned st = pw_state(w);
-        if ((st == PROC_ACTIVE || st == PROC_CLAIMED) && registry_pid_dead(e) &&
-            atomic_compare_exchange_strong(&e->word, &w, pw_next(w, PROC_FENCED))) {
-            p->rep->procs_dead++;
-            st = PROC_FENCED;
+        p->dead[i] = st == PROC_FREE || registry_pid_dead(e);
+        if (st == PROC_ACTIVE || st == PROC_CLAIMED) {
+            bool hung = !p->dead[i] && st == PROC_ACTIVE && consumer_hung(p, e);
+            if ((p->dead[i] || hung) &&
+                atomic_compare_exchange_strong(&e->word, &w, pw_next(w, PROC_FENCED))) {
+                if (hung)
+                    p->rep->procs_hung++;
+                else
+                    p->rep->procs_dead++;
+                st = PROC_FENCED;
+            }
         }
+        p->fenced[i] = st == PROC_FENCED || st == PROC_FREE;
         uint32_t one = 1;
-        if (st == PROC_FENCED &&
+        if (st == PROC_FENCED && p->dead[i] &&
             atomic_compare_exchange_strong(&e->sleeping, &one, 0)) /* once per sleeper */
             atomic_fetch_sub(&s->hdr->ready_waiters, 1);
     }
@@ -80,20 +93,36 @@ static bool move_slot(struct pass *p, uint32_t idx, uint64_t w, uint64_t next)
     return true;
 }
 
-/* An in-flight message goes back to the ready ring, or to the dead-letter ring. */
+/*
+ * An in-flight message goes back to the ready ring (or the dead-letter ring). From a live
+ * owner only if the slot can record it as lingering; if another live process lingers there
+ * already, wait for a later pass rather than lose track of a reader.
+ */
 static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
-    if (sl->attempt >= p->q->seg.layout.max_attempts) {
-        sl->dead_reason = 1; /* max attempts */
-        if (!move_slot(p, idx, w, sw_next(w, SLOT_DEAD, NO_OWNER)))
-            return false;
+    uint32_t owner = sw_owner(w), none = 0;
+    bool set_linger = owner < p->q->seg.layout.max_procs && !p->dead[owner];
+    /* release: the linger is visible to whoever sees the slot's next state (slot_finish) */
+    if (set_linger && !atomic_compare_exchange_strong_explicit(&sl->linger, &none, owner + 1,
+                                                               memory_order_release,
+                                                               memory_order_relaxed) &&
+        none != owner + 1)
+        return false;
+    bool dead = sl->attempt >= p->q->seg.layout.max_attempts;
+    if (dead)
+        sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
+    if (!move_slot(p, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER))) {
+        uint32_t mine = owner + 1;
+        if (set_linger) /* the owner acked meanwhile: it reads no more */
+            atomic_compare_exchange_strong(&sl->linger, &mine, 0);
+        return false;
+    }
+    if (dead) {
         p->rep->dead_lettered++;
         count(q_self(p->q), CNT_DEAD_LETTERED);
-        return true;
+    } else {
+        count(q_self(p->q), CNT_RECLAIMED);
     }
-    if (!move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
-        return false;
-    count(q_self(p->q), CNT_RECLAIMED);
     return true;
 }
 
@@ -105,9 +134,9 @@ static uint64_t widen_ticket(uint64_t stored, uint64_t head)
     return ahead < mod / 2 ? head + ahead : head - (mod - ahead);
 }
 
-/* Is this READY or FREE slot held by no ring? (suspected orphan) */
-static bool looks_orphaned(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w,
-                           uint64_t *ticket, bool *has_ticket)
+/* Is this READY or FREE slot held by no ring? ticket, has_ticket: what it recorded. */
+static bool looks_orphaned(struct pass *p, struct slot *sl, uint64_t w, uint64_t *ticket,
+                           bool *has_ticket)
 {
     struct ring *r = sw_state(w) == SLOT_READY ? &p->q->seg.ready_ring : &p->q->seg.free_ring;
     uint64_t stored;
@@ -118,15 +147,14 @@ static bool looks_orphaned(struct pass *p, uint32_t idx, struct slot *sl, uint64
     *ticket = widen_ticket(stored, head);
     /* head not past the ticket: an ordinary entry waiting its turn */
     return ticket_before(*ticket, head);
-    (void)idx;
 }
 
 static void repair_orphan(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
     shmq_t *q = p->q;
-    uint64_t ticket;
+    uint64_t ticket = 0;
     bool has_ticket;
-    if (!looks_orphaned(p, idx, sl, w, &ticket, &has_ticket)) {
+    if (!looks_orphaned(p, sl, w, &ticket, &has_ticket)) {
         q->suspect_word[idx] = 0;
         return;
     }
@@ -145,19 +173,39 @@ static void repair_orphan(struct pass *p, uint32_t idx, struct slot *sl, uint64_
     q->suspect_word[idx] = 0;
 }
 
+/* A slot whose linger names a process that died: nobody reads it any more. */
+static void clear_dead_linger(struct pass *p, struct slot *sl)
+{
+    uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
+    if (lg && (lg - 1 >= p->q->seg.layout.max_procs || p->dead[lg - 1]))
+        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
+}
+
+static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+{
+    uint32_t owner = sw_owner(w);
+    uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_acquire);
+    if (lg && owner < p->q->seg.layout.max_procs && !p->dead[owner])
+        return; /* its reader lives and has not let go */
+    /* the slot is ours alone now (FENCED, reader gone): plain reset, published by the CAS */
+    atomic_store_explicit(&sl->linger, 0, memory_order_relaxed);
+    if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
+        p->rep->fenced_released++;
+}
+
 static void repair_slot(struct pass *p, uint32_t idx)
 {
     struct segment *s = &p->q->seg;
     struct slot *sl = segment_slot(s, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire), due;
     uint32_t owner = sw_owner(w);
+    bool owner_void = owner >= s->layout.max_procs || p->fenced[owner];
+    clear_dead_linger(p, sl);
     switch (sw_state(w)) {
     case SLOT_INFLIGHT:
-        if (owner_gone(s, owner)) {
-            if (take_back(p, idx, sl, w)) {
+        if (owner_void) {
+            if (take_back(p, idx, sl, w))
                 p->rep->reclaimed++;
-                return;
-            }
         } else if (tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w,
                               &due) && p->now_ms >= due) {
             if (take_back(p, idx, sl, w))
@@ -165,10 +213,9 @@ static void repair_slot(struct pass *p, uint32_t idx)
         }
         break;
     case SLOT_RESERVED:
-        if (owner_gone(s, owner) && move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
+        if ((owner >= s->layout.max_procs || p->dead[owner]) &&
+            move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
             p->rep->reservations_freed++;
-            return;
-        }
         break;
     case SLOT_DELAYED:
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
@@ -176,19 +223,26 @@ static void repair_slot(struct pass *p, uint32_t idx)
             if (move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
                 p->rep->delayed_fired++;
         }
-        return;
+        break;
+    case SLOT_FENCED:
+        release_fenced_slot(p, idx, sl, w);
+        break;
     case SLOT_READY:
     case SLOT_FREE:
         repair_orphan(p, idx, sl, w);
-        return;
+        break;
     default:
-        return;
+        break;
     }
-    /* still owned (or a CAS lost a race): keep its owner's entry from being released */
+    /* keep every entry this slot still names from being released */
     w = atomic_load_explicit(&sl->state, memory_order_relaxed);
-    if ((sw_state(w) == SLOT_INFLIGHT || sw_state(w) == SLOT_RESERVED) &&
+    unsigned st = sw_state(w);
+    if ((st == SLOT_INFLIGHT || st == SLOT_RESERVED || st == SLOT_FENCED) &&
         sw_owner(w) < s->layout.max_procs)
-        p->owner_refs[sw_owner(w)]++;
+        p->refs[sw_owner(w)]++;
+    uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
+    if (lg && lg - 1 < s->layout.max_procs)
+        p->refs[lg - 1]++;
 }
 
 static void release_fenced_procs(struct pass *p)
@@ -196,7 +250,7 @@ static void release_fenced_procs(struct pass *p)
     struct segment *s = &p->q->seg;
     for (uint32_t i = 0; i < s->layout.max_procs; i++) {
         uint64_t w = atomic_load_explicit(&segment_proc(s, i)->word, memory_order_acquire);
-        if (pw_state(w) == PROC_FENCED && p->owner_refs[i] == 0)
+        if (pw_state(w) == PROC_FENCED && p->refs[i] == 0)
             registry_release_fenced(s, i, w);
     }
 }
@@ -214,11 +268,13 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
         q->suspect_word = calloc(l->capacity, sizeof(uint64_t));
         q->suspect_ns = calloc(l->capacity, sizeof(uint64_t));
     }
-    p.owner_refs = calloc(l->max_procs, sizeof(uint32_t));
-    if (!q->suspect_word || !q->suspect_ns || !p.owner_refs) {
-        free(p.owner_refs);
-        pthread_mutex_unlock(&q->maint_lock);
-        return -ENOMEM;
+    p.refs = calloc(l->max_procs, sizeof(uint32_t));
+    p.dead = calloc(l->max_procs, 1);
+    p.fenced = calloc(l->max_procs, 1);
+    int err = 0;
+    if (!q->suspect_word || !q->suspect_ns || !p.refs || !p.dead || !p.fenced) {
+        err = -ENOMEM;
+        goto out;
     }
     p.now_ns = now_ns();
     p.now_ms = queue_now_ms(q);
@@ -226,8 +282,11 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     for (uint32_t i = 0; i < l->capacity; i++)
         repair_slot(&p, i);
     release_fenced_procs(&p);
-    free(p.owner_refs);
     atomic_fetch_add_explicit(&q->seg.hdr->maint_passes, 1, memory_order_relaxed);
+out:
+    free(p.refs);
+    free(p.dead);
+    free(p.fenced);
     pthread_mutex_unlock(&q->maint_lock);
-    return 0;
+    return err;
 }

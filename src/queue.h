@@ -30,6 +30,8 @@ struct shmq_consumer {
     _Atomic int hb_stop;
     int hb_running;
     uint32_t hb_interval_ms;
+    uint32_t deliveries;      /* every 1024th checks whether maintenance is unwatched */
+    uint64_t next_coop_ns;    /* earliest time for the next such check */
 };
 
 /* The registry entry of a handle (always in range: we attached it). */
@@ -50,5 +52,13 @@ uint64_t queue_now_ms(const shmq_t *q);
 /* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
  * record the ticket; wake a sleeper if one waits. */
 void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
+
+/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED for a lingering
+ * former owner (slot.c). 0, or -ESTALE if w is not the slot's word any more. */
+int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
+
+/* Former owner `owner` will not read slot idx again: clear its linger; free the slot if it
+ * waits FENCED for it. */
+void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner);
 
 #endif

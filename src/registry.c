@@ -15,22 +15,40 @@
 
 #include "clock.h"
 
-uint64_t proc_start_time(int pid)
+/* The text of /proc/PID/stat after the command name, in buf; NULL if there is none. */
+static const char *read_stat(int pid, char *buf, size_t size)
 {
-    char path[64], buf[1024];
+    char path[64];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     FILE *f = fopen(path, "re");
     if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        return NULL;
+    size_t n = fread(buf, 1, size - 1, f);
     fclose(f);
     buf[n] = 0;
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    return p ? p + 1 : NULL;
+}
+
+char proc_run_state(int pid)
+{
+    char buf[1024];
+    const char *p = read_stat(pid, buf, sizeof(buf));
+    char st = 0;
+    if (!p || sscanf(p, " %c", &st) != 1)
+        return 0;
+    return st;
+}
+
+uint64_t proc_start_time(int pid)
+{
+    char buf[1024];
+    const char *p = read_stat(pid, buf, sizeof(buf));
     if (!p)
         return 0;
     unsigned long long start = 0;
     /* after ")": field 3 (state) ... field 22 (starttime) is the 20th field from here */
-    if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
+    if (sscanf(p, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
                &start) != 1)
         return 0;
     return start;
@@ -42,6 +60,9 @@ bool registry_pid_dead(const struct proc_entry *e)
     if (pid <= 0)
         return true;
     if (kill(pid, 0) != 0 && errno == ESRCH)
+        return true;
+    char st = proc_run_state(pid);
+    if (st == 'Z' || st == 'X') /* killed, not yet reaped by its parent: dead all the same */
         return true;
     uint64_t start = proc_start_time(pid);
     return start != 0 && start != e->start_time;

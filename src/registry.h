@@ -34,6 +34,9 @@ void registry_heartbeat(struct proc_entry *e);
 /* The process start time of pid (/proc/PID/stat field 22), or 0 if it has none. */
 uint64_t proc_start_time(int pid);
 
+/* The state letter of /proc/PID/stat (R, S, D, T, t, Z...), or 0 if there is no such process. */
+char proc_run_state(int pid);
+
 /* True if the process recorded in e is gone or its pid was reused. */
 bool registry_pid_dead(const struct proc_entry *e);
 

@@ -169,13 +169,15 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st);
 
 /** What one maintenance step did. */
 typedef struct shmq_maint_report {
-    uint32_t procs_dead;        /* registry entries found dead and released */
+    uint32_t procs_dead;        /* processes found dead (pid gone or reused) and fenced */
+    uint32_t procs_hung;        /* live consumers fenced for a stale heartbeat (see below) */
     uint32_t reclaimed;         /* in-flight messages of dead consumers made ready again */
     uint32_t deadline_expired;  /* in-flight messages past their ack deadline made ready again */
     uint32_t orphans_requeued;  /* ready or free slots that no ring held, re-enqueued */
     uint32_t reservations_freed;/* slots reserved by dead producers, freed */
     uint32_t delayed_fired;     /* delayed messages that became ready */
     uint32_t dead_lettered;     /* messages moved to the dead-letter ring */
+    uint32_t fenced_released;   /* slots a fenced process held back, freed once it let go */
 } shmq_maint_report_t;
 
 /**
@@ -183,8 +185,89 @@ typedef struct shmq_maint_report {
  * fire due delayed messages. Idempotent; safe to run from several processes at once.
  * Scans every slot and registry entry: O(capacity + max_procs); makes system calls.
  * report may be NULL.
+ *
+ * The liveness rule. A process is dead when its pid is gone or was reused (start time differs):
+ * what it held is taken back at once. A consumer whose pid lives is hung when its heartbeat is
+ * older than heartbeat_timeout_ms and it is stopped or traced (/proc state T or t), or older
+ * than 3 x heartbeat_timeout_ms in any other state (a process starved of CPU gets the longer
+ * grace). A hung consumer is fenced: its registry entry and deliveries become stale (-ESTALE
+ * from its later receive, ack, nack), its messages are redelivered, but the slots it may still
+ * read are never reused while it lives (they wait in state FENCED until it acks, closes or dies).
+ * The same holds for a message taken back from a live consumer at its ack deadline.
  */
 int shmq_maintain(shmq_t *q, shmq_maint_report_t *report);
+
+/* ---- The maintenance lease: one maintainer at a time, and a standby that takes over. ---- */
+
+/** Who holds the lease. */
+typedef struct shmq_lease_info {
+    int held;             /* 1 if a live holder's lease has not expired */
+    int32_t pid;          /* its process */
+    int priority;         /* 1: a watchdog; 0: a consumer maintaining cooperatively */
+    int64_t expires_in_ms;/* negative: expired that long ago */
+} shmq_lease_info_t;
+
+/**
+ * Take or renew the maintenance lease for lease_ms. priority 1 (watchdogs) may take a lease
+ * held by a priority-0 holder (a consumer). Returns 0 if q now holds it, -EBUSY if another live
+ * holder does. Lock-free (one CAS); no system call unless the holder must be checked for life.
+ */
+int shmq_lease_acquire(shmq_t *q, uint32_t lease_ms, int priority);
+
+/** Give the lease up if q holds it (a watchdog's clean exit). */
+int shmq_lease_release(shmq_t *q);
+
+/** Read the lease. */
+int shmq_lease_get(shmq_t *q, shmq_lease_info_t *info);
+
+/**
+ * Run shmq_maintain() if no watchdog holds the lease: take a cooperative (priority 0) lease of
+ * lease_ms and maintain. Consumers call this themselves from receive (when idle, and every
+ * 1024 deliveries) so a queue without a daemon still redelivers. Returns 1 if it maintained,
+ * 0 if someone else holds the lease.
+ */
+int shmq_maintain_if_unwatched(shmq_t *q, uint32_t lease_ms);
+
+/* ---- Attached processes (for the watchdog and tools). ---- */
+
+typedef struct shmq_proc_info {
+    uint32_t index;        /* registry entry */
+    int32_t pid;
+    uint32_t role;         /* SHMQ_ROLE_* bits */
+    int state;             /* SHMQ_PROC_ACTIVE / _FENCED / _CLAIMED */
+    uint64_t heartbeat_age_ms;
+    char name[SHMQ_CONSUMER_NAME_MAX];
+} shmq_proc_info_t;
+#define SHMQ_ROLE_CLIENT 1u
+#define SHMQ_ROLE_CONSUMER 2u
+#define SHMQ_PROC_CLAIMED 1
+#define SHMQ_PROC_ACTIVE 2
+#define SHMQ_PROC_FENCED 3
+
+/** Fill up to max entries of out with the non-free registry entries; *n gets how many. */
+int shmq_procs(shmq_t *q, shmq_proc_info_t *out, size_t max, size_t *n);
+
+/* ---- Dead letters ---- */
+
+#define SHMQ_DEAD_MAX_ATTEMPTS 1 /* nacked or timed out max_attempts times */
+#define SHMQ_DEAD_CORRUPT 2      /* its slot held an impossible length */
+
+typedef struct shmq_dead_letter {
+    uint64_t id;
+    uint32_t attempt;     /* deliveries it had */
+    uint32_t reason;      /* SHMQ_DEAD_* */
+    size_t len;
+    const void *data;     /* in shm; valid until it is redriven or purged */
+} shmq_dead_letter_t;
+
+/** Copy up to max dead letters, oldest id first, into out; *n gets how many. A scan. */
+int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n);
+
+/** Move dead letter id (0: all) back to the ready ring with attempt 0. *moved may be NULL. */
+int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved);
+
+/** Drop dead letter id (0: all): its slot is freed. *purged may be NULL. */
+int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged);
 
 #ifdef __cplusplus
 }

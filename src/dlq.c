@@ -1,0 +1,108 @@
+/*
+ * dlq.c - the dead-letter ring: list, redrive, purge.
+ *
+ * A dead letter is a slot in state DEAD whose index was enqueued on the dead ring. Redrive and
+ * purge drain the ring once (as many entries as it held when they began): a matching DEAD slot
+ * moves on (READY with attempt 0, or done with via slot_finish), a non-matching one is put back,
+ * a stale entry (slot no longer DEAD) is dropped. A DEAD slot that no entry named (its
+ * dead-letterer died before enqueueing it) is then found by a scan. Every move is a CAS from
+ * the observed word, so concurrent callers and maintainers cannot move a slot twice.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "queue.h"
+#include "slot.h"
+
+static int by_id(const void *a, const void *b)
+{
+    const shmq_dead_letter_t *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n)
+{
+    if (!q || !n || (!out && max))
+        return -EINVAL;
+    const struct seg_layout *l = &q->seg.layout;
+    shmq_dead_letter_t *all = malloc(sizeof(*all) * l->capacity);
+    if (!all)
+        return -ENOMEM;
+    size_t k = 0;
+    for (uint32_t i = 0; i < l->capacity; i++) {
+        struct slot *sl = segment_slot(&q->seg, i);
+        /* acquire: pairs with the release that made it DEAD: id, len, reason complete */
+        if (sw_state(atomic_load_explicit(&sl->state, memory_order_acquire)) != SLOT_DEAD)
+            continue;
+        uint32_t len = sl->len;
+        all[k++] = (shmq_dead_letter_t){.id = sl->id, .attempt = sl->attempt,
+                                        .reason = sl->dead_reason,
+                                        .len = len <= l->max_msg_size ? len : 0,
+                                        .data = slot_payload(sl)};
+    }
+    qsort(all, k, sizeof(*all), by_id);
+    *n = k < max ? k : max;
+    for (size_t i = 0; i < *n; i++)
+        out[i] = all[i];
+    free(all);
+    return 0;
+}
+
+/* Move one DEAD slot (word w) on: redrive (READY, attempt 0) or purge. True if it moved. */
+static bool move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    if (!redrive)
+        return slot_finish(q, idx, w) == 0;
+    uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
+    sl->attempt = 0; /* a DEAD slot is written by nobody else; the CAS publishes this */
+    sl->dead_reason = 0;
+    /* release: attempt and reason are seen by the next deliverer (C1 acquires) */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
+                                                 memory_order_relaxed))
+        return false;
+    queue_enqueue_slot(q, idx, ready);
+    return true;
+}
+
+static int dlq_move(shmq_t *q, uint64_t id, uint32_t *moved, bool redrive)
+{
+    if (!q)
+        return -EINVAL;
+    struct ring *dr = &q->seg.dead_ring;
+    uint32_t count = 0, idx;
+    uint64_t ticket, pending = ring_tail(dr) - ring_head(dr);
+    if (pending > dr->mask + 1)
+        pending = dr->mask + 1;
+    for (uint64_t i = 0; i < pending && ring_dequeue(dr, &idx, &ticket) == 0; i++) {
+        struct slot *sl = segment_slot(&q->seg, idx);
+        if (!sl)
+            continue;
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) != SLOT_DEAD)
+            continue; /* stale entry */
+        if (id == 0 || sl->id == id)
+            count += move_dead(q, idx, w, redrive);
+        else
+            queue_enqueue_slot(q, idx, w); /* not ours to move: back on the ring */
+    }
+    for (uint32_t i = 0; i < q->seg.layout.capacity; i++) { /* dead letters no entry named */
+        struct slot *sl = segment_slot(&q->seg, i);
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) == SLOT_DEAD && (id == 0 || sl->id == id))
+            count += move_dead(q, i, w, redrive);
+    }
+    if (moved)
+        *moved = count;
+    return 0;
+}
+
+int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved)
+{
+    return dlq_move(q, id, moved, true);
+}
+
+int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged)
+{
+    return dlq_move(q, id, purged, false);
+}

@@ -1,0 +1,51 @@
+/*
+ * slot.c - the transitions that end a slot's use, aware of lingering former owners.
+ *
+ * A message taken back from a live process (ack deadline passed, or the process was fenced as
+ * hung) is redelivered in place, and the slot's linger field names that process: it may still
+ * be reading the payload. When the message is finally done with (ack, purge), the slot then
+ * goes to FENCED(owner = that process) instead of FREE, and is freed only when the process
+ * lets go (its stale ack or nack, its close) or dies (maintenance). Nothing a live process may
+ * still read is ever reused under it.
+ */
+#include <errno.h>
+
+#include "crashpoint.h"
+#include "queue.h"
+#include "slot.h"
+
+int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    /* acquire: a linger stored before the take-back CAS (maintain.c) is seen with it */
+    uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_acquire);
+    uint64_t next = lg ? sw_next(w, SLOT_FENCED, lg - 1) : sw_next(w, SLOT_FREE, NO_OWNER);
+    /* A1 (release): our reads of the payload happen before the slot's reuse, which a
+     * producer's claim acquires */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE;
+    if (!lg) {
+        CRASH_POINT(ack_after_free);
+        queue_enqueue_slot(q, idx, next);
+    }
+    return 0;
+}
+
+void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    if (!sl)
+        return;
+    uint32_t mine = owner + 1;
+    /* release: our reads of the payload are done before anyone frees the slot for us */
+    atomic_compare_exchange_strong_explicit(&sl->linger, &mine, 0, memory_order_release,
+                                            memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+    if (sw_state(w) != SLOT_FENCED || sw_owner(w) != owner)
+        return;
+    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
+    if (atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
+                                                memory_order_relaxed))
+        queue_enqueue_slot(q, idx, freed);
+}
