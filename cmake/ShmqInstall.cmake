@@ -1,0 +1,43 @@
+# ShmqInstall.cmake - install rules: headers, libraries, the CLI, shmq.pc and the CMake package.
+#
+# After `cmake --install BUILD --prefix P`, a consumer builds against shmq with either
+#   cc app.c $(pkg-config --cflags --libs shmq)          (PKG_CONFIG_PATH=P/lib/pkgconfig)
+#   find_package(shmq) + target_link_libraries(app shmq::shmq)   (CMAKE_PREFIX_PATH=P)
+# tests/run checks both (cmake/check-install.sh). The installed libraries are built from the
+# crash-point-free objects (see CMakeLists.txt).
+include(CMakePackageConfigHelpers)
+
+set(SHMQ_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/shmq)
+
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/shmq
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  FILES_MATCHING PATTERN "*.h")
+
+install(TARGETS shmq shmq_static EXPORT shmqTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+if(TARGET shmq_cli)
+  install(TARGETS shmq_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()
+
+install(EXPORT shmqTargets NAMESPACE shmq:: DESTINATION ${SHMQ_CMAKE_DIR})
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/shmqConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/shmqConfig.cmake INSTALL_DESTINATION ${SHMQ_CMAKE_DIR})
+# 0.x: a minor release may break the API, so only the same minor version is compatible.
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/shmqConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/shmqConfig.cmake ${PROJECT_BINARY_DIR}/shmqConfigVersion.cmake
+  DESTINATION ${SHMQ_CMAKE_DIR})
+
+# shmq.pc is written at install time, so that its prefix is the one given to
+# `cmake --install --prefix`, not the one known when the tree was configured.
+install(CODE "
+  set(SHMQ_PC_IN \"${PROJECT_SOURCE_DIR}/cmake/shmq.pc.in\")
+  set(SHMQ_PC_OUT \"${PROJECT_BINARY_DIR}/shmq.pc\")
+  set(SHMQ_PC_VERSION \"${PROJECT_VERSION}\")
+  set(SHMQ_PC_LIBDIR \"${CMAKE_INSTALL_LIBDIR}\")
+  set(SHMQ_PC_INCLUDEDIR \"${CMAKE_INSTALL_INCLUDEDIR}\")
+  include(\"${PROJECT_SOURCE_DIR}/cmake/ShmqWritePc.cmake\")
+")

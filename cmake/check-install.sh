@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# cmake/check-install.sh BUILD_DIR - install BUILD_DIR to a temporary prefix and prove that a
+# consumer can build against it: with pkg-config (shared) and with find_package(shmq)
+# (shmq::shmq and shmq::shmq_static), and that no installed library has crash points.
+# Run by tests/run; exits non-zero on the first failure. Leaves nothing behind.
+set -euo pipefail
+
+build=$(cd "${1:?usage: check-install.sh BUILD_DIR}" && pwd)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/shmq-install.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+
+step() { echo "check-install: $*"; }
+
+step "cmake --install to $prefix"
+cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || { cat "$tmp/install.log"; exit 1; }
+
+pc=$(find "$prefix" -name shmq.pc -path '*/pkgconfig/*' | head -n1)
+[[ -n "$pc" ]] || { echo "check-install: no shmq.pc installed" >&2; exit 1; }
+libdir=$(dirname "$(dirname "$pc")")
+for f in "$prefix/include/shmq/shmq.h" "$libdir/libshmq.so" "$libdir/libshmq.a" \
+    "$libdir/cmake/shmq/shmqConfig.cmake"; do
+    [[ -e "$f" ]] || { echo "check-install: missing $f" >&2; exit 1; }
+done
+
+step "installed libraries have no crash points"
+if nm -A --defined-only "$libdir/libshmq.a" "$libdir/libshmq.so" 2>/dev/null | grep -w crashpoint_hit; then
+    echo "check-install: an installed library has crash points compiled in" >&2
+    exit 1
+fi
+
+cat >"$tmp/consumer.c" <<'C'
+/* A tiny program that uses the installed shmq, written by cmake/check-install.sh. */
+#include <errno.h>
+#include <shmq/shmq.h>
+#include <stdio.h>
+
+int main(void)
+{
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    const char *text = shmq_strerror(-EINVAL);
+    printf("capacity %u, -EINVAL: %s\n", (unsigned)cfg.capacity, text ? text : "(null)");
+    return cfg.capacity > 0 && text != NULL ? 0 : 1;
+}
+C
+
+step "pkg-config --cflags --libs shmq"
+export PKG_CONFIG_PATH="$libdir/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+flags=$(pkg-config --cflags --libs shmq)
+echo "  $flags"
+# shellcheck disable=SC2086 # word splitting of the flags is wanted
+cc -std=c11 -Wall -Werror -o "$tmp/consumer-pc" "$tmp/consumer.c" $flags
+LD_LIBRARY_PATH="$libdir" "$tmp/consumer-pc"
+pkg-config --static --libs shmq >/dev/null # Requires.private must resolve too
+
+step "find_package(shmq): shmq::shmq and shmq::shmq_static"
+mkdir -p "$tmp/cmake-consumer"
+cat >"$tmp/cmake-consumer/CMakeLists.txt" <<'CM'
+cmake_minimum_required(VERSION 3.18)
+project(shmq_consumer LANGUAGES C)
+find_package(shmq 0.1 REQUIRED CONFIG)
+add_executable(consumer_shared ../consumer.c)
+target_link_libraries(consumer_shared PRIVATE shmq::shmq)
+add_executable(consumer_static ../consumer.c)
+target_link_libraries(consumer_static PRIVATE shmq::shmq_static)
+CM
+cmake -S "$tmp/cmake-consumer" -B "$tmp/cmake-consumer/build" -DCMAKE_PREFIX_PATH="$prefix" \
+    >"$tmp/cmake.log" || { cat "$tmp/cmake.log"; exit 1; }
+cmake --build "$tmp/cmake-consumer/build" >"$tmp/build.log" || { cat "$tmp/build.log"; exit 1; }
+"$tmp/cmake-consumer/build/consumer_shared"
+"$tmp/cmake-consumer/build/consumer_static"
+if ldd "$tmp/cmake-consumer/build/consumer_static" | grep -q libshmq; then
+    echo "check-install: consumer_static links libshmq.so" >&2
+    exit 1
+fi
+step "ok"
