@@ -4,7 +4,8 @@
  * docs/FORMAT.md draws this layout; keep the two in step. Every region starts on a 64-byte
  * boundary. Nothing in the segment is a pointer: regions are found by offsets that the opener
  * recomputes from the config and compares with the stored ones (layout_compute()), so a value in
- * shm is never trusted as an offset. Indices read from shm go through the checks in slot.h.
+ * shm is never trusted as an offset. Indices read from shm go through segment_slot() and segment_proc()
+ * (segment.h), which range-check them.
  */
 #ifndef SHMQ_LAYOUT_H
 #define SHMQ_LAYOUT_H

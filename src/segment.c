@@ -58,10 +58,12 @@ static void bind_regions(struct segment *s)
 static int init_contents(struct segment *s)
 {
     struct seg_header *h = s->hdr;
-    /* The file is fresh from ftruncate (all zero) and invisible to others until the magic is
-     * stored: relaxed stores suffice here, S1 publishes them. */
-    memcpy(&h->layout, &s->layout, sizeof(s->layout));
-    h->layout.magic = 0;
+    /* The file is fresh from ftruncate (all zero). Openers may map it already, but they use
+     * nothing until they see the magic: copy the layout with magic 0 (never a moment with a
+     * magic that S1 did not publish), and let S1 publish all the plain stores below. */
+    struct seg_layout unpublished = s->layout;
+    unpublished.magic = 0;
+    memcpy(&h->layout, &unpublished, sizeof(unpublished));
     ring_init_empty(&s->free_ring);
     ring_init_empty(&s->ready_ring);
     ring_init_empty(&s->dead_ring);
