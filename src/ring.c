@@ -19,6 +19,8 @@
  * enqueuer of a later cycle may use the cell once it is emptied unless head <= its ticket).
  * Then if tail <= h + 1 the ring is empty (tail is pulled up to head: catchup); the threshold
  * (3n-1, reset by every enqueue) bounds the failed dequeues of a livelocked empty ring.
+ * The ring holds at most n = 2^(order-1) entries (stuck cells and repair's duplicates count);
+ * that bound is the caller's invariant, and what lets an enqueuer always find a cell.
  *
  * Why nobody waits for anybody. No step waits for another process's step: an enqueuer killed
  * after its FAA leaves a ticket whose cell the dequeuer of that ticket moves on from; a dequeuer
@@ -27,7 +29,20 @@
  * OR, so a dequeuer that wakes after repair emptied its cell (ring_clear()) fails harmlessly
  * instead of erasing a newer entry. A killed dequeuer's entry is thus never lost for good:
  * the slot it names stays READY or FREE with its ticket recorded, and repair (maintain.c)
- * finds it (ring_holds()/ring_clear()) and enqueues it again.
+ * finds it (ring_holds()/ring_clear()) and enqueues it again. ring_clear() is the dead
+ * dequeuer's consume done by someone else: it keeps the cell's cycle and safe bit, exactly as
+ * the paper's OR would, so the safe-bit argument is unchanged.
+ *
+ * Crash windows. (1) Enqueuer after FAA(tail), before its CAS: a skipped ticket, as above.
+ * (2) Enqueuer after its CAS (R1), before resetting the threshold: its entry is in the ring but
+ * dequeuers that see threshold < 0 report "empty" without looking. Dequeuers therefore look:
+ * with threshold < 0 and head < tail they scan the cells of [head, tail) for an entry of its
+ * ticket's cycle and, on finding one, reset the threshold themselves (stranded_entry()).
+ * (3) Dequeuer after FAA(head), before its CAS: the entry stays in its cell until repair clears
+ * it; the cell is out of use until then (it counts against the n entries). (4) A process
+ * stopped for 2^39 laps or more: cycles are kept modulo 2^40, so a stuck cell's cycle may then
+ * compare as newer (the cell is skipped) or, after 2^40 laps, equal (its stale index is handed
+ * out once; the slot's generation CAS drops it, DESIGN.md principle 1).
  *
  * Memory ordering. head, tail, threshold and the cell CAS are seq_cst, so the paper's proof,
  * written for sequential consistency, applies unchanged; on x86-64 every one of them is a
@@ -39,6 +54,7 @@
  */
 #include "ring.h"
 
+#include <assert.h>
 #include <errno.h>
 
 #define IDX_MASK ((1ull << RING_INDEX_BITS) - 1)
@@ -59,10 +75,7 @@ static inline bool cycle_before(uint64_t a, uint64_t b)
 {
     return (int64_t)((a - b) << CYCLE_SHIFT) < 0;
 }
-static inline bool cycle_equal(uint64_t a, uint64_t b)
-{
-    return ((a - b) << CYCLE_SHIFT) == 0;
-}
+static inline bool cycle_equal(uint64_t a, uint64_t b) { return ((a - b) << CYCLE_SHIFT) == 0; }
 
 /* Spread consecutive tickets over cache lines (8 cells of 8 bytes per line). */
 static inline uint64_t cell_pos(const struct ring *r, uint64_t ticket)
@@ -72,6 +85,12 @@ static inline uint64_t cell_pos(const struct ring *r, uint64_t ticket)
     return ((pos & 7) << shift) | (pos >> 3);
 }
 
+/* Does the cell of ticket t hold an entry written for t (not yet consumed)? */
+static inline bool holds_entry_of(const struct ring *r, uint64_t e, uint64_t t)
+{
+    return cycle_equal(cell_cycle(e), t >> r->order) && cell_idx(e) != BOT;
+}
+
 uint64_t ring_bytes(uint32_t order)
 {
     return sizeof(struct ring_shm) + (sizeof(uint64_t) << order);
@@ -79,6 +98,8 @@ uint64_t ring_bytes(uint32_t order)
 
 void ring_bind(struct ring *r, void *shm, uint32_t order)
 {
+    /* cell_pos() needs order >= 3; the cell format needs cycles of >= 38 bits */
+    assert(order >= RING_MIN_ORDER && order <= RING_MAX_ORDER);
     r->shm = shm;
     r->order = order;
     r->mask = (1ull << order) - 1;
@@ -88,7 +109,8 @@ void ring_bind(struct ring *r, void *shm, uint32_t order)
 void ring_init_empty(struct ring *r)
 {
     /* Single-threaded, before the segment is visible to anybody: relaxed stores suffice; the
-     * creator's release store of the magic (segment.c) publishes them. */
+     * creator's release store of the magic (segment.c) publishes them. Cells start empty, safe,
+     * at cycle -1 (mod 2^40), just before ticket 0's cycle. */
     for (uint64_t i = 0; i <= r->mask; i++)
         atomic_store_explicit(&r->shm->cells[i], UINT64_MAX, memory_order_relaxed);
     atomic_store_explicit(&r->shm->head, 0, memory_order_relaxed);
@@ -96,23 +118,51 @@ void ring_init_empty(struct ring *r)
     atomic_store_explicit(&r->shm->threshold, -1, memory_order_relaxed);
 }
 
+/* Let dequeuers look for n entries again (3n-1 failed attempts). */
+static inline void reset_threshold(struct ring *r)
+{
+    if (atomic_load(&r->shm->threshold) != r->threshold_max)
+        atomic_store(&r->shm->threshold, r->threshold_max);
+}
+
 int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket)
 {
     struct ring_shm *q = r->shm;
-    for (uint64_t tries = 0; tries <= r->mask + 1024; tries++) {
+    if (idx > RING_INDEX_MAX)
+        return -EINVAL; /* would spill into the safe bit and cycle, or read as BOT (empty) */
+    /*
+     * Only a try that meets an older, unconsumed entry hints that the ring is full: with at
+     * most n entries, one lap of 2n tickets meets at most n of them, so 2n such tries take laps
+     * of failures that in practice only an overfull ring (all 2n cells occupied) produces. The
+     * original bound counted every try, so a live enqueuer overtaken by dequeuers (they moved
+     * the cell to their cycle, or passed an unsafe cell: others made progress) could fail in
+     * correct use, and its failed tries left tail far ahead of head, beyond what the threshold
+     * lets dequeuers cross. Overtaken tries stay bounded, generously, against a corrupted
+     * segment; in correct use they stop when the dequeuers' threshold runs out.
+     */
+    uint64_t full = 0, tries_max = (r->mask + 1) * 64 + 4096;
+    for (uint64_t tries = 0; tries < tries_max && full <= r->mask; tries++) {
         /* seq_cst: orders against the dequeuers' FAA on head (see the file comment) */
         uint64_t t = atomic_fetch_add(&q->tail, 1);
         uint64_t cycle = t >> r->order;
         _Atomic uint64_t *cell = &q->cells[cell_pos(r, t)];
         /* acquire: a cell emptied by a dequeuer is seen with that dequeuer's writes */
         uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
-        while (cycle_before(cell_cycle(e), cycle) && cell_idx(e) == BOT &&
-               (cell_safe(e) || !ticket_before(t, atomic_load(&q->head)))) {
+        for (;;) {
+            if (!cycle_before(cell_cycle(e), cycle))
+                break; /* the dequeuer of t (or a later one) was here first */
+            if (cell_idx(e) != BOT) {
+                full++; /* an older entry still waits for its (late or dead) dequeuer */
+                break;
+            }
+            if (!cell_safe(e) && ticket_before(t, atomic_load(&q->head)))
+                break; /* unsafe, and the dequeuer of t has passed: nobody would take it */
             /* R1 (seq_cst): publishes the caller's slot writes; pairs with R2 */
             if (atomic_compare_exchange_strong(cell, &e, cell_make(cycle, true, idx))) {
-                if (atomic_load(&q->threshold) != r->threshold_max)
-                    atomic_store(&q->threshold, r->threshold_max);
-                *ticket = t;
+                /* crash window (2): a death here leaves the entry for stranded_entry() */
+                reset_threshold(r);
+                if (ticket)
+                    *ticket = t;
                 return 0;
             }
         }
@@ -131,10 +181,35 @@ static void catchup(struct ring_shm *q, uint64_t tail, uint64_t head)
     }
 }
 
+/*
+ * threshold < 0 says "empty". It is wrong only if an enqueuer wrote its cell and stopped or
+ * died before resetting the threshold (crash window 2): then its entry sits at a ticket in
+ * [head, tail). Look there (read-only; head == tail, the usual empty ring, costs two loads) and
+ * do the enqueuer's reset for it. A reset that turns out needless only costs dequeuers up to
+ * 3n-1 failed attempts, as an enqueue would.
+ */
+static bool stranded_entry(struct ring *r)
+{
+    struct ring_shm *q = r->shm;
+    uint64_t t = atomic_load(&q->tail), h = atomic_load(&q->head);
+    if (!ticket_before(h, t))
+        return false;
+    uint64_t span = t - h <= r->mask ? t - h : r->mask + 1;
+    for (uint64_t i = 0; i < span; i++) {
+        /* relaxed: a hint only; whoever dequeues the entry synchronizes by R2 */
+        uint64_t e = atomic_load_explicit(&q->cells[cell_pos(r, h + i)], memory_order_relaxed);
+        if (holds_entry_of(r, e, h + i)) {
+            reset_threshold(r);
+            return true;
+        }
+    }
+    return false;
+}
+
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
 {
     struct ring_shm *q = r->shm;
-    if (atomic_load(&q->threshold) < 0)
+    if (atomic_load(&q->threshold) < 0 && !stranded_entry(r))
         return -EAGAIN;
     for (;;) {
         uint64_t h = atomic_fetch_add(&q->head, 1);
@@ -144,21 +219,22 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
         uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
         for (;;) {
             uint64_t ec = cell_cycle(e), next;
-            if (cycle_equal(ec, cycle) && cell_idx(e) != BOT) {
+            if (holds_entry_of(r, e, h)) {
                 /* consume by CAS, not OR: a late dequeuer must not erase a newer entry */
                 if (atomic_compare_exchange_strong(cell, &e, cell_make(ec, cell_safe(e), BOT))) {
                     *idx = (uint32_t)cell_idx(e);
-                    *ticket = h;
+                    if (ticket)
+                        *ticket = h;
                     return 0;
                 }
                 continue;
             }
             if (!cycle_before(ec, cycle))
-                break;
+                break; /* a later cycle's cell, or our own entry cleared by repair */
             if (cell_idx(e) == BOT)
                 next = cell_make(cycle, cell_safe(e), BOT); /* a late enqueuer of h must fail */
             else
-                next = cell_make(ec, false, cell_idx(e));   /* its dequeuer is late: unsafe */
+                next = cell_make(ec, false, cell_idx(e)); /* its dequeuer is late: unsafe */
             if (next == e || atomic_compare_exchange_strong(cell, &e, next))
                 break;
         }
@@ -173,28 +249,27 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
     }
 }
 
-uint64_t ring_head(const struct ring *r)
-{
-    return atomic_load(&r->shm->head);
-}
+uint64_t ring_head(const struct ring *r) { return atomic_load(&r->shm->head); }
 
-uint64_t ring_tail(const struct ring *r)
-{
-    return atomic_load(&r->shm->tail);
-}
+uint64_t ring_tail(const struct ring *r) { return atomic_load(&r->shm->tail); }
 
 bool ring_holds(const struct ring *r, uint64_t ticket, uint32_t idx)
 {
+    if (idx > RING_INDEX_MAX)
+        return false; /* BOT would match an emptied cell */
     uint64_t e = atomic_load_explicit(&r->shm->cells[cell_pos(r, ticket)], memory_order_acquire);
     return cycle_equal(cell_cycle(e), ticket >> r->order) && cell_idx(e) == idx;
 }
 
 bool ring_clear(struct ring *r, uint64_t ticket, uint32_t idx)
 {
+    if (idx > RING_INDEX_MAX)
+        return false; /* BOT would "empty" an already empty cell and report success */
     _Atomic uint64_t *cell = &r->shm->cells[cell_pos(r, ticket)];
     uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
     while (cycle_equal(cell_cycle(e), ticket >> r->order) && cell_idx(e) == idx) {
-        /* seq_cst: races with the late dequeuer's consume CAS; exactly one of them wins */
+        /* seq_cst: races with the late dequeuer's consume CAS; exactly one of them wins.
+         * Keeps cycle and safe bit, as the dequeuer's consume would. */
         if (atomic_compare_exchange_strong(cell, &e, cell_make(cell_cycle(e), cell_safe(e), BOT)))
             return true;
     }
@@ -204,7 +279,8 @@ bool ring_clear(struct ring *r, uint64_t ticket, uint32_t idx)
 struct ring_cell ring_cell_at(const struct ring *r, uint64_t pos)
 {
     uint64_t e = atomic_load_explicit(&r->shm->cells[pos & r->mask], memory_order_relaxed);
-    return (struct ring_cell){
-        .cycle = cell_cycle(e), .safe = cell_safe(e), .empty = cell_idx(e) == BOT,
-        .idx = (uint32_t)cell_idx(e)};
+    return (struct ring_cell){.cycle = cell_cycle(e),
+                              .safe = cell_safe(e),
+                              .empty = cell_idx(e) == BOT,
+                              .idx = (uint32_t)cell_idx(e)};
 }

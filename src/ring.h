@@ -37,35 +37,47 @@ struct ring {
 /* Bytes a ring of 2^order cells occupies. */
 uint64_t ring_bytes(uint32_t order);
 
-/* Bind r to the memory at shm (no access to shm). */
+/* Bind r to the memory at shm (no access to shm). order must lie in [RING_MIN_ORDER,
+ * RING_MAX_ORDER] (the caller validates it; asserted in debug builds). */
 void ring_bind(struct ring *r, void *shm, uint32_t order);
 
 /* Make the ring empty. Single-threaded: only while creating a segment. */
 void ring_init_empty(struct ring *r);
 
 /*
- * Append idx (<= RING_INDEX_MAX). *ticket gets the ticket at which it landed. Multi-producer
- * safe, lock-free. -ENOSPC when no cell was found in 2^order tries (more entries than the ring
- * is sized for: a broken invariant or a corrupted segment; never in correct use).
+ * Append idx. *ticket (if ticket is not NULL) gets the ticket at which it landed. Multi-producer
+ * safe, lock-free, no syscall. The ring must hold at most 2^(order-1) entries, counting cells
+ * stuck with a dead dequeuer's entry and repair's duplicates. Returns 0, or
+ *   -EINVAL  idx > RING_INDEX_MAX (nothing enqueued);
+ *   -ENOSPC  2^order tries met older entries still unconsumed (more entries than the ring is
+ *            sized for: a broken invariant or a corrupted segment; never in correct use), or
+ *            an implausible number of tries was overtaken by dequeuers (corrupted segment).
+ * On error some tickets were used up; the ring stays consistent.
  */
 int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket);
 
-/* Take the oldest entry: 0 and *idx, *ticket, or -EAGAIN when empty. Multi-consumer safe,
- * lock-free. The index is untrusted: the caller range-checks it. */
+/* Take the oldest entry: 0 and *idx, *ticket (if ticket is not NULL), or -EAGAIN when empty.
+ * Multi-consumer safe, lock-free, no syscall. The index is untrusted: the caller range-checks
+ * it. Polling an idle empty ring costs three loads (threshold, head, tail) and no store. */
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket);
 
 /* Head and tail tickets as they are now (for repair and the dump tool). */
 uint64_t ring_head(const struct ring *r);
 uint64_t ring_tail(const struct ring *r);
 
-/* True if the cell of ticket still holds idx for that ticket's cycle (not yet consumed). */
+/* True if the cell of ticket still holds idx for that ticket's cycle (not yet consumed).
+ * False for idx > RING_INDEX_MAX. Read-only, wait-free; safe at any time. */
 bool ring_holds(const struct ring *r, uint64_t ticket, uint32_t idx);
 
 /* Empty the cell of ticket if it still holds idx for that ticket's cycle: true if this call
- * emptied it. Used by repair after a dequeuer took the ticket and died. */
+ * emptied it (of this call and the ticket's late dequeuer, exactly one gets the entry). False
+ * for idx > RING_INDEX_MAX. Used by repair after a dequeuer took the ticket and died; if head
+ * has not reached the ticket yet, the entry is simply removed and its dequeuer skips the cell.
+ * Safe concurrently with everything; lock-free. */
 bool ring_clear(struct ring *r, uint64_t ticket, uint32_t idx);
 
-/* Decode a cell for the dump tool. */
+/* Decode the cell at memory position pos (0 .. 2^order-1; not a ticket: tickets are spread
+ * over cache lines) for the dump tool. */
 struct ring_cell {
     uint64_t cycle;
     bool safe, empty;
@@ -74,9 +86,6 @@ struct ring_cell {
 struct ring_cell ring_cell_at(const struct ring *r, uint64_t pos);
 
 /* Wrap-safe comparison of two tickets: a < b. */
-static inline bool ticket_before(uint64_t a, uint64_t b)
-{
-    return (int64_t)(a - b) < 0;
-}
+static inline bool ticket_before(uint64_t a, uint64_t b) { return (int64_t)(a - b) < 0; }
 
 #endif
