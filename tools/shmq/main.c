@@ -1,0 +1,99 @@
+/*
+ * main.c - the `shmq` command-line tool: finds the subcommand and runs it.
+ *
+ * Usage: shmq COMMAND [ARGS...]; `shmq help [COMMAND]` and `shmq COMMAND --help` print help.
+ * Exit codes (cli.h): 0 ok, 1 runtime error, 2 usage error.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char *cli_progname = "shmq";
+
+static const struct cli_command commands[] = {
+    {"dump", "print a queue's segment: header, registry, rings, slots, counters", cmd_dump,
+     cmd_dump_help},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct cli_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s COMMAND [ARGS...]\n"
+            "       %s help [COMMAND]\n"
+            "       %s COMMAND --help\n"
+            "\n"
+            "Inspect shmq shared-memory message queues (/dev/shm/shmq.NAME).\n"
+            "\n"
+            "Commands:\n",
+            cli_progname, cli_progname, cli_progname);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-8s %s\n", "help", "print this text, or a command's help");
+    fprintf(out,
+            "\n"
+            "Examples:\n"
+            "  %s dump orders            # human-readable dump of the queue \"orders\"\n"
+            "  %s dump orders --json     # the same as one JSON document\n"
+            "  %s help dump              # the options of dump\n"
+            "\n"
+            "Exit status: 0 ok, 1 runtime error (no such queue, no permission, corrupted\n"
+            "segment), 2 usage error.\n",
+            cli_progname, cli_progname, cli_progname);
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (argc > 2) {
+        fprintf(stderr, "%s help: too many arguments\n", cli_progname);
+        return CLI_EXIT_USAGE;
+    }
+    const struct cli_command *c = find_command(argv[1]);
+    if (!c) {
+        if (strcmp(argv[1], "help") == 0) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        fprintf(stderr, "%s help: unknown command '%s' (try '%s help')\n", cli_progname, argv[1],
+                cli_progname);
+        return CLI_EXIT_USAGE;
+    }
+    c->help(stdout);
+    return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return cmd_help(argc - 1, argv + 1);
+    const struct cli_command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "%s: unknown command '%s' (try '%s help')\n", cli_progname, name,
+                cli_progname);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = c->run(argc - 1, argv + 1);
+    if (fflush(stdout) != 0 && rc == CLI_EXIT_OK) {
+        perror("shmq: writing output");
+        rc = CLI_EXIT_RUNTIME;
+    }
+    return rc;
+}
