@@ -131,6 +131,8 @@ int segment_open_fd(int fd, bool readonly, struct segment *seg)
     for (int tries = 0;; tries++) {
         if (fstat(fd, &st) != 0)
             return -errno;
+        if (!S_ISREG(st.st_mode))
+            return -EBADMSG; /* a FIFO or device planted in /dev/shm: not a segment */
         if ((uint64_t)st.st_size >= sizeof(struct seg_header)) {
             void *base = mmap(NULL, (size_t)st.st_size, readonly ? PROT_READ : PROT_READ | PROT_WRITE,
                               MAP_SHARED, fd, 0);
@@ -167,9 +169,10 @@ int segment_open(const char *name, bool readonly, struct segment *seg)
     int err = segment_shm_name(name, shm_name, sizeof(shm_name));
     if (err || !seg)
         return err ? err : -EINVAL;
-    int fd = shm_open(shm_name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+    /* O_NONBLOCK: opening a FIFO planted under our name must not hang us */
+    int fd = shm_open(shm_name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0)
-        return -errno;
+        return errno == EISDIR ? -EBADMSG : -errno;
     err = segment_open_fd(fd, readonly, seg);
     close(fd);
     return err;
