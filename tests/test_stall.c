@@ -1,0 +1,758 @@
+/*
+ * test_stall.c - stopped and killed peers, through the crash points of src/crashpoint.h.
+ *
+ * A child process is stopped (SIGSTOP, SHMQ_CRASH_SIGNAL=STOP) or killed (SIGKILL) at one
+ * named crash point of publish, receive, ack, nack or maintain. While it is stopped, other
+ * processes publish and receive many messages through a small queue, so the rings wrap past
+ * the stalled process's position many times: the queue must not stall (DESIGN.md, principle
+ * 2). Then the child is continued (its operation completes) or was killed (maintenance repairs
+ * what it left), and the test checks where its message went: delivered exactly once when it was
+ * published, never when its payload was not committed, and no slot leaked.
+ *
+ * Crash-point children are forked through h_fork_gated() before this process makes a library
+ * call that passes a crash point (see helpers.h). Every wait is bounded.
+ */
+#include "helpers.h"
+
+TestSuite(stall, .fini = h_cleanup, .timeout = 60);
+
+#define CAP 16
+#define TRAFFIC 600 /* messages through the queue while a peer is stalled */
+#define REPAIR_BOUND_MS 3000
+
+enum sig { SIG_STOP, SIG_KILL };
+
+struct peer {
+    char qname[SHMQ_NAME_MAX + 1];
+    char point[48];
+    enum sig sig;
+    int recv_timeout_ms;
+    uint32_t nack_delay_ms;
+    /* results, written by the child */
+    _Atomic int attached;
+    _Atomic int rc;     /* of the operation that met the crash point */
+    _Atomic int ack_rc; /* of the ack that followed a receive */
+    _Atomic int rc2;    /* of a receive after that */
+    _Atomic uint64_t id;
+    _Atomic uint32_t attempt;
+    char data[32];
+};
+
+static void skip_without_crash_points(void)
+{
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+}
+
+static void arm(const struct peer *p)
+{
+    setenv("SHMQ_CRASH_AT", p->point, 1);
+    if (p->sig == SIG_STOP)
+        setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    else
+        unsetenv("SHMQ_CRASH_SIGNAL");
+    unsetenv("SHMQ_CRASH_SKIP");
+}
+
+static struct peer *new_peer(const char *qname, const char *point, enum sig sig)
+{
+    struct peer *p = h_shared_alloc(sizeof *p);
+    snprintf(p->qname, sizeof p->qname, "%s", qname);
+    snprintf(p->point, sizeof p->point, "%s", point);
+    p->sig = sig;
+    p->rc = 1;
+    p->ack_rc = 1;
+    p->rc2 = 1;
+    p->recv_timeout_ms = 2000;
+    return p;
+}
+
+/* ---- the children ------------------------------------------------------------------------ */
+
+/* Publish "STALLED" once, crash point armed. */
+static int stalled_producer(void *arg)
+{
+    struct peer *p = arg;
+    arm(p);
+    shmq_t *q;
+    if (shmq_open(p->qname, &q) != 0)
+        return 50;
+    atomic_store(&p->attached, 1);
+    uint64_t id = 0;
+    int rc = shmq_publish(q, "STALLED", 7, &id);
+    atomic_store(&p->id, id);
+    atomic_store(&p->rc, rc);
+    shmq_close(q);
+    return rc == 0 ? 0 : 51;
+}
+
+/* Receive one message (crash point armed), record it, ack it, try one more receive. */
+static int stalled_consumer(void *arg)
+{
+    struct peer *p = arg;
+    arm(p);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(p->qname, &q) != 0 || shmq_consumer_open(q, "stalled", &c) != 0)
+        return 60;
+    atomic_store(&p->attached, 1);
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, p->recv_timeout_ms);
+    if (rc == 0) {
+        memcpy(p->data, m.data, m.len < sizeof p->data ? m.len : sizeof p->data - 1);
+        atomic_store(&p->id, m.id);
+        atomic_store(&p->attempt, m.attempt);
+    }
+    atomic_store(&p->rc, rc);
+    if (rc == 0)
+        atomic_store(&p->ack_rc, shmq_ack(c, &m));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+/* Receive one message and nack it (crash point armed: nack_after_requeue). */
+static int stalled_nacker(void *arg)
+{
+    struct peer *p = arg;
+    arm(p);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(p->qname, &q) != 0 || shmq_consumer_open(q, "nacker", &c) != 0)
+        return 70;
+    atomic_store(&p->attached, 1);
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, p->recv_timeout_ms);
+    atomic_store(&p->rc, rc);
+    if (rc != 0)
+        return 71;
+    atomic_store(&p->id, m.id);
+    atomic_store(&p->ack_rc, shmq_nack(c, &m, p->nack_delay_ms));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+/* Run one maintenance step (crash point armed: maintain_after_fence). */
+static int stalled_maintainer(void *arg)
+{
+    struct peer *p = arg;
+    arm(p);
+    shmq_t *q;
+    if (shmq_open(p->qname, &q) != 0)
+        return 80;
+    atomic_store(&p->attached, 1);
+    atomic_store(&p->rc, shmq_maintain(q, NULL));
+    shmq_close(q);
+    return 0;
+}
+
+/* A plain producer of TRAFFIC messages "h%05d" (no crash point). */
+struct traffic {
+    const char *qname;
+    int count;
+    _Atomic int failed;
+};
+
+static int traffic_producer(void *arg)
+{
+    struct traffic *t = arg;
+    shmq_t *q;
+    if (shmq_open(t->qname, &q) != 0)
+        return 90;
+    for (int i = 0; i < t->count; i++) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "h%05d", i % 100000);
+        int rc = shmq_publish_timed(q, buf, 6, NULL, 3000);
+        if (rc != 0) {
+            atomic_store(&t->failed, rc);
+            shmq_close(q);
+            return 91;
+        }
+    }
+    shmq_close(q);
+    return 0;
+}
+
+/* ---- the test process's side ---------------------------------------------------------------- */
+
+struct tally {
+    int helper;  /* traffic messages received, in order */
+    int stalled; /* "STALLED" or "TARGET" messages received */
+    uint32_t stalled_attempt;
+    uint32_t stalled_flags;
+};
+
+static bool is_special(const shmq_msg_t *m)
+{
+    return (m->len == 7 && memcmp(m->data, "STALLED", 7) == 0) ||
+           (m->len == 6 && memcmp(m->data, "TARGET", 6) == 0);
+}
+
+/* Take one message: count it in t (checking the traffic order) and ack it. */
+static void take(shmq_consumer_t *c, const shmq_msg_t *m, struct tally *t)
+{
+    if (is_special(m)) {
+        t->stalled++;
+        t->stalled_attempt = m->attempt;
+        t->stalled_flags = m->flags;
+    } else {
+        char want[16];
+        snprintf(want, sizeof want, "h%05d", t->helper % 100000);
+        cr_assert(m->len == 6 && memcmp(m->data, want, 6) == 0,
+                  "traffic out of order or corrupt: got %.*s, expected %s", (int)m->len,
+                  (const char *)m->data, want);
+        t->helper++;
+    }
+    h_assert_rc(shmq_ack(c, m), 0);
+}
+
+/*
+ * While a peer is stalled: a forked producer publishes TRAFFIC messages through the CAP-slot
+ * queue and this process receives them all. Fails if the queue stalls.
+ */
+static void run_traffic(const char *qname, shmq_consumer_t *c, struct tally *t)
+{
+    struct traffic *tr = h_shared_alloc(sizeof *tr);
+    tr->qname = qname;
+    tr->count = TRAFFIC;
+    pid_t pid = h_fork(traffic_producer, tr);
+    int64_t end = h_now_ms() + 15000;
+    int start = t->helper;
+    while (t->helper - start < TRAFFIC) {
+        shmq_msg_t m;
+        int rc = shmq_receive(c, &m, 2000);
+        cr_assert_eq(rc, 0, "queue stalled: receive = %d (%s) after %d of %d traffic messages", rc,
+                     shmq_strerror(rc), t->helper - start, TRAFFIC);
+        take(c, &m, t);
+        cr_assert(h_now_ms() < end, "traffic took too long");
+    }
+    h_assert_child_ok(pid, 5000, "traffic producer");
+    cr_assert_eq(tr->failed, 0);
+    munmap(tr, sizeof *tr);
+}
+
+/* Drain what is ready now (poll) into t. */
+static void drain(shmq_consumer_t *c, struct tally *t)
+{
+    shmq_msg_t m;
+    while (shmq_receive(c, &m, 0) == 0)
+        take(c, &m, t);
+}
+
+/* Wait for the gated child to stop at its crash point. */
+static void expect_stopped(pid_t pid, const char *point)
+{
+    int st = 0;
+    char buf[96];
+    int rc = h_wait_stopped(pid, 5000, &st);
+    cr_assert_eq(rc, 0, "child did not stop at %s (%s)", point,
+                 rc == -ETIMEDOUT ? "timed out" : h_status_str(st, buf, sizeof buf));
+}
+
+/* Wait for the gated child to be killed at its crash point, and reap it. */
+static void expect_killed(pid_t pid, const char *point)
+{
+    int st = 0;
+    char buf[96];
+    int rc = h_waitpid(pid, 5000, 0, &st);
+    cr_assert_eq(rc, 0, "child did not die at %s within 5 s", point);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child at %s: %s", point,
+              h_status_str(st, buf, sizeof buf));
+}
+
+static shmq_t *create_queue(const char *name, shmq_consumer_t **c)
+{
+    shmq_config_t cfg = h_small_config(CAP, 64, 16);
+    cfg.backoff_base_ms = 0;
+    cfg.backoff_cap_ms = 0;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "main", c), 0);
+    return q;
+}
+
+/*
+ * Run maintenance and drain until done(t) or REPAIR_BOUND_MS; *rep accumulates the reports.
+ * Returns true if done(t) held.
+ */
+static bool repair_loop(shmq_t *q, shmq_consumer_t *c, struct tally *t,
+                        bool (*done)(shmq_t *, const struct tally *), shmq_maint_report_t *rep)
+{
+    int64_t end = h_now_ms() + REPAIR_BOUND_MS;
+    for (;;) {
+        shmq_maint_report_t r = {0};
+        h_assert_rc(shmq_maintain(q, &r), 0);
+        rep->procs_dead += r.procs_dead;
+        rep->reclaimed += r.reclaimed;
+        rep->deadline_expired += r.deadline_expired;
+        rep->orphans_requeued += r.orphans_requeued;
+        rep->reservations_freed += r.reservations_freed;
+        rep->delayed_fired += r.delayed_fired;
+        rep->dead_lettered += r.dead_lettered;
+        drain(c, t);
+        if (done(q, t))
+            return true;
+        if (h_now_ms() >= end)
+            return false;
+        shmq_msg_t m;
+        int rc = shmq_receive(c, &m, 20);
+        if (rc == 0)
+            take(c, &m, t);
+    }
+}
+
+static bool all_free(shmq_t *q)
+{
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    return st.free == CAP;
+}
+
+static bool done_all_free(shmq_t *q, const struct tally *t) { return all_free(q); }
+
+static bool done_delivered(shmq_t *q, const struct tally *t) { return t->stalled >= 1; }
+
+static bool done_delivered_and_free(shmq_t *q, const struct tally *t)
+{
+    return t->stalled >= 1 && all_free(q);
+}
+
+/* The queue still takes CAP messages at once (no slot leaked, even one absent from the free
+ * ring); they are drained again afterwards. */
+static void expect_full_capacity(shmq_t *q, shmq_consumer_t *c, struct tally *t)
+{
+    int64_t end = h_now_ms() + REPAIR_BOUND_MS;
+    for (;;) {
+        int n = 0, rc = 0;
+        while (n < CAP && (rc = shmq_publish(q, "filler", 6, NULL)) == 0)
+            n++;
+        shmq_msg_t m;
+        for (int i = 0; i < n; i++) {
+            h_assert_rc(shmq_receive(c, &m, 1000), 0);
+            cr_assert(m.len == 6 && memcmp(m.data, "filler", 6) == 0, "unexpected message");
+            h_assert_rc(shmq_ack(c, &m), 0);
+        }
+        if (n == CAP)
+            return;
+        cr_assert(h_now_ms() < end, "only %d of %d slots usable after repair (last rc %d)", n, CAP,
+                  rc);
+        shmq_maintain(q, NULL);
+        h_sleep_ms(20);
+    }
+}
+
+static void finish(const char *name, shmq_t *q, shmq_consumer_t *c)
+{
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.free, CAP,
+                 "slots not free at the end: ready %u inflight %u reserved %u "
+                 "delayed %u dead %u",
+                 st.ready, st.inflight, st.reserved, st.delayed, st.dead);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* ---- producers ------------------------------------------------------------------------------ */
+
+/* Is the message of a producer stopped at point visible to consumers before it continues? */
+static bool payload_committed(const char *point)
+{
+    return strcmp(point, "publish_after_reserve") != 0 && strcmp(point, "publish_after_write") != 0;
+}
+
+static void producer_stopped_at(const char *point)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("pstop");
+    struct peer *p = new_peer(name, point, SIG_STOP);
+    pid_t pid = h_fork_gated(stalled_producer, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_open_gate(pid);
+    expect_stopped(pid, point);
+
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    drain(c, &t);
+    if (!payload_committed(point))
+        cr_assert_eq(t.stalled, 0, "%s: an uncommitted message was delivered", point);
+    cr_assert(t.stalled <= 1, "%s: the stalled message was delivered %d times", point, t.stalled);
+
+    /* Continued, its publish completes and its message is delivered (once). */
+    kill(pid, SIGCONT);
+    h_assert_child_ok(pid, 5000, point);
+    h_assert_rc(p->rc, 0);
+    if (t.stalled == 0) {
+        shmq_msg_t m;
+        int rc = shmq_receive(c, &m, 2000);
+        cr_assert_eq(rc, 0, "%s: the continued producer's message never came (%d)", point, rc);
+        cr_assert(is_special(&m), "%s: unexpected message", point);
+        cr_expect_eq(m.id, p->id, "%s: id %llu, publish returned %llu", point,
+                     (unsigned long long)m.id, (unsigned long long)p->id);
+        take(c, &m, &t);
+    }
+    /* Maintenance must not make a duplicate of it either. */
+    shmq_maint_report_t rep = {0};
+    repair_loop(q, c, &t, done_all_free, &rep);
+    h_sleep_ms(150); /* past the orphan grace period: a wrong re-enqueue would show now */
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 1, "%s: the stalled message was delivered %d times", point, t.stalled);
+    finish(name, q, c);
+}
+
+Test(stall, producer_stopped_after_reserve) { producer_stopped_at("publish_after_reserve"); }
+Test(stall, producer_stopped_after_write) { producer_stopped_at("publish_after_write"); }
+Test(stall, producer_stopped_after_commit) { producer_stopped_at("publish_after_commit"); }
+Test(stall, producer_stopped_after_enqueue) { producer_stopped_at("publish_after_enqueue"); }
+
+static void producer_killed_at(const char *point)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("pkill");
+    struct peer *p = new_peer(name, point, SIG_KILL);
+    pid_t pid = h_fork_gated(stalled_producer, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_open_gate(pid);
+    expect_killed(pid, point);
+
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    shmq_maint_report_t rep = {0};
+    bool enqueued = strcmp(point, "publish_after_enqueue") == 0;
+    bool ok = repair_loop(q, c, &t, enqueued ? done_delivered_and_free : done_all_free, &rep);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert(ok, "%s: not repaired within %d ms: reserved %u ready %u free %u, delivered %d",
+              point, REPAIR_BOUND_MS, st.reserved, st.ready, st.free, t.stalled);
+    h_sleep_ms(150); /* past the orphan grace: no late duplicate */
+    repair_loop(q, c, &t, done_all_free, &rep);
+    if (!payload_committed(point)) {
+        /* (the reservation may be freed by the cooperative maintenance inside receive, so
+         * rep.reservations_freed of our own passes may be 0: free == CAP is the check) */
+        cr_expect_eq(t.stalled, 0, "%s: an uncommitted message was delivered", point);
+    } else if (enqueued) {
+        cr_expect_eq(t.stalled, 1, "%s: the enqueued message was delivered %d times", point,
+                     t.stalled);
+    } else {
+        /* READY in no ring: delivered (at-least-once) or not, but never twice, never leaked */
+        cr_expect(t.stalled <= 1, "%s: delivered %d times", point, t.stalled);
+    }
+    cr_expect_eq(st.reserved, 0u);
+    expect_full_capacity(q, c, &t);
+    finish(name, q, c);
+}
+
+Test(stall, producer_killed_after_reserve) { producer_killed_at("publish_after_reserve"); }
+Test(stall, producer_killed_after_write) { producer_killed_at("publish_after_write"); }
+Test(stall, producer_killed_after_commit) { producer_killed_at("publish_after_commit"); }
+Test(stall, producer_killed_after_enqueue) { producer_killed_at("publish_after_enqueue"); }
+
+/* ---- consumers ------------------------------------------------------------------------------ */
+
+static void consumer_stopped_at(const char *point)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("cstop");
+    struct peer *p = new_peer(name, point, SIG_STOP);
+    pid_t pid = h_fork_gated(stalled_consumer, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    uint64_t target;
+    h_assert_rc(shmq_publish(q, "TARGET", 6, &target), 0);
+    h_open_gate(pid);
+    expect_stopped(pid, point);
+
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    drain(c, &t);
+    bool claimed = strcmp(point, "receive_after_claim") == 0;
+    if (claimed)
+        cr_assert_eq(t.stalled, 0,
+                     "%s: a message in flight to a live (briefly stopped) consumer was "
+                     "delivered to another one",
+                     point);
+
+    /* Continued: its receive completes with TARGET (unless repair already gave TARGET to us,
+     * which fences its stale ring entry), and its ack succeeds. */
+    kill(pid, SIGCONT);
+    h_assert_child_ok(pid, 5000, point);
+    bool child_got = p->rc == 0 && strcmp(p->data, "TARGET") == 0;
+    if (p->rc == 0) {
+        cr_expect(child_got, "%s: the continued consumer got %s", point, p->data);
+        h_assert_rc(p->ack_rc, 0);
+        cr_expect_eq(p->id, target);
+    } else {
+        cr_expect(p->rc == -ETIMEDOUT, "%s: the continued consumer's receive = %d", point, p->rc);
+    }
+    shmq_maint_report_t rep = {0};
+    repair_loop(q, c, &t, done_all_free, &rep);
+    h_sleep_ms(150);
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled + (child_got ? 1 : 0), 1,
+                 "%s: TARGET delivered %d times to us and %d to the stopped consumer", point,
+                 t.stalled, child_got ? 1 : 0);
+    finish(name, q, c);
+}
+
+Test(stall, consumer_stopped_after_dequeue) { consumer_stopped_at("receive_after_dequeue"); }
+Test(stall, consumer_stopped_after_claim) { consumer_stopped_at("receive_after_claim"); }
+
+static void consumer_killed_at(const char *point)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("ckill");
+    struct peer *p = new_peer(name, point, SIG_KILL);
+    pid_t pid = h_fork_gated(stalled_consumer, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    uint64_t target;
+    h_assert_rc(shmq_publish(q, "TARGET", 6, &target), 0);
+    h_open_gate(pid);
+    expect_killed(pid, point);
+
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    /* The published TARGET must come back through maintenance (bounded). */
+    shmq_maint_report_t rep = {0};
+    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    cr_assert(ok,
+              "%s: TARGET not delivered within %d ms of maintenance (orphans requeued %u, "
+              "reclaimed %u, procs dead %u)",
+              point, REPAIR_BOUND_MS, rep.orphans_requeued, rep.reclaimed, rep.procs_dead);
+    h_sleep_ms(150);
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 1, "%s: TARGET delivered %d times", point, t.stalled);
+    if (strcmp(point, "receive_after_claim") == 0) {
+        /* The claim made it INFLIGHT, but the receive never returned it to the application
+         * (attempt is counted after this point): attempt 1 or 2 are both honest, and the flag
+         * must agree with the attempt. */
+        cr_expect(t.stalled_attempt == 1 || t.stalled_attempt == 2, "%s: redelivery has attempt %u",
+                  point, t.stalled_attempt);
+        cr_expect_eq(!!(t.stalled_flags & SHMQ_MSG_REDELIVERED), t.stalled_attempt > 1,
+                     "%s: attempt %u but flags %#x", point, t.stalled_attempt, t.stalled_flags);
+    }
+    finish(name, q, c);
+}
+
+Test(stall, consumer_killed_after_dequeue) { consumer_killed_at("receive_after_dequeue"); }
+Test(stall, consumer_killed_after_claim) { consumer_killed_at("receive_after_claim"); }
+
+/* ---- ack, nack, maintain -------------------------------------------------------------------- */
+
+Test(stall, acker_killed_after_free_leaks_no_slot)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("ackkill");
+    struct peer *p = new_peer(name, "ack_after_free", SIG_KILL);
+    pid_t pid = h_fork_gated(stalled_consumer, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    h_open_gate(pid);
+    expect_killed(pid, "ack_after_free");
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    shmq_maint_report_t rep = {0};
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 0, "an acked message was delivered again");
+    expect_full_capacity(q, c, &t);
+    finish(name, q, c);
+}
+
+Test(stall, acker_stopped_after_free_does_not_stall_queue)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("ackstop");
+    struct peer *p = new_peer(name, "ack_after_free", SIG_STOP);
+    pid_t pid = h_fork_gated(stalled_consumer, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    h_open_gate(pid);
+    expect_stopped(pid, "ack_after_free");
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    kill(pid, SIGCONT);
+    h_assert_child_ok(pid, 5000, "ack_after_free");
+    h_assert_rc(p->ack_rc, 0);
+    shmq_maint_report_t rep = {0};
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 0, "an acked message was delivered again");
+    expect_full_capacity(q, c, &t);
+    finish(name, q, c);
+}
+
+Test(stall, nacker_killed_after_requeue_message_redelivered)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("nackkill");
+    struct peer *p = new_peer(name, "nack_after_requeue", SIG_KILL);
+    pid_t pid = h_fork_gated(stalled_nacker, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    h_open_gate(pid);
+    expect_killed(pid, "nack_after_requeue");
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    shmq_maint_report_t rep = {0};
+    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    cr_assert(ok, "nacked TARGET not redelivered within %d ms", REPAIR_BOUND_MS);
+    h_sleep_ms(150);
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 1, "TARGET delivered %d times", t.stalled);
+    cr_expect_eq(t.stalled_attempt, 2u);
+    finish(name, q, c);
+}
+
+Test(stall, nacker_stopped_after_requeue_does_not_stall_queue)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("nackstop");
+    struct peer *p = new_peer(name, "nack_after_requeue", SIG_STOP);
+    pid_t pid = h_fork_gated(stalled_nacker, p);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    h_open_gate(pid);
+    expect_stopped(pid, "nack_after_requeue");
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    kill(pid, SIGCONT);
+    h_assert_child_ok(pid, 5000, "nack_after_requeue");
+    h_assert_rc(p->ack_rc, 0); /* the nack's result */
+    shmq_maint_report_t rep = {0};
+    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    cr_assert(ok, "nacked TARGET not redelivered within %d ms", REPAIR_BOUND_MS);
+    h_sleep_ms(150);
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 1, "TARGET delivered %d times", t.stalled);
+    finish(name, q, c);
+}
+
+/* A consumer that receives TARGET and is then killed by the test (no crash point). */
+static int plain_receiver(void *arg)
+{
+    struct peer *p = arg;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(p->qname, &q) != 0 || shmq_consumer_open(q, "victim", &c) != 0)
+        return 100;
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, 2000);
+    atomic_store(&p->rc, rc);
+    atomic_store(&p->attached, 1);
+    for (;;)
+        pause(); /* holds TARGET in flight until killed */
+}
+
+Test(stall, maintainer_killed_after_fence_next_one_finishes)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("mkill");
+    struct peer *mp = new_peer(name, "maintain_after_fence", SIG_KILL);
+    pid_t maint = h_fork_gated(stalled_maintainer, mp);
+    struct peer *vp = new_peer(name, "", SIG_KILL);
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    pid_t victim = h_fork(plain_receiver, vp);
+    int64_t end = h_now_ms() + 3000;
+    while (!atomic_load(&vp->attached) && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert(vp->attached && vp->rc == 0, "victim did not receive TARGET (%d)", vp->rc);
+    kill(victim, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(victim, 3000, 0, &st), 0);
+
+    /* The maintainer fences the dead victim's delivery and dies before re-enqueueing it. */
+    h_open_gate(maint);
+    int rc = h_waitpid(maint, 5000, 0, &st);
+    cr_assert_eq(rc, 0, "maintainer did not finish");
+    char buf[96];
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+              "maintainer did not die at maintain_after_fence: %s (maintain = %d)",
+              h_status_str(st, buf, sizeof buf), mp->rc);
+
+    struct tally t = {0};
+    shmq_maint_report_t rep = {0};
+    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    cr_assert(ok, "TARGET not redelivered after the maintainer died (within %d ms)",
+              REPAIR_BOUND_MS);
+    h_sleep_ms(150);
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled, 1, "TARGET delivered %d times", t.stalled);
+    cr_expect_eq(t.stalled_attempt, 2u);
+    run_traffic(name, c, &t);
+    finish(name, q, c);
+}
+
+/* ---- a stopped consumer declared dead is fenced ------------------------------------------- */
+
+static int self_stopping_consumer(void *arg)
+{
+    struct peer *p = arg;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(p->qname, &q) != 0 || shmq_consumer_open(q, "sleepy", &c) != 0)
+        return 110;
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, 2000);
+    atomic_store(&p->rc, rc);
+    if (rc != 0)
+        return 111;
+    atomic_store(&p->attached, 1);
+    raise(SIGSTOP); /* a consumer stalled in its handler */
+    atomic_store(&p->ack_rc, shmq_ack(c, &m));
+    shmq_msg_t m2;
+    atomic_store(&p->rc2, shmq_receive(c, &m2, 0));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(stall, stopped_consumer_past_heartbeat_timeout_is_fenced)
+{
+    const char *name = h_qname("hbfence");
+    shmq_config_t cfg = h_small_config(CAP, 64, 16);
+    cfg.heartbeat_timeout_ms = 300;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "main", &c), 0);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    struct peer *p = new_peer(name, "", SIG_STOP);
+    pid_t pid = h_fork(self_stopping_consumer, p);
+    expect_stopped(pid, "raise(SIGSTOP) after receive");
+    cr_assert_eq(p->rc, 0);
+
+    /* Past the heartbeat timeout, maintenance reclaims TARGET for another consumer. (Its slot
+     * then stays FENCED, not free, while the stopped consumer lives: shmq.h, liveness rule.) */
+    struct tally t = {0};
+    shmq_maint_report_t rep = {0};
+    bool ok = repair_loop(q, c, &t, done_delivered, &rep);
+    cr_assert(ok,
+              "TARGET of a consumer stopped past the heartbeat timeout was not "
+              "redelivered within %d ms",
+              REPAIR_BOUND_MS);
+    cr_expect_eq(t.stalled_attempt, 2u);
+    cr_expect(t.stalled_flags & SHMQ_MSG_REDELIVERED);
+
+    /* The stale consumer wakes up: its ack and its next receive are fenced. */
+    kill(pid, SIGCONT);
+    h_assert_child_ok(pid, 5000, "fenced consumer");
+    cr_expect_eq(p->ack_rc, -ESTALE, "ack of a fenced delivery = %d", p->ack_rc);
+    cr_expect_eq(p->rc2, -ESTALE, "receive of a consumer declared dead = %d", p->rc2);
+    /* It has let go (closed, exited): the fenced slot is freed. */
+    ok = repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect(ok, "the fenced slot was not freed after its consumer let go");
+    cr_expect_eq(t.stalled, 1);
+    finish(name, q, c);
+}
