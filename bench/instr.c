@@ -6,13 +6,20 @@
  * (Ir(N2) - Ir(N1)) / (N2 - N1): the set-up (dynamic loader, shmq_create, the first touch of
  * every slot) is the same in both runs and cancels out. bench/first-figures does this.
  *
- *   instr [-b] [-s size] [-q capacity] N
+ *   instr [-b|-e|-f] [-s size] [-q capacity] N
  *     -b  baseline: the same loop with the queue replaced by a memcpy of the payload into a
  *         ring of plain buffers and a read of it back, through non-inlined calls. It is the
  *         floor for any queue that copies the payload in and hands a pointer out.
+ *     -e  empty poll: one message through the queue (as a busy consumer would have just taken
+ *         one), then N calls of receive(.., 0) on the empty queue (each must be -EAGAIN): what
+ *         a busy-polling consumer spends, and writes to shared lines, while it waits. The SCQ
+ *         ring takes a slower path for the first ~3 x capacity failed polls after an enqueue
+ *         (its threshold): keep N1, N2 below that to measure that path, far above for the other.
+ *     -f  full queue: fill the queue, then N calls of publish() that must fail with -EAGAIN:
+ *         what a producer spends while it waits for a free slot.
  *
- * Without valgrind it also prints the wall-clock ns per message (one core, no contention: a
- * lower bound of the latency of the three calls, not a throughput figure).
+ * Without valgrind it also prints the wall-clock ns per message of the N iterations alone (one
+ * core, no contention: a lower bound of the latency of the calls, not a throughput figure).
  * Exit status: 0, or 2 when a call returned an error (printed on stderr).
  */
 #define _GNU_SOURCE
@@ -34,6 +41,7 @@ static uint64_t now_ns(void)
 }
 
 static volatile uint64_t sink;
+static uint64_t loop_t0, loop_t1; /* the timed part: the N iterations, not the set-up */
 
 /* The baseline's "queue": copy in, hand the pointer out, read it back. */
 #define BASE_SLOTS 1024
@@ -57,15 +65,58 @@ static int run_baseline(uint64_t n, size_t size)
 {
     unsigned char msg[1024];
     memset(msg, 0x5a, sizeof(msg));
+    loop_t0 = now_ns();
     for (uint64_t i = 0; i < n; i++) {
         memcpy(msg, &i, sizeof(i));
         void *slot = base_publish(msg, size, i);
         sink += base_consume(slot);
     }
+    loop_t1 = now_ns();
     return 0;
 }
 
-static int run_queue(uint64_t n, size_t size, uint32_t capacity)
+enum what { LOOP, EMPTY_POLL, FULL_PUBLISH };
+
+/* -e / -f: n calls that must each fail with -EAGAIN. */
+static int run_failing(shmq_t *q, shmq_consumer_t *c, enum what what, uint64_t n, size_t size,
+                       uint32_t capacity)
+{
+    unsigned char msg[1024];
+    memset(msg, 0x5a, sizeof(msg));
+    int rc;
+    if (what == EMPTY_POLL) {
+        shmq_msg_t m;
+        if ((rc = shmq_publish(q, msg, size, NULL)) != 0 || (rc = shmq_receive(c, &m, 0)) != 0 ||
+            (rc = shmq_ack(c, &m)) != 0) {
+            fprintf(stderr, "instr: first message: %s (%d)\n", shmq_strerror(rc), rc);
+            return 2;
+        }
+    }
+    if (what == FULL_PUBLISH) {
+        for (uint32_t i = 0; i < capacity; i++) {
+            if ((rc = shmq_publish(q, msg, size, NULL)) != 0) {
+                fprintf(stderr, "instr: filling slot %u of %u: shmq_publish: %s (%d)\n", i,
+                        capacity, shmq_strerror(rc), rc);
+                return 2;
+            }
+        }
+    }
+    loop_t0 = now_ns();
+    for (uint64_t i = 0; i < n; i++) {
+        shmq_msg_t m;
+        rc = what == EMPTY_POLL ? shmq_receive(c, &m, 0) : shmq_publish(q, msg, size, NULL);
+        if (rc != -EAGAIN) {
+            fprintf(stderr, "instr: iteration %llu: %s returned %d (%s), expected -EAGAIN\n",
+                    (unsigned long long)i, what == EMPTY_POLL ? "shmq_receive" : "shmq_publish",
+                    rc, shmq_strerror(rc));
+            return 2;
+        }
+    }
+    loop_t1 = now_ns();
+    return 0;
+}
+
+static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
 {
     char name[SHMQ_NAME_MAX];
     snprintf(name, sizeof(name), "bench-instr.%d.%llx", (int)getpid(),
@@ -88,8 +139,13 @@ static int run_queue(uint64_t n, size_t size, uint32_t capacity)
         goto out_close;
     }
 
+    if (what != LOOP) {
+        status = run_failing(q, c, what, n, size, capacity);
+        goto out_consumer;
+    }
     unsigned char msg[1024];
     memset(msg, 0x5a, sizeof(msg));
+    loop_t0 = now_ns();
     for (uint64_t i = 0; i < n; i++) {
         memcpy(msg, &i, sizeof(i));
         rc = shmq_publish(q, msg, size, NULL);
@@ -120,8 +176,10 @@ static int run_queue(uint64_t n, size_t size, uint32_t capacity)
             goto out_consumer;
         }
     }
+    loop_t1 = now_ns();
     status = 0;
 out_consumer:
+    /* close with messages still ready (-f) is fine: the queue is unlinked below */
     rc = shmq_consumer_close(c);
     if (rc) {
         fprintf(stderr, "instr: shmq_consumer_close: %s (%d)\n", shmq_strerror(rc), rc);
@@ -140,10 +198,13 @@ out_close:
 int main(int argc, char **argv)
 {
     int baseline = 0, ch;
+    enum what what = LOOP;
     unsigned long size = 64, capacity = 1024;
-    while ((ch = getopt(argc, argv, "bs:q:")) != -1) {
+    while ((ch = getopt(argc, argv, "befs:q:")) != -1) {
         switch (ch) {
         case 'b': baseline = 1; break;
+        case 'e': what = EMPTY_POLL; break;
+        case 'f': what = FULL_PUBLISH; break;
         case 's': size = strtoul(optarg, NULL, 0); break;
         case 'q': capacity = strtoul(optarg, NULL, 0); break;
         default: goto usage;
@@ -153,17 +214,19 @@ int main(int argc, char **argv)
         goto usage;
     uint64_t n = strtoull(argv[optind], NULL, 0);
 
-    uint64_t t0 = now_ns();
-    int status = baseline ? run_baseline(n, size) : run_queue(n, size, (uint32_t)capacity);
-    uint64_t t1 = now_ns();
+    int status = baseline ? run_baseline(n, size)
+                          : run_queue(what, n, size, (uint32_t)capacity);
+    uint64_t t0 = loop_t0, t1 = loop_t1;
+    static const char *const names[] = {"loop", "empty_poll", "full_publish"};
     if (status == 0)
-        printf("{\"bench\":\"instr\",\"baseline\":%s,\"size\":%lu,\"iters\":%llu,"
+        printf("{\"bench\":\"instr\",\"what\":\"%s\",\"size\":%lu,\"iters\":%llu,"
                "\"seconds\":%.6f,\"ns_per_msg_wall\":%.1f}\n",
-               baseline ? "true" : "false", size, (unsigned long long)n, (t1 - t0) / 1e9,
+               baseline ? "baseline" : names[what], size, (unsigned long long)n, (t1 - t0) / 1e9,
                n ? (double)(t1 - t0) / (double)n : 0.0);
     return status;
 
 usage:
-    fprintf(stderr, "usage: %s [-b] [-s size(8..1024)] [-q capacity] iterations\n", argv[0]);
+    fprintf(stderr, "usage: %s [-b|-e|-f] [-s size(8..1024)] [-q capacity] iterations\n",
+            argv[0]);
     return 2;
 }
