@@ -29,6 +29,13 @@ if nm -A --defined-only "$libdir/libshmq.a" "$libdir/libshmq.so" 2>/dev/null | g
     exit 1
 fi
 
+step "libshmq.so exports the public API (shmq_*) only"
+others=$(nm -D --defined-only "$libdir/libshmq.so" | awk '{print $3}' | grep -v '^shmq_' || true)
+if [[ -n "$others" ]]; then
+    echo "check-install: libshmq.so exports names outside shmq_*:" $others >&2
+    exit 1
+fi
+
 cat >"$tmp/consumer.c" <<'C'
 /* A tiny program that uses the installed shmq, written by cmake/check-install.sh. */
 #include <errno.h>
