@@ -107,8 +107,8 @@ static int run_failing(shmq_t *q, shmq_consumer_t *c, enum what what, uint64_t n
         rc = what == EMPTY_POLL ? shmq_receive(c, &m, 0) : shmq_publish(q, msg, size, NULL);
         if (rc != -EAGAIN) {
             fprintf(stderr, "instr: iteration %llu: %s returned %d (%s), expected -EAGAIN\n",
-                    (unsigned long long)i, what == EMPTY_POLL ? "shmq_receive" : "shmq_publish",
-                    rc, shmq_strerror(rc));
+                    (unsigned long long)i, what == EMPTY_POLL ? "shmq_receive" : "shmq_publish", rc,
+                    shmq_strerror(rc));
             return 2;
         }
     }
@@ -150,29 +150,29 @@ static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
         memcpy(msg, &i, sizeof(i));
         rc = shmq_publish(q, msg, size, NULL);
         if (rc) {
-            fprintf(stderr, "instr: iteration %llu: shmq_publish: %s (%d)\n",
-                    (unsigned long long)i, shmq_strerror(rc), rc);
+            fprintf(stderr, "instr: iteration %llu: shmq_publish: %s (%d)\n", (unsigned long long)i,
+                    shmq_strerror(rc), rc);
             goto out_consumer;
         }
         shmq_msg_t m;
         rc = shmq_receive(c, &m, 0);
         if (rc) {
-            fprintf(stderr, "instr: iteration %llu: shmq_receive: %s (%d)\n",
-                    (unsigned long long)i, shmq_strerror(rc), rc);
+            fprintf(stderr, "instr: iteration %llu: shmq_receive: %s (%d)\n", (unsigned long long)i,
+                    shmq_strerror(rc), rc);
             goto out_consumer;
         }
         uint64_t got;
         memcpy(&got, m.data, sizeof(got));
         if (m.len != size || got != i) {
-            fprintf(stderr, "instr: iteration %llu: got len %zu seq %llu\n",
-                    (unsigned long long)i, m.len, (unsigned long long)got);
+            fprintf(stderr, "instr: iteration %llu: got len %zu seq %llu\n", (unsigned long long)i,
+                    m.len, (unsigned long long)got);
             goto out_consumer;
         }
         sink += got;
         rc = shmq_ack(c, &m);
         if (rc) {
-            fprintf(stderr, "instr: iteration %llu: shmq_ack: %s (%d)\n",
-                    (unsigned long long)i, shmq_strerror(rc), rc);
+            fprintf(stderr, "instr: iteration %llu: shmq_ack: %s (%d)\n", (unsigned long long)i,
+                    shmq_strerror(rc), rc);
             goto out_consumer;
         }
     }
@@ -214,8 +214,7 @@ int main(int argc, char **argv)
         goto usage;
     uint64_t n = strtoull(argv[optind], NULL, 0);
 
-    int status = baseline ? run_baseline(n, size)
-                          : run_queue(what, n, size, (uint32_t)capacity);
+    int status = baseline ? run_baseline(n, size) : run_queue(what, n, size, (uint32_t)capacity);
     uint64_t t0 = loop_t0, t1 = loop_t1;
     static const char *const names[] = {"loop", "empty_poll", "full_publish"};
     if (status == 0)
@@ -226,7 +225,6 @@ int main(int argc, char **argv)
     return status;
 
 usage:
-    fprintf(stderr, "usage: %s [-b|-e|-f] [-s size(8..1024)] [-q capacity] iterations\n",
-            argv[0]);
+    fprintf(stderr, "usage: %s [-b|-e|-f] [-s size(8..1024)] [-q capacity] iterations\n", argv[0]);
     return 2;
 }

@@ -68,7 +68,7 @@ struct opts {
     uint64_t msgs;
     enum mode mode;
     int pin;
-    int wait_ms;      /* block mode: receive / publish_timed timeout */
+    int wait_ms;       /* block mode: receive / publish_timed timeout */
     unsigned grace_ms; /* an empty queue with messages missing is given up after this */
     unsigned watchdog_s;
 };
@@ -77,14 +77,14 @@ struct opts {
  * it exited (and by the other consumers for count, see "End of the run"). */
 struct worker {
     _Alignas(64) _Atomic uint64_t count; /* published or acked so far */
-    _Atomic uint64_t end_ns;              /* consumer: see "End of the run" */
-    uint64_t sum;                         /* consumer: sum of msg_hash() of what it acked */
-    uint64_t retries;                     /* producer: -EAGAIN/-ETIMEDOUT; consumer: empty */
+    _Atomic uint64_t end_ns;             /* consumer: see "End of the run" */
+    uint64_t sum;                        /* consumer: sum of msg_hash() of what it acked */
+    uint64_t retries;                    /* producer: -EAGAIN/-ETIMEDOUT; consumer: empty */
     uint64_t redelivered, bad_len, bad_guard, bad_header;
-    int err;                              /* first unexpected return value, 0 if none */
-    char where[32];                       /* the call that returned it */
+    int err;        /* first unexpected return value, 0 if none */
+    char where[32]; /* the call that returned it */
     pid_t pid;
-    int role;                             /* 'P' or 'C' */
+    int role; /* 'P' or 'C' */
 };
 
 /* The shared control block: an anonymous MAP_SHARED mapping made before fork(). */
@@ -355,14 +355,14 @@ static int child_main(unsigned k, const char *qname)
 
 static void dump_state(shmq_t *q)
 {
-    fprintf(stderr, "tput: state: producers_done=%u/%u\n",
-            atomic_load(&ctl->producers_done), opt.producers);
+    fprintf(stderr, "tput: state: producers_done=%u/%u\n", atomic_load(&ctl->producers_done),
+            opt.producers);
     for (unsigned k = 0; k < opt.producers + opt.consumers; k++) {
         struct worker *w = &ctl->w[k];
         fprintf(stderr, "tput:   %c%u pid %d count=%llu retries=%llu err=%d%s%s\n", w->role,
                 w->role == 'P' ? k : k - opt.producers, (int)w->pid,
-                (unsigned long long)atomic_load(&w->count), (unsigned long long)w->retries,
-                w->err, w->err ? " in " : "", w->where);
+                (unsigned long long)atomic_load(&w->count), (unsigned long long)w->retries, w->err,
+                w->err ? " in " : "", w->where);
     }
     shmq_stats_t st;
     int rc = shmq_stats(q, &st);
@@ -411,29 +411,68 @@ static int parse_u64(const char *s, uint64_t *out)
 
 static int parse_opts(int argc, char **argv)
 {
-    opt = (struct opts){.producers = 1, .consumers = 1, .size = 64, .capacity = 4096,
-                        .msgs = 1000000, .mode = MODE_POLL, .wait_ms = 200, .watchdog_s = 120,
+    opt = (struct opts){.producers = 1,
+                        .consumers = 1,
+                        .size = 64,
+                        .capacity = 4096,
+                        .msgs = 1000000,
+                        .mode = MODE_POLL,
+                        .wait_ms = 200,
+                        .watchdog_s = 120,
                         .grace_ms = 2000};
     int ch;
     uint64_t v;
     while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:h")) != -1) {
         switch (ch) {
-        case 'p': if (parse_u64(optarg, &v) || v < 1) return -1; opt.producers = (unsigned)v; break;
-        case 'c': if (parse_u64(optarg, &v) || v < 1) return -1; opt.consumers = (unsigned)v; break;
-        case 's': if (parse_u64(optarg, &v) || v < HDR_BYTES || v > SHMQ_MSG_SIZE_MAX) return -1;
-                  opt.size = (uint32_t)v; break;
-        case 'n': if (parse_u64(optarg, &v) || v < 1) return -1; opt.msgs = v; break;
-        case 'q': if (parse_u64(optarg, &v) || v < 1 || v > SHMQ_CAPACITY_MAX) return -1;
-                  opt.capacity = (uint32_t)v; break;
+        case 'p':
+            if (parse_u64(optarg, &v) || v < 1)
+                return -1;
+            opt.producers = (unsigned)v;
+            break;
+        case 'c':
+            if (parse_u64(optarg, &v) || v < 1)
+                return -1;
+            opt.consumers = (unsigned)v;
+            break;
+        case 's':
+            if (parse_u64(optarg, &v) || v < HDR_BYTES || v > SHMQ_MSG_SIZE_MAX)
+                return -1;
+            opt.size = (uint32_t)v;
+            break;
+        case 'n':
+            if (parse_u64(optarg, &v) || v < 1)
+                return -1;
+            opt.msgs = v;
+            break;
+        case 'q':
+            if (parse_u64(optarg, &v) || v < 1 || v > SHMQ_CAPACITY_MAX)
+                return -1;
+            opt.capacity = (uint32_t)v;
+            break;
         case 'm':
-            if (!strcmp(optarg, "poll")) opt.mode = MODE_POLL;
-            else if (!strcmp(optarg, "block")) opt.mode = MODE_BLOCK;
-            else return -1;
+            if (!strcmp(optarg, "poll"))
+                opt.mode = MODE_POLL;
+            else if (!strcmp(optarg, "block"))
+                opt.mode = MODE_BLOCK;
+            else
+                return -1;
             break;
         case 'a': opt.pin = 1; break;
-        case 'w': opt.wait_ms = atoi(optarg); if (opt.wait_ms < -1) return -1; break;
-        case 'T': if (parse_u64(optarg, &v)) return -1; opt.watchdog_s = (unsigned)v; break;
-        case 'g': if (parse_u64(optarg, &v)) return -1; opt.grace_ms = (unsigned)v; break;
+        case 'w':
+            opt.wait_ms = atoi(optarg);
+            if (opt.wait_ms < -1)
+                return -1;
+            break;
+        case 'T':
+            if (parse_u64(optarg, &v))
+                return -1;
+            opt.watchdog_s = (unsigned)v;
+            break;
+        case 'g':
+            if (parse_u64(optarg, &v))
+                return -1;
+            opt.grace_ms = (unsigned)v;
+            break;
         default: return -1;
         }
     }
@@ -567,8 +606,7 @@ int main(int argc, char **argv)
                         WTERMSIG(st), strsignal(WTERMSIG(st)));
                 status = 2;
             } else if (WEXITSTATUS(st) != 0) {
-                fprintf(stderr, "tput: %c pid %d exited with %d\n", who, (int)pid,
-                        WEXITSTATUS(st));
+                fprintf(stderr, "tput: %c pid %d exited with %d\n", who, (int)pid, WEXITSTATUS(st));
                 status = 2;
             }
         }
@@ -615,11 +653,10 @@ int main(int argc, char **argv)
     }
     int verdict = 0;
     if (published != opt.msgs || acked != published || sum != expect_sum || bad) {
-        fprintf(stderr,
-                "tput: MISMATCH: msgs=%llu published=%llu acked=%llu checksum %s, %llu bad\n",
-                (unsigned long long)opt.msgs, (unsigned long long)published,
-                (unsigned long long)acked, sum == expect_sum ? "ok" : "WRONG",
-                (unsigned long long)bad);
+        fprintf(
+            stderr, "tput: MISMATCH: msgs=%llu published=%llu acked=%llu checksum %s, %llu bad\n",
+            (unsigned long long)opt.msgs, (unsigned long long)published, (unsigned long long)acked,
+            sum == expect_sum ? "ok" : "WRONG", (unsigned long long)bad);
         dump_state(q);
         verdict = 1;
     }
