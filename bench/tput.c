@@ -130,9 +130,21 @@ static void fail(struct worker *me, const char *where, int err)
     fflush(stderr);
 }
 
-static void pin_to(int cpu)
+/* Pin the calling child k to the (k mod n)-th of the n cpus it may run on: producer i on the
+ * first allowed cpu + i, consumer j after the producers (cpu 0 and 1 for 1P/1C on most hosts;
+ * a cpuset that starts elsewhere is respected). */
+static void pin_child(unsigned k)
 {
-    cpu_set_t set;
+    cpu_set_t allowed, set;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0 || CPU_COUNT(&allowed) == 0) {
+        fprintf(stderr, "tput: sched_getaffinity: %s: not pinned\n", strerror(errno));
+        return;
+    }
+    unsigned want = k % (unsigned)CPU_COUNT(&allowed), seen = 0;
+    int cpu = 0;
+    for (; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &allowed) && seen++ == want)
+            break;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     if (sched_setaffinity(0, sizeof(set), &set) != 0)
@@ -329,12 +341,8 @@ static int child_main(unsigned k, const char *qname)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)
         return 2;
-    if (opt.pin) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        if (ncpu < 1)
-            ncpu = 1;
-        pin_to((int)(k % (unsigned long)ncpu)); /* producers on cpu 0.., consumers after them */
-    }
+    if (opt.pin)
+        pin_child(k);
     shmq_t *q = NULL;
     int rc = shmq_open(qname, &q);
     if (rc) {
@@ -390,7 +398,7 @@ static void usage(const char *argv0)
             "  -s 64 message bytes (>= %d); also the queue's max_msg_size\n"
             "  -n 1000000 messages in all      -q 4096 queue capacity (slots)\n"
             "  -m poll: receive(0)/publish in a loop; block: receive/publish_timed(-w ms)\n"
-            "  -a    pin: producer i on cpu i, consumer j on cpu P+j (mod ncpu)\n"
+            "  -a    pin: producer i on allowed cpu i, consumer j on P+j (mod allowed cpus)\n"
             "  -w 200 block-mode timeout in ms (-1: forever; needs -c 1)\n"
             "  -g 2000 a consumer that finds the queue empty this long after the producers\n"
             "        finished, with messages not acked, stops (the run then fails: lost)\n"
