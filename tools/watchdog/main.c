@@ -1,0 +1,296 @@
+/*
+ * main.c - shmq-watchdog: keeps shmq queues maintained, and takes over from a dead or hung
+ * peer watchdog (options, signals, the poll loop).
+ *
+ * The loop: every --interval-ms each queue gets a pass (watch.c); every --scan-ms the set of
+ * queues is reconciled with /dev/shm (scan.c); in between the process sleeps in poll() on a
+ * signalfd (SIGTERM, SIGINT) and on the pidfds of every attached process (pidwatch.c). A
+ * readable pidfd gives its queue a pass at once, so the messages of a killed consumer are
+ * ready again about a millisecond after its death. On SIGTERM or SIGINT every lease is
+ * released (a standby takes over at once rather than after the lease period), every queue
+ * closed, and the process exits 0.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "watchdog.h"
+
+#define EXIT_CLEAN 0
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+static void usage(FILE *f, const char *prog)
+{
+    fprintf(f,
+            "Usage: %s [options] NAME...\n"
+            "       %s [options] --all\n"
+            "\n"
+            "Maintain shmq queues: redeliver the messages of dead, hung or late consumers, free\n"
+            "the reservations of dead producers, repair half-done operations, fire delayed\n"
+            "messages and move poisoned ones to the dead-letter ring (shmq_maintain()). One\n"
+            "watchdog per queue holds the maintenance lease and maintains; others stand by and\n"
+            "take over within one lease period if it hangs, at once if it dies. Each attached\n"
+            "process is watched through a pidfd: the death of a consumer triggers maintenance\n"
+            "at once.\n"
+            "\n"
+            "  NAME                 a queue to watch (the segment /dev/shm/shmq.NAME). A queue\n"
+            "                       that does not exist yet, or is unlinked, is waited for.\n"
+            "  -a, --all            watch every /dev/shm/shmq.* segment, following queues\n"
+            "                       created and unlinked later (no NAME then)\n"
+            "  -i, --interval-ms N  milliseconds between maintenance passes and lease renewals\n"
+            "                       (1..60000; default 5). Newly attached processes are picked\n"
+            "                       up for death detection every min(N, 5) ms regardless.\n"
+            "  -l, --lease-ms N     maintenance lease period: how long a hung watchdog keeps\n"
+            "                       its standby waiting (at least 2x the interval; default 500)\n"
+            "  -s, --scan-ms N      milliseconds between checks of /dev/shm for new, missing\n"
+            "                       and unlinked queues (1..600000; default 500)\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "Output: one logfmt line per event on stdout, flushed per line:\n"
+            "  ts=2026-11-25T19:00:00.123Z level=info queue=NAME event=consumer_died pid=123 ...\n"
+            "Events: start, stop, queue_added, queue_removed, queue_missing, open_failed,\n"
+            "lease_acquired (took_over=1 after a standby period), standby, consumer_died,\n"
+            "client_died, consumer_hung, and one per non-zero field of a maintenance report\n"
+            "with count=N: procs_dead, procs_hung, reclaimed, deadline_expired,\n"
+            "orphans_requeued, reservations_freed, delayed_fired, dead_lettered,\n"
+            "fenced_released; error (op=, err=) for a failed library call.\n"
+            "\n"
+            "Signals: SIGTERM or SIGINT release every lease, close the queues and exit.\n"
+            "Exit status: 0 clean stop (signal), 1 runtime error (a system call the loop needs\n"
+            "failed), 2 usage error.\n",
+            prog, prog);
+}
+
+static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || v < lo || v > hi)
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The poll set: the signalfd, the opener's eventfd, then the live pidfds of every queue. */
+struct poll_set {
+    struct pollfd *fds;
+    struct watch **owner;
+    size_t n, cap;
+};
+
+#define FIXED_FDS 2
+
+static int poll_set_build(struct poll_set *p, int sigfd, int openfd, const struct watch_list *l)
+{
+    size_t need = FIXED_FDS;
+    for (size_t i = 0; i < l->n; i++)
+        need += l->w[i]->pids.n;
+    if (need > p->cap) {
+        struct pollfd *f = realloc(p->fds, need * sizeof *f);
+        if (f)
+            p->fds = f;
+        struct watch **o = f ? realloc(p->owner, need * sizeof *o) : NULL;
+        if (!f || !o)
+            return -ENOMEM;
+        p->owner = o;
+        p->cap = need;
+    }
+    p->fds[0] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+    p->fds[1] = (struct pollfd){.fd = openfd, .events = POLLIN};
+    p->owner[0] = p->owner[1] = NULL;
+    p->n = FIXED_FDS;
+    for (size_t i = 0; i < l->n; i++) {
+        size_t k = pidset_pollfds(&l->w[i]->pids, p->fds + p->n, p->cap - p->n);
+        for (size_t j = 0; j < k; j++)
+            p->owner[p->n + j] = l->w[i];
+        p->n += k;
+    }
+    return 0;
+}
+
+static int run(struct watch_list *l, const struct wd_options *o, int sigfd, struct opener *op)
+{
+    struct poll_set ps = {0};
+    uint64_t interval_ns = (uint64_t)o->interval_ms * 1000000ull;
+    uint64_t scan_ns = (uint64_t)o->scan_ms * 1000000ull;
+    uint64_t refresh_ns = (uint64_t)o->refresh_ms * 1000000ull;
+    uint64_t now = mono_ns(), next_pass = now, next_scan = now, next_refresh = now;
+    int rc = EXIT_CLEAN;
+    for (;;) {
+        now = mono_ns();
+        if (now >= next_scan) {
+            watches_scan(l, op, o);
+            next_scan = now + scan_ns;
+        }
+        if (now >= next_pass) {
+            for (size_t i = 0; i < l->n; i++)
+                watch_pass(l->w[i], o);
+            next_pass += interval_ns;
+            if (next_pass <= now) /* fell behind: do not try to catch up */
+                next_pass = now + interval_ns;
+            next_refresh = now + refresh_ns; /* a pass refreshes the pidfds too */
+        } else if (now >= next_refresh) {
+            for (size_t i = 0; i < l->n; i++)
+                watch_refresh(l->w[i], o);
+            next_refresh = now + refresh_ns;
+        }
+        if (poll_set_build(&ps, sigfd, opener_fd(op), l) != 0) {
+            wd_log(WD_ERROR, NULL, "error", "op=alloc err=%d", ENOMEM);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        now = mono_ns();
+        uint64_t wake = next_pass < next_scan ? next_pass : next_scan;
+        if (next_refresh < wake)
+            wake = next_refresh;
+        int timeout_ms = wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
+        int r = poll(ps.fds, ps.n, timeout_ms);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            wd_log(WD_ERROR, NULL, "error", "op=poll err=%d", errno);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        if (ps.fds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+                wd_log(WD_INFO, NULL, "stop", "signal=%s", sigabbrev_np((int)si.ssi_signo));
+                break;
+            }
+        }
+        if (ps.fds[1].revents & POLLIN)
+            watches_collect(l, op, o);
+        /* a process exited: a pass for its queue now (one per queue, however many died) */
+        for (size_t i = FIXED_FDS; i < ps.n; i++) {
+            if (!ps.fds[i].revents)
+                continue;
+            pidset_fired(&ps.owner[i]->pids, ps.fds[i].fd);
+        }
+        for (size_t i = FIXED_FDS; i < ps.n; i++) {
+            struct watch *w = ps.owner[i];
+            if (!ps.fds[i].revents || !w)
+                continue;
+            for (size_t j = i; j < ps.n; j++) /* once per queue */
+                if (ps.owner[j] == w)
+                    ps.owner[j] = NULL;
+            watch_pass(w, o);
+        }
+    }
+    free(ps.fds);
+    free(ps.owner);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"all", no_argument, NULL, 'a'},
+        {"interval-ms", required_argument, NULL, 'i'},
+        {"lease-ms", required_argument, NULL, 'l'},
+        {"scan-ms", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct wd_options o = {.interval_ms = 5, .lease_ms = 500, .scan_ms = 500, .refresh_ms = 5};
+    struct watch_list l = {0};
+    const char *prog = argv[0];
+    int c;
+    while ((c = getopt_long(argc, argv, "ai:l:s:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'a': l.all = true; break;
+        case 'i':
+            if (parse_u32(optarg, 1, 60000, &o.interval_ms) != 0) {
+                fprintf(stderr, "%s: --interval-ms: expected 1..60000, got '%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'l':
+            if (parse_u32(optarg, 1, 3600000, &o.lease_ms) != 0) {
+                fprintf(stderr, "%s: --lease-ms: expected 1..3600000, got '%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 's':
+            if (parse_u32(optarg, 1, 600000, &o.scan_ms) != 0) {
+                fprintf(stderr, "%s: --scan-ms: expected 1..600000, got '%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case 'h': usage(stdout, prog); return EXIT_CLEAN;
+        default: usage(stderr, prog); return EXIT_USAGE;
+        }
+    }
+    if (o.interval_ms < o.refresh_ms)
+        o.refresh_ms = o.interval_ms;
+    if (o.lease_ms < 2 * o.interval_ms) {
+        fprintf(stderr, "%s: --lease-ms (%u) must be at least twice --interval-ms (%u)\n", prog,
+                o.lease_ms, o.interval_ms);
+        return EXIT_USAGE;
+    }
+    if (l.all == (optind < argc)) {
+        fprintf(stderr, "%s: give queue NAMEs or --all (one of the two)\n", prog);
+        usage(stderr, prog);
+        return EXIT_USAGE;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!queue_name_valid(argv[i])) {
+            fprintf(stderr, "%s: '%s' is not a queue name ([A-Za-z0-9._-], 1..%d bytes)\n", prog,
+                    argv[i], SHMQ_NAME_MAX);
+            watches_free(&l);
+            return EXIT_USAGE;
+        }
+        if (!watches_add(&l, argv[i])) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            watches_free(&l);
+            return EXIT_RUNTIME;
+        }
+    }
+
+    /* SIGTERM and SIGINT arrive through a signalfd in the poll set: no handler races. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    int sigfd = -1;
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0 ||
+        (sigfd = signalfd(-1, &mask, SFD_CLOEXEC)) < 0) {
+        fprintf(stderr, "%s: signalfd: %s\n", prog, strerror(errno));
+        watches_free(&l);
+        return EXIT_RUNTIME;
+    }
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill the maintainer */
+
+    wd_log(WD_INFO, NULL, "start",
+           "pid=%d mode=%s queues=%zu interval_ms=%u lease_ms=%u scan_ms=%u", (int)getpid(),
+           l.all ? "all" : "names", l.n, o.interval_ms, o.lease_ms, o.scan_ms);
+    struct opener *op = NULL;
+    int err = opener_start(&op);
+    if (err) {
+        wd_log(WD_ERROR, NULL, "error", "op=opener_start err=%d", -err);
+        watches_free(&l);
+        close(sigfd);
+        return EXIT_RUNTIME;
+    }
+    int rc = run(&l, &o, sigfd, op);
+    watches_free(&l); /* releases every lease first: a standby takes over at once */
+    opener_stop(op);
+    close(sigfd);
+    return rc;
+}

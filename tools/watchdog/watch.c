@@ -1,0 +1,336 @@
+/*
+ * watch.c - one watched queue: the maintenance lease, maintenance passes and their events.
+ *
+ * Each pass (every --interval-ms, and at once when an attached process exits):
+ *  1. shmq_lease_acquire(q, lease_ms, 1) takes or renews the lease. 0: we are the active
+ *     maintainer. -EBUSY: another live holder has it (another watchdog): we are a standby and
+ *     try again next pass, so we take over as soon as the holder's lease expires (it hung or
+ *     was stopped: within one lease period) or its holder is dead (at once: its pidfd fires).
+ *     Each change of role is logged once (lease_acquired, standby).
+ *  2. The registry is listed (shmq_procs) before the pass.
+ *  3. Active only: note which listed processes have exited already (their pidfds), then
+ *     shmq_maintain(). Each non-zero field of its report is one event line with count=N. If
+ *     it fenced processes, the registry is listed again, and each process whose entries were
+ *     live before and are fenced or gone after is named once by pid (consumer_died /
+ *     client_died if it had exited before the pass, consumer_hung if it lives, fenced).
+ *  4. The pidfd set follows the latest listing (pidwatch.c); a process found gone without
+ *     ever being watched gets a second pass at once.
+ * Between passes watch_refresh() lists the registry (every min(interval, 5) ms) so that a
+ * process that attached since is watched from then on.
+ *
+ * Maintenance is idempotent and safe with several maintainers (src/maintain.c), so a stale
+ * active watchdog that has not yet noticed it lost the lease does no harm.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "watchdog.h"
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+bool watch_wants_open(const struct watch *w)
+{
+    if (w->q || w->opening)
+        return false;
+    int e = w->last_open_err;
+    if (e != -EBADMSG && e != -EPROTO && e != -EACCES && e != -EINVAL)
+        return true; /* missing, registry full, ...: try again */
+    struct stat st;
+    return segment_stat(w->name, &st) != 0 || !same_file(&st, &w->last_err_st);
+}
+
+/* Size the registry snapshots for q's max_procs. */
+static int size_snapshots(struct watch *w, size_t cap)
+{
+    if (cap <= w->procs_cap)
+        return 0;
+    shmq_proc_info_t *a = realloc(w->procs, cap * sizeof *a);
+    if (a)
+        w->procs = a;
+    shmq_proc_info_t *b = a ? realloc(w->after, cap * sizeof *b) : NULL;
+    if (b)
+        w->after = b;
+    uint8_t *x = b ? realloc(w->exited, cap) : NULL;
+    if (x)
+        w->exited = x;
+    if (!x)
+        return -ENOMEM;
+    w->procs_cap = cap;
+    return 0;
+}
+
+int watch_adopt(struct watch *w, const struct open_result *r, const struct wd_options *o)
+{
+    w->opening = false;
+    int err = r->err;
+    shmq_config_t cfg = {0};
+    if (!err) {
+        err = shmq_get_config(r->q, &cfg);
+        if (!err)
+            err = size_snapshots(w, cfg.max_procs ? cfg.max_procs : 64);
+        if (err)
+            shmq_close(r->q);
+    }
+    if (err == -EAGAIN)
+        return err; /* replaced while it was opened: the next scan tries again */
+    if (err) {
+        bool same =
+            err == w->last_open_err && (err == -ENOENT || same_file(&r->st, &w->last_err_st));
+        if (!same) {
+            char msg[128];
+            wd_log(err == -ENOENT ? WD_WARN : WD_ERROR, w->name,
+                   err == -ENOENT ? "queue_missing" : "open_failed", "err=%d msg=%s", -err,
+                   wd_quote(shmq_strerror(err), msg, sizeof msg));
+        }
+        w->last_open_err = err;
+        w->last_err_st = r->st;
+        return err;
+    }
+    w->q = r->q;
+    w->dev = r->st.st_dev;
+    w->ino = r->st.st_ino;
+    w->role = ROLE_NONE;
+    w->last_open_err = 0;
+    wd_log(WD_INFO, w->name, "queue_added",
+           "capacity=%u max_procs=%u heartbeat_timeout_ms=%u ack_deadline_ms=%u", cfg.capacity,
+           cfg.max_procs, cfg.heartbeat_timeout_ms, cfg.ack_deadline_ms);
+    watch_pass(w, o);
+    return 0;
+}
+
+void watch_close(struct watch *w, const char *reason)
+{
+    if (!w->q)
+        return;
+    shmq_lease_release(w->q);
+    int err = shmq_close(w->q);
+    if (err)
+        wd_log(WD_WARN, w->name, "error", "op=close err=%d", -err);
+    w->q = NULL;
+    w->role = ROLE_NONE;
+    pidset_clear(&w->pids);
+    if (reason)
+        wd_log(WD_INFO, w->name, "queue_removed", "reason=%s", reason);
+}
+
+bool watch_still_there(const struct watch *w)
+{
+    struct stat st;
+    return segment_stat(w->name, &st) == 0 && st.st_ino == w->ino && st.st_dev == w->dev;
+}
+
+/* Step 1: the lease, and the log line when our role changes. */
+static void take_lease(struct watch *w, const struct wd_options *o)
+{
+    int err = shmq_lease_acquire(w->q, o->lease_ms, 1);
+    if (err == 0) {
+        if (w->role != ROLE_ACTIVE)
+            wd_log(WD_INFO, w->name, "lease_acquired", "lease_ms=%u%s", o->lease_ms,
+                   w->role == ROLE_STANDBY ? " took_over=1" : "");
+        w->role = ROLE_ACTIVE;
+    } else if (err == -EBUSY) {
+        if (w->role != ROLE_STANDBY) {
+            shmq_lease_info_t li = {0};
+            shmq_lease_get(w->q, &li);
+            wd_log(WD_INFO, w->name, "standby", "holder_pid=%d holder_priority=%d%s", (int)li.pid,
+                   li.priority, w->role == ROLE_ACTIVE ? " lost_lease=1" : "");
+        }
+        w->role = ROLE_STANDBY;
+    } else {
+        wd_log(WD_ERROR, w->name, "error", "op=lease_acquire err=%d", -err);
+    }
+}
+
+/*
+ * Before a pass: which live-listed entries belong to a process that has exited already
+ * (w->exited[i] for w->procs[i]). Decided before shmq_maintain() runs, because the pass itself
+ * wakes consumers that may detach cleanly and exit before we list the registry again, and
+ * such a process must not be reported as dead. A watched process has exited when its pidfd
+ * is readable (one poll() for the queue); an unwatched one is checked by pid.
+ */
+static void note_exited(struct watch *w, size_t n)
+{
+    pidset_poll(&w->pids);
+    for (size_t i = 0; i < n; i++) {
+        const shmq_proc_info_t *p = &w->procs[i];
+        w->exited[i] = 0;
+        if (p->state != SHMQ_PROC_ACTIVE && p->state != SHMQ_PROC_CLAIMED)
+            continue;
+        int r = pidset_exited(&w->pids, p->index, p->pid);
+        w->exited[i] = (uint8_t)(r < 0 ? pid_exited(p->pid) : r);
+    }
+}
+
+/* Is entry (index, pid) still live (not fenced, not freed) in list? */
+static bool still_live(const shmq_proc_info_t *list, size_t n, const shmq_proc_info_t *e)
+{
+    for (size_t j = 0; j < n; j++)
+        if (list[j].index == e->index && list[j].pid == e->pid && list[j].state != SHMQ_PROC_FENCED)
+            return true;
+    return false;
+}
+
+/* Was entry e fenced in list (still there, FENCED)? */
+static bool fenced_in(const shmq_proc_info_t *list, size_t n, const shmq_proc_info_t *e)
+{
+    for (size_t j = 0; j < n; j++)
+        if (list[j].index == e->index && list[j].pid == e->pid && list[j].state == SHMQ_PROC_FENCED)
+            return true;
+    return false;
+}
+
+/* Was entry e live before the pass and is it fenced or gone after? */
+static bool lost(const shmq_proc_info_t *e, const shmq_proc_info_t *after, size_t na)
+{
+    return (e->state == SHMQ_PROC_ACTIVE || e->state == SHMQ_PROC_CLAIMED) &&
+           !still_live(after, na, e);
+}
+
+/*
+ * After a pass that fenced someone: name each process whose entries were live before and are
+ * fenced or gone after, once per pid. consumer_died / client_died: it had exited before the
+ * pass began (an entry that vanished from a live process may be a clean detach the pass
+ * itself provoked, so it is not named). consumer_hung: its consumer entry is FENCED and the
+ * process lives. A hung consumer whose entry was fenced and freed within the same pass (it
+ * held nothing) is counted by the procs_hung line only.
+ */
+static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after, size_t na,
+                       const shmq_maint_report_t *r)
+{
+    for (size_t i = 0; i < nb; i++) {
+        const shmq_proc_info_t *b = &w->procs[i];
+        if (!lost(b, after, na))
+            continue;
+        bool named = false; /* by an earlier entry of the same process */
+        for (size_t j = 0; j < i && !named; j++)
+            named = w->procs[j].pid == b->pid && lost(&w->procs[j], after, na);
+        if (named)
+            continue;
+        uint32_t roles = 0, entries = 0;
+        bool fenced = false;
+        const char *name = "";
+        for (size_t j = i; j < nb; j++) {
+            const shmq_proc_info_t *e = &w->procs[j];
+            if (e->pid != b->pid || !lost(e, after, na))
+                continue;
+            roles |= e->role;
+            entries++;
+            fenced = fenced || (e->role & SHMQ_ROLE_CONSUMER && fenced_in(after, na, e));
+            if (!name[0] && e->name[0])
+                name = e->name;
+        }
+        char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
+        wd_quote(name[0] ? name : "-", qname, sizeof qname);
+        if (w->exited[i])
+            wd_log(WD_INFO, w->name, roles & SHMQ_ROLE_CONSUMER ? "consumer_died" : "client_died",
+                   "pid=%d name=%s entries=%u reclaimed=%u", (int)b->pid, qname, entries,
+                   r->reclaimed);
+        else if (fenced && r->procs_hung && !pid_exited(b->pid))
+            wd_log(WD_WARN, w->name, "consumer_hung",
+                   "pid=%d name=%s heartbeat_age_ms=%llu reclaimed=%u", (int)b->pid, qname,
+                   (unsigned long long)b->heartbeat_age_ms, r->reclaimed);
+    }
+}
+
+/* Step 3's summary: one line per non-zero report field. */
+static void log_report(struct watch *w, const shmq_maint_report_t *r)
+{
+    static const struct {
+        const char *event;
+        size_t off;
+        enum wd_level level;
+    } fields[] = {
+        {"procs_dead", offsetof(shmq_maint_report_t, procs_dead), WD_INFO},
+        {"procs_hung", offsetof(shmq_maint_report_t, procs_hung), WD_WARN},
+        {"reclaimed", offsetof(shmq_maint_report_t, reclaimed), WD_INFO},
+        {"deadline_expired", offsetof(shmq_maint_report_t, deadline_expired), WD_WARN},
+        {"orphans_requeued", offsetof(shmq_maint_report_t, orphans_requeued), WD_INFO},
+        {"reservations_freed", offsetof(shmq_maint_report_t, reservations_freed), WD_INFO},
+        {"delayed_fired", offsetof(shmq_maint_report_t, delayed_fired), WD_INFO},
+        {"dead_lettered", offsetof(shmq_maint_report_t, dead_lettered), WD_WARN},
+        {"fenced_released", offsetof(shmq_maint_report_t, fenced_released), WD_INFO},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        uint32_t v;
+        memcpy(&v, (const char *)r + fields[i].off, sizeof v);
+        if (v)
+            wd_log(fields[i].level, w->name, fields[i].event, "count=%u", v);
+    }
+}
+
+static size_t list_procs(struct watch *w, shmq_proc_info_t *out)
+{
+    size_t n = 0;
+    int err = shmq_procs(w->q, out, w->procs_cap, &n);
+    if (err) {
+        wd_log(WD_ERROR, w->name, "error", "op=procs err=%d", -err);
+        return 0;
+    }
+    return n;
+}
+
+/*
+ * Step 3: maintain once. w->procs holds the registry as listed before (*n entries); if the
+ * pass fenced anyone, it holds the listing after on return.
+ */
+static int maintain_once(struct watch *w, size_t *n)
+{
+    note_exited(w, *n);
+    shmq_maint_report_t rep = {0};
+    int err = shmq_maintain(w->q, &rep);
+    w->passes++;
+    if (err) {
+        char msg[128];
+        wd_log(WD_ERROR, w->name, "error", "op=maintain err=%d msg=%s", -err,
+               wd_quote(shmq_strerror(err), msg, sizeof msg));
+        return err;
+    }
+    if (rep.procs_dead || rep.procs_hung) {
+        size_t na = list_procs(w, w->after);
+        log_fenced(w, *n, w->after, na, &rep);
+        shmq_proc_info_t *t = w->procs;
+        w->procs = w->after;
+        w->after = t;
+        *n = na;
+    }
+    log_report(w, &rep);
+    return 0;
+}
+
+int watch_refresh(struct watch *w, const struct wd_options *o)
+{
+    if (!w->q)
+        return 0;
+    size_t n = list_procs(w, w->procs);
+    if (pidset_refresh(&w->pids, w->procs, n) > 0) /* one left unseen: a pass now */
+        return watch_pass(w, o);
+    return 0;
+}
+
+int watch_pass(struct watch *w, const struct wd_options *o)
+{
+    if (!w->q)
+        return 0;
+    take_lease(w, o);
+    size_t n = list_procs(w, w->procs);
+    int err = 0;
+    if (w->role == ROLE_ACTIVE)
+        err = maintain_once(w, &n);
+    /* an entry whose process is gone already (no pidfd to wait for): fence it at once */
+    if (pidset_refresh(&w->pids, w->procs, n) > 0 && w->role == ROLE_ACTIVE && !err) {
+        err = maintain_once(w, &n);
+        pidset_refresh(&w->pids, w->procs, n);
+    }
+    return err;
+}
