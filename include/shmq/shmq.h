@@ -79,6 +79,8 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q);
  * Returns -ENOENT if there is none, -EACCES without permission, -EPROTO for a segment of another
  * format version, -EBADMSG for a segment that is truncated, corrupted or not a shmq segment,
  * -EUSERS when the registry is full, -EINVAL for a bad name or NULL.
+ * Blocking: a segment still being created (too short, or magic not yet stored) is waited for up
+ * to 1 s before it is called corrupted (-EBADMSG).
  */
 int shmq_open(const char *name, shmq_t **q);
 
@@ -169,7 +171,9 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st);
 
 /** What one maintenance step did. */
 typedef struct shmq_maint_report {
-    uint32_t procs_dead;        /* processes found dead (pid gone or reused) and fenced */
+    uint32_t procs_dead;        /* registry entries of dead processes (pid gone or reused),
+                                 * fenced; a consumer process has two: its queue handle's and
+                                 * its consumer's */
     uint32_t procs_hung;        /* live consumers fenced for a stale heartbeat (see below) */
     uint32_t reclaimed;         /* in-flight messages of dead consumers made ready again */
     uint32_t deadline_expired;  /* in-flight messages past their ack deadline made ready again */
