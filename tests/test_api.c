@@ -987,3 +987,95 @@ Test(api, strerror_never_null)
     }
     cr_expect_str_neq(shmq_strerror(-EBADMSG), shmq_strerror(-EPROTO));
 }
+
+/* ---- more lifecycle ------------------------------------------------------------------------- */
+
+Test(api, recreate_after_unlink_is_a_new_queue)
+{
+    const char *name = h_qname("recreate");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q1, *q2;
+    shmq_consumer_t *c1, *c2;
+    open_q(name, &cfg, &q1, &c1);
+    h_assert_rc(shmq_publish(q1, "old", 3, NULL), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+    open_q(name, &cfg, &q2, &c2);
+    h_assert_rc(shmq_publish(q2, "new", 3, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c1, &m, 0), 0);
+    cr_expect_arr_eq(m.data, "old", 3);
+    h_assert_rc(shmq_ack(c1, &m), 0);
+    h_assert_rc(shmq_receive(c1, &m, 0), -EAGAIN);
+    h_assert_rc(shmq_receive(c2, &m, 0), 0);
+    cr_expect_arr_eq(m.data, "new", 3);
+    h_assert_rc(shmq_ack(c2, &m), 0);
+    h_assert_rc(shmq_consumer_close(c1), 0);
+    h_assert_rc(shmq_close(q1), 0);
+    close_q(name, q2, c2);
+}
+
+/* ---- heartbeats ------------------------------------------------------------------------------ */
+
+/* Hold m for hold_ms while running maintenance every 50 ms; returns the summed report. */
+static shmq_maint_report_t hold_and_maintain(shmq_t *q, int hold_ms)
+{
+    shmq_maint_report_t sum = {0};
+    int64_t end = h_now_ms() + hold_ms;
+    while (h_now_ms() < end) {
+        shmq_maint_report_t r = {0};
+        h_assert_rc(shmq_maintain(q, &r), 0);
+        sum.procs_hung += r.procs_hung;
+        sum.procs_dead += r.procs_dead;
+        sum.reclaimed += r.reclaimed;
+        sum.deadline_expired += r.deadline_expired;
+        h_sleep_ms(50);
+    }
+    return sum;
+}
+
+Test(api, heartbeat_thread_keeps_long_handler_alive)
+{
+    const char *name = h_qname("hbthread");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.heartbeat_timeout_ms = 200;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    h_assert_rc(shmq_publish(q, "long", 4, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_consumer_heartbeat_thread(c, 30), 0);
+    /* A handler 5x the heartbeat timeout (past the 3x rule for a running process). */
+    shmq_maint_report_t rep = hold_and_maintain(q, 1000);
+    cr_expect_eq(rep.procs_hung, 0u, "a consumer with a heartbeat thread was declared hung");
+    cr_expect_eq(rep.reclaimed + rep.deadline_expired, 0u);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    close_q(name, q, c);
+}
+
+Test(api, silent_consumer_past_3x_heartbeat_is_fenced)
+{
+    /* The control of the test above: no heartbeat thread, no receive for > 3x the timeout. */
+    const char *name = h_qname("hbsilent");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.heartbeat_timeout_ms = 200;
+    shmq_t *q;
+    shmq_consumer_t *c, *c2;
+    open_q(name, &cfg, &q, &c);
+    h_assert_rc(shmq_publish(q, "long", 4, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    shmq_maint_report_t rep = hold_and_maintain(q, 1000);
+    cr_expect(rep.procs_hung >= 1, "a consumer silent for 5x its heartbeat timeout not fenced");
+    h_assert_rc(shmq_ack(c, &m), -ESTALE);
+    h_assert_rc(shmq_receive(c, &m, 0), -ESTALE);
+    /* Its message goes to a new consumer. */
+    h_assert_rc(shmq_consumer_open(q, "fresh", &c2), 0);
+    shmq_msg_t m2;
+    h_assert_rc(shmq_receive(c2, &m2, 1000), 0);
+    cr_expect_arr_eq(m2.data, "long", 4);
+    cr_expect_eq(m2.attempt, 2u);
+    h_assert_rc(shmq_ack(c2, &m2), 0);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    close_q(name, q, c2);
+}

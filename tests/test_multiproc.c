@@ -377,3 +377,272 @@ Test(multiproc, blocked_publish_woken_by_ack_in_another_process)
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }
+
+/* ---- signals and deaths ------------------------------------------------------------------ */
+
+static void on_usr1(int sig) { (void)sig; }
+
+static int interruptible_receiver(void *arg)
+{
+    struct wake *w = arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1; /* no SA_RESTART */
+    sigaction(SIGUSR1, &sa, NULL);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(w->qname, &q) != 0 || shmq_consumer_open(q, "eintr", &c) != 0)
+        return 30;
+    atomic_store(&w->ready, 1);
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, w->timeout_ms);
+    atomic_store(&w->got_ms, h_now_ms());
+    atomic_store(&w->rc, rc);
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(multiproc, blocking_receive_interrupted_by_signal_is_eintr)
+{
+    const char *name = h_qname("eintr");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct wake *w = h_shared_alloc(sizeof *w);
+    w->qname = name;
+    w->timeout_ms = 20000;
+    w->rc = 1;
+    pid_t pid = h_fork(interruptible_receiver, w);
+    wait_asleep(pid, &w->ready);
+    int64_t t0 = h_now_ms();
+    kill(pid, SIGUSR1);
+    h_assert_child_ok(pid, 3000, "receiver sent SIGUSR1");
+    cr_expect_eq(w->rc, -EINTR, "receive interrupted by a signal = %d (%s)", w->rc,
+                 shmq_strerror(w->rc));
+    cr_expect(w->got_ms - t0 < 1000, "receive returned %lld ms after the signal",
+              (long long)(w->got_ms - t0));
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+Test(multiproc, killed_sleeper_does_not_break_wakeups)
+{
+    /* A consumer dies while asleep in receive (counted as a waiter). Another sleeper must
+     * still be woken by the next publish, before and after maintenance uncounts the dead one. */
+    const char *name = h_qname("deadsleeper");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct wake *w = h_shared_alloc(3 * sizeof *w);
+    for (int i = 0; i < 3; i++) {
+        w[i].qname = name;
+        w[i].timeout_ms = -1;
+        w[i].rc = 1;
+    }
+    pid_t dead = h_fork(blocking_receiver, &w[0]);
+    wait_asleep(dead, &w[0].ready);
+    kill(dead, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(dead, 3000, 0, &st), 0);
+
+    pid_t live = h_fork(blocking_receiver, &w[1]);
+    wait_asleep(live, &w[1].ready);
+    h_assert_rc(shmq_publish(q, "first", 5, NULL), 0);
+    h_assert_child_ok(live, 3000, "sleeper after another sleeper died");
+    cr_expect_str_eq(w[1].data, "first");
+
+    shmq_maint_report_t rep = {0};
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    pid_t live2 = h_fork(blocking_receiver, &w[2]);
+    wait_asleep(live2, &w[2].ready);
+    h_assert_rc(shmq_publish(q, "second", 6, NULL), 0);
+    h_assert_child_ok(live2, 3000, "sleeper after maintenance uncounted the dead one");
+    cr_expect_str_eq(w[2].data, "second");
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+struct opener {
+    const char *qname;
+    _Atomic int rc;
+    _Atomic int opened;
+};
+
+static int open_and_hold(void *arg)
+{
+    struct opener *o = arg;
+    shmq_t *q;
+    int rc = shmq_open(o->qname, &q);
+    atomic_store(&o->rc, rc);
+    atomic_store(&o->opened, 1);
+    if (rc != 0)
+        return 0;
+    for (;;)
+        pause(); /* holds its registry entry until killed */
+}
+
+static int open_in_child_rc(const char *name)
+{
+    struct opener *o = h_shared_alloc(sizeof *o);
+    o->qname = name;
+    o->rc = 1;
+    pid_t pid = h_fork(open_and_hold, o);
+    int64_t end = h_now_ms() + 3000;
+    while (!atomic_load(&o->opened) && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert(atomic_load(&o->opened), "opener did not finish shmq_open");
+    int rc = o->rc;
+    kill(pid, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(pid, 3000, 0, &st), 0);
+    munmap(o, sizeof *o);
+    return rc;
+}
+
+Test(multiproc, full_registry_eusers_and_dead_entries_reused)
+{
+    const char *name = h_qname("registry");
+    shmq_config_t cfg = h_small_config(8, 64, 2);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0); /* entry 1 */
+    struct opener *o = h_shared_alloc(sizeof *o);
+    o->qname = name;
+    o->rc = 1;
+    pid_t holder = h_fork(open_and_hold, o); /* entry 2 */
+    int64_t end = h_now_ms() + 3000;
+    while (!atomic_load(&o->opened) && h_now_ms() < end)
+        h_sleep_ms(1);
+    h_assert_rc(o->rc, 0);
+    /* A third process finds the registry full. */
+    h_assert_rc(open_in_child_rc(name), -EUSERS);
+    /* The holder dies without closing: maintenance frees its entry for the next process. */
+    kill(holder, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(holder, 3000, 0, &st), 0);
+    int rc = -EUSERS;
+    end = h_now_ms() + 3000;
+    while (h_now_ms() < end) {
+        shmq_maintain(q, NULL);
+        rc = open_in_child_rc(name);
+        if (rc != -EUSERS)
+            break;
+        shmq_maintain(q, NULL);
+    }
+    h_assert_rc(rc, 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* ---- a consumer killed in mid-stream ------------------------------------------------------ */
+
+struct midstream {
+    const char *qname;
+    uint32_t total;
+    int64_t deadline_ms;
+    _Atomic uint32_t distinct; /* messages seen at least once */
+    _Atomic uint32_t corrupt;
+    _Atomic int publish_failed;
+    _Atomic uint32_t counts[];
+};
+
+static int ms_producer(void *arg)
+{
+    struct midstream *ms = arg;
+    shmq_t *q;
+    if (shmq_open(ms->qname, &q) != 0)
+        return 10;
+    struct wire w;
+    for (uint32_t seq = 0; seq < ms->total; seq++) {
+        fill_payload(&w, 0, seq);
+        int rc;
+        while ((rc = shmq_publish_timed(q, &w, offsetof(struct wire, payload) + w.len, NULL,
+                                        200)) == -ETIMEDOUT)
+            if (h_now_ms() > ms->deadline_ms)
+                break;
+        if (rc != 0) {
+            atomic_store(&ms->publish_failed, rc);
+            return 11;
+        }
+    }
+    shmq_close(q);
+    return 0;
+}
+
+static int ms_consumer(void *arg)
+{
+    struct midstream *ms = arg;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(ms->qname, &q) != 0 || shmq_consumer_open(q, "ms", &c) != 0)
+        return 20;
+    while (atomic_load(&ms->distinct) < ms->total && h_now_ms() < ms->deadline_ms) {
+        shmq_msg_t m;
+        int rc = shmq_receive(c, &m, 50);
+        if (rc == -ETIMEDOUT || rc == -EAGAIN)
+            continue;
+        if (rc != 0)
+            return 21;
+        const struct wire *w = m.data;
+        size_t hdr = offsetof(struct wire, payload);
+        if (m.len < hdr || m.len != hdr + w->len || w->seq >= ms->total ||
+            (h_fnv1a(w->payload, w->len) ^ w->producer ^ (w->seq * 2654435761u)) != w->csum) {
+            atomic_fetch_add(&ms->corrupt, 1);
+        } else if (atomic_fetch_add(&ms->counts[w->seq], 1) == 0) {
+            atomic_fetch_add(&ms->distinct, 1);
+        }
+        shmq_ack(c, &m); /* may be -ESTALE for a redelivered message: fine */
+    }
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(multiproc, consumer_killed_midstream_loses_nothing)
+{
+    /* Two consumers; one is SIGKILLed after a third of the stream. Every message is still
+     * delivered (at least once), and at most the one it held in flight is delivered twice. */
+    const char *name = h_qname("midstream");
+    shmq_config_t cfg = h_small_config(64, sizeof(struct wire), 16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    const uint32_t total = 20000;
+    struct midstream *ms = h_shared_alloc(sizeof *ms + total * sizeof(ms->counts[0]));
+    ms->qname = name;
+    ms->total = total;
+    ms->deadline_ms = h_now_ms() + RUN_BOUND_MS;
+    pid_t victim = h_fork(ms_consumer, ms);
+    pid_t survivor = h_fork(ms_consumer, ms);
+    pid_t prod = h_fork(ms_producer, ms);
+    int64_t end = h_now_ms() + 10000;
+    while (atomic_load(&ms->distinct) < total / 3 && h_now_ms() < end)
+        h_sleep_ms(1);
+    kill(victim, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(victim, 3000, 0, &st), 0);
+    /* Maintenance (as a watchdog would run it) until the survivor has seen everything. */
+    while (atomic_load(&ms->distinct) < total && h_now_ms() < ms->deadline_ms) {
+        shmq_maintain(q, NULL);
+        h_sleep_ms(20);
+    }
+    h_assert_child_ok(prod, 5000, "producer");
+    h_assert_child_ok(survivor, 5000, "surviving consumer");
+    cr_expect_eq(ms->publish_failed, 0);
+    cr_expect_eq(ms->corrupt, 0u, "corrupted messages");
+    uint32_t lost = 0, dups = 0, first_lost = UINT32_MAX;
+    for (uint32_t i = 0; i < total; i++) {
+        if (ms->counts[i] == 0 && lost++ == 0)
+            first_lost = i;
+        if (ms->counts[i] > 1)
+            dups += ms->counts[i] - 1;
+    }
+    cr_expect_eq(lost, 0u, "%u messages lost (first seq %u)", lost, first_lost);
+    cr_expect(dups <= 1, "%u duplicate deliveries (the victim held at most one message)", dups);
+    shmq_stats_t sts;
+    h_assert_rc(shmq_stats(q, &sts), 0);
+    cr_expect_eq(sts.published, total);
+    cr_expect_eq(sts.ready + sts.inflight + sts.reserved, 0u);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}

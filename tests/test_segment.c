@@ -565,3 +565,24 @@ Test(segment, hostile_body_never_crashes)
     }
     free(im.bytes);
 }
+
+/* ---- not a file --------------------------------------------------------------------------- */
+
+Test(segment, fifo_or_directory_in_place_of_segment_does_not_hang)
+{
+    const char *name = h_qname("fifo");
+    char path[128];
+    h_shm_path(name, path, sizeof path);
+    cr_assert(mkfifo(path, 0600) == 0, "mkfifo: %s", strerror(errno));
+    int rc = open_in_child(name, "a FIFO named like the segment");
+    cr_expect(rc < 0, "shmq_open of a FIFO = %d", rc);
+    shmq_config_t cfg = h_small_config(8, 64, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), -EEXIST);
+    unlink(path);
+
+    cr_assert(mkdir(path, 0700) == 0, "mkdir: %s", strerror(errno));
+    rc = open_in_child(name, "a directory named like the segment");
+    rmdir(path);
+    cr_expect(rc < 0, "shmq_open of a directory = %d", rc);
+}

@@ -199,7 +199,7 @@ static void take(shmq_consumer_t *c, const shmq_msg_t *m, struct tally *t)
         t->stalled_flags = m->flags;
     } else {
         char want[16];
-        snprintf(want, sizeof want, "h%05d", t->helper % 100000);
+        snprintf(want, sizeof want, "h%05d", t->helper % TRAFFIC); /* per traffic run */
         cr_assert(m->len == 6 && memcmp(m->data, want, 6) == 0,
                   "traffic out of order or corrupt: got %.*s, expected %s", (int)m->len,
                   (const char *)m->data, want);
@@ -754,5 +754,72 @@ Test(stall, stopped_consumer_past_heartbeat_timeout_is_fenced)
     ok = repair_loop(q, c, &t, done_all_free, &rep);
     cr_expect(ok, "the fenced slot was not freed after its consumer let go");
     cr_expect_eq(t.stalled, 1);
+    finish(name, q, c);
+}
+
+/* ---- many stalled peers at once ------------------------------------------------------------ */
+
+Test(stall, many_peers_stopped_at_once_do_not_stall_queue)
+{
+    /* Three producers and two consumers stopped at different crash points at the same time:
+     * traffic still flows; continued, each completes, and every message is delivered once. */
+    skip_without_crash_points();
+    const char *name = h_qname("many");
+    const char *ppoints[] = {"publish_after_reserve", "publish_after_commit",
+                             "publish_after_enqueue"};
+    const char *cpoints[] = {"receive_after_dequeue", "receive_after_claim"};
+    struct peer *pp[3], *cp[2];
+    pid_t ppid[3], cpid[2];
+    for (int i = 0; i < 2; i++) {
+        cp[i] = new_peer(name, cpoints[i], SIG_STOP);
+        cp[i]->recv_timeout_ms = 3000;
+        cpid[i] = h_fork_gated(stalled_consumer, cp[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        pp[i] = new_peer(name, ppoints[i], SIG_STOP);
+        ppid[i] = h_fork_gated(stalled_producer, pp[i]);
+    }
+    shmq_consumer_t *c;
+    shmq_t *q = create_queue(name, &c);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        h_open_gate(cpid[i]);
+        expect_stopped(cpid[i], cpoints[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        h_open_gate(ppid[i]);
+        expect_stopped(ppid[i], ppoints[i]);
+    }
+    struct tally t = {0};
+    run_traffic(name, c, &t);
+    run_traffic(name, c, &t);
+    for (int i = 0; i < 3; i++)
+        kill(ppid[i], SIGCONT);
+    for (int i = 0; i < 2; i++)
+        kill(cpid[i], SIGCONT);
+    for (int i = 0; i < 3; i++) {
+        h_assert_child_ok(ppid[i], 5000, ppoints[i]);
+        h_assert_rc(pp[i]->rc, 0);
+    }
+    int child_got = 0;
+    for (int i = 0; i < 2; i++) {
+        h_assert_child_ok(cpid[i], 6000, cpoints[i]);
+        if (cp[i]->rc == 0) {
+            cr_expect(strcmp(cp[i]->data, "TARGET") == 0 || strcmp(cp[i]->data, "STALLED") == 0,
+                      "%s: got %s", cpoints[i], cp[i]->data);
+            h_assert_rc(cp[i]->ack_rc, 0);
+            child_got++;
+        }
+    }
+    shmq_maint_report_t rep = {0};
+    int64_t end = h_now_ms() + REPAIR_BOUND_MS;
+    while (t.stalled + child_got < 5 && h_now_ms() < end)
+        repair_loop(q, c, &t, done_all_free, &rep);
+    h_sleep_ms(150);
+    repair_loop(q, c, &t, done_all_free, &rep);
+    cr_expect_eq(t.stalled + child_got, 5,
+                 "2 TARGET + 3 STALLED: %d delivered here, %d to the continued consumers",
+                 t.stalled, child_got);
     finish(name, q, c);
 }
