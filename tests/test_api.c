@@ -1079,3 +1079,351 @@ Test(api, silent_consumer_past_3x_heartbeat_is_fenced)
     h_assert_rc(shmq_consumer_close(c), 0);
     close_q(name, q, c2);
 }
+
+/* ---- dead letters ------------------------------------------------------------------------ */
+
+/* Publish the three letters "A", "B", "C" and make each a dead letter (max_attempts 1). */
+static void make_dead_letters(shmq_t *q, shmq_consumer_t *c, uint64_t ids[3])
+{
+    for (int i = 0; i < 3; i++) {
+        char d = (char)('A' + i);
+        h_assert_rc(shmq_publish(q, &d, 1, &ids[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_nack(c, &m, 0), 0);
+    }
+    shmq_maintain(q, NULL);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+}
+
+Test(api, dlq_list_redrive_purge)
+{
+    const char *name = h_qname("dlqops");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.max_attempts = 1;
+    cfg.backoff_base_ms = 0;
+    cfg.backoff_cap_ms = 0;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    uint64_t ids[3];
+    make_dead_letters(q, c, ids);
+
+    shmq_dead_letter_t dl[8];
+    size_t n = 99;
+    h_assert_rc(shmq_dlq_list(q, dl, 8, &n), 0);
+    cr_assert_eq(n, 3u);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(dl[i].id, ids[i], "dead letter %d: id %llu, expected %llu (oldest first)", i,
+                     (unsigned long long)dl[i].id, (unsigned long long)ids[i]);
+        cr_expect_eq(dl[i].attempt, 1u);
+        cr_expect_eq(dl[i].reason, (uint32_t)SHMQ_DEAD_MAX_ATTEMPTS);
+        cr_expect_eq(dl[i].len, 1u);
+        cr_expect(dl[i].data && ((const char *)dl[i].data)[0] == 'A' + i);
+    }
+    size_t n1 = 0;
+    h_assert_rc(shmq_dlq_list(q, dl, 1, &n1), 0);
+    cr_expect_eq(n1, 1u, "max 1 listed %zu", n1);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.dead, 3u);
+    cr_expect_eq(st.dead_lettered, 3u);
+
+    /* Redrive B: delivered again as a first attempt. */
+    uint32_t moved = 0;
+    h_assert_rc(shmq_dlq_redrive(q, ids[1], &moved), 0);
+    cr_expect_eq(moved, 1u);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_expect_eq(m.id, ids[1]);
+    cr_expect_arr_eq(m.data, "B", 1);
+    cr_expect_eq(m.attempt, 1u, "redriven message attempt %u", m.attempt);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+
+    /* Purge A: its slot is free, it is gone. */
+    uint32_t purged = 0;
+    h_assert_rc(shmq_dlq_purge(q, ids[0], &purged), 0);
+    cr_expect_eq(purged, 1u);
+    h_assert_rc(shmq_dlq_list(q, dl, 8, &n), 0);
+    cr_expect_eq(n, 1u);
+    cr_expect_eq(dl[0].id, ids[2]);
+    /* Unknown ids move nothing. */
+    moved = purged = 77;
+    int rc = shmq_dlq_redrive(q, ids[0], &moved);
+    cr_expect(rc == 0 ? moved == 0 : rc == -ENOENT, "redrive of a purged id: %d, moved %u", rc,
+              moved);
+    rc = shmq_dlq_purge(q, 123456789, &purged);
+    cr_expect(rc == 0 ? purged == 0 : rc == -ENOENT, "purge of an unknown id: %d, purged %u", rc,
+              purged);
+
+    /* Redrive all (id 0), then nothing is dead and every slot comes back free. */
+    h_assert_rc(shmq_dlq_redrive(q, 0, &moved), 0);
+    cr_expect_eq(moved, 1u);
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_expect_arr_eq(m.data, "C", 1);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_dlq_list(q, dl, 8, &n), 0);
+    cr_expect_eq(n, 0u);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.dead, 0u);
+    cr_expect_eq(st.free, 8u);
+    close_q(name, q, c);
+}
+
+Test(api, dlq_purge_all_frees_every_slot)
+{
+    const char *name = h_qname("dlqpurge");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.max_attempts = 1;
+    cfg.backoff_base_ms = 0;
+    cfg.backoff_cap_ms = 0;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    uint64_t ids[3];
+    make_dead_letters(q, c, ids);
+    uint32_t purged = 0;
+    h_assert_rc(shmq_dlq_purge(q, 0, &purged), 0);
+    cr_expect_eq(purged, 3u);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.dead, 0u);
+    cr_expect_eq(st.free, 8u);
+    /* All 8 slots are usable again (the purged ones went back to the free ring). */
+    for (int i = 0; i < 8; i++)
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN);
+    for (int i = 0; i < 8; i++) {
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    close_q(name, q, c);
+}
+
+/* ---- the maintenance lease ---------------------------------------------------------------- */
+
+struct lease_child {
+    const char *qname;
+    int priority;
+    uint32_t lease_ms;
+    bool hold; /* keep running (holding) until killed */
+    _Atomic int done;
+    _Atomic int acquire_rc, unwatched_rc;
+};
+
+static int lease_child_main(void *arg)
+{
+    struct lease_child *l = arg;
+    shmq_t *q;
+    if (shmq_open(l->qname, &q) != 0)
+        return 10;
+    atomic_store(&l->acquire_rc, shmq_lease_acquire(q, l->lease_ms, l->priority));
+    if (!l->hold)
+        atomic_store(&l->unwatched_rc, shmq_maintain_if_unwatched(q, 100));
+    atomic_store(&l->done, 1);
+    if (l->hold)
+        for (;;)
+            pause();
+    shmq_close(q);
+    return 0;
+}
+
+static struct lease_child *run_lease_child(const char *name, int priority, uint32_t lease_ms,
+                                           bool hold, pid_t *pid)
+{
+    struct lease_child *l = h_shared_alloc(sizeof *l);
+    l->qname = name;
+    l->priority = priority;
+    l->lease_ms = lease_ms;
+    l->hold = hold;
+    l->acquire_rc = l->unwatched_rc = 99;
+    *pid = h_fork(lease_child_main, l);
+    if (hold) {
+        int64_t end = h_now_ms() + 3000;
+        while (!atomic_load(&l->done) && h_now_ms() < end)
+            h_sleep_ms(1);
+        cr_assert(atomic_load(&l->done), "lease child did not run");
+    } else {
+        h_assert_child_ok(*pid, 3000, "lease child");
+    }
+    return l;
+}
+
+Test(api, lease_excludes_others_and_is_released)
+{
+    const char *name = h_qname("lease");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q;
+    open_q(name, &cfg, &q, NULL);
+    h_assert_rc(shmq_lease_acquire(q, 5000, 1), 0);
+    h_assert_rc(shmq_lease_acquire(q, 5000, 1), 0); /* renew */
+    shmq_lease_info_t li;
+    h_assert_rc(shmq_lease_get(q, &li), 0);
+    cr_expect_eq(li.held, 1);
+    cr_expect_eq(li.pid, getpid());
+    cr_expect_eq(li.priority, 1);
+    cr_expect(li.expires_in_ms > 0 && li.expires_in_ms <= 5000, "expires in %lld ms",
+              (long long)li.expires_in_ms);
+
+    pid_t pid;
+    struct lease_child *l = run_lease_child(name, 1, 5000, false, &pid);
+    h_assert_rc(l->acquire_rc, -EBUSY);
+    h_assert_rc(l->unwatched_rc, 0); /* a watchdog holds it: no cooperative maintenance */
+
+    h_assert_rc(shmq_lease_release(q), 0);
+    h_assert_rc(shmq_lease_get(q, &li), 0);
+    cr_expect_eq(li.held, 0);
+    l = run_lease_child(name, 0, 5000, false, &pid);
+    h_assert_rc(l->acquire_rc, 0);
+    close_q(name, q, NULL);
+}
+
+Test(api, watchdog_priority_takes_consumer_lease)
+{
+    const char *name = h_qname("leaseprio");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q;
+    open_q(name, &cfg, &q, NULL);
+    pid_t pid;
+    struct lease_child *l = run_lease_child(name, 0, 60000, true, &pid);
+    h_assert_rc(l->acquire_rc, 0);
+    h_assert_rc(shmq_lease_acquire(q, 5000, 0), -EBUSY); /* equal priority: busy */
+    h_assert_rc(shmq_lease_acquire(q, 5000, 1), 0);      /* a watchdog takes it over */
+    shmq_lease_info_t li;
+    h_assert_rc(shmq_lease_get(q, &li), 0);
+    cr_expect_eq(li.pid, getpid());
+    cr_expect_eq(li.priority, 1);
+    h_assert_rc(shmq_lease_release(q), 0);
+    close_q(name, q, NULL);
+}
+
+Test(api, lease_of_dead_holder_is_taken)
+{
+    const char *name = h_qname("leasedead");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q;
+    open_q(name, &cfg, &q, NULL);
+    pid_t pid;
+    struct lease_child *l = run_lease_child(name, 1, 60000, true, &pid);
+    h_assert_rc(l->acquire_rc, 0);
+    h_assert_rc(shmq_lease_acquire(q, 5000, 1), -EBUSY);
+    kill(pid, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(pid, 3000, 0, &st), 0);
+    /* "-EBUSY if another live holder does": a dead one does not, whatever its expiry. */
+    int rc = -EBUSY;
+    int64_t end = h_now_ms() + 2000;
+    while ((rc = shmq_lease_acquire(q, 5000, 1)) == -EBUSY && h_now_ms() < end) {
+        shmq_maintain(q, NULL);
+        h_sleep_ms(10);
+    }
+    h_assert_rc(rc, 0);
+    close_q(name, q, NULL);
+}
+
+/* ---- the registry as seen by tools -------------------------------------------------------- */
+
+Test(api, procs_lists_clients_and_consumers)
+{
+    const char *name = h_qname("procs");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q;
+    shmq_consumer_t *c1, *c2;
+    open_q(name, &cfg, &q, NULL);
+    h_assert_rc(shmq_consumer_open(q, "alpha", &c1), 0);
+    h_assert_rc(shmq_consumer_open(q, "beta", &c2), 0);
+    shmq_proc_info_t pi[8];
+    size_t n = 0;
+    h_assert_rc(shmq_procs(q, pi, 8, &n), 0);
+    cr_expect_eq(n, 3u, "entries: %zu", n);
+    int consumers = 0, clients = 0;
+    bool alpha = false, beta = false;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        cr_expect_eq(pi[i].pid, getpid());
+        cr_expect_eq(pi[i].state, SHMQ_PROC_ACTIVE);
+        if (pi[i].role & SHMQ_ROLE_CONSUMER) {
+            consumers++;
+            alpha |= strcmp(pi[i].name, "alpha") == 0;
+            beta |= strcmp(pi[i].name, "beta") == 0;
+        }
+        if (pi[i].role & SHMQ_ROLE_CLIENT)
+            clients++;
+    }
+    cr_expect_eq(consumers, 2);
+    cr_expect_eq(clients, 1);
+    cr_expect(alpha && beta, "consumer names not listed");
+    size_t n1 = 0;
+    h_assert_rc(shmq_procs(q, pi, 1, &n1), 0);
+    cr_expect(n1 <= 1, "max 1 filled %zu", n1);
+    h_assert_rc(shmq_consumer_close(c2), 0);
+    h_assert_rc(shmq_procs(q, pi, 8, &n), 0);
+    cr_expect_eq(n, 2u);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.consumers, 1u);
+    cr_expect_eq(st.procs, 2u);
+    close_q(name, q, c1);
+}
+
+Test(api, long_consumer_name_is_truncated_not_overflowed)
+{
+    const char *name = h_qname("cname");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, NULL);
+    char longname[200];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    h_assert_rc(shmq_consumer_open(q, longname, &c), 0);
+    shmq_proc_info_t pi[4];
+    size_t n = 0;
+    h_assert_rc(shmq_procs(q, pi, 4, &n), 0);
+    bool found = false;
+    for (size_t i = 0; i < n; i++) {
+        if (pi[i].role & SHMQ_ROLE_CONSUMER) {
+            size_t len = strnlen(pi[i].name, SHMQ_CONSUMER_NAME_MAX);
+            cr_expect(len < SHMQ_CONSUMER_NAME_MAX, "name not NUL-terminated");
+            cr_expect(len > 0 && strncmp(pi[i].name, longname, len) == 0);
+            found = true;
+        }
+    }
+    cr_expect(found);
+    close_q(name, q, c);
+}
+
+Test(api, nack_backoff_follows_policy)
+{
+    /* nack(…, 0): delay base * mult^(attempt-1), capped: 100, 200, 250 (cap) ms, with "equal
+     * jitter" (docs/DESIGN.md): somewhere in [delay/2, delay]. */
+    const char *name = h_qname("backoff");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.backoff_base_ms = 100;
+    cfg.backoff_multiplier = 2.0;
+    cfg.backoff_cap_ms = 250;
+    cfg.max_attempts = 10;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    h_assert_rc(shmq_publish(q, "b", 1, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    const int expect_ms[] = {100, 200, 250};
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = h_now_ms();
+        h_assert_rc(shmq_nack(c, &m, 0), 0);
+        h_assert_rc(receive_with_maintain(q, c, &m, 3000), 0);
+        int64_t dt = h_now_ms() - t0;
+        cr_expect(dt >= expect_ms[i] / 2 - 10 && dt < expect_ms[i] + 1000,
+                  "attempt %d: redelivered after %lld ms, policy says %d..%d", i + 1, (long long)dt,
+                  expect_ms[i] / 2, expect_ms[i]);
+        cr_expect_eq(m.attempt, (uint32_t)(i + 2));
+    }
+    h_assert_rc(shmq_ack(c, &m), 0);
+    close_q(name, q, c);
+}
