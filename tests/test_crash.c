@@ -1,0 +1,499 @@
+/*
+ * test_crash.c - every crash point, SIGKILL and SIGSTOP: the queue keeps flowing, every message
+ * whose publish returned success is acked, nothing is stuck, and the counters add up.
+ *
+ * For each name in crashpoint_names[] (one parameterized test each, times KILL and STOP) a
+ * victim process that fits the point is sent to it: a producer (publish_*), a consumer
+ * (receive_*, ack_after_free, nack_after_requeue: receive + ack, or receive + nack(0)), or a
+ * maintainer (maintain_after_fence: it reclaims the in-flight message of a consumer that was
+ * SIGKILLed while holding it). The victim is armed with SHMQ_CRASH_AT, SHMQ_CRASH_SKIP (so some
+ * operations succeed first) and, for STOP, SHMQ_CRASH_SIGNAL=STOP.
+ *
+ * Then another producer and a rescue consumer run while the test process plays the watchdog
+ * (it holds the maintenance lease at priority 1, so consumers do not maintain behind its back,
+ * and calls shmq_maintain() every 10 ms). KILL: the victim is dead and reaped. STOP: the victim
+ * stays stopped while everything that was published is acked, then it gets SIGCONT and must
+ * finish cleanly. At the end:
+ *  - every message whose publish returned 0 was acked (one successful ack: an ack that returned
+ *    0 twice for one message is a failure), no payload was corrupt;
+ *  - after maintenance, shmq_stats() shows every slot FREE and only the test's own registry
+ *    entry active, and a full cycle (capacity publishes, capacity receives) succeeds, so no slot
+ *    was lost from its ring;
+ *  - the counters match the book: published, delivered, acked, nacked;
+ *  - the repair named by the point's row in docs/DESIGN.md happened (reservation freed, orphan
+ *    requeued, in-flight reclaimed from the dead or hung).
+ */
+#include "torture.h"
+
+#include <criterion/parameterized.h>
+
+TestSuite(crash, .init = t_setup, .fini = t_teardown, .timeout = 90);
+
+#define CAP 16
+#define VICTIM_MSGS 6 /* a producer victim publishes these; it crashes in the 3rd */
+#define SETUP_MSGS 8  /* published before a consumer victim starts */
+#define OTHER_MSGS 40 /* published by the other producer while the victim is down */
+#define SEQS 64       /* book size per producer */
+#define WAIT_MS 10000 /* bound of every wait for progress */
+
+enum { P_VICTIM, P_SETUP, P_OTHER, P_COUNT };
+enum role { R_PRODUCER, R_CONSUMER_ACK, R_CONSUMER_NACK, R_MAINTAINER };
+enum cmode { C_RESCUE, C_VICTIM_ACK, C_VICTIM_NACK, C_HOLDER };
+
+struct shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    struct t_book *book;
+    _Atomic int stop;           /* rescue consumers: drain and exit */
+    _Atomic int holding;        /* holder: has its message */
+    _Atomic long victim_in_ack; /* record index + 1 while the victim is inside shmq_ack */
+    _Atomic long victim_in_nack;
+    _Atomic int victim_estale; /* the victim saw -ESTALE (fenced) */
+    _Atomic int victim_ops;
+    _Atomic int victim_may_exit; /* a victim consumer that finds nothing more may end */
+};
+
+struct prod_arg {
+    struct shared *sh;
+    uint32_t producer, first, count;
+};
+
+struct cons_arg {
+    struct shared *sh;
+    int mode;
+    int max_ops;
+};
+
+static int producer_main(void *argp)
+{
+    struct prod_arg *a = argp;
+    shmq_t *q;
+    if (shmq_open(a->sh->qname, &q) != 0)
+        return 10;
+    int64_t end = t_now_ms() + WAIT_MS;
+    for (uint32_t s = a->first; s < a->first + a->count; s++) {
+        int rc;
+        while ((rc = t_publish(q, a->sh->book, a->producer, s, 200)) == -ETIMEDOUT)
+            if (t_now_ms() > end)
+                return 11;
+        if (rc != 0)
+            return 12;
+    }
+    shmq_close(q);
+    return 0;
+}
+
+static long rec_index(struct t_book *b, const struct t_rec *r)
+{
+    return r ? (long)(r - b->rec) : -1;
+}
+
+static int consumer_main(void *argp)
+{
+    struct cons_arg *a = argp;
+    struct shared *sh = a->sh;
+    struct t_book *b = sh->book;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    if (shmq_consumer_open(q, "crash-test", &c) != 0)
+        return 11;
+    int64_t end = t_now_ms() + 3 * WAIT_MS;
+    int ops = 0;
+    while (t_now_ms() < end) {
+        if (a->mode == C_RESCUE && atomic_load(&sh->stop))
+            break;
+        if (a->mode != C_RESCUE && ops >= a->max_ops)
+            break;
+        shmq_msg_t m;
+        int rc = shmq_receive(c, &m, 100);
+        if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR) {
+            if (a->mode != C_RESCUE && atomic_load(&sh->victim_may_exit))
+                break;
+            continue;
+        }
+        if (rc == -ESTALE) { /* fenced: a victim stops here; a rescuer reopens */
+            atomic_fetch_add(&b->estale_receive, 1);
+            shmq_consumer_close(c);
+            if (a->mode != C_RESCUE) {
+                atomic_store(&sh->victim_estale, 1);
+                shmq_close(q);
+                return 0;
+            }
+            atomic_fetch_add(&b->reopen, 1);
+            if (shmq_consumer_open(q, "crash-test", &c) != 0)
+                return 12;
+            continue;
+        }
+        if (rc != 0) {
+            atomic_fetch_add(&b->other_errors, 1);
+            return 13;
+        }
+        struct t_rec *r = t_book_delivery(b, &m);
+        if (a->mode == C_HOLDER) {
+            atomic_store(&sh->holding, 1);
+            for (;;)
+                pause(); /* the test kills us holding it */
+        }
+        if (a->mode == C_VICTIM_NACK) {
+            atomic_store(&sh->victim_in_nack, rec_index(b, r) + 1);
+            rc = shmq_nack(c, &m, 0);
+            atomic_store(&sh->victim_in_nack, 0);
+            if (rc == 0 && r)
+                atomic_fetch_add(&r->nacked, 1);
+        } else {
+            if (a->mode != C_RESCUE)
+                atomic_store(&sh->victim_in_ack, rec_index(b, r) + 1);
+            rc = t_ack(c, r, &m);
+            atomic_store(&sh->victim_in_ack, 0);
+        }
+        if (rc != 0 && rc != -ESTALE) {
+            atomic_fetch_add(&b->other_errors, 1);
+            return 14;
+        }
+        ops++;
+        atomic_store(&sh->victim_ops, ops);
+    }
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+static int maintainer_main(void *argp)
+{
+    struct shared *sh = *(struct shared **)argp;
+    shmq_t *q;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    for (int i = 0; i < 100; i++) {
+        if (shmq_maintain(q, NULL) != 0)
+            return 11;
+        t_sleep_ms(5);
+    }
+    shmq_close(q);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the parent */
+
+struct crash_param {
+    int point; /* index into crashpoint_names[] */
+    int stop;  /* 0: SIGKILL, 1: SIGSTOP */
+};
+
+static enum role role_of(const char *name)
+{
+    if (strncmp(name, "publish_", 8) == 0)
+        return R_PRODUCER;
+    if (strncmp(name, "receive_", 8) == 0 || strcmp(name, "ack_after_free") == 0)
+        return R_CONSUMER_ACK;
+    if (strcmp(name, "nack_after_requeue") == 0)
+        return R_CONSUMER_NACK;
+    if (strcmp(name, "maintain_after_fence") == 0)
+        return R_MAINTAINER;
+    cr_assert_fail("crash point %s has no scenario in test_crash.c: add one", name);
+    return R_PRODUCER;
+}
+
+/* Is every message whose publish returned 0 acked (or in a victim's ack that was killed)? */
+static bool all_acked(struct shared *sh, long pending_ack)
+{
+    struct t_book *b = sh->book;
+    for (size_t i = 0; i < (size_t)b->producers * b->per_producer; i++) {
+        struct t_rec *r = &b->rec[i];
+        if (atomic_load(&r->published) && !atomic_load(&r->acked) && (long)i + 1 != pending_ack)
+            return false;
+    }
+    return true;
+}
+
+/* Maintain every 10 ms until every published message is acked; false on timeout. */
+static bool wait_all_acked(shmq_t *q, struct shared *sh, long pending_ack, shmq_maint_report_t *sum,
+                           int timeout_ms)
+{
+    int64_t end = t_now_ms() + timeout_ms;
+    while (!all_acked(sh, pending_ack)) {
+        if (t_now_ms() > end)
+            return false;
+        t_maintain(q, sum);
+        t_sleep_ms(10);
+    }
+    return true;
+}
+
+static void describe_losses(shmq_t *q, struct shared *sh, const char *when)
+{
+    struct t_book *b = sh->book;
+    for (size_t i = 0; i < (size_t)b->producers * b->per_producer; i++) {
+        struct t_rec *r = &b->rec[i];
+        if (atomic_load(&r->published) && !atomic_load(&r->acked))
+            fprintf(stderr,
+                    "%s: message (producer %zu, seq %zu) published, delivered %u, acked 0\n", when,
+                    i / b->per_producer, i % b->per_producer, atomic_load(&r->delivered));
+    }
+    shmq_stats_t st;
+    shmq_stats(q, &st);
+    fprintf(stderr, "%s: " T_STATS_FMT "\n", when, T_STATS_ARGS(st, CAP));
+    t_dump(sh->qname);
+}
+
+/* What the crash window's row in docs/DESIGN.md promises that maintenance does; NULL if done. */
+static const char *repair_missing(const char *name, int stop, const shmq_maint_report_t *rep)
+{
+    if ((!strcmp(name, "publish_after_reserve") || !strcmp(name, "publish_after_write")) &&
+        !stop && rep->reservations_freed < 1)
+        return "the dead producer's reservation was not freed";
+    if ((!strcmp(name, "publish_after_commit") || !strcmp(name, "receive_after_dequeue") ||
+         !strcmp(name, "ack_after_free") || !strcmp(name, "nack_after_requeue") ||
+         !strcmp(name, "maintain_after_fence")) &&
+        rep->orphans_requeued < 1)
+        return "no orphan was requeued";
+    if (!strcmp(name, "receive_after_claim")) {
+        if (rep->reclaimed < 1)
+            return "the in-flight message was not reclaimed";
+        if (stop && rep->procs_hung < 1)
+            return "the stopped consumer was not fenced as hung";
+        if (!stop && rep->procs_dead < 1)
+            return "the killed consumer was not found dead";
+    }
+    return NULL;
+}
+
+static void run_crash_case(int point, int stop)
+{
+    const char *name = crashpoint_names[point];
+    enum role role = role_of(name);
+    const char *how = stop ? "STOP" : "KILL";
+    const char *only = getenv("SHMQ_CRASH_ONLY"); /* debugging: run one point */
+    if (only && strcmp(only, name) != 0)
+        cr_skip_test("SHMQ_CRASH_ONLY=%s", only);
+    alarm(80);
+
+    struct shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname(stop ? "crS" : "crK"));
+    sh->book = t_book_new(P_COUNT, SEQS);
+
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 32;
+    cfg.heartbeat_timeout_ms = 100; /* a stopped consumer is hung after 100 ms */
+    cfg.max_attempts = 100;         /* no dead letters here */
+    cfg.backoff_base_ms = 0;        /* nack(…, 0) makes the message READY at once */
+    cfg.backoff_cap_ms = 0;
+    shmq_t *q;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    /* the test is the watchdog: consumers must not maintain cooperatively behind it */
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+
+    shmq_maint_report_t rep = {0};
+    pid_t victim = -1;
+    long pending_ack = 0; /* a record whose ack the killed victim had made effective */
+
+    /* 1. Set up and send the victim to the crash point. */
+    if (role == R_PRODUCER) {
+        struct prod_arg pa = {sh, P_VICTIM, 0, VICTIM_MSGS};
+        victim = t_spawn_crash(producer_main, &pa, sizeof pa, name, stop, 2);
+    } else if (role == R_CONSUMER_ACK || role == R_CONSUMER_NACK) {
+        for (uint32_t s = 0; s < SETUP_MSGS; s++)
+            cr_assert_eq(t_publish(q, sh->book, P_SETUP, s, 0), 0);
+        struct cons_arg ca = {sh, role == R_CONSUMER_NACK ? C_VICTIM_NACK : C_VICTIM_ACK, 3};
+        victim = t_spawn_crash(consumer_main, &ca, sizeof ca, name, stop, 1);
+    } else {
+        for (uint32_t s = 0; s < 4; s++)
+            cr_assert_eq(t_publish(q, sh->book, P_SETUP, s, 0), 0);
+        struct cons_arg ca = {sh, C_HOLDER, 1};
+        pid_t holder = t_spawn(consumer_main, &ca, sizeof ca);
+        int64_t end = t_now_ms() + WAIT_MS;
+        while (!atomic_load(&sh->holding) && t_now_ms() < end)
+            t_sleep_ms(1);
+        cr_assert(atomic_load(&sh->holding), "the holder never received a message");
+        t_kill_reap(holder); /* dead, reaped, holding one message in flight */
+        victim = t_spawn_crash(maintainer_main, &sh, sizeof sh, name, stop, 0);
+    }
+
+    int st = 0;
+    char sbuf[96];
+    rc = t_wait(victim, WAIT_MS, stop ? WUNTRACED : 0, &st);
+    cr_assert_eq(rc, 0, "%s/%s: the victim never reached the crash point", name, how);
+    if (stop)
+        cr_assert(WIFSTOPPED(st) && WSTOPSIG(st) == SIGSTOP, "%s/%s: victim %s", name, how,
+                  t_status_str(st, sbuf, sizeof sbuf));
+    else
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s/%s: victim %s", name, how,
+                  t_status_str(st, sbuf, sizeof sbuf));
+    /* A victim inside shmq_ack at ack_after_free made its ack effective (the slot is FREE)
+     * but has not returned: that message counts as acked while the victim is down. */
+    pending_ack = atomic_load(&sh->victim_in_ack);
+    long pending_nack = stop ? 0 : atomic_load(&sh->victim_in_nack);
+
+    /* A reservation is the producer's while it lives, and is freed once it is dead. */
+    if (strcmp(name, "publish_after_reserve") == 0 || strcmp(name, "publish_after_write") == 0) {
+        shmq_stats_t s0;
+        cr_assert_eq(shmq_stats(q, &s0), 0);
+        cr_assert_eq(s0.reserved, 1, "%s/%s: reserved %u at the crash point", name, how,
+                     s0.reserved);
+        if (stop) {
+            int64_t end = t_now_ms() + 300;
+            while (t_now_ms() < end) {
+                t_maintain(q, &rep);
+                t_sleep_ms(10);
+            }
+            cr_assert_eq(shmq_stats(q, &s0), 0);
+            cr_assert_eq(s0.reserved, 1, "%s/STOP: a live producer's reservation was freed", name);
+            cr_assert_eq(rep.reservations_freed, 0);
+        }
+    }
+
+    /* 2. Others keep the queue flowing: another producer and a rescue consumer. */
+    struct prod_arg oa = {sh, P_OTHER, 0, OTHER_MSGS};
+    pid_t other = t_spawn(producer_main, &oa, sizeof oa);
+    struct cons_arg ra = {sh, C_RESCUE, 0};
+    pid_t rescuer = t_spawn(consumer_main, &ra, sizeof ra);
+    t_assert_exit0(other, WAIT_MS, "other producer");
+    bool ok = wait_all_acked(q, sh, pending_ack, &rep, WAIT_MS);
+    if (!ok)
+        describe_losses(q, sh, name);
+    cr_assert(ok, "%s/%s: published messages were not all acked %s", name, how,
+              stop ? "while the victim was stopped" : "after the victim died");
+    struct t_rec *vr = t_rec_of(sh->book, P_VICTIM, 2);
+    if (strcmp(name, "publish_after_commit") == 0 || strcmp(name, "publish_after_enqueue") == 0) {
+        /* committed before the crash: delivered even though publish never returned (yet) */
+        int64_t end = t_now_ms() + WAIT_MS;
+        while (!atomic_load(&vr->acked) && t_now_ms() < end) {
+            t_maintain(q, &rep);
+            t_sleep_ms(10);
+        }
+        cr_assert(atomic_load(&vr->acked), "%s/%s: the committed message was never delivered", name,
+                  how);
+    }
+    if (stop) {
+        /* Hold it stopped past the orphan grace period: the repair must not wait for it. */
+        const char *missing;
+        int64_t hold_end = t_now_ms() + 300, rend = t_now_ms() + 3000;
+        while (((missing = repair_missing(name, stop, &rep)) != NULL || t_now_ms() < hold_end) &&
+               t_now_ms() < rend) {
+            t_maintain(q, &rep);
+            t_sleep_ms(10);
+        }
+        cr_assert(missing == NULL, "%s/STOP: while the victim is stopped: %s", name, missing);
+        cr_assert_eq(waitpid(victim, &st, WNOHANG), 0, "%s/STOP: the victim changed state", name);
+        shmq_proc_info_t pi[32];
+        size_t np = 0, victim_entries = 0;
+        cr_assert_eq(shmq_procs(q, pi, 32, &np), 0);
+        for (size_t i = 0; i < np; i++)
+            victim_entries += pi[i].pid == victim;
+        fprintf(stderr, "crash %-22s STOP: before SIGCONT the victim has %zu registry entries\n",
+                name, victim_entries);
+        atomic_store(&sh->victim_may_exit, 1);
+        kill(victim, SIGCONT);
+        t_assert_exit0(victim, WAIT_MS, name);
+        ok = wait_all_acked(q, sh, 0, &rep, WAIT_MS);
+        if (!ok)
+            describe_losses(q, sh, name);
+        cr_assert(ok, "%s/STOP: messages not all acked after SIGCONT", name);
+    }
+    atomic_store(&sh->stop, 1);
+    t_assert_exit0(rescuer, WAIT_MS, "rescue consumer");
+    if (strcmp(name, "publish_after_reserve") == 0 || strcmp(name, "publish_after_write") == 0)
+        cr_assert(stop || atomic_load(&vr->delivered) == 0,
+                  "%s/KILL: a message never committed was delivered", name);
+
+    /* 3. Nothing stuck, and the counters add up. */
+    shmq_stats_t s = t_settle(q, CAP, 5000, &rep);
+    if (!t_quiet(&s, CAP))
+        t_dump(sh->qname);
+    cr_assert(t_quiet(&s, CAP), "%s/%s: not quiet after maintenance: " T_STATS_FMT, name, how,
+              T_STATS_ARGS(s, CAP));
+    cr_assert_eq(s.procs, 1, "%s/%s: %u registry entries still active (only ours should be)", name,
+                 how, s.procs);
+    cr_assert_eq(s.consumers, 0);
+    struct t_tally t = t_book_tally(sh->book);
+    fprintf(stderr,
+            "crash %-22s %s: published %llu delivered %llu duplicates %llu acked %llu stale "
+            "acks %llu | rep dead %u hung %u reclaimed %u orphans %u resv_freed %u "
+            "fenced_released %u | " T_STATS_FMT "\n",
+            name, how, (unsigned long long)t.published, (unsigned long long)t.delivered,
+            (unsigned long long)t.duplicates, (unsigned long long)t.acked_ok,
+            (unsigned long long)t.stale_acks, rep.procs_dead, rep.procs_hung, rep.reclaimed,
+            rep.orphans_requeued, rep.reservations_freed, rep.fenced_released,
+            T_STATS_ARGS(s, CAP));
+    cr_assert_eq(atomic_load(&sh->book->corrupt), 0, "%s/%s: corrupt payloads", name, how);
+    cr_assert_eq(atomic_load(&sh->book->out_of_range), 0);
+    cr_assert_eq(atomic_load(&sh->book->other_errors), 0);
+    if (stop)
+        pending_ack = 0; /* the victim has returned from its ack since */
+    cr_assert_eq(t.lost - (pending_ack ? 1 : 0), 0, "%s/%s: %llu published messages never acked",
+                 name, how, (unsigned long long)t.lost);
+    cr_assert_eq(t.double_acked, 0, "%s/%s: a message was acked successfully twice", name, how);
+    cr_assert_eq(s.published, t.published, "%s/%s: stats.published %llu, book %llu", name, how,
+                 (unsigned long long)s.published, (unsigned long long)t.published);
+    cr_assert_eq(s.delivered, t.delivered, "%s/%s: stats.delivered %llu, book %llu", name, how,
+                 (unsigned long long)s.delivered, (unsigned long long)t.delivered);
+    cr_assert_eq(s.acked, t.acked_ok, "%s/%s: stats.acked %llu, book %llu", name, how,
+                 (unsigned long long)s.acked, (unsigned long long)t.acked_ok);
+    cr_assert_eq(s.nacked, t.nacked + (pending_nack ? 1 : 0), "%s/%s: stats.nacked %llu, book %llu",
+                 name, how, (unsigned long long)s.nacked, (unsigned long long)t.nacked);
+    cr_assert_eq(s.dead_lettered, 0);
+    cr_assert(s.redelivered <= s.delivered);
+
+    /* 4. The repair named by the crash window happened (maintenance may need its grace). */
+    const char *missing;
+    int64_t rend = t_now_ms() + 3000;
+    while ((missing = repair_missing(name, stop, &rep)) != NULL && t_now_ms() < rend) {
+        t_maintain(q, &rep);
+        t_sleep_ms(10);
+    }
+    cr_assert(missing == NULL, "%s/%s: %s", name, how, missing);
+
+    /* 5. Every slot still reachable through its ring. */
+    t_full_cycle(q, CAP);
+    shmq_lease_release(q);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
+
+/* ---------------------------------------------------------------- the parameters */
+
+static size_t count_points(void)
+{
+    size_t n = 0;
+    while (crashpoint_names[n])
+        n++;
+    return n;
+}
+
+ParameterizedTestParameters(crash, sigkill)
+{
+    static struct crash_param params[64];
+    size_t n = count_points();
+    cr_assert(n > 0 && n <= 64);
+    for (size_t i = 0; i < n; i++)
+        params[i] = (struct crash_param){(int)i, 0};
+    return cr_make_param_array(struct crash_param, params, n);
+}
+
+ParameterizedTest(struct crash_param *p, crash, sigkill) { run_crash_case(p->point, 0); }
+
+ParameterizedTestParameters(crash, sigstop)
+{
+    static struct crash_param params[64];
+    size_t n = count_points();
+    cr_assert(n > 0 && n <= 64);
+    for (size_t i = 0; i < n; i++)
+        params[i] = (struct crash_param){(int)i, 1};
+    return cr_make_param_array(struct crash_param, params, n);
+}
+
+ParameterizedTest(struct crash_param *p, crash, sigstop) { run_crash_case(p->point, 1); }
+
+/* Every crash point of the list is exercised by a scenario above (none silently skipped). */
+Test(crash, every_point_has_a_scenario)
+{
+    size_t n = count_points();
+    cr_assert_geq(n, 9, "crashpoint_names[] lists %zu points", n);
+    for (size_t i = 0; i < n; i++)
+        (void)role_of(crashpoint_names[i]);
+}

@@ -1,0 +1,386 @@
+/*
+ * test_fencing.c - taking messages back from consumers that are stopped, slow or dead, and
+ * fencing the old owner: its late ack and receive get -ESTALE, and the slot it may still read
+ * is never reused under it.
+ *
+ *  - A consumer SIGSTOPped while holding a message goes stale (heartbeat_timeout_ms = 100):
+ *    maintenance fences it (procs_hung), the message is redelivered (attempt 2, REDELIVERED) to
+ *    another consumer, which acks it. The slot then waits FENCED: out of the free count, and a
+ *    producer cannot claim it even with every other slot taken. It is freed when the fenced
+ *    consumer lets go: its stale ack (-ESTALE; its next receive -ESTALE too), its close, or its
+ *    death (maintenance, fenced_released). The fenced consumer's copy of the payload is intact
+ *    when it wakes up: the proof that the slot was not reused.
+ *  - A live consumer that keeps beating but holds a message past ack_deadline_ms = 100: the
+ *    message is redelivered with attempt 2 and SHMQ_MSG_REDELIVERED, the consumer is not fenced
+ *    (its receive still works), and its late ack gets -ESTALE.
+ *  - A consumer SIGKILLed and reaped: one maintenance pass finds it dead and redelivers its
+ *    message (no grace period).
+ */
+#include "torture.h"
+
+TestSuite(fencing, .init = t_setup, .fini = t_teardown, .timeout = 60);
+
+#define CAP 4
+
+enum letgo { LET_GO_ACK, LET_GO_CLOSE, LET_GO_DIE };
+
+struct shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    struct t_book *book;
+    int letgo;
+    _Atomic int holding, may_ack;
+    _Atomic uint64_t held_id;
+    _Atomic int payload_intact; /* 1 intact, -1 corrupt, 0 not checked */
+    _Atomic int rc_ack, rc_receive, rc_close;
+    _Atomic int done;
+};
+
+/* Receive one message and report it: 0, or an exit code. */
+static int take_one(struct shared *sh, shmq_t **q, shmq_consumer_t **c, shmq_msg_t *m)
+{
+    if (shmq_open(sh->qname, q) != 0)
+        return 10;
+    if (shmq_consumer_open(*q, "holder", c) != 0)
+        return 11;
+    if (shmq_receive(*c, m, 5000) != 0)
+        return 12;
+    t_book_delivery(sh->book, m);
+    atomic_store(&sh->held_id, m->id);
+    atomic_store(&sh->holding, 1);
+    return 0;
+}
+
+static void check_payload(struct shared *sh, const shmq_msg_t *m)
+{
+    uint32_t p, s;
+    atomic_store(&sh->payload_intact, t_check(m->data, m->len, &p, &s) == 0 ? 1 : -1);
+}
+
+/* Holds a message, stops itself, then lets go the way sh->letgo says. */
+static int stopped_holder_main(void *argp)
+{
+    struct shared *sh = *(struct shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    int rc = take_one(sh, &q, &c, &m);
+    if (rc)
+        return rc;
+    raise(SIGSTOP); /* the test continues us once the message was redelivered and acked */
+    check_payload(sh, &m);
+    if (sh->letgo == LET_GO_ACK) {
+        atomic_store(&sh->rc_ack, shmq_ack(c, &m));
+        shmq_msg_t m2;
+        atomic_store(&sh->rc_receive, shmq_receive(c, &m2, 0));
+    }
+    atomic_store(&sh->rc_close, shmq_consumer_close(c));
+    shmq_close(q);
+    atomic_store(&sh->done, 1);
+    return 0;
+}
+
+/* Holds a message while beating (heartbeat thread) until told to ack it. */
+static int slow_holder_main(void *argp)
+{
+    struct shared *sh = *(struct shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "slow", &c) != 0)
+        return 10;
+    if (shmq_consumer_heartbeat_thread(c, 10) != 0)
+        return 11;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 12;
+    t_book_delivery(sh->book, &m);
+    atomic_store(&sh->held_id, m.id);
+    atomic_store(&sh->holding, 1);
+    int64_t end = t_now_ms() + 20000;
+    while (!atomic_load(&sh->may_ack) && t_now_ms() < end)
+        t_sleep_ms(1);
+    check_payload(sh, &m);
+    atomic_store(&sh->rc_ack, shmq_ack(c, &m));
+    shmq_msg_t m2;
+    atomic_store(&sh->rc_receive, shmq_receive(c, &m2, 0));
+    atomic_store(&sh->rc_close, shmq_consumer_close(c));
+    shmq_close(q);
+    return 0;
+}
+
+/* Holds a message until killed. */
+static int dying_holder_main(void *argp)
+{
+    struct shared *sh = *(struct shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    int rc = take_one(sh, &q, &c, &m);
+    if (rc)
+        return rc;
+    for (;;)
+        pause();
+}
+
+/* A queue, the test's watchdog handle q (holding the lease) and a consumer handle q2. */
+static struct shared *setup(const char *tag, shmq_config_t *cfg, shmq_t **q, shmq_t **q2,
+                            shmq_consumer_t **c)
+{
+    struct shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname(tag));
+    sh->book = t_book_new(1, 64);
+    int rc = shmq_create(sh->qname, cfg, q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    /* the test is the watchdog; its consumer, on another handle, must not maintain */
+    cr_assert_eq(shmq_lease_acquire(*q, 600000, 1), 0);
+    cr_assert_eq(shmq_open(sh->qname, q2), 0);
+    cr_assert_eq(shmq_consumer_open(*q2, "rescuer", c), 0);
+    cr_assert_eq(t_publish(*q, sh->book, 0, 0, 0), 0);
+    return sh;
+}
+
+static void wait_holding(struct shared *sh)
+{
+    int64_t end = t_now_ms() + 5000;
+    while (!atomic_load(&sh->holding) && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert(atomic_load(&sh->holding), "the holder never received its message");
+}
+
+/* Receive the redelivery of the held message on c and ack it. */
+static void take_redelivery(struct shared *sh, shmq_consumer_t *c)
+{
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, 2000);
+    cr_assert_eq(rc, 0, "the message was not redelivered: %s", shmq_strerror(rc));
+    cr_assert_eq(m.id, atomic_load(&sh->held_id), "redelivered id %llu, held %llu",
+                 (unsigned long long)m.id, (unsigned long long)atomic_load(&sh->held_id));
+    cr_assert_eq(m.attempt, 2, "redelivery attempt %u", m.attempt);
+    cr_assert(m.flags & SHMQ_MSG_REDELIVERED, "redelivery without SHMQ_MSG_REDELIVERED");
+    struct t_rec *r = t_book_delivery(sh->book, &m);
+    cr_assert_not_null(r, "the redelivered payload is corrupt");
+    cr_assert_eq(t_ack(c, r, &m), 0, "the redelivery's ack failed");
+}
+
+static shmq_stats_t stats_of(shmq_t *q)
+{
+    shmq_stats_t st;
+    cr_assert_eq(shmq_stats(q, &st), 0);
+    return st;
+}
+
+/*
+ * While the fenced process lives, its slot is kept out of use: free count CAP - 1 after passes
+ * of maintenance, and with every other slot taken a producer gets -EAGAIN.
+ */
+static void assert_slot_not_reused(shmq_t *q, shmq_t *q2, shmq_consumer_t *c, struct shared *sh)
+{
+    for (int i = 0; i < 20; i++) { /* 200 ms of maintenance: longer than any grace period */
+        t_maintain(q, NULL);
+        t_sleep_ms(10);
+    }
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.free, CAP - 1,
+                 "the slot the fenced consumer may read is counted free: " T_STATS_FMT,
+                 T_STATS_ARGS(st, CAP));
+    cr_assert_eq(st.ready + st.inflight + st.reserved + st.delayed + st.dead, 0);
+    for (uint32_t s = 1; s < CAP; s++)
+        cr_assert_eq(t_publish(q2, sh->book, 0, s, 0), 0, "publish %u of %u", s, CAP - 1);
+    for (int i = 0; i < 5; i++) {
+        int rc = t_publish(q2, sh->book, 0, 60, 0);
+        cr_assert_eq(rc, -EAGAIN, "a publish got the fenced consumer's slot: %s",
+                     shmq_strerror(rc));
+        t_maintain(q, NULL);
+        t_sleep_ms(10);
+    }
+    for (uint32_t s = 1; s < CAP; s++) {
+        shmq_msg_t m;
+        cr_assert_eq(shmq_receive(c, &m, 1000), 0);
+        struct t_rec *r = t_book_delivery(sh->book, &m);
+        cr_assert_not_null(r);
+        cr_assert_eq(t_ack(c, r, &m), 0);
+    }
+    t_maintain(q, NULL);
+    st = stats_of(q);
+    cr_assert_eq(st.free, CAP - 1, "after the other slots cycled: " T_STATS_FMT,
+                 T_STATS_ARGS(st, CAP));
+}
+
+static void finish(shmq_t *q, shmq_t *q2, shmq_consumer_t *c, struct shared *sh,
+                   shmq_maint_report_t *rep)
+{
+    shmq_stats_t st = t_settle(q, CAP, 2000, rep);
+    cr_assert(t_quiet(&st, CAP), "the slot was not freed after the owner let go: " T_STATS_FMT,
+              T_STATS_ARGS(st, CAP));
+    /* the test's own: two queue handles and one consumer; the holder's entries are released */
+    cr_assert_eq(st.procs, 3, "registry: %u active entries, expected the test's 3", st.procs);
+    cr_assert_eq(st.consumers, 1);
+    struct t_tally t = t_book_tally(sh->book);
+    cr_assert_eq(t.lost, 0);
+    cr_assert_eq(t.double_acked, 0);
+    cr_assert_eq(atomic_load(&sh->book->corrupt), 0);
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    cr_assert_eq(shmq_close(q2), 0);
+    t_full_cycle(q, CAP);
+    cr_assert_eq(shmq_close(q), 0);
+}
+
+static void stopped_consumer_case(int letgo)
+{
+    alarm(50);
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    cfg.heartbeat_timeout_ms = 100;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    struct shared *sh = setup("fenceS", &cfg, &q, &q2, &c);
+    sh->letgo = letgo;
+
+    pid_t holder = t_spawn(stopped_holder_main, &sh, sizeof sh);
+    int st = 0;
+    cr_assert_eq(t_wait(holder, 5000, WUNTRACED, &st), 0, "the holder never stopped");
+    cr_assert(WIFSTOPPED(st));
+    cr_assert(atomic_load(&sh->holding));
+
+    /* Stale heartbeat + stopped: maintenance fences it as hung and takes the message back. */
+    shmq_maint_report_t rep = {0};
+    int64_t t0 = t_now_ms();
+    while (rep.procs_hung == 0 && t_now_ms() < t0 + 3000) {
+        t_maintain(q, &rep);
+        t_sleep_ms(5);
+    }
+    cr_assert_eq(rep.procs_hung, 1, "the stopped consumer was not fenced as hung");
+    cr_assert_eq(rep.procs_dead, 0, "a stopped consumer was declared dead");
+    cr_assert_eq(rep.reclaimed, 1, "its message was not taken back");
+    shmq_proc_info_t pi[16];
+    size_t n = 0;
+    cr_assert_eq(shmq_procs(q, pi, 16, &n), 0);
+    bool seen_fenced = false;
+    for (size_t i = 0; i < n; i++)
+        if (pi[i].pid == holder)
+            seen_fenced = pi[i].state == SHMQ_PROC_FENCED;
+    cr_assert(seen_fenced, "the stopped consumer's registry entry is not FENCED");
+
+    take_redelivery(sh, c);
+    assert_slot_not_reused(q, q2, c, sh);
+
+    if (letgo == LET_GO_DIE) {
+        t_kill_reap(holder);
+    } else {
+        kill(holder, SIGCONT);
+        t_assert_exit0(holder, 5000, "fenced consumer after SIGCONT");
+        cr_assert_eq(atomic_load(&sh->payload_intact), 1,
+                     "the fenced consumer's payload changed under it: its slot was reused");
+        cr_assert_eq(atomic_load(&sh->rc_close), 0);
+        if (letgo == LET_GO_ACK) {
+            cr_assert_eq(atomic_load(&sh->rc_ack), -ESTALE, "stale ack returned %d (%s)",
+                         atomic_load(&sh->rc_ack), shmq_strerror(atomic_load(&sh->rc_ack)));
+            cr_assert_eq(atomic_load(&sh->rc_receive), -ESTALE,
+                         "a fenced consumer's receive returned %d (%s)",
+                         atomic_load(&sh->rc_receive),
+                         shmq_strerror(atomic_load(&sh->rc_receive)));
+        }
+    }
+    memset(&rep, 0, sizeof rep);
+    finish(q, q2, c, sh, &rep);
+    if (letgo == LET_GO_DIE)
+        cr_assert_geq(rep.fenced_released, 1, "maintenance did not free the dead reader's slot");
+    alarm(0);
+}
+
+Test(fencing, stopped_consumer_slot_kept_until_stale_ack)
+{
+    stopped_consumer_case(LET_GO_ACK);
+}
+
+Test(fencing, stopped_consumer_slot_kept_until_close)
+{
+    stopped_consumer_case(LET_GO_CLOSE);
+}
+
+Test(fencing, stopped_consumer_slot_kept_until_death)
+{
+    stopped_consumer_case(LET_GO_DIE);
+}
+
+Test(fencing, ack_deadline_expiry_of_live_beating_consumer)
+{
+    alarm(50);
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    cfg.heartbeat_timeout_ms = 1000;
+    cfg.ack_deadline_ms = 100;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    struct shared *sh = setup("fenceD", &cfg, &q, &q2, &c);
+
+    pid_t holder = t_spawn(slow_holder_main, &sh, sizeof sh);
+    wait_holding(sh);
+    int64_t t0 = t_now_us();
+    shmq_maint_report_t rep = {0};
+    while (rep.deadline_expired == 0 && t_now_us() < t0 + 3000000) {
+        t_maintain(q, &rep);
+        t_sleep_ms(2);
+    }
+    int64_t waited_ms = (t_now_us() - t0) / 1000;
+    cr_assert_eq(rep.deadline_expired, 1, "the ack deadline never expired");
+    cr_assert_geq(waited_ms, 80, "the deadline expired after %lld ms, before 100 ms",
+                  (long long)waited_ms);
+    cr_assert_eq(rep.procs_hung + rep.procs_dead, 0, "a live, beating consumer was fenced");
+    fprintf(stderr, "fencing: ack deadline 100 ms expired after %lld ms\n", (long long)waited_ms);
+
+    take_redelivery(sh, c);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.free, CAP - 1, "the slow consumer's slot is counted free: " T_STATS_FMT,
+                 T_STATS_ARGS(st, CAP));
+    atomic_store(&sh->may_ack, 1);
+    t_assert_exit0(holder, 5000, "slow consumer");
+    cr_assert_eq(atomic_load(&sh->payload_intact), 1, "the slow consumer's payload changed");
+    cr_assert_eq(atomic_load(&sh->rc_ack), -ESTALE, "the late ack returned %d (%s)",
+                 atomic_load(&sh->rc_ack), shmq_strerror(atomic_load(&sh->rc_ack)));
+    cr_assert_eq(atomic_load(&sh->rc_receive), -EAGAIN,
+                 "the slow (not fenced) consumer's next receive returned %d (%s)",
+                 atomic_load(&sh->rc_receive), shmq_strerror(atomic_load(&sh->rc_receive)));
+    cr_assert_eq(atomic_load(&sh->rc_close), 0);
+    finish(q, q2, c, sh, NULL);
+    alarm(0);
+}
+
+Test(fencing, killed_consumer_redelivered_after_one_pass)
+{
+    alarm(50);
+    shmq_config_t cfg;
+    shmq_config_init(&cfg); /* default heartbeat (5 s), deadline (30 s): only death matters */
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    struct shared *sh = setup("fenceK", &cfg, &q, &q2, &c);
+
+    pid_t holder = t_spawn(dying_holder_main, &sh, sizeof sh);
+    wait_holding(sh);
+    t_kill_reap(holder);
+    shmq_maint_report_t rep = {0};
+    t_maintain(q, &rep); /* one pass */
+    /* its queue handle and its consumer: two registry entries */
+    cr_assert_eq(rep.procs_dead, 2, "the killed consumer was not found dead in one pass (%u)",
+                 rep.procs_dead);
+    cr_assert_eq(rep.reclaimed, 1, "its message was not reclaimed in one pass");
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, 0); /* poll: it must be ready now */
+    cr_assert_eq(rc, 0, "not ready after one pass: %s", shmq_strerror(rc));
+    cr_assert_eq(m.id, atomic_load(&sh->held_id));
+    cr_assert_eq(m.attempt, 2);
+    cr_assert(m.flags & SHMQ_MSG_REDELIVERED);
+    struct t_rec *r = t_book_delivery(sh->book, &m);
+    cr_assert_not_null(r);
+    cr_assert_eq(t_ack(c, r, &m), 0);
+    finish(q, q2, c, sh, NULL);
+    alarm(0);
+}

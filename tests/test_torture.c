@@ -1,0 +1,460 @@
+/*
+ * test_torture.c - producers, consumers and a maintainer under random SIGKILL, SIGSTOP and
+ * armed crash points: every message whose publish returned success is acked at least once,
+ * no payload is corrupt, nothing stays stuck.
+ *
+ * 2 producers, 3 consumers and 1 maintainer process run for SHMQ_TORTURE_SECONDS (default 5)
+ * seconds while the test process, every 10-40 ms, picks at random: SIGKILL a child and start a
+ * new one in its role (a third of the new ones armed with a random crash point, skip and
+ * KILL/STOP), SIGSTOP a child for 50-400 ms, or run shmq_maintain() itself. Children that hit
+ * their crash point are restarted (KILL) or continued later (STOP) the same way. Consumers ack
+ * most messages, nack some (with and without delay), and are sometimes slower than the ack
+ * deadline; consumers also maintain cooperatively (no lease is held), so several maintainers
+ * race. SHMQ_TORTURE_SEED fixes the random choices of the test process.
+ *
+ * At the end: stop everything, continue the stopped, maintain and drain with a fresh consumer
+ * until every published message is acked and the queue is quiet (bounded), then check the
+ * book: losses (published, never acked) must be 0, corrupt payloads 0, messages acked
+ * successfully twice 0, child errors 0; duplicates (deliveries beyond the first) are counted
+ * and printed, as are messages, kills and stops. A full cycle of the queue then proves that no
+ * slot was lost from its ring.
+ */
+#include "torture.h"
+
+TestSuite(torture, .init = t_setup, .fini = t_teardown, .timeout = 600);
+
+#define CAP 64
+#define PRODUCERS 2
+#define CONSUMERS 3
+#define NCHILD (PRODUCERS + CONSUMERS + 1)
+
+enum role { R_PRODUCER, R_CONSUMER, R_MAINTAINER };
+
+struct shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    struct t_book *book;
+    _Atomic int stop;
+    _Atomic uint32_t next_seq[PRODUCERS];
+    _Atomic uint64_t child_errors, nacks_delayed, slow_acks, publish_timeouts, maint_passes;
+    _Atomic int last_error;
+    _Atomic long in_ack[NCHILD]; /* per child: record index + 1 while inside shmq_ack */
+};
+
+struct child_arg {
+    struct shared *sh;
+    int role;
+    uint32_t index;
+    int slot; /* which of the test's children */
+    uint64_t seed;
+};
+
+static int open_retry(struct shared *sh, shmq_t **q)
+{
+    int64_t end = t_now_ms() + 3000;
+    int rc;
+    while ((rc = shmq_open(sh->qname, q)) == -EUSERS && t_now_ms() < end)
+        t_sleep_ms(20); /* the registry is full of dead entries until maintenance frees them */
+    return rc;
+}
+
+static int fail(struct shared *sh, int code, int rc)
+{
+    atomic_fetch_add(&sh->child_errors, 1);
+    atomic_store(&sh->last_error, code * 1000 - rc);
+    return code;
+}
+
+static int producer_main(struct child_arg *a)
+{
+    struct shared *sh = a->sh;
+    shmq_t *q;
+    int rc = open_retry(sh, &q);
+    if (rc)
+        return fail(sh, 10, rc);
+    while (!atomic_load(&sh->stop)) {
+        uint32_t seq = atomic_fetch_add(&sh->next_seq[a->index], 1);
+        if (seq >= sh->book->per_producer) {
+            t_sleep_ms(10); /* book full: idle */
+            continue;
+        }
+        while ((rc = t_publish(q, sh->book, a->index, seq, 100)) == -ETIMEDOUT) {
+            atomic_fetch_add(&sh->publish_timeouts, 1);
+            if (atomic_load(&sh->stop))
+                break;
+        }
+        if (rc != 0 && rc != -ETIMEDOUT)
+            return fail(sh, 11, rc);
+    }
+    shmq_close(q);
+    return 0;
+}
+
+static int consumer_main(struct child_arg *a)
+{
+    struct shared *sh = a->sh;
+    struct t_book *b = sh->book;
+    uint64_t rng = a->seed;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    int rc = open_retry(sh, &q);
+    if (rc)
+        return fail(sh, 20, rc);
+    if ((rc = shmq_consumer_open(q, "torture", &c)) != 0)
+        return fail(sh, 21, rc);
+    while (!atomic_load(&sh->stop)) {
+        shmq_msg_t m;
+        rc = shmq_receive(c, &m, 50);
+        if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
+            continue;
+        if (rc == -ESTALE) { /* fenced (we were stopped too long): start over */
+            atomic_fetch_add(&b->estale_receive, 1);
+            shmq_consumer_close(c);
+            if ((rc = shmq_consumer_open(q, "torture", &c)) != 0)
+                return fail(sh, 22, rc);
+            atomic_fetch_add(&b->reopen, 1);
+            continue;
+        }
+        if (rc != 0)
+            return fail(sh, 23, rc);
+        struct t_rec *r = t_book_delivery(b, &m);
+        uint32_t dice = (uint32_t)(t_rand(&rng) % 1000);
+        if (dice < 100) { /* 10%: nack, half with the backoff policy, half with 1-20 ms */
+            uint32_t delay = dice < 50 ? 0 : 1 + (uint32_t)(t_rand(&rng) % 20);
+            rc = shmq_nack(c, &m, delay);
+            if (rc == 0 && r)
+                atomic_fetch_add(&r->nacked, 1);
+            if (delay)
+                atomic_fetch_add(&sh->nacks_delayed, 1);
+        } else {
+            if (dice >= 997) { /* 0.3%: slow, sometimes past the ack deadline */
+                atomic_fetch_add(&sh->slow_acks, 1);
+                t_sleep_ms(100 + (int)(t_rand(&rng) % 300));
+            }
+            atomic_store(&sh->in_ack[a->slot], r ? (long)(r - b->rec) + 1 : 0);
+            rc = t_ack(c, r, &m);
+            atomic_store(&sh->in_ack[a->slot], 0);
+        }
+        if (rc != 0 && rc != -ESTALE)
+            return fail(sh, 24, rc);
+    }
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+static int maintainer_main(struct child_arg *a)
+{
+    struct shared *sh = a->sh;
+    uint64_t rng = a->seed;
+    shmq_t *q;
+    int rc = open_retry(sh, &q);
+    if (rc)
+        return fail(sh, 30, rc);
+    while (!atomic_load(&sh->stop)) {
+        if ((rc = shmq_maintain(q, NULL)) != 0)
+            return fail(sh, 31, rc);
+        atomic_fetch_add(&sh->maint_passes, 1);
+        t_sleep_ms(2 + (int)(t_rand(&rng) % 8));
+    }
+    shmq_close(q);
+    return 0;
+}
+
+static int child_main(void *argp)
+{
+    struct child_arg *a = argp;
+    switch (a->role) {
+    case R_PRODUCER: return producer_main(a);
+    case R_CONSUMER: return consumer_main(a);
+    default: return maintainer_main(a);
+    }
+}
+
+/* ---------------------------------------------------------------- the chaos monkey */
+
+struct child {
+    pid_t pid;
+    struct child_arg arg;
+    int64_t resume_ms; /* > 0: stopped, SIGCONT at this time */
+};
+
+struct chaos {
+    struct shared *sh;
+    uint64_t rng;
+    struct child kids[NCHILD];
+    uint64_t kills, stops, crash_kills, crash_stops, armed, restarts, parent_passes;
+    uint64_t points_armed[16];
+};
+
+static size_t count_points(void)
+{
+    size_t n = 0;
+    while (crashpoint_names[n])
+        n++;
+    return n;
+}
+
+/*
+ * Child k died: if it was inside shmq_ack, that ack may have taken effect (the slot is FREE)
+ * without returning. Such a message is not counted as lost if nobody else acked it.
+ */
+static void note_death(struct chaos *ch, int k)
+{
+    long v = atomic_exchange(&ch->sh->in_ack[k], 0);
+    if (v > 0)
+        atomic_fetch_add(&ch->sh->book->rec[v - 1].ack_killed, 1);
+}
+
+static void start_child(struct chaos *ch, int k, bool may_arm)
+{
+    struct child *kid = &ch->kids[k];
+    kid->arg.seed = t_rand(&ch->rng) | 1;
+    kid->resume_ms = 0;
+    if (may_arm && t_rand(&ch->rng) % 3 == 0) {
+        size_t np = count_points();
+        size_t p = (size_t)(t_rand(&ch->rng) % np);
+        int stop = (int)(t_rand(&ch->rng) % 2);
+        int skip = (int)(t_rand(&ch->rng) % 200);
+        kid->pid = t_spawn_crash(child_main, &kid->arg, sizeof kid->arg, crashpoint_names[p],
+                                 stop, skip);
+        ch->armed++;
+        if (p < 16)
+            ch->points_armed[p]++;
+    } else {
+        kid->pid = t_spawn(child_main, &kid->arg, sizeof kid->arg);
+    }
+}
+
+/* Collect state changes of the children: restart the dead, schedule SIGCONT for the stopped. */
+static void reap(struct chaos *ch, int64_t now)
+{
+    for (int k = 0; k < NCHILD; k++) {
+        struct child *kid = &ch->kids[k];
+        int st;
+        pid_t r = waitpid(kid->pid, &st, WNOHANG | WUNTRACED);
+        if (r != kid->pid)
+            continue;
+        if (WIFSTOPPED(st)) {
+            if (kid->resume_ms == 0) { /* stopped itself at an armed crash point */
+                ch->crash_stops++;
+                kid->resume_ms = now + 50 + (int64_t)(t_rand(&ch->rng) % 350);
+            }
+            continue;
+        }
+        t_untrack(kid->pid);
+        note_death(ch, k);
+        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+            ch->crash_kills++; /* an armed crash point */
+        else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+            atomic_fetch_add(&ch->sh->child_errors, 1);
+        ch->restarts++;
+        start_child(ch, k, true);
+    }
+}
+
+static void chaos_step(struct chaos *ch, shmq_t *q)
+{
+    int64_t now = t_now_ms();
+    for (int k = 0; k < NCHILD; k++) {
+        struct child *kid = &ch->kids[k];
+        if (kid->resume_ms && now >= kid->resume_ms) {
+            kill(kid->pid, SIGCONT);
+            kid->resume_ms = 0;
+        }
+    }
+    reap(ch, now);
+    uint32_t dice = (uint32_t)(t_rand(&ch->rng) % 100);
+    int k = (int)(t_rand(&ch->rng) % NCHILD);
+    struct child *kid = &ch->kids[k];
+    if (dice < 30) {
+        kill(kid->pid, SIGKILL);
+        waitpid(kid->pid, NULL, 0);
+        t_untrack(kid->pid);
+        note_death(ch, k);
+        ch->kills++;
+        ch->restarts++;
+        start_child(ch, k, true);
+    } else if (dice < 50) {
+        if (kid->resume_ms == 0) {
+            kill(kid->pid, SIGSTOP);
+            ch->stops++;
+            kid->resume_ms = now + 50 + (int64_t)(t_rand(&ch->rng) % 350);
+        }
+    } else if (dice < 70) {
+        t_maintain(q, NULL);
+        ch->parent_passes++;
+    }
+    t_sleep_ms(10 + (int)(t_rand(&ch->rng) % 30));
+}
+
+Test(torture, kill_stop_restart_no_loss)
+{
+    const char *env = getenv("SHMQ_TORTURE_SECONDS");
+    int seconds = env ? atoi(env) : 5;
+    if (seconds < 1)
+        seconds = 1;
+    alarm((unsigned)(seconds + 120));
+    const char *seed_env = getenv("SHMQ_TORTURE_SEED");
+    uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)t_now_us() ^ getpid();
+
+    uint32_t per_producer = (uint32_t)seconds * 250000u;
+    if (per_producer < (1u << 20))
+        per_producer = 1u << 20;
+    uint32_t max_pp = (uint32_t)((T_ARENA_SIZE - (4u << 20)) / sizeof(struct t_rec) / PRODUCERS);
+    if (per_producer > max_pp)
+        per_producer = max_pp;
+
+    struct shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("tort"));
+    sh->book = t_book_new(PRODUCERS, per_producer);
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 128;
+    cfg.heartbeat_timeout_ms = 200;
+    cfg.ack_deadline_ms = 300;
+    cfg.max_attempts = 1000; /* no dead letters: every message must end acked */
+    cfg.backoff_base_ms = 5;
+    cfg.backoff_cap_ms = 50;
+    shmq_t *q;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+
+    struct chaos ch;
+    memset(&ch, 0, sizeof ch);
+    ch.sh = sh;
+    ch.rng = seed | 1;
+    for (int k = 0; k < NCHILD; k++) {
+        struct child_arg *a = &ch.kids[k].arg;
+        a->sh = sh;
+        a->role = k < PRODUCERS ? R_PRODUCER : k < PRODUCERS + CONSUMERS ? R_CONSUMER
+                                                                            : R_MAINTAINER;
+        a->index = k < PRODUCERS ? (uint32_t)k : (uint32_t)(k - PRODUCERS);
+        a->slot = k;
+        start_child(&ch, k, false);
+    }
+
+    int64_t t_start = t_now_ms(), t_end = t_start + (int64_t)seconds * 1000;
+    while (t_now_ms() < t_end)
+        chaos_step(&ch, q);
+
+    /* Stop everything: continue the stopped, let all end (an armed one may still crash). */
+    atomic_store(&sh->stop, 1);
+    int64_t quit_end = t_now_ms() + 5000;
+    for (int k = 0; k < NCHILD; k++) {
+        struct child *kid = &ch.kids[k];
+        for (;;) {
+            kill(kid->pid, SIGCONT);
+            int st;
+            pid_t r = waitpid(kid->pid, &st, WNOHANG);
+            if (r == kid->pid) {
+                t_untrack(kid->pid);
+                note_death(&ch, k);
+                if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+                    ch.crash_kills++;
+                else if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+                    atomic_fetch_add(&sh->child_errors, 1);
+                break;
+            }
+            if (t_now_ms() > quit_end) {
+                t_diag_stack(kid->pid);
+                cr_assert_fail("child %d (role %d) did not end after the stop flag", kid->pid,
+                               kid->arg.role);
+            }
+            t_sleep_ms(2);
+        }
+    }
+    int64_t run_ms = t_now_ms() - t_start;
+
+    /* Maintain and drain with a fresh consumer until all is acked and quiet. */
+    shmq_consumer_t *c;
+    cr_assert_eq(shmq_consumer_open(q, "drain", &c), 0);
+    shmq_stats_t st;
+    shmq_maint_report_t rep = {0};
+    int64_t drain_end = t_now_ms() + 20000;
+    uint64_t drained = 0;
+    for (;;) {
+        t_maintain(q, &rep);
+        for (;;) {
+            shmq_msg_t m;
+            rc = shmq_receive(c, &m, 20);
+            if (rc != 0)
+                break;
+            struct t_rec *r = t_book_delivery(sh->book, &m);
+            rc = t_ack(c, r, &m);
+            cr_assert(rc == 0 || rc == -ESTALE, "drain ack: %s", shmq_strerror(rc));
+            drained++;
+        }
+        cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "drain receive: %s", shmq_strerror(rc));
+        cr_assert_eq(shmq_stats(q, &st), 0);
+        struct t_tally t = t_book_tally(sh->book);
+        if ((t.lost == 0 && t_quiet(&st, CAP)) || t_now_ms() > drain_end)
+            break;
+    }
+    struct t_tally t = t_book_tally(sh->book);
+    uint64_t max_attempt = 0;
+    for (size_t i = 0; i < (size_t)PRODUCERS * per_producer; i++)
+        if (atomic_load(&sh->book->rec[i].max_attempt) > max_attempt)
+            max_attempt = atomic_load(&sh->book->rec[i].max_attempt);
+    fprintf(stderr,
+            "torture: %d s (seed 0x%llx), run %lld ms: published %llu, delivered %llu, "
+            "duplicates %llu (%llu not after a nack), losses %llu, acked %llu (stale acks %llu, acker killed inside "
+            "shmq_ack %llu), nacked %llu, "
+            "max attempt %llu, drained at the end %llu\n",
+            seconds, (unsigned long long)seed, (long long)run_ms, (unsigned long long)t.published,
+            (unsigned long long)t.delivered, (unsigned long long)t.duplicates,
+            (unsigned long long)t.unasked_redeliveries,
+            (unsigned long long)t.lost, (unsigned long long)t.acked_ok,
+            (unsigned long long)t.stale_acks, (unsigned long long)t.killed_in_ack,
+            (unsigned long long)t.nacked,
+            (unsigned long long)max_attempt, (unsigned long long)drained);
+    fprintf(stderr,
+            "torture: kills %llu (SIGKILL by the test) + %llu (armed crash points), stops %llu "
+            "(SIGSTOP by the test) + %llu (crash points), restarts %llu, armed %llu, "
+            "receive -ESTALE %llu, publish timeouts %llu, maintenance passes %llu (children) + "
+            "%llu (test), child errors %llu\n",
+            (unsigned long long)ch.kills, (unsigned long long)ch.crash_kills,
+            (unsigned long long)ch.stops, (unsigned long long)ch.crash_stops,
+            (unsigned long long)ch.restarts, (unsigned long long)ch.armed,
+            (unsigned long long)atomic_load(&sh->book->estale_receive),
+            (unsigned long long)atomic_load(&sh->publish_timeouts),
+            (unsigned long long)atomic_load(&sh->maint_passes),
+            (unsigned long long)ch.parent_passes,
+            (unsigned long long)atomic_load(&sh->child_errors));
+    fprintf(stderr, "torture: final " T_STATS_FMT "\n", T_STATS_ARGS(st, CAP));
+    if (t.lost) {
+        size_t i = (size_t)t.first_lost;
+        struct t_rec *r = &sh->book->rec[i];
+        fprintf(stderr,
+                "torture: first lost message: producer %zu seq %zu: pub_begun %u delivered %u "
+                "ack_begun %u acked %u stale %u nacked %u max_attempt %u\n",
+                i / per_producer, i % per_producer, atomic_load(&r->pub_begun),
+                atomic_load(&r->delivered), atomic_load(&r->ack_begun), atomic_load(&r->acked),
+                atomic_load(&r->ack_stale), atomic_load(&r->nacked),
+                atomic_load(&r->max_attempt));
+        t_dump(sh->qname);
+    }
+    cr_assert_eq(atomic_load(&sh->child_errors), 0, "child errors (last code %d)",
+                 atomic_load(&sh->last_error));
+    cr_assert_eq(atomic_load(&sh->book->corrupt), 0, "corrupt payloads delivered");
+    cr_assert_eq(atomic_load(&sh->book->out_of_range), 0);
+    cr_assert_eq(t.lost, 0, "%llu published messages were never acked",
+                 (unsigned long long)t.lost);
+    cr_assert_eq(t.double_acked, 0, "%llu messages were acked successfully twice",
+                 (unsigned long long)t.double_acked);
+    cr_assert_gt(t.published, 0);
+    cr_assert(t_quiet(&st, CAP), "not quiet after the drain: " T_STATS_FMT,
+              T_STATS_ARGS(st, CAP));
+    cr_assert_eq(st.dead_lettered, 0);
+    /* counters may undercount (a process killed while folding them), never overcount */
+    cr_assert_leq(st.acked, t.ack_begun, "stats.acked %llu > acks attempted %llu",
+                  (unsigned long long)st.acked, (unsigned long long)t.ack_begun);
+    cr_assert_leq(st.published, t.pub_begun);
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    st = t_settle(q, CAP, 3000, NULL);
+    cr_assert_eq(st.procs, 1, "%u registry entries still active after everyone left", st.procs);
+    t_full_cycle(q, CAP);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
