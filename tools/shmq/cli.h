@@ -10,12 +10,17 @@
 #define SHMQ_TOOLS_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include "shmq/shmq.h"
 
 /* Exit codes of every subcommand (documented in each --help text). */
 #define CLI_EXIT_OK 0      /* done */
 #define CLI_EXIT_RUNTIME 1 /* runtime error: no such queue, no permission, corrupted segment */
 #define CLI_EXIT_USAGE 2   /* bad command line */
+#define CLI_EXIT_BUSY 3    /* delete: processes are attached (use --force) */
+#define CLI_EXIT_TIMEOUT 4 /* sub: --count messages did not come within --timeout-ms */
 
 struct cli_command {
     const char *name;
@@ -24,12 +29,39 @@ struct cli_command {
     void (*help)(FILE *out);            /* the full --help text */
 };
 
-/* dump.c */
-int cmd_dump(int argc, char **argv);
-void cmd_dump_help(FILE *out);
+/* One pair per subcommand, each in its own file (dump.c, list.c, ...). */
+#define CLI_DECLARE(cmd)                                                                           \
+    int cmd_##cmd(int argc, char **argv);                                                          \
+    void cmd_##cmd##_help(FILE *out)
+CLI_DECLARE(dump);
+CLI_DECLARE(list);
+CLI_DECLARE(create);
+CLI_DECLARE(delete);
+CLI_DECLARE(stat);
+CLI_DECLARE(top);
+CLI_DECLARE(pub);
+CLI_DECLARE(sub);
+CLI_DECLARE(dlq);
 
 /* main.c: the program name used in messages ("shmq"). */
 extern const char *cli_progname;
+
+/* args.c: command-line parsing shared by the subcommands. Each prints its own message
+ * ("shmq CMD: ...") and returns 0 or CLI_EXIT_USAGE. */
+
+/* Parse s as a decimal integer in lo..hi for option opt of command cmd. */
+int cli_u32(const char *cmd, const char *opt, const char *s, uint32_t lo, uint32_t hi,
+            uint32_t *out);
+int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
+            uint64_t *out);
+/* A timeout in ms: 0..INT32_MAX, or -1 for "forever". */
+int cli_timeout(const char *cmd, const char *opt, const char *s, int *out);
+/* A queue name valid for shmq_create()/shmq_open(). */
+int cli_name(const char *cmd, const char *name);
+/* After getopt_long() returned '?' or ':' (optstring starting with ':'): print the message. */
+int cli_bad_option(const char *cmd, int c, char **argv);
+/* "missing queue NAME" / "unexpected argument". */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* output.c */
 

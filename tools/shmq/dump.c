@@ -1,15 +1,14 @@
 /*
  * dump.c - `shmq dump NAME [--json]`: print a queue's segment without taking part in the queue.
  *
- * Read-only by construction: segment_open_fd(fd, true, ...) on an O_RDONLY descriptor (what
- * segment_open(name, true, ...) does, plus a check that the file is a regular one, so that a
- * FIFO planted in /dev/shm cannot hang the tool) validates the header and maps the segment
- * PROT_READ; the tool never registers, writes, or takes a ring ticket, so running it
+ * Read-only by construction: seg_open_readonly() (snapshot.c: segment_open(name, true, ...)
+ * plus a check that the file is a regular one, so that a FIFO planted in /dev/shm cannot hang
+ * the tool) validates the header and maps the segment PROT_READ; the tool never registers, writes, or takes a ring ticket, so running it
  * cannot change what it looks at.
  *
  * Shared memory is hostile input (docs/DESIGN.md, principle 4). The geometry (capacity, strides,
  * offsets, ring order) comes only from the validated private copy seg.layout, and is checked
- * once more against the mapping size here (check_geometry()) so that a validation bug cannot
+ * once more against the mapping size (seg_check_geometry()) so that a validation bug cannot
  * turn into an out-of-bounds read. Every value read from shm that could steer a read (slot state,
  * owner, length, ring cell index, pid) goes through a range check before use; what fails one is
  * recorded as an inconsistency, printed under "errors", and makes the exit status 1. A SIGBUS
@@ -41,6 +40,7 @@
 #include "ring.h"
 #include "segment.h"
 #include "slot.h"
+#include "snapshot.h"
 
 #define PREVIEW_BYTES 32u
 #define ERRORS_KEPT 32u   /* inconsistencies listed one by one; the rest are only counted */
@@ -142,54 +142,6 @@ static uint64_t now_monotonic_ns(void)
 static int64_t age_ms(const struct dump *d, uint64_t then_ns)
 {
     return (int64_t)(d->now_ns - then_ns) / 1000000;
-}
-
-/* a + b <= limit without overflow. */
-static bool fits(uint64_t off, uint64_t len, uint64_t limit)
-{
-    return off <= limit && len <= limit - off;
-}
-
-/*
- * Check, once more, that every region the dump reads lies inside the mapping. segment_open()
- * has validated the layout already; this guards the reads below against a bug there.
- * Returns NULL or a description of the first problem.
- */
-static const char *check_geometry(const struct segment *s)
-{
-    const struct seg_layout *l = &s->layout;
-    uint64_t size = s->size;
-    if (!s->base || size < sizeof(struct seg_header))
-        return "mapping smaller than the header";
-    if (l->total_size > size)
-        return "total_size larger than the mapping";
-    if (l->capacity == 0 || l->capacity > SHMQ_CAPACITY_MAX || l->capacity > RING_INDEX_MAX)
-        return "capacity out of range";
-    if (l->max_procs > SHMQ_PROCS_MAX || l->max_procs >= NO_OWNER)
-        return "max_procs out of range";
-    if (l->slot_stride < SLOT_HEADER_SIZE || l->slot_stride % CACHE_LINE != 0 ||
-        l->max_msg_size > l->slot_stride - SLOT_HEADER_SIZE)
-        return "slot_stride does not hold a slot of max_msg_size";
-    if (!fits(l->registry_off, (uint64_t)l->max_procs * sizeof(struct proc_entry), size))
-        return "registry outside the mapping";
-    if (!fits(l->slots_off, (uint64_t)l->capacity * l->slot_stride, size))
-        return "slot pool outside the mapping";
-    if (l->ring_order < RING_MIN_ORDER || l->ring_order > RING_MAX_ORDER)
-        return "ring_order out of range";
-    if (ring_bytes(l->ring_order) > l->ring_size)
-        return "ring_size smaller than its cells";
-    const uint64_t ring_offs[3] = {l->free_ring_off, l->ready_ring_off, l->dead_ring_off};
-    const struct ring *rings[3] = {&s->free_ring, &s->ready_ring, &s->dead_ring};
-    for (int i = 0; i < 3; i++) {
-        if (ring_offs[i] % CACHE_LINE != 0 || !fits(ring_offs[i], l->ring_size, size))
-            return "ring outside the mapping";
-        if ((char *)rings[i]->shm != (char *)s->base + ring_offs[i] ||
-            rings[i]->order != l->ring_order)
-            return "ring handle does not match the layout";
-    }
-    if (l->registry_off % CACHE_LINE != 0 || l->slots_off % CACHE_LINE != 0)
-        return "region offsets not aligned";
-    return NULL;
 }
 
 /*
@@ -493,7 +445,7 @@ static void dump_slot(struct dump *d, uint32_t idx, struct slot *sl, uint64_t w)
                          linger - 1, l->max_procs);
     }
 
-    /* len comes from shm: never read past max_msg_size (check_geometry(): inside the slot). */
+    /* len comes from shm: never read past max_msg_size (seg_check_geometry(): inside the slot). */
     if (len > l->max_msg_size) {
         inconsistent(d, "slot %" PRIu32 ": len %" PRIu32 " > max_msg_size %" PRIu32, idx, len,
                      l->max_msg_size);
@@ -613,32 +565,6 @@ static const char *open_error(int err)
     }
 }
 
-/*
- * segment_open(name, true, seg), except that a file at /dev/shm/shmq.NAME that is not a regular
- * file (a FIFO would block open() forever, a directory has no contents) is refused at once.
- */
-#define ERR_NOT_REGULAR (-EMEDIUMTYPE) /* open_readonly(): not a regular file */
-
-static int open_readonly(const char *name, struct segment *seg)
-{
-    char shm_name[SHMQ_NAME_MAX + 8];
-    int err = segment_shm_name(name, shm_name, sizeof(shm_name));
-    if (err)
-        return err;
-    int fd = shm_open(shm_name, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0)
-        err = -errno;
-    else if (!S_ISREG(st.st_mode))
-        err = ERR_NOT_REGULAR;
-    else
-        err = segment_open_fd(fd, true, seg);
-    close(fd);
-    return err;
-}
-
 /* Parse argv: NAME and --json. 0, or CLI_EXIT_USAGE (message printed), or -1 for --help. */
 static int parse_args(int argc, char **argv, const char **name, bool *json)
 {
@@ -696,13 +622,13 @@ int cmd_dump(int argc, char **argv)
     static struct segment seg; /* static: unchanged by siglongjmp() */
     static struct dump d;
     memset(&seg, 0, sizeof(seg));
-    int err = open_readonly(name, &seg);
+    int err = seg_open_readonly(name, &seg);
     if (err) {
         fprintf(stderr, "%s dump: %s: %s (/dev/shm/shmq.%s: %s)\n", cli_progname, name,
                 open_error(err), name, err == ERR_NOT_REGULAR ? "not a file" : strerror(-err));
         return CLI_EXIT_RUNTIME;
     }
-    const char *bad = check_geometry(&seg);
+    const char *bad = seg_check_geometry(&seg);
     if (bad) {
         fprintf(stderr, "%s dump: %s: segment layout inconsistent after validation: %s\n",
                 cli_progname, name, bad);

@@ -2,7 +2,8 @@
  * main.c - the `shmq` command-line tool: finds the subcommand and runs it.
  *
  * Usage: shmq COMMAND [ARGS...]; `shmq help [COMMAND]` and `shmq COMMAND --help` print help.
- * Exit codes (cli.h): 0 ok, 1 runtime error, 2 usage error.
+ * Exit codes (cli.h): 0 ok, 1 runtime error, 2 usage error, 3 refused because processes are
+ * attached (delete), 4 timed out before --count messages (sub).
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +13,18 @@
 const char *cli_progname = "shmq";
 
 static const struct cli_command commands[] = {
+    {"list", "every queue on this host: depth, in flight, consumers, dead letters", cmd_list,
+     cmd_list_help},
+    {"create", "create a queue (capacity, message size, timeouts, retry policy, mode)",
+     cmd_create, cmd_create_help},
+    {"delete", "delete a queue (refused while processes are attached, unless --force)",
+     cmd_delete, cmd_delete_help},
+    {"stat", "counters, depth, oldest message age, consumers (once; rates with -i)", cmd_stat,
+     cmd_stat_help},
+    {"top", "stat refreshed in place, with rates per second", cmd_top, cmd_top_help},
+    {"pub", "publish arguments, or lines of stdin, as messages", cmd_pub, cmd_pub_help},
+    {"sub", "consume messages and print them, one per line", cmd_sub, cmd_sub_help},
+    {"dlq", "dead letters: list, redrive, purge", cmd_dlq, cmd_dlq_help},
     {"dump", "print a queue's segment: header, registry, rings, slots, counters", cmd_dump,
      cmd_dump_help},
 };
@@ -32,7 +45,7 @@ static void usage(FILE *out)
             "       %s help [COMMAND]\n"
             "       %s COMMAND --help\n"
             "\n"
-            "Inspect shmq shared-memory message queues (/dev/shm/shmq.NAME).\n"
+            "Inspect and operate shmq shared-memory message queues (/dev/shm/shmq.NAME).\n"
             "\n"
             "Commands:\n",
             cli_progname, cli_progname, cli_progname);
@@ -41,14 +54,22 @@ static void usage(FILE *out)
     fprintf(out, "  %-8s %s\n", "help", "print this text, or a command's help");
     fprintf(out,
             "\n"
+            "Not yet: `wal` (the write-ahead log does not exist yet).\n"
+            "\n"
             "Examples:\n"
-            "  %s dump orders            # human-readable dump of the queue \"orders\"\n"
-            "  %s dump orders --json     # the same as one JSON document\n"
-            "  %s help dump              # the options of dump\n"
+            "  %s list                           # every queue on this host\n"
+            "  %s create orders --capacity 4096  # a new queue\n"
+            "  seq 3 | %s pub orders             # three messages: 1, 2, 3\n"
+            "  %s sub orders --count 3           # print (and ack) three messages\n"
+            "  %s top orders                     # live counters and rates\n"
+            "  %s dump orders --json             # everything in the segment, as JSON\n"
+            "  %s help sub                       # the options of sub\n"
             "\n"
             "Exit status: 0 ok, 1 runtime error (no such queue, no permission, corrupted\n"
-            "segment), 2 usage error.\n",
-            cli_progname, cli_progname, cli_progname);
+            "segment), 2 usage error, 3 refused: processes attached (delete), 4 timed out\n"
+            "before --count messages (sub). Each command's --help says which it uses.\n",
+            cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
+            cli_progname);
 }
 
 static int cmd_help(int argc, char **argv)

@@ -1,0 +1,83 @@
+/*
+ * args.c - command-line parsing shared by the subcommands of `shmq`: numbers with ranges,
+ * timeouts, queue names, and getopt_long() error messages, all in one wording.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "segment.h"
+
+int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
+            uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || *s == '-' || *s == '+' || v < lo || v > hi) {
+        fprintf(stderr, "%s %s: %s: '%s' is not a whole number in %" PRIu64 "..%" PRIu64 "\n",
+                cli_progname, cmd, opt, s, lo, hi);
+        return CLI_EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_u32(const char *cmd, const char *opt, const char *s, uint32_t lo, uint32_t hi,
+            uint32_t *out)
+{
+    uint64_t v;
+    int rc = cli_u64(cmd, opt, s, lo, hi, &v);
+    if (rc == 0)
+        *out = (uint32_t)v;
+    return rc;
+}
+
+int cli_timeout(const char *cmd, const char *opt, const char *s, int *out)
+{
+    if (strcmp(s, "-1") == 0) {
+        *out = -1;
+        return 0;
+    }
+    uint32_t v;
+    int rc = cli_u32(cmd, opt, s, 0, INT32_MAX, &v);
+    if (rc == 0)
+        *out = (int)v;
+    return rc;
+}
+
+int cli_name(const char *cmd, const char *name)
+{
+    if (segment_check_name(name) == 0)
+        return 0;
+    fprintf(stderr, "%s %s: invalid queue name '%s' (1..%d bytes of [A-Za-z0-9._-])\n",
+            cli_progname, cmd, name, SHMQ_NAME_MAX);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_bad_option(const char *cmd, int c, char **argv)
+{
+    const char *arg = argv[optind - 1];
+    if (c == ':')
+        fprintf(stderr, "%s %s: option '%s' needs a value (try '%s %s --help')\n", cli_progname,
+                cmd, arg, cli_progname, cmd);
+    else
+        fprintf(stderr, "%s %s: unknown option '%s' (try '%s %s --help')\n", cli_progname, cmd, arg,
+                cli_progname, cmd);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s %s: ", cli_progname, cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (try '%s %s --help')\n", cli_progname, cmd);
+    return CLI_EXIT_USAGE;
+}

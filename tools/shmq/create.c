@@ -1,0 +1,168 @@
+/*
+ * create.c - `shmq create NAME [options]`: make a new queue with shmq_create().
+ *
+ * Every option maps to one field of shmq_config_t; what is not given keeps the default of
+ * shmq_config_init(). Ranges are checked here against the limits of shmq.h (a usage error),
+ * so that -EINVAL from the library means only what it cannot tell from the fields one by one
+ * (the whole segment too large).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cmd_create_help(FILE *out)
+{
+    shmq_config_t d;
+    shmq_config_init(&d);
+    fprintf(out,
+            "Usage: %s create NAME [options]\n"
+            "\n"
+            "Create the queue NAME (the segment /dev/shm/shmq.NAME). Fails if it exists.\n"
+            "\n"
+            "Options (default in brackets):\n"
+            "  --capacity N              message slots, 1..%u [%u]\n"
+            "  --max-msg-size N          bytes in one message, 1..%u [%u]\n"
+            "  --max-procs N             attached processes and consumers, 2..%u [%u]\n"
+            "  --heartbeat-timeout-ms N  a silent consumer is declared hung after this [%u]\n"
+            "  --ack-deadline-ms N       a message in flight longer is redelivered [%u]\n"
+            "  --max-attempts N          deliveries before the dead-letter ring, 1.. [%u]\n"
+            "  --backoff-base-ms N       first nack delay [%u]\n"
+            "  --backoff-cap-ms N        largest nack delay [%u]\n"
+            "  --backoff-multiplier X    delay growth per attempt, >= 1.0 [%g]\n"
+            "  --mode MODE               segment file mode, octal [0%o]\n"
+            "  -h, --help                this text\n"
+            "\n"
+            "Exit status: 0 created; 1 runtime error (the queue exists, no permission, the\n"
+            "segment would be too large or /dev/shm is full: reason on stderr); 2 usage error.\n"
+            "\n"
+            "Examples:\n"
+            "  %s create orders\n"
+            "  %s create jobs --capacity 65536 --max-msg-size 4096 --max-attempts 3\n"
+            "  %s create shared --mode 0660      # readable and writable by the group\n",
+            cli_progname, SHMQ_CAPACITY_MAX, d.capacity, SHMQ_MSG_SIZE_MAX, d.max_msg_size,
+            SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms, d.max_attempts,
+            d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier, (unsigned)d.mode,
+            cli_progname, cli_progname, cli_progname);
+}
+
+enum {
+    OPT_CAPACITY = 256,
+    OPT_MSG_SIZE,
+    OPT_PROCS,
+    OPT_HEARTBEAT,
+    OPT_ACK_DEADLINE,
+    OPT_ATTEMPTS,
+    OPT_BASE,
+    OPT_CAP,
+    OPT_MULT,
+    OPT_MODE
+};
+
+static int parse_mode(const char *s, mode_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 8);
+    if (errno || end == s || *end || *s == '-' || v > 0777) {
+        fprintf(stderr, "%s create: --mode: '%s' is not an octal file mode (0..0777)\n",
+                cli_progname, s);
+        return CLI_EXIT_USAGE;
+    }
+    *out = (mode_t)v;
+    return 0;
+}
+
+static int parse_multiplier(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < 1.0 || v > 1000.0) {
+        fprintf(stderr, "%s create: --backoff-multiplier: '%s' is not a number in 1..1000\n",
+                cli_progname, s);
+        return CLI_EXIT_USAGE;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Apply one option to cfg: 0 or CLI_EXIT_USAGE. */
+static int apply(int c, const char *v, shmq_config_t *cfg)
+{
+    const char *cmd = "create";
+    switch (c) {
+    case OPT_CAPACITY: return cli_u32(cmd, "--capacity", v, 1, SHMQ_CAPACITY_MAX, &cfg->capacity);
+    case OPT_MSG_SIZE:
+        return cli_u32(cmd, "--max-msg-size", v, 1, SHMQ_MSG_SIZE_MAX, &cfg->max_msg_size);
+    case OPT_PROCS: return cli_u32(cmd, "--max-procs", v, 2, SHMQ_PROCS_MAX, &cfg->max_procs);
+    case OPT_HEARTBEAT:
+        return cli_u32(cmd, "--heartbeat-timeout-ms", v, 1, UINT32_MAX, &cfg->heartbeat_timeout_ms);
+    case OPT_ACK_DEADLINE:
+        return cli_u32(cmd, "--ack-deadline-ms", v, 1, UINT32_MAX, &cfg->ack_deadline_ms);
+    case OPT_ATTEMPTS: return cli_u32(cmd, "--max-attempts", v, 1, UINT32_MAX, &cfg->max_attempts);
+    case OPT_BASE:
+        return cli_u32(cmd, "--backoff-base-ms", v, 0, UINT32_MAX, &cfg->backoff_base_ms);
+    case OPT_CAP: return cli_u32(cmd, "--backoff-cap-ms", v, 0, UINT32_MAX, &cfg->backoff_cap_ms);
+    case OPT_MULT: return parse_multiplier(v, &cfg->backoff_multiplier);
+    case OPT_MODE: return parse_mode(v, &cfg->mode);
+    }
+    return CLI_EXIT_USAGE;
+}
+
+int cmd_create(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"capacity", required_argument, NULL, OPT_CAPACITY},
+        {"max-msg-size", required_argument, NULL, OPT_MSG_SIZE},
+        {"max-procs", required_argument, NULL, OPT_PROCS},
+        {"heartbeat-timeout-ms", required_argument, NULL, OPT_HEARTBEAT},
+        {"ack-deadline-ms", required_argument, NULL, OPT_ACK_DEADLINE},
+        {"max-attempts", required_argument, NULL, OPT_ATTEMPTS},
+        {"backoff-base-ms", required_argument, NULL, OPT_BASE},
+        {"backoff-cap-ms", required_argument, NULL, OPT_CAP},
+        {"backoff-multiplier", required_argument, NULL, OPT_MULT},
+        {"mode", required_argument, NULL, OPT_MODE},
+        {"help", no_argument, NULL, 'h'},
+        {0}};
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            cmd_create_help(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (c == '?' || c == ':')
+            return cli_bad_option("create", c, argv);
+        if ((rc = apply(c, optarg, &cfg)) != 0)
+            return rc;
+    }
+    if (optind >= argc)
+        return cli_usage_error("create", "missing queue NAME");
+    if (optind + 1 < argc)
+        return cli_usage_error("create", "unexpected argument '%s'", argv[optind + 1]);
+    const char *name = argv[optind];
+    if ((rc = cli_name("create", name)) != 0)
+        return rc;
+    if (cfg.backoff_cap_ms < cfg.backoff_base_ms)
+        return cli_usage_error("create", "--backoff-cap-ms %u is below --backoff-base-ms %u",
+                               cfg.backoff_cap_ms, cfg.backoff_base_ms);
+
+    shmq_t *q = NULL;
+    int err = shmq_create(name, &cfg, &q);
+    if (err) {
+        fprintf(stderr, "%s create: %s: %s\n", cli_progname, name, shmq_strerror(err));
+        return CLI_EXIT_RUNTIME;
+    }
+    err = shmq_close(q);
+    if (err) {
+        fprintf(stderr, "%s create: %s: created, but closing it failed: %s\n", cli_progname, name,
+                shmq_strerror(err));
+        return CLI_EXIT_RUNTIME;
+    }
+    return CLI_EXIT_OK;
+}

@@ -1,0 +1,199 @@
+/*
+ * list.c - `shmq list [--json]`: every queue on this host (/dev/shm/shmq.*), one line each.
+ *
+ * Each segment is read as `stat` reads it (snapshot.c: mapped read-only, never registered in),
+ * so listing disturbs no queue, and a segment that cannot be read is one line with its error
+ * (and exit status 1) rather than the end of the listing.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "emit.h"
+#include "snapshot.h"
+
+#define SHM_DIR "/dev/shm"
+#define PREFIX "shmq."
+
+void cmd_list_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s list [--json]\n"
+            "\n"
+            "List every queue on this host (each /dev/shm/shmq.NAME), sorted by name, without\n"
+            "taking part in any (segments are mapped read-only; nothing registers).\n"
+            "\n"
+            "Columns:\n"
+            "  NAME        the queue\n"
+            "  CAPACITY    message slots\n"
+            "  READY       messages waiting for a consumer (the depth)\n"
+            "  DELAYED     messages nacked with a delay, not yet due\n"
+            "  INFLIGHT    messages delivered and not yet acked\n"
+            "  DEAD        dead letters (see `%s dlq`)\n"
+            "  CONSUMERS   attached consumers\n"
+            "  OLDEST_MS   age of the oldest message not yet acked (- if none)\n"
+            "  DURABILITY  memory (the write-ahead log does not exist yet)\n"
+            "  WATCHDOG    active:PID (a shmq-watchdog holds the lease), cooperative:PID (a\n"
+            "              consumer maintains), expired (the holder's lease ran out), none\n"
+            "A segment that cannot be read is listed with its error instead of numbers.\n"
+            "\n"
+            "Options:\n"
+            "  --json      one JSON document: {\"queues\": [{\"name\": ..., \"capacity\": ...}]}\n"
+            "              (an unreadable segment has \"error\" instead of numbers)\n"
+            "  -h, --help  this text\n"
+            "\n"
+            "Exit status: 0 every segment was read; 1 one or more could not be (each named on\n"
+            "stderr), or /dev/shm cannot be read; 2 usage error.\n"
+            "\n"
+            "Examples:\n"
+            "  %s list\n"
+            "  %s list --json | jq -r '.queues[] | select(.ready > 1000) | .name'\n",
+            cli_progname, cli_progname, cli_progname, cli_progname);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The queue names in /dev/shm, sorted; *n of them (malloc'd). -errno on failure. */
+static int queue_names(char ***out, size_t *n)
+{
+    DIR *d = opendir(SHM_DIR);
+    if (!d)
+        return -errno;
+    char **names = NULL;
+    size_t k = 0, cap = 0;
+    struct dirent *e;
+    int err = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0)
+            continue;
+        const char *name = e->d_name + strlen(PREFIX);
+        if (segment_check_name(name) != 0)
+            continue; /* not a name shmq_open() would accept */
+        if (k == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **a = realloc(names, cap * sizeof(*a));
+            if (!a) {
+                err = -ENOMEM;
+                break;
+            }
+            names = a;
+        }
+        if (!(names[k] = strdup(name))) {
+            err = -ENOMEM;
+            break;
+        }
+        k++;
+    }
+    closedir(d);
+    if (err) {
+        for (size_t i = 0; i < k; i++)
+            free(names[i]);
+        free(names);
+        return err;
+    }
+    qsort(names, k, sizeof(*names), by_name);
+    *out = names;
+    *n = k;
+    return 0;
+}
+
+static void print_row(const char *name, const struct snapshot *s)
+{
+    char wd[48], oldest[24];
+    if (s->oldest_age_ms >= 0)
+        snprintf(oldest, sizeof oldest, "%lld", (long long)s->oldest_age_ms);
+    else
+        snprintf(oldest, sizeof oldest, "-");
+    printf("%-24s %8u %8u %8u %8u %8u %9u %9s %-10s %s\n", name, s->cfg.capacity, s->ready,
+           s->delayed, s->inflight, s->dead, s->consumers, oldest, "memory",
+           snapshot_watchdog(s, wd, sizeof wd));
+}
+
+static void emit_row(struct emitter *e, const char *name, const struct snapshot *s)
+{
+    char wd[48];
+    emit_begin(e, NULL, name, EMIT_INLINE);
+    emit_bytes(e, "name", name, strlen(name));
+    emit_u64(e, "capacity", s->cfg.capacity);
+    emit_u64(e, "ready", s->ready);
+    emit_u64(e, "delayed", s->delayed);
+    emit_u64(e, "inflight", s->inflight);
+    emit_u64(e, "dead", s->dead);
+    emit_u64(e, "consumers", s->consumers);
+    if (s->oldest_age_ms >= 0)
+        emit_i64(e, "oldest_age_ms", s->oldest_age_ms);
+    else
+        emit_null(e, "oldest_age_ms");
+    emit_word(e, "durability", "memory");
+    emit_word(e, "watchdog", snapshot_watchdog(s, wd, sizeof wd));
+    emit_end(e);
+}
+
+int cmd_list(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
+    bool json = false;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'h': cmd_list_help(stdout); return CLI_EXIT_OK;
+        default: return cli_bad_option("list", c, argv);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("list", "unexpected argument '%s'", argv[optind]);
+
+    char **names = NULL;
+    size_t n = 0;
+    int err = queue_names(&names, &n);
+    if (err) {
+        fprintf(stderr, "%s list: cannot read %s: %s\n", cli_progname, SHM_DIR, strerror(-err));
+        return CLI_EXIT_RUNTIME;
+    }
+    int rc = CLI_EXIT_OK;
+    struct emitter e;
+    if (json) {
+        emit_init(&e, stdout, true);
+        emit_begin(&e, "queues", NULL, EMIT_ARRAY);
+    } else {
+        printf("%-24s %8s %8s %8s %8s %8s %9s %9s %-10s %s\n", "NAME", "CAPACITY", "READY",
+               "DELAYED", "INFLIGHT", "DEAD", "CONSUMERS", "OLDEST_MS", "DURABILITY", "WATCHDOG");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct snapshot s;
+        err = snapshot_queue(names[i], &s);
+        if (err) {
+            fprintf(stderr, "%s list: %s: %s\n", cli_progname, names[i], seg_strerror(err));
+            rc = CLI_EXIT_RUNTIME;
+            if (json) {
+                emit_begin(&e, NULL, names[i], EMIT_INLINE);
+                emit_bytes(&e, "name", names[i], strlen(names[i]));
+                const char *msg = seg_strerror(err);
+                emit_bytes(&e, "error", msg, strlen(msg));
+                emit_end(&e);
+            } else {
+                printf("%-24s error: %s\n", names[i], seg_strerror(err));
+            }
+        } else {
+            if (json)
+                emit_row(&e, names[i], &s);
+            else
+                print_row(names[i], &s);
+            snapshot_free(&s);
+        }
+        free(names[i]);
+    }
+    free(names);
+    if (json)
+        emit_finish(&e);
+    return rc;
+}

@@ -1,0 +1,137 @@
+/*
+ * pub.c - `shmq pub NAME [MSG...]`: publish each argument, or else each line of stdin, as one
+ * message (shmq_publish_timed). Stops at the first message that fails, so a script knows that
+ * exactly the messages before it went in.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cmd_pub_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s pub NAME [options] [MSG...]\n"
+            "\n"
+            "Publish each MSG as one message to the queue NAME, in order. Without MSG, publish\n"
+            "each line of stdin (without its newline; an empty line is an empty message).\n"
+            "When the queue is full, wait for a free slot (as a pipe makes its writer wait),\n"
+            "at most --timeout-ms. Stops at the first message that cannot be published.\n"
+            "\n"
+            "Options:\n"
+            "  -t, --timeout-ms N  wait at most N ms per message for a free slot: 0 fails at\n"
+            "                      once on a full queue, -1 waits forever (default -1)\n"
+            "  -v, --verbose       print the id of each message published, one per line\n"
+            "  -h, --help          this text\n"
+            "  --                  what follows is MSG, even if it starts with '-'\n"
+            "\n"
+            "Exit status: 0 every message was published; 1 runtime error: no such queue, a\n"
+            "corrupted segment, a message larger than max_msg_size, the queue stayed full for\n"
+            "--timeout-ms (stderr says which message failed and how many went in before it);\n"
+            "2 usage error.\n"
+            "\n"
+            "Examples:\n"
+            "  %s pub orders 'hello world'\n"
+            "  %s pub -v orders one two three       # prints three ids\n"
+            "  seq 1000 | %s pub orders --timeout-ms 5000\n"
+            "  %s sub in --count 10 | tr a-z A-Z | %s pub out   # a pipeline stage\n",
+            cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname);
+}
+
+struct pub {
+    shmq_t *q;
+    const char *name;
+    int timeout_ms;
+    bool verbose;
+    uint64_t done;
+};
+
+/* Publish one message: 0, or CLI_EXIT_RUNTIME (message printed). */
+static int publish_one(struct pub *p, const char *data, size_t len)
+{
+    uint64_t id = 0;
+    int err = shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
+    if (err) {
+        const char *why = shmq_strerror(err);
+        if (err == -EAGAIN || err == -ETIMEDOUT)
+            why = "queue full (no free slot within --timeout-ms)";
+        fprintf(stderr,
+                "%s pub: %s: message %" PRIu64 " (%zu bytes) not published: %s; %" PRIu64
+                " published before it\n",
+                cli_progname, p->name, p->done + 1, len, why, p->done);
+        return CLI_EXIT_RUNTIME;
+    }
+    p->done++;
+    if (p->verbose)
+        printf("%" PRIu64 "\n", id);
+    return 0;
+}
+
+static int publish_stdin(struct pub *p)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while (rc == 0 && (n = getline(&line, &cap, stdin)) != -1) {
+        size_t len = (size_t)n;
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        rc = publish_one(p, line, len);
+    }
+    if (rc == 0 && ferror(stdin)) {
+        fprintf(stderr, "%s pub: reading stdin: %s\n", cli_progname, strerror(errno));
+        rc = CLI_EXIT_RUNTIME;
+    }
+    free(line);
+    return rc;
+}
+
+int cmd_pub(int argc, char **argv)
+{
+    static const struct option opts[] = {{"timeout-ms", required_argument, NULL, 't'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    struct pub p = {.timeout_ms = -1};
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":ht:v", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            if ((rc = cli_timeout("pub", "--timeout-ms", optarg, &p.timeout_ms)))
+                return rc;
+            break;
+        case 'v': p.verbose = true; break;
+        case 'h': cmd_pub_help(stdout); return CLI_EXIT_OK;
+        default: return cli_bad_option("pub", c, argv);
+        }
+    }
+    if (optind >= argc)
+        return cli_usage_error("pub", "missing queue NAME");
+    p.name = argv[optind++];
+    if ((rc = cli_name("pub", p.name)) != 0)
+        return rc;
+
+    int err = shmq_open(p.name, &p.q);
+    if (err) {
+        fprintf(stderr, "%s pub: %s: %s\n", cli_progname, p.name, shmq_strerror(err));
+        return CLI_EXIT_RUNTIME;
+    }
+    rc = 0;
+    if (optind < argc) {
+        for (int i = optind; i < argc && rc == 0; i++)
+            rc = publish_one(&p, argv[i], strlen(argv[i]));
+    } else {
+        rc = publish_stdin(&p);
+    }
+    err = shmq_close(p.q);
+    if (err && rc == 0) {
+        fprintf(stderr, "%s pub: %s: close: %s\n", cli_progname, p.name, shmq_strerror(err));
+        rc = CLI_EXIT_RUNTIME;
+    }
+    return rc;
+}

@@ -1,0 +1,231 @@
+/*
+ * stat.c - `shmq stat NAME [--json] [--interval-ms N]`: counters, depth, oldest message age and
+ * the attached processes of one queue, read without taking part (snapshot.c). With an
+ * interval, two snapshots N ms apart give rates per second. stat_emit() is shared with `top`.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "emit.h"
+#include "snapshot.h"
+
+void cmd_stat_help(FILE *out)
+{
+    fprintf(out,
+            "Usage: %s stat NAME [--json] [--interval-ms N]\n"
+            "\n"
+            "Print the state of the queue NAME, read without taking part in it (the segment is\n"
+            "mapped read-only; nothing registers):\n"
+            "  queue, durability    the name; memory (the write-ahead log does not exist yet)\n"
+            "  config               capacity, max_msg_size, max_procs, timeouts, max_attempts\n"
+            "  counters             published, delivered, acked, nacked, redelivered,\n"
+            "                       dead_lettered, reclaimed: totals since creation\n"
+            "  rates                the same per second over --interval-ms (null without it)\n"
+            "  messages             slots by state: ready, inflight, delayed, reserved, dead,\n"
+            "                       fenced, free (and invalid: a state no slot may have)\n"
+            "  depth                ready messages\n"
+            "  oldest_message_age_ms  age since publish of the oldest message not yet acked\n"
+            "                       (ready, delayed or in flight); null if there is none\n"
+            "  consumers, procs     attached consumers, attached processes (active entries)\n"
+            "  watchdog             the maintenance lease: status (active, cooperative, expired,\n"
+            "                       none), pid, expires_in_ms\n"
+            "  processes            each registry entry: index, pid, role, state, name, alive,\n"
+            "                       heartbeat_age_ms, inflight (messages it holds)\n"
+            "\n"
+            "Options:\n"
+            "  --json              one JSON document with the fields above\n"
+            "  -i, --interval-ms N take two samples N ms apart (1..3600000) and add rates\n"
+            "  -h, --help          this text\n"
+            "\n"
+            "Exit status: 0 ok; 1 runtime error (no such queue, no permission, a truncated or\n"
+            "corrupted segment, another format version: reason on stderr); 2 usage error.\n"
+            "\n"
+            "Examples:\n"
+            "  %s stat orders\n"
+            "  %s stat orders --json | jq .depth\n"
+            "  %s stat orders -i 1000      # with rates over one second\n",
+            cli_progname, cli_progname, cli_progname, cli_progname);
+}
+
+static const char *proc_state_name(int state)
+{
+    switch (state) {
+    case SHMQ_PROC_CLAIMED: return "CLAIMED";
+    case SHMQ_PROC_ACTIVE: return "ACTIVE";
+    case SHMQ_PROC_FENCED: return "FENCED";
+    default: return "INVALID";
+    }
+}
+
+static const char *role_name(uint32_t role)
+{
+    if (role & SHMQ_ROLE_CONSUMER)
+        return "consumer";
+    if (role & SHMQ_ROLE_CLIENT)
+        return "client";
+    return "other";
+}
+
+static void emit_processes(struct emitter *e, const struct snapshot *s)
+{
+    emit_begin(e, "processes", NULL, EMIT_ARRAY);
+    for (uint32_t i = 0; i < s->n_proc; i++) {
+        const struct snap_proc *p = &s->proc[i];
+        char label[32];
+        snprintf(label, sizeof label, "entry %u", p->index);
+        emit_begin(e, NULL, label, EMIT_INLINE);
+        emit_u64(e, "index", p->index);
+        emit_i64(e, "pid", p->pid);
+        emit_word(e, "role", role_name(p->role));
+        emit_word(e, "state", proc_state_name(p->state));
+        emit_bytes(e, "name", p->name, strnlen(p->name, sizeof p->name));
+        emit_bool(e, "alive", p->alive);
+        if (p->heartbeat_age_ms >= 0)
+            emit_i64(e, "heartbeat_age_ms", p->heartbeat_age_ms);
+        else
+            emit_null(e, "heartbeat_age_ms");
+        emit_u64(e, "inflight", p->inflight);
+        emit_end(e);
+    }
+    emit_end(e);
+}
+
+void stat_emit(struct emitter *e, const char *name, const struct snapshot *s,
+               const struct snapshot *before)
+{
+    emit_bytes(e, "queue", name, strlen(name));
+    emit_word(e, "durability", "memory");
+
+    emit_begin(e, "config", NULL, EMIT_INLINE);
+    emit_u64(e, "capacity", s->cfg.capacity);
+    emit_u64(e, "max_msg_size", s->cfg.max_msg_size);
+    emit_u64(e, "max_procs", s->cfg.max_procs);
+    emit_u64(e, "heartbeat_timeout_ms", s->cfg.heartbeat_timeout_ms);
+    emit_u64(e, "ack_deadline_ms", s->cfg.ack_deadline_ms);
+    emit_u64(e, "max_attempts", s->cfg.max_attempts);
+    emit_end(e);
+
+    emit_begin(e, "counters", NULL, EMIT_INLINE);
+    for (int c = 0; c < CNT__COUNT; c++)
+        emit_u64(e, snapshot_counter_names[c], s->counters[c]);
+    emit_end(e);
+
+    if (before && s->taken_ns > before->taken_ns) {
+        double dt = (double)(s->taken_ns - before->taken_ns) / 1e9;
+        emit_begin(e, "rates", "rates/s", EMIT_INLINE);
+        emit_double(e, "interval_s", dt);
+        for (int c = 0; c < CNT__COUNT; c++) {
+            uint64_t a = before->counters[c], b = s->counters[c];
+            /* a counter folded into the header between the samples may dip: no negative rate */
+            double r = b > a ? (double)(b - a) / dt : 0.0;
+            char key[40];
+            snprintf(key, sizeof key, "%s_per_s", snapshot_counter_names[c]);
+            emit_double(e, key, r);
+        }
+        emit_end(e);
+    } else {
+        emit_null(e, "rates");
+    }
+
+    emit_begin(e, "messages", NULL, EMIT_INLINE);
+    emit_u64(e, "ready", s->ready);
+    emit_u64(e, "inflight", s->inflight);
+    emit_u64(e, "delayed", s->delayed);
+    emit_u64(e, "reserved", s->reserved);
+    emit_u64(e, "dead", s->dead);
+    emit_u64(e, "fenced", s->fenced);
+    emit_u64(e, "free", s->free);
+    emit_u64(e, "invalid", s->invalid);
+    emit_end(e);
+    emit_u64(e, "depth", s->ready);
+    if (s->oldest_age_ms >= 0)
+        emit_i64(e, "oldest_message_age_ms", s->oldest_age_ms);
+    else
+        emit_null(e, "oldest_message_age_ms");
+    emit_u64(e, "consumers", s->consumers);
+    emit_u64(e, "procs", s->procs);
+
+    char wd[48];
+    snapshot_watchdog(s, wd, sizeof wd);
+    emit_begin(e, "watchdog", NULL, EMIT_INLINE);
+    char *colon = strchr(wd, ':');
+    if (colon)
+        *colon = '\0';
+    emit_word(e, "status", wd);
+    if (s->lease_pid)
+        emit_i64(e, "pid", s->lease_pid);
+    else
+        emit_null(e, "pid");
+    if (s->lease_pid)
+        emit_i64(e, "expires_in_ms", s->lease_expires_in_ms);
+    else
+        emit_null(e, "expires_in_ms");
+    emit_end(e);
+    emit_processes(e, s);
+}
+
+static void sleep_ms(uint32_t ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+int cmd_stat(int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"interval-ms", required_argument, NULL, 'i'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    bool json = false;
+    uint32_t interval_ms = 0;
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":hi:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'i':
+            if ((rc = cli_u32("stat", "--interval-ms", optarg, 1, 3600000, &interval_ms)))
+                return rc;
+            break;
+        case 'h': cmd_stat_help(stdout); return CLI_EXIT_OK;
+        default: return cli_bad_option("stat", c, argv);
+        }
+    }
+    if (optind >= argc)
+        return cli_usage_error("stat", "missing queue NAME");
+    if (optind + 1 < argc)
+        return cli_usage_error("stat", "unexpected argument '%s'", argv[optind + 1]);
+    const char *name = argv[optind];
+    if ((rc = cli_name("stat", name)) != 0)
+        return rc;
+
+    struct snapshot before, now;
+    bool have_before = false;
+    int err;
+    if (interval_ms) {
+        if ((err = snapshot_queue(name, &before)) != 0)
+            goto fail;
+        have_before = true;
+        sleep_ms(interval_ms);
+    }
+    if ((err = snapshot_queue(name, &now)) != 0)
+        goto fail;
+    struct emitter e;
+    emit_init(&e, stdout, json);
+    stat_emit(&e, name, &now, have_before ? &before : NULL);
+    emit_finish(&e);
+    snapshot_free(&now);
+    if (have_before)
+        snapshot_free(&before);
+    return CLI_EXIT_OK;
+fail:
+    if (have_before)
+        snapshot_free(&before);
+    fprintf(stderr, "%s stat: %s: %s\n", cli_progname, name, seg_strerror(err));
+    return CLI_EXIT_RUNTIME;
+}

@@ -1,0 +1,207 @@
+/*
+ * sub.c - `shmq sub NAME [--count N] [--timeout-ms N] [--ack|--nack] [--json]`: consume
+ * messages and print each on one line of stdout.
+ *
+ * The order per message is: receive, write and flush the line, then ack (or nack). A message
+ * whose line could not be written (the reader of the pipe went away: EPIPE, SIGPIPE ignored)
+ * is not acked: closing the consumer gives it back to the queue, so `sub | head -1` loses
+ * nothing (at-least-once). A helper thread keeps the consumer's heartbeat fresh while a slow
+ * reader holds up a write. SIGINT and SIGTERM end the loop cleanly (messages in hand go back).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+void cmd_sub_help(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: %s sub NAME [--count N] [--timeout-ms N] [--ack | --nack] [--json]\n"
+        "\n"
+        "Consume messages from the queue NAME and print each payload on its own line of\n"
+        "stdout, as it arrives (a payload that holds newlines spans several lines: use\n"
+        "--json for such data). Each message is acked once its line is written; one that\n"
+        "cannot be written (the pipe's reader left) goes back to the queue.\n"
+        "\n"
+        "Options:\n"
+        "  -c, --count N       stop after N messages (default: run until --timeout-ms,\n"
+        "                      SIGINT or SIGTERM)\n"
+        "  -t, --timeout-ms N  stop after N ms in all (default -1: no limit)\n"
+        "  --ack               acknowledge each message after printing it (the default)\n"
+        "  --nack              give each message back after printing it, for redelivery\n"
+        "                      after the queue's backoff delay (or to the dead letters once\n"
+        "                      it reaches max_attempts)\n"
+        "  --json              one JSON object per line: {\"id\":N,\"attempt\":N,\n"
+        "                      \"redelivered\":BOOL,\"len\":N,\"data\":\"...\"} (bytes outside\n"
+        "                      printable ASCII as \\u00XX)\n"
+        "  -n, --name NAME     the consumer's name in the registry (default shmq-sub)\n"
+        "  -h, --help          this text\n"
+        "\n"
+        "Exit status: 0 --count messages were consumed, or (without --count) the run\n"
+        "ended by --timeout-ms or a signal; 1 runtime error (no such queue, corrupted\n"
+        "segment, the consumer was fenced, stdout could not be written); 2 usage error;\n"
+        "4 --timeout-ms passed before --count messages came (those that came are printed).\n"
+        "\n"
+        "Examples:\n"
+        "  %s sub orders --count 1                  # one message, then exit\n"
+        "  %s sub orders --timeout-ms 5000 > out    # whatever comes within 5 s\n"
+        "  seq 5 | %s pub q && %s sub q --count 5 | sort -n\n"
+        "  %s sub orders --count 10 --json | jq -r .data\n",
+        cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname);
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Print one message; false if stdout failed. */
+static bool print_msg(const shmq_msg_t *m, bool json)
+{
+    if (json) {
+        printf("{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"redelivered\":%s,\"len\":%zu,"
+               "\"data\":",
+               m->id, m->attempt, (m->flags & SHMQ_MSG_REDELIVERED) ? "true" : "false", m->len);
+        json_string(stdout, m->data, m->len);
+        fputs("}\n", stdout);
+    } else {
+        fwrite(m->data, 1, m->len, stdout);
+        fputc('\n', stdout);
+    }
+    return fflush(stdout) == 0 && !ferror(stdout);
+}
+
+struct sub_opts {
+    uint64_t count; /* 0: no limit */
+    int timeout_ms;
+    bool nack, json;
+    const char *consumer_name;
+};
+
+static int consume(shmq_consumer_t *c, const char *name, const struct sub_opts *o)
+{
+    int64_t deadline = o->timeout_ms >= 0 ? mono_ms() + o->timeout_ms : -1;
+    uint64_t got = 0;
+    while (!stop_requested && (o->count == 0 || got < o->count)) {
+        int wait_ms = -1;
+        if (deadline >= 0) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0)
+                break;
+            wait_ms = left > INT32_MAX ? INT32_MAX : (int)left;
+        }
+        shmq_msg_t m;
+        int err = shmq_receive(c, &m, wait_ms);
+        if (err == -ETIMEDOUT || err == -EAGAIN || err == -EINTR)
+            continue; /* the loop condition decides */
+        if (err) {
+            fprintf(stderr, "%s sub: %s: receive: %s\n", cli_progname, name, shmq_strerror(err));
+            return CLI_EXIT_RUNTIME;
+        }
+        if (!print_msg(&m, o->json)) {
+            fprintf(stderr,
+                    "%s sub: %s: writing stdout: %s (message %" PRIu64
+                    " not acked: it goes back to the queue)\n",
+                    cli_progname, name, strerror(errno), m.id);
+            return CLI_EXIT_RUNTIME;
+        }
+        err = o->nack ? shmq_nack(c, &m, 0) : shmq_ack(c, &m);
+        if (err) {
+            fprintf(stderr, "%s sub: %s: %s of message %" PRIu64 ": %s\n", cli_progname, name,
+                    o->nack ? "nack" : "ack", m.id, shmq_strerror(err));
+            return CLI_EXIT_RUNTIME;
+        }
+        got++;
+    }
+    if (o->count && got < o->count && !stop_requested) {
+        fprintf(stderr, "%s sub: %s: timed out after %" PRIu64 " of %" PRIu64 " messages\n",
+                cli_progname, name, got, o->count);
+        return CLI_EXIT_TIMEOUT;
+    }
+    return CLI_EXIT_OK;
+}
+
+enum { OPT_ACK = 256, OPT_NACK, OPT_JSON };
+
+int cmd_sub(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"count", required_argument, NULL, 'c'}, {"timeout-ms", required_argument, NULL, 't'},
+        {"ack", no_argument, NULL, OPT_ACK},     {"nack", no_argument, NULL, OPT_NACK},
+        {"json", no_argument, NULL, OPT_JSON},   {"name", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},        {0}};
+    struct sub_opts o = {.timeout_ms = -1, .consumer_name = "shmq-sub"};
+    bool ack = false;
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":c:t:n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            if ((rc = cli_u64("sub", "--count", optarg, 1, UINT64_MAX, &o.count)))
+                return rc;
+            break;
+        case 't':
+            if ((rc = cli_timeout("sub", "--timeout-ms", optarg, &o.timeout_ms)))
+                return rc;
+            break;
+        case OPT_ACK: ack = true; break;
+        case OPT_NACK: o.nack = true; break;
+        case OPT_JSON: o.json = true; break;
+        case 'n': o.consumer_name = optarg; break;
+        case 'h': cmd_sub_help(stdout); return CLI_EXIT_OK;
+        default: return cli_bad_option("sub", c, argv);
+        }
+    }
+    if (ack && o.nack)
+        return cli_usage_error("sub", "--ack and --nack exclude each other");
+    if (optind >= argc)
+        return cli_usage_error("sub", "missing queue NAME");
+    if (optind + 1 < argc)
+        return cli_usage_error("sub", "unexpected argument '%s'", argv[optind + 1]);
+    const char *name = argv[optind];
+    if ((rc = cli_name("sub", name)) != 0)
+        return rc;
+
+    struct sigaction sa = {.sa_handler = on_stop}; /* no SA_RESTART: wake a sleeping receive */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a closed pipe is a write error: the message is not acked */
+
+    shmq_t *q = NULL;
+    shmq_consumer_t *cons = NULL;
+    int err = shmq_open(name, &q);
+    if (err) {
+        fprintf(stderr, "%s sub: %s: %s\n", cli_progname, name, shmq_strerror(err));
+        return CLI_EXIT_RUNTIME;
+    }
+    err = shmq_consumer_open(q, o.consumer_name, &cons);
+    if (err) {
+        fprintf(stderr, "%s sub: %s: consumer: %s\n", cli_progname, name, shmq_strerror(err));
+        shmq_close(q);
+        return CLI_EXIT_RUNTIME;
+    }
+    err = shmq_consumer_heartbeat_thread(cons, 0);
+    if (err) /* not fatal: receive refreshes the heartbeat too */
+        fprintf(stderr, "%s sub: %s: heartbeat thread: %s\n", cli_progname, name,
+                shmq_strerror(err));
+    rc = consume(cons, name, &o);
+    shmq_consumer_close(cons);
+    shmq_close(q);
+    return rc;
+}
