@@ -20,4 +20,7 @@ void shmq_config_init(shmq_config_t *cfg)
     cfg->backoff_cap_ms = 30000;
     cfg->backoff_multiplier = 2.0;
     cfg->mode = 0600;
+    cfg->durability = SHMQ_DURABILITY_PROCESS;
+    cfg->log_dir = NULL;
+    cfg->wal_file_size = 64u << 20;
 }

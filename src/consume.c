@@ -43,10 +43,12 @@ static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uin
 {
     uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
     sl->dead_reason = reason;
+    uint64_t id = sl->id;
     /* release: dead_reason is visible with the DEAD state */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, dead, memory_order_release,
                                                  memory_order_relaxed))
         return -ESTALE;
+    queue_log(q, WAL_DEAD, id, 0);
     queue_enqueue_slot(q, idx, dead);
     return 0;
 }
@@ -160,10 +162,12 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
     int err = held_slot(c, msg, &sl, &w);
     if (err)
         return err;
+    uint64_t id = sl->id; /* read while we may still own it; used only if the CAS succeeds */
     if (slot_finish(c->q, token_idx(msg->token), w) != 0) {
         slot_let_go(c->q, token_idx(msg->token), c->self); /* we will not read it again */
         return -ESTALE;
     }
+    queue_log(c->q, WAL_ACK, id, 0);
     count(c_self(c), CNT_ACKED);
     registry_heartbeat(c_self(c));
     return 0;
@@ -204,6 +208,7 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     }
     count(c_self(c), CNT_NACKED);
     uint32_t attempt = sl->attempt;
+    uint64_t id = sl->id;
     if (attempt >= q->seg.layout.max_attempts) {
         err = dead_letter(q, sl, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
         if (!err)
@@ -221,6 +226,7 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         slot_let_go(q, idx, c->self);
         return -ESTALE;
     }
+    queue_log(q, WAL_NACK, id, attempt); /* keeps the attempt count across recovery */
     if (!delay) {
         CRASH_POINT(nack_after_requeue);
         queue_enqueue_slot(q, idx, next);

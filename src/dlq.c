@@ -57,6 +57,13 @@ static bool move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
     uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
     sl->attempt = 0; /* a DEAD slot is written by nobody else; the CAS publishes this */
     sl->dead_reason = 0;
+    if (q->wal) { /* its DEAD record resolved it: a new PUBLISH record makes it live again */
+        uint32_t seq;
+        atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
+                              memory_order_relaxed);
+        if (wal_append(q->wal, WAL_PUBLISH, sl->id, 0, slot_payload(sl), sl->len, &seq) == 0)
+            atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
+    }
     /* release: attempt and reason are seen by the next deliverer (C1 acquires) */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
                                                  memory_order_relaxed))

@@ -14,6 +14,7 @@
 
 #include "crc32c.h"
 #include "ring.h"
+#include "wal.h"
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -37,6 +38,14 @@ static int config_check(const shmq_config_t *c)
         return -EINVAL;
     if (c->mode & ~0777u)
         return -EINVAL;
+    if (c->durability < SHMQ_DURABILITY_NONE || c->durability > SHMQ_DURABILITY_SYNC)
+        return -EINVAL;
+    if (c->durability != SHMQ_DURABILITY_NONE &&
+        (c->wal_file_size < WAL_FILE_MIN ||
+         (uint64_t)c->wal_file_size - WAL_HEADER_SIZE < 2 * wal_rec_size(c->max_msg_size)))
+        return -EINVAL; /* a file must hold at least two records of the largest size */
+    if (c->log_dir && strlen(c->log_dir) > SHMQ_LOG_DIR_MAX)
+        return -EINVAL;
     return 0;
 }
 
@@ -58,6 +67,8 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
     l->backoff_cap_ms = cfg->backoff_cap_ms;
     l->backoff_multiplier = cfg->backoff_multiplier;
     l->mode = cfg->mode;
+    l->durability = (uint32_t)cfg->durability;
+    l->wal_file_size = cfg->durability != SHMQ_DURABILITY_NONE ? cfg->wal_file_size : WAL_FILE_MIN;
     l->slot_stride = (uint32_t)(SLOT_HEADER_SIZE + align_up(cfg->max_msg_size, CACHE_LINE));
 
     /* 4 cells per slot: SCQ needs 2n cells for n entries, and repair may add duplicates. */
@@ -100,6 +111,9 @@ void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg)
     cfg->backoff_cap_ms = l->backoff_cap_ms;
     cfg->backoff_multiplier = l->backoff_multiplier;
     cfg->mode = l->mode;
+    cfg->durability = (int)l->durability;
+    cfg->wal_file_size = l->wal_file_size;
+    cfg->log_dir = NULL;
 }
 
 int layout_validate(const struct seg_layout *stored, uint64_t file_size)
@@ -115,8 +129,12 @@ int layout_validate(const struct seg_layout *stored, uint64_t file_size)
     layout_to_config(stored, &cfg);
     if (layout_compute(&cfg, &expect) != 0)
         return -EBADMSG;
+    if (memchr(stored->log_dir, 0, sizeof(stored->log_dir)) == NULL)
+        return -EBADMSG;
     expect.magic = stored->magic;
     expect.created_ns = stored->created_ns;
+    expect.wal_base_pos = stored->wal_base_pos;
+    memcpy(expect.log_dir, stored->log_dir, sizeof(expect.log_dir));
     expect.header_crc = stored->header_crc;
     if (memcmp(&expect, stored, sizeof(expect)) != 0)
         return -EBADMSG;

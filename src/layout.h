@@ -35,6 +35,10 @@ struct seg_layout {
     uint64_t registry_off, slots_off, free_ring_off, ready_ring_off, dead_ring_off;
     uint64_t ring_size;      /* bytes of one ring (header + cells) */
     uint64_t created_ns;     /* CLOCK_MONOTONIC at create time */
+    uint32_t durability;     /* SHMQ_DURABILITY_* */
+    uint32_t wal_file_size;  /* bytes per log file */
+    uint64_t wal_base_pos;   /* log position of this segment's first record (wal.c) */
+    char log_dir[SHMQ_LOG_DIR_MAX + 56]; /* the queue's own log directory, NUL-terminated */
     uint32_t header_crc;     /* CRC32C of this struct up to (not including) this field */
     uint32_t reserved1;
 };
@@ -51,6 +55,17 @@ struct seg_header {
     _Atomic uint64_t maint_passes;                       /* completed maintenance steps */
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
+    /* The write-ahead log (wal.c): the next byte position to reserve; group commit state. */
+    _Alignas(CACHE_LINE) _Atomic uint64_t wal_pos;
+    _Alignas(CACHE_LINE) _Atomic uint64_t wal_sync_req;  /* sync requests made */
+    _Atomic uint64_t wal_sync_done;                      /* requests covered by a flush */
+    _Atomic uint32_t wal_sync_leader;                    /* pid flushing now, 0 if none */
+    _Atomic uint32_t wal_sync_futex;                     /* bumped after each flush */
+    _Atomic uint32_t wal_sync_waiters;
+    uint32_t reserved2;
+    _Atomic uint64_t wal_sync_low;                       /* lowest file a waiter needs */
+    _Atomic uint64_t wal_flushes;                        /* fdatasync calls made */
+    _Atomic uint64_t wal_oldest_seq;                     /* files below this were deleted */
 };
 
 /* Counter indices, per registry entry and in seg_header.retired. */
@@ -97,11 +112,13 @@ struct slot {
     uint32_t dead_reason;      /* why it went to the dead-letter ring (SHMQ_DEAD_*) */
     _Atomic uint32_t linger;   /* registry index + 1 of a live former owner that may still read
                                 * the payload (taken back from it), 0 if none: see maintain.c */
-    uint64_t reserved2;
+    _Atomic uint32_t wal_seq;  /* log file holding its latest PUBLISH record, + 1; 0 if none */
+    uint32_t reserved2;
     /* payload follows at offset 64 */
 };
 #define SLOT_HEADER_SIZE 64u
 
+_Static_assert(sizeof(struct seg_layout) % 8 == 0, "layout is 8-byte aligned");
 _Static_assert(sizeof(struct slot) == SLOT_HEADER_SIZE, "slot header is one cache line");
 _Static_assert(sizeof(struct proc_entry) % CACHE_LINE == 0, "registry entries are aligned");
 _Static_assert(sizeof(struct seg_header) % CACHE_LINE == 0, "header is aligned");

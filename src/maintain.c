@@ -38,6 +38,7 @@ struct pass {
     uint32_t *refs;   /* slots naming each registry entry, as owner or linger */
     uint8_t *dead;    /* per registry entry: 1 if its process is dead or the entry is free */
     uint8_t *fenced;  /* per registry entry: 1 if FENCED or FREE (its deliveries are void) */
+    uint64_t min_wal_seq; /* lowest log file a slot refers to */
 };
 
 /* Is a live consumer hung? (the rule documented at shmq_maintain) */
@@ -108,7 +109,9 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
                                                                memory_order_relaxed) &&
         none != owner + 1)
         return false;
-    bool dead = sl->attempt >= p->q->seg.layout.max_attempts;
+    uint32_t attempt = sl->attempt;
+    uint64_t id = sl->id;
+    bool dead = attempt >= p->q->seg.layout.max_attempts;
     if (dead)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
     if (!move_slot(p, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER))) {
@@ -117,6 +120,7 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
             atomic_compare_exchange_strong(&sl->linger, &mine, 0);
         return false;
     }
+    queue_log(p->q, dead ? WAL_DEAD : WAL_NACK, id, attempt);
     if (dead) {
         p->rep->dead_lettered++;
         count(q_self(p->q), CNT_DEAD_LETTERED);
@@ -243,6 +247,10 @@ static void repair_slot(struct pass *p, uint32_t idx)
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
     if (lg && lg - 1 < s->layout.max_procs)
         p->refs[lg - 1]++;
+    /* the oldest log file a live message still needs (DEAD and done slots need none) */
+    uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
+    if (ws && st != SLOT_FREE && st != SLOT_DEAD && st != SLOT_FENCED && ws - 1 < p->min_wal_seq)
+        p->min_wal_seq = ws - 1;
 }
 
 static void release_fenced_procs(struct pass *p)
@@ -278,10 +286,15 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     }
     p.now_ns = now_ns();
     p.now_ms = queue_now_ms(q);
+    p.min_wal_seq = UINT64_MAX;
+    /* read before the scan: a publish that starts after it lands in this file or a later one */
+    uint64_t wal_cur = q->wal ? wal_current_seq(q->wal) : 0;
     fence_dead_procs(&p);
     for (uint32_t i = 0; i < l->capacity; i++)
         repair_slot(&p, i);
     release_fenced_procs(&p);
+    if (q->wal)
+        wal_maintain(q->wal, p.min_wal_seq, wal_cur);
     atomic_fetch_add_explicit(&q->seg.hdr->maint_passes, 1, memory_order_relaxed);
 out:
     free(p.refs);

@@ -102,6 +102,35 @@ static int check_publish_args(const shmq_t *q, const void *data, size_t len)
     return 0;
 }
 
+/* A reservation we hold (word w) goes back to the free ring unpublished. */
+static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
+    /* release: our writes to the payload are done before the slot is reused */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE;
+    queue_enqueue_slot(q, idx, freed);
+    return 0;
+}
+
+/*
+ * Write the PUBLISH record of a slot we hold RESERVED. Before reserving log space, the slot
+ * names (as a lower bound) the file being written now, so maintenance cannot delete the file
+ * the record lands in while we write it (wal.c, retention).
+ */
+static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, uint32_t *seq)
+{
+    /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
+    atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
+                          memory_order_relaxed);
+    int err = wal_append(q->wal, WAL_PUBLISH, id, 0, slot_payload(sl), (uint32_t)len, seq);
+    if (!err)
+        atomic_store_explicit(&sl->wal_seq, *seq + 1, memory_order_relaxed);
+    return err;
+}
+
 /* Steps 2-4 for a slot we hold RESERVED; data NULL: the payload is already in place. */
 static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, uint64_t *id)
 {
@@ -119,6 +148,15 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, ui
     sl->dead_reason = 0;
     sl->publish_ns = now_ns();
     CRASH_POINT(publish_after_write);
+    uint32_t seq = 0;
+    if (q->wal) {
+        int err = log_publish(q, sl, msg_id, len, &seq);
+        if (err) {
+            give_back(q, idx, w);
+            return err;
+        }
+        CRASH_POINT(publish_after_log);
+    }
     uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
     /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
@@ -130,6 +168,8 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, ui
     count(q_self(q), CNT_PUBLISHED);
     if (id)
         *id = msg_id;
+    if (q->seg.layout.durability == SHMQ_DURABILITY_SYNC)
+        return wal_sync(q->wal, seq);
     return 0;
 }
 
@@ -164,13 +204,7 @@ int shmq_cancel(shmq_t *q, void *buf)
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
     if (sw_state(w) != SLOT_RESERVED || sw_owner(w) != q->self)
         return -EINVAL;
-    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
-    /* release: our writes to the payload are done before the slot is reused */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
-                                                 memory_order_relaxed))
-        return -ESTALE;
-    queue_enqueue_slot(q, idx, freed);
-    return 0;
+    return give_back(q, idx, w);
 }
 
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)

@@ -1,6 +1,7 @@
 /*
- * queue.c - open and close a queue: map its segment and register this process in it.
+ * queue.c - open, create and delete a queue: map its segment, open its log, register.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 #include "queue.h"
 #include "registry.h"
 
-static int attach(shmq_t **out, struct segment *seg, const char *name)
+static int attach(shmq_t **out, struct segment *seg, const char *name, bool create)
 {
     shmq_t *q = calloc(1, sizeof(*q));
     if (!q)
@@ -17,8 +18,13 @@ static int attach(shmq_t **out, struct segment *seg, const char *name)
     q->seg = *seg;
     strncpy(q->name, name, SHMQ_NAME_MAX);
     pthread_mutex_init(&q->maint_lock, NULL);
-    int err = registry_attach(&q->seg, ROLE_CLIENT, "", &q->self, &q->self_word);
+    int err = 0;
+    if (q->seg.layout.durability != SHMQ_DURABILITY_NONE)
+        err = wal_open(&q->seg, create, &q->wal);
+    if (!err)
+        err = registry_attach(&q->seg, ROLE_CLIENT, "", &q->self, &q->self_word);
     if (err) {
+        wal_close(q->wal);
         pthread_mutex_destroy(&q->maint_lock);
         free(q);
         return err;
@@ -27,17 +33,39 @@ static int attach(shmq_t **out, struct segment *seg, const char *name)
     return 0;
 }
 
+/* Does dir hold log files? (then the queue exists on disk) */
+static bool has_log_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));)
+        found = strncmp(e->d_name, "wal.", 4) == 0;
+    closedir(d);
+    return found;
+}
+
 int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
 {
-    if (!q)
+    if (!q || !cfg)
         return -EINVAL;
-    struct segment seg;
-    int err = segment_create(name, cfg, &seg);
+    char dir[SHMQ_LOG_DIR_MAX + 64];
+    int err = segment_check_name(name);
     if (err)
         return err;
-    if ((err = attach(q, &seg, name)) != 0) {
+    if (cfg->durability != SHMQ_DURABILITY_NONE) {
+        if ((err = wal_dir_path(name, cfg->log_dir, dir, sizeof(dir))) != 0)
+            return err;
+        if (has_log_files(dir))
+            return -EEXIST;
+    }
+    struct segment seg;
+    if ((err = segment_create(name, cfg, &seg)) != 0)
+        return err;
+    if ((err = attach(q, &seg, name, true)) != 0) {
         segment_close(&seg);
-        shmq_unlink(name);
+        shmq_unlink_segment(name);
     }
     return err;
 }
@@ -48,9 +76,15 @@ int shmq_open(const char *name, shmq_t **q)
         return -EINVAL;
     struct segment seg;
     int err = segment_open(name, false, &seg);
+    if (err == -ENOENT || err == -EBADMSG) {
+        /* the segment is gone or broken: rebuild it from the log in the state directory */
+        int rerr = shmq_recover(name, NULL, NULL);
+        if (rerr == 0 || rerr == -EEXIST)
+            err = segment_open(name, false, &seg);
+    }
     if (err)
         return err;
-    if ((err = attach(q, &seg, name)) != 0)
+    if ((err = attach(q, &seg, name, false)) != 0)
         segment_close(&seg);
     return err;
 }
@@ -62,6 +96,7 @@ int shmq_close(shmq_t *q)
     if (atomic_load(&q->consumers) > 0)
         return -EBUSY;
     registry_detach(&q->seg, q->self, q->self_word);
+    wal_close(q->wal);
     segment_close(&q->seg);
     pthread_mutex_destroy(&q->maint_lock);
     free(q->suspect_word);
@@ -70,7 +105,7 @@ int shmq_close(shmq_t *q)
     return 0;
 }
 
-int shmq_unlink(const char *name)
+int shmq_unlink_segment(const char *name)
 {
     char shm_name[SHMQ_NAME_MAX + 8];
     int err = segment_shm_name(name, shm_name, sizeof(shm_name));
@@ -79,10 +114,38 @@ int shmq_unlink(const char *name)
     return shm_unlink(shm_name) == 0 ? 0 : -errno;
 }
 
+int shmq_unlink(const char *name)
+{
+    char dir[SHMQ_LOG_DIR_MAX + 64];
+    struct segment seg;
+    int err = segment_check_name(name);
+    if (err)
+        return err;
+    dir[0] = 0;
+    if (segment_open(name, true, &seg) == 0) {
+        memcpy(dir, seg.layout.log_dir, sizeof(seg.layout.log_dir) < sizeof(dir)
+                                            ? sizeof(seg.layout.log_dir)
+                                            : sizeof(dir));
+        dir[sizeof(dir) - 1] = 0;
+        segment_close(&seg);
+    } else if (wal_dir_path(name, NULL, dir, sizeof(dir)) != 0) {
+        dir[0] = 0;
+    }
+    int seg_err = shmq_unlink_segment(name);
+    int log_err = dir[0] ? wal_remove_dir(dir) : -ENOENT;
+    return seg_err == 0 || log_err == 0 ? 0 : seg_err;
+}
+
 int shmq_get_config(const shmq_t *q, shmq_config_t *cfg)
 {
     if (!q || !cfg)
         return -EINVAL;
     layout_to_config(&q->seg.layout, cfg);
     return 0;
+}
+
+void queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)
+{
+    if (q->wal)
+        wal_append(q->wal, type, id, attempt, NULL, 0, NULL);
 }

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "segment.h"
+#include "wal.h"
 
 struct shmq {
     struct segment seg;
@@ -15,6 +16,7 @@ struct shmq {
     uint64_t self_word;        /* its ACTIVE word: changes if we are fenced */
     _Atomic int consumers;     /* consumers open on this handle */
     char name[SHMQ_NAME_MAX + 1];
+    struct wal *wal;           /* the queue's log; NULL with durability NONE */
     /* Maintenance bookkeeping (maintain.c), allocated on first use: what each slot looked
      * like when it was first suspected of being an orphan, and when. */
     pthread_mutex_t maint_lock;
@@ -60,5 +62,9 @@ int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
 /* Former owner `owner` will not read slot idx again: clear its linger; free the slot if it
  * waits FENCED for it. */
 void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner);
+
+/* Log a record for message id (a no-op without a log). Errors are counted, not returned:
+ * the slot transition it records has happened already. */
+void queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);
 
 #endif

@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "slot.h"
+#include "wal.h"
 
 int segment_check_name(const char *name)
 {
@@ -75,12 +76,29 @@ static int init_contents(struct segment *s)
             return -ENOSPC;
         atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
     }
-    /* S1 (release): publishes the whole initialised segment; pairs with S2 in segment_open_fd */
-    atomic_store_explicit((_Atomic uint64_t *)&h->layout.magic, SHMQ_MAGIC, memory_order_release);
+    uint64_t usable = s->layout.wal_file_size - WAL_HEADER_SIZE;
+    atomic_store_explicit(&h->wal_pos, s->layout.wal_base_pos, memory_order_relaxed);
+    atomic_store_explicit(&h->wal_oldest_seq, s->layout.wal_base_pos / usable,
+                          memory_order_relaxed);
+    atomic_store_explicit(&h->wal_sync_low, UINT64_MAX, memory_order_relaxed);
     return 0;
 }
 
+static void publish_magic(struct segment *s)
+{
+    /* S1 (release): publishes the whole initialised segment; pairs with S2 in segment_open_fd */
+    atomic_store_explicit((_Atomic uint64_t *)&s->hdr->layout.magic, SHMQ_MAGIC,
+                          memory_order_release);
+}
+
 int segment_create(const char *name, const shmq_config_t *cfg, struct segment *seg)
+{
+    return segment_create_with(name, cfg, 0, NULL, NULL, seg);
+}
+
+int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal_base_pos,
+                        int (*populate)(struct segment *, void *), void *arg,
+                        struct segment *seg)
 {
     char shm_name[SHMQ_NAME_MAX + 8];
     int err = segment_shm_name(name, shm_name, sizeof(shm_name));
@@ -89,6 +107,11 @@ int segment_create(const char *name, const shmq_config_t *cfg, struct segment *s
     memset(seg, 0, sizeof(*seg));
     if ((err = layout_compute(cfg, &seg->layout)) != 0)
         return err;
+    if (cfg->durability != SHMQ_DURABILITY_NONE &&
+        (err = wal_dir_path(name, cfg->log_dir, seg->layout.log_dir,
+                            sizeof(seg->layout.log_dir))) != 0)
+        return err;
+    seg->layout.wal_base_pos = wal_base_pos;
     seg->layout.created_ns = now_ns();
     seg->layout.magic = SHMQ_MAGIC;
     seg->layout.header_crc = layout_crc(&seg->layout);
@@ -108,8 +131,9 @@ int segment_create(const char *name, const shmq_config_t *cfg, struct segment *s
     }
     close(fd);
     bind_regions(seg);
-    if ((err = init_contents(seg)) != 0)
+    if ((err = init_contents(seg)) != 0 || (populate && (err = populate(seg, arg)) != 0))
         goto fail_unmap;
+    publish_magic(seg);
     return 0;
 
 fail_unmap:

@@ -32,6 +32,12 @@ int segment_shm_name(const char *name, char *buf, size_t size);
 /* Create and initialise the segment of a new queue. -EEXIST, -EINVAL, -errno. */
 int segment_create(const char *name, const shmq_config_t *cfg, struct segment *seg);
 
+/* The same, with the log starting at wal_base_pos, and populate(seg, arg) run on the
+ * initialised segment before its magic is published (recovery fills slots there). */
+int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal_base_pos,
+                        int (*populate)(struct segment *, void *), void *arg,
+                        struct segment *seg);
+
 /*
  * Map and validate an existing segment. readonly: map it PROT_READ (the dump tool).
  * -ENOENT, -EACCES, -EPROTO (other format version), -EBADMSG (truncated, corrupted, not shmq).

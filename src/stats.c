@@ -37,6 +37,9 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
     st->redelivered = sum[CNT_REDELIVERED];
     st->dead_lettered = sum[CNT_DEAD_LETTERED];
     st->reclaimed = sum[CNT_RECLAIMED];
+    st->wal_bytes = atomic_load(&s->hdr->wal_pos) - s->layout.wal_base_pos;
+    st->wal_flushes = atomic_load(&s->hdr->wal_flushes);
+    st->wal_files = q->wal ? wal_count_files(q->wal) : 0;
     for (uint32_t i = 0; i < s->layout.capacity; i++) {
         uint64_t w = atomic_load_explicit(&segment_slot(s, i)->state, memory_order_relaxed);
         switch (sw_state(w)) {

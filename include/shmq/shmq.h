@@ -36,6 +36,14 @@ typedef struct shmq_consumer shmq_consumer_t;
 #define SHMQ_MSG_SIZE_MAX (64u << 20) /* bytes in one message */
 #define SHMQ_PROCS_MAX 4096         /* registry entries */
 #define SHMQ_SEGMENT_MAX (64ull << 30) /* bytes of one segment in all */
+#define SHMQ_LOG_DIR_MAX 200         /* bytes in a log directory path */
+
+/** Durability modes (shmq_config_t.durability); the README's table says what each survives. */
+#define SHMQ_DURABILITY_NONE 0    /* no log: survives any process crash (shm persists) */
+#define SHMQ_DURABILITY_PROCESS 1 /* + the record is in the mmap'd log: survives the loss of the
+                                   * segment (unlink, corruption, all processes gone) */
+#define SHMQ_DURABILITY_SYNC 2    /* + the record is on stable storage (group commit): survives
+                                   * power loss and kernel crashes */
 
 /** Queue configuration. Fill it with shmq_config_init(), then change what you need. */
 typedef struct shmq_config {
@@ -48,6 +56,11 @@ typedef struct shmq_config {
     uint32_t backoff_base_ms, backoff_cap_ms; /* nack(…, 0) delay: base*mult^(attempt-1), capped */
     double backoff_multiplier;     /* >= 1.0; default 2.0 */
     mode_t mode;                   /* segment file mode; 0600 by default (private to the owner) */
+    int durability;                /* SHMQ_DURABILITY_*; default PROCESS */
+    const char *log_dir;           /* where the queue's log directory NAME/ goes; NULL: the
+                                    * state directory ($SHMQ_STATE_DIR, else /var/lib/shmq for
+                                    * root, else $XDG_STATE_HOME/shmq or ~/.local/state/shmq) */
+    uint32_t wal_file_size;        /* bytes per log file (64 KiB..4 GiB-1); default 64 MiB */
 } shmq_config_t;
 
 /** Flags of a delivered message. */
@@ -67,8 +80,9 @@ typedef struct shmq_msg {
 void shmq_config_init(shmq_config_t *cfg);
 
 /**
- * Create the queue NAME: the segment /dev/shm/shmq.NAME with cfg->mode, and open it.
- * Returns -EEXIST if it exists, -EINVAL for a bad name, a NULL argument or a config outside the
+ * Create the queue NAME: the segment /dev/shm/shmq.NAME with cfg->mode, and open it; with a
+ * durability other than NONE also its log directory LOG_DIR/NAME (0700, files 0600).
+ * Returns -EEXIST if it exists (a segment, or a log holding files: open or recover it instead), -EINVAL for a bad name, a NULL argument or a config outside the
  * limits, -ENOMEM/-ENOSPC if the segment cannot be sized, other -errno from shm_open/ftruncate.
  * Blocking: yes (system calls); call it at start-up.
  */
@@ -87,8 +101,37 @@ int shmq_open(const char *name, shmq_t **q);
 /** Unregister and unmap. Consumers opened on q must be closed first (-EBUSY otherwise). */
 int shmq_close(shmq_t *q);
 
-/** Remove the segment NAME. Processes that have it open keep their mapping. -ENOENT, -EINVAL. */
+/** Delete the queue NAME for good: its segment and its log (the log directory the segment names,
+ *  or the state directory's if the segment is gone). Processes that have it open keep their
+ *  mappings. -ENOENT if neither existed, -EINVAL for a bad name. */
 int shmq_unlink(const char *name);
+
+/** Remove only the segment /dev/shm/shmq.NAME, as a reboot would: the log stays, and the next
+ *  shmq_open() rebuilds the queue from it. -ENOENT, -EINVAL. */
+int shmq_unlink_segment(const char *name);
+
+/** What rebuilding a queue from its log found. */
+typedef struct shmq_recovery_report {
+    uint32_t files;            /* log files read */
+    uint64_t records;          /* valid records used */
+    uint64_t restored;         /* messages brought back (published, not acked or dead-lettered) */
+    uint64_t resolved;         /* messages seen acked or dead-lettered */
+    uint64_t highest_id;       /* ids continue after this */
+    uint32_t torn_tails;       /* files ending in a record cut short (a crash while writing) */
+    uint32_t corrupt_regions;  /* bad bytes followed by valid records (a hole or corruption) */
+    uint64_t bytes_skipped;    /* bytes of torn and corrupt regions */
+} shmq_recovery_report_t;
+
+/**
+ * Rebuild the segment of queue NAME from its log in log_dir (NULL: the state directory): every
+ * message published and not acked or dead-lettered comes back, in id order, with its attempt
+ * count; ids continue after the highest seen. A torn or corrupt record is reported in *rep,
+ * never fatal. -EEXIST if a valid segment exists, -ENOENT if there is no log, -ENOSPC if more
+ * messages are live than the logged capacity holds, -EBADMSG if no log file is readable.
+ * shmq_open() does this by itself for a missing or corrupt segment whose log is in the state
+ * directory. rep may be NULL.
+ */
+int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *rep);
 
 /**
  * Copy len bytes into a free slot and make it ready. *id (if id is not NULL) gets its id.
@@ -162,6 +205,9 @@ int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);
 /** Counters summed over every process that ever attached. */
 typedef struct shmq_stats {
     uint64_t published, delivered, acked, nacked, redelivered, dead_lettered, reclaimed;
+    uint64_t wal_bytes;       /* log bytes appended since the segment was made */
+    uint64_t wal_flushes;     /* fdatasync calls (SYNC mode: far fewer than publishes) */
+    uint32_t wal_files;       /* log files on disk now */
     uint32_t ready, inflight, delayed, reserved, dead, free; /* slot counts by state, now */
     uint32_t consumers, procs;                               /* live registry entries */
 } shmq_stats_t;

@@ -1,0 +1,433 @@
+/*
+ * wal.c - appending to a queue's write-ahead log (format and rules in wal.h).
+ *
+ * Each process maps the files it writes into. Mappings are cached by seq % WAL_CACHE; a writer
+ * pins a mapping (users + 1, then re-checks that it is still cached: a Dekker pair with the
+ * evictor's remove-then-check, both seq_cst) so an evicted mapping is unmapped only when no
+ * thread of this process writes into it. A file is made complete under a temporary name and
+ * link()ed into place, so a visible wal.N always has a valid header: a writer that finds no file
+ * makes it, and two that race both succeed (the loser of link() maps the winner's file).
+ *
+ * Retention: a file is deleted (wal_maintain) only below both the file being written and the
+ * lowest file any slot still refers to (slot.wal_seq, set to a lower bound before a publish
+ * reserves log space). Deleted files are thus always a prefix of the log, so an ACK or DEAD
+ * record deleted with them only ever resolved a PUBLISH record deleted too.
+ *
+ * Group commit (SYNC): a waiter lowers wal_sync_low to its file, then takes a ticket from
+ * wal_sync_req. A leader (wal_sync_leader CAS from 0 to its pid) reads the ticket count, takes
+ * wal_sync_low, fdatasyncs those files, publishes the count in wal_sync_done, and wakes the
+ * others. Every ticket up to the count was taken after its record was written, so one flush
+ * covers them all. A leader that dies is replaced (its pid is checked while waiting).
+ */
+#include "wal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <urcu/futex.h>
+
+#include "crc32c.h"
+
+#define WAL_CACHE 8
+
+struct walmap {
+    uint64_t seq, epoch;
+    uint8_t *base;
+    int fd;
+    _Atomic int users;
+    struct walmap *next; /* every mapping this process made, for close */
+};
+
+struct wal {
+    struct segment *seg;
+    char dir[SHMQ_LOG_DIR_MAX + 64];
+    uint64_t file_size, usable;
+    pthread_mutex_t lock;                 /* the miss path: mapping, evicting */
+    _Atomic(struct walmap *) cache[WAL_CACHE];
+    struct walmap *all;
+};
+
+uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload)
+{
+    uint32_t c = crc32c(0, (const char *)r + 8, WAL_REC_HEADER - 8);
+    return r->type == WAL_PAD ? c : crc32c(c, payload, r->len);
+}
+
+uint32_t wal_header_crc(const struct wal_file_header *h)
+{
+    return crc32c(0, h, offsetof(struct wal_file_header, crc));
+}
+
+static const char *state_dir(char *buf, size_t size)
+{
+    const char *env = getenv("SHMQ_STATE_DIR");
+    if (env && *env)
+        return env;
+    if (geteuid() == 0)
+        return "/var/lib/shmq";
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(buf, size, "%s/shmq", xdg);
+    else
+        snprintf(buf, size, "%s/.local/state/shmq", home && *home ? home : "/tmp");
+    return buf;
+}
+
+int wal_dir_path(const char *name, const char *log_dir, char *buf, size_t size)
+{
+    char tmp[SHMQ_LOG_DIR_MAX + 64];
+    const char *base = log_dir ? log_dir : state_dir(tmp, sizeof(tmp));
+    if (strlen(base) > SHMQ_LOG_DIR_MAX)
+        return -ENAMETOOLONG;
+    if ((size_t)snprintf(buf, size, "%s/%s", base, name) >= size)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* mkdir -p with mode 0700 for every directory it makes. */
+static int make_dirs(const char *path)
+{
+    char p[SHMQ_LOG_DIR_MAX + 64];
+    snprintf(p, sizeof(p), "%s", path);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != 0)
+            continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            return -errno;
+        *s = c;
+        if (!c)
+            return 0;
+    }
+}
+
+static void file_path(const struct wal *w, uint64_t seq, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/wal.%010llu", w->dir, (unsigned long long)seq);
+}
+
+uint64_t wal_seq_of(const struct wal *w, uint64_t pos)
+{
+    return pos / w->usable;
+}
+
+uint64_t wal_current_seq(const struct wal *w)
+{
+    return wal_seq_of(w, atomic_load(&w->seg->hdr->wal_pos));
+}
+
+/* Make wal.seq complete under a temporary name, then link it into place. */
+static int make_file(struct wal *w, uint64_t seq)
+{
+    char tmp[SHMQ_LOG_DIR_MAX + 128], path[SHMQ_LOG_DIR_MAX + 96];
+    file_path(w, seq, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)pthread_self());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int err = 0;
+    struct wal_file_header h;
+    memset(&h, 0, sizeof(h));
+    h.magic = WAL_FILE_MAGIC;
+    h.version = WAL_VERSION;
+    h.header_size = WAL_HEADER_SIZE;
+    h.seq = seq;
+    h.file_size = w->file_size;
+    h.layout = w->seg->layout;
+    if (getrandom(&h.epoch, sizeof(h.epoch), 0) != sizeof(h.epoch))
+        h.epoch = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&h ^ seq;
+    h.crc = wal_header_crc(&h);
+    if (ftruncate(fd, (off_t)w->file_size) != 0 || pwrite(fd, &h, sizeof(h), 0) != sizeof(h))
+        err = -errno;
+    close(fd);
+    if (!err && link(tmp, path) != 0 && errno != EEXIST)
+        err = -errno;
+    unlink(tmp);
+    return err;
+}
+
+/* Map wal.seq, making it if it does not exist (and was not deleted as old). */
+static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
+{
+    char path[SHMQ_LOG_DIR_MAX + 96];
+    file_path(w, seq, path, sizeof(path));
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        /* acquire: pairs with the release in wal_maintain: deleted files stay deleted */
+        if (seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire))
+            return -ESTALE;
+        int err = make_file(w, seq);
+        if (err)
+            return err;
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    struct walmap *m = calloc(1, sizeof(*m));
+    void *base = MAP_FAILED;
+    if (m && fstat(fd, &st) == 0 && (uint64_t)st.st_size == w->file_size)
+        base = mmap(NULL, w->file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    const struct wal_file_header *h = base;
+    if (base == MAP_FAILED || h->magic != WAL_FILE_MAGIC || h->seq != seq ||
+        h->file_size != w->file_size || wal_header_crc(h) != h->crc) {
+        if (base != MAP_FAILED)
+            munmap(base, w->file_size);
+        close(fd);
+        free(m);
+        return -EIO;
+    }
+    m->seq = seq;
+    m->epoch = h->epoch;
+    m->base = base;
+    m->fd = fd;
+    *out = m;
+    return 0;
+}
+
+static void put_map(struct walmap *m)
+{
+    atomic_fetch_sub(&m->users, 1); /* seq_cst: pairs with the evictor's check */
+}
+
+/* Pin the mapping of file seq, mapping it on a miss (system calls, under w->lock). */
+static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
+{
+    _Atomic(struct walmap *) *c = &w->cache[seq % WAL_CACHE];
+    for (;;) {
+        struct walmap *m = atomic_load(c);
+        if (!m || m->seq != seq)
+            break;
+        atomic_fetch_add(&m->users, 1); /* seq_cst: pin, then re-check it is still cached */
+        if (atomic_load(c) == m) {
+            *out = m;
+            return 0;
+        }
+        put_map(m);
+    }
+    pthread_mutex_lock(&w->lock);
+    struct walmap *m = atomic_load(c);
+    int err = 0;
+    if (!m || m->seq != seq) {
+        for (m = w->all; m && m->seq != seq; m = m->next) {
+        }
+        if (!m && (err = map_file(w, seq, &m)) == 0) {
+            m->next = w->all;
+            w->all = m;
+        }
+        if (!err)
+            atomic_store(c, m); /* the old one stays mapped (w->all) until wal_close */
+    }
+    if (!err)
+        atomic_fetch_add(&m->users, 1);
+    pthread_mutex_unlock(&w->lock);
+    *out = m;
+    return err;
+}
+
+int wal_open(struct segment *seg, bool create, struct wal **out)
+{
+    struct wal *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->seg = seg;
+    w->file_size = seg->layout.wal_file_size;
+    w->usable = w->file_size - WAL_HEADER_SIZE;
+    snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
+    int err = create ? make_dirs(w->dir) : 0;
+    if (err) {
+        free(w);
+        return err;
+    }
+    pthread_mutex_init(&w->lock, NULL);
+    *out = w;
+    return 0;
+}
+
+void wal_close(struct wal *w)
+{
+    if (!w)
+        return;
+    for (struct walmap *m = w->all, *next; m; m = next) {
+        next = m->next;
+        munmap(m->base, w->file_size);
+        close(m->fd);
+        free(m);
+    }
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+static void write_record(struct walmap *m, uint64_t off, enum wal_type type, uint64_t id,
+                         uint32_t attempt, const void *payload, uint32_t len)
+{
+    struct wal_rec *r = (struct wal_rec *)(m->base + WAL_HEADER_SIZE + off);
+    r->magic = WAL_REC_MAGIC;
+    r->type = (uint16_t)type;
+    r->attempt = (uint16_t)(attempt > 0xffff ? 0xffff : attempt);
+    r->len = len;
+    r->epoch = m->epoch;
+    r->id = id;
+    if (type != WAL_PAD && len)
+        memcpy(r + 1, payload, len);
+    uint32_t crc = wal_rec_crc(r, r + 1);
+    /* L1 (release): the record is complete before its crc makes it valid; pairs with a live
+     * reader's acquire load of the crc (replay), and is what a crash leaves torn if cut */
+    atomic_store_explicit((_Atomic uint32_t *)&r->crc, crc, memory_order_release);
+}
+
+int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
+               const void *payload, uint32_t len, uint32_t *seq_out)
+{
+    uint64_t size = wal_rec_size(len);
+    if (size > w->usable)
+        return -EMSGSIZE;
+    for (int tries = 0; tries < 64; tries++) {
+        /* relaxed: a reservation orders nothing; L1 publishes the record */
+        uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
+        uint64_t seq = wal_seq_of(w, pos), off = pos % w->usable;
+        struct walmap *m;
+        int err = get_map(w, seq, &m);
+        if (err == -ESTALE)
+            continue; /* a reservation in a file already retired: take another */
+        if (err)
+            return err;
+        if (off + size > w->usable) { /* would cross the file's end: pad it, go again */
+            if (w->usable - off >= WAL_REC_HEADER)
+                write_record(m, off, WAL_PAD, 0, 0, NULL,
+                             (uint32_t)(w->usable - off - WAL_REC_HEADER));
+            put_map(m);
+            continue;
+        }
+        write_record(m, off, type, id, attempt, payload, len);
+        put_map(m);
+        if (seq_out)
+            *seq_out = (uint32_t)seq;
+        return 0;
+    }
+    return -EIO;
+}
+
+static void lower_to(_Atomic uint64_t *word, uint64_t v)
+{
+    uint64_t cur = atomic_load(word);
+    while (v < cur && !atomic_compare_exchange_weak(word, &cur, v)) {
+    }
+}
+
+/* As leader: flush files [low, current] and publish the tickets covered. */
+static void lead_sync(struct wal *w)
+{
+    struct seg_header *h = w->seg->hdr;
+    uint64_t target = atomic_load(&h->wal_sync_req);
+    uint64_t low = atomic_exchange(&h->wal_sync_low, UINT64_MAX);
+    uint64_t cur = wal_seq_of(w, atomic_load(&h->wal_pos));
+    if (low > cur)
+        low = cur;
+    for (uint64_t s = low; s <= cur; s++) {
+        struct walmap *m;
+        if (get_map(w, s, &m) != 0)
+            continue;
+        fdatasync(m->fd);
+        atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
+        put_map(m);
+    }
+    /* release: the flush happens before a waiter sees its ticket covered */
+    uint64_t done = atomic_load(&h->wal_sync_done);
+    while (done < target && !atomic_compare_exchange_weak(&h->wal_sync_done, &done, target)) {
+    }
+}
+
+int wal_sync(struct wal *w, uint32_t seq)
+{
+    struct seg_header *h = w->seg->hdr;
+    lower_to(&h->wal_sync_low, seq); /* seq_cst, before the ticket: the leader sees it */
+    uint64_t ticket = atomic_fetch_add(&h->wal_sync_req, 1) + 1;
+    uint32_t me = (uint32_t)getpid();
+    for (;;) {
+        if (atomic_load(&h->wal_sync_done) >= ticket)
+            return 0;
+        uint32_t none = 0;
+        if (atomic_compare_exchange_strong(&h->wal_sync_leader, &none, me)) {
+            lead_sync(w);
+            atomic_store(&h->wal_sync_leader, 0);
+            atomic_fetch_add(&h->wal_sync_futex, 1);
+            if (atomic_load(&h->wal_sync_waiters))
+                futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+            continue;
+        }
+        if (none && kill((pid_t)none, 0) != 0 && errno == ESRCH) { /* the leader died */
+            atomic_compare_exchange_strong(&h->wal_sync_leader, &none, 0);
+            continue;
+        }
+        uint32_t seen = atomic_load(&h->wal_sync_futex);
+        atomic_fetch_add(&h->wal_sync_waiters, 1);
+        if (atomic_load(&h->wal_sync_done) < ticket && atomic_load(&h->wal_sync_leader) != 0) {
+            struct timespec ts = {0, 2000000}; /* bounded: re-check the leader's life */
+            futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAIT, (int32_t)seen, &ts, NULL, 0);
+        }
+        atomic_fetch_sub(&h->wal_sync_waiters, 1);
+    }
+}
+
+uint32_t wal_count_files(struct wal *w)
+{
+    DIR *d = opendir(w->dir);
+    if (!d)
+        return 0;
+    uint32_t n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, "wal.", 4) == 0 && strlen(e->d_name) == 14;
+    closedir(d);
+    return n;
+}
+
+int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
+{
+    struct seg_header *h = w->seg->hdr;
+    struct walmap *m;
+    if (get_map(w, cur + 1, &m) == 0) /* make the next file before writers need it */
+        put_map(m);
+    uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
+    uint64_t oldest = atomic_load(&h->wal_oldest_seq);
+    int deleted = 0;
+    while (oldest < limit) {
+        /* release: a writer that sees the new bound never re-creates a deleted file */
+        if (!atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &oldest, oldest + 1,
+                                                     memory_order_release, memory_order_relaxed))
+            continue;
+        char path[SHMQ_LOG_DIR_MAX + 96];
+        file_path(w, oldest, path, sizeof(path));
+        if (unlink(path) == 0)
+            deleted++;
+        oldest++;
+    }
+    return deleted;
+}
+
+int wal_remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    char path[SHMQ_LOG_DIR_MAX + 128];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, "wal.", 4) != 0 && strcmp(e->d_name, ".recover") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    return rmdir(dir) == 0 ? 0 : -errno;
+}

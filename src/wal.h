@@ -1,0 +1,118 @@
+/*
+ * wal.h - the write-ahead log beside a queue: format, appending, group commit, retention.
+ *
+ * The format (docs/FORMAT.md, "The log"): a queue's log directory holds files wal.NNNNNNNNNN
+ * (sequence number, 10 digits), each wal_file_size bytes: a 4096-byte file header, then
+ * records aligned to 16 bytes. A record is a 32-byte header and a payload:
+ *
+ *   0       4       8     10      12      16              24              32
+ *   +-------+-------+-----+-------+-------+---------------+---------------+------------ - -
+ *   | magic |  crc  |type |attempt|  len  |     epoch     |      id       | payload (len)
+ *   +-------+-------+-----+-------+-------+---------------+---------------+------------ - -
+ *
+ * crc is CRC32C over bytes 8..32+len (for PAD: over 8..32 only) and is stored last, with
+ * release: a record is valid iff magic, epoch (the file's, from its header) and crc match and
+ * it fits in the file. The log position of a byte is a 64-bit number; file seq holds positions
+ * [seq*U, (seq+1)*U), U = wal_file_size - 4096. Appenders reserve space with one FAA on the
+ * segment's wal_pos; a reservation that would cross a file's end is filled with a PAD record
+ * and taken again, so no record spans files and nobody waits for anybody.
+ *
+ * Reading the log (recover.c): the latest record of an id decides its fate: PUBLISH (live) or
+ * ACK/DEAD (resolved); NACK raises its attempt count. An invalid record is skipped by scanning
+ * forward 16 bytes at a time for the next valid one: bad bytes followed by valid records are a
+ * hole (a writer died after reserving) or corruption, bad bytes at a file's end a torn tail.
+ */
+#ifndef SHMQ_WAL_H
+#define SHMQ_WAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "segment.h"
+
+#define WAL_FILE_MAGIC 0x314c4157514d4853ull /* "SHMQWAL1" */
+#define WAL_REC_MAGIC 0x4c415751u            /* "QWAL" */
+#define WAL_VERSION 1u
+#define WAL_HEADER_SIZE 4096u
+#define WAL_REC_HEADER 32u
+#define WAL_ALIGN 16u
+#define WAL_FILE_MIN (64u << 10)
+#define WAL_FILE_DEFAULT (64u << 20)
+
+enum wal_type { WAL_PUBLISH = 1, WAL_ACK = 2, WAL_DEAD = 3, WAL_NACK = 4, WAL_PAD = 5 };
+
+struct wal_rec {
+    uint32_t magic;
+    uint32_t crc;
+    uint16_t type;
+    uint16_t attempt;
+    uint32_t len;
+    uint64_t epoch;
+    uint64_t id;
+};
+_Static_assert(sizeof(struct wal_rec) == WAL_REC_HEADER, "record header is 32 bytes");
+
+/* The first bytes of every log file; covered by crc up to the crc field. */
+struct wal_file_header {
+    uint64_t magic;        /* WAL_FILE_MAGIC, stored last when the file is made */
+    uint32_t version, header_size;
+    uint64_t epoch;        /* random per file: a record of another file never validates here */
+    uint64_t seq;
+    uint64_t file_size;
+    struct seg_layout layout; /* the queue's config and geometry, to rebuild its segment */
+    uint32_t crc;
+    uint32_t reserved;
+};
+
+/* Bytes a record with len payload bytes occupies. */
+static inline uint64_t wal_rec_size(uint32_t len)
+{
+    return ((uint64_t)WAL_REC_HEADER + len + WAL_ALIGN - 1) & ~(uint64_t)(WAL_ALIGN - 1);
+}
+
+/* CRC of a record as stored (header bytes 8..32 and, but for PAD, the payload). */
+uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload);
+
+/* CRC of a file header up to its crc field. */
+uint32_t wal_header_crc(const struct wal_file_header *h);
+
+/* The queue's log directory for log_dir (NULL: the state directory) into buf. */
+int wal_dir_path(const char *name, const char *log_dir, char *buf, size_t size);
+
+struct wal; /* a process's handle on a queue's log */
+
+/* Open the log of the segment's queue (its log_dir); create the directory if asked. */
+int wal_open(struct segment *seg, bool create, struct wal **out);
+void wal_close(struct wal *w);
+
+/*
+ * Append a record; *seq gets the file it landed in. Lock-free between processes: one FAA on
+ * wal_pos, then writes into the mapped file. A system call only when this process first
+ * touches a file (mapping it, creating it if nobody prepared it). -ENOSPC, -EIO, -errno.
+ */
+int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
+               const void *payload, uint32_t len, uint32_t *seq);
+
+/* Wait until every record this process appended is on stable storage (group commit: one
+ * fdatasync covers every producer waiting at that moment). Blocking. */
+int wal_sync(struct wal *w, uint32_t seq);
+
+/* Maintenance: create the next file ahead of the writers; delete the files below both
+ * min_live_seq (the lowest file a slot refers to; UINT64_MAX if none) and cur (the file being
+ * written, read BEFORE the slots were scanned). Returns files deleted. */
+int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur);
+
+/* The file the log is being written in now. */
+uint64_t wal_current_seq(const struct wal *w);
+
+/* The file seq a log position falls in. */
+uint64_t wal_seq_of(const struct wal *w, uint64_t pos);
+
+/* How many wal.* files the directory holds now. */
+uint32_t wal_count_files(struct wal *w);
+
+/* Remove the log directory path and its wal files. */
+int wal_remove_dir(const char *dir);
+
+#endif

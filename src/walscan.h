@@ -1,0 +1,39 @@
+/*
+ * walscan.h - reading log files: validate a file, walk its records, resync past bad bytes.
+ *
+ * Pure functions over bytes in memory: recovery, `shmq wal inspect|verify` and the fuzz target
+ * share them. Nothing read from the file is trusted: every length is checked against what is
+ * left of the buffer before it is used.
+ */
+#ifndef SHMQ_WALSCAN_H
+#define SHMQ_WALSCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wal.h"
+
+/* Check a file's header: 0, -EBADMSG (not a log file, bad crc, size mismatch), -EPROTO. */
+int walscan_header(const void *base, size_t size, const struct wal_file_header **out);
+
+struct walscan_stats {
+    uint64_t records;       /* valid records (PAD included) */
+    uint64_t bad_regions;   /* runs of invalid bytes followed by a valid record */
+    uint64_t bad_bytes;     /* bytes in those runs and in a torn tail */
+    uint64_t torn_offset;   /* offset of a torn tail, 0 if the file ends cleanly */
+    uint64_t end_offset;    /* end of the last valid record */
+};
+
+/* Called for each valid record; return non-zero to stop. payload points into the buffer. */
+typedef int (*walscan_fn)(void *arg, uint64_t offset, const struct wal_rec *rec,
+                          const void *payload);
+
+/*
+ * Walk the records of a file whose header is valid. A run of invalid bytes followed by a valid
+ * record counts as a bad region (a hole or corruption); invalid non-zero bytes after the last
+ * valid record are a torn tail; zeros there are unused space.
+ */
+void walscan_records(const void *base, size_t size, const struct wal_file_header *h,
+                     walscan_fn fn, void *arg, struct walscan_stats *st);
+
+#endif
