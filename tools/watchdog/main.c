@@ -27,6 +27,11 @@
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 
+enum {
+    OPT_METRICS = 256, OPT_METRICS_PUBLIC, OPT_SAMPLE, OPT_ALERT_DEPTH, OPT_ALERT_DEAD,
+    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_CMD
+};
+
 static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
@@ -52,20 +57,45 @@ static void usage(FILE *f, const char *prog)
             "                       its standby waiting (at least 2x the interval; default 500)\n"
             "  -s, --scan-ms N      milliseconds between checks of /dev/shm for new, missing\n"
             "                       and unlinked queues (1..600000; default 500)\n"
+            "\n"
+            "Metrics and alerts (each queue is sampled with shmq_stats every --sample-ms):\n"
+            "  --metrics HOST:PORT  serve the Prometheus text format on http://HOST:PORT/metrics\n"
+            "                       (HOST: an IPv4 address or [IPv6]; PORT 0 picks a free port,\n"
+            "                       logged by the metrics_listening event). Loopback only\n"
+            "                       unless --metrics-public is given. Metrics per queue:\n"
+            "                       shmq_messages_{published,delivered,acked,nacked,\n"
+            "                       redelivered,dead_lettered,reclaimed}_total (counters),\n"
+            "                       shmq_messages{state=ready|inflight|delayed|reserved|dead|\n"
+            "                       free}, shmq_capacity, shmq_consumers, shmq_processes,\n"
+            "                       shmq_watchdog_lease_held (gauges)\n"
+            "  --metrics-public     allow a --metrics address that is not loopback\n"
+            "  --sample-ms N        milliseconds between samples (10..600000; default 1000)\n"
+            "  --alert-depth N      alert when more than N messages are ready\n"
+            "  --alert-dead-letters alert when dead letters were added since the last sample\n"
+            "  --alert-consumer-died  alert when a consumer died since the last sample\n"
+            "  --alert-no-lease     alert when, as a standby, this watchdog finds nobody\n"
+            "                       holding the maintenance lease (it then takes over)\n"
+            "  --alert-cmd CMD      run CMD through /bin/sh -c when an alert fires, not waited\n"
+            "                       for, with SHMQ_ALERT (depth, dead_letters, consumer_died,\n"
+            "                       no_lease), SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD set\n"
+            "Each alert is edge-triggered: one line event=alert (and CMD) when its condition\n"
+            "starts, one line event=alert_cleared when it ends (then it may fire again).\n"
             "  -h, --help           this text\n"
             "\n"
             "Output: one logfmt line per event on stdout, flushed per line:\n"
             "  ts=2026-11-25T19:00:00.123Z level=info queue=NAME event=consumer_died pid=123 ...\n"
             "Events: start, stop, queue_added, queue_removed, queue_missing, open_failed,\n"
             "lease_acquired (took_over=1 after a standby period), standby, consumer_died,\n"
-            "client_died, consumer_hung, and one per non-zero field of a maintenance report\n"
+            "client_died, consumer_hung, metrics_listening, alert, alert_cleared,\n"
+            "alert_cmd_failed, and one per non-zero field of a maintenance report\n"
             "with count=N: procs_dead, procs_hung, reclaimed, deadline_expired,\n"
             "orphans_requeued, reservations_freed, delayed_fired, dead_lettered,\n"
             "fenced_released; error (op=, err=) for a failed library call.\n"
             "\n"
             "Signals: SIGTERM or SIGINT release every lease, close the queues and exit.\n"
             "Exit status: 0 clean stop (signal), 1 runtime error (a system call the loop needs\n"
-            "failed), 2 usage error.\n",
+            "failed, or the --metrics address cannot be bound), 2 usage error (a non-loopback\n"
+            "--metrics address without --metrics-public too).\n",
             prog, prog);
 }
 
@@ -124,15 +154,20 @@ static int poll_set_build(struct poll_set *p, int sigfd, int openfd, const struc
     return 0;
 }
 
-static int run(struct watch_list *l, const struct wd_options *o, int sigfd, struct opener *op)
+static int run(struct watch_list *l, const struct wd_options *o, int sigfd, struct opener *op,
+               struct metrics *m)
 {
     struct poll_set ps = {0};
     uint64_t interval_ns = (uint64_t)o->interval_ms * 1000000ull;
     uint64_t scan_ns = (uint64_t)o->scan_ms * 1000000ull;
     uint64_t refresh_ns = (uint64_t)o->refresh_ms * 1000000ull;
     uint64_t now = mono_ns(), next_pass = now, next_scan = now, next_refresh = now;
+    bool sampling = m || alerts_any(o->alerts);
+    uint64_t sample_ns = (uint64_t)o->sample_ms * 1000000ull;
+    uint64_t next_sample = sampling ? now : UINT64_MAX;
     int rc = EXIT_CLEAN;
     for (;;) {
+        alerts_reap();
         now = mono_ns();
         if (now >= next_scan) {
             watches_scan(l, op, o);
@@ -150,6 +185,12 @@ static int run(struct watch_list *l, const struct wd_options *o, int sigfd, stru
                 watch_refresh(l->w[i], o);
             next_refresh = now + refresh_ns;
         }
+        if (now >= next_sample) {
+            for (size_t i = 0; i < l->n; i++)
+                watch_sample(l->w[i], o);
+            metrics_publish(m, l);
+            next_sample = now + sample_ns;
+        }
         if (poll_set_build(&ps, sigfd, opener_fd(op), l) != 0) {
             wd_log(WD_ERROR, NULL, "error", "op=alloc err=%d", ENOMEM);
             rc = EXIT_RUNTIME;
@@ -159,6 +200,8 @@ static int run(struct watch_list *l, const struct wd_options *o, int sigfd, stru
         uint64_t wake = next_pass < next_scan ? next_pass : next_scan;
         if (next_refresh < wake)
             wake = next_refresh;
+        if (next_sample < wake)
+            wake = next_sample;
         int timeout_ms = wake <= now ? 0 : (int)((wake - now + 999999) / 1000000);
         int r = poll(ps.fds, ps.n, timeout_ms);
         if (r < 0) {
@@ -205,10 +248,22 @@ int main(int argc, char **argv)
         {"interval-ms", required_argument, NULL, 'i'},
         {"lease-ms", required_argument, NULL, 'l'},
         {"scan-ms", required_argument, NULL, 's'},
+        {"metrics", required_argument, NULL, OPT_METRICS},
+        {"metrics-public", no_argument, NULL, OPT_METRICS_PUBLIC},
+        {"sample-ms", required_argument, NULL, OPT_SAMPLE},
+        {"alert-depth", required_argument, NULL, OPT_ALERT_DEPTH},
+        {"alert-dead-letters", no_argument, NULL, OPT_ALERT_DEAD},
+        {"alert-consumer-died", no_argument, NULL, OPT_ALERT_DIED},
+        {"alert-no-lease", no_argument, NULL, OPT_ALERT_NO_LEASE},
+        {"alert-cmd", required_argument, NULL, OPT_ALERT_CMD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct wd_options o = {.interval_ms = 5, .lease_ms = 500, .scan_ms = 500, .refresh_ms = 5};
+    static struct alert_rules rules;
+    struct wd_options o = {.interval_ms = 5, .lease_ms = 500, .scan_ms = 500, .refresh_ms = 5,
+                           .sample_ms = 1000, .alerts = &rules};
+    const char *metrics_addr = NULL;
+    bool metrics_public = false;
     struct watch_list l = {0};
     const char *prog = argv[0];
     int c;
@@ -233,9 +288,58 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
+        case OPT_METRICS: metrics_addr = optarg; break;
+        case OPT_METRICS_PUBLIC: metrics_public = true; break;
+        case OPT_SAMPLE:
+            if (parse_u32(optarg, 10, 600000, &o.sample_ms) != 0) {
+                fprintf(stderr, "%s: --sample-ms: expected 10..600000, got '%s'\n", prog, optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case OPT_ALERT_DEPTH: {
+            uint32_t depth;
+            if (parse_u32(optarg, 0, UINT32_MAX, &depth) != 0) {
+                fprintf(stderr, "%s: --alert-depth: expected a message count, got '%s'\n", prog,
+                        optarg);
+                return EXIT_USAGE;
+            }
+            rules.depth = depth;
+            rules.on[ALERT_DEPTH] = true;
+            break;
+        }
+        case OPT_ALERT_DEAD: rules.on[ALERT_DEAD_LETTERS] = true; break;
+        case OPT_ALERT_DIED: rules.on[ALERT_CONSUMER_DIED] = true; break;
+        case OPT_ALERT_NO_LEASE: rules.on[ALERT_NO_LEASE] = true; break;
+        case OPT_ALERT_CMD:
+            if (!*optarg) {
+                fprintf(stderr, "%s: --alert-cmd: empty command\n", prog);
+                return EXIT_USAGE;
+            }
+            rules.cmd = optarg;
+            break;
         case 'h': usage(stdout, prog); return EXIT_CLEAN;
         default: usage(stderr, prog); return EXIT_USAGE;
         }
+    }
+    struct sockaddr_storage maddr;
+    if (metrics_addr) {
+        bool loopback = false;
+        if (metrics_parse_addr(metrics_addr, &maddr, &loopback) != 0) {
+            fprintf(stderr,
+                    "%s: --metrics: expected IPv4:PORT or [IPv6]:PORT (e.g. 127.0.0.1:9464), "
+                    "got '%s'\n", prog, metrics_addr);
+            return EXIT_USAGE;
+        }
+        if (!loopback && !metrics_public) {
+            fprintf(stderr,
+                    "%s: --metrics: %s is not a loopback address; add --metrics-public to serve "
+                    "metrics beyond this host\n", prog, metrics_addr);
+            return EXIT_USAGE;
+        }
+    }
+    if (rules.cmd && !alerts_any(&rules)) {
+        fprintf(stderr, "%s: --alert-cmd needs at least one --alert-* rule\n", prog);
+        return EXIT_USAGE;
     }
     if (o.interval_ms < o.refresh_ms)
         o.refresh_ms = o.interval_ms;
@@ -288,7 +392,20 @@ int main(int argc, char **argv)
         close(sigfd);
         return EXIT_RUNTIME;
     }
-    int rc = run(&l, &o, sigfd, op);
+    struct metrics *m = NULL;
+    if (metrics_addr) { /* after the signal mask is set: its thread inherits it */
+        err = metrics_start(&maddr, &m);
+        if (err) {
+            wd_log(WD_ERROR, NULL, "error", "op=metrics_start addr=%s err=%d", metrics_addr,
+                   -err);
+            watches_free(&l);
+            opener_stop(op);
+            close(sigfd);
+            return EXIT_RUNTIME;
+        }
+    }
+    int rc = run(&l, &o, sigfd, op, m);
+    metrics_stop(m);
     watches_free(&l); /* releases every lease first: a standby takes over at once */
     opener_stop(op);
     close(sigfd);

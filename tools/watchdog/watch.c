@@ -102,6 +102,8 @@ int watch_adopt(struct watch *w, const struct open_result *r, const struct wd_op
     w->ino = r->st.st_ino;
     w->role = ROLE_NONE;
     w->last_open_err = 0;
+    w->capacity = cfg.capacity;
+    w->sampled = false;
     wd_log(WD_INFO, w->name, "queue_added",
            "capacity=%u max_procs=%u heartbeat_timeout_ms=%u ack_deadline_ms=%u", cfg.capacity,
            cfg.max_procs, cfg.heartbeat_timeout_ms, cfg.ack_deadline_ms);
@@ -119,6 +121,8 @@ void watch_close(struct watch *w, const char *reason)
         wd_log(WD_WARN, w->name, "error", "op=close err=%d", -err);
     w->q = NULL;
     w->role = ROLE_NONE;
+    w->sampled = false;
+    memset(w->firing, 0, sizeof w->firing); /* a queue that comes back starts armed */
     pidset_clear(&w->pids);
     if (reason)
         wd_log(WD_INFO, w->name, "queue_removed", "reason=%s", reason);
@@ -130,9 +134,27 @@ bool watch_still_there(const struct watch *w)
     return segment_stat(w->name, &st) == 0 && st.st_ino == w->ino && st.st_dev == w->dev;
 }
 
+/*
+ * The no_lease alert: a standby that finds no live holder of the lease (the active watchdog
+ * died, hung past its lease, or released it) fires it just before taking over; the rule is
+ * armed again once we are no longer a standby without a holder.
+ */
+static void check_no_lease(struct watch *w, const struct wd_options *o)
+{
+    if (!o->alerts->on[ALERT_NO_LEASE])
+        return;
+    bool none = false;
+    if (w->role == ROLE_STANDBY) {
+        shmq_lease_info_t li = {0};
+        none = shmq_lease_get(w->q, &li) == 0 && !li.held;
+    }
+    alert_update(w, o->alerts, ALERT_NO_LEASE, none, 0, 1);
+}
+
 /* Step 1: the lease, and the log line when our role changes. */
 static void take_lease(struct watch *w, const struct wd_options *o)
 {
+    check_no_lease(w, o);
     int err = shmq_lease_acquire(w->q, o->lease_ms, 1);
     if (err == 0) {
         if (w->role != ROLE_ACTIVE)
@@ -232,10 +254,13 @@ static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after
         }
         char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
         wd_quote(name[0] ? name : "-", qname, sizeof qname);
-        if (w->exited[i])
+        if (w->exited[i]) {
             wd_log(WD_INFO, w->name, roles & SHMQ_ROLE_CONSUMER ? "consumer_died" : "client_died",
                    "pid=%d name=%s entries=%u reclaimed=%u", (int)b->pid, qname, entries,
                    r->reclaimed);
+            if (roles & SHMQ_ROLE_CONSUMER)
+                w->consumer_deaths++; /* for the consumer_died alert (watch_sample) */
+        }
         else if (fenced && r->procs_hung && !pid_exited(b->pid))
             wd_log(WD_WARN, w->name, "consumer_hung",
                    "pid=%d name=%s heartbeat_age_ms=%llu reclaimed=%u", (int)b->pid, qname,
@@ -333,4 +358,30 @@ int watch_pass(struct watch *w, const struct wd_options *o)
         pidset_refresh(&w->pids, w->procs, n);
     }
     return err;
+}
+
+int watch_sample(struct watch *w, const struct wd_options *o)
+{
+    if (!w->q)
+        return 0;
+    shmq_stats_t st;
+    int err = shmq_stats(w->q, &st);
+    if (err) {
+        wd_log(WD_ERROR, w->name, "error", "op=stats err=%d", -err);
+        return err;
+    }
+    const struct alert_rules *r = o->alerts;
+    alert_update(w, r, ALERT_DEPTH, st.ready > r->depth, st.ready, r->depth);
+    if (w->sampled) { /* the rules on increases need a sample before */
+        uint64_t added = st.dead_lettered > w->stats.dead_lettered
+                             ? st.dead_lettered - w->stats.dead_lettered
+                             : 0;
+        alert_update(w, r, ALERT_DEAD_LETTERS, added > 0, added, 0);
+        uint64_t died = w->consumer_deaths - w->deaths_sampled;
+        alert_update(w, r, ALERT_CONSUMER_DIED, died > 0, died, 0);
+    }
+    w->deaths_sampled = w->consumer_deaths;
+    w->stats = st;
+    w->sampled = true;
+    return 0;
 }

@@ -7,11 +7,17 @@
  *   scan.c     which queues to watch: the names given, or every /dev/shm/shmq.* (--all)
  *   opener.c   shmq_open() on helper threads (it may block for a second)
  *   log.c      one logfmt line per event on stdout, flushed per line
+ *   metrics.c  --metrics: the latest samples in the Prometheus text format, served over HTTP
+ *              by libmicrohttpd's own thread
+ *   alerts.c   --alert-*: edge-triggered rules, one log line and an optional command each
  *
  * The daemon is single-threaded. Every --interval-ms each queue takes or renews the
  * maintenance lease (shmq_lease_acquire, priority 1) and, while it holds it, runs
  * shmq_maintain(). Between passes it sleeps in poll() on the pidfds of every attached process:
  * a process that exits makes its pidfd readable and the queue gets a pass at once.
+ * With --metrics or an --alert-* rule, every --sample-ms each queue is also sampled
+ * (shmq_stats, watch_sample()): the samples feed the alert rules and the metrics text, which
+ * is handed to the HTTP thread under a mutex held only to swap a pointer.
  */
 #ifndef SHMQ_WATCHDOG_H
 #define SHMQ_WATCHDOG_H
@@ -20,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -116,6 +123,43 @@ void opener_stop(struct opener *op);
 /* stat() of /dev/shm/shmq.NAME: 0 or -errno. */
 int segment_stat(const char *name, struct stat *st);
 
+/* ---- alerts.c ---- */
+
+enum alert_kind {
+    ALERT_DEPTH,         /* --alert-depth N: more than N ready messages */
+    ALERT_DEAD_LETTERS,  /* --alert-dead-letters: dead letters were added since the last sample */
+    ALERT_CONSUMER_DIED, /* --alert-consumer-died: a consumer died since the last sample */
+    ALERT_NO_LEASE,      /* --alert-no-lease: as a standby, found nobody holding the lease */
+    ALERT__COUNT
+};
+
+struct alert_rules {
+    bool on[ALERT__COUNT];
+    uint64_t depth;  /* threshold of ALERT_DEPTH */
+    const char *cmd; /* --alert-cmd: run through /bin/sh -c when a rule fires, or NULL */
+};
+
+/* Name of a rule as in logs and SHMQ_ALERT: depth, dead_letters, consumer_died, no_lease. */
+const char *alert_name(enum alert_kind k);
+
+/* Is any rule on? */
+bool alerts_any(const struct alert_rules *r);
+
+struct watch;
+
+/*
+ * Feed rule k of queue w with its condition now. Edge-triggered: when cond becomes true, one
+ * log line (event=alert) and, with r->cmd, the command spawned (not waited for) with
+ * SHMQ_ALERT, SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD in its environment; while it stays true,
+ * nothing; when it becomes false, one line event=alert_cleared and the rule is armed again.
+ * A rule that is off is ignored.
+ */
+void alert_update(struct watch *w, const struct alert_rules *r, enum alert_kind k, bool cond,
+                  uint64_t value, uint64_t threshold);
+
+/* Reap alert commands that finished (waitpid WNOHANG on each); log those that failed. */
+void alerts_reap(void);
+
 /* ---- watch.c ---- */
 
 struct wd_options {
@@ -123,6 +167,8 @@ struct wd_options {
     uint32_t lease_ms;    /* lease period */
     uint32_t scan_ms;     /* between checks of /dev/shm */
     uint32_t refresh_ms;  /* between registry listings (new pidfds): min(interval, 5) */
+    uint32_t sample_ms;   /* between samples for metrics and alerts */
+    const struct alert_rules *alerts; /* never NULL */
 };
 
 enum watch_role { ROLE_NONE, ROLE_ACTIVE, ROLE_STANDBY };
@@ -144,6 +190,13 @@ struct watch {
     size_t procs_cap;
     struct pid_set pids;
     uint64_t passes;
+    /* samples (watch_sample), for metrics and alerts */
+    bool sampled;            /* stats holds a sample of the queue now open */
+    shmq_stats_t stats;      /* the latest sample */
+    uint32_t capacity;       /* from shmq_get_config() at adoption */
+    uint64_t consumer_deaths;/* consumer_died events logged, in all */
+    uint64_t deaths_sampled; /* consumer_deaths at the latest sample */
+    bool firing[ALERT__COUNT]; /* alert rules whose condition holds (alerts.c) */
 };
 
 /* Take the result of opening w->name: logs queue_added (and runs a first pass), or the
@@ -175,6 +228,12 @@ int watch_pass(struct watch *w, const struct wd_options *o);
  */
 int watch_refresh(struct watch *w, const struct wd_options *o);
 
+/*
+ * Sample the queue (shmq_stats: a scan of its slots) and feed the alert rules depth,
+ * dead_letters and consumer_died with it. 0 or -errno (logged).
+ */
+int watch_sample(struct watch *w, const struct wd_options *o);
+
 /* ---- scan.c ---- */
 
 struct watch_list {
@@ -201,5 +260,25 @@ void watches_collect(struct watch_list *l, struct opener *op, const struct wd_op
 
 /* Close and free every watch. */
 void watches_free(struct watch_list *l);
+
+/* ---- metrics.c ---- */
+
+struct metrics;
+
+/*
+ * Parse "HOST:PORT" (IPv4 dotted quad, or [IPv6]; PORT 0..65535, 0: any free port) into *addr.
+ * *loopback tells whether HOST is a loopback address (127.0.0.0/8, ::1). 0 or -EINVAL.
+ */
+int metrics_parse_addr(const char *s, struct sockaddr_storage *addr, bool *loopback);
+
+/* Start serving GET /metrics on addr from libmicrohttpd's own thread; logs metrics_listening
+ * with the port bound. 0 or -errno. */
+int metrics_start(const struct sockaddr_storage *addr, struct metrics **m);
+
+/* Render the latest sample of every open queue and hand it to the HTTP thread. */
+void metrics_publish(struct metrics *m, const struct watch_list *l);
+
+/* Stop the HTTP thread and free everything. */
+void metrics_stop(struct metrics *m);
 
 #endif

@@ -1,0 +1,298 @@
+/*
+ * metrics.c - `--metrics HOST:PORT`: the counters and gauges of every watched queue in the
+ * Prometheus text exposition format (version 0.0.4), on GET /metrics.
+ *
+ * Threads: libmicrohttpd runs the listening socket and every connection on its own internal
+ * thread (MHD_USE_INTERNAL_POLLING_THREAD); the maintenance loop never waits for HTTP. The
+ * loop renders the text from its latest samples (watch_sample(), every --sample-ms) off-lock,
+ * then swaps it in under `lock`; a request copies the current text under the same lock. The
+ * lock is held for a pointer swap or one memcpy, never across I/O, so a slow or stuck client
+ * cannot hold up maintenance. The HTTP thread reads nothing else of the daemon.
+ *
+ * Format: each family is one HELP line, one TYPE line, then its samples, one per queue (and per
+ * state for shmq_messages); label values are escaped (\\, \", \n). Counters end in _total.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "watchdog.h"
+
+#define CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+struct metrics {
+    struct MHD_Daemon *daemon;
+    pthread_mutex_t lock; /* guards text and len */
+    char *text;
+    size_t len;
+};
+
+int metrics_parse_addr(const char *s, struct sockaddr_storage *addr, bool *loopback)
+{
+    memset(addr, 0, sizeof *addr);
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || !colon[1])
+        return -EINVAL;
+    char host[64];
+    size_t hlen = (size_t)(colon - s);
+    if (s[0] == '[') { /* [IPv6]:PORT */
+        if (hlen < 3 || s[hlen - 1] != ']' || hlen - 2 >= sizeof host)
+            return -EINVAL;
+        memcpy(host, s + 1, hlen - 2);
+        host[hlen - 2] = 0;
+    } else {
+        if (hlen >= sizeof host)
+            return -EINVAL;
+        memcpy(host, s, hlen);
+        host[hlen] = 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || port > 65535 || colon[1] == '-' || colon[1] == '+')
+        return -EINVAL;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)addr;
+    if (s[0] != '[' && inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+        return 0;
+    }
+    if (s[0] == '[' && inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* The request handler, on libmicrohttpd's thread. */
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_size, void **con_cls)
+{
+    struct metrics *m = cls;
+    (void)version;
+    (void)upload_data;
+    (void)upload_size;
+    (void)con_cls;
+    unsigned status = MHD_HTTP_OK;
+    char *body = NULL;
+    size_t len = 0;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        body = strdup("only GET /metrics\n");
+    } else if (strcmp(url, "/metrics") != 0) {
+        status = MHD_HTTP_NOT_FOUND;
+        body = strdup("not found: try /metrics\n");
+    } else {
+        pthread_mutex_lock(&m->lock);
+        len = m->len;
+        body = malloc(len + 1);
+        if (body) {
+            memcpy(body, m->text ? m->text : "", len);
+            body[len] = 0;
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    if (!body)
+        return MHD_NO;
+    if (status != MHD_HTTP_OK)
+        len = strlen(body);
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            status == MHD_HTTP_OK ? CONTENT_TYPE : "text/plain; charset=utf-8");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+int metrics_start(const struct sockaddr_storage *addr, struct metrics **out)
+{
+    struct metrics *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    pthread_mutex_init(&m->lock, NULL);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (addr->ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    uint16_t port =
+        ntohs(addr->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)addr)->sin6_port
+                                          : ((const struct sockaddr_in *)addr)->sin_port);
+    m->daemon =
+        MHD_start_daemon(flags, port, NULL, NULL, handle, m, MHD_OPTION_SOCK_ADDR,
+                         (const struct sockaddr *)addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
+    if (!m->daemon) {
+        int err = errno ? -errno : -EADDRINUSE;
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+        return err;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (addr->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, host, sizeof host);
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, host, sizeof host);
+    wd_log(WD_INFO, NULL, "metrics_listening", "addr=%s%s%s:%u path=/metrics",
+           addr->ss_family == AF_INET6 ? "[" : "", host, addr->ss_family == AF_INET6 ? "]" : "",
+           info ? (unsigned)info->port : (unsigned)port);
+    *out = m;
+    return 0;
+}
+
+/* A label value with \\, \" and \n escaped (queue names need none, but the format says so). */
+static void label_value(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            fputc('\\', f);
+        if (*s == '\n') {
+            fputs("\\n", f);
+            continue;
+        }
+        fputc(*s, f);
+    }
+}
+
+static void family(FILE *f, const char *name, const char *type, const char *help)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample_u64(FILE *f, const char *name, const struct watch *w, const char *extra,
+                       uint64_t v)
+{
+    fprintf(f, "%s{queue=\"", name);
+    label_value(f, w->name);
+    fprintf(f, "\"%s} %llu\n", extra ? extra : "", (unsigned long long)v);
+}
+
+static bool live(const struct watch *w) { return w->q && w->sampled; }
+
+static void render(FILE *f, const struct watch_list *l)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"shmq_messages_published_total", "Messages published to the queue.",
+         offsetof(shmq_stats_t, published)},
+        {"shmq_messages_delivered_total", "Deliveries to consumers (redeliveries included).",
+         offsetof(shmq_stats_t, delivered)},
+        {"shmq_messages_acked_total", "Messages acknowledged.", offsetof(shmq_stats_t, acked)},
+        {"shmq_messages_nacked_total", "Messages given back by a consumer (nack).",
+         offsetof(shmq_stats_t, nacked)},
+        {"shmq_messages_redelivered_total", "Deliveries of a message delivered before.",
+         offsetof(shmq_stats_t, redelivered)},
+        {"shmq_messages_dead_lettered_total", "Messages moved to the dead-letter ring.",
+         offsetof(shmq_stats_t, dead_lettered)},
+        {"shmq_messages_reclaimed_total",
+         "In-flight messages taken back from dead, hung or late consumers.",
+         offsetof(shmq_stats_t, reclaimed)},
+    };
+    for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
+        family(f, counters[c].name, "counter", counters[c].help);
+        for (size_t i = 0; i < l->n; i++) {
+            const struct watch *w = l->w[i];
+            if (!live(w))
+                continue;
+            uint64_t v;
+            memcpy(&v, (const char *)&w->stats + counters[c].off, sizeof v);
+            sample_u64(f, counters[c].name, w, NULL, v);
+        }
+    }
+
+    static const struct {
+        const char *state;
+        size_t off;
+    } states[] = {
+        {"ready", offsetof(shmq_stats_t, ready)},
+        {"inflight", offsetof(shmq_stats_t, inflight)},
+        {"delayed", offsetof(shmq_stats_t, delayed)},
+        {"reserved", offsetof(shmq_stats_t, reserved)},
+        {"dead", offsetof(shmq_stats_t, dead)},
+        {"free", offsetof(shmq_stats_t, free)},
+    };
+    family(f, "shmq_messages", "gauge",
+           "Message slots by state now (ready: the depth; free: unused slots).");
+    for (size_t i = 0; i < l->n; i++) {
+        const struct watch *w = l->w[i];
+        if (!live(w))
+            continue;
+        for (size_t s = 0; s < sizeof states / sizeof states[0]; s++) {
+            uint32_t v;
+            memcpy(&v, (const char *)&w->stats + states[s].off, sizeof v);
+            char extra[32];
+            snprintf(extra, sizeof extra, ",state=\"%s\"", states[s].state);
+            sample_u64(f, "shmq_messages", w, extra, v);
+        }
+    }
+    family(f, "shmq_capacity", "gauge", "Message slots of the queue.");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_capacity", l->w[i], NULL, l->w[i]->capacity);
+    family(f, "shmq_consumers", "gauge", "Consumers attached to the queue.");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_consumers", l->w[i], NULL, l->w[i]->stats.consumers);
+    family(f, "shmq_processes", "gauge",
+           "Registry entries in use (a consumer process has two: its handle's and its "
+           "consumer's).");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_processes", l->w[i], NULL, l->w[i]->stats.procs);
+    family(f, "shmq_watchdog_lease_held", "gauge",
+           "1 if this watchdog holds the queue's maintenance lease, else 0 (standby).");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_watchdog_lease_held", l->w[i], NULL, l->w[i]->role == ROLE_ACTIVE);
+}
+
+void metrics_publish(struct metrics *m, const struct watch_list *l)
+{
+    if (!m)
+        return;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return; /* out of memory: keep serving the previous text */
+    render(f, l);
+    if (fclose(f) != 0) {
+        free(text);
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    char *old = m->text;
+    m->text = text;
+    m->len = len;
+    pthread_mutex_unlock(&m->lock);
+    free(old);
+}
+
+void metrics_stop(struct metrics *m)
+{
+    if (!m)
+        return;
+    MHD_stop_daemon(m->daemon);
+    pthread_mutex_destroy(&m->lock);
+    free(m->text);
+    free(m);
+}
