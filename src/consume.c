@@ -252,13 +252,13 @@ int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
 
 int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
 {
-    if (!q || !out)
+    if (!q || !name || !out)
         return -EINVAL;
     shmq_consumer_t *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->q = q;
-    int err = registry_attach(&q->seg, ROLE_CONSUMER, name ? name : "", &c->self, &c->self_word);
+    int err = registry_attach(&q->seg, ROLE_CONSUMER, name, &c->self, &c->self_word);
     if (err) {
         free(c);
         return err;
@@ -334,8 +334,13 @@ int shmq_consumer_close(shmq_consumer_t *c)
     if (!was_fenced)
         return_inflight(c);
     let_go_all(c);
-    if (!was_fenced)
+    if (!was_fenced) {
         registry_detach(&c->q->seg, c->self, c->self_word);
+    } else {
+        uint64_t w = atomic_load_explicit(&c_self(c)->word, memory_order_acquire);
+        if (pw_state(w) == PROC_FENCED && w == pw_next(c->self_word, PROC_FENCED))
+            registry_release_fenced(&c->q->seg, c->self, w); /* still ours: fold, free */
+    }
     atomic_fetch_sub(&c->q->consumers, 1);
     free(c);
     return 0;

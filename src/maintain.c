@@ -16,7 +16,8 @@
  *     that no ring holds (its ring's head passed the recorded ticket, or none was recorded) for
  *     longer than ORPHAN_GRACE_NS with its word unchanged -> same state, gen + 1 (fencing a
  *     late dequeuer that may still hold the entry), enqueued again.
- *  3. A FENCED entry that no slot names (as owner or linger) becomes FREE.
+ *  3. A FENCED entry of a dead process that no slot names (as owner or linger) becomes FREE
+ *     (a fenced process that lives releases its entry itself when it closes).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -258,7 +259,9 @@ static void release_fenced_procs(struct pass *p)
     struct segment *s = &p->q->seg;
     for (uint32_t i = 0; i < s->layout.max_procs; i++) {
         uint64_t w = atomic_load_explicit(&segment_proc(s, i)->word, memory_order_acquire);
-        if (pw_state(w) == PROC_FENCED && p->refs[i] == 0)
+        /* a fenced process that lives may still write its entry (counters): only its own
+         * close or its death releases the entry */
+        if (pw_state(w) == PROC_FENCED && p->refs[i] == 0 && p->dead[i])
             registry_release_fenced(s, i, w);
     }
 }

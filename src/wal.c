@@ -301,6 +301,8 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
         int err = get_map(w, seq, &m);
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
+        if (err == -ENOENT && access(w->dir, F_OK) != 0)
+            return 0; /* the queue was deleted (shmq_unlink): its log with it */
         if (err)
             return err;
         if (off + size > w->usable) { /* would cross the file's end: pad it, go again */
