@@ -22,6 +22,11 @@
  *  - the counters match the book: published, delivered, acked, nacked;
  *  - the repair named by the point's row in docs/DESIGN.md happened (reservation freed, orphan
  *    requeued, in-flight reclaimed from the dead or hung).
+ * maintain_after_fence is in the one function every move of maintenance goes through; besides
+ * the reclaim above, the maintain_after_fence_* tests kill a maintainer in each other move
+ * (firing a delayed message, freeing a dead reservation, releasing a fenced slot,
+ * dead-lettering) and check that the next maintainer finishes it.
+ * SHMQ_CRASH_ONLY=NAME runs the parameterized tests for that point only (debugging).
  */
 #include "torture.h"
 
@@ -496,4 +501,192 @@ Test(crash, every_point_has_a_scenario)
     cr_assert_geq(n, 9, "crashpoint_names[] lists %zu points", n);
     for (size_t i = 0; i < n; i++)
         (void)role_of(crashpoint_names[i]);
+}
+
+/* ---------------------------------------------------------------- every move of maintenance */
+
+/*
+ * maintain_after_fence sits in move_slot(), which every repair of maintenance goes through. The
+ * parameterized tests above hit it on the reclaim of a dead consumer's message; these hit it on
+ * each of the other moves, with the maintainer SIGKILLed between the state CAS and the enqueue:
+ *   delayed   DELAYED and due -> READY            (the next pass requeues the READY orphan)
+ *   reserve   RESERVED of a dead producer -> FREE (a FREE orphan: back to the free ring)
+ *   fenced    FENCED whose reader died -> FREE    (a FREE orphan)
+ *   dead      INFLIGHT at max_attempts -> DEAD    (in no dead ring: the DLQ's scan finds it)
+ */
+enum mmove { MV_DELAYED, MV_RESERVE, MV_FENCED, MV_DEAD };
+
+struct mv_shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    _Atomic int ready;
+};
+
+static int reserver_main(void *argp)
+{
+    struct mv_shared *sh = *(struct mv_shared **)argp;
+    shmq_t *q;
+    void *buf;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_reserve(q, 8, &buf) != 0)
+        return 10;
+    atomic_store(&sh->ready, 1);
+    for (;;)
+        pause();
+}
+
+static int mv_holder_main(void *argp)
+{
+    struct mv_shared *sh = *(struct mv_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "mv", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 11;
+    atomic_store(&sh->ready, 1);
+    for (;;)
+        pause(); /* stopped or killed by the test */
+}
+
+static int mv_maintainer_main(void *argp)
+{
+    struct mv_shared *sh = *(struct mv_shared **)argp;
+    shmq_t *q;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    for (int i = 0; i < 100; i++) {
+        shmq_maintain(q, NULL);
+        t_sleep_ms(5);
+    }
+    return 20; /* never crashed: the move did not happen */
+}
+
+static void wait_flag(_Atomic int *f)
+{
+    int64_t end = t_now_ms() + 5000;
+    while (!atomic_load(f) && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert(atomic_load(f), "the helper child never got ready");
+}
+
+static void maintain_move_case(int move)
+{
+    static const char *const names[] = {"delayed", "reserve", "fenced", "dead"};
+    alarm(40);
+    struct mv_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("crM"));
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = 8;
+    cfg.max_msg_size = 64;
+    cfg.max_procs = 16;
+    cfg.heartbeat_timeout_ms = 100;
+    cfg.max_attempts = move == MV_DEAD ? 1 : 10;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+    cr_assert_eq(shmq_open(sh->qname, &q2), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "mv-test", &c), 0);
+    const char payload[] = "move";
+    uint64_t id = 0;
+    shmq_msg_t m;
+
+    /* Set the slot up so that the armed maintainer's first move is the one under test. */
+    if (move == MV_DELAYED) {
+        cr_assert_eq(shmq_publish(q, payload, sizeof payload, &id), 0);
+        cr_assert_eq(shmq_receive(c, &m, 1000), 0);
+        cr_assert_eq(shmq_nack(c, &m, 30), 0);
+        t_sleep_ms(50); /* due */
+    } else if (move == MV_RESERVE) {
+        pid_t p = t_spawn(reserver_main, &sh, sizeof sh);
+        wait_flag(&sh->ready);
+        t_kill_reap(p);
+    } else if (move == MV_FENCED) {
+        cr_assert_eq(shmq_publish(q, payload, sizeof payload, &id), 0);
+        pid_t p = t_spawn(mv_holder_main, &sh, sizeof sh);
+        wait_flag(&sh->ready);
+        kill(p, SIGSTOP);
+        cr_assert_eq(t_wait(p, 2000, WUNTRACED, NULL), 0);
+        shmq_maint_report_t rep = {0};
+        int64_t end = t_now_ms() + 3000;
+        while (rep.reclaimed == 0 && t_now_ms() < end) { /* the test fences it, unarmed */
+            t_maintain(q, &rep);
+            t_sleep_ms(5);
+        }
+        cr_assert_eq(rep.reclaimed, 1);
+        cr_assert_eq(shmq_receive(c, &m, 1000), 0);
+        cr_assert_eq(shmq_ack(c, &m), 0); /* the slot is FENCED for the stopped reader */
+        t_kill_reap(p);                    /* now its reader is dead: maintenance frees it */
+    } else {
+        cr_assert_eq(shmq_publish(q, payload, sizeof payload, &id), 0);
+        pid_t p = t_spawn(mv_holder_main, &sh, sizeof sh);
+        wait_flag(&sh->ready);
+        t_kill_reap(p); /* dead at its last attempt: maintenance dead-letters the message */
+    }
+    pid_t mt = t_spawn_crash(mv_maintainer_main, &sh, sizeof sh, "maintain_after_fence", 0, 0);
+    int st = 0;
+    char sbuf[96];
+    cr_assert_eq(t_wait(mt, 5000, 0, &st), 0, "%s: the maintainer did not end", names[move]);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+              "%s: the maintainer did not die at maintain_after_fence: %s", names[move],
+              t_status_str(st, sbuf, sizeof sbuf));
+
+    /* The next maintainer (the test) finishes the job. */
+    shmq_maint_report_t rep = {0};
+    if (move == MV_DELAYED) {
+        int64_t end = t_now_ms() + 3000;
+        while ((rc = shmq_receive(c, &m, 0)) == -EAGAIN && t_now_ms() < end) {
+            t_maintain(q, &rep);
+            t_sleep_ms(10);
+        }
+        cr_assert_eq(rc, 0, "delayed: the fired message never became deliverable");
+        cr_assert_eq(m.id, id);
+        cr_assert_eq(m.attempt, 2);
+        cr_assert_eq(shmq_ack(c, &m), 0);
+        cr_assert_geq(rep.orphans_requeued, 1);
+    } else if (move == MV_DEAD) {
+        shmq_dead_letter_t dl[2];
+        size_t n = 0;
+        cr_assert_eq(shmq_dlq_list(q, dl, 2, &n), 0);
+        cr_assert_eq(n, 1, "dead: the dead letter is not listed");
+        cr_assert_eq(dl[0].id, id);
+        cr_assert_eq(dl[0].reason, SHMQ_DEAD_MAX_ATTEMPTS);
+        uint32_t moved = 0;
+        cr_assert_eq(shmq_dlq_redrive(q, id, &moved), 0);
+        cr_assert_eq(moved, 1, "dead: a dead letter in no dead ring was not redriven");
+        cr_assert_eq(shmq_receive(c, &m, 1000), 0);
+        cr_assert_eq(m.id, id);
+        cr_assert_eq(shmq_ack(c, &m), 0);
+    }
+    shmq_stats_t s = t_settle(q, 8, 3000, &rep);
+    cr_assert(t_quiet(&s, 8), "%s: not quiet: " T_STATS_FMT, names[move], T_STATS_ARGS(s, 8));
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    cr_assert_eq(shmq_close(q2), 0);
+    t_full_cycle(q, 8); /* the FREE orphans are back in the free ring */
+    s = t_settle(q, 8, 3000, NULL);
+    cr_assert_eq(s.procs, 1, "%s: %u registry entries active", names[move], s.procs);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
+
+Test(crash, maintain_after_fence_firing_a_delayed_message)
+{
+    maintain_move_case(MV_DELAYED);
+}
+
+Test(crash, maintain_after_fence_freeing_a_dead_reservation)
+{
+    maintain_move_case(MV_RESERVE);
+}
+
+Test(crash, maintain_after_fence_releasing_a_fenced_slot)
+{
+    maintain_move_case(MV_FENCED);
+}
+
+Test(crash, maintain_after_fence_dead_lettering)
+{
+    maintain_move_case(MV_DEAD);
 }

@@ -150,7 +150,7 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-#define LAT_N 60
+#define LAT_N 200
 #define LAT_DELAY_MS 200
 
 Test(retry, delayed_retry_lateness)

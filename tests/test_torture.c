@@ -10,7 +10,8 @@
  * their crash point are restarted (KILL) or continued later (STOP) the same way. Consumers ack
  * most messages, nack some (with and without delay), and are sometimes slower than the ack
  * deadline; consumers also maintain cooperatively (no lease is held), so several maintainers
- * race. SHMQ_TORTURE_SEED fixes the random choices of the test process.
+ * race. SHMQ_TORTURE_SEED fixes the random choices of the test process; SHMQ_TORTURE_CAPACITY
+ * sets the queue's capacity (default 64).
  *
  * At the end: stop everything, continue the stopped, maintain and drain with a fresh consumer
  * until every published message is acked and the queue is quiet (bounded), then check the
@@ -23,7 +24,8 @@
 
 TestSuite(torture, .init = t_setup, .fini = t_teardown, .timeout = 600);
 
-#define CAP 64
+#define CAP_DEFAULT 64
+static uint32_t CAP = CAP_DEFAULT; /* SHMQ_TORTURE_CAPACITY overrides (small: more wrap, more contention) */
 #define PRODUCERS 2
 #define CONSUMERS 3
 #define NCHILD (PRODUCERS + CONSUMERS + 1)
@@ -117,16 +119,16 @@ static int consumer_main(struct child_arg *a)
         if (rc != 0)
             return fail(sh, 23, rc);
         struct t_rec *r = t_book_delivery(b, &m);
-        uint32_t dice = (uint32_t)(t_rand(&rng) % 1000);
-        if (dice < 100) { /* 10%: nack, half with the backoff policy, half with 1-20 ms */
-            uint32_t delay = dice < 50 ? 0 : 1 + (uint32_t)(t_rand(&rng) % 20);
+        uint32_t dice = (uint32_t)(t_rand(&rng) % 10000);
+        if (dice < 1000) { /* 10%: nack, half with the backoff policy, half with 1-20 ms */
+            uint32_t delay = dice < 500 ? 0 : 1 + (uint32_t)(t_rand(&rng) % 20);
             rc = shmq_nack(c, &m, delay);
             if (rc == 0 && r)
                 atomic_fetch_add(&r->nacked, 1);
             if (delay)
                 atomic_fetch_add(&sh->nacks_delayed, 1);
         } else {
-            if (dice >= 997) { /* 0.3%: slow, sometimes past the ack deadline */
+            if (dice >= 9995) { /* 0.05%: slow, sometimes past the ack deadline */
                 atomic_fetch_add(&sh->slow_acks, 1);
                 t_sleep_ms(100 + (int)(t_rand(&rng) % 300));
             }
@@ -294,6 +296,9 @@ Test(torture, kill_stop_restart_no_loss)
     if (seconds < 1)
         seconds = 1;
     alarm((unsigned)(seconds + 120));
+    const char *cap_env = getenv("SHMQ_TORTURE_CAPACITY");
+    if (cap_env && atoi(cap_env) > 0)
+        CAP = (uint32_t)atoi(cap_env);
     const char *seed_env = getenv("SHMQ_TORTURE_SEED");
     uint64_t seed = seed_env ? strtoull(seed_env, NULL, 0) : (uint64_t)t_now_us() ^ getpid();
 
@@ -398,11 +403,11 @@ Test(torture, kill_stop_restart_no_loss)
         if (atomic_load(&sh->book->rec[i].max_attempt) > max_attempt)
             max_attempt = atomic_load(&sh->book->rec[i].max_attempt);
     fprintf(stderr,
-            "torture: %d s (seed 0x%llx), run %lld ms: published %llu, delivered %llu, "
+            "torture: %d s (seed 0x%llx, capacity %u), run %lld ms: published %llu, delivered %llu, "
             "duplicates %llu (%llu not after a nack), losses %llu, acked %llu (stale acks %llu, acker killed inside "
             "shmq_ack %llu), nacked %llu, "
             "max attempt %llu, drained at the end %llu\n",
-            seconds, (unsigned long long)seed, (long long)run_ms, (unsigned long long)t.published,
+            seconds, (unsigned long long)seed, CAP, (long long)run_ms, (unsigned long long)t.published,
             (unsigned long long)t.delivered, (unsigned long long)t.duplicates,
             (unsigned long long)t.unasked_redeliveries,
             (unsigned long long)t.lost, (unsigned long long)t.acked_ok,
