@@ -24,9 +24,9 @@
 
 struct cli_command {
     const char *name;
-    const char *summary;                /* one line for `shmq help` */
-    int (*run)(int argc, char **argv);  /* argv[0] is the subcommand's name */
-    void (*help)(FILE *out);            /* the full --help text */
+    const char *summary;               /* one line for `shmq help` */
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand's name */
+    void (*help)(FILE *out);           /* the full --help text */
 };
 
 /* One pair per subcommand, each in its own file (dump.c, list.c, ...). */

@@ -13,6 +13,12 @@
 #include <string.h>
 
 #include "cli.h"
+#include "wal.h"
+
+static const char *durability_name(int d)
+{
+    return d == SHMQ_DURABILITY_NONE ? "none" : d == SHMQ_DURABILITY_SYNC ? "sync" : "process";
+}
 
 void cmd_create_help(FILE *out)
 {
@@ -34,19 +40,29 @@ void cmd_create_help(FILE *out)
             "  --backoff-cap-ms N        largest nack delay [%u]\n"
             "  --backoff-multiplier X    delay growth per attempt, >= 1.0 [%g]\n"
             "  --mode MODE               segment file mode, octal [0%o]\n"
+            "  --durability D            none: shared memory only (survives process crashes);\n"
+            "                            process: + a write-ahead log (survives the loss of the\n"
+            "                            segment: unlink, corruption); sync: + the log on stable\n"
+            "                            storage (survives power loss) [%s]\n"
+            "  --log-dir DIR             where the log directory NAME/ goes [the state\n"
+            "                            directory: $SHMQ_STATE_DIR, /var/lib/shmq for root, else\n"
+            "                            $XDG_STATE_HOME/shmq or ~/.local/state/shmq]\n"
+            "  --wal-file-size N         bytes per log file, %u..4294967295 [%u]\n"
             "  -h, --help                this text\n"
             "\n"
-            "Exit status: 0 created; 1 runtime error (the queue exists, no permission, the\n"
-            "segment would be too large or /dev/shm is full: reason on stderr); 2 usage error.\n"
+            "Exit status: 0 created; 1 runtime error (the queue exists, or its log does: open\n"
+            "or recover it instead; no permission; the segment would be too large; /dev/shm or\n"
+            "the log's file system is full: reason on stderr); 2 usage error.\n"
             "\n"
             "Examples:\n"
             "  %s create orders\n"
             "  %s create jobs --capacity 65536 --max-msg-size 4096 --max-attempts 3\n"
-            "  %s create shared --mode 0660      # readable and writable by the group\n",
+            "  %s create shared --mode 0660 --durability none   # group-shared, no log\n",
             cli_progname, SHMQ_CAPACITY_MAX, d.capacity, SHMQ_MSG_SIZE_MAX, d.max_msg_size,
             SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms, d.max_attempts,
             d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier, (unsigned)d.mode,
-            cli_progname, cli_progname, cli_progname);
+            durability_name(d.durability), (unsigned)WAL_FILE_MIN, d.wal_file_size, cli_progname,
+            cli_progname, cli_progname);
 }
 
 enum {
@@ -59,8 +75,27 @@ enum {
     OPT_BASE,
     OPT_CAP,
     OPT_MULT,
-    OPT_MODE
+    OPT_MODE,
+    OPT_DURABILITY,
+    OPT_LOG_DIR,
+    OPT_WAL_SIZE
 };
+
+static int parse_durability(const char *s, int *out)
+{
+    static const char *const names[] = {"none", "process", "sync"};
+    static const int values[] = {SHMQ_DURABILITY_NONE, SHMQ_DURABILITY_PROCESS,
+                                 SHMQ_DURABILITY_SYNC};
+    for (size_t i = 0; i < 3; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = values[i];
+            return 0;
+        }
+    }
+    fprintf(stderr, "%s create: --durability: '%s' is not none, process or sync\n", cli_progname,
+            s);
+    return CLI_EXIT_USAGE;
+}
 
 static int parse_mode(const char *s, mode_t *out)
 {
@@ -109,6 +144,16 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
     case OPT_CAP: return cli_u32(cmd, "--backoff-cap-ms", v, 0, UINT32_MAX, &cfg->backoff_cap_ms);
     case OPT_MULT: return parse_multiplier(v, &cfg->backoff_multiplier);
     case OPT_MODE: return parse_mode(v, &cfg->mode);
+    case OPT_DURABILITY: return parse_durability(v, &cfg->durability);
+    case OPT_LOG_DIR:
+        if (strlen(v) == 0 || strlen(v) > SHMQ_LOG_DIR_MAX) {
+            fprintf(stderr, "%s create: --log-dir: 1..%d bytes\n", cli_progname, SHMQ_LOG_DIR_MAX);
+            return CLI_EXIT_USAGE;
+        }
+        cfg->log_dir = v;
+        return 0;
+    case OPT_WAL_SIZE:
+        return cli_u32(cmd, "--wal-file-size", v, WAL_FILE_MIN, UINT32_MAX, &cfg->wal_file_size);
     }
     return CLI_EXIT_USAGE;
 }
@@ -126,6 +171,9 @@ int cmd_create(int argc, char **argv)
         {"backoff-cap-ms", required_argument, NULL, OPT_CAP},
         {"backoff-multiplier", required_argument, NULL, OPT_MULT},
         {"mode", required_argument, NULL, OPT_MODE},
+        {"durability", required_argument, NULL, OPT_DURABILITY},
+        {"log-dir", required_argument, NULL, OPT_LOG_DIR},
+        {"wal-file-size", required_argument, NULL, OPT_WAL_SIZE},
         {"help", no_argument, NULL, 'h'},
         {0}};
     shmq_config_t cfg;

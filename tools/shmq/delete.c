@@ -1,12 +1,14 @@
 /*
- * delete.c - `shmq delete NAME [--force]`: unlink a queue's segment, unless processes use it.
+ * delete.c - `shmq delete NAME [--force]`: delete a queue (segment and log, shmq_unlink()),
+ * unless processes use it.
  *
  * The check opens the queue (shmq_open registers us for a moment) and lists its registry with
  * shmq_procs(): an entry other than our own whose process lives counts as attached (a fenced
  * entry of a live, hung process too: it may still read its slots). Processes that have the
  * queue mapped keep their mapping after the unlink, so deleting under them would split the
- * queue in two; hence the refusal. A segment that cannot be opened (corrupted, other version)
- * cannot be checked: it is refused too, and --force unlinks it without looking.
+ * queue in two; hence the refusal. A segment that cannot be opened (corrupted without a log to
+ * rebuild it from, other version) cannot be checked: it is refused too, and --force deletes it
+ * without looking. (shmq_open() rebuilds a missing or corrupted segment from its log first.)
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,7 +25,8 @@ void cmd_delete_help(FILE *out)
     fprintf(out,
             "Usage: %s delete NAME [--force]\n"
             "\n"
-            "Remove the queue NAME (unlink /dev/shm/shmq.NAME). Its messages are lost.\n"
+            "Delete the queue NAME for good: its segment /dev/shm/shmq.NAME and its write-ahead\n"
+            "log, if it has one (shmq_unlink). Its messages are lost.\n"
             "Refused while other processes are attached to it (a process that has it open keeps\n"
             "its mapping after the unlink and would go on using a queue nobody else sees), and\n"
             "when its segment cannot be opened to check (corrupted, another format version).\n"

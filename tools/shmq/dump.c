@@ -3,8 +3,8 @@
  *
  * Read-only by construction: seg_open_readonly() (snapshot.c: segment_open(name, true, ...)
  * plus a check that the file is a regular one, so that a FIFO planted in /dev/shm cannot hang
- * the tool) validates the header and maps the segment PROT_READ; the tool never registers, writes, or takes a ring ticket, so running it
- * cannot change what it looks at.
+ * the tool) validates the header and maps the segment PROT_READ; the tool never registers, writes,
+ * or takes a ring ticket, so running it cannot change what it looks at.
  *
  * Shared memory is hostile input (docs/DESIGN.md, principle 4). The geometry (capacity, strides,
  * offsets, ring order) comes only from the validated private copy seg.layout, and is checked
@@ -43,13 +43,13 @@
 #include "snapshot.h"
 
 #define PREVIEW_BYTES 32u
-#define ERRORS_KEPT 32u   /* inconsistencies listed one by one; the rest are only counted */
+#define ERRORS_KEPT 32u /* inconsistencies listed one by one; the rest are only counted */
 #define ERROR_TEXT 160u
 
 struct dump {
     const struct segment *seg;
     struct emitter em;
-    uint64_t now_ns;  /* CLOCK_MONOTONIC, the clock of every *_ns in the segment */
+    uint64_t now_ns; /* CLOCK_MONOTONIC, the clock of every *_ns in the segment */
     unsigned n_errors;
     char errors[ERRORS_KEPT][ERROR_TEXT];
 };
@@ -247,7 +247,10 @@ static void emit_role(struct emitter *e, uint32_t role)
 {
     char buf[64] = "";
     size_t n = 0;
-    static const struct { uint32_t bit; const char *name; } roles[] = {
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } roles[] = {
         {ROLE_CLIENT, "client"}, {ROLE_CONSUMER, "consumer"}, {ROLE_MAINTAINER, "maintainer"}};
     for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
         if (role & roles[i].bit)
@@ -342,8 +345,10 @@ static void dump_ring(struct dump *d, const char *name, const struct ring *r)
         nonempty++;
         if (c.idx >= l->capacity) {
             if (bad++ == 0)
-                inconsistent(d, "%s ring: cell %" PRIu64 " holds slot index %" PRIu32
-                             " >= capacity %" PRIu32, name, pos, c.idx, l->capacity);
+                inconsistent(d,
+                             "%s ring: cell %" PRIu64 " holds slot index %" PRIu32
+                             " >= capacity %" PRIu32,
+                             name, pos, c.idx, l->capacity);
         }
     }
     if (bad > 1)
@@ -406,8 +411,8 @@ static void dump_slot(struct dump *d, uint32_t idx, struct slot *sl, uint64_t w)
     } else {
         emit_u64(e, "owner", owner);
         if (owner >= l->max_procs)
-            inconsistent(d, "slot %" PRIu32 ": owner %" PRIu32 " >= max_procs %" PRIu32, idx,
-                         owner, l->max_procs);
+            inconsistent(d, "slot %" PRIu32 ": owner %" PRIu32 " >= max_procs %" PRIu32, idx, owner,
+                         l->max_procs);
     }
     emit_u64(e, "id", id);
     emit_u64(e, "attempt", attempt);
@@ -599,8 +604,7 @@ static int parse_args(int argc, char **argv, const char **name, bool *json)
         return CLI_EXIT_USAGE;
     }
     if (segment_check_name(*name) != 0) {
-        fprintf(stderr,
-                "%s dump: invalid queue name '%s' (1..%d bytes of [A-Za-z0-9._-])\n",
+        fprintf(stderr, "%s dump: invalid queue name '%s' (1..%d bytes of [A-Za-z0-9._-])\n",
                 cli_progname, *name, SHMQ_NAME_MAX);
         return CLI_EXIT_USAGE;
     }
@@ -669,8 +673,10 @@ int cmd_dump(int argc, char **argv)
     segment_close(&seg);
     if (d.n_errors) {
         fflush(stdout);
-        fprintf(stderr, "%s dump: %s: segment is corrupted: %u inconsistenc%s (listed under "
-                "errors)\n", cli_progname, name, d.n_errors, d.n_errors == 1 ? "y" : "ies");
+        fprintf(stderr,
+                "%s dump: %s: segment is corrupted: %u inconsistenc%s (listed under "
+                "errors)\n",
+                cli_progname, name, d.n_errors, d.n_errors == 1 ? "y" : "ies");
         return CLI_EXIT_RUNTIME;
     }
     return CLI_EXIT_OK;

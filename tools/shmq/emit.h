@@ -41,7 +41,7 @@ void emit_hex(struct emitter *e, const char *key, uint64_t v); /* "0x..": a stri
 void emit_oct(struct emitter *e, const char *key, uint32_t v); /* "0600": a string in JSON */
 void emit_double(struct emitter *e, const char *key, double v);
 void emit_bool(struct emitter *e, const char *key, bool v);
-void emit_null(struct emitter *e, const char *key);            /* text: "-" */
+void emit_null(struct emitter *e, const char *key); /* text: "-" */
 /* A fixed word (state names and the like): unquoted in text, a JSON string. */
 void emit_word(struct emitter *e, const char *key, const char *word);
 /* Untrusted bytes: quoted and escaped in both renderings. */

@@ -36,7 +36,8 @@ void cmd_list_help(FILE *out)
             "  DEAD        dead letters (see `%s dlq`)\n"
             "  CONSUMERS   attached consumers\n"
             "  OLDEST_MS   age of the oldest message not yet acked (- if none)\n"
-            "  DURABILITY  memory (the write-ahead log does not exist yet)\n"
+            "  DURABILITY  none (shared memory only), process (write-ahead log: survives the\n"
+            "              loss of the segment) or sync (log on stable storage)\n"
             "  WATCHDOG    active:PID (a shmq-watchdog holds the lease), cooperative:PID (a\n"
             "              consumer maintains), expired (the holder's lease ran out), none\n"
             "A segment that cannot be read is listed with its error instead of numbers.\n"
@@ -112,7 +113,7 @@ static void print_row(const char *name, const struct snapshot *s)
     else
         snprintf(oldest, sizeof oldest, "-");
     printf("%-24s %8u %8u %8u %8u %8u %9u %9s %-10s %s\n", name, s->cfg.capacity, s->ready,
-           s->delayed, s->inflight, s->dead, s->consumers, oldest, "memory",
+           s->delayed, s->inflight, s->dead, s->consumers, oldest, snapshot_durability(s),
            snapshot_watchdog(s, wd, sizeof wd));
 }
 
@@ -131,7 +132,7 @@ static void emit_row(struct emitter *e, const char *name, const struct snapshot 
         emit_i64(e, "oldest_age_ms", s->oldest_age_ms);
     else
         emit_null(e, "oldest_age_ms");
-    emit_word(e, "durability", "memory");
+    emit_word(e, "durability", snapshot_durability(s));
     emit_word(e, "watchdog", snapshot_watchdog(s, wd, sizeof wd));
     emit_end(e);
 }

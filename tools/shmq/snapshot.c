@@ -233,6 +233,10 @@ int snapshot_take(const struct segment *seg, struct snapshot *s)
     if (!s->proc)
         return -ENOMEM;
     layout_to_config(l, &s->cfg);
+    if (l->durability != SHMQ_DURABILITY_NONE) {
+        memcpy(s->log_dir, l->log_dir, sizeof(s->log_dir)); /* validated: NUL-terminated */
+        s->log_dir[sizeof(s->log_dir) - 1] = '\0';
+    }
     s->taken_ns = mono_ns();
 
     struct sigaction sa = {.sa_handler = on_sigbus}, old_sa;
@@ -279,6 +283,16 @@ int snapshot_queue(const char *name, struct snapshot *s)
     err = snapshot_take(&seg, s);
     segment_close(&seg);
     return err;
+}
+
+const char *snapshot_durability(const struct snapshot *s)
+{
+    switch (s->cfg.durability) {
+    case SHMQ_DURABILITY_NONE: return "none";
+    case SHMQ_DURABILITY_PROCESS: return "process";
+    case SHMQ_DURABILITY_SYNC: return "sync";
+    default: return "unknown";
+    }
 }
 
 const char *snapshot_watchdog(const struct snapshot *s, char *buf, size_t size)

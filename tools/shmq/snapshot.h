@@ -57,6 +57,7 @@ struct snapshot {
                                 * (ready, delayed or in flight); -1 if there is none */
     uint64_t next_id;
     uint64_t maint_passes;
+    char log_dir[SHMQ_LOG_DIR_MAX + 56]; /* the queue's log directory ("" without a log) */
     /* the maintenance lease */
     bool lease_held;    /* a live holder, not expired */
     int32_t lease_pid;  /* 0: no holder recorded */
@@ -78,6 +79,9 @@ int snapshot_queue(const char *name, struct snapshot *s);
 
 /* The watchdog column of `list`: "active:PID", "expired", "cooperative:PID" or "none". */
 const char *snapshot_watchdog(const struct snapshot *s, char *buf, size_t size);
+
+/* "none", "process" or "sync" (SHMQ_DURABILITY_*), or "unknown". */
+const char *snapshot_durability(const struct snapshot *s);
 
 /* Names of the counters, in enum counter order. */
 extern const char *const snapshot_counter_names[CNT__COUNT];

@@ -21,7 +21,8 @@ void cmd_stat_help(FILE *out)
             "\n"
             "Print the state of the queue NAME, read without taking part in it (the segment is\n"
             "mapped read-only; nothing registers):\n"
-            "  queue, durability    the name; memory (the write-ahead log does not exist yet)\n"
+            "  queue, durability    the name; none, process or sync (see `%s create --help`)\n"
+            "  log_dir              the queue's write-ahead log directory (null: none)\n"
             "  config               capacity, max_msg_size, max_procs, timeouts, max_attempts\n"
             "  counters             published, delivered, acked, nacked, redelivered,\n"
             "                       dead_lettered, reclaimed: totals since creation\n"
@@ -49,7 +50,7 @@ void cmd_stat_help(FILE *out)
             "  %s stat orders\n"
             "  %s stat orders --json | jq .depth\n"
             "  %s stat orders -i 1000      # with rates over one second\n",
-            cli_progname, cli_progname, cli_progname, cli_progname);
+            cli_progname, cli_progname, cli_progname, cli_progname, cli_progname);
 }
 
 static const char *proc_state_name(int state)
@@ -99,7 +100,11 @@ void stat_emit(struct emitter *e, const char *name, const struct snapshot *s,
                const struct snapshot *before)
 {
     emit_bytes(e, "queue", name, strlen(name));
-    emit_word(e, "durability", "memory");
+    emit_word(e, "durability", snapshot_durability(s));
+    if (s->log_dir[0])
+        emit_bytes(e, "log_dir", s->log_dir, strlen(s->log_dir));
+    else
+        emit_null(e, "log_dir");
 
     emit_begin(e, "config", NULL, EMIT_INLINE);
     emit_u64(e, "capacity", s->cfg.capacity);

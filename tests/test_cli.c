@@ -1,0 +1,1045 @@
+/*
+ * test_cli.c - the subcommands of the `shmq` tool, run as a user runs them.
+ *
+ * The built tool (dirname(/proc/self/exe)/../shmq) runs as a separate process with stdin,
+ * stdout and stderr redirected, or inside a real shell pipeline (sh -c), so the tests see what
+ * a user or a script sees: the text, the JSON, the exit code, and any crash signal.
+ *
+ * What is proved:
+ *   - help: `shmq help` lists every subcommand; each `--help` documents exit codes and gives
+ *     examples; unknown options, missing or extra arguments exit 2;
+ *   - create applies every option (read back with shmq_get_config()), durability and log
+ *     directory included; an existing queue is exit 1; a value out of range is exit 2;
+ *     delete of a durable queue removes its log too;
+ *   - stat --json is one JSON document whose every field matches the queue's state (config,
+ *     counters, slots by state, depth, oldest message age, consumers, our registry entries with
+ *     their pid and in-flight count, watchdog); --interval-ms adds rates;
+ *   - list shows the queue (text and JSON) with its depth and consumers;
+ *   - delete refuses (exit 3) while another process is attached, succeeds once it left, and
+ *     --force deletes under it;
+ *   - pub | sub round trip through real shell pipelines (seq | pub; sub | sort; sub | pub into
+ *     a second queue), nothing lost, duplicated or altered; pub -v prints the ids; pub on a
+ *     full queue fails after --timeout-ms (exit 1) saying how many went in; sub --count with
+ *     too few messages exits 4 after --timeout-ms; sub --json lines are valid JSON objects;
+ *   - dlq: sub --nack on a max_attempts=1 queue makes dead letters; list (text, JSON) shows
+ *     them, redrive ID brings exactly that one back, purge drops the rest; an unknown ID is 1;
+ *   - top --iterations N draws N frames with ANSI redraws and rates, and exits 0;
+ *   - every subcommand on a missing queue, a corrupted header and a truncated segment exits 1
+ *     with a message on stderr and no crash signal.
+ */
+#include "helpers.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+
+#include "layout.h"
+
+TestSuite(cli, .fini = h_cleanup, .timeout = 120);
+
+/* ------------------------------------------------------------------ running the tool */
+
+struct run {
+    int status; /* wait status */
+    char *out;  /* stdout, NUL-terminated */
+    char *err;  /* stderr, NUL-terminated */
+    size_t out_len;
+};
+
+static const char *shmq_binary(void)
+{
+    static char path[PATH_MAX];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    cr_assert(n > 0, "readlink /proc/self/exe: %s", strerror(errno));
+    exe[n] = '\0';
+    snprintf(path, sizeof(path), "%s/../shmq", dirname(exe));
+    cr_assert(access(path, X_OK) == 0, "the shmq tool is not at %s: %s", path, strerror(errno));
+    return path;
+}
+
+static char *slurp(FILE *f, size_t *len)
+{
+    cr_assert(fseek(f, 0, SEEK_END) == 0);
+    long n = ftell(f);
+    cr_assert(n >= 0);
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    cr_assert(buf);
+    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    if (len)
+        *len = (size_t)n;
+    return buf;
+}
+
+/* Run `shmq ARGV...` (argv NULL-terminated) with stdin_text (NULL: /dev/null) on stdin; wait
+ * at most 30 s. */
+static struct run run_argv(const char *stdin_text, const char *const *args)
+{
+    const char *argv[32];
+    int argc = 0;
+    argv[argc++] = shmq_binary();
+    for (; *args; args++) {
+        cr_assert(argc < 31);
+        argv[argc++] = *args;
+    }
+    argv[argc] = NULL;
+
+    FILE *in = tmpfile(), *out = tmpfile(), *err = tmpfile();
+    cr_assert(in && out && err, "tmpfile: %s", strerror(errno));
+    if (stdin_text) {
+        fputs(stdin_text, in);
+        fflush(in);
+        rewind(in);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(fileno(in), 0);
+        dup2(fileno(out), 1);
+        dup2(fileno(err), 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    struct run r = {0};
+    int rc = h_waitpid(pid, 30000, 0, &r.status);
+    if (rc == -ETIMEDOUT) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        h_untrack(pid);
+    }
+    cr_assert_eq(rc, 0, "shmq %s did not finish within 30 s", argv[1] ? argv[1] : "");
+    fclose(in);
+    r.out = slurp(out, &r.out_len);
+    r.err = slurp(err, NULL);
+    cr_assert(!strstr(r.err, "Sanitizer") && !strstr(r.err, "runtime error:"),
+              "shmq %s: sanitizer report:\n%s", argv[1] ? argv[1] : "", r.err);
+    return r;
+}
+
+#define RUN(...) run_argv(NULL, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_IN(text, ...) run_argv((text), (const char *const[]){__VA_ARGS__, NULL})
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* The tool ended by exit(code), not by a signal. */
+static void assert_exit(const struct run *r, int code, const char *what)
+{
+    char buf[96];
+    cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == code,
+              "%s: shmq %s, expected exit %d\nstdout:\n%s\nstderr:\n%s", what,
+              h_status_str(r->status, buf, sizeof(buf)), code, r->out, r->err);
+}
+
+#define assert_contains(text, needle, what)                                                        \
+    cr_assert(strstr((text), (needle)) != NULL, "%s: no \"%s\" in:\n%s", (what), (needle), (text))
+
+/*
+ * Run a shell command line (sh -c) in the background of a bounded wait: its stdout is returned
+ * (malloc'd), *status gets its wait status. The tool is reachable as $SHMQ.
+ */
+static char *run_shell(const char *script, int *status)
+{
+    FILE *out = tmpfile();
+    cr_assert(out);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        setenv("SHMQ", shmq_binary(), 1);
+        dup2(fileno(out), 1);
+        execl("/bin/sh", "sh", "-c", script, (char *)NULL);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    int rc = h_waitpid(pid, 60000, 0, status);
+    if (rc == -ETIMEDOUT) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        h_untrack(pid);
+    }
+    cr_assert_eq(rc, 0, "shell pipeline did not finish within 60 s: %s", script);
+    return slurp(out, NULL);
+}
+
+/* ------------------------------------------------------------------ a small JSON reader */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+struct jval {
+    enum jtype type;
+    double num;
+    bool b;
+    char *str;           /* J_STR (decoded, \u00XX as one byte) */
+    struct jval **items; /* J_ARR, J_OBJ (values) */
+    char **keys;         /* J_OBJ */
+    size_t n;
+};
+
+struct jp {
+    const char *s;
+    size_t i, n;
+    bool bad;
+};
+
+static void jws(struct jp *p)
+{
+    while (p->i < p->n && strchr(" \t\r\n", p->s[p->i]))
+        p->i++;
+}
+
+static struct jval *jnew(enum jtype t)
+{
+    struct jval *v = calloc(1, sizeof *v);
+    cr_assert(v);
+    v->type = t;
+    return v;
+}
+
+static char *jstring(struct jp *p)
+{
+    if (p->i >= p->n || p->s[p->i] != '"') {
+        p->bad = true;
+        return NULL;
+    }
+    p->i++;
+    char *out = malloc(p->n + 1);
+    size_t k = 0;
+    while (p->i < p->n && p->s[p->i] != '"') {
+        unsigned char c = (unsigned char)p->s[p->i++];
+        if (c < 0x20) {
+            p->bad = true;
+            break;
+        }
+        if (c != '\\') {
+            out[k++] = (char)c;
+            continue;
+        }
+        if (p->i >= p->n)
+            break;
+        char e = p->s[p->i++];
+        switch (e) {
+        case '"': out[k++] = '"'; break;
+        case '\\': out[k++] = '\\'; break;
+        case '/': out[k++] = '/'; break;
+        case 'n': out[k++] = '\n'; break;
+        case 'r': out[k++] = '\r'; break;
+        case 't': out[k++] = '\t'; break;
+        case 'b': out[k++] = '\b'; break;
+        case 'f': out[k++] = '\f'; break;
+        case 'u': {
+            unsigned v = 0;
+            for (int d = 0; d < 4; d++) {
+                if (p->i >= p->n || !isxdigit((unsigned char)p->s[p->i])) {
+                    p->bad = true;
+                    break;
+                }
+                char h = p->s[p->i++];
+                v = v * 16 +
+                    (unsigned)(isdigit((unsigned char)h) ? h - '0' : (h | 0x20) - 'a' + 10);
+            }
+            out[k++] = (char)(v & 0xff);
+            break;
+        }
+        default: p->bad = true;
+        }
+    }
+    if (p->i >= p->n)
+        p->bad = true;
+    p->i++;
+    out[k] = 0;
+    return out;
+}
+
+static struct jval *jvalue(struct jp *p, int depth)
+{
+    jws(p);
+    if (p->i >= p->n || depth > 32) {
+        p->bad = true;
+        return jnew(J_NULL);
+    }
+    char c = p->s[p->i];
+    if (c == '{' || c == '[') {
+        bool obj = c == '{';
+        struct jval *v = jnew(obj ? J_OBJ : J_ARR);
+        p->i++;
+        jws(p);
+        if (p->i < p->n && p->s[p->i] == (obj ? '}' : ']')) {
+            p->i++;
+            return v;
+        }
+        for (;;) {
+            v->items = realloc(v->items, (v->n + 1) * sizeof *v->items);
+            v->keys = realloc(v->keys, (v->n + 1) * sizeof *v->keys);
+            v->keys[v->n] = NULL;
+            if (obj) {
+                jws(p);
+                v->keys[v->n] = jstring(p);
+                jws(p);
+                if (p->i >= p->n || p->s[p->i] != ':') {
+                    p->bad = true;
+                    return v;
+                }
+                p->i++;
+            }
+            v->items[v->n++] = jvalue(p, depth + 1);
+            jws(p);
+            if (p->bad || p->i >= p->n) {
+                p->bad = true;
+                return v;
+            }
+            if (p->s[p->i] == ',') {
+                p->i++;
+                continue;
+            }
+            if (p->s[p->i] == (obj ? '}' : ']')) {
+                p->i++;
+                return v;
+            }
+            p->bad = true;
+            return v;
+        }
+    }
+    if (c == '"') {
+        struct jval *v = jnew(J_STR);
+        v->str = jstring(p);
+        return v;
+    }
+    if (strncmp(p->s + p->i, "true", 4) == 0 || strncmp(p->s + p->i, "false", 5) == 0) {
+        struct jval *v = jnew(J_BOOL);
+        v->b = c == 't';
+        p->i += v->b ? 4 : 5;
+        return v;
+    }
+    if (strncmp(p->s + p->i, "null", 4) == 0) {
+        p->i += 4;
+        return jnew(J_NULL);
+    }
+    char *end;
+    struct jval *v = jnew(J_NUM);
+    v->num = strtod(p->s + p->i, &end);
+    if (end == p->s + p->i || !(c == '-' || isdigit((unsigned char)c)))
+        p->bad = true;
+    p->i = (size_t)(end - p->s);
+    return v;
+}
+
+/* Parse a whole document; fails the test unless it is exactly one valid JSON value. */
+static struct jval *json_parse(const char *s)
+{
+    struct jp p = {.s = s, .n = strlen(s)};
+    struct jval *v = jvalue(&p, 0);
+    jws(&p);
+    cr_assert(!p.bad && p.i == p.n, "invalid JSON (at byte %zu):\n%s", p.i, s);
+    return v;
+}
+
+static void json_free(struct jval *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        json_free(v->items[i]);
+        if (v->keys)
+            free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    free(v->str);
+    free(v);
+}
+
+/* Member path "a.b.c" of an object (NULL if absent). */
+static struct jval *jget(struct jval *v, const char *path)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *save, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
+        if (!v || v->type != J_OBJ)
+            return NULL;
+        struct jval *next = NULL;
+        for (size_t i = 0; i < v->n; i++)
+            if (v->keys[i] && strcmp(v->keys[i], k) == 0)
+                next = v->items[i];
+        v = next;
+    }
+    return v;
+}
+
+static double jnum(struct jval *doc, const char *path)
+{
+    struct jval *v = jget(doc, path);
+    cr_assert(v && v->type == J_NUM, "JSON field %s: missing or not a number", path);
+    return v->num;
+}
+
+static const char *jstr(struct jval *doc, const char *path)
+{
+    struct jval *v = jget(doc, path);
+    cr_assert(v && v->type == J_STR, "JSON field %s: missing or not a string", path);
+    return v->str;
+}
+
+static void jassert_num(struct jval *doc, const char *path, double want)
+{
+    double got = jnum(doc, path);
+    cr_assert(got == want, "JSON field %s: %g, expected %g", path, got, want);
+}
+
+/* ------------------------------------------------------------------ fixtures */
+
+static shmq_t *create_queue(const char *name, uint32_t capacity, uint32_t max_attempts)
+{
+    shmq_config_t cfg = h_small_config(capacity, 256, 16);
+    cfg.max_attempts = max_attempts;
+    cfg.durability = SHMQ_DURABILITY_NONE; /* no log: a damaged segment stays damaged */
+    cfg.backoff_base_ms = 0;
+    cfg.backoff_cap_ms = 0;
+    shmq_t *q = NULL;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    return q;
+}
+
+static void publish_text(shmq_t *q, const char *text)
+{
+    h_assert_rc(shmq_publish(q, text, strlen(text), NULL), 0);
+}
+
+/* Receive one message (bounded) and copy its text into buf. */
+static shmq_msg_t receive_text(shmq_consumer_t *c, char *buf, size_t size)
+{
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 5000), 0);
+    size_t n = m.len < size - 1 ? m.len : size - 1;
+    memcpy(buf, m.data, n);
+    buf[n] = 0;
+    return m;
+}
+
+/* ------------------------------------------------------------------ help and usage */
+
+static const char *const commands[] = {"list", "create", "delete", "stat", "top",
+                                       "pub",  "sub",    "dlq",    "dump"};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+Test(cli, help_lists_every_command_and_each_documents_exit_codes)
+{
+    struct run r = RUN("help");
+    assert_exit(&r, 0, "shmq help");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char needle[32];
+        snprintf(needle, sizeof needle, "  %s ", commands[i]);
+        assert_contains(r.out, needle, "shmq help");
+    }
+    run_free(&r);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        r = RUN(commands[i], "--help");
+        assert_exit(&r, 0, commands[i]);
+        assert_contains(r.out, "Usage: shmq ", commands[i]);
+        assert_contains(r.out, "Exit status", commands[i]);
+        assert_contains(r.out, "Example", commands[i]);
+        run_free(&r);
+        r = RUN("help", commands[i]);
+        assert_exit(&r, 0, commands[i]);
+        run_free(&r);
+        r = RUN(commands[i], "--no-such-option");
+        assert_exit(&r, 2, commands[i]);
+        assert_contains(r.err, "unknown option", commands[i]);
+        run_free(&r);
+    }
+    static const char *const need_name[] = {"create", "delete", "stat", "top", "pub", "sub", "dlq"};
+    for (size_t i = 0; i < sizeof need_name / sizeof need_name[0]; i++) {
+        r = RUN(need_name[i]);
+        assert_exit(&r, 2, need_name[i]);
+        assert_contains(r.err, "missing queue NAME", need_name[i]);
+        run_free(&r);
+        r = RUN(need_name[i], "bad/name");
+        assert_exit(&r, 2, need_name[i]);
+        run_free(&r);
+    }
+    r = RUN("nosuchcommand");
+    assert_exit(&r, 2, "unknown command");
+    run_free(&r);
+    r = RUN("sub", "q", "--ack", "--nack");
+    assert_exit(&r, 2, "sub --ack --nack");
+    run_free(&r);
+    r = RUN("dlq", "q", "explode");
+    assert_exit(&r, 2, "dlq unknown action");
+    run_free(&r);
+    r = RUN("create", "q", "--capacity", "0");
+    assert_exit(&r, 2, "create --capacity 0");
+    run_free(&r);
+    r = RUN("create", "q", "--mode", "999");
+    assert_exit(&r, 2, "create --mode 999");
+    run_free(&r);
+    r = RUN("sub", "q", "--count", "abc");
+    assert_exit(&r, 2, "sub --count abc");
+    run_free(&r);
+}
+
+/* ------------------------------------------------------------------ create, stat, list */
+
+Test(cli, create_applies_every_option)
+{
+    const char *name = h_qname("create");
+    struct run r = RUN("create", name, "--capacity", "32", "--max-msg-size", "300", "--max-procs",
+                       "10", "--heartbeat-timeout-ms", "1234", "--ack-deadline-ms", "4321",
+                       "--max-attempts", "7", "--backoff-base-ms", "11", "--backoff-cap-ms", "99",
+                       "--backoff-multiplier", "1.5", "--mode", "0640", "--durability", "none");
+    assert_exit(&r, 0, "create");
+    run_free(&r);
+    shmq_t *q = NULL;
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_config_t cfg;
+    h_assert_rc(shmq_get_config(q, &cfg), 0);
+    cr_assert_eq(cfg.capacity, 32);
+    cr_assert_eq(cfg.max_msg_size, 300);
+    cr_assert_eq(cfg.max_procs, 10);
+    cr_assert_eq(cfg.heartbeat_timeout_ms, 1234);
+    cr_assert_eq(cfg.ack_deadline_ms, 4321);
+    cr_assert_eq(cfg.max_attempts, 7);
+    cr_assert_eq(cfg.backoff_base_ms, 11);
+    cr_assert_eq(cfg.backoff_cap_ms, 99);
+    cr_assert_float_eq(cfg.backoff_multiplier, 1.5, 1e-9);
+    cr_assert_eq(cfg.durability, SHMQ_DURABILITY_NONE);
+    h_assert_rc(shmq_close(q), 0);
+    char path[128];
+    h_shm_path(name, path, sizeof path);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0640, "mode %o", st.st_mode & 0777);
+
+    r = RUN("create", name);
+    assert_exit(&r, 1, "create an existing queue");
+    assert_contains(r.err, "already exists", "create an existing queue");
+    run_free(&r);
+
+    /* a durable queue with its log where we say; stat and list show both */
+    const char *durable = h_qname("createwal");
+    char logdir[] = "/tmp/shmq-test-cli-XXXXXX";
+    cr_assert(mkdtemp(logdir));
+    r = RUN("create", durable, "--capacity", "8", "--durability", "sync", "--log-dir", logdir,
+            "--wal-file-size", "65536");
+    assert_exit(&r, 0, "create --durability sync");
+    run_free(&r);
+    r = RUN("stat", durable, "--json");
+    assert_exit(&r, 0, "stat of a durable queue");
+    struct jval *d = json_parse(r.out);
+    cr_assert_str_eq(jstr(d, "durability"), "sync");
+    char want_dir[128];
+    snprintf(want_dir, sizeof want_dir, "%s/%s", logdir, durable);
+    cr_assert_str_eq(jstr(d, "log_dir"), want_dir);
+    json_free(d);
+    run_free(&r);
+    r = RUN("delete", durable);
+    assert_exit(&r, 0, "delete a durable queue");
+    run_free(&r);
+    cr_assert(access(want_dir, F_OK) != 0, "delete removes the log too");
+    rmdir(logdir);
+    r = RUN("create", "x", "--durability", "maybe");
+    assert_exit(&r, 2, "create --durability maybe");
+    run_free(&r);
+}
+
+Test(cli, stat_json_matches_the_queue_field_by_field)
+{
+    const char *name = h_qname("stat");
+    shmq_t *q = create_queue(name, 16, 5);
+    for (int i = 0; i < 4; i++)
+        publish_text(q, "payload");
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "statcons", &c), 0);
+    char buf[64];
+    shmq_msg_t m1 = receive_text(c, buf, sizeof buf);
+    shmq_msg_t m2 = receive_text(c, buf, sizeof buf);
+    h_assert_rc(shmq_ack(c, &m1), 0); /* m2 stays in flight */
+    (void)m2;
+    h_sleep_ms(20); /* the oldest message gets an age > 0 */
+
+    struct run r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat --json");
+    struct jval *d = json_parse(r.out);
+    cr_assert_str_eq(jstr(d, "queue"), name);
+    cr_assert_str_eq(jstr(d, "durability"), "none");
+    cr_assert(jget(d, "log_dir") && jget(d, "log_dir")->type == J_NULL);
+    jassert_num(d, "config.capacity", 16);
+    jassert_num(d, "config.max_msg_size", 256);
+    jassert_num(d, "config.max_procs", 16);
+    jassert_num(d, "config.max_attempts", 5);
+    shmq_config_t cfg;
+    h_assert_rc(shmq_get_config(q, &cfg), 0);
+    jassert_num(d, "config.heartbeat_timeout_ms", cfg.heartbeat_timeout_ms);
+    jassert_num(d, "config.ack_deadline_ms", cfg.ack_deadline_ms);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    jassert_num(d, "counters.published", 4);
+    jassert_num(d, "counters.delivered", 2);
+    jassert_num(d, "counters.acked", 1);
+    jassert_num(d, "counters.nacked", 0);
+    jassert_num(d, "counters.redelivered", 0);
+    jassert_num(d, "counters.dead_lettered", 0);
+    jassert_num(d, "counters.reclaimed", 0);
+    cr_assert(jget(d, "rates") && jget(d, "rates")->type == J_NULL, "rates without -i: null");
+    jassert_num(d, "messages.ready", 2);
+    jassert_num(d, "messages.inflight", 1);
+    jassert_num(d, "messages.delayed", 0);
+    jassert_num(d, "messages.reserved", 0);
+    jassert_num(d, "messages.dead", 0);
+    jassert_num(d, "messages.fenced", 0);
+    jassert_num(d, "messages.free", 13);
+    jassert_num(d, "messages.invalid", 0);
+    jassert_num(d, "depth", 2);
+    double age = jnum(d, "oldest_message_age_ms");
+    cr_assert(age >= 20 && age < 60000, "oldest_message_age_ms %g", age);
+    jassert_num(d, "consumers", st.consumers);
+    jassert_num(d, "procs", st.procs);
+    cr_assert_eq(st.consumers, 1);
+    cr_assert_str_eq(jstr(d, "watchdog.status"), "none");
+    struct jval *procs = jget(d, "processes");
+    cr_assert(procs && procs->type == J_ARR && procs->n == 2, "two registry entries of ours");
+    bool seen_consumer = false;
+    for (size_t i = 0; i < procs->n; i++) {
+        struct jval *p = procs->items[i];
+        cr_assert_eq(jnum(p, "pid"), (double)getpid());
+        cr_assert_str_eq(jstr(p, "state"), "ACTIVE");
+        cr_assert(jget(p, "alive")->type == J_BOOL && jget(p, "alive")->b);
+        cr_assert(jnum(p, "heartbeat_age_ms") >= 0);
+        if (strcmp(jstr(p, "role"), "consumer") == 0) {
+            seen_consumer = true;
+            cr_assert_str_eq(jstr(p, "name"), "statcons");
+            jassert_num(p, "inflight", 1);
+        } else {
+            jassert_num(p, "inflight", 0);
+        }
+    }
+    cr_assert(seen_consumer, "the consumer's entry is listed");
+    json_free(d);
+    run_free(&r);
+
+    /* text: the same facts; with -i, rates */
+    r = RUN("stat", name, "-i", "50");
+    assert_exit(&r, 0, "stat -i");
+    assert_contains(r.out, "depth: 2", "stat text");
+    assert_contains(r.out, "published_per_s=", "stat -i");
+    assert_contains(r.out, "name=\"statcons\"", "stat text");
+    run_free(&r);
+
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(cli, list_shows_the_queue_in_text_and_json)
+{
+    const char *name = h_qname("list");
+    shmq_t *q = create_queue(name, 8, 5);
+    publish_text(q, "a");
+    publish_text(q, "b");
+    publish_text(q, "c");
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "l", &c), 0);
+
+    struct run r = RUN("list", "--json");
+    /* other tests' queues may be corrupt on purpose: exit 0 or 1, but ours must be listed */
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) <= 1, "list --json: %s", r.err);
+    struct jval *d = json_parse(r.out);
+    struct jval *qs = jget(d, "queues");
+    cr_assert(qs && qs->type == J_ARR);
+    struct jval *mine = NULL;
+    for (size_t i = 0; i < qs->n; i++)
+        if (strcmp(jstr(qs->items[i], "name"), name) == 0)
+            mine = qs->items[i];
+    cr_assert(mine, "%s not in list --json", name);
+    jassert_num(mine, "capacity", 8);
+    jassert_num(mine, "ready", 3);
+    jassert_num(mine, "inflight", 0);
+    jassert_num(mine, "dead", 0);
+    jassert_num(mine, "consumers", 1);
+    cr_assert_str_eq(jstr(mine, "durability"), "none");
+    cr_assert_str_eq(jstr(mine, "watchdog"), "none");
+    json_free(d);
+    run_free(&r);
+
+    r = RUN("list");
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) <= 1);
+    assert_contains(r.out, "NAME", "list header");
+    char line[256];
+    const char *p = strstr(r.out, name);
+    cr_assert(p, "%s not in list", name);
+    sscanf(p, "%255[^\n]", line);
+    char lname[80];
+    unsigned cap, ready, delayed, inflight, dead, consumers;
+    cr_assert_eq(sscanf(line, "%79s %u %u %u %u %u %u", lname, &cap, &ready, &delayed, &inflight,
+                        &dead, &consumers),
+                 7, "list line: %s", line);
+    cr_assert_eq(cap, 8);
+    cr_assert_eq(ready, 3);
+    cr_assert_eq(consumers, 1);
+    run_free(&r);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* ------------------------------------------------------------------ delete */
+
+static int attach_and_wait(void *arg)
+{
+    const char *name = arg;
+    shmq_t *q;
+    if (shmq_open(name, &q) != 0)
+        return 1;
+    pause(); /* killed by the test */
+    return 0;
+}
+
+static void wait_for_procs(const char *name, uint32_t want)
+{
+    shmq_t *q;
+    h_assert_rc(shmq_open(name, &q), 0);
+    int64_t end = h_now_ms() + 5000;
+    shmq_stats_t st;
+    do {
+        h_assert_rc(shmq_stats(q, &st), 0);
+        if (st.procs >= want + 1) /* ours too */
+            break;
+        h_sleep_ms(5);
+    } while (h_now_ms() < end);
+    cr_assert_geq(st.procs, want + 1, "the child did not attach");
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(cli, delete_refuses_while_attached_and_force_overrides)
+{
+    const char *name = h_qname("delete");
+    shmq_t *q = create_queue(name, 8, 5);
+    h_assert_rc(shmq_close(q), 0);
+    pid_t child = h_fork(attach_and_wait, (void *)name);
+    wait_for_procs(name, 1);
+
+    struct run r = RUN("delete", name);
+    assert_exit(&r, 3, "delete while attached");
+    char pidtext[32];
+    snprintf(pidtext, sizeof pidtext, "pid %d", (int)child);
+    assert_contains(r.err, pidtext, "delete names the attached process");
+    assert_contains(r.err, "refused", "delete while attached");
+    run_free(&r);
+    char path[128];
+    h_shm_path(name, path, sizeof path);
+    cr_assert_eq(access(path, F_OK), 0, "the segment is still there");
+
+    kill(child, SIGKILL);
+    int st;
+    cr_assert_eq(h_waitpid(child, 5000, 0, &st), 0);
+    r = RUN("delete", name); /* the dead child's entry does not count */
+    assert_exit(&r, 0, "delete after the process died");
+    run_free(&r);
+    cr_assert(access(path, F_OK) != 0, "the segment is gone");
+
+    r = RUN("delete", name);
+    assert_exit(&r, 1, "delete a missing queue");
+    assert_contains(r.err, "no such queue", "delete a missing queue");
+    run_free(&r);
+
+    q = create_queue(name, 8, 5);
+    h_assert_rc(shmq_close(q), 0);
+    child = h_fork(attach_and_wait, (void *)name);
+    wait_for_procs(name, 1);
+    r = RUN("delete", "--force", name);
+    assert_exit(&r, 0, "delete --force while attached");
+    run_free(&r);
+    cr_assert(access(path, F_OK) != 0, "the segment is gone");
+    kill(child, SIGKILL);
+    h_waitpid(child, 5000, 0, &st);
+}
+
+/* ------------------------------------------------------------------ pub and sub */
+
+Test(cli, pub_sub_round_trip_through_shell_pipelines)
+{
+    const char *a = h_qname("pipeA");
+    const char *b = h_qname("pipeB");
+    shmq_t *qa = create_queue(a, 64, 5);
+    shmq_t *qb = create_queue(b, 256, 5);
+    h_assert_rc(shmq_close(qa), 0);
+
+    /* 200 lines through a 64-slot queue: pub waits for sub to make room, both in one pipeline
+     * of two concurrent shells */
+    char script[1024];
+    snprintf(script, sizeof script,
+             "seq 1 200 | \"$SHMQ\" pub %s --timeout-ms 10000 & "
+             "\"$SHMQ\" sub %s --count 200 --timeout-ms 20000 | \"$SHMQ\" pub %s "
+             "--timeout-ms 10000; rc=$?; wait $! || exit 10; exit $rc",
+             a, a, b);
+    int status;
+    char *out = run_shell(script, &status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "pipeline: status 0x%x", status);
+    free(out);
+
+    /* every line arrived in queue B once, unchanged, in order (one producer, one consumer) */
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(qb, "check", &c), 0);
+    for (int i = 1; i <= 200; i++) {
+        char buf[32], want[32];
+        shmq_msg_t m = receive_text(c, buf, sizeof buf);
+        snprintf(want, sizeof want, "%d", i);
+        cr_assert_str_eq(buf, want, "message %d", i);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    h_assert_rc(shmq_consumer_close(c), 0);
+
+    /* args, -v ids, and sub into sort */
+    snprintf(script, sizeof script,
+             "\"$SHMQ\" pub -v %s 'hello world' '' 'x y' --timeout-ms 1000 > /dev/null && "
+             "\"$SHMQ\" sub %s --count 3 --timeout-ms 5000 | sort",
+             b, b);
+    out = run_shell(script, &status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_assert_str_eq(out, "\nhello world\nx y\n");
+    free(out);
+
+    struct run r = RUN("pub", "-v", b, "one", "two");
+    assert_exit(&r, 0, "pub -v");
+    uint64_t id1, id2;
+    cr_assert_eq(sscanf(r.out, "%" SCNu64 "\n%" SCNu64, &id1, &id2), 2, "ids: %s", r.out);
+    cr_assert_eq(id2, id1 + 1);
+    run_free(&r);
+    r = RUN("sub", b, "--count", "2", "--json", "--timeout-ms", "5000");
+    assert_exit(&r, 0, "sub --json");
+    char *save, *line = strtok_r(r.out, "\n", &save);
+    for (int i = 0; i < 2; i++, line = strtok_r(NULL, "\n", &save)) {
+        cr_assert(line, "two JSON lines");
+        struct jval *d = json_parse(line);
+        jassert_num(d, "id", (double)(i ? id2 : id1));
+        jassert_num(d, "attempt", 1);
+        cr_assert_str_eq(jstr(d, "data"), i ? "two" : "one");
+        jassert_num(d, "len", 3);
+        json_free(d);
+    }
+    run_free(&r);
+    h_assert_rc(shmq_close(qb), 0);
+}
+
+Test(cli, pub_on_full_queue_and_sub_short_of_count_fail_with_documented_codes)
+{
+    const char *name = h_qname("full");
+    shmq_t *q = create_queue(name, 2, 5);
+    struct run r = RUN("pub", name, "a", "b", "c", "--timeout-ms", "50");
+    assert_exit(&r, 1, "pub on a full queue");
+    assert_contains(r.err, "queue full", "pub on a full queue");
+    assert_contains(r.err, "2 published before it", "pub on a full queue");
+    run_free(&r);
+
+    char big[400];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    r = RUN("sub", name, "--count", "2", "--timeout-ms", "2000");
+    assert_exit(&r, 0, "drain");
+    run_free(&r);
+    r = RUN("pub", name, big);
+    assert_exit(&r, 1, "pub of a message larger than max_msg_size");
+    assert_contains(r.err, "max_msg_size", "pub too large");
+    run_free(&r);
+
+    /* stdin: lines; an empty queue then gives sub exit 4 after its timeout */
+    r = RUN_IN("l1\n", "pub", name, "--timeout-ms", "100");
+    assert_exit(&r, 0, "pub from stdin");
+    run_free(&r);
+    int64_t t0 = h_now_ms();
+    r = RUN("sub", name, "--count", "3", "--timeout-ms", "300");
+    assert_exit(&r, 4, "sub short of --count");
+    cr_assert_str_eq(r.out, "l1\n");
+    assert_contains(r.err, "timed out after 1 of 3", "sub short of --count");
+    cr_assert(h_now_ms() - t0 >= 300, "sub waited its timeout");
+    run_free(&r);
+    r = RUN("sub", name, "--timeout-ms", "100"); /* no --count: the timeout is the normal end */
+    assert_exit(&r, 0, "sub without --count");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* ------------------------------------------------------------------ dlq */
+
+Test(cli, dlq_list_redrive_purge)
+{
+    const char *name = h_qname("dlq");
+    shmq_t *q = create_queue(name, 8, 1);
+    struct run r = RUN("pub", "-v", name, "m1", "m2", "m3");
+    assert_exit(&r, 0, "pub");
+    uint64_t ids[3];
+    cr_assert_eq(sscanf(r.out, "%" SCNu64 "\n%" SCNu64 "\n%" SCNu64, &ids[0], &ids[1], &ids[2]), 3);
+    run_free(&r);
+    r = RUN("sub", name, "--count", "3", "--nack", "--timeout-ms", "5000");
+    assert_exit(&r, 0, "sub --nack");
+    cr_assert_str_eq(r.out, "m1\nm2\nm3\n");
+    run_free(&r);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.dead, 3, "max_attempts 1: every nack is a dead letter");
+
+    r = RUN("dlq", name, "list");
+    assert_exit(&r, 0, "dlq list");
+    assert_contains(r.out, "max-attempts", "dlq list");
+    assert_contains(r.out, "\"m2\"", "dlq list");
+    run_free(&r);
+    r = RUN("dlq", name, "list", "--json");
+    assert_exit(&r, 0, "dlq list --json");
+    struct jval *d = json_parse(r.out);
+    struct jval *dl = jget(d, "dead_letters");
+    cr_assert(dl && dl->type == J_ARR && dl->n == 3);
+    for (size_t i = 0; i < 3; i++) {
+        char want[8];
+        snprintf(want, sizeof want, "m%zu", i + 1);
+        jassert_num(dl->items[i], "id", (double)ids[i]);
+        jassert_num(dl->items[i], "attempt", 1);
+        cr_assert_str_eq(jstr(dl->items[i], "reason"), "max-attempts");
+        cr_assert_str_eq(jstr(dl->items[i], "data"), want);
+    }
+    json_free(d);
+    run_free(&r);
+
+    char id[32];
+    snprintf(id, sizeof id, "%" PRIu64, ids[1]);
+    r = RUN("dlq", name, "redrive", id);
+    assert_exit(&r, 0, "dlq redrive ID");
+    assert_contains(r.out, "1 dead letter redriven", "dlq redrive ID");
+    run_free(&r);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.dead, 2);
+    cr_assert_eq(st.ready, 1);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "dlqcheck", &c), 0);
+    char buf[16];
+    shmq_msg_t m = receive_text(c, buf, sizeof buf);
+    cr_assert_str_eq(buf, "m2");
+    cr_assert_eq(m.id, ids[1]);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_consumer_close(c), 0);
+
+    r = RUN("dlq", name, "redrive", id); /* gone now */
+    assert_exit(&r, 1, "dlq redrive of an unknown ID");
+    assert_contains(r.err, "no dead letter with id", "dlq redrive of an unknown ID");
+    run_free(&r);
+    r = RUN("dlq", name, "purge");
+    assert_exit(&r, 0, "dlq purge");
+    assert_contains(r.out, "2 dead letters purged", "dlq purge");
+    run_free(&r);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.dead, 0);
+    cr_assert_eq(st.free, 8);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* ------------------------------------------------------------------ top */
+
+Test(cli, top_draws_frames_in_place_with_rates)
+{
+    const char *name = h_qname("top");
+    shmq_t *q = create_queue(name, 8, 5);
+    publish_text(q, "x");
+    struct run r = RUN("top", name, "--iterations", "3", "--interval-ms", "30");
+    assert_exit(&r, 0, "top --iterations 3");
+    int frames = 0;
+    for (const char *p = r.out; (p = strstr(p, "\033[H\033[J")) != NULL; p++)
+        frames++;
+    cr_assert_eq(frames, 3, "three frames redrawn in place:\n%s", r.out);
+    assert_contains(r.out, "published_per_s=", "top rates");
+    assert_contains(r.out, "depth: 1", "top depth");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+    r = RUN("top", name, "--iterations", "1", "--interval-ms", "10");
+    assert_exit(&r, 1, "top of a missing queue");
+    assert_contains(r.err, "no such queue", "top of a missing queue");
+    run_free(&r);
+}
+
+/* ------------------------------------------------------------------ broken segments */
+
+/* Every subcommand that reads NAME: exit 1, a message naming the queue, no signal. */
+static void assert_all_fail(const char *name, const char *what)
+{
+    const char *const *cmds[] = {
+        (const char *const[]){"stat", name, NULL},
+        (const char *const[]){"stat", name, "--json", NULL},
+        (const char *const[]){"top", name, "--iterations", "1", "--interval-ms", "10", NULL},
+        (const char *const[]){"pub", name, "m", "--timeout-ms", "0", NULL},
+        (const char *const[]){"sub", name, "--count", "1", "--timeout-ms", "100", NULL},
+        (const char *const[]){"dlq", name, "list", NULL},
+        (const char *const[]){"dlq", name, "redrive", NULL},
+        (const char *const[]){"dlq", name, "purge", NULL},
+        (const char *const[]){"delete", name, NULL},
+        (const char *const[]){"dump", name, NULL},
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        struct run r = run_argv("", cmds[i]);
+        char label[96];
+        snprintf(label, sizeof label, "%s: shmq %s", what, cmds[i][0]);
+        assert_exit(&r, 1, label);
+        assert_contains(r.err, name, label);
+        run_free(&r);
+    }
+    struct run r = RUN("list");
+    assert_exit(&r, 1, what);
+    char needle[128];
+    snprintf(needle, sizeof needle, "%s: ", name);
+    assert_contains(r.err, needle, "list names the broken segment");
+    run_free(&r);
+}
+
+Test(cli, missing_corrupted_and_truncated_segments_exit_1_without_crashing)
+{
+    const char *name = h_qname("broken");
+    struct run r = RUN("stat", name);
+    assert_exit(&r, 1, "stat of a missing queue");
+    assert_contains(r.err, "no such queue", "stat of a missing queue");
+    run_free(&r);
+    r = RUN("pub", name, "x");
+    assert_exit(&r, 1, "pub to a missing queue");
+    assert_contains(r.err, "no such queue", "pub to a missing queue");
+    run_free(&r);
+
+    char path[128];
+    h_shm_path(name, path, sizeof path);
+    shmq_t *q = create_queue(name, 8, 5);
+    publish_text(q, "before damage");
+    h_assert_rc(shmq_close(q), 0);
+
+    /* a flipped byte in the checksummed header */
+    int fd = open(path, O_RDWR);
+    cr_assert(fd >= 0);
+    unsigned char byte;
+    cr_assert_eq(pread(fd, &byte, 1, offsetof(struct seg_layout, capacity)), 1);
+    byte ^= 0x40;
+    cr_assert_eq(pwrite(fd, &byte, 1, offsetof(struct seg_layout, capacity)), 1);
+    close(fd);
+    assert_all_fail(name, "corrupted header");
+    r = RUN("delete", "--force", name);
+    assert_exit(&r, 0, "delete --force of a corrupted segment");
+    run_free(&r);
+
+    /* a segment cut short: the header is intact, the slots are not there */
+    q = create_queue(name, 8, 5);
+    h_assert_rc(shmq_close(q), 0);
+    cr_assert_eq(truncate(path, 4096), 0);
+    assert_all_fail(name, "truncated segment");
+
+    /* garbage that is not a segment at all */
+    cr_assert_eq(truncate(path, 0), 0);
+    fd = open(path, O_WRONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, "not a queue\n", 12), 12);
+    close(fd);
+    assert_all_fail(name, "garbage file");
+    cr_assert_eq(unlink(path), 0);
+}
