@@ -206,6 +206,11 @@ static void render(FILE *f, const struct watch_list *l)
         {"shmq_messages_reclaimed_total",
          "In-flight messages taken back from dead, hung or late consumers.",
          offsetof(shmq_stats_t, reclaimed)},
+        {"shmq_wal_bytes_appended_total",
+         "Write-ahead log bytes appended since the segment was made (resets when it is rebuilt).",
+         offsetof(shmq_stats_t, wal_bytes)},
+        {"shmq_wal_flushes_total", "Write-ahead log fdatasync calls (durability sync).",
+         offsetof(shmq_stats_t, wal_flushes)},
     };
     for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
         family(f, counters[c].name, "counter", counters[c].help);
@@ -258,6 +263,10 @@ static void render(FILE *f, const struct watch_list *l)
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
             sample_u64(f, "shmq_processes", l->w[i], NULL, l->w[i]->stats.procs);
+    family(f, "shmq_wal_files", "gauge", "Write-ahead log files on disk (0: no log).");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_wal_files", l->w[i], NULL, l->w[i]->stats.wal_files);
     family(f, "shmq_watchdog_lease_held", "gauge",
            "1 if this watchdog holds the queue's maintenance lease, else 0 (standby).");
     for (size_t i = 0; i < l->n; i++)
