@@ -624,7 +624,7 @@ static void maintain_move_case(int move)
         cr_assert_eq(rep.reclaimed, 1);
         cr_assert_eq(shmq_receive(c, &m, 1000), 0);
         cr_assert_eq(shmq_ack(c, &m), 0); /* the slot is FENCED for the stopped reader */
-        t_kill_reap(p);                    /* now its reader is dead: maintenance frees it */
+        t_kill_reap(p);                   /* now its reader is dead: maintenance frees it */
     } else {
         cr_assert_eq(shmq_publish(q, payload, sizeof payload, &id), 0);
         pid_t p = t_spawn(mv_holder_main, &sh, sizeof sh);
@@ -677,22 +677,10 @@ static void maintain_move_case(int move)
     alarm(0);
 }
 
-Test(crash, maintain_after_fence_firing_a_delayed_message)
-{
-    maintain_move_case(MV_DELAYED);
-}
+Test(crash, maintain_after_fence_firing_a_delayed_message) { maintain_move_case(MV_DELAYED); }
 
-Test(crash, maintain_after_fence_freeing_a_dead_reservation)
-{
-    maintain_move_case(MV_RESERVE);
-}
+Test(crash, maintain_after_fence_freeing_a_dead_reservation) { maintain_move_case(MV_RESERVE); }
 
-Test(crash, maintain_after_fence_releasing_a_fenced_slot)
-{
-    maintain_move_case(MV_FENCED);
-}
+Test(crash, maintain_after_fence_releasing_a_fenced_slot) { maintain_move_case(MV_FENCED); }
 
-Test(crash, maintain_after_fence_dead_lettering)
-{
-    maintain_move_case(MV_DEAD);
-}
+Test(crash, maintain_after_fence_dead_lettering) { maintain_move_case(MV_DEAD); }

@@ -25,7 +25,8 @@
 TestSuite(torture, .init = t_setup, .fini = t_teardown, .timeout = 600);
 
 #define CAP_DEFAULT 64
-static uint32_t CAP = CAP_DEFAULT; /* SHMQ_TORTURE_CAPACITY overrides (small: more wrap, more contention) */
+static uint32_t CAP =
+    CAP_DEFAULT; /* SHMQ_TORTURE_CAPACITY overrides (small: more wrap, more contention) */
 #define PRODUCERS 2
 #define CONSUMERS 3
 #define NCHILD (PRODUCERS + CONSUMERS + 1)
@@ -217,8 +218,8 @@ static void start_child(struct chaos *ch, int k, bool may_arm)
         size_t p = (size_t)(t_rand(&ch->rng) % np);
         int stop = (int)(t_rand(&ch->rng) % 2);
         int skip = (int)(t_rand(&ch->rng) % 200);
-        kid->pid = t_spawn_crash(child_main, &kid->arg, sizeof kid->arg, crashpoint_names[p],
-                                 stop, skip);
+        kid->pid =
+            t_spawn_crash(child_main, &kid->arg, sizeof kid->arg, crashpoint_names[p], stop, skip);
         ch->armed++;
         if (p < 16)
             ch->points_armed[p]++;
@@ -333,8 +334,9 @@ Test(torture, kill_stop_restart_no_loss)
     for (int k = 0; k < NCHILD; k++) {
         struct child_arg *a = &ch.kids[k].arg;
         a->sh = sh;
-        a->role = k < PRODUCERS ? R_PRODUCER : k < PRODUCERS + CONSUMERS ? R_CONSUMER
-                                                                            : R_MAINTAINER;
+        a->role = k < PRODUCERS               ? R_PRODUCER
+                  : k < PRODUCERS + CONSUMERS ? R_CONSUMER
+                                              : R_MAINTAINER;
         a->index = k < PRODUCERS ? (uint32_t)k : (uint32_t)(k - PRODUCERS);
         a->slot = k;
         start_child(&ch, k, false);
@@ -402,18 +404,19 @@ Test(torture, kill_stop_restart_no_loss)
     for (size_t i = 0; i < (size_t)PRODUCERS * per_producer; i++)
         if (atomic_load(&sh->book->rec[i].max_attempt) > max_attempt)
             max_attempt = atomic_load(&sh->book->rec[i].max_attempt);
-    fprintf(stderr,
-            "torture: %d s (seed 0x%llx, capacity %u), run %lld ms: published %llu, delivered %llu, "
-            "duplicates %llu (%llu not after a nack), losses %llu, acked %llu (stale acks %llu, acker killed inside "
-            "shmq_ack %llu), nacked %llu, "
-            "max attempt %llu, drained at the end %llu\n",
-            seconds, (unsigned long long)seed, CAP, (long long)run_ms, (unsigned long long)t.published,
-            (unsigned long long)t.delivered, (unsigned long long)t.duplicates,
-            (unsigned long long)t.unasked_redeliveries,
-            (unsigned long long)t.lost, (unsigned long long)t.acked_ok,
-            (unsigned long long)t.stale_acks, (unsigned long long)t.killed_in_ack,
-            (unsigned long long)t.nacked,
-            (unsigned long long)max_attempt, (unsigned long long)drained);
+    fprintf(
+        stderr,
+        "torture: %d s (seed 0x%llx, capacity %u), run %lld ms: published %llu, delivered %llu, "
+        "duplicates %llu (%llu not after a nack), losses %llu, acked %llu (stale acks %llu, acker "
+        "killed inside "
+        "shmq_ack %llu), nacked %llu, "
+        "max attempt %llu, drained at the end %llu\n",
+        seconds, (unsigned long long)seed, CAP, (long long)run_ms, (unsigned long long)t.published,
+        (unsigned long long)t.delivered, (unsigned long long)t.duplicates,
+        (unsigned long long)t.unasked_redeliveries, (unsigned long long)t.lost,
+        (unsigned long long)t.acked_ok, (unsigned long long)t.stale_acks,
+        (unsigned long long)t.killed_in_ack, (unsigned long long)t.nacked,
+        (unsigned long long)max_attempt, (unsigned long long)drained);
     fprintf(stderr,
             "torture: kills %llu (SIGKILL by the test) + %llu (armed crash points), stops %llu "
             "(SIGSTOP by the test) + %llu (crash points), restarts %llu, armed %llu, "
@@ -436,21 +439,18 @@ Test(torture, kill_stop_restart_no_loss)
                 "ack_begun %u acked %u stale %u nacked %u max_attempt %u\n",
                 i / per_producer, i % per_producer, atomic_load(&r->pub_begun),
                 atomic_load(&r->delivered), atomic_load(&r->ack_begun), atomic_load(&r->acked),
-                atomic_load(&r->ack_stale), atomic_load(&r->nacked),
-                atomic_load(&r->max_attempt));
+                atomic_load(&r->ack_stale), atomic_load(&r->nacked), atomic_load(&r->max_attempt));
         t_dump(sh->qname);
     }
     cr_assert_eq(atomic_load(&sh->child_errors), 0, "child errors (last code %d)",
                  atomic_load(&sh->last_error));
     cr_assert_eq(atomic_load(&sh->book->corrupt), 0, "corrupt payloads delivered");
     cr_assert_eq(atomic_load(&sh->book->out_of_range), 0);
-    cr_assert_eq(t.lost, 0, "%llu published messages were never acked",
-                 (unsigned long long)t.lost);
+    cr_assert_eq(t.lost, 0, "%llu published messages were never acked", (unsigned long long)t.lost);
     cr_assert_eq(t.double_acked, 0, "%llu messages were acked successfully twice",
                  (unsigned long long)t.double_acked);
     cr_assert_gt(t.published, 0);
-    cr_assert(t_quiet(&st, CAP), "not quiet after the drain: " T_STATS_FMT,
-              T_STATS_ARGS(st, CAP));
+    cr_assert(t_quiet(&st, CAP), "not quiet after the drain: " T_STATS_FMT, T_STATS_ARGS(st, CAP));
     cr_assert_eq(st.dead_lettered, 0);
     /* counters may undercount (a process killed while folding them), never overcount */
     cr_assert_leq(st.acked, t.ack_begun, "stats.acked %llu > acks attempted %llu",

@@ -121,8 +121,8 @@ static T_UNUSED const char *t_qname(const char *tag)
 
 struct t_request {
     int (*fn)(void *arg);
-    char crash_at[48];  /* "" for none */
-    int crash_stop;     /* SHMQ_CRASH_SIGNAL=STOP */
+    char crash_at[48]; /* "" for none */
+    int crash_stop;    /* SHMQ_CRASH_SIGNAL=STOP */
     int crash_skip;
     size_t arglen;
     unsigned char arg[T_ARG_MAX];
@@ -363,19 +363,19 @@ static T_UNUSED void t_diag_stack(pid_t pid)
 }
 
 /* Assert that pid exits with 0 within timeout_ms (killed otherwise). */
-#define t_assert_exit0(pid, timeout_ms, what)                                                     \
-    do {                                                                                          \
-        int t_st_ = 0;                                                                            \
-        char t_b_[96];                                                                            \
-        int t_rc_ = t_wait((pid), (timeout_ms), 0, &t_st_);                                       \
-        if (t_rc_ != 0) {                                                                         \
-            t_diag_stack(pid);                                                                    \
-            t_kill_reap(pid);                                                                     \
-        }                                                                                         \
-        cr_assert_eq(t_rc_, 0, "%s: pid %d did not end within %d ms", (what), (int)(pid),        \
-                     (int)(timeout_ms));                                                          \
-        cr_assert(WIFEXITED(t_st_) && WEXITSTATUS(t_st_) == 0, "%s: pid %d %s", (what),          \
-                  (int)(pid), t_status_str(t_st_, t_b_, sizeof t_b_));                            \
+#define t_assert_exit0(pid, timeout_ms, what)                                                      \
+    do {                                                                                           \
+        int t_st_ = 0;                                                                             \
+        char t_b_[96];                                                                             \
+        int t_rc_ = t_wait((pid), (timeout_ms), 0, &t_st_);                                        \
+        if (t_rc_ != 0) {                                                                          \
+            t_diag_stack(pid);                                                                     \
+            t_kill_reap(pid);                                                                      \
+        }                                                                                          \
+        cr_assert_eq(t_rc_, 0, "%s: pid %d did not end within %d ms", (what), (int)(pid),          \
+                     (int)(timeout_ms));                                                           \
+        cr_assert(WIFEXITED(t_st_) && WEXITSTATUS(t_st_) == 0, "%s: pid %d %s", (what),            \
+                  (int)(pid), t_status_str(t_st_, t_b_, sizeof t_b_));                             \
     } while (0)
 
 /* The suites' .fini: kill every child, stop the spawner, unlink the queues. */
@@ -464,7 +464,7 @@ struct t_rec {
     _Atomic uint32_t ack_stale;            /* ack returned -ESTALE */
     _Atomic uint32_t nacked;               /* nack returned 0 */
     _Atomic uint32_t max_attempt;
-    _Atomic uint32_t ack_killed;           /* its acker was killed inside shmq_ack */
+    _Atomic uint32_t ack_killed; /* its acker was killed inside shmq_ack */
 };
 
 struct t_book {
@@ -541,7 +541,7 @@ struct t_tally {
     uint64_t published, lost, duplicates, double_acked, delivered, acked_ok, ack_begun, nacked;
     uint64_t pub_begun, unpublished_delivered, stale_acks, unasked_redeliveries;
     uint64_t killed_in_ack; /* published, never seen acked: the acker died inside shmq_ack */
-    long first_lost; /* index of the first lost record, -1 if none */
+    long first_lost;        /* index of the first lost record, -1 if none */
 };
 
 static T_UNUSED struct t_tally t_book_tally(struct t_book *b)
@@ -629,16 +629,15 @@ static T_UNUSED shmq_stats_t t_settle(shmq_t *q, uint32_t capacity, int timeout_
     }
 }
 
-#define T_STATS_FMT                                                                               \
+#define T_STATS_FMT                                                                                \
     "free %u ready %u inflight %u reserved %u delayed %u dead %u (fenced %u) | published %llu "    \
     "delivered %llu acked %llu nacked %llu redelivered %llu reclaimed %llu dead_lettered %llu"
-#define T_STATS_ARGS(st, cap)                                                                     \
-    (st).free, (st).ready, (st).inflight, (st).reserved, (st).delayed, (st).dead,                 \
-        (cap) - (st).free - (st).ready - (st).inflight - (st).reserved - (st).delayed -           \
-            (st).dead,                                                                            \
-        (unsigned long long)(st).published, (unsigned long long)(st).delivered,                   \
-        (unsigned long long)(st).acked, (unsigned long long)(st).nacked,                          \
-        (unsigned long long)(st).redelivered, (unsigned long long)(st).reclaimed,                 \
+#define T_STATS_ARGS(st, cap)                                                                      \
+    (st).free, (st).ready, (st).inflight, (st).reserved, (st).delayed, (st).dead,                  \
+        (cap) - (st).free - (st).ready - (st).inflight - (st).reserved - (st).delayed - (st).dead, \
+        (unsigned long long)(st).published, (unsigned long long)(st).delivered,                    \
+        (unsigned long long)(st).acked, (unsigned long long)(st).nacked,                           \
+        (unsigned long long)(st).redelivered, (unsigned long long)(st).reclaimed,                  \
         (unsigned long long)(st).dead_lettered
 
 /*
@@ -664,9 +663,10 @@ static T_UNUSED void t_full_cycle(shmq_t *q, uint32_t capacity)
         cr_assert_eq(rc, -EAGAIN, "publish: %s", shmq_strerror(rc));
         shmq_stats_t st;
         shmq_stats(q, &st);
-        cr_assert(t_now_ms() < end,
-                  "full cycle: only %u of %u slots could be claimed (a slot is stuck): " T_STATS_FMT,
-                  published, capacity, T_STATS_ARGS(st, capacity));
+        cr_assert(
+            t_now_ms() < end,
+            "full cycle: only %u of %u slots could be claimed (a slot is stuck): " T_STATS_FMT,
+            published, capacity, T_STATS_ARGS(st, capacity));
         t_maintain(q, NULL);
         t_sleep_ms(10);
     }
