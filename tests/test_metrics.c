@@ -134,7 +134,12 @@ static void stop_watchdog(struct daemon *d)
         h_waitpid(d->pid, 5000, 0, &st);
     }
     d->pid = 0;
+    char *log = read_file(d->log);
     unlink(d->log);
+    /* a sanitizer build reports through stderr, which is in the log */
+    cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error:"),
+              "watchdog: sanitizer report:\n%s", log);
+    free(log);
 }
 
 #define assert_log(d, needle, times, what)                                                         \

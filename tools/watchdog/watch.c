@@ -135,16 +135,22 @@ bool watch_still_there(const struct watch *w)
 }
 
 /*
- * The no_lease alert: a standby that finds no live holder of the lease (the active watchdog
- * died, hung past its lease, or released it) fires it just before taking over; the rule is
- * armed again once we are no longer a standby without a holder.
+ * The no_lease alert, after a lease attempt (err) made as role `was`. A standby finds no live
+ * holder when it takes the lease over (the holder died, hung past its lease, or released it)
+ * or when lease_get says nobody holds it; it fires then, once, and is armed again at the
+ * next pass that finds a holder (us, after the takeover). Deciding on the acquire's own
+ * result, not on a read before it, leaves no window: a holder that dies between a read and
+ * the acquire is still seen.
  */
-static void check_no_lease(struct watch *w, const struct wd_options *o)
+static void check_no_lease(struct watch *w, const struct wd_options *o, enum watch_role was,
+                           int err)
 {
     if (!o->alerts->on[ALERT_NO_LEASE])
         return;
     bool none = false;
-    if (w->role == ROLE_STANDBY) {
+    if (was == ROLE_STANDBY && err == 0) {
+        none = true; /* took over: nobody held it */
+    } else if (was == ROLE_STANDBY && err == -EBUSY) {
         shmq_lease_info_t li = {0};
         none = shmq_lease_get(w->q, &li) == 0 && !li.held;
     }
@@ -154,8 +160,9 @@ static void check_no_lease(struct watch *w, const struct wd_options *o)
 /* Step 1: the lease, and the log line when our role changes. */
 static void take_lease(struct watch *w, const struct wd_options *o)
 {
-    check_no_lease(w, o);
+    enum watch_role was = w->role;
     int err = shmq_lease_acquire(w->q, o->lease_ms, 1);
+    check_no_lease(w, o, was, err);
     if (err == 0) {
         if (w->role != ROLE_ACTIVE)
             wd_log(WD_INFO, w->name, "lease_acquired", "lease_ms=%u%s", o->lease_ms,
@@ -260,8 +267,7 @@ static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after
                    r->reclaimed);
             if (roles & SHMQ_ROLE_CONSUMER)
                 w->consumer_deaths++; /* for the consumer_died alert (watch_sample) */
-        }
-        else if (fenced && r->procs_hung && !pid_exited(b->pid))
+        } else if (fenced && r->procs_hung && !pid_exited(b->pid))
             wd_log(WD_WARN, w->name, "consumer_hung",
                    "pid=%d name=%s heartbeat_age_ms=%llu reclaimed=%u", (int)b->pid, qname,
                    (unsigned long long)b->heartbeat_age_ms, r->reclaimed);
