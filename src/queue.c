@@ -55,8 +55,8 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
     if (err)
         return err;
     if (cfg->durability != SHMQ_DURABILITY_NONE) {
-        if ((err = wal_dir_path(name, cfg->log_dir, dir, sizeof(dir))) != 0)
-            return err;
+        if (wal_dir_path(name, cfg->log_dir, dir, sizeof(dir)) != 0)
+            return -EINVAL; /* log_dir/NAME does not fit a path */
         if (has_log_files(dir))
             return -EEXIST;
     }

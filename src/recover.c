@@ -185,6 +185,8 @@ static int decide(struct scan_ctx *c, struct rebuild *rb, shmq_recovery_report_t
         for (; j < c->n && c->v[j].id == c->v[i].id; j++) {
             struct entry *e = &c->v[j];
             if (e->type == WAL_PUBLISH) {
+                if (resolved)
+                    attempt = 0; /* redriven from the dead letters: attempts start again */
                 latest_pub = e;
                 resolved = 0;
             } else if (e->type == WAL_ACK || e->type == WAL_DEAD) {

@@ -150,10 +150,17 @@ static int make_file(struct wal *w, uint64_t seq)
     h.crc = wal_header_crc(&h);
     if (ftruncate(fd, (off_t)w->file_size) != 0 || pwrite(fd, &h, sizeof(h), 0) != sizeof(h))
         err = -errno;
+    if (!err && fsync(fd) != 0)
+        err = -errno;
     close(fd);
     if (!err && link(tmp, path) != 0 && errno != EEXIST)
         err = -errno;
     unlink(tmp);
+    int dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { /* the new name is durable too (SYNC promises power-loss safety) */
+        fsync(dfd);
+        close(dfd);
+    }
     return err;
 }
 
@@ -287,6 +294,17 @@ static void write_record(struct walmap *m, uint64_t off, enum wal_type type, uin
     atomic_store_explicit((_Atomic uint32_t *)&r->crc, crc, memory_order_release);
 }
 
+/* The part of a crossing reservation that fell into the next file: a PAD record, so readers
+ * see no hole there (a spill too short for a record header is below their hole threshold). */
+static void pad_spill(struct wal *w, uint64_t seq, uint64_t spill)
+{
+    struct walmap *m;
+    if (spill < WAL_REC_HEADER || get_map(w, seq, &m) != 0)
+        return;
+    write_record(m, 0, WAL_PAD, 0, 0, NULL, (uint32_t)(spill - WAL_REC_HEADER));
+    put_map(m);
+}
+
 int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
                const void *payload, uint32_t len, uint32_t *seq_out)
 {
@@ -305,11 +323,12 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
             return 0; /* the queue was deleted (shmq_unlink): its log with it */
         if (err)
             return err;
-        if (off + size > w->usable) { /* would cross the file's end: pad it, go again */
+        if (off + size > w->usable) { /* would cross the file's end: pad both parts, again */
             if (w->usable - off >= WAL_REC_HEADER)
                 write_record(m, off, WAL_PAD, 0, 0, NULL,
                              (uint32_t)(w->usable - off - WAL_REC_HEADER));
             put_map(m);
+            pad_spill(w, seq + 1, off + size - w->usable);
             continue;
         }
         write_record(m, off, type, id, attempt, payload, len);
@@ -404,6 +423,8 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
     uint64_t oldest = atomic_load(&h->wal_oldest_seq);
     int deleted = 0;
+    if (oldest < limit) /* the files going may hold the highest ids: say how far ids went */
+        wal_append(w, WAL_MARK, atomic_load(&h->next_id), 0, NULL, 0, NULL);
     while (oldest < limit) {
         /* release: a writer that sees the new bound never re-creates a deleted file */
         if (!atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &oldest, oldest + 1,

@@ -14,8 +14,9 @@
  * release: a record is valid iff magic, epoch (the file's, from its header) and crc match and
  * it fits in the file. The log position of a byte is a 64-bit number; file seq holds positions
  * [seq*U, (seq+1)*U), U = wal_file_size - 4096. Appenders reserve space with one FAA on the
- * segment's wal_pos; a reservation that would cross a file's end is filled with a PAD record
- * and taken again, so no record spans files and nobody waits for anybody.
+ * segment's wal_pos; a reservation that would cross a file's end is filled with PAD records
+ * (the rest of this file, and the spilled part at the start of the next one when it can hold a
+ * record header) and taken again, so no record spans files and nobody waits for anybody.
  *
  * Reading the log (recover.c): the latest record of an id decides its fate: PUBLISH (live) or
  * ACK/DEAD (resolved); NACK raises its attempt count. An invalid record is skipped by scanning
@@ -40,7 +41,9 @@
 #define WAL_FILE_MIN (64u << 10)
 #define WAL_FILE_DEFAULT (64u << 20)
 
-enum wal_type { WAL_PUBLISH = 1, WAL_ACK = 2, WAL_DEAD = 3, WAL_NACK = 4, WAL_PAD = 5 };
+/* MARK: ids up to its id were handed out (written before files are deleted, so recovery never
+ * hands out an id again even when the records that carried the highest ids are gone). */
+enum wal_type { WAL_PUBLISH = 1, WAL_ACK = 2, WAL_DEAD = 3, WAL_NACK = 4, WAL_PAD = 5, WAL_MARK = 6 };
 
 struct wal_rec {
     uint32_t magic;

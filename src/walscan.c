@@ -29,7 +29,7 @@ static int valid_at(const uint8_t *base, uint64_t off, uint64_t end, uint64_t ep
         return 0;
     struct wal_rec r;
     memcpy(&r, base + off, sizeof(r));
-    if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || r.type < WAL_PUBLISH || r.type > WAL_PAD)
+    if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || r.type < WAL_PUBLISH || r.type > WAL_MARK)
         return 0;
     if (r.len > end - off - WAL_REC_HEADER)
         return 0;
