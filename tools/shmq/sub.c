@@ -4,8 +4,10 @@
  *
  * The order per message is: receive, write and flush the line, then ack (or nack). A message
  * whose line could not be written (the reader of the pipe went away: EPIPE, SIGPIPE ignored)
- * is not acked: closing the consumer gives it back to the queue, so `sub | head -1` loses
- * nothing (at-least-once). A helper thread keeps the consumer's heartbeat fresh while a slow
+ * is not acked: closing the consumer gives it back to the queue. "Written" means handed to
+ * the kernel: lines that sit in a pipe's buffer when its reader exits were acked and are lost
+ * to the queue (`sub | head -1` consumes up to a pipe's worth), so a reader that wants N
+ * messages says --count N. A helper thread keeps the consumer's heartbeat fresh while a slow
  * reader holds up a write. SIGINT and SIGTERM end the loop cleanly (messages in hand go back).
  */
 #include <errno.h>
@@ -27,7 +29,9 @@ void cmd_sub_help(FILE *out)
         "Consume messages from the queue NAME and print each payload on its own line of\n"
         "stdout, as it arrives (a payload that holds newlines spans several lines: use\n"
         "--json for such data). Each message is acked once its line is written; one that\n"
-        "cannot be written (the pipe's reader left) goes back to the queue.\n"
+        "cannot be written (the pipe's reader left) goes back to the queue. Lines still in a\n"
+        "pipe's buffer when its reader exits were acked: to take N messages, say --count N\n"
+        "(not `| head -n N`).\n"
         "\n"
         "Options:\n"
         "  -c, --count N       stop after N messages (default: run until --timeout-ms,\n"
