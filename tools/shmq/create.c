@@ -59,10 +59,10 @@ void cmd_create_help(FILE *out)
             "  %s create jobs --capacity 65536 --max-msg-size 4096 --max-attempts 3\n"
             "  %s create shared --mode 0660 --durability none   # group-shared, no log\n",
             cli_progname, SHMQ_CAPACITY_MAX, d.capacity, SHMQ_MSG_SIZE_MAX, d.max_msg_size,
-            SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms, d.max_attempts,
-            d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier, (unsigned)d.mode,
-            durability_name(d.durability), (unsigned)WAL_FILE_MIN, d.wal_file_size, cli_progname,
-            cli_progname, cli_progname);
+            (unsigned)SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms,
+            d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier,
+            (unsigned)d.mode, durability_name(d.durability), (unsigned)WAL_FILE_MIN,
+            d.wal_file_size, cli_progname, cli_progname, cli_progname);
 }
 
 enum {

@@ -99,7 +99,8 @@ static int queue_names(char ***out, size_t *n)
         free(names);
         return err;
     }
-    qsort(names, k, sizeof(*names), by_name);
+    if (k > 1)
+        qsort(names, k, sizeof(*names), by_name);
     *out = names;
     *n = k;
     return 0;
