@@ -6,7 +6,9 @@
  * (Ir(N2) - Ir(N1)) / (N2 - N1): the set-up (dynamic loader, shmq_create, the first touch of
  * every slot) is the same in both runs and cancels out. bench/first-figures does this.
  *
- *   instr [-b|-e|-f] [-s size] [-q capacity] N
+ *   instr [-b|-e|-f] [-s size] [-q capacity] [-d none|process|sync] N
+ *     -d  the queue's durability (default: the library's, PROCESS: a log record per publish
+ *         and per ack, written into an mmap'd file)
  *     -b  baseline: the same loop with the queue replaced by a memcpy of the payload into a
  *         ring of plain buffers and a read of it back, through non-inlined calls. It is the
  *         floor for any queue that copies the payload in and hands a pointer out.
@@ -42,6 +44,8 @@ static uint64_t now_ns(void)
 
 static volatile uint64_t sink;
 static uint64_t loop_t0, loop_t1; /* the timed part: the N iterations, not the set-up */
+static int durability = -1;       /* SHMQ_DURABILITY_*; -1: the library's default */
+static const char *const durability_names[] = {"none", "process", "sync"};
 
 /* The baseline's "queue": copy in, hand the pointer out, read it back. */
 #define BASE_SLOTS 1024
@@ -125,6 +129,8 @@ static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
     shmq_config_init(&cfg);
     cfg.capacity = capacity;
     cfg.max_msg_size = (uint32_t)size;
+    if (durability >= 0)
+        cfg.durability = durability;
     shmq_t *q = NULL;
     shmq_consumer_t *c = NULL;
     int status = 2;
@@ -200,8 +206,16 @@ int main(int argc, char **argv)
     int baseline = 0, ch;
     enum what what = LOOP;
     unsigned long size = 64, capacity = 1024;
-    while ((ch = getopt(argc, argv, "befs:q:")) != -1) {
+    while ((ch = getopt(argc, argv, "befs:q:d:")) != -1) {
         switch (ch) {
+        case 'd':
+            durability = -2;
+            for (int d = 0; d < 3; d++)
+                if (!strcmp(optarg, durability_names[d]))
+                    durability = d;
+            if (durability == -2)
+                goto usage;
+            break;
         case 'b': baseline = 1; break;
         case 'e': what = EMPTY_POLL; break;
         case 'f': what = FULL_PUBLISH; break;
@@ -218,10 +232,11 @@ int main(int argc, char **argv)
     uint64_t t0 = loop_t0, t1 = loop_t1;
     static const char *const names[] = {"loop", "empty_poll", "full_publish"};
     if (status == 0)
-        printf("{\"bench\":\"instr\",\"what\":\"%s\",\"size\":%lu,\"iters\":%llu,"
-               "\"seconds\":%.6f,\"ns_per_msg_wall\":%.1f}\n",
-               baseline ? "baseline" : names[what], size, (unsigned long long)n, (t1 - t0) / 1e9,
-               n ? (double)(t1 - t0) / (double)n : 0.0);
+        printf("{\"bench\":\"instr\",\"what\":\"%s\",\"durability\":\"%s\",\"size\":%lu,"
+               "\"iters\":%llu,\"seconds\":%.6f,\"ns_per_msg_wall\":%.1f}\n",
+               baseline ? "baseline" : names[what],
+               durability >= 0 ? durability_names[durability] : "default", size,
+               (unsigned long long)n, (t1 - t0) / 1e9, n ? (double)(t1 - t0) / (double)n : 0.0);
     return status;
 
 usage:

@@ -71,7 +71,11 @@ struct opts {
     int wait_ms;       /* block mode: receive / publish_timed timeout */
     unsigned grace_ms; /* an empty queue with messages missing is given up after this */
     unsigned watchdog_s;
+    int durability;      /* SHMQ_DURABILITY_*, or -1: the library's default */
+    const char *log_dir; /* NULL: the library's default (the state directory) */
 };
+
+static const char *const durability_names[] = {"none", "process", "sync"};
 
 /* One child's results, on its own cache lines: written by that child, read by the parent after
  * it exited (and by the other consumers for count, see "End of the run"). */
@@ -393,7 +397,8 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [-p producers] [-c consumers] [-s size] [-n msgs] [-q capacity]\n"
-            "          [-m poll|block] [-a] [-w wait_ms] [-g grace_ms] [-T watchdog_s]\n"
+            "          [-m poll|block] [-a] [-w wait_ms] [-g grace_ms] [-d durability]\n"
+            "          [-L log_dir] [-T watchdog_s]\n"
             "  -p 1  producer processes        -c 1  consumer processes\n"
             "  -s 64 message bytes (>= %d); also the queue's max_msg_size\n"
             "  -n 1000000 messages in all      -q 4096 queue capacity (slots)\n"
@@ -402,6 +407,8 @@ static void usage(const char *argv0)
             "  -w 200 block-mode timeout in ms (-1: forever; needs -c 1)\n"
             "  -g 2000 a consumer that finds the queue empty this long after the producers\n"
             "        finished, with messages not acked, stops (the run then fails: lost)\n"
+            "  -d none|process|sync  durability (default: the library's, PROCESS)\n"
+            "  -L dir  log directory (default: the library's state directory)\n"
             "  -T 120 watchdog: after this many seconds dump the state and fail\n",
             argv0, HDR_BYTES);
 }
@@ -427,10 +434,11 @@ static int parse_opts(int argc, char **argv)
                         .mode = MODE_POLL,
                         .wait_ms = 200,
                         .watchdog_s = 120,
-                        .grace_ms = 2000};
+                        .grace_ms = 2000,
+                        .durability = -1};
     int ch;
     uint64_t v;
-    while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:h")) != -1) {
+    while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:d:L:h")) != -1) {
         switch (ch) {
         case 'p':
             if (parse_u64(optarg, &v) || v < 1)
@@ -466,6 +474,15 @@ static int parse_opts(int argc, char **argv)
                 return -1;
             break;
         case 'a': opt.pin = 1; break;
+        case 'd':
+            opt.durability = -2;
+            for (int d = 0; d < 3; d++)
+                if (!strcmp(optarg, durability_names[d]))
+                    opt.durability = d;
+            if (opt.durability == -2)
+                return -1;
+            break;
+        case 'L': opt.log_dir = optarg; break;
         case 'w':
             opt.wait_ms = atoi(optarg);
             if (opt.wait_ms < -1)
@@ -523,6 +540,10 @@ int main(int argc, char **argv)
     shmq_config_init(&cfg);
     cfg.capacity = opt.capacity;
     cfg.max_msg_size = opt.size;
+    if (opt.durability >= 0)
+        cfg.durability = opt.durability;
+    if (opt.log_dir)
+        cfg.log_dir = opt.log_dir;
     /* One registry entry per process and one per consumer, plus the parent, plus slack. */
     if (1u + nkids + opt.consumers + 2u > cfg.max_procs)
         cfg.max_procs = 1u + nkids + opt.consumers + 2u;
@@ -672,16 +693,28 @@ int main(int argc, char **argv)
         fprintf(stderr, "tput: note: %llu deliveries flagged REDELIVERED\n",
                 (unsigned long long)redelivered);
 
+    /* The durability in force (as stored in the segment) and what the log did. */
+    shmq_config_t used;
+    const char *durability = "?";
+    if (shmq_get_config(q, &used) == 0 && used.durability >= 0 && used.durability <= 2)
+        durability = durability_names[used.durability];
+    shmq_stats_t st;
+    if (shmq_stats(q, &st) != 0)
+        memset(&st, 0, sizeof(st));
+
     double seconds = end_ns > t0 ? (double)(end_ns - t0) / 1e9 : 0.0;
     double mps = seconds > 0 ? (double)acked / seconds : 0.0;
     printf("{\"bench\":\"tput\",\"producers\":%u,\"consumers\":%u,\"size\":%u,\"msgs\":%llu,"
            "\"seconds\":%.6f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,"
-           "\"mode\":\"%s\",\"pinned\":%s,\"capacity\":%u,\"full_retries\":%llu,"
-           "\"empty_polls\":%llu,\"redelivered\":%llu,\"ok\":%s}\n",
+           "\"mode\":\"%s\",\"durability\":\"%s\",\"pinned\":%s,\"capacity\":%u,"
+           "\"full_retries\":%llu,\"empty_polls\":%llu,\"redelivered\":%llu,"
+           "\"wal_bytes\":%llu,\"wal_flushes\":%llu,\"ok\":%s}\n",
            opt.producers, opt.consumers, opt.size, (unsigned long long)opt.msgs, seconds, mps,
-           mps * opt.size / 1e6, opt.mode == MODE_POLL ? "poll" : "block",
+           mps * opt.size / 1e6, opt.mode == MODE_POLL ? "poll" : "block", durability,
            opt.pin ? "true" : "false", opt.capacity, (unsigned long long)full,
-           (unsigned long long)empty, (unsigned long long)redelivered, verdict ? "false" : "true");
+           (unsigned long long)empty, (unsigned long long)redelivered,
+           (unsigned long long)st.wal_bytes, (unsigned long long)st.wal_flushes,
+           verdict ? "false" : "true");
     fflush(stdout);
 
     rc = shmq_close(q);
