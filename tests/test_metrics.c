@@ -28,7 +28,25 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-TestSuite(metrics, .fini = h_cleanup, .timeout = 120);
+/* Temporary files of a test, removed by cleanup() even when an assertion ends it early. */
+static char tmp_paths[16][64];
+static int n_tmp;
+
+static void track_tmp(const char *path)
+{
+    if (n_tmp < 16)
+        snprintf(tmp_paths[n_tmp++], sizeof tmp_paths[0], "%s", path);
+}
+
+static void cleanup(void)
+{
+    h_cleanup(); /* kills the watchdogs first */
+    for (int i = 0; i < n_tmp; i++)
+        unlink(tmp_paths[i]);
+    n_tmp = 0;
+}
+
+TestSuite(metrics, .fini = cleanup, .timeout = 120);
 
 /* ------------------------------------------------------------------ the daemon */
 
@@ -68,6 +86,7 @@ static struct daemon start_watchdog(const char *arg0, ...)
     snprintf(d.log, sizeof d.log, "/tmp/shmq-test-wd-XXXXXX");
     int fd = mkstemp(d.log);
     cr_assert(fd >= 0);
+    track_tmp(d.log);
     fflush(NULL);
     d.pid = fork();
     cr_assert(d.pid >= 0);
@@ -481,6 +500,7 @@ static void alert_env_init(struct alert_env *a)
     snprintf(a->file, sizeof a->file, "/tmp/shmq-test-alerts-XXXXXX");
     int fd = mkstemp(a->file);
     cr_assert(fd >= 0);
+    track_tmp(a->file);
     close(fd);
     snprintf(a->cmd, sizeof a->cmd,
              "echo \"$SHMQ_ALERT $SHMQ_QUEUE $SHMQ_VALUE $SHMQ_THRESHOLD\" >> %s", a->file);
