@@ -980,6 +980,7 @@ static void assert_all_fail(const char *name, const char *what)
         (const char *const[]){"dlq", name, "purge", NULL},
         (const char *const[]){"delete", name, NULL},
         (const char *const[]){"dump", name, NULL},
+        (const char *const[]){"create", name, "--durability", "none", NULL}, /* it exists */
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         struct run r = run_argv("", cmds[i]);
