@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "clock.h"
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
@@ -40,9 +41,13 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
     st->wal_bytes = atomic_load(&s->hdr->wal_pos) - s->layout.wal_base_pos;
     st->wal_flushes = atomic_load(&s->hdr->wal_flushes);
     st->wal_files = q->wal ? wal_count_files(q->wal) : 0;
+    uint64_t now = now_ns(), oldest = UINT64_MAX;
     for (uint32_t i = 0; i < s->layout.capacity; i++) {
-        uint64_t w = atomic_load_explicit(&segment_slot(s, i)->state, memory_order_relaxed);
-        switch (sw_state(w)) {
+        struct slot *sl = segment_slot(s, i);
+        /* acquire: publish_ns was written before the release that made the slot READY */
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        unsigned state = sw_state(w);
+        switch (state) {
         case SLOT_FREE: st->free++; break;
         case SLOT_RESERVED: st->reserved++; break;
         case SLOT_READY: st->ready++; break;
@@ -50,6 +55,12 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
         case SLOT_DELAYED: st->delayed++; break;
         case SLOT_DEAD: st->dead++; break;
         }
+        if (state == SLOT_READY || state == SLOT_INFLIGHT || state == SLOT_DELAYED) {
+            uint64_t t = sl->publish_ns; /* racy read of a hint; only used for the gauge */
+            if (t && t < oldest)
+                oldest = t;
+        }
     }
+    st->oldest_age_ms = oldest == UINT64_MAX ? -1 : (int64_t)((now > oldest ? now - oldest : 0) / 1000000ull);
     return 0;
 }

@@ -210,6 +210,8 @@ typedef struct shmq_stats {
     uint32_t wal_files;       /* log files on disk now */
     uint32_t ready, inflight, delayed, reserved, dead, free; /* slot counts by state, now */
     uint32_t consumers, procs;                               /* live registry entries */
+    int64_t oldest_age_ms;    /* age since publish of the oldest message not yet acked (ready,
+                               * delayed or in flight); -1 when there is none */
 } shmq_stats_t;
 
 /** Read the counters and count slots by state (a scan of the slots: not for the fast path). */
