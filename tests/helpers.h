@@ -20,6 +20,7 @@
 #endif
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -43,6 +44,7 @@
 #define H_MAX_NAMES 16
 #define H_MAX_PIDS 64
 
+static char h_state_dir[64];
 static char h_names[H_MAX_NAMES][SHMQ_NAME_MAX + 1];
 static int h_nnames;
 static pid_t h_pids[H_MAX_PIDS];
@@ -65,11 +67,52 @@ static H_UNUSED void h_sleep_ms(int ms)
 }
 
 /*
+ * The state directory where queue logs (durability PROCESS/SYNC) go: $SHMQ_STATE_DIR if set
+ * (ctest sets it), else a private /tmp/shmq-test-XXXXXX made for this test, exported to forked
+ * children and removed by h_cleanup(), so a test run by hand never writes the real state
+ * directory or leaves logs behind.
+ */
+static H_UNUSED const char *h_state_dir_path(void)
+{
+    const char *env = getenv("SHMQ_STATE_DIR");
+    if (env && *env)
+        return env;
+    snprintf(h_state_dir, sizeof h_state_dir, "/tmp/shmq-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(h_state_dir), "mkdtemp: %s", strerror(errno));
+    setenv("SHMQ_STATE_DIR", h_state_dir, 1);
+    return h_state_dir;
+}
+
+/* rm -r path (no symlinks followed). */
+static H_UNUSED void h_remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char sub[512];
+            snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+            struct stat st;
+            if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+                h_remove_tree(sub);
+            else
+                unlink(sub);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/*
  * A unique queue name "t-TAG-PID-N" (at most SHMQ_NAME_MAX bytes), registered for h_cleanup().
- * A stale segment of that name (from a killed earlier run) is unlinked first.
+ * A stale segment of that name (from a killed earlier run) is unlinked first. The first call
+ * sets up the test's private state directory.
  */
 static H_UNUSED const char *h_qname(const char *tag)
 {
+    h_state_dir_path();
     cr_assert(h_nnames < H_MAX_NAMES, "too many queue names in one test");
     char *buf = h_names[h_nnames];
     snprintf(buf, SHMQ_NAME_MAX + 1, "t-%.40s-%d-%d", tag, (int)getpid(), h_nnames);
@@ -124,6 +167,11 @@ static H_UNUSED void h_cleanup(void)
     for (int i = 0; i < h_nnames; i++)
         shmq_unlink(h_names[i]);
     h_nnames = 0;
+    if (h_state_dir[0]) { /* made by h_state_dir_path(): ours to remove */
+        h_remove_tree(h_state_dir);
+        unsetenv("SHMQ_STATE_DIR");
+        h_state_dir[0] = 0;
+    }
 }
 
 /* Body of a child: returns its exit code (0 = success). */

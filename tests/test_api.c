@@ -3,9 +3,11 @@
  * argument and config checking, error codes, FIFO order, zero-copy publish, ack/nack/extend,
  * redelivery, dead letters and statistics. Each test asserts the property it is named after.
  */
-#include <math.h>
 
-#include "helpers.h"
+#include "helpers.h" /* first: it defines _GNU_SOURCE */
+
+#include <math.h>
+#include <stddef.h>
 
 TestSuite(api, .fini = h_cleanup, .timeout = 20);
 
@@ -50,6 +52,9 @@ Test(api, config_defaults_match_header)
     cr_expect_eq(cfg.mode & 07777, 0600, "mode %o", (unsigned)cfg.mode);
     cr_expect(cfg.backoff_base_ms <= cfg.backoff_cap_ms, "base %u cap %u", cfg.backoff_base_ms,
               cfg.backoff_cap_ms);
+    cr_expect_eq(cfg.durability, SHMQ_DURABILITY_PROCESS);
+    cr_expect_null(cfg.log_dir);
+    cr_expect_eq(cfg.wal_file_size, 64u << 20);
 }
 
 Test(api, get_config_returns_stored_config)
@@ -336,6 +341,15 @@ Test(api, absurd_configs_are_einval)
     BAD(backoff_multiplier, 0.0);
     BAD(backoff_multiplier, -2.0);
     BAD(backoff_multiplier, NAN);
+    BAD(durability, 3);
+    BAD(durability, -1);
+    BAD(wal_file_size, (64u << 10) - 1);
+    BAD(wal_file_size, 0);
+    char longdir[SHMQ_LOG_DIR_MAX + 2];
+    memset(longdir, 'd', sizeof longdir - 1);
+    longdir[0] = '/';
+    longdir[sizeof longdir - 1] = 0;
+    BAD(log_dir, longdir);
 #undef BAD
     /* Each field within its limit, but the whole segment beyond SHMQ_SEGMENT_MAX. */
     cfg = h_small_config(SHMQ_CAPACITY_MAX, SHMQ_MSG_SIZE_MAX, 8);
@@ -1425,5 +1439,117 @@ Test(api, nack_backoff_follows_policy)
         cr_expect_eq(m.attempt, (uint32_t)(i + 2));
     }
     h_assert_rc(shmq_ack(c, &m), 0);
+    close_q(name, q, c);
+}
+
+/* ---- the log directory ---------------------------------------------------------------------- */
+
+static bool dir_mode(const char *path, unsigned *mode)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return false;
+    *mode = st.st_mode & 07777;
+    return true;
+}
+
+Test(api, log_directory_created_private_and_removed_by_unlink)
+{
+    const char *name = h_qname("logdir");
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", h_state_dir_path(), name);
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_PROCESS;
+    shmq_t *q;
+    open_q(name, &cfg, &q, NULL);
+    unsigned mode = 0;
+    cr_assert(dir_mode(path, &mode), "no log directory %s", path);
+    cr_expect_eq(mode, 0700u, "log directory mode %o", mode);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+    /* The log makes the name taken even without a segment. */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    cr_expect(!segment_exists(name));
+    shmq_t *q2;
+    h_assert_rc(shmq_create(name, &cfg, &q2), -EEXIST);
+    h_assert_rc(shmq_unlink(name), 0);
+    cr_expect(!dir_mode(path, &mode), "shmq_unlink left the log directory %s", path);
+    h_assert_rc(shmq_unlink(name), -ENOENT);
+    /* Now the name is free again. */
+    h_assert_rc(shmq_create(name, &cfg, &q2), 0);
+    close_q(name, q2, NULL);
+}
+
+Test(api, durability_none_writes_no_log)
+{
+    const char *name = h_qname("nolog");
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", h_state_dir_path(), name);
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q;
+    open_q(name, &cfg, &q, NULL);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    unsigned mode;
+    cr_expect(!dir_mode(path, &mode), "durability NONE made a log directory");
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.wal_bytes, 0u);
+    close_q(name, q, NULL);
+}
+
+static int count_unread(shmq_t *q, shmq_consumer_t *c)
+{
+    int n = 0;
+    shmq_msg_t m;
+    while (shmq_receive(c, &m, 0) == 0) {
+        n++;
+        shmq_ack(c, &m);
+    }
+    return n;
+}
+
+Test(api, unlinked_segment_rebuilt_from_log_by_open)
+{
+    /* shmq_unlink_segment() is "as a reboot would": the next open rebuilds the queue with the
+     * messages published and not acked, ids continuing after the highest. */
+    const char *name = h_qname("rebuild");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_PROCESS;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    uint64_t ids[6];
+    for (int i = 0; i < 6; i++) {
+        char d[8];
+        snprintf(d, sizeof d, "m%d", i);
+        h_assert_rc(shmq_publish(q, d, strlen(d), &ids[i]), 0);
+    }
+    shmq_msg_t m;
+    for (int i = 0; i < 2; i++) { /* m0, m1 acked */
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    h_assert_rc(shmq_receive(c, &m, 0), 0); /* m2 in flight, not acked */
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+
+    h_assert_rc(shmq_open(name, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "after", &c), 0);
+    for (int i = 2; i < 6; i++) {
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        char d[8];
+        snprintf(d, sizeof d, "m%d", i);
+        cr_expect(m.len == strlen(d) && memcmp(m.data, d, m.len) == 0, "restored %.*s, want %s",
+                  (int)m.len, (const char *)m.data, d);
+        cr_expect_eq(m.id, ids[i]);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    cr_expect_eq(count_unread(q, c), 0, "acked messages came back");
+    uint64_t id;
+    h_assert_rc(shmq_publish(q, "new", 3, &id), 0);
+    cr_expect(id > ids[5], "id %llu after rebuild does not continue after %llu",
+              (unsigned long long)id, (unsigned long long)ids[5]);
     close_q(name, q, c);
 }
