@@ -15,6 +15,10 @@
  *    (its receive still works), and its late ack gets -ESTALE.
  *  - A consumer SIGKILLed and reaped: one maintenance pass finds it dead and redelivers its
  *    message (no grace period).
+ *  - A process that attaches while a maintenance pass is under way (to a registry entry the
+ *    pass saw FREE) and takes a slot before the pass walks over it is spared: its reservation
+ *    is kept and its delivery is not taken back (pass_spares_*; made deterministic by stopping
+ *    the maintainer at maintain_after_fence mid-walk).
  */
 #include "torture.h"
 
@@ -377,3 +381,165 @@ Test(fencing, killed_consumer_redelivered_after_one_pass)
     finish(q, q2, c, sh, NULL);
     alarm(0);
 }
+
+/* ---------------------------------------------------------------- newcomers during a pass */
+
+/*
+ * A maintenance pass decides who is dead once, in its registry phase (a FREE entry counts as
+ * dead and fenced), then walks the slots. A process that attaches to an entry that was FREE
+ * during the registry phase and takes a slot before the walk reaches it is alive, and what it
+ * holds must be spared: a live producer's reservation is kept, a live consumer's delivery is
+ * not taken back (so its ack works and its payload is not reused under it).
+ *
+ * Made deterministic with the crash point maintain_after_fence in SIGSTOP mode: the maintainer
+ * reclaims the message of a killed consumer in slot 0 and stops there, mid-walk; a newcomer
+ * attaches and takes slot 1; the maintainer is continued and walks on over slot 1.
+ */
+struct nc_shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    _Atomic int ready, go;
+    _Atomic int rc_final; /* the newcomer's commit or ack */
+    _Atomic int payload_intact;
+};
+
+static int nc_holder_main(void *argp)
+{
+    struct nc_shared *sh = *(struct nc_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "nc-holder", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 11;
+    atomic_store(&sh->ready, 1);
+    for (;;)
+        pause();
+}
+
+static int nc_maintainer_main(void *argp)
+{
+    struct nc_shared *sh = *(struct nc_shared **)argp;
+    shmq_t *q;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    shmq_maintain(q, NULL); /* stops at maintain_after_fence; continued by the test */
+    shmq_close(q);
+    return 0;
+}
+
+static int nc_producer_main(void *argp)
+{
+    struct nc_shared *sh = *(struct nc_shared **)argp;
+    shmq_t *q;
+    void *buf;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_reserve(q, 16, &buf) != 0)
+        return 10;
+    memcpy(buf, "newcomer-payload", 16);
+    atomic_store(&sh->ready, 1);
+    while (!atomic_load(&sh->go))
+        t_sleep_ms(1);
+    atomic_store(&sh->rc_final, shmq_commit(q, buf, 16, NULL));
+    shmq_close(q);
+    return 0;
+}
+
+static int nc_consumer_main(void *argp)
+{
+    struct nc_shared *sh = *(struct nc_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "newcomer", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 11;
+    atomic_store(&sh->ready, 1);
+    while (!atomic_load(&sh->go))
+        t_sleep_ms(1);
+    atomic_store(&sh->payload_intact,
+                 m.len == 16 && memcmp(m.data, "newcomer-payload", 16) == 0 ? 1 : -1);
+    atomic_store(&sh->rc_final, shmq_ack(c, &m));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+static void newcomer_case(bool producer)
+{
+    alarm(30);
+    struct nc_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname(producer ? "fenceNP" : "fenceNC"));
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    shmq_t *q;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+
+    /* Slot 0: in flight with a consumer that is then killed. */
+    cr_assert_eq(shmq_publish(q, "old-message-0000", 16, NULL), 0);
+    pid_t holder = t_spawn(nc_holder_main, &sh, sizeof sh);
+    int64_t end = t_now_ms() + 5000;
+    while (!atomic_load(&sh->ready) && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert(atomic_load(&sh->ready));
+    t_kill_reap(holder);
+    atomic_store(&sh->ready, 0);
+    if (!producer) /* slot 1: the message the newcomer consumer will take */
+        cr_assert_eq(shmq_publish(q, "newcomer-payload", 16, NULL), 0);
+
+    /* A maintainer reclaims slot 0 and stops right there, mid-walk. */
+    pid_t maint = t_spawn_crash(nc_maintainer_main, &sh, sizeof sh, "maintain_after_fence", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(maint, 5000, WUNTRACED, &st), 0, "the maintainer did not stop");
+    cr_assert(WIFSTOPPED(st));
+
+    /* A newcomer attaches (to an entry the stopped pass saw FREE) and takes slot 1. */
+    pid_t nc = t_spawn(producer ? nc_producer_main : nc_consumer_main, &sh, sizeof sh);
+    end = t_now_ms() + 5000;
+    while (!atomic_load(&sh->ready) && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert(atomic_load(&sh->ready), "the newcomer did not get its slot");
+    shmq_stats_t s0;
+    cr_assert_eq(shmq_stats(q, &s0), 0);
+
+    /* The pass walks on over slot 1. */
+    kill(maint, SIGCONT);
+    t_assert_exit0(maint, 5000, "maintainer");
+    shmq_stats_t s1;
+    cr_assert_eq(shmq_stats(q, &s1), 0);
+    bool spared = producer ? s1.reserved == 1 : s1.inflight == 1;
+    if (!spared)
+        t_dump(sh->qname);
+    atomic_store(&sh->go, 1);
+    t_assert_exit0(nc, 5000, "newcomer");
+    fprintf(stderr,
+            "fencing newcomer %s: before the walk went on: reserved %u inflight %u; after: "
+            "reserved %u inflight %u ready %u free %u; the newcomer's %s returned %d (%s)\n",
+            producer ? "producer" : "consumer", s0.reserved, s0.inflight, s1.reserved, s1.inflight,
+            s1.ready, s1.free, producer ? "commit" : "ack", atomic_load(&sh->rc_final),
+            shmq_strerror(atomic_load(&sh->rc_final)));
+    if (producer) {
+        cr_assert_eq(s1.reserved, 1, "the pass freed a live producer's reservation");
+        cr_assert_eq(atomic_load(&sh->rc_final), 0,
+                     "the live newcomer producer's commit returned %d (%s)",
+                     atomic_load(&sh->rc_final), shmq_strerror(atomic_load(&sh->rc_final)));
+    } else {
+        cr_assert_eq(s1.inflight, 1, "the pass took a live consumer's delivery back");
+        cr_assert_eq(atomic_load(&sh->payload_intact), 1);
+        cr_assert_eq(atomic_load(&sh->rc_final), 0,
+                     "the live newcomer consumer's ack returned %d (%s)",
+                     atomic_load(&sh->rc_final), shmq_strerror(atomic_load(&sh->rc_final)));
+    }
+    shmq_lease_release(q);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
+
+Test(fencing, pass_spares_a_producer_that_attached_during_it) { newcomer_case(true); }
+
+Test(fencing, pass_spares_a_consumer_that_attached_during_it) { newcomer_case(false); }

@@ -297,6 +297,7 @@ Test(torture, kill_stop_restart_no_loss)
     if (seconds < 1)
         seconds = 1;
     alarm((unsigned)(seconds + 120));
+    t_child_alarm_s = (unsigned)(seconds + 60); /* a child may live the whole run */
     const char *cap_env = getenv("SHMQ_TORTURE_CAPACITY");
     if (cap_env && atoi(cap_env) > 0)
         CAP = (uint32_t)atoi(cap_env);

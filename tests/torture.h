@@ -124,6 +124,7 @@ struct t_request {
     char crash_at[48]; /* "" for none */
     int crash_stop;    /* SHMQ_CRASH_SIGNAL=STOP */
     int crash_skip;
+    unsigned alarm_s; /* the child's backstop */
     size_t arglen;
     unsigned char arg[T_ARG_MAX];
 };
@@ -164,15 +165,18 @@ static int t_write_full(int fd, const void *buf, size_t n)
     return 0;
 }
 
+/* Seconds a child may live (its alarm()); a soak raises it before spawning. */
+static unsigned t_child_alarm_s = T_CHILD_ALARM_S;
+
 /* In a grandchild: wait until the test process adopted us, then die with it. */
-static void t_child_start(void)
+static void t_child_start(unsigned alarm_s)
 {
     for (int i = 0; i < 5000 && getppid() != t_test_pid; i++)
         t_sleep_us(200);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != t_test_pid)
         _exit(98);
-    alarm(T_CHILD_ALARM_S);
+    alarm(alarm_s);
 }
 
 static void t_spawner_main(int req, int resp)
@@ -203,7 +207,7 @@ static void t_spawner_main(int req, int resp)
                     if (r.crash_stop)
                         setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
                 }
-                t_child_start();
+                t_child_start(r.alarm_s);
                 int rc = r.fn(r.arg);
                 fflush(NULL);
                 _exit(rc & 0xff);
@@ -286,6 +290,7 @@ static T_UNUSED pid_t t_spawn_crash(int (*fn)(void *), const void *arg, size_t a
         snprintf(r.crash_at, sizeof r.crash_at, "%s", crash_at);
     r.crash_stop = stop;
     r.crash_skip = skip;
+    r.alarm_s = t_child_alarm_s;
     r.arglen = arglen;
     if (arglen)
         memcpy(r.arg, arg, arglen);
