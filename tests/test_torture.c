@@ -431,6 +431,10 @@ Test(torture, kill_stop_restart_no_loss)
             (unsigned long long)atomic_load(&sh->maint_passes),
             (unsigned long long)ch.parent_passes,
             (unsigned long long)atomic_load(&sh->child_errors));
+    fprintf(stderr, "torture: corrupt payloads %llu, out of range %llu, double acks %llu\n",
+            (unsigned long long)atomic_load(&sh->book->corrupt),
+            (unsigned long long)atomic_load(&sh->book->out_of_range),
+            (unsigned long long)t.double_acked);
     fprintf(stderr, "torture: final " T_STATS_FMT "\n", T_STATS_ARGS(st, CAP));
     if (t.lost) {
         size_t i = (size_t)t.first_lost;
