@@ -15,6 +15,7 @@
  */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <poll.h>
 
 TestSuite(recovery, .fini = h_cleanup, .timeout = 240);
@@ -38,6 +39,8 @@ struct shared {
 
 static struct shared *sh;
 static const char *kq;
+static uint32_t nack_every;   /* 0: ack everything */
+static uint32_t cons_delay_us; /* a consumer's pause after each message: builds a backlog */
 
 struct payload {
     uint32_t p, s, check, pad;
@@ -137,7 +140,7 @@ static int consumer(void *arg)
             return 13;
         /* one in eight is nacked (first delivery) with a long delay: it stays live, with a
          * NACK record; the others are acked */
-        if (m.s % 8 == 0 && msg.attempt == 1) {
+        if (nack_every && m.s % nack_every == 0 && msg.attempt == 1) {
             atomic_store(&sh->cons[m.p][m.s], CONS_NACK_STARTED);
             if (shmq_nack(c, &msg, 600000) == 0) {
                 atomic_store(&sh->cons[m.p][m.s], CONS_NACKED);
@@ -150,6 +153,8 @@ static int consumer(void *arg)
                 atomic_fetch_add(&sh->acked, 1);
             }
         }
+        if (cons_delay_us)
+            usleep(cons_delay_us);
     }
     shmq_consumer_close(c);
     shmq_close(q);
@@ -169,13 +174,15 @@ static int maintainer(void *arg)
     return 0;
 }
 
-Test(recovery, process_mode_kills)
+static void kill_run(const char *tag, uint32_t nack, uint32_t delay_us, uint32_t wal_file_size)
 {
-    kq = h_qname("kill");
+    kq = h_qname(tag);
+    nack_every = nack;
+    cons_delay_us = delay_us;
     sh = h_shared_alloc(sizeof *sh);
     shmq_config_t cfg = h_small_config(16384, MSG_LEN, 512);
     cfg.durability = SHMQ_DURABILITY_PROCESS;
-    cfg.wal_file_size = 256u << 10;
+    cfg.wal_file_size = wal_file_size;
     cfg.heartbeat_timeout_ms = 60000;
     cfg.ack_deadline_ms = 600000;
     shmq_t *q;
@@ -230,6 +237,22 @@ Test(recovery, process_mode_kills)
     for (int i = 0; i < NC; i++)
         h_waitpid(cons[i], 10000, 0, NULL);
     h_waitpid(maint, 10000, 0, NULL);
+
+    /* the log files left (maintenance deletes those no live message needs) */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", getenv("SHMQ_STATE_DIR"), kq);
+    unsigned nfiles = 0;
+    unsigned long long lowest = ~0ull;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, "wal.", 4) == 0 && strlen(e->d_name) == 14) {
+            unsigned long long seq = strtoull(e->d_name + 4, NULL, 10);
+            lowest = seq < lowest ? seq : lowest;
+            nfiles++;
+        }
+    }
+    if (d)
+        closedir(d);
 
     /* the segment is lost; shmq_open rebuilds it from the log */
     h_assert_rc(shmq_unlink_segment(kq), 0);
@@ -294,21 +317,22 @@ Test(recovery, process_mode_kills)
         }
     }
     fprintf(stderr,
-            "process_mode_kills: %u producers, %u consumers started; %u SIGKILLs sent, %u "
+            "%s: %u producers, %u consumers started; %u SIGKILLs sent, %u "
             "children died by signal; published %u, acked %u, nacked %u\n"
             "  recovery (shmq_open) %lld ms: %llu messages back, %llu required, %llu missing, "
             "%llu duplicates, %llu phantoms; acked and back %llu, ack raced and back %llu, "
             "publish unreturned and back %llu; nacked back %llu (attempt lost: %llu), out of "
-            "id order %u; publishes fenced (-ESTALE) %u\n",
-            next_p, next_c, kills, crashes, atomic_load(&sh->published), atomic_load(&sh->acked),
+            "id order %u; publishes fenced (-ESTALE) %u; log files %u from wal.%llu\n",
+            kq, next_p, next_c, kills, crashes, atomic_load(&sh->published), atomic_load(&sh->acked),
             atomic_load(&sh->nacked), (long long)t_open, (unsigned long long)back,
             (unsigned long long)must, (unsigned long long)missing, (unsigned long long)dups,
             (unsigned long long)phantoms, (unsigned long long)acked_back,
             (unsigned long long)raced_back, (unsigned long long)maybe_back,
             (unsigned long long)nacked_back, (unsigned long long)bad_attempt, out_of_order,
-            atomic_load(&sh->estale));
+            atomic_load(&sh->estale), nfiles, lowest);
     cr_assert_gt(atomic_load(&sh->published), 1000, "too little was published to test anything");
     cr_assert_gt(kills + crashes, 10);
+    cr_assert_gt(must, 300, "too few messages were live at the end to test anything");
     cr_assert_eq(missing, 0, "%llu messages published and not acked were lost",
                  (unsigned long long)missing);
     cr_assert_eq(dups, 0);
@@ -326,6 +350,20 @@ Test(recovery, process_mode_kills)
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(kq), 0);
     munmap(sh, sizeof *sh);
+}
+
+/* One message in eight nacked with a long delay (live to the end, with a NACK record). */
+Test(recovery, process_mode_kills)
+{
+    kill_run("kill", 8, 0, 256u << 10);
+}
+
+/* Everything acked, but consumers slower than producers (a backlog that moves), 64 KiB log
+ * files: maintenance deletes files while producers and consumers are killed; what was live at
+ * the end must still be in the files that remain. */
+Test(recovery, process_mode_kills_with_retention)
+{
+    kill_run("killret", 0, 400, 64u << 10);
 }
 
 /* ---- attempts, corruption, concurrent recovery ---- */
