@@ -125,7 +125,7 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, uint
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
-    int err = wal_append(q->wal, WAL_PUBLISH, id, 0, slot_payload(sl), (uint32_t)len, seq);
+    int err = wal_append_publish(q->wal, id, NULL, 0, slot_payload(sl), (uint32_t)len, seq);
     if (!err)
         atomic_store_explicit(&sl->wal_seq, *seq + 1, memory_order_relaxed);
     return err;

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "queue.h"
 #include "slot.h"
 #include "wal.h"
@@ -61,8 +62,11 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
         c->v = v;
         c->cap = cap;
     }
+    struct wal_publish pub = {.data = payload, .len = r->len};
+    if (r->type == WAL_PUBLISH && wal_parse_publish(r, payload, &pub) != 0)
+        return 0; /* a valid CRC over a malformed body: not ours to guess at */
     c->v[c->n++] = (struct entry){.id = r->id, .order = (c->seq << 32) | (offset / WAL_ALIGN),
-                                  .payload = payload, .len = r->len, .seq = (uint32_t)c->seq,
+                                  .payload = pub.data, .len = pub.len, .seq = (uint32_t)c->seq,
                                   .type = r->type, .attempt = r->attempt};
     return 0;
 }
@@ -137,7 +141,7 @@ struct rebuild {
     struct entry **live; /* the latest PUBLISH of each live id, by id */
     uint32_t *attempts;
     size_t n;
-    uint64_t highest_id, oldest_seq;
+    uint64_t highest_id, oldest_seq, now_ns;
 };
 
 /* Fill the new segment's slots (before its magic is published: single-threaded). */
@@ -154,7 +158,10 @@ static int populate(struct segment *s, void *arg)
         const struct entry *e = rb->live[i];
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
         uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
+        if (e->len > s->layout.max_msg_size)
+            return -EBADMSG;
         memcpy(slot_payload(sl), e->payload, e->len);
+        sl->publish_ns = rb->now_ns;
         sl->id = e->id;
         sl->len = e->len;
         sl->attempt = rb->attempts[i];
@@ -259,6 +266,7 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     rep->restored = rb.n;
     rep->highest_id = rb.highest_id;
     rb.oldest_seq = files[0].seq;
+    rb.now_ns = now_ns();
 
     /* The newest file's header holds the queue's config; the log goes on after it. */
     const struct seg_layout *l = &files[nfiles - 1].h->layout;

@@ -33,6 +33,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <urcu/futex.h>
 
@@ -276,8 +277,13 @@ void wal_close(struct wal *w)
     free(w);
 }
 
+struct part {
+    const void *p;
+    uint32_t len;
+};
+
 static void write_record(struct walmap *m, uint64_t off, enum wal_type type, uint64_t id,
-                         uint32_t attempt, const void *payload, uint32_t len)
+                         uint32_t attempt, const struct part *parts, int nparts, uint32_t len)
 {
     struct wal_rec *r = (struct wal_rec *)(m->base + WAL_HEADER_SIZE + off);
     r->magic = WAL_REC_MAGIC;
@@ -286,8 +292,10 @@ static void write_record(struct walmap *m, uint64_t off, enum wal_type type, uin
     r->len = len;
     r->epoch = m->epoch;
     r->id = id;
-    if (type != WAL_PAD && len)
-        memcpy(r + 1, payload, len);
+    char *dst = (char *)(r + 1);
+    for (int i = 0; type != WAL_PAD && i < nparts; dst += parts[i].len, i++)
+        if (parts[i].len)
+            memcpy(dst, parts[i].p, parts[i].len);
     uint32_t crc = wal_rec_crc(r, r + 1);
     /* L1 (release): the record is complete before its crc makes it valid; pairs with a live
      * reader's acquire load of the crc (replay), and is what a crash leaves torn if cut */
@@ -301,13 +309,19 @@ static void pad_spill(struct wal *w, uint64_t seq, uint64_t spill)
     struct walmap *m;
     if (spill < WAL_REC_HEADER || get_map(w, seq, &m) != 0)
         return;
-    write_record(m, 0, WAL_PAD, 0, 0, NULL, (uint32_t)(spill - WAL_REC_HEADER));
+    write_record(m, 0, WAL_PAD, 0, 0, NULL, 0, (uint32_t)(spill - WAL_REC_HEADER));
     put_map(m);
 }
 
-int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
-               const void *payload, uint32_t len, uint32_t *seq_out)
+static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
+                        const struct part *parts, int nparts, uint32_t *seq_out)
 {
+    uint64_t len64 = 0;
+    for (int i = 0; i < nparts; i++)
+        len64 += parts[i].len;
+    if (len64 > UINT32_MAX)
+        return -EMSGSIZE;
+    uint32_t len = (uint32_t)len64;
     uint64_t size = wal_rec_size(len);
     if (size > w->usable)
         return -EMSGSIZE;
@@ -325,19 +339,56 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
             return err;
         if (off + size > w->usable) { /* would cross the file's end: pad both parts, again */
             if (w->usable - off >= WAL_REC_HEADER)
-                write_record(m, off, WAL_PAD, 0, 0, NULL,
+                write_record(m, off, WAL_PAD, 0, 0, NULL, 0,
                              (uint32_t)(w->usable - off - WAL_REC_HEADER));
             put_map(m);
             pad_spill(w, seq + 1, off + size - w->usable);
             continue;
         }
-        write_record(m, off, type, id, attempt, payload, len);
+        write_record(m, off, type, id, attempt, parts, nparts, len);
         put_map(m);
         if (seq_out)
             *seq_out = (uint32_t)seq;
         return 0;
     }
     return -EIO;
+}
+
+int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
+               const void *payload, uint32_t len, uint32_t *seq)
+{
+    struct part one = {payload, len};
+    return append_parts(w, type, id, attempt, &one, 1, seq);
+}
+
+int wal_append_publish(struct wal *w, uint64_t id, const void *key, uint32_t key_len,
+                       const void *data, uint32_t len, uint32_t *seq)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t unix_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint16_t klen = (uint16_t)key_len;
+    if (key_len > WAL_KEY_MAX)
+        return -EINVAL;
+    struct part parts[4] = {{&unix_ms, 8}, {&klen, 2}, {key, key_len}, {data, len}};
+    return append_parts(w, WAL_PUBLISH, id, 0, parts, 4, seq);
+}
+
+int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_publish *out)
+{
+    const char *p = payload;
+    uint16_t klen;
+    if (r->type != WAL_PUBLISH || r->len < WAL_PUBLISH_PREFIX)
+        return -EBADMSG;
+    memcpy(&out->unix_ms, p, 8);
+    memcpy(&klen, p + 8, 2);
+    if (klen > WAL_KEY_MAX || klen > r->len - WAL_PUBLISH_PREFIX)
+        return -EBADMSG;
+    out->key = p + WAL_PUBLISH_PREFIX;
+    out->key_len = klen;
+    out->data = p + WAL_PUBLISH_PREFIX + klen;
+    out->len = r->len - WAL_PUBLISH_PREFIX - klen;
+    return 0;
 }
 
 static void lower_to(_Atomic uint64_t *word, uint64_t v)

@@ -68,6 +68,27 @@ struct wal_file_header {
     uint32_t reserved;
 };
 
+/*
+ * A PUBLISH record's payload: the publish time, the dedup key (may be empty), the message.
+ *   0         8         10            10+key_len
+ *   +---------+---------+-------------+------------ - -
+ *   | unix_ms | key_len |  key bytes  | message bytes
+ *   +---------+---------+-------------+------------ - -
+ */
+#define WAL_PUBLISH_PREFIX 10u
+#define WAL_KEY_MAX 128u
+
+struct wal_publish {
+    uint64_t unix_ms;
+    const void *key;
+    uint32_t key_len;
+    const void *data;
+    uint32_t len;
+};
+
+/* Split a PUBLISH record's payload; -EBADMSG if it is too short for what it claims. */
+int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_publish *out);
+
 /* Bytes a record with len payload bytes occupies. */
 static inline uint64_t wal_rec_size(uint32_t len)
 {
@@ -96,6 +117,10 @@ void wal_close(struct wal *w);
  */
 int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
                const void *payload, uint32_t len, uint32_t *seq);
+
+/* Append the PUBLISH record of message id (key may be NULL with key_len 0). */
+int wal_append_publish(struct wal *w, uint64_t id, const void *key, uint32_t key_len,
+                       const void *data, uint32_t len, uint32_t *seq);
 
 /* Wait until every record this process appended is on stable storage (group commit: one
  * fdatasync covers every producer waiting at that moment). Blocking. */
