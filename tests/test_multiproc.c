@@ -132,12 +132,13 @@ static int consumer_main(void *arg)
     return shmq_close(q) == 0 ? 0 : 23;
 }
 
-static void run_mpmc(const char *tag, int producers, int consumers, uint32_t per_producer,
-                     bool check_order)
+static void run_mpmc_d(const char *tag, int producers, int consumers, uint32_t per_producer,
+                       bool check_order, int durability)
 {
     cr_assert(producers <= 16);
     const char *name = h_qname(tag);
     shmq_config_t cfg = h_small_config(256, sizeof(struct wire), 32);
+    cfg.durability = durability;
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
 
@@ -199,6 +200,15 @@ static void run_mpmc(const char *tag, int producers, int consumers, uint32_t per
     munmap(sh, sizeof *sh + n * sizeof(sh->counts[0]));
 }
 
+/* The default durability (PROCESS: every publish is also appended to the log). */
+static void run_mpmc(const char *tag, int producers, int consumers, uint32_t per_producer,
+                     bool check_order)
+{
+    shmq_config_t def;
+    shmq_config_init(&def);
+    run_mpmc_d(tag, producers, consumers, per_producer, check_order, def.durability);
+}
+
 Test(multiproc, one_producer_one_consumer_exactly_once_in_order)
 {
     run_mpmc("mp11", 1, 1, 20000, true);
@@ -212,6 +222,17 @@ Test(multiproc, eight_producers_one_consumer_exactly_once_in_order)
 {
     /* One consumer sees each producer's messages in that producer's order. */
     run_mpmc("mp81", 8, 1, 2000, true);
+}
+
+Test(multiproc, two_producers_two_consumers_durability_none_exactly_once)
+{
+    run_mpmc_d("mp22none", 2, 2, 10000, false, SHMQ_DURABILITY_NONE);
+}
+
+Test(multiproc, two_producers_two_consumers_durability_sync_exactly_once)
+{
+    /* SYNC: publish returns after the record is on stable storage (group commit). */
+    run_mpmc_d("mp22sync", 2, 2, 1000, false, SHMQ_DURABILITY_SYNC);
 }
 
 /* ---- wake-ups across processes -------------------------------------------------------------- */

@@ -363,7 +363,8 @@ static void finish(const char *name, shmq_t *q, shmq_consumer_t *c)
 /* Is the message of a producer stopped at point visible to consumers before it continues? */
 static bool payload_committed(const char *point)
 {
-    return strcmp(point, "publish_after_reserve") != 0 && strcmp(point, "publish_after_write") != 0;
+    return strcmp(point, "publish_after_reserve") != 0 &&
+           strcmp(point, "publish_after_write") != 0 && strcmp(point, "publish_after_log") != 0;
 }
 
 static void producer_stopped_at(const char *point)
@@ -408,6 +409,7 @@ static void producer_stopped_at(const char *point)
 
 Test(stall, producer_stopped_after_reserve) { producer_stopped_at("publish_after_reserve"); }
 Test(stall, producer_stopped_after_write) { producer_stopped_at("publish_after_write"); }
+Test(stall, producer_stopped_after_log) { producer_stopped_at("publish_after_log"); }
 Test(stall, producer_stopped_after_commit) { producer_stopped_at("publish_after_commit"); }
 Test(stall, producer_stopped_after_enqueue) { producer_stopped_at("publish_after_enqueue"); }
 
@@ -451,6 +453,7 @@ static void producer_killed_at(const char *point)
 
 Test(stall, producer_killed_after_reserve) { producer_killed_at("publish_after_reserve"); }
 Test(stall, producer_killed_after_write) { producer_killed_at("publish_after_write"); }
+Test(stall, producer_killed_after_log) { producer_killed_at("publish_after_log"); }
 Test(stall, producer_killed_after_commit) { producer_killed_at("publish_after_commit"); }
 Test(stall, producer_killed_after_enqueue) { producer_killed_at("publish_after_enqueue"); }
 
