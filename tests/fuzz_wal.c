@@ -10,7 +10,8 @@
  *      bytes almost never pass two CRC32C checks; the repair lets the fuzzer reach the record
  *      walk, resync, holes and torn tails.
  * Invariants checked (abort on failure): records are 16-aligned, after the header, inside the
- * buffer, in increasing order, do not overlap; the stats stay within the buffer.
+ * buffer, in increasing order, do not overlap; a PUBLISH record's key and message, as
+ * wal_parse_publish() splits them, lie inside its payload; the stats stay within the buffer.
  *
  * Build: cmake -DSHMQ_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 (target fuzz_wal); tests/run runs it
  * briefly over a corpus made from a real log.
@@ -52,6 +53,19 @@ static int visit(void *arg, uint64_t off, const struct wal_rec *r, const void *p
     for (uint32_t i = 0; i < r->len; i++) /* touch every payload byte */
         w->sum += p[i];
     w->last_end = off + WAL_REC_HEADER + r->len;
+    struct wal_publish pub;
+    if (r->type == WAL_PUBLISH && wal_parse_publish(r, payload, &pub) == 0) {
+        /* the key and the message lie inside the record's payload */
+        const uint8_t *lo = payload, *hi = lo + r->len;
+        const uint8_t *k = pub.key, *d = pub.data;
+        if ((pub.key_len && (k < lo || k > hi || pub.key_len > (size_t)(hi - k))) ||
+            (pub.len && (d < lo || d > hi || pub.len > (size_t)(hi - d))))
+            fail("publish parts outside the record", off);
+        for (uint32_t i = 0; i < pub.key_len; i++)
+            w->sum += k[i];
+        for (uint32_t i = 0; i < pub.len; i++)
+            w->sum += d[i];
+    }
     return 0;
 }
 

@@ -121,10 +121,21 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
         rs->pads++;
         return 0;
     }
+    if (r->type == WAL_MARK)
+        return 0; /* written by maintenance before it deletes files */
     cr_assert(rs->n < sizeof(rs->v) / sizeof(rs->v[0]));
+    const void *data = payload;
+    uint32_t len = r->len;
+    if (r->type == WAL_PUBLISH) { /* the message after the publish prefix */
+        struct wal_publish pub;
+        cr_assert_eq(wal_parse_publish(r, payload, &pub), 0, "PUBLISH record at %llu",
+                     (unsigned long long)offset);
+        data = pub.data;
+        len = pub.len;
+    }
     rs->v[rs->n++] = (struct rec){.off = offset, .id = r->id, .type = r->type,
-                                  .attempt = r->attempt, .len = r->len,
-                                  .hash = h_fnv1a(payload, r->len)};
+                                  .attempt = r->attempt, .len = len,
+                                  .hash = h_fnv1a(data, len)};
     return 0;
 }
 
@@ -325,11 +336,13 @@ Test(wal, records_round_trip)
 }
 
 /*
- * The damage cases below share one log: N PUBLISH records of 40 bytes (80-byte records) in
- * file 0 and nothing else, so record k starts at WAL_HEADER_SIZE + 80 k.
+ * The damage cases below share one log: N PUBLISH records of 40-byte messages in file 0 and
+ * nothing else, so record k starts at WAL_HEADER_SIZE + TREC k. The crc covers the first
+ * TCOVER bytes of a record (header, publish prefix, message); the rest is alignment.
  */
 enum { TN = 24, TLEN = 40 };
-#define TREC 80u
+#define TCOVER ((uint64_t)WAL_REC_HEADER + WAL_PUBLISH_PREFIX + TLEN)
+#define TREC wal_rec_size(WAL_PUBLISH_PREFIX + TLEN)
 #define TOFF(k) (WAL_HEADER_SIZE + TREC * (uint64_t)(k))
 
 struct tornctx {
@@ -418,7 +431,7 @@ Test(wal, torn_tail_every_offset)
                 dmg[i] = garbage ? (uint8_t)(h_rand(&s) >> 56) | 1 : 0;
             /* record k survives iff the bytes its crc covers all precede the cut */
             unsigned intact = 0;
-            while (intact < TN && TOFF(intact) + WAL_REC_HEADER + TLEN <= cut)
+            while (intact < TN && TOFF(intact) + TCOVER <= cut)
                 intact++;
             /* a torn tail is reported iff non-zero bytes follow the last valid record */
             bool mid = intact < TN && (garbage || cut > TOFF(intact));
@@ -469,7 +482,7 @@ Test(wal, truncated_file_keeps_intact_records)
     torn_setup(&t, "trunc", &buf, &size);
     for (uint64_t cut = TOFF(TN - 3); cut <= TOFF(TN); cut++) {
         unsigned intact = 0;
-        while (intact < TN && TOFF(intact) + WAL_REC_HEADER + TLEN <= cut)
+        while (intact < TN && TOFF(intact) + TCOVER <= cut)
             intact++;
         bool keep[TN];
         for (unsigned k = 0; k < TN; k++)
@@ -484,7 +497,8 @@ Test(wal, truncated_file_keeps_intact_records)
 }
 
 /* A bit flipped in a record in the middle: that record is reported as corrupt and skipped, the
- * valid ones after it are still used. Every bit of the header and payload of record 10. */
+ * valid ones after it are still used. Every bit of the header and payload of record 10 (the
+ * bytes its crc covers; the alignment after them is no part of the record). */
 Test(wal, bit_flip_in_middle_record)
 {
     struct tornctx t;
@@ -495,7 +509,7 @@ Test(wal, bit_flip_in_middle_record)
     static struct recs rs;
     struct walscan_stats st;
     const unsigned victim = 10;
-    for (uint64_t byte = TOFF(victim); byte < TOFF(victim) + WAL_REC_HEADER + TLEN; byte++) {
+    for (uint64_t byte = TOFF(victim); byte < TOFF(victim) + TCOVER; byte++) {
         for (int bit = 0; bit < 8; bit++) {
             memcpy(dmg, buf, size);
             dmg[byte] ^= (uint8_t)(1u << bit);
