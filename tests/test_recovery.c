@@ -544,3 +544,87 @@ Test(recovery, concurrent_open_recovers_once)
         h_assert_rc(shmq_unlink(cq), 0);
     }
 }
+
+/* ---- a live process's reservation or delivery is never taken from it ---- */
+
+/*
+ * Short-lived producers and consumers attach while a maintainer runs passes back to back. A
+ * registry entry that a pass saw FREE may be taken by a new process before the same pass scans
+ * the slots; the new process's reservation (or delivery) must not then be treated as a dead
+ * process's: publish must not fail with -ESTALE, ack must not (the message would be delivered
+ * twice, and its slot reused while the live consumer still reads it zero-copy).
+ */
+struct churn {
+    _Atomic int stop;
+    _Atomic uint32_t pub_estale, ack_estale, publishes, acks;
+};
+static struct churn *ch;
+static const char *chq;
+
+static int churn_maintainer(void *arg)
+{
+    shmq_t *q;
+    if (shmq_open(chq, &q))
+        return 10;
+    while (!atomic_load(&ch->stop))
+        shmq_maintain(q, NULL);
+    shmq_close(q);
+    return 0;
+}
+
+static int churn_client(void *arg)
+{
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(chq, &q) || shmq_consumer_open(q, "churn", &c))
+        return 10;
+    for (int k = 0; k < 4; k++) {
+        int rc = shmq_publish(q, "churn", 5, NULL);
+        if (rc == -ESTALE)
+            atomic_fetch_add(&ch->pub_estale, 1);
+        else if (rc == 0)
+            atomic_fetch_add(&ch->publishes, 1);
+        shmq_msg_t m;
+        if (shmq_receive(c, &m, 0) == 0) {
+            rc = shmq_ack(c, &m);
+            if (rc == -ESTALE)
+                atomic_fetch_add(&ch->ack_estale, 1);
+            else if (rc == 0)
+                atomic_fetch_add(&ch->acks, 1);
+        }
+    }
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(recovery, attach_churn_never_fences_the_living)
+{
+    chq = h_qname("churn");
+    ch = h_shared_alloc(sizeof *ch);
+    shmq_config_t cfg = h_small_config(4096, 64, 64);
+    cfg.durability = SHMQ_DURABILITY_PROCESS;
+    cfg.heartbeat_timeout_ms = 60000;
+    shmq_t *q;
+    h_assert_rc(shmq_create(chq, &cfg, &q), 0);
+    h_assert_rc(shmq_close(q), 0);
+    pid_t maint = h_fork(churn_maintainer, NULL);
+    int64_t end = h_now_ms() + 3000;
+    unsigned clients = 0;
+    while (h_now_ms() < end) {
+        pid_t a = h_fork(churn_client, NULL), b = h_fork(churn_client, NULL);
+        h_assert_child_ok(a, 10000, "churn client");
+        h_assert_child_ok(b, 10000, "churn client");
+        clients += 2;
+    }
+    atomic_store(&ch->stop, 1);
+    h_assert_child_ok(maint, 10000, "maintainer");
+    fprintf(stderr, "attach churn: %u clients, %u publishes, %u acks; publish -ESTALE %u, ack "
+                    "-ESTALE %u\n",
+            clients, atomic_load(&ch->publishes), atomic_load(&ch->acks),
+            atomic_load(&ch->pub_estale), atomic_load(&ch->ack_estale));
+    cr_assert_eq(atomic_load(&ch->pub_estale), 0, "a live producer's reservation was freed");
+    cr_assert_eq(atomic_load(&ch->ack_estale), 0, "a live consumer's delivery was taken back");
+    h_assert_rc(shmq_unlink(chq), 0);
+    munmap(ch, sizeof *ch);
+}
