@@ -1553,3 +1553,39 @@ Test(api, unlinked_segment_rebuilt_from_log_by_open)
               (unsigned long long)id, (unsigned long long)ids[5]);
     close_q(name, q, c);
 }
+
+Test(api, large_messages_round_trip)
+{
+    const char *name = h_qname("large");
+    const uint32_t big = 1u << 20;
+    shmq_config_t cfg = h_small_config(4, big, 8);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    unsigned char *buf = malloc(big);
+    cr_assert_not_null(buf);
+    uint64_t seed = 7;
+    for (uint32_t i = 0; i < big; i++)
+        buf[i] = (unsigned char)h_rand(&seed);
+    h_assert_rc(shmq_publish(q, buf, big, NULL), 0);
+    void *r;
+    h_assert_rc(shmq_reserve(q, big, &r), 0);
+    memcpy(r, buf, big);
+    ((unsigned char *)r)[big - 1] ^= 0xff;
+    h_assert_rc(shmq_commit(q, r, big, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert_eq(m.len, big);
+    cr_expect(memcmp(m.data, buf, big) == 0, "1 MiB payload differs");
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert_eq(m.len, big);
+    cr_expect(memcmp(m.data, buf, big - 1) == 0 &&
+                  ((const unsigned char *)m.data)[big - 1] == (buf[big - 1] ^ 0xff),
+              "1 MiB zero-copy payload differs");
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_publish(q, buf, big + 1, NULL), -EMSGSIZE);
+    free(buf);
+    close_q(name, q, c);
+}

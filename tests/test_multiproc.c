@@ -28,7 +28,8 @@ struct shared {
     _Atomic uint64_t received; /* messages received and acked, all consumers */
     _Atomic uint64_t corrupt;  /* checksum, length or header mismatch */
     _Atomic uint64_t out_of_range;
-    _Atomic uint64_t reordered; /* per-producer order violations seen by one consumer */
+    _Atomic uint64_t reordered;    /* per-producer order violations seen by one consumer */
+    _Atomic uint64_t id_reordered; /* per-producer ids not increasing, seen by one consumer */
     _Atomic uint64_t redelivered;
     _Atomic uint64_t ack_failed;
     _Atomic uint64_t publish_failed;
@@ -92,6 +93,7 @@ static int consumer_main(void *arg)
     if (shmq_consumer_open(q, "mp", &c) != 0)
         return 21;
     int64_t last_seq[16];
+    uint64_t last_id[16] = {0};
     for (int i = 0; i < 16; i++)
         last_seq[i] = -1;
     while (atomic_load(&sh->received) < total && h_now_ms() < sh->deadline_ms) {
@@ -117,6 +119,10 @@ static int consumer_main(void *arg)
                 if ((int64_t)w->seq <= last_seq[w->producer])
                     atomic_fetch_add(&sh->reordered, 1);
                 last_seq[w->producer] = w->seq;
+                /* ids: "unique, increasing per queue (in publish order for one producer)" */
+                if (m.id <= last_id[w->producer])
+                    atomic_fetch_add(&sh->id_reordered, 1);
+                last_id[w->producer] = m.id;
                 atomic_fetch_add(&sh->counts[w->producer * sh->per_producer + w->seq], 1);
             }
         }
@@ -132,12 +138,12 @@ static int consumer_main(void *arg)
     return shmq_close(q) == 0 ? 0 : 23;
 }
 
-static void run_mpmc_d(const char *tag, int producers, int consumers, uint32_t per_producer,
-                       bool check_order, int durability)
+static void run_mpmc_cd(const char *tag, int producers, int consumers, uint32_t per_producer,
+                        bool check_order, int durability, uint32_t capacity)
 {
     cr_assert(producers <= 16);
     const char *name = h_qname(tag);
-    shmq_config_t cfg = h_small_config(256, sizeof(struct wire), 32);
+    shmq_config_t cfg = h_small_config(capacity, sizeof(struct wire), 32);
     cfg.durability = durability;
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
@@ -171,6 +177,8 @@ static void run_mpmc_d(const char *tag, int producers, int consumers, uint32_t p
     cr_expect_eq(sh->redelivered, 0u, "messages redelivered although nothing crashed");
     if (check_order)
         cr_expect_eq(sh->reordered, 0u, "per-producer order broken");
+    if (check_order)
+        cr_expect_eq(sh->id_reordered, 0u, "ids not increasing in one producer's order");
     size_t lost = 0, dup = 0, first_bad = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
         uint32_t k = sh->counts[i];
@@ -193,11 +201,17 @@ static void run_mpmc_d(const char *tag, int producers, int consumers, uint32_t p
     cr_expect_eq(st.delivered, n);
     cr_expect_eq(st.acked, n);
     cr_expect_eq(st.redelivered, 0u);
-    cr_expect_eq(st.free, 256u, "slots not free at the end: ready %u inflight %u reserved %u",
+    cr_expect_eq(st.free, capacity, "slots not free at the end: ready %u inflight %u reserved %u",
                  st.ready, st.inflight, st.reserved);
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
     munmap(sh, sizeof *sh + n * sizeof(sh->counts[0]));
+}
+
+static void run_mpmc_d(const char *tag, int producers, int consumers, uint32_t per_producer,
+                       bool check_order, int durability)
+{
+    run_mpmc_cd(tag, producers, consumers, per_producer, check_order, durability, 256);
 }
 
 /* The default durability (PROCESS: every publish is also appended to the log). */
@@ -233,6 +247,17 @@ Test(multiproc, two_producers_two_consumers_durability_sync_exactly_once)
 {
     /* SYNC: publish returns after the record is on stable storage (group commit). */
     run_mpmc_d("mp22sync", 2, 2, 1000, false, SHMQ_DURABILITY_SYNC);
+}
+
+Test(multiproc, capacity_one_queue_exactly_once_in_order)
+{
+    /* One slot: producer and consumer hand it back and forth; every publish waits for an ack. */
+    run_mpmc_cd("mpcap1", 1, 1, 3000, true, SHMQ_DURABILITY_NONE, 1);
+}
+
+Test(multiproc, capacity_two_queue_two_by_two_exactly_once)
+{
+    run_mpmc_cd("mpcap2", 2, 2, 3000, false, SHMQ_DURABILITY_NONE, 2);
 }
 
 /* ---- wake-ups across processes -------------------------------------------------------------- */
