@@ -1,0 +1,250 @@
+/*
+ * route_in.c - JetStream durable pull consumer -> local queue.
+ *
+ * The route thread fetches up to --batch messages from the durable consumer DURABLE of STREAM
+ * (created with explicit acks, --ack-wait-ms, unlimited deliveries and the optional filter
+ * subject if it does not exist; an existing one is used as it is, so several bridges may share
+ * it as competing consumers). Each message is published into the local queue with
+ * shmq_publish_timed() (waiting up to --local-wait-ms for room, with InProgress acks to keep
+ * JetStream from redelivering meanwhile); only when that returned 0 (in durability SYNC: after the
+ * log flush) is the message acked to JetStream. A failed local publish (queue full past the
+ * wait, message too large, ...) is NakWithDelay'd (--retry-delay-ms): never dropped.
+ *
+ * Crash points: killed before the local publish, or after it but before JetStream saw the ack:
+ * JetStream redelivers after AckWait. The second case gives the local queue the message twice
+ * (at-least-once; the payload is the same, a reader that must see it once dedups by content or
+ * by the sender's id). A batch is always finished, even when stopping.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bridge.h"
+
+struct in_state {
+    jsCtx *js;
+    natsSubscription *sub;
+    int64_t last_err_log_ms;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static int ensure_consumer(struct route *r, const struct bridge_opts *o, struct in_state *st)
+{
+    char q[300];
+    jsConsumerInfo *ci = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetConsumerInfo(&ci, st->js, r->stream, r->durable, NULL, &jerr);
+    if (s == NATS_OK) {
+        if (!r->subject[0] && ci->Config && ci->Config->FilterSubject)
+            snprintf(r->subject, sizeof r->subject, "%s", ci->Config->FilterSubject);
+        jsConsumerInfo_Destroy(ci);
+        return 0;
+    }
+    if (jerr == JSStreamNotFoundErr) {
+        blog(LOG_ERROR, "stream_not_found", "route=in stream=%s", r->stream);
+        fprintf(stderr,
+                "shmq-bridge: --in %s:%s:%s: stream '%s' not found (create it, e.g. "
+                "--create-stream %s:SUBJECT)\n",
+                r->stream, r->durable, r->queue, r->stream, r->stream);
+        return BRIDGE_EXIT_STREAM;
+    }
+    if (jerr != JSConsumerNotFoundErr) {
+        blog(LOG_ERROR, "consumer_info_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
+             r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+        fprintf(stderr, "shmq-bridge: --in %s:%s:%s: %s (JetStream error %d)\n", r->stream,
+                r->durable, r->queue, nats_err(s), (int)jerr);
+        return BRIDGE_EXIT_STREAM;
+    }
+    jsConsumerConfig cc;
+    jsConsumerConfig_Init(&cc);
+    cc.Durable = r->durable;
+    cc.AckPolicy = js_AckExplicit;
+    cc.DeliverPolicy = js_DeliverAll;
+    cc.AckWait = (int64_t)o->ack_wait_ms * 1000000; /* ns */
+    cc.MaxDeliver = -1;
+    if (r->subject[0])
+        cc.FilterSubject = r->subject;
+    s = js_AddConsumer(&ci, st->js, r->stream, &cc, NULL, &jerr);
+    if (s != NATS_OK) {
+        blog(LOG_ERROR, "consumer_create_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
+             r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+        fprintf(stderr,
+                "shmq-bridge: --in %s:%s:%s: cannot create durable consumer: %s "
+                "(JetStream error %d)\n",
+                r->stream, r->durable, r->queue, nats_err(s), (int)jerr);
+        return BRIDGE_EXIT_STREAM;
+    }
+    blog(LOG_INFO, "consumer_created", "route=in stream=%s durable=%s filter=%s ack_wait_ms=%u",
+         r->stream, r->durable, r->subject[0] ? r->subject : "-", o->ack_wait_ms);
+    jsConsumerInfo_Destroy(ci);
+    return 0;
+}
+
+int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection *nc)
+{
+    char q[300];
+    int rc = shmq_open(r->queue, &r->q);
+    if (rc < 0) {
+        blog(LOG_ERROR, "queue_open_failed", "route=in queue=%s error=%s", r->queue,
+             lquote(shmq_strerror(rc), q, sizeof q));
+        fprintf(stderr, "shmq-bridge: --in %s:%s:%s: cannot open queue '%s': %s\n", r->stream,
+                r->durable, r->queue, r->queue, shmq_strerror(rc));
+        return BRIDGE_EXIT_QUEUE;
+    }
+    struct in_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return BRIDGE_EXIT_RUNTIME;
+    r->state = st;
+    natsStatus s = natsConnection_JetStream(&st->js, nc, NULL);
+    if (s != NATS_OK) {
+        fprintf(stderr, "shmq-bridge: JetStream context: %s\n", nats_err(s));
+        return BRIDGE_EXIT_STREAM;
+    }
+    rc = ensure_consumer(r, o, st);
+    if (rc)
+        return rc;
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = r->stream;
+    so.Consumer = r->durable; /* bind: never create or change it here */
+    jsErrCode jerr = 0;
+    s = js_PullSubscribe(&st->sub, st->js, r->subject[0] ? r->subject : NULL, r->durable, NULL, &so,
+                         &jerr);
+    if (s != NATS_OK) {
+        blog(LOG_ERROR, "subscribe_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
+             r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+        fprintf(stderr, "shmq-bridge: --in %s:%s:%s: pull subscribe: %s (JetStream error %d)\n",
+                r->stream, r->durable, r->queue, nats_err(s), (int)jerr);
+        return BRIDGE_EXIT_STREAM;
+    }
+    return 0;
+}
+
+/* Hand one fetched message to the local queue, then ack or nak it to JetStream. */
+static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
+{
+    const struct bridge_opts *o = r->o;
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+        atomic_store_explicit(&r->n.lag, (int64_t)meta->NumPending, memory_order_relaxed);
+        jsMsgMetaData_Destroy(meta);
+    }
+    /* A full local queue is back-pressure, not a failure: wait for room (up to
+     * --local-wait-ms), telling JetStream every second that the message is in progress so it
+     * is not redelivered meanwhile, and so that the order of the stream is kept. */
+    uint64_t id = 0;
+    int rc;
+    int64_t give_up = now_ms() + o->local_wait_ms;
+    for (;;) {
+        int64_t left = give_up - now_ms();
+        rc = shmq_publish_timed(r->q, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &id,
+                                left <= 0     ? 0
+                                : left > 1000 ? 1000
+                                              : (int)left);
+        if (rc == -EINTR && !g_stop)
+            continue;
+        if ((rc != -ETIMEDOUT && rc != -EAGAIN) || g_stop || now_ms() >= give_up)
+            break;
+        natsMsg_InProgress(msg, NULL);
+    }
+    char q[300];
+    if (rc == 0) {
+        natsStatus s = natsMsg_Ack(msg, NULL);
+        atomic_fetch_add_explicit(&r->n.bridged, 1, memory_order_relaxed);
+        if (s != NATS_OK) /* redelivered after AckWait: a duplicate in the local queue */
+            blog(LOG_WARN, "ack_failed",
+                 "route=in stream=%s durable=%s queue=%s id=%" PRIu64 " error=%s", r->stream,
+                 r->durable, r->queue, id, lquote(nats_err(s), q, sizeof q));
+        return;
+    }
+    atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
+    natsStatus s = natsMsg_NakWithDelay(msg, o->retry_delay_ms, NULL);
+    int64_t now = now_ms();
+    if (now - st->last_err_log_ms >= 1000) {
+        st->last_err_log_ms = now;
+        blog(LOG_WARN, "local_publish_failed",
+             "route=in stream=%s durable=%s queue=%s error=%s "
+             "len=%d nak=%s retry_delay_ms=%u",
+             r->stream, r->durable, r->queue, lquote(shmq_strerror(rc), q, sizeof q),
+             natsMsg_GetDataLength(msg), s == NATS_OK ? "sent" : "failed", o->retry_delay_ms);
+    }
+}
+
+void *route_in_run(void *arg)
+{
+    struct route *r = arg;
+    struct in_state *st = r->state;
+    const struct bridge_opts *o = r->o;
+    blog(LOG_INFO, "route_started", "route=in stream=%s durable=%s queue=%s batch=%u", r->stream,
+         r->durable, r->queue, o->batch);
+    int backoff_ms = 50;
+    while (!g_stop) {
+        if (!atomic_load_explicit(&g_connected, memory_order_relaxed)) {
+            sleep_ms(50);
+            continue;
+        }
+        natsMsgList list = {0};
+        jsErrCode jerr = 0;
+        natsStatus s =
+            natsSubscription_Fetch(&list, r->state ? st->sub : NULL, (int)o->batch, 500, &jerr);
+        if (s == NATS_TIMEOUT) {
+            backoff_ms = 50;
+            continue;
+        }
+        if (s != NATS_OK) {
+            /* Connection lost mid-fetch, server restarting, consumer deleted: retry with a
+             * backoff; the connection callbacks log the outage itself. */
+            int64_t now = now_ms();
+            if (now - st->last_err_log_ms >= 1000) {
+                char q[300];
+                st->last_err_log_ms = now;
+                blog(LOG_WARN, "fetch_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
+                     r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+            }
+            sleep_ms(backoff_ms);
+            if (backoff_ms < (int)o->reconnect_max_ms)
+                backoff_ms *= 2;
+            continue;
+        }
+        backoff_ms = 50;
+        for (int i = 0; i < list.Count; i++) /* the whole batch, even when stopping */
+            deliver(r, st, list.Msgs[i]);
+        natsMsgList_Destroy(&list);
+    }
+    blog(LOG_INFO, "route_stopped", "route=in stream=%s durable=%s queue=%s bridged=%" PRIu64,
+         r->stream, r->durable, r->queue, atomic_load(&r->n.bridged));
+    return NULL;
+}
+
+void route_in_teardown(struct route *r)
+{
+    struct in_state *st = r->state;
+    if (st) {
+        if (st->sub) /* unsubscribe only: the durable consumer stays for the next bridge */
+            natsSubscription_Destroy(st->sub);
+        if (st->js)
+            jsCtx_Destroy(st->js);
+        free(st);
+        r->state = NULL;
+    }
+    if (r->q)
+        shmq_close(r->q);
+    r->q = NULL;
+}

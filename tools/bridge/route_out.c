@@ -1,0 +1,405 @@
+/*
+ * route_out.c - local queue -> JetStream subject.
+ *
+ * The route thread is an ordinary shmq consumer. For each message it receives it builds a NATS
+ * message (payload copied; headers Nats-Msg-Id = HOST/QUEUE/ID, Shmq-Id, Shmq-Attempt,
+ * Shmq-Host, Shmq-Queue), records it in the in-flight ring, and publishes it asynchronously.
+ * The library's publish-ack handler (its own thread) marks the ring entry done; the route
+ * thread pops done entries in order from the head and acks (success, or duplicate) or nacks
+ * (error or timeout, with --retry-delay-ms) the shmq message. Only the route thread touches the
+ * shmq consumer (one thread at a time, as shmq.h requires); the heartbeat thread keeps it alive
+ * while it waits for acks.
+ *
+ * The ring: entries [head, tail) are in flight, at most --window of them. The route thread
+ * alone moves tail (append) and head (pop); the ack handler only changes the state of an entry
+ * in [head, tail). All three under `mu`; `cv` wakes the route thread when an entry completes.
+ *
+ * Crash points and what follows (at-least-once, duplicates dropped by JetStream):
+ *   killed before the publish reached the server: the watchdog (or any consumer's maintenance)
+ *     redelivers the message, the next bridge publishes it;
+ *   killed after JetStream stored it, before the shmq ack: redelivered, republished with the
+ *     same Nats-Msg-Id, and JetStream's duplicate window drops it (pub ack Duplicate=true).
+ * A consumer fenced while waiting (-ESTALE) is reopened; the acks of its old deliveries are
+ * skipped (the messages come back and are deduplicated the same way).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bridge.h"
+
+enum entry_state { PENDING, DONE_OK, DONE_DUP, DONE_FAILED };
+
+struct entry {
+    natsMsg *nm;    /* identity of the publish (the library hands it back to the handler) */
+    shmq_msg_t m;   /* the delivery to ack or nack */
+    uint32_t epoch; /* consumer epoch that received it */
+    enum entry_state state;
+    natsStatus err;
+    int jserr;
+};
+
+struct out_state {
+    shmq_consumer_t *c;
+    uint32_t epoch; /* bumped when the consumer is reopened */
+    natsConnection *nc;
+    jsCtx *js;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* signalled by the ack handler */
+    struct entry *ring;
+    uint32_t cap;        /* --window */
+    uint64_t head, tail; /* monotonic; ring[i % cap] */
+    char consumer_name[SHMQ_CONSUMER_NAME_MAX];
+    struct timespec last_fail_log;
+    uint64_t fails_unlogged;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)ms * 1000000;
+    ts.tv_sec += ts.tv_nsec / 1000000000;
+    ts.tv_nsec %= 1000000000;
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* The library's publish-ack handler: runs on its thread, once per async publish. */
+static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+    (void)js;
+    struct route *r = closure;
+    struct out_state *st = r->state;
+    pthread_mutex_lock(&st->mu);
+    bool found = false;
+    for (uint64_t i = st->head; i < st->tail; i++) {
+        struct entry *e = &st->ring[i % st->cap];
+        if (e->nm == msg && e->state == PENDING) {
+            e->nm = NULL; /* the address may be reused once destroyed below */
+            if (pa)
+                e->state = pa->Duplicate ? DONE_DUP : DONE_OK;
+            else {
+                e->state = DONE_FAILED;
+                e->err = pae ? pae->Err : NATS_ERR;
+                e->jserr = pae ? (int)pae->ErrCode : 0;
+            }
+            found = true;
+            break;
+        }
+    }
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (!found)
+        blog(LOG_WARN, "pub_ack_unknown", "route=out queue=%s", r->queue);
+    natsMsg_Destroy(msg);
+}
+
+static void log_fail(struct route *r, struct out_state *st, const char *what, natsStatus s,
+                     int jserr, uint64_t id)
+{
+    /* At most one line a second per route: an outage fails a whole window at once. */
+    int64_t now = now_ms();
+    int64_t last = (int64_t)st->last_fail_log.tv_sec * 1000 + st->last_fail_log.tv_nsec / 1000000;
+    if (now - last < 1000 && last != 0) {
+        st->fails_unlogged++;
+        return;
+    }
+    st->last_fail_log.tv_sec = now / 1000;
+    st->last_fail_log.tv_nsec = (now % 1000) * 1000000;
+    char q[300];
+    blog(LOG_WARN, what,
+         "route=out queue=%s subject=%s id=%" PRIu64
+         " error=%s jserr=%d retry_delay_ms=%u suppressed=%" PRIu64,
+         r->queue, r->subject, id, lquote(natsStatus_GetText(s), q, sizeof q), jserr,
+         r->o->retry_delay_ms, st->fails_unlogged);
+    st->fails_unlogged = 0;
+}
+
+/* Ack or nack one completed entry in the route thread. */
+static void finish(struct route *r, struct out_state *st, const struct entry *e)
+{
+    atomic_fetch_sub_explicit(&r->n.inflight, 1, memory_order_relaxed);
+    if (e->epoch != st->epoch)
+        return; /* a delivery of a consumer since reopened: it comes back by itself */
+    int rc;
+    if (e->state == DONE_FAILED) {
+        atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
+        log_fail(r, st, "publish_failed", e->err, e->jserr, e->m.id);
+        rc = shmq_nack(st->c, &e->m, r->o->retry_delay_ms);
+    } else {
+        if (e->state == DONE_DUP)
+            atomic_fetch_add_explicit(&r->n.duplicates, 1, memory_order_relaxed);
+        rc = shmq_ack(st->c, &e->m);
+        if (rc == 0)
+            atomic_fetch_add_explicit(&r->n.bridged, 1, memory_order_relaxed);
+    }
+    if (rc == -ESTALE) {
+        /* Fenced and redelivered meanwhile: the next delivery is deduplicated by JetStream. */
+        atomic_fetch_add_explicit(&r->n.stale, 1, memory_order_relaxed);
+    } else if (rc < 0) {
+        blog(LOG_WARN, "ack_failed", "route=out queue=%s id=%" PRIu64 " error=\"%s\"", r->queue,
+             e->m.id, shmq_strerror(rc));
+    }
+}
+
+/* Pop the done entries at the head and finish them; returns how many are still in flight. */
+static uint64_t drain_done(struct route *r, struct out_state *st)
+{
+    enum { BATCH = 64 };
+    struct entry done[BATCH];
+    for (;;) {
+        int n = 0;
+        pthread_mutex_lock(&st->mu);
+        while (n < BATCH && st->head < st->tail && st->ring[st->head % st->cap].state != PENDING)
+            done[n++] = st->ring[st->head++ % st->cap];
+        uint64_t left = st->tail - st->head;
+        pthread_mutex_unlock(&st->mu);
+        for (int i = 0; i < n; i++)
+            finish(r, st, &done[i]);
+        if (n < BATCH)
+            return left;
+    }
+}
+
+static int open_consumer(struct route *r, struct out_state *st)
+{
+    int rc = shmq_consumer_open(r->q, st->consumer_name, &st->c);
+    if (rc == 0) {
+        rc = shmq_consumer_heartbeat_thread(st->c, 0);
+        if (rc < 0) {
+            shmq_consumer_close(st->c);
+            st->c = NULL;
+        }
+    }
+    return rc;
+}
+
+static int set_header_u64(natsMsg *nm, const char *key, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return natsMsgHeader_Set(nm, key, buf) == NATS_OK ? 0 : -1;
+}
+
+static natsStatus build_msg(struct route *r, const shmq_msg_t *m, natsMsg **out)
+{
+    natsMsg *nm = NULL;
+    natsStatus s = natsMsg_Create(&nm, r->subject, NULL, m->data, (int)m->len);
+    if (s != NATS_OK)
+        return s;
+    char msgid[BRIDGE_HOST_MAX + SHMQ_NAME_MAX + 32];
+    snprintf(msgid, sizeof msgid, "%s/%s/%" PRIu64, r->o->host, r->queue, m->id);
+    if (natsMsgHeader_Set(nm, "Nats-Msg-Id", msgid) != NATS_OK ||
+        set_header_u64(nm, "Shmq-Id", m->id) < 0 ||
+        set_header_u64(nm, "Shmq-Attempt", m->attempt) < 0 ||
+        natsMsgHeader_Set(nm, "Shmq-Host", r->o->host) != NATS_OK ||
+        natsMsgHeader_Set(nm, "Shmq-Queue", r->queue) != NATS_OK) {
+        natsMsg_Destroy(nm);
+        return NATS_NO_MEMORY;
+    }
+    *out = nm;
+    return NATS_OK;
+}
+
+/* Publish one received message; on a synchronous failure nack it at once. */
+static void publish_one(struct route *r, struct out_state *st, const shmq_msg_t *m)
+{
+    natsMsg *nm = NULL;
+    natsStatus s = build_msg(r, m, &nm);
+    if (s != NATS_OK) {
+        log_fail(r, st, "publish_failed", s, 0, m->id);
+        atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
+        shmq_nack(st->c, m, r->o->retry_delay_ms);
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    struct entry *e = &st->ring[st->tail % st->cap];
+    *e = (struct entry){.nm = nm, .m = *m, .epoch = st->epoch, .state = PENDING};
+    st->tail++;
+    pthread_mutex_unlock(&st->mu);
+    atomic_fetch_add_explicit(&r->n.inflight, 1, memory_order_relaxed);
+
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = r->o->publish_timeout_ms; /* the handler gets NATS_TIMEOUT after this */
+    natsMsg *owned = nm;
+    s = js_PublishMsgAsync(st->js, &owned, &po);
+    if (s == NATS_OK)
+        return;
+    /* Not taken by the library: no ack will come. The entry is the tail (only this thread
+     * appends) and still PENDING (the handler never saw this message). */
+    pthread_mutex_lock(&st->mu);
+    st->tail--;
+    pthread_mutex_unlock(&st->mu);
+    atomic_fetch_sub_explicit(&r->n.inflight, 1, memory_order_relaxed);
+    natsMsg_Destroy(owned);
+    atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
+    log_fail(r, st, "publish_failed", s, 0, m->id);
+    shmq_nack(st->c, m, r->o->retry_delay_ms);
+}
+
+int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection *nc)
+{
+    char q[300];
+    int rc = shmq_open(r->queue, &r->q);
+    if (rc < 0) {
+        blog(LOG_ERROR, "queue_open_failed", "route=out queue=%s error=%s", r->queue,
+             lquote(shmq_strerror(rc), q, sizeof q));
+        fprintf(stderr, "shmq-bridge: --out %s:%s: cannot open queue '%s': %s\n", r->queue,
+                r->subject, r->queue, shmq_strerror(rc));
+        return BRIDGE_EXIT_QUEUE;
+    }
+    struct out_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return BRIDGE_EXIT_RUNTIME;
+    r->state = st;
+    st->nc = nc;
+    st->cap = o->window;
+    st->ring = calloc(st->cap, sizeof *st->ring);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&st->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    snprintf(st->consumer_name, sizeof st->consumer_name, "bridge-out");
+    if (!st->ring)
+        return BRIDGE_EXIT_RUNTIME;
+
+    /* A subject no stream captures would fail every publish: refuse it now. */
+    jsOptions jo;
+    jsOptions_Init(&jo);
+    jo.Stream.Info.SubjectsFilter = r->subject;
+    jsCtx *probe = NULL;
+    jsStreamNamesList *names = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = natsConnection_JetStream(&probe, nc, NULL);
+    if (s == NATS_OK)
+        s = js_StreamNames(&names, probe, &jo, &jerr);
+    int count = names ? names->Count : 0;
+    jsStreamNamesList_Destroy(names);
+    jsCtx_Destroy(probe);
+    if ((s != NATS_OK && s != NATS_NOT_FOUND) || count == 0) {
+        const char *why =
+            s == NATS_OK || s == NATS_NOT_FOUND ? "no JetStream stream captures it" : nats_err(s);
+        blog(LOG_ERROR, "subject_not_in_stream", "route=out queue=%s subject=%s error=%s", r->queue,
+             r->subject, lquote(why, q, sizeof q));
+        fprintf(stderr,
+                "shmq-bridge: --out %s:%s: subject '%s': %s (create the stream, e.g. "
+                "--create-stream NAME:%s)\n",
+                r->queue, r->subject, r->subject, why, r->subject);
+        return BRIDGE_EXIT_STREAM;
+    }
+
+    jsOptions_Init(&jo);
+    jo.PublishAsync.MaxPending = o->window;
+    jo.PublishAsync.AckHandler = on_pub_ack;
+    jo.PublishAsync.AckHandlerClosure = r;
+    s = natsConnection_JetStream(&st->js, nc, &jo);
+    if (s != NATS_OK) {
+        fprintf(stderr, "shmq-bridge: JetStream context: %s\n", nats_err(s));
+        return BRIDGE_EXIT_STREAM;
+    }
+    rc = open_consumer(r, st);
+    if (rc < 0) {
+        blog(LOG_ERROR, "consumer_open_failed", "route=out queue=%s error=%s", r->queue,
+             lquote(shmq_strerror(rc), q, sizeof q));
+        fprintf(stderr, "shmq-bridge: --out %s: cannot attach a consumer: %s\n", r->queue,
+                shmq_strerror(rc));
+        return BRIDGE_EXIT_QUEUE;
+    }
+    return 0;
+}
+
+void *route_out_run(void *arg)
+{
+    struct route *r = arg;
+    struct out_state *st = r->state;
+    const struct bridge_opts *o = r->o;
+    blog(LOG_INFO, "route_started", "route=out queue=%s subject=%s window=%u", r->queue, r->subject,
+         o->window);
+    while (!g_stop) {
+        uint64_t left = drain_done(r, st);
+        if (!atomic_load_explicit(&g_connected, memory_order_relaxed) || left >= st->cap) {
+            /* Down, or the window is full: wait for acks (or time-outs), take nothing. */
+            pthread_mutex_lock(&st->mu);
+            if (st->head < st->tail && st->ring[st->head % st->cap].state == PENDING)
+                cond_wait_ms(&st->cv, &st->mu, 100);
+            else if (st->head == st->tail)
+                cond_wait_ms(&st->cv, &st->mu, 100);
+            pthread_mutex_unlock(&st->mu);
+            continue;
+        }
+        shmq_msg_t m;
+        int rc = shmq_receive(st->c, &m, left ? 5 : 100);
+        if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
+            continue;
+        if (rc == -ESTALE) {
+            /* Declared hung (say, SIGSTOPped): reattach; old deliveries come back. */
+            shmq_consumer_close(st->c);
+            st->c = NULL;
+            st->epoch++;
+            rc = open_consumer(r, st);
+            blog(rc < 0 ? LOG_ERROR : LOG_WARN, "consumer_reopened",
+                 "route=out queue=%s result=\"%s\"", r->queue, rc < 0 ? shmq_strerror(rc) : "ok");
+            if (rc < 0) {
+                atomic_store(&g_route_failed, 1);
+                break;
+            }
+            continue;
+        }
+        if (rc < 0) {
+            blog(LOG_ERROR, "receive_failed", "route=out queue=%s error=\"%s\"", r->queue,
+                 shmq_strerror(rc));
+            atomic_store(&g_route_failed, 1);
+            break;
+        }
+        publish_one(r, st, &m);
+    }
+
+    /* Stopping: take nothing more; wait for what is in flight to be acked or to time out. */
+    int64_t deadline = now_ms() + o->drain_timeout_ms;
+    uint64_t left;
+    while ((left = drain_done(r, st)) > 0 && now_ms() < deadline) {
+        pthread_mutex_lock(&st->mu);
+        cond_wait_ms(&st->cv, &st->mu, 50);
+        pthread_mutex_unlock(&st->mu);
+    }
+    blog(LOG_INFO, "route_stopped",
+         "route=out queue=%s subject=%s bridged=%" PRIu64 " left_inflight=%" PRIu64, r->queue,
+         r->subject, atomic_load(&r->n.bridged), left);
+    return NULL;
+}
+
+void route_out_teardown(struct route *r)
+{
+    struct out_state *st = r->state;
+    if (st) {
+        if (st->c) /* unacked deliveries go back to the queue at once */
+            shmq_consumer_close(st->c);
+        if (st->js)
+            jsCtx_Destroy(st->js);
+        /* The handler may still hold st->mu for a late ack until the connection is closed:
+         * main destroys the connection first, then calls teardown. */
+        pthread_cond_destroy(&st->cv);
+        pthread_mutex_destroy(&st->mu);
+        free(st->ring);
+        free(st);
+        r->state = NULL;
+    }
+    if (r->q)
+        shmq_close(r->q);
+    r->q = NULL;
+}
