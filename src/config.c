@@ -23,4 +23,6 @@ void shmq_config_init(shmq_config_t *cfg)
     cfg->durability = SHMQ_DURABILITY_PROCESS;
     cfg->log_dir = NULL;
     cfg->wal_file_size = 64u << 20;
+    cfg->dedup_window_count = 4096;
+    cfg->dedup_window_ms = 120000;
 }

@@ -13,6 +13,8 @@ const char *const crashpoint_names[] = {
     "publish_after_reserve",   /* free slot claimed (RESERVED), payload not written */
     "publish_after_write",     /* payload written, still RESERVED */
     "publish_after_log",       /* PUBLISH record in the log, slot still RESERVED */
+    "dedup_before_decide",     /* keyed publish: message written, bucket still CLAIMED */
+    "dedup_after_decide",      /* keyed publish: bucket COMMITTED, slot still RESERVED */
     "publish_after_commit",    /* READY, not yet in the ready ring */
     "publish_after_enqueue",   /* in the ready ring, ticket not yet recorded */
     "receive_after_dequeue",   /* index taken off the ready ring, slot not yet claimed */

@@ -14,6 +14,7 @@
 
 #include "crc32c.h"
 #include "ring.h"
+#include "dedup.h"
 #include "wal.h"
 
 static uint64_t align_up(uint64_t v, uint64_t a)
@@ -45,6 +46,9 @@ static int config_check(const shmq_config_t *c)
          (uint64_t)c->wal_file_size - WAL_HEADER_SIZE < 2 * wal_rec_size(c->max_msg_size)))
         return -EINVAL; /* a file must hold at least two records of the largest size */
     if (c->log_dir && strlen(c->log_dir) > SHMQ_LOG_DIR_MAX)
+        return -EINVAL;
+    if (c->dedup_window_count > SHMQ_DEDUP_WINDOW_MAX ||
+        (c->dedup_window_count && c->dedup_window_ms == 0))
         return -EINVAL;
     return 0;
 }
@@ -87,6 +91,17 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
     l->ready_ring_off = off += l->ring_size;
     l->dead_ring_off = off += l->ring_size;
     off += l->ring_size;
+    /* the dedup window: twice the keys it remembers, in sets of DEDUP_WAYS buckets */
+    l->dedup_window_count = cfg->dedup_window_count;
+    l->dedup_window_ms = cfg->dedup_window_count ? cfg->dedup_window_ms : 0;
+    if (cfg->dedup_window_count) {
+        uint32_t buckets = DEDUP_WAYS;
+        while (buckets < 2ull * cfg->dedup_window_count)
+            buckets <<= 1;
+        l->dedup_buckets = buckets;
+        l->dedup_off = off = align_up(off, 4096);
+        off += (uint64_t)buckets * DEDUP_BUCKET_SIZE;
+    }
     l->total_size = align_up(off, 4096);
     if (l->total_size > SHMQ_SEGMENT_MAX)
         return -EINVAL;
@@ -114,6 +129,8 @@ void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg)
     cfg->durability = (int)l->durability;
     cfg->wal_file_size = l->wal_file_size;
     cfg->log_dir = NULL;
+    cfg->dedup_window_count = l->dedup_window_count;
+    cfg->dedup_window_ms = l->dedup_window_ms;
 }
 
 int layout_validate(const struct seg_layout *stored, uint64_t file_size)

@@ -31,9 +31,12 @@ struct seg_layout {
     uint32_t mode;
     uint32_t slot_stride;    /* bytes per slot: slot header + payload, multiple of 64 */
     uint32_t ring_order;     /* every ring has 2^ring_order cells */
-    uint32_t reserved0;
+    uint32_t dedup_window_count;
     uint64_t registry_off, slots_off, free_ring_off, ready_ring_off, dead_ring_off;
     uint64_t ring_size;      /* bytes of one ring (header + cells) */
+    uint64_t dedup_off;      /* the dedup window's buckets (dedup.c) */
+    uint32_t dedup_buckets;  /* a power of two, or 0: no window */
+    uint32_t dedup_window_ms;
     uint64_t created_ns;     /* CLOCK_MONOTONIC at create time */
     uint32_t durability;     /* SHMQ_DURABILITY_* */
     uint32_t wal_file_size;  /* bytes per log file */
@@ -71,7 +74,7 @@ struct seg_header {
 /* Counter indices, per registry entry and in seg_header.retired. */
 enum counter {
     CNT_PUBLISHED, CNT_DELIVERED, CNT_ACKED, CNT_NACKED,
-    CNT_REDELIVERED, CNT_DEAD_LETTERED, CNT_RECLAIMED, CNT__COUNT
+    CNT_REDELIVERED, CNT_DEAD_LETTERED, CNT_RECLAIMED, CNT_DEDUP_HITS, CNT__COUNT
 };
 
 /* Registry entry states (low 4 bits of proc_entry.word; the rest is a generation). */
@@ -113,7 +116,7 @@ struct slot {
     _Atomic uint32_t linger;   /* registry index + 1 of a live former owner that may still read
                                 * the payload (taken back from it), 0 if none: see maintain.c */
     _Atomic uint32_t wal_seq;  /* log file holding its latest PUBLISH record, + 1; 0 if none */
-    uint32_t reserved2;
+    _Atomic uint32_t dedup;    /* dedup bucket + 1 of a keyed publish (a hint: dedup.c) */
     /* payload follows at offset 64 */
 };
 #define SLOT_HEADER_SIZE 64u

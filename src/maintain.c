@@ -25,6 +25,7 @@
 
 #include "clock.h"
 #include "crashpoint.h"
+#include "dedup.h"
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
@@ -39,6 +40,7 @@ struct pass {
     uint32_t *refs;   /* slots naming each registry entry, as owner or linger */
     uint8_t *dead;    /* per registry entry: 1 if its process is dead or the entry is free */
     uint8_t *fenced;  /* per registry entry: 1 if FENCED or FREE (its deliveries are void) */
+    uint64_t *words;  /* per registry entry: its word when dead/fenced were decided */
     uint64_t min_wal_seq; /* lowest log file a slot refers to */
 };
 
@@ -75,6 +77,7 @@ static void fence_dead_procs(struct pass *p)
             }
         }
         p->fenced[i] = st == PROC_FENCED || st == PROC_FREE;
+        p->words[i] = atomic_load_explicit(&e->word, memory_order_acquire);
         uint32_t one = 1;
         if (st == PROC_FENCED && p->dead[i] &&
             atomic_compare_exchange_strong(&e->sleeping, &one, 0)) /* once per sleeper */
@@ -139,6 +142,14 @@ static uint64_t widen_ticket(uint64_t stored, uint64_t head)
     return ahead < mod / 2 ? head + ahead : head - (mod - ahead);
 }
 
+/* Is the verdict on entry i still about the same holder? A process that attached to it during
+ * this pass changed its word (every change bumps its gen): then leave its slots alone. */
+static bool verdict_current(const struct pass *p, uint32_t i)
+{
+    struct proc_entry *e = segment_proc(&p->q->seg, i);
+    return !e || atomic_load_explicit(&e->word, memory_order_acquire) == p->words[i];
+}
+
 /* Is this READY or FREE slot held by no ring? ticket, has_ticket: what it recorded. */
 static bool looks_orphaned(struct pass *p, struct slot *sl, uint64_t w, uint64_t *ticket,
                            bool *has_ticket)
@@ -182,7 +193,8 @@ static void repair_orphan(struct pass *p, uint32_t idx, struct slot *sl, uint64_
 static void clear_dead_linger(struct pass *p, struct slot *sl)
 {
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
-    if (lg && (lg - 1 >= p->q->seg.layout.max_procs || p->dead[lg - 1]))
+    if (lg && (lg - 1 >= p->q->seg.layout.max_procs ||
+               (p->dead[lg - 1] && verdict_current(p, lg - 1))))
         atomic_compare_exchange_strong(&sl->linger, &lg, 0);
 }
 
@@ -190,7 +202,7 @@ static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, u
 {
     uint32_t owner = sw_owner(w);
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_acquire);
-    if (lg && owner < p->q->seg.layout.max_procs && !p->dead[owner])
+    if (lg && owner < p->q->seg.layout.max_procs && (!p->dead[owner] || !verdict_current(p, owner)))
         return; /* its reader lives and has not let go */
     /* the slot is ours alone now (FENCED, reader gone): plain reset, published by the CAS */
     atomic_store_explicit(&sl->linger, 0, memory_order_relaxed);
@@ -205,6 +217,10 @@ static void repair_slot(struct pass *p, uint32_t idx)
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire), due;
     uint32_t owner = sw_owner(w);
     bool owner_void = owner >= s->layout.max_procs || p->fenced[owner];
+    unsigned st0 = sw_state(w);
+    if ((st0 == SLOT_INFLIGHT || st0 == SLOT_RESERVED) && owner < s->layout.max_procs &&
+        (p->fenced[owner] || p->dead[owner]) && !verdict_current(p, owner))
+        return; /* its owner's entry changed hands during this pass: decide next pass */
     clear_dead_linger(p, sl);
     switch (sw_state(w)) {
     case SLOT_INFLIGHT:
@@ -218,9 +234,15 @@ static void repair_slot(struct pass *p, uint32_t idx)
         }
         break;
     case SLOT_RESERVED:
-        if ((owner >= s->layout.max_procs || p->dead[owner]) &&
-            move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
+        if (owner < s->layout.max_procs && !p->dead[owner])
+            break;
+        if (dedup_should_roll_forward(p->q, idx, sl, w)) {
+            /* a keyed publish decided (D1) before its publisher died: finish it */
+            if (move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
+                count(q_self(p->q), CNT_PUBLISHED);
+        } else if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
             p->rep->reservations_freed++;
+        }
         break;
     case SLOT_DELAYED:
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
@@ -282,8 +304,9 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     p.refs = calloc(l->max_procs, sizeof(uint32_t));
     p.dead = calloc(l->max_procs, 1);
     p.fenced = calloc(l->max_procs, 1);
+    p.words = calloc(l->max_procs, sizeof(uint64_t));
     int err = 0;
-    if (!q->suspect_word || !q->suspect_ns || !p.refs || !p.dead || !p.fenced) {
+    if (!q->suspect_word || !q->suspect_ns || !p.refs || !p.dead || !p.fenced || !p.words) {
         err = -ENOMEM;
         goto out;
     }
@@ -303,6 +326,7 @@ out:
     free(p.refs);
     free(p.dead);
     free(p.fenced);
+    free(p.words);
     pthread_mutex_unlock(&q->maint_lock);
     return err;
 }

@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "crashpoint.h"
+#include "dedup.h"
 #include "queue.h"
 #include "slot.h"
 #include "wait.h"
@@ -102,6 +103,13 @@ static int check_publish_args(const shmq_t *q, const void *data, size_t len)
     return 0;
 }
 
+/* The dedup side of a keyed publish (dedup.c): its key and the bucket it claimed. */
+struct keyed {
+    const void *key;
+    uint32_t key_len;
+    uint64_t bucket, bucket_word;
+};
+
 /* A reservation we hold (word w) goes back to the free ring unpublished. */
 static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
 {
@@ -120,19 +128,23 @@ static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
  * names (as a lower bound) the file being written now, so maintenance cannot delete the file
  * the record lands in while we write it (wal.c, retention).
  */
-static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, uint32_t *seq)
+static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len,
+                       const struct keyed *k, uint32_t *seq)
 {
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
-    int err = wal_append_publish(q->wal, id, NULL, 0, slot_payload(sl), (uint32_t)len, seq);
+    int err = wal_append_publish(q->wal, id, k ? k->key : NULL, k ? k->key_len : 0,
+                                 slot_payload(sl), (uint32_t)len, seq);
     if (!err)
         atomic_store_explicit(&sl->wal_seq, *seq + 1, memory_order_relaxed);
     return err;
 }
 
-/* Steps 2-4 for a slot we hold RESERVED; data NULL: the payload is already in place. */
-static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, uint64_t *id)
+/* Steps 2-4 for a slot we hold RESERVED; data NULL: the payload is already in place. k: the
+ * dedup claim of a keyed publish, or NULL. */
+static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len,
+                       const struct keyed *k, uint64_t *id)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
@@ -149,19 +161,32 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, ui
     sl->publish_ns = now_ns();
     CRASH_POINT(publish_after_write);
     uint32_t seq = 0;
+    if (k) /* a hint for maintenance, trusted only with the bucket's token (dedup.c) */
+        atomic_store_explicit(&sl->dedup, (uint32_t)k->bucket + 1, memory_order_relaxed);
     if (q->wal) {
-        int err = log_publish(q, sl, msg_id, len, &seq);
+        int err = log_publish(q, sl, msg_id, len, k, &seq);
         if (err) {
             give_back(q, idx, w);
+            if (k)
+                dedup_abandon(q, k->bucket, k->bucket_word);
             return err;
         }
         CRASH_POINT(publish_after_log);
     }
+    if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w)) != 0) {
+        give_back(q, idx, w);
+        return -ESTALE;
+    }
     uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
     /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
-                                                 memory_order_relaxed))
-        return -ESTALE; /* our reservation was fenced: we were declared dead */
+                                                 memory_order_relaxed)) {
+        if (!k)
+            return -ESTALE; /* our reservation was fenced: we were declared dead */
+        if (id) /* decided (D1): maintenance rolled it forward for us */
+            *id = msg_id;
+        return 0;
+    }
     CRASH_POINT(publish_after_commit);
     enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
     wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
@@ -192,7 +217,7 @@ int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id)
     int err = check_publish_args(q, buf, len);
     if (err || (err = slot_of_buf(q, buf, &idx)) != 0)
         return err;
-    return commit_slot(q, idx, NULL, len, id);
+    return commit_slot(q, idx, NULL, len, NULL, id);
 }
 
 int shmq_cancel(shmq_t *q, void *buf)
@@ -214,7 +239,20 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
     if (err || (err = claim_free_slot(q, &idx)) != 0)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, id);
+    return commit_slot(q, idx, data, len, NULL, id);
+}
+
+int queue_publish_keyed(shmq_t *q, const void *data, size_t len, const void *key,
+                        uint32_t key_len, uint64_t bucket, uint64_t bucket_word, uint64_t *id)
+{
+    uint32_t idx;
+    struct keyed k = {key, key_len, bucket, bucket_word};
+    if (claim_free_slot(q, &idx) != 0) {
+        dedup_abandon(q, bucket, bucket_word);
+        return -EAGAIN;
+    }
+    CRASH_POINT(publish_after_reserve);
+    return commit_slot(q, idx, data, len, &k, id);
 }
 
 struct claim_ctx {
@@ -244,5 +282,5 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
     if (err)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, ctx.idx, data, len, id);
+    return commit_slot(q, ctx.idx, data, len, NULL, id);
 }

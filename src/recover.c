@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "dedup.h"
 #include "queue.h"
 #include "slot.h"
 #include "wal.h"
@@ -35,8 +36,8 @@ struct logfile {
 
 struct entry { /* one record, for sorting by (id, log order) */
     uint64_t id, order;
-    const void *payload;
-    uint32_t len, seq;
+    const void *payload, *key;
+    uint32_t len, seq, key_len;
     uint16_t type, attempt;
 };
 
@@ -67,7 +68,9 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
         return 0; /* a valid CRC over a malformed body: not ours to guess at */
     c->v[c->n++] = (struct entry){.id = r->id, .order = (c->seq << 32) | (offset / WAL_ALIGN),
                                   .payload = pub.data, .len = pub.len, .seq = (uint32_t)c->seq,
-                                  .type = r->type, .attempt = r->attempt};
+                                  .type = r->type, .attempt = r->attempt,
+                                  .key = r->type == WAL_PUBLISH ? pub.key : NULL,
+                                  .key_len = r->type == WAL_PUBLISH ? pub.key_len : 0};
     return 0;
 }
 
@@ -138,6 +141,8 @@ static int load_files(const char *dir, struct logfile **out, size_t *n,
 }
 
 struct rebuild {
+    struct entry *all;   /* every record, by id then log order */
+    size_t nall;
     struct entry **live; /* the latest PUBLISH of each live id, by id */
     uint32_t *attempts;
     size_t n;
@@ -171,6 +176,11 @@ static int populate(struct segment *s, void *arg)
             return -ENOSPC;
         atomic_store_explicit(&sl->ticket, tagged_make(ticket, ready), memory_order_relaxed);
     }
+    /* the dedup window: every keyed publish the log still holds, latest ids winning */
+    uint64_t now_ms = 0; /* the segment was made just now: its clock starts at 0 */
+    for (size_t i = 0; i < rb->nall; i++)
+        if (rb->all[i].type == WAL_PUBLISH && rb->all[i].key_len)
+            dedup_insert_committed(s, rb->all[i].key, rb->all[i].key_len, rb->all[i].id, now_ms);
     atomic_store_explicit(&s->hdr->next_id, rb->highest_id, memory_order_relaxed);
     atomic_store_explicit(&s->hdr->wal_oldest_seq, rb->oldest_seq, memory_order_relaxed);
     return 0;
@@ -266,6 +276,8 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     rep->restored = rb.n;
     rep->highest_id = rb.highest_id;
     rb.oldest_seq = files[0].seq;
+    rb.all = c.v;
+    rb.nall = c.n;
     rb.now_ns = now_ns();
 
     /* The newest file's header holds the queue's config; the log goes on after it. */

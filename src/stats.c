@@ -38,6 +38,7 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
     st->redelivered = sum[CNT_REDELIVERED];
     st->dead_lettered = sum[CNT_DEAD_LETTERED];
     st->reclaimed = sum[CNT_RECLAIMED];
+    st->dedup_hits = sum[CNT_DEDUP_HITS];
     st->wal_bytes = atomic_load(&s->hdr->wal_pos) - s->layout.wal_base_pos;
     st->wal_flushes = atomic_load(&s->hdr->wal_flushes);
     st->wal_files = q->wal ? wal_count_files(q->wal) : 0;

@@ -60,8 +60,14 @@ typedef struct shmq_config {
     const char *log_dir;           /* where the queue's log directory NAME/ goes; NULL: the
                                     * state directory ($SHMQ_STATE_DIR, else /var/lib/shmq for
                                     * root, else $XDG_STATE_HOME/shmq or ~/.local/state/shmq) */
-    uint32_t wal_file_size;        /* bytes per log file (64 KiB..4 GiB-1); default 64 MiB */
+    uint32_t wal_file_size;        /* bytes per log file (64 KiB..4 GiB-4 KiB, a multiple of
+                                    * 4096); default 64 MiB */
+    uint32_t dedup_window_count;   /* keys the dedup window remembers (0: no window); 4096 */
+    uint32_t dedup_window_ms;      /* and for how long; default 120000 (2 minutes) */
 } shmq_config_t;
+
+#define SHMQ_DEDUP_KEY_MAX 128 /* bytes in a dedup key */
+#define SHMQ_DEDUP_WINDOW_MAX (1u << 22)
 
 /** Flags of a delivered message. */
 #define SHMQ_MSG_REDELIVERED 1u /* an earlier delivery of this message was not acked */
@@ -141,6 +147,19 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
  */
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
 
+/**
+ * Idempotent publish: as shmq_publish(), with a dedup key (1..SHMQ_DEDUP_KEY_MAX bytes). Within
+ * the queue's dedup window (the last dedup_window_count keys, for dedup_window_ms), a second
+ * publish with the same key enqueues nothing and returns 0 with *id set to the first one's id —
+ * also when the first publisher was killed after its publish and a restarted one retries.
+ * Keys are compared by a 128-bit hash of their bytes. Returns -EINPROGRESS when a publish with
+ * the same key is under way in another process or thread right now (retry), -ENOTSUP when the
+ * queue has no dedup window, -EINVAL for a bad key, else as shmq_publish(). Lock-free; costs a
+ * hash and one cache line of the window on top of a publish; publishes without a key pay nothing.
+ */
+int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
+                       uint64_t *id);
+
 /** As shmq_publish(), but waits up to timeout_ms (-1: forever) for a free slot: -ETIMEDOUT. */
 int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, int timeout_ms);
 
@@ -205,6 +224,7 @@ int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);
 /** Counters summed over every process that ever attached. */
 typedef struct shmq_stats {
     uint64_t published, delivered, acked, nacked, redelivered, dead_lettered, reclaimed;
+    uint64_t dedup_hits;      /* keyed publishes answered from the dedup window */
     uint64_t wal_bytes;       /* log bytes appended since the segment was made */
     uint64_t wal_flushes;     /* fdatasync calls (SYNC mode: far fewer than publishes) */
     uint32_t wal_files;       /* log files on disk now */

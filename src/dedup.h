@@ -1,0 +1,47 @@
+/*
+ * dedup.h - the dedup window in the segment: keyed publishes answered once (see dedup.c).
+ */
+#ifndef SHMQ_DEDUP_H
+#define SHMQ_DEDUP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DEDUP_WAYS 4u
+#define DEDUP_BUCKET_SIZE 64u
+
+struct dedup_bucket {
+    _Atomic uint64_t word;    /* state | owner << 2 | gen << 14 | fingerprint high 40 bits << 24 */
+    _Atomic uint64_t fp_lo;   /* fingerprint low 64 bits (written before COMMITTED) */
+    _Atomic uint64_t id;      /* the message's id */
+    _Atomic uint64_t time_ms; /* queue ms when claimed, then when committed */
+    _Atomic uint64_t token;   /* the slot and RESERVED word of the publish (slot.h token) */
+    uint64_t reserved[3];
+};
+_Static_assert(sizeof(struct dedup_bucket) == DEDUP_BUCKET_SIZE, "one cache line per bucket");
+
+struct shmq;
+struct slot;
+
+/* A keyed publish whose slot is RESERVED by a dead owner: should maintenance commit it (its
+ * bucket says COMMITTED: the publisher decided), rather than free it? Clears an abandoned
+ * CLAIMED bucket on the way. */
+bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w);
+
+/* For publish.c: record the message of a claimed bucket and decide it (D1); -ESTALE if the
+ * claim was taken over. dedup_abandon gives a claim back undecided. */
+int dedup_commit(struct shmq *q, uint64_t bucket, uint64_t bucket_word, uint64_t msg_id,
+                 uint64_t token);
+void dedup_abandon(struct shmq *q, uint64_t bucket, uint64_t bucket_word);
+
+/* publish.c: reserve a slot and publish a keyed message under a claimed bucket. */
+int queue_publish_keyed(struct shmq *q, const void *data, size_t len, const void *key,
+                        uint32_t key_len, uint64_t bucket, uint64_t bucket_word, uint64_t *id);
+
+/* Rebuild: remember key -> id as committed now (recovery, single-threaded). */
+void dedup_insert_committed(void *segment, const void *key, uint32_t key_len, uint64_t id,
+                            uint64_t now_ms);
+
+#endif
