@@ -826,3 +826,88 @@ Test(stall, many_peers_stopped_at_once_do_not_stall_queue)
                  t.stalled, child_got);
     finish(name, q, c);
 }
+
+/* ---- a consumer declared dead while asleep in receive ------------------------------------- */
+
+static int sleeping_consumer(void *arg)
+{
+    struct peer *p = arg;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(p->qname, &q) != 0 || shmq_consumer_open(q, "sleeper", &c) != 0)
+        return 120;
+    atomic_store(&p->attached, 1);
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, 5000);
+    atomic_store(&p->rc, rc);
+    if (rc == 0) {
+        memcpy(p->data, m.data, m.len < sizeof p->data ? m.len : sizeof p->data - 1);
+        atomic_store(&p->ack_rc, shmq_ack(c, &m));
+    }
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(stall, consumer_fenced_while_asleep_in_receive_gets_estale)
+{
+    /* shmq.h: receive returns -ESTALE "if this consumer was declared dead". A consumer stopped
+     * while asleep in receive, fenced past its heartbeat timeout, then continued, must not
+     * take the next message: it belongs to live consumers. */
+    const char *name = h_qname("fencedsleep");
+    shmq_config_t cfg = h_small_config(CAP, 64, 16);
+    cfg.heartbeat_timeout_ms = 300;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct peer *p = new_peer(name, "", SIG_STOP);
+    pid_t pid = h_fork(sleeping_consumer, p);
+    int64_t end = h_now_ms() + 3000;
+    while (!atomic_load(&p->attached) && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert(atomic_load(&p->attached));
+    cr_assert_eq(h_wait_sleeping(pid, 3000), 0, "consumer did not go to sleep in receive");
+    kill(pid, SIGSTOP);
+    expect_stopped(pid, "SIGSTOP while asleep in receive");
+
+    /* Maintenance declares it hung (stopped, heartbeat older than the timeout). */
+    uint32_t hung = 0;
+    end = h_now_ms() + REPAIR_BOUND_MS;
+    while (hung == 0 && h_now_ms() < end) {
+        shmq_maint_report_t r = {0};
+        h_assert_rc(shmq_maintain(q, &r), 0);
+        hung += r.procs_hung;
+        h_sleep_ms(20);
+    }
+    cr_assert(hung >= 1, "a consumer stopped past its heartbeat timeout was not declared hung");
+
+    h_assert_rc(shmq_publish(q, "AFTER", 5, NULL), 0);
+    kill(pid, SIGCONT);
+    h_assert_child_ok(pid, 8000, "fenced sleeper");
+    cr_expect_eq(p->rc, -ESTALE,
+                 "receive of a consumer declared dead while it slept = %d (%s)%s%s (its ack: %d)",
+                 p->rc, shmq_strerror(p->rc), p->rc == 0 ? ", and it took " : "",
+                 p->rc == 0 ? p->data : "", p->ack_rc);
+
+    /* The message is for the living: processed once in all (a fenced consumer's ack fails). */
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "main", &c), 0);
+    int here = 0;
+    end = h_now_ms() + REPAIR_BOUND_MS;
+    for (;;) {
+        shmq_maintain(q, NULL);
+        shmq_msg_t m;
+        while (shmq_receive(c, &m, 0) == 0) {
+            cr_expect(m.len == 5 && memcmp(m.data, "AFTER", 5) == 0, "unexpected message");
+            here++;
+            h_assert_rc(shmq_ack(c, &m), 0);
+        }
+        if (all_free(q) || h_now_ms() >= end)
+            break;
+        h_sleep_ms(20);
+    }
+    bool child_processed = p->rc == 0 && p->ack_rc == 0;
+    cr_expect_eq(here + (child_processed ? 1 : 0), 1,
+                 "AFTER acked %d times here and %s by the fenced consumer (its ack = %d)", here,
+                 child_processed ? "once" : "not", p->ack_rc);
+    finish(name, q, c);
+}
