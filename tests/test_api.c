@@ -1589,3 +1589,48 @@ Test(api, large_messages_round_trip)
     free(buf);
     close_q(name, q, c);
 }
+
+Test(api, slot_taken_back_at_deadline_not_reused_while_old_reader_holds_it)
+{
+    /* shmq.h: a message taken back from a live consumer at its ack deadline is redelivered,
+     * but its slot is not reused while the first consumer may still read it (it waits until
+     * that consumer acks, closes or dies). */
+    const char *name = h_qname("linger");
+    shmq_config_t cfg = h_small_config(2, 64, 8);
+    cfg.ack_deadline_ms = 100;
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q;
+    shmq_consumer_t *c1, *c2;
+    open_q(name, &cfg, &q, &c1);
+    h_assert_rc(shmq_consumer_open(q, "second", &c2), 0);
+    h_assert_rc(shmq_publish(q, "SLOW", 4, NULL), 0);
+    shmq_msg_t m1, m2;
+    h_assert_rc(shmq_receive(c1, &m1, 0), 0);
+    const void *data1 = m1.data;
+    h_assert_rc(receive_with_maintain(q, c2, &m2, 3000), 0); /* past the deadline */
+    cr_expect_arr_eq(m2.data, "SLOW", 4);
+    cr_expect_eq(m2.attempt, 2u);
+    h_assert_rc(shmq_ack(c2, &m2), 0);
+    shmq_maintain(q, NULL);
+    /* The old reader still holds its pointer: the slot must not carry a new message yet. */
+    int published = 0;
+    while (published < 4 && shmq_publish(q, "NEWER", 5, NULL) == 0)
+        published++;
+    cr_expect_eq(published, 1, "%d messages fit in a 2-slot queue while one slot lingers",
+                 published);
+    cr_expect_arr_eq(data1, "SLOW", 4, "the slow consumer's payload was overwritten");
+    h_assert_rc(shmq_ack(c1, &m1), -ESTALE);
+    shmq_maintain(q, NULL);
+    /* It let go: the slot is free again. */
+    h_assert_rc(shmq_publish(q, "LAST", 4, NULL), 0);
+    shmq_msg_t m;
+    for (int i = 0; i < published + 1; i++) {
+        h_assert_rc(shmq_receive(c2, &m, 0), 0);
+        h_assert_rc(shmq_ack(c2, &m), 0);
+    }
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.free, 2u);
+    h_assert_rc(shmq_consumer_close(c2), 0);
+    close_q(name, q, c1);
+}
