@@ -77,13 +77,14 @@ extern "C" {
 /** A set of processed keys (opaque). Safe to share between the threads of one process. */
 typedef struct shmq_seen shmq_seen_t;
 
-#define SHMQ_SEEN_KEY_MAX 256u            /* bytes in one key */
-#define SHMQ_SEEN_ENTRIES_MAX (1u << 24)  /* max_entries limit */
+#define SHMQ_SEEN_KEY_MAX 256u           /* bytes in one key */
+#define SHMQ_SEEN_ENTRIES_MAX (1u << 24) /* max_entries limit */
 
 /** Durability of shmq_seen_add() with a file (shmq_seen_set_sync()). */
-#define SHMQ_SEEN_SYNC_DATA 0  /* write() + fdatasync(): survives power loss (the default) */
-#define SHMQ_SEEN_SYNC_WRITE 1 /* write() only: survives the process's crash (the kernel has the
-                                * bytes), not a power loss or kernel crash; far cheaper */
+#define SHMQ_SEEN_SYNC_DATA 0 /* write() + fdatasync(): survives power loss (the default) */
+#define SHMQ_SEEN_SYNC_WRITE                                                                       \
+    1 /* write() only: survives the process's crash (the kernel has the                            \
+       * bytes), not a power loss or kernel crash; far cheaper */
 
 /**
  * Open a seen table of at most max_entries keys (1..SHMQ_SEEN_ENTRIES_MAX). path NULL: in
@@ -136,7 +137,7 @@ int shmq_seen_set_sync(shmq_seen_t *s, int mode);
 
 /** What a table holds and did. */
 typedef struct shmq_seen_stats {
-    size_t entries;        /* keys in the hash table now (counted by a traversal) */
+    size_t entries; /* keys in the hash table now (counted by a traversal) */
     size_t max_entries;
     uint64_t added;        /* keys added since open (reloaded ones not counted) */
     uint64_t evicted;      /* keys forgotten to make room, since open */
