@@ -98,9 +98,11 @@ static void usage(FILE *f, const char *prog)
         "  -h, --help            this text\n"
         "\n"
         "Log: one logfmt line per event on stdout: connected, disconnected, reconnected,\n"
-        "closed, stream_created, route_started, route_stopped, publish_failed,\n"
-        "local_publish_failed, ack_stale, consumer_reopened, stats (per route: bridged,\n"
-        "duplicates, failed, inflight, lag), stopping, stopped.\n"
+        "closed, nats_error, stream_created, stream_exists, consumer_created,\n"
+        "route_started, route_stopped, publish_failed, ack_failed, fetch_failed,\n"
+        "local_publish_failed, consumer_reopened, stats (per route: connected, bridged,\n"
+        "duplicates, failed, stale, inflight, lag), stopping, stopped; a start-up error's\n"
+        "event names what failed (connect_failed, queue_open_failed, ...).\n"
         "SIGTERM/SIGINT: stop taking messages, wait for the acks in flight, exit 0.\n"
         "\n"
         "Exit status: 0 stopped by a signal; 1 a route failed while running; 2 usage or\n"
@@ -372,7 +374,7 @@ static int read_config(struct bridge_opts *o, const char *prog, const char *path
 
 int opts_parse(struct bridge_opts *o, int argc, char **argv)
 {
-    const char *prog = argv[0];
+    const char *prog = "shmq-bridge"; /* in messages, whatever the path */
     memset(o, 0, sizeof *o);
     o->server = "nats://127.0.0.1:4222";
     o->window = 256;
