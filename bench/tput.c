@@ -21,6 +21,10 @@
  * On the test machines waking an idle core costs ~40 us: block-mode figures measure that, not
  * the queue. Report the two modes as separate rows.
  *
+ * Durability (-d): the queue's mode; by default the library's (process: every publish and ack
+ * appends a record to an mmap'd log file). The JSON line says which mode ran and how many log
+ * bytes and fdatasyncs the run made (shmq_stats()). The queue and its log are deleted at the end.
+ *
  * End of the run: in block mode each consumer stores the CLOCK_MONOTONIC time after each ack;
  * the end is the latest one. In poll mode a clock read per message would cost ~20 ns (a third
  * of a message at 13 M/s), so instead a consumer that finds the queue empty after the producers
