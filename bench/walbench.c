@@ -177,10 +177,9 @@ static int cmd_recover(struct opts *o)
            "\"recover_s_min\":%.3f,\"recover_s_mean\":%.3f,\"recover_s_max\":%.3f,"
            "\"open_recovering_s\":%.3f,\"drained\":%llu,\"ok\":%s}\n",
            (unsigned long long)o->n, o->size, o->capacity, o->file_size, publish_s, files,
-           (unsigned long long)bytes, (unsigned long long)apparent,
-           (unsigned long long)rep.records, (unsigned long long)rep.restored, o->runs, best,
-           sum / o->runs, worst, open_s, (unsigned long long)back,
-           back == o->n && rep.restored == o->n ? "true" : "false");
+           (unsigned long long)bytes, (unsigned long long)apparent, (unsigned long long)rep.records,
+           (unsigned long long)rep.restored, o->runs, best, sum / o->runs, worst, open_s,
+           (unsigned long long)back, back == o->n && rep.restored == o->n ? "true" : "false");
     return back == o->n ? 0 : 1;
 }
 

@@ -22,8 +22,8 @@ TestSuite(recovery, .fini = h_cleanup, .timeout = 240);
 
 /* ---- the kill test ---- */
 
-#define MAXP 512   /* producer incarnations */
-#define PER 4096   /* messages per incarnation */
+#define MAXP 512 /* producer incarnations */
+#define PER 4096 /* messages per incarnation */
 #define MSG_LEN 48
 
 enum { PUB_STARTED = 1, PUB_OK = 2 };
@@ -39,7 +39,7 @@ struct shared {
 
 static struct shared *sh;
 static const char *kq;
-static uint32_t nack_every;   /* 0: ack everything */
+static uint32_t nack_every;    /* 0: ack everything */
 static uint32_t cons_delay_us; /* a consumer's pause after each message: builds a backlog */
 
 struct payload {
@@ -323,10 +323,10 @@ static void kill_run(const char *tag, uint32_t nack, uint32_t delay_us, uint32_t
             "%llu duplicates, %llu phantoms; acked and back %llu, ack raced and back %llu, "
             "publish unreturned and back %llu; nacked back %llu (attempt lost: %llu), out of "
             "id order %u; publishes fenced (-ESTALE) %u; log files %u from wal.%llu\n",
-            kq, next_p, next_c, kills, crashes, atomic_load(&sh->published), atomic_load(&sh->acked),
-            atomic_load(&sh->nacked), (long long)t_open, (unsigned long long)back,
-            (unsigned long long)must, (unsigned long long)missing, (unsigned long long)dups,
-            (unsigned long long)phantoms, (unsigned long long)acked_back,
+            kq, next_p, next_c, kills, crashes, atomic_load(&sh->published),
+            atomic_load(&sh->acked), atomic_load(&sh->nacked), (long long)t_open,
+            (unsigned long long)back, (unsigned long long)must, (unsigned long long)missing,
+            (unsigned long long)dups, (unsigned long long)phantoms, (unsigned long long)acked_back,
             (unsigned long long)raced_back, (unsigned long long)maybe_back,
             (unsigned long long)nacked_back, (unsigned long long)bad_attempt, out_of_order,
             atomic_load(&sh->estale), nfiles, lowest);
@@ -339,8 +339,8 @@ static void kill_run(const char *tag, uint32_t nack, uint32_t delay_us, uint32_t
     cr_assert_eq(phantoms, 0);
     cr_assert_eq(out_of_order, 0, "recovered messages come back in id order");
     cr_assert_eq(bad_attempt, 0, "nacked messages came back without their attempt count");
-    cr_assert_leq(acked_back, 5 + atomic_load(&sh->acked) / 1000,
-                  "%llu acked messages came back", (unsigned long long)acked_back);
+    cr_assert_leq(acked_back, 5 + atomic_load(&sh->acked) / 1000, "%llu acked messages came back",
+                  (unsigned long long)acked_back);
     /* ids continue after the highest */
     uint64_t id;
     h_assert_rc(shmq_publish(q, "after", 5, &id), 0);
@@ -353,18 +353,12 @@ static void kill_run(const char *tag, uint32_t nack, uint32_t delay_us, uint32_t
 }
 
 /* One message in eight nacked with a long delay (live to the end, with a NACK record). */
-Test(recovery, process_mode_kills)
-{
-    kill_run("kill", 8, 0, 256u << 10);
-}
+Test(recovery, process_mode_kills) { kill_run("kill", 8, 0, 256u << 10); }
 
 /* Everything acked, but consumers slower than producers (a backlog that moves), 64 KiB log
  * files: maintenance deletes files while producers and consumers are killed; what was live at
  * the end must still be in the files that remain. */
-Test(recovery, process_mode_kills_with_retention)
-{
-    kill_run("killret", 0, 400, 64u << 10);
-}
+Test(recovery, process_mode_kills_with_retention) { kill_run("killret", 0, 400, 64u << 10); }
 
 /* ---- attempts, corruption, concurrent recovery ---- */
 
@@ -619,8 +613,9 @@ Test(recovery, attach_churn_never_fences_the_living)
     }
     atomic_store(&ch->stop, 1);
     h_assert_child_ok(maint, 10000, "maintainer");
-    fprintf(stderr, "attach churn: %u clients, %u publishes, %u acks; publish -ESTALE %u, ack "
-                    "-ESTALE %u\n",
+    fprintf(stderr,
+            "attach churn: %u clients, %u publishes, %u acks; publish -ESTALE %u, ack "
+            "-ESTALE %u\n",
             clients, atomic_load(&ch->publishes), atomic_load(&ch->acks),
             atomic_load(&ch->pub_estale), atomic_load(&ch->ack_estale));
     cr_assert_eq(atomic_load(&ch->pub_estale), 0, "a live producer's reservation was freed");

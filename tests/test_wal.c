@@ -135,8 +135,11 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
         data = pub.data;
         len = pub.len;
     }
-    rs->v[rs->n++] = (struct rec){.off = offset, .id = r->id, .type = r->type,
-                                  .attempt = r->attempt, .len = len,
+    rs->v[rs->n++] = (struct rec){.off = offset,
+                                  .id = r->id,
+                                  .type = r->type,
+                                  .attempt = r->attempt,
+                                  .len = len,
                                   .hash = h_fnv1a(data, len)};
     return 0;
 }
@@ -492,8 +495,8 @@ Test(wal, truncated_file_keeps_intact_records)
         shmq_recovery_report_t rep;
         check_recovery(&t, buf, (size_t)cut, keep, &rep, "truncated", cut);
         if (intact < TN && cut > TOFF(intact)) /* part of a record is left: a torn tail */
-            cr_assert_gt(rep.torn_tails + rep.corrupt_regions, 0,
-                         "truncation at %llu not reported", (unsigned long long)cut);
+            cr_assert_gt(rep.torn_tails + rep.corrupt_regions, 0, "truncation at %llu not reported",
+                         (unsigned long long)cut);
     }
     free(buf);
 }
@@ -671,9 +674,11 @@ Test(wal, rotation_keeps_disk_use_bounded)
                 "%u / %llu",
                 (unsigned long long)st.wal_bytes, max_files, (unsigned long long)max_bytes, files,
                 (unsigned long long)bytes);
-    cr_assert_geq(st.wal_bytes, 100ull * FILE_SIZE, "wal_bytes %llu", (unsigned long long)st.wal_bytes);
+    cr_assert_geq(st.wal_bytes, 100ull * FILE_SIZE, "wal_bytes %llu",
+                  (unsigned long long)st.wal_bytes);
     cr_assert_leq(max_files, 4, "up to %u log files at once", max_files);
-    cr_assert_leq(max_bytes, 4ull * FILE_SIZE, "up to %llu bytes on disk", (unsigned long long)max_bytes);
+    cr_assert_leq(max_bytes, 4ull * FILE_SIZE, "up to %llu bytes on disk",
+                  (unsigned long long)max_bytes);
     cr_assert_eq(st.wal_files, files);
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(q), 0);
@@ -887,8 +892,9 @@ Test(wal, sync_group_commit_shares_flushes)
     cr_log_info("sync: %llu publishes, %llu flushes (%.2f publishes per flush)",
                 (unsigned long long)st.published, (unsigned long long)st.wal_flushes,
                 st.wal_flushes ? (double)st.published / (double)st.wal_flushes : 0.0);
-    fprintf(stderr, "sync group commit: %llu publishes by %d producers, %llu fdatasync calls "
-                    "(%.2f publishes per flush)\n",
+    fprintf(stderr,
+            "sync group commit: %llu publishes by %d producers, %llu fdatasync calls "
+            "(%.2f publishes per flush)\n",
             (unsigned long long)st.published, P, (unsigned long long)st.wal_flushes,
             st.wal_flushes ? (double)st.published / (double)st.wal_flushes : 0.0);
     cr_assert_gt(st.wal_flushes, 0, "SYNC mode flushed nothing");
