@@ -1,11 +1,12 @@
 /*
  * walbench.c - figures of the write-ahead log that bench/tput does not give.
  *
- *   walbench recover [-n 1000000] [-s 64] [-q 1048576] [-f wal_file_size] [-r runs]
+ *   walbench recover [-n 1000000] [-s 64] [-q 1048576] [-f wal_file_size] [-r runs] [-c]
  *       Create a queue (PROCESS), publish n messages of s bytes and ack none, lose the segment
- *       (shmq_unlink_segment) and time shmq_recover(), r times over the same log (the first
- *       run after the publishes; the log's pages are in the page cache: warm). Then time a
- *       shmq_open() that recovers, and check by draining that n messages came back.
+ *       (shmq_unlink_segment) and time shmq_recover(), r times over the same log (the log's
+ *       pages in the page cache: warm; -c: written back and dropped from the cache before each
+ *       run, posix_fadvise DONTNEED on the log files only: cold). Then time a shmq_open() that
+ *       recovers, and check by draining that n messages came back.
  *   walbench steady [-n 5000000] [-s 64] [-f wal_file_size] [-m maintain_every]
  *       One process publishes, receives and acks n messages of s bytes, calling shmq_maintain()
  *       every m messages; samples the log directory (wal.* files, bytes on disk = st_blocks *
@@ -111,7 +112,29 @@ static uint32_t deleted_but_open(uint64_t *bytes)
 struct opts {
     uint64_t n;
     uint32_t size, capacity, file_size, every, runs;
+    int cold; /* drop the log files' pages from the page cache before each recovery */
 };
+
+/* Write back and drop the cached pages of the queue's log files (only those files: the rest of
+ * the page cache is left alone), so recovery reads them from the disk. */
+static void drop_log_cache(void)
+{
+    DIR *d = opendir(log_dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, "wal.", 4) != 0)
+            continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", log_dir, e->d_name);
+        int fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        fdatasync(fd);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+    }
+    if (d)
+        closedir(d);
+}
 
 static int cmd_recover(struct opts *o)
 {
@@ -145,6 +168,8 @@ static int cmd_recover(struct opts *o)
     memset(&rep, 0, sizeof rep);
     for (uint32_t r = 0; r < o->runs; r++) {
         shmq_unlink_segment(name);
+        if (o->cold)
+            drop_log_cache();
         t0 = now_ns();
         if ((rc = shmq_recover(name, NULL, &rep)) != 0)
             die("shmq_recover", rc);
@@ -174,12 +199,13 @@ static int cmd_recover(struct opts *o)
     printf("{\"bench\":\"walbench-recover\",\"msgs\":%llu,\"size\":%u,\"capacity\":%u,"
            "\"wal_file_size\":%u,\"publish_s\":%.3f,\"log_files\":%u,\"log_bytes_disk\":%llu,"
            "\"log_bytes_apparent\":%llu,\"records\":%llu,\"restored\":%llu,\"runs\":%u,"
-           "\"recover_s_min\":%.3f,\"recover_s_mean\":%.3f,\"recover_s_max\":%.3f,"
+           "\"cache\":\"%s\",\"recover_s_min\":%.3f,\"recover_s_mean\":%.3f,\"recover_s_max\":%.3f,"
            "\"open_recovering_s\":%.3f,\"drained\":%llu,\"ok\":%s}\n",
            (unsigned long long)o->n, o->size, o->capacity, o->file_size, publish_s, files,
            (unsigned long long)bytes, (unsigned long long)apparent, (unsigned long long)rep.records,
-           (unsigned long long)rep.restored, o->runs, best, sum / o->runs, worst, open_s,
-           (unsigned long long)back, back == o->n && rep.restored == o->n ? "true" : "false");
+           (unsigned long long)rep.restored, o->runs, o->cold ? "cold" : "warm", best,
+           sum / o->runs, worst, open_s, (unsigned long long)back,
+           back == o->n && rep.restored == o->n ? "true" : "false");
     return back == o->n ? 0 : 1;
 }
 
@@ -249,7 +275,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || (strcmp(argv[1], "recover") && strcmp(argv[1], "steady"))) {
         fprintf(stderr, "usage: walbench recover|steady [-n msgs] [-s size] [-q capacity] "
-                        "[-f wal_file_size] [-m maintain_every] [-r runs]\n");
+                        "[-f wal_file_size] [-m maintain_every] [-r runs] [-c]\n");
         return 2;
     }
     int recover = !strcmp(argv[1], "recover");
@@ -261,7 +287,11 @@ int main(int argc, char **argv)
                      .runs = 3};
     int ch;
     optind = 2;
-    while ((ch = getopt(argc, argv, "n:s:q:f:m:r:")) != -1) {
+    while ((ch = getopt(argc, argv, "n:s:q:f:m:r:c")) != -1) {
+        if (ch == 'c') {
+            o.cold = 1;
+            continue;
+        }
         unsigned long long v = strtoull(optarg, NULL, 0);
         switch (ch) {
         case 'n': o.n = v; break;
