@@ -26,6 +26,14 @@
  * the reclaim above, the maintain_after_fence_* tests kill a maintainer in each other move
  * (firing a delayed message, freeing a dead reservation, releasing a fenced slot,
  * dead-lettering) and check that the next maintainer finishes it.
+ * The dedup_* points (a keyed publish, shmq_publish_dedup) have a keyed victim producer (keys
+ * "crash-key-SEQ") and a producer restarted after it that retries the same keys from the one
+ * the victim crashed in. Each key is delivered exactly once and every publish of it that
+ * returned 0 returned the delivered id: killed at dedup_after_decide, maintenance rolls the
+ * decided message forward and the retry is answered its id; killed at dedup_before_decide, the
+ * reservation is freed and the retry publishes it. STOP: the retry gets -EINPROGRESS while an
+ * undecided publish of its key is stopped, and the decided one's id at once (that message is
+ * delivered after SIGCONT: a live producer's reservation is its own).
  * SHMQ_CRASH_ONLY=NAME runs the parameterized tests for that point only (debugging).
  */
 #include "torture.h"
@@ -42,7 +50,7 @@ TestSuite(crash, .init = t_setup, .fini = t_teardown, .timeout = 90);
 #define WAIT_MS 10000 /* bound of every wait for progress */
 
 enum { P_VICTIM, P_SETUP, P_OTHER, P_COUNT };
-enum role { R_PRODUCER, R_CONSUMER_ACK, R_CONSUMER_NACK, R_MAINTAINER };
+enum role { R_PRODUCER, R_CONSUMER_ACK, R_CONSUMER_NACK, R_MAINTAINER, R_DEDUP_PRODUCER };
 enum cmode { C_RESCUE, C_VICTIM_ACK, C_VICTIM_NACK, C_HOLDER };
 
 struct shared {
@@ -55,6 +63,13 @@ struct shared {
     _Atomic int victim_estale; /* the victim saw -ESTALE (fenced) */
     _Atomic int victim_ops;
     _Atomic int victim_may_exit; /* a victim consumer that finds nothing more may end */
+    /* keyed publishes (the dedup_* points): the id each keyed producer got per victim seq (0:
+     * none yet), the id each delivery of a victim seq carried, -EINPROGRESS answers the
+     * restarted producer got for the crashed seq, and the last unexpected error */
+    _Atomic uint64_t keyed_id[2][SEQS];
+    _Atomic uint64_t delivered_id[SEQS];
+    _Atomic int retry_inprogress;
+    _Atomic int keyed_error;
 };
 
 struct prod_arg {
@@ -90,6 +105,55 @@ static int producer_main(void *argp)
 static long rec_index(struct t_book *b, const struct t_rec *r)
 {
     return r ? (long)(r - b->rec) : -1;
+}
+
+/*
+ * A keyed producer (the dedup_* points): publishes the victim's messages (P_VICTIM, seq) with
+ * the key "crash-key-SEQ", so the victim (who 0) and a producer restarted after it (who 1)
+ * that retries the same seqs publish the same bytes under the same keys. -EINPROGRESS (a
+ * publish of that key under way elsewhere) and -EAGAIN (full) are retried within WAIT_MS.
+ */
+#define CRASH_SEQ 2 /* the keyed victim crashes in its 3rd publish (skip 2) */
+
+struct keyed_arg {
+    struct shared *sh;
+    int who; /* 0: the victim, 1: the restarted producer */
+    uint32_t first, count;
+};
+
+static int keyed_producer_main(void *argp)
+{
+    struct keyed_arg *a = argp;
+    struct shared *sh = a->sh;
+    shmq_t *q;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    int64_t end = t_now_ms() + 2 * WAIT_MS;
+    for (uint32_t s = a->first; s < a->first + a->count; s++) {
+        struct t_wire w;
+        size_t n = t_fill(&w, P_VICTIM, s);
+        char key[32];
+        int klen = snprintf(key, sizeof key, "crash-key-%u", s);
+        struct t_rec *r = t_rec_of(sh->book, P_VICTIM, s);
+        atomic_fetch_add(&r->pub_begun, 1);
+        uint64_t id = 0;
+        int rc;
+        while ((rc = shmq_publish_dedup(q, &w, n, key, (size_t)klen, &id)) != 0) {
+            if (rc != -EINPROGRESS && rc != -EAGAIN) {
+                atomic_store(&sh->keyed_error, rc);
+                return 12;
+            }
+            if (rc == -EINPROGRESS && a->who == 1 && s == CRASH_SEQ)
+                atomic_fetch_add(&sh->retry_inprogress, 1);
+            if (t_now_ms() > end)
+                return 11;
+            t_sleep_ms(1);
+        }
+        atomic_store(&sh->keyed_id[a->who][s], id);
+        atomic_fetch_add(&r->published, 1);
+    }
+    shmq_close(q);
+    return 0;
 }
 
 static int consumer_main(void *argp)
@@ -135,6 +199,9 @@ static int consumer_main(void *argp)
             return 13;
         }
         struct t_rec *r = t_book_delivery(b, &m);
+        long ri = rec_index(b, r);
+        if (ri >= 0 && ri / b->per_producer == P_VICTIM)
+            atomic_store(&sh->delivered_id[ri % b->per_producer], m.id);
         if (a->mode == C_HOLDER) {
             atomic_store(&sh->holding, 1);
             for (;;)
@@ -196,6 +263,8 @@ static enum role role_of(const char *name)
         return R_CONSUMER_NACK;
     if (strcmp(name, "maintain_after_fence") == 0)
         return R_MAINTAINER;
+    if (strncmp(name, "dedup_", 6) == 0)
+        return R_DEDUP_PRODUCER;
     cr_assert_fail("crash point %s has no scenario in test_crash.c: add one", name);
     return R_PRODUCER;
 }
@@ -249,10 +318,17 @@ static bool still_reserved(const char *name)
            !strcmp(name, "publish_after_log");
 }
 
+/* Points of a keyed publish: RESERVED too, but decided (after) or not (before) by its bucket. */
+static bool keyed_point(const char *name)
+{
+    return strncmp(name, "dedup_", 6) == 0;
+}
+
 /* What the crash window's row in docs/DESIGN.md promises that maintenance does; NULL if done. */
 static const char *repair_missing(const char *name, int stop, const shmq_maint_report_t *rep)
 {
-    if (still_reserved(name) && !stop && rep->reservations_freed < 1)
+    if ((still_reserved(name) || !strcmp(name, "dedup_before_decide")) && !stop &&
+        rep->reservations_freed < 1)
         return "the dead producer's reservation was not freed";
     if ((!strcmp(name, "publish_after_commit") || !strcmp(name, "receive_after_dequeue") ||
          !strcmp(name, "ack_after_free") || !strcmp(name, "nack_after_requeue") ||
@@ -312,6 +388,9 @@ static void run_crash_case(int point, int stop)
             cr_assert_eq(t_publish(q, sh->book, P_SETUP, s, 0), 0);
         struct cons_arg ca = {sh, role == R_CONSUMER_NACK ? C_VICTIM_NACK : C_VICTIM_ACK, 3};
         victim = t_spawn_crash(consumer_main, &ca, sizeof ca, name, stop, 1);
+    } else if (role == R_DEDUP_PRODUCER) {
+        struct keyed_arg ka = {sh, 0, 0, VICTIM_MSGS};
+        victim = t_spawn_crash(keyed_producer_main, &ka, sizeof ka, name, stop, CRASH_SEQ);
     } else {
         for (uint32_t s = 0; s < 4; s++)
             cr_assert_eq(t_publish(q, sh->book, P_SETUP, s, 0), 0);
@@ -341,7 +420,7 @@ static void run_crash_case(int point, int stop)
     long pending_nack = stop ? 0 : atomic_load(&sh->victim_in_nack);
 
     /* A reservation is the producer's while it lives, and is freed once it is dead. */
-    if (still_reserved(name)) {
+    if (still_reserved(name) || keyed_point(name)) {
         shmq_stats_t s0;
         cr_assert_eq(shmq_stats(q, &s0), 0);
         cr_assert_eq(s0.reserved, 1, "%s/%s: reserved %u at the crash point", name, how,
@@ -363,14 +442,42 @@ static void run_crash_case(int point, int stop)
     pid_t other = t_spawn(producer_main, &oa, sizeof oa);
     struct cons_arg ra = {sh, C_RESCUE, 0};
     pid_t rescuer = t_spawn(consumer_main, &ra, sizeof ra);
+    /* A keyed victim: a restarted producer retries its keys from the one it crashed in. KILL:
+     * it may see -EINPROGRESS until maintenance finds the victim dead, so the test maintains
+     * while it waits for it. STOP: the victim lives; the retry is waited for after SIGCONT. */
+    pid_t retrier = -1;
+    if (role == R_DEDUP_PRODUCER) {
+        struct keyed_arg ka = {sh, 1, CRASH_SEQ, VICTIM_MSGS - CRASH_SEQ};
+        retrier = t_spawn(keyed_producer_main, &ka, sizeof ka);
+        if (!stop) {
+            int64_t end = t_now_ms() + WAIT_MS;
+            int wrc;
+            while ((wrc = t_wait(retrier, 10, 0, &st)) == -ETIMEDOUT && t_now_ms() < end)
+                t_maintain(q, &rep);
+            if (wrc != 0)
+                t_kill_reap(retrier);
+            cr_assert_eq(wrc, 0, "%s/KILL: the restarted keyed producer did not end (-EINPROGRESS "
+                         "%d times)", name, atomic_load(&sh->retry_inprogress));
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                      "%s/KILL: restarted keyed producer %s (error %s)", name,
+                      t_status_str(st, sbuf, sizeof sbuf),
+                      shmq_strerror(atomic_load(&sh->keyed_error)));
+        }
+    }
+    /* STOP at dedup_after_decide: the retry was answered with the stopped victim's id, but that
+     * message is RESERVED by a live producer (maintenance rolls forward only the dead's): it is
+     * delivered after SIGCONT, not while the victim is stopped. */
+    struct t_rec *vr = t_rec_of(sh->book, P_VICTIM, CRASH_SEQ);
+    long pending_stopped = stop && !strcmp(name, "dedup_after_decide") ? rec_index(sh->book, vr) + 1
+                                                                         : 0;
     t_assert_exit0(other, WAIT_MS, "other producer");
-    bool ok = wait_all_acked(q, sh, pending_ack, &rep, WAIT_MS);
+    bool ok = wait_all_acked(q, sh, pending_ack ? pending_ack : pending_stopped, &rep, WAIT_MS);
     if (!ok)
         describe_losses(q, sh, name);
     cr_assert(ok, "%s/%s: published messages were not all acked %s", name, how,
               stop ? "while the victim was stopped" : "after the victim died");
-    struct t_rec *vr = t_rec_of(sh->book, P_VICTIM, 2);
-    if (strcmp(name, "publish_after_commit") == 0 || strcmp(name, "publish_after_enqueue") == 0) {
+    if (strcmp(name, "publish_after_commit") == 0 || strcmp(name, "publish_after_enqueue") == 0 ||
+        (keyed_point(name) && !stop)) {
         /* committed before the crash: delivered even though publish never returned (yet) */
         int64_t end = t_now_ms() + WAIT_MS;
         while (!atomic_load(&vr->acked) && t_now_ms() < end) {
@@ -398,9 +505,28 @@ static void run_crash_case(int point, int stop)
             victim_entries += pi[i].pid == victim;
         fprintf(stderr, "crash %-22s STOP: before SIGCONT the victim has %zu registry entries\n",
                 name, victim_entries);
+        if (role == R_DEDUP_PRODUCER) {
+            uint64_t rid = atomic_load(&sh->keyed_id[1][CRASH_SEQ]);
+            fprintf(stderr,
+                    "crash %-22s STOP: before SIGCONT the retry got %d x -EINPROGRESS, id %llu; "
+                    "the key's message delivered %u times\n",
+                    name, atomic_load(&sh->retry_inprogress), (unsigned long long)rid,
+                    atomic_load(&vr->delivered));
+            if (!strcmp(name, "dedup_before_decide")) {
+                /* undecided and its publisher lives: the retry must wait, not publish */
+                cr_assert_eq(rid, 0, "%s/STOP: the retry published while the first publish of "
+                             "its key was under way (id %llu)", name, (unsigned long long)rid);
+                cr_assert_gt(atomic_load(&sh->retry_inprogress), 0);
+                cr_assert_eq(atomic_load(&vr->delivered), 0);
+            } else {
+                cr_assert_neq(rid, 0, "%s/STOP: the retry was not answered (decided key)", name);
+            }
+        }
         atomic_store(&sh->victim_may_exit, 1);
         kill(victim, SIGCONT);
         t_assert_exit0(victim, WAIT_MS, name);
+        if (retrier > 0)
+            t_assert_exit0(retrier, WAIT_MS, "restarted keyed producer");
         ok = wait_all_acked(q, sh, 0, &rep, WAIT_MS);
         if (!ok)
             describe_losses(q, sh, name);
@@ -411,6 +537,29 @@ static void run_crash_case(int point, int stop)
     if (still_reserved(name))
         cr_assert(stop || atomic_load(&vr->delivered) == 0,
                   "%s/KILL: a message never committed was delivered", name);
+    if (role == R_DEDUP_PRODUCER) {
+        /* Every key of the victim: delivered exactly once, with the id every publish of that
+         * key returned (the victim's, for the seqs it finished, and the restarted one's). */
+        cr_assert_eq(atomic_load(&sh->keyed_error), 0, "%s/%s: a keyed publish returned %s",
+                     name, how, shmq_strerror(atomic_load(&sh->keyed_error)));
+        for (uint32_t s = 0; s < VICTIM_MSGS; s++) {
+            struct t_rec *r = t_rec_of(sh->book, P_VICTIM, s);
+            uint64_t did = atomic_load(&sh->delivered_id[s]);
+            cr_assert_eq(atomic_load(&r->delivered), 1, "%s/%s: key %u delivered %u times", name,
+                         how, s, atomic_load(&r->delivered));
+            for (int who = 0; who < 2; who++) {
+                uint64_t got = atomic_load(&sh->keyed_id[who][s]);
+                bool must = who == 0 ? (s < CRASH_SEQ || stop) : s >= CRASH_SEQ;
+                cr_assert(!must || got != 0, "%s/%s: %s publish of key %u never returned 0",
+                          name, how, who ? "the restarted" : "the victim's", s);
+                cr_assert(got == 0 || got == did,
+                          "%s/%s: key %u: %s publish returned id %llu, the delivered message "
+                          "has id %llu",
+                          name, how, s, who ? "the restarted" : "the victim's",
+                          (unsigned long long)got, (unsigned long long)did);
+            }
+        }
+    }
 
     /* 3. Nothing stuck, and the counters add up. */
     shmq_stats_t s = t_settle(q, CAP, 5000, &rep);
@@ -449,6 +598,14 @@ static void run_crash_case(int point, int stop)
                  name, how, (unsigned long long)s.nacked, (unsigned long long)t.nacked);
     cr_assert_eq(s.dead_lettered, 0);
     cr_assert(s.redelivered <= s.delivered);
+    if (role == R_DEDUP_PRODUCER) {
+        /* KILL after the decision: the retry is the one hit; before it: none (the retry
+         * publishes). STOP: both finish every key from the crashed one on, one of each pair
+         * a hit. */
+        uint64_t hits = stop ? VICTIM_MSGS - CRASH_SEQ : !strcmp(name, "dedup_after_decide");
+        cr_assert_eq(s.dedup_hits, hits, "%s/%s: stats.dedup_hits %llu, expected %llu", name, how,
+                     (unsigned long long)s.dedup_hits, (unsigned long long)hits);
+    }
 
     /* 4. The repair named by the crash window happened (maintenance may need its grace). */
     const char *missing;
