@@ -17,7 +17,8 @@
  * The stream is purged between measurements. Each row prints the median messages/s, the
  * min-max over the repetitions and the ratio of medians to `plain`.
  *
- *   bridge-bench [-n MESSAGES] [-r REPS] [-w WINDOW] [-s SIZE[,SIZE]]
+ *   bridge-bench [-n MESSAGES] [-r REPS] [-w WINDOW] [-b BATCH] [-s SIZE[,SIZE]]
+ * (-w: the out routes' --window and the plain loops' MaxPending; -b: the in route's --batch)
  *
  * The bridge binary is the build's (dirname(/proc/self/exe)/../shmq-bridge); nats-server from
  * PATH. Queue logs go to a temporary state directory (durability NONE: the figure is the
@@ -182,6 +183,7 @@ static double plain(natsConnection *nc, int n, int size, int window, bool header
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = window;
+    jo.PublishAsync.StallWait = 30000; /* a slow ack (the store syncing) is not an error */
     jsCtx *js = NULL;
     if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK)
         die("JetStream context");
@@ -291,6 +293,8 @@ static double bridged_out(const char *url, const char *qa, int n, int size, cons
     return (n - 1) / (t1 - t0);
 }
 
+static const char *batch = "256"; /* the bridge's default */
+
 static double round_trip(const char *url, const char *qa, const char *qb, int n, int size,
                          const char *window, int run)
 {
@@ -303,9 +307,19 @@ static double round_trip(const char *url, const char *qa, const char *qb, int n,
     shmq_consumer_t *c;
     if (shmq_open(qb, &q) || shmq_consumer_open(q, "bench", &c))
         die("open %s", qb);
-    const char *args[] = {
-        "--server", url, "--out", out, "--in", in, "--window", window, "--stats-interval-ms",
-        "0",        NULL};
+    const char *args[] = {"--server",
+                          url,
+                          "--out",
+                          out,
+                          "--in",
+                          in,
+                          "--window",
+                          window,
+                          "--batch",
+                          batch,
+                          "--stats-interval-ms",
+                          "0",
+                          NULL};
     bridge_start(args);
     double t0 = 0, deadline = now_s() + 120;
     int got = 0;
@@ -364,11 +378,12 @@ int main(int argc, char **argv)
     int n = 50000, reps = 5, sizes[SIZES_MAX] = {64, 1024}, nsizes = 2;
     const char *window = "256";
     int c;
-    while ((c = getopt(argc, argv, "n:r:w:s:h")) != -1) {
+    while ((c = getopt(argc, argv, "n:r:w:b:s:h")) != -1) {
         switch (c) {
         case 'n': n = atoi(optarg); break;
         case 'r': reps = atoi(optarg); break;
         case 'w': window = optarg; break;
+        case 'b': batch = optarg; break;
         case 's': {
             nsizes = 0;
             for (char *t = strtok(optarg, ","); t && nsizes < SIZES_MAX; t = strtok(NULL, ","))
@@ -376,7 +391,8 @@ int main(int argc, char **argv)
             break;
         }
         default:
-            fprintf(stderr, "usage: %s [-n MESSAGES] [-r REPS] [-w WINDOW] [-s SIZE[,SIZE]]\n",
+            fprintf(stderr,
+                    "usage: %s [-n MESSAGES] [-r REPS] [-w WINDOW] [-b BATCH] [-s SIZE[,SIZE]]\n",
                     argv[0]);
             return c == 'h' ? 0 : 2;
         }

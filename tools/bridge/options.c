@@ -83,7 +83,7 @@ static void usage(FILE *f, const char *prog)
         "Options:\n"
         "  --server URL[,URL]    NATS server(s) (default nats://127.0.0.1:4222)\n"
         "  --window N            out: publishes in flight per route (default 256)\n"
-        "  --batch N             in: messages per fetch (default 64)\n"
+        "  --batch N             in: messages per fetch (default 256)\n"
         "  --publish-timeout-ms MS  out: publish ack wait before the message is nacked (5000)\n"
         "  --retry-delay-ms MS   delay of a nack on either side (1000)\n"
         "  --local-wait-ms MS    in: wait for room in a full local queue, then nak (30000)\n"
@@ -378,7 +378,7 @@ int opts_parse(struct bridge_opts *o, int argc, char **argv)
     memset(o, 0, sizeof *o);
     o->server = "nats://127.0.0.1:4222";
     o->window = 256;
-    o->batch = 64;
+    o->batch = 256;
     o->publish_timeout_ms = 5000;
     o->retry_delay_ms = 1000;
     o->local_wait_ms = 30000;

@@ -141,11 +141,6 @@ int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection 
 static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
 {
     const struct bridge_opts *o = r->o;
-    jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-        atomic_store_explicit(&r->n.lag, (int64_t)meta->NumPending, memory_order_relaxed);
-        jsMsgMetaData_Destroy(meta);
-    }
     /* A full local queue is back-pressure, not a failure: wait for room (up to
      * --local-wait-ms), telling JetStream every second that the message is in progress so it
      * is not redelivered meanwhile, and so that the order of the stream is kept. */
@@ -226,6 +221,11 @@ void *route_in_run(void *arg)
         backoff_ms = 50;
         for (int i = 0; i < list.Count; i++) /* the whole batch, even when stopping */
             deliver(r, st, list.Msgs[i]);
+        jsMsgMetaData *meta = NULL; /* lag: what the consumer still holds after this batch */
+        if (list.Count > 0 && natsMsg_GetMetaData(&meta, list.Msgs[list.Count - 1]) == NATS_OK) {
+            atomic_store_explicit(&r->n.lag, (int64_t)meta->NumPending, memory_order_relaxed);
+            jsMsgMetaData_Destroy(meta);
+        }
         natsMsgList_Destroy(&list);
     }
     blog(LOG_INFO, "route_stopped", "route=in stream=%s durable=%s queue=%s bridged=%" PRIu64,

@@ -305,6 +305,7 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
 
     jsOptions_Init(&jo);
     jo.PublishAsync.MaxPending = o->window;
+    jo.PublishAsync.StallWait = o->publish_timeout_ms; /* never reached: we keep <= window */
     jo.PublishAsync.AckHandler = on_pub_ack;
     jo.PublishAsync.AckHandlerClosure = r;
     s = natsConnection_JetStream(&st->js, nc, &jo);
