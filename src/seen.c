@@ -91,7 +91,8 @@ struct shmq_seen {
     _Atomic(struct seen_node *) *ring; /* max entries, by ticket % max */
     _Atomic uint64_t tickets;          /* adds that reached the ring */
     _Atomic uint64_t added, evicted;
-    /* The file (fd < 0: memory only). */
+    /* The file (path NULL: memory only; set at open, then read-only). fd is swapped by
+     * compaction: read it under file_lock only. */
     int fd, lock_fd;
     _Atomic int sync_mode;
     char *path;
@@ -355,7 +356,7 @@ static int insert(shmq_seen_t *s, const void *key, uint32_t len, int log)
     if (!log)
         return 0;
     atomic_fetch_add_explicit(&s->added, 1, memory_order_relaxed);
-    return s->fd >= 0 ? append_record(s, key, len) : 0;
+    return s->path ? append_record(s, key, len) : 0; /* s->fd changes under file_lock */
 }
 
 /* Read the file back into the table; count the records and skipped bytes. -EBADMSG if it is
