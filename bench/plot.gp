@@ -24,11 +24,11 @@ do for [fmt in "png svg"] {
     set output dir."/throughput.".fmt
     set title "Throughput, 64 B (rings: 8 B index), msgs/s, median of runs - ".title_suffix noenhanced
     set ylabel "messages/s (log)"
-    plot dir."/throughput.dat" using 2:xtic(1) title "1P/1C", "" using 3 title "2P/2C", "" using 4 title "4P/4C"
+    plot dir."/throughput.dat" using 2:xtic(1) title "1P/1C pinned", "" using 3 title "1P/1C unpinned", "" using 4 title "2P/2C", "" using 5 title "4P/4C"
 
     set output dir."/throughput-1k.".fmt
     set title "Throughput, 1 KiB, msgs/s, median of runs - ".title_suffix noenhanced
-    plot dir."/throughput-1k.dat" using 2:xtic(1) title "1P/1C", "" using 3 title "2P/2C", "" using 4 title "4P/4C"
+    plot dir."/throughput-1k.dat" using 2:xtic(1) title "1P/1C pinned", "" using 3 title "1P/1C unpinned", "" using 4 title "2P/2C", "" using 5 title "4P/4C"
 }
 
 set style data linespoints
@@ -40,7 +40,7 @@ do for [fmt in "png svg"] {
     if (fmt eq "png") { set terminal pngcairo size 1000,550 font ",10" } else { set terminal svg size 1000,550 dynamic font ",10" }
     set output dir."/oversub.".fmt
     set title "Oversubscription: producers/consumers per side on 2 cpus, 64 B - ".title_suffix noenhanced
-    set xlabel "processes per side"
+    set xlabel "processes per side (all unpinned)"
     set ylabel "messages/s (log)"
     plot for [c=2:7] dir."/oversub.dat" using 1:c with linespoints lw 2 pt 7 title columnhead(c)
 }

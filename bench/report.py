@@ -60,10 +60,13 @@ for tag in raw:
     elif kind == "tput":
         _, peer, shape, size = tag.split(" ")
         results["throughput"][tag] = {
-            "peer": peer, "shape": int(shape), "size": int(size), "failed": failed(tag),
+            "peer": peer, "shape": shape, "procs": int(shape.rstrip("u")), "pinned": shape == "1",
+            "size": int(size), "failed": failed(tag),
             "msgs_per_s": mmm([o["msgs_per_s"] for o in objs]),
             "mb_per_s": mmm([o["mb_per_s"] for o in objs]),
             "capped_runs": sum(1 for o in objs if o.get("capped")),
+            "full_retries_per_msg": mmm([o["full_retries"] / o["msgs"] for o in objs if "full_retries" in o]),
+            "empty_polls_per_msg": mmm([o["empty_polls"] / o["msgs"] for o in objs if "empty_polls" in o]),
             "msgs": objs[0]["msgs"] if objs else 0}
     elif kind == "recovery":
         results["recovery"][tag.split(" ")[1]] = {
@@ -108,6 +111,9 @@ L, T = results["latency"], results["throughput"]
 def lat(peer, mode, size, k="p50_ns"):
     r = L.get(f"lat {peer} {mode} {size}")
     return r[k]["median"] if r and r[k] else None
+
+
+SHAPES = {"1": "1P/1C pinned", "1u": "1P/1C unpinned", "2": "2P/2C", "4": "4P/4C"}
 
 
 def tp(peer, shape, size, k="msgs_per_s"):
@@ -179,15 +185,41 @@ for size in (64, 1024):
 lat_summary = list(summary)
 summary.clear()
 for size in (64, 1024):
-    for shape in (1, 2, 4):
+    for shape in SHAPES:
         for d in ("none", "process"):
             sv = tp(f"shmq-{d}", shape, size)
-            peers = ["iceoryx", "af_unix"] + (["ck_ring-mpmc", "rte_ring-mpmc"] + (["ck_ring-spsc", "rte_ring-spsc"] if shape == 1 else []) if size == 64 else [])
+            peers = ["iceoryx", "af_unix"] + (["ck_ring-mpmc", "rte_ring-mpmc"] + (["ck_ring-spsc", "rte_ring-spsc"] if shape == "1" else []) if size == 64 else [])
             for p in peers:
                 pv = tp(p, shape, 8 if "ring" in p else size)
                 if pv is not None and sv is not None:
-                    srow(f"throughput {shape}P/{shape}C, {size} B, durability {d}", sv, p, pv, rate)
+                    srow(f"throughput {SHAPES[shape]}, {size} B, durability {d}", sv, p, pv, rate)
 tput_summary = list(summary)
+
+summary.clear()
+cg0 = results["callgrind"]
+if cg0.get("shmq-none"):
+    for p in ("ck_ring-mpmc", "rte_ring-mpmc", "ck_ring-spsc", "rte_ring-spsc", "baseline-memcpy"):
+        if cg0.get(p):
+            srow("instructions per message (callgrind; shmq: publish 64 B + receive + ack, durability none)",
+                 cg0["shmq-none"]["per_msg"], p, cg0[p]["per_msg"], lambda v: "-" if v is None else f"{v:.0f}")
+for k, label in (("watchdog", "with shmq-watchdog"), ("cooperative", "without a watchdog (cooperative)")):
+    r = results["recovery"].get(k)
+    if r and r["first_ms"]:
+        summary.append(f"| redelivery after a consumer's SIGKILL, {label}, median of {r['runs']} | {r['first_ms']['median']:.3f} ms "
+                       f"(all {r['msgs']}: {r['all_ms']['median']:.3f} ms) | - | - | - |")
+for key in ("recover", "recover-cold"):
+    x = (results["durability"].get(key) or [None])[0]
+    if x:
+        summary.append(f"| rebuild of {x.get('msgs')} messages from the log (shmq_recover, {x.get('cache')} cache, mean of "
+                       f"{x.get('runs')}) | {x.get('recover_s_mean')} s | - | - | - |")
+for k in ("64", "1024"):
+    f = results["footprint"].get(k)
+    if f:
+        summary.append(f"| shared memory, capacity {f['capacity']} × {f['max_msg_size']} B | {f['shm_bytes'] / 1024:.0f} KiB "
+                       f"({f['bytes_per_slot']:.0f} B per slot + {f['fixed_bytes'] / 1024:.0f} KiB) | - | - | - |")
+        summary.append(f"| resident memory (VmRSS) producer / consumer, {f['max_msg_size']} B | {f['producer_rss_kib']} / "
+                       f"{f['consumer_rss_kib']} KiB | - | - | - |")
+other_summary = list(summary)
 
 title = "shmq benchmarks" + (" (TINY counts: a smoke test, not figures)" if meta.get("tiny") else "")
 w(f"# {title} — {meta['started'][:10]}\n")
@@ -213,6 +245,11 @@ w("Throughput: messages published + received + acked per second (iceoryx: loan +
 w("| figure | shmq | peer | peer's | ratio shmq / peer |")
 w("|---|---|---|---|---|")
 out.extend(tput_summary)
+w("")
+w("Cost, recovery and footprint (instructions: ratio = shmq / peer; the peers do less work per message, see section 6):\n")
+w("| figure | shmq | peer | peer's | ratio shmq / peer |")
+w("|---|---|---|---|---|")
+out.extend(other_summary)
 w("")
 
 # ---------- targets ----------
@@ -263,24 +300,30 @@ for size in (64, 1024):
 misses = []
 checked = 0
 for size in (64, 1024):
-    for shape in (1, 2, 4):
+    for shape in SHAPES:
         a, b = tp("shmq-none", shape, size), tp("iceoryx", shape, size)
         if a and b:
             checked += 1
             if a <= b:
-                misses.append(f"{shape}P/{shape}C {size} B ({rate(a)} vs {rate(b)}, {a / b:.2f}×)")
+                misses.append(f"{SHAPES[shape]} {size} B ({rate(a)} vs {rate(b)}, {a / b:.2f}×)")
 if checked:
     tl.append(f"- Throughput above iceoryx's for every shape (durability none; {checked} shapes measured): "
-              f"{verdict(not misses)}" + (f"; missed for {', '.join(misses)}" if misses else "") + ".")
+              f"{verdict(not misses)}" + (f"; missed for {', '.join(misses)}" if misses else "") + "."
+              + (" Why: bench/tput publishes with shmq_publish(), which copies the payload into the slot, and its "
+                 "consumer reads it from the other core; iceoryx's publisher writes into a loaned chunk (zero-copy) and "
+                 "each iceoryx pair has a topic of its own, where all shmq producers and consumers share one queue "
+                 "(one ready ring, one free ring). What it would take: measure (and tune) the zero-copy path "
+                 "shmq_reserve() / shmq_commit(), which bench/tput does not use, and batch the ack's return of "
+                 "the slot to the free ring." if misses else ""))
     missp = []
     for size in (64, 1024):
-        for shape in (1, 2, 4):
+        for shape in SHAPES:
             a, b = tp("shmq-process", shape, size), tp("iceoryx", shape, size)
             if a and b and a <= b:
-                missp.append(f"{shape}P/{shape}C {size} B ({a / b:.2f}×)")
+                missp.append(f"{SHAPES[shape]} {size} B ({a / b:.2f}×)")
     tl.append(f"  - with durability process (the library's default: a log record per publish and ack): "
               + ("above iceoryx for every shape too." if not missp else f"below iceoryx for {', '.join(missp)}."))
-a, b, c = tp("shmq-none", 1, 64), tp("ck_ring-mpmc", 1, 8), tp("ck_ring-spsc", 1, 8)
+a, b, c = tp("shmq-none", "1", 64), tp("ck_ring-mpmc", "1", 8), tp("ck_ring-spsc", "1", 8)
 if a and b:
     r = a / b
     why = ""
@@ -293,19 +336,32 @@ if a and b:
               f"{r:.2f}× → {verdict(r >= 0.5)}" + (f" (by {0.5 / r:.2f}×)" if r < 0.5 else "") + "."
               + (f" Against ck_ring SPSC ({rate(c)}): {a / c:.2f}× (a single-producer ring; shmq is multi-producer)." if c else "")
               + why)
-a2, a4, a1 = tp("shmq-none", 2, 64), tp("shmq-none", 4, 64), tp("shmq-none", 1, 64)
+a2, a4 = tp("shmq-none", "2", 64), tp("shmq-none", "4", 64)
 if a2 and a4:
     r = a4 / a2
     parts = []
     for p in ("rte_ring-mpmc", "ck_ring-mpmc", "iceoryx", "af_unix"):
         sz = 8 if "ring" in p else 64
-        x2, x4 = tp(p, 2, sz), tp(p, 4, sz)
+        x2, x4 = tp(p, "2", sz), tp(p, "4", sz)
         if x2 and x4:
             capped = (T.get(f"tput {p} 4 {sz}") or {}).get("capped_runs", 0)
             parts.append(f"{pn(p)} {rate(x4)} = {x4 / x2:.2f}× its 2/2" + (f" ({capped} runs stopped at the time cap)" if capped else ""))
+    why = ""
+    t2, t4 = T.get("tput shmq-none 2 64"), T.get("tput shmq-none 4 64")
+    if t2 and t4 and t2.get("full_retries_per_msg") and t4.get("full_retries_per_msg"):
+        why = (f" Waiting, per message (medians): producers found the queue full {t4['full_retries_per_msg']['median']:.2f} "
+               f"times at 4/4 against {t2['full_retries_per_msg']['median']:.2f} at 2/2, consumers found it empty "
+               f"{t4['empty_polls_per_msg']['median']:.2f} against {t2['empty_polls_per_msg']['median']:.2f}: with more "
+               f"busy-polling processes than cpus, a process spends its time slice polling (pause, then sched_yield) "
+               f"while the one it waits for is descheduled.")
+        if r < 0.5:
+            why += (" The lock-free rings do not stall on a preempted peer (nothing waits for a tail), so the loss is "
+                    "in the waiting policy: blocking waits (receive with a timeout, publish_timed) instead of "
+                    "busy-polling would hand the cpu to the other side.")
     tl.append(f"- No collapse under oversubscription (4P/4C on {meta['ncpu']} cpus, 64 B; criterion: 4/4 keeps at least half "
               f"of 2/2, where the processes just fill the cpus): shmq {rate(a4)} = {r:.2f}× its 2/2 "
-              f"({rate(a2)}) → {verdict(r >= 0.5)}. " + "; ".join(parts) + ".")
+              f"({rate(a2)}) → {verdict(r >= 0.5)}" + (f" (by {0.5 / r:.2f}×)" if r < 0.5 else "") + ". "
+              + "; ".join(parts) + "." + why)
 out.extend(tl)
 w("")
 
@@ -319,7 +375,7 @@ w("Ping-pong between two processes pinned to cpu 0 and 1; every round trip timed
   "not the queue: compare them with the futex floor.\n")
 w("| peer | mode | size | samples/run | p50 (min / median / max) | p99 | p99.9 | max |")
 w("|---|---|---|---|---|---|---|---|")
-for tag, r in sorted(L.items(), key=lambda kv: (kv[1]["size"], kv[1]["mode"], kv[1]["p50_ns"]["median"] if kv[1]["p50_ns"] else 1e18)):
+for tag, r in sorted(L.items(), key=lambda kv: (kv[1]["size"], kv[1]["mode"] != "poll", kv[1]["p50_ns"]["median"] if kv[1]["p50_ns"] else 1e18)):
     if r["failed"] and not r["p50_ns"]:
         w(f"| {pn(r['peer'])} | {r['mode']} | {r['size']} B | FAILED | | | | |")
         continue
@@ -338,12 +394,12 @@ w("Fixed message counts, from the start barrier until every message was taken (b
   "and its rate until then reported (capped).\n")
 w("| peer | shape | size | msgs/run | msgs/s min / median / max | median MB/s | capped runs |")
 w("|---|---|---|---|---|---|---|")
-for tag, r in sorted(T.items(), key=lambda kv: (kv[1]["shape"], kv[1]["size"], -(kv[1]["msgs_per_s"]["median"] if kv[1]["msgs_per_s"] else 0))):
+for tag, r in sorted(T.items(), key=lambda kv: (list(SHAPES).index(kv[1]["shape"]), kv[1]["size"], -(kv[1]["msgs_per_s"]["median"] if kv[1]["msgs_per_s"] else 0))):
     m = r["msgs_per_s"]
     if not m:
-        w(f"| {pn(r['peer'])} | {r['shape']}P/{r['shape']}C | {r['size']} B | FAILED | | | |")
+        w(f"| {pn(r['peer'])} | {SHAPES[r['shape']]} | {r['size']} B | FAILED | | | |")
         continue
-    w(f"| {pn(r['peer'])} | {r['shape']}P/{r['shape']}C | {r['size']} B{' (index)' if 'ring' in r['peer'] else ''} | {r['msgs']} "
+    w(f"| {pn(r['peer'])} | {SHAPES[r['shape']]} | {r['size']} B{' (index)' if 'ring' in r['peer'] else ''} | {r['msgs']} "
       f"| {rate(m['min'])} / **{rate(m['median'])}** / {rate(m['max'])} | {r['mb_per_s']['median']:.1f} | {r['capped_runs'] or ''} |")
 w("\n![throughput 64 B](throughput.png)\n\n![throughput 1 KiB](throughput-1k.png)\n")
 
@@ -351,13 +407,13 @@ w("## 3. Oversubscription\n")
 w(f"More processes than cpus: 4 producers and 4 consumers on {meta['ncpu']} cpus, against 1/1 and 2/2 (64 B; the "
   "rings pass an index). A head/tail ring whose producer or consumer is preempted between moving the head and "
   "moving the tail stalls every later one until it runs again.\n")
-w("| peer | 1P/1C | 2P/2C | 4P/4C | 4/4 ÷ 2/2 |")
-w("|---|---|---|---|---|")
+w("| peer | 1P/1C pinned | 1P/1C unpinned | 2P/2C | 4P/4C | 4/4 ÷ 2/2 |")
+w("|---|---|---|---|---|---|")
 for p in ("shmq-none", "shmq-process", "iceoryx", "af_unix", "ck_ring-mpmc", "rte_ring-mpmc"):
     sz = 8 if "ring" in p else 64
-    v = [tp(p, s, sz) for s in (1, 2, 4)]
+    v = [tp(p, s, sz) for s in SHAPES]
     if any(v):
-        w(f"| {pn(p)} | {rate(v[0])} | {rate(v[1])} | {rate(v[2])} | {ratio(v[2], v[1])} |")
+        w(f"| {pn(p)} | {' | '.join(rate(x) for x in v)} | {ratio(v[3], v[2])} |")
 w("\n![oversubscription](oversub.png)\n")
 
 w("## 4. Durability\n")
@@ -400,13 +456,14 @@ for k in ("watchdog", "cooperative"):
           f"{f['min']:.3f} / **{f['median']:.3f}** / {f['max']:.3f} ms | {r['all_ms']['median']:.3f} ms |")
     elif r:
         w(f"| {k} | FAILED | | | |")
-if rec_log:
-    w(f"\nRebuild from the log (bench/walbench recover via bench/wal-figures, this run): {rec_log.get('msgs')} unacked "
+for rec_log in [x for x in ((results["durability"].get("recover") or [None])[0],
+                            (results["durability"].get("recover-cold") or [None])[0]) if x]:
+    w(f"\nRebuild ({rec_log.get('cache', 'warm')} page cache) from the log (bench/walbench recover via bench/wal-figures, this run): {rec_log.get('msgs')} unacked "
       f"{rec_log.get('size')}-byte messages, segment removed (shmq_unlink_segment), shmq_recover() "
       f"min / mean / max {rec_log.get('recover_s_min')} / {rec_log.get('recover_s_mean')} / {rec_log.get('recover_s_max')} s "
-      f"(page cache warm); a recovering shmq_open() {rec_log.get('open_recovering_s')} s; {rec_log.get('drained')} "
+      f"; a recovering shmq_open() {rec_log.get('open_recovering_s')} s; {rec_log.get('drained')} "
       f"messages drained back.\n")
-else:
+if not rec_log:
     w("\nRebuild from the log: not measured in this run (bench/wal-figures absent, skipped or failed).\n")
 
 w("## 6. Instructions per message (callgrind)\n")
@@ -442,9 +499,10 @@ errf = os.path.join(D, "stderr.log")
 fails = [t for t in raw if failed(t)]
 if fails or meta.get("failed"):
     w("## Failures\n")
-    w("Cases with a failed run: " + (", ".join(sorted(fails)) or "(see stderr)") + "\n")
-    if os.path.exists(errf):
-        tail = open(errf, errors="replace").read().splitlines()[-40:]
+    w("Cases with a failed run: " + (", ".join(sorted(fails)) or "(see below)") + "\n")
+    ff = os.path.join(D, "failures.log")
+    if os.path.exists(ff):
+        tail = open(ff, errors="replace").read().splitlines()[-60:]
         w("```\n" + "\n".join(tail) + "\n```\n")
 
 w("## Files\n")
@@ -477,13 +535,13 @@ for name, size in (("throughput.dat", 64), ("throughput-1k.dat", 1024)):
         if "ring" in p and size != 64:
             continue
         sz = 8 if "ring" in p else size
-        v = [tp(p, s, sz) or 0 for s in (1, 2, 4)]
+        v = [tp(p, s, sz) or 0 for s in SHAPES]
         if any(v):
             rows.append([f'"{p}"'] + v)
-    dat(name, "# peer 1/1 2/2 4/4 (msgs/s)", rows)
+    dat(name, "# peer 1/1-pinned 1/1-unpinned 2/2 4/4 (msgs/s)", rows)
 rows = []
-for s in (1, 2, 4):
-    rows.append([s] + [tp(p, s, 8 if "ring" in p else 64) or "NaN" for p in ("shmq-none", "shmq-process", "iceoryx", "af_unix", "ck_ring-mpmc", "rte_ring-mpmc")])
+for x, s in ((1, "1u"), (2, "2"), (4, "4")):
+    rows.append([x] + [tp(p, s, 8 if "ring" in p else 64) or "NaN" for p in ("shmq-none", "shmq-process", "iceoryx", "af_unix", "ck_ring-mpmc", "rte_ring-mpmc")])
 dat("oversub.dat", "procs shmq-none shmq-process iceoryx af_unix ck_ring-mpmc rte_ring-mpmc", rows)
 if subprocess.call(["which", "gnuplot"], stdout=subprocess.DEVNULL) == 0:
     rc = subprocess.call(["gnuplot", "-e", f"dir='{D}'; title_suffix='{meta['started'][:10]}, {meta['ncpu']} cpu'",
@@ -495,4 +553,5 @@ else:
 
 print("\n".join(["## Summary", "", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + lat_summary
                 + ["", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + tput_summary
+                + ["", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + other_summary
                 + ["", "## Targets", ""] + tl + ["", f"Report: {os.path.join(D, 'report.md')}"]))
