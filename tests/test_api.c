@@ -1634,3 +1634,40 @@ Test(api, slot_taken_back_at_deadline_not_reused_while_old_reader_holds_it)
     h_assert_rc(shmq_consumer_close(c2), 0);
     close_q(name, q, c1);
 }
+
+Test(api, deadline_expiries_count_toward_max_attempts)
+{
+    /* shmq.h: SHMQ_DEAD_MAX_ATTEMPTS is "nacked or timed out max_attempts times". */
+    const char *name = h_qname("dlqdeadline");
+    shmq_config_t cfg = h_small_config(4, 64, 8);
+    cfg.ack_deadline_ms = 100;
+    cfg.max_attempts = 2;
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    open_q(name, &cfg, &q, &c);
+    uint64_t id;
+    h_assert_rc(shmq_publish(q, "late", 4, &id), 0);
+    shmq_msg_t m1, m2, m3;
+    h_assert_rc(shmq_receive(c, &m1, 0), 0);
+    h_assert_rc(receive_with_maintain(q, c, &m2, 3000), 0); /* first deadline passed */
+    cr_expect_eq(m2.attempt, 2u);
+    /* Second deadline: attempts exhausted, dead letter, never delivered again. */
+    h_assert_rc(receive_with_maintain(q, c, &m3, 1000), -ETIMEDOUT);
+    shmq_dead_letter_t dl[2];
+    size_t n = 0;
+    h_assert_rc(shmq_dlq_list(q, dl, 2, &n), 0);
+    cr_assert_eq(n, 1u, "dead letters: %zu", n);
+    cr_expect_eq(dl[0].id, id);
+    cr_expect_eq(dl[0].attempt, 2u);
+    cr_expect_eq(dl[0].reason, (uint32_t)SHMQ_DEAD_MAX_ATTEMPTS);
+    h_assert_rc(shmq_ack(c, &m1), -ESTALE);
+    h_assert_rc(shmq_ack(c, &m2), -ESTALE);
+    uint32_t purged;
+    h_assert_rc(shmq_dlq_purge(q, 0, &purged), 0);
+    shmq_maintain(q, NULL);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.free, 4u, "free %u after purge (dead %u)", st.free, st.dead);
+    close_q(name, q, c);
+}
