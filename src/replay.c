@@ -59,6 +59,7 @@ struct shmq_replay {
     const uint8_t *retired; /* the previous mapping: unmapped at the next call */
     int history_deleted;    /* files before the first one we found were deleted */
     int first_publish_met;
+    int64_t unix_ms; /* publish time of the last message returned */
     /* A hole (or a missing file: off 0) met at (hole_seq, hole_off) since hole_since_ns. */
     uint64_t hole_seq, hole_off, hole_since_ns, hole_scan;
 };
@@ -303,6 +304,7 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
             msg->id = rec.id;
             msg->data = pub.data;
             msg->len = pub.len;
+            r->unix_ms = (int64_t)pub.unix_ms;
             return 0;
         }
         /* No valid record at off. */
@@ -344,6 +346,8 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
         r->seq++;
     }
 }
+
+int64_t shmq_replay_unix_ms(const shmq_replay_t *r) { return r ? r->unix_ms : 0; }
 
 int shmq_replay_close(shmq_replay_t *r)
 {

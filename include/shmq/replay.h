@@ -92,6 +92,10 @@ int shmq_replay_open(shmq_t *q, const shmq_replay_from_t *from, shmq_replay_t **
  */
 int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg);
 
+/** The publish time (ms since the epoch, the producer's CLOCK_REALTIME) of the message the last
+ *  shmq_replay_next() returned; 0 before the first one or for NULL r. No system call. */
+int64_t shmq_replay_unix_ms(const shmq_replay_t *r);
+
 /** Unmap and free the replay. r NULL: 0. */
 int shmq_replay_close(shmq_replay_t *r);
 

@@ -41,6 +41,7 @@ CLI_DECLARE(stat);
 CLI_DECLARE(top);
 CLI_DECLARE(pub);
 CLI_DECLARE(sub);
+CLI_DECLARE(replay);
 CLI_DECLARE(dlq);
 
 /* main.c: the program name used in messages ("shmq"). */

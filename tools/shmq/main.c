@@ -24,6 +24,8 @@ static const struct cli_command commands[] = {
     {"top", "stat refreshed in place, with rates per second", cmd_top, cmd_top_help},
     {"pub", "publish arguments, or lines of stdin, as messages", cmd_pub, cmd_pub_help},
     {"sub", "consume messages and print them, one per line", cmd_sub, cmd_sub_help},
+    {"replay", "print a queue's history from its log, from an id or a time (read-only)",
+     cmd_replay, cmd_replay_help},
     {"dlq", "dead letters: list, redrive, purge", cmd_dlq, cmd_dlq_help},
     {"dump", "print a queue's segment: header, registry, rings, slots, counters", cmd_dump,
      cmd_dump_help},
