@@ -111,10 +111,12 @@ const char *nats_err(natsStatus s); /* natsStatus text with the library's last e
 /* route_out.c / route_in.c: setup at start (exit code on failure), run in the route's thread */
 int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection *nc);
 void *route_out_run(void *route);
-void route_out_teardown(struct route *r);
+void route_out_teardown(struct route *r); /* shmq and NATS handles; after the conn is closed */
+void route_out_free(struct route *r);     /* memory; after nats_CloseAndWait() */
 int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection *nc);
 void *route_in_run(void *route);
 void route_in_teardown(struct route *r);
+void route_in_free(struct route *r);
 
 /* main.c: set by SIGTERM/SIGINT; routes poll it */
 extern volatile sig_atomic_t g_stop;

@@ -143,7 +143,13 @@ out_routes:
     }
 out_conn:
     natsConnection_Destroy(nc);
-    nats_CloseAndWait(2000);
+    nats_CloseAndWait(2000); /* the library's threads are gone: no callback after this */
+    for (int i = 0; i < set_up; i++) {
+        if (o.routes[i].kind == ROUTE_OUT)
+            route_out_free(&o.routes[i]);
+        else
+            route_in_free(&o.routes[i]);
+    }
 out:
     blog(rc ? LOG_ERROR : LOG_INFO, "stopped", "exit=%d", rc);
     return rc;

@@ -239,12 +239,18 @@ void route_in_teardown(struct route *r)
     if (st) {
         if (st->sub) /* unsubscribe only: the durable consumer stays for the next bridge */
             natsSubscription_Destroy(st->sub);
+        st->sub = NULL;
         if (st->js)
             jsCtx_Destroy(st->js);
-        free(st);
-        r->state = NULL;
+        st->js = NULL;
     }
     if (r->q)
         shmq_close(r->q);
     r->q = NULL;
+}
+
+void route_in_free(struct route *r)
+{
+    free(r->state);
+    r->state = NULL;
 }

@@ -390,17 +390,26 @@ void route_out_teardown(struct route *r)
     if (st) {
         if (st->c) /* unacked deliveries go back to the queue at once */
             shmq_consumer_close(st->c);
+        st->c = NULL;
         if (st->js)
             jsCtx_Destroy(st->js);
-        /* The handler may still hold st->mu for a late ack until the connection is closed:
-         * main destroys the connection first, then calls teardown. */
-        pthread_cond_destroy(&st->cv);
-        pthread_mutex_destroy(&st->mu);
-        free(st->ring);
-        free(st);
-        r->state = NULL;
+        st->js = NULL;
     }
     if (r->q)
         shmq_close(r->q);
     r->q = NULL;
+}
+
+void route_out_free(struct route *r)
+{
+    /* Only once the library's threads are gone (nats_CloseAndWait): a late publish ack would
+     * take st->mu. */
+    struct out_state *st = r->state;
+    if (!st)
+        return;
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st->ring);
+    free(st);
+    r->state = NULL;
 }
