@@ -43,6 +43,7 @@ CLI_DECLARE(pub);
 CLI_DECLARE(sub);
 CLI_DECLARE(replay);
 CLI_DECLARE(dlq);
+CLI_DECLARE(wal);
 
 /* main.c: the program name used in messages ("shmq"). */
 extern const char *cli_progname;

@@ -2,8 +2,8 @@
  * main.c - the `shmq` command-line tool: finds the subcommand and runs it.
  *
  * Usage: shmq COMMAND [ARGS...]; `shmq help [COMMAND]` and `shmq COMMAND --help` print help.
- * Exit codes (cli.h): 0 ok, 1 runtime error, 2 usage error, 3 refused because processes are
- * attached (delete), 4 timed out before --count messages (sub).
+ * Exit codes (cli.h): 0 ok, 1 runtime error (wal verify: a damaged log), 2 usage error,
+ * 3 refused because processes are attached (delete), 4 timed out before --count messages (sub).
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +29,8 @@ static const struct cli_command commands[] = {
     {"dlq", "dead letters: list, redrive, purge", cmd_dlq, cmd_dlq_help},
     {"dump", "print a queue's segment: header, registry, rings, slots, counters", cmd_dump,
      cmd_dump_help},
+    {"wal", "the write-ahead log: inspect files and records, verify; what recovery brings back",
+     cmd_wal, cmd_wal_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -56,8 +58,6 @@ static void usage(FILE *out)
     fprintf(out, "  %-8s %s\n", "help", "print this text, or a command's help");
     fprintf(out,
             "\n"
-            "Not yet: `wal` (the write-ahead log does not exist yet).\n"
-            "\n"
             "Examples:\n"
             "  %s list                           # every queue on this host\n"
             "  %s create orders --capacity 4096  # a new queue\n"
@@ -65,13 +65,15 @@ static void usage(FILE *out)
             "  %s sub orders --count 3           # print (and ack) three messages\n"
             "  %s top orders                     # live counters and rates\n"
             "  %s dump orders --json             # everything in the segment, as JSON\n"
+            "  %s wal orders verify              # is the write-ahead log sound?\n"
             "  %s help sub                       # the options of sub\n"
             "\n"
             "Exit status: 0 ok, 1 runtime error (no such queue, no permission, corrupted\n"
-            "segment), 2 usage error, 3 refused: processes attached (delete), 4 timed out\n"
-            "before --count messages (sub). Each command's --help says which it uses.\n",
+            "segment, damaged log), 2 usage error, 3 refused: processes attached (delete),\n"
+            "4 timed out before --count messages (sub). Each command's --help says which it\n"
+            "uses.\n",
             cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
-            cli_progname);
+            cli_progname, cli_progname);
 }
 
 static int cmd_help(int argc, char **argv)
