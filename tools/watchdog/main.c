@@ -29,7 +29,7 @@
 
 enum {
     OPT_METRICS = 256, OPT_METRICS_PUBLIC, OPT_SAMPLE, OPT_ALERT_DEPTH, OPT_ALERT_DEAD,
-    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_CMD
+    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_AGE, OPT_ALERT_CMD
 };
 
 static void usage(FILE *f, const char *prog)
@@ -67,7 +67,9 @@ static void usage(FILE *f, const char *prog)
             "                       redelivered,dead_lettered,reclaimed}_total (counters),\n"
             "                       shmq_messages{state=ready|inflight|delayed|reserved|dead|\n"
             "                       free}, shmq_capacity, shmq_consumers, shmq_processes,\n"
-            "                       shmq_watchdog_lease_held (gauges); the write-ahead log:\n"
+            "                       shmq_watchdog_lease_held, shmq_oldest_message_age_seconds\n"
+            "                       (gauges: the age since publish of the oldest message not\n"
+            "                       yet acked; 0 when there is none); the write-ahead log:\n"
             "                       shmq_wal_bytes_appended_total, shmq_wal_flushes_total,\n"
             "                       shmq_wal_files\n"
             "  --metrics-public     allow a --metrics address that is not loopback\n"
@@ -77,9 +79,13 @@ static void usage(FILE *f, const char *prog)
             "  --alert-consumer-died  alert when a consumer died since the last sample\n"
             "  --alert-no-lease     alert when, as a standby, this watchdog finds nobody\n"
             "                       holding the maintenance lease (it then takes over)\n"
+            "  --alert-age-ms T     alert when the oldest message not yet acked (ready,\n"
+            "                       delayed or in flight) is older than T ms since publish\n"
+            "                       (cleared when it is no longer: acked, or none left)\n"
             "  --alert-cmd CMD      run CMD through /bin/sh -c when an alert fires, not waited\n"
             "                       for, with SHMQ_ALERT (depth, dead_letters, consumer_died,\n"
-            "                       no_lease), SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD set\n"
+            "                       no_lease, age), SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD set\n"
+            "                       (age: both in ms)\n"
             "Each alert is edge-triggered: one line event=alert (and CMD) when its condition\n"
             "starts, one line event=alert_cleared when it ends (then it may fire again).\n"
             "  -h, --help           this text\n"
@@ -257,6 +263,7 @@ int main(int argc, char **argv)
         {"alert-dead-letters", no_argument, NULL, OPT_ALERT_DEAD},
         {"alert-consumer-died", no_argument, NULL, OPT_ALERT_DIED},
         {"alert-no-lease", no_argument, NULL, OPT_ALERT_NO_LEASE},
+        {"alert-age-ms", required_argument, NULL, OPT_ALERT_AGE},
         {"alert-cmd", required_argument, NULL, OPT_ALERT_CMD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -312,6 +319,17 @@ int main(int argc, char **argv)
         case OPT_ALERT_DEAD: rules.on[ALERT_DEAD_LETTERS] = true; break;
         case OPT_ALERT_DIED: rules.on[ALERT_CONSUMER_DIED] = true; break;
         case OPT_ALERT_NO_LEASE: rules.on[ALERT_NO_LEASE] = true; break;
+        case OPT_ALERT_AGE: {
+            uint32_t age;
+            if (parse_u32(optarg, 0, UINT32_MAX, &age) != 0) {
+                fprintf(stderr, "%s: --alert-age-ms: expected milliseconds, got '%s'\n", prog,
+                        optarg);
+                return EXIT_USAGE;
+            }
+            rules.age_ms = age;
+            rules.on[ALERT_AGE] = true;
+            break;
+        }
         case OPT_ALERT_CMD:
             if (!*optarg) {
                 fprintf(stderr, "%s: --alert-cmd: empty command\n", prog);

@@ -263,6 +263,19 @@ static void render(FILE *f, const struct watch_list *l)
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
             sample_u64(f, "shmq_processes", l->w[i], NULL, l->w[i]->stats.procs);
+    family(f, "shmq_oldest_message_age_seconds", "gauge",
+           "Age since publish of the oldest message not yet acked (ready, delayed or in "
+           "flight); 0 when the queue holds none.");
+    for (size_t i = 0; i < l->n; i++) {
+        const struct watch *w = l->w[i];
+        if (!live(w))
+            continue;
+        int64_t ms = w->stats.oldest_age_ms; /* -1: no such message */
+        fprintf(f, "shmq_oldest_message_age_seconds{queue=\"");
+        label_value(f, w->name);
+        fprintf(f, "\"} %lld.%03lld\n", ms > 0 ? (long long)(ms / 1000) : 0LL,
+                ms > 0 ? (long long)(ms % 1000) : 0LL);
+    }
     family(f, "shmq_wal_files", "gauge", "Write-ahead log files on disk (0: no log).");
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))

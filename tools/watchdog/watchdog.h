@@ -130,16 +130,19 @@ enum alert_kind {
     ALERT_DEAD_LETTERS,  /* --alert-dead-letters: dead letters were added since the last sample */
     ALERT_CONSUMER_DIED, /* --alert-consumer-died: a consumer died since the last sample */
     ALERT_NO_LEASE,      /* --alert-no-lease: as a standby, found nobody holding the lease */
+    ALERT_AGE,           /* --alert-age-ms T: the oldest unacked message is older than T ms */
     ALERT__COUNT
 };
 
 struct alert_rules {
     bool on[ALERT__COUNT];
     uint64_t depth;  /* threshold of ALERT_DEPTH */
+    uint64_t age_ms; /* threshold of ALERT_AGE */
     const char *cmd; /* --alert-cmd: run through /bin/sh -c when a rule fires, or NULL */
 };
 
-/* Name of a rule as in logs and SHMQ_ALERT: depth, dead_letters, consumer_died, no_lease. */
+/* Name of a rule as in logs and SHMQ_ALERT: depth, dead_letters, consumer_died, no_lease,
+ * age. */
 const char *alert_name(enum alert_kind k);
 
 /* Is any rule on? */
@@ -230,7 +233,7 @@ int watch_refresh(struct watch *w, const struct wd_options *o);
 
 /*
  * Sample the queue (shmq_stats: a scan of its slots) and feed the alert rules depth,
- * dead_letters and consumer_died with it. 0 or -errno (logged).
+ * dead_letters, consumer_died and age with it. 0 or -errno (logged).
  */
 int watch_sample(struct watch *w, const struct wd_options *o);
 
