@@ -381,3 +381,101 @@ Test(replay, damaged_records_and_files_are_skipped_not_crashed_on)
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }
+
+/* ---- The CLI: shmq replay ---- */
+
+/* Run the built tool (dirname(/proc/self/exe)/../shmq) with args; its stdout (malloc'd) and
+ * exit code. Bounded: 30 s. */
+static char *run_tool(const char *const *args, int *code)
+{
+    char exe[512], tool[600];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    cr_assert(n > 0);
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0;
+    snprintf(tool, sizeof tool, "%s/../shmq", exe);
+    cr_assert_eq(access(tool, X_OK), 0, "the shmq tool is not at %s", tool);
+    const char *argv[16] = {tool};
+    int argc = 1;
+    for (; *args && argc < 15; args++)
+        argv[argc++] = *args;
+    argv[argc] = NULL;
+    FILE *out = tmpfile();
+    cr_assert(out);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(fileno(out), 1);
+        execv(tool, (char *const *)argv);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    int st = 0;
+    cr_assert_eq(h_waitpid(pid, 30000, 0, &st), 0, "shmq replay did not finish");
+    cr_assert(WIFEXITED(st));
+    *code = WEXITSTATUS(st);
+    long len = ftell(out);
+    rewind(out);
+    char *buf = calloc(1, (size_t)len + 1);
+    cr_assert_eq(fread(buf, 1, (size_t)len, out), (size_t)len);
+    fclose(out);
+    return buf;
+}
+
+#define TOOL(code, ...) run_tool((const char *const[]){__VA_ARGS__, NULL}, (code))
+
+Test(replay, cli_replays_from_an_id_and_a_time)
+{
+    const char *name = h_qname("replay-cli");
+    shmq_t *q = make_queue(name, 64);
+    uint64_t ids[15];
+    int64_t t = 0;
+    for (int i = 0; i < 15; i++) {
+        char text[8];
+        if (i == 10) {
+            h_sleep_ms(3);
+            t = realtime_ms();
+        }
+        int len = snprintf(text, sizeof text, "m%d", i);
+        h_assert_rc(shmq_publish(q, text, (size_t)len, &ids[i]), 0);
+    }
+    int code;
+    char from[64];
+    snprintf(from, sizeof from, "%llu", (unsigned long long)ids[3]);
+    char *out = TOOL(&code, "replay", name, "--from", from, "--count", "4");
+    cr_assert_eq(code, 0);
+    cr_assert_str_eq(out, "m3\nm4\nm5\nm6\n");
+    free(out);
+
+    /* The same time as unix ms and as ISO-8601 with milliseconds, UTC. */
+    const char *want_after = "m10\nm11\nm12\nm13\nm14\n";
+    snprintf(from, sizeof from, "%lld", (long long)t);
+    out = TOOL(&code, "replay", name, "--from", from);
+    cr_assert_eq(code, 0);
+    cr_assert_str_eq(out, want_after);
+    free(out);
+    time_t secs = (time_t)(t / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char iso[64];
+    size_t n = strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(iso + n, sizeof iso - n, ".%03dZ", (int)(t % 1000));
+    out = TOOL(&code, "replay", name, "--from", iso);
+    cr_assert_eq(code, 0, "--from %s", iso);
+    cr_assert_str_eq(out, want_after, "--from %s", iso);
+    free(out);
+
+    snprintf(from, sizeof from, "id:%llu", (unsigned long long)ids[14]);
+    out = TOOL(&code, "replay", name, "--from", from, "--json");
+    cr_assert_eq(code, 0);
+    cr_assert(strstr(out, "\"data\":\"m14\"") && strstr(out, "\"len\":3"), "json: %s", out);
+    free(out);
+
+    out = TOOL(&code, "replay", name, "--from", "yesterday");
+    cr_assert_eq(code, 2, "a bad --from is a usage error");
+    free(out);
+
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
