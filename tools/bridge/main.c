@@ -121,7 +121,7 @@ int main(int argc, char **argv)
         }
         if (now_ms() >= next_stats) {
             log_stats(&o);
-            next_stats += o.stats_interval_ms;
+            next_stats = now_ms() + o.stats_interval_ms; /* no catch-up after a stop */
         }
     }
 

@@ -324,6 +324,33 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
     return 0;
 }
 
+/*
+ * The consumer was declared hung (say, the bridge was SIGSTOPped) and fenced. Its deliveries
+ * still in flight are settled with the old handle first, as their publish acks come in: a
+ * fenced consumer's ack of a message it still holds completes it, or returns -ESTALE when the
+ * message was redelivered meanwhile (then JetStream drops the republish). Then the handle is
+ * closed and a new consumer attached. Entries whose ack has not come by the deadline are left
+ * to the epoch check in finish(): their messages come back through the closed handle.
+ */
+static void reopen_consumer(struct route *r, struct out_state *st)
+{
+    int64_t deadline = now_ms() + r->o->publish_timeout_ms + 1000;
+    uint64_t left;
+    while ((left = drain_done(r, st)) > 0 && now_ms() < deadline) {
+        pthread_mutex_lock(&st->mu);
+        cond_wait_ms(&st->cv, &st->mu, 50);
+        pthread_mutex_unlock(&st->mu);
+    }
+    int close_rc = shmq_consumer_close(st->c);
+    st->c = NULL;
+    st->epoch++;
+    int rc = open_consumer(r, st);
+    blog(rc < 0 ? LOG_ERROR : LOG_WARN, "consumer_reopened",
+         "route=out queue=%s reason=fenced unsettled=%" PRIu64 " close=\"%s\" result=\"%s\"",
+         r->queue, left, close_rc < 0 ? shmq_strerror(close_rc) : "ok",
+         rc < 0 ? shmq_strerror(rc) : "ok");
+}
+
 void *route_out_run(void *arg)
 {
     struct route *r = arg;
@@ -348,14 +375,8 @@ void *route_out_run(void *arg)
         if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
             continue;
         if (rc == -ESTALE) {
-            /* Declared hung (say, SIGSTOPped): reattach; old deliveries come back. */
-            shmq_consumer_close(st->c);
-            st->c = NULL;
-            st->epoch++;
-            rc = open_consumer(r, st);
-            blog(rc < 0 ? LOG_ERROR : LOG_WARN, "consumer_reopened",
-                 "route=out queue=%s result=\"%s\"", r->queue, rc < 0 ? shmq_strerror(rc) : "ok");
-            if (rc < 0) {
+            reopen_consumer(r, st);
+            if (!st->c) {
                 atomic_store(&g_route_failed, 1);
                 break;
             }
