@@ -1,0 +1,838 @@
+/*
+ * test_cli_wal.c - `shmq wal NAME inspect|verify`, run as a user runs it.
+ *
+ * The built tool (dirname(/proc/self/exe)/../shmq) runs as a separate process with stdout and
+ * stderr captured, so the tests see the text, the JSON, the exit code and any crash signal.
+ * Logs live in $SHMQ_STATE_DIR (ctest: <build>/test-state) or in a temporary directory given
+ * as --log-dir; every queue is unlinked and every temporary directory removed by cleanup().
+ *
+ * What is proved:
+ *   - help and usage: --help documents the exit codes; a missing or unknown action is exit 2;
+ *     `shmq help` lists wal;
+ *   - inspect on a live queue's log after publishing N and acking M: N PUBLISH and M ACK
+ *     records, N-M live messages with the right id range, M resolved, the highest id, in the
+ *     JSON (parsed) and the text; verify passes on it; and after the segment is gone, the log
+ *     is found by the state directory rule and what inspect predicts is what shmq_recover()
+ *     then restores;
+ *   - verify exits 0 on a clean log (a queue made with `shmq create --log-dir DIR`, written by
+ *     `shmq pub`/`sub`, closed) and 1 after bytes in the middle of one of its files are
+ *     flipped, naming the file and the offset; inspect lists the bad region and still exits 0;
+ *   - a torn tail (garbage after the last record) of the newest file written to is reported
+ *     as a warning and allowed (exit 0);
+ *   - truncated files (shorter than the header, shorter than the header says), a garbage
+ *     file, an empty file, a directory named like a log file and a file missing in the middle
+ *     are each reported, and neither inspect nor verify dies of a signal;
+ *   - a queue without a log (durability none) is exit 1 with a message.
+ */
+#include "helpers.h"
+
+#include <ctype.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <sys/mman.h>
+
+#include "walscan.h"
+
+/* Temporary directories of a test, removed by cleanup() even when an assertion ends it. */
+static char tmp_dirs[4][64];
+static int n_tmp_dirs;
+
+static void cleanup(void)
+{
+    h_cleanup();
+    for (int i = 0; i < n_tmp_dirs; i++)
+        h_remove_tree(tmp_dirs[i]);
+    n_tmp_dirs = 0;
+}
+
+TestSuite(cli_wal, .fini = cleanup, .timeout = 120);
+
+static const char *make_tmp_dir(void)
+{
+    cr_assert(n_tmp_dirs < 4);
+    char *d = tmp_dirs[n_tmp_dirs];
+    snprintf(d, sizeof tmp_dirs[0], "/tmp/shmq-test-wal-XXXXXX");
+    cr_assert_not_null(mkdtemp(d), "mkdtemp: %s", strerror(errno));
+    n_tmp_dirs++;
+    return d;
+}
+
+/* ------------------------------------------------------------------ running the tool */
+
+struct run {
+    int status;
+    char *out, *err;
+};
+
+static const char *shmq_binary(void)
+{
+    static char path[PATH_MAX];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    cr_assert(n > 0, "readlink /proc/self/exe: %s", strerror(errno));
+    exe[n] = '\0';
+    snprintf(path, sizeof(path), "%s/../shmq", dirname(exe));
+    cr_assert(access(path, X_OK) == 0, "the shmq tool is not at %s: %s", path, strerror(errno));
+    return path;
+}
+
+static char *slurp(FILE *f)
+{
+    cr_assert(fseek(f, 0, SEEK_END) == 0);
+    long n = ftell(f);
+    cr_assert(n >= 0);
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    cr_assert(buf);
+    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Run `shmq ARGS...` (NULL-terminated) with stdin_text on stdin (NULL: empty); at most 30 s. */
+static struct run run_argv(const char *stdin_text, const char *const *args)
+{
+    const char *argv[32];
+    int argc = 0;
+    argv[argc++] = shmq_binary();
+    for (; *args; args++) {
+        cr_assert(argc < 31);
+        argv[argc++] = *args;
+    }
+    argv[argc] = NULL;
+    FILE *in = tmpfile(), *out = tmpfile(), *err = tmpfile();
+    cr_assert(in && out && err, "tmpfile: %s", strerror(errno));
+    if (stdin_text) {
+        fputs(stdin_text, in);
+        fflush(in);
+        rewind(in);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(fileno(in), 0);
+        dup2(fileno(out), 1);
+        dup2(fileno(err), 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    struct run r = {0};
+    int rc = h_waitpid(pid, 30000, 0, &r.status);
+    if (rc == -ETIMEDOUT) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        h_untrack(pid);
+    }
+    cr_assert_eq(rc, 0, "shmq %s did not finish within 30 s", argv[1] ? argv[1] : "");
+    fclose(in);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    cr_assert(!strstr(r.err, "Sanitizer") && !strstr(r.err, "runtime error:"),
+              "shmq %s: sanitizer report:\n%s", argv[1] ? argv[1] : "", r.err);
+    return r;
+}
+
+#define RUN(...) run_argv(NULL, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_IN(text, ...) run_argv((text), (const char *const[]){__VA_ARGS__, NULL})
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* The tool ended by exit(code), not by a signal. */
+static void assert_exit(const struct run *r, int code, const char *what)
+{
+    char buf[96];
+    cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == code,
+              "%s: shmq %s, expected exit %d\nstdout:\n%s\nstderr:\n%s", what,
+              h_status_str(r->status, buf, sizeof(buf)), code, r->out, r->err);
+}
+
+#define assert_contains(text, needle, what)                                                        \
+    cr_assert(strstr((text), (needle)) != NULL, "%s: no \"%s\" in:\n%s", (what), (needle), (text))
+
+/* ------------------------------------------------------------------ a small JSON reader */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+struct jval {
+    enum jtype type;
+    double num;
+    bool b;
+    char *str;
+    struct jval **items;
+    char **keys;
+    size_t n;
+};
+
+struct jp {
+    const char *s;
+    size_t i, n;
+    bool bad;
+};
+
+static void jws(struct jp *p)
+{
+    while (p->i < p->n && strchr(" \t\r\n", p->s[p->i]))
+        p->i++;
+}
+
+static struct jval *jnew(enum jtype t)
+{
+    struct jval *v = calloc(1, sizeof *v);
+    cr_assert(v);
+    v->type = t;
+    return v;
+}
+
+static char *jstring(struct jp *p)
+{
+    if (p->i >= p->n || p->s[p->i] != '"') {
+        p->bad = true;
+        return NULL;
+    }
+    p->i++;
+    char *out = malloc(p->n + 1);
+    cr_assert(out);
+    size_t k = 0;
+    while (p->i < p->n && p->s[p->i] != '"') {
+        unsigned char c = (unsigned char)p->s[p->i++];
+        if (c < 0x20) {
+            p->bad = true;
+            break;
+        }
+        if (c != '\\') {
+            out[k++] = (char)c;
+            continue;
+        }
+        if (p->i >= p->n)
+            break;
+        char e = p->s[p->i++];
+        switch (e) {
+        case '"': out[k++] = '"'; break;
+        case '\\': out[k++] = '\\'; break;
+        case '/': out[k++] = '/'; break;
+        case 'n': out[k++] = '\n'; break;
+        case 'r': out[k++] = '\r'; break;
+        case 't': out[k++] = '\t'; break;
+        case 'b': out[k++] = '\b'; break;
+        case 'f': out[k++] = '\f'; break;
+        case 'u': {
+            unsigned v = 0;
+            for (int d = 0; d < 4; d++) {
+                if (p->i >= p->n || !isxdigit((unsigned char)p->s[p->i])) {
+                    p->bad = true;
+                    break;
+                }
+                char h = p->s[p->i++];
+                v = v * 16 +
+                    (unsigned)(isdigit((unsigned char)h) ? h - '0' : (h | 0x20) - 'a' + 10);
+            }
+            out[k++] = (char)(v & 0xff);
+            break;
+        }
+        default: p->bad = true;
+        }
+    }
+    if (p->i >= p->n)
+        p->bad = true;
+    p->i++;
+    out[k] = 0;
+    return out;
+}
+
+static struct jval *jvalue(struct jp *p, int depth)
+{
+    jws(p);
+    if (p->i >= p->n || depth > 32) {
+        p->bad = true;
+        return jnew(J_NULL);
+    }
+    char c = p->s[p->i];
+    if (c == '{' || c == '[') {
+        bool obj = c == '{';
+        struct jval *v = jnew(obj ? J_OBJ : J_ARR);
+        p->i++;
+        jws(p);
+        if (p->i < p->n && p->s[p->i] == (obj ? '}' : ']')) {
+            p->i++;
+            return v;
+        }
+        for (;;) {
+            v->items = realloc(v->items, (v->n + 1) * sizeof *v->items);
+            v->keys = realloc(v->keys, (v->n + 1) * sizeof *v->keys);
+            cr_assert(v->items && v->keys);
+            v->keys[v->n] = NULL;
+            if (obj) {
+                jws(p);
+                v->keys[v->n] = jstring(p);
+                jws(p);
+                if (p->i >= p->n || p->s[p->i] != ':') {
+                    p->bad = true;
+                    return v;
+                }
+                p->i++;
+            }
+            v->items[v->n++] = jvalue(p, depth + 1);
+            jws(p);
+            if (p->bad || p->i >= p->n) {
+                p->bad = true;
+                return v;
+            }
+            if (p->s[p->i] == ',') {
+                p->i++;
+                continue;
+            }
+            if (p->s[p->i] == (obj ? '}' : ']')) {
+                p->i++;
+                return v;
+            }
+            p->bad = true;
+            return v;
+        }
+    }
+    if (c == '"') {
+        struct jval *v = jnew(J_STR);
+        v->str = jstring(p);
+        return v;
+    }
+    if (strncmp(p->s + p->i, "true", 4) == 0 || strncmp(p->s + p->i, "false", 5) == 0) {
+        struct jval *v = jnew(J_BOOL);
+        v->b = c == 't';
+        p->i += v->b ? 4 : 5;
+        return v;
+    }
+    if (strncmp(p->s + p->i, "null", 4) == 0) {
+        p->i += 4;
+        return jnew(J_NULL);
+    }
+    char *end;
+    struct jval *v = jnew(J_NUM);
+    v->num = strtod(p->s + p->i, &end);
+    if (end == p->s + p->i || !(c == '-' || isdigit((unsigned char)c)))
+        p->bad = true;
+    p->i = (size_t)(end - p->s);
+    return v;
+}
+
+/* Parse a whole document; fails the test unless it is exactly one valid JSON value. */
+static struct jval *json_parse(const char *s)
+{
+    struct jp p = {.s = s, .n = strlen(s)};
+    struct jval *v = jvalue(&p, 0);
+    jws(&p);
+    cr_assert(!p.bad && p.i == p.n, "invalid JSON (at byte %zu):\n%s", p.i, s);
+    return v;
+}
+
+static void json_free(struct jval *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++) {
+        json_free(v->items[i]);
+        if (v->keys)
+            free(v->keys[i]);
+    }
+    free(v->items);
+    free(v->keys);
+    free(v->str);
+    free(v);
+}
+
+/* Member path "a.b.c" of an object; a numeric part indexes an array ("files.0.seq"). */
+static struct jval *jget(struct jval *v, const char *path)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *save, *k = strtok_r(buf, ".", &save); k; k = strtok_r(NULL, ".", &save)) {
+        if (v && v->type == J_ARR && isdigit((unsigned char)k[0])) {
+            size_t idx = strtoul(k, NULL, 10);
+            v = idx < v->n ? v->items[idx] : NULL;
+            continue;
+        }
+        if (!v || v->type != J_OBJ)
+            return NULL;
+        struct jval *next = NULL;
+        for (size_t i = 0; i < v->n; i++)
+            if (v->keys[i] && strcmp(v->keys[i], k) == 0)
+                next = v->items[i];
+        v = next;
+    }
+    return v;
+}
+
+static double jnum(struct jval *doc, const char *path)
+{
+    struct jval *v = jget(doc, path);
+    cr_assert(v && v->type == J_NUM, "JSON field %s: missing or not a number", path);
+    return v->num;
+}
+
+static const char *jstr(struct jval *doc, const char *path)
+{
+    struct jval *v = jget(doc, path);
+    cr_assert(v && v->type == J_STR, "JSON field %s: missing or not a string", path);
+    return v->str;
+}
+
+static bool jbool(struct jval *doc, const char *path)
+{
+    struct jval *v = jget(doc, path);
+    cr_assert(v && v->type == J_BOOL, "JSON field %s: missing or not a boolean", path);
+    return v->b;
+}
+
+static void jassert_num(struct jval *doc, const char *path, double want)
+{
+    double got = jnum(doc, path);
+    cr_assert(got == want, "JSON field %s: %g, expected %g", path, got, want);
+}
+
+/* The file entry named `name` in doc.files, or NULL. */
+static struct jval *jfile(struct jval *doc, const char *name)
+{
+    struct jval *files = jget(doc, "files");
+    cr_assert(files && files->type == J_ARR, "JSON: no files array");
+    for (size_t i = 0; i < files->n; i++) {
+        struct jval *n = jget(files->items[i], "name");
+        if (n && n->type == J_STR && strcmp(n->str, name) == 0)
+            return files->items[i];
+    }
+    return NULL;
+}
+
+/* Does one of doc.<key> (an array of strings) contain needle? */
+static bool jlist_has(struct jval *doc, const char *key, const char *needle)
+{
+    struct jval *a = jget(doc, key);
+    cr_assert(a && a->type == J_ARR, "JSON: no %s array", key);
+    for (size_t i = 0; i < a->n; i++)
+        if (a->items[i]->type == J_STR && strstr(a->items[i]->str, needle))
+            return true;
+    return false;
+}
+
+/* ------------------------------------------------------------------ log files */
+
+struct scanned {
+    bool header_ok;
+    uint64_t size;
+    struct walscan_stats st;
+};
+
+/* Walk a log file with the library's reader (to know where its records end). */
+static struct scanned scan_file(const char *path)
+{
+    struct scanned s = {0};
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    struct stat st;
+    cr_assert(fstat(fd, &st) == 0);
+    s.size = (uint64_t)st.st_size;
+    void *base = mmap(NULL, s.size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    cr_assert(base != MAP_FAILED);
+    const struct wal_file_header *h;
+    if (walscan_header(base, s.size, &h) == 0) {
+        s.header_ok = true;
+        walscan_records(base, s.size, h, NULL, NULL, &s.st);
+    }
+    munmap(base, s.size);
+    return s;
+}
+
+static void write_at(const char *path, off_t off, const void *p, size_t len)
+{
+    int fd = open(path, O_WRONLY);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    cr_assert_eq(pwrite(fd, p, len, off), (ssize_t)len, "pwrite %s", path);
+    close(fd);
+}
+
+static void log_path(char *buf, size_t size, const char *dir, const char *name, unsigned seq)
+{
+    snprintf(buf, size, "%s/%s/wal.%010u", dir, name, seq);
+}
+
+/* How many wal.0000000000, wal.0000000001, ... exist in DIR/NAME (from 0, without a gap). */
+static unsigned count_files(const char *dir, const char *name)
+{
+    unsigned n = 0;
+    char path[PATH_MAX];
+    for (;; n++) {
+        log_path(path, sizeof path, dir, name, n);
+        if (access(path, F_OK) != 0)
+            return n;
+    }
+}
+
+/*
+ * A closed queue with a log of several 64 KiB files in DIR/NAME, made as a user makes it:
+ * `shmq create --log-dir DIR`, `shmq pub` of n messages ("I-" and pad x's), `shmq sub --count
+ * acked`. The oldest message left is in the first file, so no file is deleted by retention.
+ * Returns the number of log files.
+ */
+static unsigned make_logged_queue(const char *name, const char *dir, int n, int pad, int acked)
+{
+    struct run r = RUN("create", name, "--capacity", "4096", "--durability", "process",
+                       "--log-dir", dir, "--wal-file-size", "65536");
+    assert_exit(&r, 0, "create --log-dir");
+    run_free(&r);
+    size_t cap = (size_t)n * (size_t)(pad + 16) + 1;
+    char *lines = malloc(cap), *p = lines;
+    cr_assert(lines);
+    for (int i = 1; i <= n; i++)
+        p += snprintf(p, cap - (size_t)(p - lines), "%d-%.*s\n", i, pad,
+                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+    r = RUN_IN(lines, "pub", name);
+    assert_exit(&r, 0, "pub");
+    run_free(&r);
+    free(lines);
+    char count[16];
+    snprintf(count, sizeof count, "%d", acked);
+    r = RUN("sub", name, "--count", count, "--timeout-ms", "10000");
+    assert_exit(&r, 0, "sub --count");
+    run_free(&r);
+    unsigned files = count_files(dir, name);
+    cr_assert_geq(files, 2, "the log spans several files");
+    return files;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+Test(cli_wal, help_and_usage)
+{
+    struct run r = RUN("wal", "--help");
+    assert_exit(&r, 0, "wal --help");
+    assert_contains(r.out, "Exit status", "wal --help");
+    assert_contains(r.out, "inspect", "wal --help");
+    assert_contains(r.out, "verify", "wal --help");
+    assert_contains(r.out, "--log-dir", "wal --help");
+    run_free(&r);
+    r = RUN("help");
+    assert_exit(&r, 0, "help");
+    assert_contains(r.out, "  wal ", "help lists wal");
+    cr_assert(!strstr(r.out, "Not yet"), "no 'Not yet' note:\n%s", r.out);
+    run_free(&r);
+    r = RUN("wal", "q");
+    assert_exit(&r, 2, "wal without an action");
+    run_free(&r);
+    r = RUN("wal", "q", "frobnicate");
+    assert_exit(&r, 2, "wal with an unknown action");
+    run_free(&r);
+    r = RUN("wal", "q", "inspect", "extra");
+    assert_exit(&r, 2, "wal with an extra argument");
+    run_free(&r);
+    r = RUN("wal", "bad/name", "verify");
+    assert_exit(&r, 2, "wal with an invalid queue name");
+    run_free(&r);
+}
+
+Test(cli_wal, inspect_live_log_counts_records_and_predicts_recovery)
+{
+    enum { N = 40, M = 15 };
+    const char *name = h_qname("walive");
+    shmq_config_t cfg = h_small_config(64, 64, 16);
+    cfg.durability = SHMQ_DURABILITY_PROCESS; /* the log in $SHMQ_STATE_DIR/NAME */
+    cfg.wal_file_size = 65536;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    uint64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        char msg[16];
+        int len = snprintf(msg, sizeof msg, "m%d", i);
+        h_assert_rc(shmq_publish(q, msg, (size_t)len, &ids[i]), 0);
+    }
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "acker", &c), 0);
+    bool acked[N] = {false};
+    for (int i = 0; i < M; i++) {
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 5000), 0);
+        for (int k = 0; k < N; k++)
+            if (ids[k] == m.id)
+                acked[k] = true;
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    uint64_t lo = UINT64_MAX, hi = 0, highest = 0;
+    for (int k = 0; k < N; k++) {
+        if (ids[k] > highest)
+            highest = ids[k];
+        if (acked[k])
+            continue;
+        lo = ids[k] < lo ? ids[k] : lo;
+        hi = ids[k] > hi ? ids[k] : hi;
+    }
+
+    /* the queue is live: consumer attached, segment there */
+    struct run r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "inspect --json on a live queue");
+    struct jval *doc = json_parse(r.out);
+    cr_assert_str_eq(jstr(doc, "queue"), name);
+    cr_assert_str_eq(jstr(doc, "log_dir_from"), "segment");
+    cr_assert_str_eq(jstr(doc, "segment"), "valid");
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/%s", getenv("SHMQ_STATE_DIR"), name);
+    cr_assert_str_eq(jstr(doc, "log_dir"), dir);
+    jassert_num(doc, "totals.publish", N);
+    jassert_num(doc, "totals.ack", M);
+    jassert_num(doc, "totals.dead", 0);
+    jassert_num(doc, "totals.nack", 0);
+    jassert_num(doc, "totals.bad_regions", 0);
+    jassert_num(doc, "totals.torn_tails", 0);
+    jassert_num(doc, "files.0.seq", 0);
+    cr_assert_str_eq(jstr(doc, "files.0.header"), "ok");
+    jassert_num(doc, "files.0.size", 65536);
+    jassert_num(doc, "files.0.records.publish", N);
+    jassert_num(doc, "files.0.records.ack", M);
+    cr_assert_gt(jnum(doc, "files.0.used_bytes"), 4096);
+    jassert_num(doc, "recovery.live", N - M);
+    jassert_num(doc, "recovery.resolved", M);
+    jassert_num(doc, "recovery.first_live_id", (double)lo);
+    jassert_num(doc, "recovery.last_live_id", (double)hi);
+    jassert_num(doc, "recovery.highest_id", (double)highest);
+    jassert_num(doc, "recovery.capacity", 64);
+    cr_assert_str_eq(jstr(doc, "recovery.outcome"), "refused while the segment exists");
+    cr_assert(jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+
+    /* the text holds the same counts */
+    r = RUN("wal", name, "inspect");
+    assert_exit(&r, 0, "inspect (text)");
+    char want[96];
+    snprintf(want, sizeof want, "publish=%d ack=%d", N, M);
+    assert_contains(r.out, want, "inspect text");
+    snprintf(want, sizeof want, "live: %d\n", N - M);
+    assert_contains(r.out, want, "inspect text");
+    run_free(&r);
+    r = RUN("wal", name, "verify");
+    assert_exit(&r, 0, "verify on a live, clean log");
+    assert_contains(r.out, "ok: true", "verify");
+    run_free(&r);
+
+    /* the segment is lost: the log is found by the state directory rule, and what inspect
+     * predicts is what recovery restores */
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "inspect without a segment");
+    doc = json_parse(r.out);
+    cr_assert_str_eq(jstr(doc, "log_dir_from"), "state directory");
+    cr_assert_str_eq(jstr(doc, "segment"), "missing");
+    cr_assert_str_eq(jstr(doc, "log_dir"), dir);
+    cr_assert_str_eq(jstr(doc, "recovery.outcome"), "restores the live messages");
+    double live = jnum(doc, "recovery.live"), resolved = jnum(doc, "recovery.resolved");
+    double top = jnum(doc, "recovery.highest_id");
+    json_free(doc);
+    run_free(&r);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    cr_assert_eq((double)rep.restored, live, "restored %llu, inspect said %g",
+                 (unsigned long long)rep.restored, live);
+    cr_assert_eq((double)rep.resolved, resolved);
+    cr_assert_eq((double)rep.highest_id, top);
+}
+
+Test(cli_wal, verify_clean_log_then_flipped_bytes)
+{
+    const char *name = h_qname("walflip");
+    const char *base = make_tmp_dir();
+    unsigned files = make_logged_queue(name, base, 2500, 0, 1000);
+
+    struct run r = RUN("wal", name, "verify");
+    assert_exit(&r, 0, "verify on a clean log");
+    assert_contains(r.out, "ok: true", "verify");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--log-dir", base, "--json");
+    assert_exit(&r, 0, "verify --log-dir --json on a clean log");
+    struct jval *doc = json_parse(r.out);
+    cr_assert_str_eq(jstr(doc, "log_dir_from"), "--log-dir");
+    jassert_num(doc, "totals.files", files);
+    cr_assert(jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+
+    /* flip 40 bytes in the middle of the first file's records */
+    char path[PATH_MAX];
+    log_path(path, sizeof path, base, name, 0);
+    struct scanned s = scan_file(path);
+    cr_assert(s.header_ok && s.st.records > 100);
+    uint64_t mid = (WAL_HEADER_SIZE + s.st.end_offset) / 2;
+    unsigned char junk[40];
+    memset(junk, 0xa5, sizeof junk);
+    write_at(path, (off_t)mid, junk, sizeof junk);
+
+    r = RUN("wal", name, "verify");
+    assert_exit(&r, 1, "verify after flipping bytes");
+    assert_contains(r.out, "wal.0000000000: bad region at offset", "verify names file and offset");
+    assert_contains(r.out, "ok: false", "verify");
+    assert_contains(r.err, "damaged", "verify's summary on stderr");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--json");
+    assert_exit(&r, 1, "verify --json after flipping bytes");
+    doc = json_parse(r.out);
+    cr_assert(!jbool(doc, "ok"));
+    cr_assert(jlist_has(doc, "problems", "wal.0000000000: bad region"));
+    json_free(doc);
+    run_free(&r);
+
+    /* inspect lists the region (offset within a record's span around mid) and exits 0 */
+    r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "inspect of a damaged log");
+    doc = json_parse(r.out);
+    struct jval *f = jfile(doc, "wal.0000000000");
+    cr_assert(f, "file 0 listed");
+    jassert_num(f, "bad_regions_total", 1);
+    double off = jnum(f, "bad_regions.0.offset"), len = jnum(f, "bad_regions.0.length");
+    cr_assert(off <= (double)mid && off + len >= (double)mid + sizeof junk,
+              "region [%g, +%g) covers the flipped bytes at %llu", off, len,
+              (unsigned long long)mid);
+    cr_assert_str_eq(jstr(f, "bad_regions.0.kind"), "garbage");
+    cr_assert(!jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+}
+
+Test(cli_wal, torn_tail_in_newest_file_is_reported_and_allowed)
+{
+    const char *name = h_qname("waltorn");
+    const char *base = make_tmp_dir();
+    unsigned files = make_logged_queue(name, base, 2500, 0, 300);
+
+    /* the newest file written to: the highest one holding records (maintenance may have made
+     * an empty one after it) */
+    char path[PATH_MAX];
+    struct scanned s = {0};
+    for (unsigned seq = files; seq-- > 0;) {
+        log_path(path, sizeof path, base, name, seq);
+        s = scan_file(path);
+        if (s.header_ok && s.st.records > 0)
+            break;
+    }
+    cr_assert(s.header_ok && s.st.records > 0 && s.st.end_offset + 64 < s.size);
+    /* a record cut short: a header's first bytes and some payload, no valid crc */
+    unsigned char torn[48];
+    for (size_t i = 0; i < sizeof torn; i++)
+        torn[i] = (unsigned char)(0x31 + i);
+    write_at(path, (off_t)s.st.end_offset, torn, sizeof torn);
+
+    struct run r = RUN("wal", name, "verify", "--log-dir", base);
+    assert_exit(&r, 0, "verify allows a torn tail in the newest file");
+    assert_contains(r.out, "torn tail at offset", "the torn tail is reported");
+    assert_contains(r.out, "ok: true", "verify");
+    run_free(&r);
+    r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "inspect with a torn tail");
+    struct jval *doc = json_parse(r.out);
+    jassert_num(doc, "totals.torn_tails", 1);
+    jassert_num(doc, "totals.bad_regions", 0);
+    const char *fname = strrchr(path, '/') + 1;
+    struct jval *f = jfile(doc, fname);
+    cr_assert(f, "%s listed", fname);
+    jassert_num(f, "torn_tail.offset", (double)s.st.end_offset);
+    cr_assert(jlist_has(doc, "warnings", "torn tail"));
+    cr_assert(jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+}
+
+Test(cli_wal, truncated_garbage_and_missing_files_are_reported_without_a_crash)
+{
+    const char *name = h_qname("walbad");
+    const char *base = make_tmp_dir();
+    unsigned files = make_logged_queue(name, base, 2000, 100, 100);
+    cr_assert_geq(files, 4, "at least four files");
+
+    char p0[PATH_MAX], p1[PATH_MAX], p2[PATH_MAX], p[PATH_MAX];
+    log_path(p0, sizeof p0, base, name, 0);
+    log_path(p1, sizeof p1, base, name, 1);
+    log_path(p2, sizeof p2, base, name, 2);
+    cr_assert_eq(truncate(p0, 3000), 0, "shorter than the header");
+    cr_assert_eq(truncate(p1, 30000), 0, "shorter than its header says");
+    /* a file in the middle is gone */
+    cr_assert_eq(unlink(p2), 0);
+    /* beyond the newest: garbage, empty, a directory */
+    log_path(p, sizeof p, base, name, files + 1);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert(fd >= 0);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < 70000 / 8; i++) {
+        cr_assert_eq(write(fd, &x, sizeof x), (ssize_t)sizeof x);
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+    }
+    close(fd);
+    log_path(p, sizeof p, base, name, files + 2);
+    fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    cr_assert(fd >= 0);
+    close(fd);
+    log_path(p, sizeof p, base, name, files + 3);
+    cr_assert_eq(mkdir(p, 0700), 0);
+
+    struct run r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "inspect of a damaged log directory");
+    struct jval *doc = json_parse(r.out);
+    struct jval *f = jfile(doc, "wal.0000000000");
+    cr_assert(f);
+    assert_contains(jstr(f, "header"), "shorter than the 4096-byte file header", "file 0");
+    cr_assert(!jbool(f, "recovery_reads"));
+    f = jfile(doc, "wal.0000000001");
+    cr_assert(f);
+    assert_contains(jstr(f, "header"), "file_size", "file 1");
+    char want[64];
+    snprintf(want, sizeof want, "wal.%010u", files + 1);
+    f = jfile(doc, want);
+    cr_assert(f, "%s listed", want);
+    assert_contains(jstr(f, "header"), "bad magic", "garbage file");
+    snprintf(want, sizeof want, "wal.%010u", files + 2);
+    f = jfile(doc, want);
+    cr_assert(f, "%s listed", want);
+    assert_contains(jstr(f, "header"), "empty", "empty file");
+    snprintf(want, sizeof want, "wal.%010u", files + 3);
+    f = jfile(doc, want);
+    cr_assert(f, "%s listed", want);
+    assert_contains(jstr(f, "header"), "not a regular file", "directory");
+    cr_assert(jlist_has(doc, "problems", "missing in the middle of the log"));
+    cr_assert(!jbool(doc, "ok"));
+    cr_assert_gt(jnum(doc, "recovery.files_read"), 0, "the sound files are still read");
+    json_free(doc);
+    run_free(&r);
+
+    r = RUN("wal", name, "inspect");
+    assert_exit(&r, 0, "inspect (text) of a damaged log directory");
+    run_free(&r);
+    r = RUN("wal", name, "verify");
+    assert_exit(&r, 1, "verify of a damaged log directory");
+    assert_contains(r.out, "wal.0000000000: bad header", "verify");
+    assert_contains(r.out, "wal.0000000001: bad header", "verify");
+    assert_contains(r.out, "not a regular file", "verify");
+    assert_contains(r.err, "damaged", "verify's summary");
+    run_free(&r);
+}
+
+Test(cli_wal, queue_without_a_log_is_exit_1)
+{
+    const char *name = h_qname("walnone");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct run r = RUN("wal", name, "inspect");
+    assert_exit(&r, 1, "inspect of a queue without a log");
+    assert_contains(r.err, "durability is none", "the reason");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--log-dir", "/nonexistent-shmq-dir");
+    assert_exit(&r, 1, "verify of a missing --log-dir");
+    assert_contains(r.err, "no log directory", "the reason");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
