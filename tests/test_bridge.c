@@ -14,6 +14,7 @@
  * Messages carry their producer's sequence number, their length and a checksum, so that loss
  * (a seq never seen), duplication (seen twice), corruption (bad checksum or length) and
  * reordering are told apart; a shared array counts deliveries per seq. Every wait is bounded.
+ * A SIGSTOPped bridge is fenced by maintenance and must reattach on SIGCONT without loss.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -637,6 +638,57 @@ Test(bridge, server_outage_is_absorbed_by_the_local_queue)
     cr_expect_gt(max_depth, 0, "the local queue held no backlog during the outage");
     cr_expect_eq(t->distinct, n, "%u of %u messages arrived", t->distinct, n);
     cr_expect_eq(t->corrupt, 0, "%u messages corrupt", t->corrupt);
+}
+
+Test(bridge, stopped_bridge_is_fenced_then_resumes_without_loss)
+{
+    server_start();
+    struct setup s;
+    setup_routes(&s, "stop", 16384);
+    const uint32_t n = 8000;
+    const char *args[] = {"--server", server_url(), "--create-stream",     s.create, "--out", s.out,
+                          "--in",     s.in,         "--stats-interval-ms", "500",    NULL};
+    pid_t b = bridge_start("stop.log", args);
+    cr_assert(wait_file_has(tmp_path("stop.log"), "event=route_started route=in", READY_WAIT_MS),
+              "the bridge did not start; see %s", tmp_path("stop.log"));
+    struct tally *t = tally_new(n);
+    struct consume_arg ca = {s.qb, t, DELIVERY_WAIT_MS};
+    struct produce_arg pa = {s.qa, n, 10, 5000}; /* ~2k msg/s for ~4 s */
+    pid_t prod = h_fork(produce_child, &pa);
+    pid_t cons = h_fork(consume_child, &ca);
+
+    /* SIGSTOP past the queue's heartbeat timeout (2 s) while this process maintains queue A
+     * as a watchdog would: the stopped bridge is fenced, its deliveries redelivered. */
+    h_sleep_ms(800);
+    kill(b, SIGSTOP);
+    shmq_t *qa;
+    h_assert_rc(shmq_open(s.qa, &qa), 0);
+    uint32_t hung = 0;
+    for (int64_t end = h_now_ms() + 3000; h_now_ms() < end; h_sleep_ms(20)) {
+        shmq_maint_report_t rep;
+        if (shmq_maintain(qa, &rep) == 0)
+            hung += rep.procs_hung;
+    }
+    kill(b, SIGCONT);
+    shmq_close(qa);
+    cr_expect_gt(hung, 0, "the stopped bridge was not declared hung");
+    cr_assert(wait_file_has(tmp_path("stop.log"), "event=consumer_reopened", READY_WAIT_MS),
+              "the bridge did not reattach its fenced consumer; see %s", tmp_path("stop.log"));
+
+    h_assert_child_ok(prod, DELIVERY_WAIT_MS, "producer into A");
+    h_assert_child_ok(cons, DELIVERY_WAIT_MS + 5000, "consumer of B");
+    bridge_stop(b);
+    uint32_t dups = 0;
+    for (uint32_t i = 0; i < n; i++)
+        dups += t->count[i] > 1 ? t->count[i] - 1u : 0u;
+    printf("bridge stop test: %u messages, fenced once, duplicates into B %u, stream holds %ld\n",
+           n, dups, server_stored_messages());
+    fflush(stdout);
+    cr_expect_eq(t->distinct, n, "%u of %u messages arrived", t->distinct, n);
+    cr_expect_eq(t->corrupt, 0, "%u messages corrupt", t->corrupt);
+    cr_expect_eq(server_stored_messages(), n,
+                 "redeliveries of the fenced consumer reached the "
+                 "stream: the Nats-Msg-Id should have dropped them");
 }
 
 /* Expect exit code want and text in the output. */
