@@ -14,9 +14,12 @@
  *   - other paths are 404, and HTTP never holds up maintenance (a stalled client connection
  *     does not delay a consumer's death being handled);
  *   - --metrics refuses a non-loopback address without --metrics-public (exit 2);
- *   - each alert rule (depth, dead_letters, consumer_died, no_lease) fires exactly once when
+ *   - shmq_oldest_message_age_seconds is 0 with no message waiting and grows with the age of
+ *     the oldest unacked one;
+ *   - each alert rule (depth, dead_letters, consumer_died, no_lease, age) fires exactly once when
  *     its condition starts, with SHMQ_ALERT, SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD set for
- *     --alert-cmd, stays quiet while it holds, and (depth) fires again after it cleared.
+ *     --alert-cmd, stays quiet while it holds, and (depth) fires again after it cleared; (age)
+ *     clears once the old message is acked.
  */
 #include "helpers.h"
 
@@ -488,6 +491,39 @@ Test(metrics, non_loopback_address_needs_metrics_public)
     stop_watchdog(&d);
 }
 
+Test(metrics, oldest_message_age_gauge)
+{
+    const char *name = h_qname("age");
+    shmq_t *q = make_queue(name, 16, 5);
+    struct daemon d = start_watchdog(name, "--metrics", "127.0.0.1:0", "--sample-ms", "20", NULL);
+    int port = metrics_port(&d);
+    char key[192];
+    snprintf(key, sizeof key, "shmq_oldest_message_age_seconds{queue=\"%s\"}", name);
+    char *text = fetch_until(port, key);
+    check_exposition(text);
+    cr_assert(strstr(text, "# TYPE shmq_oldest_message_age_seconds gauge\n"), "%s", text);
+    cr_assert_eq(sample_value(text, key), 0, "no message: 0");
+    free(text);
+
+    h_assert_rc(shmq_publish(q, "old", 3, NULL), 0);
+    int64_t published = h_now_ms();
+    double age = 0;
+    while (age < 0.3) { /* the gauge follows the message's age */
+        cr_assert(h_now_ms() - published < 10000, "the age gauge did not grow: %g", age);
+        h_sleep_ms(50);
+        int code;
+        text = http_get(port, "/metrics", &code);
+        cr_assert_eq(code, 200);
+        check_exposition(text);
+        age = sample_value(text, key);
+        free(text);
+        cr_assert_leq(age, (double)(h_now_ms() - published) / 1000 + 0.05,
+                      "not older than the message");
+    }
+    h_assert_rc(shmq_close(q), 0);
+    stop_watchdog(&d);
+}
+
 /* ------------------------------------------------------------------ alerts */
 
 struct alert_env {
@@ -665,5 +701,49 @@ Test(metrics, no_lease_alert_fires_once_on_the_standby)
     assert_quiet(&a, &standby, 1, "event=alert alert=no_lease", 1);
     stop_watchdog(&standby);
     unlink(active.log);
+    unlink(a.file);
+}
+
+Test(metrics, age_alert_fires_once)
+{
+    const char *name = h_qname("aage");
+    shmq_t *q = make_queue(name, 16, 5);
+    struct alert_env a;
+    alert_env_init(&a);
+    struct daemon d = start_watchdog(name, "--sample-ms", "20", "--alert-age-ms", "200",
+                                     "--alert-cmd", a.cmd, NULL);
+    assert_log(&d, "event=lease_acquired", 1, "start");
+    h_assert_rc(shmq_publish(q, "old", 3, NULL), 0);
+    int64_t published = h_now_ms();
+    h_sleep_ms(100);
+    char *t = read_file(a.file);
+    cr_assert_str_eq(t, "", "100 ms is not older than 200 ms");
+    free(t);
+    t = alert_lines(&a, 1);
+    int64_t fired = h_now_ms() - published;
+    char want[160];
+    snprintf(want, sizeof want, "age %s ", name);
+    cr_assert(strncmp(t, want, strlen(want)) == 0, "alert command environment: %s", t);
+    unsigned value = 0, threshold = 0;
+    cr_assert_eq(sscanf(t + strlen(want), "%u %u", &value, &threshold), 2);
+    cr_assert(value > 200 && threshold == 200 && value <= fired + 50, "value %u threshold %u",
+              value, threshold);
+    free(t);
+    h_assert_rc(shmq_publish(q, "new", 3, NULL), 0); /* older still, and more: no second alert */
+    assert_quiet(&a, &d, 1, "event=alert alert=age", 1);
+
+    /* acked: nothing waits, the alert clears */
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "drain", &c), 0);
+    shmq_msg_t m;
+    for (int i = 0; i < 2; i++) {
+        h_assert_rc(shmq_receive(c, &m, 1000), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    assert_log(&d, "event=alert_cleared alert=age", 1, "age cleared");
+    assert_quiet(&a, &d, 1, "event=alert alert=age", 1);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    stop_watchdog(&d);
     unlink(a.file);
 }
