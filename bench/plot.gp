@@ -4,6 +4,7 @@
 if (!exists("dir")) dir = "."
 if (!exists("title_suffix")) title_suffix = ""
 
+set termoption noenhanced
 set style data histogram
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
@@ -42,5 +43,5 @@ do for [fmt in "png svg"] {
     set title "Oversubscription: producers/consumers per side on 2 cpus, 64 B - ".title_suffix noenhanced
     set xlabel "processes per side (all unpinned)"
     set ylabel "messages/s (log)"
-    plot for [c=2:7] dir."/oversub.dat" using 1:c with linespoints lw 2 pt 7 title columnhead(c)
+    plot for [c=2:8] dir."/oversub.dat" using 1:c with linespoints lw 2 pt 7 title columnhead(c)
 }
