@@ -645,7 +645,7 @@ Test(bridge, stopped_bridge_is_fenced_then_resumes_without_loss)
     server_start();
     struct setup s;
     setup_routes(&s, "stop", 16384);
-    const uint32_t n = 8000;
+    const uint32_t n = 20000;
     const char *args[] = {"--server", server_url(), "--create-stream",     s.create, "--out", s.out,
                           "--in",     s.in,         "--stats-interval-ms", "500",    NULL};
     pid_t b = bridge_start("stop.log", args);
@@ -653,7 +653,7 @@ Test(bridge, stopped_bridge_is_fenced_then_resumes_without_loss)
               "the bridge did not start; see %s", tmp_path("stop.log"));
     struct tally *t = tally_new(n);
     struct consume_arg ca = {s.qb, t, DELIVERY_WAIT_MS};
-    struct produce_arg pa = {s.qa, n, 10, 5000}; /* ~2k msg/s for ~4 s */
+    struct produce_arg pa = {s.qa, n, 20, 2000}; /* ~10k msg/s: a window in flight */
     pid_t prod = h_fork(produce_child, &pa);
     pid_t cons = h_fork(consume_child, &ca);
 
