@@ -153,7 +153,6 @@ int main(int argc, char **argv)
            capacity, size, (long long)st1.st_size, (long long)st2.st_size, per_slot,
            (double)st1.st_size - per_slot * capacity, (long long)st3.st_blocks * 512,
            (unsigned long long)msgs, sh->prod.rss, sh->prod.anon, sh->prod.file, sh->prod.shmem,
-           sh->prod.hwm, sh->cons.rss, sh->cons.anon, sh->cons.file, sh->cons.shmem,
-           sh->cons.hwm);
+           sh->prod.hwm, sh->cons.rss, sh->cons.anon, sh->cons.file, sh->cons.shmem, sh->cons.hwm);
     return 0;
 }

@@ -87,8 +87,8 @@ int main(int argc, char **argv)
         }
     }
     signal(SIGCHLD, SIG_IGN); /* children are reaped by the kernel: no zombie */
-    struct flag *f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                          -1, 0);
+    struct flag *f =
+        mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     char payload[64] = "recovery";
     for (unsigned r = 0; r < runs && status == 0; r++) {
         for (unsigned i = 0; i < k; i++)

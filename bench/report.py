@@ -15,6 +15,20 @@ import sys
 
 D = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def src_const(path, name, default="?"):
+    """A #define of the library's source, so that the text quotes the code, not a memory of it."""
+    import re
+    try:
+        m = re.search(r"#define\s+" + name + r"\s+\(?([0-9]+)", open(os.path.join(HERE, "..", path)).read())
+        return int(m.group(1)) if m else default
+    except OSError:
+        return default
+
+
+SPIN_TRIES = src_const("src/wait.c", "SPIN_TRIES")
+COOP_MS = src_const("src/consume.c", "COOP_PERIOD_NS")
 meta = json.load(open(os.path.join(D, "meta.json")))
 raw = {}  # tag -> list of (run, obj)
 for line in open(os.path.join(D, "raw.tsv")):
@@ -234,7 +248,8 @@ if meta.get("failed"):
 w("## Summary\n")
 w("Latency: one-way = round trip / 2, median over runs of each run's p50 (p99.9). Ratio = shmq / peer: "
   "**below 1 means shmq is faster**. shmq rows use durability none here (the peers keep no log); "
-  "durability process is in section 1 and 4.\n")
+  "durability process is in section 1 and 4. Blocking: shmq's receive(.., -1) spins before it sleeps (section 1), "
+  "the peers' blocking calls sleep at once, so those rows compare waiting policies as much as transports.\n")
 w("| figure | shmq | peer | peer's | ratio shmq / peer |")
 w("|---|---|---|---|---|")
 out.extend(lat_summary)
@@ -376,7 +391,9 @@ w("Ping-pong between two processes pinned to cpu 0 and 1; every round trip timed
   "(two queues). busy-poll: the waiting side never sleeps (receive(.., 0), MSG_DONTWAIT, O_NONBLOCK, "
   "iox_sub_take_chunk in a loop); blocking: it sleeps in the kernel (shmq: receive(.., -1), which spins briefly "
   "then waits on a futex; iceoryx: a WaitSet). **Blocking rows measure this machine's wake-up of an idle vCPU**, "
-  "not the queue: compare them with the futex floor.\n")
+  "not the queue: compare them with the futex floor. shmq's blocking receive first polls "
+  f"(src/wait.c: up to {SPIN_TRIES} tries) and sleeps only if nothing came, so at a ping-pong's pace it seldom sleeps: its "
+  "blocking row is close to its busy-poll row, where the others pay a wake-up each time.\n")
 w("| peer | mode | size | samples/run | p50 (min / median / max) | p99 | p99.9 | max |")
 w("|---|---|---|---|---|---|---|---|")
 for tag, r in sorted(L.items(), key=lambda kv: (kv[1]["size"], kv[1]["mode"] != "poll", kv[1]["p50_ns"]["median"] if kv[1]["p50_ns"] else 1e18)):
@@ -467,7 +484,8 @@ w("## 5. Recovery\n")
 w("A consumer takes k messages without acking and is SIGKILLed; a second consumer busy-polls receive(.., 0). Time "
   "from just before kill() to the first and to the last redelivery. With shmq-watchdog (`-i 5`, started by "
   "bench/run): it watches every attached process through a pidfd and maintains at once. Without it: the rescuing "
-  "consumer's own receive maintains the queue when no watchdog holds the lease (cooperative, at most every 250 ms).\n")
+  "consumer's own receive maintains the queue when no watchdog holds the lease (cooperative, at most every "
+  f"{COOP_MS} ms: COOP_PERIOD_NS in src/consume.c).\n")
 w("| maintenance | runs | msgs | first back min / median / max | all back (median) |")
 w("|---|---|---|---|---|")
 for k in ("watchdog", "cooperative"):

@@ -297,9 +297,8 @@ static int tput_run(unsigned P, unsigned C, uint64_t msgs, int pin, double cap_s
     return status;
 }
 
-static void tput_print(const char *peer, const char *variant, unsigned P, unsigned C,
-                       unsigned size, int pin, uint64_t msgs, double seconds, uint64_t taken,
-                       int capped)
+static void tput_print(const char *peer, const char *variant, unsigned P, unsigned C, unsigned size,
+                       int pin, uint64_t msgs, double seconds, uint64_t taken, int capped)
 {
     double mps = seconds > 0 ? (double)taken / seconds : 0;
     printf("{\"bench\":\"tput\",\"peer\":\"%s\",\"variant\":\"%s\",\"producers\":%u,"

@@ -99,7 +99,9 @@ int main(int argc, char **argv)
     struct hist *h = lat_run(warm, n, echo, ping, NULL);
     if (!h)
         return 2;
-    lat_print(nlines == 1 ? "hw-1line" : block ? "hw-futex" : "hw-2lines", block ? "block" : "poll",
-              64, NULL, h);
+    lat_print(nlines == 1 ? "hw-1line"
+              : block     ? "hw-futex"
+                          : "hw-2lines",
+              block ? "block" : "poll", 64, NULL, h);
     return 0;
 }

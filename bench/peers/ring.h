@@ -110,8 +110,8 @@ int main(int argc, char **argv)
     double secs;
     uint64_t taken;
     int capped;
-    int rc = tput_run(P, C, msgs, pin, cap, ring_producer, ring_consumer, NULL, &secs, &taken,
-                      &capped);
+    int rc =
+        tput_run(P, C, msgs, pin, cap, ring_producer, ring_consumer, NULL, &secs, &taken, &capped);
     if (rc)
         return rc;
     if (!capped) {

@@ -73,9 +73,8 @@ static int send_one(int which)
         else if (kind == PIPE)
             r = write(which == 0 ? a_fd[1] : b_fd[1], buf, size);
         else
-            r = mq_send(which == 0 ? mq_a : mq_b, (const char *)buf, size, 0) == 0
-                    ? (ssize_t)size
-                    : -1;
+            r = mq_send(which == 0 ? mq_a : mq_b, (const char *)buf, size, 0) == 0 ? (ssize_t)size
+                                                                                   : -1;
         if (r == (ssize_t)size)
             return 0;
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
@@ -93,10 +92,7 @@ static int echo(void *arg)
     return 0;
 }
 
-static int ping(void *arg)
-{
-    return send_one(0) || recv_one(0) ? -1 : 0;
-}
+static int ping(void *arg) { return send_one(0) || recv_one(0) ? -1 : 0; }
 
 static int set_nonblock(int fd)
 {
@@ -230,8 +226,8 @@ int main(int argc, char **argv)
     uint64_t msgs = n ? n : 1000000, taken;
     double secs;
     int capped;
-    int rc = tput_run(P, C, msgs, pin, cap, tput_producer, tput_consumer, NULL, &secs, &taken,
-                      &capped);
+    int rc =
+        tput_run(P, C, msgs, pin, cap, tput_producer, tput_consumer, NULL, &secs, &taken, &capped);
     if (rc)
         return rc;
     tput_print("af_unix", "seqpacket", P, C, size, pin, msgs, secs, taken, capped);
