@@ -61,8 +61,12 @@ static const char *const slot_state_names[] = {"FREE",    "RESERVED", "READY", "
 static const char *const proc_state_names[] = {"FREE", "CLAIMED", "ACTIVE", "FENCED"};
 #define N_PROC_STATES (sizeof(proc_state_names) / sizeof(proc_state_names[0]))
 
-static const char *const counter_names[CNT__COUNT] = {
-    "published", "delivered", "acked", "nacked", "redelivered", "dead_lettered", "reclaimed"};
+static const char *const counter_names[] = {"published",   "delivered",     "acked",
+                                            "nacked",      "redelivered",   "dead_lettered",
+                                            "reclaimed",   "dedup_hits"};
+/* one name per enum counter (layout.h): a counter added there must be named here */
+_Static_assert(sizeof(counter_names) / sizeof(counter_names[0]) == CNT__COUNT,
+               "counter_names matches enum counter");
 
 void cmd_dump_help(FILE *out)
 {

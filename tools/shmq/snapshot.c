@@ -26,8 +26,12 @@
 #include "ring.h"
 #include "slot.h"
 
-const char *const snapshot_counter_names[CNT__COUNT] = {
-    "published", "delivered", "acked", "nacked", "redelivered", "dead_lettered", "reclaimed"};
+const char *const snapshot_counter_names[] = {
+    "published", "delivered", "acked", "nacked", "redelivered", "dead_lettered", "reclaimed",
+    "dedup_hits"};
+/* one name per enum counter (layout.h): a counter added there must be named here */
+_Static_assert(sizeof(snapshot_counter_names) / sizeof(snapshot_counter_names[0]) == CNT__COUNT,
+               "snapshot_counter_names matches enum counter");
 
 static uint64_t mono_ns(void)
 {

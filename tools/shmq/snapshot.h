@@ -84,7 +84,7 @@ const char *snapshot_watchdog(const struct snapshot *s, char *buf, size_t size);
 const char *snapshot_durability(const struct snapshot *s);
 
 /* Names of the counters, in enum counter order. */
-extern const char *const snapshot_counter_names[CNT__COUNT];
+extern const char *const snapshot_counter_names[]; /* CNT__COUNT of them */
 
 /* stat.c: render a snapshot (and, with before != NULL, rates per second since before) through
  * an emitter; `stat` prints it once, `top` in place. */
