@@ -82,6 +82,14 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
                                                      memory_order_relaxed))
             continue;
         CRASH_POINT(receive_after_claim);
+        if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
+            uint64_t ready = sw_next(mine, SLOT_READY, NO_OWNER);
+            if (atomic_compare_exchange_strong_explicit(&sl->state, &mine, ready,
+                                                        memory_order_release,
+                                                        memory_order_relaxed))
+                queue_enqueue_slot(q, idx, ready);
+            return -ESTALE;
+        }
         uint32_t attempt = sl->attempt + 1;
         sl->attempt = attempt;
         uint64_t due = queue_now_ms(q) + q->seg.layout.ack_deadline_ms;
@@ -116,6 +124,8 @@ struct recv_ctx {
 static int try_receive(void *arg)
 {
     struct recv_ctx *ctx = arg;
+    if (fenced(ctx->c)) /* declared dead while it slept: its entry is not its own any more */
+        return -ESTALE;
     registry_heartbeat(c_self(ctx->c));
     int r = claim_ready_slot(ctx->c, ctx->msg);
     if (r == -EAGAIN)

@@ -78,10 +78,18 @@ static struct dedup_bucket *bucket_at(void *base, const struct seg_layout *l, ui
     return (struct dedup_bucket *)((char *)base + l->dedup_off) + (i & (l->dedup_buckets - 1));
 }
 
-static bool owner_active(const shmq_t *q, uint32_t owner)
+/* Is the claim of bucket b still its claimer's? The claimer's registry word is recorded at claim
+ * time: a claimer that died or was fenced changed it (a newcomer on the same entry too). */
+static bool claim_alive(const shmq_t *q, const struct dedup_bucket *b, uint64_t w)
 {
-    struct proc_entry *e = segment_proc(&q->seg, owner);
-    return e && pw_state(atomic_load_explicit(&e->word, memory_order_acquire)) == PROC_ACTIVE;
+    struct proc_entry *e = segment_proc(&q->seg, bw_owner(w));
+    uint64_t claimer = atomic_load_explicit(&b->claimer, memory_order_acquire);
+    if (!e)
+        return false;
+    uint64_t now = atomic_load_explicit(&e->word, memory_order_acquire);
+    if (claimer == 0) /* claimed a moment ago, recorded next: alive if its entry is */
+        return pw_state(now) == PROC_ACTIVE;
+    return now == claimer;
 }
 
 /* What the set says about our key. */
@@ -99,10 +107,15 @@ static enum verdict look(shmq_t *q, uint64_t set, const struct fingerprint *fp, 
         uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
         if (bw_state(w) == B_EMPTY || bw_fp(w) != fp->hi)
             continue;
+        if (bw_state(w) == B_CLAIMED) {
+            if (claim_alive(q, b, w))
+                return V_IN_PROGRESS; /* never expired: a live claim is a publish under way */
+            continue;
+        }
         uint64_t t = atomic_load_explicit(&b->time_ms, memory_order_relaxed);
         if (now > t && now - t > l->dedup_window_ms)
             continue; /* expired */
-        if (bw_state(w) == B_COMMITTED) {
+        {
             if (atomic_load_explicit(&b->fp_lo, memory_order_relaxed) != fp->lo)
                 continue;
             *id = atomic_load_explicit(&b->id, memory_order_relaxed);
@@ -111,8 +124,6 @@ static enum verdict look(shmq_t *q, uint64_t set, const struct fingerprint *fp, 
                 return V_DUPLICATE;
             continue;
         }
-        if (owner_active(q, bw_owner(w)))
-            return V_IN_PROGRESS;
     }
     return V_NONE;
 }
@@ -127,13 +138,14 @@ static int claim_bucket(shmq_t *q, uint64_t set, const struct fingerprint *fp, u
         struct dedup_bucket *b = bucket_at(q->seg.base, l, set + i);
         uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
         uint64_t t = atomic_load_explicit(&b->time_ms, memory_order_relaxed);
-        bool expired = now > t && now - t > l->dedup_window_ms;
+        uint64_t bid = atomic_load_explicit(&b->id, memory_order_relaxed);
+        bool expired = bw_state(w) == B_COMMITTED && now > t && now - t > l->dedup_window_ms;
         if (bw_state(w) == B_EMPTY || expired ||
-            (bw_state(w) == B_CLAIMED && !owner_active(q, bw_owner(w)))) {
+            (bw_state(w) == B_CLAIMED && !claim_alive(q, b, w))) {
             victim = set + i;
             victim_w = w;
-        } else if (bw_state(w) == B_COMMITTED && t < oldest) {
-            oldest = t; /* a full set forgets its oldest key */
+        } else if (bw_state(w) == B_COMMITTED && bid < oldest) {
+            oldest = bid; /* a full set forgets its oldest key (ids grow with time) */
             victim_w = w;
             *bi = set + i;
         }
@@ -148,9 +160,11 @@ static int claim_bucket(shmq_t *q, uint64_t set, const struct fingerprint *fp, u
     /* seq_cst: claim before looking at the set again (the race rule in the file comment) */
     if (!atomic_compare_exchange_strong(&b->word, &victim_w, mine))
         return -EAGAIN;
+    /* release: whoever sees our claimer word sees the claim it belongs to */
+    atomic_store_explicit(&b->claimer, q->self_word, memory_order_release);
     atomic_store_explicit(&b->time_ms, now, memory_order_relaxed);
     atomic_store_explicit(&b->fp_lo, fp->lo, memory_order_relaxed);
-    atomic_store_explicit(&b->id, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->id, UINT64_MAX, memory_order_relaxed); /* not evictable yet */
     atomic_store_explicit(&b->token, 0, memory_order_relaxed);
     *bi = victim;
     *bw = mine;
@@ -160,7 +174,8 @@ static int claim_bucket(shmq_t *q, uint64_t set, const struct fingerprint *fp, u
 static void release_bucket(shmq_t *q, uint64_t bi, uint64_t bw)
 {
     struct dedup_bucket *b = bucket_at(q->seg.base, &q->seg.layout, bi);
-    atomic_compare_exchange_strong(&b->word, &bw, bw_make(B_EMPTY, 0, bw_gen(bw) + 1, 0));
+    if (atomic_compare_exchange_strong(&b->word, &bw, bw_make(B_EMPTY, 0, bw_gen(bw) + 1, 0)))
+        atomic_store_explicit(&b->claimer, 0, memory_order_relaxed);
 }
 
 int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
@@ -204,6 +219,8 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
 int dedup_commit(shmq_t *q, uint64_t bi, uint64_t bw, uint64_t msg_id, uint64_t token)
 {
     struct dedup_bucket *b = bucket_at(q->seg.base, &q->seg.layout, bi);
+    if (atomic_load_explicit(&b->word, memory_order_acquire) != bw)
+        return -ESTALE; /* taken over (we were taken for dead): write nothing into it */
     atomic_store_explicit(&b->id, msg_id, memory_order_relaxed);
     atomic_store_explicit(&b->token, token, memory_order_relaxed);
     atomic_store_explicit(&b->time_ms, queue_now_ms(q), memory_order_relaxed);
@@ -222,7 +239,8 @@ void dedup_abandon(shmq_t *q, uint64_t bi, uint64_t bw)
     release_bucket(q, bi, bw);
 }
 
-bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w)
+bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w,
+                               bool owner_dead)
 {
     uint32_t hint = atomic_load_explicit(&sl->dedup, memory_order_relaxed);
     const struct seg_layout *l = &q->seg.layout;
@@ -235,7 +253,7 @@ bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, ui
         return false;
     if (bw_state(bw) == B_COMMITTED)
         return true;
-    if (bw_state(bw) == B_CLAIMED && bw_owner(bw) == sw_owner(w))
+    if (owner_dead && bw_state(bw) == B_CLAIMED && bw_owner(bw) == sw_owner(w))
         release_bucket(q, hint - 1, bw); /* died before deciding: forget the claim */
     return false;
 }
@@ -253,14 +271,14 @@ void dedup_insert_committed(void *base_, const void *key, uint32_t key_len, uint
     for (uint32_t i = 0; i < DEDUP_WAYS; i++) {
         struct dedup_bucket *b = bucket_at(s->base, l, set + i);
         uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
-        uint64_t t = atomic_load_explicit(&b->time_ms, memory_order_relaxed);
         if (bw_state(w) == B_EMPTY ||
             (bw_fp(w) == fp.hi && atomic_load_explicit(&b->fp_lo, memory_order_relaxed) == fp.lo)) {
             pick = set + i;
             break;
         }
-        if (t < oldest) {
-            oldest = t;
+        uint64_t bid = atomic_load_explicit(&b->id, memory_order_relaxed);
+        if (bid < oldest) {
+            oldest = bid;
             pick = set + i;
         }
     }
@@ -270,6 +288,7 @@ void dedup_insert_committed(void *base_, const void *key, uint32_t key_len, uint
     atomic_store_explicit(&b->id, id, memory_order_relaxed);
     atomic_store_explicit(&b->time_ms, now_ms, memory_order_relaxed);
     atomic_store_explicit(&b->token, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->claimer, 0, memory_order_relaxed);
     atomic_store_explicit(&b->word, bw_make(B_COMMITTED, 0, bw_gen(w) + 1, fp.hi),
                           memory_order_relaxed);
 }

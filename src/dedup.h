@@ -18,17 +18,19 @@ struct dedup_bucket {
     _Atomic uint64_t id;      /* the message's id */
     _Atomic uint64_t time_ms; /* queue ms when claimed, then when committed */
     _Atomic uint64_t token;   /* the slot and RESERVED word of the publish (slot.h token) */
-    uint64_t reserved[3];
+    _Atomic uint64_t claimer; /* the claimer's registry word when it claimed (0: not yet known) */
+    uint64_t reserved[2];
 };
 _Static_assert(sizeof(struct dedup_bucket) == DEDUP_BUCKET_SIZE, "one cache line per bucket");
 
 struct shmq;
 struct slot;
 
-/* A keyed publish whose slot is RESERVED by a dead owner: should maintenance commit it (its
- * bucket says COMMITTED: the publisher decided), rather than free it? Clears an abandoned
- * CLAIMED bucket on the way. */
-bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w);
+/* A RESERVED slot: is it a keyed publish that was decided (its bucket COMMITTED and naming this
+ * reservation)? Then maintenance commits it, whether its publisher lives or not: after D1 the
+ * publisher writes nothing into the slot. owner_dead: also forget an undecided claim. */
+bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w,
+                               bool owner_dead);
 
 /* For publish.c: record the message of a claimed bucket and decide it (D1); -ESTALE if the
  * claim was taken over. dedup_abandon gives a claim back undecided. */

@@ -91,12 +91,13 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
     l->ready_ring_off = off += l->ring_size;
     l->dead_ring_off = off += l->ring_size;
     off += l->ring_size;
-    /* the dedup window: twice the keys it remembers, in sets of DEDUP_WAYS buckets */
+    /* the dedup window: four buckets per key it remembers, in sets of DEDUP_WAYS buckets (a set
+     * then overflows, forgetting a key early, for about 1 key in 250) */
     l->dedup_window_count = cfg->dedup_window_count;
     l->dedup_window_ms = cfg->dedup_window_count ? cfg->dedup_window_ms : 0;
     if (cfg->dedup_window_count) {
         uint32_t buckets = DEDUP_WAYS;
-        while (buckets < 2ull * cfg->dedup_window_count)
+        while (buckets < 4ull * cfg->dedup_window_count)
             buckets <<= 1;
         l->dedup_buckets = buckets;
         l->dedup_off = off = align_up(off, 4096);

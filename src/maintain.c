@@ -114,7 +114,9 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
         none != owner + 1)
         return false;
     uint32_t attempt = sl->attempt;
-    uint64_t id = sl->id;
+    uint64_t id = sl->id, due;
+    if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due))
+        sl->attempt = ++attempt; /* its receiver died before counting the delivery: count it */
     bool dead = attempt >= p->q->seg.layout.max_attempts;
     if (dead)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
@@ -233,17 +235,23 @@ static void repair_slot(struct pass *p, uint32_t idx)
                 p->rep->deadline_expired++;
         }
         break;
-    case SLOT_RESERVED:
-        if (owner < s->layout.max_procs && !p->dead[owner])
-            break;
-        if (dedup_should_roll_forward(p->q, idx, sl, w)) {
-            /* a keyed publish decided (D1) before its publisher died: finish it */
+    case SLOT_RESERVED: {
+        bool gone = owner >= s->layout.max_procs || p->dead[owner];
+        if (dedup_should_roll_forward(p->q, idx, sl, w, gone)) {
+            /* a keyed publish was decided (D1): finish it, even for a stalled publisher */
             if (move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
                 count(q_self(p->q), CNT_PUBLISHED);
-        } else if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
-            p->rep->reservations_freed++;
+        } else if (gone) {
+            uint64_t id = sl->id; /* may be stale: an extra ACK of a done id is harmless */
+            bool logged = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed) != 0;
+            if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
+                p->rep->reservations_freed++;
+                if (logged) /* its PUBLISH record may be in the log: resolve it */
+                    queue_log(p->q, WAL_ACK, id, 0);
+            }
         }
         break;
+    }
     case SLOT_DELAYED:
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
             p->now_ms >= due) {

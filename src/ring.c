@@ -211,7 +211,9 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
     struct ring_shm *q = r->shm;
     if (atomic_load(&q->threshold) < 0 && !stranded_entry(r))
         return -EAGAIN;
-    for (;;) {
+    /* In correct use the shared threshold ends the loop within 3n rounds; a corrupted one
+     * (shm is input) must not make us spin: the same bound, kept locally. */
+    for (int64_t round = 0; round <= r->threshold_max; round++) {
         uint64_t h = atomic_fetch_add(&q->head, 1);
         uint64_t cycle = h >> r->order;
         _Atomic uint64_t *cell = &q->cells[cell_pos(r, h)];
@@ -247,6 +249,7 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
         if (atomic_fetch_sub(&q->threshold, 1) <= 0)
             return -EAGAIN;
     }
+    return -EAGAIN;
 }
 
 uint64_t ring_head(const struct ring *r) { return atomic_load(&r->shm->head); }
