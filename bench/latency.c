@@ -164,7 +164,9 @@ int main(int argc, char **argv)
     if (h) {
         char extra[64];
         snprintf(extra, sizeof extra, "\"durability\":\"%s\"", durability_names[durability]);
-        lat_print("shmq", block ? "block" : "poll", size, extra, h);
+        char peer[32];
+        snprintf(peer, sizeof peer, "shmq-%s", durability_names[durability]);
+        lat_print(peer, block ? "block" : "poll", size, extra, h);
         status = 0;
     }
     if (pinger.in)

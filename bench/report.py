@@ -404,6 +404,8 @@ for tag, r in sorted(L.items(), key=lambda kv: (kv[1]["size"], kv[1]["mode"] != 
     w(f"| {pn(r['peer'])} | {r['mode']} | {r['size']} B | {r['samples']} | {ns(p['min'])} / **{ns(p['median'])}** / {ns(p['max'])} "
       f"| {ns(r['p99_ns']['median'])} | {ns(r['p999_ns']['median'])} | {ns(r['max_ns']['median'])} |")
 w("\n![latency](latency.png)\n")
+w("Percentiles of one run (the last of each case), 64 B busy-poll, from the histograms:\n")
+w("![latency percentiles](latency-percentiles.png)\n")
 
 w("## 2. Throughput\n")
 w("Fixed message counts, from the start barrier until every message was taken (bench/tput for shmq: also checks "
@@ -584,8 +586,43 @@ rows = []
 for x, s in ((1, "1u"), (2, "2"), (4, "4")):
     rows.append([x] + [tp(p, s, 8 if "ring" in p else 64) or "NaN" for p in ("shmq-none", "shmq-block", "shmq-process", "iceoryx", "af_unix", "ck_ring-mpmc", "rte_ring-mpmc")])
 dat("oversub.dat", "procs shmq-none shmq-block shmq-process iceoryx af_unix ck_ring-mpmc rte_ring-mpmc", rows)
+# Percentile plot from the last run's histograms (bench/run's $BENCH_HIST_DIR, argv[2]).
+HIST_SERIES = [("hw-2lines", "hw-2lines-poll-64"), ("shmq-none", "shmq-none-poll-64"),
+               ("shmq-process", "shmq-process-poll-64"), ("iceoryx", "iceoryx-poll-64"),
+               ("af_unix", "af_unix-poll-64"), ("pipe", "pipe-poll-64"), ("posix_mq", "posix_mq-poll-64")]
+have_pct = False
+if len(sys.argv) > 2 and os.path.isdir(sys.argv[2]):
+    series = []
+    for name, fn in HIST_SERIES:
+        path = os.path.join(sys.argv[2], fn + ".hist")
+        if not os.path.exists(path):
+            continue
+        buckets = [tuple(int(x) for x in l.split()) for l in open(path) if l.strip()]
+        series.append((name, buckets, sum(c for _, c in buckets)))
+    if series:
+        xs = [10 ** (k / 10) for k in range(0, 61)]  # 1 / (1 - p): p = 0 .. 99.9999 %
+        rows = []
+        for x in xs:
+            row = [f"{x:.4f}"]
+            for _, buckets, n in series:
+                want = (1 - 1 / x) * n
+                if x > n:
+                    row.append("NaN")
+                    continue
+                acc, v = 0, buckets[-1][0]
+                for val, c in buckets:
+                    acc += c
+                    if acc >= want:
+                        v = val
+                        break
+                row.append(v)
+            rows.append(row)
+        dat("percentiles.dat", "x " + " ".join(n for n, _, _ in series), rows)
+        have_pct = True
+        results["percentile_plot_series"] = [n for n, _, _ in series]
+        json.dump(results, open(os.path.join(D, "results.json"), "w"), indent=1, sort_keys=True)
 if subprocess.call(["which", "gnuplot"], stdout=subprocess.DEVNULL) == 0:
-    rc = subprocess.call(["gnuplot", "-e", f"dir='{D}'; title_suffix='{meta['started'][:10]}, {meta['ncpu']} cpu'",
+    rc = subprocess.call(["gnuplot", "-e", f"dir='{D}'; have_pct={int(have_pct)}; nseries={len(results.get('percentile_plot_series', []))}; title_suffix='{meta['started'][:10]}, {meta['ncpu']} cpu'",
                           os.path.join(HERE, "plot.gp")])
     if rc:
         print("report.py: gnuplot failed", file=sys.stderr)

@@ -159,6 +159,20 @@ static void lat_print(const char *peer, const char *mode, unsigned size, const c
            (unsigned long long)h->max, h->n ? (double)h->sum / (double)h->n : 0.0, ns_per_tick,
            extra && *extra ? "," : "", extra ? extra : "");
     fflush(stdout);
+    /* $BENCH_HIST_DIR set: also the histogram, "lower_bound_ns count" per non-empty bucket, in
+     * DIR/PEER-MODE-SIZE.hist (bench/run draws the percentile plot from it). */
+    const char *dir = getenv("BENCH_HIST_DIR");
+    if (dir && *dir) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s-%s-%u.hist", dir, peer, mode, size);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            for (unsigned i = 0; i < HIST_BUCKETS; i++)
+                if (h->b[i])
+                    fprintf(f, "%llu %u\n", (unsigned long long)hist_value(i), h->b[i]);
+            fclose(f);
+        }
+    }
 }
 
 /* Spin with pause, then yield: the waiting policy of every busy-polling loop in the suite. */
