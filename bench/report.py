@@ -167,7 +167,8 @@ PEER_NAMES = {"hw-1line": "cache-line floor, 1 line", "hw-2lines": "cache-line f
               "ck_ring-spsc": "ck_ring SPSC (bare index)", "rte_ring-mpmc": "rte_ring MP/MC (bare index)",
               "rte_ring-spsc": "rte_ring SP/SC (bare index)", "shmq-none": "shmq, durability none",
               "shmq-process": "shmq, durability process", "shmq-sync": "shmq, durability sync",
-              "shmq-block": "shmq, none, blocking waits"}
+              "shmq-block": "shmq, none, blocking waits",
+              "baseline-memcpy": "baseline: memcpy 64 B in, pointer out"}
 
 
 def pn(p):
