@@ -226,6 +226,54 @@ static bool lost(const shmq_proc_info_t *e, const shmq_proc_info_t *after, size_
            !still_live(after, na, e);
 }
 
+/* The lost entries of process b->pid (from index i on): their roles, count, consumer name,
+ * and whether its consumer entry is FENCED after the pass. */
+struct lost_proc {
+    uint32_t roles, entries;
+    bool fenced;
+    const char *name;
+};
+
+static struct lost_proc lost_entries(const struct watch *w, size_t i, size_t nb,
+                                     const shmq_proc_info_t *after, size_t na)
+{
+    struct lost_proc lp = {.name = ""};
+    for (size_t j = i; j < nb; j++) {
+        const shmq_proc_info_t *e = &w->procs[j];
+        if (e->pid != w->procs[i].pid || !lost(e, after, na))
+            continue;
+        lp.roles |= e->role;
+        lp.entries++;
+        lp.fenced = lp.fenced || (e->role & SHMQ_ROLE_CONSUMER && fenced_in(after, na, e));
+        if (!lp.name[0] && e->name[0])
+            lp.name = e->name;
+    }
+    return lp;
+}
+
+/* Is w->procs[i] the first lost entry of its process? */
+static bool first_lost(const struct watch *w, size_t i, const shmq_proc_info_t *after, size_t na)
+{
+    if (!lost(&w->procs[i], after, na))
+        return false;
+    for (size_t j = 0; j < i; j++)
+        if (w->procs[j].pid == w->procs[i].pid && lost(&w->procs[j], after, na))
+            return false;
+    return true;
+}
+
+static void log_died(struct watch *w, const shmq_proc_info_t *b, const struct lost_proc *lp,
+                     const shmq_maint_report_t *r)
+{
+    char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
+    wd_quote(lp->name[0] ? lp->name : "-", qname, sizeof qname);
+    wd_log(WD_INFO, w->name, lp->roles & SHMQ_ROLE_CONSUMER ? "consumer_died" : "client_died",
+           "pid=%d name=%s entries=%u reclaimed=%u", (int)b->pid, qname, lp->entries,
+           r->reclaimed);
+    if (lp->roles & SHMQ_ROLE_CONSUMER)
+        w->consumer_deaths++; /* for the consumer_died alert (watch_sample) */
+}
+
 /*
  * After a pass that fenced someone: name each process whose entries were live before and are
  * fenced or gone after, once per pid. consumer_died / client_died: it had exited before the
@@ -233,44 +281,44 @@ static bool lost(const shmq_proc_info_t *e, const shmq_proc_info_t *after, size_
  * itself provoked, so it is not named). consumer_hung: its consumer entry is FENCED and the
  * process lives. A hung consumer whose entry was fenced and freed within the same pass (it
  * held nothing) is counted by the procs_hung line only.
+ *
+ * A process that dies between note_exited() and the library's own liveness check in the pass
+ * is counted by the pass (procs_dead) but was alive for note_exited(). When the pass counted
+ * more dead entries than were named, the lost entries of processes that have exited by now
+ * are named too, but only if they account for exactly the missing count: otherwise one of
+ * them may be a clean detach, and none is named.
  */
 static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after, size_t na,
                        const shmq_maint_report_t *r)
 {
+    uint32_t named_entries = 0, late_entries = 0;
     for (size_t i = 0; i < nb; i++) {
         const shmq_proc_info_t *b = &w->procs[i];
-        if (!lost(b, after, na))
+        if (!first_lost(w, i, after, na))
             continue;
-        bool named = false; /* by an earlier entry of the same process */
-        for (size_t j = 0; j < i && !named; j++)
-            named = w->procs[j].pid == b->pid && lost(&w->procs[j], after, na);
-        if (named)
-            continue;
-        uint32_t roles = 0, entries = 0;
-        bool fenced = false;
-        const char *name = "";
-        for (size_t j = i; j < nb; j++) {
-            const shmq_proc_info_t *e = &w->procs[j];
-            if (e->pid != b->pid || !lost(e, after, na))
-                continue;
-            roles |= e->role;
-            entries++;
-            fenced = fenced || (e->role & SHMQ_ROLE_CONSUMER && fenced_in(after, na, e));
-            if (!name[0] && e->name[0])
-                name = e->name;
-        }
-        char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
-        wd_quote(name[0] ? name : "-", qname, sizeof qname);
+        struct lost_proc lp = lost_entries(w, i, nb, after, na);
         if (w->exited[i]) {
-            wd_log(WD_INFO, w->name, roles & SHMQ_ROLE_CONSUMER ? "consumer_died" : "client_died",
-                   "pid=%d name=%s entries=%u reclaimed=%u", (int)b->pid, qname, entries,
-                   r->reclaimed);
-            if (roles & SHMQ_ROLE_CONSUMER)
-                w->consumer_deaths++; /* for the consumer_died alert (watch_sample) */
-        } else if (fenced && r->procs_hung && !pid_exited(b->pid))
+            log_died(w, b, &lp, r);
+            named_entries += lp.entries;
+        } else if (lp.fenced && r->procs_hung && !pid_exited(b->pid)) {
+            char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
+            wd_quote(lp.name[0] ? lp.name : "-", qname, sizeof qname);
             wd_log(WD_WARN, w->name, "consumer_hung",
                    "pid=%d name=%s heartbeat_age_ms=%llu reclaimed=%u", (int)b->pid, qname,
                    (unsigned long long)b->heartbeat_age_ms, r->reclaimed);
+        } else if (pid_exited(b->pid)) {
+            w->exited[i] = 2; /* a candidate: exited during the pass */
+            late_entries += lp.entries;
+        }
+    }
+    if (late_entries == 0 || r->procs_dead <= named_entries ||
+        late_entries != r->procs_dead - named_entries)
+        return;
+    for (size_t i = 0; i < nb; i++) {
+        if (w->exited[i] != 2 || !first_lost(w, i, after, na))
+            continue;
+        struct lost_proc lp = lost_entries(w, i, nb, after, na);
+        log_died(w, &w->procs[i], &lp, r);
     }
 }
 
