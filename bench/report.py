@@ -410,8 +410,9 @@ w("![latency percentiles](latency-percentiles.png)\n")
 
 w("## 2. Throughput\n")
 w("Fixed message counts, from the start barrier until every message was taken (bench/tput for shmq: also checks "
-  "that what was acked is exactly what was published). 1P/1C pinned to cpu 0 and 1; 2/2 and 4/4 unpinned. "
-  "Busy-poll with pause, then sched_yield after 64 empty tries. iceoryx runs P publisher/subscriber pairs, one topic "
+  "that what was acked is exactly what was published). 1P/1C pinned to cpu 0 and 1, and unpinned (the scheduler may "
+  "then run both on one cpu, which favours designs that move many cache lines per message); 2/2 and 4/4 unpinned. "
+  "Busy-poll with pause, then sched_yield after 64 empty tries (AF_UNIX: blocking send and recv). iceoryx runs P publisher/subscriber pairs, one topic "
   "each (publish/subscribe delivers every sample to every subscriber, so a shared topic is no work queue); "
   "AF_UNIX is one SOCK_SEQPACKET socketpair shared by all producers and consumers; the rings pass an 8-byte index "
   "(the upper bound for index passing, no payload, no acknowledgement). A run that exceeds the time cap is stopped "
