@@ -77,7 +77,7 @@ static void fence_dead_procs(struct pass *p)
             }
         }
         p->fenced[i] = st == PROC_FENCED || st == PROC_FREE;
-        p->words[i] = atomic_load_explicit(&e->word, memory_order_acquire);
+        p->words[i] = st == PROC_FENCED && pw_state(w) != PROC_FENCED ? pw_next(w, PROC_FENCED) : w;
         uint32_t one = 1;
         if (st == PROC_FENCED && p->dead[i] &&
             atomic_compare_exchange_strong(&e->sleeping, &one, 0)) /* once per sleeper */

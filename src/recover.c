@@ -89,7 +89,7 @@ static int by_seq(const void *a, const void *b)
 }
 
 /* Map every wal.N file of dir that has a valid header. */
-static int load_files(const char *dir, struct logfile **out, size_t *n,
+static int load_files(const char *dir, struct logfile **out, size_t *n, uint64_t *max_seq,
                       shmq_recovery_report_t *rep)
 {
     DIR *d = opendir(dir);
@@ -105,6 +105,8 @@ static int load_files(const char *dir, struct logfile **out, size_t *n,
         uint64_t seq = strtoull(e->d_name + 4, &end, 10);
         if (*end)
             continue;
+        if (seq > *max_seq) /* valid or not: the log must go on after every name in use */
+            *max_seq = seq;
         int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
@@ -136,7 +138,8 @@ static int load_files(const char *dir, struct logfile **out, size_t *n,
         (*out)[(*n)++] = (struct logfile){seq, base, (size_t)st.st_size, h};
     }
     closedir(d);
-    qsort(*out, *n, sizeof(**out), by_seq);
+    if (*n)
+        qsort(*out, *n, sizeof(**out), by_seq);
     return 0;
 }
 
@@ -189,7 +192,8 @@ static int populate(struct segment *s, void *arg)
 /* Decide each id's fate from its records (sorted by id, then log order). */
 static int decide(struct scan_ctx *c, struct rebuild *rb, shmq_recovery_report_t *rep)
 {
-    qsort(c->v, c->n, sizeof(*c->v), by_id_order);
+    if (c->n)
+        qsort(c->v, c->n, sizeof(*c->v), by_id_order);
     rb->live = malloc((c->n ? c->n : 1) * sizeof(*rb->live));
     rb->attempts = malloc((c->n ? c->n : 1) * sizeof(*rb->attempts));
     if (!rb->live || !rb->attempts)
@@ -251,7 +255,8 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     size_t nfiles = 0;
     struct scan_ctx c = {0};
     struct rebuild rb = {0};
-    if ((err = load_files(dir, &files, &nfiles, rep)) != 0)
+    uint64_t max_seq = 0;
+    if ((err = load_files(dir, &files, &nfiles, &max_seq, rep)) != 0)
         goto out;
     if (nfiles == 0) {
         err = rep->corrupt_regions ? -EBADMSG : -ENOENT;
@@ -293,8 +298,7 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
         shmq_unlink_segment(name); /* a corrupt one, if any: we hold the recovery lock */
         uint64_t usable = (uint64_t)cfg.wal_file_size - WAL_HEADER_SIZE;
         struct segment seg;
-        err = segment_create_with(name, &cfg, (files[nfiles - 1].seq + 1) * usable, populate, &rb,
-                                  &seg);
+        err = segment_create_with(name, &cfg, (max_seq + 1) * usable, populate, &rb, &seg);
         if (err == 0)
             segment_close(&seg);
     }

@@ -54,15 +54,18 @@ uint64_t proc_start_time(int pid)
     return start;
 }
 
+bool pid_gone(int pid)
+{
+    if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH))
+        return true;
+    char st = proc_run_state(pid);
+    return st == 'Z' || st == 'X'; /* killed, not yet reaped by its parent: dead all the same */
+}
+
 bool registry_pid_dead(const struct proc_entry *e)
 {
     int pid = e->pid;
-    if (pid <= 0)
-        return true;
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return true;
-    char st = proc_run_state(pid);
-    if (st == 'Z' || st == 'X') /* killed, not yet reaped by its parent: dead all the same */
+    if (pid_gone(pid))
         return true;
     uint64_t start = proc_start_time(pid);
     return start != 0 && start != e->start_time;

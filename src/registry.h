@@ -37,6 +37,9 @@ uint64_t proc_start_time(int pid);
 /* The state letter of /proc/PID/stat (R, S, D, T, t, Z...), or 0 if there is no such process. */
 char proc_run_state(int pid);
 
+/* True if pid names no process, or a zombie. */
+bool pid_gone(int pid);
+
 /* True if the process recorded in e is gone or its pid was reused. */
 bool registry_pid_dead(const struct proc_entry *e);
 

@@ -38,6 +38,7 @@
 #include <urcu/futex.h>
 
 #include "crc32c.h"
+#include "registry.h"
 
 #define WAL_CACHE 8
 
@@ -55,7 +56,8 @@ struct wal {
     uint64_t file_size, usable;
     pthread_mutex_t lock;                 /* the miss path: mapping, evicting */
     _Atomic(struct walmap *) cache[WAL_CACHE];
-    struct walmap *all;
+    struct walmap *all;     /* mapped */
+    struct walmap *retired; /* unmapped, kept for a late writer's users counter */
 };
 
 uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload)
@@ -209,6 +211,36 @@ static void put_map(struct walmap *m)
     atomic_fetch_sub(&m->users, 1); /* seq_cst: pairs with the evictor's check */
 }
 
+/*
+ * Under w->lock: unmap every mapping that is no longer cached (evicted, or dropped as deleted)
+ * and that no thread of ours is writing into. The evictor removed it from the cache first
+ * (seq_cst) and reads users after; a writer increments users (seq_cst) and re-checks the cache
+ * after: one of the two sees the other (get_map). The small struct stays allocated (on
+ * w->retired) because a writer may still touch its users counter; only the mapping and the file
+ * go, so deleted files do not stay open.
+ */
+static void sweep_maps(struct wal *w)
+{
+    uint64_t oldest = atomic_load(&w->seg->hdr->wal_oldest_seq);
+    for (int i = 0; i < WAL_CACHE; i++) { /* deleted files leave the cache */
+        struct walmap *m = atomic_load(&w->cache[i]);
+        if (m && m->seq < oldest)
+            atomic_compare_exchange_strong(&w->cache[i], &m, NULL);
+    }
+    for (struct walmap **pp = &w->all, *m; (m = *pp);) {
+        if (atomic_load(&w->cache[m->seq % WAL_CACHE]) == m || atomic_load(&m->users) != 0) {
+            pp = &m->next;
+            continue;
+        }
+        munmap(m->base, w->file_size);
+        close(m->fd);
+        m->base = NULL;
+        *pp = m->next;
+        m->next = w->retired;
+        w->retired = m;
+    }
+}
+
 /* Pin the mapping of file seq, mapping it on a miss (system calls, under w->lock). */
 static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
 {
@@ -235,10 +267,11 @@ static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
             w->all = m;
         }
         if (!err)
-            atomic_store(c, m); /* the old one stays mapped (w->all) until wal_close */
+            atomic_store(c, m); /* seq_cst: the one it replaces is unmapped by sweep_maps */
     }
     if (!err)
         atomic_fetch_add(&m->users, 1);
+    sweep_maps(w);
     pthread_mutex_unlock(&w->lock);
     *out = m;
     return err;
@@ -271,6 +304,10 @@ void wal_close(struct wal *w)
         next = m->next;
         munmap(m->base, w->file_size);
         close(m->fd);
+        free(m);
+    }
+    for (struct walmap *m = w->retired, *next; m; m = next) {
+        next = m->next;
         free(m);
     }
     pthread_mutex_destroy(&w->lock);
@@ -439,7 +476,7 @@ int wal_sync(struct wal *w, uint32_t seq)
                 futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
             continue;
         }
-        if (none && kill((pid_t)none, 0) != 0 && errno == ESRCH) { /* the leader died */
+        if (none && pid_gone((int)none)) { /* the leader died (or is a zombie) */
             atomic_compare_exchange_strong(&h->wal_sync_leader, &none, 0);
             continue;
         }
@@ -487,6 +524,9 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
             deleted++;
         oldest++;
     }
+    pthread_mutex_lock(&w->lock);
+    sweep_maps(w);
+    pthread_mutex_unlock(&w->lock);
     return deleted;
 }
 

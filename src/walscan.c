@@ -15,7 +15,9 @@ int walscan_header(const void *base, size_t size, const struct wal_file_header *
         return -EBADMSG;
     if (h->version != WAL_VERSION)
         return -EPROTO;
-    if (h->header_size != WAL_HEADER_SIZE || h->file_size != size || wal_header_crc(h) != h->crc)
+    /* a file shorter than its header says was truncated: its records up to the cut still count
+     * (the reader sees a torn tail there), so only a file longer than that is refused */
+    if (h->header_size != WAL_HEADER_SIZE || h->file_size < size || wal_header_crc(h) != h->crc)
         return -EBADMSG;
     *out = h;
     return 0;
@@ -84,5 +86,7 @@ void walscan_records(const void *buf, size_t size, const struct wal_file_header 
     if (in_bad && !all_zero(base + bad_from, end - bad_from)) {
         st->torn_offset = bad_from;
         st->bad_bytes += end - bad_from;
+    } else if (size < h->file_size && !st->torn_offset) {
+        st->torn_offset = size; /* cut short: whatever followed is gone */
     }
 }
