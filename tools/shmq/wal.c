@@ -54,34 +54,37 @@ void cmd_wal_help(FILE *out)
             "Usage: %s wal NAME inspect [--log-dir DIR] [--json]\n"
             "       %s wal NAME verify  [--log-dir DIR] [--json]\n"
             "\n"
-            "Read the write-ahead log of the queue NAME without taking part in the queue: each\n"
-            "log file (wal.NNNNNNNNNN) is mapped read-only; nothing is locked, created or\n"
-            "written, so it is safe on a live queue and while the segment is gone.\n"
+            "Read the write-ahead log of the queue NAME without taking part in the queue:\n"
+            "each log file (wal.NNNNNNNNNN) is mapped read-only; nothing is locked, created\n"
+            "or written, so it is safe on a live queue and while the segment is gone.\n"
             "\n"
-            "The log directory is DIR/NAME with --log-dir DIR (the --log-dir given to create);\n"
-            "else the one recorded in the queue's segment; else, when there is no readable\n"
-            "segment, NAME under the state directory ($SHMQ_STATE_DIR, /var/lib/shmq for root,\n"
-            "else $XDG_STATE_HOME/shmq or ~/.local/state/shmq), where recovery looks.\n"
+            "The log directory is DIR/NAME with --log-dir DIR (the --log-dir given to\n"
+            "create); else the one recorded in the queue's segment; else, when there is no\n"
+            "readable segment, NAME under the state directory ($SHMQ_STATE_DIR, /var/lib/shmq\n"
+            "for root, else $XDG_STATE_HOME/shmq or ~/.local/state/shmq), where recovery\n"
+            "looks.\n"
             "\n"
-            "  inspect  for each file: seq, size, header (epoch, capacity, file size), records\n"
-            "           by type (publish, ack, dead, nack, pad, mark), message bytes, PUBLISH\n"
-            "           records with a dedup key, malformed PUBLISH bodies, bytes used (offset\n"
-            "           of the end of the last valid record), ids seen, bad regions (offset,\n"
-            "           length, kind: garbage, or zeros = a hole a writer reserved and never\n"
-            "           filled) and a torn tail (offset, length); files missing between the\n"
-            "           oldest and the newest; then what shmq_recover() would bring back: live\n"
-            "           messages (ids whose latest record is a PUBLISH), their id range, how\n"
-            "           many were resolved (acked or dead-lettered), the highest id (ids go on\n"
-            "           after it), and the outcome (fails if no file is readable or the\n"
-            "           live messages do not fit the capacity or max_msg_size of the newest\n"
-            "           file's header; refused while the segment exists); and the problems\n"
-            "           found (as verify judges them)\n"
+            "  inspect  for each file: seq, size, header (epoch, capacity, file size),\n"
+            "           whether it is truncated (shorter than its header says: the records\n"
+            "           before the cut still count), records by type (publish, ack, dead,\n"
+            "           nack, pad, mark), message bytes, PUBLISH records with a dedup key,\n"
+            "           malformed PUBLISH bodies, bytes used (offset of the end of the last\n"
+            "           valid record), ids seen, bad regions (offset, length, kind: garbage,\n"
+            "           or zeros = a hole a writer reserved and never filled) and a torn tail\n"
+            "           (offset, length); files missing between the oldest and the newest;\n"
+            "           then what shmq_recover() would bring back: live messages (ids whose\n"
+            "           latest record is a PUBLISH), their id range, how many were resolved\n"
+            "           (acked or dead-lettered), the highest id (ids go on after it), and\n"
+            "           the outcome (fails if no file is readable, or the live messages do\n"
+            "           not fit the capacity or max_msg_size of the newest file's header;\n"
+            "           refused while the segment exists); and the problems found (as verify\n"
+            "           judges them)\n"
             "  verify   check the log: every file has a valid header whose seq matches its\n"
-            "           name, no bad regions, no malformed PUBLISH body, no file missing in\n"
-            "           the middle of the log, no torn tail but in the newest file written\n"
-            "           to (a crash while writing: reported under warnings and allowed, as\n"
-            "           recovery ignores it). Prints each file in one line, the problems,\n"
-            "           the warnings and the verdict (ok)\n"
+            "           name, no truncated file, no bad regions, no malformed PUBLISH body,\n"
+            "           no file missing in the middle of the log, no torn tail but in the\n"
+            "           newest file written to (a crash while writing: reported under\n"
+            "           warnings and allowed, as recovery ignores it). Prints each file in\n"
+            "           one line, the problems, the warnings and the verdict (ok)\n"
             "\n"
             "Options:\n"
             "  --log-dir DIR  read DIR/NAME (DIR as given to `%s create --log-dir`)\n"
@@ -89,15 +92,16 @@ void cmd_wal_help(FILE *out)
             "  -h, --help     this text\n"
             "\n"
             "On a live queue the picture is best-effort: a record being written at that\n"
-            "moment may show as a hole or a torn tail; run verify again, or on a stopped queue.\n"
+            "moment may show as a hole or a torn tail; run verify again, or on a stopped\n"
+            "queue.\n"
             "\n"
             "Exit status:\n"
             "  0  inspect: the log was read (problems, if any, are listed in the report);\n"
             "     verify: the log is sound (a torn tail in the newest file is allowed; an\n"
             "     empty log directory is sound)\n"
-            "  1  verify: the log is damaged (problems listed, a summary on stderr); both: the\n"
-            "     log directory cannot be read (missing: no log, or durability none), or out\n"
-            "     of memory\n"
+            "  1  verify: the log is damaged (problems listed, a summary on stderr);\n"
+            "     both: the log directory cannot be read (missing: no log, or durability\n"
+            "     none), or out of memory\n"
             "  2  usage error\n"
             "\n"
             "Examples:\n"
@@ -125,6 +129,8 @@ struct logfile {
     bool bus;        /* SIGBUS while reading: it shrank under the mapping */
     const char *header_problem; /* NULL: the header is valid */
     bool seq_mismatch;          /* valid header, but its seq is not the name's */
+    bool truncated;             /* valid header, but the file is shorter than its file_size */
+    uint64_t hdr_file_size;
     bool readable;              /* recovery reads it: valid header, matching seq */
     /* from a valid header */
     uint64_t epoch, hdr_seq;
@@ -252,9 +258,12 @@ static int list_files(struct walrep *r)
     return 0;
 }
 
-/* Why a header is not valid, in the order walscan_header() checks it (NULL: valid). */
+/* Why a header is not valid (NULL: walscan_header(), the library's judge, accepts it). */
 static const char *header_problem(const uint8_t *base, uint64_t size)
 {
+    const struct wal_file_header *ok;
+    if (walscan_header(base, (size_t)size, &ok) == 0)
+        return NULL;
     if (size < WAL_HEADER_SIZE)
         return "shorter than the 4096-byte file header (truncated)";
     const struct wal_file_header *h = (const struct wal_file_header *)base;
@@ -264,14 +273,11 @@ static const char *header_problem(const uint8_t *base, uint64_t size)
         return "another log format version";
     if (h->header_size != WAL_HEADER_SIZE)
         return "bad header_size";
-    if (h->file_size != size)
-        return "size differs from the header's file_size (truncated or extended)";
     if (wal_header_crc(h) != h->crc)
         return "header checksum mismatch";
-    const struct wal_file_header *ok;
-    if (walscan_header(base, (size_t)size, &ok) != 0)
-        return "invalid header";
-    return NULL;
+    if (h->file_size < size)
+        return "longer than the header's file_size";
+    return "invalid header";
 }
 
 static bool all_zero(const uint8_t *p, uint64_t n)
@@ -380,6 +386,8 @@ static int scan_mapped(struct walrep *r, struct logfile *f, const uint8_t *base)
         f->max_msg_size = h->layout.max_msg_size;
         f->durability = h->layout.durability;
         f->seq_mismatch = h->seq != f->seq;
+        f->hdr_file_size = h->file_size;
+        f->truncated = h->file_size > f->size; /* the records before the cut still count */
         f->readable = !f->seq_mismatch;
         f->prev_end = WAL_HEADER_SIZE;
         struct scan_arg a = {r, f};
@@ -550,7 +558,12 @@ static void judge(struct walrep *r)
         }
         if (f->n_regions > REGIONS_KEPT)
             PROBLEM(r, "%s: %" PRIu64 " more bad regions", f->name, f->n_regions - REGIONS_KEPT);
-        if (f->st.torn_offset) {
+        if (f->truncated) /* a file is made full size before it is named: never a crash */
+            PROBLEM(r,
+                    "%s: truncated: %" PRIu64 " bytes of the %" PRIu64
+                    " its header says; recovery reads the %" PRIu64 " records before the cut",
+                    f->name, f->size, f->hdr_file_size, f->st.records);
+        else if (f->st.torn_offset) {
             uint64_t len = f->size - f->st.torn_offset;
             if (r->any_written && f->seq == r->last_written_seq)
                 WARNING(r,
@@ -585,15 +598,18 @@ static void emit_file(struct emitter *e, const struct logfile *f, bool detailed)
     emit_bytes(e, "header", header, strlen(header));
     bool scanned = !f->open_err && !f->not_regular && !f->bus && !f->header_problem;
     emit_bool(e, "recovery_reads", f->readable);
+    emit_bool(e, "truncated", f->truncated);
     if (detailed) {
         if (scanned) {
             emit_hex(e, "epoch", f->epoch);
             emit_u64(e, "header_seq", f->hdr_seq);
+            emit_u64(e, "header_file_size", f->hdr_file_size);
             emit_u64(e, "capacity", f->capacity);
             emit_u64(e, "max_msg_size", f->max_msg_size);
         } else {
             emit_null(e, "epoch");
             emit_null(e, "header_seq");
+            emit_null(e, "header_file_size");
             emit_null(e, "capacity");
             emit_null(e, "max_msg_size");
         }
