@@ -55,9 +55,12 @@ struct shmq_replay {
     /* The position: file seq, offset of the next record in it. */
     uint64_t seq, off;
     const uint8_t *base;    /* seq's mapping, or NULL when not mapped yet */
+    uint64_t size;          /* bytes of it: file_size, less for a file cut short */
+    int cut_short;          /* this file was truncated: what followed the cut is lost */
     uint64_t epoch;         /* seq's epoch (its header) */
     const uint8_t *retired; /* the previous mapping: unmapped at the next call */
-    int history_deleted;    /* files before the first one we found were deleted */
+    uint64_t retired_size;
+    int history_deleted; /* files before the first one we found were deleted */
     int first_publish_met;
     int64_t unix_ms; /* publish time of the last message returned */
     /* A hole (or a missing file: off 0) met at (hole_seq, hole_off) since hole_since_ns. */
@@ -91,7 +94,9 @@ static int lowest_file(const struct shmq_replay *r, uint64_t min_seq, uint64_t *
     return found ? 0 : -ENOENT;
 }
 
-/* Map file r->seq read-only: 0, -ENOENT, -EBADMSG (not a valid log file of this seq), -errno. */
+/* Map file r->seq read-only: 0, -ENOENT, -EBADMSG (not a valid log file of this seq), -errno.
+ * A file cut short (shorter than its header says, as walscan_header() allows) is mapped as far
+ * as it goes: its records up to the cut are read. */
 static int map_current(struct shmq_replay *r)
 {
     char path[SHMQ_LOG_DIR_MAX + 96];
@@ -100,22 +105,26 @@ static int map_current(struct shmq_replay *r)
     if (fd < 0)
         return errno == ENOENT ? -ENOENT : -errno;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != r->file_size) {
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)WAL_HEADER_SIZE ||
+        (uint64_t)st.st_size > r->file_size) {
         close(fd);
         return -EBADMSG;
     }
-    void *base = mmap(NULL, r->file_size, PROT_READ, MAP_SHARED, fd, 0);
+    uint64_t size = (uint64_t)st.st_size;
+    void *base = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
     int err = base == MAP_FAILED ? -errno : 0;
     close(fd);
     if (err)
         return err;
     const struct wal_file_header *h;
     /* The header is complete before the file gets its name (wal.c make_file): plain reads. */
-    if (walscan_header(base, r->file_size, &h) != 0 || h->seq != r->seq) {
-        munmap(base, r->file_size);
+    if (walscan_header(base, size, &h) != 0 || h->seq != r->seq || h->file_size != r->file_size) {
+        munmap(base, size);
         return -EBADMSG;
     }
     r->base = base;
+    r->size = size;
+    r->cut_short = size < r->file_size;
     r->epoch = h->epoch;
     r->off = WAL_HEADER_SIZE;
     return 0;
@@ -125,8 +134,9 @@ static int map_current(struct shmq_replay *r)
 static void retire_current(struct shmq_replay *r)
 {
     if (r->retired)
-        munmap((void *)r->retired, r->file_size);
+        munmap((void *)r->retired, r->retired_size);
     r->retired = r->base;
+    r->retired_size = r->size;
     r->base = NULL;
     r->off = WAL_HEADER_SIZE;
 }
@@ -135,7 +145,7 @@ static void retire_current(struct shmq_replay *r)
  * occupies in *size. */
 static int record_at(const struct shmq_replay *r, uint64_t off, struct wal_rec *rec, uint64_t *size)
 {
-    if (off > r->file_size || r->file_size - off < WAL_REC_HEADER)
+    if (off > r->size || r->size - off < WAL_REC_HEADER)
         return 0;
     const uint8_t *p = r->base + off;
     /* R1 (acquire): pairs with L1 in write_record(); a crc that matches means every byte of
@@ -147,13 +157,13 @@ static int record_at(const struct shmq_replay *r, uint64_t off, struct wal_rec *
     if (rec->magic != WAL_REC_MAGIC || rec->epoch != r->epoch || rec->type < WAL_PUBLISH ||
         rec->type > WAL_MARK)
         return 0;
-    if (rec->len > r->file_size - off - WAL_REC_HEADER)
+    if (rec->len > r->size - off - WAL_REC_HEADER)
         return 0;
     if (wal_rec_crc(rec, p + WAL_REC_HEADER) != crc)
         return 0;
     *size = wal_rec_size(rec->len);
-    if (*size > r->file_size - off)
-        *size = r->file_size - off;
+    if (*size > r->size - off)
+        *size = r->size - off;
     return 1;
 }
 
@@ -264,7 +274,7 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
     if (!r || !msg)
         return -EINVAL;
     if (r->retired) {
-        munmap((void *)r->retired, r->file_size);
+        munmap((void *)r->retired, r->retired_size);
         r->retired = NULL;
     }
     for (;;) {
@@ -284,7 +294,7 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
         }
         struct wal_rec rec;
         uint64_t size, off = r->off;
-        if (r->file_size - off >= WAL_REC_HEADER && record_at(r, off, &rec, &size)) {
+        if (r->size - off >= WAL_REC_HEADER && record_at(r, off, &rec, &size)) {
             hole_clear(r);
             r->off = off + size;
             struct wal_publish pub;
@@ -311,20 +321,23 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
         uint64_t file_end_pos = log_pos(r, r->seq, r->file_size);
         uint64_t reserved = reserved_end(r);
         int writers_left = reserved >= file_end_pos; /* nobody reserves in this file again */
-        if (r->file_size - off >= WAL_REC_HEADER) {
+        if (r->size - off >= WAL_REC_HEADER) {
             if (reserved <= log_pos(r, r->seq, off))
                 return -EAGAIN; /* the end of what was written */
-            if (r->file_size - off >= WAL_REC_HEADER + WAL_ALIGN &&
-                all_zero(r->base + off, WAL_ALIGN) && record_at(r, off + WAL_ALIGN, &rec, &size)) {
+            if (r->size - off >= WAL_REC_HEADER + WAL_ALIGN && all_zero(r->base + off, WAL_ALIGN) &&
+                record_at(r, off + WAL_ALIGN, &rec, &size)) {
                 r->off = off + WAL_ALIGN; /* a spill too short for a PAD */
                 continue;
             }
             if (!hole_expired(r, off))
                 return -EAGAIN; /* being written, most likely */
             /* A hole: the next valid record, within what writers reserved. */
-            uint64_t limit = r->file_size;
-            if (!writers_left)
-                limit = WAL_HEADER_SIZE + (reserved - log_pos(r, r->seq, WAL_HEADER_SIZE));
+            uint64_t limit = r->size;
+            if (!writers_left) {
+                uint64_t frontier =
+                    WAL_HEADER_SIZE + (reserved - log_pos(r, r->seq, WAL_HEADER_SIZE));
+                limit = frontier < limit ? frontier : limit;
+            }
             uint64_t o = r->hole_scan;
             for (; o + WAL_REC_HEADER <= limit; o += WAL_ALIGN)
                 if (record_at(r, o, &rec, &size))
@@ -342,8 +355,11 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
         if (!writers_left)
             return -EAGAIN; /* the rest of the file may still be written */
         hole_clear(r);
+        int was_cut = r->cut_short;
         retire_current(r);
         r->seq++;
+        if (was_cut)
+            return -EBADMSG; /* what followed the cut is lost: say so once */
     }
 }
 
@@ -354,9 +370,9 @@ int shmq_replay_close(shmq_replay_t *r)
     if (!r)
         return 0;
     if (r->base)
-        munmap((void *)r->base, r->file_size);
+        munmap((void *)r->base, r->size);
     if (r->retired)
-        munmap((void *)r->retired, r->file_size);
+        munmap((void *)r->retired, r->retired_size);
     free(r);
     return 0;
 }

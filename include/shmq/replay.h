@@ -82,8 +82,9 @@ int shmq_replay_open(shmq_t *q, const shmq_replay_from_t *from, shmq_replay_t **
  *             more than the oldest file kept holds); later, the replay fell behind and the file
  *             it needed next was deleted. Reported once; the next call goes on with the oldest
  *             file kept;
- *   -EBADMSG  a log file with a damaged header was skipped (reported once; the next call goes
- *             on after it);
+ *   -EBADMSG  a log file with a damaged header was skipped, or one cut short (truncated) was
+ *             read up to the cut: its other records are lost (reported once, after its last
+ *             readable record; the next call goes on with the next file);
  *   -EINVAL   NULL r or msg.
  * Damaged records inside a file are skipped silently, as recovery does (a torn tail, a hole
  * left by a writer that died: see SHMQ_REPLAY_HOLE_GRACE_MS).

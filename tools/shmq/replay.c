@@ -46,8 +46,8 @@ void cmd_replay_help(FILE *out)
         "\n"
         "Exit status: 0 done; 1 runtime error (no such queue, no log, stdout could not be\n"
         "written), or history was missing: the log no longer reaches back to --from\n"
-        "(retention deleted it) or a damaged log file was skipped (what could be read is\n"
-        "printed; a warning on stderr says what was missing); 2 usage error.\n"
+        "(retention deleted it) or a damaged or truncated log file was met (what could be\n"
+        "read is printed; a warning on stderr says what was missing); 2 usage error.\n"
         "\n"
         "Examples:\n"
         "  %s replay orders --from 1000 --count 10        # ids 1000 on, ten of them\n"
@@ -208,7 +208,8 @@ static int run(shmq_replay_t *r, const char *name, const struct replay_opts *o)
             fprintf(stderr, "%s replay: %s: warning: %s\n", cli_progname, name,
                     err == -ENODATA ? "history missing: the log no longer holds it (retention "
                                       "deleted it); going on with what it holds"
-                                    : "a damaged log file was skipped");
+                                    : "a damaged or truncated log file: its unreadable "
+                                      "records were skipped");
             rc = CLI_EXIT_RUNTIME;
             continue;
         }
