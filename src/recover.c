@@ -99,12 +99,10 @@ static int load_files(const char *dir, struct logfile **out, size_t *n, uint64_t
     *out = NULL;
     *n = 0;
     for (struct dirent *e; (e = readdir(d));) {
-        char *end;
-        if (strncmp(e->d_name, "wal.", 4) != 0 || strlen(e->d_name) != 14)
-            continue;
-        uint64_t seq = strtoull(e->d_name + 4, &end, 10);
-        if (*end)
-            continue;
+        if (strncmp(e->d_name, "wal.", 4) != 0 || strlen(e->d_name) != 14 ||
+            strspn(e->d_name + 4, "0123456789") != 10)
+            continue; /* exactly ten digits: no sign, no space, no overflow */
+        uint64_t seq = strtoull(e->d_name + 4, NULL, 10);
         if (seq > *max_seq) /* valid or not: the log must go on after every name in use */
             *max_seq = seq;
         int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
