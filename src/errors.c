@@ -22,6 +22,10 @@ const char *shmq_strerror(int err)
     case -EUSERS: return "registry full: too many attached processes";
     case -EBUSY: return "consumers are still open on this queue";
     case -ENOSPC: return "no space (ring overfull or segment too large)";
+    case -EINPROGRESS: return "a publish with this dedup key is under way (retry)";
+    case -ENOTSUP: return "not supported by this queue (no dedup window or no log)";
+    case -ENODATA: return "history from there is no longer in the log (retention)";
+    case -EMFILE: return "too many open files";
     }
     if (err < 0 && err > -4096)
         return strerror(-err);

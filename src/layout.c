@@ -72,6 +72,7 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
     l->backoff_multiplier = cfg->backoff_multiplier;
     l->mode = cfg->mode;
     l->durability = (uint32_t)cfg->durability;
+    l->log_retention_bytes = cfg->log_retention_bytes;
     l->wal_file_size = cfg->durability != SHMQ_DURABILITY_NONE ? cfg->wal_file_size : WAL_FILE_MIN;
     l->slot_stride = (uint32_t)(SLOT_HEADER_SIZE + align_up(cfg->max_msg_size, CACHE_LINE));
 
@@ -130,6 +131,7 @@ void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg)
     cfg->durability = (int)l->durability;
     cfg->wal_file_size = l->wal_file_size;
     cfg->log_dir = NULL;
+    cfg->log_retention_bytes = l->log_retention_bytes;
     cfg->dedup_window_count = l->dedup_window_count;
     cfg->dedup_window_ms = l->dedup_window_ms;
 }

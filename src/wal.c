@@ -509,6 +509,12 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     if (get_map(w, cur + 1, &m) == 0) /* make the next file before writers need it */
         put_map(m);
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
+    uint64_t keep = w->seg->layout.log_retention_bytes, pos = atomic_load(&h->wal_pos);
+    if (keep) { /* retention: files holding the last `keep` bytes stay, for replay */
+        uint64_t keep_from = pos > keep ? wal_seq_of(w, pos - keep) : 0;
+        if (keep_from < limit)
+            limit = keep_from;
+    }
     uint64_t oldest = atomic_load(&h->wal_oldest_seq);
     int deleted = 0;
     if (oldest < limit) /* the files going may hold the highest ids: say how far ids went */

@@ -62,6 +62,8 @@ typedef struct shmq_config {
                                     * root, else $XDG_STATE_HOME/shmq or ~/.local/state/shmq) */
     uint32_t wal_file_size;        /* bytes per log file (64 KiB..4 GiB-4 KiB, a multiple of
                                     * 4096); default 64 MiB */
+    uint64_t log_retention_bytes;  /* acked history the log keeps behind its write position
+                                    * (for replay); 0: files go as soon as nothing needs them */
     uint32_t dedup_window_count;   /* keys the dedup window remembers (0: no window); 4096 */
     uint32_t dedup_window_ms;      /* and for how long; default 120000 (2 minutes) */
 } shmq_config_t;
