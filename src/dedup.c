@@ -258,10 +258,9 @@ bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, ui
     return false;
 }
 
-void dedup_insert_committed(void *base_, const void *key, uint32_t key_len, uint64_t id,
+void dedup_insert_committed(struct segment *s, const void *key, uint32_t key_len, uint64_t id,
                             uint64_t now_ms)
 {
-    struct segment *s = base_;
     const struct seg_layout *l = &s->layout;
     if (!l->dedup_buckets)
         return;

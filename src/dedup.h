@@ -28,7 +28,9 @@ struct slot;
 
 /* A RESERVED slot: is it a keyed publish that was decided (its bucket COMMITTED and naming this
  * reservation)? Then maintenance commits it, whether its publisher lives or not: after D1 the
- * publisher writes nothing into the slot. owner_dead: also forget an undecided claim. */
+ * publisher writes nothing into the slot. owner_dead: also forget an undecided claim that
+ * already names this reservation (a claim that died before naming it is taken over by the next
+ * publish of its key, or by any claim in its set: its claimer's registry word changed). */
 bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w,
                                bool owner_dead);
 
@@ -43,7 +45,8 @@ int queue_publish_keyed(struct shmq *q, const void *data, size_t len, const void
                         uint32_t key_len, uint64_t bucket, uint64_t bucket_word, uint64_t *id);
 
 /* Rebuild: remember key -> id as committed now (recovery, single-threaded). */
-void dedup_insert_committed(void *segment, const void *key, uint32_t key_len, uint64_t id,
+struct segment;
+void dedup_insert_committed(struct segment *s, const void *key, uint32_t key_len, uint64_t id,
                             uint64_t now_ms);
 
 #endif

@@ -43,7 +43,8 @@ static int config_check(const shmq_config_t *c)
         return -EINVAL;
     if (c->durability != SHMQ_DURABILITY_NONE &&
         (c->wal_file_size < WAL_FILE_MIN || c->wal_file_size % 4096 != 0 ||
-         (uint64_t)c->wal_file_size - WAL_HEADER_SIZE < 2 * wal_rec_size(c->max_msg_size)))
+         (uint64_t)c->wal_file_size - WAL_HEADER_SIZE <
+             2 * wal_rec_size(c->max_msg_size + WAL_PUBLISH_PREFIX + WAL_KEY_MAX)))
         return -EINVAL; /* a file must hold at least two records of the largest size */
     if (c->log_dir && strlen(c->log_dir) > SHMQ_LOG_DIR_MAX)
         return -EINVAL;
