@@ -56,7 +56,7 @@ static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uin
 /* With no watchdog holding the lease, maintain the queue ourselves now and then. */
 static void cooperate(shmq_consumer_t *c)
 {
-    uint64_t now = now_ns();
+    uint64_t now = now_ns_coarse();
     if (now < c->next_coop_ns)
         return;
     c->next_coop_ns = now + COOP_PERIOD_NS;
@@ -106,9 +106,9 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         msg->attempt = attempt;
         msg->token = token_make(idx, mine);
         msg->flags = attempt > 1 ? SHMQ_MSG_REDELIVERED : 0;
-        count(c_self(c), CNT_DELIVERED);
+        count_own(c_self(c), CNT_DELIVERED);
         if (attempt > 1)
-            count(c_self(c), CNT_REDELIVERED);
+            count_own(c_self(c), CNT_REDELIVERED);
         if ((++c->deliveries & 1023) == 0)
             cooperate(c);
         return 0;
@@ -178,7 +178,7 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
         return -ESTALE;
     }
     queue_log(c->q, WAL_ACK, id, 0);
-    count(c_self(c), CNT_ACKED);
+    count_own(c_self(c), CNT_ACKED);
     registry_heartbeat(c_self(c));
     return 0;
 }
@@ -216,19 +216,19 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         slot_let_go(q, idx, c->self);
         return -ESTALE;
     }
-    count(c_self(c), CNT_NACKED);
+    count_own(c_self(c), CNT_NACKED);
     uint32_t attempt = sl->attempt;
     uint64_t id = sl->id;
     if (attempt >= q->seg.layout.max_attempts) {
         err = dead_letter(q, sl, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
         if (!err)
-            count(c_self(c), CNT_DEAD_LETTERED);
+            count_own(c_self(c), CNT_DEAD_LETTERED);
         return err;
     }
     uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
     uint64_t next = sw_next(w, delay ? SLOT_DELAYED : SLOT_READY, NO_OWNER);
     if (delay) /* the tag names the DELAYED word, so it counts only once we reach it */
-        atomic_store_explicit(&sl->deadline, tagged_make(queue_now_ms(q) + delay, next),
+        atomic_store_explicit(&sl->deadline, tagged_make(queue_now_ms_exact(q) + delay, next),
                               memory_order_relaxed);
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
@@ -253,7 +253,7 @@ int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
         return err;
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
         return -ESTALE;
-    uint64_t due = queue_now_ms(c->q) + (ms ? ms : c->q->seg.layout.ack_deadline_ms);
+    uint64_t due = queue_now_ms_exact(c->q) + (ms ? ms : c->q->seg.layout.ack_deadline_ms);
     /* relaxed: tagged with our word; if maintenance took the slot meanwhile the tag is stale */
     atomic_store_explicit(&sl->deadline, tagged_make(due, w), memory_order_relaxed);
     registry_heartbeat(c_self(c));

@@ -39,7 +39,7 @@ int shmq_lease_acquire(shmq_t *q, uint32_t lease_ms, int priority)
 {
     if (!q || lease_ms == 0)
         return -EINVAL;
-    uint64_t now = queue_now_ms(q);
+    uint64_t now = queue_now_ms_exact(q);
     uint32_t me = q->self + 1;
     _Atomic uint64_t *lw = &q->seg.hdr->lease_word;
     /* relaxed: the lease orders no data; maintenance is safe under any interleaving */
@@ -77,7 +77,7 @@ int shmq_lease_get(shmq_t *q, shmq_lease_info_t *info)
     struct proc_entry *e = holder ? segment_proc(&q->seg, holder - 1) : NULL;
     info->pid = e ? e->pid : 0;
     info->priority = lease_priority(w);
-    info->expires_in_ms = holder ? (int64_t)lease_expiry(w) - (int64_t)queue_now_ms(q) : 0;
+    info->expires_in_ms = holder ? (int64_t)lease_expiry(w) - (int64_t)queue_now_ms_exact(q) : 0;
     info->held = holder && info->expires_in_ms >= 0 && holder_alive(q, holder);
     return 0;
 }

@@ -319,7 +319,7 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
         goto out;
     }
     p.now_ns = now_ns();
-    p.now_ms = queue_now_ms(q);
+    p.now_ms = queue_now_ms_exact(q);
     p.min_wal_seq = UINT64_MAX;
     /* read before the scan: a publish that starts after it lands in this file or a later one */
     uint64_t wal_cur = q->wal ? wal_current_seq(q->wal) : 0;

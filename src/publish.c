@@ -24,6 +24,12 @@
 
 uint64_t queue_now_ms(const shmq_t *q)
 {
+    uint64_t now = now_ns_coarse(), created = q->seg.layout.created_ns;
+    return now > created ? (now - created) / 1000000ull : 0;
+}
+
+uint64_t queue_now_ms_exact(const shmq_t *q)
+{
     return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
 }
 
@@ -158,7 +164,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len,
     sl->len = (uint32_t)len;
     sl->attempt = 0;
     sl->dead_reason = 0;
-    sl->publish_ns = now_ns();
+    sl->publish_ns = now_ns_coarse();
     CRASH_POINT(publish_after_write);
     uint32_t seq = 0;
     if (k) /* a hint for maintenance, trusted only with the bucket's token (dedup.c) */

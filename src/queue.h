@@ -42,14 +42,25 @@ static inline struct proc_entry *q_self(const shmq_t *q)
     return segment_proc(&q->seg, q->self);
 }
 
-/* Add 1 to counter cnt of registry entry e (single writer per entry: relaxed). */
+/* Add 1 to counter cnt of registry entry e, which threads of this process may share (a queue
+ * handle's entry): an atomic add, relaxed (a tally, ordered against nothing). */
 static inline void count(struct proc_entry *e, enum counter cnt)
 {
     atomic_fetch_add_explicit(&e->counters[cnt], 1, memory_order_relaxed);
 }
 
-/* ms since the segment was created: the unit of slot deadlines. */
+/* The same for an entry only one thread writes (a consumer's): a plain load and store, no
+ * locked instruction; readers (stats) see some recent value. */
+static inline void count_own(struct proc_entry *e, enum counter cnt)
+{
+    uint64_t v = atomic_load_explicit(&e->counters[cnt], memory_order_relaxed);
+    atomic_store_explicit(&e->counters[cnt], v + 1, memory_order_relaxed);
+}
+
+/* ms since the segment was created: the unit of slot deadlines. queue_now_ms() reads the
+ * coarse clock (the fast path: up to a tick early), queue_now_ms_exact() the exact one. */
 uint64_t queue_now_ms(const shmq_t *q);
+uint64_t queue_now_ms_exact(const shmq_t *q);
 
 /* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
  * record the ticket; wake a sleeper if one waits. */

@@ -74,7 +74,7 @@ bool registry_pid_dead(const struct proc_entry *e)
 void registry_heartbeat(struct proc_entry *e)
 {
     /* relaxed: a hint for the maintainer, ordered against nothing */
-    atomic_store_explicit(&e->heartbeat_ns, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&e->heartbeat_ns, now_ns_coarse(), memory_order_relaxed);
 }
 
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,

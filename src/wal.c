@@ -402,7 +402,7 @@ int wal_append_publish(struct wal *w, uint64_t id, const void *key, uint32_t key
                        const void *data, uint32_t len, uint32_t *seq)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts); /* exact: replay by time orders by it */
     uint64_t unix_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     uint16_t klen = (uint16_t)key_len;
     if (key_len > WAL_KEY_MAX)

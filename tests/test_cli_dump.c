@@ -313,6 +313,9 @@ static const char *make_live_queue(const char *tag, const char *consumer_name,
 {
     const char *name = h_qname(tag);
     shmq_config_t cfg = h_small_config(CAPACITY, MSG_SIZE, 8);
+    /* no dedup window: random damage (random_damage_never_crashes_the_tool) must land in the
+     * regions the dump checks, not in a megabyte of buckets */
+    cfg.dedup_window_count = 0;
     h_assert_rc(shmq_create(name, &cfg, &lq->q), 0);
     for (int i = 0; i < 3; i++) {
         char text[32];
