@@ -260,6 +260,20 @@ static void bridge_stop(void)
         die("shmq-bridge failed (status 0x%x); see %s/bridge.log", st, tmpdir);
 }
 
+/* Die if the bridge exited (a config or format error): its log says why. */
+static void bridge_check(void)
+{
+    int st;
+    if (bridge_pid > 0 && waitpid(bridge_pid, &st, WNOHANG) == bridge_pid) {
+        bridge_pid = 0;
+        char cmd[160];
+        snprintf(cmd, sizeof cmd, "tail -5 %s/bridge.log >&2", tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no log)\n");
+        die("shmq-bridge exited early (status 0x%x)", st);
+    }
+}
+
 static double bridged_out(const char *url, const char *qa, int n, int size, const char *window)
 {
     fill(qa, n, size);
@@ -284,6 +298,7 @@ static double bridged_out(const char *url, const char *qa, int n, int size, cons
             t1 = now_s();
             break;
         }
+        bridge_check();
         if (now_s() > deadline)
             die("out route: %" PRIu64 " of %d acked after 120 s", done, n);
         sleep_ms(1);
@@ -333,6 +348,8 @@ static double round_trip(const char *url, const char *qa, const char *qb, int n,
         } else if (rc != -ETIMEDOUT && rc != -EAGAIN && rc != -EINTR) {
             die("receive B: %s", shmq_strerror(rc));
         }
+        if (rc != 0)
+            bridge_check();
         if (now_s() > deadline)
             die("round trip: %d of %d after 120 s", got, n);
     }

@@ -50,7 +50,10 @@ struct out_state {
     natsConnection *nc;
     jsCtx *js;
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* signalled by the ack handler */
+    pthread_cond_t cv;  /* signalled by the ack handler when the route thread waits */
+    uint64_t completed; /* publish acks (or errors) received so far */
+    uint64_t wake_at;   /* the route thread waits until completed reaches this */
+    bool waiting;       /* ... asleep on cv: only then does the handler signal */
     struct entry *ring;
     uint32_t cap;        /* --window */
     uint64_t head, tail; /* monotonic; ring[i % cap] */
@@ -66,14 +69,24 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
+/* Sleep until n more publish acks came in, or ms passed. Waking a thread costs tens of
+ * microseconds on an idle core: with a full window the route thread sleeps until an eighth of
+ * it completed, not once per ack. */
+static void wait_completions(struct out_state *st, uint64_t n, int ms)
 {
+    pthread_mutex_lock(&st->mu);
+    st->wake_at = st->completed + n;
+    st->waiting = true;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_nsec += (long)ms * 1000000;
     ts.tv_sec += ts.tv_nsec / 1000000000;
     ts.tv_nsec %= 1000000000;
-    pthread_cond_timedwait(cv, mu, &ts);
+    while (st->completed < st->wake_at &&
+           pthread_cond_timedwait(&st->cv, &st->mu, &ts) != ETIMEDOUT)
+        ;
+    st->waiting = false;
+    pthread_mutex_unlock(&st->mu);
 }
 
 /* The library's publish-ack handler: runs on its thread, once per async publish. */
@@ -99,7 +112,9 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
             break;
         }
     }
-    pthread_cond_signal(&st->cv);
+    st->completed++;
+    if (st->waiting && st->completed >= st->wake_at) /* one wake-up per batch of acks */
+        pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
     if (!found)
         blog(LOG_WARN, "pub_ack_unknown", "route=out queue=%s", r->queue);
@@ -337,9 +352,7 @@ static void reopen_consumer(struct route *r, struct out_state *st)
     int64_t deadline = now_ms() + r->o->publish_timeout_ms + 1000;
     uint64_t left;
     while ((left = drain_done(r, st)) > 0 && now_ms() < deadline) {
-        pthread_mutex_lock(&st->mu);
-        cond_wait_ms(&st->cv, &st->mu, 50);
-        pthread_mutex_unlock(&st->mu);
+        wait_completions(st, 1, 50);
     }
     int close_rc = shmq_consumer_close(st->c);
     st->c = NULL;
@@ -362,12 +375,8 @@ void *route_out_run(void *arg)
         uint64_t left = drain_done(r, st);
         if (!atomic_load_explicit(&g_connected, memory_order_relaxed) || left >= st->cap) {
             /* Down, or the window is full: wait for acks (or time-outs), take nothing. */
-            pthread_mutex_lock(&st->mu);
-            if (st->head < st->tail && st->ring[st->head % st->cap].state == PENDING)
-                cond_wait_ms(&st->cv, &st->mu, 100);
-            else if (st->head == st->tail)
-                cond_wait_ms(&st->cv, &st->mu, 100);
-            pthread_mutex_unlock(&st->mu);
+            uint64_t batch = left >= st->cap && st->cap >= 8 ? st->cap / 8 : 1;
+            wait_completions(st, batch, left >= st->cap ? 10 : 100);
             continue;
         }
         shmq_msg_t m;
@@ -395,9 +404,7 @@ void *route_out_run(void *arg)
     int64_t deadline = now_ms() + o->drain_timeout_ms;
     uint64_t left;
     while ((left = drain_done(r, st)) > 0 && now_ms() < deadline) {
-        pthread_mutex_lock(&st->mu);
-        cond_wait_ms(&st->cv, &st->mu, 50);
-        pthread_mutex_unlock(&st->mu);
+        wait_completions(st, 1, 50);
     }
     blog(LOG_INFO, "route_stopped",
          "route=out queue=%s subject=%s bridged=%" PRIu64 " left_inflight=%" PRIu64, r->queue,
