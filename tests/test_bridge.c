@@ -757,6 +757,13 @@ Test(bridge, bad_config_is_refused_with_a_clear_error)
     const char *bad_conf[] = {"--config", conf, NULL};
     expect_refused(bad_conf, 2, "bad.conf:3: unknown key 'windwo'", "config file typo");
 
+    /* A good config file is read as the options would be: its route reaches the subject check. */
+    f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "server = %s   # the fixture\nwindow = 8\nout = %s\n", server_url(), uncaptured);
+    fclose(f);
+    expect_refused(bad_conf, 5, "no JetStream stream captures", "config file route");
+
     const char *help[] = {"--help", NULL};
     expect_refused(help, 0, "Exit status", "--help");
 }

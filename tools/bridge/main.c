@@ -108,7 +108,7 @@ int main(int argc, char **argv)
 
     int64_t next_stats = o.stats_interval_ms ? now_ms() + o.stats_interval_ms : INT64_MAX;
     while (!g_stop) {
-        struct timespec ts = {0, 200 * 1000000};
+        struct timespec ts = {0, 200L * 1000000};
         int sig = sigtimedwait(&stopset, NULL, &ts);
         if (sig > 0) {
             blog(LOG_INFO, "stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
