@@ -469,8 +469,12 @@ Test(bridge, round_trip_every_message_in_order_with_its_bytes)
     struct setup s;
     setup_routes(&s, "rt", 8192);
     const uint32_t n = 5000;
-    const char *args[] = {"--server", server_url(), "--create-stream",     s.create, "--out", s.out,
-                          "--in",     s.in,         "--stats-interval-ms", "500",    NULL};
+    char prom[128];
+    snprintf(prom, sizeof prom, "%s/rt.prom", tmpdir);
+    const char *args[] = {
+        "--server", server_url(), "--create-stream",     s.create, "--out",          s.out,
+        "--in",     s.in,         "--stats-interval-ms", "500",    "--metrics-file", prom,
+        NULL};
     pid_t b = bridge_start("rt.log", args);
     cr_assert(wait_file_has(tmp_path("rt.log"), "event=route_started route=in", READY_WAIT_MS),
               "the bridge did not start its routes; see %s", tmp_path("rt.log"));
@@ -499,6 +503,15 @@ Test(bridge, round_trip_every_message_in_order_with_its_bytes)
     cr_expect_eq(bridged_in, n, "in route bridged %ld", bridged_in);
     cr_expect_eq(server_stored_messages(), n, "the stream holds %ld messages, expected %u",
                  server_stored_messages(), n);
+    /* The same counters in the metrics file (written at exit). */
+    char want[256];
+    snprintf(want, sizeof want,
+             "shmq_bridge_bridged_total{route=\"in\",queue=\"%s\",stream=\"%s\",durable=\"dur\"} "
+             "%u\n",
+             s.qb, s.stream, n);
+    cr_expect(file_has(prom, want), "the metrics file lacks: %s", want);
+    cr_expect(file_has(prom, "# TYPE shmq_bridge_connected gauge\n"),
+              "the metrics file lacks the connected gauge");
 }
 
 Test(bridge, sigkill_at_random_loses_nothing)

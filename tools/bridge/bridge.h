@@ -89,6 +89,7 @@ struct bridge_opts {
     uint32_t connect_timeout_ms; /* initial connect */
     uint32_t reconnect_max_ms;   /* backoff cap between reconnect attempts */
     char host[BRIDGE_HOST_MAX];  /* Shmq-Host header and Nats-Msg-Id prefix */
+    const char *metrics_file;    /* --metrics-file: Prometheus text, or NULL */
 };
 
 /* options.c */
@@ -100,6 +101,9 @@ enum log_level { LOG_INFO, LOG_WARN, LOG_ERROR };
 void blog(enum log_level level, const char *event, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
 const char *lquote(const char *s, char *buf, size_t size); /* logfmt value: quoted if needed */
+
+/* metrics.c: rewrite --metrics-file (if set) from the counters; 0 or -errno */
+int metrics_write(struct bridge_opts *o);
 
 /* conn.c */
 extern atomic_bool g_connected; /* false between disconnected and reconnected */

@@ -37,6 +37,7 @@ static void log_stats(struct bridge_opts *o)
             int64_t ready = -1;
             if (r->q && shmq_stats(r->q, &qs) == 0)
                 ready = qs.ready + qs.delayed;
+            atomic_store(&r->n.lag, ready); /* for the metrics file */
             blog(LOG_INFO, "stats",
                  "route=out queue=%s subject=%s connected=%d bridged=%" PRIu64
                  " duplicates=%" PRIu64 " failed=%" PRIu64 " stale=%" PRIu64 " inflight=%" PRId64
@@ -121,6 +122,7 @@ int main(int argc, char **argv)
         }
         if (now_ms() >= next_stats) {
             log_stats(&o);
+            metrics_write(&o);
             next_stats = now_ms() + o.stats_interval_ms; /* no catch-up after a stop */
         }
     }
@@ -129,6 +131,7 @@ out_threads:
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     log_stats(&o);
+    metrics_write(&o);
     /* The in routes' acks are buffered in the connection: send them before closing. */
     natsConnection_FlushTimeout(nc, 2000);
 out_routes:

@@ -37,6 +37,7 @@ enum {
     OPT_RECONNECT_MAX,
     OPT_HOST,
     OPT_CONFIG,
+    OPT_METRICS_FILE,
 };
 
 static const struct option long_opts[] = {
@@ -57,6 +58,7 @@ static const struct option long_opts[] = {
     {"reconnect-max-ms", required_argument, NULL, OPT_RECONNECT_MAX},
     {"host", required_argument, NULL, OPT_HOST},
     {"config", required_argument, NULL, OPT_CONFIG},
+    {"metrics-file", required_argument, NULL, OPT_METRICS_FILE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -94,6 +96,8 @@ static void usage(FILE *f, const char *prog)
         "  --connect-timeout-ms MS  initial connection attempt (2000)\n"
         "  --reconnect-max-ms MS cap of the reconnect backoff (2000); reconnects forever\n"
         "  --host NAME           source host in headers and message ids (default hostname)\n"
+        "  --metrics-file PATH   write the counters there in the Prometheus text format\n"
+        "                        every --stats-interval-ms (atomically: PATH.tmp, rename)\n"
         "  --config FILE         read `key = value` lines (keys: the long options above)\n"
         "  -h, --help            this text\n"
         "\n"
@@ -311,6 +315,16 @@ static int apply(struct bridge_opts *o, const char *prog, int opt, const char *n
         snprintf(o->host, sizeof o->host, "%s", v);
         return 0;
     case OPT_CONFIG: return read_config(o, prog, v, depth + 1);
+    case OPT_METRICS_FILE: {
+        char *dup = strdup(v);
+        if (!dup || !*dup || strlen(dup) > 4000) {
+            fprintf(stderr, "%s: --metrics-file: expected a path\n", prog);
+            free(dup);
+            return -1;
+        }
+        o->metrics_file = dup; /* lives as long as the process */
+        return 0;
+    }
     }
     return -1;
 }
