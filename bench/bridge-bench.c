@@ -50,6 +50,7 @@
 #define SIZES_MAX 4
 
 static char tmpdir[64];
+static char queue_a[64], queue_b[64]; /* the local queues, unlinked by cleanup() */
 static pid_t server_pid, bridge_pid;
 static int port;
 
@@ -80,6 +81,11 @@ static void cleanup(void)
         waitpid(server_pid, NULL, 0);
         server_pid = 0;
     }
+    if (queue_a[0])
+        shmq_unlink(queue_a);
+    if (queue_b[0])
+        shmq_unlink(queue_b);
+    queue_a[0] = queue_b[0] = 0;
     if (tmpdir[0]) {
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
@@ -439,14 +445,13 @@ int main(int argc, char **argv)
     add_stream(js, "BENCHOUT", "bench.out");
     add_stream(js, "BENCHRT", "bench.rt");
 
-    char qa[64], qb[64];
-    snprintf(qa, sizeof qa, "bench-bridge-a-%d", (int)getpid());
-    snprintf(qb, sizeof qb, "bench-bridge-b-%d", (int)getpid());
+    snprintf(queue_a, sizeof queue_a, "bench-bridge-a-%d", (int)getpid());
+    snprintf(queue_b, sizeof queue_b, "bench-bridge-b-%d", (int)getpid());
     uint32_t cap = 1;
     while (cap < (uint32_t)n)
         cap <<= 1;
-    make_queue(qa, cap);
-    make_queue(qb, cap);
+    make_queue(queue_a, cap);
+    make_queue(queue_b, cap);
 
     enum { PLAIN, PLAIN_HDR, OUT, RT, ROWS };
     static const char *const names[ROWS] = {"plain js_PublishAsync", "plain + bridge headers",
@@ -460,8 +465,8 @@ int main(int argc, char **argv)
                 int size = sizes[si];
                 double v = row == PLAIN       ? plain(nc, n, size, atoi(window), false)
                            : row == PLAIN_HDR ? plain(nc, n, size, atoi(window), true)
-                           : row == OUT       ? bridged_out(url, qa, n, size, window)
-                                              : round_trip(url, qa, qb, n, size, window, run++);
+                           : row == OUT       ? bridged_out(url, queue_a, n, size, window)
+                                        : round_trip(url, queue_a, queue_b, n, size, window, run++);
                 r[si][row][rep] = v;
                 js_PurgeStream(js, streams[row], NULL, NULL);
                 fprintf(stderr, "rep %d size %d %-24s %10.0f msg/s\n", rep + 1, size, names[row],
@@ -488,8 +493,6 @@ int main(int argc, char **argv)
     }
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
-    shmq_unlink(qa);
-    shmq_unlink(qb);
     cleanup();
     return 0;
 }
