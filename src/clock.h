@@ -5,6 +5,7 @@
 #ifndef SHMQ_CLOCK_H
 #define SHMQ_CLOCK_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -22,6 +23,21 @@ static inline uint64_t now_ns_coarse(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* How far behind now_ns() the coarse clock may be (one tick), read once per process. */
+static inline uint64_t coarse_lag_ns(void)
+{
+    static _Atomic uint64_t lag; /* relaxed: any thread may fill it; all compute the same */
+    uint64_t v = atomic_load_explicit(&lag, memory_order_relaxed);
+    if (!v) {
+        struct timespec ts;
+        v = clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0
+                ? (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec
+                : 10000000ull;
+        atomic_store_explicit(&lag, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 #endif

@@ -92,7 +92,9 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         }
         uint32_t attempt = sl->attempt + 1;
         sl->attempt = attempt;
-        uint64_t due = queue_now_ms(q) + q->seg.layout.ack_deadline_ms;
+        /* coarse clock, plus its lag rounded up: a deadline may pass a tick late, never early */
+        uint64_t due = queue_now_ms(q) + q->seg.layout.ack_deadline_ms +
+                       (coarse_lag_ns() + 999999) / 1000000;
         /* relaxed: validated by its gen tag (slot.h) */
         atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
         uint32_t len = sl->len;

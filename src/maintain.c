@@ -324,6 +324,9 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     /* read before the scan: a publish that starts after it lands in this file or a later one */
     uint64_t wal_cur = q->wal ? wal_current_seq(q->wal) : 0;
     fence_dead_procs(&p);
+    ring_unstrand(&q->seg.free_ring);
+    ring_unstrand(&q->seg.ready_ring);
+    ring_unstrand(&q->seg.dead_ring);
     for (uint32_t i = 0; i < l->capacity; i++)
         repair_slot(&p, i);
     release_fenced_procs(&p);

@@ -35,9 +35,11 @@
  *
  * Crash windows. (1) Enqueuer after FAA(tail), before its CAS: a skipped ticket, as above.
  * (2) Enqueuer after its CAS (R1), before resetting the threshold: its entry is in the ring but
- * dequeuers that see threshold < 0 report "empty" without looking. Dequeuers therefore look:
- * with threshold < 0 and head < tail they scan the cells of [head, tail) for an entry of its
- * ticket's cycle and, on finding one, reset the threshold themselves (stranded_entry()).
+ * dequeuers that see threshold < 0 report "empty" without looking. Repair (maintenance) looks:
+ * with threshold < 0 and head < tail it scans the cells of [head, tail) for an entry of its
+ * ticket's cycle and, on finding one, resets the threshold for it (ring_unstrand()). This is
+ * not done by every dequeuer that finds the ring empty: reading head and tail there made a
+ * producer spinning on a full queue fight the consumer's acks for their cache lines.
  * (3) Dequeuer after FAA(head), before its CAS: the entry stays in its cell until repair clears
  * it; the cell is out of use until then (it counts against the n entries). (4) A process
  * stopped for 2^39 laps or more: cycles are kept modulo 2^40, so a stuck cell's cycle may then
@@ -159,7 +161,7 @@ int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket)
                 break; /* unsafe, and the dequeuer of t has passed: nobody would take it */
             /* R1 (seq_cst): publishes the caller's slot writes; pairs with R2 */
             if (atomic_compare_exchange_strong(cell, &e, cell_make(cycle, true, idx))) {
-                /* crash window (2): a death here leaves the entry for stranded_entry() */
+                /* crash window (2): a death here leaves the entry for ring_unstrand() */
                 reset_threshold(r);
                 if (ticket)
                     *ticket = t;
@@ -184,11 +186,10 @@ static void catchup(struct ring_shm *q, uint64_t tail, uint64_t head)
 /*
  * threshold < 0 says "empty". It is wrong only if an enqueuer wrote its cell and stopped or
  * died before resetting the threshold (crash window 2): then its entry sits at a ticket in
- * [head, tail). Look there (read-only; head == tail, the usual empty ring, costs two loads) and
- * do the enqueuer's reset for it. A reset that turns out needless only costs dequeuers up to
- * 3n-1 failed attempts, as an enqueue would.
+ * [head, tail). Look there (read-only) and do the enqueuer's reset for it. A reset that turns
+ * out needless only costs dequeuers up to 3n-1 failed attempts, as an enqueue would.
  */
-static bool stranded_entry(struct ring *r)
+bool ring_unstrand(struct ring *r)
 {
     struct ring_shm *q = r->shm;
     uint64_t t = atomic_load(&q->tail), h = atomic_load(&q->head);
@@ -209,7 +210,7 @@ static bool stranded_entry(struct ring *r)
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
 {
     struct ring_shm *q = r->shm;
-    if (atomic_load(&q->threshold) < 0 && !stranded_entry(r))
+    if (atomic_load(&q->threshold) < 0) /* one load: the empty ring's whole cost */
         return -EAGAIN;
     /* In correct use the shared threshold ends the loop within 3n rounds; a corrupted one
      * (shm is input) must not make us spin: the same bound, kept locally. */

@@ -61,6 +61,11 @@ int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket);
  * it. Polling an idle empty ring costs three loads (threshold, head, tail) and no store. */
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket);
 
+/* Repair of crash window (2) in ring.c: an enqueuer died between its cell CAS and resetting the
+ * threshold, so dequeuers see "empty". Finds such an entry and resets the threshold: true if it
+ * did. For maintenance (reads up to 2^order cells); safe at any time. */
+bool ring_unstrand(struct ring *r);
+
 /* Head and tail tickets as they are now (for repair and the dump tool). */
 uint64_t ring_head(const struct ring *r);
 uint64_t ring_tail(const struct ring *r);

@@ -436,7 +436,7 @@ Test(ring, dead_enqueuer_blocks_nobody_and_loses_nothing)
     ring_free(&t);
 }
 
-Test(ring, dead_enqueuer_before_threshold_reset_entry_is_still_dequeued)
+Test(ring, dead_enqueuer_before_threshold_reset_entry_is_found_by_repair)
 {
     /* Crash window (2): the producer's cell CAS landed, its threshold reset did not. */
     struct test_ring t;
@@ -448,6 +448,9 @@ Test(ring, dead_enqueuer_before_threshold_reset_entry_is_still_dequeued)
         uint64_t tk = enq(&t.r, 6);
         atomic_store(&t.r.shm->threshold, -1); /* undo the reset it died before */
         uint64_t got;
+        uint32_t idx;
+        cr_assert_eq(ring_dequeue(&t.r, &idx, &got), -EAGAIN, "hidden until repair looks");
+        cr_assert(ring_unstrand(&t.r), "repair finds the stranded entry");
         cr_assert_eq(deq(&t.r, &got), 6);
         cr_assert_eq(got, tk);
     }
