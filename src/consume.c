@@ -342,9 +342,10 @@ int shmq_consumer_close(shmq_consumer_t *c)
     }
     /* A fenced consumer's messages were taken back already, and maintenance releases its
      * entry once nothing names it; either way we read none of our slots any more. */
+    /* Our deliveries go back at once, fenced or not (a fenced entry we release here could be
+     * reused at once, and a slot naming it would then wait for its ack deadline). */
     bool was_fenced = fenced(c);
-    if (!was_fenced)
-        return_inflight(c);
+    return_inflight(c);
     let_go_all(c);
     if (!was_fenced) {
         registry_detach(&c->q->seg, c->self, c->self_word);
