@@ -31,6 +31,7 @@
 #include "slot.h"
 
 #define ORPHAN_GRACE_NS (100ull * 1000000ull)
+#define CHECKPOINT_LAG_FILES 2
 #define TICKET_BITS 40
 
 struct pass {
@@ -42,6 +43,7 @@ struct pass {
     uint8_t *fenced;  /* per registry entry: 1 if FENCED or FREE (its deliveries are void) */
     uint64_t *words;  /* per registry entry: its word when dead/fenced were decided */
     uint64_t min_wal_seq; /* lowest log file a slot refers to */
+    uint64_t wal_cur;     /* the file being written when the pass began */
 };
 
 /* Is a live consumer hung? (the rule documented at shmq_maintain) */
@@ -212,6 +214,36 @@ static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, u
         p->rep->fenced_released++;
 }
 
+/*
+ * Checkpoint: a live message whose PUBLISH record lies CHECKPOINT_LAG_FILES or more behind the
+ * file being written is logged again (same id, payload from the slot, and a NACK record with its
+ * attempts), and its slot moves to the new record, so one long-lived message does not pin every
+ * log file after its own: disk use and recovery time stay bounded by the live messages. If the
+ * message was acked (or dead-lettered, or its slot reused) while we copied, the copy must not
+ * outlive it: the latest record of an id decides, so we append its resolution again.
+ * Returns the slot's wal_seq (+ 1) after the step.
+ */
+static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
+{
+    shmq_t *q = p->q;
+    uint64_t id = sl->id;
+    uint32_t len = sl->len, attempt = sl->attempt, seq;
+    if (len > q->seg.layout.max_msg_size ||
+        wal_append_publish(q->wal, id, NULL, 0, slot_payload(sl), len, &seq) != 0)
+        return ws;
+    if (attempt)
+        queue_log(q, WAL_NACK, id, attempt);
+    /* acquire: a slot reused for another message shows its new id with its new state */
+    unsigned st = sw_state(atomic_load_explicit(&sl->state, memory_order_acquire));
+    if (sl->id != id || (st != SLOT_READY && st != SLOT_INFLIGHT && st != SLOT_DELAYED)) {
+        queue_log(q, st == SLOT_DEAD && sl->id == id ? WAL_DEAD : WAL_ACK, id, 0);
+        return ws;
+    }
+    if (atomic_compare_exchange_strong(&sl->wal_seq, &ws, seq + 1))
+        p->rep->checkpointed++;
+    return atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
+}
+
 static void repair_slot(struct pass *p, uint32_t idx)
 {
     struct segment *s = &p->q->seg;
@@ -280,6 +312,9 @@ static void repair_slot(struct pass *p, uint32_t idx)
         p->refs[lg - 1]++;
     /* the oldest log file a live message still needs (DEAD and done slots need none) */
     uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
+    if (ws && (st == SLOT_READY || st == SLOT_INFLIGHT || st == SLOT_DELAYED) &&
+        ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
+        ws = checkpoint_slot(p, sl, ws);
     if (ws && st != SLOT_FREE && st != SLOT_DEAD && st != SLOT_FENCED && ws - 1 < p->min_wal_seq)
         p->min_wal_seq = ws - 1;
 }
@@ -323,6 +358,7 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     p.min_wal_seq = UINT64_MAX;
     /* read before the scan: a publish that starts after it lands in this file or a later one */
     uint64_t wal_cur = q->wal ? wal_current_seq(q->wal) : 0;
+    p.wal_cur = wal_cur;
     fence_dead_procs(&p);
     ring_unstrand(&q->seg.free_ring);
     ring_unstrand(&q->seg.ready_ring);

@@ -685,6 +685,57 @@ Test(wal, rotation_keeps_disk_use_bounded)
     h_assert_rc(shmq_unlink(name), 0);
 }
 
+/* A message nobody acks must not pin every log file written after it: maintenance logs it again
+ * (checkpoint) so the old files go, disk use stays bounded, and after losing the segment it still
+ * comes back, with its attempt count, exactly once. */
+Test(wal, long_lived_message_does_not_pin_the_log)
+{
+    const char *name = h_qname("pin");
+    shmq_config_t cfg = wal_config(256, 1024, FILE_SIZE);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "pin", &c), 0);
+    uint64_t stuck_id;
+    h_assert_rc(shmq_publish(q, "stuck", 5, &stuck_id), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_nack(c, &m, 3600000), 0); /* delayed for an hour: live, attempt 1 */
+    char dir[512];
+    log_dir_of(name, dir, sizeof dir);
+    uint32_t max_files = 0;
+    uint64_t max_bytes = 0;
+    publish_ack_run(q, c, dir, 12000, 1000, 50, &max_files, &max_bytes);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_log_info("pinned: %llu log bytes written, at most %u files / %llu bytes on disk",
+                (unsigned long long)st.wal_bytes, max_files, (unsigned long long)max_bytes);
+    cr_assert_geq(st.wal_bytes, 100ull * FILE_SIZE);
+    cr_assert_leq(max_files, 6, "a live message pinned the log: up to %u files", max_files);
+    cr_assert_eq(st.delayed, 1);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rr;
+    h_assert_rc(shmq_recover(name, NULL, &rr), 0);
+    cr_assert_eq(rr.restored, 1, "restored %llu", (unsigned long long)rr.restored);
+    h_assert_rc(shmq_open(name, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "after", &c), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert_eq(m.id, stuck_id);
+    cr_assert_eq(m.len, 5);
+    cr_assert(memcmp(m.data, "stuck", 5) == 0);
+    cr_assert_eq(m.attempt, 2, "attempt %u", m.attempt);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    cr_assert_eq(shmq_receive(c, &m, 0), -EAGAIN, "only once");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
 /* Deleted log files must not stay open and mapped in a long-lived process: their disk space is
  * only freed when the last descriptor and mapping go, and a process that keeps one descriptor
  * per file it ever wrote runs out of descriptors. A child with RLIMIT_NOFILE 64 publishes and

@@ -258,6 +258,7 @@ typedef struct shmq_maint_report {
     uint32_t delayed_fired;     /* delayed messages that became ready */
     uint32_t dead_lettered;     /* messages moved to the dead-letter ring */
     uint32_t fenced_released;   /* slots a fenced process held back, freed once it let go */
+    uint32_t checkpointed;      /* long-lived messages logged again so old log files can go */
 } shmq_maint_report_t;
 
 /**
