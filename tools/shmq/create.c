@@ -47,7 +47,11 @@ void cmd_create_help(FILE *out)
             "  --log-dir DIR             where the log directory NAME/ goes [the state\n"
             "                            directory: $SHMQ_STATE_DIR, /var/lib/shmq for root, else\n"
             "                            $XDG_STATE_HOME/shmq or ~/.local/state/shmq]\n"
-            "  --wal-file-size N         bytes per log file, %u..4294967295 [%u]\n"
+            "  --wal-file-size N         bytes per log file, %u..4294967295, a multiple of 4096\n"
+            "                            [%u]\n"
+            "  --log-retention-bytes N   resolved history the log keeps, for replay [0]\n"
+            "  --dedup-window N          keys remembered for shmq_publish_dedup (0: none) [%u]\n"
+            "  --dedup-window-ms N       and for how long [%u]\n"
             "  -h, --help                this text\n"
             "\n"
             "Exit status: 0 created; 1 runtime error (the queue exists, or its log does: open\n"
@@ -62,7 +66,8 @@ void cmd_create_help(FILE *out)
             (unsigned)SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms,
             d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier,
             (unsigned)d.mode, durability_name(d.durability), (unsigned)WAL_FILE_MIN,
-            d.wal_file_size, cli_progname, cli_progname, cli_progname);
+            d.wal_file_size, d.dedup_window_count, d.dedup_window_ms, cli_progname, cli_progname,
+            cli_progname);
 }
 
 enum {
@@ -78,7 +83,10 @@ enum {
     OPT_MODE,
     OPT_DURABILITY,
     OPT_LOG_DIR,
-    OPT_WAL_SIZE
+    OPT_WAL_SIZE,
+    OPT_RETENTION,
+    OPT_DEDUP,
+    OPT_DEDUP_MS
 };
 
 static int parse_durability(const char *s, int *out)
@@ -154,6 +162,13 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
         return 0;
     case OPT_WAL_SIZE:
         return cli_u32(cmd, "--wal-file-size", v, WAL_FILE_MIN, UINT32_MAX, &cfg->wal_file_size);
+    case OPT_RETENTION:
+        return cli_u64(cmd, "--log-retention-bytes", v, 0, UINT64_MAX, &cfg->log_retention_bytes);
+    case OPT_DEDUP:
+        return cli_u32(cmd, "--dedup-window", v, 0, SHMQ_DEDUP_WINDOW_MAX,
+                       &cfg->dedup_window_count);
+    case OPT_DEDUP_MS:
+        return cli_u32(cmd, "--dedup-window-ms", v, 1, UINT32_MAX, &cfg->dedup_window_ms);
     }
     return CLI_EXIT_USAGE;
 }
@@ -174,6 +189,9 @@ int cmd_create(int argc, char **argv)
         {"durability", required_argument, NULL, OPT_DURABILITY},
         {"log-dir", required_argument, NULL, OPT_LOG_DIR},
         {"wal-file-size", required_argument, NULL, OPT_WAL_SIZE},
+        {"log-retention-bytes", required_argument, NULL, OPT_RETENTION},
+        {"dedup-window", required_argument, NULL, OPT_DEDUP},
+        {"dedup-window-ms", required_argument, NULL, OPT_DEDUP_MS},
         {"help", no_argument, NULL, 'h'},
         {0}};
     shmq_config_t cfg;
