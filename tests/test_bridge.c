@@ -23,7 +23,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "helpers.h"
+#include "cli.h"
 
 static void bridge_fini(void);
 TestSuite(bridge, .fini = bridge_fini, .timeout = 180);
@@ -197,12 +197,7 @@ static long server_stored_messages(void)
 
 static const char *bridge_path(void)
 {
-    static char path[PATH_MAX];
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert(n > 0, "readlink /proc/self/exe: %s", strerror(errno));
-    self[n] = 0;
-    snprintf(path, sizeof path, "%s/../shmq-bridge", dirname(self));
+    const char *path = cli_tool_location("shmq-bridge");
     cr_assert(access(path, X_OK) == 0,
               "the bridge binary is missing: %s (%s). It is built (tools/bridge/*.c) when "
               "pkg-config finds libnats: install libnats-dev (tools/install-deps).",

@@ -18,12 +18,9 @@
  *     the JSON stays valid);
  *   - help and usage errors give the documented exit codes 0 and 2.
  */
-#include "helpers.h"
+#include "cli.h"
 
 #include <inttypes.h>
-#include <libgen.h>
-#include <limits.h>
-#include <stdarg.h>
 #include <stddef.h>
 
 #include "layout.h"
@@ -34,98 +31,8 @@ TestSuite(cli_dump, .fini = h_cleanup);
 
 /* ------------------------------------------------------------------ running the tool */
 
-struct run {
-    int status;  /* wait status */
-    char *out;   /* stdout, NUL-terminated */
-    char *err;   /* stderr, NUL-terminated */
-    size_t out_len;
-};
-
-static const char *shmq_binary(void)
-{
-    static char path[PATH_MAX];
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    cr_assert(n > 0, "readlink /proc/self/exe: %s", strerror(errno));
-    exe[n] = '\0';
-    snprintf(path, sizeof(path), "%s/../shmq", dirname(exe));
-    cr_assert(access(path, X_OK) == 0, "the shmq tool is not at %s: %s", path, strerror(errno));
-    return path;
-}
-
-static char *slurp(FILE *f, size_t *len)
-{
-    cr_assert(fseek(f, 0, SEEK_END) == 0);
-    long n = ftell(f);
-    cr_assert(n >= 0);
-    rewind(f);
-    char *buf = malloc((size_t)n + 1);
-    cr_assert(buf);
-    cr_assert(fread(buf, 1, (size_t)n, f) == (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    if (len)
-        *len = (size_t)n;
-    return buf;
-}
-
 /* Run `shmq ARGS...` (NULL-terminated) and wait for it (at most 20 s). */
-static struct run run_shmq(const char *arg0, ...)
-{
-    const char *argv[16];
-    int argc = 0;
-    argv[argc++] = shmq_binary();
-    va_list ap;
-    va_start(ap, arg0);
-    for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
-        cr_assert(argc < 15);
-        argv[argc++] = a;
-    }
-    va_end(ap);
-    argv[argc] = NULL;
-
-    FILE *out = tmpfile(), *err = tmpfile();
-    cr_assert(out && err, "tmpfile: %s", strerror(errno));
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        dup2(fileno(out), 1);
-        dup2(fileno(err), 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    h_track(pid, -1);
-    struct run r = {0};
-    int rc = h_waitpid(pid, 20000, 0, &r.status);
-    if (rc == -ETIMEDOUT) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        h_untrack(pid);
-    }
-    cr_assert_eq(rc, 0, "shmq %s did not finish within 20 s", arg0 ? arg0 : "");
-    r.out = slurp(out, &r.out_len);
-    r.err = slurp(err, NULL);
-    /* a sanitizer build reports through stderr (and ASan exits 1, like a runtime error) */
-    cr_assert(!strstr(r.err, "Sanitizer") && !strstr(r.err, "runtime error:"),
-              "shmq %s: sanitizer report:\n%s", arg0 ? arg0 : "", r.err);
-    return r;
-}
-
-static void run_free(struct run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-/* The tool ended by exit(code), not by a signal. */
-static void assert_exit(const struct run *r, int code, const char *what)
-{
-    char buf[96];
-    cr_assert(WIFEXITED(r->status) && WEXITSTATUS(r->status) == code,
-              "%s: shmq %s, expected exit %d\nstdout:\n%s\nstderr:\n%s", what,
-              h_status_str(r->status, buf, sizeof(buf)), code, r->out, r->err);
-}
+#define run_shmq(...) cli_run("shmq", 20, NULL, (const char *const[]){__VA_ARGS__})
 
 /* The line of text that contains needle, copied into buf (or NULL). */
 static const char *line_with(const char *text, const char *needle, char *buf, size_t size)
@@ -143,9 +50,6 @@ static const char *line_with(const char *text, const char *needle, char *buf, si
     buf[n] = '\0';
     return buf;
 }
-
-#define assert_contains(text, needle, what)                                                       \
-    cr_assert(strstr((text), (needle)) != NULL, "%s: no \"%s\" in:\n%s", (what), (needle), (text))
 
 /* ------------------------------------------------------------------ a strict JSON checker */
 

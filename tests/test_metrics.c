@@ -21,7 +21,7 @@
  *     --alert-cmd, stays quiet while it holds, and (depth) fires again after it cleared; (age)
  *     clears once the old message is acked.
  */
-#include "helpers.h"
+#include "cli.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -53,18 +53,6 @@ TestSuite(metrics, .fini = cleanup, .timeout = 120);
 
 /* ------------------------------------------------------------------ the daemon */
 
-static const char *binary(const char *name)
-{
-    static char path[PATH_MAX];
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    cr_assert(n > 0);
-    exe[n] = '\0';
-    snprintf(path, sizeof(path), "%s/../%s", dirname(exe), name);
-    cr_assert(access(path, X_OK) == 0, "%s is not at %s", name, path);
-    return path;
-}
-
 struct daemon {
     pid_t pid;
     char log[64]; /* its stdout and stderr */
@@ -75,7 +63,7 @@ static struct daemon start_watchdog(const char *arg0, ...)
 {
     const char *argv[32];
     int argc = 0;
-    char *path = strdup(binary("shmq-watchdog"));
+    char *path = strdup(cli_tool_path("shmq-watchdog"));
     argv[argc++] = path;
     va_list ap;
     va_start(ap, arg0);

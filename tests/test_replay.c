@@ -9,7 +9,7 @@
  * checked byte for byte against what its publisher wrote, and its seq gives the order.
  * Log files are 64 KiB so that a run crosses many of them.
  */
-#include "helpers.h"
+#include "cli.h"
 
 #include "shmq/replay.h"
 
@@ -425,42 +425,15 @@ Test(replay, damaged_records_and_files_are_skipped_not_crashed_on)
 /* ---- The CLI: shmq replay ---- */
 
 /* Run the built tool (dirname(/proc/self/exe)/../shmq) with args; its stdout (malloc'd) and
- * exit code. Bounded: 30 s. */
+ * exit code (its stderr is copied to ours). Bounded: 30 s. */
 static char *run_tool(const char *const *args, int *code)
 {
-    char exe[512], tool[600];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    cr_assert(n > 0);
-    exe[n] = 0;
-    *strrchr(exe, '/') = 0;
-    snprintf(tool, sizeof tool, "%s/../shmq", exe);
-    cr_assert_eq(access(tool, X_OK), 0, "the shmq tool is not at %s", tool);
-    const char *argv[16] = {tool};
-    int argc = 1;
-    for (; *args && argc < 15; args++)
-        argv[argc++] = *args;
-    argv[argc] = NULL;
-    FILE *out = tmpfile();
-    cr_assert(out);
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fileno(out), 1);
-        execv(tool, (char *const *)argv);
-        _exit(127);
-    }
-    h_track(pid, -1);
-    int st = 0;
-    cr_assert_eq(h_waitpid(pid, 30000, 0, &st), 0, "shmq replay did not finish");
-    cr_assert(WIFEXITED(st));
-    *code = WEXITSTATUS(st);
-    long len = ftell(out);
-    rewind(out);
-    char *buf = calloc(1, (size_t)len + 1);
-    cr_assert_eq(fread(buf, 1, (size_t)len, out), (size_t)len);
-    fclose(out);
-    return buf;
+    struct run r = cli_run("shmq", 30, NULL, args);
+    fputs(r.err, stderr);
+    free(r.err);
+    cr_assert(WIFEXITED(r.status));
+    *code = WEXITSTATUS(r.status);
+    return r.out;
 }
 
 #define TOOL(code, ...) run_tool((const char *const[]){__VA_ARGS__, NULL}, (code))

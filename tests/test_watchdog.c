@@ -20,7 +20,7 @@
 #include <poll.h>
 #include <stdatomic.h>
 
-#include "helpers.h"
+#include "cli.h"
 
 TestSuite(watchdog, .fini = h_cleanup, .timeout = 60);
 
@@ -41,12 +41,7 @@ struct wd {
 
 static const char *watchdog_path(void)
 {
-    static char path[PATH_MAX];
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    cr_assert(n > 0, "readlink /proc/self/exe: %s", strerror(errno));
-    self[n] = 0;
-    snprintf(path, sizeof path, "%s/../shmq-watchdog", dirname(self));
+    const char *path = cli_tool_location("shmq-watchdog");
     cr_assert(access(path, X_OK) == 0,
               "the watchdog binary is missing: %s (%s). Build the shmq-watchdog target "
               "(tools/watchdog/*.c) into the build directory's root before running this test.",
