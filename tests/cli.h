@@ -39,8 +39,7 @@ static H_UNUSED const char *cli_tool_location(const char *name)
 static H_UNUSED const char *cli_tool_path(const char *name)
 {
     const char *path = cli_tool_location(name);
-    cr_assert(access(path, X_OK) == 0, "the %s tool is not at %s: %s", name, path,
-              strerror(errno));
+    cr_assert(access(path, X_OK) == 0, "the %s tool is not at %s: %s", name, path, strerror(errno));
     return path;
 }
 
@@ -146,6 +145,18 @@ static H_UNUSED void assert_exit(const struct run *r, int code, const char *what
               "%s: shmq %s, expected exit %d\nstdout:\n%s\nstderr:\n%s", what,
               h_status_str(r->status, buf, sizeof(buf)), code, r->out, r->err);
 }
+
+/* Run `shmq ARGS...` (NULL-terminated, no stdin) and expect it to exit with code (what names
+ * the case in the failure message). */
+static H_UNUSED void run_expect_exit(int code, const char *what, const char *const *args)
+{
+    struct run r = run_argv(NULL, args);
+    assert_exit(&r, code, what);
+    run_free(&r);
+}
+
+#define RUN_EXPECT_EXIT(code, what, ...)                                                           \
+    run_expect_exit((code), (what), (const char *const[]){__VA_ARGS__, NULL})
 
 #define assert_contains(text, needle, what)                                                        \
     cr_assert(strstr((text), (needle)) != NULL, "%s: no \"%s\" in:\n%s", (what), (needle), (text))

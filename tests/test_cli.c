@@ -118,9 +118,7 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
         assert_contains(r.out, "Exit status", commands[i]);
         assert_contains(r.out, "Example", commands[i]);
         run_free(&r);
-        r = RUN("help", commands[i]);
-        assert_exit(&r, 0, commands[i]);
-        run_free(&r);
+        RUN_EXPECT_EXIT(0, commands[i], "help", commands[i]);
         r = RUN(commands[i], "--no-such-option");
         assert_exit(&r, 2, commands[i]);
         assert_contains(r.err, "unknown option", commands[i]);
@@ -132,28 +130,14 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
         assert_exit(&r, 2, need_name[i]);
         assert_contains(r.err, "missing queue NAME", need_name[i]);
         run_free(&r);
-        r = RUN(need_name[i], "bad/name");
-        assert_exit(&r, 2, need_name[i]);
-        run_free(&r);
+        RUN_EXPECT_EXIT(2, need_name[i], need_name[i], "bad/name");
     }
-    r = RUN("nosuchcommand");
-    assert_exit(&r, 2, "unknown command");
-    run_free(&r);
-    r = RUN("sub", "q", "--ack", "--nack");
-    assert_exit(&r, 2, "sub --ack --nack");
-    run_free(&r);
-    r = RUN("dlq", "q", "explode");
-    assert_exit(&r, 2, "dlq unknown action");
-    run_free(&r);
-    r = RUN("create", "q", "--capacity", "0");
-    assert_exit(&r, 2, "create --capacity 0");
-    run_free(&r);
-    r = RUN("create", "q", "--mode", "999");
-    assert_exit(&r, 2, "create --mode 999");
-    run_free(&r);
-    r = RUN("sub", "q", "--count", "abc");
-    assert_exit(&r, 2, "sub --count abc");
-    run_free(&r);
+    RUN_EXPECT_EXIT(2, "unknown command", "nosuchcommand");
+    RUN_EXPECT_EXIT(2, "sub --ack --nack", "sub", "q", "--ack", "--nack");
+    RUN_EXPECT_EXIT(2, "dlq unknown action", "dlq", "q", "explode");
+    RUN_EXPECT_EXIT(2, "create --capacity 0", "create", "q", "--capacity", "0");
+    RUN_EXPECT_EXIT(2, "create --mode 999", "create", "q", "--mode", "999");
+    RUN_EXPECT_EXIT(2, "sub --count abc", "sub", "q", "--count", "abc");
 }
 
 /* ------------------------------------------------------------------ create, stat, list */
@@ -210,14 +194,10 @@ Test(cli, create_applies_every_option)
     cr_assert_str_eq(jstr(d, "log_dir"), want_dir);
     json_free(d);
     run_free(&r);
-    r = RUN("delete", durable);
-    assert_exit(&r, 0, "delete a durable queue");
-    run_free(&r);
+    RUN_EXPECT_EXIT(0, "delete a durable queue", "delete", durable);
     cr_assert(access(want_dir, F_OK) != 0, "delete removes the log too");
     rmdir(logdir);
-    r = RUN("create", "x", "--durability", "maybe");
-    assert_exit(&r, 2, "create --durability maybe");
-    run_free(&r);
+    RUN_EXPECT_EXIT(2, "create --durability maybe", "create", "x", "--durability", "maybe");
 }
 
 Test(cli, stat_json_matches_the_queue_field_by_field)
@@ -422,9 +402,7 @@ Test(cli, delete_refuses_while_attached_and_force_overrides)
     h_assert_rc(shmq_close(q), 0);
     child = h_fork(attach_and_wait, (void *)name);
     wait_for_procs(name, 1);
-    r = RUN("delete", "--force", name);
-    assert_exit(&r, 0, "delete --force while attached");
-    run_free(&r);
+    RUN_EXPECT_EXIT(0, "delete --force while attached", "delete", "--force", name);
     cr_assert(access(path, F_OK) != 0, "the segment is gone");
     kill(child, SIGKILL);
     h_waitpid(child, 5000, 0, &st);
@@ -512,9 +490,7 @@ Test(cli, pub_on_full_queue_and_sub_short_of_count_fail_with_documented_codes)
     char big[400];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = 0;
-    r = RUN("sub", name, "--count", "2", "--timeout-ms", "2000");
-    assert_exit(&r, 0, "drain");
-    run_free(&r);
+    RUN_EXPECT_EXIT(0, "drain", "sub", name, "--count", "2", "--timeout-ms", "2000");
     r = RUN("pub", name, big);
     assert_exit(&r, 1, "pub of a message larger than max_msg_size");
     assert_contains(r.err, "max_msg_size", "pub too large");
@@ -694,9 +670,7 @@ Test(cli, missing_corrupted_and_truncated_segments_exit_1_without_crashing)
     cr_assert_eq(pwrite(fd, &byte, 1, offsetof(struct seg_layout, capacity)), 1);
     close(fd);
     assert_all_fail(name, "corrupted header");
-    r = RUN("delete", "--force", name);
-    assert_exit(&r, 0, "delete --force of a corrupted segment");
-    run_free(&r);
+    RUN_EXPECT_EXIT(0, "delete --force of a corrupted segment", "delete", "--force", name);
 
     /* a segment cut short: the header is intact, the slots are not there */
     q = create_queue(name, 8, 5);

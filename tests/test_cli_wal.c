@@ -161,9 +161,7 @@ static unsigned make_logged_queue(const char *name, const char *dir, int n, int 
     free(lines);
     char count[16];
     snprintf(count, sizeof count, "%d", acked);
-    r = RUN("sub", name, "--count", count, "--timeout-ms", "10000");
-    assert_exit(&r, 0, "sub --count");
-    run_free(&r);
+    RUN_EXPECT_EXIT(0, "sub --count", "sub", name, "--count", count, "--timeout-ms", "10000");
     unsigned files = count_files(dir, name);
     cr_assert_geq(files, 2, "the log spans several files");
     return files;
@@ -185,18 +183,10 @@ Test(cli_wal, help_and_usage)
     assert_contains(r.out, "  wal ", "help lists wal");
     cr_assert(!strstr(r.out, "Not yet"), "no 'Not yet' note:\n%s", r.out);
     run_free(&r);
-    r = RUN("wal", "q");
-    assert_exit(&r, 2, "wal without an action");
-    run_free(&r);
-    r = RUN("wal", "q", "frobnicate");
-    assert_exit(&r, 2, "wal with an unknown action");
-    run_free(&r);
-    r = RUN("wal", "q", "inspect", "extra");
-    assert_exit(&r, 2, "wal with an extra argument");
-    run_free(&r);
-    r = RUN("wal", "bad/name", "verify");
-    assert_exit(&r, 2, "wal with an invalid queue name");
-    run_free(&r);
+    RUN_EXPECT_EXIT(2, "wal without an action", "wal", "q");
+    RUN_EXPECT_EXIT(2, "wal with an unknown action", "wal", "q", "frobnicate");
+    RUN_EXPECT_EXIT(2, "wal with an extra argument", "wal", "q", "inspect", "extra");
+    RUN_EXPECT_EXIT(2, "wal with an invalid queue name", "wal", "bad/name", "verify");
 }
 
 Test(cli_wal, inspect_live_log_counts_records_and_predicts_recovery)
@@ -475,9 +465,7 @@ Test(cli_wal, truncated_garbage_and_missing_files_are_reported_without_a_crash)
     json_free(doc);
     run_free(&r);
 
-    r = RUN("wal", name, "inspect");
-    assert_exit(&r, 0, "inspect (text) of a damaged log directory");
-    run_free(&r);
+    RUN_EXPECT_EXIT(0, "inspect (text) of a damaged log directory", "wal", name, "inspect");
     r = RUN("wal", name, "verify");
     assert_exit(&r, 1, "verify of a damaged log directory");
     assert_contains(r.out, "wal.0000000000: bad header", "verify");
