@@ -358,6 +358,42 @@ static void finish(const char *name, shmq_t *q, shmq_consumer_t *c)
     h_assert_rc(shmq_unlink(name), 0);
 }
 
+/* What start_stalled() gives a test: the queue (with our consumer "main") and the peer. */
+struct stall {
+    const char *name;
+    struct peer *p;
+    pid_t pid;
+    shmq_t *q;
+    shmq_consumer_t *c;
+};
+
+enum target { NO_TARGET, WITH_TARGET };
+
+/*
+ * The start of a test with one stalled peer: child (with a new peer meeting point, where it is
+ * stopped or killed as sig says) is forked gated before this process makes a library call; then
+ * the queue is made, TARGET published first when asked (its id in *target_id unless that is
+ * NULL), the gate opened, and the child seen stopped at, or killed at, point.
+ */
+static struct stall start_stalled(const char *tag, const char *point, enum sig sig,
+                                  h_child_fn child, enum target target, uint64_t *target_id)
+{
+    skip_without_crash_points();
+    struct stall s;
+    s.name = h_qname(tag);
+    s.p = new_peer(s.name, point, sig);
+    s.pid = h_fork_gated(child, s.p);
+    s.q = create_queue(s.name, &s.c);
+    if (target == WITH_TARGET)
+        h_assert_rc(shmq_publish(s.q, "TARGET", 6, target_id), 0);
+    h_open_gate(s.pid);
+    if (sig == SIG_STOP)
+        expect_stopped(s.pid, point);
+    else
+        expect_killed(s.pid, point);
+    return s;
+}
+
 /* ---- producers ------------------------------------------------------------------------------ */
 
 /* Is the message of a producer stopped at point visible to consumers before it continues? */
@@ -369,42 +405,35 @@ static bool payload_committed(const char *point)
 
 static void producer_stopped_at(const char *point)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("pstop");
-    struct peer *p = new_peer(name, point, SIG_STOP);
-    pid_t pid = h_fork_gated(stalled_producer, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
-    h_open_gate(pid);
-    expect_stopped(pid, point);
+    struct stall s = start_stalled("pstop", point, SIG_STOP, stalled_producer, NO_TARGET, NULL);
 
     struct tally t = {0};
-    run_traffic(name, c, &t);
-    drain(c, &t);
+    run_traffic(s.name, s.c, &t);
+    drain(s.c, &t);
     if (!payload_committed(point))
         cr_assert_eq(t.stalled, 0, "%s: an uncommitted message was delivered", point);
     cr_assert(t.stalled <= 1, "%s: the stalled message was delivered %d times", point, t.stalled);
 
     /* Continued, its publish completes and its message is delivered (once). */
-    kill(pid, SIGCONT);
-    h_assert_child_ok(pid, 5000, point);
-    h_assert_rc(p->rc, 0);
+    kill(s.pid, SIGCONT);
+    h_assert_child_ok(s.pid, 5000, point);
+    h_assert_rc(s.p->rc, 0);
     if (t.stalled == 0) {
         shmq_msg_t m;
-        int rc = shmq_receive(c, &m, 2000);
+        int rc = shmq_receive(s.c, &m, 2000);
         cr_assert_eq(rc, 0, "%s: the continued producer's message never came (%d)", point, rc);
         cr_assert(is_special(&m), "%s: unexpected message", point);
-        cr_expect_eq(m.id, p->id, "%s: id %llu, publish returned %llu", point,
-                     (unsigned long long)m.id, (unsigned long long)p->id);
-        take(c, &m, &t);
+        cr_expect_eq(m.id, s.p->id, "%s: id %llu, publish returned %llu", point,
+                     (unsigned long long)m.id, (unsigned long long)s.p->id);
+        take(s.c, &m, &t);
     }
     /* Maintenance must not make a duplicate of it either. */
     shmq_maint_report_t rep = {0};
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     h_sleep_ms(150); /* past the orphan grace period: a wrong re-enqueue would show now */
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled, 1, "%s: the stalled message was delivered %d times", point, t.stalled);
-    finish(name, q, c);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, producer_stopped_after_reserve) { producer_stopped_at("publish_after_reserve"); }
@@ -415,26 +444,19 @@ Test(stall, producer_stopped_after_enqueue) { producer_stopped_at("publish_after
 
 static void producer_killed_at(const char *point)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("pkill");
-    struct peer *p = new_peer(name, point, SIG_KILL);
-    pid_t pid = h_fork_gated(stalled_producer, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
-    h_open_gate(pid);
-    expect_killed(pid, point);
+    struct stall s = start_stalled("pkill", point, SIG_KILL, stalled_producer, NO_TARGET, NULL);
 
     struct tally t = {0};
-    run_traffic(name, c, &t);
+    run_traffic(s.name, s.c, &t);
     shmq_maint_report_t rep = {0};
     bool enqueued = strcmp(point, "publish_after_enqueue") == 0;
-    bool ok = repair_loop(q, c, &t, enqueued ? done_delivered_and_free : done_all_free, &rep);
+    bool ok = repair_loop(s.q, s.c, &t, enqueued ? done_delivered_and_free : done_all_free, &rep);
     shmq_stats_t st;
-    h_assert_rc(shmq_stats(q, &st), 0);
+    h_assert_rc(shmq_stats(s.q, &st), 0);
     cr_assert(ok, "%s: not repaired within %d ms: reserved %u ready %u free %u, delivered %d",
               point, REPAIR_BOUND_MS, st.reserved, st.ready, st.free, t.stalled);
     h_sleep_ms(150); /* past the orphan grace: no late duplicate */
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     if (!payload_committed(point)) {
         /* (the reservation may be freed by the cooperative maintenance inside receive, so
          * rep.reservations_freed of our own passes may be 0: free == CAP is the check) */
@@ -447,8 +469,8 @@ static void producer_killed_at(const char *point)
         cr_expect(t.stalled <= 1, "%s: delivered %d times", point, t.stalled);
     }
     cr_expect_eq(st.reserved, 0u);
-    expect_full_capacity(q, c, &t);
-    finish(name, q, c);
+    expect_full_capacity(s.q, s.c, &t);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, producer_killed_after_reserve) { producer_killed_at("publish_after_reserve"); }
@@ -461,20 +483,13 @@ Test(stall, producer_killed_after_enqueue) { producer_killed_at("publish_after_e
 
 static void consumer_stopped_at(const char *point)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("cstop");
-    struct peer *p = new_peer(name, point, SIG_STOP);
-    pid_t pid = h_fork_gated(stalled_consumer, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
     uint64_t target;
-    h_assert_rc(shmq_publish(q, "TARGET", 6, &target), 0);
-    h_open_gate(pid);
-    expect_stopped(pid, point);
+    struct stall s =
+        start_stalled("cstop", point, SIG_STOP, stalled_consumer, WITH_TARGET, &target);
 
     struct tally t = {0};
-    run_traffic(name, c, &t);
-    drain(c, &t);
+    run_traffic(s.name, s.c, &t);
+    drain(s.c, &t);
     bool claimed = strcmp(point, "receive_after_claim") == 0;
     if (claimed)
         cr_assert_eq(t.stalled, 0,
@@ -484,24 +499,25 @@ static void consumer_stopped_at(const char *point)
 
     /* Continued: its receive completes with TARGET (unless repair already gave TARGET to us,
      * which fences its stale ring entry), and its ack succeeds. */
-    kill(pid, SIGCONT);
-    h_assert_child_ok(pid, 5000, point);
-    bool child_got = p->rc == 0 && strcmp(p->data, "TARGET") == 0;
-    if (p->rc == 0) {
-        cr_expect(child_got, "%s: the continued consumer got %s", point, p->data);
-        h_assert_rc(p->ack_rc, 0);
-        cr_expect_eq(p->id, target);
+    kill(s.pid, SIGCONT);
+    h_assert_child_ok(s.pid, 5000, point);
+    bool child_got = s.p->rc == 0 && strcmp(s.p->data, "TARGET") == 0;
+    if (s.p->rc == 0) {
+        cr_expect(child_got, "%s: the continued consumer got %s", point, s.p->data);
+        h_assert_rc(s.p->ack_rc, 0);
+        cr_expect_eq(s.p->id, target);
     } else {
-        cr_expect(p->rc == -ETIMEDOUT, "%s: the continued consumer's receive = %d", point, p->rc);
+        cr_expect(s.p->rc == -ETIMEDOUT, "%s: the continued consumer's receive = %d", point,
+                  s.p->rc);
     }
     shmq_maint_report_t rep = {0};
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     h_sleep_ms(150);
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled + (child_got ? 1 : 0), 1,
                  "%s: TARGET delivered %d times to us and %d to the stopped consumer", point,
                  t.stalled, child_got ? 1 : 0);
-    finish(name, q, c);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, consumer_stopped_after_dequeue) { consumer_stopped_at("receive_after_dequeue"); }
@@ -509,28 +525,21 @@ Test(stall, consumer_stopped_after_claim) { consumer_stopped_at("receive_after_c
 
 static void consumer_killed_at(const char *point)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("ckill");
-    struct peer *p = new_peer(name, point, SIG_KILL);
-    pid_t pid = h_fork_gated(stalled_consumer, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
     uint64_t target;
-    h_assert_rc(shmq_publish(q, "TARGET", 6, &target), 0);
-    h_open_gate(pid);
-    expect_killed(pid, point);
+    struct stall s =
+        start_stalled("ckill", point, SIG_KILL, stalled_consumer, WITH_TARGET, &target);
 
     struct tally t = {0};
-    run_traffic(name, c, &t);
+    run_traffic(s.name, s.c, &t);
     /* The published TARGET must come back through maintenance (bounded). */
     shmq_maint_report_t rep = {0};
-    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    bool ok = repair_loop(s.q, s.c, &t, done_delivered_and_free, &rep);
     cr_assert(ok,
               "%s: TARGET not delivered within %d ms of maintenance (orphans requeued %u, "
               "reclaimed %u, procs dead %u)",
               point, REPAIR_BOUND_MS, rep.orphans_requeued, rep.reclaimed, rep.procs_dead);
     h_sleep_ms(150);
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled, 1, "%s: TARGET delivered %d times", point, t.stalled);
     if (strcmp(point, "receive_after_claim") == 0) {
         /* The claim made it INFLIGHT, but the receive never returned it to the application
@@ -541,7 +550,7 @@ static void consumer_killed_at(const char *point)
         cr_expect_eq(!!(t.stalled_flags & SHMQ_MSG_REDELIVERED), t.stalled_attempt > 1,
                      "%s: attempt %u but flags %#x", point, t.stalled_attempt, t.stalled_flags);
     }
-    finish(name, q, c);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, consumer_killed_after_dequeue) { consumer_killed_at("receive_after_dequeue"); }
@@ -551,93 +560,65 @@ Test(stall, consumer_killed_after_claim) { consumer_killed_at("receive_after_cla
 
 Test(stall, acker_killed_after_free_leaks_no_slot)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("ackkill");
-    struct peer *p = new_peer(name, "ack_after_free", SIG_KILL);
-    pid_t pid = h_fork_gated(stalled_consumer, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
-    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
-    h_open_gate(pid);
-    expect_killed(pid, "ack_after_free");
+    struct stall s =
+        start_stalled("ackkill", "ack_after_free", SIG_KILL, stalled_consumer, WITH_TARGET, NULL);
     struct tally t = {0};
-    run_traffic(name, c, &t);
+    run_traffic(s.name, s.c, &t);
     shmq_maint_report_t rep = {0};
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled, 0, "an acked message was delivered again");
-    expect_full_capacity(q, c, &t);
-    finish(name, q, c);
+    expect_full_capacity(s.q, s.c, &t);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, acker_stopped_after_free_does_not_stall_queue)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("ackstop");
-    struct peer *p = new_peer(name, "ack_after_free", SIG_STOP);
-    pid_t pid = h_fork_gated(stalled_consumer, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
-    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
-    h_open_gate(pid);
-    expect_stopped(pid, "ack_after_free");
+    struct stall s =
+        start_stalled("ackstop", "ack_after_free", SIG_STOP, stalled_consumer, WITH_TARGET, NULL);
     struct tally t = {0};
-    run_traffic(name, c, &t);
-    kill(pid, SIGCONT);
-    h_assert_child_ok(pid, 5000, "ack_after_free");
-    h_assert_rc(p->ack_rc, 0);
+    run_traffic(s.name, s.c, &t);
+    kill(s.pid, SIGCONT);
+    h_assert_child_ok(s.pid, 5000, "ack_after_free");
+    h_assert_rc(s.p->ack_rc, 0);
     shmq_maint_report_t rep = {0};
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled, 0, "an acked message was delivered again");
-    expect_full_capacity(q, c, &t);
-    finish(name, q, c);
+    expect_full_capacity(s.q, s.c, &t);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, nacker_killed_after_requeue_message_redelivered)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("nackkill");
-    struct peer *p = new_peer(name, "nack_after_requeue", SIG_KILL);
-    pid_t pid = h_fork_gated(stalled_nacker, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
-    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
-    h_open_gate(pid);
-    expect_killed(pid, "nack_after_requeue");
+    struct stall s = start_stalled("nackkill", "nack_after_requeue", SIG_KILL, stalled_nacker,
+                                   WITH_TARGET, NULL);
     struct tally t = {0};
-    run_traffic(name, c, &t);
+    run_traffic(s.name, s.c, &t);
     shmq_maint_report_t rep = {0};
-    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    bool ok = repair_loop(s.q, s.c, &t, done_delivered_and_free, &rep);
     cr_assert(ok, "nacked TARGET not redelivered within %d ms", REPAIR_BOUND_MS);
     h_sleep_ms(150);
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled, 1, "TARGET delivered %d times", t.stalled);
     cr_expect_eq(t.stalled_attempt, 2u);
-    finish(name, q, c);
+    finish(s.name, s.q, s.c);
 }
 
 Test(stall, nacker_stopped_after_requeue_does_not_stall_queue)
 {
-    skip_without_crash_points();
-    const char *name = h_qname("nackstop");
-    struct peer *p = new_peer(name, "nack_after_requeue", SIG_STOP);
-    pid_t pid = h_fork_gated(stalled_nacker, p);
-    shmq_consumer_t *c;
-    shmq_t *q = create_queue(name, &c);
-    h_assert_rc(shmq_publish(q, "TARGET", 6, NULL), 0);
-    h_open_gate(pid);
-    expect_stopped(pid, "nack_after_requeue");
+    struct stall s = start_stalled("nackstop", "nack_after_requeue", SIG_STOP, stalled_nacker,
+                                   WITH_TARGET, NULL);
     struct tally t = {0};
-    run_traffic(name, c, &t);
-    kill(pid, SIGCONT);
-    h_assert_child_ok(pid, 5000, "nack_after_requeue");
-    h_assert_rc(p->ack_rc, 0); /* the nack's result */
+    run_traffic(s.name, s.c, &t);
+    kill(s.pid, SIGCONT);
+    h_assert_child_ok(s.pid, 5000, "nack_after_requeue");
+    h_assert_rc(s.p->ack_rc, 0); /* the nack's result */
     shmq_maint_report_t rep = {0};
-    bool ok = repair_loop(q, c, &t, done_delivered_and_free, &rep);
+    bool ok = repair_loop(s.q, s.c, &t, done_delivered_and_free, &rep);
     cr_assert(ok, "nacked TARGET not redelivered within %d ms", REPAIR_BOUND_MS);
     h_sleep_ms(150);
-    repair_loop(q, c, &t, done_all_free, &rep);
+    repair_loop(s.q, s.c, &t, done_all_free, &rep);
     cr_expect_eq(t.stalled, 1, "TARGET delivered %d times", t.stalled);
-    finish(name, q, c);
+    finish(s.name, s.q, s.c);
 }
 
 /* A consumer that receives TARGET and is then killed by the test (no crash point). */

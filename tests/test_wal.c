@@ -174,6 +174,17 @@ static shmq_config_t wal_config(uint32_t capacity, uint32_t msg, uint32_t file_s
     return cfg;
 }
 
+/* A queue NAME with a log (wal_config(capacity, msg, FILE_SIZE)) and one consumer. */
+static shmq_t *create_with_consumer(const char *name, uint32_t capacity, uint32_t msg,
+                                    const char *consumer, shmq_consumer_t **c)
+{
+    shmq_config_t cfg = wal_config(capacity, msg, FILE_SIZE);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, consumer, c), 0);
+    return q;
+}
+
 /*
  * A queue with n messages of len bytes published and nothing else; its single log file is
  * read into *buf. ids[k] gets message k's id.
@@ -655,11 +666,8 @@ static void publish_ack_run(shmq_t *q, shmq_consumer_t *c, const char *dir, unsi
 Test(wal, rotation_keeps_disk_use_bounded)
 {
     const char *name = h_qname("rot");
-    shmq_config_t cfg = wal_config(256, 1024, FILE_SIZE);
-    shmq_t *q;
     shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
-    h_assert_rc(shmq_consumer_open(q, "rot", &c), 0);
+    shmq_t *q = create_with_consumer(name, 256, 1024, "rot", &c);
     char dir[512];
     log_dir_of(name, dir, sizeof dir);
     uint32_t max_files = 0;
@@ -691,11 +699,8 @@ Test(wal, rotation_keeps_disk_use_bounded)
 Test(wal, long_lived_message_does_not_pin_the_log)
 {
     const char *name = h_qname("pin");
-    shmq_config_t cfg = wal_config(256, 1024, FILE_SIZE);
-    shmq_t *q;
     shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
-    h_assert_rc(shmq_consumer_open(q, "pin", &c), 0);
+    shmq_t *q = create_with_consumer(name, 256, 1024, "pin", &c);
     uint64_t stuck_id;
     h_assert_rc(shmq_publish(q, "stuck", 5, &stuck_id), 0);
     shmq_msg_t m;
@@ -801,11 +806,8 @@ Test(wal, rotation_releases_deleted_files)
 Test(wal, recovery_after_rotation)
 {
     const char *name = h_qname("rotrec");
-    shmq_config_t cfg = wal_config(512, 1024, FILE_SIZE);
-    shmq_t *q;
     shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
-    h_assert_rc(shmq_consumer_open(q, "rot", &c), 0);
+    shmq_t *q = create_with_consumer(name, 512, 1024, "rot", &c);
     char dir[512];
     log_dir_of(name, dir, sizeof dir);
     uint32_t max_files = 0;
@@ -864,11 +866,8 @@ Test(wal, recovery_after_rotation)
 Test(wal, ids_continue_after_second_recovery)
 {
     const char *name = h_qname("ids");
-    shmq_config_t cfg = wal_config(64, 64, FILE_SIZE);
-    shmq_t *q;
     shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
-    h_assert_rc(shmq_consumer_open(q, "ids", &c), 0);
+    shmq_t *q = create_with_consumer(name, 64, 64, "ids", &c);
     uint64_t last = 0;
     for (int k = 0; k < 100; k++) {
         shmq_msg_t m;
