@@ -61,7 +61,7 @@ static bool move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
         uint32_t seq;
         atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                               memory_order_relaxed);
-        if (wal_append_publish(q->wal, sl->id, NULL, 0, slot_payload(sl), sl->len, &seq) == 0)
+        if (wal_append_publish(q->wal, sl->id, 0, NULL, 0, slot_payload(sl), sl->len, &seq) == 0)
             atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
     }
     /* release: attempt and reason are seen by the next deliverer (C1 acquires) */

@@ -229,7 +229,7 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     uint64_t id = sl->id;
     uint32_t len = sl->len, attempt = sl->attempt, seq;
     if (len > q->seg.layout.max_msg_size ||
-        wal_append_publish(q->wal, id, NULL, 0, slot_payload(sl), len, &seq) != 0)
+        wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, slot_payload(sl), len, &seq) != 0)
         return ws;
     if (attempt)
         queue_log(q, WAL_NACK, id, attempt);

@@ -140,7 +140,7 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len,
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
-    int err = wal_append_publish(q->wal, id, k ? k->key : NULL, k ? k->key_len : 0,
+    int err = wal_append_publish(q->wal, id, 0, k ? k->key : NULL, k ? k->key_len : 0,
                                  slot_payload(sl), (uint32_t)len, seq);
     if (!err)
         atomic_store_explicit(&sl->wal_seq, *seq + 1, memory_order_relaxed);

@@ -298,9 +298,9 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
             hole_clear(r);
             r->off = off + size;
             struct wal_publish pub;
-            if (rec.type != WAL_PUBLISH ||
+            if (rec.type != WAL_PUBLISH || (rec.attempt & WAL_PUB_CHECKPOINT) ||
                 wal_parse_publish(&rec, r->base + off + WAL_REC_HEADER, &pub) != 0)
-                continue; /* PAD, ACK, NACK, DEAD, MARK; or a malformed body */
+                continue; /* PAD, ACK, NACK, DEAD, MARK, a checkpoint's copy; or malformed */
             if (!r->first_publish_met) {
                 r->first_publish_met = 1;
                 if (r->history_deleted && starts_after_from(r, &rec, &pub)) {

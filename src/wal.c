@@ -398,8 +398,8 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
     return append_parts(w, type, id, attempt, &one, 1, seq);
 }
 
-int wal_append_publish(struct wal *w, uint64_t id, const void *key, uint32_t key_len,
-                       const void *data, uint32_t len, uint32_t *seq)
+int wal_append_publish(struct wal *w, uint64_t id, unsigned flags, const void *key,
+                       uint32_t key_len, const void *data, uint32_t len, uint32_t *seq)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts); /* exact: replay by time orders by it */
@@ -408,7 +408,7 @@ int wal_append_publish(struct wal *w, uint64_t id, const void *key, uint32_t key
     if (key_len > WAL_KEY_MAX)
         return -EINVAL;
     struct part parts[4] = {{&unix_ms, 8}, {&klen, 2}, {key, key_len}, {data, len}};
-    return append_parts(w, WAL_PUBLISH, id, 0, parts, 4, seq);
+    return append_parts(w, WAL_PUBLISH, id, flags, parts, 4, seq);
 }
 
 int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_publish *out)

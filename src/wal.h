@@ -76,6 +76,8 @@ struct wal_file_header {
  *   +---------+---------+-------------+------------ - -
  */
 #define WAL_PUBLISH_PREFIX 10u
+/* A PUBLISH record's attempt field holds flags: */
+#define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint, not a publish (replay skips it) */
 #define WAL_KEY_MAX 128u
 
 struct wal_publish {
@@ -118,9 +120,9 @@ void wal_close(struct wal *w);
 int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
                const void *payload, uint32_t len, uint32_t *seq);
 
-/* Append the PUBLISH record of message id (key may be NULL with key_len 0). */
-int wal_append_publish(struct wal *w, uint64_t id, const void *key, uint32_t key_len,
-                       const void *data, uint32_t len, uint32_t *seq);
+/* Append the PUBLISH record of message id (key may be NULL with key_len 0); flags WAL_PUB_*. */
+int wal_append_publish(struct wal *w, uint64_t id, unsigned flags, const void *key,
+                       uint32_t key_len, const void *data, uint32_t len, uint32_t *seq);
 
 /* Wait until every record this process appended is on stable storage (group commit: one
  * fdatasync covers every producer waiting at that moment). Blocking. */

@@ -56,9 +56,10 @@ static int64_t realtime_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static shmq_t *make_queue(const char *name, uint32_t capacity)
+static shmq_t *make_queue_keeping(const char *name, uint32_t capacity, uint64_t retention)
 {
     shmq_config_t cfg = h_small_config(capacity, 256, 16);
+    cfg.log_retention_bytes = retention;
     cfg.durability = SHMQ_DURABILITY_PROCESS;
     cfg.wal_file_size = FILE_SIZE;
     cfg.heartbeat_timeout_ms = 60000; /* the test's own consumer holds a message all along */
@@ -66,6 +67,12 @@ static shmq_t *make_queue(const char *name, uint32_t capacity)
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     return q;
+}
+
+/* A queue whose log keeps no history beyond what live messages need. */
+static shmq_t *make_queue(const char *name, uint32_t capacity)
+{
+    return make_queue_keeping(name, capacity, 0);
 }
 
 static void publish_seq(shmq_t *q, uint32_t seq, uint64_t *id)
@@ -172,7 +179,7 @@ static void replay_expect(shmq_t *q, const shmq_replay_from_t *from, uint32_t fi
 Test(replay, from_id_and_time_returns_published_bytes_in_order_during_live_traffic)
 {
     const char *name = h_qname("replay-live");
-    shmq_t *q = make_queue(name, 4096);
+    shmq_t *q = make_queue_keeping(name, 4096, 1ull << 30); /* all history: what is replayed */
     uint64_t ids[HISTORY];
     int64_t t_mid = 0;
     for (uint32_t seq = 0; seq < HISTORY; seq++) {
@@ -182,7 +189,7 @@ Test(replay, from_id_and_time_returns_published_bytes_in_order_during_live_traff
         }
         publish_seq(q, seq, &ids[seq]);
     }
-    /* Hold seq 0 in flight: retention keeps every file from the first one on. */
+    /* Hold seq 0 in flight as well (a live message while the log moves on). */
     shmq_consumer_t *holder;
     h_assert_rc(shmq_consumer_open(q, "holder", &holder), 0);
     shmq_msg_t held;
