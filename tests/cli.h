@@ -45,6 +45,34 @@ static H_UNUSED const char *cli_tool_path(const char *name)
 
 /* ------------------------------------------------------------------ running a tool */
 
+/*
+ * Start the tool at path (see cli_tool_path()) with args (NULL-terminated, after argv[0]), its
+ * stdout on out_fd and its stderr on err_fd (-1: the test's own), tracked for h_cleanup(); its
+ * pid. The caller waits for it or stops it.
+ */
+static H_UNUSED pid_t cli_spawn(const char *path, const char *const *args, int out_fd, int err_fd)
+{
+    const char *argv[32] = {path};
+    int k = 1;
+    for (; args[k - 1]; k++) {
+        cr_assert(k < 31, "%s: too many arguments", path);
+        argv[k] = args[k - 1];
+    }
+    argv[k] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        dup2(out_fd, STDOUT_FILENO);
+        if (err_fd >= 0)
+            dup2(err_fd, STDERR_FILENO);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    return pid;
+}
+
 struct run {
     int status; /* wait status */
     char *out;  /* stdout, NUL-terminated */

@@ -212,22 +212,11 @@ static pid_t bridge_start(const char *logname, const char *const *args)
     make_tmpdir();
     char log[128];
     snprintf(log, sizeof log, "%s/%s", tmpdir, logname);
-    const char *argv[32] = {bin};
-    int k = 1;
-    for (; args[k - 1] && k < 31; k++)
-        argv[k] = args[k - 1];
-    argv[k] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    h_track(pid, -1);
+    /* appended to by every start (closed in the parent, and on exec for the child) */
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    pid_t pid = cli_spawn(bin, args, fd, fd);
+    if (fd >= 0)
+        close(fd);
     return pid;
 }
 

@@ -59,37 +59,17 @@ struct daemon {
 };
 
 /* Start shmq-watchdog ARGS... (NULL-terminated) with its output in a temporary file. */
-static struct daemon start_watchdog(const char *arg0, ...)
+#define start_watchdog(...) start_watchdog_args((const char *const[]){__VA_ARGS__})
+
+static struct daemon start_watchdog_args(const char *const *args)
 {
-    const char *argv[32];
-    int argc = 0;
-    char *path = strdup(cli_tool_path("shmq-watchdog"));
-    argv[argc++] = path;
-    va_list ap;
-    va_start(ap, arg0);
-    for (const char *a = arg0; a; a = va_arg(ap, const char *)) {
-        cr_assert(argc < 31);
-        argv[argc++] = a;
-    }
-    va_end(ap);
-    argv[argc] = NULL;
     struct daemon d;
     snprintf(d.log, sizeof d.log, "/tmp/shmq-test-wd-XXXXXX");
     int fd = mkstemp(d.log);
     cr_assert(fd >= 0);
     track_tmp(d.log);
-    fflush(NULL);
-    d.pid = fork();
-    cr_assert(d.pid >= 0);
-    if (d.pid == 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
+    d.pid = cli_spawn(cli_tool_path("shmq-watchdog"), args, fd, fd);
     close(fd);
-    free(path);
-    h_track(d.pid, -1);
     return d;
 }
 

@@ -57,23 +57,11 @@ static struct wd *wd_start(const char *const *args)
     cr_assert(w, "calloc");
     int p[2];
     cr_assert(pipe(p) == 0, "pipe: %s", strerror(errno));
-    const char *argv[16] = {bin};
-    int k = 1;
-    for (; args[k - 1] && k < 15; k++)
-        argv[k] = args[k - 1];
-    argv[k] = NULL;
-    fflush(NULL);
-    pid_t pid = fork();
-    cr_assert(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], STDOUT_FILENO);
-        close(p[1]);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
+    /* both ends close on exec: the watchdog keeps only its stdout */
+    fcntl(p[0], F_SETFD, FD_CLOEXEC);
+    fcntl(p[1], F_SETFD, FD_CLOEXEC);
+    pid_t pid = cli_spawn(bin, args, p[1], -1);
     close(p[1]);
-    h_track(pid, -1);
     fcntl(p[0], F_SETFL, O_NONBLOCK);
     w->pid = pid;
     w->out = p[0];
