@@ -18,10 +18,12 @@
  * delivered. Consumers' acks, nacks and attempts are not replayed.
  *
  * History kept: replay sees what the log keeps, nothing more. Retention (maintenance, see
- * docs/DESIGN.md "Retention") deletes a log file once no message in the queue refers to it and
- * writing has moved past it, so the history of a queue whose consumers keep up is short (about
- * the current file and the one before). A replay that needs older history must be opened, and
- * must keep up, before retention deletes it.
+ * docs/DESIGN.md "Retention") deletes a log file once no message in the queue refers to it,
+ * writing has moved past it, and it lies more than the queue's log_retention_bytes behind the
+ * write position (shmq_config_t; 0 by default, so by default the history of a queue whose
+ * consumers keep up is short: about the current file and the one before). Set
+ * log_retention_bytes at create time to the history you want to replay. A checkpoint's copy
+ * of a long-lived message (flagged in the log) is not returned again.
  *
  * The publish time is CLOCK_REALTIME in ms, taken by the producer when it logs the message: a
  * clock step makes it jump, and replay by time filters each record by it.
