@@ -28,6 +28,8 @@
 #include <nats/nats.h>
 #include <shmq/shmq.h>
 
+#include "logfmt.h"
+
 /* Exit codes (also in --help). */
 #define BRIDGE_EXIT_OK 0
 #define BRIDGE_EXIT_RUNTIME 1 /* a route failed after start (see the log) */
@@ -100,7 +102,6 @@ bool subject_valid(const char *s, bool wildcards);
 enum log_level { LOG_INFO, LOG_WARN, LOG_ERROR };
 void blog(enum log_level level, const char *event, const char *fields, ...)
     __attribute__((format(printf, 3, 4)));
-const char *lquote(const char *s, char *buf, size_t size); /* logfmt value: quoted if needed */
 
 /* metrics.c: rewrite --metrics-file (if set) from the counters; 0 or -errno */
 int metrics_write(struct bridge_opts *o);

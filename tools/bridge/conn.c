@@ -47,7 +47,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
     char url[256] = "", q[300];
     natsConnection_GetConnectedUrl(nc, url, sizeof url);
     atomic_store_explicit(&g_connected, true, memory_order_relaxed);
-    blog(LOG_INFO, "reconnected", "server=%s", lquote(url, q, sizeof q));
+    blog(LOG_INFO, "reconnected", "server=%s", logfmt_quote(url, q, sizeof q));
 }
 
 static void on_closed(natsConnection *nc, void *closure)
@@ -64,7 +64,7 @@ static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus
     (void)sub;
     (void)closure;
     char q[300];
-    blog(LOG_WARN, "nats_error", "error=%s", lquote(natsStatus_GetText(err), q, sizeof q));
+    blog(LOG_WARN, "nats_error", "error=%s", logfmt_quote(natsStatus_GetText(err), q, sizeof q));
 }
 
 /* Backoff between reconnect attempts: 50 ms * 2^attempts, capped, +-20% jitter. */
@@ -111,8 +111,8 @@ int conn_open(const struct bridge_opts *o, natsConnection **nc)
         s = natsOptions_SetErrorHandler(no, on_async_error, NULL);
     if (s != NATS_OK) {
         char q[600];
-        blog(LOG_ERROR, "bad_server_option", "server=%s error=%s", lquote(o->server, q, 300),
-             lquote(nats_err(s), q + 300, 300));
+        blog(LOG_ERROR, "bad_server_option", "server=%s error=%s", logfmt_quote(o->server, q, 300),
+             logfmt_quote(nats_err(s), q + 300, 300));
         fprintf(stderr, "shmq-bridge: --server %s: %s\n", o->server, nats_err(s));
         natsOptions_Destroy(no);
         return BRIDGE_EXIT_USAGE;
@@ -121,8 +121,8 @@ int conn_open(const struct bridge_opts *o, natsConnection **nc)
     natsOptions_Destroy(no);
     char q[300], q2[300];
     if (s != NATS_OK) {
-        blog(LOG_ERROR, "connect_failed", "server=%s error=%s", lquote(o->server, q, sizeof q),
-             lquote(nats_err(s), q2, sizeof q2));
+        blog(LOG_ERROR, "connect_failed", "server=%s error=%s", logfmt_quote(o->server, q, sizeof q),
+             logfmt_quote(nats_err(s), q2, sizeof q2));
         fprintf(stderr, "shmq-bridge: cannot connect to NATS server %s: %s\n", o->server,
                 nats_err(s));
         return BRIDGE_EXIT_CONNECT;
@@ -130,7 +130,7 @@ int conn_open(const struct bridge_opts *o, natsConnection **nc)
     atomic_store_explicit(&g_connected, true, memory_order_relaxed);
     char url[256] = "";
     natsConnection_GetConnectedUrl(*nc, url, sizeof url);
-    blog(LOG_INFO, "connected", "server=%s", lquote(url, q, sizeof q));
+    blog(LOG_INFO, "connected", "server=%s", logfmt_quote(url, q, sizeof q));
     return 0;
 }
 
@@ -165,13 +165,13 @@ int conn_create_streams(const struct bridge_opts *o, natsConnection *nc)
         s = js_AddStream(&si, js, &cfg, NULL, &jerr);
         if (s == NATS_OK) {
             blog(LOG_INFO, "stream_created", "stream=%s subjects=%s dup_window_ms=%u", sp->name,
-                 lquote(sp->subjects, q, sizeof q), o->dup_window_ms);
+                 logfmt_quote(sp->subjects, q, sizeof q), o->dup_window_ms);
         } else if (jerr == JSStreamNameExistErr) {
             /* It exists with another config: keep it, as a second bridge would. */
             blog(LOG_INFO, "stream_exists", "stream=%s", sp->name);
         } else {
             blog(LOG_ERROR, "stream_create_failed", "stream=%s subjects=%s error=%s jserr=%d",
-                 sp->name, lquote(sp->subjects, q, sizeof q), lquote(nats_err(s), q2, sizeof q2),
+                 sp->name, logfmt_quote(sp->subjects, q, sizeof q), logfmt_quote(nats_err(s), q2, sizeof q2),
                  (int)jerr);
             fprintf(stderr, "shmq-bridge: --create-stream %s:%s: %s (JetStream error %d)\n",
                     sp->name, sp->subjects, nats_err(s), (int)jerr);

@@ -23,39 +23,6 @@ static const char *level_name(enum log_level l)
     return l == LOG_ERROR ? "error" : l == LOG_WARN ? "warn" : "info";
 }
 
-const char *lquote(const char *s, char *buf, size_t size)
-{
-    bool plain = s && *s != 0;
-    if (!s)
-        s = "";
-    for (const char *p = s; *p; p++)
-        if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
-            plain = false;
-    if (plain) {
-        snprintf(buf, size, "%s", s);
-        return buf;
-    }
-    if (size < 3) {
-        if (size)
-            buf[0] = 0;
-        return buf;
-    }
-    size_t k = 0;
-    buf[k++] = '"';
-    for (const char *p = s; *p && k + 3 < size; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
-            buf[k++] = '\\';
-            buf[k++] = (char)c;
-        } else {
-            buf[k++] = c < ' ' || c == 0x7f ? '?' : (char)c;
-        }
-    }
-    buf[k++] = '"';
-    buf[k] = 0;
-    return buf;
-}
-
 void blog(enum log_level level, const char *event, const char *fields, ...)
 {
     char line[1024];

@@ -67,7 +67,7 @@ static int ensure_consumer(struct route *r, const struct bridge_opts *o, struct 
     }
     if (jerr != JSConsumerNotFoundErr) {
         blog(LOG_ERROR, "consumer_info_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
-             r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+             r->stream, r->durable, logfmt_quote(nats_err(s), q, sizeof q), (int)jerr);
         fprintf(stderr, "shmq-bridge: --in %s:%s:%s: %s (JetStream error %d)\n", r->stream,
                 r->durable, r->queue, nats_err(s), (int)jerr);
         return BRIDGE_EXIT_STREAM;
@@ -84,7 +84,7 @@ static int ensure_consumer(struct route *r, const struct bridge_opts *o, struct 
     s = js_AddConsumer(&ci, st->js, r->stream, &cc, NULL, &jerr);
     if (s != NATS_OK) {
         blog(LOG_ERROR, "consumer_create_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
-             r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+             r->stream, r->durable, logfmt_quote(nats_err(s), q, sizeof q), (int)jerr);
         fprintf(stderr,
                 "shmq-bridge: --in %s:%s:%s: cannot create durable consumer: %s "
                 "(JetStream error %d)\n",
@@ -103,7 +103,7 @@ int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection 
     int rc = shmq_open(r->queue, &r->q);
     if (rc < 0) {
         blog(LOG_ERROR, "queue_open_failed", "route=in queue=%s error=%s", r->queue,
-             lquote(shmq_strerror(rc), q, sizeof q));
+             logfmt_quote(shmq_strerror(rc), q, sizeof q));
         fprintf(stderr, "shmq-bridge: --in %s:%s:%s: cannot open queue '%s': %s\n", r->stream,
                 r->durable, r->queue, r->queue, shmq_strerror(rc));
         return BRIDGE_EXIT_QUEUE;
@@ -129,7 +129,7 @@ int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection 
                          &jerr);
     if (s != NATS_OK) {
         blog(LOG_ERROR, "subscribe_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
-             r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+             r->stream, r->durable, logfmt_quote(nats_err(s), q, sizeof q), (int)jerr);
         fprintf(stderr, "shmq-bridge: --in %s:%s:%s: pull subscribe: %s (JetStream error %d)\n",
                 r->stream, r->durable, r->queue, nats_err(s), (int)jerr);
         return BRIDGE_EXIT_STREAM;
@@ -166,7 +166,7 @@ static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
         if (s != NATS_OK) /* redelivered after AckWait: a duplicate in the local queue */
             blog(LOG_WARN, "ack_failed",
                  "route=in stream=%s durable=%s queue=%s id=%" PRIu64 " error=%s", r->stream,
-                 r->durable, r->queue, id, lquote(nats_err(s), q, sizeof q));
+                 r->durable, r->queue, id, logfmt_quote(nats_err(s), q, sizeof q));
         return;
     }
     atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
@@ -177,7 +177,7 @@ static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
         blog(LOG_WARN, "local_publish_failed",
              "route=in stream=%s durable=%s queue=%s error=%s "
              "len=%d nak=%s retry_delay_ms=%u",
-             r->stream, r->durable, r->queue, lquote(shmq_strerror(rc), q, sizeof q),
+             r->stream, r->durable, r->queue, logfmt_quote(shmq_strerror(rc), q, sizeof q),
              natsMsg_GetDataLength(msg), s == NATS_OK ? "sent" : "failed", o->retry_delay_ms);
     }
 }
@@ -211,7 +211,7 @@ void *route_in_run(void *arg)
                 char q[300];
                 st->last_err_log_ms = now;
                 blog(LOG_WARN, "fetch_failed", "route=in stream=%s durable=%s error=%s jserr=%d",
-                     r->stream, r->durable, lquote(nats_err(s), q, sizeof q), (int)jerr);
+                     r->stream, r->durable, logfmt_quote(nats_err(s), q, sizeof q), (int)jerr);
             }
             sleep_ms(backoff_ms);
             if (backoff_ms < (int)o->reconnect_max_ms)

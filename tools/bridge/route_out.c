@@ -137,7 +137,7 @@ static void log_fail(struct route *r, struct out_state *st, const char *what, na
     blog(LOG_WARN, what,
          "route=out queue=%s subject=%s id=%" PRIu64
          " error=%s jserr=%d retry_delay_ms=%u suppressed=%" PRIu64,
-         r->queue, r->subject, id, lquote(natsStatus_GetText(s), q, sizeof q), jserr,
+         r->queue, r->subject, id, logfmt_quote(natsStatus_GetText(s), q, sizeof q), jserr,
          r->o->retry_delay_ms, st->fails_unlogged);
     st->fails_unlogged = 0;
 }
@@ -271,7 +271,7 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
     int rc = shmq_open(r->queue, &r->q);
     if (rc < 0) {
         blog(LOG_ERROR, "queue_open_failed", "route=out queue=%s error=%s", r->queue,
-             lquote(shmq_strerror(rc), q, sizeof q));
+             logfmt_quote(shmq_strerror(rc), q, sizeof q));
         fprintf(stderr, "shmq-bridge: --out %s:%s: cannot open queue '%s': %s\n", r->queue,
                 r->subject, r->queue, shmq_strerror(rc));
         return BRIDGE_EXIT_QUEUE;
@@ -310,7 +310,7 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
         const char *why =
             s == NATS_OK || s == NATS_NOT_FOUND ? "no JetStream stream captures it" : nats_err(s);
         blog(LOG_ERROR, "subject_not_in_stream", "route=out queue=%s subject=%s error=%s", r->queue,
-             r->subject, lquote(why, q, sizeof q));
+             r->subject, logfmt_quote(why, q, sizeof q));
         fprintf(stderr,
                 "shmq-bridge: --out %s:%s: subject '%s': %s (create the stream, e.g. "
                 "--create-stream NAME:%s)\n",
@@ -331,7 +331,7 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
     rc = open_consumer(r, st);
     if (rc < 0) {
         blog(LOG_ERROR, "consumer_open_failed", "route=out queue=%s error=%s", r->queue,
-             lquote(shmq_strerror(rc), q, sizeof q));
+             logfmt_quote(shmq_strerror(rc), q, sizeof q));
         fprintf(stderr, "shmq-bridge: --out %s: cannot attach a consumer: %s\n", r->queue,
                 shmq_strerror(rc));
         return BRIDGE_EXIT_QUEUE;

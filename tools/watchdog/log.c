@@ -20,37 +20,6 @@ static const char *level_name(enum wd_level l)
     return l == WD_ERROR ? "error" : l == WD_WARN ? "warn" : "info";
 }
 
-const char *wd_quote(const char *s, char *buf, size_t size)
-{
-    bool plain = *s != 0;
-    for (const char *p = s; *p; p++)
-        if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
-            plain = false;
-    if (plain) {
-        snprintf(buf, size, "%s", s);
-        return buf;
-    }
-    size_t k = 0;
-    if (size < 3) {
-        if (size)
-            buf[0] = 0;
-        return buf;
-    }
-    buf[k++] = '"';
-    for (const char *p = s; *p && k + 3 < size; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"' || c == '\\') {
-            buf[k++] = '\\';
-            buf[k++] = (char)c;
-        } else {
-            buf[k++] = c < ' ' || c == 0x7f ? '?' : (char)c;
-        }
-    }
-    buf[k++] = '"';
-    buf[k] = 0;
-    return buf;
-}
-
 void wd_log(enum wd_level level, const char *queue, const char *event, const char *fields, ...)
 {
     char line[1024];

@@ -91,7 +91,7 @@ int watch_adopt(struct watch *w, const struct open_result *r, const struct wd_op
             char msg[128];
             wd_log(err == -ENOENT ? WD_WARN : WD_ERROR, w->name,
                    err == -ENOENT ? "queue_missing" : "open_failed", "err=%d msg=%s", -err,
-                   wd_quote(shmq_strerror(err), msg, sizeof msg));
+                   logfmt_quote(shmq_strerror(err), msg, sizeof msg));
         }
         w->last_open_err = err;
         w->last_err_st = r->st;
@@ -266,7 +266,7 @@ static void log_died(struct watch *w, const shmq_proc_info_t *b, const struct lo
                      const shmq_maint_report_t *r)
 {
     char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
-    wd_quote(lp->name[0] ? lp->name : "-", qname, sizeof qname);
+    logfmt_quote(lp->name[0] ? lp->name : "-", qname, sizeof qname);
     wd_log(WD_INFO, w->name, lp->roles & SHMQ_ROLE_CONSUMER ? "consumer_died" : "client_died",
            "pid=%d name=%s entries=%u reclaimed=%u", (int)b->pid, qname, lp->entries,
            r->reclaimed);
@@ -302,7 +302,7 @@ static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after
             named_entries += lp.entries;
         } else if (lp.fenced && r->procs_hung && !pid_exited(b->pid)) {
             char qname[2 * SHMQ_CONSUMER_NAME_MAX + 3];
-            wd_quote(lp.name[0] ? lp.name : "-", qname, sizeof qname);
+            logfmt_quote(lp.name[0] ? lp.name : "-", qname, sizeof qname);
             wd_log(WD_WARN, w->name, "consumer_hung",
                    "pid=%d name=%s heartbeat_age_ms=%llu reclaimed=%u", (int)b->pid, qname,
                    (unsigned long long)b->heartbeat_age_ms, r->reclaimed);
@@ -372,7 +372,7 @@ static int maintain_once(struct watch *w, size_t *n)
     if (err) {
         char msg[128];
         wd_log(WD_ERROR, w->name, "error", "op=maintain err=%d msg=%s", -err,
-               wd_quote(shmq_strerror(err), msg, sizeof msg));
+               logfmt_quote(shmq_strerror(err), msg, sizeof msg));
         return err;
     }
     if (rep.procs_dead || rep.procs_hung) {

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "logfmt.h"
 #include "shmq/shmq.h"
 
 /* ---- log.c ---- */
@@ -39,14 +40,10 @@ enum wd_level { WD_INFO, WD_WARN, WD_ERROR };
 /*
  * Write one line "ts=... level=... queue=NAME event=EVENT <fields>" to stdout and flush it.
  * queue may be NULL (no queue= field). fields is a printf format for extra "key=value" pairs
- * (may be NULL); values that may hold spaces must go through wd_quote().
+ * (may be NULL); values that may hold spaces must go through logfmt_quote().
  */
 void wd_log(enum wd_level level, const char *queue, const char *event, const char *fields, ...)
     __attribute__((format(printf, 4, 5)));
-
-/* s as a logfmt value: as is if it needs no quoting, else "..." with \" and \\ escaped.
- * Returns buf. */
-const char *wd_quote(const char *s, char *buf, size_t size);
 
 /* ---- pidwatch.c ---- */
 
