@@ -44,12 +44,9 @@ static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uin
     uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
     sl->dead_reason = reason;
     uint64_t id = sl->id;
-    /* release: dead_reason is visible with the DEAD state */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, dead, memory_order_release,
-                                                 memory_order_relaxed))
+    if (!slot_move(q, idx, w, dead)) /* its release publishes dead_reason with DEAD */
         return -ESTALE;
     queue_log(q, WAL_DEAD, id, 0);
-    queue_enqueue_slot(q, idx, dead);
     return 0;
 }
 
@@ -83,11 +80,7 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
             continue;
         CRASH_POINT(receive_after_claim);
         if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
-            uint64_t ready = sw_next(mine, SLOT_READY, NO_OWNER);
-            if (atomic_compare_exchange_strong_explicit(&sl->state, &mine, ready,
-                                                        memory_order_release,
-                                                        memory_order_relaxed))
-                queue_enqueue_slot(q, idx, ready);
+            slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
             return -ESTALE;
         }
         uint32_t attempt = sl->attempt + 1;
@@ -292,11 +285,7 @@ static void return_inflight(shmq_consumer_t *c)
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
         if (sw_state(w) != SLOT_INFLIGHT || sw_owner(w) != c->self)
             continue;
-        uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
-        /* release: our reads of the payload happen before the redelivery */
-        if (atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
-                                                    memory_order_relaxed))
-            queue_enqueue_slot(q, i, ready);
+        slot_move(q, i, w, sw_next(w, SLOT_READY, NO_OWNER)); /* we read it no more */
     }
 }
 

@@ -64,12 +64,7 @@ static bool move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
         if (wal_append_publish(q->wal, sl->id, 0, NULL, 0, slot_payload(sl), sl->len, &seq) == 0)
             atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
     }
-    /* release: attempt and reason are seen by the next deliverer (C1 acquires) */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
-                                                 memory_order_relaxed))
-        return false;
-    queue_enqueue_slot(q, idx, ready);
-    return true;
+    return slot_move(q, idx, w, ready); /* publishes attempt and reason to the deliverer */
 }
 
 static int dlq_move(shmq_t *q, uint64_t id, uint32_t *moved, bool redrive)

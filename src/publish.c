@@ -119,14 +119,8 @@ struct keyed {
 /* A reservation we hold (word w) goes back to the free ring unpublished. */
 static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
-    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
-    /* release: our writes to the payload are done before the slot is reused */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
-                                                 memory_order_relaxed))
-        return -ESTALE;
-    queue_enqueue_slot(q, idx, freed);
-    return 0;
+    /* our writes to the payload are done before the slot is reused */
+    return slot_move(q, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)) ? 0 : -ESTALE;
 }
 
 /*

@@ -66,6 +66,10 @@ uint64_t queue_now_ms_exact(const shmq_t *q);
  * record the ticket; wake a sleeper if one waits. */
 void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
 
+/* CAS slot idx from word w to next (FREE, READY or DEAD) and put it on that ring: true if this
+ * call moved it, false if w was no longer the slot's word (slot.c). */
+bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
+
 /* Done with slot idx held as word w: FREE and onto the free ring, or FENCED for a lingering
  * former owner (slot.c). 0, or -ESTALE if w is not the slot's word any more. */
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);

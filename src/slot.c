@@ -14,6 +14,18 @@
 #include "queue.h"
 #include "slot.h"
 
+bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    /* acq_rel: acquire the writes of whoever made the slot w, release ours (payload reads or
+     * writes, attempt, reason) to whoever takes it as next */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return false;
+    queue_enqueue_slot(q, idx, next);
+    return true;
+}
+
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
@@ -44,8 +56,5 @@ void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner)
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     if (sw_state(w) != SLOT_FENCED || sw_owner(w) != owner)
         return;
-    uint64_t freed = sw_next(w, SLOT_FREE, NO_OWNER);
-    if (atomic_compare_exchange_strong_explicit(&sl->state, &w, freed, memory_order_release,
-                                                memory_order_relaxed))
-        queue_enqueue_slot(q, idx, freed);
+    slot_move(q, idx, w, sw_next(w, SLOT_FREE, NO_OWNER));
 }
