@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cmake/check-install.sh BUILD_DIR - install BUILD_DIR to a temporary prefix and prove that a
 # consumer can build against it: with pkg-config (shared) and with find_package(shmq)
-# (shmq::shmq and shmq::shmq_static), and that no installed library has crash points.
+# (shmq::shmq and shmq::shmq_static), and that no installed library has crash points or the
+# I/O layer's fault injection (src/io.h), both test-build only.
 # Run by tests/run; exits non-zero on the first failure. Leaves nothing behind.
 set -euo pipefail
 
@@ -26,9 +27,10 @@ for f in "$prefix/include/shmq/shmq.h" "$libdir/libshmq.so" "$libdir/libshmq.a" 
     [[ -e "$f" ]] || { echo "check-install: missing $f" >&2; exit 1; }
 done
 
-step "installed libraries have no crash points"
-if nm -A --defined-only "$libdir/libshmq.a" "$libdir/libshmq.so" | grep -w crashpoint_hit; then
-    echo "check-install: an installed library has crash points compiled in" >&2
+step "installed libraries have no crash points and no I/O fault injection"
+if nm -A --defined-only "$libdir/libshmq.a" "$libdir/libshmq.so" |
+    grep -wE 'crashpoint_hit|io_fault_[a-z_]+'; then
+    echo "check-install: an installed library has crash points or I/O faults compiled in" >&2
     exit 1
 fi
 

@@ -1,0 +1,139 @@
+/*
+ * io.h - every file, directory and mapping operation of the library, in one place.
+ *
+ * In the spirit of SQLite's VFS: the library's sources never call shm_open, open, ftruncate,
+ * mmap, fsync, rename, ... themselves; they call io_*(). Each wrapper makes the one system call
+ * (or the loop that a short write or EINTR calls for) and returns 0 (or a value >= 0: a
+ * descriptor, a byte count) or a NEGATIVE errno that is the real cause, never a blanket -EIO;
+ * callers do not read errno. The wrappers keep no state and take no lock:
+ * they are as thread-safe as the calls they wrap.
+ *
+ * What stays outside: reading /proc/PID/stat for liveness (registry.c) is asking the kernel about
+ * a process, not storage; it has its own failure rule (no file: the process is gone) and is not
+ * a call a storage fault test should fail. The futex calls (wait.c, wal.c) and clock reads are
+ * not file operations either.
+ *
+ * Fault injection (test builds only). With SHMQ_CRASH_POINTS defined, each wrapper first counts
+ * its call per operation and may fail it on purpose: io_fault_arm(op, nth, err) makes the nth
+ * call of op from now on return -err without making the call (io_close closes the descriptor
+ * all the same, as Linux does when close fails). A test can thus count the calls an operation
+ * makes (io_fault_calls), then fail each of them in turn. The environment variable
+ *   SHMQ_IO_FAULT=op:nth:ERRNAME[,op:nth:ERRNAME...]     e.g. ftruncate:1:ENOSPC,fdatasync:3:EIO
+ * is read once per process, at its first I/O call, and arms the same way (nth counted from the
+ * process's first call; ERRNAME an errno name or number). It reaches programs that link
+ * shmq_internal (the tests and anything they build); the tools under tools/ link the installed,
+ * crash-point-free library, so the `shmq` CLI and the daemons ignore it. Without
+ * SHMQ_CRASH_POINTS none of this is compiled: the installed libraries carry no io_fault_*
+ * symbol (cmake/check-install.sh checks).
+ */
+#ifndef SHMQ_IO_H
+#define SHMQ_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+/* One per wrapper: the unit that fault injection counts and fails. */
+enum io_op {
+    IO_SHM_OPEN,
+    IO_SHM_UNLINK,
+    IO_OPEN,
+    IO_OPENAT,
+    IO_CLOSE,
+    IO_FSTAT,
+    IO_FCHMOD,
+    IO_FTRUNCATE,
+    IO_FALLOCATE,
+    IO_PWRITE,
+    IO_PREAD,
+    IO_WRITE,
+    IO_MMAP,
+    IO_MUNMAP,
+    IO_FSYNC,
+    IO_FDATASYNC,
+    IO_LINK,
+    IO_RENAME,
+    IO_UNLINK,
+    IO_MKDIR,
+    IO_RMDIR,
+    IO_ACCESS,
+    IO_FLOCK,
+    IO_OPENDIR,
+    IO_READDIR,
+    IO_GETRANDOM,
+    IO_OP__COUNT
+};
+
+/* Descriptors: >= 0, or -errno. */
+int io_shm_open(const char *name, int flags, mode_t mode);
+int io_open(const char *path, int flags, mode_t mode);
+int io_openat(int dirfd, const char *path, int flags, mode_t mode);
+
+/* 0 or -errno. The descriptor is closed either way. */
+int io_close(int fd);
+
+int io_shm_unlink(const char *name);
+int io_fstat(int fd, struct stat *st);
+int io_fchmod(int fd, mode_t mode);
+/* -EFBIG if size does not fit an off_t. */
+int io_ftruncate(int fd, uint64_t size);
+/* Allocate [off, off + len) of the file (fallocate(2), mode 0: the size grows to cover it), so
+ * that later writes through a mapping cannot fail for want of space. Not posix_fallocate(): where
+ * the file system cannot allocate, glibc's fallback writes a byte per block, slowly and not
+ * atomically; here the caller gets -EOPNOTSUPP and decides. */
+int io_fallocate(int fd, uint64_t off, uint64_t len);
+
+/* Write all len bytes (at off / at the file position), retrying short writes and EINTR: 0, or
+ * -errno of the call that failed (a write that stops after part of the buffer reports why on the
+ * next try, e.g. -ENOSPC). */
+int io_pwrite(int fd, const void *buf, size_t len, uint64_t off);
+int io_write(int fd, const void *buf, size_t len);
+/* Read up to len bytes at off, retrying short reads and EINTR: the bytes read (less than len
+ * only at the end of the file), or -errno. */
+ssize_t io_pread(int fd, void *buf, size_t len, uint64_t off);
+
+/* Map len bytes of fd from off: 0 and *out, or -errno (*out untouched). */
+int io_mmap(int fd, uint64_t off, size_t len, int prot, int flags, void **out);
+int io_munmap(void *addr, size_t len);
+
+int io_fsync(int fd);
+int io_fdatasync(int fd);
+/* fsync the directory path (so that a name made or removed in it is durable). */
+int io_fsync_dir(const char *path);
+
+int io_link(const char *from, const char *to);
+int io_rename(const char *from, const char *to);
+int io_unlink(const char *path);
+int io_mkdir(const char *path, mode_t mode);
+int io_rmdir(const char *path);
+int io_access(const char *path, int mode);
+/* flock(2), retried on EINTR. */
+int io_flock(int fd, int op);
+
+/*
+ * Call fn(arg, dirfd, name) for each entry of directory path but "." and ".." (dirfd: the open
+ * directory, for openat()). 0 when every entry was seen, fn's non-zero return value when it
+ * stopped the walk, or -errno of opendir or of a failed readdir (IO_OPENDIR, and IO_READDIR once
+ * per readdir call, the one that finds the end included).
+ */
+int io_dir_each(const char *path, int (*fn)(void *arg, int dirfd, const char *name), void *arg);
+
+/* Fill buf with len random bytes (getrandom(2) with flags): 0 or -errno. */
+int io_getrandom(void *buf, size_t len, unsigned flags);
+
+#ifdef SHMQ_CRASH_POINTS
+/* Fail the nth call of op from now on (1: the next one) with -err, once; nth 0 disarms op. The
+ * count is per op and shared by the process's threads. 0, or -EINVAL (op, err out of range). */
+int io_fault_arm(enum io_op op, uint64_t nth, int err);
+/* Calls of op this process made so far (failed ones included). */
+uint64_t io_fault_calls(enum io_op op);
+void io_fault_disarm_all(void);
+/* Arm from a spec as SHMQ_IO_FAULT takes it ("op:nth:ERRNAME,..."): 0, or -EINVAL (nothing of
+ * a bad spec is armed). */
+int io_fault_arm_spec(const char *spec);
+/* The name of op in a spec ("ftruncate"), or NULL. */
+const char *io_op_name(enum io_op op);
+#endif
+
+#endif
