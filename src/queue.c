@@ -1,12 +1,11 @@
 /*
  * queue.c - open, create and delete a queue: map its segment, open its log, register.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
+#include "io.h"
 #include "queue.h"
 #include "registry.h"
 
@@ -33,18 +32,13 @@ static int attach(shmq_t **out, struct segment *seg, const char *name, bool crea
     return 0;
 }
 
-/* Does dir hold log files? (then the queue exists on disk) */
-static bool has_log_files(const char *dir)
+static int is_log_file(void *arg, int dirfd, const char *name)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return false;
-    bool found = false;
-    for (struct dirent *e; !found && (e = readdir(d));)
-        found = strncmp(e->d_name, "wal.", 4) == 0;
-    closedir(d);
-    return found;
+    return strncmp(name, "wal.", 4) == 0;
 }
+
+/* Does dir hold log files? (then the queue exists on disk) */
+static bool has_log_files(const char *dir) { return io_dir_each(dir, is_log_file, NULL) == 1; }
 
 int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
 {
@@ -111,7 +105,7 @@ int shmq_unlink_segment(const char *name)
     int err = segment_shm_name(name, shm_name, sizeof(shm_name));
     if (err)
         return err;
-    return shm_unlink(shm_name) == 0 ? 0 : -errno;
+    return io_shm_unlink(shm_name);
 }
 
 int shmq_unlink(const char *name)
@@ -123,9 +117,8 @@ int shmq_unlink(const char *name)
         return err;
     dir[0] = 0;
     if (segment_open(name, true, &seg) == 0) {
-        memcpy(dir, seg.layout.log_dir, sizeof(seg.layout.log_dir) < sizeof(dir)
-                                            ? sizeof(seg.layout.log_dir)
-                                            : sizeof(dir));
+        memcpy(dir, seg.layout.log_dir,
+               sizeof(seg.layout.log_dir) < sizeof(dir) ? sizeof(seg.layout.log_dir) : sizeof(dir));
         dir[sizeof(dir) - 1] = 0;
         segment_close(&seg);
     } else if (wal_dir_path(name, NULL, dir, sizeof(dir)) != 0) {

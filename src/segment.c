@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "io.h"
 #include "slot.h"
 #include "wal.h"
 
@@ -97,8 +98,7 @@ int segment_create(const char *name, const shmq_config_t *cfg, struct segment *s
 }
 
 int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal_base_pos,
-                        int (*populate)(struct segment *, void *), void *arg,
-                        struct segment *seg)
+                        int (*populate)(struct segment *, void *), void *arg, struct segment *seg)
 {
     char shm_name[SHMQ_NAME_MAX + 8];
     int err = segment_shm_name(name, shm_name, sizeof(shm_name));
@@ -116,20 +116,16 @@ int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal
     seg->layout.magic = SHMQ_MAGIC;
     seg->layout.header_crc = layout_crc(&seg->layout);
 
-    int fd = shm_open(shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
+    int fd = io_shm_open(shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
     if (fd < 0)
-        return -errno;
-    if (fchmod(fd, cfg->mode) != 0 || ftruncate(fd, (off_t)seg->layout.total_size) != 0) {
-        err = -errno;
+        return fd;
+    if ((err = io_fchmod(fd, cfg->mode)) != 0 ||
+        (err = io_ftruncate(fd, seg->layout.total_size)) != 0)
         goto fail_unlink;
-    }
     seg->size = seg->layout.total_size;
-    seg->base = mmap(NULL, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (seg->base == MAP_FAILED) {
-        err = -errno;
+    if ((err = io_mmap(fd, 0, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, &seg->base)) != 0)
         goto fail_unlink;
-    }
-    close(fd);
+    io_close(fd);
     bind_regions(seg);
     if ((err = init_contents(seg)) != 0 || (populate && (err = populate(seg, arg)) != 0))
         goto fail_unmap;
@@ -137,12 +133,12 @@ int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal
     return 0;
 
 fail_unmap:
-    munmap(seg->base, seg->size);
+    io_munmap(seg->base, seg->size);
     fd = -1;
 fail_unlink:
     if (fd >= 0)
-        close(fd);
-    shm_unlink(shm_name);
+        io_close(fd);
+    io_shm_unlink(shm_name);
     memset(seg, 0, sizeof(*seg));
     return err;
 }
@@ -153,24 +149,24 @@ int segment_open_fd(int fd, bool readonly, struct segment *seg)
     memset(seg, 0, sizeof(*seg));
     /* A creator may be between shm_open and storing the magic: give it up to ~1 s. */
     for (int tries = 0;; tries++) {
-        if (fstat(fd, &st) != 0)
-            return -errno;
+        int err = io_fstat(fd, &st);
+        if (err)
+            return err;
         if (!S_ISREG(st.st_mode))
             return -EBADMSG; /* a FIFO or device planted in /dev/shm: not a segment */
         if ((uint64_t)st.st_size >= sizeof(struct seg_header)) {
-            void *base = mmap(NULL, (size_t)st.st_size, readonly ? PROT_READ : PROT_READ | PROT_WRITE,
-                              MAP_SHARED, fd, 0);
-            if (base == MAP_FAILED)
-                return -errno;
+            void *base;
+            int prot = readonly ? PROT_READ : PROT_READ | PROT_WRITE;
+            if ((err = io_mmap(fd, 0, (size_t)st.st_size, prot, MAP_SHARED, &base)) != 0)
+                return err;
             struct seg_header *h = base;
             /* S2 (acquire): pairs with S1; a non-zero magic means the contents are complete */
-            uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)&h->layout.magic,
-                                                  memory_order_acquire);
+            uint64_t magic =
+                atomic_load_explicit((_Atomic uint64_t *)&h->layout.magic, memory_order_acquire);
             if (magic != 0) {
                 memcpy(&seg->layout, &h->layout, sizeof(seg->layout));
-                int err = layout_validate(&seg->layout, (uint64_t)st.st_size);
-                if (err) {
-                    munmap(base, (size_t)st.st_size);
+                if ((err = layout_validate(&seg->layout, (uint64_t)st.st_size)) != 0) {
+                    io_munmap(base, (size_t)st.st_size);
                     memset(seg, 0, sizeof(*seg));
                     return err;
                 }
@@ -179,7 +175,7 @@ int segment_open_fd(int fd, bool readonly, struct segment *seg)
                 bind_regions(seg);
                 return 0;
             }
-            munmap(base, (size_t)st.st_size);
+            io_munmap(base, (size_t)st.st_size);
         }
         if (tries >= 100)
             return -EBADMSG;
@@ -194,18 +190,18 @@ int segment_open(const char *name, bool readonly, struct segment *seg)
     if (err || !seg)
         return err ? err : -EINVAL;
     /* O_NONBLOCK: opening a FIFO planted under our name must not hang us */
-    int fd = shm_open(shm_name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK, 0);
+    int fd = io_shm_open(shm_name, (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK, 0);
     if (fd < 0)
-        return errno == EISDIR ? -EBADMSG : -errno;
+        return fd == -EISDIR ? -EBADMSG : fd;
     err = segment_open_fd(fd, readonly, seg);
-    close(fd);
+    io_close(fd);
     return err;
 }
 
 void segment_close(struct segment *seg)
 {
     if (seg && seg->base)
-        munmap(seg->base, seg->size);
+        io_munmap(seg->base, seg->size);
     if (seg)
         memset(seg, 0, sizeof(*seg));
 }

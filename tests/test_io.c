@@ -2,7 +2,8 @@
  * test_io.c - the I/O layer (src/io.h) and its fault injection: every operation can be failed
  * at its nth call with the errno chosen, the per-op counters count, arming is one-shot and can
  * be undone, a spec string and SHMQ_IO_FAULT arm the same way, concurrent callers see exactly
- * one failure.
+ * one failure; and a failure injected under shmq_create() comes back as its own errno and
+ * leaves no segment behind.
  *
  * Each operation is driven through a small "call" below that sets up with plain system calls,
  * makes exactly one wrapper call of the operation under test (io_dir_each: one opendir and a
@@ -441,6 +442,77 @@ Test(io, concurrent_calls_are_counted_once_and_fail_exactly_once)
     cr_assert_eq(atomic_load(&r.failures), 1);
     cr_assert_eq(io_fault_calls(IO_ACCESS) - start, (uint64_t)THREADS * PER_THREAD);
     ctx_free(c);
+}
+
+/* ---- End to end: through shmq_create(). ---- */
+
+static bool segment_exists(const char *name)
+{
+    char path[128];
+    h_shm_path(name, path, sizeof(path));
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+Test(io, create_whose_segment_cannot_be_sized_returns_that_errno_and_leaves_nothing)
+{
+    const char *name = h_qname("io-create");
+    shmq_config_t cfg = h_small_config(16, 64, 4); /* default durability: with a log */
+    cfg.wal_file_size = 1u << 20;
+    shmq_t *q = NULL;
+    /* the segment's ftruncate is the first one: log files are made on first use */
+    cr_assert_eq(io_fault_arm(IO_FTRUNCATE, 1, ENOSPC), 0);
+    h_assert_rc(shmq_create(name, &cfg, &q), -ENOSPC);
+    cr_assert_null(q);
+    cr_assert(!segment_exists(name), "a failed create left its segment behind");
+    h_assert_rc(shmq_create(name, &cfg, &q), 0); /* nothing in the way */
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* Fail each I/O call shmq_create() makes (without a log), one at a time: it returns the errno
+ * injected or succeeds (the call was one whose failure does not matter, like a close), and a
+ * failed create leaves no segment. */
+Test(io, create_fails_cleanly_at_each_of_its_io_calls)
+{
+    const char *name = h_qname("io-each");
+    shmq_config_t cfg = h_small_config(16, 64, 4);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    uint64_t before[IO_OP__COUNT], made[IO_OP__COUNT];
+    for (int op = 0; op < IO_OP__COUNT; op++)
+        before[op] = io_fault_calls((enum io_op)op);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    for (int op = 0; op < IO_OP__COUNT; op++)
+        made[op] = io_fault_calls((enum io_op)op) - before[op];
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+    cr_assert(made[IO_SHM_OPEN] == 1 && made[IO_FTRUNCATE] == 1 && made[IO_MMAP] == 1,
+              "shmq_create made %llu shm_open, %llu ftruncate, %llu mmap calls",
+              (unsigned long long)made[IO_SHM_OPEN], (unsigned long long)made[IO_FTRUNCATE],
+              (unsigned long long)made[IO_MMAP]);
+
+    int failed = 0;
+    for (int op = 0; op < IO_OP__COUNT; op++) {
+        for (uint64_t n = 1; n <= made[op]; n++) {
+            cr_assert_eq(io_fault_arm((enum io_op)op, n, EDQUOT), 0);
+            q = NULL;
+            int rc = shmq_create(name, &cfg, &q);
+            io_fault_disarm_all();
+            if (rc == 0) {
+                h_assert_rc(shmq_close(q), 0);
+                h_assert_rc(shmq_unlink(name), 0);
+                continue;
+            }
+            failed++;
+            cr_assert_eq(rc, -EDQUOT, "%s call %llu failed: create returned %d (%s)",
+                         io_op_name((enum io_op)op), (unsigned long long)n, rc, shmq_strerror(rc));
+            cr_assert(!segment_exists(name), "%s call %llu failed: segment left behind",
+                      io_op_name((enum io_op)op), (unsigned long long)n);
+        }
+    }
+    cr_assert(failed >= 4, "only %d injected failures reached the caller", failed);
 }
 
 #else
