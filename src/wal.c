@@ -21,7 +21,6 @@
  */
 #include "wal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -31,13 +30,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <urcu/futex.h>
 
 #include "crc32c.h"
+#include "io.h"
 #include "registry.h"
 
 #define WAL_CACHE 8
@@ -54,7 +53,7 @@ struct wal {
     struct segment *seg;
     char dir[SHMQ_LOG_DIR_MAX + 64];
     uint64_t file_size, usable;
-    pthread_mutex_t lock;                 /* the miss path: mapping, evicting */
+    pthread_mutex_t lock; /* the miss path: mapping, evicting */
     _Atomic(struct walmap *) cache[WAL_CACHE];
     struct walmap *all;     /* mapped */
     struct walmap *retired; /* unmapped, kept for a late writer's users counter */
@@ -107,8 +106,9 @@ static int make_dirs(const char *path)
             continue;
         char c = *s;
         *s = 0;
-        if (mkdir(p, 0700) != 0 && errno != EEXIST)
-            return -errno;
+        int err = io_mkdir(p, 0700);
+        if (err && err != -EEXIST)
+            return err;
         *s = c;
         if (!c)
             return 0;
@@ -120,10 +120,7 @@ static void file_path(const struct wal *w, uint64_t seq, char *buf, size_t size)
     snprintf(buf, size, "%s/wal.%010llu", w->dir, (unsigned long long)seq);
 }
 
-uint64_t wal_seq_of(const struct wal *w, uint64_t pos)
-{
-    return pos / w->usable;
-}
+uint64_t wal_seq_of(const struct wal *w, uint64_t pos) { return pos / w->usable; }
 
 uint64_t wal_current_seq(const struct wal *w)
 {
@@ -136,10 +133,9 @@ static int make_file(struct wal *w, uint64_t seq)
     char tmp[SHMQ_LOG_DIR_MAX + 128], path[SHMQ_LOG_DIR_MAX + 96];
     file_path(w, seq, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)pthread_self());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = io_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
-        return -errno;
-    int err = 0;
+        return fd;
     struct wal_file_header h;
     memset(&h, 0, sizeof(h));
     h.magic = WAL_FILE_MAGIC;
@@ -148,22 +144,19 @@ static int make_file(struct wal *w, uint64_t seq)
     h.seq = seq;
     h.file_size = w->file_size;
     h.layout = w->seg->layout;
-    if (getrandom(&h.epoch, sizeof(h.epoch), 0) != sizeof(h.epoch))
+    if (io_getrandom(&h.epoch, sizeof(h.epoch), 0) != 0)
         h.epoch = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&h ^ seq;
     h.crc = wal_header_crc(&h);
-    if (ftruncate(fd, (off_t)w->file_size) != 0 || pwrite(fd, &h, sizeof(h), 0) != sizeof(h))
-        err = -errno;
-    if (!err && fsync(fd) != 0)
-        err = -errno;
-    close(fd);
-    if (!err && link(tmp, path) != 0 && errno != EEXIST)
-        err = -errno;
-    unlink(tmp);
-    int dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { /* the new name is durable too (SYNC promises power-loss safety) */
-        fsync(dfd);
-        close(dfd);
-    }
+    int err = io_ftruncate(fd, w->file_size);
+    if (!err)
+        err = io_pwrite(fd, &h, sizeof(h), 0);
+    if (!err)
+        err = io_fsync(fd);
+    io_close(fd);
+    if (!err && (err = io_link(tmp, path)) == -EEXIST)
+        err = 0; /* a racer made it first: use theirs */
+    io_unlink(tmp);
+    io_fsync_dir(w->dir); /* the new name is durable too (SYNC promises power-loss safety) */
     return err;
 }
 
@@ -172,29 +165,30 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
 {
     char path[SHMQ_LOG_DIR_MAX + 96];
     file_path(w, seq, path, sizeof(path));
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
+    int fd = io_open(path, O_RDWR | O_CLOEXEC, 0);
+    if (fd == -ENOENT) {
         /* acquire: pairs with the release in wal_maintain: deleted files stay deleted */
         if (seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire))
             return -ESTALE;
         int err = make_file(w, seq);
         if (err)
             return err;
-        fd = open(path, O_RDWR | O_CLOEXEC);
+        fd = io_open(path, O_RDWR | O_CLOEXEC, 0);
     }
     if (fd < 0)
-        return -errno;
+        return fd;
     struct stat st;
     struct walmap *m = calloc(1, sizeof(*m));
-    void *base = MAP_FAILED;
-    if (m && fstat(fd, &st) == 0 && (uint64_t)st.st_size == w->file_size)
-        base = mmap(NULL, w->file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *base = NULL;
+    if (m && io_fstat(fd, &st) == 0 && (uint64_t)st.st_size == w->file_size &&
+        io_mmap(fd, 0, w->file_size, PROT_READ | PROT_WRITE, MAP_SHARED, &base) != 0)
+        base = NULL;
     const struct wal_file_header *h = base;
-    if (base == MAP_FAILED || h->magic != WAL_FILE_MAGIC || h->seq != seq ||
-        h->file_size != w->file_size || wal_header_crc(h) != h->crc) {
-        if (base != MAP_FAILED)
-            munmap(base, w->file_size);
-        close(fd);
+    if (!base || h->magic != WAL_FILE_MAGIC || h->seq != seq || h->file_size != w->file_size ||
+        wal_header_crc(h) != h->crc) {
+        if (base)
+            io_munmap(base, w->file_size);
+        io_close(fd);
         free(m);
         return -EIO;
     }
@@ -232,8 +226,8 @@ static void sweep_maps(struct wal *w)
             pp = &m->next;
             continue;
         }
-        munmap(m->base, w->file_size);
-        close(m->fd);
+        io_munmap(m->base, w->file_size);
+        io_close(m->fd);
         m->base = NULL;
         *pp = m->next;
         m->next = w->retired;
@@ -302,8 +296,8 @@ void wal_close(struct wal *w)
         return;
     for (struct walmap *m = w->all, *next; m; m = next) {
         next = m->next;
-        munmap(m->base, w->file_size);
-        close(m->fd);
+        io_munmap(m->base, w->file_size);
+        io_close(m->fd);
         free(m);
     }
     for (struct walmap *m = w->retired, *next; m; m = next) {
@@ -370,7 +364,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         int err = get_map(w, seq, &m);
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
-        if (err == -ENOENT && access(w->dir, F_OK) != 0)
+        if (err == -ENOENT && io_access(w->dir, F_OK) != 0)
             return 0; /* the queue was deleted (shmq_unlink): its log with it */
         if (err)
             return err;
@@ -448,7 +442,7 @@ static void lead_sync(struct wal *w)
         struct walmap *m;
         if (get_map(w, s, &m) != 0)
             continue;
-        fdatasync(m->fd);
+        io_fdatasync(m->fd);
         atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
         put_map(m);
     }
@@ -490,16 +484,16 @@ int wal_sync(struct wal *w, uint32_t seq)
     }
 }
 
+static int count_file(void *arg, int dirfd, const char *name)
+{
+    *(uint32_t *)arg += strncmp(name, "wal.", 4) == 0 && strlen(name) == 14;
+    return 0;
+}
+
 uint32_t wal_count_files(struct wal *w)
 {
-    DIR *d = opendir(w->dir);
-    if (!d)
-        return 0;
     uint32_t n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        n += strncmp(e->d_name, "wal.", 4) == 0 && strlen(e->d_name) == 14;
-    closedir(d);
-    return n;
+    return io_dir_each(w->dir, count_file, &n) == 0 ? n : 0;
 }
 
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
@@ -526,7 +520,7 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
             continue;
         char path[SHMQ_LOG_DIR_MAX + 96];
         file_path(w, oldest, path, sizeof(path));
-        if (unlink(path) == 0)
+        if (io_unlink(path) == 0)
             deleted++;
         oldest++;
     }
@@ -536,18 +530,18 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     return deleted;
 }
 
+static int remove_file(void *arg, int dirfd, const char *name)
+{
+    char path[SHMQ_LOG_DIR_MAX + 128];
+    if (strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0) {
+        snprintf(path, sizeof(path), "%s/%s", (const char *)arg, name);
+        io_unlink(path);
+    }
+    return 0;
+}
+
 int wal_remove_dir(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return -errno;
-    char path[SHMQ_LOG_DIR_MAX + 128];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, "wal.", 4) != 0 && strcmp(e->d_name, ".recover") != 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    return rmdir(dir) == 0 ? 0 : -errno;
+    int err = io_dir_each(dir, remove_file, (void *)dir);
+    return err ? err : io_rmdir(dir);
 }
