@@ -9,7 +9,6 @@
  * log continues in a new file after the highest one read; old files are deleted by maintenance
  * once no slot refers to them.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 
 #include "clock.h"
 #include "dedup.h"
+#include "io.h"
 #include "queue.h"
 #include "slot.h"
 #include "wal.h"
@@ -66,9 +66,13 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
     struct wal_publish pub = {.data = payload, .len = r->len};
     if (r->type == WAL_PUBLISH && wal_parse_publish(r, payload, &pub) != 0)
         return 0; /* a valid CRC over a malformed body: not ours to guess at */
-    c->v[c->n++] = (struct entry){.id = r->id, .order = (c->seq << 32) | (offset / WAL_ALIGN),
-                                  .payload = pub.data, .len = pub.len, .seq = (uint32_t)c->seq,
-                                  .type = r->type, .attempt = r->attempt,
+    c->v[c->n++] = (struct entry){.id = r->id,
+                                  .order = (c->seq << 32) | (offset / WAL_ALIGN),
+                                  .payload = pub.data,
+                                  .len = pub.len,
+                                  .seq = (uint32_t)c->seq,
+                                  .type = r->type,
+                                  .attempt = r->attempt,
                                   .key = r->type == WAL_PUBLISH ? pub.key : NULL,
                                   .key_len = r->type == WAL_PUBLISH ? pub.key_len : 0};
     return 0;
@@ -88,61 +92,71 @@ static int by_seq(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-/* Map every wal.N file of dir that has a valid header. */
-static int load_files(const char *dir, struct logfile **out, size_t *n, uint64_t *max_seq,
-                      shmq_recovery_report_t *rep)
+struct loading {
+    struct logfile *files;
+    size_t n, cap;
+    uint64_t max_seq;
+    shmq_recovery_report_t *rep;
+};
+
+/* io_dir_each: map the directory entry name if it is a log file with a valid header. */
+static int load_file(void *arg, int dirfd, const char *name)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return -errno;
-    size_t cap = 0;
-    *out = NULL;
-    *n = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strncmp(e->d_name, "wal.", 4) != 0 || strlen(e->d_name) != 14 ||
-            strspn(e->d_name + 4, "0123456789") != 10)
-            continue; /* exactly ten digits: no sign, no space, no overflow */
-        uint64_t seq = strtoull(e->d_name + 4, NULL, 10);
-        if (seq > *max_seq) /* valid or not: the log must go on after every name in use */
-            *max_seq = seq;
-        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        struct stat st;
-        if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
-            if (fd >= 0)
-                close(fd);
-            rep->corrupt_regions++;
-            continue;
-        }
-        void *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        close(fd);
-        const struct wal_file_header *h;
-        if (base == MAP_FAILED || walscan_header(base, (size_t)st.st_size, &h) != 0 ||
-            h->seq != seq) {
-            if (base != MAP_FAILED)
-                munmap(base, (size_t)st.st_size);
-            rep->corrupt_regions++;
-            continue;
-        }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            struct logfile *v = realloc(*out, cap * sizeof(*v));
-            if (!v) {
-                munmap(base, (size_t)st.st_size);
-                closedir(d);
-                return -ENOMEM;
-            }
-            *out = v;
-        }
-        (*out)[(*n)++] = (struct logfile){seq, base, (size_t)st.st_size, h};
+    struct loading *ld = arg;
+    if (strncmp(name, "wal.", 4) != 0 || strlen(name) != 14 || strspn(name + 4, "0123456789") != 10)
+        return 0; /* exactly ten digits: no sign, no space, no overflow */
+    uint64_t seq = strtoull(name + 4, NULL, 10);
+    if (seq > ld->max_seq) /* valid or not: the log must go on after every name in use */
+        ld->max_seq = seq;
+    int fd = io_openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+    struct stat st;
+    if (fd < 0 || io_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+        if (fd >= 0)
+            io_close(fd);
+        ld->rep->corrupt_regions++;
+        return 0;
     }
-    closedir(d);
-    if (*n)
-        qsort(*out, *n, sizeof(**out), by_seq);
+    void *base = NULL;
+    if (io_mmap(fd, 0, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, &base) != 0)
+        base = NULL;
+    io_close(fd);
+    const struct wal_file_header *h;
+    if (!base || walscan_header(base, (size_t)st.st_size, &h) != 0 || h->seq != seq) {
+        if (base)
+            io_munmap(base, (size_t)st.st_size);
+        ld->rep->corrupt_regions++;
+        return 0;
+    }
+    if (ld->n == ld->cap) {
+        size_t cap = ld->cap ? ld->cap * 2 : 16;
+        struct logfile *v = realloc(ld->files, cap * sizeof(*v));
+        if (!v) {
+            io_munmap(base, (size_t)st.st_size);
+            return -ENOMEM;
+        }
+        ld->files = v;
+        ld->cap = cap;
+    }
+    ld->files[ld->n++] = (struct logfile){seq, base, (size_t)st.st_size, h};
     return 0;
 }
 
+/* Map every wal.N file of dir that has a valid header. On error, *out holds what was mapped. */
+static int load_files(const char *dir, struct logfile **out, size_t *n, uint64_t *max_seq,
+                      shmq_recovery_report_t *rep)
+{
+    struct loading ld = {.max_seq = *max_seq, .rep = rep};
+    int err = io_dir_each(dir, load_file, &ld);
+    *out = ld.files;
+    *n = ld.n;
+    *max_seq = ld.max_seq;
+    if (!err && ld.n)
+        qsort(ld.files, ld.n, sizeof(*ld.files), by_seq);
+    return err;
+}
+
 struct rebuild {
-    struct entry *all;   /* every record, by id then log order */
+    struct entry *all; /* every record, by id then log order */
     size_t nall;
     struct entry **live; /* the latest PUBLISH of each live id, by id */
     uint32_t *attempts;
@@ -237,16 +251,16 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     if (err || (err = wal_dir_path(name, log_dir, dir, sizeof(dir))) != 0)
         return err;
     snprintf(lockpath, sizeof(lockpath), "%s/.recover", dir);
-    int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int lock = io_open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0)
-        return errno == ENOENT ? -ENOENT : -errno;
-    flock(lock, LOCK_EX); /* released if we die */
+        return lock;
+    io_flock(lock, LOCK_EX); /* released if we die */
 
     struct segment existing;
     err = segment_open(name, true, &existing);
     if (err == 0) {
         segment_close(&existing);
-        close(lock);
+        io_close(lock);
         return -EEXIST;
     }
     struct logfile *files = NULL;
@@ -302,11 +316,11 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     }
 out:
     for (size_t i = 0; i < nfiles; i++)
-        munmap((void *)files[i].base, files[i].size);
+        io_munmap((void *)files[i].base, files[i].size);
     free(files);
     free(c.v);
     free(rb.live);
     free(rb.attempts);
-    close(lock);
+    io_close(lock);
     return err;
 }

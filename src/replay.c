@@ -30,7 +30,6 @@
  */
 #include "shmq/replay.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -42,6 +41,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "io.h"
 #include "queue.h"
 #include "wal.h"
 #include "walscan.h"
@@ -72,26 +72,35 @@ static void file_path(const struct shmq_replay *r, uint64_t seq, char *buf, size
     snprintf(buf, size, "%s/wal.%010llu", r->dir, (unsigned long long)seq);
 }
 
+struct lowest {
+    uint64_t min_seq, seq;
+    int found;
+};
+
+static int lower_file(void *arg, int dirfd, const char *name)
+{
+    struct lowest *lo = arg;
+    char *end;
+    if (strncmp(name, "wal.", 4) != 0 || strlen(name) != 14)
+        return 0;
+    uint64_t s = strtoull(name + 4, &end, 10);
+    if (*end || s < lo->min_seq)
+        return 0;
+    if (!lo->found || s < lo->seq)
+        lo->seq = s;
+    lo->found = 1;
+    return 0;
+}
+
 /* The lowest wal.N of the directory with N >= min_seq: 0, or -ENOENT. */
 static int lowest_file(const struct shmq_replay *r, uint64_t min_seq, uint64_t *seq)
 {
-    DIR *d = opendir(r->dir);
-    if (!d)
+    struct lowest lo = {.min_seq = min_seq};
+    io_dir_each(r->dir, lower_file, &lo); /* a walk cut short: the lowest of what it saw */
+    if (!lo.found)
         return -ENOENT;
-    int found = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        char *end;
-        if (strncmp(e->d_name, "wal.", 4) != 0 || strlen(e->d_name) != 14)
-            continue;
-        uint64_t s = strtoull(e->d_name + 4, &end, 10);
-        if (*end || s < min_seq)
-            continue;
-        if (!found || s < *seq)
-            *seq = s;
-        found = 1;
-    }
-    closedir(d);
-    return found ? 0 : -ENOENT;
+    *seq = lo.seq;
+    return 0;
 }
 
 /* Map file r->seq read-only: 0, -ENOENT, -EBADMSG (not a valid log file of this seq), -errno.
@@ -101,25 +110,25 @@ static int map_current(struct shmq_replay *r)
 {
     char path[SHMQ_LOG_DIR_MAX + 96];
     file_path(r, r->seq, path, sizeof(path));
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = io_open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
-        return errno == ENOENT ? -ENOENT : -errno;
+        return fd;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)WAL_HEADER_SIZE ||
+    if (io_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)WAL_HEADER_SIZE ||
         (uint64_t)st.st_size > r->file_size) {
-        close(fd);
+        io_close(fd);
         return -EBADMSG;
     }
     uint64_t size = (uint64_t)st.st_size;
-    void *base = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
-    int err = base == MAP_FAILED ? -errno : 0;
-    close(fd);
+    void *base;
+    int err = io_mmap(fd, 0, size, PROT_READ, MAP_SHARED, &base);
+    io_close(fd);
     if (err)
         return err;
     const struct wal_file_header *h;
     /* The header is complete before the file gets its name (wal.c make_file): plain reads. */
     if (walscan_header(base, size, &h) != 0 || h->seq != r->seq || h->file_size != r->file_size) {
-        munmap(base, size);
+        io_munmap(base, size);
         return -EBADMSG;
     }
     r->base = base;
@@ -134,7 +143,7 @@ static int map_current(struct shmq_replay *r)
 static void retire_current(struct shmq_replay *r)
 {
     if (r->retired)
-        munmap((void *)r->retired, r->retired_size);
+        io_munmap((void *)r->retired, r->retired_size);
     r->retired = r->base;
     r->retired_size = r->size;
     r->base = NULL;
@@ -274,7 +283,7 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
     if (!r || !msg)
         return -EINVAL;
     if (r->retired) {
-        munmap((void *)r->retired, r->retired_size);
+        io_munmap((void *)r->retired, r->retired_size);
         r->retired = NULL;
     }
     for (;;) {
@@ -370,9 +379,9 @@ int shmq_replay_close(shmq_replay_t *r)
     if (!r)
         return 0;
     if (r->base)
-        munmap((void *)r->base, r->size);
+        io_munmap((void *)r->base, r->size);
     if (r->retired)
-        munmap((void *)r->retired, r->retired_size);
+        io_munmap((void *)r->retired, r->retired_size);
     free(r);
     return 0;
 }
