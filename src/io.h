@@ -10,8 +10,9 @@
  *
  * What stays outside: reading /proc/PID/stat for liveness (registry.c) is asking the kernel about
  * a process, not storage; it has its own failure rule (no file: the process is gone) and is not
- * a call a storage fault test should fail. The futex calls (wait.c, wal.c) and clock reads are
- * not file operations either.
+ * a call a storage fault test should fail. The futex calls (wait.c, wal.c), clock reads and the
+ * getrandom() that seeds seen.c's hash table are not file operations either (the getrandom()
+ * whose bytes go into a log file's header is: io_getrandom).
  *
  * Fault injection (test builds only). With SHMQ_CRASH_POINTS defined, each wrapper first counts
  * its call per operation and may fail it on purpose: io_fault_arm(op, nth, err) makes the nth

@@ -47,6 +47,7 @@
 #include <urcu/rculfhash.h>
 
 #include "crc32c.h"
+#include "io.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define SEEN_TSAN 1
@@ -196,34 +197,13 @@ static size_t encode_record(unsigned char *buf, const void *key, uint32_t len)
     return REC_OVERHEAD + len;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int fsync_dir_of(const char *path)
 {
     char *copy = strdup(path);
     if (!copy)
         return -ENOMEM;
-    int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = io_fsync_dir(dirname(copy));
     free(copy);
-    if (dfd < 0)
-        return -errno;
-    int err = fsync(dfd) == 0 ? 0 : -errno;
-    close(dfd);
     return err;
 }
 
@@ -242,16 +222,16 @@ static int compact_locked(shmq_seen_t *s)
     }
     memcpy(tmp, s->path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
-        err = -errno;
+        err = fd;
         goto out;
     }
     unsigned char hdr[FILE_HEADER] = {0};
     uint32_t version = FILE_VERSION;
     memcpy(hdr, FILE_MAGIC, 8);
     memcpy(hdr + 8, &version, 4);
-    err = write_all(fd, hdr, sizeof(hdr));
+    err = io_write(fd, hdr, sizeof(hdr));
     /* Oldest first: tickets t-max .. t-1. A slot may be NULL (never filled) or refilled by a
      * concurrent add (this table's appends wait on file_lock; their keys are written again by
      * their own append after us: a duplicate record, harmless). */
@@ -262,28 +242,28 @@ static int compact_locked(shmq_seen_t *s)
         struct seen_node *n = atomic_load_explicit(&s->ring[i % s->max], memory_order_acquire);
         if (!n)
             continue;
-        err = write_all(fd, buf, encode_record(buf, n->key, n->len));
+        err = io_write(fd, buf, encode_record(buf, n->key, n->len));
         records++;
     }
     read_unlock();
-    if (!err && fdatasync(fd) != 0)
-        err = -errno;
-    if (!err && rename(tmp, s->path) != 0)
-        err = -errno;
+    if (!err)
+        err = io_fdatasync(fd);
+    if (!err)
+        err = io_rename(tmp, s->path);
     if (err) {
-        unlink(tmp);
+        io_unlink(tmp);
         goto out;
     }
     fsync_dir_of(s->path); /* best effort: the old file or the new one, both are right */
     if (s->fd >= 0)
-        close(s->fd);
+        io_close(s->fd);
     s->fd = fd;
     fd = -1;
     atomic_store_explicit(&s->file_records, records, memory_order_relaxed);
     s->compactions++;
 out:
     if (fd >= 0)
-        close(fd);
+        io_close(fd);
     free(tmp);
     free(buf);
     return err;
@@ -308,10 +288,9 @@ static int append_record(shmq_seen_t *s, const void *key, uint32_t len)
     unsigned char buf[REC_OVERHEAD + SHMQ_SEEN_KEY_MAX];
     size_t n = encode_record(buf, key, len);
     pthread_rwlock_rdlock(&s->file_lock);
-    int err = write_all(s->fd, buf, n);
-    if (!err && atomic_load_explicit(&s->sync_mode, memory_order_relaxed) == SHMQ_SEEN_SYNC_DATA &&
-        fdatasync(s->fd) != 0)
-        err = -errno;
+    int err = io_write(s->fd, buf, n);
+    if (!err && atomic_load_explicit(&s->sync_mode, memory_order_relaxed) == SHMQ_SEEN_SYNC_DATA)
+        err = io_fdatasync(s->fd);
     if (!err)
         atomic_fetch_add_explicit(&s->file_records, 1, memory_order_relaxed);
     pthread_rwlock_unlock(&s->file_lock);
@@ -364,8 +343,9 @@ static int insert(shmq_seen_t *s, const void *key, uint32_t len, int log)
 static int load_file(shmq_seen_t *s, int fd, int *dirty)
 {
     struct stat st;
-    if (fstat(fd, &st) != 0)
-        return -errno;
+    int err = io_fstat(fd, &st);
+    if (err)
+        return err;
     if (!S_ISREG(st.st_mode))
         return -EBADMSG;
     if (st.st_size == 0) {
@@ -373,16 +353,16 @@ static int load_file(shmq_seen_t *s, int fd, int *dirty)
         return 0;
     }
     size_t size = (size_t)st.st_size;
-    const unsigned char *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED)
-        return -errno;
+    void *map;
+    if ((err = io_mmap(fd, 0, size, PROT_READ, MAP_PRIVATE, &map)) != 0)
+        return err;
+    const unsigned char *p = map;
     uint32_t version;
     if (size < FILE_HEADER || memcmp(p, FILE_MAGIC, 8) != 0 ||
         (memcpy(&version, p + 8, 4), version != FILE_VERSION)) {
-        munmap((void *)p, size);
+        io_munmap(map, size);
         return -EBADMSG;
     }
-    int err = 0;
     size_t off = FILE_HEADER;
     while (off < size && !err) {
         uint32_t magic, len, crc;
@@ -404,7 +384,7 @@ static int load_file(shmq_seen_t *s, int fd, int *dirty)
         s->bad_bytes++; /* resync: the next byte that starts a valid record */
         off++;
     }
-    munmap((void *)p, size);
+    io_munmap(map, size);
     if (s->bad_bytes || s->loaded > COMPACT_FACTOR * s->max)
         *dirty = 1;
     atomic_store_explicit(&s->file_records, s->loaded, memory_order_relaxed);
@@ -422,18 +402,19 @@ static int open_file(shmq_seen_t *s, const char *path)
     }
     memcpy(lockpath, path, plen);
     memcpy(lockpath + plen, ".lock", 6);
-    s->lock_fd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    s->lock_fd = io_open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     free(lockpath);
     if (s->lock_fd < 0)
-        return -errno;
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
-        return errno == EWOULDBLOCK ? -EBUSY : -errno;
-    int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        return s->lock_fd;
+    int err = io_flock(s->lock_fd, LOCK_EX | LOCK_NB);
+    if (err)
+        return err == -EWOULDBLOCK ? -EBUSY : err;
+    int fd = io_open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
-        return -errno;
-    int dirty = 0, err = load_file(s, fd, &dirty);
-    if (err) {
-        close(fd);
+        return fd;
+    int dirty = 0;
+    if ((err = load_file(s, fd, &dirty)) != 0) {
+        io_close(fd);
         return err;
     }
     s->fd = fd;
@@ -556,7 +537,7 @@ int shmq_seen_close(shmq_seen_t *s)
 {
     if (!s)
         return 0;
-    int err = 0;
+    int err = 0, rc;
     ensure_registered();
     if (s->ht && s->ring) {
         read_lock();
@@ -576,10 +557,10 @@ int shmq_seen_close(shmq_seen_t *s)
     urcu_memb_barrier(); /* evicted nodes still queued for call_rcu are freed */
     if (s->ht)
         cds_lfht_destroy(s->ht, NULL);
-    if (s->fd >= 0 && close(s->fd) != 0)
-        err = -errno;
+    if (s->fd >= 0 && (rc = io_close(s->fd)) != 0)
+        err = rc;
     if (s->lock_fd >= 0)
-        close(s->lock_fd); /* releases the flock */
+        io_close(s->lock_fd); /* releases the flock */
     pthread_rwlock_destroy(&s->file_lock);
     free(s->ring);
     free(s->path);
