@@ -9,8 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DEDUP_WAYS 4u
-#define DEDUP_BUCKET_SIZE 64u
+#include "format.h" /* DEDUP_WAYS, DEDUP_BUCKET_SIZE */
 
 struct dedup_bucket {
     _Atomic uint64_t word;    /* state | owner << 2 | gen << 14 | fingerprint high 40 bits << 24 */

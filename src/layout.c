@@ -14,13 +14,8 @@
 
 #include "crc32c.h"
 #include "ring.h"
-#include "dedup.h"
-#include "wal.h"
 
-static uint64_t align_up(uint64_t v, uint64_t a)
-{
-    return (v + a - 1) & ~(a - 1);
-}
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 
 static int config_check(const shmq_config_t *c)
 {
@@ -143,7 +138,8 @@ int layout_validate(const struct seg_layout *stored, uint64_t file_size)
         return -EBADMSG;
     if (stored->version != SHMQ_FORMAT_VERSION)
         return -EPROTO;
-    if (stored->header_size != sizeof(struct seg_header) || layout_crc(stored) != stored->header_crc)
+    if (stored->header_size != sizeof(struct seg_header) ||
+        layout_crc(stored) != stored->header_crc)
         return -EBADMSG;
     shmq_config_t cfg;
     struct seg_layout expect;

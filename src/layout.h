@@ -13,11 +13,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "format.h"
 #include "shmq/shmq.h"
-
-#define SHMQ_MAGIC 0x31474553514d4853ull /* "SHMQSEG1" little-endian */
-#define SHMQ_FORMAT_VERSION 1u
-#define CACHE_LINE 64
 
 /* The part of the header written once at create time and covered by header_crc. */
 struct seg_layout {

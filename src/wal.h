@@ -30,16 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format.h" /* the log's magics and sizes, wal_rec_size() */
 #include "segment.h"
-
-#define WAL_FILE_MAGIC 0x314c4157514d4853ull /* "SHMQWAL1" */
-#define WAL_REC_MAGIC 0x4c415751u            /* "QWAL" */
-#define WAL_VERSION 1u
-#define WAL_HEADER_SIZE 4096u
-#define WAL_REC_HEADER 32u
-#define WAL_ALIGN 16u
-#define WAL_FILE_MIN (64u << 10)
-#define WAL_FILE_DEFAULT (64u << 20)
 
 /* MARK: ids up to its id were handed out (written before files are deleted, so recovery never
  * hands out an id again even when the records that carried the highest ids are gone). */
@@ -69,16 +61,15 @@ struct wal_file_header {
 };
 
 /*
- * A PUBLISH record's payload: the publish time, the dedup key (may be empty), the message.
+ * A PUBLISH record's payload: the publish time, the dedup key (may be empty, at most
+ * WAL_KEY_MAX bytes), the message; WAL_PUBLISH_PREFIX (10) bytes come before the key.
  *   0         8         10            10+key_len
  *   +---------+---------+-------------+------------ - -
  *   | unix_ms | key_len |  key bytes  | message bytes
  *   +---------+---------+-------------+------------ - -
  */
-#define WAL_PUBLISH_PREFIX 10u
 /* A PUBLISH record's attempt field holds flags: */
 #define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint, not a publish (replay skips it) */
-#define WAL_KEY_MAX 128u
 
 struct wal_publish {
     uint64_t unix_ms;
@@ -90,12 +81,6 @@ struct wal_publish {
 
 /* Split a PUBLISH record's payload; -EBADMSG if it is too short for what it claims. */
 int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_publish *out);
-
-/* Bytes a record with len payload bytes occupies. */
-static inline uint64_t wal_rec_size(uint32_t len)
-{
-    return ((uint64_t)WAL_REC_HEADER + len + WAL_ALIGN - 1) & ~(uint64_t)(WAL_ALIGN - 1);
-}
 
 /* CRC of a record as stored (header bytes 8..32 and, but for PAD, the payload). */
 uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload);
