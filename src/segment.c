@@ -19,8 +19,8 @@
 
 #include "clock.h"
 #include "io.h"
+#include "logdir.h"
 #include "slot.h"
-#include "wal.h"
 
 int segment_check_name(const char *name)
 {

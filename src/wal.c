@@ -70,32 +70,6 @@ uint32_t wal_header_crc(const struct wal_file_header *h)
     return crc32c(0, h, offsetof(struct wal_file_header, crc));
 }
 
-static const char *state_dir(char *buf, size_t size)
-{
-    const char *env = getenv("SHMQ_STATE_DIR");
-    if (env && *env)
-        return env;
-    if (geteuid() == 0)
-        return "/var/lib/shmq";
-    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg)
-        snprintf(buf, size, "%s/shmq", xdg);
-    else
-        snprintf(buf, size, "%s/.local/state/shmq", home && *home ? home : "/tmp");
-    return buf;
-}
-
-int wal_dir_path(const char *name, const char *log_dir, char *buf, size_t size)
-{
-    char tmp[SHMQ_LOG_DIR_MAX + 64];
-    const char *base = log_dir ? log_dir : state_dir(tmp, sizeof(tmp));
-    if (strlen(base) > SHMQ_LOG_DIR_MAX)
-        return -ENAMETOOLONG;
-    if ((size_t)snprintf(buf, size, "%s/%s", base, name) >= size)
-        return -ENAMETOOLONG;
-    return 0;
-}
-
 /* mkdir -p with mode 0700 for every directory it makes. */
 static int make_dirs(const char *path)
 {

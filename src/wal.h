@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "format.h" /* the log's magics and sizes, wal_rec_size() */
+#include "logdir.h" /* wal_dir_path(): where the log lives */
 #include "segment.h"
 
 /* MARK: ids up to its id were handed out (written before files are deleted, so recovery never
@@ -87,9 +88,6 @@ uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload);
 
 /* CRC of a file header up to its crc field. */
 uint32_t wal_header_crc(const struct wal_file_header *h);
-
-/* The queue's log directory for log_dir (NULL: the state directory) into buf. */
-int wal_dir_path(const char *name, const char *log_dir, char *buf, size_t size);
 
 struct wal; /* a process's handle on a queue's log */
 
