@@ -22,6 +22,7 @@
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
+#include "slotmove.h"
 #include "wait.h"
 
 #define COOP_PERIOD_NS (250ull * 1000000ull)

@@ -13,6 +13,7 @@
 
 #include "queue.h"
 #include "slot.h"
+#include "slotmove.h"
 
 static int by_id(const void *a, const void *b)
 {

@@ -29,6 +29,7 @@
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
+#include "slotmove.h"
 
 #define ORPHAN_GRACE_NS (100ull * 1000000ull)
 #define CHECKPOINT_LAG_FILES 2

@@ -20,49 +20,8 @@
 #include "dedup.h"
 #include "queue.h"
 #include "slot.h"
+#include "slotmove.h"
 #include "wait.h"
-
-uint64_t queue_now_ms(const shmq_t *q)
-{
-    uint64_t now = now_ns_coarse(), created = q->seg.layout.created_ns;
-    return now > created ? (now - created) / 1000000ull : 0;
-}
-
-uint64_t queue_now_ms_exact(const shmq_t *q)
-{
-    return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
-}
-
-static void enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, uint64_t w, bool from_publish)
-{
-    struct slot *sl = segment_slot(&q->seg, idx);
-    uint64_t ticket;
-    /* R1 inside ring_enqueue publishes our state-word CAS to the dequeuer */
-    if (ring_enqueue(ring, idx, &ticket) != 0)
-        return; /* overfull ring: the slot is an orphan now; maintenance enqueues it later */
-    if (from_publish)
-        CRASH_POINT(publish_after_enqueue);
-    /* relaxed: a repair hint, validated by its gen tag (slot.h) */
-    atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
-}
-
-void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w)
-{
-    struct seg_header *h = q->seg.hdr;
-    switch (sw_state(w)) {
-    case SLOT_FREE:
-        enqueue_on(q, &q->seg.free_ring, idx, w, false);
-        wait_wake(&h->free_futex, &h->free_waiters);
-        break;
-    case SLOT_READY:
-        enqueue_on(q, &q->seg.ready_ring, idx, w, false);
-        wait_wake(&h->ready_futex, &h->ready_waiters);
-        break;
-    case SLOT_DEAD:
-        enqueue_on(q, &q->seg.dead_ring, idx, w, false);
-        break;
-    }
-}
 
 /* Step 1: claim a free slot for self. 0 and *idx, or -EAGAIN when none is free. */
 static int claim_free_slot(shmq_t *q, uint32_t *idx)
@@ -94,7 +53,8 @@ static int slot_of_buf(const shmq_t *q, const void *buf, uint32_t *idx)
     const struct seg_layout *l = &q->seg.layout;
     uintptr_t first = (uintptr_t)q->seg.base + l->slots_off + SLOT_HEADER_SIZE;
     uintptr_t p = (uintptr_t)buf;
-    if (p < first || (p - first) % l->slot_stride != 0 || (p - first) / l->slot_stride >= l->capacity)
+    if (p < first || (p - first) % l->slot_stride != 0 ||
+        (p - first) / l->slot_stride >= l->capacity)
         return -EINVAL;
     *idx = (uint32_t)((p - first) / l->slot_stride);
     return 0;
@@ -128,8 +88,8 @@ static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
  * names (as a lower bound) the file being written now, so maintenance cannot delete the file
  * the record lands in while we write it (wal.c, retention).
  */
-static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len,
-                       const struct keyed *k, uint32_t *seq)
+static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, const struct keyed *k,
+                       uint32_t *seq)
 {
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
@@ -143,8 +103,8 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len,
 
 /* Steps 2-4 for a slot we hold RESERVED; data NULL: the payload is already in place. k: the
  * dedup claim of a keyed publish, or NULL. */
-static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len,
-                       const struct keyed *k, uint64_t *id)
+static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, const struct keyed *k,
+                       uint64_t *id)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
@@ -184,12 +144,13 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len,
                                                  memory_order_relaxed)) {
         if (!k)
             return -ESTALE; /* our reservation was fenced: we were declared dead */
-        if (id) /* decided (D1): maintenance rolled it forward for us */
+        /* decided (D1): maintenance rolled it forward for us */
+        if (id)
             *id = msg_id;
         return 0;
     }
     CRASH_POINT(publish_after_commit);
-    enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
+    slot_enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
     wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
     count(q_self(q), CNT_PUBLISHED);
     if (id)
@@ -243,8 +204,8 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
     return commit_slot(q, idx, data, len, NULL, id);
 }
 
-int queue_publish_keyed(shmq_t *q, const void *data, size_t len, const void *key,
-                        uint32_t key_len, uint64_t bucket, uint64_t bucket_word, uint64_t *id)
+int queue_publish_keyed(shmq_t *q, const void *data, size_t len, const void *key, uint32_t key_len,
+                        uint64_t bucket, uint64_t bucket_word, uint64_t *id)
 {
     uint32_t idx;
     struct keyed k = {key, key_len, bucket, bucket_word};

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "io.h"
 #include "queue.h"
 #include "registry.h"
@@ -135,6 +136,17 @@ int shmq_get_config(const shmq_t *q, shmq_config_t *cfg)
         return -EINVAL;
     layout_to_config(&q->seg.layout, cfg);
     return 0;
+}
+
+uint64_t queue_now_ms(const shmq_t *q)
+{
+    uint64_t now = now_ns_coarse(), created = q->seg.layout.created_ns;
+    return now > created ? (now - created) / 1000000ull : 0;
+}
+
+uint64_t queue_now_ms_exact(const shmq_t *q)
+{
+    return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
 }
 
 void queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)

@@ -62,22 +62,6 @@ static inline void count_own(struct proc_entry *e, enum counter cnt)
 uint64_t queue_now_ms(const shmq_t *q);
 uint64_t queue_now_ms_exact(const shmq_t *q);
 
-/* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
- * record the ticket; wake a sleeper if one waits. */
-void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
-
-/* CAS slot idx from word w to next (FREE, READY or DEAD) and put it on that ring: true if this
- * call moved it, false if w was no longer the slot's word (slot.c). */
-bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
-
-/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED for a lingering
- * former owner (slot.c). 0, or -ESTALE if w is not the slot's word any more. */
-int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
-
-/* Former owner `owner` will not read slot idx again: clear its linger; free the slot if it
- * waits FENCED for it. */
-void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner);
-
 /* Log a record for message id (a no-op without a log). Errors are counted, not returned:
  * the slot transition it records has happened already. */
 void queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);

@@ -1,5 +1,6 @@
 /*
- * slot.c - the transitions that end a slot's use, aware of lingering former owners.
+ * slotmove.c - moving a slot on (slotmove.h): one CAS, then onto the ring of its new state; and
+ * the transitions that end a slot's use, aware of lingering former owners.
  *
  * A message taken back from a live process (ack deadline passed, or the process was fenced as
  * hung) is redelivered in place, and the slot's linger field names that process: it may still
@@ -8,11 +9,27 @@
  * lets go (its stale ack or nack, its close) or dies (maintenance). Nothing a live process may
  * still read is ever reused under it.
  */
+#include "slotmove.h"
+
 #include <errno.h>
 
-#include "crashpoint.h"
-#include "queue.h"
-#include "slot.h"
+#include "wait.h"
+
+void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    struct seg_header *h = q->seg.hdr;
+    switch (sw_state(w)) {
+    case SLOT_FREE:
+        slot_enqueue_on(q, &q->seg.free_ring, idx, w, false);
+        wait_wake(&h->free_futex, &h->free_waiters);
+        break;
+    case SLOT_READY:
+        slot_enqueue_on(q, &q->seg.ready_ring, idx, w, false);
+        wait_wake(&h->ready_futex, &h->ready_waiters);
+        break;
+    case SLOT_DEAD: slot_enqueue_on(q, &q->seg.dead_ring, idx, w, false); break;
+    }
+}
 
 bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next)
 {

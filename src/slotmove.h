@@ -1,0 +1,51 @@
+/*
+ * slotmove.h - moving a slot on: one CAS to its next state, then onto the ring of that state;
+ * and ending a slot's use when a former owner may still read it (linger). Publish, consume,
+ * maintenance and the dead-letter calls make their transitions through these (slotmove.c).
+ */
+#ifndef SHMQ_SLOTMOVE_H
+#define SHMQ_SLOTMOVE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "crashpoint.h"
+#include "queue.h"
+#include "slot.h"
+
+/* Put slot idx, whose state word is now w, on ring and record the ticket it landed at. An
+ * overfull ring leaves the slot an orphan, which maintenance enqueues later. from_publish: the
+ * crash point between the enqueue and the ticket is publish's (docs/DESIGN.md, crash windows).
+ * Inline: publish's fast path calls it. */
+static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, uint64_t w,
+                                   bool from_publish)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t ticket;
+    /* R1 inside ring_enqueue publishes our state-word CAS to the dequeuer */
+    if (ring_enqueue(ring, idx, &ticket) != 0)
+        return; /* overfull ring: the slot is an orphan now; maintenance enqueues it later */
+    if (from_publish)
+        CRASH_POINT(publish_after_enqueue);
+    /* relaxed: a repair hint, validated by its gen tag (slot.h) */
+    atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
+}
+
+/* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
+ * record the ticket; wake a sleeper if one waits. */
+void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
+
+/* CAS slot idx from word w to next (FREE, READY or DEAD) and put it on that ring: true if this
+ * call moved it, false if w was no longer the slot's word. */
+bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
+
+/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED for a lingering
+ * former owner. 0, or -ESTALE if w is not the slot's word any more. */
+int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
+
+/* Former owner `owner` will not read slot idx again: clear its linger; free the slot if it
+ * waits FENCED for it. */
+void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner);
+
+#endif
