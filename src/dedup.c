@@ -7,7 +7,8 @@
  * fingerprint: its high 40 bits live in the word, so one load tells whether a bucket may hold
  * our key; the low 64 bits are written before COMMITTED.
  *
- * Publish with a key:
+ * Publish with a key (shmq_publish_dedup() in publish.c: steps 1 and 2 are dedup_claim(), the
+ * decision in step 3 is dedup_commit()):
  *   1. Look in the key's set. COMMITTED with our fingerprint and inside the window: a duplicate,
  *      answer its id. CLAIMED with our fp_hi by a live owner: -EINPROGRESS.
  *   2. Else CAS a free bucket (EMPTY, expired, claimed by an owner that is no longer ACTIVE, or
@@ -34,7 +35,6 @@
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
-#include "wait.h"
 
 enum { B_EMPTY = 0, B_CLAIMED = 1, B_COMMITTED = 2 };
 #define FP_HI_BITS 40
@@ -178,41 +178,33 @@ static void release_bucket(shmq_t *q, uint64_t bi, uint64_t bw)
         atomic_store_explicit(&b->claimer, 0, memory_order_relaxed);
 }
 
-int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
-                       uint64_t *id)
+int dedup_claim(shmq_t *q, const void *key, size_t key_len, uint64_t *bi, uint64_t *bw,
+                uint64_t *id)
 {
-    if (!q || (!data && len) || !key || key_len == 0 || key_len > SHMQ_DEDUP_KEY_MAX)
-        return -EINVAL;
-    if (len > q->seg.layout.max_msg_size)
-        return -EMSGSIZE;
-    if (!q->seg.layout.dedup_buckets)
-        return -ENOTSUP;
     struct fingerprint fp = fingerprint(key, key_len);
     uint64_t set = (mix(fp.lo) % (q->seg.layout.dedup_buckets / DEDUP_WAYS)) * DEDUP_WAYS;
-    uint64_t now = queue_now_ms(q), found = 0, bi = 0, bw = 0;
+    uint64_t now = queue_now_ms(q), found = 0;
     for (int tries = 0;; tries++) {
         enum verdict v = look(q, set, &fp, now, UINT64_MAX, &found);
         if (v == V_DUPLICATE) {
             count(q_self(q), CNT_DEDUP_HITS);
-            if (id)
-                *id = found;
-            return 0;
+            *id = found;
+            return DEDUP_DUPLICATE;
         }
         if (v == V_IN_PROGRESS || tries > 64)
             return -EINPROGRESS;
-        int err = claim_bucket(q, set, &fp, now, &bi, &bw);
+        int err = claim_bucket(q, set, &fp, now, bi, bw);
         if (err == -EAGAIN)
             continue;
         if (err)
             return err;
-        v = look(q, set, &fp, now, bi, &found); /* did a racer claim another bucket for it? */
+        v = look(q, set, &fp, now, *bi, &found); /* did a racer claim another bucket for it? */
         if (v != V_NONE) {
-            release_bucket(q, bi, bw);
+            release_bucket(q, *bi, *bw);
             continue; /* answer as the other bucket says */
         }
-        break;
+        return 0;
     }
-    return queue_publish_keyed(q, data, len, key, (uint32_t)key_len, bi, bw, id);
 }
 
 /* Called by publish.c between writing the message and its commit (P1): record and decide. */
@@ -234,10 +226,7 @@ int dedup_commit(shmq_t *q, uint64_t bi, uint64_t bw, uint64_t msg_id, uint64_t 
     return 0;
 }
 
-void dedup_abandon(shmq_t *q, uint64_t bi, uint64_t bw)
-{
-    release_bucket(q, bi, bw);
-}
+void dedup_abandon(shmq_t *q, uint64_t bi, uint64_t bw) { release_bucket(q, bi, bw); }
 
 bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w,
                                bool owner_dead)

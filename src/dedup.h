@@ -33,15 +33,23 @@ struct slot;
 bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, uint64_t w,
                                bool owner_dead);
 
-/* For publish.c: record the message of a claimed bucket and decide it (D1); -ESTALE if the
- * claim was taken over. dedup_abandon gives a claim back undecided. */
+/*
+ * For publish.c, a keyed publish: look key (1..SHMQ_DEDUP_KEY_MAX bytes; the queue has a window)
+ * up in the window and, unless it is there, claim a bucket for it. Returns
+ *   DEDUP_DUPLICATE and *id: the key's message was published (a dedup hit, counted);
+ *   0 and *bucket, *bucket_word: claimed; publish under it, then dedup_commit() or
+ *     dedup_abandon();
+ *   -EINPROGRESS: a publish of the key is under way (or the set is all live claims).
+ */
+#define DEDUP_DUPLICATE 1
+int dedup_claim(struct shmq *q, const void *key, size_t key_len, uint64_t *bucket,
+                uint64_t *bucket_word, uint64_t *id);
+
+/* Record the message of a claimed bucket and decide it (D1); -ESTALE if the claim was taken
+ * over. dedup_abandon gives a claim back undecided. */
 int dedup_commit(struct shmq *q, uint64_t bucket, uint64_t bucket_word, uint64_t msg_id,
                  uint64_t token);
 void dedup_abandon(struct shmq *q, uint64_t bucket, uint64_t bucket_word);
-
-/* publish.c: reserve a slot and publish a keyed message under a claimed bucket. */
-int queue_publish_keyed(struct shmq *q, const void *data, size_t len, const void *key,
-                        uint32_t key_len, uint64_t bucket, uint64_t bucket_word, uint64_t *id);
 
 /* Rebuild: remember key -> id as committed now (recovery, single-threaded). */
 struct segment;

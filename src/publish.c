@@ -204,13 +204,29 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
     return commit_slot(q, idx, data, len, NULL, id);
 }
 
-int queue_publish_keyed(shmq_t *q, const void *data, size_t len, const void *key, uint32_t key_len,
-                        uint64_t bucket, uint64_t bucket_word, uint64_t *id)
+/* A keyed publish (the protocol: dedup.c): claim the key's bucket, then publish under it. */
+int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
+                       uint64_t *id)
 {
+    if (!q || (!data && len) || !key || key_len == 0 || key_len > SHMQ_DEDUP_KEY_MAX)
+        return -EINVAL;
+    if (len > q->seg.layout.max_msg_size)
+        return -EMSGSIZE;
+    if (!q->seg.layout.dedup_buckets)
+        return -ENOTSUP;
+    uint64_t found = 0;
+    struct keyed k = {key, (uint32_t)key_len, 0, 0};
+    int rc = dedup_claim(q, key, key_len, &k.bucket, &k.bucket_word, &found);
+    if (rc == DEDUP_DUPLICATE) {
+        if (id)
+            *id = found;
+        return 0;
+    }
+    if (rc)
+        return rc;
     uint32_t idx;
-    struct keyed k = {key, key_len, bucket, bucket_word};
     if (claim_free_slot(q, &idx) != 0) {
-        dedup_abandon(q, bucket, bucket_word);
+        dedup_abandon(q, k.bucket, k.bucket_word);
         return -EAGAIN;
     }
     CRASH_POINT(publish_after_reserve);
