@@ -22,7 +22,7 @@
 #include "clock.h"
 #include "dedup.h"
 #include "io.h"
-#include "queue.h"
+#include "segment.h"
 #include "slot.h"
 #include "wal.h"
 #include "walscan.h"
@@ -307,7 +307,7 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
         goto out;
     }
     if (err == 0) {
-        shmq_unlink_segment(name); /* a corrupt one, if any: we hold the recovery lock */
+        segment_unlink(name); /* a corrupt one, if any: we hold the recovery lock */
         uint64_t usable = (uint64_t)cfg.wal_file_size - WAL_HEADER_SIZE;
         struct segment seg;
         err = segment_create_with(name, &cfg, (max_seq + 1) * usable, populate, &rb, &seg);

@@ -198,6 +198,13 @@ int segment_open(const char *name, bool readonly, struct segment *seg)
     return err;
 }
 
+int segment_unlink(const char *name)
+{
+    char shm_name[SHMQ_NAME_MAX + 8];
+    int err = segment_shm_name(name, shm_name, sizeof(shm_name));
+    return err ? err : io_shm_unlink(shm_name);
+}
+
 void segment_close(struct segment *seg)
 {
     if (seg && seg->base)

@@ -49,6 +49,10 @@ int segment_open_fd(int fd, bool readonly, struct segment *seg);
 
 void segment_close(struct segment *seg);
 
+/* Remove the segment's name (shm_unlink): 0, -EINVAL (bad name), -ENOENT, -errno. Processes that
+ * have it mapped keep their mapping. */
+int segment_unlink(const char *name);
+
 /* The slot idx, or NULL when idx is out of range (idx often comes from shm: check it here). */
 static inline struct slot *segment_slot(const struct segment *s, uint64_t idx)
 {

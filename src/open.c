@@ -1,0 +1,134 @@
+/*
+ * open.c - open, create and delete a queue: map its segment, open its log, register.
+ *
+ * The top of the library: opening a queue whose segment is gone or broken rebuilds it from the
+ * log (shmq_recover(), recover.c), so this file sits above recovery.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
+#include "queue.h"
+#include "registry.h"
+
+static int attach(shmq_t **out, struct segment *seg, const char *name, bool create)
+{
+    shmq_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        return -ENOMEM;
+    q->seg = *seg;
+    strncpy(q->name, name, SHMQ_NAME_MAX);
+    pthread_mutex_init(&q->maint_lock, NULL);
+    int err = 0;
+    if (q->seg.layout.durability != SHMQ_DURABILITY_NONE)
+        err = wal_open(&q->seg, create, &q->wal);
+    if (!err)
+        err = registry_attach(&q->seg, ROLE_CLIENT, "", &q->self, &q->self_word);
+    if (err) {
+        wal_close(q->wal);
+        pthread_mutex_destroy(&q->maint_lock);
+        free(q);
+        return err;
+    }
+    *out = q;
+    return 0;
+}
+
+static int is_log_file(void *arg, int dirfd, const char *name)
+{
+    return strncmp(name, "wal.", 4) == 0;
+}
+
+/* Does dir hold log files? (then the queue exists on disk) */
+static bool has_log_files(const char *dir) { return io_dir_each(dir, is_log_file, NULL) == 1; }
+
+int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
+{
+    if (!q || !cfg)
+        return -EINVAL;
+    char dir[SHMQ_LOG_DIR_MAX + 64];
+    int err = segment_check_name(name);
+    if (err)
+        return err;
+    if (cfg->durability != SHMQ_DURABILITY_NONE) {
+        if (wal_dir_path(name, cfg->log_dir, dir, sizeof(dir)) != 0)
+            return -EINVAL; /* log_dir/NAME does not fit a path */
+        if (has_log_files(dir))
+            return -EEXIST;
+    }
+    struct segment seg;
+    if ((err = segment_create(name, cfg, &seg)) != 0)
+        return err;
+    if ((err = attach(q, &seg, name, true)) != 0) {
+        segment_close(&seg);
+        shmq_unlink_segment(name);
+    }
+    return err;
+}
+
+int shmq_open(const char *name, shmq_t **q)
+{
+    if (!q)
+        return -EINVAL;
+    struct segment seg;
+    int err = segment_open(name, false, &seg);
+    if (err == -ENOENT || err == -EBADMSG) {
+        /* the segment is gone or broken: rebuild it from the log in the state directory */
+        int rerr = shmq_recover(name, NULL, NULL);
+        if (rerr == 0 || rerr == -EEXIST)
+            err = segment_open(name, false, &seg);
+    }
+    if (err)
+        return err;
+    if ((err = attach(q, &seg, name, false)) != 0)
+        segment_close(&seg);
+    return err;
+}
+
+int shmq_close(shmq_t *q)
+{
+    if (!q)
+        return -EINVAL;
+    if (atomic_load(&q->consumers) > 0)
+        return -EBUSY;
+    registry_detach(&q->seg, q->self, q->self_word);
+    wal_close(q->wal);
+    segment_close(&q->seg);
+    pthread_mutex_destroy(&q->maint_lock);
+    free(q->suspect_word);
+    free(q->suspect_ns);
+    free(q);
+    return 0;
+}
+
+int shmq_unlink_segment(const char *name) { return segment_unlink(name); }
+
+int shmq_unlink(const char *name)
+{
+    char dir[SHMQ_LOG_DIR_MAX + 64];
+    struct segment seg;
+    int err = segment_check_name(name);
+    if (err)
+        return err;
+    dir[0] = 0;
+    if (segment_open(name, true, &seg) == 0) {
+        memcpy(dir, seg.layout.log_dir,
+               sizeof(seg.layout.log_dir) < sizeof(dir) ? sizeof(seg.layout.log_dir) : sizeof(dir));
+        dir[sizeof(dir) - 1] = 0;
+        segment_close(&seg);
+    } else if (wal_dir_path(name, NULL, dir, sizeof(dir)) != 0) {
+        dir[0] = 0;
+    }
+    int seg_err = shmq_unlink_segment(name);
+    int log_err = dir[0] ? wal_remove_dir(dir) : -ENOENT;
+    return seg_err == 0 || log_err == 0 ? 0 : seg_err;
+}
+
+int shmq_get_config(const shmq_t *q, shmq_config_t *cfg)
+{
+    if (!q || !cfg)
+        return -EINVAL;
+    layout_to_config(&q->seg.layout, cfg);
+    return 0;
+}
