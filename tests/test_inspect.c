@@ -357,14 +357,6 @@ static const char *make_closed_queue(const char *tag, char *path, size_t size)
     return name;
 }
 
-static void write_at(const char *path, off_t off, const void *p, size_t len)
-{
-    int fd = open(path, O_RDWR);
-    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-    cr_assert(pwrite(fd, p, len, off) == (ssize_t)len, "pwrite: %s", strerror(errno));
-    close(fd);
-}
-
 Test(inspect, out_of_range_values_are_flagged_and_noted_never_followed)
 {
     char path[128];
@@ -465,17 +457,17 @@ Test(inspect, bad_segments_are_refused_with_their_own_error)
     assert_refused("bad/name", -EINVAL, "an invalid name");
 
     name = make_closed_queue("magic", path, sizeof path);
-    write_at(path, offsetof(struct seg_layout, magic), "NOTSHMQ!", 8);
+    h_write_at(path, offsetof(struct seg_layout, magic), "NOTSHMQ!", 8);
     assert_refused(name, -EBADMSG, "bad magic");
 
     name = make_closed_queue("version", path, sizeof path);
     uint32_t version = SHMQ_FORMAT_VERSION + 1;
-    write_at(path, offsetof(struct seg_layout, version), &version, sizeof version);
+    h_write_at(path, offsetof(struct seg_layout, version), &version, sizeof version);
     assert_refused(name, -EPROTO, "another format version");
 
     name = make_closed_queue("crc", path, sizeof path);
     uint32_t cap = 1u << 30;
-    write_at(path, offsetof(struct seg_layout, capacity), &cap, sizeof cap);
+    h_write_at(path, offsetof(struct seg_layout, capacity), &cap, sizeof cap);
     assert_refused(name, -EBADMSG, "a changed capacity (CRC mismatch)");
 
     name = make_closed_queue("half", path, sizeof path);
@@ -768,13 +760,13 @@ Test(inspect, damaged_logs_are_judged)
     log_file_path(path, sizeof path, name, 0);
     unsigned char junk[64];
     memset(junk, 0xa5, sizeof junk);
-    write_at(path, WAL_HEADER_SIZE + 4096, junk, sizeof junk);
+    h_write_at(path, WAL_HEADER_SIZE + 4096, junk, sizeof junk);
     log_file_path(path, sizeof path, name, (unsigned)files - 1);
     struct inspect_log_file newest;
     h_assert_rc(inspect_log_read(where.dir, false, &log), 0);
     newest = log->files[files - 1];
     inspect_log_free(log);
-    write_at(path, (off_t)newest.used_bytes + 64, junk, sizeof junk);
+    h_write_at(path, (off_t)newest.used_bytes + 64, junk, sizeof junk);
 
     h_assert_rc(inspect_log_read(where.dir, false, &log), 0);
     cr_assert_not(log->ok);
