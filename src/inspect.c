@@ -46,11 +46,11 @@
 
 /*
  * A file truncated under a mapping makes the next access to a page past its end fault with
- * SIGBUS. guarded(fn, arg, lo, hi) runs fn with a SIGBUS handler that jumps back out when the
+ * SIGBUS. guarded(fn, arg, lo, len) runs fn with a SIGBUS handler that jumps back out when the
  * fault is its own, and then returns -EFAULT:
  *   - its own: a fault the kernel raised (si_code > 0, not kill() or sigqueue()), on the thread
- *     that runs the guarded read, at an address inside [lo, hi) (the mapping being read; any
- *     address when lo == hi, while the mapping is being made).
+ *     that runs the guarded read, at an address inside [lo, lo + len) (the mapping being read;
+ *     any address when len is 0, while the mapping is being made).
  *   - anything else is handed to the handler that was there before (or, if that was the
  *     default or "ignore", the signal is re-raised with the default action: a fault elsewhere
  *     in the program still ends it as it would have without us).
@@ -88,7 +88,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *ctx)
     raise(sig); /* blocked in here: delivered, with the default action, when we return */
 }
 
-/* Run fn(arg) with the mapping [lo, hi) guarded: fn's return value, or -EFAULT. */
+/* Run fn(arg) with the mapping [lo, lo + len) guarded: fn's return value, or -EFAULT. */
 static int guarded(int (*fn)(void *), void *arg, const void *lo, size_t len)
 {
     volatile int rc = -EFAULT;
@@ -885,6 +885,8 @@ int inspect_slots(struct inspect_segment *is, struct inspect_slot_cursor *cur,
     const struct seg_layout *l = &seg->layout;
     struct slots_read r = {.seg = seg, .cur = cur, .out = out, .max = max};
     *n = 0;
+    if (max == 0)
+        return -EINVAL; /* the walk would not advance */
     int err = guarded(read_slots, &r, seg->base, seg->size);
     if (err)
         return err;

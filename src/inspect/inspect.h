@@ -303,7 +303,7 @@ void inspect_slot_cursor_init(struct inspect_slot_cursor *cur, uint64_t now_ns);
 /*
  * Read the slots from cur->next on, until max non-free slots are in out (free ones are counted,
  * not listed) or the pool ends; *n gets how many were listed. Inconsistencies are appended to
- * notes (may be NULL). 0, or -EFAULT. Done when cur->next == the capacity.
+ * notes (may be NULL). 0, -EINVAL (max is 0), or -EFAULT. Done when cur->next == the capacity.
  */
 int inspect_slots(struct inspect_segment *seg, struct inspect_slot_cursor *cur,
                   struct inspect_slot *out, uint32_t max, uint32_t *n, struct inspect_notes *notes);
