@@ -127,6 +127,15 @@ static H_UNUSED void h_shm_path(const char *name, char *buf, size_t size)
     snprintf(buf, size, "/dev/shm/shmq.%s", name);
 }
 
+/* Write len bytes at offset off of the file at path (damaging a segment or a log file). */
+static H_UNUSED void h_write_at(const char *path, off_t off, const void *p, size_t len)
+{
+    int fd = open(path, O_RDWR);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    cr_assert(pwrite(fd, p, len, off) == (ssize_t)len, "pwrite %s: %s", path, strerror(errno));
+    close(fd);
+}
+
 static H_UNUSED void h_track(pid_t pid, int gate_fd)
 {
     for (int i = 0; i < h_npids; i++) {

@@ -37,6 +37,7 @@ typedef struct shmq_consumer shmq_consumer_t;
 #define SHMQ_PROCS_MAX 4096         /* registry entries */
 #define SHMQ_SEGMENT_MAX (64ull << 30) /* bytes of one segment in all */
 #define SHMQ_LOG_DIR_MAX 200         /* bytes in a log directory path */
+#define SHMQ_WAL_FILE_MIN (64u << 10) /* bytes in one log file (wal_file_size), at least */
 
 /** Durability modes (shmq_config_t.durability); the README's table says what each survives. */
 #define SHMQ_DURABILITY_NONE 0    /* no log: survives any process crash (shm persists) */

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "segment.h"
+#include "inspect.h"
 
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
             uint64_t *out)
@@ -52,7 +52,7 @@ int cli_timeout(const char *cmd, const char *opt, const char *s, int *out)
 
 int cli_name(const char *cmd, const char *name)
 {
-    if (segment_check_name(name) == 0)
+    if (inspect_name_check(name) == 0)
         return 0;
     fprintf(stderr, "%s %s: invalid queue name '%s' (1..%d bytes of [A-Za-z0-9._-])\n",
             cli_progname, cmd, name, SHMQ_NAME_MAX);

@@ -65,6 +65,13 @@ int cli_bad_option(const char *cmd, int c, char **argv);
 /* "missing queue NAME" / "unexpected argument". */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* stat.c: render a snapshot (and, with before != NULL, rates per second since before) through
+ * an emitter; `stat` prints it once, `top` in place. */
+struct emitter;
+struct inspect_snapshot;
+void stat_emit(struct emitter *e, const char *name, const struct inspect_snapshot *now,
+               const struct inspect_snapshot *before);
+
 /* output.c */
 
 /* Write len bytes of s as a JSON string literal with its quotes. Bytes outside printable ASCII

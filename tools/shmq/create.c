@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "wal.h"
 
 static const char *durability_name(int d)
 {
@@ -65,7 +64,7 @@ void cmd_create_help(FILE *out)
             cli_progname, SHMQ_CAPACITY_MAX, d.capacity, SHMQ_MSG_SIZE_MAX, d.max_msg_size,
             (unsigned)SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms,
             d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier,
-            (unsigned)d.mode, durability_name(d.durability), (unsigned)WAL_FILE_MIN,
+            (unsigned)d.mode, durability_name(d.durability), (unsigned)SHMQ_WAL_FILE_MIN,
             d.wal_file_size, d.dedup_window_count, d.dedup_window_ms, cli_progname, cli_progname,
             cli_progname);
 }
@@ -161,7 +160,8 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
         cfg->log_dir = v;
         return 0;
     case OPT_WAL_SIZE:
-        return cli_u32(cmd, "--wal-file-size", v, WAL_FILE_MIN, UINT32_MAX, &cfg->wal_file_size);
+        return cli_u32(cmd, "--wal-file-size", v, SHMQ_WAL_FILE_MIN, UINT32_MAX,
+                       &cfg->wal_file_size);
     case OPT_RETENTION:
         return cli_u64(cmd, "--log-retention-bytes", v, 0, UINT64_MAX, &cfg->log_retention_bytes);
     case OPT_DEDUP:

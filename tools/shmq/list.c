@@ -1,9 +1,9 @@
 /*
  * list.c - `shmq list [--json]`: every queue on this host (/dev/shm/shmq.*), one line each.
  *
- * Each segment is read as `stat` reads it (snapshot.c: mapped read-only, never registered in),
- * so listing disturbs no queue, and a segment that cannot be read is one line with its error
- * (and exit status 1) rather than the end of the listing.
+ * Each segment is read as `stat` reads it (a snapshot of the inspection layer: mapped
+ * read-only, never registered in), so listing disturbs no queue, and a segment that cannot be
+ * read is one line with its error (and exit status 1) rather than the end of the listing.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -14,10 +14,7 @@
 
 #include "cli.h"
 #include "emit.h"
-#include "snapshot.h"
-
-#define SHM_DIR "/dev/shm"
-#define PREFIX "shmq."
+#include "inspect.h"
 
 void cmd_list_help(FILE *out)
 {
@@ -56,85 +53,36 @@ void cmd_list_help(FILE *out)
             cli_progname, cli_progname, cli_progname, cli_progname);
 }
 
-static int by_name(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The queue names in /dev/shm, sorted; *n of them (malloc'd). -errno on failure. */
-static int queue_names(char ***out, size_t *n)
-{
-    DIR *d = opendir(SHM_DIR);
-    if (!d)
-        return -errno;
-    char **names = NULL;
-    size_t k = 0, cap = 0;
-    struct dirent *e;
-    int err = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0)
-            continue;
-        const char *name = e->d_name + strlen(PREFIX);
-        if (segment_check_name(name) != 0)
-            continue; /* not a name shmq_open() would accept */
-        if (k == cap) {
-            cap = cap ? 2 * cap : 16;
-            char **a = realloc(names, cap * sizeof(*a));
-            if (!a) {
-                err = -ENOMEM;
-                break;
-            }
-            names = a;
-        }
-        if (!(names[k] = strdup(name))) {
-            err = -ENOMEM;
-            break;
-        }
-        k++;
-    }
-    closedir(d);
-    if (err) {
-        for (size_t i = 0; i < k; i++)
-            free(names[i]);
-        free(names);
-        return err;
-    }
-    if (k > 1)
-        qsort(names, k, sizeof(*names), by_name);
-    *out = names;
-    *n = k;
-    return 0;
-}
-
-static void print_row(const char *name, const struct snapshot *s)
+static void print_row(const char *name, const struct inspect_snapshot *s)
 {
     char wd[48], oldest[24];
     if (s->oldest_age_ms >= 0)
         snprintf(oldest, sizeof oldest, "%lld", (long long)s->oldest_age_ms);
     else
         snprintf(oldest, sizeof oldest, "-");
-    printf("%-24s %8u %8u %8u %8u %8u %9u %9s %-10s %s\n", name, s->cfg.capacity, s->ready,
-           s->delayed, s->inflight, s->dead, s->consumers, oldest, snapshot_durability(s),
-           snapshot_watchdog(s, wd, sizeof wd));
+    printf("%-24s %8u %8u %8u %8u %8u %9u %9s %-10s %s\n", name, s->cfg.capacity,
+           s->slots[INSPECT_SLOT_READY], s->slots[INSPECT_SLOT_DELAYED],
+           s->slots[INSPECT_SLOT_INFLIGHT], s->slots[INSPECT_SLOT_DEAD], s->consumers, oldest,
+           inspect_durability_name(s->cfg.durability), inspect_watchdog_text(s, wd, sizeof wd));
 }
 
-static void emit_row(struct emitter *e, const char *name, const struct snapshot *s)
+static void emit_row(struct emitter *e, const char *name, const struct inspect_snapshot *s)
 {
     char wd[48];
     emit_begin(e, NULL, name, EMIT_INLINE);
     emit_bytes(e, "name", name, strlen(name));
     emit_u64(e, "capacity", s->cfg.capacity);
-    emit_u64(e, "ready", s->ready);
-    emit_u64(e, "delayed", s->delayed);
-    emit_u64(e, "inflight", s->inflight);
-    emit_u64(e, "dead", s->dead);
+    emit_u64(e, "ready", s->slots[INSPECT_SLOT_READY]);
+    emit_u64(e, "delayed", s->slots[INSPECT_SLOT_DELAYED]);
+    emit_u64(e, "inflight", s->slots[INSPECT_SLOT_INFLIGHT]);
+    emit_u64(e, "dead", s->slots[INSPECT_SLOT_DEAD]);
     emit_u64(e, "consumers", s->consumers);
     if (s->oldest_age_ms >= 0)
         emit_i64(e, "oldest_age_ms", s->oldest_age_ms);
     else
         emit_null(e, "oldest_age_ms");
-    emit_word(e, "durability", snapshot_durability(s));
-    emit_word(e, "watchdog", snapshot_watchdog(s, wd, sizeof wd));
+    emit_word(e, "durability", inspect_durability_name(s->cfg.durability));
+    emit_word(e, "watchdog", inspect_watchdog_text(s, wd, sizeof wd));
     emit_end(e);
 }
 
@@ -156,9 +104,10 @@ int cmd_list(int argc, char **argv)
 
     char **names = NULL;
     size_t n = 0;
-    int err = queue_names(&names, &n);
+    int err = inspect_queue_names(&names, &n);
     if (err) {
-        fprintf(stderr, "%s list: cannot read %s: %s\n", cli_progname, SHM_DIR, strerror(-err));
+        fprintf(stderr, "%s list: cannot read %s: %s\n", cli_progname, inspect_segment_dir,
+                strerror(-err));
         return CLI_EXIT_RUNTIME;
     }
     int rc = CLI_EXIT_OK;
@@ -171,30 +120,29 @@ int cmd_list(int argc, char **argv)
                "DELAYED", "INFLIGHT", "DEAD", "CONSUMERS", "OLDEST_MS", "DURABILITY", "WATCHDOG");
     }
     for (size_t i = 0; i < n; i++) {
-        struct snapshot s;
-        err = snapshot_queue(names[i], &s);
+        struct inspect_snapshot s;
+        err = inspect_queue(names[i], &s);
         if (err) {
-            fprintf(stderr, "%s list: %s: %s\n", cli_progname, names[i], seg_strerror(err));
+            fprintf(stderr, "%s list: %s: %s\n", cli_progname, names[i], inspect_strerror(err));
             rc = CLI_EXIT_RUNTIME;
             if (json) {
                 emit_begin(&e, NULL, names[i], EMIT_INLINE);
                 emit_bytes(&e, "name", names[i], strlen(names[i]));
-                const char *msg = seg_strerror(err);
+                const char *msg = inspect_strerror(err);
                 emit_bytes(&e, "error", msg, strlen(msg));
                 emit_end(&e);
             } else {
-                printf("%-24s error: %s\n", names[i], seg_strerror(err));
+                printf("%-24s error: %s\n", names[i], inspect_strerror(err));
             }
         } else {
             if (json)
                 emit_row(&e, names[i], &s);
             else
                 print_row(names[i], &s);
-            snapshot_free(&s);
+            inspect_snapshot_free(&s);
         }
-        free(names[i]);
     }
-    free(names);
+    inspect_names_free(names, n);
     if (json)
         emit_finish(&e);
     return rc;

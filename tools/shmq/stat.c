@@ -1,7 +1,8 @@
 /*
  * stat.c - `shmq stat NAME [--json] [--interval-ms N]`: counters, depth, oldest message age and
- * the attached processes of one queue, read without taking part (snapshot.c). With an
- * interval, two snapshots N ms apart give rates per second. stat_emit() is shared with `top`.
+ * the attached processes of one queue, read without taking part (a snapshot of the inspection
+ * layer, inspect.h). With an interval, two snapshots N ms apart give rates per second.
+ * stat_emit() is shared with `top`.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -12,7 +13,7 @@
 
 #include "cli.h"
 #include "emit.h"
-#include "snapshot.h"
+#include "inspect.h"
 
 void cmd_stat_help(FILE *out)
 {
@@ -54,16 +55,6 @@ void cmd_stat_help(FILE *out)
             cli_progname, cli_progname, cli_progname, cli_progname, cli_progname);
 }
 
-static const char *proc_state_name(int state)
-{
-    switch (state) {
-    case SHMQ_PROC_CLAIMED: return "CLAIMED";
-    case SHMQ_PROC_ACTIVE: return "ACTIVE";
-    case SHMQ_PROC_FENCED: return "FENCED";
-    default: return "INVALID";
-    }
-}
-
 static const char *role_name(uint32_t role)
 {
     if (role & SHMQ_ROLE_CONSUMER)
@@ -73,22 +64,22 @@ static const char *role_name(uint32_t role)
     return "other";
 }
 
-static void emit_processes(struct emitter *e, const struct snapshot *s)
+static void emit_processes(struct emitter *e, const struct inspect_snapshot *s)
 {
     emit_begin(e, "processes", NULL, EMIT_ARRAY);
-    for (uint32_t i = 0; i < s->n_proc; i++) {
-        const struct snap_proc *p = &s->proc[i];
+    for (uint32_t i = 0; i < s->n_procs; i++) {
+        const struct inspect_proc *p = &s->procs[i];
         char label[32];
         snprintf(label, sizeof label, "entry %u", p->index);
         emit_begin(e, NULL, label, EMIT_INLINE);
         emit_u64(e, "index", p->index);
         emit_i64(e, "pid", p->pid);
         emit_word(e, "role", role_name(p->role));
-        emit_word(e, "state", proc_state_name(p->state));
+        emit_word(e, "state", inspect_proc_state_name(p->state));
         emit_bytes(e, "name", p->name, strnlen(p->name, sizeof p->name));
         emit_bool(e, "alive", p->alive);
-        if (p->heartbeat_age_ms >= 0)
-            emit_i64(e, "heartbeat_age_ms", p->heartbeat_age_ms);
+        if (p->heartbeat_seen) /* a time after the snapshot's: 0 ms ago */
+            emit_i64(e, "heartbeat_age_ms", p->heartbeat_age_ms > 0 ? p->heartbeat_age_ms : 0);
         else
             emit_null(e, "heartbeat_age_ms");
         emit_u64(e, "inflight", p->inflight);
@@ -97,13 +88,13 @@ static void emit_processes(struct emitter *e, const struct snapshot *s)
     emit_end(e);
 }
 
-void stat_emit(struct emitter *e, const char *name, const struct snapshot *s,
-               const struct snapshot *before)
+void stat_emit(struct emitter *e, const char *name, const struct inspect_snapshot *s,
+               const struct inspect_snapshot *before)
 {
     emit_bytes(e, "queue", name, strlen(name));
-    emit_word(e, "durability", snapshot_durability(s));
-    if (s->log_dir[0])
-        emit_bytes(e, "log_dir", s->log_dir, strlen(s->log_dir));
+    emit_word(e, "durability", inspect_durability_name(s->cfg.durability));
+    if (s->log.enabled)
+        emit_bytes(e, "log_dir", s->log.dir, strlen(s->log.dir));
     else
         emit_null(e, "log_dir");
 
@@ -117,20 +108,20 @@ void stat_emit(struct emitter *e, const char *name, const struct snapshot *s,
     emit_end(e);
 
     emit_begin(e, "counters", NULL, EMIT_INLINE);
-    for (int c = 0; c < CNT__COUNT; c++)
-        emit_u64(e, snapshot_counter_names[c], s->counters[c]);
+    for (int c = 0; c < INSPECT_COUNTERS; c++)
+        emit_u64(e, inspect_counter_name(c), s->counters[c]);
     emit_end(e);
 
     if (before && s->taken_ns > before->taken_ns) {
         double dt = (double)(s->taken_ns - before->taken_ns) / 1e9;
         emit_begin(e, "rates", "rates/s", EMIT_INLINE);
         emit_double(e, "interval_s", dt);
-        for (int c = 0; c < CNT__COUNT; c++) {
+        for (int c = 0; c < INSPECT_COUNTERS; c++) {
             uint64_t a = before->counters[c], b = s->counters[c];
             /* a counter folded into the header between the samples may dip: no negative rate */
             double r = b > a ? (double)(b - a) / dt : 0.0;
             char key[40];
-            snprintf(key, sizeof key, "%s_per_s", snapshot_counter_names[c]);
+            snprintf(key, sizeof key, "%s_per_s", inspect_counter_name(c));
             emit_double(e, key, r);
         }
         emit_end(e);
@@ -139,36 +130,36 @@ void stat_emit(struct emitter *e, const char *name, const struct snapshot *s,
     }
 
     emit_begin(e, "messages", NULL, EMIT_INLINE);
-    emit_u64(e, "ready", s->ready);
-    emit_u64(e, "inflight", s->inflight);
-    emit_u64(e, "delayed", s->delayed);
-    emit_u64(e, "reserved", s->reserved);
-    emit_u64(e, "dead", s->dead);
-    emit_u64(e, "fenced", s->fenced);
-    emit_u64(e, "free", s->free);
-    emit_u64(e, "invalid", s->invalid);
+    emit_u64(e, "ready", s->slots[INSPECT_SLOT_READY]);
+    emit_u64(e, "inflight", s->slots[INSPECT_SLOT_INFLIGHT]);
+    emit_u64(e, "delayed", s->slots[INSPECT_SLOT_DELAYED]);
+    emit_u64(e, "reserved", s->slots[INSPECT_SLOT_RESERVED]);
+    emit_u64(e, "dead", s->slots[INSPECT_SLOT_DEAD]);
+    emit_u64(e, "fenced", s->slots[INSPECT_SLOT_FENCED]);
+    emit_u64(e, "free", s->slots[INSPECT_SLOT_FREE]);
+    emit_u64(e, "invalid", s->slots[INSPECT_SLOT_INVALID]);
     emit_end(e);
-    emit_u64(e, "depth", s->ready);
+    emit_u64(e, "depth", s->slots[INSPECT_SLOT_READY]);
     if (s->oldest_age_ms >= 0)
         emit_i64(e, "oldest_message_age_ms", s->oldest_age_ms);
     else
         emit_null(e, "oldest_message_age_ms");
     emit_u64(e, "consumers", s->consumers);
-    emit_u64(e, "procs", s->procs);
+    emit_u64(e, "procs", s->procs_active);
 
     char wd[48];
-    snapshot_watchdog(s, wd, sizeof wd);
+    inspect_watchdog_text(s, wd, sizeof wd);
     emit_begin(e, "watchdog", NULL, EMIT_INLINE);
     char *colon = strchr(wd, ':');
     if (colon)
         *colon = '\0';
     emit_word(e, "status", wd);
-    if (s->lease_pid)
-        emit_i64(e, "pid", s->lease_pid);
+    if (s->lease.pid)
+        emit_i64(e, "pid", s->lease.pid);
     else
         emit_null(e, "pid");
-    if (s->lease_pid)
-        emit_i64(e, "expires_in_ms", s->lease_expires_in_ms);
+    if (s->lease.pid)
+        emit_i64(e, "expires_in_ms", s->lease.expires_in_ms);
     else
         emit_null(e, "expires_in_ms");
     emit_end(e);
@@ -210,28 +201,28 @@ int cmd_stat(int argc, char **argv)
     if ((rc = cli_name("stat", name)) != 0)
         return rc;
 
-    struct snapshot before, now;
+    struct inspect_snapshot before, now;
     bool have_before = false;
     int err;
     if (interval_ms) {
-        if ((err = snapshot_queue(name, &before)) != 0)
+        if ((err = inspect_queue(name, &before)) != 0)
             goto fail;
         have_before = true;
         sleep_ms(interval_ms);
     }
-    if ((err = snapshot_queue(name, &now)) != 0)
+    if ((err = inspect_queue(name, &now)) != 0)
         goto fail;
     struct emitter e;
     emit_init(&e, stdout, json);
     stat_emit(&e, name, &now, have_before ? &before : NULL);
     emit_finish(&e);
-    snapshot_free(&now);
+    inspect_snapshot_free(&now);
     if (have_before)
-        snapshot_free(&before);
+        inspect_snapshot_free(&before);
     return CLI_EXIT_OK;
 fail:
     if (have_before)
-        snapshot_free(&before);
-    fprintf(stderr, "%s stat: %s: %s\n", cli_progname, name, seg_strerror(err));
+        inspect_snapshot_free(&before);
+    fprintf(stderr, "%s stat: %s: %s\n", cli_progname, name, inspect_strerror(err));
     return CLI_EXIT_RUNTIME;
 }

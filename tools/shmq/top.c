@@ -1,9 +1,10 @@
 /*
  * top.c - `shmq top NAME [--interval-ms N] [--iterations N]`: `stat` refreshed in place.
  *
- * Every interval a new snapshot (snapshot.c, read-only) is drawn over the previous frame with
- * ANSI escapes (cursor home, clear to end of screen), with rates per second computed from it
- * and the snapshot before. A queue that disappears or turns unreadable ends the loop (exit 1).
+ * Every interval a new snapshot (the inspection layer's, read-only) is drawn over the previous
+ * frame with ANSI escapes (cursor home, clear to end of screen), with rates per second computed
+ * from it and the snapshot before. A queue that disappears or turns unreadable ends the loop (exit
+ * 1).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,7 +15,7 @@
 
 #include "cli.h"
 #include "emit.h"
-#include "snapshot.h"
+#include "inspect.h"
 
 #define ANSI_HOME_CLEAR "\033[H\033[J"
 
@@ -94,10 +95,10 @@ int cmd_top(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    struct snapshot prev, now;
-    int err = snapshot_queue(name, &prev);
+    struct inspect_snapshot prev, now;
+    int err = inspect_queue(name, &prev);
     if (err) {
-        fprintf(stderr, "%s top: %s: %s\n", cli_progname, name, seg_strerror(err));
+        fprintf(stderr, "%s top: %s: %s\n", cli_progname, name, inspect_strerror(err));
         return CLI_EXIT_RUNTIME;
     }
     rc = CLI_EXIT_OK;
@@ -105,8 +106,8 @@ int cmd_top(int argc, char **argv)
         sleep_ms(interval_ms);
         if (stop_requested)
             break;
-        if ((err = snapshot_queue(name, &now)) != 0) {
-            fprintf(stderr, "%s top: %s: %s\n", cli_progname, name, seg_strerror(err));
+        if ((err = inspect_queue(name, &now)) != 0) {
+            fprintf(stderr, "%s top: %s: %s\n", cli_progname, name, inspect_strerror(err));
             rc = CLI_EXIT_RUNTIME;
             break;
         }
@@ -121,12 +122,12 @@ int cmd_top(int argc, char **argv)
         stat_emit(&e, name, &now, &prev);
         emit_finish(&e);
         if (fflush(stdout) != 0) {
-            snapshot_free(&now);
+            inspect_snapshot_free(&now);
             break; /* main() reports the write error */
         }
-        snapshot_free(&prev);
+        inspect_snapshot_free(&prev);
         prev = now;
     }
-    snapshot_free(&prev);
+    inspect_snapshot_free(&prev);
     return rc;
 }

@@ -374,7 +374,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     for (int i = optind; i < argc; i++) {
-        if (!queue_name_valid(argv[i])) {
+        if (inspect_name_check(argv[i]) != 0) {
             fprintf(stderr, "%s: '%s' is not a queue name ([A-Za-z0-9._-], 1..%d bytes)\n", prog,
                     argv[i], SHMQ_NAME_MAX);
             watches_free(&l);

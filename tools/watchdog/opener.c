@@ -47,7 +47,9 @@ static void start_some(struct opener *op);
 int segment_stat(const char *name, struct stat *st)
 {
     char path[SHMQ_NAME_MAX + 32];
-    snprintf(path, sizeof path, "/dev/shm/shmq.%s", name);
+    int err = inspect_segment_path(name, path, sizeof path);
+    if (err)
+        return err;
     return stat(path, st) == 0 ? 0 : -errno;
 }
 

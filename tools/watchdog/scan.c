@@ -10,29 +10,11 @@
  * given, the watched set never changes: a missing or removed queue is waited for.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "watchdog.h"
-
-#define SHM_DIR "/dev/shm"
-#define PREFIX "shmq."
-
-bool queue_name_valid(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0 || len > SHMQ_NAME_MAX)
-        return false;
-    for (const char *p = name; *p; p++) {
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
 
 static struct watch *find(struct watch_list *l, const char *name)
 {
@@ -72,26 +54,22 @@ static void watch_free(struct watch *w)
     free(w);
 }
 
-/* --all: mark every shmq.* file of /dev/shm as listed, adding new names. */
+/* --all: mark every queue whose segment is in /dev/shm as listed, adding new names. */
 static int list_shm(struct watch_list *l)
 {
-    DIR *d = opendir(SHM_DIR);
-    if (!d)
-        return -errno;
+    char **names;
+    size_t n;
+    int err = inspect_queue_names(&names, &n);
+    if (err)
+        return err;
     for (size_t i = 0; i < l->n; i++)
         l->w[i]->listed = false;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) != 0)
-            continue;
-        const char *name = e->d_name + strlen(PREFIX);
-        if (!queue_name_valid(name))
-            continue; /* not a name shmq_open would accept */
-        struct watch *w = watches_add(l, name);
+    for (size_t i = 0; i < n; i++) {
+        struct watch *w = watches_add(l, names[i]);
         if (w)
             w->listed = true;
     }
-    closedir(d);
+    inspect_names_free(names, n);
     return 0;
 }
 
@@ -102,7 +80,7 @@ int watches_scan(struct watch_list *l, struct opener *op, const struct wd_option
         if (err) {
             static int logged;
             if (!logged++)
-                wd_log(WD_ERROR, NULL, "error", "op=scan dir=" SHM_DIR " err=%d", -err);
+                wd_log(WD_ERROR, NULL, "error", "op=scan dir=%s err=%d", inspect_segment_dir, -err);
             return err;
         }
     }

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "inspect.h"
 #include "logfmt.h"
 #include "shmq/shmq.h"
 
@@ -244,9 +245,6 @@ struct watch_list {
 
 /* Add a queue by name (not opened yet). NULL on allocation failure. */
 struct watch *watches_add(struct watch_list *l, const char *name);
-
-/* Is name a valid queue name ([A-Za-z0-9._-], 1..SHMQ_NAME_MAX bytes)? */
-bool queue_name_valid(const char *name);
 
 /*
  * Reconcile the watched set with /dev/shm: drop queues whose segment was unlinked or
