@@ -17,7 +17,6 @@
  */
 #include "inspect.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -34,6 +33,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "io.h"
 #include "layout.h"
 #include "registry.h"
 #include "ring.h"
@@ -167,6 +167,36 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* io_dir_each() callback of inspect_queue_names(): keep "shmq.NAME" entries with a valid NAME. */
+struct name_list {
+    const char *prefix;
+    size_t plen;
+    char **names;
+    size_t n, cap;
+};
+
+static int add_queue_name(void *arg, int dirfd, const char *entry)
+{
+    struct name_list *nl = arg;
+    if (strncmp(entry, nl->prefix, nl->plen) != 0)
+        return 0;
+    const char *name = entry + nl->plen;
+    if (segment_check_name(name) != 0)
+        return 0; /* not a name shmq_open() would accept */
+    if (nl->n == nl->cap) {
+        size_t ncap = nl->cap ? 2 * nl->cap : 16;
+        char **a = realloc(nl->names, ncap * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        nl->names = a;
+        nl->cap = ncap;
+    }
+    if (!(nl->names[nl->n] = strdup(name)))
+        return -ENOMEM;
+    nl->n++;
+    return 0;
+}
+
 int inspect_queue_names(char ***out, size_t *n)
 {
     char prefix[16];
@@ -177,35 +207,10 @@ int inspect_queue_names(char ***out, size_t *n)
     memmove(prefix, prefix + 1, plen);
     prefix[plen] = '\0';
 
-    DIR *d = opendir(inspect_segment_dir);
-    if (!d)
-        return -errno;
-    char **names = NULL;
-    size_t k = 0, cap = 0;
-    int err = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (strncmp(e->d_name, prefix, plen) != 0)
-            continue;
-        const char *name = e->d_name + plen;
-        if (segment_check_name(name) != 0)
-            continue; /* not a name shmq_open() would accept */
-        if (k == cap) {
-            size_t ncap = cap ? 2 * cap : 16;
-            char **a = realloc(names, ncap * sizeof(*a));
-            if (!a) {
-                err = -ENOMEM;
-                break;
-            }
-            names = a;
-            cap = ncap;
-        }
-        if (!(names[k] = strdup(name))) {
-            err = -ENOMEM;
-            break;
-        }
-        k++;
-    }
-    closedir(d);
+    struct name_list nl = {.prefix = prefix, .plen = plen};
+    int err = io_dir_each(inspect_segment_dir, add_queue_name, &nl);
+    char **names = nl.names;
+    size_t k = nl.n;
     if (err) {
         inspect_names_free(names, k);
         return err;
@@ -407,20 +412,19 @@ int inspect_segment_open(const char *name, struct inspect_segment **out, const c
     if (!s)
         return -ENOMEM;
     /* O_NONBLOCK: a FIFO planted under the name must not hang the open */
-    int fd = shm_open(shm_name, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+    int fd = io_shm_open(shm_name, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
     if (fd < 0) {
-        err = -errno;
+        err = fd;
         goto fail;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0)
-        err = -errno;
-    else if (!S_ISREG(st.st_mode))
+    err = io_fstat(fd, &st);
+    if (!err && !S_ISREG(st.st_mode))
         err = INSPECT_ENOTREG;
-    else /* a file cut short between segment_open_fd()'s fstat and its first read faults
-          * there: the mapping it made is then lost (unmapped at exit) */
+    if (!err) /* a file cut short between segment_open_fd()'s fstat and its first read faults
+               * there: the mapping it made is then lost (unmapped at exit) */
         err = guarded(open_fd, &(struct open_arg){fd, &s->seg}, NULL, 0);
-    close(fd);
+    io_close(fd);
     if (err)
         goto fail;
     const char *bad = check_geometry(&s->seg);
@@ -1001,35 +1005,37 @@ static int by_id_order(const void *a, const void *b)
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
+/* io_dir_each() callback of list_files(): one entry per log file name. */
+static int add_log_file(void *arg, int dirfd, const char *name)
+{
+    struct log_read *r = arg;
+    struct inspect_log *log = r->log;
+    uint64_t seq;
+    if (!name_is_log_file(name, &seq))
+        return 0; /* temporary files (wal.N.tmp.*) and others: recovery ignores them too */
+    if (log->n_files == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        struct inspect_log_file *f = realloc(log->files, cap * sizeof(*f));
+        if (!f)
+            return -ENOMEM;
+        log->files = f;
+        r->cap = cap;
+    }
+    struct inspect_log_file *f = &log->files[log->n_files++];
+    memset(f, 0, sizeof(*f));
+    snprintf(f->name, sizeof(f->name), "%s", name);
+    f->seq = seq;
+    return 0;
+}
+
 /* List the log files of dir. 0 or -errno (the directory cannot be read). */
 static int list_files(struct log_read *r, const char *dir)
 {
-    struct inspect_log *log = r->log;
-    DIR *d = opendir(dir);
-    if (!d)
-        return -errno;
-    for (struct dirent *e; (e = readdir(d));) {
-        uint64_t seq;
-        if (!name_is_log_file(e->d_name, &seq))
-            continue; /* temporary files (wal.N.tmp.*) and others: recovery ignores them too */
-        if (log->n_files == r->cap) {
-            size_t cap = r->cap ? r->cap * 2 : 16;
-            struct inspect_log_file *f = realloc(log->files, cap * sizeof(*f));
-            if (!f) {
-                closedir(d);
-                return -ENOMEM;
-            }
-            log->files = f;
-            r->cap = cap;
-        }
-        struct inspect_log_file *f = &log->files[log->n_files++];
-        memset(f, 0, sizeof(*f));
-        snprintf(f->name, sizeof(f->name), "%s", e->d_name);
-        f->seq = seq;
-    }
-    closedir(d);
-    if (log->n_files)
-        qsort(log->files, log->n_files, sizeof(*log->files), by_seq);
+    int err = io_dir_each(dir, add_log_file, r);
+    if (err)
+        return err;
+    if (r->log->n_files)
+        qsort(r->log->files, r->log->n_files, sizeof(*r->log->files), by_seq);
     return 0;
 }
 
@@ -1166,32 +1172,34 @@ static int scan_file(void *arg)
 
 static void read_file(struct log_read *r, int dfd, struct inspect_log_file *f)
 {
-    int fd = openat(dfd, f->name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+    int fd = io_openat(dfd, f->name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, 0);
     struct stat st;
     if (fd < 0) {
-        f->open_err = -errno;
+        f->open_err = fd;
         return;
     }
-    if (fstat(fd, &st) != 0) {
-        f->open_err = -errno;
-        close(fd);
+    int err = io_fstat(fd, &st);
+    if (err) {
+        f->open_err = err;
+        io_close(fd);
         return;
     }
     if (!S_ISREG(st.st_mode)) {
         f->not_regular = true;
-        close(fd);
+        io_close(fd);
         return;
     }
     f->size = (uint64_t)st.st_size;
     if (f->size == 0) {
-        close(fd);
+        io_close(fd);
         f->header_problem = "empty file";
         return;
     }
-    void *base = mmap(NULL, (size_t)f->size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (base == MAP_FAILED) {
-        f->open_err = -errno;
+    void *base;
+    err = io_mmap(fd, 0, (size_t)f->size, PROT_READ, MAP_SHARED, &base);
+    io_close(fd);
+    if (err) {
+        f->open_err = err;
         return;
     }
     size_t nv_before = r->nv;
@@ -1206,7 +1214,7 @@ static void read_file(struct log_read *r, int dfd, struct inspect_log_file *f)
         f->size = keep.size;
         f->faulted = true;
     }
-    munmap(base, (size_t)f->size);
+    io_munmap(base, (size_t)f->size);
 }
 
 /* ------------------------------------------------------------------ the log: judging */
@@ -1371,13 +1379,13 @@ int inspect_log_read(const char *dir, bool segment_exists, struct inspect_log **
         return -ENOMEM;
     int err = list_files(&r, dir);
     if (!err) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int dfd = io_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (dfd < 0) {
-            err = -errno;
+            err = dfd;
         } else {
             for (size_t i = 0; i < r.log->n_files && !r.oom; i++)
                 read_file(&r, dfd, &r.log->files[i]);
-            close(dfd);
+            io_close(dfd);
             err = r.oom ? -ENOMEM : 0;
         }
     }
