@@ -18,6 +18,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #ifdef SHMQ_CRASH_POINTS
@@ -247,12 +248,27 @@ int io_fchmod(int fd, mode_t mode)
     return ret(fchmod(fd, mode));
 }
 
+/*
+ * -EFBIG if a file would grow to end bytes past RLIMIT_FSIZE: the kernel answers such a call
+ * with SIGXFSZ, whose default action kills the process, and then EFBIG. Checked before the call
+ * instead (a setrlimit() racing the call is not covered: nobody lowers their own limit under
+ * their own feet). Only for the calls that can grow a file; one getrlimit(), off the fast path.
+ */
+static int fsize_check(uint64_t end)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 0;
+    return end > (uint64_t)rl.rlim_cur ? -EFBIG : 0;
+}
+
 int io_ftruncate(int fd, uint64_t size)
 {
     FAULT(IO_FTRUNCATE);
     if (size > (uint64_t)INT64_MAX)
         return -EFBIG;
-    return ret(ftruncate(fd, (off_t)size));
+    int err = fsize_check(size);
+    return err ? err : ret(ftruncate(fd, (off_t)size));
 }
 
 int io_fallocate(int fd, uint64_t off, uint64_t len)
@@ -260,10 +276,28 @@ int io_fallocate(int fd, uint64_t off, uint64_t len)
     FAULT(IO_FALLOCATE);
     if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
         return -EFBIG;
-    int r;
+    int r = fsize_check(off + len);
+    if (r)
+        return r;
     while ((r = fallocate(fd, 0, (off_t)off, (off_t)len)) != 0 && errno == EINTR) {
     }
     return ret(r);
+}
+
+int io_preallocate(int fd, uint64_t off, uint64_t len)
+{
+    int err = io_fallocate(fd, off, len);
+    if (err != -EOPNOTSUPP)
+        return err;
+    /* the file system cannot allocate without writing: write the zeros ourselves */
+    static const char zeros[65536];
+    err = 0;
+    for (uint64_t done = 0; done < len && !err;) {
+        size_t n = len - done < sizeof(zeros) ? (size_t)(len - done) : sizeof(zeros);
+        err = io_pwrite(fd, zeros, n, off + done);
+        done += n;
+    }
+    return err;
 }
 
 /* The loop behind io_pwrite (at >= 0: at that offset) and io_write (at < 0). */
@@ -291,13 +325,26 @@ int io_pwrite(int fd, const void *buf, size_t len, uint64_t off)
     FAULT(IO_PWRITE);
     if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
         return -EFBIG;
-    return write_all(fd, buf, len, (int64_t)off);
+    int err = fsize_check(off + len);
+    return err ? err : write_all(fd, buf, len, (int64_t)off);
+}
+
+/* Where a write at the file position lands: the end for O_APPEND, else the position. */
+static int64_t write_at(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    struct stat st;
+    if (fl >= 0 && (fl & O_APPEND))
+        return fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
+    return (int64_t)lseek(fd, 0, SEEK_CUR);
 }
 
 int io_write(int fd, const void *buf, size_t len)
 {
     FAULT(IO_WRITE);
-    return write_all(fd, buf, len, -1);
+    int64_t at = write_at(fd);
+    int err = at >= 0 ? fsize_check((uint64_t)at + len) : 0; /* a pipe: no size limit */
+    return err ? err : write_all(fd, buf, len, -1);
 }
 
 ssize_t io_pread(int fd, void *buf, size_t len, uint64_t off)

@@ -77,6 +77,11 @@ int io_close(int fd);
 int io_shm_unlink(const char *name);
 int io_fstat(int fd, struct stat *st);
 int io_fchmod(int fd, mode_t mode);
+/*
+ * The calls that can grow a file (io_ftruncate, io_fallocate, io_preallocate, io_pwrite,
+ * io_write) return -EFBIG, without making the call, when the file would grow past the process's
+ * RLIMIT_FSIZE: the kernel would kill the process with SIGXFSZ instead.
+ */
 /* -EFBIG if size does not fit an off_t. */
 int io_ftruncate(int fd, uint64_t size);
 /* Allocate [off, off + len) of the file (fallocate(2), mode 0: the size grows to cover it), so
@@ -84,6 +89,11 @@ int io_ftruncate(int fd, uint64_t size);
  * the file system cannot allocate, glibc's fallback writes a byte per block, slowly and not
  * atomically; here the caller gets -EOPNOTSUPP and decides. */
 int io_fallocate(int fd, uint64_t off, uint64_t len);
+/* Reserve [off, off + len) for real, for a range that holds no data yet: io_fallocate(), or
+ * where the file system cannot (-EOPNOTSUPP) zeros written with io_pwrite(). After 0, stores
+ * through a mapping of the range cannot fail for want of space (no SIGBUS): -ENOSPC, -EDQUOT,
+ * -EFBIG come back here instead. Fault injection fails it as IO_FALLOCATE (and IO_PWRITE). */
+int io_preallocate(int fd, uint64_t off, uint64_t len);
 
 /* Write all len bytes (at off / at the file position), retrying short writes and EINTR: 0, or
  * -errno of the call that failed (a write that stops after part of the buffer reports why on the

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 
 #include "io.h"
 
@@ -441,6 +442,56 @@ Test(io, concurrent_calls_are_counted_once_and_fail_exactly_once)
         pthread_join(t[i], NULL);
     cr_assert_eq(atomic_load(&r.failures), 1);
     cr_assert_eq(io_fault_calls(IO_ACCESS) - start, (uint64_t)THREADS * PER_THREAD);
+    ctx_free(c);
+}
+
+/* ---- Preallocation and the file size limit. ---- */
+
+/* io_preallocate on a file system that cannot allocate (EOPNOTSUPP, injected): zeros written
+ * instead, the range reserved all the same; and a real failure of the fallback comes back. */
+Test(io, preallocate_falls_back_to_writing_zeros)
+{
+    struct ctx *c = ctx_new();
+    cr_assert_eq(io_fault_arm(IO_FALLOCATE, 1, EOPNOTSUPP), 0);
+    uint64_t writes = io_fault_calls(IO_PWRITE);
+    h_assert_rc(io_preallocate(c->fd, 0, 200000), 0);
+    cr_assert(io_fault_calls(IO_PWRITE) - writes >= 4, "no zeros were written");
+    struct stat st;
+    cr_assert_eq(fstat(c->fd, &st), 0);
+    cr_assert_eq(st.st_size, 200000);
+    cr_assert(st.st_blocks * 512 >= 200000, "only %lld bytes allocated", (long long)st.st_blocks * 512);
+    cr_assert_eq(io_fault_arm(IO_FALLOCATE, 1, EOPNOTSUPP), 0);
+    cr_assert_eq(io_fault_arm(IO_PWRITE, 2, ENOSPC), 0);
+    h_assert_rc(io_preallocate(c->fd, 0, 200000), -ENOSPC);
+    io_fault_disarm_all();
+    ctx_free(c);
+}
+
+/* Under RLIMIT_FSIZE, every call that would grow a file past the limit returns -EFBIG and the
+ * process gets no SIGXFSZ (the child would die by it: exit status 153). */
+static int fsize_child(void *arg)
+{
+    struct ctx *c = arg;
+    struct rlimit rl = {8192, 8192};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+        return 10;
+    if (io_ftruncate(c->fd, 8192) != 0 || io_ftruncate(c->fd, 8193) != -EFBIG)
+        return 11;
+    if (io_fallocate(c->fd, 4096, 8192) != -EFBIG || io_preallocate(c->fd, 0, 1 << 20) != -EFBIG)
+        return 12;
+    if (io_pwrite(c->fd, "x", 1, 8191) != 0 || io_pwrite(c->fd, "xy", 2, 8191) != -EFBIG)
+        return 13;
+    int fd = open(c->file, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0 || io_write(fd, "x", 1) != -EFBIG)
+        return 14;
+    close(fd);
+    return 0;
+}
+
+Test(io, a_file_size_limit_is_EFBIG_never_SIGXFSZ)
+{
+    struct ctx *c = ctx_new();
+    h_assert_child_ok(h_fork(fsize_child, c), 30000, "RLIMIT_FSIZE child");
     ctx_free(c);
 }
 
