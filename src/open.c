@@ -78,6 +78,8 @@ int shmq_open(const char *name, shmq_t **q)
         int rerr = shmq_recover(name, NULL, NULL);
         if (rerr == 0 || rerr == -EEXIST)
             err = segment_open(name, false, &seg);
+        else if (rerr != -ENOENT)
+            err = rerr; /* a log is there but the rebuild failed: say why (-ENOSPC, ...) */
     }
     if (err)
         return err;

@@ -2,7 +2,7 @@
  * segment.c - create, open, validate and map /dev/shm/shmq.NAME.
  *
  * Create: shm_open(O_EXCL) with the config's mode (fchmod, so the umask cannot widen or narrow
- * it), size it, initialise registry, slots and rings, fill the free ring, and store the magic
+ * it), size it and allocate its pages (io_preallocate: no SIGBUS later), initialise registry, slots and rings, fill the free ring, and store the magic
  * last with release: an opener that sees the magic sees a complete segment (S1 pairs with S2).
  * Open: check the file size before touching anything, map, and validate (layout.c); a segment
  * whose magic is still 0 is being created: wait for it a little, then call it corrupted.
@@ -119,8 +119,12 @@ int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal
     int fd = io_shm_open(shm_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, cfg->mode);
     if (fd < 0)
         return fd;
+    /* Size it, then allocate every page for real: tmpfs makes a sized file sparse, and a store
+     * (even a load) into a page it cannot allocate later is a SIGBUS in whoever touches it. Out
+     * of space is -ENOSPC here instead, and the file goes. */
     if ((err = io_fchmod(fd, cfg->mode)) != 0 ||
-        (err = io_ftruncate(fd, seg->layout.total_size)) != 0)
+        (err = io_ftruncate(fd, seg->layout.total_size)) != 0 ||
+        (err = io_preallocate(fd, 0, seg->layout.total_size)) != 0)
         goto fail_unlink;
     seg->size = seg->layout.total_size;
     if ((err = io_mmap(fd, 0, seg->size, PROT_READ | PROT_WRITE, MAP_SHARED, &seg->base)) != 0)

@@ -121,7 +121,11 @@ static int make_file(struct wal *w, uint64_t seq)
     if (io_getrandom(&h.epoch, sizeof(h.epoch), 0) != 0)
         h.epoch = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&h ^ seq;
     h.crc = wal_header_crc(&h);
+    /* allocated for real before anyone maps it: appends store through the mapping, and a
+     * store into a page the file system cannot allocate is a SIGBUS, not an error */
     int err = io_ftruncate(fd, w->file_size);
+    if (!err)
+        err = io_preallocate(fd, 0, w->file_size);
     if (!err)
         err = io_pwrite(fd, &h, sizeof(h), 0);
     if (!err)
@@ -154,17 +158,22 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
     struct stat st;
     struct walmap *m = calloc(1, sizeof(*m));
     void *base = NULL;
-    if (m && io_fstat(fd, &st) == 0 && (uint64_t)st.st_size == w->file_size &&
-        io_mmap(fd, 0, w->file_size, PROT_READ | PROT_WRITE, MAP_SHARED, &base) != 0)
-        base = NULL;
+    int err = m ? io_fstat(fd, &st) : -ENOMEM;
+    /* a file of another size is not one of ours (a torn one is never linked into place) */
+    if (!err && (uint64_t)st.st_size != w->file_size)
+        err = -EBADMSG;
+    if (!err)
+        err = io_mmap(fd, 0, w->file_size, PROT_READ | PROT_WRITE, MAP_SHARED, &base);
     const struct wal_file_header *h = base;
-    if (!base || h->magic != WAL_FILE_MAGIC || h->seq != seq || h->file_size != w->file_size ||
-        wal_header_crc(h) != h->crc) {
+    if (!err && (h->magic != WAL_FILE_MAGIC || h->seq != seq || h->file_size != w->file_size ||
+                 wal_header_crc(h) != h->crc))
+        err = -EBADMSG;
+    if (err) {
         if (base)
             io_munmap(base, w->file_size);
         io_close(fd);
         free(m);
-        return -EIO;
+        return err;
     }
     m->seq = seq;
     m->epoch = h->epoch;

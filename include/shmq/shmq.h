@@ -92,7 +92,9 @@ void shmq_config_init(shmq_config_t *cfg);
  * Create the queue NAME: the segment /dev/shm/shmq.NAME with cfg->mode, and open it; with a
  * durability other than NONE also its log directory LOG_DIR/NAME (0700, files 0600).
  * Returns -EEXIST if it exists (a segment, or a log holding files: open or recover it instead), -EINVAL for a bad name, a NULL argument or a config outside the
- * limits, -ENOMEM/-ENOSPC if the segment cannot be sized, other -errno from shm_open/ftruncate.
+ * limits, -ENOSPC/-EDQUOT when /dev/shm (or the log's file system) has no room for the segment
+ * (every page is allocated here, so no access faults later), -EFBIG past RLIMIT_FSIZE, -ENOMEM
+ * when it cannot be mapped, -EACCES/-EROFS without permission; a failed create leaves nothing.
  * Blocking: yes (system calls); call it at start-up.
  */
 int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q);
@@ -101,7 +103,8 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q);
  * Open the existing queue NAME and register this process in it.
  * Returns -ENOENT if there is none, -EACCES without permission, -EPROTO for a segment of another
  * format version, -EBADMSG for a segment that is truncated, corrupted or not a shmq segment,
- * -EUSERS when the registry is full, -EINVAL for a bad name or NULL.
+ * -EUSERS when the registry is full, -EINVAL for a bad name or NULL; when the segment is
+ * rebuilt from the log, that rebuild's error (-ENOSPC when /dev/shm has no room for it, ...).
  * Blocking: a segment still being created (too short, or magic not yet stored) is waited for up
  * to 1 s before it is called corrupted (-EBADMSG).
  */

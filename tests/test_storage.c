@@ -1,0 +1,264 @@
+/*
+ * test_storage.c - full or failing storage is an error return, never a signal, never a false
+ * success (issue 15): process limits (RLIMIT_FSIZE, RLIMIT_AS) and small tmpfs mounts for
+ * /dev/shm and the log directory in a private mount namespace.
+ *
+ * Each case runs in a forked child, so a signal (SIGBUS, SIGXFSZ) shows as the child's death
+ * and the limits and mounts stay in the child. The tmpfs cases need `unshare(CLONE_NEWNS)` and
+ * mount(2) (root or a user namespace); they skip with a line saying so when the machine cannot.
+ */
+#include "helpers.h"
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+
+TestSuite(storage, .fini = h_cleanup, .timeout = 120);
+
+/* Exit codes of the children: 0 ok, else which step failed (printed by the parent). */
+#define CHECK(cond, code)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "child step %d: %s\n", (code), #cond);                                 \
+            return (code);                                                                         \
+        }                                                                                          \
+    } while (0)
+
+static bool segment_exists(const char *name)
+{
+    char path[128];
+    struct stat st;
+    h_shm_path(name, path, sizeof(path));
+    return stat(path, &st) == 0;
+}
+
+/* Files in dir whose name contains part (0 if dir is missing). */
+static int count_files(const char *dir, const char *part)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d)
+        return 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strstr(e->d_name, part) != NULL;
+    closedir(d);
+    return n;
+}
+
+static void log_dir_of(const char *name, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%s", h_state_dir_path(), name);
+}
+
+/* ---- RLIMIT_FSIZE: -EFBIG, no SIGXFSZ, nothing half-made. ---- */
+
+struct limit_arg {
+    const char *name;
+    char dir[256];
+};
+
+static int create_over_fsize(void *p)
+{
+    struct limit_arg *a = p;
+    struct rlimit rl = {64 << 10, 64 << 10};
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, 1);
+    shmq_config_t cfg = h_small_config(1024, 1024, 8); /* a segment of > 1 MiB */
+    shmq_t *q = NULL;
+    CHECK(shmq_create(a->name, &cfg, &q) == -EFBIG, 2);
+    CHECK(q == NULL && !segment_exists(a->name), 3);
+    return 0;
+}
+
+Test(storage, create_past_the_file_size_limit_is_EFBIG_and_leaves_nothing)
+{
+    struct limit_arg a = {.name = h_qname("st-fsize")};
+    h_assert_child_ok(h_fork(create_over_fsize, &a), 60000, "create under RLIMIT_FSIZE");
+    cr_assert(!segment_exists(a.name));
+}
+
+static int publish_over_fsize(void *p)
+{
+    struct limit_arg *a = p;
+    shmq_t *q;
+    CHECK(shmq_open(a->name, &q) == 0, 1);
+    struct rlimit rl = {64 << 10, 64 << 10}; /* below one log file */
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, 2);
+    CHECK(shmq_publish(q, "m", 1, NULL) == -EFBIG, 3);
+    CHECK(count_files(a->dir, "tmp") == 0, 4);
+    rl.rlim_cur = rl.rlim_max = RLIM_INFINITY;
+    CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0 || errno == EPERM, 5);
+    shmq_close(q);
+    return 0;
+}
+
+Test(storage, publish_whose_log_file_passes_the_file_size_limit_is_EFBIG)
+{
+    struct limit_arg a = {.name = h_qname("st-fsize-log")};
+    log_dir_of(a.name, a.dir, sizeof(a.dir));
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.wal_file_size = 1u << 20;
+    shmq_t *q;
+    h_assert_rc(shmq_create(a.name, &cfg, &q), 0);
+    h_assert_child_ok(h_fork(publish_over_fsize, &a), 60000, "publish under RLIMIT_FSIZE");
+    /* the limit was the child's: here the same publish works */
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* ---- RLIMIT_AS: a log file that cannot be mapped is -ENOMEM, not -EIO. ---- */
+
+/* The process's virtual size now (bytes), from /proc/self/statm. */
+static uint64_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static int publish_over_as(void *p)
+{
+    struct limit_arg *a = p;
+    shmq_t *q;
+    CHECK(shmq_open(a->name, &q) == 0, 1);
+    uint64_t lim = vm_size() + (8u << 20); /* room for small things, not for a 64 MiB file */
+    struct rlimit rl = {lim, lim};
+    CHECK(setrlimit(RLIMIT_AS, &rl) == 0, 2);
+    int rc = shmq_publish(q, "m", 1, NULL);
+    if (rc != -ENOMEM)
+        fprintf(stderr, "publish under RLIMIT_AS returned %d (%s)\n", rc, shmq_strerror(rc));
+    CHECK(rc == -ENOMEM, 3);
+    shmq_close(q);
+    return 0;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define H_SANITIZED 1 /* the sanitizers reserve terabytes of address space: no RLIMIT_AS */
+#else
+#define H_SANITIZED 0
+#endif
+
+Test(storage, a_log_file_that_cannot_be_mapped_is_ENOMEM)
+{
+    if (H_SANITIZED)
+        cr_skip_test("RLIMIT_AS cannot be set under a sanitizer (its shadow memory)");
+    struct limit_arg a = {.name = h_qname("st-as")};
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.wal_file_size = 64u << 20;
+    shmq_t *q;
+    h_assert_rc(shmq_create(a.name, &cfg, &q), 0);
+    h_assert_child_ok(h_fork(publish_over_as, &a), 60000, "publish under RLIMIT_AS");
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* ---- Small tmpfs mounts in a private mount namespace. ---- */
+
+/* Make this (child) process's mounts private and put a tmpfs of size_kb KiB on path: 0, or 77
+ * when the machine cannot (no unshare, no mount permission): the parent skips then. */
+static int private_tmpfs(const char *path, unsigned size_kb)
+{
+    char opt[64];
+    if (unshare(CLONE_NEWNS) != 0)
+        return 77;
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        return 77;
+    snprintf(opt, sizeof(opt), "size=%uk,mode=1777", size_kb);
+    return mount("shmq-test", path, "tmpfs", 0, opt) == 0 ? 0 : 77;
+}
+
+/* Fill the file system holding dir: write a file there until ENOSPC. Its path into out. */
+static int fill_fs(const char *dir, char *out, size_t size)
+{
+    static int n;
+    snprintf(out, size, "%s/filler-%d-%d", dir, (int)getpid(), n++);
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    static char buf[4096];
+    while (write(fd, buf, sizeof(buf)) > 0) {
+    }
+    int err = errno == ENOSPC ? 0 : -errno;
+    close(fd);
+    return err;
+}
+
+/* Run fn in a child; skip the test when it says the machine cannot (exit 77). */
+static void run_or_skip(h_child_fn fn, void *arg, const char *what)
+{
+    pid_t pid = h_fork(fn, arg);
+    int st = 0;
+    char buf[96];
+    cr_assert_eq(h_waitpid(pid, 120000, 0, &st), 0, "%s: child did not finish", what);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+        cr_skip_test("%s: needs unshare(CLONE_NEWNS) and a tmpfs mount (root): not here", what);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: child %s", what,
+              h_status_str(st, buf, sizeof(buf)));
+}
+
+struct shm_arg {
+    const char *name, *name2;
+};
+
+/* /dev/shm of 4 MiB: a queue too large for it is -ENOSPC with nothing left behind; a queue that
+ * fits keeps working when the file system is then filled up (its pages were allocated at
+ * create: no SIGBUS), and a rebuild of a lost segment that cannot fit is -ENOSPC too. */
+static int small_dev_shm(void *p)
+{
+    struct shm_arg *a = p;
+    int err = private_tmpfs("/dev/shm", 4096);
+    if (err)
+        return err;
+    shmq_config_t big = h_small_config(8192, 1024, 8); /* more than 8 MiB */
+    big.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q = NULL;
+    CHECK(shmq_create(a->name, &big, &q) == -ENOSPC, 1);
+    CHECK(q == NULL && !segment_exists(a->name), 2);
+
+    shmq_config_t cfg = h_small_config(64, 1024, 8); /* about 100 KiB, with a log */
+    err = shmq_create(a->name2, &cfg, &q);
+    if (err)
+        fprintf(stderr, "create: %s\n", shmq_strerror(err));
+    CHECK(err == 0, 3);
+    char filler[128], filler2[128];
+    CHECK(fill_fs("/dev/shm", filler, sizeof(filler)) == 0, 4);
+    char msg[1024];
+    memset(msg, 'x', sizeof(msg));
+    for (int i = 0; i < 64; i++)
+        CHECK(shmq_publish(q, msg, sizeof(msg), NULL) == 0, 5);
+    shmq_consumer_t *c;
+    CHECK(shmq_consumer_open(q, "c", &c) == 0, 6);
+    for (int i = 0; i < 32; i++) {
+        shmq_msg_t m;
+        CHECK(shmq_receive(c, &m, 1000) == 0 && m.len == sizeof(msg), 7);
+        CHECK(shmq_ack(c, &m) == 0, 8);
+    }
+    CHECK(shmq_consumer_close(c) == 0, 9);
+    shmq_stats_t st;
+    CHECK(shmq_stats(q, &st) == 0 && st.ready == 32, 10);
+    CHECK(shmq_close(q) == 0, 11);
+
+    /* the segment is lost while /dev/shm is full: rebuilding it is -ENOSPC, then works */
+    CHECK(shmq_unlink_segment(a->name2) == 0, 12);
+    CHECK(fill_fs("/dev/shm", filler2, sizeof(filler2)) == 0, 13);
+    err = shmq_open(a->name2, &q);
+    if (err != -ENOSPC)
+        fprintf(stderr, "open: %s\n", shmq_strerror(err));
+    CHECK(err == -ENOSPC, 13);
+    CHECK(!segment_exists(a->name2), 14);
+    CHECK(unlink(filler) == 0 && unlink(filler2) == 0, 15);
+    CHECK(shmq_open(a->name2, &q) == 0, 16);
+    CHECK(shmq_stats(q, &st) == 0 && st.ready == 32, 17);
+    CHECK(shmq_close(q) == 0 && shmq_unlink(a->name2) == 0, 18);
+    return 0;
+}
+
+Test(storage, a_full_dev_shm_is_ENOSPC_at_create_and_rebuild_and_no_signal_later)
+{
+    struct shm_arg a = {h_qname("st-shm-big"), h_qname("st-shm-ok")};
+    run_or_skip(small_dev_shm, &a, "small /dev/shm");
+}
