@@ -22,6 +22,7 @@ const char *const crashpoint_names[] = {
     "ack_after_free",          /* FREE, not yet in the free ring */
     "nack_after_requeue",      /* READY again, not yet in the ready ring */
     "maintain_after_fence",    /* reclaim: slot taken from its owner, not yet re-enqueued */
+    "attach_after_claim",      /* registry entry CLAIMED (names our pid), fields not written */
     NULL,
 };
 

@@ -30,6 +30,7 @@
 #include "registry.h"
 #include "slot.h"
 #include "slotmove.h"
+#include "wait.h"
 
 #define ORPHAN_GRACE_NS (100ull * 1000000ull)
 #define CHECKPOINT_LAG_FILES 2
@@ -67,11 +68,13 @@ static void fence_dead_procs(struct pass *p)
         /* acquire: pairs with G1 (attach), so pid and start time are complete */
         uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
         unsigned st = pw_state(w);
-        p->dead[i] = st == PROC_FREE || registry_pid_dead(e);
+        /* a CLAIMED entry is judged by the claimer's pid in its word (G3, registry.h) */
+        p->dead[i] = st == PROC_FREE || registry_holder_dead(e, w);
         if (st == PROC_ACTIVE || st == PROC_CLAIMED) {
             bool hung = !p->dead[i] && st == PROC_ACTIVE && consumer_hung(p, e);
+            uint64_t seen = w; /* a failed CAS must not replace the word the verdict is about */
             if ((p->dead[i] || hung) &&
-                atomic_compare_exchange_strong(&e->word, &w, pw_next(w, PROC_FENCED))) {
+                atomic_compare_exchange_strong(&e->word, &seen, pw_next(w, PROC_FENCED))) {
                 if (hung)
                     p->rep->procs_hung++;
                 else
@@ -81,10 +84,8 @@ static void fence_dead_procs(struct pass *p)
         }
         p->fenced[i] = st == PROC_FENCED || st == PROC_FREE;
         p->words[i] = st == PROC_FENCED && pw_state(w) != PROC_FENCED ? pw_next(w, PROC_FENCED) : w;
-        uint32_t one = 1;
-        if (st == PROC_FENCED && p->dead[i] &&
-            atomic_compare_exchange_strong(&e->sleeping, &one, 0)) /* once per sleeper */
-            atomic_fetch_sub(&s->hdr->ready_waiters, 1);
+        if (st == PROC_FENCED && p->dead[i]) /* sleepers of every kind it left counted */
+            wait_uncount_dead(s->hdr, e);
     }
 }
 

@@ -101,16 +101,18 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
     return err;
 }
 
-/* Steps 2-4 for a slot we hold RESERVED; data NULL: the payload is already in place. k: the
- * dedup claim of a keyed publish, or NULL. */
+/* Steps 2-4 for a slot we hold RESERVED; in_place: the payload is already there (shmq_commit),
+ * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. */
 static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, const struct keyed *k,
-                       uint64_t *id)
+                       uint64_t *id, bool in_place)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
+    /* a slot this call claimed that is no longer ours was taken from us (we were judged dead):
+     * -ESTALE, as at P1; a buffer handed to shmq_commit that is not ours is bad input */
     if (sw_state(w) != SLOT_RESERVED || sw_owner(w) != q->self)
-        return -EINVAL;
-    if (data)
+        return in_place ? -EINVAL : -ESTALE;
+    if (data && !in_place)
         memcpy(slot_payload(sl), data, len);
     /* relaxed: ids only need to be unique and increasing; P1 publishes the slot */
     uint64_t msg_id = atomic_fetch_add_explicit(&q->seg.hdr->next_id, 1, memory_order_relaxed) + 1;
@@ -179,7 +181,7 @@ int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id)
     int err = check_publish_args(q, buf, len);
     if (err || (err = slot_of_buf(q, buf, &idx)) != 0)
         return err;
-    return commit_slot(q, idx, NULL, len, NULL, id);
+    return commit_slot(q, idx, NULL, len, NULL, id, true);
 }
 
 int shmq_cancel(shmq_t *q, void *buf)
@@ -201,7 +203,7 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
     if (err || (err = claim_free_slot(q, &idx)) != 0)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, NULL, id);
+    return commit_slot(q, idx, data, len, NULL, id, false);
 }
 
 /* A keyed publish (the protocol: dedup.c): claim the key's bucket, then publish under it. */
@@ -230,7 +232,7 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
         return -EAGAIN;
     }
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, &k, id);
+    return commit_slot(q, idx, data, len, &k, id, false);
 }
 
 struct claim_ctx {
@@ -254,11 +256,11 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
         err = try_claim(&ctx);
     } else {
         uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-        err = wait_until(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters, NULL, deadline,
-                         100000000ull, try_claim, &ctx);
+        err = wait_until(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters, q_self(q),
+                         WAIT_FREE, deadline, 100000000ull, try_claim, &ctx);
     }
     if (err)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, ctx.idx, data, len, NULL, id);
+    return commit_slot(q, ctx.idx, data, len, NULL, id, false);
 }

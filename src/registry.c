@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "crashpoint.h"
 
 /* The text of /proc/PID/stat after the command name, in buf; NULL if there is none. */
 static const char *read_stat(int pid, char *buf, size_t size)
@@ -71,6 +72,19 @@ bool registry_pid_dead(const struct proc_entry *e)
     return start != 0 && start != e->start_time;
 }
 
+uint64_t pw_claim(uint64_t w)
+{
+    uint32_t pid = (uint32_t)getpid();
+    return pw_make(PROC_CLAIMED, pw_gen(w) + 1, pid <= PW_CLAIMER_MAX ? pid : 0);
+}
+
+bool registry_holder_dead(const struct proc_entry *e, uint64_t w)
+{
+    if (pw_state(w) == PROC_CLAIMED) /* the fields are the claimer's to write: judge the word */
+        return pid_gone((int)pw_claimer(w));
+    return registry_pid_dead(e);
+}
+
 void registry_heartbeat(struct proc_entry *e)
 {
     /* relaxed: a hint for the maintainer, ordered against nothing */
@@ -85,11 +99,14 @@ int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t
         uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
         if (pw_state(w) != PROC_FREE)
             continue;
-        uint64_t claimed = pw_next(w, PROC_CLAIMED);
-        /* acquire: the previous holder's release (FREE) is complete before we write */
+        uint64_t claimed = pw_claim(w);
+        /* acquire: the previous holder's release (FREE) is complete before we write. The
+         * word names us (pw_claim): maintenance judges the entry by it, not by the fields we
+         * are about to write, so it is never fenced under us while we live (G3) */
         if (!atomic_compare_exchange_strong_explicit(&e->word, &w, claimed, memory_order_acquire,
                                                      memory_order_relaxed))
             continue;
+        CRASH_POINT(attach_after_claim);
         e->pid = getpid();
         e->role = role;
         e->start_time = proc_start_time(e->pid);
@@ -126,21 +143,20 @@ static void fold_counters(struct segment *s, struct proc_entry *e)
 void registry_detach(struct segment *s, uint32_t idx, uint64_t word)
 {
     struct proc_entry *e = segment_proc(s, idx);
-    uint64_t w = word;
+    uint64_t w = word, claimed = pw_claim(word);
     /* fails if maintenance fenced us: then it folds and frees the entry */
-    if (!atomic_compare_exchange_strong(&e->word, &w, pw_next(word, PROC_CLAIMED)))
+    if (!atomic_compare_exchange_strong(&e->word, &w, claimed))
         return;
     fold_counters(s, e);
     /* release: our last writes to the entry happen before the next attach reuses it */
-    atomic_store_explicit(&e->word, pw_next(pw_next(word, PROC_CLAIMED), PROC_FREE),
-                          memory_order_release);
+    atomic_store_explicit(&e->word, pw_next(claimed, PROC_FREE), memory_order_release);
 }
 
 bool registry_release_fenced(struct segment *s, uint32_t idx, uint64_t fenced_word)
 {
     struct proc_entry *e = segment_proc(s, idx);
     uint64_t w = fenced_word;
-    uint64_t claimed = pw_next(fenced_word, PROC_CLAIMED);
+    uint64_t claimed = pw_claim(fenced_word);
     if (!atomic_compare_exchange_strong(&e->word, &w, claimed))
         return false;
     fold_counters(s, e);

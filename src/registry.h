@@ -1,11 +1,17 @@
 /*
  * registry.h - the processes and consumers attached to a queue, and whether they still live.
  *
- * An entry's word is state | gen << 4, and every change bumps gen (as slot state words do).
- * FREE -> CLAIMED (attach, filling) -> ACTIVE -> CLAIMED (detach, folding counters) -> FREE.
- * ACTIVE/CLAIMED -> FENCED (maintenance found it dead) -> FREE once its slots are reclaimed.
- * An entry is never FREE while a slot names it as owner, so an owner index is never reused
- * under a message it still holds.
+ * An entry's word is state | gen << 4 | claimer << 40, and every change bumps gen (as slot
+ * state words do). FREE -> CLAIMED (attach, filling) -> ACTIVE -> CLAIMED (detach, folding
+ * counters) -> FREE. ACTIVE/CLAIMED -> FENCED (maintenance found it dead) -> FREE once its
+ * slots are reclaimed. An entry is never FREE while a slot names it as owner, so an owner index
+ * is never reused under a message it still holds.
+ *
+ * A CLAIMED word carries the pid of the process that claimed it (the claimer writes pid, start
+ * time, role... with plain stores after its claim CAS): maintenance judges a CLAIMED entry by
+ * that pid, never by the pid field the claimer may be writing, so a live claimer (however slow
+ * or stopped) is never fenced, and never writes into an entry that was fenced and handed to
+ * somebody else. Other words carry claimer 0.
  */
 #ifndef SHMQ_REGISTRY_H
 #define SHMQ_REGISTRY_H
@@ -14,9 +20,21 @@
 
 #include "segment.h"
 
-static inline uint64_t pw_make(unsigned state, uint64_t gen) { return (gen << 4) | (state & 15u); }
+#define PW_GEN_MASK ((1ull << 36) - 1)
+#define PW_CLAIMER_MAX ((1u << 24) - 1) /* pids are below 2^22 on Linux (PID_MAX_LIMIT) */
+
+static inline uint64_t pw_make(unsigned state, uint64_t gen, uint32_t claimer)
+{
+    return (uint64_t)claimer << 40 | (gen & PW_GEN_MASK) << 4 | (state & 15u);
+}
 static inline unsigned pw_state(uint64_t w) { return (unsigned)(w & 15u); }
-static inline uint64_t pw_next(uint64_t w, unsigned state) { return pw_make(state, (w >> 4) + 1); }
+static inline uint64_t pw_gen(uint64_t w) { return (w >> 4) & PW_GEN_MASK; }
+/* The pid that claimed a CLAIMED entry (0: unknown, a word written by an older library). */
+static inline uint32_t pw_claimer(uint64_t w) { return (uint32_t)(w >> 40); }
+/* The word after w in state (not CLAIMED). */
+static inline uint64_t pw_next(uint64_t w, unsigned state) { return pw_make(state, pw_gen(w) + 1, 0); }
+/* The CLAIMED word after w, claimed by this process. */
+uint64_t pw_claim(uint64_t w);
 
 /* Claim a free entry for this process: 0 and *idx, *word (its ACTIVE word), or -EUSERS. */
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
@@ -42,5 +60,9 @@ bool pid_gone(int pid);
 
 /* True if the process recorded in e is gone or its pid was reused. */
 bool registry_pid_dead(const struct proc_entry *e);
+
+/* True if the holder behind entry word w (read with acquire from e) is dead: for a CLAIMED
+ * word its claimer (the pid in the word), else the process recorded in e. */
+bool registry_holder_dead(const struct proc_entry *e, uint64_t w);
 
 #endif

@@ -32,11 +32,14 @@ void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters)
 }
 
 static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,
-                      struct proc_entry *self, uint64_t sleep_ns, int (*try_fn)(void *), void *arg)
+                      struct proc_entry *self, uint32_t unit, uint64_t sleep_ns,
+                      int (*try_fn)(void *), void *arg)
 {
     uint32_t seen = atomic_load_explicit(futex_word, memory_order_acquire);
-    if (self)
-        atomic_store_explicit(&self->sleeping, 1, memory_order_relaxed);
+    /* S1 (seq_cst): marked in our entry before we are counted (W2), unmarked after we are
+     * uncounted: maintenance that sees a dead sleeper's mark may uncount it (a kill between the
+     * two leaves at most one too few counted, which the saturating uncount absorbs) */
+    atomic_fetch_add(&self->sleeping, unit);
     /* W2 (seq_cst): counted before the last try; pairs with W1 */
     atomic_fetch_add(waiters, 1);
     int r = try_fn(arg);
@@ -48,13 +51,29 @@ static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,
             r = -EINTR;
     }
     atomic_fetch_sub(waiters, 1);
-    if (self)
-        atomic_store_explicit(&self->sleeping, 0, memory_order_relaxed);
+    atomic_fetch_sub(&self->sleeping, unit); /* S1 */
     return r;
 }
 
+/* *count -= n, never below zero. */
+static void sub_floor(_Atomic uint32_t *count, uint32_t n)
+{
+    uint32_t v = atomic_load(count);
+    while (n && !atomic_compare_exchange_weak(count, &v, v > n ? v - n : 0))
+        ;
+}
+
+void wait_uncount_dead(struct seg_header *h, struct proc_entry *e)
+{
+    /* S1: one exchange, so of two maintainers only one uncounts */
+    uint32_t v = atomic_exchange(&e->sleeping, 0);
+    sub_floor(&h->ready_waiters, v & 0xffffu);
+    sub_floor(&h->free_waiters, v >> 16);
+}
+
 int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct proc_entry *self,
-               uint64_t deadline_ns, uint64_t max_sleep_ns, int (*try_fn)(void *), void *arg)
+               enum wait_kind kind, uint64_t deadline_ns, uint64_t max_sleep_ns,
+               int (*try_fn)(void *), void *arg)
 {
     for (int i = 0; i < SPIN_TRIES; i++) {
         int r = try_fn(arg);
@@ -70,7 +89,7 @@ int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct p
             if (deadline_ns - now < sleep_ns)
                 sleep_ns = deadline_ns - now;
         }
-        int r = sleep_once(futex_word, waiters, self, sleep_ns, try_fn, arg);
+        int r = sleep_once(futex_word, waiters, self, (uint32_t)kind, sleep_ns, try_fn, arg);
         if (r == -EINTR || r != -EAGAIN)
             return r;
         r = try_fn(arg);

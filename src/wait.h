@@ -1,12 +1,17 @@
 /*
  * wait.h - spin, then sleep on a futex word in shm; wake only when somebody sleeps.
  *
- * Sleeper: count itself in *waiters (and mark its registry entry sleeping, so maintenance can
- * uncount a sleeper that died), read the futex word, try once more, then FUTEX_WAIT on the
- * value read. Waker: after making its change visible, a seq_cst fence, then read *waiters; only
- * if it is non-zero bump the futex word and FUTEX_WAKE. W1 (waker's fence) and W2 (sleeper's
+ * Sleeper: count itself in its registry entry's `sleeping` word (so maintenance can uncount a
+ * sleeper that died), then in *waiters, read the futex word, try once more, then FUTEX_WAIT on
+ * the value read. Waker: after making its change visible, a seq_cst fence, then read *waiters;
+ * only if it is non-zero bump the futex word and FUTEX_WAKE. W1 (waker's fence) and W2 (sleeper's
  * seq_cst increment of waiters) form a Dekker pair: either the waker sees the sleeper counted,
  * or the sleeper's last try sees the waker's change.
+ *
+ * `sleeping` counts the entry's sleepers of each kind: ready-ring sleepers (consumers) in its
+ * low 16 bits, free-ring sleepers (producers in shmq_publish_timed; several threads may share
+ * one producer entry) in its high 16 bits. Maintenance takes the whole word of a dead entry
+ * (one exchange: once) and subtracts it from the two waiter counts, never below zero.
  */
 #ifndef SHMQ_WAIT_H
 #define SHMQ_WAIT_H
@@ -20,13 +25,21 @@
 /* Called after a change a sleeper may wait for. No system call unless someone sleeps. */
 void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters);
 
+/* What a sleeper waits for: its unit in proc_entry.sleeping. */
+enum wait_kind { WAIT_READY = 1, WAIT_FREE = 1 << 16 };
+
 /*
  * Wait until try_fn(arg) returns something other than -EAGAIN, or deadline_ns passes
  * (0: forever). Spins first. Returns try_fn's result, -ETIMEDOUT, or -EINTR.
- * self may be NULL; else its sleeping flag is kept while counted in *waiters.
- * max_sleep_ns bounds each sleep (so the caller can refresh its heartbeat via try_fn).
+ * self: the sleeper's registry entry, counted in its sleeping word (kind) while counted in
+ * *waiters. max_sleep_ns bounds each sleep (so the caller can refresh its heartbeat via try_fn,
+ * and a wake-up lost to a repaired count costs at most one such sleep).
  */
 int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct proc_entry *self,
-               uint64_t deadline_ns, uint64_t max_sleep_ns, int (*try_fn)(void *), void *arg);
+               enum wait_kind kind, uint64_t deadline_ns, uint64_t max_sleep_ns,
+               int (*try_fn)(void *), void *arg);
+
+/* The holder of e is dead: uncount the sleepers it left in the header's waiter counts. */
+void wait_uncount_dead(struct seg_header *h, struct proc_entry *e);
 
 #endif

@@ -374,7 +374,7 @@ Test(inspect, out_of_range_values_are_flagged_and_noted_never_followed)
     atomic_store(&pe->word, 9);
     pe = segment_proc(&seg, 6);
     pe->pid = 0;
-    atomic_store(&pe->word, pw_make(PROC_ACTIVE, 3));
+    atomic_store(&pe->word, pw_make(PROC_ACTIVE, 3, 0));
     for (uint64_t i = 0; i < 4; i++)
         atomic_store(&seg.dead_ring.shm->cells[i], (1ull << RING_INDEX_BITS) | (16 + 5));
     atomic_store(&seg.hdr->lease_word, (uint64_t)4000 << 48); /* holder 3999 of 8 */

@@ -13,6 +13,7 @@
  * call that passes a crash point (see helpers.h). Every wait is bounded.
  */
 #include "helpers.h"
+#include "segment.h"
 
 TestSuite(stall, .fini = h_cleanup, .timeout = 60);
 
@@ -891,4 +892,182 @@ Test(stall, consumer_fenced_while_asleep_in_receive_gets_estale)
                  "AFTER acked %d times here and %s by the fenced consumer (its ack = %d)", here,
                  child_processed ? "once" : "not", p->ack_rc);
     finish(name, q, c);
+}
+
+/* ---- a process stopped or killed inside attach ------------------------------------------- */
+
+struct attacher {
+    char qname[SHMQ_NAME_MAX + 1];
+    int arm;             /* 0: no crash point; 1: stop, 2: kill at attach_after_claim */
+    _Atomic int attached; /* set once shmq_open returned and it published */
+    _Atomic int go;       /* set by the test: close and exit */
+    _Atomic int rc;
+};
+
+static int attacher_main(void *arg)
+{
+    struct attacher *a = arg;
+    if (a->arm) {
+        setenv("SHMQ_CRASH_AT", "attach_after_claim", 1);
+        if (a->arm == 1)
+            setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+        else
+            unsetenv("SHMQ_CRASH_SIGNAL");
+        unsetenv("SHMQ_CRASH_SKIP");
+    }
+    shmq_t *q;
+    int rc = shmq_open(a->qname, &q);
+    if (rc == 0)
+        rc = shmq_publish(q, "A", 1, NULL);
+    atomic_store(&a->rc, rc);
+    atomic_store(&a->attached, 1);
+    int64_t end = h_now_ms() + 20000;
+    while (!atomic_load(&a->go) && h_now_ms() < end)
+        h_sleep_ms(1);
+    if (rc == 0)
+        shmq_close(q);
+    return rc == 0 ? 0 : 40;
+}
+
+static struct attacher *new_attacher(const char *name, int arm)
+{
+    struct attacher *a = h_shared_alloc(sizeof *a);
+    snprintf(a->qname, sizeof a->qname, "%s", name);
+    a->arm = arm;
+    a->rc = 1;
+    return a;
+}
+
+static void wait_attached(struct attacher *a, const char *who)
+{
+    int64_t end = h_now_ms() + 10000;
+    while (!atomic_load(&a->attached) && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert(atomic_load(&a->attached), "%s did not attach in time", who);
+    h_assert_rc(atomic_load(&a->rc), 0);
+}
+
+/* Registry entries listing pid, in an ACTIVE state. */
+static int entries_of(shmq_t *q, pid_t pid)
+{
+    shmq_proc_info_t info[16];
+    size_t n = 0;
+    h_assert_rc(shmq_procs(q, info, 16, &n), 0);
+    int k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += info[i].pid == pid && info[i].state == SHMQ_PROC_ACTIVE;
+    return k;
+}
+
+Test(stall, attacher_stopped_after_claim_is_never_fenced)
+{
+    /* Issue 16 (item 4): maintenance judged a CLAIMED entry by the pid field its claimer was
+     * still writing (the previous holder's pid, or 0 in a fresh segment): it fenced and freed
+     * the entry under a live claimer, handed it to another process, and the claimer's late
+     * stores then wrote its pid (and zeroed counters) over the newcomer's: the newcomer was
+     * later declared dead while alive. A claimer stopped right after its claim is the window. */
+    skip_without_crash_points();
+    const char *name = h_qname("claimstop");
+    struct attacher *a = new_attacher(name, 1), *b = new_attacher(name, 0);
+    pid_t pa = h_fork_gated(attacher_main, a), pb = h_fork_gated(attacher_main, b);
+    shmq_config_t cfg = h_small_config(CAP, 64, 16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_open_gate(pa);
+    expect_stopped(pa, "attach_after_claim");
+    for (int i = 0; i < 3; i++) {
+        shmq_maint_report_t r = {0};
+        h_assert_rc(shmq_maintain(q, &r), 0);
+        cr_assert_eq(r.procs_dead, 0, "a live process stopped inside attach was fenced");
+    }
+    h_open_gate(pb);
+    wait_attached(b, "the second attacher");
+    kill(pa, SIGCONT);
+    wait_attached(a, "the continued attacher");
+    cr_expect_eq(entries_of(q, pa), 1, "the continued attacher's entry");
+    cr_expect_eq(entries_of(q, pb), 1, "the second attacher's entry (not overwritten)");
+    shmq_maint_report_t r = {0};
+    h_assert_rc(shmq_maintain(q, &r), 0);
+    cr_expect_eq(r.procs_dead + r.procs_hung, 0, "a live process was fenced");
+    atomic_store(&a->go, 1);
+    atomic_store(&b->go, 1);
+    h_assert_child_ok(pa, 10000, "continued attacher");
+    h_assert_child_ok(pb, 10000, "second attacher");
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_expect_eq(st.published, 2, "publishes counted: %llu", (unsigned long long)st.published);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+Test(stall, attacher_killed_after_claim_entry_is_reclaimed)
+{
+    skip_without_crash_points();
+    const char *name = h_qname("claimkill");
+    struct attacher *a = new_attacher(name, 2);
+    pid_t pa = h_fork_gated(attacher_main, a);
+    shmq_config_t cfg = h_small_config(CAP, 64, 2); /* two entries: ours and the one it took */
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_open_gate(pa);
+    expect_killed(pa, "attach_after_claim");
+    shmq_maint_report_t r = {0};
+    h_assert_rc(shmq_maintain(q, &r), 0);
+    cr_expect_eq(r.procs_dead, 1, "the entry of a claimer killed inside attach");
+    shmq_t *q2;
+    h_assert_rc(shmq_open(name, &q2), 0); /* the only other entry is free again */
+    h_assert_rc(shmq_close(q2), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* ---- a producer killed asleep in shmq_publish_timed -------------------------------------- */
+
+static int timed_publisher(void *arg)
+{
+    struct peer *p = arg;
+    shmq_t *q;
+    if (shmq_open(p->qname, &q) != 0)
+        return 130;
+    atomic_store(&p->attached, 1);
+    atomic_store(&p->rc, shmq_publish_timed(q, "LATE", 4, NULL, -1)); /* sleeps: queue full */
+    shmq_close(q);
+    return 0;
+}
+
+static uint32_t free_waiters(struct segment *seg)
+{
+    return atomic_load(&seg->hdr->free_waiters);
+}
+
+Test(stall, producer_killed_asleep_in_publish_timed_is_uncounted)
+{
+    /* Issue 16 (item 3): nothing marked a producer asleep in shmq_publish_timed, so one killed
+     * there stayed counted in free_waiters, and every later free paid a FUTEX_WAKE. */
+    const char *name = h_qname("freesleep");
+    shmq_config_t cfg = h_small_config(1, 64, 8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_publish(q, "FULL", 4, NULL), 0); /* the one slot is taken */
+    struct segment seg;
+    h_assert_rc(segment_open(name, true, &seg), 0);
+    struct peer *p = new_peer(name, "", SIG_KILL);
+    pid_t pid = h_fork(timed_publisher, p);
+    int64_t end = h_now_ms() + 10000;
+    while ((free_waiters(&seg) == 0 || h_proc_state(pid) != 'S') && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert_eq(free_waiters(&seg), 1, "the producer did not go to sleep in publish_timed");
+    kill(pid, SIGKILL);
+    int st;
+    h_assert_rc(h_waitpid(pid, 5000, 0, &st), 0);
+    cr_assert_eq(free_waiters(&seg), 1, "a killed sleeper stays counted until maintenance");
+    shmq_maint_report_t r = {0};
+    h_assert_rc(shmq_maintain(q, &r), 0);
+    cr_expect_eq(r.procs_dead, 1);
+    cr_expect_eq(free_waiters(&seg), 0, "maintenance left a dead producer counted asleep");
+    h_assert_rc(shmq_maintain(q, &r), 0);
+    cr_expect_eq(free_waiters(&seg), 0, "a second pass uncounted it again");
+    segment_close(&seg);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
 }
