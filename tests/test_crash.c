@@ -255,8 +255,8 @@ struct crash_param {
 
 static enum role role_of(const char *name)
 {
-    if (strncmp(name, "publish_", 8) == 0)
-        return R_PRODUCER;
+    if (strncmp(name, "publish_", 8) == 0 || strcmp(name, "attach_after_claim") == 0)
+        return R_PRODUCER; /* attach: the producer's shmq_open */
     if (strncmp(name, "receive_", 8) == 0 || strcmp(name, "ack_after_free") == 0)
         return R_CONSUMER_ACK;
     if (strcmp(name, "nack_after_requeue") == 0)
@@ -335,6 +335,8 @@ static const char *repair_missing(const char *name, int stop, const shmq_maint_r
          !strcmp(name, "maintain_after_fence")) &&
         rep->orphans_requeued < 1)
         return "no orphan was requeued";
+    if (!strcmp(name, "attach_after_claim") && !stop && rep->procs_dead < 1)
+        return "the entry of the claimer killed inside attach was not reclaimed";
     if (!strcmp(name, "receive_after_claim")) {
         if (rep->reclaimed < 1)
             return "the in-flight message was not reclaimed";
@@ -382,7 +384,8 @@ static void run_crash_case(int point, int stop)
     /* 1. Set up and send the victim to the crash point. */
     if (role == R_PRODUCER) {
         struct prod_arg pa = {sh, P_VICTIM, 0, VICTIM_MSGS};
-        victim = t_spawn_crash(producer_main, &pa, sizeof pa, name, stop, 2);
+        int skip = strcmp(name, "attach_after_claim") == 0 ? 0 : 2; /* its one attach */
+        victim = t_spawn_crash(producer_main, &pa, sizeof pa, name, stop, skip);
     } else if (role == R_CONSUMER_ACK || role == R_CONSUMER_NACK) {
         for (uint32_t s = 0; s < SETUP_MSGS; s++)
             cr_assert_eq(t_publish(q, sh->book, P_SETUP, s, 0), 0);
