@@ -222,6 +222,34 @@ int inspect_queue_names(char ***out, size_t *n)
     return 0;
 }
 
+int inspect_logged_names(char ***out, size_t *n)
+{
+    char state[SHMQ_LOG_DIR_MAX + 64], dir[SHMQ_LOG_DIR_MAX + 64];
+    int err = logdir_state(state, sizeof(state));
+    if (err)
+        return err;
+    struct name_list nl = {.prefix = "", .plen = 0};
+    err = io_dir_each(state, add_queue_name, &nl);
+    if (err == -ENOENT)
+        err = 0; /* no state directory yet: no log there */
+    size_t k = 0;
+    for (size_t i = 0; i < nl.n; i++) { /* keep the entries that hold (or link to) a log */
+        if (!err && logdir_find(nl.names[i], NULL, dir, sizeof(dir)) == 0 && logdir_has_log(dir))
+            nl.names[k++] = nl.names[i];
+        else
+            free(nl.names[i]);
+    }
+    if (err) {
+        free(nl.names);
+        return err;
+    }
+    if (k > 1)
+        qsort(nl.names, k, sizeof(*nl.names), by_name);
+    *out = nl.names;
+    *n = k;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ words shown by name */
 
 /* enum inspect_counter in the order of enum counter (layout.h), with their names. */
@@ -937,7 +965,7 @@ int inspect_log_locate(const char *name, const char *log_dir, struct inspect_log
     if (found)
         return 0;
     out->from = log_dir ? INSPECT_DIR_GIVEN : INSPECT_DIR_STATE;
-    return wal_dir_path(name, log_dir, out->dir, sizeof(out->dir)) ? -ENAMETOOLONG : 0;
+    return logdir_find(name, log_dir, out->dir, sizeof(out->dir)); /* a link followed */
 }
 
 /* ------------------------------------------------------------------ the log: reading */

@@ -47,6 +47,7 @@ static const char *const op_names[IO_OP__COUNT] = {
     [IO_RMDIR] = "rmdir",         [IO_ACCESS] = "access",
     [IO_FLOCK] = "flock",         [IO_OPENDIR] = "opendir",
     [IO_READDIR] = "readdir",     [IO_GETRANDOM] = "getrandom",
+    [IO_SYMLINK] = "symlink",     [IO_READLINK] = "readlink",
 };
 
 /* The errno names a spec may use (or a number). */
@@ -411,6 +412,26 @@ int io_link(const char *from, const char *to)
 {
     FAULT(IO_LINK);
     return ret(link(from, to));
+}
+
+int io_symlink(const char *target, const char *path)
+{
+    FAULT(IO_SYMLINK);
+    return ret(symlink(target, path));
+}
+
+ssize_t io_readlink(const char *path, char *buf, size_t size)
+{
+    FAULT(IO_READLINK);
+    if (size == 0)
+        return -ENAMETOOLONG;
+    ssize_t n = readlink(path, buf, size);
+    if (n < 0)
+        return -errno;
+    if ((size_t)n >= size)
+        return -ENAMETOOLONG; /* possibly cut short */
+    buf[n] = 0;
+    return n;
 }
 
 int io_rename(const char *from, const char *to)

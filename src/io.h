@@ -63,6 +63,8 @@ enum io_op {
     IO_OPENDIR,
     IO_READDIR,
     IO_GETRANDOM,
+    IO_SYMLINK,
+    IO_READLINK,
     IO_OP__COUNT
 };
 
@@ -116,6 +118,10 @@ int io_fsync_dir(const char *path);
 int io_link(const char *from, const char *to);
 int io_rename(const char *from, const char *to);
 int io_unlink(const char *path);
+/* symlink(target, path); readlink(path) into buf, NUL-terminated: its length, -ENAMETOOLONG when
+ * it does not fit, -EINVAL when path is not a symbolic link. */
+int io_symlink(const char *target, const char *path);
+ssize_t io_readlink(const char *path, char *buf, size_t size);
 int io_mkdir(const char *path, mode_t mode);
 int io_rmdir(const char *path);
 int io_access(const char *path, int mode);

@@ -35,14 +35,6 @@ static int attach(shmq_t **out, struct segment *seg, const char *name, bool crea
     return 0;
 }
 
-static int is_log_file(void *arg, int dirfd, const char *name)
-{
-    return strncmp(name, "wal.", 4) == 0;
-}
-
-/* Does dir hold log files? (then the queue exists on disk) */
-static bool has_log_files(const char *dir) { return io_dir_each(dir, is_log_file, NULL) == 1; }
-
 int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
 {
     if (!q || !cfg)
@@ -52,15 +44,18 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
     if (err)
         return err;
     if (cfg->durability != SHMQ_DURABILITY_NONE) {
-        if (wal_dir_path(name, cfg->log_dir, dir, sizeof(dir)) != 0)
-            return -EINVAL; /* log_dir/NAME does not fit a path */
-        if (has_log_files(dir))
+        if ((err = wal_dir_path(name, cfg->log_dir, dir, sizeof(dir))) != 0)
+            return err == -ENAMETOOLONG ? -EINVAL : err; /* log_dir/NAME does not fit a path */
+        if (logdir_has_log(dir))
             return -EEXIST;
     }
     struct segment seg;
     if ((err = segment_create(name, cfg, &seg)) != 0)
         return err;
-    if ((err = attach(q, &seg, name, true)) != 0) {
+    /* a log elsewhere: the state directory points to it, so it is found by name (logdir.h) */
+    if (cfg->durability != SHMQ_DURABILITY_NONE)
+        err = logdir_point(name, dir);
+    if (err || (err = attach(q, &seg, name, true)) != 0) {
         segment_close(&seg);
         shmq_unlink_segment(name);
     }
@@ -74,7 +69,7 @@ int shmq_open(const char *name, shmq_t **q)
     struct segment seg;
     int err = segment_open(name, false, &seg);
     if (err == -ENOENT || err == -EBADMSG) {
-        /* the segment is gone or broken: rebuild it from the log in the state directory */
+        /* the segment is gone or broken: rebuild it from the log the state directory names */
         int rerr = shmq_recover(name, NULL, NULL);
         if (rerr == 0 || rerr == -EEXIST)
             err = segment_open(name, false, &seg);
@@ -119,11 +114,13 @@ int shmq_unlink(const char *name)
                sizeof(seg.layout.log_dir) < sizeof(dir) ? sizeof(seg.layout.log_dir) : sizeof(dir));
         dir[sizeof(dir) - 1] = 0;
         segment_close(&seg);
-    } else if (wal_dir_path(name, NULL, dir, sizeof(dir)) != 0) {
-        dir[0] = 0;
+    } else if (logdir_find(name, NULL, dir, sizeof(dir)) != 0) {
+        dir[0] = 0; /* no segment: the log the state directory names */
     }
     int seg_err = shmq_unlink_segment(name);
     int log_err = dir[0] ? wal_remove_dir(dir) : -ENOENT;
+    if (dir[0])
+        logdir_unpoint(name, dir);
     return seg_err == 0 || log_err == 0 ? 0 : seg_err;
 }
 

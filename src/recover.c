@@ -246,9 +246,12 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     shmq_recovery_report_t local;
     shmq_recovery_report_t *rep = report ? report : &local;
     memset(rep, 0, sizeof(*rep));
-    char dir[SHMQ_LOG_DIR_MAX + 64], lockpath[SHMQ_LOG_DIR_MAX + 80];
+    char dir[SHMQ_LOG_DIR_MAX + 64], lockpath[SHMQ_LOG_DIR_MAX + 80], base[SHMQ_LOG_DIR_MAX + 64];
     int err = segment_check_name(name);
-    if (err || (err = wal_dir_path(name, log_dir, dir, sizeof(dir))) != 0)
+    /* log_dir/NAME, or the log the state directory names (logdir.h); the rebuilt segment
+     * records the directory itself, so its writers never go through the link */
+    if (err || (err = logdir_find(name, log_dir, dir, sizeof(dir))) != 0 ||
+        (err = logdir_parent(dir, base, sizeof(base))) != 0)
         return err;
     snprintf(lockpath, sizeof(lockpath), "%s/.recover", dir);
     int lock = io_open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -301,7 +304,7 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     const struct seg_layout *l = &files[nfiles - 1].h->layout;
     shmq_config_t cfg;
     layout_to_config(l, &cfg);
-    cfg.log_dir = log_dir;
+    cfg.log_dir = base;
     if (rb.n > cfg.capacity) {
         err = -ENOSPC;
         goto out;
@@ -313,6 +316,8 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
         err = segment_create_with(name, &cfg, (max_seq + 1) * usable, populate, &rb, &seg);
         if (err == 0)
             segment_close(&seg);
+        if (err == 0 && log_dir)
+            logdir_point(name, dir); /* found by name from now on (best effort: rebuilt anyway) */
     }
 out:
     for (size_t i = 0; i < nfiles; i++)

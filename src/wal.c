@@ -70,25 +70,6 @@ uint32_t wal_header_crc(const struct wal_file_header *h)
     return crc32c(0, h, offsetof(struct wal_file_header, crc));
 }
 
-/* mkdir -p with mode 0700 for every directory it makes. */
-static int make_dirs(const char *path)
-{
-    char p[SHMQ_LOG_DIR_MAX + 64];
-    snprintf(p, sizeof(p), "%s", path);
-    for (char *s = p + 1;; s++) {
-        if (*s != '/' && *s != 0)
-            continue;
-        char c = *s;
-        *s = 0;
-        int err = io_mkdir(p, 0700);
-        if (err && err != -EEXIST)
-            return err;
-        *s = c;
-        if (!c)
-            return 0;
-    }
-}
-
 static void file_path(const struct wal *w, uint64_t seq, char *buf, size_t size)
 {
     snprintf(buf, size, "%s/wal.%010llu", w->dir, (unsigned long long)seq);
@@ -107,7 +88,8 @@ static int make_file(struct wal *w, uint64_t seq)
     char tmp[SHMQ_LOG_DIR_MAX + 128], path[SHMQ_LOG_DIR_MAX + 96];
     file_path(w, seq, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)pthread_self());
-    int fd = io_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    uint32_t mode = logdir_file_mode(w->seg->layout.mode); /* a shared queue's users log too */
+    int fd = io_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd < 0)
         return fd;
     struct wal_file_header h;
@@ -123,7 +105,9 @@ static int make_file(struct wal *w, uint64_t seq)
     h.crc = wal_header_crc(&h);
     /* allocated for real before anyone maps it: appends store through the mapping, and a
      * store into a page the file system cannot allocate is a SIGBUS, not an error */
-    int err = io_ftruncate(fd, w->file_size);
+    int err = io_fchmod(fd, mode); /* exactly: the umask neither widens nor narrows it */
+    if (!err)
+        err = io_ftruncate(fd, w->file_size);
     if (!err)
         err = io_preallocate(fd, 0, w->file_size);
     if (!err)
@@ -263,7 +247,10 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
     w->file_size = seg->layout.wal_file_size;
     w->usable = w->file_size - WAL_HEADER_SIZE;
     snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
-    int err = create ? make_dirs(w->dir) : 0;
+    /* made at create; checked at open (missing: the first append reports it) */
+    int err = create ? logdir_make(w->dir, seg->layout.mode) : logdir_check(w->dir, seg->layout.mode);
+    if (!create && err == -ENOENT)
+        err = 0;
     if (err) {
         free(w);
         return err;
@@ -327,6 +314,24 @@ static void pad_spill(struct wal *w, uint64_t seq, uint64_t spill)
     put_map(m);
 }
 
+/*
+ * Our log directory is gone. shmq_unlink() removes the segment's name before the directory, so
+ * a segment name that is gone too means the queue was deleted (the log went with it, and the
+ * publish is as good as one made just before the delete); a name still there means the log was
+ * lost under a live queue: an error, never a success nothing recorded.
+ */
+static bool queue_deleted(const struct wal *w)
+{
+    char shm[SHMQ_NAME_MAX + 16];
+    const char *name = strrchr(w->dir, '/'); /* the directory is LOGDIR/NAME */
+    if (!name || segment_shm_name(name + 1, shm, sizeof(shm)) != 0)
+        return false;
+    int fd = io_shm_open(shm, O_RDONLY | O_CLOEXEC, 0);
+    if (fd >= 0)
+        io_close(fd);
+    return fd == -ENOENT;
+}
+
 static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
                         const struct part *parts, int nparts, uint32_t *seq_out)
 {
@@ -348,7 +353,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
         if (err == -ENOENT && io_access(w->dir, F_OK) != 0)
-            return 0; /* the queue was deleted (shmq_unlink): its log with it */
+            return queue_deleted(w) ? 0 : -ENOENT; /* else the log directory is lost */
         if (err)
             return err;
         if (off + size > w->usable) { /* would cross the file's end: pad both parts, again */

@@ -97,8 +97,8 @@ static shmq_msg_t receive_text(shmq_consumer_t *c, char *buf, size_t size)
 
 /* ------------------------------------------------------------------ help and usage */
 
-static const char *const commands[] = {"list", "create", "delete", "stat", "top",
-                                       "pub",  "sub",    "dlq",    "dump"};
+static const char *const commands[] = {"list", "create", "delete", "stat",   "top",
+                                       "pub",  "sub",    "dlq",    "dump",   "recover"};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 Test(cli, help_lists_every_command_and_each_documents_exit_codes)

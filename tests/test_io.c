@@ -175,6 +175,27 @@ static int call_link(struct ctx *c)
     return rc;
 }
 
+static int call_symlink(struct ctx *c)
+{
+    char to[128];
+    path_in(c, "sym", to, sizeof(to));
+    int rc = io_symlink(c->file, to);
+    unlink(to);
+    return rc;
+}
+
+static int call_readlink(struct ctx *c)
+{
+    char to[128], got[128];
+    path_in(c, "sym", to, sizeof(to));
+    cr_assert_eq(symlink(c->file, to), 0);
+    ssize_t n = io_readlink(to, got, sizeof(got));
+    unlink(to);
+    if (n >= 0)
+        cr_assert_str_eq(got, c->file);
+    return n < 0 ? (int)n : 0;
+}
+
 static int call_rename(struct ctx *c)
 {
     char a[128], b[128];
@@ -277,6 +298,8 @@ static const struct op_case {
     {IO_OPENDIR, call_dir_each, ENOTDIR},
     {IO_READDIR, call_dir_each, ENOENT},
     {IO_GETRANDOM, call_getrandom, EAGAIN},
+    {IO_SYMLINK, call_symlink, EEXIST},
+    {IO_READLINK, call_readlink, EINVAL},
 };
 #define NCASES (sizeof(cases) / sizeof(cases[0]))
 

@@ -58,9 +58,12 @@ typedef struct shmq_config {
     double backoff_multiplier;     /* >= 1.0; default 2.0 */
     mode_t mode;                   /* segment file mode; 0600 by default (private to the owner) */
     int durability;                /* SHMQ_DURABILITY_*; default PROCESS */
-    const char *log_dir;           /* where the queue's log directory NAME/ goes; NULL: the
-                                    * state directory ($SHMQ_STATE_DIR, else /var/lib/shmq for
-                                    * root, else $XDG_STATE_HOME/shmq or ~/.local/state/shmq) */
+    const char *log_dir;           /* where the queue's log directory NAME/ goes, an absolute
+                                    * path (else -EINVAL); the state directory links NAME to it.
+                                    * NULL: the state directory ($SHMQ_STATE_DIR, else
+                                    * /var/lib/shmq for root, else $XDG_STATE_HOME/shmq or
+                                    * $HOME/.local/state/shmq; none: -ENOENT). README "Where the
+                                    * log lives" */
     uint32_t wal_file_size;        /* bytes per log file (64 KiB..4 GiB-4 KiB, a multiple of
                                     * 4096); default 64 MiB */
     uint64_t log_retention_bytes;  /* acked history the log keeps behind its write position
@@ -135,13 +138,16 @@ typedef struct shmq_recovery_report {
 } shmq_recovery_report_t;
 
 /**
- * Rebuild the segment of queue NAME from its log in log_dir (NULL: the state directory): every
+ * Rebuild the segment of queue NAME from its log in log_dir/NAME (log_dir absolute; NULL: the
+ * state directory's entry NAME, or the directory it links to; a rebuild from log_dir makes that
+ * link): every
  * message published and not acked or dead-lettered comes back, in id order, with its attempt
  * count; ids continue after the highest seen. A torn or corrupt record is reported in *rep,
  * never fatal. -EEXIST if a valid segment exists, -ENOENT if there is no log, -ENOSPC if more
  * messages are live than the logged capacity holds, -EBADMSG if no log file is readable.
- * shmq_open() does this by itself for a missing or corrupt segment whose log is in the state
- * directory. rep may be NULL.
+ * -EINVAL for a relative log_dir, -EPERM for a state or log directory that is not the caller's
+ * or that others can write. shmq_open() does this by itself for a missing or corrupt segment
+ * whose log the state directory names. rep may be NULL.
  */
 int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *rep);
 

@@ -69,6 +69,10 @@ int inspect_segment_path(const char *name, char *buf, size_t size); /* 0 or -EIN
  * 0, -ENOMEM or -errno of reading the directory. */
 int inspect_queue_names(char ***names, size_t *n);
 void inspect_names_free(char **names, size_t n);
+/* The names of the queues whose log the state directory holds or links to (whether or not they
+ * have a segment), sorted, as inspect_queue_names(). 0, -ENOMEM, or an error of finding the
+ * state directory (-ENOENT: no HOME; -EPERM: not the caller's own) or reading it. */
+int inspect_logged_names(char ***names, size_t *n);
 
 /* ------------------------------------------------------------------ words shown by name */
 
@@ -333,7 +337,9 @@ struct inspect_log_where {
 };
 
 /* Find NAME's log directory: log_dir/NAME if log_dir is given, else the directory recorded in
- * a valid segment, else the state directory rule. 0, or -ENAMETOOLONG. */
+ * a valid segment, else the state directory's entry NAME (the directory it links to, for a log
+ * created elsewhere). 0, -ENAMETOOLONG, -EINVAL (log_dir relative), -ENOENT (no state
+ * directory: no HOME), -EPERM (a state directory someone else could write). */
 int inspect_log_locate(const char *name, const char *log_dir, struct inspect_log_where *out);
 
 #define INSPECT_LOG_REGIONS_KEPT 16

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "inspect.h"
@@ -80,4 +81,20 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, " (try '%s %s --help')\n", cli_progname, cmd);
     return CLI_EXIT_USAGE;
+}
+
+int cli_log_dir(const char *cmd, const char *arg, char *buf, size_t size)
+{
+    char cwd[SHMQ_LOG_DIR_MAX + 1];
+    int n = -1;
+    if (arg[0] == '/')
+        n = snprintf(buf, size, "%s", arg);
+    else if (arg[0] && getcwd(cwd, sizeof(cwd))) /* the library takes absolute paths only */
+        n = snprintf(buf, size, "%s/%s", strcmp(cwd, "/") ? cwd : "", arg);
+    if (n <= 0 || (size_t)n >= size || n > SHMQ_LOG_DIR_MAX) {
+        fprintf(stderr, "%s %s: --log-dir: '%s' is empty or longer than %d bytes as an absolute path\n",
+                cli_progname, cmd, arg, SHMQ_LOG_DIR_MAX);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
 }

@@ -44,6 +44,7 @@ CLI_DECLARE(sub);
 CLI_DECLARE(replay);
 CLI_DECLARE(dlq);
 CLI_DECLARE(wal);
+CLI_DECLARE(recover);
 
 /* main.c: the program name used in messages ("shmq"). */
 extern const char *cli_progname;
@@ -60,6 +61,9 @@ int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64
 int cli_timeout(const char *cmd, const char *opt, const char *s, int *out);
 /* A queue name valid for shmq_create()/shmq_open(). */
 int cli_name(const char *cmd, const char *name);
+/* --log-dir DIR as the absolute path the library takes (a relative one is made absolute
+ * against the working directory, so it names the same directory for every process). */
+int cli_log_dir(const char *cmd, const char *arg, char *buf, size_t size);
 /* After getopt_long() returned '?' or ':' (optstring starting with ':'): print the message. */
 int cli_bad_option(const char *cmd, int c, char **argv);
 /* "missing queue NAME" / "unexpected argument". */

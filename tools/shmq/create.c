@@ -43,9 +43,13 @@ void cmd_create_help(FILE *out)
             "                            process: + a write-ahead log (survives the loss of the\n"
             "                            segment: unlink, corruption); sync: + the log on stable\n"
             "                            storage (survives power loss) [%s]\n"
-            "  --log-dir DIR             where the log directory NAME/ goes [the state\n"
-            "                            directory: $SHMQ_STATE_DIR, /var/lib/shmq for root, else\n"
-            "                            $XDG_STATE_HOME/shmq or ~/.local/state/shmq]\n"
+            "  --log-dir DIR             where the log directory NAME/ goes (made absolute;\n"
+            "                            the state directory gets a link NAME -> DIR/NAME, so\n"
+            "                            the log is found by name after a segment loss) [the\n"
+            "                            state directory: $SHMQ_STATE_DIR, /var/lib/shmq for\n"
+            "                            root, else $XDG_STATE_HOME/shmq or ~/.local/state/shmq;\n"
+            "                            no HOME: an error]. A --mode that shares the queue\n"
+            "                            shares its log directory and files the same way\n"
             "  --wal-file-size N         bytes per log file, %u..4294967295, a multiple of 4096\n"
             "                            [%u]\n"
             "  --log-retention-bytes N   resolved history the log keeps, for replay [0]\n"
@@ -152,13 +156,13 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
     case OPT_MULT: return parse_multiplier(v, &cfg->backoff_multiplier);
     case OPT_MODE: return parse_mode(v, &cfg->mode);
     case OPT_DURABILITY: return parse_durability(v, &cfg->durability);
-    case OPT_LOG_DIR:
-        if (strlen(v) == 0 || strlen(v) > SHMQ_LOG_DIR_MAX) {
-            fprintf(stderr, "%s create: --log-dir: 1..%d bytes\n", cli_progname, SHMQ_LOG_DIR_MAX);
-            return CLI_EXIT_USAGE;
-        }
-        cfg->log_dir = v;
-        return 0;
+    case OPT_LOG_DIR: {
+        static char abs_dir[SHMQ_LOG_DIR_MAX + 1];
+        int rc = cli_log_dir(cmd, v, abs_dir, sizeof(abs_dir));
+        if (rc == 0)
+            cfg->log_dir = abs_dir;
+        return rc;
+    }
     case OPT_WAL_SIZE:
         return cli_u32(cmd, "--wal-file-size", v, SHMQ_WAL_FILE_MIN, UINT32_MAX,
                        &cfg->wal_file_size);
@@ -171,6 +175,21 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
         return cli_u32(cmd, "--dedup-window-ms", v, 1, UINT32_MAX, &cfg->dedup_window_ms);
     }
     return CLI_EXIT_USAGE;
+}
+
+/* What a log directory error means here (the rules are in README "Where the log lives"). */
+static const char *log_hint(const shmq_config_t *cfg, int err)
+{
+    if (cfg->durability == SHMQ_DURABILITY_NONE)
+        return "";
+    if (err == -EACCES && (cfg->mode & 066))
+        return " (the log directory's parents must let the users the mode shares with through:"
+               " give --log-dir a directory they can reach)";
+    if (err == -EPERM)
+        return " (the state or log directory belongs to another user or others can write it)";
+    if (err == -ENOENT)
+        return " (no state directory for the log: set HOME or SHMQ_STATE_DIR)";
+    return "";
 }
 
 int cmd_create(int argc, char **argv)
@@ -221,7 +240,8 @@ int cmd_create(int argc, char **argv)
     shmq_t *q = NULL;
     int err = shmq_create(name, &cfg, &q);
     if (err) {
-        fprintf(stderr, "%s create: %s: %s\n", cli_progname, name, shmq_strerror(err));
+        fprintf(stderr, "%s create: %s: %s%s\n", cli_progname, name, shmq_strerror(err),
+                log_hint(&cfg, err));
         return CLI_EXIT_RUNTIME;
     }
     err = shmq_close(q);

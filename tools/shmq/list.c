@@ -1,5 +1,6 @@
 /*
- * list.c - `shmq list [--json]`: every queue on this host (/dev/shm/shmq.*), one line each.
+ * list.c - `shmq list [--json]`: every queue on this host (/dev/shm/shmq.*), one line each, then
+ * the queues that exist only as a log in the state directory (their segment lost).
  *
  * Each segment is read as `stat` reads it (a snapshot of the inspection layer: mapped
  * read-only, never registered in), so listing disturbs no queue, and a segment that cannot be
@@ -38,10 +39,13 @@ void cmd_list_help(FILE *out)
             "  WATCHDOG    active:PID (a shmq-watchdog holds the lease), cooperative:PID (a\n"
             "              consumer maintains), expired (the holder's lease ran out), none\n"
             "A segment that cannot be read is listed with its error instead of numbers.\n"
+            "A queue that exists only as a log in (or linked from) the state directory, its\n"
+            "segment lost, is listed last as \"log only\" with its log directory.\n"
             "\n"
             "Options:\n"
             "  --json      one JSON document: {\"queues\": [{\"name\": ..., \"capacity\": ...}]}\n"
-            "              (an unreadable segment has \"error\" instead of numbers)\n"
+            "              (an unreadable segment has \"error\" instead of numbers; a\n"
+            "              log-only queue has \"segment\": false and \"log_dir\")\n"
             "  -h, --help  this text\n"
             "\n"
             "Exit status: 0 every segment was read; 1 one or more could not be (each named on\n"
@@ -84,6 +88,48 @@ static void emit_row(struct emitter *e, const char *name, const struct inspect_s
     emit_word(e, "durability", inspect_durability_name(s->cfg.durability));
     emit_word(e, "watchdog", inspect_watchdog_text(s, wd, sizeof wd));
     emit_end(e);
+}
+
+static bool has_segment(char **names, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The queues that exist only as a log (their segment lost): one line each, after the others. */
+static int list_log_only(struct emitter *e, char **segs, size_t nsegs)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int err = inspect_logged_names(&names, &n);
+    if (err == -ENOENT)
+        return CLI_EXIT_OK; /* no state directory (no HOME): no log to list there */
+    if (err) {
+        fprintf(stderr, "%s list: cannot read the state directory: %s\n", cli_progname,
+                strerror(-err));
+        return CLI_EXIT_RUNTIME;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (has_segment(segs, nsegs, names[i]))
+            continue;
+        struct inspect_log_where where;
+        if (inspect_log_locate(names[i], NULL, &where) != 0)
+            snprintf(where.dir, sizeof(where.dir), "?");
+        if (e) {
+            emit_begin(e, NULL, names[i], EMIT_INLINE);
+            emit_bytes(e, "name", names[i], strlen(names[i]));
+            emit_bool(e, "segment", false);
+            emit_bytes(e, "log_dir", where.dir, strlen(where.dir));
+            emit_end(e);
+        } else {
+            printf("%-24s log only: no segment (log %s; `%s recover %s` or any open rebuilds "
+                   "it)\n", names[i], where.dir, cli_progname, names[i]);
+        }
+    }
+    inspect_names_free(names, n);
+    return CLI_EXIT_OK;
 }
 
 int cmd_list(int argc, char **argv)
@@ -142,6 +188,7 @@ int cmd_list(int argc, char **argv)
             inspect_snapshot_free(&s);
         }
     }
+    rc |= list_log_only(json ? &e : NULL, names, n);
     inspect_names_free(names, n);
     if (json)
         emit_finish(&e);

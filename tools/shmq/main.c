@@ -31,6 +31,8 @@ static const struct cli_command commands[] = {
      cmd_dump_help},
     {"wal", "the write-ahead log: inspect files and records, verify; what recovery brings back",
      cmd_wal, cmd_wal_help},
+    {"recover", "rebuild a lost segment from the log now (--log-dir: a log found elsewhere)",
+     cmd_recover, cmd_recover_help},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 

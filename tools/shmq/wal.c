@@ -268,13 +268,17 @@ int cmd_wal(int argc, char **argv)
     bool inspect = strcmp(action, "inspect") == 0;
     if (!inspect && strcmp(action, "verify") != 0)
         return cli_usage_error("wal", "unknown action '%s' (inspect or verify)", action);
-    if (log_dir && (!*log_dir || strlen(log_dir) > SHMQ_LOG_DIR_MAX))
-        return cli_usage_error("wal", "--log-dir: empty or longer than %d bytes", SHMQ_LOG_DIR_MAX);
+    char abs_dir[SHMQ_LOG_DIR_MAX + 1];
+    if (log_dir && (rc = cli_log_dir("wal", log_dir, abs_dir, sizeof(abs_dir))) != 0)
+        return rc;
 
     struct inspect_log_where where;
-    if (inspect_log_locate(name, log_dir, &where) != 0) {
-        fprintf(stderr, "%s wal: %s: log directory path too long\n", cli_progname, name);
-        return log_dir ? CLI_EXIT_USAGE : CLI_EXIT_RUNTIME;
+    if ((rc = inspect_log_locate(name, log_dir ? abs_dir : NULL, &where)) != 0) {
+        fprintf(stderr, "%s wal: %s: cannot find its log: %s\n", cli_progname, name,
+                rc == -ENOENT  ? "no state directory (set HOME or SHMQ_STATE_DIR)"
+                : rc == -EPERM ? "the state directory is not yours or others can write it"
+                               : strerror(-rc));
+        return CLI_EXIT_RUNTIME;
     }
     struct inspect_log *log;
     int err = inspect_log_read(where.dir, where.segment == INSPECT_SEG_VALID, &log);
