@@ -47,9 +47,12 @@ static void usage(FILE *f, const char *prog)
             "at once.\n"
             "\n"
             "  NAME                 a queue to watch (the segment /dev/shm/shmq.NAME). A queue\n"
-            "                       that does not exist yet, or is unlinked, is waited for.\n"
+            "                       that does not exist yet, or is deleted, is waited for; one\n"
+            "                       whose segment is lost but whose log remains (found through\n"
+            "                       the state directory) is rebuilt from the log (shmq_open)\n"
             "  -a, --all            watch every /dev/shm/shmq.* segment, following queues\n"
-            "                       created and unlinked later (no NAME then)\n"
+            "                       created and unlinked later (no NAME then; a lost segment is\n"
+            "                       not rebuilt: name the queue for that)\n"
             "  -i, --interval-ms N  milliseconds between maintenance passes and lease renewals\n"
             "                       (1..60000; default 5). Newly attached processes are picked\n"
             "                       up for death detection every min(N, 5) ms regardless.\n"
@@ -405,7 +408,7 @@ int main(int argc, char **argv)
            "pid=%d mode=%s queues=%zu interval_ms=%u lease_ms=%u scan_ms=%u", (int)getpid(),
            l.all ? "all" : "names", l.n, o.interval_ms, o.lease_ms, o.scan_ms);
     struct opener *op = NULL;
-    int err = opener_start(&op);
+    int err = opener_start(&op, !l.all); /* named queues are rebuilt from their logs */
     if (err) {
         wd_log(WD_ERROR, NULL, "error", "op=opener_start err=%d", -err);
         watches_free(&l);

@@ -39,6 +39,7 @@ struct opener {
     struct item *todo, *done; /* requests not started (FIFO); results (any order) */
     unsigned in_flight;       /* threads running open_one() */
     bool stop;
+    bool rebuild; /* open_one(): rebuild missing segments from their logs */
     int efd;
 };
 
@@ -53,29 +54,35 @@ int segment_stat(const char *name, struct stat *st)
     return stat(path, st) == 0 ? 0 : -errno;
 }
 
-static void open_one(struct open_result *r)
+/* rebuild: a missing segment is opened anyway, and shmq_open() rebuilds it from the log the
+ * state directory names (named queues); else a missing segment is -ENOENT (--all follows
+ * /dev/shm, and must not bring back a queue being deleted). */
+static void open_one(struct open_result *r, bool rebuild)
 {
     struct stat after;
     r->q = NULL;
     r->err = segment_stat(r->name, &r->st);
-    if (r->err)
+    bool missing = r->err == -ENOENT && rebuild;
+    if (r->err && !missing)
         return;
     r->err = shmq_open(r->name, &r->q);
     if (r->err)
         return;
-    if (segment_stat(r->name, &after) != 0 || after.st_ino != r->st.st_ino ||
-        after.st_dev != r->st.st_dev) {
+    if (segment_stat(r->name, &after) != 0 ||
+        (!missing && (after.st_ino != r->st.st_ino || after.st_dev != r->st.st_dev))) {
         shmq_close(r->q); /* replaced while we opened it */
         r->q = NULL;
         r->err = -EAGAIN;
+        return;
     }
+    r->st = after; /* the file opened (the rebuilt one, if it was missing) */
 }
 
 static void *open_thread(void *arg)
 {
     struct item *it = arg;
     struct opener *op = it->op;
-    open_one(&it->r);
+    open_one(&it->r, op->rebuild);
     pthread_mutex_lock(&op->lock);
     it->next = op->done;
     op->done = it;
@@ -109,11 +116,12 @@ static void start_some(struct opener *op)
     pthread_attr_destroy(&attr);
 }
 
-int opener_start(struct opener **out)
+int opener_start(struct opener **out, bool rebuild)
 {
     struct opener *op = calloc(1, sizeof *op);
     if (!op)
         return -ENOMEM;
+    op->rebuild = rebuild;
     op->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (op->efd < 0) {
         int err = -errno;

@@ -7,7 +7,9 @@
  * and inode) is closed and logged queue_removed; a new one is opened and logged queue_added. A name
  * that cannot be opened is retried at every scan, except a segment that failed validation, which is
  * retried only once its file changes; each failure is logged once per error and file. With names
- * given, the watched set never changes: a missing or removed queue is waited for.
+ * given, the watched set never changes: a missing or removed queue is waited for, and one whose
+ * segment is lost while its log remains is rebuilt by the open (opener.c, shmq_open()). --all
+ * follows /dev/shm only: it never rebuilds, so it cannot bring back a queue being deleted.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -103,8 +103,9 @@ struct open_result {
 struct opener;
 
 /* Set up the opener (threads start per request). Call with SIGTERM and SIGINT blocked: its
- * threads inherit the mask. 0 or -errno. */
-int opener_start(struct opener **op);
+ * threads inherit the mask. rebuild: a queue whose segment is missing is opened all the same,
+ * so shmq_open() rebuilds it from its log (the queues named on the command line). 0 or -errno. */
+int opener_start(struct opener **op, bool rebuild);
 
 /* An eventfd, readable when results wait. */
 int opener_fd(const struct opener *op);
