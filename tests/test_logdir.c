@@ -9,7 +9,7 @@
  *  - no HOME: no state directory (no /tmp fallback); a state directory others can write, or
  *    that belongs to someone else, is refused;
  *  - a shared mode shares the log directory and files; another uid (nobody, when root) publishes
- *    into a shared queue with logging and its messages survive a segment loss.
+ *    and acks in a shared queue with logging, and the log alone brings back exactly that.
  */
 #include "helpers.h"
 
@@ -270,7 +270,7 @@ static mode_t mode_of(const char *path)
     return st.st_mode & 07777;
 }
 
-/* Child as another uid: open the shared queue, publish two messages with logging. */
+/* Child as another uid: open the shared queue, publish three messages and ack one, logged. */
 static int other_user_child(void *arg)
 {
     const char *name = arg;
@@ -278,9 +278,15 @@ static int other_user_child(void *arg)
     int rc = shmq_open(name, &q);
     if (rc)
         return 30 + (-rc & 0x1f);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if ((rc = shmq_publish(q, "other", 5, NULL)) != 0)
             return 60 + (-rc & 0x1f);
+    shmq_consumer_t *c; /* and one ack, logged too */
+    shmq_msg_t m;
+    if ((rc = shmq_consumer_open(q, "other", &c)) != 0 || (rc = shmq_receive(c, &m, 1000)) != 0 ||
+        (rc = shmq_ack(c, &m)) != 0)
+        return 90 + (-rc & 0x1f);
+    shmq_consumer_close(c);
     shmq_close(q);
     return 0;
 }
@@ -318,7 +324,7 @@ Test(logdir, a_shared_queue_shares_its_log_with_another_user, .fini = cleanup)
     h_track(pid, -1);
     h_assert_child_ok(pid, 30000, "publish as nobody into a shared queue");
     h_assert_rc(shmq_close(q), 0);
-    /* what nobody published was logged: it survives the segment */
+    /* what nobody published and acked was logged: 1 + 3 - 1 come back without the segment */
     h_assert_rc(shmq_unlink_segment(name), 0);
     h_assert_rc(shmq_open(name, &q), 0);
     cr_expect_eq(ready_of(q), 3u);
