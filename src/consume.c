@@ -212,13 +212,16 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         slot_let_go(q, idx, c->self);
         return -ESTALE;
     }
-    count_own(c_self(c), CNT_NACKED);
     uint32_t attempt = sl->attempt;
     uint64_t id = sl->id;
     if (attempt >= q->seg.layout.max_attempts) {
         err = dead_letter(q, sl, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
-        if (!err)
+        if (!err) {
+            count_own(c_self(c), CNT_NACKED);
             count_own(c_self(c), CNT_DEAD_LETTERED);
+        } else {
+            slot_let_go(q, idx, c->self);
+        }
         return err;
     }
     uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
@@ -226,12 +229,14 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     if (delay) /* the tag names the DELAYED word, so it counts only once we reach it */
         atomic_store_explicit(&sl->deadline, tagged_make(queue_now_ms_exact(q) + delay, next),
                               memory_order_relaxed);
+    CRASH_POINT(nack_before_move);
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
                                                  memory_order_relaxed)) {
         slot_let_go(q, idx, c->self);
         return -ESTALE;
     }
+    count_own(c_self(c), CNT_NACKED); /* a nack that took effect (a stale one is not counted) */
     queue_log(q, WAL_NACK, id, attempt); /* keeps the attempt count across recovery */
     if (!delay) {
         CRASH_POINT(nack_after_requeue);

@@ -20,6 +20,7 @@ const char *const crashpoint_names[] = {
     "receive_after_dequeue",   /* index taken off the ready ring, slot not yet claimed */
     "receive_after_claim",     /* INFLIGHT, deadline not yet written */
     "ack_after_free",          /* FREE, not yet in the free ring */
+    "nack_before_move",        /* nack: its due time stored (tagged gen + 1), still INFLIGHT */
     "nack_after_requeue",      /* READY again, not yet in the ready ring */
     "maintain_after_fence",    /* reclaim: slot taken from its owner, not yet re-enqueued */
     "attach_after_claim",      /* registry entry CLAIMED (names our pid), fields not written */

@@ -102,10 +102,83 @@ static bool move_slot(struct pass *p, uint32_t idx, uint64_t w, uint64_t next)
     return true;
 }
 
+/* Did the receiver of in-flight word w count its delivery in attempt? It did once it stored
+ * the deadline tagged with w (consume.c), and a nack under way stores its due time tagged with
+ * the next word (gen + 1) before its CAS: counted too. Only a receiver that died (or stopped)
+ * between C1 and its deadline store left it uncounted. */
+static bool delivery_counted(const struct slot *sl, uint64_t w)
+{
+    uint64_t d = atomic_load_explicit(&sl->deadline, memory_order_relaxed), due;
+    return tagged_get(d, w, &due) || (d & TAG_MASK) == ((sw_gen(w) + 1) & TAG_MASK);
+}
+
+/* Log and count a message taken back (NACK with its attempts, or DEAD). */
+static void taken_back(struct pass *p, uint64_t id, uint32_t attempt, bool dead)
+{
+    queue_log(p->q, dead ? WAL_DEAD : WAL_NACK, id, attempt);
+    if (dead) {
+        p->rep->dead_lettered++;
+        count(q_self(p->q), CNT_DEAD_LETTERED);
+    } else {
+        count(q_self(p->q), CNT_RECLAIMED);
+    }
+}
+
+/*
+ * Copy-out: the in-flight slot idx (word w) of a live holder already has a different lingering
+ * reader, and one linger field cannot name two. So the message moves: a free slot is claimed,
+ * the message copied into it and parked DELAYED (due one ack deadline from now: if we die here
+ * it is delivered then, at least once); then the old slot goes INFLIGHT -> FENCED(owner = the
+ * holder), keeping both readers, and the copy becomes READY (or DEAD). If the holder acked or
+ * nacked first, the copy is freed. No free slot: a later pass tries again.
+ */
+static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+{
+    shmq_t *q = p->q;
+    const struct seg_layout *l = &q->seg.layout;
+    uint32_t to;
+    if (slot_claim_free(q, q->self, &to) != 0)
+        return false;
+    struct slot *ns = segment_slot(&q->seg, to);
+    uint64_t nw = sw_make(SLOT_RESERVED, q->self, sw_gen(atomic_load(&ns->state)));
+    uint32_t len = sl->len, attempt = sl->attempt + (delivery_counted(sl, w) ? 0 : 1);
+    if (len > l->max_msg_size)
+        len = 0; /* a corrupted length: never copied out of bounds */
+    ns->id = sl->id;
+    ns->len = len;
+    ns->attempt = attempt;
+    ns->dead_reason = 0;
+    ns->publish_ns = sl->publish_ns;
+    atomic_store_explicit(&ns->dedup, 0, memory_order_relaxed);
+    atomic_store_explicit(&ns->wal_seq, atomic_load_explicit(&sl->wal_seq, memory_order_relaxed),
+                          memory_order_relaxed);
+    memcpy(slot_payload(ns), slot_payload(sl), len);
+    uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
+    atomic_store_explicit(&ns->deadline,
+                          tagged_make(p->now_ms + l->ack_deadline_ms, parked), memory_order_relaxed);
+    /* release: the copy is complete for whoever fires or frees the parked slot */
+    atomic_store_explicit(&ns->state, parked, memory_order_release);
+    /* acq_rel: the holder's writes before w are ours; ours (the copy) precede the FENCED word */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w,
+                                                 sw_next(w, SLOT_FENCED, sw_owner(w)),
+                                                 memory_order_acq_rel, memory_order_relaxed)) {
+        move_slot(p, to, parked, sw_next(parked, SLOT_FREE, NO_OWNER)); /* acked meanwhile */
+        return false;
+    }
+    bool dead = attempt >= l->max_attempts;
+    if (dead)
+        ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
+    if (!move_slot(p, to, parked, sw_next(parked, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
+        return true; /* fired by another maintainer: delivered all the same */
+    p->rep->copied_out++;
+    taken_back(p, ns->id, attempt, dead);
+    return true;
+}
+
 /*
  * An in-flight message goes back to the ready ring (or the dead-letter ring). From a live
- * owner only if the slot can record it as lingering; if another live process lingers there
- * already, wait for a later pass rather than lose track of a reader.
+ * owner, the slot records it as lingering first; if another live process lingers there already,
+ * the message is copied out to another slot (copy_out) and this one waits FENCED for both.
  */
 static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
@@ -116,27 +189,27 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
                                                                memory_order_release,
                                                                memory_order_relaxed) &&
         none != owner + 1)
-        return false;
+        return copy_out(p, idx, sl, w);
     uint32_t attempt = sl->attempt;
-    uint64_t id = sl->id, due;
-    if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due))
-        sl->attempt = ++attempt; /* its receiver died before counting the delivery: count it */
+    uint64_t id = sl->id;
+    bool counted = delivery_counted(sl, w);
+    if (!counted) /* its receiver died (or stopped) before counting the delivery: count it,
+                   * published by the CAS below. Never on a nack under way (delivery_counted),
+                   * so a nack racing us cannot count one delivery twice. */
+        attempt++;
     bool dead = attempt >= p->q->seg.layout.max_attempts;
+    uint64_t next = sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER);
+    if (!counted)
+        sl->attempt = attempt;
     if (dead)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
-    if (!move_slot(p, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER))) {
+    if (!move_slot(p, idx, w, next)) {
         uint32_t mine = owner + 1;
         if (set_linger) /* the owner acked meanwhile: it reads no more */
             atomic_compare_exchange_strong(&sl->linger, &mine, 0);
         return false;
     }
-    queue_log(p->q, dead ? WAL_DEAD : WAL_NACK, id, attempt);
-    if (dead) {
-        p->rep->dead_lettered++;
-        count(q_self(p->q), CNT_DEAD_LETTERED);
-    } else {
-        count(q_self(p->q), CNT_RECLAIMED);
-    }
+    taken_back(p, id, attempt, dead);
     return true;
 }
 
@@ -195,24 +268,38 @@ static void repair_orphan(struct pass *p, uint32_t idx, struct slot *sl, uint64_
     q->suspect_word[idx] = 0;
 }
 
+/* Is registry entry i (a slot's owner or linger) gone for this pass: out of range, NO_OWNER,
+ * or dead by a verdict that is still about its holder? */
+static bool reader_gone(const struct pass *p, uint32_t i)
+{
+    return i >= p->q->seg.layout.max_procs || (p->dead[i] && verdict_current(p, i));
+}
+
 /* A slot whose linger names a process that died: nobody reads it any more. */
 static void clear_dead_linger(struct pass *p, struct slot *sl)
 {
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
-    if (lg && (lg - 1 >= p->q->seg.layout.max_procs ||
-               (p->dead[lg - 1] && verdict_current(p, lg - 1))))
-        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
+    if (lg && reader_gone(p, lg - 1))
+        atomic_compare_exchange_strong(&sl->linger, &lg, 0); /* L1 */
 }
 
+/* A FENCED slot waits for its readers (owner and linger, slotmove.c): a dead owner is struck
+ * off (CAS, gen + 1; a dead linger was cleared by clear_dead_linger), and with neither left
+ * the slot is freed. */
 static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
     uint32_t owner = sw_owner(w);
-    uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_acquire);
-    if (lg && owner < p->q->seg.layout.max_procs && (!p->dead[owner] || !verdict_current(p, owner)))
-        return; /* its reader lives and has not let go */
-    /* the slot is ours alone now (FENCED, reader gone): plain reset, published by the CAS */
-    atomic_store_explicit(&sl->linger, 0, memory_order_relaxed);
-    if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
+    if (owner != NO_OWNER) {
+        if (!reader_gone(p, owner))
+            return; /* its reader lives and has not let go */
+        uint64_t seen = w;
+        if (!atomic_compare_exchange_strong(&sl->state, &seen, sw_next(w, SLOT_FENCED, NO_OWNER)))
+            return; /* L1 */
+    }
+    /* L1 (seq_cst): the owner is struck off; is the linger gone too? (as slot_free_if_unread) */
+    w = atomic_load(&sl->state);
+    if (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER && atomic_load(&sl->linger) == 0 &&
+        move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
         p->rep->fenced_released++;
 }
 
@@ -312,6 +399,8 @@ static void repair_slot(struct pass *p, uint32_t idx)
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
     if (lg && lg - 1 < s->layout.max_procs)
         p->refs[lg - 1]++;
+    if (st == SLOT_FENCED || lg) /* held back (or to be) for a live former reader */
+        p->rep->pinned++;
     /* the oldest log file a live message still needs (DEAD and done slots need none) */
     uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
     if (ws && (st == SLOT_READY || st == SLOT_INFLIGHT || st == SLOT_DELAYED) &&

@@ -26,25 +26,7 @@
 /* Step 1: claim a free slot for self. 0 and *idx, or -EAGAIN when none is free. */
 static int claim_free_slot(shmq_t *q, uint32_t *idx)
 {
-    uint64_t ticket;
-    uint32_t i;
-    while (ring_dequeue(&q->seg.free_ring, &i, &ticket) == 0) {
-        struct slot *sl = segment_slot(&q->seg, i);
-        if (!sl)
-            continue; /* garbage from shm: drop it */
-        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
-        if (sw_state(w) != SLOT_FREE)
-            continue;
-        /* acquire: the last consumer's reads of the old payload (its A1 release) are done
-         * before we overwrite it */
-        if (atomic_compare_exchange_strong_explicit(&sl->state, &w,
-                                                    sw_next(w, SLOT_RESERVED, q->self),
-                                                    memory_order_acquire, memory_order_relaxed)) {
-            *idx = i;
-            return 0;
-        }
-    }
-    return -EAGAIN;
+    return slot_claim_free(q, q->self, idx);
 }
 
 /* The slot index of a reservation's buffer, or -EINVAL if buf is no slot payload. */

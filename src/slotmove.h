@@ -6,6 +6,7 @@
 #ifndef SHMQ_SLOTMOVE_H
 #define SHMQ_SLOTMOVE_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,6 +33,32 @@ static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, u
     atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
 }
 
+/* Take a slot off the free ring for owner: CAS FREE(g) -> RESERVED(owner). 0 and *idx, or
+ * -EAGAIN when none is free. An index whose slot is not FREE is a stale or duplicate entry:
+ * dropped. Inline: publish's fast path calls it. */
+static inline int slot_claim_free(shmq_t *q, uint32_t owner, uint32_t *idx)
+{
+    uint64_t ticket;
+    uint32_t i;
+    while (ring_dequeue(&q->seg.free_ring, &i, &ticket) == 0) {
+        struct slot *sl = segment_slot(&q->seg, i);
+        if (!sl)
+            continue; /* garbage from shm: drop it */
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) != SLOT_FREE)
+            continue;
+        /* acquire: the last reader's reads of the old payload (its A1 release) are done
+         * before we overwrite it */
+        if (atomic_compare_exchange_strong_explicit(&sl->state, &w,
+                                                    sw_next(w, SLOT_RESERVED, owner),
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            *idx = i;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
 /* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
  * record the ticket; wake a sleeper if one waits. */
 void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
@@ -40,12 +67,15 @@ void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
  * call moved it, false if w was no longer the slot's word. */
 bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
 
-/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED for a lingering
- * former owner. 0, or -ESTALE if w is not the slot's word any more. */
+/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED while a lingering
+ * former owner may still read it. 0, or -ESTALE if w is not the slot's word any more. */
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
 
-/* Former owner `owner` will not read slot idx again: clear its linger; free the slot if it
- * waits FENCED for it. */
+/* Former owner `owner` will not read slot idx again: clear its linger, or its name as the
+ * FENCED slot's owner; free the slot once no reader is left (slot_free_if_unread). */
 void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner);
+
+/* Slot idx is FENCED with no owner and no linger: FREE it and put it on the free ring. */
+void slot_free_if_unread(shmq_t *q, uint32_t idx);
 
 #endif

@@ -259,7 +259,7 @@ static enum role role_of(const char *name)
         return R_PRODUCER; /* attach: the producer's shmq_open */
     if (strncmp(name, "receive_", 8) == 0 || strcmp(name, "ack_after_free") == 0)
         return R_CONSUMER_ACK;
-    if (strcmp(name, "nack_after_requeue") == 0)
+    if (strcmp(name, "nack_after_requeue") == 0 || strcmp(name, "nack_before_move") == 0)
         return R_CONSUMER_NACK;
     if (strcmp(name, "maintain_after_fence") == 0)
         return R_MAINTAINER;
@@ -337,7 +337,7 @@ static const char *repair_missing(const char *name, int stop, const shmq_maint_r
         return "no orphan was requeued";
     if (!strcmp(name, "attach_after_claim") && !stop && rep->procs_dead < 1)
         return "the entry of the claimer killed inside attach was not reclaimed";
-    if (!strcmp(name, "receive_after_claim")) {
+    if (!strcmp(name, "receive_after_claim") || !strcmp(name, "nack_before_move")) {
         if (rep->reclaimed < 1)
             return "the in-flight message was not reclaimed";
         if (stop && rep->procs_hung < 1)
@@ -420,7 +420,9 @@ static void run_crash_case(int point, int stop)
     /* A victim inside shmq_ack at ack_after_free made its ack effective (the slot is FREE)
      * but has not returned: that message counts as acked while the victim is down. */
     pending_ack = atomic_load(&sh->victim_in_ack);
-    long pending_nack = stop ? 0 : atomic_load(&sh->victim_in_nack);
+    /* a nack killed after its CAS took effect (and was counted); one killed before did not */
+    long pending_nack =
+        stop || !strcmp(name, "nack_before_move") ? 0 : atomic_load(&sh->victim_in_nack);
 
     /* A reservation is the producer's while it lives, and is freed once it is dead. */
     if (still_reserved(name) || keyed_point(name)) {

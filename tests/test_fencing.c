@@ -15,6 +15,11 @@
  *    (its receive still works), and its late ack gets -ESTALE.
  *  - A consumer SIGKILLed and reaped: one maintenance pass finds it dead and redelivers its
  *    message (no grace period).
+ *  - Consumers that hang in a row on one message (a poison message): each is fenced, the
+ *    message goes on to the next (the second and later are copied out to another slot, since
+ *    the first still lingers in theirs), reaches a healthy consumer, or the dead-letter ring
+ *    after max_attempts when every consumer that takes it hangs; every hung holder's payload
+ *    stays intact until it lets go, and the pinned gauge counts what they hold back.
  *  - A process that attaches while a maintenance pass is under way (to a registry entry the
  *    pass saw FREE) and takes a slot before the pass walks over it is spared: its reservation
  *    is kept and its delivery is not taken back (pass_spares_*; made deterministic by stopping
@@ -140,6 +145,9 @@ static struct shared *setup(const char *tag, shmq_config_t *cfg, shmq_t **q, shm
     cr_assert_eq(shmq_lease_acquire(*q, 600000, 1), 0);
     cr_assert_eq(shmq_open(sh->qname, q2), 0);
     cr_assert_eq(shmq_consumer_open(*q2, "rescuer", c), 0);
+    /* heartbeat_timeout_ms is 100 here: an idle rescuer would be fenced as hung after 300 ms
+     * (a failure that depended on the machine's load) */
+    cr_assert_eq(shmq_consumer_heartbeat_thread(*c, 10), 0);
     cr_assert_eq(t_publish(*q, sh->book, 0, 0, 0), 0);
     return sh;
 }
@@ -543,3 +551,206 @@ static void newcomer_case(bool producer)
 Test(fencing, pass_spares_a_producer_that_attached_during_it) { newcomer_case(true); }
 
 Test(fencing, pass_spares_a_consumer_that_attached_during_it) { newcomer_case(false); }
+
+/* ---- consumers hung in a row on one message ---------------------------------------------- */
+
+struct hanger {
+    char qname[SHMQ_NAME_MAX + 1];
+    _Atomic int holding;
+    _Atomic uint64_t id;
+    _Atomic uint32_t attempt;
+    _Atomic int payload_intact, rc_ack;
+};
+
+/* Receives one message, stops, then checks its payload and acks (stale by then). */
+static int hanger_main(void *argp)
+{
+    struct hanger *h = *(struct hanger **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(h->qname, &q) != 0 || shmq_consumer_open(q, "hanger", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 12;
+    atomic_store(&h->id, m.id);
+    atomic_store(&h->attempt, m.attempt);
+    atomic_store(&h->holding, 1);
+    uint32_t before = t_check(m.data, m.len, &(uint32_t){0}, &(uint32_t){0});
+    raise(SIGSTOP); /* hangs on it: the poison message */
+    uint32_t p, sq;
+    atomic_store(&h->payload_intact, before == 0 && t_check(m.data, m.len, &p, &sq) == 0 ? 1 : -1);
+    atomic_store(&h->rc_ack, shmq_ack(c, &m));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+static void hangers_in_a_row(int hangers, uint32_t max_attempts)
+{
+    alarm(50);
+    bool to_dead = (uint32_t)hangers >= max_attempts;
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    cfg.heartbeat_timeout_ms = 100;
+    cfg.max_attempts = max_attempts;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    struct shared *sh = setup(to_dead ? "hangD" : "hangR", &cfg, &q, &q2, &c);
+    struct hanger *hs[8];
+    pid_t pids[8];
+    shmq_maint_report_t rep = {0};
+    for (int k = 0; k < hangers; k++) {
+        hs[k] = t_shared(sizeof *hs[k]);
+        snprintf(hs[k]->qname, sizeof hs[k]->qname, "%s", sh->qname);
+        pids[k] = t_spawn(hanger_main, &hs[k], sizeof hs[k]);
+        int st = 0;
+        cr_assert_eq(t_wait(pids[k], 5000, WUNTRACED, &st), 0, "hanger %d never stopped", k);
+        cr_assert(WIFSTOPPED(st) && atomic_load(&hs[k]->holding), "hanger %d", k);
+        cr_assert_eq(hs[k]->attempt, (uint32_t)k + 1, "hanger %d got attempt %u", k,
+                     hs[k]->attempt);
+        /* fenced as hung, and the message moves on: ready again, or a dead letter */
+        uint32_t hung0 = rep.procs_hung;
+        int64_t end = t_now_ms() + 5000;
+        shmq_stats_t st2 = stats_of(q);
+        while ((rep.procs_hung == hung0 || (st2.ready == 0 && st2.dead == 0)) &&
+               t_now_ms() < end) {
+            t_maintain(q, &rep);
+            st2 = stats_of(q);
+            t_sleep_ms(5);
+        }
+        cr_assert_eq(rep.procs_hung, hung0 + 1, "hanger %d was not fenced as hung", k);
+        cr_assert(st2.ready == 1 || st2.dead == 1,
+                  "after hanger %d the message was neither ready again nor dead: " T_STATS_FMT,
+                  k, T_STATS_ARGS(st2, CAP));
+        /* a slot keeps up to two hung readers (linger, then FENCED owner): every second
+         * hung holder moves the message to a fresh slot */
+        cr_assert_eq(rep.copied_out, (uint32_t)(k + 1) / 2,
+                     "copied out %u times after hanger %d", rep.copied_out, k);
+    }
+    shmq_stats_t st = stats_of(q);
+    if (to_dead) {
+        cr_assert_eq(st.dead, 1, "every consumer hung: not dead-lettered: " T_STATS_FMT,
+                     T_STATS_ARGS(st, CAP));
+        shmq_dead_letter_t dl[2];
+        size_t n = 0;
+        cr_assert_eq(shmq_dlq_list(q, dl, 2, &n), 0);
+        cr_assert_eq(n, 1);
+        cr_assert_eq(dl[0].id, hs[0]->id);
+        cr_assert_eq(dl[0].attempt, max_attempts, "dead letter with %u attempts", dl[0].attempt);
+        cr_assert_eq(dl[0].reason, SHMQ_DEAD_MAX_ATTEMPTS);
+    } else {
+        shmq_msg_t m;
+        int rc = shmq_receive(c, &m, 2000);
+        cr_assert_eq(rc, 0, "not redelivered after %d hung holders: %s", hangers,
+                     shmq_strerror(rc));
+        cr_assert_eq(m.id, hs[0]->id);
+        cr_assert_eq(m.attempt, (uint32_t)hangers + 1);
+        struct t_rec *r = t_book_delivery(sh->book, &m);
+        cr_assert_not_null(r, "the copied-out payload is corrupt");
+        cr_assert_eq(t_ack(c, r, &m), 0);
+    }
+    /* what the hung holders pin: every slot one of them may still read */
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, &rep);
+    st = stats_of(q);
+    uint32_t pinned = ((uint32_t)hangers + 1) / 2; /* two hung readers per slot */
+    cr_assert_eq(rep.pinned, pinned, "pinned %u with %d hung holders", rep.pinned, hangers);
+    cr_assert_eq(st.free, CAP - pinned, "free: " T_STATS_FMT, T_STATS_ARGS(st, CAP));
+    for (int k = 0; k < hangers; k++) {
+        kill(pids[k], SIGCONT);
+        t_assert_exit0(pids[k], 5000, "hanger after SIGCONT");
+        cr_assert_eq(atomic_load(&hs[k]->payload_intact), 1,
+                     "hanger %d: its payload changed under it: the slot was reused", k);
+        cr_assert_eq(atomic_load(&hs[k]->rc_ack), -ESTALE, "hanger %d's late ack: %d", k,
+                     atomic_load(&hs[k]->rc_ack));
+    }
+    if (to_dead) {
+        uint32_t purged = 0;
+        cr_assert_eq(shmq_dlq_purge(q, 0, &purged), 0);
+        cr_assert_eq(purged, 1);
+        atomic_store(&t_rec_of(sh->book, 0, 0)->acked, 1); /* done with, as far as the book goes */
+    }
+    memset(&rep, 0, sizeof rep);
+    finish(q, q2, c, sh, &rep);
+    alarm(0);
+}
+
+Test(fencing, two_hung_holders_in_a_row_then_redelivered) { hangers_in_a_row(2, 10); }
+
+Test(fencing, three_hung_holders_in_a_row_then_redelivered) { hangers_in_a_row(3, 10); }
+
+Test(fencing, every_holder_hangs_message_reaches_dead_letters) { hangers_in_a_row(3, 3); }
+
+/* ---- a nack racing the take-back ---------------------------------------------------------- */
+
+/* Receives one message and nacks it with a delay: stopped (crash point nack_before_move) after
+ * storing its due time, before its CAS. */
+static int racing_nacker_main(void *argp)
+{
+    struct hanger *h = *(struct hanger **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(h->qname, &q) != 0 || shmq_consumer_open(q, "nacker", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 12;
+    atomic_store(&h->attempt, m.attempt);
+    atomic_store(&h->holding, 1);
+    atomic_store(&h->rc_ack, shmq_nack(c, &m, 60000));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(fencing, nack_racing_take_back_counts_the_delivery_once)
+{
+    /* Issue 16 item 5: a nack stores its due time (tagged with the word it moves to) before its
+     * CAS; a take-back in between read that as "the receiver never counted its delivery" and
+     * counted it again, so the message came back with attempt 3 after two deliveries (and
+     * reached the dead letters one attempt early). */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    cfg.heartbeat_timeout_ms = 100;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    struct shared *sh = setup("nackrace", &cfg, &q, &q2, &c);
+    struct hanger *h = t_shared(sizeof *h);
+    snprintf(h->qname, sizeof h->qname, "%s", sh->qname);
+    pid_t pid = t_spawn_crash(racing_nacker_main, &h, sizeof h, "nack_before_move", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(pid, 5000, WUNTRACED, &st), 0, "the nacker never stopped");
+    cr_assert(WIFSTOPPED(st) && atomic_load(&h->holding));
+    cr_assert_eq(h->attempt, 1);
+    shmq_maint_report_t rep = {0};
+    int64_t end = t_now_ms() + 5000;
+    while (rep.reclaimed == 0 && t_now_ms() < end) {
+        t_maintain(q, &rep);
+        t_sleep_ms(5);
+    }
+    cr_assert_eq(rep.procs_hung, 1, "the stopped nacker was not fenced as hung");
+    shmq_msg_t m;
+    cr_assert_eq(shmq_receive(c, &m, 2000), 0, "not redelivered");
+    cr_assert_eq(m.attempt, 2, "second delivery came with attempt %u", m.attempt);
+    struct t_rec *r = t_book_delivery(sh->book, &m);
+    cr_assert_not_null(r);
+    cr_assert_eq(t_ack(c, r, &m), 0);
+    kill(pid, SIGCONT);
+    t_assert_exit0(pid, 5000, "nacker after SIGCONT");
+    cr_assert_eq(atomic_load(&h->rc_ack), -ESTALE, "the fenced nacker's nack returned %d",
+                 atomic_load(&h->rc_ack));
+    memset(&rep, 0, sizeof rep);
+    finish(q, q2, c, sh, &rep);
+    alarm(0);
+}

@@ -269,6 +269,10 @@ typedef struct shmq_maint_report {
     uint32_t dead_lettered;     /* messages moved to the dead-letter ring */
     uint32_t fenced_released;   /* slots a fenced process held back, freed once it let go */
     uint32_t checkpointed;      /* long-lived messages logged again so old log files can go */
+    uint32_t copied_out;        /* messages taken back from a second live holder, moved to
+                                 * another slot (the first still lingers in theirs) */
+    uint32_t pinned;            /* slots that live former holders may still read: FENCED, or
+                                 * in use with a lingering reader (a gauge, now) */
 } shmq_maint_report_t;
 
 /**

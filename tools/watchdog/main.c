@@ -101,7 +101,7 @@ static void usage(FILE *f, const char *prog)
             "alert_cmd_failed, and one per non-zero field of a maintenance report\n"
             "with count=N: procs_dead, procs_hung, reclaimed, deadline_expired,\n"
             "orphans_requeued, reservations_freed, delayed_fired, dead_lettered,\n"
-            "fenced_released; error (op=, err=) for a failed library call.\n"
+            "fenced_released, copied_out; error (op=, err=) for a failed library call.\n"
             "\n"
             "Signals: SIGTERM or SIGINT release every lease, close the queues and exit.\n"
             "Exit status: 0 clean stop (signal), 1 runtime error (a system call the loop needs\n"

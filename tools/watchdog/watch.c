@@ -339,6 +339,7 @@ static void log_report(struct watch *w, const shmq_maint_report_t *r)
         {"delayed_fired", offsetof(shmq_maint_report_t, delayed_fired), WD_INFO},
         {"dead_lettered", offsetof(shmq_maint_report_t, dead_lettered), WD_WARN},
         {"fenced_released", offsetof(shmq_maint_report_t, fenced_released), WD_INFO},
+        {"copied_out", offsetof(shmq_maint_report_t, copied_out), WD_WARN},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         uint32_t v;
