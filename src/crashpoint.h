@@ -6,6 +6,9 @@
  * SIGSTOP when SHMQ_CRASH_SIGNAL=STOP (a stalled peer), after SHMQ_CRASH_SKIP earlier matches
  * (default 0). In other builds it compiles to nothing. The list of points is the list of crash
  * windows in docs/DESIGN.md; crashpoint_names[] (crashpoint.c) holds it for the tests.
+ * Points that only a targeted test arms are not in that list (the generic crash tests have no
+ * scenario for them): sync_while_leading (wal.c, a SYNC group commit leader inside its flush;
+ * tests/test_storage.c).
  */
 #ifndef SHMQ_CRASHPOINT_H
 #define SHMQ_CRASHPOINT_H

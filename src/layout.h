@@ -63,10 +63,11 @@ struct seg_header {
     _Atomic uint32_t wal_sync_leader;                    /* pid flushing now, 0 if none */
     _Atomic uint32_t wal_sync_futex;                     /* bumped after each flush */
     _Atomic uint32_t wal_sync_waiters;
-    uint32_t reserved2;
+    _Atomic uint32_t wal_health;                         /* WAL_HEALTH_* (wal.h): last error, sticky flush failure */
     _Atomic uint64_t wal_sync_low;                       /* lowest file a waiter needs */
     _Atomic uint64_t wal_flushes;                        /* fdatasync calls made */
     _Atomic uint64_t wal_oldest_seq;                     /* files below this were deleted */
+    _Atomic uint64_t wal_errors;                         /* log writes and flushes that failed */
 };
 
 /* Counter indices, per registry entry and in seg_header.retired. */

@@ -42,6 +42,12 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
     st->wal_bytes = atomic_load(&s->hdr->wal_pos) - s->layout.wal_base_pos;
     st->wal_flushes = atomic_load(&s->hdr->wal_flushes);
     st->wal_files = q->wal ? wal_count_files(q->wal) : 0;
+    struct wal_health health;
+    wal_health_of(s->hdr, &health);
+    st->wal_errors = health.errors;
+    st->wal_last_error = health.last_error;
+    st->wal_healthy = !health.flush_failed && health.last_error == 0;
+    st->wal_flush_failed = health.flush_failed;
     uint64_t now = now_ns(), oldest = UINT64_MAX;
     for (uint32_t i = 0; i < s->layout.capacity; i++) {
         struct slot *sl = segment_slot(s, i);

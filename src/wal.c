@@ -35,11 +35,16 @@
 #include <unistd.h>
 #include <urcu/futex.h>
 
+#include "clock.h"
+#include "crashpoint.h"
 #include "crc32c.h"
 #include "io.h"
 #include "registry.h"
 
 #define WAL_CACHE 8
+#define WAL_PENDING 16           /* failed reservations a process remembers to close with PAD */
+#define WAL_SEQ_MAX 9999999999ull /* file names have 10 digits */
+#define WAL_POS_SLACK 1024       /* files beyond the oldest believed without a look at the disk */
 
 struct walmap {
     uint64_t seq, epoch;
@@ -57,6 +62,14 @@ struct wal {
     _Atomic(struct walmap *) cache[WAL_CACHE];
     struct walmap *all;     /* mapped */
     struct walmap *retired; /* unmapped, kept for a late writer's users counter */
+    /* Reservations this process could not fill (their file could not be made or mapped): each
+     * is closed with a PAD record once the file can be mapped, so it does not stay a hole.
+     * Under lock; npend is read without it as a hint. */
+    struct {
+        uint64_t seq, off, len;
+    } pend[WAL_PENDING];
+    _Atomic int npend;
+    _Atomic uint64_t pend_next_ns; /* no new try before (CLOCK_MONOTONIC): a full disk is slow */
 };
 
 uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload)
@@ -80,6 +93,42 @@ uint64_t wal_seq_of(const struct wal *w, uint64_t pos) { return pos / w->usable;
 uint64_t wal_current_seq(const struct wal *w)
 {
     return wal_seq_of(w, atomic_load(&w->seg->hdr->wal_pos));
+}
+
+/*
+ * Log health (seg_header.wal_health, wal_errors): a failure sets the errno bits and counts; the
+ * next write that succeeds clears the errno bits (a load of a word nobody writes while the log
+ * is healthy, then nothing). relaxed: a gauge and a counter, ordered against nothing; the
+ * sticky flush bit has its own ordering (lead_sync).
+ */
+static void log_failed(struct wal *w, int err)
+{
+    struct seg_header *h = w->seg->hdr;
+    atomic_fetch_add_explicit(&h->wal_errors, 1, memory_order_relaxed);
+    uint32_t cur = atomic_load_explicit(&h->wal_health, memory_order_relaxed), e = (uint32_t)-err;
+    while (!atomic_compare_exchange_weak_explicit(&h->wal_health, &cur,
+                                                  (cur & ~WAL_HEALTH_ERRNO) | (e & WAL_HEALTH_ERRNO),
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+static void log_ok(struct wal *w)
+{
+    struct seg_header *h = w->seg->hdr;
+    uint32_t cur = atomic_load_explicit(&h->wal_health, memory_order_relaxed);
+    while ((cur & WAL_HEALTH_ERRNO) &&
+           !atomic_compare_exchange_weak_explicit(&h->wal_health, &cur, cur & ~WAL_HEALTH_ERRNO,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+void wal_health_of(const struct seg_header *h, struct wal_health *out)
+{
+    /* relaxed: a snapshot of a gauge and a counter */
+    uint32_t v = atomic_load_explicit(&((struct seg_header *)h)->wal_health, memory_order_relaxed);
+    out->errors = atomic_load_explicit(&((struct seg_header *)h)->wal_errors, memory_order_relaxed);
+    out->last_error = -(int)(v & WAL_HEALTH_ERRNO);
+    out->flush_failed = (v & WAL_HEALTH_FLUSH_FAILED) != 0;
 }
 
 /* Make wal.seq complete under a temporary name, then link it into place. */
@@ -122,6 +171,28 @@ static int make_file(struct wal *w, uint64_t seq)
     return err;
 }
 
+/*
+ * Can the log have reached file seq? Far beyond the oldest file, only if it or the one before it
+ * is on disk (or it is the segment's first file): a garbage wal_pos in a damaged segment must not
+ * make files with 11-digit names, nor send the deletion loop through billions of numbers.
+ */
+static bool seq_believable(struct wal *w, uint64_t seq)
+{
+    if (seq > WAL_SEQ_MAX)
+        return false;
+    if (seq <= atomic_load(&w->seg->hdr->wal_oldest_seq) + WAL_POS_SLACK ||
+        seq == w->seg->layout.wal_base_pos / w->usable)
+        return true;
+    char path[SHMQ_LOG_DIR_MAX + 96];
+    file_path(w, seq, path, sizeof(path));
+    if (io_access(path, F_OK) == 0)
+        return true;
+    file_path(w, seq - 1, path, sizeof(path));
+    return io_access(path, F_OK) == 0;
+}
+
+static void close_pending(struct wal *w);
+
 /* Map wal.seq, making it if it does not exist (and was not deleted as old). */
 static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
 {
@@ -132,6 +203,8 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         /* acquire: pairs with the release in wal_maintain: deleted files stay deleted */
         if (seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire))
             return -ESTALE;
+        if (!seq_believable(w, seq))
+            return -EBADMSG; /* wal_pos in shm is garbage: make no file for it */
         int err = make_file(w, seq);
         if (err)
             return err;
@@ -264,6 +337,8 @@ void wal_close(struct wal *w)
 {
     if (!w)
         return;
+    atomic_store_explicit(&w->pend_next_ns, 0, memory_order_relaxed); /* a last try */
+    close_pending(w);
     for (struct walmap *m = w->all, *next; m; m = next) {
         next = m->next;
         io_munmap(m->base, w->file_size);
@@ -303,13 +378,82 @@ static void write_record(struct walmap *m, uint64_t off, enum wal_type type, uin
     atomic_store_explicit((_Atomic uint32_t *)&r->crc, crc, memory_order_release);
 }
 
+/* Remember [off, off + len) of file seq, a reservation of ours that could not be written, to
+ * close it with a PAD record later (close_pending). A range too short for a record header is
+ * below the readers' hole threshold; one beyond the list's room stays a hole. */
+static void add_pending(struct wal *w, uint64_t seq, uint64_t off, uint64_t len)
+{
+    if (len < WAL_REC_HEADER)
+        return;
+    pthread_mutex_lock(&w->lock);
+    int n = atomic_load_explicit(&w->npend, memory_order_relaxed);
+    if (n < WAL_PENDING) {
+        w->pend[n].seq = seq;
+        w->pend[n].off = off;
+        w->pend[n].len = len;
+        /* relaxed: a hint for the fast path; the list itself is read under lock */
+        atomic_store_explicit(&w->npend, n + 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Close the remembered reservations whose files can be mapped now with PAD records. */
+static void close_pending(struct wal *w)
+{
+    if (atomic_load_explicit(&w->npend, memory_order_relaxed) == 0)
+        return;
+    /* relaxed: a rate limit (one try per 100 ms), ordered against nothing */
+    uint64_t now = now_ns(), next = atomic_load_explicit(&w->pend_next_ns, memory_order_relaxed);
+    if (now < next || !atomic_compare_exchange_strong_explicit(&w->pend_next_ns, &next,
+                                                               now + 100000000u,
+                                                               memory_order_relaxed,
+                                                               memory_order_relaxed))
+        return;
+    for (int i = 0;; i++) {
+        pthread_mutex_lock(&w->lock);
+        int n = atomic_load_explicit(&w->npend, memory_order_relaxed);
+        if (i >= n) {
+            pthread_mutex_unlock(&w->lock);
+            return;
+        }
+        uint64_t seq = w->pend[i].seq, off = w->pend[i].off, len = w->pend[i].len;
+        pthread_mutex_unlock(&w->lock);
+        struct walmap *m;
+        int err = get_map(w, seq, &m);
+        if (err == 0) {
+            write_record(m, off, WAL_PAD, 0, 0, NULL, 0, (uint32_t)(len - WAL_REC_HEADER));
+            put_map(m);
+        }
+        if (err == 0 || err == -ESTALE || err == -EBADMSG) {
+            /* padded, or its file was deleted (or is not one of ours): done with it */
+            pthread_mutex_lock(&w->lock);
+            n = atomic_load_explicit(&w->npend, memory_order_relaxed);
+            for (int j = 0; j < n; j++) {
+                if (w->pend[j].seq == seq && w->pend[j].off == off) {
+                    w->pend[j] = w->pend[n - 1];
+                    atomic_store_explicit(&w->npend, n - 1, memory_order_relaxed);
+                    i--;
+                    break;
+                }
+            }
+            pthread_mutex_unlock(&w->lock);
+        }
+    }
+}
+
 /* The part of a crossing reservation that fell into the next file: a PAD record, so readers
  * see no hole there (a spill too short for a record header is below their hole threshold). */
 static void pad_spill(struct wal *w, uint64_t seq, uint64_t spill)
 {
     struct walmap *m;
-    if (spill < WAL_REC_HEADER || get_map(w, seq, &m) != 0)
+    if (spill < WAL_REC_HEADER)
         return;
+    int err = get_map(w, seq, &m);
+    if (err) {
+        if (err != -ESTALE)
+            add_pending(w, seq, 0, spill);
+        return;
+    }
     write_record(m, 0, WAL_PAD, 0, 0, NULL, 0, (uint32_t)(spill - WAL_REC_HEADER));
     put_map(m);
 }
@@ -349,13 +493,24 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
         uint64_t seq = wal_seq_of(w, pos), off = pos % w->usable;
         struct walmap *m;
-        int err = get_map(w, seq, &m);
+        int err = seq > WAL_SEQ_MAX ? -EBADMSG : get_map(w, seq, &m); /* a garbage wal_pos? */
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
-        if (err == -ENOENT && io_access(w->dir, F_OK) != 0)
-            return queue_deleted(w) ? 0 : -ENOENT; /* else the log directory is lost */
-        if (err)
+        if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
+            return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
+                       * log directory is lost: an error like any other (below) */
+        if (err) {
+            /* the reservation stays unwritten: close it with PAD once its file can be mapped
+             * (close_pending), and say that the log is failing */
+            if (err != -EBADMSG) {
+                uint64_t in_file = off + size > w->usable ? w->usable - off : size;
+                add_pending(w, seq, off, in_file);
+                if (in_file < size)
+                    add_pending(w, seq + 1, 0, size - in_file);
+            }
+            log_failed(w, err);
             return err;
+        }
         if (off + size > w->usable) { /* would cross the file's end: pad both parts, again */
             if (w->usable - off >= WAL_REC_HEADER)
                 write_record(m, off, WAL_PAD, 0, 0, NULL, 0,
@@ -366,10 +521,13 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         }
         write_record(m, off, type, id, attempt, parts, nparts, len);
         put_map(m);
+        log_ok(w);
+        close_pending(w);
         if (seq_out)
             *seq_out = (uint32_t)seq;
         return 0;
     }
+    log_failed(w, -EIO);
     return -EIO;
 }
 
@@ -417,8 +575,14 @@ static void lower_to(_Atomic uint64_t *word, uint64_t v)
     }
 }
 
-/* As leader: flush files [low, current] and publish the tickets covered. */
-static void lead_sync(struct wal *w)
+/*
+ * As leader: flush files [low, current] and publish the tickets covered. takeover: the leader
+ * before us stalled, and the low it took is lost with it: flush from the oldest file on (files
+ * with nothing new to write flush fast; a file flushed twice is harmless).
+ * A flush that fails (or a file that cannot be mapped to be flushed) sets the sticky
+ * WAL_HEALTH_FLUSH_FAILED before the tickets are published, so each waiter they cover sees it.
+ */
+static void lead_sync(struct wal *w, bool takeover)
 {
     struct seg_header *h = w->seg->hdr;
     uint64_t target = atomic_load(&h->wal_sync_req);
@@ -426,46 +590,97 @@ static void lead_sync(struct wal *w)
     uint64_t cur = wal_seq_of(w, atomic_load(&h->wal_pos));
     if (low > cur)
         low = cur;
-    for (uint64_t s = low; s <= cur; s++) {
+    uint64_t from = low, oldest = atomic_load(&h->wal_oldest_seq);
+    if (takeover && oldest < from)
+        from = oldest;
+    int failed = 0;
+    CRASH_POINT(sync_while_leading);
+    for (uint64_t s = from; s <= cur && s <= WAL_SEQ_MAX; s++) {
+        char path[SHMQ_LOG_DIR_MAX + 96];
+        file_path(w, s, path, sizeof(path));
+        if (s < low && io_access(path, F_OK) != 0)
+            continue; /* below what waiters asked for, and not there: not ours to make */
         struct walmap *m;
-        if (get_map(w, s, &m) != 0)
-            continue;
-        io_fdatasync(m->fd);
-        atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
-        put_map(m);
+        int err = get_map(w, s, &m);
+        if (err == -ESTALE)
+            continue; /* deleted: nothing in it is live */
+        if (!err) {
+            err = io_fdatasync(m->fd);
+            atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
+            put_map(m);
+        }
+        if (err) {
+            failed = err;
+            log_failed(w, err);
+        }
     }
-    /* release: the flush happens before a waiter sees its ticket covered */
+    if (failed) /* seq_cst, before the release below: every waiter it covers sees it */
+        atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
+    /* release: the flush (and the failure bit) happen before a waiter sees its ticket covered */
     uint64_t done = atomic_load(&h->wal_sync_done);
     while (done < target && !atomic_compare_exchange_weak(&h->wal_sync_done, &done, target)) {
     }
 }
 
+/* Lead once (from 0, or taking over from a stalled `from`), then give leadership back and wake
+ * the waiters. The CAS back to 0 leaves a leader that took over from us in place. */
+static void lead(struct wal *w, uint32_t me, bool takeover)
+{
+    struct seg_header *h = w->seg->hdr;
+    lead_sync(w, takeover);
+    uint32_t mine = me;
+    atomic_compare_exchange_strong(&h->wal_sync_leader, &mine, 0);
+    atomic_fetch_add(&h->wal_sync_futex, 1);
+    if (atomic_load(&h->wal_sync_waiters))
+        futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+static bool flush_failed(const struct seg_header *h)
+{
+    return atomic_load(&((struct seg_header *)h)->wal_health) & WAL_HEALTH_FLUSH_FAILED;
+}
+
 int wal_sync(struct wal *w, uint32_t seq)
 {
     struct seg_header *h = w->seg->hdr;
+    if (flush_failed(h))
+        return -EIO; /* sticky: what a failed flush left in the page cache may never reach disk */
     lower_to(&h->wal_sync_low, seq); /* seq_cst, before the ticket: the leader sees it */
     uint64_t ticket = atomic_fetch_add(&h->wal_sync_req, 1) + 1;
     uint32_t me = (uint32_t)getpid();
+    /* progress as this waiter saw it last: the leader word and the tickets done, and when */
+    uint32_t seen_leader = 0;
+    uint64_t seen_done = 0, seen_ns = 0;
     for (;;) {
-        if (atomic_load(&h->wal_sync_done) >= ticket)
-            return 0;
-        uint32_t none = 0;
-        if (atomic_compare_exchange_strong(&h->wal_sync_leader, &none, me)) {
-            lead_sync(w);
-            atomic_store(&h->wal_sync_leader, 0);
-            atomic_fetch_add(&h->wal_sync_futex, 1);
-            if (atomic_load(&h->wal_sync_waiters))
-                futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+        /* seq_cst (acquire at least): pairs with the leader's raise of wal_sync_done */
+        uint64_t done = atomic_load(&h->wal_sync_done);
+        if (done >= ticket)
+            return flush_failed(h) ? -EIO : 0;
+        uint32_t leader = 0;
+        if (atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me)) {
+            lead(w, me, false);
             continue;
         }
-        if (none && pid_gone((int)none)) { /* the leader died (or is a zombie) */
-            atomic_compare_exchange_strong(&h->wal_sync_leader, &none, 0);
+        if (pid_gone((int)leader)) { /* the leader died (or is a zombie) */
+            atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, 0);
+            continue;
+        }
+        uint64_t now = now_ns();
+        if (leader != seen_leader || done != seen_done || !seen_ns) {
+            seen_leader = leader;
+            seen_done = done;
+            seen_ns = now;
+        } else if (now - seen_ns > (uint64_t)WAL_SYNC_STALL_MS * 1000000u &&
+                   atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me)) {
+            /* the leader is alive but made no progress (stopped, descheduled): take over */
+            lead(w, me, true);
+            seen_ns = 0;
             continue;
         }
         uint32_t seen = atomic_load(&h->wal_sync_futex);
         atomic_fetch_add(&h->wal_sync_waiters, 1);
         if (atomic_load(&h->wal_sync_done) < ticket && atomic_load(&h->wal_sync_leader) != 0) {
-            struct timespec ts = {0, 2000000}; /* bounded: re-check the leader's life */
+            struct timespec ts = {0, 2000000}; /* bounded: re-check the leader's progress */
             futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAIT, (int32_t)seen, &ts, NULL, 0);
         }
         atomic_fetch_sub(&h->wal_sync_waiters, 1);
@@ -484,10 +699,28 @@ uint32_t wal_count_files(struct wal *w)
     return io_dir_each(w->dir, count_file, &n) == 0 ? n : 0;
 }
 
+/* The lowest wal.N in the directory that is >= *(uint64_t *)arg's floor (arg: {floor, min}). */
+static int lowest_file(void *arg, int dirfd, const char *name)
+{
+    uint64_t *fm = arg;
+    char *end;
+    if (strncmp(name, "wal.", 4) != 0 || strlen(name) != 14)
+        return 0;
+    unsigned long long v = strtoull(name + 4, &end, 10);
+    if (*end == 0 && v >= fm[0] && v < fm[1])
+        fm[1] = v;
+    return 0;
+}
+
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
 {
     struct seg_header *h = w->seg->hdr;
     struct walmap *m;
+    if (!seq_believable(w, cur)) {
+        log_failed(w, -EBADMSG);
+        return -EBADMSG;
+    }
+    close_pending(w);
     if (get_map(w, cur + 1, &m) == 0) /* make the next file before writers need it */
         put_map(m);
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
@@ -499,6 +732,16 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     }
     uint64_t oldest = atomic_load(&h->wal_oldest_seq);
     int deleted = 0;
+    if (limit > oldest + WAL_CACHE) {
+        /* a long way to go (a garbage or very old wal_oldest_seq): start at the lowest file on
+         * disk instead of unlinking every number on the way; below it nothing exists */
+        uint64_t fm[2] = {oldest, limit};
+        if (io_dir_each(w->dir, lowest_file, fm) == 0 && fm[1] > oldest)
+            /* release: as below: the files skipped do not exist, and are never made again */
+            atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &oldest, fm[1],
+                                                    memory_order_release, memory_order_relaxed);
+        oldest = atomic_load(&h->wal_oldest_seq);
+    }
     if (oldest < limit) /* the files going may hold the highest ids: say how far ids went */
         wal_append(w, WAL_MARK, atomic_load(&h->next_id), 0, NULL, 0, NULL);
     while (oldest < limit) {

@@ -107,13 +107,40 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
 int wal_append_publish(struct wal *w, uint64_t id, unsigned flags, const void *key,
                        uint32_t key_len, const void *data, uint32_t len, uint32_t *seq);
 
-/* Wait until every record this process appended is on stable storage (group commit: one
- * fdatasync covers every producer waiting at that moment). Blocking. */
+/*
+ * Wait until every record this process appended is on stable storage (group commit: one
+ * fdatasync covers every producer waiting at that moment). Blocking. 0, or -EIO when the flush
+ * that covered this call failed, or any flush of the log failed before (sticky: the log is
+ * failed until its segment is rebuilt). A leader that makes no progress for WAL_SYNC_STALL_MS
+ * (stopped, descheduled) is taken over; a file flushed twice is harmless.
+ */
 int wal_sync(struct wal *w, uint32_t seq);
+
+/* A sync leader that has not finished for this long is taken over by a waiter. */
+#define WAL_SYNC_STALL_MS 100
+
+/*
+ * seg_header.wal_health: bits 0..15 the errno of the last log write that failed, 0 once a
+ * later one succeeded; WAL_HEALTH_FLUSH_FAILED (sticky) once an fdatasync of the log failed.
+ * seg_header.wal_errors counts every failed log write (append, its file's creation or mapping,
+ * an ACK/NACK/DEAD record that could not be written) and every failed flush.
+ */
+#define WAL_HEALTH_ERRNO 0xffffu
+#define WAL_HEALTH_FLUSH_FAILED (1u << 16)
+
+/* The log's health as the segment records it (see above). */
+struct wal_health {
+    uint64_t errors;   /* failed log writes and flushes */
+    int last_error;    /* negative errno of the last failed write, 0 if the last one succeeded */
+    bool flush_failed; /* sticky: a flush failed; SYNC publishes return -EIO */
+};
+void wal_health_of(const struct seg_header *h, struct wal_health *out);
 
 /* Maintenance: create the next file ahead of the writers; delete the files below both
  * min_live_seq (the lowest file a slot refers to; UINT64_MAX if none) and cur (the file being
- * written, read BEFORE the slots were scanned). Returns files deleted. */
+ * written, read BEFORE the slots were scanned). Returns files deleted, or -EBADMSG (counted as
+ * a log error, nothing done) when wal_pos in shm is garbage (its file is not on disk, far beyond
+ * the oldest one, or past the 10-digit file names). */
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur);
 
 /* The file the log is being written in now. */

@@ -13,6 +13,10 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 
+#include "inspect.h"
+#include "io.h"
+#include "segment.h"
+
 TestSuite(storage, .fini = h_cleanup, .timeout = 120);
 
 /* Exit codes of the children: 0 ok, else which step failed (printed by the parent). */
@@ -262,3 +266,199 @@ Test(storage, a_full_dev_shm_is_ENOSPC_at_create_and_rebuild_and_no_signal_later
     struct shm_arg a = {h_qname("st-shm-big"), h_qname("st-shm-ok")};
     run_or_skip(small_dev_shm, &a, "small /dev/shm");
 }
+
+/* ---- The log: failed appends, failed flushes, a garbage wal_pos (fault injection). ---- */
+
+#ifdef SHMQ_CRASH_POINTS
+
+static void stats_of(shmq_t *q, shmq_stats_t *st) { h_assert_rc(shmq_stats(q, st), 0); }
+
+/* Receive every ready message (each acked), up to max: how many came. */
+static int drain(shmq_t *q, int max)
+{
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "drain", &c), 0);
+    int n = 0;
+    shmq_msg_t m;
+    while (n < max && shmq_receive(c, &m, 0) == 0) {
+        h_assert_rc(shmq_ack(c, &m), 0);
+        n++;
+    }
+    h_assert_rc(shmq_consumer_close(c), 0);
+    return n;
+}
+
+/* The log judged as `shmq wal verify` judges it. */
+static void assert_log_ok(const char *name)
+{
+    char dir[256];
+    log_dir_of(name, dir, sizeof(dir));
+    struct inspect_log *log = NULL;
+    h_assert_rc(inspect_log_read(dir, true, &log), 0);
+    cr_assert(log->ok && log->bad_regions == 0,
+              "the log is judged damaged (%llu bad regions, %llu problems)",
+              (unsigned long long)log->bad_regions, (unsigned long long)log->problems.count);
+    inspect_log_free(log);
+}
+
+/* A publish whose log file cannot be made returns that error; the log reports itself failing
+ * until a write works again; the reservation the failed publish took is closed with a PAD
+ * record, so verify finds no hole. */
+Test(storage, a_failed_append_is_reported_counted_and_leaves_no_hole)
+{
+    const char *name = h_qname("st-pad");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_stats_t st;
+    stats_of(q, &st);
+    cr_assert(st.wal_healthy && st.wal_errors == 0 && st.wal_last_error == 0);
+
+    cr_assert_eq(io_fault_arm(IO_FALLOCATE, 1, ENOSPC), 0); /* the first log file's */
+    h_assert_rc(shmq_publish(q, "lost", 4, NULL), -ENOSPC);
+    stats_of(q, &st);
+    cr_assert(!st.wal_healthy && st.wal_errors == 1 && st.wal_last_error == -ENOSPC,
+              "healthy %u errors %llu last %d", st.wal_healthy, (unsigned long long)st.wal_errors,
+              st.wal_last_error);
+
+    h_assert_rc(shmq_publish(q, "kept", 4, NULL), 0);
+    stats_of(q, &st);
+    cr_assert(st.wal_healthy && st.wal_errors == 1 && st.wal_last_error == 0);
+    cr_assert_eq(st.ready, 1);
+    assert_log_ok(name);
+    cr_assert_eq(drain(q, 10), 1);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* SYNC: a flush that fails fails the publish it covered (-EIO), and every later one: the log is
+ * failed (sticky) until the segment is rebuilt from the log. The messages are delivered all the
+ * same (a failed sync publish may still be delivered). */
+Test(storage, a_failed_flush_fails_sync_publishes_until_the_segment_is_rebuilt)
+{
+    const char *name = h_qname("st-eio");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_publish(q, "a", 1, NULL), 0);
+    cr_assert_eq(io_fault_arm(IO_FDATASYNC, 1, EIO), 0);
+    h_assert_rc(shmq_publish(q, "b", 1, NULL), -EIO);
+    h_assert_rc(shmq_publish(q, "c", 1, NULL), -EIO); /* sticky: no flush is trusted now */
+    shmq_stats_t st;
+    stats_of(q, &st);
+    cr_assert(!st.wal_healthy && st.wal_flush_failed && st.wal_errors >= 1);
+    cr_assert_eq(st.ready, 3, "a failed sync publish is still delivered");
+    h_assert_rc(shmq_close(q), 0);
+
+    /* rebuilt from what the log holds: healthy again, nothing lost */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    stats_of(q, &st);
+    cr_assert(st.wal_healthy && !st.wal_flush_failed);
+    h_assert_rc(shmq_publish(q, "d", 1, NULL), 0);
+    cr_assert_eq(drain(q, 10), 4);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* A garbage wal_pos (a damaged segment) is reported, never iterated: maintenance returns at
+ * once without making files with 11-digit names; a publish gets an error. */
+Test(storage, a_garbage_wal_pos_is_reported_not_iterated)
+{
+    const char *name = h_qname("st-walpos");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    struct segment seg;
+    h_assert_rc(segment_open(name, false, &seg), 0);
+    uint64_t good = atomic_load(&seg.hdr->wal_pos);
+    uint64_t bad[] = {UINT64_MAX / 2, 1ull << 40, good + (uint64_t)(SHMQ_WAL_FILE_MIN - 4096) * 5000};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        atomic_store(&seg.hdr->wal_pos, bad[i]);
+        int64_t t0 = h_now_ms();
+        shmq_maint_report_t rep;
+        shmq_maintain(q, &rep);
+        cr_assert_lt(h_now_ms() - t0, 10000, "one maintenance pass took %lld ms",
+                     (long long)(h_now_ms() - t0));
+        shmq_stats_t st;
+        stats_of(q, &st);
+        cr_assert(st.wal_errors >= i + 1 && st.wal_last_error == -EBADMSG,
+                  "wal_pos %llu: errors %llu last %d", (unsigned long long)bad[i],
+                  (unsigned long long)st.wal_errors, st.wal_last_error);
+        char dir[256];
+        log_dir_of(name, dir, sizeof(dir));
+        cr_assert_leq(count_files(dir, "wal."), 3, "files made for a garbage wal_pos");
+    }
+    atomic_store(&seg.hdr->wal_pos, good);
+    segment_close(&seg);
+    h_assert_rc(shmq_publish(q, "n", 1, NULL), 0);
+    cr_assert_eq(drain(q, 10), 2);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Issue 16 item 2: a SYNC producer stopped while it leads a group commit (SIGSTOP at the crash
+ * point inside the flush) must not hold the other SYNC publishes: a waiter takes over after
+ * WAL_SYNC_STALL_MS without progress. When the stopped leader is continued, its own publish
+ * completes too (its flush, done twice, is harmless), and every message is delivered. */
+struct takeover_arg {
+    const char *name;
+};
+
+static int stopped_leader(void *p)
+{
+    struct takeover_arg *a = p;
+    setenv("SHMQ_CRASH_AT", "sync_while_leading", 1);
+    setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    shmq_t *q;
+    CHECK(shmq_open(a->name, &q) == 0, 1);
+    int rc = shmq_publish(q, "leader", 6, NULL); /* stops inside, as the leader */
+    if (rc)
+        fprintf(stderr, "the stopped leader's publish returned %s\n", shmq_strerror(rc));
+    CHECK(rc == 0, 2);
+    CHECK(shmq_close(q) == 0, 3);
+    return 0;
+}
+
+static int next_sync_publisher(void *p)
+{
+    struct takeover_arg *a = p;
+    shmq_t *q;
+    CHECK(shmq_open(a->name, &q) == 0, 1);
+    for (int i = 0; i < 3; i++)
+        CHECK(shmq_publish(q, "next", 4, NULL) == 0, 2);
+    CHECK(shmq_close(q) == 0, 3);
+    return 0;
+}
+
+Test(storage, a_stopped_sync_leader_does_not_block_other_sync_publishes)
+{
+    struct takeover_arg a = {h_qname("st-leader")};
+    pid_t leader = h_fork_gated(stopped_leader, &a); /* before any crash point is passed here */
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(a.name, &cfg, &q), 0);
+    h_open_gate(leader);
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(leader, 30000, &st), 0, "the leader never stopped at the point");
+    cr_assert(WIFSTOPPED(st), "the leader did not stop: %d", st);
+
+    pid_t next = h_fork(next_sync_publisher, &a);
+    int rc = h_waitpid(next, 30000, 0, &st);
+    kill(leader, SIGCONT);
+    cr_assert_eq(rc, 0, "SYNC publishes waited > 30 s behind a stopped leader");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the other publisher exited %d", st);
+    h_assert_child_ok(leader, 30000, "the continued leader");
+    cr_assert_eq(drain(q, 10), 4);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+#else
+
+Test(storage, needs_crash_points) { cr_skip_test("the library was built without SHMQ_CRASH_POINTS"); }
+
+#endif

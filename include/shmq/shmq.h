@@ -154,7 +154,12 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
 /**
  * Copy len bytes into a free slot and make it ready. *id (if id is not NULL) gets its id.
  * Returns -EAGAIN when every slot is in use (the queue is full), -EMSGSIZE when
- * len > max_msg_size, -EINVAL for NULL q or NULL data with len > 0.
+ * len > max_msg_size, -EINVAL for NULL q or NULL data with len > 0. With a log: when its record
+ * cannot be written (nothing is queued then) -ENOSPC/-EDQUOT (the log's file system is full),
+ * -EFBIG (RLIMIT_FSIZE), -ENOMEM (a log file cannot be mapped), -EACCES/-EROFS, -EBADMSG (the
+ * segment's log position is garbage); SYNC: -EIO when the flush failed, now or before (the log is
+ * then failed until the segment is rebuilt): the message IS queued and will be delivered, but it
+ * may not survive a crash.
  * Multi-producer safe; lock-free; no system call unless a consumer sleeps (one FUTEX_WAKE).
  */
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
@@ -208,7 +213,10 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
 
 /** Acknowledge msg: its slot becomes free. -ESTALE when the delivery was fenced (it was
- *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot. */
+ *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot.
+ *  An ACK record that cannot be written to the log (file system full, ...) does not fail the
+ *  ack (it happened): it is counted in shmq_stats_t.wal_errors; after a segment loss the
+ *  message may then come back once more (at-least-once). */
 int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg);
 
 /**
@@ -250,6 +258,15 @@ typedef struct shmq_stats {
     uint32_t consumers, procs;                               /* live registry entries */
     int64_t oldest_age_ms;    /* age since publish of the oldest message not yet acked (ready,
                                * delayed or in flight); -1 when there is none */
+    /* The log's health (0 / 1 / 0 without a log). A failed write (file system full, EIO, a
+     * limit) is returned to the publish that made it, or, for an ACK/NACK/DEAD record whose
+     * state change already happened, only counted here. */
+    uint64_t wal_errors;      /* log writes (appends, file creation) and flushes that failed */
+    int32_t wal_last_error;   /* -errno of the last failed log write; 0 once a later one worked */
+    uint32_t wal_healthy;     /* 1: the last log write worked and no flush ever failed; 0 when
+                               * not (a failed flush is sticky: SYNC publishes return -EIO until
+                               * the segment is rebuilt from the log); 1 without a log */
+    uint32_t wal_flush_failed;/* 1: an fdatasync of the log failed (sticky, as above) */
 } shmq_stats_t;
 
 /** Read the counters and count slots by state (a scan of the slots: not for the fast path). */
