@@ -21,7 +21,17 @@ const char *shmq_strerror(int err)
     case -EBADMSG: return "segment is truncated, corrupted or not a shmq segment";
     case -EUSERS: return "registry full: too many attached processes";
     case -EBUSY: return "consumers are still open on this queue";
-    case -ENOSPC: return "no space (ring overfull or segment too large)";
+    case -ENOSPC:
+        return "no space left on a file system (/dev/shm for the segment, the log directory's "
+               "for the log), or a rebuild found more live messages than the capacity";
+    case -EDQUOT: return "disk quota exceeded (the segment's or the log's file system)";
+    case -EFBIG: return "file size limit reached (RLIMIT_FSIZE, ulimit -f) or file too large";
+    case -EIO:
+        return "I/O error writing or flushing the log (sync: the message may not be on disk; "
+               "the log stays failed until the segment is rebuilt)";
+    case -EROFS: return "read-only file system (the log directory or /dev/shm)";
+    case -EACCES: return "permission denied (the segment, the log directory or its files)";
+    case -ENOMEM: return "out of memory or address space (RLIMIT_AS): a mapping failed";
     case -EINPROGRESS: return "a publish with this dedup key is under way (retry)";
     case -ENOTSUP: return "not supported by this queue (no dedup window or no log)";
     case -ENODATA: return "history from there is no longer in the log (retention)";

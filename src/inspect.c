@@ -525,6 +525,11 @@ static void read_header_words(const struct segment *seg, struct inspect_snapshot
         s->log.write_pos = atomic_load_explicit(&h->wal_pos, memory_order_relaxed);
         s->log.oldest_seq = atomic_load_explicit(&h->wal_oldest_seq, memory_order_relaxed);
         s->log.flushes = atomic_load_explicit(&h->wal_flushes, memory_order_relaxed);
+        struct wal_health health;
+        wal_health_of(h, &health);
+        s->log.errors = health.errors;
+        s->log.last_error = health.last_error;
+        s->log.flush_failed = health.flush_failed;
     }
 }
 

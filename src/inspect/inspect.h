@@ -205,6 +205,9 @@ struct inspect_log_position {
     uint64_t current_seq;            /* the file write_pos falls in */
     uint64_t oldest_seq;             /* files below it were deleted */
     uint64_t flushes;                /* fdatasync calls */
+    uint64_t errors;                 /* failed log writes and flushes */
+    int last_error;                  /* -errno of the last failed write, 0 if the last worked */
+    bool flush_failed;               /* sticky: a flush failed (SYNC publishes return -EIO) */
 };
 
 struct inspect_snapshot {

@@ -76,6 +76,11 @@ struct inspect_snapshot;
 void stat_emit(struct emitter *e, const char *name, const struct inspect_snapshot *now,
                const struct inspect_snapshot *before);
 
+/* why.c: shmq_strerror(err), and for a storage error (-ENOSPC, -EDQUOT, -EROFS, -EIO, -EFBIG,
+ * -ENOMEM) the file system or limit behind it: free space of /dev/shm and of the log directory
+ * of queue name (log_dir: as given to create, or NULL), the RLIMIT in force. Returns buf. */
+const char *cli_why(int err, const char *name, const char *log_dir, char *buf, size_t size);
+
 /* output.c */
 
 /* Write len bytes of s as a JSON string literal with its quotes. Bytes outside printable ASCII

@@ -240,8 +240,9 @@ int cmd_create(int argc, char **argv)
     shmq_t *q = NULL;
     int err = shmq_create(name, &cfg, &q);
     if (err) {
-        fprintf(stderr, "%s create: %s: %s%s\n", cli_progname, name, shmq_strerror(err),
-                log_hint(&cfg, err));
+        char why[512];
+        fprintf(stderr, "%s create: %s: %s%s\n", cli_progname, name,
+                cli_why(err, name, cfg.log_dir, why, sizeof why), log_hint(&cfg, err));
         return CLI_EXIT_RUNTIME;
     }
     err = shmq_close(q);

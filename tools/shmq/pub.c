@@ -56,7 +56,8 @@ static int publish_one(struct pub *p, const char *data, size_t len)
     uint64_t id = 0;
     int err = shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
     if (err) {
-        const char *why = shmq_strerror(err);
+        char buf[512];
+        const char *why = cli_why(err, p->name, NULL, buf, sizeof buf);
         if (err == -EAGAIN || err == -ETIMEDOUT)
             why = "queue full (no free slot within --timeout-ms)";
         fprintf(stderr,
@@ -118,7 +119,9 @@ int cmd_pub(int argc, char **argv)
 
     int err = shmq_open(p.name, &p.q);
     if (err) {
-        fprintf(stderr, "%s pub: %s: %s\n", cli_progname, p.name, shmq_strerror(err));
+        char why[512];
+        fprintf(stderr, "%s pub: %s: %s\n", cli_progname, p.name,
+                cli_why(err, p.name, NULL, why, sizeof why));
         return CLI_EXIT_RUNTIME;
     }
     rc = 0;

@@ -146,6 +146,19 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
         emit_null(e, "oldest_message_age_ms");
     emit_u64(e, "consumers", s->consumers);
     emit_u64(e, "procs", s->procs_active);
+    if (s->log.enabled) { /* the log's health: a failing file system or disk shows here */
+        emit_begin(e, "log", NULL, EMIT_INLINE);
+        emit_bool(e, "healthy", !s->log.flush_failed && s->log.last_error == 0);
+        emit_u64(e, "errors", s->log.errors);
+        if (s->log.last_error)
+            emit_word(e, "last_error", strerror(-s->log.last_error));
+        else
+            emit_null(e, "last_error");
+        emit_bool(e, "flush_failed", s->log.flush_failed);
+        emit_end(e);
+    } else {
+        emit_null(e, "log");
+    }
 
     char wd[48];
     inspect_watchdog_text(s, wd, sizeof wd);

@@ -74,7 +74,7 @@ static void usage(FILE *f, const char *prog)
             "                       (gauges: the age since publish of the oldest message not\n"
             "                       yet acked; 0 when there is none); the write-ahead log:\n"
             "                       shmq_wal_bytes_appended_total, shmq_wal_flushes_total,\n"
-            "                       shmq_wal_files\n"
+            "                       shmq_wal_files, shmq_wal_errors_total, shmq_wal_healthy\n"
             "  --metrics-public     allow a --metrics address that is not loopback\n"
             "  --sample-ms N        milliseconds between samples (10..600000; default 1000)\n"
             "  --alert-depth N      alert when more than N messages are ready\n"

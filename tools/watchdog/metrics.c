@@ -211,6 +211,9 @@ static void render(FILE *f, const struct watch_list *l)
          offsetof(shmq_stats_t, wal_bytes)},
         {"shmq_wal_flushes_total", "Write-ahead log fdatasync calls (durability sync).",
          offsetof(shmq_stats_t, wal_flushes)},
+        {"shmq_wal_errors_total",
+         "Write-ahead log writes and flushes that failed (file system full, I/O error, limit).",
+         offsetof(shmq_stats_t, wal_errors)},
     };
     for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
         family(f, counters[c].name, "counter", counters[c].help);
@@ -280,6 +283,12 @@ static void render(FILE *f, const struct watch_list *l)
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
             sample_u64(f, "shmq_wal_files", l->w[i], NULL, l->w[i]->stats.wal_files);
+    family(f, "shmq_wal_healthy", "gauge",
+           "1 if the last write-ahead log write worked and no flush failed (1 without a log); "
+           "0: the log is failing (see the watchdog's log_error lines).");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_wal_healthy", l->w[i], NULL, l->w[i]->stats.wal_healthy);
     family(f, "shmq_watchdog_lease_held", "gauge",
            "1 if this watchdog holds the queue's maintenance lease, else 0 (standby).");
     for (size_t i = 0; i < l->n; i++)

@@ -415,6 +415,21 @@ int watch_pass(struct watch *w, const struct wd_options *o)
     return err;
 }
 
+/* The log's health between two samples: a log_error line when writes or flushes failed since
+ * the last one (or at the first sample of a failing log), log_healthy when it works again. */
+static void log_health_events(struct watch *w, const shmq_stats_t *st)
+{
+    uint64_t before = w->sampled ? w->stats.wal_errors : 0;
+    if (st->wal_errors > before || (!w->sampled && !st->wal_healthy))
+        wd_log(WD_ERROR, w->name, "log_error",
+               "count=%llu total=%llu last_error=\"%s\" flush_failed=%d healthy=%u",
+               (unsigned long long)(st->wal_errors - before), (unsigned long long)st->wal_errors,
+               st->wal_last_error ? strerror(-st->wal_last_error) : "none",
+               st->wal_flush_failed, st->wal_healthy);
+    else if (w->sampled && st->wal_healthy && !w->stats.wal_healthy)
+        wd_log(WD_INFO, w->name, "log_healthy", "total=%llu", (unsigned long long)st->wal_errors);
+}
+
 int watch_sample(struct watch *w, const struct wd_options *o)
 {
     if (!w->q)
@@ -438,6 +453,7 @@ int watch_sample(struct watch *w, const struct wd_options *o)
         uint64_t died = w->consumer_deaths - w->deaths_sampled;
         alert_update(w, r, ALERT_CONSUMER_DIED, died > 0, died, 0);
     }
+    log_health_events(w, &st);
     w->deaths_sampled = w->consumer_deaths;
     w->stats = st;
     w->sampled = true;
