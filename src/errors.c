@@ -36,6 +36,8 @@ const char *shmq_strerror(int err)
     case -ENOTSUP: return "not supported by this queue (no dedup window or no log)";
     case -ENODATA: return "history from there is no longer in the log (retention)";
     case -EMFILE: return "too many open files";
+    case -EXDEV: return "the queue is in use by a process of another pid namespace (liveness "
+                        "is judged by pid; share a pid namespace)";
     case -EPERM: return "not permitted (a state or log directory not owned by you, or writable by others)";
     }
     if (err < 0 && err > -4096)

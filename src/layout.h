@@ -87,7 +87,7 @@ struct proc_entry {
     uint64_t start_time;          /* /proc/PID/stat field 22, to detect pid reuse */
     _Atomic uint64_t heartbeat_ns;/* CLOCK_MONOTONIC of the last sign of life */
     _Atomic uint32_t sleeping;    /* sleepers counted: ready low 16 bits, free high (wait.h) */
-    uint32_t reserved;
+    uint32_t pidns;               /* pid namespace (inode of /proc/self/ns/pid) at attach */
     char name[SHMQ_CONSUMER_NAME_MAX];
     _Alignas(CACHE_LINE) _Atomic uint64_t counters[8]; /* enum counter; written by the owner */
 };

@@ -3,7 +3,9 @@
  *
  * Liveness rule: a process is dead when kill(pid, 0) says ESRCH or /proc/PID/stat shows a start
  * time other than the one recorded at attach (the pid was reused). Only a dead process's
- * reservations are freed; a live one's are never touched, however late it is.
+ * reservations are freed; a live one's are never touched, however late it is. A pid is only
+ * ours to check inside our pid namespace: attach refuses a queue that a process of another
+ * namespace uses (-EXDEV), and an entry of another namespace is never judged dead by its pid.
  */
 #include "registry.h"
 
@@ -11,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -63,8 +66,32 @@ bool pid_gone(int pid)
     return st == 'Z' || st == 'X'; /* killed, not yet reaped by its parent: dead all the same */
 }
 
+uint32_t registry_pidns_self(void)
+{
+    /* a process's pid namespace never changes (unshare and setns move only its children), but
+     * a child forked into another one inherits this cache: keyed by pid */
+    static _Atomic uint64_t cache; /* pid << 32 | ns */
+    uint32_t pid = (uint32_t)getpid();
+    uint64_t c = atomic_load_explicit(&cache, memory_order_relaxed); /* a private cache */
+    if (c && (uint32_t)(c >> 32) == pid)
+        return (uint32_t)c;
+    struct stat st;
+    uint32_t ns = stat("/proc/self/ns/pid", &st) == 0 ? (uint32_t)st.st_ino : 0;
+    atomic_store_explicit(&cache, (uint64_t)pid << 32 | ns, memory_order_relaxed);
+    return ns;
+}
+
+/* Is e's process in a pid namespace other than ours (its pid names another process here)? */
+static bool foreign(const struct proc_entry *e)
+{
+    uint32_t mine = registry_pidns_self();
+    return e->pidns && mine && e->pidns != mine;
+}
+
 bool registry_pid_dead(const struct proc_entry *e)
 {
+    if (foreign(e))
+        return false; /* not ours to check: never declare it dead (attach refuses it anyway) */
     int pid = e->pid;
     if (pid_gone(pid))
         return true;
@@ -110,6 +137,7 @@ int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t
         e->pid = getpid();
         e->role = role;
         e->start_time = proc_start_time(e->pid);
+        e->pidns = registry_pidns_self();
         memset(e->name, 0, sizeof(e->name));
         if (name)
             strncpy(e->name, name, sizeof(e->name) - 1);
@@ -123,6 +151,16 @@ int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t
         if (!atomic_compare_exchange_strong_explicit(&e->word, &claimed, active,
                                                      memory_order_release, memory_order_relaxed))
             continue;
+        /* Refuse to share the queue across pid namespaces. Checked after G1: two attachers
+         * of different namespaces at once each see the other (seq_cst CAS, then loads). */
+        for (uint32_t j = 0; j < s->layout.max_procs; j++) {
+            struct proc_entry *o = segment_proc(s, j);
+            /* acquire: pairs with G1, so its pidns is complete */
+            if (j != i && pw_state(atomic_load(&o->word)) == PROC_ACTIVE && foreign(o)) {
+                registry_detach(s, i, active);
+                return -EXDEV;
+            }
+        }
         *idx = i;
         *word = active;
         return 0;

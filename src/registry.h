@@ -36,7 +36,9 @@ static inline uint64_t pw_next(uint64_t w, unsigned state) { return pw_make(stat
 /* The CLAIMED word after w, claimed by this process. */
 uint64_t pw_claim(uint64_t w);
 
-/* Claim a free entry for this process: 0 and *idx, *word (its ACTIVE word), or -EUSERS. */
+/* Claim a free entry for this process: 0 and *idx, *word (its ACTIVE word), -EUSERS, or -EXDEV
+ * when a process of another pid namespace is attached (liveness is judged by pid: a pid from
+ * another namespace is not ours to check, so the two could declare each other dead). */
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
                     uint64_t *word);
 
@@ -58,7 +60,11 @@ char proc_run_state(int pid);
 /* True if pid names no process, or a zombie. */
 bool pid_gone(int pid);
 
-/* True if the process recorded in e is gone or its pid was reused. */
+/* The pid namespace of this process (inode of /proc/self/ns/pid), 0 if unknown. */
+uint32_t registry_pidns_self(void);
+
+/* True if the process recorded in e is gone or its pid was reused (never for an entry of
+ * another pid namespace: its pid is not ours to check). */
 bool registry_pid_dead(const struct proc_entry *e);
 
 /* True if the holder behind entry word w (read with acquire from e) is dead: for a CLAIMED

@@ -15,6 +15,8 @@
 #include "helpers.h"
 #include "segment.h"
 
+#include <sched.h>
+
 TestSuite(stall, .fini = h_cleanup, .timeout = 60);
 
 #define CAP 16
@@ -1068,6 +1070,59 @@ Test(stall, producer_killed_asleep_in_publish_timed_is_uncounted)
     h_assert_rc(shmq_maintain(q, &r), 0);
     cr_expect_eq(free_waiters(&seg), 0, "a second pass uncounted it again");
     segment_close(&seg);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* ---- pid namespaces ----------------------------------------------------------------------- */
+
+static int other_ns_opener(void *arg)
+{
+    const char *name = arg;
+    if (unshare(CLONE_NEWPID) != 0)
+        return 77; /* not permitted here */
+    pid_t pid = fork(); /* the first child of a new pid namespace is its pid 1 */
+    if (pid < 0)
+        return 78;
+    if (pid == 0) {
+        shmq_t *q;
+        int rc = shmq_open(name, &q);
+        if (rc == 0)
+            shmq_close(q);
+        _exit(rc == 0 ? 0 : (-rc) & 0x7f);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 79;
+}
+
+Test(stall, attach_from_another_pid_namespace_is_refused)
+{
+    /* Issue 16 item 5: liveness is judged by pid; a process of another pid namespace has a pid
+     * that names another process (or none) here, so the two would declare each other dead and
+     * take back what the other holds. shmq refuses the mix at attach with -EXDEV. */
+    const char *name = h_qname("pidns");
+    shmq_config_t cfg = h_small_config(CAP, 64, 8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    pid_t pid = h_fork(other_ns_opener, (void *)name);
+    int st = 0;
+    h_assert_rc(h_waitpid(pid, 10000, 0, &st), 0);
+    cr_assert(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77) {
+        shmq_close(q);
+        shmq_unlink(name);
+        cr_skip_test("unshare(CLONE_NEWPID) is not permitted here (needs CAP_SYS_ADMIN)");
+    }
+    cr_expect_eq(WEXITSTATUS(st), EXDEV, "shmq_open from another pid namespace: %d (%s)",
+                 WEXITSTATUS(st), strerror(WEXITSTATUS(st)));
+    shmq_stats_t s;
+    h_assert_rc(shmq_stats(q, &s), 0);
+    cr_expect_eq(s.procs, 1, "the refused process left an entry behind");
+    shmq_maint_report_t r = {0};
+    h_assert_rc(shmq_maintain(q, &r), 0);
+    cr_expect_eq(r.procs_dead, 0);
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }

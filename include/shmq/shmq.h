@@ -106,7 +106,9 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q);
  * Open the existing queue NAME and register this process in it.
  * Returns -ENOENT if there is none, -EACCES without permission, -EPROTO for a segment of another
  * format version, -EBADMSG for a segment that is truncated, corrupted or not a shmq segment,
- * -EUSERS when the registry is full, -EINVAL for a bad name or NULL; when the segment is
+ * -EUSERS when the registry is full, -EXDEV when processes of another pid namespace use the
+ * queue (liveness is judged by pid, which is not comparable across namespaces), -EINVAL for a
+ * bad name or NULL; when the segment is
  * rebuilt from the log, that rebuild's error (-ENOSPC when /dev/shm has no room for it, ...).
  * Blocking: a segment still being created (too short, or magic not yet stored) is waited for up
  * to 1 s before it is called corrupted (-EBADMSG).
@@ -200,7 +202,7 @@ int shmq_cancel(shmq_t *q, void *buf);
 
 /**
  * Attach a consumer named name (for tools and logs; need not be unique) to q.
- * -EUSERS when the registry is full, -EINVAL for NULL arguments.
+ * -EUSERS when the registry is full, -EXDEV as shmq_open, -EINVAL for NULL arguments.
  */
 int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
 
