@@ -44,10 +44,12 @@ static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uin
 {
     uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
     sl->dead_reason = reason;
-    uint64_t id = sl->id;
+    /* logged BEFORE the move: a redrive acts only on a slot it saw DEAD, so its PUBLISH record
+     * follows this one and wins (docs/DESIGN.md, "Records that decide in the right order") */
+    if (queue_log_dead(q, sl->id, sl->attempt, reason) == -EIDRM)
+        return -EIDRM;
     if (!slot_move(q, idx, w, dead)) /* its release publishes dead_reason with DEAD */
         return -ESTALE;
-    queue_log(q, WAL_DEAD, id, 0);
     return 0;
 }
 
@@ -135,6 +137,8 @@ int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
         return -EINVAL;
     if (fenced(c))
         return -ESTALE;
+    if (!queue_gen_live(c->q)) /* the queue was rebuilt: this segment is no longer the queue */
+        return -EIDRM;
     struct recv_ctx ctx = {.c = c, .msg = msg};
     int r = try_receive(&ctx);
     if (r != -EAGAIN || timeout_ms == 0)
@@ -173,10 +177,10 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
         slot_let_go(c->q, token_idx(msg->token), c->self); /* we will not read it again */
         return -ESTALE;
     }
-    queue_log(c->q, WAL_ACK, id, 0);
+    err = queue_log(c->q, WAL_ACK, id, 0);
     count_own(c_self(c), CNT_ACKED);
     registry_heartbeat(c_self(c));
-    return 0;
+    return err == -EIDRM ? err : 0; /* other log errors: the ack happened (a redelivery at worst) */
 }
 
 static uint64_t next_random(shmq_consumer_t *c)
@@ -226,9 +230,9 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     }
     uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
     uint64_t next = sw_next(w, delay ? SLOT_DELAYED : SLOT_READY, NO_OWNER);
+    uint64_t due = delay ? queue_now_ms_exact(q) + delay : 0;
     if (delay) /* the tag names the DELAYED word, so it counts only once we reach it */
-        atomic_store_explicit(&sl->deadline, tagged_make(queue_now_ms_exact(q) + delay, next),
-                              memory_order_relaxed);
+        atomic_store_explicit(&sl->deadline, tagged_make(due, next), memory_order_relaxed);
     CRASH_POINT(nack_before_move);
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
@@ -237,12 +241,13 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         return -ESTALE;
     }
     count_own(c_self(c), CNT_NACKED); /* a nack that took effect (a stale one is not counted) */
-    queue_log(q, WAL_NACK, id, attempt); /* keeps the attempt count across recovery */
+    /* keeps the attempt count and the due time across recovery */
+    err = queue_log_nack(q, id, attempt, due);
     if (!delay) {
         CRASH_POINT(nack_after_requeue);
         queue_enqueue_slot(q, idx, next);
     }
-    return 0;
+    return err == -EIDRM ? err : 0;
 }
 
 int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
@@ -252,6 +257,8 @@ int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
     int err = held_slot(c, msg, &sl, &w);
     if (err)
         return err;
+    if (!queue_gen_live(c->q)) /* the queue was rebuilt: this delivery is no longer its */
+        return -EIDRM;
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
         return -ESTALE;
     uint64_t due = queue_now_ms_exact(c->q) + (ms ? ms : c->q->seg.layout.ack_deadline_ms);

@@ -49,23 +49,40 @@ int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n)
     return 0;
 }
 
-/* Move one DEAD slot (word w) on: redrive (READY, attempt 0) or purge. True if it moved. */
-static bool move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
+/*
+ * Move one DEAD slot (word w) on: redrive (READY, attempt 0) or purge. 1 if it moved, 0 if
+ * another caller moved it first, or the log's error. A redrive first claims the slot (CAS
+ * DEAD(g) -> DEAD(self, g+1)), so that only one redrive writes its fields and its PUBLISH record;
+ * it logs before it changes anything, and gives the slot back DEAD if logging fails.
+ */
+static int move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     if (!redrive)
         return slot_finish(q, idx, w) == 0;
-    uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
-    sl->attempt = 0; /* a DEAD slot is written by nobody else; the CAS publishes this */
-    sl->dead_reason = 0;
-    if (q->wal) { /* its DEAD record resolved it: a new PUBLISH record makes it live again */
-        uint32_t seq;
+    uint64_t mine = sw_next(w, SLOT_DEAD, q->self);
+    /* acquire: the dead-letterer's writes (reason, attempt) are seen; nobody else moves it now */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return 0;
+    if (q->wal) { /* its DEAD record resolved it: a new PUBLISH record, after it, makes it live */
+        uint32_t seq, len = sl->len;
+        uint32_t old = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
         atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                               memory_order_relaxed);
-        if (wal_append_publish(q->wal, sl->id, 0, NULL, 0, slot_payload(sl), sl->len, &seq) == 0)
-            atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
+        int err = len > q->seg.layout.max_msg_size
+                      ? -EBADMSG
+                      : wal_append_publish(q->wal, sl->id, 0, NULL, 0, slot_payload(sl), len, &seq);
+        if (err) { /* back to the dead letters, as it was */
+            atomic_store_explicit(&sl->wal_seq, old, memory_order_relaxed);
+            slot_move(q, idx, mine, sw_next(mine, SLOT_DEAD, NO_OWNER));
+            return err;
+        }
+        atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
     }
-    return slot_move(q, idx, w, ready); /* publishes attempt and reason to the deliverer */
+    sl->attempt = 0; /* the CAS below publishes these to the deliverer */
+    sl->dead_reason = 0;
+    return slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
 }
 
 static int dlq_move(shmq_t *q, uint64_t id, uint32_t *moved, bool redrive)
@@ -74,6 +91,7 @@ static int dlq_move(shmq_t *q, uint64_t id, uint32_t *moved, bool redrive)
         return -EINVAL;
     struct ring *dr = &q->seg.dead_ring;
     uint32_t count = 0, idx;
+    int rc = 0;
     uint64_t ticket, pending = ring_tail(dr) - ring_head(dr);
     if (pending > dr->mask + 1)
         pending = dr->mask + 1;
@@ -84,20 +102,28 @@ static int dlq_move(shmq_t *q, uint64_t id, uint32_t *moved, bool redrive)
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
         if (sw_state(w) != SLOT_DEAD)
             continue; /* stale entry */
-        if (id == 0 || sl->id == id)
-            count += move_dead(q, idx, w, redrive);
-        else
+        if (id == 0 || sl->id == id) {
+            int m = move_dead(q, idx, w, redrive);
+            count += m > 0;
+            if (m < 0) {
+                rc = m; /* move_dead put it back on the dead ring */
+                break;
+            }
+        } else
             queue_enqueue_slot(q, idx, w); /* not ours to move: back on the ring */
     }
     for (uint32_t i = 0; i < q->seg.layout.capacity; i++) { /* dead letters no entry named */
         struct slot *sl = segment_slot(&q->seg, i);
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
-        if (sw_state(w) == SLOT_DEAD && (id == 0 || sl->id == id))
-            count += move_dead(q, i, w, redrive);
+        if (rc == 0 && sw_state(w) == SLOT_DEAD && (id == 0 || sl->id == id)) {
+            int m = move_dead(q, i, w, redrive);
+            count += m > 0;
+            rc = m < 0 ? m : 0;
+        }
     }
     if (moved)
         *moved = count;
-    return 0;
+    return rc;
 }
 
 int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved)

@@ -15,7 +15,7 @@
 
 /* The segment (/dev/shm/shmq.NAME). */
 #define SHMQ_MAGIC 0x31474553514d4853ull /* "SHMQSEG1" little-endian */
-#define SHMQ_FORMAT_VERSION 1u
+#define SHMQ_FORMAT_VERSION 2u /* 2: seg_layout.log_gen (the log generation) */
 #define CACHE_LINE 64 /* every region and contended word starts on one */
 
 /* The dedup window in the segment: buckets of one cache line, in sets of DEDUP_WAYS. */
@@ -25,7 +25,7 @@
 /* The write-ahead log (wal.h): files of wal_file_size bytes, a header, records aligned to 16. */
 #define WAL_FILE_MAGIC 0x314c4157514d4853ull /* "SHMQWAL1" */
 #define WAL_REC_MAGIC 0x4c415751u            /* "QWAL" */
-#define WAL_VERSION 1u
+#define WAL_VERSION 2u /* 2: generations (head file, log_gen), NACK/DEAD payloads, ACK flags */
 #define WAL_HEADER_SIZE 4096u /* bytes before the first record of a file */
 #define WAL_REC_HEADER 32u    /* bytes of a record header */
 #define WAL_ALIGN 16u         /* records start on multiples of this */
@@ -33,6 +33,11 @@
 #define WAL_FILE_DEFAULT (64u << 20)
 #define WAL_PUBLISH_PREFIX 10u /* a PUBLISH payload's unix_ms and key_len, before the key */
 #define WAL_KEY_MAX 128u       /* bytes of a dedup key in a PUBLISH record */
+#define WAL_GEN_GAP 16u        /* files left unused between one generation's files and the next */
+
+/* The log's head file (loghead.h): the live generation and the last complete one. */
+#define LOG_HEAD_MAGIC 0x44414548514d4853ull /* "SHMQHEAD" */
+#define LOG_HEAD_SIZE 4096u
 
 /* Bytes a record with len payload bytes occupies. */
 static inline uint64_t wal_rec_size(uint32_t len)

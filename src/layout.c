@@ -151,6 +151,7 @@ int layout_validate(const struct seg_layout *stored, uint64_t file_size)
     expect.magic = stored->magic;
     expect.created_ns = stored->created_ns;
     expect.wal_base_pos = stored->wal_base_pos;
+    expect.log_gen = stored->log_gen;
     memcpy(expect.log_dir, stored->log_dir, sizeof(expect.log_dir));
     expect.header_crc = stored->header_crc;
     if (memcmp(&expect, stored, sizeof(expect)) != 0)

@@ -39,6 +39,7 @@ struct seg_layout {
     uint32_t wal_file_size;  /* bytes per log file */
     uint64_t wal_base_pos;   /* log position of this segment's first record (wal.c) */
     uint64_t log_retention_bytes; /* resolved history kept behind the write position */
+    uint64_t log_gen;        /* the log generation this segment belongs to (loghead.h); 0 without a log */
     char log_dir[SHMQ_LOG_DIR_MAX + 56]; /* the queue's own log directory, NUL-terminated */
     uint32_t header_crc;     /* CRC32C of this struct up to (not including) this field */
     uint32_t reserved1;

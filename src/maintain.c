@@ -113,9 +113,14 @@ static bool delivery_counted(const struct slot *sl, uint64_t w)
 }
 
 /* Log and count a message taken back (NACK with its attempts, or DEAD). */
-static void taken_back(struct pass *p, uint64_t id, uint32_t attempt, bool dead)
+/* dead_logged: its DEAD record was written before the move (take_back) */
+static void taken_back(struct pass *p, uint64_t id, uint32_t attempt, bool dead, bool dead_logged)
 {
-    queue_log(p->q, dead ? WAL_DEAD : WAL_NACK, id, attempt);
+    if (!dead)
+        queue_log_nack(p->q, id, attempt, 0);
+    else if (!dead_logged) /* a copy out (below): logged after its move, an exception noted in
+                            * docs/DESIGN.md ("Records that decide in the right order") */
+        queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS);
     if (dead) {
         p->rep->dead_lettered++;
         count(q_self(p->q), CNT_DEAD_LETTERED);
@@ -171,7 +176,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (!move_slot(p, to, parked, sw_next(parked, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
         return true; /* fired by another maintainer: delivered all the same */
     p->rep->copied_out++;
-    taken_back(p, ns->id, attempt, dead);
+    taken_back(p, ns->id, attempt, dead, false);
     return true;
 }
 
@@ -203,13 +208,15 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
         sl->attempt = attempt;
     if (dead)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
-    if (!move_slot(p, idx, w, next)) {
+    /* DEAD is logged before the move, so a redrive's PUBLISH follows it (docs/DESIGN.md) */
+    bool fenced_log = dead && queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM;
+    if (fenced_log || !move_slot(p, idx, w, next)) {
         uint32_t mine = owner + 1;
         if (set_linger) /* the owner acked meanwhile: it reads no more */
             atomic_compare_exchange_strong(&sl->linger, &mine, 0);
         return false;
     }
-    taken_back(p, id, attempt, dead);
+    taken_back(p, id, attempt, dead, true);
     return true;
 }
 
@@ -303,30 +310,61 @@ static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, u
         p->rep->fenced_released++;
 }
 
+/* States whose message the log must keep (its PUBLISH record's file is pinned). */
+static bool kept_state(unsigned st)
+{
+    return st == SLOT_READY || st == SLOT_INFLIGHT || st == SLOT_DELAYED || st == SLOT_DEAD;
+}
+
+/* Log what recovery needs to restore message id as the slot holds it in word w (read with
+ * acquire; if the slot no longer holds id in a kept state, the message is done: ACK). */
+static int log_state(shmq_t *q, struct slot *sl, uint64_t id, uint64_t w)
+{
+    uint64_t due;
+    if (sl->id != id || !kept_state(sw_state(w)))
+        return queue_log(q, WAL_ACK, id, 0);
+    if (sw_state(w) == SLOT_DEAD)
+        return queue_log_dead(q, id, sl->attempt, sl->dead_reason);
+    if (sw_state(w) == SLOT_DELAYED &&
+        tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due))
+        return queue_log_nack(q, id, sl->attempt, due ? due : 1);
+    return queue_log_nack(q, id, sl->attempt, 0);
+}
+
 /*
- * Checkpoint: a live message whose PUBLISH record lies CHECKPOINT_LAG_FILES or more behind the
- * file being written is logged again (same id, payload from the slot, and a NACK record with its
- * attempts), and its slot moves to the new record, so one long-lived message does not pin every
- * log file after its own: disk use and recovery time stay bounded by the live messages. If the
- * message was acked (or dead-lettered, or its slot reused) while we copied, the copy must not
- * outlive it: the latest record of an id decides, so we append its resolution again.
+ * Checkpoint: a kept message (live or dead) whose PUBLISH record lies CHECKPOINT_LAG_FILES or
+ * more behind the file being written is logged again (same id, payload from the slot, then the
+ * record of its state: attempts, due time, dead reason), and its slot moves to the new record,
+ * so one long-lived message does not pin every log file after its own: disk use and recovery
+ * time stay bounded by the kept messages.
+ *  - The id is the state's message: read between two equal loads of the state word (acquire,
+ *    then an acquire fence before the second), as a seqlock reader.
+ *  - After the copy, the state record is appended for the word seen then, and again while the
+ *    word keeps changing (C2: acquire load after our append): the last one follows every
+ *    transition before our last look, and each later one is logged by its actor after its
+ *    CAS, so after ours. If the slot left the message meanwhile, the record is an ACK.
  * Returns the slot's wal_seq (+ 1) after the step.
  */
 static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
 {
     shmq_t *q = p->q;
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     uint64_t id = sl->id;
-    uint32_t len = sl->len, attempt = sl->attempt, seq;
-    if (len > q->seg.layout.max_msg_size ||
+    uint32_t len = sl->len, seq;
+    atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
+    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w || !kept_state(sw_state(w)) ||
+        len > q->seg.layout.max_msg_size ||
         wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, slot_payload(sl), len, &seq) != 0)
         return ws;
-    if (attempt)
-        queue_log(q, WAL_NACK, id, attempt);
-    /* acquire: a slot reused for another message shows its new id with its new state */
-    unsigned st = sw_state(atomic_load_explicit(&sl->state, memory_order_acquire));
-    if (sl->id != id || (st != SLOT_READY && st != SLOT_INFLIGHT && st != SLOT_DELAYED)) {
-        queue_log(q, st == SLOT_DEAD && sl->id == id ? WAL_DEAD : WAL_ACK, id, 0);
-        return ws;
+    for (int tries = 0; tries < 4; tries++) {
+        uint64_t seen = atomic_load_explicit(&sl->state, memory_order_acquire); /* C2 */
+        if (log_state(q, sl, id, seen) != 0)
+            return ws;
+        if (atomic_load_explicit(&sl->state, memory_order_acquire) == seen) {
+            if (sl->id != id || !kept_state(sw_state(seen)))
+                return ws;
+            break;
+        }
     }
     if (atomic_compare_exchange_strong(&sl->wal_seq, &ws, seq + 1))
         p->rep->checkpointed++;
@@ -367,8 +405,8 @@ static void repair_slot(struct pass *p, uint32_t idx)
             bool logged = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed) != 0;
             if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
                 p->rep->reservations_freed++;
-                if (logged) /* its PUBLISH record may be in the log: resolve it */
-                    queue_log(p->q, WAL_ACK, id, 0);
+                if (logged) /* its PUBLISH record may be in the log: it never counted */
+                    queue_log(p->q, WAL_ACK, id, WAL_ACK_ABORT);
             }
         }
         break;
@@ -401,12 +439,11 @@ static void repair_slot(struct pass *p, uint32_t idx)
         p->refs[lg - 1]++;
     if (st == SLOT_FENCED || lg) /* held back (or to be) for a live former reader */
         p->rep->pinned++;
-    /* the oldest log file a live message still needs (DEAD and done slots need none) */
+    /* the oldest log file a kept message still needs (live or dead; done slots need none) */
     uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
-    if (ws && (st == SLOT_READY || st == SLOT_INFLIGHT || st == SLOT_DELAYED) &&
-        ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
+    if (ws && kept_state(st) && ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
         ws = checkpoint_slot(p, sl, ws);
-    if (ws && st != SLOT_FREE && st != SLOT_DEAD && st != SLOT_FENCED && ws - 1 < p->min_wal_seq)
+    if (ws && st != SLOT_FREE && st != SLOT_FENCED && ws - 1 < p->min_wal_seq)
         p->min_wal_seq = ws - 1;
 }
 
@@ -444,6 +481,10 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
         err = -ENOMEM;
         goto out;
     }
+    if (!queue_gen_live(q)) { /* the queue was rebuilt: this segment is no longer it */
+        err = -EIDRM;
+        goto out;
+    }
     p.now_ns = now_ns();
     p.now_ms = queue_now_ms_exact(q);
     p.min_wal_seq = UINT64_MAX;
@@ -457,8 +498,8 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     for (uint32_t i = 0; i < l->capacity; i++)
         repair_slot(&p, i);
     release_fenced_procs(&p);
-    if (q->wal)
-        wal_maintain(q->wal, p.min_wal_seq, wal_cur);
+    if (q->wal && wal_maintain(q->wal, p.min_wal_seq, wal_cur) == -EIDRM)
+        err = -EIDRM;
     atomic_fetch_add_explicit(&q->seg.hdr->maint_passes, 1, memory_order_relaxed);
 out:
     free(p.refs);

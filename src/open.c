@@ -7,8 +7,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 
 #include "io.h"
+#include "loghead.h"
 #include "queue.h"
 #include "registry.h"
 
@@ -21,8 +23,9 @@ static int attach(shmq_t **out, struct segment *seg, const char *name, bool crea
     strncpy(q->name, name, SHMQ_NAME_MAX);
     pthread_mutex_init(&q->maint_lock, NULL);
     int err = 0;
-    if (q->seg.layout.durability != SHMQ_DURABILITY_NONE)
-        err = wal_open(&q->seg, create, &q->wal);
+    if (q->seg.layout.durability != SHMQ_DURABILITY_NONE &&
+        (err = wal_open(&q->seg, create, &q->wal)) == 0)
+        q->gen_word = wal_gen_word(q->wal, &q->gen);
     if (!err)
         err = registry_attach(&q->seg, ROLE_CLIENT, "", &q->self, &q->self_word);
     if (err) {
@@ -35,12 +38,33 @@ static int attach(shmq_t **out, struct segment *seg, const char *name, bool crea
     return 0;
 }
 
+/*
+ * The first generation of a new queue's log (under the exclusive .recover flock, which the
+ * caller holds until its segment exists): the head made, or, if a head is left from a queue
+ * whose segment is gone and whose log holds no file, both its words bumped, so that a process
+ * still holding that old segment is fenced. Nothing to re-log: the generation is complete.
+ */
+static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
+{
+    struct loghead lh;
+    int err = loghead_open(dir, true, mode, &lh);
+    if (err)
+        return err;
+    *gen = atomic_fetch_add(&lh.h->gen, 1) + 1; /* R1 of a create */
+    atomic_store(&lh.h->complete_gen, *gen);
+    err = loghead_sync(&lh);
+    loghead_close(&lh);
+    return err;
+}
+
 int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
 {
     if (!q || !cfg)
         return -EINVAL;
     char dir[SHMQ_LOG_DIR_MAX + 64];
-    int err = segment_check_name(name);
+    int err = segment_check_name(name), lock = -1;
+    uint64_t gen = 0;
+    struct segment seg;
     if (err)
         return err;
     if (cfg->durability != SHMQ_DURABILITY_NONE) {
@@ -48,9 +72,26 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
             return err == -ENAMETOOLONG ? -EINVAL : err; /* log_dir/NAME does not fit a path */
         if (logdir_has_log(dir))
             return -EEXIST;
+        uint32_t fmode = logdir_file_mode(cfg->mode);
+        if ((err = logdir_make(dir, cfg->mode)) != 0 ||
+            (lock = loghead_lock(dir, LOCK_EX, fmode)) < 0)
+            return err ? err : lock;
+        /* under the lock: no other creator or recoverer; a live queue is never fenced */
+        if ((err = segment_open(name, true, &seg)) != -ENOENT) {
+            if (!err)
+                segment_close(&seg);
+            io_close(lock);
+            return err == 0 || err == -EBADMSG ? -EEXIST : err;
+        }
+        if (logdir_has_log(dir) || (err = first_generation(dir, fmode, &gen)) != 0) {
+            io_close(lock);
+            return err ? err : -EEXIST;
+        }
     }
-    struct segment seg;
-    if ((err = segment_create(name, cfg, &seg)) != 0)
+    err = segment_create_with(name, cfg, 0, gen, NULL, NULL, &seg);
+    if (lock >= 0)
+        io_close(lock);
+    if (err)
         return err;
     /* a log elsewhere: the state directory points to it, so it is found by name (logdir.h) */
     if (cfg->durability != SHMQ_DURABILITY_NONE)

@@ -119,7 +119,8 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     }
     if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w)) != 0) {
         give_back(q, idx, w);
-        queue_log(q, WAL_ACK, msg_id, 0); /* its PUBLISH record must not come back */
+        /* its PUBLISH record must not come back, nor its key */
+        queue_log(q, WAL_ACK, msg_id, WAL_ACK_ABORT);
         return -ESTALE;
     }
     uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);

@@ -3,6 +3,8 @@
  */
 #include "queue.h"
 
+#include <time.h>
+
 #include "clock.h"
 
 uint64_t queue_now_ms(const shmq_t *q)
@@ -16,8 +18,28 @@ uint64_t queue_now_ms_exact(const shmq_t *q)
     return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
 }
 
-void queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)
+int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)
 {
-    if (q->wal)
-        wal_append(q->wal, type, id, attempt, NULL, 0, NULL);
+    return q->wal ? wal_append(q->wal, type, id, attempt, NULL, 0, NULL) : 0;
+}
+
+int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason)
+{
+    return q->wal ? wal_append(q->wal, WAL_DEAD, id, attempt, &reason, WAL_DEAD_REASON_LEN, NULL)
+                  : 0;
+}
+
+int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms)
+{
+    if (!q->wal)
+        return 0;
+    if (!due_ms)
+        return wal_append(q->wal, WAL_NACK, id, attempt, NULL, 0, NULL);
+    /* the due time in wall-clock ms, so that recovery after a reboot knows what is left */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_q = queue_now_ms_exact(q);
+    uint64_t due_unix = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u +
+                        (due_ms > now_q ? due_ms - now_q : 0);
+    return wal_append(q->wal, WAL_NACK, id, attempt, &due_unix, WAL_NACK_DUE_LEN, NULL);
 }

@@ -17,6 +17,8 @@ struct shmq {
     _Atomic int consumers;     /* consumers open on this handle */
     char name[SHMQ_NAME_MAX + 1];
     struct wal *wal;           /* the queue's log; NULL with durability NONE */
+    const _Atomic uint64_t *gen_word; /* the log's live generation (wal_gen_word()); NULL: none */
+    uint64_t gen;                     /* our segment's generation */
     /* Maintenance bookkeeping (maintain.c), allocated on first use: what each slot looked
      * like when it was first suspected of being an orphan, and when. */
     pthread_mutex_t maint_lock;
@@ -62,8 +64,20 @@ static inline void count_own(struct proc_entry *e, enum counter cnt)
 uint64_t queue_now_ms(const shmq_t *q);
 uint64_t queue_now_ms_exact(const shmq_t *q);
 
-/* Log a record for message id (a no-op without a log). Errors are counted, not returned:
- * the slot transition it records has happened already. */
-void queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);
+/* Log a record for message id (0 without a log): the append's error (-EIDRM: the queue was
+ * rebuilt, wal.h). The caller decides whether the operation reports it. */
+int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);
+
+/* A DEAD record with its reason (SHMQ_DEAD_*); a NACK record with the due time of a delayed
+ * one (due_ms in the queue's clock, 0: none), logged as wall-clock unix ms. */
+int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason);
+int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms);
+
+/* Is the queue's log still in our segment's generation (true without a log)? One relaxed load
+ * (a W1-like check: it only makes a fenced process notice early). */
+static inline bool queue_gen_live(const shmq_t *q)
+{
+    return !q->gen_word || atomic_load_explicit(q->gen_word, memory_order_relaxed) == q->gen;
+}
 
 #endif

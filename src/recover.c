@@ -1,13 +1,17 @@
 /*
- * recover.c - rebuild a queue's segment from its log (shmq_recover).
+ * recover.c - rebuild a queue's segment from its log (shmq_recover): a new generation.
  *
- * Holds an exclusive flock on LOGDIR/.recover while it works, so concurrent recoverers
- * serialise and a second one finds the segment the first built (-EEXIST). Reads every valid
- * file (walscan.c), keeps for each id its latest PUBLISH or resolving (ACK, DEAD) record and its
- * highest NACK attempt, and builds a new segment whose slots hold the live messages in id order,
- * READY on the ready ring, before the magic is published (segment_create_begin/_publish). The
- * log continues in a new file after the highest one read; old files are deleted by maintenance
- * once no slot refers to them.
+ * Under an exclusive flock on LOGDIR/.recover (concurrent recoverers serialise; a second one
+ * finds the segment the first built: -EEXIST):
+ *   R1  bump head.gen (seq_cst) and fsync the head: from here every process holding an older
+ *       segment is fenced (-EIDRM, W1/W2 in wal.c);
+ *   R2  then list and read the files of generation head.complete_gen (walscan.c); for each id
+ *       the latest record decides its state: READY, DELAYED (due time), DEAD (reason), resolved;
+ *   build the new segment unpublished, in the new generation, its log starting WAL_GEN_GAP files
+ *   after every name in use; re-log every restored state into it (copies, with the new
+ *   generation), fdatasync, store head.complete_gen = new, fsync; only then publish the segment.
+ * A later recovery reads only the newest complete generation, so nothing an old process wrote
+ * after R1 can overrule, delete or duplicate it. The argument: docs/DESIGN.md, "Generations".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,11 +21,14 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "crashpoint.h"
 #include "dedup.h"
 #include "io.h"
+#include "loghead.h"
 #include "segment.h"
 #include "slot.h"
 #include "wal.h"
@@ -35,9 +42,9 @@ struct logfile {
 };
 
 struct entry { /* one record, for sorting by (id, log order) */
-    uint64_t id, order;
+    uint64_t id, order, unix_ms;
     const void *payload, *key;
-    uint32_t len, seq, key_len;
+    uint32_t len, key_len;
     uint16_t type, attempt;
 };
 
@@ -68,9 +75,9 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
         return 0; /* a valid CRC over a malformed body: not ours to guess at */
     c->v[c->n++] = (struct entry){.id = r->id,
                                   .order = (c->seq << 32) | (offset / WAL_ALIGN),
+                                  .unix_ms = pub.unix_ms,
                                   .payload = pub.data,
                                   .len = pub.len,
-                                  .seq = (uint32_t)c->seq,
                                   .type = r->type,
                                   .attempt = r->attempt,
                                   .key = r->type == WAL_PUBLISH ? pub.key : NULL,
@@ -95,7 +102,8 @@ static int by_seq(const void *a, const void *b)
 struct loading {
     struct logfile *files;
     size_t n, cap;
-    uint64_t max_seq;
+    uint64_t max_seq, min_seq, max_gen;
+    uint32_t old_version; /* files of another format version */
     shmq_recovery_report_t *rep;
 };
 
@@ -108,6 +116,8 @@ static int load_file(void *arg, int dirfd, const char *name)
     uint64_t seq = strtoull(name + 4, NULL, 10);
     if (seq > ld->max_seq) /* valid or not: the log must go on after every name in use */
         ld->max_seq = seq;
+    if (seq < ld->min_seq)
+        ld->min_seq = seq;
     int fd = io_openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
     struct stat st;
     if (fd < 0 || io_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
@@ -121,10 +131,14 @@ static int load_file(void *arg, int dirfd, const char *name)
         base = NULL;
     io_close(fd);
     const struct wal_file_header *h;
-    if (!base || walscan_header(base, (size_t)st.st_size, &h) != 0 || h->seq != seq) {
+    int herr = base ? walscan_header(base, (size_t)st.st_size, &h) : -EBADMSG;
+    if (herr || h->seq != seq) {
         if (base)
             io_munmap(base, (size_t)st.st_size);
-        ld->rep->corrupt_regions++;
+        if (herr == -EPROTO)
+            ld->old_version++;
+        else
+            ld->rep->corrupt_regions++;
         return 0;
     }
     if (ld->n == ld->cap) {
@@ -137,107 +151,255 @@ static int load_file(void *arg, int dirfd, const char *name)
         ld->files = v;
         ld->cap = cap;
     }
+    if (h->layout.log_gen > ld->max_gen)
+        ld->max_gen = h->layout.log_gen;
     ld->files[ld->n++] = (struct logfile){seq, base, (size_t)st.st_size, h};
     return 0;
 }
 
-/* Map every wal.N file of dir that has a valid header. On error, *out holds what was mapped. */
-static int load_files(const char *dir, struct logfile **out, size_t *n, uint64_t *max_seq,
-                      shmq_recovery_report_t *rep)
+static void unload_files(struct loading *ld)
 {
-    struct loading ld = {.max_seq = *max_seq, .rep = rep};
-    int err = io_dir_each(dir, load_file, &ld);
-    *out = ld.files;
-    *n = ld.n;
-    *max_seq = ld.max_seq;
-    if (!err && ld.n)
-        qsort(ld.files, ld.n, sizeof(*ld.files), by_seq);
+    for (size_t i = 0; i < ld->n; i++)
+        io_munmap((void *)ld->files[i].base, ld->files[i].size);
+    free(ld->files);
+    ld->files = NULL;
+    ld->n = ld->cap = 0;
+}
+
+/* Map every wal.N file of dir that has a valid header, by seq. */
+static int load_files(const char *dir, struct loading *ld)
+{
+    ld->min_seq = UINT64_MAX;
+    int err = io_dir_each(dir, load_file, ld);
+    if (!err && ld->n)
+        qsort(ld->files, ld->n, sizeof(*ld->files), by_seq);
     return err;
 }
 
-struct rebuild {
-    struct entry *all; /* every record, by id then log order */
-    size_t nall;
-    struct entry **live; /* the latest PUBLISH of each live id, by id */
-    uint32_t *attempts;
-    size_t n;
-    uint64_t highest_id, oldest_seq, now_ns;
+/* What a message comes back as. */
+struct restored {
+    const struct entry *pub; /* its latest PUBLISH: the payload */
+    const struct entry *key; /* its latest keyed PUBLISH, if its key counts (NULL if none) */
+    uint64_t due_unix_ms;    /* DELAYED: when */
+    uint32_t attempt, reason;
+    unsigned state;          /* SLOT_READY, SLOT_DELAYED, SLOT_DEAD */
 };
 
-/* Fill the new segment's slots (before its magic is published: single-threaded). */
-static int populate(struct segment *s, void *arg)
+struct rebuild {
+    struct restored *live; /* by id */
+    size_t n;
+    const struct entry **keys; /* the latest keyed PUBLISH of every id whose key counts */
+    const bool *key_live;      /* per key: its message is in live[] (re-logged with it) */
+    size_t nkeys;
+    uint64_t highest_id, oldest_seq, now_ns, now_unix_ms;
+    struct loghead *head;
+    uint64_t gen;
+    shmq_recovery_report_t *rep;
+};
+
+static uint64_t unix_ms_now(void)
 {
-    struct rebuild *rb = arg;
-    for (size_t i = 0; i < rb->n; i++) {
-        uint32_t idx, slot_idx;
-        uint64_t ticket;
-        if (ring_dequeue(&s->free_ring, &idx, &ticket) != 0 || !segment_slot(s, idx))
-            return -ENOSPC;
-        slot_idx = idx;
-        struct slot *sl = segment_slot(s, slot_idx);
-        const struct entry *e = rb->live[i];
-        uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
-        uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
-        if (e->len > s->layout.max_msg_size)
-            return -EBADMSG;
-        memcpy(slot_payload(sl), e->payload, e->len);
-        sl->publish_ns = rb->now_ns;
-        sl->id = e->id;
-        sl->len = e->len;
-        sl->attempt = rb->attempts[i];
-        atomic_store_explicit(&sl->wal_seq, e->seq + 1, memory_order_relaxed);
-        atomic_store_explicit(&sl->state, ready, memory_order_relaxed);
-        if (ring_enqueue(&s->ready_ring, slot_idx, &ticket) != 0)
-            return -ENOSPC;
-        atomic_store_explicit(&sl->ticket, tagged_make(ticket, ready), memory_order_relaxed);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Put restored message r into a free slot of the unpublished segment s, in its state. */
+static int restore_slot(struct segment *s, const struct rebuild *rb, const struct restored *r,
+                        struct slot **out)
+{
+    uint32_t idx;
+    uint64_t ticket;
+    if (ring_dequeue(&s->free_ring, &idx, &ticket) != 0 || !segment_slot(s, idx))
+        return -ENOSPC;
+    struct slot *sl = segment_slot(s, idx);
+    const struct entry *e = r->pub;
+    if (e->len > s->layout.max_msg_size)
+        return -EBADMSG;
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
+    uint64_t next = sw_next(w, r->state, NO_OWNER);
+    memcpy(slot_payload(sl), e->payload, e->len);
+    sl->publish_ns = rb->now_ns;
+    sl->id = e->id;
+    sl->len = e->len;
+    sl->attempt = r->attempt;
+    sl->dead_reason = r->state == SLOT_DEAD ? r->reason : 0;
+    if (r->state == SLOT_DELAYED) { /* the remaining delay, in the new segment's clock */
+        uint64_t left = r->due_unix_ms - rb->now_unix_ms;
+        uint64_t q_now = (now_ns() - s->layout.created_ns) / 1000000ull;
+        atomic_store_explicit(&sl->deadline, tagged_make(q_now + left, next),
+                              memory_order_relaxed);
     }
-    /* the dedup window: every keyed publish the log still holds, latest ids winning */
-    uint64_t now_ms = 0; /* the segment was made just now: its clock starts at 0 */
-    for (size_t i = 0; i < rb->nall; i++)
-        if (rb->all[i].type == WAL_PUBLISH && rb->all[i].key_len)
-            dedup_insert_committed(s, rb->all[i].key, rb->all[i].key_len, rb->all[i].id, now_ms);
-    atomic_store_explicit(&s->hdr->next_id, rb->highest_id, memory_order_relaxed);
-    atomic_store_explicit(&s->hdr->wal_oldest_seq, rb->oldest_seq, memory_order_relaxed);
+    atomic_store_explicit(&sl->state, next, memory_order_relaxed);
+    struct ring *ring = r->state == SLOT_READY ? &s->ready_ring
+                        : r->state == SLOT_DEAD ? &s->dead_ring : NULL;
+    if (ring) {
+        if (ring_enqueue(ring, idx, &ticket) != 0)
+            return -ENOSPC;
+        atomic_store_explicit(&sl->ticket, tagged_make(ticket, next), memory_order_relaxed);
+    }
+    *out = sl;
     return 0;
 }
 
-/* Decide each id's fate from its records (sorted by id, then log order). */
-static int decide(struct scan_ctx *c, struct rebuild *rb, shmq_recovery_report_t *rep)
+/* Append the state record that follows a re-logged copy: NACK (attempts, due time) or DEAD. */
+static int relog_state(struct wal *w, const struct restored *r)
 {
+    if (r->state == SLOT_DEAD)
+        return wal_append(w, WAL_DEAD, r->pub->id, r->attempt, &r->reason, WAL_DEAD_REASON_LEN,
+                          NULL);
+    if (r->state == SLOT_DELAYED)
+        return wal_append(w, WAL_NACK, r->pub->id, r->attempt, &r->due_unix_ms, WAL_NACK_DUE_LEN,
+                          NULL);
+    return r->attempt ? wal_append(w, WAL_NACK, r->pub->id, r->attempt, NULL, 0, NULL) : 0;
+}
+
+/*
+ * Fill the new segment (before its magic is published: single-threaded) and re-log what it
+ * holds into the new generation; then mark the generation complete.
+ */
+static int populate(struct segment *s, void *arg)
+{
+    struct rebuild *rb = arg;
+    struct wal *w;
+    int err = wal_open(s, false, &w);
+    if (err)
+        return err;
+    for (size_t i = 0; i < rb->n && !err; i++) {
+        const struct restored *r = &rb->live[i];
+        const struct entry *e = r->pub;
+        struct slot *sl;
+        uint32_t seq = 0;
+        if ((err = restore_slot(s, rb, r, &sl)) != 0)
+            break;
+        err = wal_append_publish_at(w, e->id, WAL_PUB_CHECKPOINT, e->unix_ms,
+                                    r->key ? r->key->key : NULL, r->key ? r->key->key_len : 0,
+                                    e->payload, e->len, &seq);
+        if (!err)
+            err = relog_state(w, r);
+        atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
+    }
+    /* the dedup window: keys of committed publishes; those of resolved messages are re-logged
+     * as an empty keyed copy and its ACK */
+    for (size_t i = 0; i < rb->nkeys && !err; i++) {
+        const struct entry *k = rb->keys[i];
+        dedup_insert_committed(s, k->key, k->key_len, k->id, 0 /* the new segment's clock */);
+        if (!rb->key_live[i] &&
+            (err = wal_append_publish_at(w, k->id, WAL_PUB_CHECKPOINT, k->unix_ms, k->key,
+                                         k->key_len, NULL, 0, NULL)) == 0)
+            err = wal_append(w, WAL_ACK, k->id, 0, NULL, 0, NULL);
+    }
+    if (!err)
+        err = wal_append(w, WAL_MARK, rb->highest_id, 0, NULL, 0, NULL);
+    if (!err) /* the copies are on disk before the generation counts */
+        err = wal_sync(w, (uint32_t)(s->layout.wal_base_pos / (s->layout.wal_file_size - WAL_HEADER_SIZE)));
+    wal_close(w);
+    if (err)
+        return err;
+    atomic_store_explicit(&s->hdr->next_id, rb->highest_id, memory_order_relaxed);
+    atomic_store_explicit(&s->hdr->wal_oldest_seq, rb->oldest_seq, memory_order_relaxed);
+    CRASH_POINT(recover_before_complete);
+    /* seq_cst: the re-log is complete before a later recovery may read this generation */
+    atomic_store(&rb->head->h->complete_gen, rb->gen);
+    if ((err = loghead_sync(rb->head)) != 0)
+        return err;
+    CRASH_POINT(recover_after_complete);
+    return 0;
+}
+
+/* Decide each id's state from its records (sorted by id, then log order). */
+static int decide(struct scan_ctx *c, struct rebuild *rb, uint32_t capacity)
+{
+    shmq_recovery_report_t *rep = rb->rep;
     if (c->n)
         qsort(c->v, c->n, sizeof(*c->v), by_id_order);
-    rb->live = malloc((c->n ? c->n : 1) * sizeof(*rb->live));
-    rb->attempts = malloc((c->n ? c->n : 1) * sizeof(*rb->attempts));
-    if (!rb->live || !rb->attempts)
+    size_t cap = c->n ? c->n : 1;
+    rb->live = malloc(cap * sizeof(*rb->live));
+    rb->keys = malloc(cap * sizeof(*rb->keys));
+    bool *key_live = malloc(cap * sizeof(*key_live));
+    rb->key_live = key_live;
+    if (!rb->live || !rb->keys || !key_live)
         return -ENOMEM;
     for (size_t i = 0; i < c->n;) {
+        struct restored r = {0};
+        const struct entry *key = NULL;
         size_t j = i;
-        struct entry *latest_pub = NULL;
-        uint32_t attempt = 0;
-        int resolved = 0;
         for (; j < c->n && c->v[j].id == c->v[i].id; j++) {
-            struct entry *e = &c->v[j];
+            const struct entry *e = &c->v[j];
             if (e->type == WAL_PUBLISH) {
-                if (resolved)
-                    attempt = 0; /* redriven from the dead letters: attempts start again */
-                latest_pub = e;
-                resolved = 0;
-            } else if (e->type == WAL_ACK || e->type == WAL_DEAD) {
-                resolved = 1;
-            } else if (e->type == WAL_NACK && e->attempt > attempt) {
-                attempt = e->attempt;
+                r = (struct restored){.pub = e, .state = SLOT_READY};
+                if (e->key_len)
+                    key = e;
+            } else if (e->type == WAL_ACK) {
+                r.state = 0;
+                if (e->attempt & WAL_ACK_ABORT)
+                    key = NULL; /* never published: its key does not count */
+            } else if (e->type == WAL_DEAD) {
+                r.state = SLOT_DEAD;
+                r.attempt = e->attempt > r.attempt ? e->attempt : r.attempt;
+                r.reason = SHMQ_DEAD_MAX_ATTEMPTS;
+                if (e->len >= WAL_DEAD_REASON_LEN)
+                    memcpy(&r.reason, e->payload, WAL_DEAD_REASON_LEN);
+            } else if (e->type == WAL_NACK) {
+                r.attempt = e->attempt > r.attempt ? e->attempt : r.attempt;
+                if (r.state == SLOT_READY || r.state == SLOT_DELAYED) {
+                    r.state = SLOT_READY;
+                    r.due_unix_ms = 0;
+                    if (e->len >= WAL_NACK_DUE_LEN) {
+                        memcpy(&r.due_unix_ms, e->payload, WAL_NACK_DUE_LEN);
+                        if (r.due_unix_ms > rb->now_unix_ms)
+                            r.state = SLOT_DELAYED;
+                    }
+                }
             }
         }
         if (c->v[i].id > rb->highest_id)
             rb->highest_id = c->v[i].id;
-        if (latest_pub && !resolved) {
-            rb->live[rb->n] = latest_pub;
-            rb->attempts[rb->n++] = attempt;
-        } else if (latest_pub) {
+        bool live = r.pub && r.state;
+        if (live) {
+            rb->live[rb->n++] = r;
+            if (r.state == SLOT_DEAD)
+                rep->dead_letters++;
+            else
+                rep->restored++;
+            rep->delayed += r.state == SLOT_DELAYED;
+        } else if (r.pub) {
             rep->resolved++;
+        }
+        if (live)
+            rb->live[rb->n - 1].key = key;
+        if (key) {
+            rb->keys[rb->nkeys] = key;
+            key_live[rb->nkeys++] = live;
         }
         i = j;
     }
+    return rb->n > capacity ? -ENOSPC : 0;
+}
+
+/* A head that is missing or damaged while version-2 files exist: make it again, naming the
+ * newest generation found as live and complete (the best that is left to go on). */
+static int remake_head(const char *dir, struct loghead *lh, shmq_recovery_report_t *rep)
+{
+    struct loading pre = {.rep = rep};
+    shmq_recovery_report_t scratch = {0};
+    pre.rep = &scratch;
+    int err = load_files(dir, &pre);
+    uint64_t gen = pre.max_gen;
+    size_t n = pre.n;
+    uint32_t old = pre.old_version;
+    unload_files(&pre);
+    if (err)
+        return err;
+    if (n == 0)
+        return old ? -EPROTO : scratch.corrupt_regions ? -EBADMSG : -ENOENT;
+    char path[SHMQ_LOG_DIR_MAX + 96];
+    snprintf(path, sizeof(path), "%s/head", dir);
+    io_unlink(path);
+    if ((err = loghead_open(dir, true, 0600, lh)) != 0)
+        return err;
+    atomic_store(&lh->h->gen, gen);
+    atomic_store(&lh->h->complete_gen, gen);
     return 0;
 }
 
@@ -246,18 +408,16 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     shmq_recovery_report_t local;
     shmq_recovery_report_t *rep = report ? report : &local;
     memset(rep, 0, sizeof(*rep));
-    char dir[SHMQ_LOG_DIR_MAX + 64], lockpath[SHMQ_LOG_DIR_MAX + 80], base[SHMQ_LOG_DIR_MAX + 64];
+    char dir[SHMQ_LOG_DIR_MAX + 64], base[SHMQ_LOG_DIR_MAX + 64];
     int err = segment_check_name(name);
     /* log_dir/NAME, or the log the state directory names (logdir.h); the rebuilt segment
      * records the directory itself, so its writers never go through the link */
     if (err || (err = logdir_find(name, log_dir, dir, sizeof(dir))) != 0 ||
         (err = logdir_parent(dir, base, sizeof(base))) != 0)
         return err;
-    snprintf(lockpath, sizeof(lockpath), "%s/.recover", dir);
-    int lock = io_open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int lock = loghead_lock(dir, LOCK_EX, 0600); /* released if we die (made at create) */
     if (lock < 0)
         return lock;
-    io_flock(lock, LOCK_EX); /* released if we die */
 
     struct segment existing;
     err = segment_open(name, true, &existing);
@@ -266,66 +426,76 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
         io_close(lock);
         return -EEXIST;
     }
-    struct logfile *files = NULL;
-    size_t nfiles = 0;
+    struct loading ld = {.rep = rep};
     struct scan_ctx c = {0};
-    struct rebuild rb = {0};
-    uint64_t max_seq = 0;
-    if ((err = load_files(dir, &files, &nfiles, &max_seq, rep)) != 0)
+    struct rebuild rb = {.rep = rep};
+    struct loghead lh = {.h = NULL, .fd = -1};
+    err = loghead_open(dir, false, 0, &lh);
+    if (err == -ENOENT || err == -EBADMSG)
+        err = remake_head(dir, &lh, rep);
+    if (err)
         goto out;
-    if (nfiles == 0) {
-        err = rep->corrupt_regions ? -EBADMSG : -ENOENT;
+    uint64_t complete = atomic_load(&lh.h->complete_gen);
+    /* R1 (seq_cst): every old process's next append fails (W1/W2, wal.c) */
+    rb.gen = atomic_fetch_add(&lh.h->gen, 1) + 1;
+    rb.head = &lh;
+    if ((err = loghead_sync(&lh)) != 0)
         goto out;
-    }
-    rep->files = (uint32_t)nfiles;
-    for (size_t i = 0; i < nfiles; i++) {
+    CRASH_POINT(recover_after_bump);
+    /* R2: list and read the log only now, after R1 */
+    if ((err = load_files(dir, &ld)) != 0)
+        goto out;
+    const struct logfile *newest = NULL;
+    for (size_t i = 0; i < ld.n; i++) {
+        if (ld.files[i].h->layout.log_gen != complete) {
+            rep->other_gen_files++; /* an older generation, or a recovery that never completed */
+            continue;
+        }
         struct walscan_stats st;
-        c.seq = files[i].seq;
-        walscan_records(files[i].base, files[i].size, files[i].h, collect, &c, &st);
+        c.seq = ld.files[i].seq;
+        walscan_records(ld.files[i].base, ld.files[i].size, ld.files[i].h, collect, &c, &st);
         if (c.oom) {
             err = -ENOMEM;
             goto out;
         }
+        newest = &ld.files[i];
+        rep->files++;
         rep->records += st.records;
         rep->corrupt_regions += (uint32_t)st.bad_regions;
         rep->torn_tails += st.torn_offset != 0;
         rep->bytes_skipped += st.bad_bytes;
     }
-    if ((err = decide(&c, &rb, rep)) != 0)
+    if (!newest) {
+        err = ld.old_version ? -EPROTO : rep->corrupt_regions ? -EBADMSG : -ENOENT;
         goto out;
-    rep->restored = rb.n;
-    rep->highest_id = rb.highest_id;
-    rb.oldest_seq = files[0].seq;
-    rb.all = c.v;
-    rb.nall = c.n;
-    rb.now_ns = now_ns();
-
-    /* The newest file's header holds the queue's config; the log goes on after it. */
-    const struct seg_layout *l = &files[nfiles - 1].h->layout;
+    }
+    /* The newest file's header holds the queue's config; the log goes on after every name. */
     shmq_config_t cfg;
-    layout_to_config(l, &cfg);
+    layout_to_config(&newest->h->layout, &cfg);
     cfg.log_dir = base;
-    if (rb.n > cfg.capacity) {
-        err = -ENOSPC;
+    rb.now_ns = now_ns();
+    rb.now_unix_ms = unix_ms_now();
+    if ((err = decide(&c, &rb, cfg.capacity)) != 0)
         goto out;
-    }
-    if (err == 0) {
-        segment_unlink(name); /* a corrupt one, if any: we hold the recovery lock */
-        uint64_t usable = (uint64_t)cfg.wal_file_size - WAL_HEADER_SIZE;
-        struct segment seg;
-        err = segment_create_with(name, &cfg, (max_seq + 1) * usable, populate, &rb, &seg);
-        if (err == 0)
-            segment_close(&seg);
-        if (err == 0 && log_dir)
-            logdir_point(name, dir); /* found by name from now on (best effort: rebuilt anyway) */
-    }
+    rep->highest_id = rb.highest_id;
+    rep->gen = rb.gen;
+    rb.oldest_seq = ld.min_seq; /* retention of the new generation deletes the older ones */
+    segment_unlink(name); /* a corrupt one, if any: we hold the recovery lock */
+    uint64_t usable = (uint64_t)cfg.wal_file_size - WAL_HEADER_SIZE;
+    struct segment seg;
+    err = segment_create_with(name, &cfg, (ld.max_seq + 1 + WAL_GEN_GAP) * usable, rb.gen,
+                              populate, &rb, &seg);
+    if (err == 0)
+        segment_close(&seg);
+    if (err == 0 && log_dir)
+        logdir_point(name, dir); /* found by name from now on (best effort: rebuilt anyway) */
 out:
-    for (size_t i = 0; i < nfiles; i++)
-        io_munmap((void *)files[i].base, files[i].size);
-    free(files);
+    unload_files(&ld);
+    loghead_close(&lh);
     free(c.v);
     free(rb.live);
-    free(rb.attempts);
+    free(rb.keys);
+    free((void *)rb.key_live);
     io_close(lock);
     return err;
 }

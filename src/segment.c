@@ -94,11 +94,11 @@ static void publish_magic(struct segment *s)
 
 int segment_create(const char *name, const shmq_config_t *cfg, struct segment *seg)
 {
-    return segment_create_with(name, cfg, 0, NULL, NULL, seg);
+    return segment_create_with(name, cfg, 0, 0, NULL, NULL, seg);
 }
 
 int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal_base_pos,
-                        int (*populate)(struct segment *, void *), void *arg, struct segment *seg)
+                        uint64_t log_gen, int (*populate)(struct segment *, void *), void *arg, struct segment *seg)
 {
     char shm_name[SHMQ_NAME_MAX + 8];
     int err = segment_shm_name(name, shm_name, sizeof(shm_name));
@@ -112,6 +112,7 @@ int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal
                             sizeof(seg->layout.log_dir))) != 0)
         return err;
     seg->layout.wal_base_pos = wal_base_pos;
+    seg->layout.log_gen = log_gen;
     seg->layout.created_ns = now_ns();
     seg->layout.magic = SHMQ_MAGIC;
     seg->layout.header_crc = layout_crc(&seg->layout);

@@ -32,10 +32,11 @@ int segment_shm_name(const char *name, char *buf, size_t size);
 /* Create and initialise the segment of a new queue. -EEXIST, -EINVAL, -errno. */
 int segment_create(const char *name, const shmq_config_t *cfg, struct segment *seg);
 
-/* The same, with the log starting at wal_base_pos, and populate(seg, arg) run on the
- * initialised segment before its magic is published (recovery fills slots there). */
+/* The same, with the log starting at wal_base_pos, the segment in log generation log_gen
+ * (loghead.h), and populate(seg, arg) run on the initialised segment before its magic is
+ * published (recovery fills slots and re-logs them there). */
 int segment_create_with(const char *name, const shmq_config_t *cfg, uint64_t wal_base_pos,
-                        int (*populate)(struct segment *, void *), void *arg,
+                        uint64_t log_gen, int (*populate)(struct segment *, void *), void *arg,
                         struct segment *seg);
 
 /*

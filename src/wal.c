@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -39,6 +40,7 @@
 #include "crashpoint.h"
 #include "crc32c.h"
 #include "io.h"
+#include "loghead.h"
 #include "registry.h"
 
 #define WAL_CACHE 8
@@ -56,6 +58,8 @@ struct walmap {
 
 struct wal {
     struct segment *seg;
+    struct loghead head; /* the log's generations (loghead.h) */
+    uint64_t gen;        /* ours: the segment's log_gen */
     char dir[SHMQ_LOG_DIR_MAX + 64];
     uint64_t file_size, usable;
     pthread_mutex_t lock; /* the miss path: mapping, evicting */
@@ -131,6 +135,21 @@ void wal_health_of(const struct seg_header *h, struct wal_health *out)
     out->flush_failed = (v & WAL_HEALTH_FLUSH_FAILED) != 0;
 }
 
+static inline bool gen_live(const struct wal *w)
+{
+    /* relaxed: W1 is a hint that stops old writers early; W2 (after a seq_cst fence) is what
+     * the proof needs (docs/DESIGN.md, "Generations") */
+    return atomic_load_explicit(&w->head.h->gen, memory_order_relaxed) == w->gen;
+}
+
+bool wal_gen_live(const struct wal *w) { return gen_live(w); }
+
+const _Atomic uint64_t *wal_gen_word(const struct wal *w, uint64_t *mine)
+{
+    *mine = w->gen;
+    return &w->head.h->gen;
+}
+
 /* Make wal.seq complete under a temporary name, then link it into place. */
 static int make_file(struct wal *w, uint64_t seq)
 {
@@ -164,9 +183,21 @@ static int make_file(struct wal *w, uint64_t seq)
     if (!err)
         err = io_fsync(fd);
     io_close(fd);
+    bool linked = false;
     if (!err && (err = io_link(tmp, path)) == -EEXIST)
         err = 0; /* a racer made it first: use theirs */
+    else if (!err)
+        linked = true;
     io_unlink(tmp);
+    /* G3 (seq_cst loads after our link, a system call): either recovery's listing after R1 sees
+     * the file (and its generation starts beyond it), or we see R1 and take the file back; the
+     * same with retention, which moves wal_oldest_seq before it unlinks: a deleted file never
+     * comes back to stay (docs/DESIGN.md, "Generations") */
+    if (linked && (atomic_load(&w->head.h->gen) != w->gen ||
+                   seq < atomic_load(&w->seg->hdr->wal_oldest_seq))) {
+        io_unlink(path);
+        return atomic_load(&w->head.h->gen) != w->gen ? -EIDRM : -ESTALE;
+    }
     io_fsync_dir(w->dir); /* the new name is durable too (SYNC promises power-loss safety) */
     return err;
 }
@@ -225,6 +256,8 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
     if (!err && (h->magic != WAL_FILE_MAGIC || h->seq != seq || h->file_size != w->file_size ||
                  wal_header_crc(h) != h->crc))
         err = -EBADMSG;
+    else if (!err && h->layout.log_gen != w->gen) /* never mix generations in one file */
+        err = gen_live(w) ? -EIO : -EIDRM;
     if (err) {
         if (base)
             io_munmap(base, w->file_size);
@@ -311,6 +344,24 @@ static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
     return err;
 }
 
+/* The head of a live version-2 segment's log is gone (deleted by hand): make it again, naming
+ * the segment's generation live and complete, under the exclusive lock. */
+static int remake_head(struct wal *w)
+{
+    uint32_t mode = logdir_file_mode(w->seg->layout.mode);
+    int lock = loghead_lock(w->dir, LOCK_EX, mode);
+    if (lock < 0)
+        return lock;
+    int err = loghead_open(w->dir, true, mode, &w->head);
+    uint64_t zero = 0;
+    if (!err && atomic_compare_exchange_strong(&w->head.h->gen, &zero, w->gen)) {
+        atomic_store(&w->head.h->complete_gen, w->gen);
+        err = loghead_sync(&w->head);
+    }
+    io_close(lock);
+    return err;
+}
+
 int wal_open(struct segment *seg, bool create, struct wal **out)
 {
     struct wal *w = calloc(1, sizeof(*w));
@@ -320,10 +371,15 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
     w->file_size = seg->layout.wal_file_size;
     w->usable = w->file_size - WAL_HEADER_SIZE;
     snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
+    w->gen = seg->layout.log_gen;
     /* made at create; checked at open (missing: the first append reports it) */
     int err = create ? logdir_make(w->dir, seg->layout.mode) : logdir_check(w->dir, seg->layout.mode);
     if (!create && err == -ENOENT)
         err = 0;
+    if (!err)
+        err = loghead_open(w->dir, false, 0, &w->head);
+    if (err == -ENOENT && io_access(w->dir, F_OK) == 0)
+        err = remake_head(w);
     if (err) {
         free(w);
         return err;
@@ -349,6 +405,7 @@ void wal_close(struct wal *w)
         next = m->next;
         free(m);
     }
+    loghead_close(&w->head);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }
@@ -489,6 +546,8 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
     if (size > w->usable)
         return -EMSGSIZE;
     for (int tries = 0; tries < 64; tries++) {
+        if (!gen_live(w)) /* W1: the log moved to a newer generation: append nothing */
+            return -EIDRM;
         /* relaxed: a reservation orders nothing; L1 publishes the record */
         uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
         uint64_t seq = wal_seq_of(w, pos), off = pos % w->usable;
@@ -525,7 +584,10 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         close_pending(w);
         if (seq_out)
             *seq_out = (uint32_t)seq;
-        return 0;
+        /* W2: the record's stores, then a seq_cst fence, then the generation: pairs with R1
+         * (recover.c). Seeing ours here proves the record precedes R1, so recovery reads it. */
+        atomic_thread_fence(memory_order_seq_cst);
+        return gen_live(w) ? 0 : -EIDRM;
     }
     log_failed(w, -EIO);
     return -EIO;
@@ -541,9 +603,18 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
 int wal_append_publish(struct wal *w, uint64_t id, unsigned flags, const void *key,
                        uint32_t key_len, const void *data, uint32_t len, uint32_t *seq)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* exact: replay by time orders by it */
-    uint64_t unix_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return wal_append_publish_at(w, id, flags, 0, key, key_len, data, len, seq);
+}
+
+int wal_append_publish_at(struct wal *w, uint64_t id, unsigned flags, uint64_t unix_ms,
+                          const void *key, uint32_t key_len, const void *data, uint32_t len,
+                          uint32_t *seq)
+{
+    if (!unix_ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts); /* exact: replay by time orders by it */
+        unix_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    }
     uint16_t klen = (uint16_t)key_len;
     if (key_len > WAL_KEY_MAX)
         return -EINVAL;
@@ -731,7 +802,7 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
             limit = keep_from;
     }
     uint64_t oldest = atomic_load(&h->wal_oldest_seq);
-    int deleted = 0;
+    int deleted = 0, lock = -1;
     if (limit > oldest + WAL_CACHE) {
         /* a long way to go (a garbage or very old wal_oldest_seq): start at the lowest file on
          * disk instead of unlinking every number on the way; below it nothing exists */
@@ -742,8 +813,19 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
                                                     memory_order_release, memory_order_relaxed);
         oldest = atomic_load(&h->wal_oldest_seq);
     }
-    if (oldest < limit) /* the files going may hold the highest ids: say how far ids went */
-        wal_append(w, WAL_MARK, atomic_load(&h->next_id), 0, NULL, 0, NULL);
+    if (oldest < limit) { /* the files going may hold the highest ids: say how far ids went */
+        int err = wal_append(w, WAL_MARK, atomic_load(&h->next_id), 0, NULL, 0, NULL);
+        if (err)
+            return err;
+        /* deletions only with the log in our generation, and no recovery reading it */
+        lock = loghead_lock(w->dir, LOCK_SH | LOCK_NB, logdir_file_mode(w->seg->layout.mode));
+        if (lock < 0)
+            limit = oldest; /* a recovery is at work: skip deleting this pass */
+        else if (!wal_gen_live(w)) {
+            io_close(lock);
+            return -EIDRM;
+        }
+    }
     while (oldest < limit) {
         /* release: a writer that sees the new bound never re-creates a deleted file */
         if (!atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &oldest, oldest + 1,
@@ -755,6 +837,8 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
             deleted++;
         oldest++;
     }
+    if (lock >= 0)
+        io_close(lock);
     pthread_mutex_lock(&w->lock);
     sweep_maps(w);
     pthread_mutex_unlock(&w->lock);
@@ -764,7 +848,8 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
 static int remove_file(void *arg, int dirfd, const char *name)
 {
     char path[SHMQ_LOG_DIR_MAX + 128];
-    if (strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0) {
+    if (strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0 ||
+        strcmp(name, "head") == 0) {
         snprintf(path, sizeof(path), "%s/%s", (const char *)arg, name);
         io_unlink(path);
     }

@@ -18,8 +18,13 @@
  * (the rest of this file, and the spilled part at the start of the next one when it can hold a
  * record header) and taken again, so no record spans files and nobody waits for anybody.
  *
- * Reading the log (recover.c): the latest record of an id decides its fate: PUBLISH (live) or
- * ACK/DEAD (resolved); NACK raises its attempt count. An invalid record is skipped by scanning
+ * Generations (loghead.h, docs/DESIGN.md "Generations"): every segment belongs to one; a file
+ * belongs to its maker's (layout.log_gen in its header); an append checks the log's live
+ * generation before (W1) and after (W2) its record and fails with -EIDRM if it moved.
+ *
+ * Reading the log (recover.c), the files of the complete generation only: the latest record of
+ * an id decides its fate: PUBLISH (live), ACK (resolved), DEAD (a dead letter); NACK sets its
+ * attempts and, with a due time, makes it DELAYED. An invalid record is skipped by scanning
  * forward 16 bytes at a time for the next valid one: bad bytes followed by valid records are a
  * hole (a writer died after reserving) or corruption, bad bytes at a file's end a torn tail.
  */
@@ -70,7 +75,16 @@ struct wal_file_header {
  *   +---------+---------+-------------+------------ - -
  */
 /* A PUBLISH record's attempt field holds flags: */
-#define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint, not a publish (replay skips it) */
+#define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint or a recovery, not a publish (replay
+                               * skips it) */
+/* An ACK record's attempt field holds flags: */
+#define WAL_ACK_ABORT 1u /* a reservation given up unpublished: its PUBLISH record (and dedup key)
+                          * never counted */
+/* A NACK record's payload: nothing (READY again), or the due time of a delayed nack as
+ * CLOCK_REALTIME unix ms (u64), so the remaining delay survives a reboot. A DEAD record's
+ * payload: the reason (u32, SHMQ_DEAD_*). Their attempt field: the slot's attempts. */
+#define WAL_NACK_DUE_LEN 8u
+#define WAL_DEAD_REASON_LEN 4u
 
 struct wal_publish {
     uint64_t unix_ms;
@@ -91,12 +105,24 @@ uint32_t wal_header_crc(const struct wal_file_header *h);
 
 struct wal; /* a process's handle on a queue's log */
 
-/* Open the log of the segment's queue (its log_dir); create the directory if asked. */
+/* Open the log of the segment's queue (its log_dir); create the directory if asked. Maps the
+ * log's head (loghead.h): -EPROTO if it has none (a log of format version 1). */
 int wal_open(struct segment *seg, bool create, struct wal **out);
+
+/* Is the log still in this segment's generation? (One relaxed load: W1.) Every append checks
+ * it before (W1) and after (W2, behind a seq_cst fence) and fails with -EIDRM otherwise: the
+ * queue was rebuilt by a recovery, this process holds the old segment and must reopen. */
+bool wal_gen_live(const struct wal *w);
+
+/* The live-generation word of the log's head and (in *mine) this segment's generation, for a
+ * caller that checks it without a call (queue.h). */
+const _Atomic uint64_t *wal_gen_word(const struct wal *w, uint64_t *mine);
+
 void wal_close(struct wal *w);
 
 /*
- * Append a record; *seq gets the file it landed in. Lock-free between processes: one FAA on
+ * Append a record; *seq gets the file it landed in. -EIDRM: the log moved to a newer
+ * generation (W1: nothing written; W2: written, and recovery may or may not have read it). Lock-free between processes: one FAA on
  * wal_pos, then writes into the mapped file. A system call only when this process first
  * touches a file (mapping it, creating it if nobody prepared it). -ENOSPC, -EIO, -errno.
  */
@@ -106,6 +132,11 @@ int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
 /* Append the PUBLISH record of message id (key may be NULL with key_len 0); flags WAL_PUB_*. */
 int wal_append_publish(struct wal *w, uint64_t id, unsigned flags, const void *key,
                        uint32_t key_len, const void *data, uint32_t len, uint32_t *seq);
+
+/* The same with the publish time given (unix ms; 0: now): a copy keeps its message's time. */
+int wal_append_publish_at(struct wal *w, uint64_t id, unsigned flags, uint64_t unix_ms,
+                          const void *key, uint32_t key_len, const void *data, uint32_t len,
+                          uint32_t *seq);
 
 /*
  * Wait until every record this process appended is on stable storage (group commit: one
@@ -138,9 +169,10 @@ void wal_health_of(const struct seg_header *h, struct wal_health *out);
 
 /* Maintenance: create the next file ahead of the writers; delete the files below both
  * min_live_seq (the lowest file a slot refers to; UINT64_MAX if none) and cur (the file being
- * written, read BEFORE the slots were scanned). Returns files deleted, or -EBADMSG (counted as
- * a log error, nothing done) when wal_pos in shm is garbage (its file is not on disk, far beyond
- * the oldest one, or past the 10-digit file names). */
+ * written, read BEFORE the slots were scanned), holding the .recover flock shared (skipped if a
+ * recovery holds it) and only in our generation. Returns files deleted, -EIDRM (fenced: nothing
+ * deleted), or -EBADMSG (counted as a log error, nothing done) when wal_pos in shm is garbage
+ * (its file is not on disk, far beyond the oldest one, or past the 10-digit file names). */
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur);
 
 /* The file the log is being written in now. */

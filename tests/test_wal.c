@@ -695,7 +695,7 @@ Test(wal, rotation_keeps_disk_use_bounded)
 
 /* A message nobody acks must not pin every log file written after it: maintenance logs it again
  * (checkpoint) so the old files go, disk use stays bounded, and after losing the segment it still
- * comes back, with its attempt count, exactly once. */
+ * comes back, delayed (the checkpoints carry its due time), once. */
 Test(wal, long_lived_message_does_not_pin_the_log)
 {
     const char *name = h_qname("pin");
@@ -727,15 +727,14 @@ Test(wal, long_lived_message_does_not_pin_the_log)
     shmq_recovery_report_t rr;
     h_assert_rc(shmq_recover(name, NULL, &rr), 0);
     cr_assert_eq(rr.restored, 1, "restored %llu", (unsigned long long)rr.restored);
+    /* the checkpoints carried its due time: it comes back delayed, not delivered at once */
+    cr_assert_eq(rr.delayed, 1, "delayed %llu", (unsigned long long)rr.delayed);
     h_assert_rc(shmq_open(name, &q), 0);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.delayed, 1);
     h_assert_rc(shmq_consumer_open(q, "after", &c), 0);
-    h_assert_rc(shmq_receive(c, &m, 0), 0);
-    cr_assert_eq(m.id, stuck_id);
-    cr_assert_eq(m.len, 5);
-    cr_assert(memcmp(m.data, "stuck", 5) == 0);
-    cr_assert_eq(m.attempt, 2, "attempt %u", m.attempt);
-    h_assert_rc(shmq_ack(c, &m), 0);
-    cr_assert_eq(shmq_receive(c, &m, 0), -EAGAIN, "only once");
+    cr_assert_eq(shmq_receive(c, &m, 0), -EAGAIN, "an hour's delay was lost by the rebuild");
+    (void)stuck_id;
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);

@@ -137,19 +137,29 @@ typedef struct shmq_recovery_report {
     uint32_t torn_tails;       /* files ending in a record cut short (a crash while writing) */
     uint32_t corrupt_regions;  /* bad bytes followed by valid records (a hole or corruption) */
     uint64_t bytes_skipped;    /* bytes of torn and corrupt regions */
+    uint64_t delayed;          /* of those, brought back DELAYED with what is left of the delay */
+    uint64_t dead_letters;     /* dead letters brought back (reason and attempts) */
+    uint64_t gen;              /* the log generation the rebuilt segment belongs to */
+    uint32_t other_gen_files;  /* files of other generations, not read (deleted by retention) */
 } shmq_recovery_report_t;
 
 /**
  * Rebuild the segment of queue NAME from its log in log_dir/NAME (log_dir absolute; NULL: the
  * state directory's entry NAME, or the directory it links to; a rebuild from log_dir makes that
- * link): every
- * message published and not acked or dead-lettered comes back, in id order, with its attempt
- * count; ids continue after the highest seen. A torn or corrupt record is reported in *rep,
- * never fatal. -EEXIST if a valid segment exists, -ENOENT if there is no log, -ENOSPC if more
- * messages are live than the logged capacity holds, -EBADMSG if no log file is readable.
- * -EINVAL for a relative log_dir, -EPERM for a state or log directory that is not the caller's
- * or that others can write. shmq_open() does this by itself for a missing or corrupt segment
- * whose log the state directory names. rep may be NULL.
+ * link): every message published and not acked comes back, in id order, with its attempt
+ * count, in its state: READY (in-flight ones too), DELAYED with what was left of its delay
+ * (wall-clock time), DEAD on the dead-letter ring with its reason; committed dedup keys come
+ * back into the window; ids continue after the highest seen. The rebuild is a new generation
+ * of the log: a process that still holds the old segment gets -EIDRM from its next publish,
+ * ack, nack, extend, receive or maintenance (it must reopen), and nothing it does can change
+ * the rebuilt queue; every operation of it that returned success before is in the rebuilt
+ * queue. A torn or corrupt record is reported in *rep, never fatal. -EEXIST if a valid segment
+ * exists, -ENOENT if there is no log, -ENOSPC if more messages are live than the logged
+ * capacity holds, -EBADMSG if no log file is readable, -EPROTO for a log of another format
+ * version (version 1: drain it with the release that wrote it, or delete it with
+ * shmq_unlink()). -EINVAL for a relative log_dir, -EPERM for a state or log directory that is
+ * not the caller's or that others can write. shmq_open() does this by itself for a missing or
+ * corrupt segment whose log the state directory names. rep may be NULL.
  */
 int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *rep);
 
@@ -161,7 +171,9 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
  * -EFBIG (RLIMIT_FSIZE), -ENOMEM (a log file cannot be mapped), -EACCES/-EROFS, -EBADMSG (the
  * segment's log position is garbage); SYNC: -EIO when the flush failed, now or before (the log is
  * then failed until the segment is rebuilt): the message IS queued and will be delivered, but it
- * may not survive a crash.
+ * may not survive a crash. -EIDRM when
+ * the queue was rebuilt from its log since this process opened it (shmq_recover(): close and
+ * reopen; the message may still be delivered, as the log may hold it).
  * Multi-producer safe; lock-free; no system call unless a consumer sleeps (one FUTEX_WAKE).
  */
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
@@ -209,13 +221,16 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
 /**
  * Take the next ready message. timeout_ms: 0 poll, -1 forever, else a bound.
  * Returns -EAGAIN (poll) or -ETIMEDOUT when nothing came, -EINTR if a signal interrupted the
- * sleep, -ESTALE if this consumer was declared dead (it must close and reopen).
+ * sleep, -ESTALE if this consumer was declared dead (it must close and reopen), -EIDRM if the
+ * queue was rebuilt from its log (shmq_recover(): close and reopen).
  * Spins briefly, then sleeps on a futex in shm. Refreshes the consumer's heartbeat.
  */
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
 
 /** Acknowledge msg: its slot becomes free. -ESTALE when the delivery was fenced (it was
- *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot.
+ *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot,
+ *  -EIDRM when the queue was rebuilt meanwhile (reopen; the ack may or may not count: the
+ *  rebuilt queue may deliver the message again). nack and extend return -EIDRM alike.
  *  An ACK record that cannot be written to the log (file system full, ...) does not fail the
  *  ack (it happened): it is counted in shmq_stats_t.wal_errors; after a segment loss the
  *  message may then come back once more (at-least-once). */
@@ -298,7 +313,8 @@ typedef struct shmq_maint_report {
  * One maintenance step: reclaim what dead or late processes hold, repair half-done operations,
  * fire due delayed messages. Idempotent; safe to run from several processes at once.
  * Scans every slot and registry entry: O(capacity + max_procs); makes system calls.
- * report may be NULL.
+ * report may be NULL. -EIDRM when the queue was rebuilt from its log since q was opened: a
+ * process holding the old segment maintains nothing and deletes no log file (reopen).
  *
  * The liveness rule. A process is dead when its pid is gone or was reused (start time differs):
  * what it held is taken back at once. A consumer whose pid lives is hung when its heartbeat is

@@ -1,0 +1,108 @@
+/*
+ * loghead.c - the log's head file (loghead.h; bytes in docs/FORMAT.md 8.11).
+ */
+#include "loghead.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "crc32c.h"
+#include "io.h"
+#include "shmq/shmq.h"
+
+_Static_assert(sizeof(struct log_head) <= LOG_HEAD_SIZE, "head fits its file");
+
+static uint32_t head_crc(const struct log_head *h)
+{
+    return crc32c(0, h, offsetof(struct log_head, crc));
+}
+
+/* A new head's static part, written while the file is still empty (under the exclusive lock). */
+static int init_head(int fd, uint32_t mode)
+{
+    struct log_head h;
+    memset(&h, 0, sizeof(h));
+    h.magic = LOG_HEAD_MAGIC;
+    h.version = WAL_VERSION;
+    h.size = LOG_HEAD_SIZE;
+    h.crc = head_crc(&h);
+    int err = io_fchmod(fd, mode); /* exactly: a shared queue's users map it read-write */
+    if (!err)
+        err = io_ftruncate(fd, LOG_HEAD_SIZE);
+    if (!err)
+        err = io_pwrite(fd, &h, offsetof(struct log_head, gen), 0);
+    return err ? err : io_fsync(fd);
+}
+
+int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *out)
+{
+    char path[SHMQ_LOG_DIR_MAX + 96];
+    snprintf(path, sizeof(path), "%s/head", dir);
+    int fd = io_open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK | (create ? O_CREAT : 0),
+                     create ? mode : 0);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int err = io_fstat(fd, &st);
+    if (!err && !S_ISREG(st.st_mode))
+        err = -EBADMSG;
+    if (!err && st.st_size == 0 && create)
+        err = init_head(fd, mode);
+    else if (!err && st.st_size != LOG_HEAD_SIZE)
+        err = -EBADMSG; /* checked before mapping: no access past the file's end (SIGBUS) */
+    void *base = NULL;
+    if (!err)
+        err = io_mmap(fd, 0, LOG_HEAD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, &base);
+    if (err) {
+        io_close(fd);
+        return err;
+    }
+    struct log_head *h = base;
+    if (h->magic != LOG_HEAD_MAGIC || h->size != LOG_HEAD_SIZE || head_crc(h) != h->crc)
+        err = -EBADMSG;
+    else if (h->version != WAL_VERSION)
+        err = -EPROTO;
+    if (err) {
+        io_munmap(base, LOG_HEAD_SIZE);
+        io_close(fd);
+        return err;
+    }
+    out->h = h;
+    out->fd = fd;
+    return 0;
+}
+
+void loghead_close(struct loghead *lh)
+{
+    if (!lh || !lh->h)
+        return;
+    io_munmap(lh->h, LOG_HEAD_SIZE);
+    io_close(lh->fd);
+    lh->h = NULL;
+    lh->fd = -1;
+}
+
+int loghead_sync(struct loghead *lh) { return io_fsync(lh->fd); }
+
+int loghead_lock(const char *dir, int op, uint32_t mode)
+{
+    char path[SHMQ_LOG_DIR_MAX + 96];
+    snprintf(path, sizeof(path), "%s/.recover", dir);
+    int fd = io_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd == -ENOENT && (fd = io_open(path, O_RDONLY | O_CREAT | O_CLOEXEC, mode)) >= 0)
+        io_fchmod(fd, mode); /* best effort: the umask must not keep a shared queue's users out */
+    if (fd < 0)
+        return fd;
+    int err = io_flock(fd, op);
+    if (err) {
+        io_close(fd);
+        return err;
+    }
+    return fd;
+}

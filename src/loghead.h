@@ -1,0 +1,49 @@
+/*
+ * loghead.h - the head file of a queue's log: its live generation and its last complete one.
+ *
+ * LOG_DIR/NAME/head (docs/FORMAT.md 8.11) is mapped by every process that opens the log. `gen`
+ * is the live generation: a process whose segment belongs to another one is fenced (-EIDRM,
+ * W1/W2 in wal.c). `complete_gen` is the newest generation whose re-logged state is complete:
+ * recovery reads only its files (docs/DESIGN.md, "Generations"). Both are changed only under an
+ * exclusive flock on LOG_DIR/NAME/.recover (loghead_lock()).
+ */
+#ifndef SHMQ_LOGHEAD_H
+#define SHMQ_LOGHEAD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "format.h"
+
+struct log_head {
+    uint64_t magic;   /* LOG_HEAD_MAGIC */
+    uint32_t version; /* WAL_VERSION */
+    uint32_t size;    /* LOG_HEAD_SIZE */
+    uint32_t crc;     /* CRC32C of bytes 0..16 */
+    uint32_t reserved;
+    _Alignas(CACHE_LINE) _Atomic uint64_t gen; /* the live generation (R1 bumps it) */
+    _Atomic uint64_t complete_gen;             /* the newest generation recovery may read */
+};
+
+struct loghead {
+    struct log_head *h; /* mapped read-write, shared */
+    int fd;
+};
+
+/* Map LOG_DIR/NAME/head. create: make it (gen 0, file mode `mode`, see logdir_file_mode()) if
+ * missing or empty; the caller holds the exclusive lock then. 0, -ENOENT (no head: a log of
+ * format version 1, or none), -EPROTO (another version), -EBADMSG (not a head, or damaged),
+ * -errno. */
+int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *out);
+void loghead_close(struct loghead *lh);
+
+/* Make gen and complete_gen durable (fsync). */
+int loghead_sync(struct loghead *lh);
+
+/* Open LOG_DIR/NAME/.recover (read-only: flock needs no more; made with file mode `mode` if
+ * missing) and flock it with op (LOCK_EX, LOCK_SH | LOCK_NB, ...): the fd (close it to
+ * unlock), or -errno (-EWOULDBLOCK when LOCK_NB finds it held). */
+int loghead_lock(const char *dir, int op, uint32_t mode);
+
+#endif
