@@ -24,7 +24,7 @@ const char *const crashpoint_names[] = {
     "nack_after_requeue",      /* READY again, not yet in the ready ring */
     "maintain_after_fence",    /* reclaim: slot taken from its owner, not yet re-enqueued */
     "attach_after_claim",      /* registry entry CLAIMED (names our pid), fields not written */
-    "recover_after_bump",      /* recovery: head.gen bumped (R1), nothing read or built */
+    "recover_after_bump",      /* recovery: head.gen bumped (E3), nothing read or built */
     "recover_before_complete", /* recovery: new generation re-logged, not marked complete */
     "recover_after_complete",  /* recovery: generation complete, segment not yet published */
     NULL,

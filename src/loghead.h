@@ -3,7 +3,7 @@
  *
  * LOG_DIR/NAME/head (docs/FORMAT.md 8.11) is mapped by every process that opens the log. `gen`
  * is the live generation: a process whose segment belongs to another one is fenced (-EIDRM,
- * W1/W2 in wal.c). `complete_gen` is the newest generation whose re-logged state is complete:
+ * E1/E2 in wal.c). `complete_gen` is the newest generation whose re-logged state is complete:
  * recovery reads only its files (docs/DESIGN.md, "Generations"). Both are changed only under an
  * exclusive flock on LOG_DIR/NAME/.recover (loghead_lock()).
  */
@@ -22,7 +22,7 @@ struct log_head {
     uint32_t size;    /* LOG_HEAD_SIZE */
     uint32_t crc;     /* CRC32C of bytes 0..16 */
     uint32_t reserved;
-    _Alignas(CACHE_LINE) _Atomic uint64_t gen; /* the live generation (R1 bumps it) */
+    _Alignas(CACHE_LINE) _Atomic uint64_t gen; /* the live generation (E3 bumps it) */
     _Atomic uint64_t complete_gen;             /* the newest generation recovery may read */
 };
 

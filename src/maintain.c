@@ -356,15 +356,17 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
         len > q->seg.layout.max_msg_size ||
         wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, slot_payload(sl), len, &seq) != 0)
         return ws;
-    for (int tries = 0; tries < 4; tries++) {
+    for (int tries = 0;; tries++) {
         uint64_t seen = atomic_load_explicit(&sl->state, memory_order_acquire); /* C2 */
         if (log_state(q, sl, id, seen) != 0)
             return ws;
         if (atomic_load_explicit(&sl->state, memory_order_acquire) == seen) {
             if (sl->id != id || !kept_state(sw_state(seen)))
-                return ws;
+                return ws; /* the message is done: the slot is not ours to move */
             break;
         }
+        if (tries == 3)
+            return ws; /* still moving: the copy stays unused, the next pass tries again */
     }
     if (atomic_compare_exchange_strong(&sl->wal_seq, &ws, seq + 1))
         p->rep->checkpointed++;

@@ -50,7 +50,7 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
     int err = loghead_open(dir, true, mode, &lh);
     if (err)
         return err;
-    *gen = atomic_fetch_add(&lh.h->gen, 1) + 1; /* R1 of a create */
+    *gen = atomic_fetch_add(&lh.h->gen, 1) + 1; /* E3 of a create */
     atomic_store(&lh.h->complete_gen, *gen);
     err = loghead_sync(&lh);
     loghead_close(&lh);

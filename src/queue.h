@@ -74,7 +74,7 @@ int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason);
 int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms);
 
 /* Is the queue's log still in our segment's generation (true without a log)? One relaxed load
- * (a W1-like check: it only makes a fenced process notice early). */
+ * (a E1-like check: it only makes a fenced process notice early). */
 static inline bool queue_gen_live(const shmq_t *q)
 {
     return !q->gen_word || atomic_load_explicit(q->gen_word, memory_order_relaxed) == q->gen;

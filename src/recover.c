@@ -3,15 +3,15 @@
  *
  * Under an exclusive flock on LOGDIR/.recover (concurrent recoverers serialise; a second one
  * finds the segment the first built: -EEXIST):
- *   R1  bump head.gen (seq_cst) and fsync the head: from here every process holding an older
- *       segment is fenced (-EIDRM, W1/W2 in wal.c);
- *   R2  then list and read the files of generation head.complete_gen (walscan.c); for each id
+ *   E3  bump head.gen (seq_cst) and fsync the head: from here every process holding an older
+ *       segment is fenced (-EIDRM, E1/E2 in wal.c);
+ *   E4  then list and read the files of generation head.complete_gen (walscan.c); for each id
  *       the latest record decides its state: READY, DELAYED (due time), DEAD (reason), resolved;
  *   build the new segment unpublished, in the new generation, its log starting WAL_GEN_GAP files
  *   after every name in use; re-log every restored state into it (copies, with the new
  *   generation), fdatasync, store head.complete_gen = new, fsync; only then publish the segment.
  * A later recovery reads only the newest complete generation, so nothing an old process wrote
- * after R1 can overrule, delete or duplicate it. The argument: docs/DESIGN.md, "Generations".
+ * after E3 can overrule, delete or duplicate it. The argument: docs/DESIGN.md, "Generations".
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -308,7 +308,7 @@ static int populate(struct segment *s, void *arg)
 }
 
 /* Decide each id's state from its records (sorted by id, then log order). */
-static int decide(struct scan_ctx *c, struct rebuild *rb, uint32_t capacity)
+static int decide(struct scan_ctx *c, struct rebuild *rb)
 {
     shmq_recovery_report_t *rep = rb->rep;
     if (c->n)
@@ -326,7 +326,15 @@ static int decide(struct scan_ctx *c, struct rebuild *rb, uint32_t capacity)
         size_t j = i;
         for (; j < c->n && c->v[j].id == c->v[i].id; j++) {
             const struct entry *e = &c->v[j];
-            if (e->type == WAL_PUBLISH) {
+            if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && r.pub &&
+                (r.state == 0 || r.state == SLOT_DEAD)) {
+                /* a copy after the ACK or DEAD that resolved it is stale (its maker looked
+                 * before the resolution, or died before logging it): it carries the payload
+                 * forward and changes nothing else */
+                r.pub = e;
+                if (e->key_len)
+                    key = e;
+            } else if (e->type == WAL_PUBLISH) {
                 r = (struct restored){.pub = e, .state = SLOT_READY};
                 if (e->key_len)
                     key = e;
@@ -374,7 +382,7 @@ static int decide(struct scan_ctx *c, struct rebuild *rb, uint32_t capacity)
         }
         i = j;
     }
-    return rb->n > capacity ? -ENOSPC : 0;
+    return 0;
 }
 
 /* A head that is missing or damaged while version-2 files exist: make it again, naming the
@@ -436,13 +444,13 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     if (err)
         goto out;
     uint64_t complete = atomic_load(&lh.h->complete_gen);
-    /* R1 (seq_cst): every old process's next append fails (W1/W2, wal.c) */
+    /* E3 (seq_cst): every old process's next append fails (E1/E2, wal.c) */
     rb.gen = atomic_fetch_add(&lh.h->gen, 1) + 1;
     rb.head = &lh;
     if ((err = loghead_sync(&lh)) != 0)
         goto out;
     CRASH_POINT(recover_after_bump);
-    /* R2: list and read the log only now, after R1 */
+    /* E4: list and read the log only now, after E3 */
     if ((err = load_files(dir, &ld)) != 0)
         goto out;
     const struct logfile *newest = NULL;
@@ -475,8 +483,19 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     cfg.log_dir = base;
     rb.now_ns = now_ns();
     rb.now_unix_ms = unix_ms_now();
-    if ((err = decide(&c, &rb, cfg.capacity)) != 0)
+    if ((err = decide(&c, &rb)) != 0)
         goto out;
+    /* More to restore than the queue holds: messages whose resolution a crash kept out of the
+     * log (an ack killed before its record, an append that returned -EIDRM) came back with the
+     * ones that took their slots. None may be dropped: the rebuilt segment grows to hold them. */
+    if (rb.n > cfg.capacity) {
+        if (rb.n > SHMQ_CAPACITY_MAX) {
+            err = -ENOSPC;
+            goto out;
+        }
+        cfg.capacity = (uint32_t)rb.n;
+    }
+    rep->capacity = cfg.capacity;
     rep->highest_id = rb.highest_id;
     rep->gen = rb.gen;
     rb.oldest_seq = ld.min_seq; /* retention of the new generation deletes the older ones */

@@ -137,7 +137,7 @@ void wal_health_of(const struct seg_header *h, struct wal_health *out)
 
 static inline bool gen_live(const struct wal *w)
 {
-    /* relaxed: W1 is a hint that stops old writers early; W2 (after a seq_cst fence) is what
+    /* relaxed: E1 is a hint that stops old writers early; E2 (after a seq_cst fence) is what
      * the proof needs (docs/DESIGN.md, "Generations") */
     return atomic_load_explicit(&w->head.h->gen, memory_order_relaxed) == w->gen;
 }
@@ -189,8 +189,8 @@ static int make_file(struct wal *w, uint64_t seq)
     else if (!err)
         linked = true;
     io_unlink(tmp);
-    /* G3 (seq_cst loads after our link, a system call): either recovery's listing after R1 sees
-     * the file (and its generation starts beyond it), or we see R1 and take the file back; the
+    /* F1 (seq_cst loads after our link, a system call): either recovery's listing after E3 sees
+     * the file (and its generation starts beyond it), or we see E3 and take the file back; the
      * same with retention, which moves wal_oldest_seq before it unlinks: a deleted file never
      * comes back to stay (docs/DESIGN.md, "Generations") */
     if (linked && (atomic_load(&w->head.h->gen) != w->gen ||
@@ -546,7 +546,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
     if (size > w->usable)
         return -EMSGSIZE;
     for (int tries = 0; tries < 64; tries++) {
-        if (!gen_live(w)) /* W1: the log moved to a newer generation: append nothing */
+        if (!gen_live(w)) /* E1: the log moved to a newer generation: append nothing */
             return -EIDRM;
         /* relaxed: a reservation orders nothing; L1 publishes the record */
         uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
@@ -584,8 +584,8 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         close_pending(w);
         if (seq_out)
             *seq_out = (uint32_t)seq;
-        /* W2: the record's stores, then a seq_cst fence, then the generation: pairs with R1
-         * (recover.c). Seeing ours here proves the record precedes R1, so recovery reads it. */
+        /* E2: the record's stores, then a seq_cst fence, then the generation: pairs with E3
+         * (recover.c). Seeing ours here proves the record precedes E3, so recovery reads it. */
         atomic_thread_fence(memory_order_seq_cst);
         return gen_live(w) ? 0 : -EIDRM;
     }

@@ -20,7 +20,7 @@
  *
  * Generations (loghead.h, docs/DESIGN.md "Generations"): every segment belongs to one; a file
  * belongs to its maker's (layout.log_gen in its header); an append checks the log's live
- * generation before (W1) and after (W2) its record and fails with -EIDRM if it moved.
+ * generation before (E1) and after (E2) its record and fails with -EIDRM if it moved.
  *
  * Reading the log (recover.c), the files of the complete generation only: the latest record of
  * an id decides its fate: PUBLISH (live), ACK (resolved), DEAD (a dead letter); NACK sets its
@@ -109,8 +109,8 @@ struct wal; /* a process's handle on a queue's log */
  * log's head (loghead.h): -EPROTO if it has none (a log of format version 1). */
 int wal_open(struct segment *seg, bool create, struct wal **out);
 
-/* Is the log still in this segment's generation? (One relaxed load: W1.) Every append checks
- * it before (W1) and after (W2, behind a seq_cst fence) and fails with -EIDRM otherwise: the
+/* Is the log still in this segment's generation? (One relaxed load: E1.) Every append checks
+ * it before (E1) and after (E2, behind a seq_cst fence) and fails with -EIDRM otherwise: the
  * queue was rebuilt by a recovery, this process holds the old segment and must reopen. */
 bool wal_gen_live(const struct wal *w);
 
@@ -122,7 +122,7 @@ void wal_close(struct wal *w);
 
 /*
  * Append a record; *seq gets the file it landed in. -EIDRM: the log moved to a newer
- * generation (W1: nothing written; W2: written, and recovery may or may not have read it). Lock-free between processes: one FAA on
+ * generation (E1: nothing written; E2: written, and recovery may or may not have read it). Lock-free between processes: one FAA on
  * wal_pos, then writes into the mapped file. A system call only when this process first
  * touches a file (mapping it, creating it if nobody prepared it). -ENOSPC, -EIO, -errno.
  */

@@ -469,7 +469,7 @@ struct t_rec {
     _Atomic uint32_t ack_stale;            /* ack returned -ESTALE */
     _Atomic uint32_t nacked;               /* nack returned 0 */
     _Atomic uint32_t max_attempt;
-    _Atomic uint32_t ack_killed; /* its acker was killed inside shmq_ack */
+    _Atomic uint32_t ack_killed; /* its acker was killed inside shmq_ack, or got -EIDRM: it may count */
 };
 
 struct t_book {
@@ -539,6 +539,8 @@ static T_UNUSED int t_ack(shmq_consumer_t *c, struct t_rec *r, const shmq_msg_t 
         atomic_fetch_add(&r->acked, 1);
     else if (r && rc == -ESTALE)
         atomic_fetch_add(&r->ack_stale, 1);
+    else if (r && rc == -EIDRM) /* a rebuild raced the ack: it may have counted (shmq.h) */
+        atomic_fetch_add(&r->ack_killed, 1);
     return rc;
 }
 

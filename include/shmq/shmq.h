@@ -141,6 +141,8 @@ typedef struct shmq_recovery_report {
     uint64_t dead_letters;     /* dead letters brought back (reason and attempts) */
     uint64_t gen;              /* the log generation the rebuilt segment belongs to */
     uint32_t other_gen_files;  /* files of other generations, not read (deleted by retention) */
+    uint32_t capacity;         /* of the rebuilt segment: the logged one, or more if more came
+                                * back (at-least-once duplicates: nothing is dropped) */
 } shmq_recovery_report_t;
 
 /**
@@ -154,8 +156,8 @@ typedef struct shmq_recovery_report {
  * ack, nack, extend, receive or maintenance (it must reopen), and nothing it does can change
  * the rebuilt queue; every operation of it that returned success before is in the rebuilt
  * queue. A torn or corrupt record is reported in *rep, never fatal. -EEXIST if a valid segment
- * exists, -ENOENT if there is no log, -ENOSPC if more messages are live than the logged
- * capacity holds, -EBADMSG if no log file is readable, -EPROTO for a log of another format
+ * exists, -ENOENT if there is no log, -ENOSPC if more messages are live than
+ * SHMQ_CAPACITY_MAX (more than the logged capacity: the rebuilt segment is made that large), -EBADMSG if no log file is readable, -EPROTO for a log of another format
  * version (version 1: drain it with the release that wrote it, or delete it with
  * shmq_unlink()). -EINVAL for a relative log_dir, -EPERM for a state or log directory that is
  * not the caller's or that others can write. shmq_open() does this by itself for a missing or
