@@ -19,6 +19,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -35,6 +36,7 @@
 #include "clock.h"
 #include "io.h"
 #include "layout.h"
+#include "loghead.h"
 #include "registry.h"
 #include "ring.h"
 #include "segment.h"
@@ -1004,6 +1006,8 @@ struct entry { /* one record for the recovery decision: sorted by (id, log order
 /* The log being read: the public report plus the records recovery would weigh. */
 struct log_read {
     struct inspect_log *log;
+    bool have_head;
+    uint64_t complete_gen; /* recovery reads the files of this generation only */
     size_t cap;
     struct entry *v;
     size_t nv, capv;
@@ -1191,7 +1195,9 @@ static int scan_file(void *arg)
     f->seq_mismatch = h->seq != f->seq;
     f->header_file_size = h->file_size;
     f->truncated = h->file_size > f->size; /* the records before the cut still count */
-    f->readable = !f->seq_mismatch;
+    f->gen = h->layout.log_gen;
+    f->other_gen = fs->r->have_head && f->gen != fs->r->complete_gen;
+    f->readable = !f->seq_mismatch && !f->other_gen;
     fs->prev_end = WAL_HEADER_SIZE;
     struct walscan_stats st;
     walscan_records(fs->base, (size_t)f->size, h, log_record, fs, &st);
@@ -1260,19 +1266,26 @@ static void decide(struct log_read *r)
         qsort(r->v, r->nv, sizeof(*r->v), by_id_order);
     for (size_t i = 0; i < r->nv;) {
         size_t j = i;
-        bool published = false, resolved = false, resolution = false;
+        bool published = false, resolved = false, dead = false, resolution = false;
         uint32_t attempt = 0, len = 0;
         for (; j < r->nv && r->v[j].id == r->v[i].id; j++) {
             const struct entry *e = &r->v[j];
-            if (e->type == WAL_PUBLISH) {
-                if (resolved)
-                    attempt = 0; /* redriven from the dead letters: attempts start again */
+            if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && published &&
+                (resolved || dead)) {
+                len = e->len; /* a stale copy: carries the payload, revives nothing */
+            } else if (e->type == WAL_PUBLISH) {
+                attempt = 0; /* a redrive from the dead letters starts them again */
                 published = true;
-                resolved = false;
+                resolved = dead = false;
                 len = e->len;
-            } else if (e->type == WAL_ACK || e->type == WAL_DEAD) {
+            } else if (e->type == WAL_ACK) {
                 resolved = true;
+                dead = false;
                 resolution = true;
+            } else if (e->type == WAL_DEAD) {
+                dead = true;
+                resolution = true;
+                attempt = e->attempt > attempt ? e->attempt : attempt;
             } else if (e->type == WAL_NACK && e->attempt > attempt) {
                 attempt = e->attempt;
             }
@@ -1280,7 +1293,9 @@ static void decide(struct log_read *r)
         uint64_t id = r->v[i].id;
         if (id > rc->highest_id)
             rc->highest_id = id;
-        if (published && !resolved) {
+        if (published && dead) {
+            rc->dead_letters++;
+        } else if (published && !resolved) {
             if (rc->live == 0 || id < rc->first_live_id)
                 rc->first_live_id = id;
             if (rc->live == 0 || id > rc->last_live_id)
@@ -1380,7 +1395,15 @@ static void judge(struct log_read *r, bool segment_exists)
     }
     for (size_t i = 0; i < log->n_files; i++) {
         const struct inspect_log_file *f = &log->files[i];
-        if (i > 0 && f->seq > log->files[i - 1].seq + 1) {
+        const struct inspect_log_file *prev = i > 0 ? &log->files[i - 1] : NULL;
+        /* a gap between two generations is the rule (a rebuild starts 16 files further) */
+        bool new_gen = prev && prev->scanned && f->scanned && prev->gen != f->gen;
+        if (f->other_gen)
+            note(&log->warnings,
+                 "%s: of generation %" PRIu64 ", not the complete one (%" PRIu64
+                 "): recovery does not read it; retention deletes it",
+                 f->name, f->gen, log->recovery.complete_gen);
+        if (prev && !new_gen && f->seq > prev->seq + 1) {
             uint64_t from = log->files[i - 1].seq + 1, to = f->seq - 1;
             if (from == to)
                 note(&log->problems,
@@ -1397,7 +1420,6 @@ static void judge(struct log_read *r, bool segment_exists)
     rc->have_capacity = newest != NULL;
     rc->capacity = newest ? newest->capacity : 0;
     rc->outcome = !newest                       ? "fails: no readable log file"
-                  : rc->live > newest->capacity ? "fails: more live messages than the capacity"
                   : rc->live_max_len > newest->max_msg_size
                       ? "fails: a live message longer than max_msg_size"
                   : segment_exists ? "refused while the segment exists"
@@ -1410,6 +1432,20 @@ int inspect_log_read(const char *dir, bool segment_exists, struct inspect_log **
     struct log_read r = {.log = calloc(1, sizeof(struct inspect_log))};
     if (!r.log)
         return -ENOMEM;
+    char hp[PATH_MAX];
+    struct log_head head;
+    snprintf(hp, sizeof(hp), "%s/head", dir);
+    int hfd = io_open(hp, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW, 0);
+    if (hfd >= 0) { /* a copy, read with pread: nothing of it is mapped */
+        if (io_pread(hfd, &head, sizeof(head), 0) == (ssize_t)sizeof(head) && loghead_valid(&head)) {
+            r.have_head = true;
+            r.complete_gen = atomic_load_explicit(&head.complete_gen, memory_order_relaxed);
+            r.log->recovery.have_head = true;
+            r.log->recovery.gen = atomic_load_explicit(&head.gen, memory_order_relaxed);
+            r.log->recovery.complete_gen = r.complete_gen;
+        }
+        io_close(hfd);
+    }
     int err = list_files(&r, dir);
     if (!err) {
         int dfd = io_open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);

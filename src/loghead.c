@@ -78,6 +78,12 @@ int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *ou
     return 0;
 }
 
+bool loghead_valid(const struct log_head *h)
+{
+    return h->magic == LOG_HEAD_MAGIC && h->size == LOG_HEAD_SIZE && head_crc(h) == h->crc &&
+           h->version == WAL_VERSION;
+}
+
 void loghead_close(struct loghead *lh)
 {
     if (!lh || !lh->h)

@@ -38,6 +38,9 @@ struct loghead {
 int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *out);
 void loghead_close(struct loghead *lh);
 
+/* Is h (a copy of a head file's first bytes) a valid head of this version? (inspection) */
+bool loghead_valid(const struct log_head *h);
+
 /* Make gen and complete_gen durable (fsync). */
 int loghead_sync(struct loghead *lh);
 

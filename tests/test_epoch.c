@@ -15,12 +15,16 @@
  *  - a keyed publish killed before its decision (dedup_before_decide), its reservation freed by
  *    maintenance, then the segment lost: the retry publishes (ABORT), it is not a duplicate.
  *  - a log of format version 1 is refused with -EPROTO, and shmq_create will not overwrite it.
+ *  - the inspection layer (shmq wal) after a rebuild: reads the head, predicts from the complete
+ *    generation only, and calls the gap between generations no loss.
  *
  * Children that must hit crash points set SHMQ_CRASH_AT before their first library call.
  */
 #include "helpers.h"
 
 #include <dirent.h>
+
+#include "inspect.h"
 
 TestSuite(epoch, .fini = h_cleanup, .timeout = 240);
 
@@ -459,4 +463,40 @@ Test(epoch, version1_log_refused)
     cr_assert(strstr(shmq_strerror(-EPROTO), "format version") != NULL);
     struct stat stb;
     cr_assert_eq(stat(path, &stb), 0, "the version-1 file was touched");
+}
+
+/* ---- the inspection layer after a rebuild ---- */
+
+Test(epoch, inspect_reads_the_complete_generation)
+{
+    const char *name = h_qname("insp");
+    shmq_config_t cfg = log_config(64);
+    cfg.max_attempts = 1;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    publish_n(q, 0, 10);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_nack(c, &m, 0), 0); /* max_attempts 1: dead */
+    shmq_consumer_close(c);
+    shmq_close(q);
+    q = rebuild(name, NULL);
+    publish_n(q, 10, 12);
+    char dir[512];
+    log_dir_of(name, dir, sizeof dir);
+    struct inspect_log *log;
+    h_assert_rc(inspect_log_read(dir, true, &log), 0);
+    const struct inspect_log_recovery *rc = &log->recovery;
+    cr_assert(rc->have_head);
+    cr_assert_eq(rc->gen, 2);
+    cr_assert_eq(rc->complete_gen, 2);
+    cr_assert_eq(rc->live, 11, "live %llu", (unsigned long long)rc->live);
+    cr_assert_eq(rc->dead_letters, 1, "dead letters %llu", (unsigned long long)rc->dead_letters);
+    cr_assert_geq(rc->files_skipped, 1, "the first generation's file is not read");
+    cr_assert(log->ok, "a rebuilt log is judged damaged: %s",
+              log->problems.count ? log->problems.text[0] : "");
+    inspect_log_free(log);
+    shmq_close(q);
 }

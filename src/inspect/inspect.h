@@ -363,7 +363,10 @@ struct inspect_log_file {
     bool scanned;               /* the header is valid and the records were walked */
     bool seq_mismatch;          /* valid header, but its seq is not the name's */
     bool truncated;             /* shorter than its header says (records before the cut count) */
-    bool readable;              /* recovery reads it: valid header, matching seq */
+    bool readable;              /* recovery reads it: valid header, matching seq, and of the
+                                 * log's complete generation */
+    bool other_gen;             /* valid, but of another generation (recovery skips it) */
+    uint64_t gen;               /* its generation (from a valid header) */
     uint64_t epoch, header_seq, header_file_size; /* from a valid header */
     uint32_t capacity, max_msg_size;              /* the queue's, from a valid header */
     uint64_t records;                             /* valid records, PAD included */
@@ -389,7 +392,11 @@ struct inspect_log_recovery {
     uint64_t first_live_id, last_live_id;
     uint64_t live_with_attempts;
     uint32_t live_max_len; /* the longest live message */
-    uint64_t resolved;     /* published, then acked or dead-lettered */
+    uint64_t resolved;     /* published, then acked */
+    uint64_t dead_letters; /* published, then dead-lettered: restored as dead letters */
+    bool have_head;        /* the log's head file was read: */
+    uint64_t gen, complete_gen; /* its live and complete generations (recovery reads the
+                                 * complete one's files only) */
     uint64_t orphans;      /* resolved, their PUBLISH in a file already deleted */
     uint64_t highest_id;   /* ids go on after it */
     bool have_capacity;    /* a readable file exists: capacity is the newest one's */
