@@ -17,7 +17,7 @@ const char *shmq_strerror(int err)
     case -EINVAL: return "invalid argument (name, config, NULL pointer or token)";
     case -EEXIST: return "queue already exists";
     case -ENOENT: return "no such queue";
-    case -EPROTO: return "segment or log has another format version";
+    case -EPROTO: return "segment or log has another format version (made by another shmq release: drain it with that release, or delete it)";
     case -EIDRM: return "the queue was rebuilt from its log: reopen it";
     case -EBADMSG: return "segment is truncated, corrupted or not a shmq segment";
     case -EUSERS: return "registry full: too many attached processes";

@@ -463,6 +463,17 @@ Test(epoch, version1_log_refused)
     cr_assert(strstr(shmq_strerror(-EPROTO), "format version") != NULL);
     struct stat stb;
     cr_assert_eq(stat(path, &stb), 0, "the version-1 file was touched");
+
+    /* a version-1 segment: its layout's version field says 1 */
+    const char *sname = h_qname("v1seg");
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    h_assert_rc(shmq_create(sname, &cfg, &q), 0);
+    shmq_close(q);
+    char spath[256];
+    h_shm_path(sname, spath, sizeof spath);
+    uint32_t one = 1;
+    h_write_at(spath, 8, &one, sizeof one);
+    h_assert_rc(shmq_open(sname, &q), -EPROTO);
 }
 
 /* ---- the inspection layer after a rebuild ---- */
