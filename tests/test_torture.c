@@ -13,6 +13,12 @@
  * race. SHMQ_TORTURE_SEED fixes the random choices of the test process; SHMQ_TORTURE_CAPACITY
  * sets the queue's capacity (default 64).
  *
+ * Poison messages: one seq in POISON_EVERY of each producer hangs the consumers that take it
+ * (the consumer SIGSTOPs itself) on its first POISON_HANGS deliveries; the test continues such a
+ * consumer only after 500-1000 ms, well past the heartbeat timeout, so it is fenced as hung and
+ * the message goes on to the next consumer, which hangs too: consumers stopped in a row on the
+ * same message (fencing that composes, issue 16). Each must still end acked.
+ *
  * At the end: stop everything, continue the stopped, maintain and drain with a fresh consumer
  * until every published message is acked and the queue is quiet (bounded), then check the
  * book: losses (published, never acked) must be 0, corrupt payloads 0, messages acked
@@ -33,6 +39,10 @@ static uint32_t CAP =
 
 enum role { R_PRODUCER, R_CONSUMER, R_MAINTAINER };
 
+#define POISON_EVERY 4096 /* seq % POISON_EVERY == POISON_SEQ: a poison message */
+#define POISON_SEQ 100
+#define POISON_HANGS 2    /* its first deliveries hang their consumers */
+
 struct shared {
     char qname[SHMQ_NAME_MAX + 1];
     struct t_book *book;
@@ -41,6 +51,9 @@ struct shared {
     _Atomic uint64_t child_errors, nacks_delayed, slow_acks, publish_timeouts, maint_passes;
     _Atomic int last_error;
     _Atomic long in_ack[NCHILD]; /* per child: record index + 1 while inside shmq_ack */
+    _Atomic int poisoned[NCHILD]; /* per child: stopped itself on a poison message */
+    _Atomic uint64_t poison_hangs[POISON_HANGS + 1]; /* self-stops by the attempt they hung at */
+    _Atomic uint32_t poison_max_attempt;             /* highest attempt a poison message had */
 };
 
 struct child_arg {
@@ -120,6 +133,17 @@ static int consumer_main(struct child_arg *a)
         if (rc != 0)
             return fail(sh, 23, rc);
         struct t_rec *r = t_book_delivery(b, &m);
+        if (r && (size_t)(r - b->rec) % b->per_producer % POISON_EVERY == POISON_SEQ) {
+            uint32_t mx = atomic_load(&sh->poison_max_attempt);
+            while (m.attempt > mx &&
+                   !atomic_compare_exchange_weak(&sh->poison_max_attempt, &mx, m.attempt))
+                ;
+            if (m.attempt <= POISON_HANGS && !atomic_load(&sh->stop)) {
+                atomic_fetch_add(&sh->poison_hangs[m.attempt], 1);
+                atomic_store(&sh->poisoned[a->slot], 1);
+                raise(SIGSTOP); /* the handler hangs on it */
+            }
+        }
         uint32_t dice = (uint32_t)(t_rand(&rng) % 10000);
         if (dice < 1000) { /* 10%: nack, half with the backoff policy, half with 1-20 ms */
             uint32_t delay = dice < 500 ? 0 : 1 + (uint32_t)(t_rand(&rng) % 20);
@@ -186,6 +210,8 @@ struct chaos {
     uint64_t rng;
     struct child kids[NCHILD];
     uint64_t kills, stops, crash_kills, crash_stops, armed, restarts, parent_passes;
+    uint64_t poison_stops;
+    shmq_maint_report_t rep; /* the test's own passes */
     uint64_t points_armed[16];
 };
 
@@ -238,7 +264,11 @@ static void reap(struct chaos *ch, int64_t now)
         if (r != kid->pid)
             continue;
         if (WIFSTOPPED(st)) {
-            if (kid->resume_ms == 0) { /* stopped itself at an armed crash point */
+            if (kid->resume_ms == 0 && atomic_exchange(&ch->sh->poisoned[k], 0)) {
+                /* hung on a poison message: long enough to be fenced as hung */
+                ch->poison_stops++;
+                kid->resume_ms = now + 500 + (int64_t)(t_rand(&ch->rng) % 500);
+            } else if (kid->resume_ms == 0) { /* stopped itself at an armed crash point */
                 ch->crash_stops++;
                 kid->resume_ms = now + 50 + (int64_t)(t_rand(&ch->rng) % 350);
             }
@@ -284,7 +314,7 @@ static void chaos_step(struct chaos *ch, shmq_t *q)
             kid->resume_ms = now + 50 + (int64_t)(t_rand(&ch->rng) % 350);
         }
     } else if (dice < 70) {
-        t_maintain(q, NULL);
+        t_maintain(q, &ch->rep);
         ch->parent_passes++;
     }
     t_sleep_ms(10 + (int)(t_rand(&ch->rng) % 30));
@@ -431,6 +461,13 @@ Test(torture, kill_stop_restart_no_loss)
             (unsigned long long)atomic_load(&sh->maint_passes),
             (unsigned long long)ch.parent_passes,
             (unsigned long long)atomic_load(&sh->child_errors));
+    fprintf(stderr,
+            "torture: poison: consumers hung at attempt 1 %llu, at attempt 2 %llu (stops %llu), "
+            "highest attempt of a poison message %u; the test's passes copied out %u messages\n",
+            (unsigned long long)atomic_load(&sh->poison_hangs[1]),
+            (unsigned long long)atomic_load(&sh->poison_hangs[2]),
+            (unsigned long long)ch.poison_stops, atomic_load(&sh->poison_max_attempt),
+            ch.rep.copied_out);
     fprintf(stderr, "torture: corrupt payloads %llu, out of range %llu, double acks %llu\n",
             (unsigned long long)atomic_load(&sh->book->corrupt),
             (unsigned long long)atomic_load(&sh->book->out_of_range),
