@@ -145,7 +145,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (slot_claim_free(q, q->self, &to) != 0)
         return false;
     struct slot *ns = segment_slot(&q->seg, to);
-    uint64_t nw = sw_make(SLOT_RESERVED, q->self, sw_gen(atomic_load(&ns->state)));
+    uint64_t nw = atomic_load_explicit(&ns->state, memory_order_relaxed); /* RESERVED(us) */
     uint32_t len = sl->len, attempt = sl->attempt + (delivery_counted(sl, w) ? 0 : 1);
     if (len > l->max_msg_size)
         len = 0; /* a corrupted length: never copied out of bounds */
@@ -161,8 +161,11 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
     atomic_store_explicit(&ns->deadline,
                           tagged_make(p->now_ms + l->ack_deadline_ms, parked), memory_order_relaxed);
-    /* release: the copy is complete for whoever fires or frees the parked slot */
-    atomic_store_explicit(&ns->state, parked, memory_order_release);
+    /* release: the copy is complete for whoever fires or frees the parked slot. A CAS: a
+     * reservation is never taken from a live process, but we do not write over one that was */
+    if (!atomic_compare_exchange_strong_explicit(&ns->state, &nw, parked, memory_order_release,
+                                                 memory_order_relaxed))
+        return false;
     /* acq_rel: the holder's writes before w are ours; ours (the copy) precede the FENCED word */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w,
                                                  sw_next(w, SLOT_FENCED, sw_owner(w)),
