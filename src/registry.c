@@ -81,11 +81,16 @@ uint32_t registry_pidns_self(void)
     return ns;
 }
 
+/* Could v be a pid namespace's inode? Namespace inodes come from the kernel's proc inode range:
+ * 0xEFFFFFFC for the initial pid namespace, dynamic ones from 0xF0000000 (include/linux/
+ * proc_ns.h). Anything else in the field is garbage, or 0 (a library that did not record it). */
+static bool pidns_plausible(uint32_t v) { return v >= 0xEFFFFFFCu; }
+
 /* Is e's process in a pid namespace other than ours (its pid names another process here)? */
 static bool foreign(const struct proc_entry *e)
 {
-    uint32_t mine = registry_pidns_self();
-    return e->pidns && mine && e->pidns != mine;
+    uint32_t mine = registry_pidns_self(), theirs = e->pidns;
+    return pidns_plausible(mine) && pidns_plausible(theirs) && theirs != mine;
 }
 
 bool registry_pid_dead(const struct proc_entry *e)
