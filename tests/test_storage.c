@@ -164,15 +164,20 @@ Test(storage, a_log_file_that_cannot_be_mapped_is_ENOMEM)
 
 /* Make this (child) process's mounts private and put a tmpfs of size_kb KiB on path: 0, or 77
  * when the machine cannot (no unshare, no mount permission): the parent skips then. */
-static int private_tmpfs(const char *path, unsigned size_kb)
+static int private_tmpfs_mode(const char *path, unsigned size_kb, unsigned mode)
 {
     char opt[64];
     if (unshare(CLONE_NEWNS) != 0)
         return 77;
     if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
         return 77;
-    snprintf(opt, sizeof(opt), "size=%uk,mode=1777", size_kb);
+    snprintf(opt, sizeof(opt), "size=%uk,mode=%o", size_kb, mode);
     return mount("shmq-test", path, "tmpfs", 0, opt) == 0 ? 0 : 77;
+}
+
+static int private_tmpfs(const char *path, unsigned size_kb)
+{
+    return private_tmpfs_mode(path, size_kb, 01777);
 }
 
 /* Fill the file system holding dir: write a file there until ENOSPC. Its path into out. */
@@ -462,3 +467,93 @@ Test(storage, a_stopped_sync_leader_does_not_block_other_sync_publishes)
 Test(storage, needs_crash_points) { cr_skip_test("the library was built without SHMQ_CRASH_POINTS"); }
 
 #endif
+
+/* The log's file system fills up (a 2 MiB tmpfs as cfg.log_dir): the publish that needs a new
+ * log file returns -ENOSPC (no SIGBUS), the log reports itself failing; rebuilding the segment
+ * while the file system is still full is an error or works, never a signal; once space returns,
+ * every message whose publish returned 0 and was not acked is there, and publishing works. */
+struct logfs_arg {
+    const char *name;
+    char dir[64];
+};
+
+static int full_log_fs(void *p)
+{
+    struct logfs_arg *a = p;
+    int err = private_tmpfs_mode(a->dir, 2048, 0700);
+    if (err)
+        return err;
+    shmq_config_t cfg = h_small_config(64, 512, 8);
+    cfg.log_dir = a->dir;
+    cfg.wal_file_size = 256u << 10;
+    shmq_t *q;
+    err = shmq_create(a->name, &cfg, &q);
+    if (err)
+        fprintf(stderr, "create: %s\n", shmq_strerror(err));
+    CHECK(err == 0, 1);
+    char msg[512];
+    memset(msg, 'm', sizeof(msg));
+    for (int i = 0; i < 10; i++) /* live, never acked: must survive everything below */
+        CHECK(shmq_publish(q, msg, sizeof(msg), NULL) == 0, 2);
+    char filler[128];
+    CHECK(fill_fs(a->dir, filler, sizeof(filler)) == 0, 3);
+    shmq_consumer_t *c;
+    CHECK(shmq_consumer_open(q, "c", &c) == 0, 4);
+    int ok = 0, acked = 0;
+    for (;; ok++) { /* publish and ack (oldest first) until the log needs a file it cannot have */
+        err = shmq_publish(q, msg, sizeof(msg), NULL);
+        if (err)
+            break;
+        shmq_msg_t m;
+        CHECK(shmq_receive(c, &m, 1000) == 0, 5);
+        if (m.id <= 10) { /* one of the live ten: give it back, take the new one */
+            CHECK(shmq_nack(c, &m, 0) == 0, 6);
+            continue;
+        }
+        CHECK(shmq_ack(c, &m) == 0, 7);
+        acked++;
+        CHECK(ok < 100000, 8);
+    }
+    if (err != -ENOSPC)
+        fprintf(stderr, "publish on a full log file system: %s\n", shmq_strerror(err));
+    CHECK(err == -ENOSPC, 9);
+    shmq_stats_t st;
+    CHECK(shmq_stats(q, &st) == 0 && !st.wal_healthy && st.wal_errors >= 1, 10);
+    CHECK(shmq_consumer_close(c) == 0 && shmq_close(q) == 0, 11);
+
+    CHECK(shmq_unlink_segment(a->name) == 0, 12);
+    err = shmq_recover(a->name, a->dir, NULL); /* the file system still full */
+    if (err && err != -ENOSPC)
+        fprintf(stderr, "recovery on a full log file system: %s\n", shmq_strerror(err));
+    CHECK(err == 0 || err == -ENOSPC, 13);
+    CHECK(unlink(filler) == 0, 14);
+    if (err)
+        CHECK(shmq_recover(a->name, a->dir, NULL) == 0, 15);
+    CHECK(shmq_open(a->name, &q) == 0, 16);
+    CHECK(shmq_publish(q, msg, sizeof(msg), NULL) == 0, 17);
+    CHECK(shmq_consumer_open(q, "c2", &c) == 0, 18);
+    int live = 0, after = 0;
+    shmq_msg_t m;
+    while (shmq_receive(c, &m, 0) == 0) {
+        live += m.id <= 10;
+        after += m.id > 10;
+        CHECK(shmq_ack(c, &m) == 0, 19);
+    }
+    /* every publish that returned 0 and was not acked: the ten, the unacked new ones, and one */
+    if (live != 10 || after != ok - acked + 1)
+        fprintf(stderr, "after the rebuild: %d of the 10 live messages, %d of %d others\n", live,
+                after, ok - acked + 1);
+    CHECK(live == 10 && after == ok - acked + 1, 20);
+    CHECK(shmq_consumer_close(c) == 0 && shmq_close(q) == 0, 21);
+    CHECK(shmq_unlink(a->name) == 0 || true, 22);
+    return 0;
+}
+
+Test(storage, a_full_log_file_system_is_ENOSPC_and_loses_nothing)
+{
+    struct logfs_arg a = {.name = h_qname("st-logfs")};
+    snprintf(a.dir, sizeof(a.dir), "/tmp/shmq-test-logfs-XXXXXX");
+    cr_assert_not_null(mkdtemp(a.dir));
+    run_or_skip(full_log_fs, &a, "small log file system");
+    rmdir(a.dir);
+}
