@@ -98,6 +98,8 @@ static void usage(FILE *f, const char *prog)
             "Events: start, stop, queue_added, queue_removed, queue_missing, open_failed,\n"
             "lease_acquired (took_over=1 after a standby period), standby, consumer_died,\n"
             "client_died, consumer_hung, metrics_listening, alert, alert_cleared,\n"
+            "log_error (the queue's log failed to write or flush: count=, last_error=,\n"
+            "flush_failed=), log_healthy (it works again),\n"
             "alert_cmd_failed, and one per non-zero field of a maintenance report\n"
             "with count=N: procs_dead, procs_hung, reclaimed, deadline_expired,\n"
             "orphans_requeued, reservations_freed, delayed_fired, dead_lettered,\n"
