@@ -1,14 +1,15 @@
-# The watchdog's systemd units (tools/systemd/*.in): ExecStart gets the installed shmq-watchdog,
-# and they go to SHMQ_SYSTEMD_UNIT_DIR (default PREFIX/lib/systemd/system; a package for /usr
-# sets /usr/lib/systemd/system, which is where systemd looks). metrics.conf, a drop-in that
+# The watchdog's systemd units (tools/systemd/*.in): ExecStart gets the shmq-watchdog of
+# CMAKE_INSTALL_PREFIX as configured (the prefix at configure time, as for every installed path
+# written into a file), and they go to SHMQ_SYSTEMD_UNIT_DIR (default PREFIX/lib/systemd/system;
+# a package for /usr sets /usr/lib/systemd/system, which is where systemd looks). metrics.conf, a drop-in that
 # lets a unit serve --metrics, goes to the documentation directory beside README.md.
 # A second copy in the build tree (systemd/ under it) runs the tree's shmq-watchdog: the tests
 # check it with `systemd-analyze verify`.
 if(NOT TARGET shmq-watchdog)
   return()
 endif()
-set(SHMQ_SYSTEMD_UNIT_DIR "${CMAKE_INSTALL_PREFIX}/lib/systemd/system" CACHE PATH
-    "Where cmake --install puts the watchdog's systemd units")
+set(SHMQ_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING
+    "Where cmake --install puts the watchdog's systemd units (relative: under the prefix)")
 set(_units shmq-watchdog@.service shmq-watchdog-all.service metrics.conf)
 foreach(unit ${_units})
   set(SHMQ_UNIT_BINDIR "${CMAKE_INSTALL_FULL_BINDIR}")
