@@ -532,9 +532,14 @@ static int full_log_fs(void *p)
     CHECK(shmq_open(a->name, &q) == 0, 16);
     CHECK(shmq_publish(q, msg, sizeof(msg), NULL) == 0, 17);
     CHECK(shmq_consumer_open(q, "c2", &c) == 0, 18);
-    int live = 0, after = 0;
+    /* the nacked ones come back delayed (their backoff survives the rebuild): maintenance
+     * fires them; wait for all, with a generous bound */
+    int live = 0, after = 0, want = 10 + (ok - acked + 1);
     shmq_msg_t m;
-    while (shmq_receive(c, &m, 0) == 0) {
+    for (int64_t end = h_now_ms() + 60000; live + after < want && h_now_ms() < end;) {
+        shmq_maintain(q, NULL);
+        if (shmq_receive(c, &m, 50) != 0)
+            continue;
         live += m.id <= 10;
         after += m.id > 10;
         CHECK(shmq_ack(c, &m) == 0, 19);
