@@ -15,6 +15,8 @@
  *  - a keyed publish killed before its decision (dedup_before_decide), its reservation freed by
  *    maintenance, then the segment lost: the retry publishes (ABORT), it is not a duplicate.
  *  - a log of format version 1 is refused with -EPROTO, and shmq_create will not overwrite it.
+ *  - a checkpoint copy logged after the ACK of its message (its closing record lost) does not
+ *    bring the message back.
  *  - the inspection layer (shmq wal) after a rebuild: reads the head, predicts from the complete
  *    generation only, and calls the gap between generations no loss.
  *
@@ -25,6 +27,7 @@
 #include <dirent.h>
 
 #include "inspect.h"
+#include "queue.h" /* q->wal: a record written as maintenance writes it */
 
 TestSuite(epoch, .fini = h_cleanup, .timeout = 240);
 
@@ -509,5 +512,37 @@ Test(epoch, inspect_reads_the_complete_generation)
     cr_assert(log->ok, "a rebuilt log is judged damaged: %s",
               log->problems.count ? log->problems.text[0] : "");
     inspect_log_free(log);
+    shmq_close(q);
+}
+
+/* ---- a stale checkpoint copy (issue 14 item 6, and what test_segloss found) ---- */
+
+/*
+ * A checkpoint copies a live message, and the ack lands between its look and its copy; its
+ * closing record (an ACK again) never lands (the maintainer is killed, or fenced by a rebuild).
+ * The log then holds PUBLISH, ACK, PUBLISH(copy). The copy must not revive the acked message.
+ */
+Test(epoch, stale_checkpoint_copy_revives_nothing)
+{
+    const char *name = h_qname("stale");
+    shmq_config_t cfg = log_config(16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    uint64_t v = 5, id;
+    h_assert_rc(shmq_publish(q, &v, sizeof v, &id), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    /* the checkpoint's copy, as maintain.c writes it, after the ACK */
+    uint32_t seq;
+    h_assert_rc(wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, &v, sizeof v, &seq),
+                0);
+    shmq_consumer_close(c);
+    shmq_close(q);
+    shmq_recovery_report_t rep;
+    q = rebuild(name, &rep);
+    cr_assert_eq(rep.restored, 0, "an acked message came back from a stale checkpoint copy");
     shmq_close(q);
 }
