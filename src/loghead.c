@@ -40,6 +40,17 @@ static int init_head(int fd, uint32_t mode)
     return err ? err : io_fsync(fd);
 }
 
+/* A head whose making failed (I/O error, full disk) or was cut by a crash before its static part
+ * was written: shorter than a head, or its magic still 0. A creator (under the exclusive lock)
+ * makes it again, so a failed create leaves nothing in the way of the next one. */
+static bool never_made(int fd, uint64_t size)
+{
+    __typeof__(((struct log_head *)0)->magic) magic = 0;
+    if (size != LOG_HEAD_SIZE)
+        return size < LOG_HEAD_SIZE;
+    return io_pread(fd, &magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) && magic == 0;
+}
+
 int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *out)
 {
     char path[SHMQ_LOG_DIR_MAX + 96];
@@ -52,7 +63,7 @@ int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *ou
     int err = io_fstat(fd, &st);
     if (!err && !S_ISREG(st.st_mode))
         err = -EBADMSG;
-    if (!err && st.st_size == 0 && create)
+    if (!err && create && never_made(fd, (uint64_t)st.st_size))
         err = init_head(fd, mode);
     else if (!err && st.st_size != LOG_HEAD_SIZE)
         err = -EBADMSG; /* checked before mapping: no access past the file's end (SIGBUS) */
