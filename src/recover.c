@@ -118,18 +118,30 @@ static int load_file(void *arg, int dirfd, const char *name)
         ld->max_seq = seq;
     if (seq < ld->min_seq)
         ld->min_seq = seq;
+    /* A file that cannot be read NOW (EIO, EMFILE, ENOMEM, EACCES, ...) fails the whole
+     * recovery with that error: skipping it would rebuild the queue without its messages. Only
+     * what is not a log file (not regular, empty, bad header) is skipped as corrupt. */
     int fd = io_openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd == -ENOENT)
+        return 0; /* deleted since the listing */
+    if (fd < 0)
+        return fd;
     struct stat st;
-    if (fd < 0 || io_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
-        if (fd >= 0)
-            io_close(fd);
+    int err = io_fstat(fd, &st);
+    if (err) {
+        io_close(fd);
+        return err;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0) {
+        io_close(fd);
         ld->rep->corrupt_regions++;
         return 0;
     }
     void *base = NULL;
-    if (io_mmap(fd, 0, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, &base) != 0)
-        base = NULL;
+    err = io_mmap(fd, 0, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, &base);
     io_close(fd);
+    if (err)
+        return err;
     const struct wal_file_header *h;
     int herr = base ? walscan_header(base, (size_t)st.st_size, &h) : -EBADMSG;
     if (herr || h->seq != seq) {
