@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -31,6 +32,9 @@ struct fault {
     _Atomic int err;          /* what it fails with (positive) */
 };
 static struct fault faults[IO_OP__COUNT];
+static struct fault any;          /* the nth call of any op (io_fault_arm_any) */
+static _Atomic bool any_fired;    /* that call came and was failed */
+static _Atomic int any_op;        /* its op */
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
 
 static const char *const op_names[IO_OP__COUNT] = {
@@ -111,6 +115,31 @@ void io_fault_disarm_all(void)
 {
     for (int op = 0; op < IO_OP__COUNT; op++)
         io_fault_arm((enum io_op)op, 0, 0);
+    io_fault_arm_any(0, 0);
+}
+
+int io_fault_arm_any(uint64_t nth, int err)
+{
+    if (nth && (err <= 0 || err >= 4096))
+        return -EINVAL;
+    /* relaxed / release / acquire: as in io_fault_arm() */
+    atomic_store_explicit(&any.err, err, memory_order_relaxed);
+    atomic_store_explicit(&any_fired, false, memory_order_relaxed);
+    uint64_t now = atomic_load_explicit(&any.calls, memory_order_relaxed);
+    atomic_store_explicit(&any.fail_at, nth ? now + nth : 0, memory_order_release);
+    return 0;
+}
+
+bool io_fault_any_fired(void)
+{
+    /* relaxed: read after the calls it reports on, by the thread that made them */
+    return atomic_load_explicit(&any_fired, memory_order_relaxed);
+}
+
+enum io_op io_fault_any_op(void)
+{
+    /* relaxed: as io_fault_any_fired() */
+    return (enum io_op)atomic_load_explicit(&any_op, memory_order_relaxed);
 }
 
 static int parse_err(const char *s, size_t n)
@@ -182,6 +211,14 @@ static int fault(enum io_op op)
     struct fault *f = &faults[op];
     /* relaxed: the number only has to be unique; fail_at's acquire orders err */
     uint64_t n = atomic_fetch_add_explicit(&f->calls, 1, memory_order_relaxed) + 1;
+    /* relaxed: as above, for the count over every op */
+    uint64_t n_any = atomic_fetch_add_explicit(&any.calls, 1, memory_order_relaxed) + 1;
+    /* acquire: pairs with the release store in io_fault_arm_any() */
+    if (atomic_load_explicit(&any.fail_at, memory_order_acquire) == n_any) {
+        atomic_store_explicit(&any_op, (int)op, memory_order_relaxed);
+        atomic_store_explicit(&any_fired, true, memory_order_relaxed);
+        return -atomic_load_explicit(&any.err, memory_order_relaxed);
+    }
     /* acquire: pairs with the release store in io_fault_arm() */
     if (atomic_load_explicit(&f->fail_at, memory_order_acquire) != n)
         return 0;

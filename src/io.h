@@ -30,6 +30,7 @@
 #ifndef SHMQ_IO_H
 #define SHMQ_IO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -146,6 +147,14 @@ int io_fault_arm(enum io_op op, uint64_t nth, int err);
 /* Calls of op this process made so far (failed ones included). */
 uint64_t io_fault_calls(enum io_op op);
 void io_fault_disarm_all(void);
+/* Fail the nth I/O call of any op from now on (1: the next one) with -err, once; nth 0
+ * disarms. For loops that fail every call an operation makes, one at a time, without knowing
+ * which ops it uses. 0, or -EINVAL. */
+int io_fault_arm_any(uint64_t nth, int err);
+/* Did the call armed by io_fault_arm_any() come (and fail) since it was armed? */
+bool io_fault_any_fired(void);
+/* The op of that call (meaningful once io_fault_any_fired()). */
+enum io_op io_fault_any_op(void);
 /* Arm from a spec as SHMQ_IO_FAULT takes it ("op:nth:ERRNAME,..."): 0, or -EINVAL (nothing of
  * a bad spec is armed). */
 int io_fault_arm_spec(const char *spec);
