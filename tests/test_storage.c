@@ -336,6 +336,53 @@ Test(storage, a_failed_append_is_reported_counted_and_leaves_no_hole)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* An ack whose ACK record cannot be written (its record needs a new log file, which cannot be
+ * made) returns 0 (the ack happened) and is counted: the log reports itself failing until a
+ * write works again. */
+Test(storage, an_ack_whose_record_cannot_be_written_is_counted)
+{
+    const char *name = h_qname("st-ack");
+    shmq_config_t cfg = h_small_config(64, 2400, 8);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    char msg[2400];
+    memset(msg, 'x', sizeof(msg));
+    /* fill the first log file to its last few hundred bytes: the acks' records cross into the
+     * next file, whose making fails once */
+    int n = 0;
+    while (n < 64) {
+        h_assert_rc(shmq_publish(q, msg, sizeof(msg), NULL), 0);
+        n++;
+        shmq_stats_t st;
+        stats_of(q, &st);
+        if ((st.wal_bytes % (SHMQ_WAL_FILE_MIN - 4096)) + 2448 > SHMQ_WAL_FILE_MIN - 4096)
+            break;
+    }
+    cr_assert_eq(io_fault_arm(IO_FALLOCATE, 1, ENOSPC), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    uint64_t failed_at = 0;
+    for (int i = 0; i < n; i++) {
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 1000), 0);
+        h_assert_rc(shmq_ack(c, &m), 0); /* never fails for its record */
+        shmq_stats_t st;
+        stats_of(q, &st);
+        if (!failed_at && st.wal_errors) {
+            failed_at = m.id;
+            cr_assert(!st.wal_healthy && st.wal_last_error == -ENOSPC);
+        }
+    }
+    cr_assert(failed_at, "no ACK record failed: the test did not reach a new log file");
+    shmq_stats_t st;
+    stats_of(q, &st);
+    cr_assert(st.wal_healthy && st.wal_errors == 1, "healthy %u errors %llu", st.wal_healthy,
+              (unsigned long long)st.wal_errors);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
 /* SYNC: a flush that fails fails the publish it covered (-EIO), and every later one: the log is
  * failed (sticky) until the segment is rebuilt from the log. The messages are delivered all the
  * same (a failed sync publish may still be delivered). */
