@@ -509,6 +509,80 @@ Test(storage, a_stopped_sync_leader_does_not_block_other_sync_publishes)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* The watchdog says when a queue's log fails: a log_error event line (here its own maintenance
+ * meets a garbage wal_pos), then log_healthy once a write works again. */
+static void tool_path(const char *tool, char *buf, size_t size)
+{
+    char exe[512];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    cr_assert(n > 0);
+    exe[n] = 0;
+    *strrchr(exe, '/') = 0; /* BUILD/tests */
+    *strrchr(exe, '/') = 0; /* BUILD */
+    snprintf(buf, size, "%s/%s", exe, tool);
+}
+
+/* Read the watchdog's output (fd) until a line holds word, for at most timeout_ms. */
+static bool output_has(int fd, char *buf, size_t size, size_t *len, const char *word,
+                       int timeout_ms)
+{
+    for (int64_t end = h_now_ms() + timeout_ms; h_now_ms() < end;) {
+        buf[*len] = 0;
+        if (strstr(buf, word))
+            return true;
+        ssize_t n = read(fd, buf + *len, size - 1 - *len);
+        if (n > 0)
+            *len += (size_t)n;
+        else
+            h_sleep_ms(5); /* non-blocking pipe: nothing yet */
+    }
+    buf[*len] = 0;
+    return strstr(buf, word) != NULL;
+}
+
+Test(storage, the_watchdog_logs_log_errors)
+{
+    const char *name = h_qname("st-wd");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    struct segment seg;
+    h_assert_rc(segment_open(name, false, &seg), 0);
+    uint64_t good = atomic_load(&seg.hdr->wal_pos);
+    atomic_store(&seg.hdr->wal_pos, UINT64_MAX / 2);
+
+    char wd[600];
+    tool_path("shmq-watchdog", wd, sizeof(wd));
+    int p[2];
+    cr_assert_eq(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        execl(wd, wd, "--sample-ms", "20", name, (char *)NULL);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    close(p[1]);
+    static char out[65536];
+    size_t len = 0;
+    bool failed = output_has(p[0], out, sizeof(out), &len, "event=log_error", 30000);
+    atomic_store(&seg.hdr->wal_pos, good);
+    h_assert_rc(shmq_publish(q, "n", 1, NULL), 0); /* a write that works */
+    bool healthy = failed && output_has(p[0], out, sizeof(out), &len, "event=log_healthy", 30000);
+    kill(pid, SIGTERM);
+    h_waitpid(pid, 10000, 0, NULL);
+    close(p[0]);
+    segment_close(&seg);
+    cr_assert(failed, "no log_error line; the watchdog said:\n%s", out);
+    cr_assert(strstr(out, "last_error=") != NULL, "%s", out);
+    cr_assert(healthy, "no log_healthy line; the watchdog said:\n%s", out);
+    h_assert_rc(shmq_close(q), 0);
+}
+
 #else
 
 Test(storage, needs_crash_points) { cr_skip_test("the library was built without SHMQ_CRASH_POINTS"); }

@@ -61,7 +61,8 @@ static void usage(FILE *f, const char *prog)
             "  -s, --scan-ms N      milliseconds between checks of /dev/shm for new, missing\n"
             "                       and unlinked queues (1..600000; default 500)\n"
             "\n"
-            "Metrics and alerts (each queue is sampled with shmq_stats every --sample-ms):\n"
+            "Metrics, alerts and the log's health (each queue is sampled with shmq_stats every\n"
+            "--sample-ms):\n"
             "  --metrics HOST:PORT  serve the Prometheus text format on http://HOST:PORT/metrics\n"
             "                       (HOST: an IPv4 address or [IPv6]; PORT 0 picks a free port,\n"
             "                       logged by the metrics_listening event). Loopback only\n"
@@ -175,7 +176,8 @@ static int run(struct watch_list *l, const struct wd_options *o, int sigfd, stru
     uint64_t scan_ns = (uint64_t)o->scan_ms * 1000000ull;
     uint64_t refresh_ns = (uint64_t)o->refresh_ms * 1000000ull;
     uint64_t now = mono_ns(), next_pass = now, next_scan = now, next_refresh = now;
-    bool sampling = m || alerts_any(o->alerts);
+    /* always: the log's health (log_error / log_healthy lines) comes from the samples too */
+    bool sampling = true;
     uint64_t sample_ns = (uint64_t)o->sample_ms * 1000000ull;
     uint64_t next_sample = sampling ? now : UINT64_MAX;
     int rc = EXIT_CLEAN;
