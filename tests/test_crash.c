@@ -764,6 +764,8 @@ static void maintain_move_case(int move)
     cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
     cr_assert_eq(shmq_open(sh->qname, &q2), 0);
     cr_assert_eq(shmq_consumer_open(q2, "mv-test", &c), 0);
+    /* heartbeat 100 ms: beat while idle, or a loaded machine gets it fenced as hung */
+    cr_assert_eq(shmq_consumer_heartbeat_thread(c, 10), 0);
     const char payload[] = "move";
     uint64_t id = 0;
     shmq_msg_t m;
