@@ -664,6 +664,11 @@ static void lead_sync(struct wal *w, bool takeover)
     uint64_t from = low, oldest = atomic_load(&h->wal_oldest_seq);
     if (takeover && oldest < from)
         from = oldest;
+    /* files below this segment's first one are an older generation's: not ours to flush (a
+     * writer maps only files of its own generation) */
+    uint64_t first = w->seg->layout.wal_base_pos / w->usable;
+    if (from < first)
+        from = first;
     int failed = 0;
     CRASH_POINT(sync_while_leading);
     for (uint64_t s = from; s <= cur && s <= WAL_SEQ_MAX; s++) {
