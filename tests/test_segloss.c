@@ -16,22 +16,16 @@
  *
  * Segment losses come in two kinds. QUIESCED: every child is killed first, the segment is lost,
  * the next round's processes rebuild it (several at once, in shmq_open). LIVE: the segment is
- * lost while the processes run, so old processes keep their mapping: only the generation fence
- * (issue 14 item 1: they get -EIDRM) makes that safe, so live losses run only when the library
- * has the fence. The test finds out by trying it (fence_present(): a handle on a lost segment
- * publishes after another process rebuilt it; -EIDRM means fenced) and says which it ran.
+ * lost while the processes run, so old processes keep their mapping: the generation fence
+ * (issue 14 item 1) makes that safe, and the test first checks that it is there
+ * (fence_present(): a handle on a lost segment publishes after another rebuilt it: -EIDRM).
  *
- * Producers keep the queue at most half full. A full queue exposes a known recovery bug (issue
- * 14, reported with this test): a message logged but not committed (its producer killed between
- * the PUBLISH record and the commit), or acked without its ACK record (its consumer killed
- * between the two), stays unresolved in the log; with every slot in use the log then holds
- * capacity + 1 unresolved messages and shmq_recover() refuses the rebuild (-ENOSPC), so the
- * queue cannot be opened at all. SHMQ_SEGLOSS_FULL=1 lifts the limit to show it (a 60 s soak
- * hit it twice in two runs); remove the limit when recovery copes.
+ * Producers keep the queue full most of the time, so a rebuild often finds more unresolved
+ * messages than slots (a message logged but never committed, or acked without its ACK record,
+ * next to a full ring): recovery must grow the queue rather than refuse (-ENOSPC) or drop one.
  *
  * CI: a few seconds (SEGLOSS_ROUNDS rounds). Soak: SHMQ_SOAK_SECONDS=N runs rounds for N
- * seconds. Either prints the number of segment losses survived. SHMQ_SEGLOSS_LIVE=1 forces live
- * losses on a library without the fence, to watch the test catch the loss the fence prevents.
+ * seconds. Either prints the number of segment losses survived.
  */
 #include "torture.h"
 
@@ -56,6 +50,9 @@ struct world {
     _Atomic int64_t in_ack[NCONS];      /* rec index + 1 a consumer is acking, 0 if none */
     _Atomic uint64_t idmap[1u << IDMAP_BITS]; /* (rec index + 1) << 40 | id: see id_check() */
     _Atomic uint64_t id_clash, acked_redelivered, eidrm, reopens, child_failed;
+    _Atomic uint64_t losses; /* segment losses so far (diagnostics) */
+    _Atomic uint64_t *ack_id; /* per message: the id its successful ack named, losses then */
+    _Atomic uint32_t *ack_losses;
     _Atomic int stop;
 };
 
@@ -64,7 +61,6 @@ static struct world *W;
 struct child_arg {
     char name[SHMQ_NAME_MAX + 1];
     int slot;
-    bool full; /* SHMQ_SEGLOSS_FULL=1: producers keep the queue full (see the top) */
     struct world *w; /* in the arena, mapped before the spawner forked: valid in every child */
 };
 
@@ -99,6 +95,22 @@ static void id_check(uint64_t id, size_t rec)
     }
 }
 
+/* A message whose ack returned 0 was delivered again: say what we know. */
+static void acked_redelivered(struct t_rec *r, const shmq_msg_t *m, const char *who)
+{
+    size_t idx = (size_t)(r - W->book->rec);
+    atomic_fetch_add(&W->acked_redelivered, 1);
+    fprintf(stderr,
+            "segloss: %s: message %zu (producer %zu seq %zu) acked with id %llu after %u losses, "
+            "delivered again as id %llu attempt %u flags %u after %llu losses (delivered %u, "
+            "acked %u, stale acks %u)\n",
+            who, idx, idx / W->book->per_producer, idx % W->book->per_producer,
+            (unsigned long long)atomic_load(&W->ack_id[idx]), atomic_load(&W->ack_losses[idx]),
+            (unsigned long long)m->id, m->attempt, m->flags,
+            (unsigned long long)atomic_load(&W->losses), atomic_load(&r->delivered),
+            atomic_load(&r->acked), atomic_load(&r->ack_stale));
+}
+
 static int producer(void *arg)
 {
     const struct child_arg *a = arg;
@@ -106,11 +118,7 @@ static int producer(void *arg)
     shmq_t *q;
     if (open_retry(a->name, &q) != 0)
         return 2;
-    for (uint32_t n = 0;; n++) {
-        shmq_stats_t st;
-        while (!a->full && n % 8 == 0 && shmq_stats(q, &st) == 0 &&
-               st.ready + st.inflight + st.delayed + st.reserved > CAPACITY / 2)
-            t_sleep_ms(1); /* pacing, see the top: not a wait for an event */
+    for (;;) {
         uint32_t seq = atomic_fetch_add(&W->next_seq[a->slot], 1);
         if (seq >= W->book->per_producer)
             break;
@@ -151,9 +159,14 @@ static int consumer(void *arg)
                 size_t idx = (size_t)(r - W->book->rec);
                 id_check(m.id, idx);
                 if (atomic_load(&r->acked))
-                    atomic_fetch_add(&W->acked_redelivered, 1);
+                    acked_redelivered(r, &m, "consumer");
                 atomic_store(&W->in_ack[a->slot], (int64_t)idx + 1);
+                uint64_t losses = atomic_load(&W->losses);
                 rc = t_ack(c, r, &m);
+                if (rc == 0) {
+                    atomic_store(&W->ack_id[idx], m.id);
+                    atomic_store(&W->ack_losses[idx], (uint32_t)losses);
+                }
                 atomic_store(&W->in_ack[a->slot], 0);
             } else {
                 rc = shmq_ack(c, &m);
@@ -254,8 +267,6 @@ static pid_t spawn_kind(const char *name, int kind, int slot)
     snprintf(a.name, sizeof a.name, "%s", name);
     a.slot = slot;
     a.w = W;
-    const char *full = getenv("SHMQ_SEGLOSS_FULL");
-    a.full = full && strcmp(full, "1") == 0;
     int (*fn[])(void *) = {producer, consumer, maintainer};
     return t_spawn(fn[kind], &a, sizeof a);
 }
@@ -287,19 +298,14 @@ Test(segloss, random_kills_stops_and_segment_losses)
 {
     const char *soak = getenv("SHMQ_SOAK_SECONDS");
     int soak_s = soak ? atoi(soak) : 0;
-    bool live = fence_present();
-    const char *force = getenv("SHMQ_SEGLOSS_LIVE"); /* 1: live losses even without the fence */
-    bool forced = !live && force && strcmp(force, "1") == 0;
-    live = live || forced;
-    fprintf(stderr,
-            "segloss: live segment losses %s\n",
-            forced ? "ON, forced by SHMQ_SEGLOSS_LIVE=1 without the fence: expect losses"
-            : live ? "ON (the library fences old segments with -EIDRM)"
-                 : "OFF: the library has no generation fence yet (a process holding a lost "
-                   "segment still publishes with success); quiesced losses only");
+    cr_assert(fence_present(), "a process holding a lost segment was not fenced (-EIDRM) after "
+                               "a rebuild: live segment losses would lose messages");
 
     W = t_shared(sizeof *W);
     W->book = t_book_new(NPROD, soak_s ? PER_SOAK : PER_CI);
+    size_t nrec = (size_t)NPROD * W->book->per_producer;
+    W->ack_id = t_shared(nrec * sizeof *W->ack_id);
+    W->ack_losses = t_shared(nrec * sizeof *W->ack_losses);
     const char *name = t_qname("sl");
     shmq_config_t cfg;
     shmq_config_init(&cfg);
@@ -355,9 +361,10 @@ Test(segloss, random_kills_stops_and_segment_losses)
                 }
                 break;
             case 3:
-                if (live && (t_rand(&rng) & 3) == 0) {
+                if ((t_rand(&rng) & 3) == 0) {
                     lose_segment(name, &rng);
                     losses++;
+                    atomic_fetch_add(&W->losses, 1);
                     live_losses++;
                 }
                 break;
@@ -367,6 +374,7 @@ Test(segloss, random_kills_stops_and_segment_losses)
             kill_proc(&procs[i]);
         lose_segment(name, &rng); /* quiesced: the next round's processes rebuild it at once */
         losses++;
+        atomic_fetch_add(&W->losses, 1);
     }
 
     /* the final recovery, and the drain: everything published comes out */
@@ -405,7 +413,7 @@ Test(segloss, random_kills_stops_and_segment_losses)
         if (r) {
             id_check(m.id, (size_t)(r - W->book->rec));
             if (atomic_load(&r->acked))
-                atomic_fetch_add(&W->acked_redelivered, 1);
+                acked_redelivered(r, &m, "drain");
         }
         rc = r ? t_ack(c, r, &m) : shmq_ack(c, &m);
         cr_assert_eq(rc, 0, "drain ack: %s", shmq_strerror(rc));
