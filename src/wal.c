@@ -189,15 +189,17 @@ static int make_file(struct wal *w, uint64_t seq)
     else if (!err)
         linked = true;
     io_unlink(tmp);
-    /* F1 (seq_cst loads after our link, a system call): either recovery's listing after E3 sees
-     * the file (and its generation starts beyond it), or we see E3 and take the file back; the
-     * same with retention, which moves wal_oldest_seq before it unlinks: a deleted file never
-     * comes back to stay (docs/DESIGN.md, "Generations") */
-    if (linked && (atomic_load(&w->head.h->gen) != w->gen ||
-                   seq < atomic_load(&w->seg->hdr->wal_oldest_seq))) {
+    /* F1 (a seq_cst load after our link, a system call): retention moves wal_oldest_seq before
+     * it unlinks, so either it unlinks after our link or we see the new bound and take our
+     * file back: a deleted file never comes back to stay. (Only a file below retention: nothing
+     * acknowledged can be in it. A file made by a writer of an older generation is left: a
+     * recovery may have read it, and its other writers' records with it; docs/DESIGN.md.) */
+    if (linked && seq < atomic_load(&w->seg->hdr->wal_oldest_seq)) {
         io_unlink(path);
-        return atomic_load(&w->head.h->gen) != w->gen ? -EIDRM : -ESTALE;
+        return -ESTALE;
     }
+    if (linked && !gen_live(w))
+        return -EIDRM; /* fenced meanwhile: write nothing more */
     io_fsync_dir(w->dir); /* the new name is durable too (SYNC promises power-loss safety) */
     return err;
 }
@@ -555,6 +557,8 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         int err = seq > WAL_SEQ_MAX ? -EBADMSG : get_map(w, seq, &m); /* a garbage wal_pos? */
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
+        if (err == -EIDRM)
+            return err; /* fenced (a newer generation): not a failure of the log */
         if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
             return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
