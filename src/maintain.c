@@ -406,7 +406,9 @@ static void repair_slot(struct pass *p, uint32_t idx)
             if (move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
                 count(q_self(p->q), CNT_PUBLISHED);
         } else if (gone) {
-            uint64_t id = sl->id; /* may be stale: an extra ACK of a done id is harmless */
+            /* may be stale (its producer died before writing it): an extra ACK of a done id is
+             * harmless, and the ABORT flag counts only right after that id's PUBLISH */
+            uint64_t id = sl->id;
             bool logged = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed) != 0;
             if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
                 p->rep->reservations_freed++;

@@ -352,8 +352,11 @@ static int decide(struct scan_ctx *c, struct rebuild *rb)
                     key = e;
             } else if (e->type == WAL_ACK) {
                 r.state = 0;
-                if (e->attempt & WAL_ACK_ABORT)
-                    key = NULL; /* never published: its key does not count */
+                /* never published: its key does not count. Only right after its own PUBLISH:
+                 * maintenance may log ABORT with the id a reused slot held before (a producer
+                 * that died before writing its id), a message done long ago whose key stays */
+                if ((e->attempt & WAL_ACK_ABORT) && key && key == e - 1)
+                    key = NULL;
             } else if (e->type == WAL_DEAD) {
                 r.state = SLOT_DEAD;
                 r.attempt = e->attempt > r.attempt ? e->attempt : r.attempt;

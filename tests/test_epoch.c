@@ -546,3 +546,56 @@ Test(epoch, stale_checkpoint_copy_revives_nothing)
     cr_assert_eq(rep.restored, 0, "an acked message came back from a stale checkpoint copy");
     shmq_close(q);
 }
+
+/* ---- an ABORT with a stale id does not cancel a committed key ---- */
+
+static const char *sk_name;
+
+static int reserve_victim(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "publish_after_reserve", 1); /* killed before it writes the id */
+    shmq_t *q;
+    if (shmq_open(sk_name, &q))
+        return 10;
+    uint64_t v = 9;
+    shmq_publish(q, &v, sizeof v, NULL);
+    return 12;
+}
+
+/*
+ * One slot: a keyed message is published and acked; a producer dies holding the slot RESERVED
+ * before writing its id, so the slot still names the acked message's id; maintenance frees it
+ * and logs ACK with ABORT for that (stale) id. The key was committed and must stay so.
+ */
+Test(epoch, stale_abort_keeps_a_committed_key)
+{
+    sk_name = h_qname("sabort");
+    pid_t k = h_fork_gated(reserve_victim, NULL);
+    shmq_config_t cfg = log_config(1);
+    cfg.dedup_window_count = 16;
+    shmq_t *q;
+    h_assert_rc(shmq_create(sk_name, &cfg, &q), 0);
+    uint64_t v = 1, id = 0;
+    h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k1", 2, &id), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the producer was not killed at its crash point");
+    shmq_maint_report_t mr;
+    h_assert_rc(shmq_maintain(q, &mr), 0);
+    cr_assert_eq(mr.reservations_freed, 1);
+    shmq_close(q);
+    q = rebuild(sk_name, NULL);
+    uint64_t again = 0;
+    h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k1", 2, &again), 0);
+    cr_assert_eq(again, id, "a stale ABORT made a committed key publish again (id %llu)",
+                 (unsigned long long)again);
+    shmq_close(q);
+}
