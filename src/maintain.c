@@ -217,6 +217,13 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
         uint32_t mine = owner + 1;
         if (set_linger) /* the owner acked meanwhile: it reads no more */
             atomic_compare_exchange_strong(&sl->linger, &mine, 0);
+        /* our DEAD record may follow the owner's ACK: if the message is done, say so again
+         * (acquire: a slot reused for another message shows its new id with its new state) */
+        uint64_t now = atomic_load_explicit(&sl->state, memory_order_acquire);
+        unsigned st = sw_state(now);
+        if (dead && !fenced_log &&
+            (sl->id != id || st == SLOT_FREE || st == SLOT_FENCED || st == SLOT_RESERVED))
+            queue_log(p->q, WAL_ACK, id, 0);
         return false;
     }
     taken_back(p, id, attempt, dead, true);
