@@ -1268,8 +1268,16 @@ static void decide(struct log_read *r)
         size_t j = i;
         bool published = false, resolved = false, dead = false, resolution = false;
         uint32_t attempt = 0, len = 0;
-        for (; j < r->nv && r->v[j].id == r->v[i].id; j++) {
+        size_t end = i, closed = i; /* recover.c: a copy no record follows is not read */
+        while (end < r->nv && r->v[end].id == r->v[i].id) {
+            unsigned t = r->v[end++].type;
+            if (t == WAL_ACK || t == WAL_DEAD || t == WAL_NACK)
+                closed = end;
+        }
+        for (; j < end; j++) {
             const struct entry *e = &r->v[j];
+            if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && j >= closed)
+                continue;
             if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && published &&
                 (resolved || dead)) {
                 len = e->len; /* a stale copy: carries the payload, revives nothing */

@@ -263,7 +263,8 @@ static int relog_state(struct wal *w, const struct restored *r)
     if (r->state == SLOT_DELAYED)
         return wal_append(w, WAL_NACK, r->pub->id, r->attempt, &r->due_unix_ms, WAL_NACK_DUE_LEN,
                           NULL);
-    return r->attempt ? wal_append(w, WAL_NACK, r->pub->id, r->attempt, NULL, 0, NULL) : 0;
+    /* even with 0 attempts: it closes the copy (a copy no record follows is not read) */
+    return wal_append(w, WAL_NACK, r->pub->id, r->attempt, NULL, 0, NULL);
 }
 
 /*
@@ -335,9 +336,19 @@ static int decide(struct scan_ctx *c, struct rebuild *rb)
     for (size_t i = 0; i < c->n;) {
         struct restored r = {0};
         const struct entry *key = NULL;
-        size_t j = i;
-        for (; j < c->n && c->v[j].id == c->v[i].id; j++) {
+        size_t j = i, end = i, closed = i; /* closed: past the id's last closing record */
+        while (end < c->n && c->v[end].id == c->v[i].id) {
+            unsigned t = c->v[end++].type;
+            if (t == WAL_ACK || t == WAL_DEAD || t == WAL_NACK)
+                closed = end;
+        }
+        for (; j < end; j++) {
             const struct entry *e = &c->v[j];
+            if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && j >= closed)
+                continue; /* a copy no record follows: its maker died (or was fenced) before its
+                           * closing record; if the id was resolved in a file since deleted,
+                           * the copy alone would revive it. The original still counts: the
+                           * copy never moved wal_seq, so its file is kept. */
             if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && r.pub &&
                 (r.state == 0 || r.state == SLOT_DEAD)) {
                 /* a copy after the ACK or DEAD that resolved it is stale (its maker looked
@@ -411,6 +422,8 @@ static int remake_head(const char *dir, struct loghead *lh, shmq_recovery_report
     uint64_t gen = pre.max_gen;
     size_t n = pre.n;
     uint32_t old = pre.old_version;
+    /* the mode a shared queue's files have (the newest file's layout): its users map the head */
+    uint32_t mode = n ? logdir_file_mode(pre.files[n - 1].h->layout.mode) : 0600;
     unload_files(&pre);
     if (err)
         return err;
@@ -419,7 +432,7 @@ static int remake_head(const char *dir, struct loghead *lh, shmq_recovery_report
     char path[SHMQ_LOG_DIR_MAX + 96];
     snprintf(path, sizeof(path), "%s/head", dir);
     io_unlink(path);
-    if ((err = loghead_open(dir, true, 0600, lh)) != 0)
+    if ((err = loghead_open(dir, true, mode, lh)) != 0)
         return err;
     atomic_store(&lh->h->gen, gen);
     atomic_store(&lh->h->complete_gen, gen);

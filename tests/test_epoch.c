@@ -539,6 +539,11 @@ Test(epoch, stale_checkpoint_copy_revives_nothing)
     uint32_t seq;
     h_assert_rc(wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, &v, sizeof v, &seq),
                 0);
+    /* and a copy of a message whose ACK was in a file retention deleted since: the copy alone,
+     * its maker killed before its closing record */
+    h_assert_rc(wal_append_publish(q->wal, id + 1000, WAL_PUB_CHECKPOINT, NULL, 0, &v, sizeof v,
+                                   &seq),
+                0);
     shmq_consumer_close(c);
     shmq_close(q);
     shmq_recovery_report_t rep;
