@@ -17,7 +17,19 @@
  * wal_sync_req. A leader (wal_sync_leader CAS from 0 to its pid) reads the ticket count, takes
  * wal_sync_low, fdatasyncs those files, publishes the count in wal_sync_done, and wakes the
  * others. Every ticket up to the count was taken after its record was written, so one flush
- * covers them all. A leader that dies is replaced (its pid is checked while waiting).
+ * covers them all. A leader that dies is replaced (its pid is checked while waiting), and so is
+ * one that makes no progress for WAL_SYNC_STALL_MS (stopped): the waiter CASes the leader word
+ * from that pid to its own and flushes from wal_oldest_seq (the low the stalled one took is lost
+ * with it); a file flushed twice is harmless, and the stalled leader gives leadership back with
+ * a CAS from its own pid. A failed flush sets the sticky WAL_HEALTH_FLUSH_FAILED before the
+ * tickets are published: every waiter it covers, and every later one, gets -EIO.
+ *
+ * Storage failures (docs/DESIGN.md, "Storage failures"): files are preallocated before they are
+ * linked into place, so stores into a mapping cannot fault; an append fails only when its file
+ * cannot be made or mapped, after its reservation was taken: the range is remembered (pend[]) and
+ * closed with a PAD record once the file can be mapped. Every failure is counted in the segment
+ * (wal_errors, wal_health). A file number far beyond the oldest file with nothing on disk near it
+ * comes from a garbage wal_pos: no file is made for it.
  */
 #include "wal.h"
 

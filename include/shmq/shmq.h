@@ -160,8 +160,12 @@ typedef struct shmq_recovery_report {
  * SHMQ_CAPACITY_MAX (more than the logged capacity: the rebuilt segment is made that large), -EBADMSG if no log file is readable, -EPROTO for a log of another format
  * version (version 1: drain it with the release that wrote it, or delete it with
  * shmq_unlink()). -EINVAL for a relative log_dir, -EPERM for a state or log directory that is
- * not the caller's or that others can write. shmq_open() does this by itself for a missing or
- * corrupt segment whose log the state directory names. rep may be NULL.
+ * not the caller's or that others can write. A log file that exists but cannot be read now
+ * fails the rebuild with its error (-EIO, -EMFILE, -ENOMEM, -EACCES) rather than rebuild
+ * without its messages; -ENOSPC/-EDQUOT/-EFBIG when /dev/shm or the log's file system has no
+ * room for the new segment or the re-logged state (retry once there is: nothing is lost).
+ * shmq_open() does this by itself for a missing or corrupt segment whose log the state
+ * directory names. rep may be NULL.
  */
 int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *rep);
 
