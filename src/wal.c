@@ -495,7 +495,7 @@ static void close_pending(struct wal *w)
             write_record(m, off, WAL_PAD, 0, 0, NULL, 0, (uint32_t)(len - WAL_REC_HEADER));
             put_map(m);
         }
-        if (err == 0 || err == -ESTALE || err == -EBADMSG) {
+        if (err == 0 || err == -ESTALE || err == -EBADMSG || err == -EIDRM) {
             /* padded, or its file was deleted (or is not one of ours): done with it */
             pthread_mutex_lock(&w->lock);
             n = atomic_load_explicit(&w->npend, memory_order_relaxed);
@@ -574,6 +574,8 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
             return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
+        if (err == -EIDRM)
+            return err; /* the queue was rebuilt: not a failure of the log */
         if (err) {
             /* the reservation stays unwritten: close it with PAD once its file can be mapped
              * (close_pending), and say that the log is failing */
