@@ -696,8 +696,8 @@ static void lead_sync(struct wal *w, bool takeover)
             continue; /* below what waiters asked for, and not there: not ours to make */
         struct walmap *m;
         int err = get_map(w, s, &m);
-        if (err == -ESTALE)
-            continue; /* deleted: nothing in it is live */
+        if (err == -ESTALE || err == -EIDRM)
+            continue; /* deleted, or of a newer generation (the queue was rebuilt): not ours */
         if (!err) {
             err = io_fdatasync(m->fd);
             atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
