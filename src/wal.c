@@ -574,8 +574,6 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
             return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
-        if (err == -EIDRM)
-            return err; /* the queue was rebuilt: not a failure of the log */
         if (err) {
             /* the reservation stays unwritten: close it with PAD once its file can be mapped
              * (close_pending), and say that the log is failing */
