@@ -25,7 +25,9 @@
  * next to a full ring): recovery must grow the queue rather than refuse (-ENOSPC) or drop one.
  *
  * CI: a few seconds (SEGLOSS_ROUNDS rounds). Soak: SHMQ_SOAK_SECONDS=N runs rounds for N
- * seconds. Either prints the number of segment losses survived.
+ * seconds. Either prints the number of segment losses survived. The book holds 2^21 messages
+ * per producer (the arena's size); a soak that publishes them all (about 4 minutes here) goes
+ * on losing segments with consumers and the maintainer only.
  */
 #include "torture.h"
 
