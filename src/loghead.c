@@ -10,7 +10,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "crc32c.h"
 #include "io.h"
@@ -86,6 +89,32 @@ int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *ou
     }
     out->h = h;
     out->fd = fd;
+    return 0;
+}
+
+uint64_t loghead_first_gen(void)
+{
+    uint64_t r = 0;
+    if (io_getrandom(&r, sizeof(r), GRND_NONBLOCK) != 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 40);
+    }
+    r &= (UINT64_C(1) << 62) - 1; /* room for 2^62 rebuilds; never LOG_GEN_DELETED */
+    return r ? r : 1;
+}
+
+int loghead_fence_deleted(const char *dir)
+{
+    struct loghead lh;
+    int err = loghead_open(dir, false, 0, &lh);
+    if (err)
+        return err;
+    /* seq_cst, as E3: a writer whose E2 (fence, load) misses this store wrote its record before
+     * it, into a file that is about to be deleted with the queue */
+    atomic_store(&lh.h->gen, LOG_GEN_DELETED);
+    atomic_store(&lh.h->complete_gen, LOG_GEN_DELETED);
+    loghead_close(&lh);
     return 0;
 }
 

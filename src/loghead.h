@@ -31,6 +31,20 @@ struct loghead {
     int fd;
 };
 
+/* A head's gen after shmq_unlink() fenced it (both words): every process still holding the
+ * deleted queue fails E1/E2 and writes nothing more; its appends return 0, as if made just before
+ * the delete (wal.c). No generation ever takes this value (loghead_first_gen()). */
+#define LOG_GEN_DELETED UINT64_MAX
+
+/* The first generation of a new log: random in [1, 2^62), so that a queue deleted and made
+ * again under the same name never has the generation of the deleted one (whose processes
+ * would otherwise map and write the new log's files: docs/DESIGN.md, "Generations"). */
+uint64_t loghead_first_gen(void);
+
+/* Fence every holder of the log in dir before it is deleted: gen and complete_gen set to
+ * LOG_GEN_DELETED (caller holds the exclusive lock). 0, -ENOENT (no head), -errno. */
+int loghead_fence_deleted(const char *dir);
+
 /* Map LOG_DIR/NAME/head. create: make it (gen 0, file mode `mode`, see logdir_file_mode()) if
  * missing or empty; the caller holds the exclusive lock then. 0, -ENOENT (no head: a log of
  * format version 1, or none), -EPROTO (another version), -EBADMSG (not a head, or damaged),

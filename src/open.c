@@ -50,7 +50,11 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
     int err = loghead_open(dir, true, mode, &lh);
     if (err)
         return err;
-    *gen = atomic_fetch_add(&lh.h->gen, 1) + 1; /* E3 of a create */
+    /* E3 of a create. A fresh head (or one a delete fenced and did not remove) starts at a
+     * random generation: a process of a deleted queue by the same name never matches it */
+    uint64_t old = atomic_load(&lh.h->gen);
+    *gen = old == 0 || old == LOG_GEN_DELETED ? loghead_first_gen() : old + 1;
+    atomic_store(&lh.h->gen, *gen); /* under the exclusive lock: no other writer of the word */
     atomic_store(&lh.h->complete_gen, *gen);
     err = loghead_sync(&lh);
     loghead_close(&lh);
@@ -159,7 +163,17 @@ int shmq_unlink(const char *name)
         dir[0] = 0; /* no segment: the log the state directory names */
     }
     int seg_err = shmq_unlink_segment(name);
-    int log_err = dir[0] ? wal_remove_dir(dir) : -ENOENT;
+    int log_err = -ENOENT;
+    if (dir[0]) {
+        /* fence every holder first (under the lock: no creator or recoverer at work), so that
+         * none writes into the files of a queue made again by this name (loghead.h) */
+        int lock = loghead_lock(dir, LOCK_EX, 0600);
+        if (lock >= 0)
+            loghead_fence_deleted(dir);
+        log_err = wal_remove_dir(dir);
+        if (lock >= 0)
+            io_close(lock);
+    }
     if (dir[0])
         logdir_unpoint(name, dir);
     return seg_err == 0 || log_err == 0 ? 0 : seg_err;

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "loghead.h"
 #include "segment.h"
 #include "wal.h"
 
@@ -77,7 +78,10 @@ int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms);
  * (a E1-like check: it only makes a fenced process notice early). */
 static inline bool queue_gen_live(const shmq_t *q)
 {
-    return !q->gen_word || atomic_load_explicit(q->gen_word, memory_order_relaxed) == q->gen;
+    if (!q->gen_word)
+        return true;
+    uint64_t g = atomic_load_explicit(q->gen_word, memory_order_relaxed);
+    return g == q->gen || g == LOG_GEN_DELETED; /* deleted: the handle works on, unlogged */
 }
 
 #endif

@@ -156,6 +156,15 @@ static inline bool gen_live(const struct wal *w)
 
 bool wal_gen_live(const struct wal *w) { return gen_live(w); }
 
+/* Fenced: -EIDRM, or 0 when the queue was deleted (shmq_unlink fenced its head, loghead.h): an
+ * append of a deleted queue is as good as one made just before the delete, and writes nothing
+ * (never into the files of a queue made again by that name). */
+static inline int fenced(const struct wal *w)
+{
+    return atomic_load_explicit(&w->head.h->gen, memory_order_relaxed) == LOG_GEN_DELETED ? 0 : -EIDRM;
+}
+
+
 const _Atomic uint64_t *wal_gen_word(const struct wal *w, uint64_t *mine)
 {
     *mine = w->gen;
@@ -210,8 +219,11 @@ static int make_file(struct wal *w, uint64_t seq)
         io_unlink(path);
         return -ESTALE;
     }
-    if (linked && !gen_live(w))
-        return -EIDRM; /* fenced meanwhile: write nothing more */
+    if (linked && !gen_live(w)) {
+        if (fenced(w) == 0)
+            io_unlink(path); /* a deleted queue's file, in a directory made again by its name */
+        return -EIDRM;       /* fenced meanwhile: write nothing more */
+    }
     io_fsync_dir(w->dir); /* the new name is durable too (SYNC promises power-loss safety) */
     return err;
 }
@@ -561,7 +573,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         return -EMSGSIZE;
     for (int tries = 0; tries < 64; tries++) {
         if (!gen_live(w)) /* E1: the log moved to a newer generation: append nothing */
-            return -EIDRM;
+            return fenced(w);
         /* relaxed: a reservation orders nothing; L1 publishes the record */
         uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
         uint64_t seq = wal_seq_of(w, pos), off = pos % w->usable;
@@ -570,7 +582,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
         if (err == -EIDRM)
-            return err; /* fenced (a newer generation): not a failure of the log */
+            return fenced(w); /* fenced (a newer generation): not a failure of the log */
         if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
             return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
@@ -603,7 +615,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         /* E2: the record's stores, then a seq_cst fence, then the generation: pairs with E3
          * (recover.c). Seeing ours here proves the record precedes E3, so recovery reads it. */
         atomic_thread_fence(memory_order_seq_cst);
-        return gen_live(w) ? 0 : -EIDRM;
+        return gen_live(w) ? 0 : fenced(w);
     }
     log_failed(w, -EIO);
     return -EIO;
