@@ -174,7 +174,7 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
         return err;
     uint64_t id = sl->id; /* read while we may still own it; used only if the CAS succeeds */
     if (slot_finish(c->q, token_idx(msg->token), w) != 0) {
-        slot_let_go(c->q, token_idx(msg->token), c->self); /* we will not read it again */
+        slot_let_go(c->q, token_idx(msg->token), w); /* we will not read it again */
         return -ESTALE;
     }
     err = queue_log(c->q, WAL_ACK, id, 0);
@@ -213,7 +213,7 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     shmq_t *q = c->q;
     uint32_t idx = token_idx(msg->token);
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w) {
-        slot_let_go(q, idx, c->self);
+        slot_let_go(q, idx, w);
         return -ESTALE;
     }
     uint32_t attempt = sl->attempt;
@@ -223,9 +223,10 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         if (!err) {
             count_own(c_self(c), CNT_NACKED);
             count_own(c_self(c), CNT_DEAD_LETTERED);
-        } else {
-            slot_let_go(q, idx, c->self);
         }
+        /* failed: we read no more; moved: T3, as below */
+        if (err || atomic_load_explicit(&sl->linger, memory_order_relaxed) == linger_make(w))
+            slot_let_go(q, idx, w);
         return err;
     }
     uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
@@ -237,9 +238,12 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
                                                  memory_order_relaxed)) {
-        slot_let_go(q, idx, c->self);
+        slot_let_go(q, idx, w);
         return -ESTALE;
     }
+    /* T3: a take-back of this delivery under way set its tag and will fail; we read no more */
+    if (atomic_load_explicit(&sl->linger, memory_order_relaxed) == linger_make(w))
+        slot_let_go(q, idx, w);
     count_own(c_self(c), CNT_NACKED); /* a nack that took effect (a stale one is not counted) */
     /* keeps the attempt count and the due time across recovery */
     err = queue_log_nack(q, id, attempt, due);
@@ -306,7 +310,7 @@ static void return_inflight(shmq_consumer_t *c)
 static void let_go_all(shmq_consumer_t *c)
 {
     for (uint32_t i = 0; i < c->q->seg.layout.capacity; i++)
-        slot_let_go(c->q, i, c->self);
+        slot_let_go_all(c->q, i, c->self);
 }
 
 static void *heartbeat_main(void *arg)

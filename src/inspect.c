@@ -886,8 +886,8 @@ static void read_slot(const struct segment *seg, uint64_t now, uint32_t idx, con
         o->has_dead_reason = true;
         o->dead_reason = dead_reason;
     }
-    o->has_linger = linger != 0; /* registry index + 1 */
-    o->linger = linger ? linger - 1 : 0;
+    o->has_linger = linger != 0; /* a delivery's tag: registry index + 1 in its low bits, slot.h */
+    o->linger = linger ? linger_owner(linger) : 0;
     o->has_wal_seq = wal_seq != 0; /* file seq + 1 */
     o->wal_seq = wal_seq ? wal_seq - 1 : 0;
     /* len comes from shm: never read past max_msg_size (check_geometry(): inside the slot) */

@@ -10,8 +10,8 @@
  *     becomes FENCED; so does a consumer that is hung by the rule in shmq.h (stale heartbeat:
  *     1x the timeout if stopped, 3x otherwise). A sleeper it left counted is uncounted.
  *  2. Slots: INFLIGHT of a fenced owner, or past its ack deadline -> READY (or DEAD at
- *     max_attempts). If the owner still lives, the slot's linger names it first, so the slot is
- *     not reused while it may read it (slot.c). RESERVED of a dead owner -> FREE; DELAYED and
+ *     max_attempts). If the owner still lives, the slot's linger names its delivery first, so
+ *     the slot is not reused while it may read it (slotmove.c; docs/DESIGN.md T1-T5). RESERVED of a dead owner -> FREE; DELAYED and
  *     due -> READY; FENCED whose lingering owner let go or died -> FREE; a READY or FREE slot
  *     that no ring holds (its ring's head passed the recorded ticket, or none was recorded) for
  *     longer than ORPHAN_GRACE_NS with its word unchanged -> same state, gen + 1 (fencing a
@@ -84,7 +84,10 @@ static void fence_dead_procs(struct pass *p)
         }
         p->fenced[i] = st == PROC_FENCED || st == PROC_FREE;
         p->words[i] = st == PROC_FENCED && pw_state(w) != PROC_FENCED ? pw_next(w, PROC_FENCED) : w;
-        if (st == PROC_FENCED && p->dead[i]) /* sleepers of every kind it left counted */
+        /* sleepers of every kind it left counted; only while the entry is still the one judged
+         * (F6: a newcomer may have attached and been fenced meanwhile) */
+        if (st == PROC_FENCED && p->dead[i] &&
+            atomic_load_explicit(&e->word, memory_order_acquire) == p->words[i])
             wait_uncount_dead(s->hdr, e);
     }
 }
@@ -155,9 +158,11 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     ns->dead_reason = 0;
     ns->publish_ns = sl->publish_ns;
     atomic_store_explicit(&ns->dedup, 0, memory_order_relaxed);
-    atomic_store_explicit(&ns->wal_seq, atomic_load_explicit(&sl->wal_seq, memory_order_relaxed),
-                          memory_order_relaxed);
+    /* F3: no wal_seq while RESERVED: freed after our death, the reservation must not look like
+     * a logged publish (its ACK|ABORT would resolve the live message's id in the log) */
+    atomic_store_explicit(&ns->wal_seq, 0, memory_order_relaxed);
     memcpy(slot_payload(ns), slot_payload(sl), len);
+    CRASH_POINT(copy_out_after_copy);
     uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
     atomic_store_explicit(&ns->deadline,
                           tagged_make(p->now_ms + l->ack_deadline_ms, parked), memory_order_relaxed);
@@ -166,6 +171,10 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (!atomic_compare_exchange_strong_explicit(&ns->state, &nw, parked, memory_order_release,
                                                  memory_order_relaxed))
         return false;
+    /* relaxed: the source (still INFLIGHT) pins its log file until the FENCED CAS below, which
+     * orders this store before it */
+    atomic_store_explicit(&ns->wal_seq, atomic_load_explicit(&sl->wal_seq, memory_order_relaxed),
+                          memory_order_relaxed);
     /* acq_rel: the holder's writes before w are ours; ours (the copy) precede the FENCED word */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w,
                                                  sw_next(w, SLOT_FENCED, sw_owner(w)),
@@ -185,18 +194,18 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 
 /*
  * An in-flight message goes back to the ready ring (or the dead-letter ring). From a live
- * owner, the slot records it as lingering first; if another live process lingers there already,
- * the message is copied out to another slot (copy_out) and this one waits FENCED for both.
+ * owner, the slot's linger is set to that delivery's tag first (T1, docs/DESIGN.md), and only
+ * the maintainer whose CAS set it redelivers in place; a take-back that finds any linger already
+ * set copies the message out to another slot (copy_out) and this one waits FENCED.
  */
 static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
-    uint32_t owner = sw_owner(w), none = 0;
+    uint32_t owner = sw_owner(w), none = 0, tag = linger_make(w);
     bool set_linger = owner < p->q->seg.layout.max_procs && !p->dead[owner];
-    /* release: the linger is visible to whoever sees the slot's next state (slot_finish) */
-    if (set_linger && !atomic_compare_exchange_strong_explicit(&sl->linger, &none, owner + 1,
-                                                               memory_order_release,
-                                                               memory_order_relaxed) &&
-        none != owner + 1)
+    /* T1 (seq_cst; V1 against a finisher and a holder letting go): the tag is visible to
+     * whoever sees the slot's next state (its C1 acquires our move below). A tag we did not set
+     * protects a view we know nothing of, even one equal to ours (F1): copy out. */
+    if (set_linger && !atomic_compare_exchange_strong(&sl->linger, &none, tag))
         return copy_out(p, idx, sl, w);
     uint32_t attempt = sl->attempt;
     uint64_t id = sl->id;
@@ -213,10 +222,13 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
     /* DEAD is logged before the move, so a redrive's PUBLISH follows it (docs/DESIGN.md) */
     bool fenced_log = dead && queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM;
+    CRASH_POINT(take_back_before_move);
     if (fenced_log || !move_slot(p, idx, w, next)) {
-        uint32_t mine = owner + 1;
-        if (set_linger) /* the owner acked meanwhile: it reads no more */
-            atomic_compare_exchange_strong(&sl->linger, &mine, 0);
+        /* T2 failed: no in-place redelivery ran under our tag and nobody else relies on it
+         * (only a tag's setter moves in place). V1 (seq_cst): clear it, then look whether a
+         * finisher fenced the slot on it meanwhile */
+        if (set_linger && atomic_compare_exchange_strong(&sl->linger, &tag, 0))
+            slot_free_if_unread(p->q, idx);
         /* our DEAD record may follow the owner's ACK: if the message is done, say so again
          * (acquire: a slot reused for another message shows its new id with its new state) */
         uint64_t now = atomic_load_explicit(&sl->state, memory_order_acquire);
@@ -296,8 +308,8 @@ static bool reader_gone(const struct pass *p, uint32_t i)
 static void clear_dead_linger(struct pass *p, struct slot *sl)
 {
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
-    if (lg && reader_gone(p, lg - 1))
-        atomic_compare_exchange_strong(&sl->linger, &lg, 0); /* L1 */
+    if (lg && reader_gone(p, linger_owner(lg)))
+        atomic_compare_exchange_strong(&sl->linger, &lg, 0); /* V1 */
 }
 
 /* A FENCED slot waits for its readers (owner and linger, slotmove.c): a dead owner is struck
@@ -311,9 +323,9 @@ static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, u
             return; /* its reader lives and has not let go */
         uint64_t seen = w;
         if (!atomic_compare_exchange_strong(&sl->state, &seen, sw_next(w, SLOT_FENCED, NO_OWNER)))
-            return; /* L1 */
+            return; /* V1 */
     }
-    /* L1 (seq_cst): the owner is struck off; is the linger gone too? (as slot_free_if_unread) */
+    /* V1 (seq_cst): the owner is struck off; is the linger gone too? (as slot_free_if_unread) */
     w = atomic_load(&sl->state);
     if (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER && atomic_load(&sl->linger) == 0 &&
         move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
@@ -449,8 +461,8 @@ static void repair_slot(struct pass *p, uint32_t idx)
         sw_owner(w) < s->layout.max_procs)
         p->refs[sw_owner(w)]++;
     uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_relaxed);
-    if (lg && lg - 1 < s->layout.max_procs)
-        p->refs[lg - 1]++;
+    if (lg && linger_owner(lg) < s->layout.max_procs)
+        p->refs[linger_owner(lg)]++;
     if (st == SLOT_FENCED || lg) /* held back (or to be) for a live former reader */
         p->rep->pinned++;
     /* the oldest log file a kept message still needs (live or dead; done slots need none) */
@@ -468,7 +480,9 @@ static void release_fenced_procs(struct pass *p)
         uint64_t w = atomic_load_explicit(&segment_proc(s, i)->word, memory_order_acquire);
         /* a fenced process that lives may still write its entry (counters): only its own
          * close or its death releases the entry */
-        if (pw_state(w) == PROC_FENCED && p->refs[i] == 0 && p->dead[i])
+        /* F6: only while the entry still holds the word the verdict is about: a newcomer that
+         * attached during the walk, took slots it had passed and was fenced is not this one */
+        if (pw_state(w) == PROC_FENCED && w == p->words[i] && p->refs[i] == 0 && p->dead[i])
             registry_release_fenced(s, i, w);
     }
 }

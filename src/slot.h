@@ -13,6 +13,9 @@
  * Tagged words (ticket, deadline): value << 24 | (gen & 0xffffff). A reader trusts the value
  * only if the tag equals the low 24 bits of the state word's gen it read: a value left from an
  * earlier state (the writer died before storing the new one) is recognised as such.
+ *
+ * linger (32 bits): 0, or the delivery a live former owner may still read:
+ *   (gen of its INFLIGHT word & 0x7ffff) << 13 | (owner + 1)   (owner < SHMQ_PROCS_MAX = 4096)
  */
 #ifndef SHMQ_SLOT_H
 #define SHMQ_SLOT_H
@@ -60,5 +63,16 @@ static inline uint64_t token_make(uint32_t idx, uint64_t w)
 }
 static inline uint32_t token_idx(uint64_t token) { return (uint32_t)(token >> 40); }
 static inline uint64_t token_gen(uint64_t token) { return token & GEN_MASK; }
+
+#define LINGER_OWNER_BITS 13
+#define LINGER_OWNER_MASK ((1u << LINGER_OWNER_BITS) - 1)
+
+/* The linger tag of the delivery held as INFLIGHT word w (its owner, its gen). */
+static inline uint32_t linger_make(uint64_t w)
+{
+    return (uint32_t)(sw_gen(w) << LINGER_OWNER_BITS) | ((sw_owner(w) + 1) & LINGER_OWNER_MASK);
+}
+/* The registry index a non-zero linger names. */
+static inline uint32_t linger_owner(uint32_t lg) { return (lg & LINGER_OWNER_MASK) - 1; }
 
 #endif

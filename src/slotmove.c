@@ -3,18 +3,19 @@
  * the transitions that end a slot's use, aware of lingering former owners.
  *
  * A message taken back from a live process (ack deadline passed, or the process was fenced as
- * hung) is redelivered in place, and the slot's linger field names that process: it may still
- * be reading the payload. When the message is finally done with (ack, purge), the slot then
- * goes to FENCED instead of FREE, and is freed only when the process lets go (its stale ack or
- * nack, its close) or dies (maintenance). Nothing a live process may still read is ever reused
- * under it.
+ * hung) is redelivered in place, and the slot's linger names that delivery (owner and gen of
+ * its INFLIGHT word, slot.h): the process may still be reading the payload. When the message is
+ * finally done with (ack, purge), the slot then goes to FENCED(NO_OWNER) instead of FREE, and
+ * is freed only when the process lets go of that delivery (its stale ack or nack, its close) or
+ * dies (maintenance). Nothing a live process may still read is ever reused under it.
  *
  * A FENCED slot has up to two readers: its linger, and its owner (a second live former holder
- * the message was copied away from, maintain.c; or the lingering process itself, or NO_OWNER).
- * It becomes FREE when both are gone. Each reader lets go by clearing its own mark (linger -> 0,
- * or owner -> NO_OWNER by a CAS that bumps gen) and then looking at the other one (L1, seq_cst
- * on both sides: a Dekker pair, so of two readers letting go at once at least one sees the
- * other gone and frees the slot). Maintenance clears the marks of dead readers the same way.
+ * the message was copied away from, maintain.c; or NO_OWNER). It becomes FREE when both are
+ * gone. Each reader lets go by clearing its own mark (linger -> 0, or owner -> NO_OWNER by a CAS
+ * that bumps gen) and then looking at the other one; the finisher moves to FENCED(NO_OWNER) and
+ * then looks at the linger (V1, seq_cst on every side: Dekker pairs, so of two parties at once
+ * at least one sees the other gone and frees the slot). Maintenance clears the marks of dead
+ * readers the same way. The linger's state machine is in docs/DESIGN.md (T1-T5).
  */
 #include "slotmove.h"
 
@@ -50,45 +51,77 @@ bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next)
     return true;
 }
 
+_Static_assert(SHMQ_PROCS_MAX < (1 << LINGER_OWNER_BITS), "a linger holds owner + 1");
+
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
-    /* acquire: a linger stored before the take-back CAS (maintain.c) is seen with it */
-    uint32_t lg = atomic_load_explicit(&sl->linger, memory_order_acquire);
-    uint64_t next = lg ? sw_next(w, SLOT_FENCED, lg - 1) : sw_next(w, SLOT_FREE, NO_OWNER);
+    /* V1 (seq_cst): the linger as of now; a tag set by a take-back before its move CAS reached
+     * us through C1 (docs/DESIGN.md, "Why the finisher sees the tag") */
+    uint32_t lg = atomic_load(&sl->linger);
+    if (lg && sw_state(w) == SLOT_INFLIGHT && lg == linger_make(w)) {
+        /* T3: a take-back of this very delivery is under way and will fail (we move w); we
+         * read no more, so its tag goes */
+        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
+        lg = 0;
+    }
+    if (lg) {
+        CRASH_POINT(finish_before_fence);
+        uint64_t fenced = sw_next(w, SLOT_FENCED, NO_OWNER);
+        /* V1 (seq_cst; release for our payload reads): FENCED before we look at the linger
+         * again, paired with a reader's clear-then-look (slot_let_go) */
+        if (!atomic_compare_exchange_strong(&sl->state, &w, fenced))
+            return -ESTALE;
+        slot_free_if_unread(q, idx);
+        return 0;
+    }
+    uint64_t next = sw_next(w, SLOT_FREE, NO_OWNER);
     /* A1 (release): our reads of the payload happen before the slot's reuse, which a
      * producer's claim acquires */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
                                                  memory_order_relaxed))
         return -ESTALE;
-    if (!lg) {
-        CRASH_POINT(ack_after_free);
-        queue_enqueue_slot(q, idx, next);
-    }
+    CRASH_POINT(ack_after_free);
+    queue_enqueue_slot(q, idx, next);
     return 0;
 }
 
 void slot_free_if_unread(shmq_t *q, uint32_t idx)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
-    /* L1 (seq_cst): after our own mark was cleared, see the other reader's */
+    /* V1 (seq_cst): after our own mark was cleared (or the slot fenced), see the other's */
     uint64_t w = atomic_load(&sl->state);
     if (sw_state(w) != SLOT_FENCED || sw_owner(w) != NO_OWNER || atomic_load(&sl->linger) != 0)
         return;
     slot_move(q, idx, w, sw_next(w, SLOT_FREE, NO_OWNER));
 }
 
-void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner)
+/* Clear the marks the predicate names: a linger tag equal to tag (or, all_of: any tag of
+ * owner), and the FENCED word's owner if it is owner (and, unless all_of, its gen is fgen). */
+static void let_go(shmq_t *q, uint32_t idx, uint32_t owner, uint32_t tag, uint64_t fgen,
+                   bool all_of)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     if (!sl)
         return;
-    uint32_t mine = owner + 1;
-    /* L1 (seq_cst; release for our reads of the payload): no longer a lingering reader */
-    atomic_compare_exchange_strong(&sl->linger, &mine, 0);
+    uint32_t lg = all_of ? atomic_load_explicit(&sl->linger, memory_order_relaxed) : tag;
+    /* V1 (seq_cst; release for our reads of the payload): no longer a lingering reader */
+    if (lg && (!all_of || linger_owner(lg) == owner))
+        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
     uint64_t w = atomic_load(&sl->state);
-    /* L1: no longer the FENCED slot's owner (a CAS: gen + 1, so nobody acts on the old word) */
-    if (sw_state(w) == SLOT_FENCED && sw_owner(w) == owner)
+    /* V1: no longer the FENCED slot's owner (a CAS: gen + 1, so nobody acts on the old word) */
+    if (sw_state(w) == SLOT_FENCED && sw_owner(w) == owner && (all_of || sw_gen(w) == fgen))
         atomic_compare_exchange_strong(&sl->state, &w, sw_next(w, SLOT_FENCED, NO_OWNER));
     slot_free_if_unread(q, idx);
+}
+
+void slot_let_go(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    /* T4: our tag of delivery w, and the FENCED word copy-out made from w (gen + 1) */
+    let_go(q, idx, sw_owner(w), linger_make(w), sw_gen(w) + 1, false);
+}
+
+void slot_let_go_all(shmq_t *q, uint32_t idx, uint32_t owner)
+{
+    let_go(q, idx, owner, 0, 0, true); /* T5 */
 }

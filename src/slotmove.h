@@ -67,13 +67,19 @@ void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
  * call moved it, false if w was no longer the slot's word. */
 bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
 
-/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED while a lingering
- * former owner may still read it. 0, or -ESTALE if w is not the slot's word any more. */
+/* Done with slot idx held as word w: FREE and onto the free ring, or FENCED(NO_OWNER) while a
+ * lingering delivery may still be read (freed at once if it let go meanwhile). An ack of the very
+ * delivery the linger names clears it (T3, docs/DESIGN.md). 0, or -ESTALE if w is not the slot's
+ * word any more. */
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
 
-/* Former owner `owner` will not read slot idx again: clear its linger, or its name as the
- * FENCED slot's owner; free the slot once no reader is left (slot_free_if_unread). */
-void slot_let_go(shmq_t *q, uint32_t idx, uint32_t owner);
+/* The holder of delivery w (INFLIGHT word of its token) will not read slot idx again: clear
+ * that delivery's linger tag, and its name as owner of the FENCED word copy-out made from w;
+ * free the slot once no reader is left (slot_free_if_unread). */
+void slot_let_go(shmq_t *q, uint32_t idx, uint64_t w);
+
+/* Registry entry owner reads slot idx no more at all (its close): clear every mark naming it. */
+void slot_let_go_all(shmq_t *q, uint32_t idx, uint32_t owner);
 
 /* Slot idx is FENCED with no owner and no linger: FREE it and put it on the free ring. */
 void slot_free_if_unread(shmq_t *q, uint32_t idx);

@@ -754,3 +754,339 @@ Test(fencing, nack_racing_take_back_counts_the_delivery_once)
     finish(q, q2, c, sh, &rep);
     alarm(0);
 }
+
+/* ---- the fencing review (issue 16, /work/notes: F1-F5): a linger names a delivery ----------- */
+
+/*
+ * Each case below is an interleaving of the review that reused a slot under a live late
+ * holder's data pointer (F1, F2), pinned a slot while a live consumer lived (F4, F5) or lost a
+ * message after a segment loss (F3). Maintainers and acks are stopped or killed at the targeted
+ * crash points take_back_before_move, copy_out_after_copy and finish_before_fence.
+ */
+#define RV_MSG "MESSAGE-M"
+#define RV_LEN 10
+
+struct rv_shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    _Atomic int go;         /* the test continued us: stop looping */
+    _Atomic int rc;         /* the child's ack */
+    _Atomic int received;
+};
+
+static void rv_config(shmq_config_t *cfg, uint32_t capacity)
+{
+    shmq_config_init(cfg);
+    cfg->capacity = capacity;
+    cfg->max_msg_size = 64;
+    cfg->max_procs = 16;
+    cfg->ack_deadline_ms = 200;
+    cfg->heartbeat_timeout_ms = 60000; /* late, never hung: the holders stay live and unfenced */
+    cfg->max_attempts = 10;
+}
+
+/* The queue (the test holds the lease, so no consumer maintains) and a consumer handle q2. */
+static struct rv_shared *rv_setup(const char *tag, uint32_t capacity, shmq_t **q, shmq_t **q2)
+{
+    struct rv_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname(tag));
+    shmq_config_t cfg;
+    rv_config(&cfg, capacity);
+    int rc = shmq_create(sh->qname, &cfg, q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(*q, 600000, 1), 0);
+    cr_assert_eq(shmq_open(sh->qname, q2), 0);
+    cr_assert_eq(shmq_publish(*q, RV_MSG, RV_LEN, NULL), 0);
+    return sh;
+}
+
+/* Maintain until a pass takes the held message back (in place or copied out); that pass. */
+static shmq_maint_report_t rv_take_back(shmq_t *q)
+{
+    shmq_maint_report_t rep = {0};
+    int64_t end = t_now_ms() + 10000;
+    while (t_now_ms() < end) {
+        memset(&rep, 0, sizeof rep);
+        t_maintain(q, &rep);
+        if (rep.deadline_expired || rep.copied_out)
+            break;
+        t_sleep_ms(5);
+    }
+    cr_assert(rep.deadline_expired || rep.copied_out, "the late delivery was never taken back");
+    return rep;
+}
+
+/* A maintainer process: passes every 5 ms until continued after its crash point (or 10 s). */
+static int rv_maintainer_main(void *argp)
+{
+    struct rv_shared *sh = *(struct rv_shared **)argp;
+    shmq_t *q;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    int64_t end = t_now_ms() + 10000;
+    while (!atomic_load(&sh->go) && t_now_ms() < end) {
+        shmq_maintain(q, NULL);
+        t_sleep_ms(5);
+    }
+    shmq_close(q);
+    return atomic_load(&sh->go) ? 0 : 11;
+}
+
+/* Fill every free slot with other messages: 0, or what publish said first other than -EAGAIN. */
+static int rv_fill(shmq_t *q, uint32_t *published)
+{
+    *published = 0;
+    for (;;) {
+        int rc = shmq_publish(q, "OTHER-MSG", RV_LEN, NULL);
+        if (rc == -EAGAIN)
+            return 0;
+        if (rc)
+            return rc;
+        ++*published;
+    }
+}
+
+static void rv_assert_intact(const shmq_msg_t *m, const char *who)
+{
+    cr_assert(m->len == RV_LEN && memcmp(m->data, RV_MSG, RV_LEN) == 0,
+              "%s: its payload was overwritten (\"%.9s\"): the slot was reused under a live "
+              "holder", who, (const char *)m->data);
+}
+
+static void rv_finish(shmq_t *q, shmq_t *q2)
+{
+    cr_assert_eq(shmq_close(q2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+}
+
+Test(fencing, review_f1_losing_take_back_keeps_the_winners_linger)
+{
+    /* F1: maintainer M2 sets the linger and stops before its move; M1 (the test) takes the same
+     * delivery back. Before the fix M1 relied on M2's linger and redelivered in place, then M2's
+     * failed move cleared it, and the slot was acked, freed and reused under O's m1.data. Now
+     * only a tag's setter redelivers in place: M1 copies the message out. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    shmq_t *q, *q2;
+    shmq_consumer_t *o, *c2;
+    struct rv_shared *sh = rv_setup("rvF1", 2, &q, &q2);
+    cr_assert_eq(shmq_consumer_open(q2, "O", &o), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "C2", &c2), 0);
+    shmq_msg_t m1, x;
+    cr_assert_eq(shmq_receive(o, &m1, 2000), 0);
+    pid_t m2 = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "take_back_before_move", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m2, 15000, WUNTRACED, &st), 0, "maintainer M2 never stopped");
+    cr_assert(WIFSTOPPED(st), "M2 ended instead of stopping in its take-back");
+    shmq_maint_report_t rep = {0};
+    t_maintain(q, &rep); /* M1 */
+    cr_assert_eq(rep.copied_out, 1, "M1 did not copy out (deadline_expired %u)",
+                 rep.deadline_expired);
+    atomic_store(&sh->go, 1);
+    kill(m2, SIGCONT);
+    t_assert_exit0(m2, 5000, "maintainer M2 after SIGCONT");
+    cr_assert_eq(shmq_receive(c2, &x, 2000), 0, "the message was not redelivered");
+    cr_assert_eq(x.id, m1.id);
+    cr_assert_eq(shmq_ack(c2, &x), 0);
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, NULL);
+    uint32_t n;
+    cr_assert_eq(rv_fill(q, &n), 0);
+    cr_assert_eq(n, 1, "%u slots free while O may read one of two", n);
+    rv_assert_intact(&m1, "O");
+    /* O lets go (stale ack): the slot comes back */
+    cr_assert_eq(shmq_ack(o, &m1), -ESTALE);
+    cr_assert_eq(shmq_publish(q, "OTHER-MSG", RV_LEN, NULL), 0, "the slot O let go stays pinned");
+    cr_assert_eq(shmq_consumer_close(o), 0);
+    cr_assert_eq(shmq_consumer_close(c2), 0);
+    rv_finish(q, q2);
+    alarm(0);
+}
+
+Test(fencing, review_f2_letting_go_of_one_delivery_keeps_the_other)
+{
+    /* F2 (public API, no stops): O receives M twice from one slot and is late both times. Its
+     * stale ack of the first used to clear the linger that protected the second, and the slot
+     * was reused under m2.data. Now the second take-back finds a tag (O's first delivery) and
+     * copies the message out; letting go of m1 leaves m2's protection (the FENCED owner). */
+    alarm(50);
+    shmq_t *q, *q2;
+    shmq_consumer_t *o, *c2;
+    struct rv_shared *sh = rv_setup("rvF2", 2, &q, &q2);
+    (void)sh;
+    cr_assert_eq(shmq_consumer_open(q2, "O", &o), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "C2", &c2), 0);
+    shmq_msg_t m1, m2, x;
+    cr_assert_eq(shmq_receive(o, &m1, 2000), 0);
+    shmq_maint_report_t rep = rv_take_back(q);
+    cr_assert_eq(rep.deadline_expired, 1);
+    cr_assert_eq(shmq_receive(o, &m2, 2000), 0);
+    cr_assert(m2.id == m1.id && m2.data == m1.data, "the second delivery is not from the same slot");
+    rep = rv_take_back(q);
+    cr_assert_eq(rep.copied_out, 1, "the second take-back did not copy out (in place: %u)",
+                 rep.deadline_expired);
+    cr_assert_eq(shmq_ack(o, &m1), -ESTALE); /* lets go of delivery 1 only */
+    cr_assert_eq(shmq_receive(c2, &x, 2000), 0);
+    cr_assert_eq(x.id, m1.id);
+    cr_assert_eq(shmq_ack(c2, &x), 0);
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, NULL);
+    uint32_t n;
+    cr_assert_eq(rv_fill(q, &n), 0);
+    cr_assert_eq(n, 1, "%u slots free while O may read one of two", n);
+    rv_assert_intact(&m2, "O's second delivery");
+    cr_assert_eq(shmq_ack(o, &m2), -ESTALE);
+    cr_assert_eq(shmq_publish(q, "OTHER-MSG", RV_LEN, NULL), 0, "the slot O let go stays pinned");
+    cr_assert_eq(shmq_consumer_close(o), 0);
+    cr_assert_eq(shmq_consumer_close(c2), 0);
+    rv_finish(q, q2);
+    alarm(0);
+}
+
+static void rv_f4_case(int stop)
+{
+    /* F4: the holder acks just as a take-back set its linger (the maintainer stopped or killed
+     * between T1 and its move). The ack succeeds, and it used to leave the slot FENCED(owner =
+     * the acker), pinned while the acker lived. Now the ack clears its own delivery's tag. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    shmq_t *q, *q2;
+    shmq_consumer_t *o;
+    struct rv_shared *sh = rv_setup(stop ? "rvF4s" : "rvF4k", 1, &q, &q2);
+    cr_assert_eq(shmq_consumer_open(q2, "O", &o), 0);
+    shmq_msg_t m1;
+    cr_assert_eq(shmq_receive(o, &m1, 2000), 0);
+    pid_t m2 = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "take_back_before_move", stop, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m2, 15000, WUNTRACED, &st), 0, "the maintainer never reached its move");
+    cr_assert(stop ? WIFSTOPPED(st) : WIFSIGNALED(st), "the maintainer was not %s there",
+              stop ? "stopped" : "killed");
+    if (!stop)
+        t_untrack(m2);
+    cr_assert_eq(shmq_ack(o, &m1), 0, "O's ack at its deadline");
+    if (stop) {
+        atomic_store(&sh->go, 1);
+        kill(m2, SIGCONT);
+        t_assert_exit0(m2, 5000, "maintainer after SIGCONT");
+    }
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, NULL);
+    int rc = shmq_publish(q, "OTHER-MSG", RV_LEN, NULL);
+    cr_assert_eq(rc, 0, "publish into a capacity-1 queue after O acked: %s (the slot is pinned "
+                 "while O lives)", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_close(o), 0);
+    rv_finish(q, q2);
+    alarm(0);
+}
+
+Test(fencing, review_f4_ack_racing_a_stopped_take_back_pins_nothing) { rv_f4_case(1); }
+
+Test(fencing, review_f4_ack_racing_a_killed_take_back_pins_nothing) { rv_f4_case(0); }
+
+/* A consumer that receives the redelivery and acks it (stopped at finish_before_fence). */
+static int rv_acker_main(void *argp)
+{
+    struct rv_shared *sh = *(struct rv_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "acker", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 11;
+    atomic_store(&sh->received, 1);
+    atomic_store(&sh->rc, shmq_ack(c, &m));
+    shmq_consumer_close(c);
+    shmq_close(q);
+    return 0;
+}
+
+Test(fencing, review_f5_finisher_racing_a_let_go_pins_nothing)
+{
+    /* F5: C2 acks the redelivery and reads the linger (O's tag); O lets go (stale ack) before
+     * C2 fences the slot. C2 used to CAS to FENCED(owner = O) with the linger already 0: the
+     * slot was pinned while O lived. Now the finisher fences to NO_OWNER (seq_cst) and looks at
+     * the linger again (V1). */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    shmq_t *q, *q2;
+    shmq_consumer_t *o;
+    struct rv_shared *sh = rv_setup("rvF5", 1, &q, &q2);
+    cr_assert_eq(shmq_consumer_open(q2, "O", &o), 0);
+    shmq_msg_t m1;
+    cr_assert_eq(shmq_receive(o, &m1, 2000), 0);
+    cr_assert_eq(rv_take_back(q).deadline_expired, 1);
+    pid_t c2 = t_spawn_crash(rv_acker_main, &sh, sizeof sh, "finish_before_fence", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(c2, 15000, WUNTRACED, &st), 0, "C2 never stopped in its ack");
+    cr_assert(WIFSTOPPED(st) && atomic_load(&sh->received));
+    cr_assert_eq(shmq_ack(o, &m1), -ESTALE); /* O lets go now */
+    kill(c2, SIGCONT);
+    t_assert_exit0(c2, 5000, "C2 after SIGCONT");
+    cr_assert_eq(atomic_load(&sh->rc), 0, "C2's ack: %d", atomic_load(&sh->rc));
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, NULL);
+    int rc = shmq_publish(q, "OTHER-MSG", RV_LEN, NULL);
+    cr_assert_eq(rc, 0, "publish into a capacity-1 queue once both readers let go: %s (pinned "
+                 "while O lives)", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_close(o), 0);
+    rv_finish(q, q2);
+    alarm(0);
+}
+
+Test(fencing, review_f3_maintainer_killed_in_copy_out_loses_nothing)
+{
+    /* F3: a maintainer killed in copy_out after writing the copy into its reservation. The
+     * reservation carried the live message's wal_seq, so the next pass freed it and logged
+     * ACK|ABORT for the live id: after a segment loss the message (never acked) was gone. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    shmq_t *q, *q2;
+    shmq_consumer_t *o1, *o2, *c2;
+    struct rv_shared *sh = rv_setup("rvF3", 4, &q, &q2);
+    cr_assert_eq(shmq_consumer_open(q2, "O1", &o1), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "O2", &o2), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "C2", &c2), 0);
+    shmq_msg_t m1, m2, x;
+    cr_assert_eq(shmq_receive(o1, &m1, 2000), 0);
+    cr_assert_eq(rv_take_back(q).deadline_expired, 1); /* linger: O1's delivery */
+    cr_assert_eq(shmq_receive(o2, &m2, 2000), 0);
+    cr_assert_eq(m2.id, m1.id);
+    pid_t m = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "copy_out_after_copy", 0, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m, 15000, 0, &st), 0, "the maintainer never reached copy_out");
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the maintainer was not killed there");
+    t_untrack(m);
+    shmq_maint_report_t rep = {0};
+    t_maintain(q, &rep);
+    cr_assert_eq(rep.reservations_freed, 1, "the dead maintainer's reservation was not freed");
+    cr_assert_eq(rep.copied_out, 1);
+    cr_assert_eq(shmq_receive(c2, &x, 2000), 0, "the copy was not delivered");
+    cr_assert_eq(x.id, m1.id);
+    /* nobody acks it; the segment is lost and rebuilt from the log */
+    cr_assert_eq(shmq_consumer_close(o1), 0);
+    cr_assert_eq(shmq_consumer_close(o2), 0);
+    cr_assert_eq(shmq_consumer_close(c2), 0);
+    cr_assert_eq(shmq_close(q2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink_segment(sh->qname), 0);
+    int rc = shmq_open(sh->qname, &q);
+    cr_assert_eq(rc, 0, "reopen (recovery): %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_open(q, "C3", &c2), 0);
+    rc = shmq_receive(c2, &x, 2000);
+    cr_assert_eq(rc, 0, "the message, never acked, is gone after the rebuild: %s",
+                 shmq_strerror(rc));
+    cr_assert_eq(x.id, m1.id);
+    cr_assert(x.len == RV_LEN && memcmp(x.data, RV_MSG, RV_LEN) == 0);
+    cr_assert_eq(shmq_ack(c2, &x), 0);
+    cr_assert_eq(shmq_consumer_close(c2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
