@@ -27,6 +27,8 @@
  */
 #include "torture.h"
 
+#include "inspect.h"
+
 TestSuite(fencing, .init = t_setup, .fini = t_teardown, .timeout = 60);
 
 #define CAP 4
@@ -1087,6 +1089,124 @@ Test(fencing, review_f3_maintainer_killed_in_copy_out_loses_nothing)
     cr_assert(x.len == RV_LEN && memcmp(x.data, RV_MSG, RV_LEN) == 0);
     cr_assert_eq(shmq_ack(c2, &x), 0);
     cr_assert_eq(shmq_consumer_close(c2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
+
+/* ---- F6: a pass's verdict on a registry entry is about the word it judged ------------------ */
+
+struct f6_shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    _Atomic int holding;
+};
+
+/* Takes both messages, nacks the first (READY again), holds the second until killed. */
+static int f6_dying_main(void *argp)
+{
+    struct f6_shared *sh = *(struct f6_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t a, b;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "dying", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &a, 5000) != 0 || shmq_receive(c, &b, 5000) != 0)
+        return 11;
+    if (shmq_nack(c, &a, 0) != 0)
+        return 12;
+    atomic_store(&sh->holding, 1);
+    for (;;)
+        pause();
+}
+
+static int f6_maintainer_main(void *argp)
+{
+    struct f6_shared *sh = *(struct f6_shared **)argp;
+    shmq_t *q;
+    if (shmq_open(sh->qname, &q) != 0)
+        return 10;
+    shmq_maintain(q, NULL); /* stops at maintain_after_fence (slot 1); continued by the test */
+    shmq_close(q);
+    return 0;
+}
+
+/* Attaches (to entries the stopped pass saw FREE), takes slot 0, then hangs. */
+static int f6_newcomer_main(void *argp)
+{
+    struct f6_shared *sh = *(struct f6_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "newcomer", &c) != 0)
+        return 10;
+    if (shmq_receive(c, &m, 5000) != 0)
+        return 11;
+    raise(SIGSTOP);
+    return 0;
+}
+
+/* The state of the consumer entry of process pid (INSPECT_PROC_FREE if none is listed). */
+static int f6_consumer_state(const char *name, pid_t pid)
+{
+    struct inspect_snapshot snap;
+    cr_assert_eq(inspect_queue(name, &snap), 0);
+    int state = INSPECT_PROC_FREE;
+    for (uint32_t i = 0; i < snap.n_procs; i++)
+        if (snap.procs[i].pid == pid && (snap.procs[i].role & SHMQ_ROLE_CONSUMER))
+            state = snap.procs[i].state;
+    inspect_snapshot_free(&snap);
+    return state;
+}
+
+Test(fencing, review_f6_stale_verdict_releases_no_newcomer)
+{
+    /* F6: a pass judged an entry FREE (so "dead"), stopped mid-walk; a newcomer attached there,
+     * received a slot the walk had passed and was fenced as hung by another pass (the slot's
+     * linger names it). The resumed pass released the newcomer's FENCED entry although a slot
+     * named it: its verdict was about the FREE word. Now it acts only on the word it judged. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    struct f6_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("rvF6"));
+    shmq_config_t cfg;
+    rv_config(&cfg, CAP);
+    cfg.heartbeat_timeout_ms = 100; /* the stopped newcomer is fenced as hung after 100 ms */
+    cfg.backoff_base_ms = cfg.backoff_cap_ms = 0; /* a nack(0) is READY at once */
+    shmq_t *q;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+    cr_assert_eq(shmq_publish(q, "slot-0", 6, NULL), 0);
+    cr_assert_eq(shmq_publish(q, "slot-1", 6, NULL), 0);
+    pid_t dying = t_spawn(f6_dying_main, &sh, sizeof sh);
+    int64_t end = t_now_ms() + 5000;
+    while (!atomic_load(&sh->holding) && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert(atomic_load(&sh->holding));
+    t_kill_reap(dying);
+    /* M: the pass judges every FREE entry, takes slot 1 back from the dead and stops there */
+    pid_t m = t_spawn_crash(f6_maintainer_main, &sh, sizeof sh, "maintain_after_fence", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m, 5000, WUNTRACED, &st), 0, "the maintainer did not stop");
+    cr_assert(WIFSTOPPED(st));
+    pid_t nc = t_spawn(f6_newcomer_main, &sh, sizeof sh);
+    cr_assert_eq(t_wait(nc, 5000, WUNTRACED, &st), 0, "the newcomer did not stop");
+    cr_assert(WIFSTOPPED(st), "the newcomer ended (%d) instead of holding slot 0",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    shmq_maint_report_t rep = {0};
+    end = t_now_ms() + 5000;
+    while (rep.procs_hung == 0 && t_now_ms() < end) {
+        t_maintain(q, &rep);
+        t_sleep_ms(5);
+    }
+    cr_assert_eq(rep.procs_hung, 1, "the stopped newcomer was not fenced as hung");
+    cr_assert_eq(f6_consumer_state(sh->qname, nc), INSPECT_PROC_FENCED);
+    kill(m, SIGCONT);
+    t_assert_exit0(m, 5000, "maintainer after SIGCONT");
+    cr_assert_eq(f6_consumer_state(sh->qname, nc), INSPECT_PROC_FENCED,
+                 "the resumed pass released the live newcomer's entry (a slot still names it)");
+    t_kill_reap(nc);
     cr_assert_eq(shmq_close(q), 0);
     alarm(0);
 }
