@@ -229,12 +229,13 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
          * finisher fenced the slot on it meanwhile */
         if (set_linger && atomic_compare_exchange_strong(&sl->linger, &tag, 0))
             slot_free_if_unread(p->q, idx);
-        /* our DEAD record may follow the owner's ACK: if the message is done, say so again
-         * (acquire: a slot reused for another message shows its new id with its new state) */
-        uint64_t now = atomic_load_explicit(&sl->state, memory_order_acquire);
-        unsigned st = sw_state(now);
-        if (dead && !fenced_log &&
-            (sl->id != id || st == SLOT_FREE || st == SLOT_FENCED || st == SLOT_RESERVED))
+        /* our DEAD record may follow the owner's ACK: if the owner's own ack ended w (FREE, or
+         * FENCED(NO_OWNER) on a linger, one gen on), say so again. Any other word proves
+         * nothing: a copy-out's FENCED(owner) word, and what follows it, left the message alive
+         * in the copy (an ACK would resolve it); then no ACK: at worst a dead letter returns */
+        uint64_t now = atomic_load_explicit(&sl->state, memory_order_relaxed);
+        if (dead && !fenced_log && (now == sw_next(w, SLOT_FREE, NO_OWNER) ||
+                                    now == sw_next(w, SLOT_FENCED, NO_OWNER)))
             queue_log(p->q, WAL_ACK, id, 0);
         return false;
     }
