@@ -1210,3 +1210,56 @@ Test(fencing, review_f6_stale_verdict_releases_no_newcomer)
     cr_assert_eq(shmq_close(q), 0);
     alarm(0);
 }
+
+Test(fencing, review_dead_take_back_losing_to_a_copy_out_logs_no_ack)
+{
+    /* A take-back at max_attempts logs DEAD, then its move fails. It logged the ACK again when
+     * it saw the slot FENCED, FREE or reused, thinking the owner had acked; but a concurrent
+     * copy-out (which finds the take-back's linger tag, F1) also leaves the slot FENCED, with
+     * the message alive in its copy: that ACK resolved it, and after a segment loss the dead
+     * letter was gone. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    struct rv_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("rvDA"));
+    shmq_config_t cfg;
+    rv_config(&cfg, 2);
+    cfg.max_attempts = 1; /* the first take-back dead-letters */
+    shmq_t *q, *q2;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+    cr_assert_eq(shmq_open(sh->qname, &q2), 0);
+    uint64_t id;
+    cr_assert_eq(shmq_publish(q, RV_MSG, RV_LEN, &id), 0);
+    shmq_consumer_t *o;
+    cr_assert_eq(shmq_consumer_open(q2, "O", &o), 0);
+    shmq_msg_t m1;
+    cr_assert_eq(shmq_receive(o, &m1, 2000), 0);
+    pid_t m2 = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "take_back_before_move", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m2, 15000, WUNTRACED, &st), 0, "maintainer M2 never stopped");
+    cr_assert(WIFSTOPPED(st));
+    shmq_maint_report_t rep = {0};
+    t_maintain(q, &rep); /* M1: finds M2's tag, copies out to DEAD */
+    cr_assert_eq(rep.copied_out, 1);
+    cr_assert_eq(rep.dead_lettered, 1);
+    atomic_store(&sh->go, 1);
+    kill(m2, SIGCONT);
+    t_assert_exit0(m2, 5000, "maintainer M2 after SIGCONT");
+    cr_assert_eq(shmq_consumer_close(o), 0);
+    cr_assert_eq(shmq_close(q2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink_segment(sh->qname), 0);
+    rc = shmq_open(sh->qname, &q);
+    cr_assert_eq(rc, 0, "reopen (recovery): %s", shmq_strerror(rc));
+    shmq_dead_letter_t dl[2];
+    size_t n = 0;
+    cr_assert_eq(shmq_dlq_list(q, dl, 2, &n), 0);
+    cr_assert_eq(n, 1, "the dead letter is gone after the rebuild (an ACK was logged for it)");
+    cr_assert_eq(dl[0].id, id);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
