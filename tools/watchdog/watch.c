@@ -123,6 +123,7 @@ void watch_close(struct watch *w, const char *reason)
     w->role = ROLE_NONE;
     w->sampled = false;
     memset(w->firing, 0, sizeof w->firing); /* a queue that comes back starts armed */
+    w->log_failing = false;
     pidset_clear(&w->pids);
     if (reason)
         wd_log(WD_INFO, w->name, "queue_removed", "reason=%s", reason);
@@ -416,18 +417,23 @@ int watch_pass(struct watch *w, const struct wd_options *o)
 }
 
 /* The log's health between two samples: a log_error line when writes or flushes failed since
- * the last one (or at the first sample of a failing log), log_healthy when it works again. */
+ * the last one (or at the first sample of a failing log); then log_healthy once it works again
+ * (in the same sample too, when the failures stopped before it). */
 static void log_health_events(struct watch *w, const shmq_stats_t *st)
 {
     uint64_t before = w->sampled ? w->stats.wal_errors : 0;
-    if (st->wal_errors > before || (!w->sampled && !st->wal_healthy))
+    if (st->wal_errors > before || (!w->sampled && !st->wal_healthy)) {
         wd_log(WD_ERROR, w->name, "log_error",
                "count=%llu total=%llu last_error=\"%s\" flush_failed=%d healthy=%u",
                (unsigned long long)(st->wal_errors - before), (unsigned long long)st->wal_errors,
                st->wal_last_error ? strerror(-st->wal_last_error) : "none",
                st->wal_flush_failed, st->wal_healthy);
-    else if (w->sampled && st->wal_healthy && !w->stats.wal_healthy)
+        w->log_failing = true;
+    }
+    if (w->log_failing && st->wal_healthy) {
         wd_log(WD_INFO, w->name, "log_healthy", "total=%llu", (unsigned long long)st->wal_errors);
+        w->log_failing = false;
+    }
 }
 
 int watch_sample(struct watch *w, const struct wd_options *o)

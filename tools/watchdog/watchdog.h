@@ -199,6 +199,7 @@ struct watch {
     uint64_t consumer_deaths;/* consumer_died events logged, in all */
     uint64_t deaths_sampled; /* consumer_deaths at the latest sample */
     bool firing[ALERT__COUNT]; /* alert rules whose condition holds (alerts.c) */
+    bool log_failing;          /* a log_error line was logged, no log_healthy since */
 };
 
 /* Take the result of opening w->name: logs queue_added (and runs a first pass), or the
