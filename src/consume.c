@@ -77,14 +77,23 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         if (sw_state(w) != SLOT_READY)
             continue; /* stale or duplicate entry */
         uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
-        /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY */
-        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_acq_rel,
+        /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
+         * seq_cst (the same instruction on x86) for E5 below */
+        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_seq_cst,
                                                      memory_order_relaxed))
             continue;
         CRASH_POINT(receive_after_claim);
         if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
             slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
             return -ESTALE;
+        }
+        /* E5 (seq_cst load after the seq_cst claim): a claim after a rebuild's E3 sees the new
+         * generation: this segment is no longer the queue, give the copy back undelivered. A
+         * claim before E3 is a delivery before the rebuild (the rebuilt queue may deliver the
+         * message again: at least once). */
+        if (!queue_gen_live_sc(q)) {
+            slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
+            return -EIDRM;
         }
         uint32_t attempt = sl->attempt + 1;
         sl->attempt = attempt;
