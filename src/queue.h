@@ -87,7 +87,10 @@ static inline bool queue_gen_live(const shmq_t *q)
 /* The same with a seq_cst load (a plain load on x86): E5, after a seq_cst claim (consume.c). */
 static inline bool queue_gen_live_sc(const shmq_t *q)
 {
-    return !q->gen_word || atomic_load_explicit(q->gen_word, memory_order_seq_cst) == q->gen;
+    if (!q->gen_word)
+        return true;
+    uint64_t g = atomic_load_explicit(q->gen_word, memory_order_seq_cst);
+    return g == q->gen || g == LOG_GEN_DELETED; /* deleted: the handle works on, unlogged */
 }
 
 #endif
