@@ -586,6 +586,15 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
             return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
+        /* acquire: pairs with the release in wal_maintain. The file was there to be made but
+         * is gone: retention deleted it under a writer stopped since its reservation (take
+         * another, as -ESTALE), or a newer generation removed it (fenced). Never an error that
+         * an ack would answer with 0 and no record. */
+        if (err == -ENOENT &&
+            seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire))
+            continue;
+        if (err == -ENOENT && !gen_live(w))
+            return -EIDRM;
         if (err) {
             /* the reservation stays unwritten: close it with PAD once its file can be mapped
              * (close_pending), and say that the log is failing */

@@ -24,6 +24,9 @@
  * messages than slots (a message logged but never committed, or acked without its ACK record,
  * next to a full ring): recovery must grow the queue rather than refuse (-ENOSPC) or drop one.
  *
+ * SHMQ_SEGLOSS_KEEP=DIR: at the first "acked then redelivered", every child is stopped and the
+ * log copied to DIR for a post-mortem (shmq wal ... inspect --log-dir).
+ *
  * CI: a few seconds (SEGLOSS_ROUNDS rounds). Soak: SHMQ_SOAK_SECONDS=N runs rounds for N
  * seconds. Either prints the number of segment losses survived. The book holds 2^21 messages
  * per producer (the arena's size); a soak that publishes them all (about 4 minutes here) goes
@@ -296,6 +299,20 @@ static void kill_proc(struct proc *p)
     p->stopped = false;
 }
 
+/* SHMQ_SEGLOSS_KEEP=DIR: at the first violation stop every child and copy the log to DIR. */
+static void keep_log(const char *name, struct proc *procs, int np)
+{
+    for (int i = 0; i < np; i++)
+        if (procs[i].pid > 0 && !procs[i].stopped) {
+            kill(procs[i].pid, SIGSTOP);
+            procs[i].stopped = true;
+        }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cp -aL %s/%s %s", getenv("SHMQ_STATE_DIR"), name,
+             getenv("SHMQ_SEGLOSS_KEEP"));
+    fprintf(stderr, "segloss: keeping the log: %s: %s\n", cmd, system(cmd) == 0 ? "ok" : "failed");
+}
+
 Test(segloss, random_kills_stops_and_segment_losses)
 {
     const char *soak = getenv("SHMQ_SOAK_SECONDS");
@@ -332,6 +349,7 @@ Test(segloss, random_kills_stops_and_segment_losses)
     procs[np++] = (struct proc){0, 2, 0, false};
 
     uint64_t losses = 0, live_losses = 0, kills = 0, stops = 0, rounds = 0;
+    bool kept = false;
     int64_t soak_end = t_now_ms() + (int64_t)soak_s * 1000;
     for (;; rounds++) {
         if (soak_s ? t_now_ms() >= soak_end : rounds >= SEGLOSS_ROUNDS)
@@ -342,6 +360,10 @@ Test(segloss, random_kills_stops_and_segment_losses)
         int64_t end = t_now_ms() + 400;
         while (t_now_ms() < end) {
             t_sleep_ms(10 + (int)(t_rand(&rng) % 40)); /* the pace of the chaos, not a wait */
+            if (atomic_load(&W->acked_redelivered) && !kept && getenv("SHMQ_SEGLOSS_KEEP")) {
+                keep_log(name, procs, np); /* for the post-mortem: freeze everyone, copy */
+                kept = true;
+            }
             struct proc *p = &procs[t_rand(&rng) % (uint64_t)np];
             switch (t_rand(&rng) % 4) {
             case 0:
