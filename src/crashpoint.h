@@ -8,8 +8,8 @@
  * windows in docs/DESIGN.md; crashpoint_names[] (crashpoint.c) holds it for the tests.
  * Points that only a targeted test arms are not in that list (the generic crash tests have no
  * scenario for them): sync_while_leading (wal.c, a SYNC group commit leader inside its flush;
- * tests/test_storage.c); take_back_before_move and copy_out_after_copy (maintain.c, a
- * maintainer inside a take-back or a copy-out) and finish_before_fence (slotmove.c, an ack
+ * tests/test_storage.c); take_back_before_move, copy_out_after_copy and copy_out_after_park
+ * (maintain.c, a maintainer inside a take-back or a copy-out) and finish_before_fence (slotmove.c, an ack
  * that read a linger and has not fenced the slot yet): tests/test_fencing.c.
  */
 #ifndef SHMQ_CRASHPOINT_H

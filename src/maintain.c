@@ -175,6 +175,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
      * orders this store before it */
     atomic_store_explicit(&ns->wal_seq, atomic_load_explicit(&sl->wal_seq, memory_order_relaxed),
                           memory_order_relaxed);
+    CRASH_POINT(copy_out_after_park);
     /* acq_rel: the holder's writes before w are ours; ours (the copy) precede the FENCED word */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w,
                                                  sw_next(w, SLOT_FENCED, sw_owner(w)),
@@ -396,6 +397,29 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     return atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
 }
 
+/* A due DELAYED slot (word w) goes READY; or DEAD at max_attempts, which only a parked copy
+ * can have (a nack at its last attempt dead-letters itself): a copy whose copier stopped for an
+ * ack deadline, fired here, goes to the dead letters as its copier would have sent it (F8). */
+static void fire_delayed(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+{
+    uint32_t attempt = sl->attempt; /* the copier's, published by its parking CAS (acquired) */
+    bool dead = attempt >= p->q->seg.layout.max_attempts;
+    if (dead) {
+        sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
+        /* logged before the move, as every DEAD (docs/DESIGN.md) */
+        if (queue_log_dead(p->q, sl->id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM)
+            return;
+    }
+    if (!move_slot(p, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
+        return;
+    if (!dead) {
+        p->rep->delayed_fired++;
+        return;
+    }
+    p->rep->dead_lettered++;
+    count(q_self(p->q), CNT_DEAD_LETTERED);
+}
+
 static void repair_slot(struct pass *p, uint32_t idx)
 {
     struct segment *s = &p->q->seg;
@@ -440,10 +464,8 @@ static void repair_slot(struct pass *p, uint32_t idx)
     }
     case SLOT_DELAYED:
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
-            p->now_ms >= due) {
-            if (move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
-                p->rep->delayed_fired++;
-        }
+            p->now_ms >= due)
+            fire_delayed(p, idx, sl, w);
         break;
     case SLOT_FENCED:
         release_fenced_slot(p, idx, sl, w);

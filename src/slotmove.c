@@ -53,28 +53,41 @@ bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next)
 
 _Static_assert(SHMQ_PROCS_MAX < (1 << LINGER_OWNER_BITS), "a linger holds owner + 1");
 
+/* slot_finish's rare path: the slot has a linger (lg, non-zero). Out of line, so the common
+ * ack (no linger) pays nothing for it. */
+static __attribute__((noinline)) int finish_lingered(shmq_t *q, uint32_t idx, uint64_t w,
+                                                     uint32_t lg)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    if (sw_state(w) == SLOT_INFLIGHT && lg == linger_make(w)) {
+        /* T3: a take-back of this very delivery is under way and will fail (we move w); we
+         * read no more, so its tag goes, and the slot is freed as usual */
+        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
+        uint64_t next = sw_next(w, SLOT_FREE, NO_OWNER);
+        /* A1 (release), as in slot_finish */
+        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
+                                                     memory_order_relaxed))
+            return -ESTALE;
+        queue_enqueue_slot(q, idx, next);
+        return 0;
+    }
+    CRASH_POINT(finish_before_fence);
+    /* V1 (seq_cst; release for our payload reads): FENCED before we look at the linger again,
+     * paired with a reader's clear-then-look (slot_let_go) */
+    if (!atomic_compare_exchange_strong(&sl->state, &w, sw_next(w, SLOT_FENCED, NO_OWNER)))
+        return -ESTALE;
+    slot_free_if_unread(q, idx);
+    return 0;
+}
+
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     /* V1 (seq_cst): the linger as of now; a tag set by a take-back before its move CAS reached
      * us through C1 (docs/DESIGN.md, "Why the finisher sees the tag") */
     uint32_t lg = atomic_load(&sl->linger);
-    if (lg && sw_state(w) == SLOT_INFLIGHT && lg == linger_make(w)) {
-        /* T3: a take-back of this very delivery is under way and will fail (we move w); we
-         * read no more, so its tag goes */
-        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
-        lg = 0;
-    }
-    if (lg) {
-        CRASH_POINT(finish_before_fence);
-        uint64_t fenced = sw_next(w, SLOT_FENCED, NO_OWNER);
-        /* V1 (seq_cst; release for our payload reads): FENCED before we look at the linger
-         * again, paired with a reader's clear-then-look (slot_let_go) */
-        if (!atomic_compare_exchange_strong(&sl->state, &w, fenced))
-            return -ESTALE;
-        slot_free_if_unread(q, idx);
-        return 0;
-    }
+    if (lg)
+        return finish_lingered(q, idx, w, lg);
     uint64_t next = sw_next(w, SLOT_FREE, NO_OWNER);
     /* A1 (release): our reads of the payload happen before the slot's reuse, which a
      * producer's claim acquires */

@@ -1263,3 +1263,62 @@ Test(fencing, review_dead_take_back_losing_to_a_copy_out_logs_no_ack)
     cr_assert_eq(shmq_close(q), 0);
     alarm(0);
 }
+
+Test(fencing, review_f8_parked_copy_at_max_attempts_fires_to_the_dead_letters)
+{
+    /* F8: a copy-out at max_attempts parks the copy DELAYED and then sends it to DEAD; a copier
+     * stopped in between for an ack deadline let another maintainer fire the parked copy, which
+     * went READY: one delivery more than max_attempts. Now firing a DELAYED slot at
+     * max_attempts dead-letters it. (The other pass also copies the still-INFLIGHT source out
+     * again: F7, a second dead letter of the same id.) */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    struct rv_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("rvF8"));
+    shmq_config_t cfg;
+    rv_config(&cfg, CAP);
+    cfg.max_attempts = 2;
+    shmq_t *q, *q2;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+    cr_assert_eq(shmq_open(sh->qname, &q2), 0);
+    cr_assert_eq(shmq_publish(q, RV_MSG, RV_LEN, NULL), 0);
+    shmq_consumer_t *o1, *o2, *c;
+    cr_assert_eq(shmq_consumer_open(q2, "O1", &o1), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "O2", &o2), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "C", &c), 0);
+    shmq_msg_t m1, m2, x;
+    cr_assert_eq(shmq_receive(o1, &m1, 2000), 0);
+    cr_assert_eq(rv_take_back(q).deadline_expired, 1);
+    cr_assert_eq(shmq_receive(o2, &m2, 2000), 0);
+    cr_assert_eq(m2.attempt, 2);
+    pid_t m = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "copy_out_after_park", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m, 15000, WUNTRACED, &st), 0, "the copier never parked its copy");
+    cr_assert(WIFSTOPPED(st));
+    shmq_stats_t s;
+    int64_t end = t_now_ms() + 5000;
+    do { /* until the parked copy is due and fired */
+        t_maintain(q, NULL);
+        s = stats_of(q);
+    } while (s.delayed != 0 && t_now_ms() < end && (t_sleep_ms(5), 1));
+    cr_assert_eq(s.delayed, 0, "the parked copy never fired");
+    cr_assert_eq(s.ready, 0, "a copy at max_attempts was made READY: " T_STATS_FMT,
+                 T_STATS_ARGS(s, CAP));
+    cr_assert_eq(shmq_receive(c, &x, 0), -EAGAIN, "delivered past max_attempts (attempt %u)",
+                 x.attempt);
+    atomic_store(&sh->go, 1);
+    kill(m, SIGCONT);
+    t_assert_exit0(m, 5000, "copier after SIGCONT");
+    s = stats_of(q);
+    cr_assert_eq(s.ready, 0);
+    cr_assert_geq(s.dead, 1);
+    cr_assert_eq(shmq_consumer_close(o1), 0);
+    cr_assert_eq(shmq_consumer_close(o2), 0);
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    rv_finish(q, q2);
+    alarm(0);
+}
