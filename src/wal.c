@@ -617,8 +617,13 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
         }
         write_record(m, off, type, id, attempt, parts, nparts, len);
         put_map(m);
-        log_ok(w);
-        close_pending(w);
+        /* relaxed loads of words nobody writes while the log is healthy: two loads and two
+         * branches on the fast path, the calls only after a failure */
+        if (atomic_load_explicit(&w->seg->hdr->wal_health, memory_order_relaxed) &
+            WAL_HEALTH_ERRNO)
+            log_ok(w);
+        if (atomic_load_explicit(&w->npend, memory_order_relaxed))
+            close_pending(w);
         if (seq_out)
             *seq_out = (uint32_t)seq;
         /* E2: the record's stores, then a seq_cst fence, then the generation: pairs with E3
