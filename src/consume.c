@@ -157,8 +157,8 @@ int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
     /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays alive */
     uint64_t max_sleep = (uint64_t)l->heartbeat_timeout_ms * 1000000ull / 3 + 1;
     struct seg_header *h = c->q->seg.hdr;
-    return wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY, deadline, max_sleep,
-                      try_receive, &ctx);
+    return wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY, deadline,
+                      max_sleep, try_receive, &ctx);
 }
 
 /* The slot of a delivery we hold, and the INFLIGHT word the token names. */

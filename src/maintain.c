@@ -6,13 +6,16 @@
  * CAS wins and the other fails harmlessly. Re-enqueueing when unsure is safe because a stale
  * or duplicate ring entry fails the dequeuer's state check (principle 1 of docs/DESIGN.md).
  *
- *  1. Registry: an ACTIVE or CLAIMED entry whose process is dead (pid gone, zombie or reused)
- *     becomes FENCED; so does a consumer that is hung by the rule in shmq.h (stale heartbeat:
- *     1x the timeout if stopped, 3x otherwise). A sleeper it left counted is uncounted.
+ *  1. Registry: an ACTIVE or CLAIMED entry whose process is dead (pid gone, zombie or reused;
+ *     a CLAIMED entry judged by the claimer's pid in its word, G3 in registry.h) becomes FENCED;
+ *     so does a consumer that is hung by the rule in shmq.h (stale heartbeat: 1x the timeout if
+ *     stopped, 3x otherwise). The sleepers a dead entry left counted are uncounted (wait.h).
  *  2. Slots: INFLIGHT of a fenced owner, or past its ack deadline -> READY (or DEAD at
  *     max_attempts). If the owner still lives, the slot's linger names its delivery first, so
- *     the slot is not reused while it may read it (slotmove.c; docs/DESIGN.md T1-T5). RESERVED of a dead owner -> FREE; DELAYED and
- *     due -> READY; FENCED whose lingering owner let go or died -> FREE; a READY or FREE slot
+ *     the slot is not reused while it may read it (slotmove.c; docs/DESIGN.md T1-T5); if
+ *     another live reader lingers there already, the message is copied out to a free slot
+ *     (copy_out). RESERVED of a dead owner -> FREE; DELAYED and due -> READY; FENCED whose
+ *     readers let go or died -> FREE; a READY or FREE slot
  *     that no ring holds (its ring's head passed the recorded ticket, or none was recorded) for
  *     longer than ORPHAN_GRACE_NS with its word unchanged -> same state, gen + 1 (fencing a
  *     late dequeuer that may still hold the entry), enqueued again.

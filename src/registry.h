@@ -32,7 +32,10 @@ static inline uint64_t pw_gen(uint64_t w) { return (w >> 4) & PW_GEN_MASK; }
 /* The pid that claimed a CLAIMED entry (0: unknown, a word written by an older library). */
 static inline uint32_t pw_claimer(uint64_t w) { return (uint32_t)(w >> 40); }
 /* The word after w in state (not CLAIMED). */
-static inline uint64_t pw_next(uint64_t w, unsigned state) { return pw_make(state, pw_gen(w) + 1, 0); }
+static inline uint64_t pw_next(uint64_t w, unsigned state)
+{
+    return pw_make(state, pw_gen(w) + 1, 0);
+}
 /* The CLAIMED word after w, claimed by this process. */
 uint64_t pw_claim(uint64_t w);
 
