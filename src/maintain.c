@@ -15,10 +15,10 @@
  *     the slot is not reused while it may read it (slotmove.c; docs/DESIGN.md T1-T5); if
  *     another live reader lingers there already, the message is copied out to a free slot
  *     (copy_out). RESERVED of a dead owner -> FREE; DELAYED and due -> READY; FENCED whose
- *     readers let go or died -> FREE; a READY or FREE slot
- *     that no ring holds (its ring's head passed the recorded ticket, or none was recorded) for
- *     longer than ORPHAN_GRACE_NS with its word unchanged -> same state, gen + 1 (fencing a
- *     late dequeuer that may still hold the entry), enqueued again.
+ *     readers let go or died -> FREE; a READY or FREE slot that no ring holds (its ring's head
+ *     passed the recorded ticket, or none was recorded) for longer than ORPHAN_GRACE_NS with its
+ *     word unchanged -> same state, gen + 1 (fencing a late dequeuer that may still hold the
+ *     entry), enqueued again.
  *  3. A FENCED entry of a dead process that no slot names (as owner or linger) becomes FREE
  *     (a fenced process that lives releases its entry itself when it closes).
  */
