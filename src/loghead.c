@@ -92,6 +92,31 @@ int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *ou
     return 0;
 }
 
+int loghead_make(const char *dir, uint32_t mode, uint64_t gen, struct loghead *out)
+{
+    char path[SHMQ_LOG_DIR_MAX + 96], tmp[SHMQ_LOG_DIR_MAX + 128];
+    snprintf(path, sizeof(path), "%s/head", dir);
+    snprintf(tmp, sizeof(tmp), "%s/head.tmp.%d", dir, (int)getpid());
+    int fd = io_open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return fd;
+    int err = init_head(fd, mode); /* the static part, fsynced */
+    uint64_t words[2] = {gen, gen};
+    if (!err)
+        err = io_pwrite(fd, words, sizeof(words), offsetof(struct log_head, gen));
+    if (!err)
+        err = io_fsync(fd);
+    io_close(fd);
+    if (!err)
+        err = io_rename(tmp, path);
+    if (err) {
+        io_unlink(tmp);
+        return err;
+    }
+    io_fsync_dir(dir); /* the new name is durable */
+    return loghead_open(dir, false, 0, out);
+}
+
 uint64_t loghead_first_gen(void)
 {
     uint64_t r = 0;

@@ -52,6 +52,12 @@ int loghead_fence_deleted(const char *dir);
 int loghead_open(const char *dir, bool create, uint32_t mode, struct loghead *out);
 void loghead_close(struct loghead *lh);
 
+/* Make LOG_DIR/NAME/head complete under a temporary name (gen = complete_gen = gen, file mode
+ * `mode` exactly, fsynced), rename it into place (replacing a damaged one) and map it: a process
+ * killed at any instruction leaves the old head or the whole new one, never one whose words are
+ * still 0 (review F7). The caller holds the exclusive lock. */
+int loghead_make(const char *dir, uint32_t mode, uint64_t gen, struct loghead *out);
+
 /* Is h (a copy of a head file's first bytes) a valid head of this version? (inspection) */
 bool loghead_valid(const struct log_head *h);
 

@@ -429,14 +429,7 @@ static int remake_head(const char *dir, struct loghead *lh, shmq_recovery_report
         return err;
     if (n == 0)
         return old ? -EPROTO : scratch.corrupt_regions ? -EBADMSG : -ENOENT;
-    char path[SHMQ_LOG_DIR_MAX + 96];
-    snprintf(path, sizeof(path), "%s/head", dir);
-    io_unlink(path);
-    if ((err = loghead_open(dir, true, mode, lh)) != 0)
-        return err;
-    atomic_store(&lh->h->gen, gen);
-    atomic_store(&lh->h->complete_gen, gen);
-    return 0;
+    return loghead_make(dir, mode, gen, lh); /* complete, then renamed into place (F7) */
 }
 
 int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *report)
@@ -467,6 +460,15 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
     struct rebuild rb = {.rep = rep};
     struct loghead lh = {.h = NULL, .fd = -1};
     err = loghead_open(dir, false, 0, &lh);
+    if (!err && atomic_load(&lh.h->complete_gen) == LOG_GEN_DELETED) {
+        loghead_close(&lh); /* a delete that did not finish (loghead.h): no queue to rebuild */
+        err = -ENOENT;
+        goto out;
+    }
+    if (!err && atomic_load(&lh.h->complete_gen) == 0) {
+        loghead_close(&lh); /* never completed (a head made 0/0 by an older release, killed) */
+        err = -EBADMSG;
+    }
     if (err == -ENOENT || err == -EBADMSG)
         err = remake_head(dir, &lh, rep);
     if (err)

@@ -378,12 +378,9 @@ static int remake_head(struct wal *w)
     int lock = loghead_lock(w->dir, LOCK_EX, mode);
     if (lock < 0)
         return lock;
-    int err = loghead_open(w->dir, true, mode, &w->head);
-    uint64_t zero = 0;
-    if (!err && atomic_compare_exchange_strong(&w->head.h->gen, &zero, w->gen)) {
-        atomic_store(&w->head.h->complete_gen, w->gen);
-        err = loghead_sync(&w->head);
-    }
+    int err = loghead_open(w->dir, false, 0, &w->head); /* another opener remade it first */
+    if (err == -ENOENT)
+        err = loghead_make(w->dir, mode, w->gen, &w->head); /* whole or not at all (F7) */
     io_close(lock);
     return err;
 }
@@ -896,7 +893,7 @@ static int remove_file(void *arg, int dirfd, const char *name)
 {
     char path[SHMQ_LOG_DIR_MAX + 128];
     if (strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0 ||
-        strcmp(name, "head") == 0) {
+        strncmp(name, "head", 4) == 0) { /* head, and a head.tmp.PID left by a kill */
         snprintf(path, sizeof(path), "%s/%s", (const char *)arg, name);
         io_unlink(path);
     }

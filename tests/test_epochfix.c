@@ -4,6 +4,9 @@
  *  - recreate_same_name (F2): a handle of a deleted queue, the queue made again by its name: the
  *    old handle's publishes write nothing into the new queue's log (returning 0, as a deleted
  *    queue's do), and a rebuild of the new queue delivers exactly the new queue's messages.
+ *  - head_never_completed (F7, F6): a head whose words are still 0 (what a recovery killed inside
+ *    its head remake left before heads were made whole and renamed into place) does not make an
+ *    intact log "no such queue"; the head made again has the shared queue's file mode.
  */
 #include "helpers.h"
 
@@ -70,4 +73,50 @@ Test(epochfix, recreate_same_name)
         cr_assert_str_eq(got[i], buf, "message %d: %s, published %s", i, got[i], buf);
     }
     shmq_close(nq);
+}
+
+static void head_path(const char *name, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%s/head", h_state_dir_path(), name);
+}
+
+Test(epochfix, head_never_completed)
+{
+    const char *name = h_qname("headgen0");
+    shmq_config_t cfg = log_config(16);
+    cfg.mode = 0660;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    for (int i = 0; i < 5; i++)
+        h_assert_rc(shmq_publish(q, "XXXX", 4, NULL), 0);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    char path[600];
+    head_path(name, path, sizeof path);
+    uint64_t zero[2] = {0, 0};
+    h_write_at(path, 64, zero, sizeof zero); /* gen = complete_gen = 0 */
+    h_assert_rc(chmod(path, 0600), 0);       /* and the mode a remake used to give it */
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    int n = 0;
+    shmq_msg_t m;
+    while (shmq_receive(c, &m, 0) == 0) {
+        h_assert_rc(shmq_ack(c, &m), 0);
+        n++;
+    }
+    cr_assert_eq(n, 5, "delivered %d of 5 after the rebuild", n);
+    shmq_consumer_close(c);
+    shmq_close(q);
+    struct stat st;
+    h_assert_rc(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0660, "the remade head is %o, the queue is shared 0660",
+                 (unsigned)(st.st_mode & 0777));
+    /* and a head lost altogether comes back with the shared mode too */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(unlink(path), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_close(q);
+    h_assert_rc(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0660, "the remade head is %o", (unsigned)(st.st_mode & 0777));
 }
