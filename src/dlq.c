@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "crashpoint.h"
 #include "queue.h"
 #include "slot.h"
 #include "slotmove.h"
@@ -67,14 +68,15 @@ static int move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
         return 0;
     if (q->wal) { /* its DEAD record resolved it: a new PUBLISH record, after it, makes it live */
         uint32_t seq, len = sl->len;
-        uint32_t old = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
-        atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
-                              memory_order_relaxed);
+        /* wal_seq keeps pinning the file of the dead letter's own records until the new PUBLISH
+         * is written (it pins every later file too, so the one the new record lands in): moved
+         * first, a redriver killed or stopped before its append left the dead letter with no
+         * record retention would keep (review F5) */
+        CRASH_POINT(redrive_before_append);
         int err = len > q->seg.layout.max_msg_size
                       ? -EBADMSG
                       : wal_append_publish(q->wal, sl->id, 0, NULL, 0, slot_payload(sl), len, &seq);
         if (err) { /* back to the dead letters, as it was */
-            atomic_store_explicit(&sl->wal_seq, old, memory_order_relaxed);
             slot_move(q, idx, mine, sw_next(mine, SLOT_DEAD, NO_OWNER));
             return err;
         }

@@ -7,6 +7,11 @@
  *  - head_never_completed (F7, F6): a head whose words are still 0 (what a recovery killed inside
  *    its head remake left before heads were made whole and renamed into place) does not make an
  *    intact log "no such queue"; the head made again has the shared queue's file mode.
+ *  - redrive_killed_before_append (F5): a redriver killed after it claimed a dead letter and
+ *    before its PUBLISH; maintenance and retention run; the segment is lost: the dead letter is
+ *    restored (its record was still pinned).
+ *
+ * Children that must hit crash points are forked gated before the first library call.
  */
 #include "helpers.h"
 
@@ -119,4 +124,57 @@ Test(epochfix, head_never_completed)
     shmq_close(q);
     h_assert_rc(stat(path, &st), 0);
     cr_assert_eq(st.st_mode & 0777, 0660, "the remade head is %o", (unsigned)(st.st_mode & 0777));
+}
+
+static const char *rd_name;
+
+static int redriver(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "redrive_before_append", 1);
+    shmq_t *q;
+    if (shmq_open(rd_name, &q))
+        return 10;
+    uint32_t moved = 0;
+    shmq_dlq_redrive(q, 0, &moved);
+    return 12; /* not killed at its crash point */
+}
+
+Test(epochfix, redrive_killed_before_append)
+{
+    rd_name = h_qname("redrive");
+    pid_t k = h_fork_gated(redriver, NULL);
+    shmq_config_t cfg = log_config(8);
+    cfg.max_msg_size = 30000;
+    cfg.max_attempts = 1;
+    shmq_t *q;
+    h_assert_rc(shmq_create(rd_name, &cfg, &q), 0);
+    h_assert_rc(shmq_lease_acquire(q, 600000, 1), 0); /* maintenance is ours alone */
+    h_assert_rc(shmq_publish(q, "XXXXXXXX", 8, NULL), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_nack(c, &m, 0), 0); /* max_attempts 1: a dead letter */
+    static char big[29000];
+    memset(big, 'f', sizeof big);
+    for (int i = 0; i < 4; i++) { /* the log moves on beyond the dead letter's file */
+        h_assert_rc(shmq_publish(q, big, sizeof big, NULL), 0);
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    shmq_consumer_close(c);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the redriver was not killed at its crash point");
+    for (int i = 0; i < 3; i++)
+        shmq_maintain(q, NULL);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(rd_name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(rd_name, NULL, &rep), 0);
+    cr_assert_eq(rep.dead_letters + rep.restored, 1,
+                 "the dead letter was lost: restored %llu dead %llu",
+                 (unsigned long long)rep.restored, (unsigned long long)rep.dead_letters);
 }
