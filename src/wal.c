@@ -14,15 +14,11 @@
  * record deleted with them only ever resolved a PUBLISH record deleted too.
  *
  * Group commit (SYNC): a waiter lowers wal_sync_low to its file, then takes a ticket from
- * wal_sync_req. A leader (wal_sync_leader CAS from 0 to its pid) reads the ticket count, takes
- * wal_sync_low, fdatasyncs those files, publishes the count in wal_sync_done, and wakes the
- * others. Every ticket up to the count was taken after its record was written, so one flush
- * covers them all. A leader that dies is replaced (its pid is checked while waiting), and so is
- * one that makes no progress for WAL_SYNC_STALL_MS (stopped): the waiter CASes the leader word
- * from that pid to its own and flushes from wal_oldest_seq (the low the stalled one took is lost
- * with it); a file flushed twice is harmless, and the stalled leader gives leadership back with
- * a CAS from its own pid. A failed flush sets the sticky WAL_HEALTH_FLUSH_FAILED before the
- * tickets are published: every waiter it covers, and every later one, gets -EIO.
+ * wal_sync_req. A leader (wal_sync_leader CAS from 0 to its thread id) reads the ticket count,
+ * reads wal_sync_low, fdatasyncs those files, clears the low only if they all succeeded (a CAS
+ * on a version-counted word), publishes the count in wal_sync_done, and wakes the others. Every
+ * ticket up to the count was taken after its record was written, so one flush covers them all.
+ * A leader that dies or stalls is taken over; it took nothing with it (GC1-GC4 in DESIGN.md).
  *
  * Storage failures (docs/DESIGN.md, "Storage failures"): files are preallocated before they are
  * linked into place, so stores into a mapping cannot fault; an append fails only when its file
@@ -44,6 +40,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <urcu/futex.h>
@@ -86,6 +83,7 @@ struct wal {
     } pend[WAL_PENDING];
     _Atomic int npend;
     _Atomic uint64_t pend_next_ns; /* no new try before (CLOCK_MONOTONIC): a full disk is slow */
+    _Atomic uint64_t last_round_ns; /* the last group commit round this process led (stall rule) */
 };
 
 uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload)
@@ -678,31 +676,45 @@ int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_p
     return 0;
 }
 
-static void lower_to(_Atomic uint64_t *word, uint64_t v)
+/* wal_sync_low: (version << 34) | low file; low SYNC_LOW_NONE: nothing asked (docs/DESIGN.md,
+ * "Group commit survives a stopped or dead leader", GC1-GC4). */
+#define SYNC_LOW_BITS 34
+#define SYNC_LOW_NONE ((1ull << SYNC_LOW_BITS) - 1)
+
+static uint64_t sync_low_next(uint64_t word, uint64_t low)
+{
+    return ((word >> SYNC_LOW_BITS) + 1) << SYNC_LOW_BITS | low; /* version + 1, wraps */
+}
+
+/* GC1: lower the low to seq, bumping the version even when it does not move (a leader's clear
+ * CASes from an exact value: it must fail after any lowering since its read). */
+static void sync_lower(_Atomic uint64_t *word, uint64_t seq)
 {
     uint64_t cur = atomic_load(word);
-    while (v < cur && !atomic_compare_exchange_weak(word, &cur, v)) {
+    for (;;) {
+        uint64_t low = cur & SYNC_LOW_NONE;
+        /* seq_cst: before the ticket's fetch_add, so a leader that reads the ticket sees this */
+        if (atomic_compare_exchange_weak(word, &cur, sync_low_next(cur, seq < low ? seq : low)))
+            return;
     }
 }
 
 /*
- * As leader: flush files [low, current] and publish the tickets covered. takeover: the leader
- * before us stalled, and the low it took is lost with it: flush from the oldest file on (files
- * with nothing new to write flush fast; a file flushed twice is harmless).
- * A flush that fails (or a file that cannot be mapped to be flushed) sets the sticky
- * WAL_HEALTH_FLUSH_FAILED before the tickets are published, so each waiter they cover sees it.
+ * As leader: flush files [low, current], clear the low only once that succeeded, and publish
+ * the tickets covered (GC2-GC4). A failed fdatasync sets the sticky WAL_HEALTH_FLUSH_FAILED at
+ * once and before the tickets are published, so each waiter they cover sees it. A file that
+ * cannot be mapped (a limit of this process, finding F8) is no failed flush: nothing is
+ * cleared, set or published, and its error is returned (the next leader tries again).
  */
-static void lead_sync(struct wal *w, bool takeover)
+static int lead_sync(struct wal *w)
 {
     struct seg_header *h = w->seg->hdr;
-    uint64_t target = atomic_load(&h->wal_sync_req);
-    uint64_t low = atomic_exchange(&h->wal_sync_low, UINT64_MAX);
+    uint64_t target = atomic_load(&h->wal_sync_req); /* GC2, seq_cst: after the tickets' GC1 */
+    uint64_t w0 = atomic_load(&h->wal_sync_low);     /* GC2, seq_cst: read only, never taken */
     uint64_t cur = wal_seq_of(w, atomic_load(&h->wal_pos));
-    if (low > cur)
-        low = cur;
-    uint64_t from = low, oldest = atomic_load(&h->wal_oldest_seq);
-    if (takeover && oldest < from)
-        from = oldest;
+    uint64_t from = w0 & SYNC_LOW_NONE;
+    if (from > cur)
+        from = cur;
     /* files below this segment's first one are an older generation's: not ours to flush (a
      * writer maps only files of its own generation) */
     uint64_t first = w->seg->layout.wal_base_pos / w->usable;
@@ -711,43 +723,50 @@ static void lead_sync(struct wal *w, bool takeover)
     int failed = 0;
     CRASH_POINT(sync_while_leading);
     for (uint64_t s = from; s <= cur && s <= WAL_SEQ_MAX; s++) {
-        char path[SHMQ_LOG_DIR_MAX + 96];
-        file_path(w, s, path, sizeof(path));
-        if (s < low && io_access(path, F_OK) != 0)
-            continue; /* below what waiters asked for, and not there: not ours to make */
         struct walmap *m;
         int err = get_map(w, s, &m);
         if (err == -ESTALE || err == -EIDRM)
             continue; /* deleted, or of a newer generation (the queue was rebuilt): not ours */
-        if (!err) {
-            err = io_fdatasync(m->fd);
-            atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
-            put_map(m);
+        if (err) {
+            log_failed(w, err);
+            return err; /* F8: the low stays in the word for the next leader */
         }
+        err = io_fdatasync(m->fd);
+        atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
+        put_map(m);
         if (err) {
             failed = err;
             log_failed(w, err);
+            /* seq_cst, at once (a concurrent leader's waiters may be about to return) and
+             * before the release of wal_sync_done below: every waiter it covers sees it */
+            atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
         }
     }
-    if (failed) /* seq_cst, before the release below: every waiter it covers sees it */
-        atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
-    /* release: the flush (and the failure bit) happen before a waiter sees its ticket covered */
+    if (!failed) /* GC3, seq_cst: clear what was flushed; fails if anyone lowered since GC2 */
+        atomic_compare_exchange_strong(&h->wal_sync_low, &w0, sync_low_next(w0, SYNC_LOW_NONE));
+    /* GC4, release: the flush (and the failure bit) happen before a waiter sees its ticket
+     * covered */
     uint64_t done = atomic_load(&h->wal_sync_done);
     while (done < target && !atomic_compare_exchange_weak(&h->wal_sync_done, &done, target)) {
     }
+    return 0;
 }
 
-/* Lead once (from 0, or taking over from a stalled `from`), then give leadership back and wake
- * the waiters. The CAS back to 0 leaves a leader that took over from us in place. */
-static void lead(struct wal *w, uint32_t me, bool takeover)
+/* Lead once (from 0, or taking over from a dead or stalled thread), then give leadership back
+ * and wake the waiters. The CAS back to 0 leaves a leader that took over from us in place. */
+static int lead(struct wal *w, uint32_t me)
 {
     struct seg_header *h = w->seg->hdr;
-    lead_sync(w, takeover);
+    uint64_t t0 = now_ns();
+    int err = lead_sync(w);
+    /* relaxed: this process's own estimate of a round's length (the stall rule) */
+    atomic_store_explicit(&w->last_round_ns, now_ns() - t0, memory_order_relaxed);
     uint32_t mine = me;
-    atomic_compare_exchange_strong(&h->wal_sync_leader, &mine, 0);
+    atomic_compare_exchange_strong(&h->wal_sync_leader, &mine, 0); /* GC4: only our own claim */
     atomic_fetch_add(&h->wal_sync_futex, 1);
     if (atomic_load(&h->wal_sync_waiters))
         futex_async((int32_t *)&h->wal_sync_futex, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+    return err;
 }
 
 static bool flush_failed(const struct seg_header *h)
@@ -755,41 +774,53 @@ static bool flush_failed(const struct seg_header *h)
     return atomic_load(&((struct seg_header *)h)->wal_health) & WAL_HEALTH_FLUSH_FAILED;
 }
 
+/* How long a live leader may show no progress before a waiter takes over: WAL_SYNC_STALL_MS, or
+ * 4 times the last round this process led if that is longer (a slow disk is not a stall, F9). */
+static uint64_t stall_ns(const struct wal *w)
+{
+    uint64_t min = (uint64_t)WAL_SYNC_STALL_MS * 1000000u;
+    uint64_t round = 4 * atomic_load_explicit(&((struct wal *)w)->last_round_ns,
+                                              memory_order_relaxed);
+    return round > min ? round : min;
+}
+
 int wal_sync(struct wal *w, uint32_t seq)
 {
     struct seg_header *h = w->seg->hdr;
     if (flush_failed(h))
         return -EIO; /* sticky: what a failed flush left in the page cache may never reach disk */
-    lower_to(&h->wal_sync_low, seq); /* seq_cst, before the ticket: the leader sees it */
-    uint64_t ticket = atomic_fetch_add(&h->wal_sync_req, 1) + 1;
-    uint32_t me = (uint32_t)getpid();
+    sync_lower(&h->wal_sync_low, seq); /* GC1 */
+    uint64_t ticket = atomic_fetch_add(&h->wal_sync_req, 1) + 1; /* seq_cst: after GC1 */
+    CRASH_POINT(sync_after_ticket);
+    /* the leader is named by thread, not process: two threads of one process are two leaders */
+    uint32_t me = (uint32_t)syscall(SYS_gettid);
     /* progress as this waiter saw it last: the leader word and the tickets done, and when */
     uint32_t seen_leader = 0;
     uint64_t seen_done = 0, seen_ns = 0;
     for (;;) {
-        /* seq_cst (acquire at least): pairs with the leader's raise of wal_sync_done */
+        /* seq_cst (acquire at least): pairs with the leader's raise of wal_sync_done (GC4) */
         uint64_t done = atomic_load(&h->wal_sync_done);
         if (done >= ticket)
             return flush_failed(h) ? -EIO : 0;
         uint32_t leader = 0;
-        if (atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me)) {
-            lead(w, me, false);
-            continue;
+        bool take = atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me);
+        if (!take && pid_gone((int)leader)) /* dead (or a zombie): take over from exactly it */
+            take = atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me);
+        if (!take) {
+            uint64_t now = now_ns();
+            if (leader != seen_leader || done != seen_done || !seen_ns) {
+                seen_leader = leader;
+                seen_done = done;
+                seen_ns = now;
+            } else if (now - seen_ns > stall_ns(w)) {
+                /* alive but no progress (stopped, descheduled): take over from exactly it */
+                take = atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me);
+            }
         }
-        if (pid_gone((int)leader)) { /* the leader died (or is a zombie) */
-            atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, 0);
-            continue;
-        }
-        uint64_t now = now_ns();
-        if (leader != seen_leader || done != seen_done || !seen_ns) {
-            seen_leader = leader;
-            seen_done = done;
-            seen_ns = now;
-        } else if (now - seen_ns > (uint64_t)WAL_SYNC_STALL_MS * 1000000u &&
-                   atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me)) {
-            /* the leader is alive but made no progress (stopped, descheduled): take over */
-            lead(w, me, true);
+        if (take) {
             seen_ns = 0;
+            if (lead(w, me) && atomic_load(&h->wal_sync_done) < ticket)
+                return -EIO; /* a file could not be mapped to be flushed: not known durable */
             continue;
         }
         uint32_t seen = atomic_load(&h->wal_sync_futex);

@@ -142,8 +142,10 @@ int wal_append_publish_at(struct wal *w, uint64_t id, unsigned flags, uint64_t u
  * Wait until every record this process appended is on stable storage (group commit: one
  * fdatasync covers every producer waiting at that moment). Blocking. 0, or -EIO when the flush
  * that covered this call failed, or any flush of the log failed before (sticky: the log is
- * failed until its segment is rebuilt). A leader that makes no progress for WAL_SYNC_STALL_MS
- * (stopped, descheduled) is taken over; a file flushed twice is harmless.
+ * failed until its segment is rebuilt), or when this call led a round that could not map a file
+ * to flush it (not sticky: that is a limit of one process, nothing was lost from the page
+ * cache). A leader that dies, or makes no progress for the stall time (WAL_SYNC_STALL_MS or 4
+ * times this process's last round, the longer), is taken over; a file flushed twice is harmless.
  */
 int wal_sync(struct wal *w, uint32_t seq);
 

@@ -16,6 +16,7 @@
 #include "inspect.h"
 #include "io.h"
 #include "segment.h"
+#include "wal.h"
 
 TestSuite(storage, .fini = h_cleanup, .timeout = 120);
 
@@ -506,6 +507,73 @@ Test(storage, a_stopped_sync_leader_does_not_block_other_sync_publishes)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the other publisher exited %d", st);
     h_assert_child_ok(leader, 30000, "the continued leader");
     cr_assert_eq(drain(q, 10), 4);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Review finding F1a: a SYNC waiter V has lowered wal_sync_low to its file and taken its ticket
+ * (stopped there, crash point sync_after_ticket); a leader L reads the ticket count and the low
+ * and is killed at sync_while_leading, before any flush; the log moves on to the next file. V
+ * then takes over from the dead L. Its publish may return 0 only if the file holding its record
+ * was flushed: before the fix L had taken the low out of the word, so V flushed only the new
+ * file (one fdatasync) and returned 0 for an unflushed record. */
+static int sync_publisher_at(const char *name, const char *point, const char *sig)
+{
+    setenv("SHMQ_CRASH_AT", point, 1);
+    if (sig)
+        setenv("SHMQ_CRASH_SIGNAL", sig, 1);
+    shmq_t *q;
+    CHECK(shmq_open(name, &q) == 0, 1);
+    int rc = shmq_publish(q, "v", 1, NULL);
+    if (rc)
+        fprintf(stderr, "sync publish: %s\n", shmq_strerror(rc));
+    CHECK(rc == 0, 2);
+    CHECK(shmq_close(q) == 0, 3);
+    return 0;
+}
+
+static int waiter_stopped_after_ticket(void *p)
+{
+    return sync_publisher_at(p, "sync_after_ticket", "STOP");
+}
+
+static int leader_killed_in_flush(void *p) { return sync_publisher_at(p, "sync_while_leading", NULL); }
+
+Test(storage, a_dead_sync_leader_takes_no_waiters_file_with_it)
+{
+    const char *name = h_qname("st-deadlead");
+    pid_t v = h_fork_gated(waiter_stopped_after_ticket, (void *)name);
+    pid_t l = h_fork_gated(leader_killed_in_flush, (void *)name);
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_open_gate(v);
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(v, 30000, &st), 0, "the waiter never stopped after its ticket");
+    cr_assert(WIFSTOPPED(st), "the waiter did not stop: %d", st);
+    h_open_gate(l);
+    cr_assert_eq(h_waitpid(l, 30000, 0, &st), 0, "the leader never reached its flush");
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the leader was not killed: %d", st);
+
+    /* the log moves on to file 1 (records of nobody's sync) */
+    struct segment seg;
+    struct wal *w;
+    h_assert_rc(segment_open(name, false, &seg), 0);
+    h_assert_rc(wal_open(&seg, false, &w), 0);
+    cr_assert_eq(wal_current_seq(w), 0);
+    static char pad[4096];
+    while (wal_current_seq(w) < 1)
+        h_assert_rc(wal_append(w, WAL_MARK, 0, 0, pad, sizeof(pad), NULL), 0);
+    uint64_t before = atomic_load(&seg.hdr->wal_flushes);
+    kill(v, SIGCONT);
+    h_assert_child_ok(v, 30000, "the waiter that took over");
+    uint64_t flushed = atomic_load(&seg.hdr->wal_flushes) - before;
+    wal_close(w);
+    segment_close(&seg);
+    /* files 0 (the waiter's record) and 1 (the current one): two fdatasyncs */
+    cr_assert_geq(flushed, 2, "the waiter returned 0 after %llu flush(es): its file 0 was not flushed",
+                  (unsigned long long)flushed);
     h_assert_rc(shmq_close(q), 0);
 }
 
