@@ -39,6 +39,16 @@
 enum { B_EMPTY = 0, B_CLAIMED = 1, B_COMMITTED = 2 };
 #define FP_HI_BITS 40
 
+
+/* Is a COMMITTED bucket of time t expired at now? The difference is signed: recovery stores a
+ * key committed before the segment existed with a time before its start (0 - age, two's
+ * complement, docs/FORMAT.md 6A), and a t a tick after a coarse now is not expired. */
+static inline bool dedup_expired(uint64_t now, uint64_t t, uint64_t window)
+{
+    int64_t age = (int64_t)(now - t);
+    return age > 0 && (uint64_t)age > window;
+}
+
 static uint64_t bw_make(unsigned state, uint32_t owner, uint64_t gen, uint64_t fp_hi)
 {
     return (fp_hi << 24) | ((gen & 1023) << 14) | ((uint64_t)(owner & 4095) << 2) | state;
@@ -113,7 +123,7 @@ static enum verdict look(shmq_t *q, uint64_t set, const struct fingerprint *fp, 
             continue;
         }
         uint64_t t = atomic_load_explicit(&b->time_ms, memory_order_relaxed);
-        if (now > t && now - t > l->dedup_window_ms)
+        if (dedup_expired(now, t, l->dedup_window_ms))
             continue; /* expired */
         {
             if (atomic_load_explicit(&b->fp_lo, memory_order_relaxed) != fp->lo)
@@ -139,7 +149,7 @@ static int claim_bucket(shmq_t *q, uint64_t set, const struct fingerprint *fp, u
         uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
         uint64_t t = atomic_load_explicit(&b->time_ms, memory_order_relaxed);
         uint64_t bid = atomic_load_explicit(&b->id, memory_order_relaxed);
-        bool expired = bw_state(w) == B_COMMITTED && now > t && now - t > l->dedup_window_ms;
+        bool expired = bw_state(w) == B_COMMITTED && dedup_expired(now, t, l->dedup_window_ms);
         if (bw_state(w) == B_EMPTY || expired ||
             (bw_state(w) == B_CLAIMED && !claim_alive(q, b, w))) {
             victim = set + i;

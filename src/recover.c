@@ -296,7 +296,13 @@ static int populate(struct segment *s, void *arg)
      * as an empty keyed copy and its ACK */
     for (size_t i = 0; i < rb->nkeys && !err; i++) {
         const struct entry *k = rb->keys[i];
-        dedup_insert_committed(s, k->key, k->key_len, k->id, 0 /* the new segment's clock */);
+        /* a key keeps what is left of its window, by the wall clock (clamped to [0, window]);
+         * one whose window is over is not restored nor re-logged (review F3) */
+        uint64_t window = s->layout.dedup_window_ms;
+        uint64_t age = rb->now_unix_ms > k->unix_ms ? rb->now_unix_ms - k->unix_ms : 0;
+        if (age > window)
+            continue;
+        dedup_insert_committed(s, k->key, k->key_len, k->id, 0 - age /* before the segment's start */);
         if (!rb->key_live[i] &&
             (err = wal_append_publish_at(w, k->id, WAL_PUB_CHECKPOINT, k->unix_ms, k->key,
                                          k->key_len, NULL, 0, NULL)) == 0)

@@ -10,6 +10,9 @@
  *  - redrive_killed_before_append (F5): a redriver killed after it claimed a dead letter and
  *    before its PUBLISH; maintenance and retention run; the segment is lost: the dead letter is
  *    restored (its record was still pinned).
+ *  - dedup_key_age_survives_rebuild (F3): a rebuild restores a dedup key with what is left of
+ *    its window: an expired key is not a duplicate after the rebuild, and a half-aged key
+ *    expires when its original window ends, not a full window after the rebuild.
  *
  * Children that must hit crash points are forked gated before the first library call.
  */
@@ -177,4 +180,39 @@ Test(epochfix, redrive_killed_before_append)
     cr_assert_eq(rep.dead_letters + rep.restored, 1,
                  "the dead letter was lost: restored %llu dead %llu",
                  (unsigned long long)rep.restored, (unsigned long long)rep.dead_letters);
+}
+
+/* Wait for the clock (CLOCK_MONOTONIC) to reach t: a time to pass, not an event to poll. */
+static void until_ms(int64_t t)
+{
+    while (h_now_ms() < t)
+        h_sleep_ms(5);
+}
+
+Test(epochfix, dedup_key_age_survives_rebuild)
+{
+    const char *name = h_qname("dedupage");
+    shmq_config_t cfg = log_config(16);
+    cfg.dedup_window_count = 16;
+    cfg.dedup_window_ms = 1000;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    uint64_t v = 1, a = 0, b = 0, again = 0;
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k1", 2, &a), 0);
+    until_ms(t0 + 1300); /* k1's window is over */
+    int64_t t1 = h_now_ms();
+    h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k2", 2, &b), 0);
+    until_ms(t1 + 500); /* k2 half way */
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(shmq_open(name, &q), 0); /* rebuilt */
+    h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k1", 2, &again), 0);
+    cr_assert_neq(again, a, "an expired key answered duplicate (id %llu) after a rebuild",
+                  (unsigned long long)a);
+    until_ms(t1 + 1300); /* k2's own window is over (the rebuild was less than a window ago) */
+    h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k2", 2, &again), 0);
+    cr_assert_neq(again, b, "a restored key got a fresh window: id %llu answered again",
+                  (unsigned long long)b);
+    shmq_close(q);
 }
