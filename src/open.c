@@ -174,8 +174,10 @@ int shmq_unlink(const char *name)
         if (lock >= 0)
             io_close(lock);
     }
-    if (dir[0])
-        logdir_unpoint(name, dir);
+    if (dir[0] && (log_err == 0 || log_err == -ENOENT))
+        logdir_unpoint(name, dir); /* else kept: a second call finds the log again */
+    if (log_err && log_err != -ENOENT)
+        return log_err; /* F4: the log is still there (fenced: never recovered as the queue) */
     return seg_err == 0 || log_err == 0 ? 0 : seg_err;
 }
 

@@ -207,7 +207,9 @@ static int make_file(struct wal *w, uint64_t seq)
         err = 0; /* a racer made it first: use theirs */
     else if (!err)
         linked = true;
-    io_unlink(tmp);
+    int uerr = io_unlink(tmp);
+    if (uerr && uerr != -ENOENT)
+        log_failed(w, uerr); /* a full-size file left: counted; maintenance removes it later */
     /* F1 (a seq_cst load after our link, a system call): retention moves wal_oldest_seq before
      * it unlinks, so either it unlinks after our link or we see the new bound and take our
      * file back: a deleted file never comes back to stay. (Only a file below retention: nothing
@@ -858,6 +860,23 @@ static int lowest_file(void *arg, int dirfd, const char *name)
     return 0;
 }
 
+/* wal.N.tmp.PID.TID of a process that is gone: a make_file killed (or whose unlink of its
+ * temporary name failed) before it cleaned up, a preallocated file nobody will ever link. */
+static int remove_dead_tmp(void *arg, int dirfd, const char *name)
+{
+    const char *t = strstr(name, ".tmp.");
+    if (strncmp(name, "wal.", 4) != 0 || !t)
+        return 0;
+    char *end;
+    long pid = strtol(t + 5, &end, 10);
+    if (*end != '.' || pid <= 0 || pid > INT32_MAX || !pid_gone((int)pid))
+        return 0;
+    char path[SHMQ_LOG_DIR_MAX + 128];
+    snprintf(path, sizeof(path), "%s/%s", (const char *)arg, name);
+    io_unlink(path);
+    return 0;
+}
+
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
 {
     struct seg_header *h = w->seg->hdr;
@@ -908,31 +927,63 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
             continue;
         char path[SHMQ_LOG_DIR_MAX + 96];
         file_path(w, oldest, path, sizeof(path));
-        if (io_unlink(path) == 0)
-            deleted++;
+        int err = io_unlink(path);
+        if (err && err != -ENOENT) {
+            /* F3: the file stays, so does the bound (it is still there; a writer that saw the
+             * new bound made nothing): counted, and the next pass tries it again. relaxed: a
+             * move back of our own CAS, ordered against nothing new */
+            uint64_t next = oldest + 1;
+            atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &next, oldest,
+                                                    memory_order_relaxed, memory_order_relaxed);
+            log_failed(w, err);
+            deleted = err;
+            break;
+        }
+        deleted += err == 0;
         oldest++;
     }
-    if (lock >= 0)
+    if (lock >= 0) {
+        if (deleted > 0) /* files of makers killed (or whose unlink failed) before cleaning up */
+            io_dir_each(w->dir, remove_dead_tmp, w->dir);
         io_close(lock);
+    }
     pthread_mutex_lock(&w->lock);
     sweep_maps(w);
     pthread_mutex_unlock(&w->lock);
     return deleted;
 }
 
+struct remove {
+    const char *dir;
+    bool heads; /* this walk removes the head files (the last walk), else the others */
+    int err;
+};
+
 static int remove_file(void *arg, int dirfd, const char *name)
 {
+    struct remove *r = arg;
     char path[SHMQ_LOG_DIR_MAX + 128];
-    if (strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0 ||
-        strncmp(name, "head", 4) == 0) { /* head, and a head.tmp.PID left by a kill */
-        snprintf(path, sizeof(path), "%s/%s", (const char *)arg, name);
-        io_unlink(path);
+    bool head = strncmp(name, "head", 4) == 0; /* head, and a head.tmp.PID left by a kill */
+    if (head ? r->heads : strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0) {
+        snprintf(path, sizeof(path), "%s/%s", r->dir, name);
+        int err = io_unlink(path);
+        if (err && err != -ENOENT && !r->err)
+            r->err = err; /* F4: the first real failure is the answer, not rmdir's ENOTEMPTY */
     }
     return 0;
 }
 
+/* The head goes last, and only once every log file went: a head left (fenced by shmq_unlink)
+ * keeps a recovery from rebuilding the deleted queue out of the files a failure left (F4). */
 int wal_remove_dir(const char *dir)
 {
-    int err = io_dir_each(dir, remove_file, (void *)dir);
+    struct remove r = {dir, false, 0};
+    int err = io_dir_each(dir, remove_file, &r);
+    if (!err && !r.err) {
+        r.heads = true;
+        err = io_dir_each(dir, remove_file, &r);
+    }
+    if (!err)
+        err = r.err;
     return err ? err : io_rmdir(dir);
 }

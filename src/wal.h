@@ -174,7 +174,10 @@ void wal_health_of(const struct seg_header *h, struct wal_health *out);
  * written, read BEFORE the slots were scanned), holding the .recover flock shared (skipped if a
  * recovery holds it) and only in our generation. Returns files deleted, -EIDRM (fenced: nothing
  * deleted), or -EBADMSG (counted as a log error, nothing done) when wal_pos in shm is garbage
- * (its file is not on disk, far beyond the oldest one, or past the 10-digit file names). */
+ * (its file is not on disk, far beyond the oldest one, or past the 10-digit file names). A file
+ * that cannot be deleted (unlink fails but for ENOENT) stops the pass: it is counted as a log
+ * error, wal_oldest_seq stays at it (the next pass tries again) and its -errno is returned.
+ * A pass that deleted files also removes wal.N.tmp.PID.* files of processes that are gone. */
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur);
 
 /* The file the log is being written in now. */
@@ -186,7 +189,8 @@ uint64_t wal_seq_of(const struct wal *w, uint64_t pos);
 /* How many wal.* files the directory holds now. */
 uint32_t wal_count_files(struct wal *w);
 
-/* Remove the log directory path and its wal files. */
+/* Remove the log directory path and its wal files: 0, or the first unlink failure (but ENOENT),
+ * or rmdir's. */
 int wal_remove_dir(const char *dir);
 
 #endif

@@ -577,6 +577,93 @@ Test(storage, a_dead_sync_leader_takes_no_waiters_file_with_it)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* Review finding F3: maintenance whose unlink of an old log file fails (here EACCES, once) must
+ * count it and try the file again on a later pass; before the fix wal_oldest_seq moved past it
+ * first and the file stayed for good, with nothing counted. A preallocated wal.N.tmp.PID.* of a
+ * dead maker is removed by a pass that deletes files. */
+static bool file_exists(const char *dir, const char *file)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    return access(path, F_OK) == 0;
+}
+
+static int exit_at_once(void *p) { return 0; }
+
+Test(storage, a_failed_retention_unlink_is_counted_and_retried)
+{
+    const char *name = h_qname("st-unlink");
+    shmq_config_t cfg = h_small_config(64, 4096, 8);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    cfg.log_retention_bytes = 0;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    static char buf[4000];
+    for (int i = 0; i < 60; i++) {
+        h_assert_rc(shmq_publish(q, buf, sizeof(buf), NULL), 0);
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 10000), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    char dir[256];
+    log_dir_of(name, dir, sizeof(dir));
+    cr_assert(file_exists(dir, "wal.0000000000"));
+    pid_t dead = h_fork(exit_at_once, NULL);
+    h_assert_child_ok(dead, 30000, "the child that exits");
+    char tmp[400];
+    snprintf(tmp, sizeof(tmp), "%s/wal.0000000099.tmp.%d.1", dir, (int)dead);
+    int fd = open(tmp, O_CREAT | O_WRONLY | O_EXCL, 0600);
+    cr_assert(fd >= 0, "%s: %s", tmp, strerror(errno));
+    close(fd);
+
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    uint64_t errors = st.wal_errors;
+    /* unlink 1 is the next file's temporary name, 2 the first deletion (wal.0000000000) */
+    h_assert_rc(io_fault_arm(IO_UNLINK, 2, EACCES), 0);
+    shmq_maintain(q, NULL);
+    io_fault_disarm_all();
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_gt(st.wal_errors, errors, "a failed unlink in maintenance was not counted");
+    for (int i = 0; i < 3; i++)
+        shmq_maintain(q, NULL);
+    cr_assert(!file_exists(dir, "wal.0000000000"), "the file whose unlink failed stays for good");
+    cr_assert(access(tmp, F_OK) != 0, "a dead maker's preallocated temporary file stays");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Review finding F4: shmq_unlink whose removal of a log file fails must not return 0 (it did:
+ * the segment went), and the queue must not come back from what is left. */
+Test(storage, an_unlink_that_cannot_remove_the_log_fails_and_nothing_comes_back)
+{
+    /* the log directory holds wal.0000000000, head and .recover: fail each unlink in turn */
+    for (int nth = 1; nth <= 3; nth++) {
+        const char *name = h_qname("st-resurrect");
+        shmq_config_t cfg = h_small_config(16, 64, 8);
+        cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+        shmq_t *q;
+        h_assert_rc(shmq_create(name, &cfg, &q), 0);
+        for (int i = 0; i < 3; i++)
+            h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+        h_assert_rc(shmq_close(q), 0);
+        h_assert_rc(io_fault_arm(IO_UNLINK, (uint64_t)nth, EACCES), 0);
+        int rc = shmq_unlink(name);
+        io_fault_disarm_all();
+        cr_assert_eq(rc, -EACCES, "unlink %d failing: shmq_unlink returned %d", nth, rc);
+        rc = shmq_open(name, &q);
+        if (rc == 0)
+            shmq_close(q);
+        cr_assert_neq(rc, 0, "unlink %d failing: the deleted queue came back from its log", nth);
+        h_assert_rc(shmq_unlink(name), 0); /* once the cause is gone */
+        char dir[256];
+        log_dir_of(name, dir, sizeof(dir));
+        cr_assert(access(dir, F_OK) != 0, "unlink %d failing: the log directory stays", nth);
+    }
+}
+
 /* The watchdog says when a queue's log fails: a log_error event line (here its own maintenance
  * meets a garbage wal_pos), then log_healthy once a write works again. */
 static void tool_path(const char *tool, char *buf, size_t size)

@@ -120,7 +120,10 @@ int shmq_close(shmq_t *q);
 
 /** Delete the queue NAME for good: its segment and its log (the log directory the segment names,
  *  or the state directory's if the segment is gone). Processes that have it open keep their
- *  mappings. -ENOENT if neither existed, -EINVAL for a bad name. */
+ *  mappings. -ENOENT if neither existed, -EINVAL for a bad name. If the log could not be
+ *  removed whole, the error of the first file that could not be (-EACCES, -EROFS, -EBUSY,
+ *  ...), also when the segment went: the log's head was fenced first, so what is left is never
+ *  recovered as the queue; call again once the cause is gone. */
 int shmq_unlink(const char *name);
 
 /** Remove only the segment /dev/shm/shmq.NAME, as a reboot would: the log stays, and the next
