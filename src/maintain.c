@@ -453,10 +453,14 @@ static void repair_slot(struct pass *p, uint32_t idx)
             if (move_slot(p, idx, w, sw_next(w, SLOT_READY, NO_OWNER)))
                 count(q_self(p->q), CNT_PUBLISHED);
         } else if (gone) {
-            /* may be stale (its producer died before writing it): an extra ACK of a done id is
-             * harmless, and the ABORT flag counts only right after that id's PUBLISH */
+            /* M0 (acquire, pairs with P0 in publish.c): the id is this reservation's only if
+             * the producer tagged the deadline with this RESERVED word; else it may be the
+             * previous occupant's (live elsewhere after a copy-out, or a done keyed message):
+             * log nothing for it, this producer appended nothing (review F1) */
+            uint64_t mark = 0;
+            bool logged = tagged_get(atomic_load_explicit(&sl->deadline, memory_order_acquire), w,
+                                     &mark) && mark == 1;
             uint64_t id = sl->id;
-            bool logged = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed) != 0;
             if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
                 p->rep->reservations_freed++;
                 if (logged) /* its PUBLISH record may be in the log: it never counted */

@@ -103,6 +103,12 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     sl->attempt = 0;
     sl->dead_reason = 0;
     sl->publish_ns = now_ns_coarse();
+    /* P0 (release): the id above is this reservation's; the deadline field, tagged with our
+     * RESERVED word, says so to maintenance (M0, acquire), which frees a dead producer's
+     * reservation and logs ACK|ABORT only for an id it knows is its own. Before P0 the slot may
+     * still name the previous occupant's id (with its wal_seq): a message copied out, live in
+     * another slot, or a done keyed one (review F1). */
+    atomic_store_explicit(&sl->deadline, tagged_make(1, w), memory_order_release);
     CRASH_POINT(publish_after_write);
     uint32_t seq = 0;
     if (k) /* a hint for maintenance, trusted only with the bucket's token (dedup.c) */

@@ -13,12 +13,18 @@
  *  - dedup_key_age_survives_rebuild (F3): a rebuild restores a dedup key with what is left of
  *    its window: an expired key is not a duplicate after the rebuild, and a half-aged key
  *    expires when its original window ends, not a full window after the rebuild.
+ *  - no_abort_for_a_stale_id (F1): a producer killed right after claiming a slot (its id not
+ *    written: the slot still names the previous, acked message); maintenance frees the
+ *    reservation and logs no ACK|ABORT for the previous occupant's id.
  *
  * Children that must hit crash points are forked gated before the first library call.
  */
 #include "helpers.h"
 
 #include <dirent.h>
+
+#include "wal.h"
+#include "walscan.h"
 
 TestSuite(epochfix, .fini = h_cleanup, .timeout = 240);
 
@@ -214,5 +220,87 @@ Test(epochfix, dedup_key_age_survives_rebuild)
     h_assert_rc(shmq_publish_dedup(q, &v, sizeof v, "k2", 2, &again), 0);
     cr_assert_neq(again, b, "a restored key got a fresh window: id %llu answered again",
                   (unsigned long long)b);
+    shmq_close(q);
+}
+
+struct abort_count {
+    uint64_t id;
+    int n;
+};
+
+static int count_abort(void *arg, uint64_t offset, const struct wal_rec *rec, const void *payload)
+{
+    (void)offset;
+    (void)payload;
+    struct abort_count *a = arg;
+    a->n += rec->type == WAL_ACK && (rec->attempt & WAL_ACK_ABORT) && rec->id == a->id;
+    return 0;
+}
+
+/* ACK|ABORT records for id in the queue's log files. */
+static int aborts_logged(const char *name, uint64_t id)
+{
+    char dir[512], path[800];
+    snprintf(dir, sizeof dir, "%s/%s", h_state_dir_path(), name);
+    struct abort_count a = {id, 0};
+    DIR *d = opendir(dir);
+    cr_assert(d, "no log directory %s", dir);
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, "wal.", 4) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        int fd = open(path, O_RDONLY);
+        struct stat st;
+        cr_assert(fd >= 0 && fstat(fd, &st) == 0);
+        void *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        cr_assert_neq(base, MAP_FAILED);
+        struct walscan_stats ws;
+        walscan_records(base, (size_t)st.st_size, base, count_abort, &a, &ws);
+        munmap(base, (size_t)st.st_size);
+        close(fd);
+    }
+    closedir(d);
+    return a.n;
+}
+
+static const char *sa_name;
+
+static int reserve_victim(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "publish_after_reserve", 1); /* killed before it writes its id */
+    shmq_t *q;
+    if (shmq_open(sa_name, &q))
+        return 10;
+    uint64_t v = 9;
+    shmq_publish(q, &v, sizeof v, NULL);
+    return 12;
+}
+
+Test(epochfix, no_abort_for_a_stale_id)
+{
+    sa_name = h_qname("staleid");
+    pid_t k = h_fork_gated(reserve_victim, NULL);
+    shmq_config_t cfg = log_config(1); /* one slot: the victim claims the acked message's */
+    shmq_t *q;
+    h_assert_rc(shmq_create(sa_name, &cfg, &q), 0);
+    uint64_t v = 1, id = 0;
+    h_assert_rc(shmq_publish(q, &v, sizeof v, &id), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the producer was not killed at its crash point");
+    shmq_maint_report_t mr;
+    h_assert_rc(shmq_maintain(q, &mr), 0);
+    cr_assert_eq(mr.reservations_freed, 1);
+    int n = aborts_logged(sa_name, id);
+    cr_assert_eq(n, 0, "maintenance logged %d ACK|ABORT for the slot's previous id %llu", n,
+                 (unsigned long long)id);
     shmq_close(q);
 }
