@@ -30,6 +30,7 @@
 #include "cli.h"
 
 #include <inttypes.h>
+#include <sys/resource.h>
 
 #include "layout.h"
 
@@ -686,4 +687,59 @@ Test(cli, missing_corrupted_and_truncated_segments_exit_1_without_crashing)
     close(fd);
     assert_all_fail(name, "garbage file");
     cr_assert_eq(unlink(path), 0);
+}
+
+/* Review finding F6: `shmq sub` and `shmq dump` writing to a file past RLIMIT_FSIZE (ulimit -f)
+ * must fail with an error (EFBIG), not die of SIGXFSZ. The limit is set in the tool's own
+ * process (a forked child, before exec), so the test process keeps its own. */
+static int run_under_fsize(const char *const *args, const char *out_path)
+{
+    const char *tool = cli_tool_path("shmq");
+    const char *argv[16] = {tool};
+    for (int k = 0; args[k]; k++)
+        argv[k + 1] = args[k];
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0)
+            _exit(126);
+        dup2(fd, STDOUT_FILENO);
+        struct rlimit rl = {1024, 1024};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(125);
+        execv(tool, (char *const *)argv);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    int st = 0;
+    cr_assert_eq(h_waitpid(pid, 60000, 0, &st), 0, "%s %s did not finish", tool, args[0]);
+    unlink(out_path);
+    return st;
+}
+
+Test(cli, sub_and_dump_past_the_file_size_limit_fail_without_a_signal)
+{
+    const char *q = h_qname("cli-fsize");
+    run_expect_exit(0, "create", (const char *const[]){"create", q, NULL});
+    char msgs[3 * 901 + 1];
+    for (int i = 0; i < 3; i++) {
+        memset(msgs + i * 901, 'x', 900);
+        msgs[i * 901 + 900] = '\n';
+    }
+    msgs[sizeof(msgs) - 1] = 0;
+    struct run r = cli_run("shmq", 30, msgs, (const char *const[]){"pub", q, NULL});
+    assert_exit(&r, 0, "pub");
+    run_free(&r);
+    char out[256];
+    snprintf(out, sizeof(out), "%s/fsize-%d.out", h_state_dir_path(), (int)getpid());
+    int st = run_under_fsize((const char *const[]){"sub", q, "--count", "3", NULL}, out);
+    cr_assert(!WIFSIGNALED(st), "shmq sub died of signal %d under ulimit -f",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0, "shmq sub past ulimit -f exited %d", st);
+    st = run_under_fsize((const char *const[]){"dump", q, NULL}, out);
+    cr_assert(!WIFSIGNALED(st), "shmq dump died of signal %d under ulimit -f",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0, "shmq dump past ulimit -f exited %d", st);
 }

@@ -51,6 +51,8 @@ Test(units, the_state_directory_is_writable_and_installed_units_run_the_installe
         cr_assert(file_has(path, "StateDirectory=shmq"), "%s: no StateDirectory=", units[i]);
         cr_assert(file_has(path, "Environment=SHMQ_STATE_DIR=%S/shmq"), "%s", units[i]);
         cr_assert(file_has(path, "ReadWritePaths=/dev/shm"), "%s", units[i]);
+        /* review F7: users' logs live in ~/.local/state; ProtectHome=yes hid them entirely */
+        cr_assert(!file_has(path, "ProtectHome=yes"), "%s: users' logs are hidden", units[i]);
         snprintf(path, sizeof(path), "%s/systemd-install/%s", top, units[i]);
         cr_assert(file_has(path, "ExecStart=/"), "%s: ExecStart not an absolute path", units[i]);
         cr_assert(!file_has(path, "@SHMQ"), "%s: a placeholder left", units[i]);

@@ -76,6 +76,7 @@ int main(int argc, char **argv)
     sigaddset(&stopset, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stopset, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a log past RLIMIT_FSIZE is EFBIG, not a death (review F6) */
     srandom((unsigned)(now_ms() ^ getpid()));
 
     natsConnection *nc = NULL;

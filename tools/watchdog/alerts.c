@@ -7,7 +7,7 @@
  * true -> false logs event=alert_cleared (the rule is armed again); no change, nothing.
  *
  * The command runs through posix_spawn("/bin/sh", "-c", cmd) with its details in the
- * environment, with the default signal mask and SIGPIPE disposition (the daemon blocks SIGTERM
+ * environment, with the default signal mask and SIGPIPE and SIGXFSZ dispositions (the daemon blocks SIGTERM
  * and ignores SIGPIPE; the command must not inherit that). It is not waited for: alerts_reap()
  * collects finished ones from the loop, so a slow or hung command delays no maintenance. At
  * most MAX_RUNNING run at once; an alert that finds them all busy is logged with
@@ -89,6 +89,7 @@ static pid_t spawn(const char *cmd, const char *alert, const char *queue, uint64
     sigemptyset(&none);
     sigemptyset(&dfl);
     sigaddset(&dfl, SIGPIPE);
+    sigaddset(&dfl, SIGXFSZ); /* ignored by the daemon, not by the command */
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &dfl);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);

@@ -407,6 +407,7 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     signal(SIGPIPE, SIG_IGN); /* a closed stdout must not kill the maintainer */
+    signal(SIGXFSZ, SIG_IGN); /* a log past RLIMIT_FSIZE is EFBIG, not a death (review F6) */
 
     wd_log(WD_INFO, NULL, "start",
            "pid=%d mode=%s queues=%zu interval_ms=%u lease_ms=%u scan_ms=%u", (int)getpid(),
