@@ -159,7 +159,17 @@ int segment_open_fd(int fd, bool readonly, struct segment *seg)
             return err;
         if (!S_ISREG(st.st_mode))
             return -EBADMSG; /* a FIFO or device planted in /dev/shm: not a segment */
-        if ((uint64_t)st.st_size >= sizeof(struct seg_header)) {
+        if (st.st_nlink == 0)
+            return -ENOENT; /* its creator failed (a full /dev/shm) and unlinked it */
+        uint64_t pmagic = 0;
+        /* F2: read the magic with pread before mapping. A creator sizes the file, then
+         * allocates it; until its magic (S1, stored after the allocation) the file may be
+         * sparse, and on a full tmpfs a load through a mapping from a hole is a SIGBUS. pread
+         * serves a hole from the zero page, allocating nothing. */
+        if ((uint64_t)st.st_size >= sizeof(struct seg_header) &&
+            (err = (int)io_pread(fd, &pmagic, sizeof(pmagic), 0)) < 0)
+            return err;
+        if (pmagic != 0) {
             void *base;
             int prot = readonly ? PROT_READ : PROT_READ | PROT_WRITE;
             if ((err = io_mmap(fd, 0, (size_t)st.st_size, prot, MAP_SHARED, &base)) != 0)

@@ -744,6 +744,38 @@ Test(storage, needs_crash_points) { cr_skip_test("the library was built without 
 
 #endif
 
+/* Review finding F2: an opener that finds a segment its creator has sized but not yet allocated
+ * (a sparse file, magic 0) on a full /dev/shm must not touch it through a mapping: the load of
+ * the magic from a hole needs a page, and there is none (SIGBUS). Made deterministic here: the
+ * sparse file is made by hand, as a creator leaves it between ftruncate and its failed
+ * fallocate. The opener waits for the magic (about 1 s) and gives up with an error. */
+static int open_while_created_on_full_shm(void *p)
+{
+    struct shm_arg *a = p;
+    int err = private_tmpfs("/dev/shm", 256);
+    if (err)
+        return err;
+    char path[128], filler[128];
+    h_shm_path(a->name, path, sizeof(path));
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0, 1);
+    CHECK(ftruncate(fd, 1 << 20) == 0, 2); /* sparse: nothing allocated */
+    CHECK(fill_fs("/dev/shm", filler, sizeof(filler)) == 0, 3);
+    struct segment seg;
+    err = segment_open(a->name, false, &seg); /* a SIGBUS kills this child */
+    if (err == 0)
+        segment_close(&seg);
+    CHECK(err != 0, 4);
+    close(fd);
+    return 0;
+}
+
+Test(storage, opening_a_segment_not_yet_allocated_on_a_full_dev_shm_is_no_sigbus)
+{
+    struct shm_arg a = {h_qname("st-sparse"), NULL};
+    run_or_skip(open_while_created_on_full_shm, &a, "sparse segment on a full /dev/shm");
+}
+
 /* The log's file system fills up (a 2 MiB tmpfs as cfg.log_dir): the publish that needs a new
  * log file returns -ENOSPC (no SIGBUS), the log reports itself failing; rebuilding the segment
  * while the file system is still full is an error or works, never a signal; once space returns,
