@@ -378,9 +378,16 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     uint64_t id = sl->id;
     uint32_t len = sl->len, seq;
+    uint64_t window_ns = (uint64_t)q->seg.layout.dedup_window_ms * 1000000u;
+    /* a keyed message inside its dedup window is not copied (the copy has no key: once retention
+     * dropped the original, a rebuild forgot the key and a retry published twice, review F10);
+     * its file stays pinned for at most the window. The hint may be stale: the skip is bounded
+     * by the current message's publish time either way. */
+    bool keyed_young = window_ns && atomic_load_explicit(&sl->dedup, memory_order_relaxed) &&
+                       now_ns_coarse() - sl->publish_ns < window_ns;
     atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w || !kept_state(sw_state(w)) ||
-        len > q->seg.layout.max_msg_size ||
+        keyed_young || len > q->seg.layout.max_msg_size ||
         wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, slot_payload(sl), len, &seq) != 0)
         return ws;
     for (int tries = 0;; tries++) {

@@ -16,6 +16,8 @@
  *  - no_abort_for_a_stale_id (F1): a producer killed right after claiming a slot (its id not
  *    written: the slot still names the previous, acked message); maintenance frees the
  *    reservation and logs no ACK|ABORT for the previous occupant's id.
+ *  - checkpoint_keeps_the_key (F10): a keyed message held (delayed) while the log moves on;
+ *    maintenance runs; the segment is lost: a retry of the key inside its window is a duplicate.
  *
  * Children that must hit crash points are forked gated before the first library call.
  */
@@ -302,5 +304,43 @@ Test(epochfix, no_abort_for_a_stale_id)
     int n = aborts_logged(sa_name, id);
     cr_assert_eq(n, 0, "maintenance logged %d ACK|ABORT for the slot's previous id %llu", n,
                  (unsigned long long)id);
+    shmq_close(q);
+}
+
+Test(epochfix, checkpoint_keeps_the_key)
+{
+    const char *name = h_qname("ckptkey");
+    shmq_config_t cfg = log_config(8);
+    cfg.max_msg_size = 30000;
+    cfg.dedup_window_count = 16;
+    cfg.dedup_window_ms = 600000;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_lease_acquire(q, 600000, 1), 0);
+    uint64_t id1 = 0, id2 = 0;
+    h_assert_rc(shmq_publish_dedup(q, "ORDER-42", 8, "order-42", 8, &id1), 0);
+    static char big[29000];
+    memset(big, 'f', sizeof big);
+    for (int i = 0; i < 6; i++)
+        h_assert_rc(shmq_publish(q, big, sizeof big, NULL), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert_eq(m.id, id1);
+    h_assert_rc(shmq_nack(c, &m, 600000), 0); /* held back, delayed */
+    for (int i = 0; i < 6; i++) {
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    shmq_consumer_close(c);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    h_assert_rc(shmq_publish_dedup(q, "ORDER-42", 8, "order-42", 8, &id2), 0);
+    cr_assert_eq(id2, id1, "the key was forgotten after a rebuild: published again as %llu",
+                 (unsigned long long)id2);
     shmq_close(q);
 }
