@@ -55,6 +55,7 @@ static shmq_config_t config(bool sync)
     cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
     cfg.durability = sync ? SHMQ_DURABILITY_SYNC : SHMQ_DURABILITY_PROCESS;
     cfg.dedup_window_count = 64;
+    cfg.log_retention_bytes = 0; /* maintenance deletes every file nothing live needs */
     return cfg;
 }
 
@@ -160,6 +161,22 @@ static int child(void *arg)
         o->fired = io_fault_any_fired();
         o->op = io_fault_any_op();
         io_fault_disarm_all();
+        /* review F5: a failed group commit flush must be an error of some sync publish (the
+         * sticky bit: every later one too), never 0 for all of them */
+        if (r->scenario == S_SYNC && o->fired && o->op == IO_FDATASYNC && o->errors == 0) {
+            snprintf(o->why, sizeof(o->why), "a failed fdatasync, and every sync publish said 0");
+            return 7;
+        }
+        /* review F5: what a publish said 0 to is in the log: drop the segment and rebuild it
+         * from the log (a new handle, as a restarted process after a segment loss) */
+        shmq_close(q);
+        q = NULL;
+        shmq_unlink_segment(name);
+        if ((rc = shmq_open(name, &q)) != 0) {
+            snprintf(o->why, sizeof(o->why), "rebuild after the faulted publishes: %s",
+                     shmq_strerror(rc));
+            return 8;
+        }
     }
 
     if (r->scenario == S_ACK) {
@@ -183,10 +200,11 @@ static int child(void *arg)
         io_fault_disarm_all();
         shmq_consumer_close(c);
     } else if (r->scenario == S_MAINTAIN || r->scenario == S_RECOVER) {
-        shmq_consumer_t *c; /* ack half first: maintenance then has files to delete */
+        shmq_consumer_t *c; /* ack first: maintenance then has files to delete (review F5: all
+                             * of them for maintenance, so no live message pins a file) */
         if (shmq_consumer_open(q, "acker", &c) != 0)
             return 4;
-        for (int i = 0; i < K / 2; i++) {
+        for (int i = 0; i < (r->scenario == S_MAINTAIN ? K : K / 2); i++) {
             shmq_msg_t m;
             if (shmq_receive(c, &m, 1000) != 0)
                 break;
