@@ -577,6 +577,36 @@ Test(storage, a_dead_sync_leader_takes_no_waiters_file_with_it)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* Review finding F8: a group commit leader that cannot map a file to flush it (a limit of its
+ * own process: ENOMEM, EMFILE) gets -EIO for its own sync, but sets no sticky flush-failed bit:
+ * nothing was lost from the page cache, and the next sync (here the same, with the limit gone)
+ * succeeds. Before the fix the bit was set and every later sync of every process failed. */
+Test(storage, a_sync_leader_that_cannot_map_a_file_does_not_fail_the_log_for_good)
+{
+    const char *name = h_qname("st-mapfail");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    struct segment seg;
+    struct wal *w; /* a handle of its own: file 0 is not in its mapping cache */
+    h_assert_rc(segment_open(name, false, &seg), 0);
+    h_assert_rc(wal_open(&seg, false, &w), 0);
+    h_assert_rc(io_fault_arm(IO_MMAP, 1, ENOMEM), 0);
+    int rc = wal_sync(w, 0);
+    io_fault_disarm_all();
+    cr_assert_eq(rc, -EIO, "a sync whose file could not be mapped returned %d", rc);
+    cr_assert_eq(atomic_load(&seg.hdr->wal_health) & WAL_HEALTH_FLUSH_FAILED, 0,
+                 "a mapping failure set the sticky flush-failed bit");
+    h_assert_rc(wal_sync(w, 0), 0);
+    wal_close(w);
+    segment_close(&seg);
+    h_assert_rc(shmq_publish(q, "n", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
 /* Review finding F3: maintenance whose unlink of an old log file fails (here EACCES, once) must
  * count it and try the file again on a later pass; before the fix wal_oldest_seq moved past it
  * first and the file stayed for good, with nothing counted. A preallocated wal.N.tmp.PID.* of a
