@@ -854,6 +854,21 @@ static void rv_assert_intact(const shmq_msg_t *m, const char *who)
               "holder", who, (const char *)m->data);
 }
 
+/* After the message was redelivered and acked elsewhere: a few passes, then the queue fills all
+ * but the one slot O may still read (its bytes intact); O's stale ack lets go and the slot comes
+ * back. */
+static void rv_pinned_until_let_go(shmq_t *q, shmq_consumer_t *o, shmq_msg_t *held, const char *who)
+{
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, NULL);
+    uint32_t n;
+    cr_assert_eq(rv_fill(q, &n), 0);
+    rv_assert_intact(held, who);
+    cr_assert_eq(n, 1, "%u slots free while O may read one of two", n);
+    cr_assert_eq(shmq_ack(o, held), -ESTALE);
+    cr_assert_eq(shmq_publish(q, "OTHER-MSG", RV_LEN, NULL), 0, "the slot O let go stays pinned");
+}
+
 static void rv_finish(shmq_t *q, shmq_t *q2)
 {
     cr_assert_eq(shmq_close(q2), 0);
@@ -891,15 +906,7 @@ Test(fencing, review_f1_losing_take_back_keeps_the_winners_linger)
     cr_assert_eq(shmq_receive(c2, &x, 2000), 0, "the message was not redelivered");
     cr_assert_eq(x.id, m1.id);
     cr_assert_eq(shmq_ack(c2, &x), 0);
-    for (int i = 0; i < 3; i++)
-        t_maintain(q, NULL);
-    uint32_t n;
-    cr_assert_eq(rv_fill(q, &n), 0);
-    rv_assert_intact(&m1, "O");
-    cr_assert_eq(n, 1, "%u slots free while O may read one of two", n);
-    /* O lets go (stale ack): the slot comes back */
-    cr_assert_eq(shmq_ack(o, &m1), -ESTALE);
-    cr_assert_eq(shmq_publish(q, "OTHER-MSG", RV_LEN, NULL), 0, "the slot O let go stays pinned");
+    rv_pinned_until_let_go(q, o, &m1, "O");
     cr_assert_eq(shmq_consumer_close(o), 0);
     cr_assert_eq(shmq_consumer_close(c2), 0);
     rv_finish(q, q2);
@@ -932,14 +939,7 @@ Test(fencing, review_f2_letting_go_of_one_delivery_keeps_the_other)
     cr_assert_eq(shmq_receive(c2, &x, 2000), 0);
     cr_assert_eq(x.id, m1.id);
     cr_assert_eq(shmq_ack(c2, &x), 0);
-    for (int i = 0; i < 3; i++)
-        t_maintain(q, NULL);
-    uint32_t n;
-    cr_assert_eq(rv_fill(q, &n), 0);
-    rv_assert_intact(&m2, "O's second delivery");
-    cr_assert_eq(n, 1, "%u slots free while O may read one of two", n);
-    cr_assert_eq(shmq_ack(o, &m2), -ESTALE);
-    cr_assert_eq(shmq_publish(q, "OTHER-MSG", RV_LEN, NULL), 0, "the slot O let go stays pinned");
+    rv_pinned_until_let_go(q, o, &m2, "O's second delivery");
     cr_assert_eq(shmq_consumer_close(o), 0);
     cr_assert_eq(shmq_consumer_close(c2), 0);
     rv_finish(q, q2);
