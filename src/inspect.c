@@ -586,6 +586,8 @@ static void read_slot_states(struct seg_read *r)
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
         int st = slot_state_of(sw_state(w));
         s->slots[st]++;
+        if (st == INSPECT_SLOT_FENCED || atomic_load_explicit(&sl->linger, memory_order_relaxed))
+            s->pinned++;
         if (st == INSPECT_SLOT_INFLIGHT && sw_owner(w) < seg->layout.max_procs)
             r->inflight_by_index[sw_owner(w)]++;
         if (st == INSPECT_SLOT_READY || st == INSPECT_SLOT_INFLIGHT || st == INSPECT_SLOT_DELAYED) {

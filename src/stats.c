@@ -62,6 +62,9 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
         case SLOT_DELAYED: st->delayed++; break;
         case SLOT_DEAD: st->dead++; break;
         }
+        /* the same rule as maintenance's pinned gauge (maintain.c) */
+        if (state == SLOT_FENCED || atomic_load_explicit(&sl->linger, memory_order_relaxed))
+            st->pinned++;
         if (state == SLOT_READY || state == SLOT_INFLIGHT || state == SLOT_DELAYED) {
             uint64_t t = sl->publish_ns; /* racy read of a hint; only used for the gauge */
             if (t && t < oldest)

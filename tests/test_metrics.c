@@ -613,6 +613,54 @@ Test(metrics, dead_letters_alert_fires_once)
     unlink(a.file);
 }
 
+Test(metrics, pinned_gauge_and_alert_follow_a_late_living_consumer)
+{
+    /* A consumer that outlives its ack deadline keeps living: maintenance takes the message
+     * back, and the slot stays pinned for that reader until it lets go (its ack: -ESTALE).
+     * shmq_stats, /metrics and --alert-pinned must all see it come and go. */
+    const char *name = h_qname("apinned");
+    shmq_config_t cfg = h_small_config(16, 64, 16);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.ack_deadline_ms = 100;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct alert_env a;
+    alert_env_init(&a);
+    struct daemon d = start_watchdog(name, "--metrics", "127.0.0.1:0", "--sample-ms", "20",
+                                     "--alert-pinned", "0", "--alert-cmd", a.cmd, NULL);
+    int port = metrics_port(&d);
+    assert_log(&d, "event=lease_acquired", 1, "the watchdog maintains");
+    char want[192];
+    snprintf(want, sizeof want, "shmq_pinned_slots{queue=\"%s\"} 0", name);
+    free(fetch_until(port, want));
+
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "late", &c), 0);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 1000), 0);
+    snprintf(want, sizeof want, "shmq_pinned_slots{queue=\"%s\"} 1", name);
+    free(fetch_until(port, want)); /* past the deadline the watchdog took it back */
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.pinned, 1, "shmq_stats: pinned %u", st.pinned);
+    char *t = alert_lines(&a, 1);
+    snprintf(want, sizeof want, "pinned %s 1 0\n", name);
+    cr_assert_str_eq(t, want, "alert command environment");
+    free(t);
+
+    h_assert_rc(shmq_ack(c, &m), -ESTALE); /* lets go of the slot */
+    snprintf(want, sizeof want, "shmq_pinned_slots{queue=\"%s\"} 0", name);
+    free(fetch_until(port, want));
+    assert_log(&d, "event=alert_cleared alert=pinned", 1, "pinned cleared");
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.pinned, 0, "shmq_stats: pinned %u after the let-go", st.pinned);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    stop_watchdog(&d);
+    unlink(a.file);
+}
+
 Test(metrics, consumer_died_alert_fires_once)
 {
     const char *name = h_qname("adied");

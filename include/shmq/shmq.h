@@ -293,6 +293,12 @@ typedef struct shmq_stats {
                                * not (a failed flush is sticky: SYNC publishes return -EIO until
                                * the segment is rebuilt from the log); 1 without a log */
     uint32_t wal_flush_failed;/* 1: an fdatasync of the log failed (sticky, as above) */
+    /* Slots held back for a live process that was fenced (hung) while it held them: FENCED, or
+     * in use again with that former reader still named. Their messages were redelivered (copied
+     * out when needed); the slot itself comes back when the process lets go (acks, nacks,
+     * closes) or dies. A value that keeps growing means hung but living consumers are eating
+     * the queue's capacity: find and restart them (`shmq stat` lists them). */
+    uint32_t pinned;
 } shmq_stats_t;
 
 /** Read the counters and count slots by state (a scan of the slots: not for the fast path). */

@@ -230,6 +230,8 @@ struct inspect_snapshot {
     uint32_t consumers;                  /* ACTIVE entries with the consumer role */
     uint32_t procs_alive;                /* non-free entries whose process is alive */
     uint32_t slots[INSPECT_SLOT_STATES]; /* slots by state */
+    uint32_t pinned; /* slots held back for a live fenced reader: FENCED, or with a linger
+                      * (shmq_stats_t.pinned) */
     int64_t oldest_age_ms;      /* since publish, of the oldest message ready, delayed or in flight;
                                  * -1 if there is none */
     struct inspect_notes notes; /* inconsistencies: lease, registry (then what inspect_rings()

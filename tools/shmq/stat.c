@@ -31,6 +31,9 @@ void cmd_stat_help(FILE *out)
             "  rates                the same per second over --interval-ms (null without it)\n"
             "  messages             slots by state: ready, inflight, delayed, reserved, dead,\n"
             "                       fenced, free (and invalid: a state no slot may have)\n"
+            "  pinned               slots held back for live consumers that were fenced as\n"
+            "                       hung while holding them (their messages were redelivered);\n"
+            "                       each comes back when its process lets go or dies\n"
             "  depth                ready messages\n"
             "  oldest_message_age_ms  age since publish of the oldest message not yet acked\n"
             "                       (ready, delayed or in flight); null if there is none\n"
@@ -139,6 +142,7 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     emit_u64(e, "free", s->slots[INSPECT_SLOT_FREE]);
     emit_u64(e, "invalid", s->slots[INSPECT_SLOT_INVALID]);
     emit_end(e);
+    emit_u64(e, "pinned", s->pinned);
     emit_u64(e, "depth", s->slots[INSPECT_SLOT_READY]);
     if (s->oldest_age_ms >= 0)
         emit_i64(e, "oldest_message_age_ms", s->oldest_age_ms);

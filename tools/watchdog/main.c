@@ -29,7 +29,7 @@
 
 enum {
     OPT_METRICS = 256, OPT_METRICS_PUBLIC, OPT_SAMPLE, OPT_ALERT_DEPTH, OPT_ALERT_DEAD,
-    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_AGE, OPT_ALERT_CMD
+    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_AGE, OPT_ALERT_PINNED, OPT_ALERT_CMD
 };
 
 static void usage(FILE *f, const char *prog)
@@ -86,9 +86,14 @@ static void usage(FILE *f, const char *prog)
             "  --alert-age-ms T     alert when the oldest message not yet acked (ready,\n"
             "                       delayed or in flight) is older than T ms since publish\n"
             "                       (cleared when it is no longer: acked, or none left)\n"
+            "  --alert-pinned N     alert when more than N slots are pinned: held back for\n"
+            "                       live consumers fenced as hung while holding them (their\n"
+            "                       messages were redelivered; the slots return when those\n"
+            "                       processes let go or die: restart them)\n"
             "  --alert-cmd CMD      run CMD through /bin/sh -c when an alert fires, not waited\n"
             "                       for, with SHMQ_ALERT (depth, dead_letters, consumer_died,\n"
-            "                       no_lease, age), SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD set\n"
+            "                       no_lease, age, pinned), SHMQ_QUEUE, SHMQ_VALUE,\n"
+            "                       SHMQ_THRESHOLD set\n"
             "                       (age: both in ms)\n"
             "Each alert is edge-triggered: one line event=alert (and CMD) when its condition\n"
             "starts, one line event=alert_cleared when it ends (then it may fire again).\n"
@@ -271,6 +276,7 @@ int main(int argc, char **argv)
         {"alert-consumer-died", no_argument, NULL, OPT_ALERT_DIED},
         {"alert-no-lease", no_argument, NULL, OPT_ALERT_NO_LEASE},
         {"alert-age-ms", required_argument, NULL, OPT_ALERT_AGE},
+        {"alert-pinned", required_argument, NULL, OPT_ALERT_PINNED},
         {"alert-cmd", required_argument, NULL, OPT_ALERT_CMD},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -335,6 +341,17 @@ int main(int argc, char **argv)
             }
             rules.age_ms = age;
             rules.on[ALERT_AGE] = true;
+            break;
+        }
+        case OPT_ALERT_PINNED: {
+            uint32_t n;
+            if (parse_u32(optarg, 0, UINT32_MAX, &n) != 0) {
+                fprintf(stderr, "%s: --alert-pinned: expected a slot count, got '%s'\n", prog,
+                        optarg);
+                return EXIT_USAGE;
+            }
+            rules.pinned = n;
+            rules.on[ALERT_PINNED] = true;
             break;
         }
         case OPT_ALERT_CMD:

@@ -279,6 +279,12 @@ static void render(FILE *f, const struct watch_list *l)
         fprintf(f, "\"} %lld.%03lld\n", ms > 0 ? (long long)(ms / 1000) : 0LL,
                 ms > 0 ? (long long)(ms % 1000) : 0LL);
     }
+    family(f, "shmq_pinned_slots", "gauge",
+           "Slots held back for live consumers fenced as hung while holding them (their "
+           "messages were redelivered); each returns when its process lets go or dies.");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_pinned_slots", l->w[i], NULL, l->w[i]->stats.pinned);
     family(f, "shmq_wal_files", "gauge", "Write-ahead log files on disk (0: no log).");
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))

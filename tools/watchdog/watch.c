@@ -451,6 +451,7 @@ int watch_sample(struct watch *w, const struct wd_options *o)
     /* oldest_age_ms is -1 when no message waits: the condition is false then (it clears) */
     uint64_t age = st.oldest_age_ms > 0 ? (uint64_t)st.oldest_age_ms : 0;
     alert_update(w, r, ALERT_AGE, st.oldest_age_ms >= 0 && age > r->age_ms, age, r->age_ms);
+    alert_update(w, r, ALERT_PINNED, st.pinned > r->pinned, st.pinned, r->pinned);
     if (w->sampled) { /* the rules on increases need a sample before */
         uint64_t added = st.dead_lettered > w->stats.dead_lettered
                              ? st.dead_lettered - w->stats.dead_lettered

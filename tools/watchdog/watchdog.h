@@ -130,6 +130,7 @@ enum alert_kind {
     ALERT_CONSUMER_DIED, /* --alert-consumer-died: a consumer died since the last sample */
     ALERT_NO_LEASE,      /* --alert-no-lease: as a standby, found nobody holding the lease */
     ALERT_AGE,           /* --alert-age-ms T: the oldest unacked message is older than T ms */
+    ALERT_PINNED,        /* --alert-pinned N: more than N slots pinned by fenced live readers */
     ALERT__COUNT
 };
 
@@ -137,6 +138,7 @@ struct alert_rules {
     bool on[ALERT__COUNT];
     uint64_t depth;  /* threshold of ALERT_DEPTH */
     uint64_t age_ms; /* threshold of ALERT_AGE */
+    uint64_t pinned; /* threshold of ALERT_PINNED */
     const char *cmd; /* --alert-cmd: run through /bin/sh -c when a rule fires, or NULL */
 };
 
