@@ -12,7 +12,8 @@
  * tests/test_storage.c; take_back_before_move, copy_out_after_copy and copy_out_after_park
  * (maintain.c, a maintainer inside a take-back or a copy-out) and finish_before_fence (slotmove.c, an ack
  * that read a linger and has not fenced the slot yet): tests/test_fencing.c;
- * redrive_before_append (dlq.c, a redriver that claimed a dead letter, before its PUBLISH):
+ * checkpoint_after_copy (maintain.c, a checkpoint that appended its copy and no state record
+ * yet): tests/test_fencing.c; redrive_before_append (dlq.c, a redriver that claimed a dead letter, before its PUBLISH):
  * tests/test_epochfix.c.
  */
 #ifndef SHMQ_CRASHPOINT_H

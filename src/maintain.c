@@ -344,12 +344,14 @@ static bool kept_state(unsigned st)
 }
 
 /* Log what recovery needs to restore message id as the slot holds it in word w (read with
- * acquire; if the slot no longer holds id in a kept state, the message is done: ACK). */
+ * acquire). If the slot no longer holds id in a kept state, log nothing: the message was acked
+ * (the acker logs its ACK) or moved to another slot by a copy-out (alive there: an ACK would
+ * resolve it, review F4). Our copy then stays unclosed, which recovery never reads. */
 static int log_state(shmq_t *q, struct slot *sl, uint64_t id, uint64_t w)
 {
     uint64_t due;
     if (sl->id != id || !kept_state(sw_state(w)))
-        return queue_log(q, WAL_ACK, id, 0);
+        return 0;
     if (sw_state(w) == SLOT_DEAD)
         return queue_log_dead(q, id, sl->attempt, sl->dead_reason);
     if (sw_state(w) == SLOT_DELAYED &&
@@ -369,7 +371,7 @@ static int log_state(shmq_t *q, struct slot *sl, uint64_t id, uint64_t w)
  *  - After the copy, the state record is appended for the word seen then, and again while the
  *    word keeps changing (C2: acquire load after our append): the last one follows every
  *    transition before our last look, and each later one is logged by its actor after its
- *    CAS, so after ours. If the slot left the message meanwhile, the record is an ACK.
+ *    CAS, so after ours. If the slot left the message meanwhile, nothing is logged (F4).
  * Returns the slot's wal_seq (+ 1) after the step.
  */
 static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
@@ -390,6 +392,7 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
         keyed_young || len > q->seg.layout.max_msg_size ||
         wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, slot_payload(sl), len, &seq) != 0)
         return ws;
+    CRASH_POINT(checkpoint_after_copy);
     for (int tries = 0;; tries++) {
         uint64_t seen = atomic_load_explicit(&sl->state, memory_order_acquire); /* C2 */
         if (log_state(q, sl, id, seen) != 0)

@@ -1264,6 +1264,73 @@ Test(fencing, review_dead_take_back_losing_to_a_copy_out_logs_no_ack)
     alarm(0);
 }
 
+Test(fencing, review_f4_checkpoint_racing_a_copy_out_logs_no_ack)
+{
+    /* Issue 14 review F4: maintainer M2 appends its checkpoint copy of slot A and stops; M1 (the
+     * test) copies the message out of A (a late holder O2 with O1's linger) to another slot.
+     * M2 resumed saw A FENCED and logged an ACK for the id: after a segment loss the message,
+     * live and never acked, was gone. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    struct rv_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("rvCK"));
+    shmq_config_t cfg;
+    rv_config(&cfg, 4);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN; /* the filler below moves the log 2 files on */
+    cfg.ack_deadline_ms = 3000; /* M2 checkpoints A before O2's delivery is late */
+    shmq_t *q, *q2;
+    int rc = shmq_create(sh->qname, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(q, 600000, 1), 0);
+    cr_assert_eq(shmq_open(sh->qname, &q2), 0);
+    uint64_t id;
+    cr_assert_eq(shmq_publish(q, RV_MSG, RV_LEN, &id), 0);
+    shmq_consumer_t *o1, *o2, *c2;
+    cr_assert_eq(shmq_consumer_open(q2, "O1", &o1), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "O2", &o2), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "C2", &c2), 0);
+    shmq_msg_t m1, m2, x;
+    cr_assert_eq(shmq_receive(o1, &m1, 2000), 0);
+    cr_assert_eq(rv_take_back(q).deadline_expired, 1); /* linger: O1's delivery */
+    cr_assert_eq(shmq_receive(o2, &m2, 2000), 0);
+    cr_assert_eq(m2.id, id);
+    for (int i = 0; i < 3000; i++) { /* the log moves on: A's PUBLISH is 2 files behind */
+        cr_assert_eq(shmq_publish(q, "OTHER-MSG", RV_LEN, NULL), 0);
+        cr_assert_eq(shmq_receive(c2, &x, 2000), 0);
+        cr_assert_neq(x.id, id);
+        cr_assert_eq(shmq_ack(c2, &x), 0);
+    }
+    pid_t mt = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "checkpoint_after_copy", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(mt, 15000, WUNTRACED, &st), 0, "maintainer M2 never stopped");
+    cr_assert(WIFSTOPPED(st), "maintainer M2 did not stop in its checkpoint");
+    shmq_maint_report_t rep = rv_take_back(q); /* M1: O2 late, O1 lingers: copy-out */
+    cr_assert_eq(rep.copied_out, 1, "O2's delivery was not copied out");
+    atomic_store(&sh->go, 1);
+    kill(mt, SIGCONT);
+    t_assert_exit0(mt, 5000, "maintainer M2 after SIGCONT");
+    cr_assert_eq(shmq_consumer_close(o1), 0);
+    cr_assert_eq(shmq_consumer_close(o2), 0);
+    cr_assert_eq(shmq_consumer_close(c2), 0);
+    cr_assert_eq(shmq_close(q2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink_segment(sh->qname), 0);
+    rc = shmq_open(sh->qname, &q);
+    cr_assert_eq(rc, 0, "reopen (recovery): %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_open(q, "C3", &c2), 0);
+    rc = shmq_receive(c2, &x, 2000);
+    cr_assert_eq(rc, 0, "the message, never acked, is gone after the rebuild (an ACK was logged "
+                        "for it): %s", shmq_strerror(rc));
+    cr_assert_eq(x.id, id);
+    cr_assert(x.len == RV_LEN && memcmp(x.data, RV_MSG, RV_LEN) == 0);
+    cr_assert_eq(shmq_ack(c2, &x), 0);
+    cr_assert_eq(shmq_consumer_close(c2), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
+
 Test(fencing, review_f8_parked_copy_at_max_attempts_fires_to_the_dead_letters)
 {
     /* F8: a copy-out at max_attempts parks the copy DELAYED and then sends it to DEAD; a copier
