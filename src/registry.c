@@ -1,14 +1,17 @@
 /*
  * registry.c - attach, detach, heartbeat, and the liveness rule (see registry.h).
  *
- * Liveness rule: a process is dead when kill(pid, 0) says ESRCH or /proc/PID/stat shows a start
- * time other than the one recorded at attach (the pid was reused). Only a dead process's
+ * Liveness rule: a process is dead when kill(pid, 0) says ESRCH, when it is a zombie (state Z
+ * or X, not yet reaped) with no thread left besides its leader (a main thread that called
+ * pthread_exit() shows Z while the process runs on), or when /proc/PID/stat shows a start time
+ * other than the one recorded at attach (the pid was reused). Only a dead process's
  * reservations are freed; a live one's are never touched, however late it is. A pid is only
  * ours to check inside our pid namespace: attach refuses a queue that a process of another
  * namespace uses (-EXDEV), and an entry of another namespace is never judged dead by its pid.
  */
 #include "registry.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,12 +61,33 @@ uint64_t proc_start_time(int pid)
     return start;
 }
 
+/* Does the thread group of pid hold no thread but its leader? /proc/PID/stat shows the leader's
+ * state only: a process whose main thread called pthread_exit() shows 'Z' while its other
+ * threads run on. Only when the leader is the last task left is the zombie the whole process. */
+static bool leader_alone(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return true; /* reaped meanwhile */
+    unsigned tasks = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+        tasks += de->d_name[0] != '.';
+    closedir(d);
+    return tasks <= 1;
+}
+
 bool pid_gone(int pid)
 {
     if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH))
         return true;
     char st = proc_run_state(pid);
-    return st == 'Z' || st == 'X'; /* killed, not yet reaped by its parent: dead all the same */
+    if (st == 'X')
+        return true;
+    /* killed, not yet reaped by its parent: dead all the same, unless only its main thread
+     * ended and others live on */
+    return st == 'Z' && leader_alone(pid);
 }
 
 uint32_t registry_pidns_self(void)

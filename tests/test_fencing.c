@@ -27,6 +27,8 @@
  */
 #include "torture.h"
 
+#include <pthread.h>
+
 #include "inspect.h"
 
 TestSuite(fencing, .init = t_setup, .fini = t_teardown, .timeout = 60);
@@ -388,6 +390,96 @@ Test(fencing, killed_consumer_redelivered_after_one_pass)
     struct t_rec *r = t_book_delivery(sh->book, &m);
     cr_assert_not_null(r);
     cr_assert_eq(t_ack(c, r, &m), 0);
+    finish(q, q2, c, sh, NULL);
+    alarm(0);
+}
+
+/* -------------------------------------------- a process whose main thread has exited */
+
+/*
+ * /proc/PID/stat shows the thread group leader's state: once the main thread calls
+ * pthread_exit() it reads 'Z' although the process runs on in its other threads. Such a
+ * holder is alive: maintenance must not find it dead, take its message back or fence it; its
+ * ack, made later from the surviving thread, succeeds.
+ */
+struct zl_holder {
+    struct shared *sh;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+};
+
+/* The state letter /proc/PID/stat shows (the thread group leader's), 0 if none. */
+static char zl_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
+static void *zl_acker(void *argp)
+{
+    struct zl_holder *h = argp;
+    int64_t end = t_now_ms() + 30000;
+    while (!atomic_load(&h->sh->may_ack) && t_now_ms() < end)
+        t_sleep_ms(1);
+    atomic_store(&h->sh->rc_ack, t_ack(h->c, t_book_delivery(h->sh->book, &h->m), &h->m));
+    atomic_store(&h->sh->done, 1);
+    _exit(0); /* ends the whole process, as the last thread */
+}
+
+static int zombie_leader_holder_main(void *argp)
+{
+    static struct zl_holder h;
+    h.sh = *(struct shared **)argp;
+    shmq_t *q;
+    int rc = take_one(h.sh, &q, &h.c, &h.m);
+    if (rc)
+        return rc;
+    pthread_t t;
+    if (pthread_create(&t, NULL, zl_acker, &h) != 0)
+        return 20;
+    pthread_exit(NULL); /* the leader shows 'Z' from here on; zl_acker lives */
+}
+
+Test(fencing, live_process_whose_main_thread_exited_is_not_fenced)
+{
+    alarm(55);
+    shmq_config_t cfg;
+    shmq_config_init(&cfg); /* default heartbeat (5 s), deadline (30 s): only liveness matters */
+    cfg.capacity = CAP;
+    cfg.max_msg_size = 128;
+    cfg.max_procs = 16;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    struct shared *sh = setup("fenceZ", &cfg, &q, &q2, &c);
+    atomic_store(&sh->rc_ack, 1);
+    pid_t holder = t_spawn(zombie_leader_holder_main, &sh, sizeof sh);
+    wait_holding(sh);
+    int64_t end = t_now_ms() + 20000;
+    while (zl_state(holder) != 'Z' && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert_eq(zl_state(holder), 'Z', "the holder's main thread did not exit");
+    shmq_maint_report_t rep = {0};
+    for (int i = 0; i < 5; i++) {
+        t_maintain(q, &rep);
+        cr_assert_eq(rep.procs_dead, 0, "a live process was found dead (pass %d)", i);
+        cr_assert_eq(rep.reclaimed, 0, "a live process's message was taken back (pass %d)", i);
+    }
+    atomic_store(&sh->may_ack, 1);
+    end = t_now_ms() + 20000;
+    while (!atomic_load(&sh->done) && t_now_ms() < end)
+        t_sleep_ms(1);
+    cr_assert(atomic_load(&sh->done), "the holder's surviving thread never acked");
+    cr_assert_eq(atomic_load(&sh->rc_ack), 0, "the living holder's ack: %s",
+                 shmq_strerror(atomic_load(&sh->rc_ack)));
+    t_kill_reap(holder);
     finish(q, q2, c, sh, NULL);
     alarm(0);
 }
