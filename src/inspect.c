@@ -1116,8 +1116,8 @@ struct file_scan {
     uint64_t prev_end; /* end of the previous valid record */
 };
 
-/* A run of invalid bytes [from, to) before a valid record: a bad region by walscan's rule
- * (any non-zero byte, or at least a record header's worth of zeros). */
+/* A run of invalid bytes [from, to) before a valid record, by walscan's rule: a bad region if
+ * any byte is non-zero, a hole if it is at least a record header's worth of zeros. */
 static void note_gap(struct file_scan *fs, uint64_t from, uint64_t to)
 {
     struct inspect_log_file *f = fs->f;
@@ -1205,6 +1205,8 @@ static int scan_file(void *arg)
     walscan_records(fs->base, (size_t)f->size, h, log_record, fs, &st);
     f->records = st.records;
     f->bad_regions = st.bad_regions;
+    f->holes = st.holes;
+    f->hole_bytes = st.hole_bytes;
     f->bad_bytes = st.bad_bytes;
     f->torn_offset = st.torn_offset;
     f->used_bytes = st.end_offset;
@@ -1352,15 +1354,32 @@ static void judge_file(struct inspect_log *log, const struct inspect_log_file *f
              "); recovery skips %s",
              f->name, f->malformed, f->malformed == 1 ? "" : "s", f->first_malformed,
              f->malformed == 1 ? "it" : "them");
+    /* A hole (all zeros, followed by a valid record) is space an append reserved and never
+     * wrote: its write failed (a file that could not be made or mapped) or its writer died
+     * first. Nothing in it was ever reported written, and recovery reads on past it exactly
+     * as past garbage; so it is listed and counted, but it is not damage. */
+    uint64_t bad_listed = 0, holes_listed = 0;
     for (uint64_t k = 0; k < f->n_regions && k < INSPECT_LOG_REGIONS_KEPT; k++) {
         const struct inspect_log_region *g = &f->regions[k];
-        note(p, "%s: bad region at offset %" PRIu64 ", %" PRIu64 " bytes (%s); recovery skips it",
-             f->name, g->offset, g->length,
-             g->zeros ? "zeros: space reserved and never written" : "garbage");
+        if (g->zeros) {
+            holes_listed++;
+            note(&log->warnings,
+                 "%s: hole at offset %" PRIu64 ", %" PRIu64
+                 " bytes (zeros: space reserved and never written, a failed or killed append;"
+                 " harmless, recovery reads on past it)",
+                 f->name, g->offset, g->length);
+        } else {
+            bad_listed++;
+            note(p,
+                 "%s: bad region at offset %" PRIu64 ", %" PRIu64
+                 " bytes (garbage); recovery skips it",
+                 f->name, g->offset, g->length);
+        }
     }
-    if (f->n_regions > INSPECT_LOG_REGIONS_KEPT)
-        note(p, "%s: %" PRIu64 " more bad regions", f->name,
-             f->n_regions - INSPECT_LOG_REGIONS_KEPT);
+    if (f->bad_regions > bad_listed)
+        note(p, "%s: %" PRIu64 " more bad regions", f->name, f->bad_regions - bad_listed);
+    if (f->holes > holes_listed)
+        note(&log->warnings, "%s: %" PRIu64 " more holes", f->name, f->holes - holes_listed);
     if (f->truncated) { /* a file is made full size before it is named: never a crash */
         note(p,
              "%s: truncated: %" PRIu64 " bytes of the %" PRIu64
@@ -1401,6 +1420,7 @@ static void judge(struct log_read *r, bool segment_exists)
             log->by_type[t] += f->by_type[t];
         log->records += f->records;
         log->bad_regions += f->bad_regions;
+        log->holes += f->holes;
         log->torn_tails += f->torn_offset != 0;
     }
     for (size_t i = 0; i < log->n_files; i++) {

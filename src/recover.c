@@ -505,7 +505,8 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
         newest = &ld.files[i];
         rep->files++;
         rep->records += st.records;
-        rep->corrupt_regions += (uint32_t)st.bad_regions;
+        rep->corrupt_regions += (uint32_t)(st.bad_regions + st.holes);
+        rep->holes += (uint32_t)st.holes;
         rep->torn_tails += st.torn_offset != 0;
         rep->bytes_skipped += st.bad_bytes;
     }

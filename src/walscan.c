@@ -62,10 +62,14 @@ void walscan_records(const void *buf, size_t size, const struct wal_file_header 
     while (off < end) {
         if (valid_at(base, off, end, h->epoch, &rec_size)) {
             if (in_bad) {
-                if (!all_zero(base + bad_from, off - bad_from) ||
-                    off - bad_from >= WAL_REC_HEADER) {
+                uint64_t len = off - bad_from;
+                if (!all_zero(base + bad_from, len)) {
                     st->bad_regions++;
-                    st->bad_bytes += off - bad_from;
+                    st->bad_bytes += len;
+                } else if (len >= WAL_REC_HEADER) { /* shorter: a short crossing's zeros */
+                    st->holes++;
+                    st->hole_bytes += len;
+                    st->bad_bytes += len;
                 }
                 in_bad = 0;
             }

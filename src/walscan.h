@@ -17,11 +17,14 @@
 int walscan_header(const void *base, size_t size, const struct wal_file_header **out);
 
 struct walscan_stats {
-    uint64_t records;       /* valid records (PAD included) */
-    uint64_t bad_regions;   /* runs of invalid bytes followed by a valid record */
-    uint64_t bad_bytes;     /* bytes in those runs and in a torn tail */
-    uint64_t torn_offset;   /* offset of a torn tail, 0 if the file ends cleanly */
-    uint64_t end_offset;    /* end of the last valid record */
+    uint64_t records;     /* valid records (PAD included) */
+    uint64_t bad_regions; /* runs of invalid bytes, not all zero, followed by a valid record */
+    uint64_t holes;       /* all-zero runs of at least a record header followed by a valid
+                           * record: space reserved and never written (harmless) */
+    uint64_t hole_bytes;  /* bytes in those holes */
+    uint64_t bad_bytes;   /* bytes in bad regions, holes and a torn tail (what is skipped) */
+    uint64_t torn_offset; /* offset of a torn tail, 0 if the file ends cleanly */
+    uint64_t end_offset;  /* end of the last valid record */
 };
 
 /* Called for each valid record; return non-zero to stop. payload points into the buffer. */
@@ -30,8 +33,10 @@ typedef int (*walscan_fn)(void *arg, uint64_t offset, const struct wal_rec *rec,
 
 /*
  * Walk the records of a file whose header is valid. A run of invalid bytes followed by a valid
- * record counts as a bad region (a hole or corruption); invalid non-zero bytes after the last
- * valid record are a torn tail; zeros there are unused space.
+ * record is a hole if it is all zeros (a reservation never written: a failed or killed append;
+ * nothing in it was ever reported written) and a bad region otherwise (corruption, or a record
+ * cut short while later ones were written); either way the walk resyncs past it. Invalid
+ * non-zero bytes after the last valid record are a torn tail; zeros there are unused space.
  */
 void walscan_records(const void *base, size_t size, const struct wal_file_header *h,
                      walscan_fn fn, void *arg, struct walscan_stats *st);

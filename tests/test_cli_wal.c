@@ -17,6 +17,9 @@
  *   - verify exits 0 on a clean log (a queue made with `shmq create --log-dir DIR`, written by
  *     `shmq pub`/`sub`, closed) and 1 after bytes in the middle of one of its files are
  *     flipped, naming the file and the offset; inspect lists the bad region and still exits 0;
+ *   - a hole (records' worth of zeros followed by valid records: a failed or killed append)
+ *     is listed under warnings and counted, verify exits 0, and recovery counts it as a hole
+ *     and restores what inspect predicted; one flipped byte in a record is exit 1;
  *   - a torn tail (garbage after the last record) of the newest file written to is reported
  *     as a warning and allowed (exit 0);
  *   - truncated files (shorter than the header: skipped; shorter than the header says: read up
@@ -354,6 +357,120 @@ Test(cli_wal, verify_clean_log_then_flipped_bytes)
     cr_assert(!jbool(doc, "ok"));
     json_free(doc);
     run_free(&r);
+}
+
+/* Offsets and sizes of the valid records of a log file. */
+struct rec_spans {
+    uint64_t off[4096], size[4096];
+    size_t n;
+};
+
+static int note_span(void *arg, uint64_t offset, const struct wal_rec *rec, const void *payload)
+{
+    (void)payload;
+    struct rec_spans *rs = arg;
+    if (rs->n < sizeof(rs->off) / sizeof(rs->off[0])) {
+        rs->off[rs->n] = offset;
+        rs->size[rs->n++] = wal_rec_size(rec->len);
+    }
+    return 0;
+}
+
+static void record_spans(const char *path, struct rec_spans *rs)
+{
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+    struct stat st;
+    cr_assert(fstat(fd, &st) == 0);
+    void *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    cr_assert(base != MAP_FAILED);
+    const struct wal_file_header *h;
+    cr_assert_eq(walscan_header(base, (size_t)st.st_size, &h), 0);
+    struct walscan_stats ws;
+    rs->n = 0;
+    walscan_records(base, (size_t)st.st_size, h, note_span, rs, &ws);
+    munmap(base, (size_t)st.st_size);
+}
+
+/* A hole (records' worth of zeros followed by valid records: what an append that failed, or
+ * whose writer was killed, leaves) is listed and counted but is no damage: verify exits 0, and
+ * recovery reads past it and counts it as a hole. A flipped byte in a record is damage. */
+Test(cli_wal, verify_allows_a_hole_and_fails_on_a_flipped_byte)
+{
+    const char *name = h_qname("walhole");
+    const char *base = make_tmp_dir();
+    make_logged_queue(name, base, 2500, 0, 1000);
+
+    char path[PATH_MAX];
+    log_path(path, sizeof path, base, name, 0);
+    static struct rec_spans rs;
+    record_spans(path, &rs);
+    cr_assert_gt(rs.n, 100);
+    /* three records in the middle of file 0 never written */
+    size_t k = rs.n / 2;
+    uint64_t hole_off = rs.off[k], hole_len = rs.off[k + 3] - rs.off[k];
+    static const unsigned char zeros[4096];
+    cr_assert_leq(hole_len, sizeof zeros);
+    write_at(path, (off_t)hole_off, zeros, hole_len);
+
+    struct run r = RUN("wal", name, "verify", "--log-dir", base);
+    assert_exit(&r, 0, "verify allows a hole");
+    char want[96];
+    snprintf(want, sizeof want, "wal.0000000000: hole at offset %llu, %llu bytes",
+             (unsigned long long)hole_off, (unsigned long long)hole_len);
+    assert_contains(r.out, want, "verify lists the hole");
+    assert_contains(r.out, "ok: true", "verify");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--log-dir", base, "--json");
+    assert_exit(&r, 0, "verify --json with a hole");
+    struct jval *doc = json_parse(r.out);
+    jassert_num(doc, "totals.holes", 1);
+    jassert_num(doc, "totals.bad_regions", 0);
+    cr_assert(jlist_has(doc, "warnings", "wal.0000000000: hole at offset"));
+    cr_assert(jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+    r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "inspect with a hole");
+    doc = json_parse(r.out);
+    struct jval *f = jfile(doc, "wal.0000000000");
+    cr_assert(f, "file 0 listed");
+    jassert_num(f, "holes_total", 1);
+    jassert_num(f, "holes.0.offset", (double)hole_off);
+    jassert_num(f, "holes.0.length", (double)hole_len);
+    jassert_num(f, "hole_bytes", (double)hole_len);
+    jassert_num(f, "bad_regions_total", 0);
+    double live = jnum(doc, "recovery.live");
+    json_free(doc);
+    run_free(&r);
+
+    /* one byte of a later record flipped: damage, exit 1; restored: sound again */
+    uint64_t at = rs.off[k + 10] + 40;
+    unsigned char byte, flipped;
+    int fd = open(path, O_RDONLY);
+    cr_assert_eq(pread(fd, &byte, 1, (off_t)at), 1);
+    close(fd);
+    flipped = byte ^ 0x01;
+    write_at(path, (off_t)at, &flipped, 1);
+    r = RUN("wal", name, "verify", "--log-dir", base);
+    assert_exit(&r, 1, "verify after flipping a byte");
+    assert_contains(r.out, "wal.0000000000: bad region at offset", "the flipped record");
+    assert_contains(r.err, "damaged", "verify's summary on stderr");
+    run_free(&r);
+    write_at(path, (off_t)at, &byte, 1);
+    RUN_EXPECT_EXIT(0, "verify with the byte restored", "wal", name, "verify", "--log-dir", base);
+
+    /* recovery agrees: it reads past the hole, counts it as a hole, and restores what inspect
+     * predicted */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, base, &rep), 0);
+    cr_assert_eq(rep.holes, 1, "recovery's holes %u", rep.holes);
+    cr_assert_eq(rep.corrupt_regions, 1);
+    cr_assert_eq(rep.bytes_skipped, hole_len);
+    cr_assert_eq((double)rep.restored, live, "restored %llu, inspect said %g",
+                 (unsigned long long)rep.restored, live);
 }
 
 Test(cli_wal, torn_tail_in_newest_file_is_reported_and_allowed)

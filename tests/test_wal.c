@@ -571,7 +571,9 @@ Test(wal, hole_is_resynced)
         memset(dmg + TOFF(5), 0, TREC * width);
         h_assert_rc(scan(dmg, size, &rs, &st), 0);
         cr_assert_eq(rs.n, TN - width);
-        cr_assert_eq(st.bad_regions, 1);
+        cr_assert_eq(st.bad_regions, 0, "zeros are a hole, not damage");
+        cr_assert_eq(st.holes, 1);
+        cr_assert_eq(st.hole_bytes, TREC * width);
         cr_assert_eq(st.bad_bytes, TREC * width);
         cr_assert_eq(st.torn_offset, 0);
         bool keep[TN];
@@ -580,6 +582,7 @@ Test(wal, hole_is_resynced)
         shmq_recovery_report_t rep;
         check_recovery(&t, dmg, size, keep, &rep, "hole", width);
         cr_assert_eq(rep.corrupt_regions, 1);
+        cr_assert_eq(rep.holes, 1);
         cr_assert_eq(rep.bytes_skipped, TREC * width);
     }
     /* a half-written record (header written, crc not yet stored) followed by valid ones */
@@ -588,6 +591,7 @@ Test(wal, hole_is_resynced)
     h_assert_rc(scan(dmg, size, &rs, &st), 0);
     cr_assert_eq(rs.n, TN - 1);
     cr_assert_eq(st.bad_regions, 1);
+    cr_assert_eq(st.holes, 0, "a record with non-zero bytes is damage, not a hole");
     free(dmg);
     free(buf);
 }

@@ -146,6 +146,9 @@ typedef struct shmq_recovery_report {
     uint32_t other_gen_files;  /* files of other generations, not read (deleted by retention) */
     uint32_t capacity;         /* of the rebuilt segment: the logged one, or more if more came
                                 * back (at-least-once duplicates: nothing is dropped) */
+    uint32_t holes;            /* of corrupt_regions, the all-zero ones: space reserved and never
+                                * written (an append that failed, or a writer killed before its
+                                * record); harmless, nothing in them was reported written */
 } shmq_recovery_report_t;
 
 /**

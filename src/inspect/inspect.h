@@ -350,7 +350,7 @@ int inspect_log_locate(const char *name, const char *log_dir, struct inspect_log
 #define INSPECT_LOG_REGIONS_KEPT 16
 struct inspect_log_region {
     uint64_t offset, length;
-    bool zeros; /* all zero bytes: space a writer reserved and never filled */
+    bool zeros; /* all zero bytes: a hole, space a writer reserved and never filled */
 };
 
 /* One wal.NNNNNNNNNN file. */
@@ -379,10 +379,13 @@ struct inspect_log_file {
     uint64_t first_malformed;       /* offset of the first */
     uint64_t n_ids, min_id, max_id; /* of PUBLISH, ACK, DEAD and NACK records */
     uint64_t used_bytes;            /* end of the last valid record */
-    uint64_t bad_regions;           /* runs of invalid bytes followed by a valid record */
-    uint64_t bad_bytes;             /* in those runs and in a torn tail */
+    uint64_t bad_regions;           /* runs of invalid bytes, not all zero, followed by a valid
+                                     * record (damage) */
+    uint64_t holes, hole_bytes;     /* all-zero runs followed by a valid record (harmless) */
+    uint64_t bad_bytes;             /* in those runs, the holes and a torn tail */
     uint64_t torn_offset;           /* where a torn tail starts; 0: none */
-    struct inspect_log_region regions[INSPECT_LOG_REGIONS_KEPT]; /* the first bad regions */
+    struct inspect_log_region regions[INSPECT_LOG_REGIONS_KEPT]; /* the first bad regions and
+                                                                  * holes, in file order */
     uint64_t n_regions;
 };
 
@@ -410,12 +413,13 @@ struct inspect_log_recovery {
 struct inspect_log {
     struct inspect_log_file *files; /* n_files, by seq */
     size_t n_files;
-    uint64_t records, by_type[INSPECT_REC_TYPES], bad_regions, torn_tails; /* over all files */
+    uint64_t records, by_type[INSPECT_REC_TYPES], bad_regions, holes, torn_tails; /* all files */
     bool any_written;          /* some readable file holds records or a torn tail */
     uint64_t last_written_seq; /* the newest such file */
     struct inspect_log_recovery recovery;
     struct inspect_notes problems; /* what makes the log damaged */
-    struct inspect_notes warnings; /* allowed: a torn tail in the newest file written */
+    struct inspect_notes warnings; /* allowed: a torn tail in the newest file written, holes,
+                                    * files of another generation */
     bool ok;                       /* no problems */
 };
 

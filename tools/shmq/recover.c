@@ -63,6 +63,7 @@ static void report(bool json, const char *name, const char *dir, bool rebuilt,
         emit_u64(&e, "highest_id", r->highest_id);
         emit_u64(&e, "torn_tails", r->torn_tails);
         emit_u64(&e, "corrupt_regions", r->corrupt_regions);
+        emit_u64(&e, "holes", r->holes);
         emit_u64(&e, "bytes_skipped", r->bytes_skipped);
     }
     emit_finish(&e);

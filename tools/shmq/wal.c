@@ -7,9 +7,11 @@
  * library's state directory rule, where recovery looks when the segment is gone), maps each
  * wal.NNNNNNNNNN file read-only without taking any lock (not even recovery's .recover flock),
  * validates headers and walks records with the reader recovery uses, reports a file that
- * shrinks under the mapping instead of dying of SIGBUS, lists the problems (and the one allowed
- * warning: a torn tail in the newest file written), and predicts what shmq_recover() would
- * bring back with recovery's own rule. This file lays the report out.
+ * shrinks under the mapping instead of dying of SIGBUS, lists the problems and the allowed
+ * warnings (a torn tail in the newest file written; holes, the zeros of an append that failed
+ * or was killed, which recovery reads past as it reads past garbage but which lose nothing),
+ * and predicts what shmq_recover() would bring back with recovery's own rule. This file lays
+ * the report out.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -43,9 +45,10 @@ void cmd_wal_help(FILE *out)
             "           before the cut still count), records by type (publish, ack, dead,\n"
             "           nack, pad, mark), message bytes, PUBLISH records with a dedup key,\n"
             "           malformed PUBLISH bodies, bytes used (offset of the end of the last\n"
-            "           valid record), ids seen, bad regions (offset, length, kind: garbage,\n"
-            "           or zeros = a hole a writer reserved and never filled) and a torn tail\n"
-            "           (offset, length); files missing between the oldest and the newest;\n"
+            "           valid record), ids seen, bad regions (offset, length: garbage),\n"
+            "           holes (offset, length: zeros a writer reserved and never filled)\n"
+            "           and a torn tail (offset, length); files missing between the oldest\n"
+            "           and the newest;\n"
             "           then what shmq_recover() would bring back: live messages (ids whose\n"
             "           latest record is a PUBLISH), their id range, how many were resolved\n"
             "           (acked or dead-lettered), the highest id (ids go on after it), and\n"
@@ -57,8 +60,15 @@ void cmd_wal_help(FILE *out)
             "           name, no truncated file, no bad regions, no malformed PUBLISH body,\n"
             "           no file missing in the middle of the log, no torn tail but in the\n"
             "           newest file written to (a crash while writing: reported under\n"
-            "           warnings and allowed, as recovery ignores it). Prints each file in\n"
-            "           one line, the problems, the warnings and the verdict (ok)\n"
+            "           warnings and allowed, as recovery ignores it). A hole (all zeros,\n"
+            "           followed by a valid record: an append that failed, e.g. on a full\n"
+            "           disk, or a writer killed before its record) is listed under\n"
+            "           warnings and counted (holes), and allowed: nothing in it was ever\n"
+            "           reported written and recovery reads on past it; zeros after the\n"
+            "           last record are unused space. Any other bytes that do not parse\n"
+            "           (non-zero garbage, a record whose crc fails) are damage. Prints\n"
+            "           each file in one line, the problems, the warnings and the verdict\n"
+            "           (ok)\n"
             "\n"
             "Options:\n"
             "  --log-dir DIR  read DIR/NAME (DIR as given to `%s create --log-dir`)\n"
@@ -71,8 +81,8 @@ void cmd_wal_help(FILE *out)
             "\n"
             "Exit status:\n"
             "  0  inspect: the log was read (problems, if any, are listed in the report);\n"
-            "     verify: the log is sound (a torn tail in the newest file is allowed; an\n"
-            "     empty log directory is sound)\n"
+            "     verify: the log is sound (holes and a torn tail in the newest file are\n"
+            "     allowed; an empty log directory is sound)\n"
             "  1  verify: the log is damaged (problems listed, a summary on stderr);\n"
             "     both: the log directory cannot be read (missing: no log, or durability\n"
             "     none), or out of memory\n"
@@ -88,6 +98,23 @@ void cmd_wal_help(FILE *out)
 }
 
 /* ------------------------------------------------------------------ output */
+
+/* The kept regions of one kind: garbage (damage) or zeros (holes, harmless). */
+static void emit_regions(struct emitter *e, const char *key, const struct inspect_log_file *f,
+                         bool zeros)
+{
+    emit_begin(e, key, NULL, EMIT_ARRAY);
+    for (uint64_t k = 0; k < f->n_regions && k < INSPECT_LOG_REGIONS_KEPT; k++) {
+        if (f->regions[k].zeros != zeros)
+            continue;
+        emit_begin(e, NULL, zeros ? "hole" : "region", EMIT_INLINE);
+        emit_u64(e, "offset", f->regions[k].offset);
+        emit_u64(e, "length", f->regions[k].length);
+        emit_word(e, "kind", zeros ? "zeros" : "garbage");
+        emit_end(e);
+    }
+    emit_end(e);
+}
 
 static void emit_file(struct emitter *e, const struct inspect_log_file *f, bool detailed)
 {
@@ -107,6 +134,7 @@ static void emit_file(struct emitter *e, const struct inspect_log_file *f, bool 
     if (!detailed) {
         emit_u64(e, "records", f->records);
         emit_u64(e, "bad_regions", f->bad_regions);
+        emit_u64(e, "holes", f->holes);
         if (f->torn_offset)
             emit_u64(e, "torn_tail", f->torn_offset);
         else
@@ -144,16 +172,11 @@ static void emit_file(struct emitter *e, const struct inspect_log_file *f, bool 
         emit_null(e, "max_id");
     }
     emit_u64(e, "bad_bytes", f->bad_bytes);
-    emit_begin(e, "bad_regions", NULL, EMIT_ARRAY);
-    for (uint64_t k = 0; k < f->n_regions && k < INSPECT_LOG_REGIONS_KEPT; k++) {
-        emit_begin(e, NULL, "region", EMIT_INLINE);
-        emit_u64(e, "offset", f->regions[k].offset);
-        emit_u64(e, "length", f->regions[k].length);
-        emit_word(e, "kind", f->regions[k].zeros ? "zeros" : "garbage");
-        emit_end(e);
-    }
-    emit_end(e);
+    emit_regions(e, "bad_regions", f, false);
     emit_u64(e, "bad_regions_total", f->bad_regions);
+    emit_regions(e, "holes", f, true);
+    emit_u64(e, "holes_total", f->holes);
+    emit_u64(e, "hole_bytes", f->hole_bytes);
     if (f->torn_offset) {
         emit_begin(e, "torn_tail", NULL, EMIT_INLINE);
         emit_u64(e, "offset", f->torn_offset);
@@ -203,6 +226,7 @@ static void emit_report(struct emitter *e, const char *name, const struct inspec
         for (int t = 0; t < INSPECT_REC_TYPES; t++)
             emit_u64(e, inspect_rec_type_name(t), log->by_type[t]);
     emit_u64(e, "bad_regions", log->bad_regions);
+    emit_u64(e, "holes", log->holes);
     emit_u64(e, "torn_tails", log->torn_tails);
     emit_end(e);
 
