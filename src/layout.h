@@ -55,6 +55,7 @@ struct seg_header {
     _Atomic uint32_t free_waiters;                       /* producers asleep on free_futex */
     _Alignas(CACHE_LINE) _Atomic uint64_t lease_word;    /* maintenance lease (lease.c) */
     _Atomic uint64_t maint_passes;                       /* completed maintenance steps */
+    _Atomic uint64_t moves;  /* copy-outs begun (maintain.c, M1/M2): retention skips on a change */
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
     /* The write-ahead log (wal.c): the next byte position to reserve; group commit state. */

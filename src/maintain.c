@@ -21,6 +21,8 @@
  *     entry), enqueued again.
  *  3. A FENCED entry of a dead process that no slot names (as owner or linger) becomes FREE
  *     (a fenced process that lives releases its entry itself when it closes).
+ *  4. Log retention: files below both the file being written when the pass began and the lowest
+ *     file a kept slot refers to are deleted, unless a copy-out began during the scan (M1/M2).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -142,6 +144,9 @@ static void taken_back(struct pass *p, uint64_t id, uint32_t attempt, bool dead,
  * it is delivered then, at least once); then the old slot goes INFLIGHT -> FENCED(owner = the
  * holder), keeping both readers, and the copy becomes READY (or DEAD). If the holder acked or
  * nacked first, the copy is freed. No free slot: a later pass tries again.
+ * Between the copy's wal_seq and the FENCED CAS it bumps the header's moves (M1): a retention
+ * scan that may have looked at the copy too early and at the source too late sees the bump and
+ * deletes nothing that pass (M2, shmq_maintain), the copier's own pass included.
  */
 static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
@@ -174,11 +179,15 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (!atomic_compare_exchange_strong_explicit(&ns->state, &nw, parked, memory_order_release,
                                                  memory_order_relaxed))
         return false;
-    /* relaxed: the source (still INFLIGHT) pins its log file until the FENCED CAS below, which
-     * orders this store before it */
+    /* relaxed: the source (still INFLIGHT) pins its log file until the FENCED CAS below; M1
+     * (release, below) orders this store before both */
     atomic_store_explicit(&ns->wal_seq, atomic_load_explicit(&sl->wal_seq, memory_order_relaxed),
                           memory_order_relaxed);
     CRASH_POINT(copy_out_after_park);
+    /* M1 (release): a retention scan that reads this bump (M2, before its scan) sees the copy's
+     * wal_seq stored above; one that sees the source FENCED (the CAS below releases this bump)
+     * reads it after its scan and deletes nothing this pass (shmq_maintain) */
+    atomic_fetch_add_explicit(&q->seg.hdr->moves, 1, memory_order_release);
     /* acq_rel: the holder's writes before w are ours; ours (the copy) precede the FENCED word */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w,
                                                  sw_next(w, SLOT_FENCED, sw_owner(w)),
@@ -186,6 +195,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
         move_slot(p, to, parked, sw_next(parked, SLOT_FREE, NO_OWNER)); /* acked meanwhile */
         return false;
     }
+    CRASH_POINT(copy_out_after_fence);
     bool dead = attempt >= l->max_attempts;
     if (dead)
         ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
@@ -559,6 +569,9 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     /* read before the scan: a publish that starts after it lands in this file or a later one */
     uint64_t wal_cur = q->wal ? wal_current_seq(q->wal) : 0;
     p.wal_cur = wal_cur;
+    /* M2 (acquire, pairs with M1): a copy-out whose bump we read here stored its copy's wal_seq
+     * before our scan reads that slot */
+    uint64_t moves = atomic_load_explicit(&q->seg.hdr->moves, memory_order_acquire);
     fence_dead_procs(&p);
     ring_unstrand(&q->seg.free_ring);
     ring_unstrand(&q->seg.ready_ring);
@@ -566,6 +579,14 @@ int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
     for (uint32_t i = 0; i < l->capacity; i++)
         repair_slot(&p, i);
     release_fenced_procs(&p);
+    /* M2 (acquire fence, pairs with the FENCED CAS of a copy-out, which follows its M1 bump): if
+     * the scan saw any source slot FENCED by a copy-out, the load below sees that bump. A change
+     * means a message may have moved from a slot not yet scanned into one already scanned (or
+     * the scan saw neither): min_wal_seq may miss it, so nothing is deleted this pass (the next
+     * one tries again; docs/DESIGN.md, "Retention racing a copy-out") */
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&q->seg.hdr->moves, memory_order_relaxed) != moves)
+        p.min_wal_seq = 0;
     if (q->wal && wal_maintain(q->wal, p.min_wal_seq, wal_cur) == -EIDRM)
         err = -EIDRM;
     atomic_fetch_add_explicit(&q->seg.hdr->maint_passes, 1, memory_order_relaxed);

@@ -24,6 +24,9 @@
  *    pass saw FREE) and takes a slot before the pass walks over it is spared: its reservation
  *    is kept and its delivery is not taken back (pass_spares_*; made deterministic by stopping
  *    the maintainer at maintain_after_fence mid-walk).
+ *  - A message copied out into a slot the retention scan already passed keeps its log file (the
+ *    copier's own pass, and a scanner stopped at checkpoint_after_copy while a copier is killed
+ *    at copy_out_after_fence): it comes back after a segment loss (issue 14, window (a)).
  */
 #include "torture.h"
 
@@ -1420,6 +1423,138 @@ Test(fencing, review_f4_checkpoint_racing_a_copy_out_logs_no_ack)
     cr_assert_eq(shmq_ack(c2, &x), 0);
     cr_assert_eq(shmq_consumer_close(c2), 0);
     cr_assert_eq(shmq_close(q), 0);
+    alarm(0);
+}
+
+/* ---- issue 14 window (a): retention racing a copy-out -------------------------------------- */
+
+/*
+ * A retention scan walks the slots in index order. A copy-out moves a message from its slot
+ * (the source) into a free one (the copy); when the copy's index is lower, a scan can read the
+ * copy before the copier gave it a wal_seq and the source after the copier fenced it: the
+ * message is in neither, min_wal_seq comes out too new and the file with the message's only
+ * PUBLISH record is deleted; the next segment loss drops the message. The copier's own pass
+ * always scans that way (it passed the copy while it was free), and so can a concurrent pass.
+ *
+ * mv_setup leaves: slot 0 free; slot 1 K, nacked for a minute (DELAYED: a kept message, which
+ * a pass checkpoints); slot 2 M, held late by O2 while O1, its first late holder, lingers there.
+ * The log has moved several files on since both were published, and nobody has maintained
+ * since: M's PUBLISH record is only in the first file. The next take-back copies M into slot 0.
+ */
+struct mv_state {
+    shmq_t *q, *q2;
+    shmq_consumer_t *z, *o1, *o2;
+    uint64_t k_id, m_id;
+};
+
+static struct rv_shared *mv_setup(const char *tag, struct mv_state *s)
+{
+    struct rv_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname(tag));
+    shmq_config_t cfg;
+    rv_config(&cfg, 3);
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN; /* the filler below moves the log several files on */
+    int rc = shmq_create(sh->qname, &cfg, &s->q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_lease_acquire(s->q, 600000, 1), 0); /* no consumer maintains */
+    cr_assert_eq(shmq_open(sh->qname, &s->q2), 0);
+    cr_assert_eq(shmq_publish(s->q, "OTHER-MSG", RV_LEN, NULL), 0);  /* slot 0 */
+    cr_assert_eq(shmq_publish(s->q, "KEPT-MSGK", RV_LEN, &s->k_id), 0); /* slot 1 */
+    cr_assert_eq(shmq_publish(s->q, RV_MSG, RV_LEN, &s->m_id), 0);     /* slot 2 */
+    cr_assert_eq(shmq_consumer_open(s->q2, "Z", &s->z), 0);
+    cr_assert_eq(shmq_consumer_open(s->q2, "O1", &s->o1), 0);
+    cr_assert_eq(shmq_consumer_open(s->q2, "O2", &s->o2), 0);
+    shmq_msg_t x, m1, m2;
+    cr_assert_eq(shmq_receive(s->z, &x, 2000), 0);
+    cr_assert_eq(shmq_ack(s->z, &x), 0); /* slot 0 free */
+    cr_assert_eq(shmq_receive(s->z, &x, 2000), 0);
+    cr_assert_eq(x.id, s->k_id);
+    cr_assert_eq(shmq_nack(s->z, &x, 60000), 0); /* K DELAYED for the whole test */
+    cr_assert_eq(shmq_receive(s->o1, &m1, 2000), 0);
+    cr_assert_eq(m1.id, s->m_id);
+    cr_assert_eq(rv_take_back(s->q).deadline_expired, 1); /* in place; linger: O1's delivery */
+    cr_assert_eq(shmq_receive(s->o2, &m2, 2000), 0);
+    cr_assert_eq(m2.id, s->m_id);
+    int64_t late = t_now_ms() + cfg.ack_deadline_ms;
+    for (int i = 0; i < 3000; i++) { /* through slot 0 only, no pass: nothing is checkpointed */
+        cr_assert_eq(shmq_publish(s->q, "OTHER-MSG", RV_LEN, NULL), 0);
+        cr_assert_eq(shmq_receive(s->z, &x, 2000), 0);
+        cr_assert_eq(shmq_ack(s->z, &x), 0);
+    }
+    shmq_stats_t st;
+    cr_assert_eq(shmq_stats(s->q, &st), 0);
+    cr_assert_geq(st.wal_files, 4, "the log did not move on: %u files", st.wal_files);
+    while (t_now_ms() <= late + 50) /* O2's delivery is late: the next pass takes it back */
+        t_sleep_ms(10);
+    return sh;
+}
+
+/* Lose the segment; the rebuild must bring back M (READY) and K (DELAYED). */
+static void mv_lose_and_check(struct rv_shared *sh, struct mv_state *s)
+{
+    cr_assert_eq(shmq_consumer_close(s->z), 0);
+    cr_assert_eq(shmq_consumer_close(s->o1), 0);
+    cr_assert_eq(shmq_consumer_close(s->o2), 0);
+    rv_finish(s->q, s->q2);
+    cr_assert_eq(shmq_unlink_segment(sh->qname), 0);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t x;
+    int rc = shmq_open(sh->qname, &q);
+    cr_assert_eq(rc, 0, "reopen (recovery): %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_open(q, "C3", &c), 0);
+    rc = shmq_receive(c, &x, 2000);
+    cr_assert_eq(rc, 0, "the copied-out message, never acked, is gone after the rebuild (its "
+                        "log file was deleted by a retention that missed it): %s",
+                 shmq_strerror(rc));
+    cr_assert_eq(x.id, s->m_id);
+    cr_assert(x.len == RV_LEN && memcmp(x.data, RV_MSG, RV_LEN) == 0);
+    cr_assert_eq(shmq_ack(c, &x), 0);
+    shmq_stats_t st;
+    cr_assert_eq(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.delayed, 1, "K, nacked with a delay, is not back DELAYED");
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    cr_assert_eq(shmq_close(q), 0);
+}
+
+Test(fencing, retention_in_the_pass_that_copies_out_keeps_the_messages_file)
+{
+    /* One pass: it scans slot 0 (free), checkpoints K, copies M out of slot 2 into slot 0. */
+    alarm(50);
+    struct mv_state s;
+    struct rv_shared *sh = mv_setup("mvOne", &s);
+    shmq_maint_report_t rep = {0};
+    t_maintain(s.q, &rep);
+    cr_assert_eq(rep.copied_out, 1, "O2's late delivery was not copied out");
+    cr_assert_eq(rep.checkpointed, 1, "K was not checkpointed");
+    mv_lose_and_check(sh, &s);
+    alarm(0);
+}
+
+Test(fencing, retention_racing_a_copy_out_keeps_the_messages_file)
+{
+    /* Two passes: the scanner passes slot 0 (free) and stops in its checkpoint of K (slot 1);
+     * the copier copies M out of slot 2 into slot 0 and is killed right after fencing slot 2
+     * (so its own retention never runs); the scanner resumes, finds slot 2 FENCED, and its
+     * retention ran with M in neither slot. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    struct mv_state s;
+    struct rv_shared *sh = mv_setup("mvTwo", &s);
+    pid_t scanner = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "checkpoint_after_copy", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(scanner, 15000, WUNTRACED, &st), 0, "the scanner never stopped");
+    cr_assert(WIFSTOPPED(st), "the scanner did not stop in its checkpoint of K");
+    pid_t copier = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "copy_out_after_fence", 0, 0);
+    cr_assert_eq(t_wait(copier, 15000, 0, &st), 0, "the copier never reached its copy-out");
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the copier was not killed there");
+    t_untrack(copier);
+    atomic_store(&sh->go, 1);
+    kill(scanner, SIGCONT);
+    t_assert_exit0(scanner, 5000, "the scanner after SIGCONT");
+    mv_lose_and_check(sh, &s);
     alarm(0);
 }
 

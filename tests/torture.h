@@ -602,6 +602,7 @@ static T_UNUSED void t_report_add(shmq_maint_report_t *sum, const shmq_maint_rep
     sum->delayed_fired += r->delayed_fired;
     sum->dead_lettered += r->dead_lettered;
     sum->fenced_released += r->fenced_released;
+    sum->checkpointed += r->checkpointed;
     sum->copied_out += r->copied_out;
     sum->pinned = r->pinned; /* a gauge: the last pass's */
 }
