@@ -22,7 +22,8 @@ fi
 pc=$(find "$prefix" -name shmq.pc -path '*/pkgconfig/*' | head -n1)
 [[ -n "$pc" ]] || { echo "check-install: no shmq.pc installed" >&2; exit 1; }
 libdir=$(dirname "$(dirname "$pc")")
-for f in "$prefix/include/shmq/shmq.h" "$libdir/libshmq.so" "$libdir/libshmq.a" \
+for f in "$prefix/include/shmq/shmq.h" "$prefix/include/shmq/version.h" "$libdir/libshmq.so" \
+    "$libdir/libshmq.a" \
     "$libdir/cmake/shmq/shmqConfig.cmake"; do
     [[ -e "$f" ]] || { echo "check-install: missing $f" >&2; exit 1; }
 done
@@ -46,13 +47,17 @@ cat >"$tmp/consumer.c" <<'C'
 #include <errno.h>
 #include <shmq/shmq.h>
 #include <stdio.h>
+#include <string.h>
 
 int main(void)
 {
     shmq_config_t cfg;
     shmq_config_init(&cfg);
     const char *text = shmq_strerror(-EINVAL);
-    printf("capacity %u, -EINVAL: %s\n", (unsigned)cfg.capacity, text ? text : "(null)");
+    printf("shmq %s (headers %s), capacity %u, -EINVAL: %s\n", shmq_version(),
+           SHMQ_VERSION_STRING, (unsigned)cfg.capacity, text ? text : "(null)");
+    if (strcmp(shmq_version(), SHMQ_VERSION_STRING) != 0)
+        return 1; /* the installed library and headers are of one version */
     return cfg.capacity > 0 && text != NULL ? 0 : 1;
 }
 C

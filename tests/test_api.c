@@ -35,6 +35,27 @@ static bool segment_exists(const char *name)
     return stat(path, &st) == 0;
 }
 
+/* ---- version ---------------------------------------------------------------------------- */
+
+/* The library's version is the headers' (both generated from project(VERSION)), in every form:
+ * the string is MAJOR.MINOR.PATCH of the macros, the number encodes the same three. */
+Test(api, version_matches_the_header_macros)
+{
+    char want[64];
+    snprintf(want, sizeof want, "%u.%u.%u", (unsigned)SHMQ_VERSION_MAJOR,
+             (unsigned)SHMQ_VERSION_MINOR, (unsigned)SHMQ_VERSION_PATCH);
+    cr_assert_str_eq(SHMQ_VERSION_STRING, want);
+    cr_assert(shmq_version() != NULL);
+    cr_assert_str_eq(shmq_version(), SHMQ_VERSION_STRING);
+    cr_assert_eq(shmq_version_number(), (uint32_t)SHMQ_VERSION_NUMBER);
+    cr_assert_eq(shmq_version_number(), (uint32_t)SHMQ_VERSION_MAJOR * 1000000u +
+                                            (uint32_t)SHMQ_VERSION_MINOR * 1000u +
+                                            (uint32_t)SHMQ_VERSION_PATCH);
+    /* later versions compare greater, whichever part moved */
+    cr_assert_gt(SHMQ_VERSION_ENCODE(0, 2, 0), SHMQ_VERSION_ENCODE(0, 1, 999));
+    cr_assert_gt(SHMQ_VERSION_ENCODE(1, 0, 0), SHMQ_VERSION_ENCODE(0, 999, 999));
+}
+
 /* ---- configuration ---------------------------------------------------------------------- */
 
 Test(api, config_defaults_match_header)

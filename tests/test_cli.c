@@ -8,6 +8,8 @@
  * What is proved:
  *   - help: `shmq help` lists every subcommand; each `--help` documents exit codes and gives
  *     examples; unknown options, missing or extra arguments exit 2;
+ *   - version: `shmq --version`, `shmq-watchdog --version` and `shmq-bridge --version` print
+ *     "NAME VERSION" with the library's version (the headers' SHMQ_VERSION_STRING);
  *   - create applies every option (read back with shmq_get_config()), durability and log
  *     directory included; an existing queue is exit 1; a value out of range is exit 2;
  *     delete of a durable queue removes its log too;
@@ -139,6 +141,40 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
     RUN_EXPECT_EXIT(2, "create --capacity 0", "create", "q", "--capacity", "0");
     RUN_EXPECT_EXIT(2, "create --mode 999", "create", "q", "--mode", "999");
     RUN_EXPECT_EXIT(2, "sub --count abc", "sub", "q", "--count", "abc");
+}
+
+/* ------------------------------------------------------------------ --version */
+
+/* `TOOL --version` of the built tool at path: exit 0 and exactly "NAME VERSION\n", VERSION being
+ * the library's, from which the headers' SHMQ_VERSION_STRING comes too. */
+static void assert_tool_version(const char *tool, const char *first_arg)
+{
+    struct run r = cli_run(tool, 30, NULL, (const char *const[]){first_arg, NULL});
+    char what[64], want[96];
+    snprintf(what, sizeof what, "%s %s", tool, first_arg);
+    assert_exit(&r, 0, what);
+    snprintf(want, sizeof want, "%s %s\n", tool, shmq_version());
+    cr_assert_str_eq(r.out, want, "%s printed '%s'", what, r.out);
+    cr_assert_str_eq(shmq_version(), SHMQ_VERSION_STRING);
+    cr_assert_str_eq(r.err, "", "%s wrote to stderr: %s", what, r.err);
+    run_free(&r);
+}
+
+Test(cli, every_tool_prints_name_and_version)
+{
+    assert_tool_version("shmq", "--version");
+    assert_tool_version("shmq-watchdog", "--version");
+    /* the bridge is built only where libnats is (tools/install-deps installs it) */
+    if (access(cli_tool_location("shmq-bridge"), X_OK) == 0)
+        assert_tool_version("shmq-bridge", "--version");
+    else
+        cr_log_warn("shmq-bridge not built (no libnats): its --version is not checked");
+    /* --help names the option */
+    struct run r = RUN("--help");
+    assert_exit(&r, 0, "shmq --help");
+    assert_contains(r.out, "--version", "shmq --help");
+    run_free(&r);
+    RUN_EXPECT_EXIT(2, "shmq --version with an argument", "--version", "extra");
 }
 
 /* ------------------------------------------------------------------ create, stat, list */

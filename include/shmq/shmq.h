@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "shmq/version.h" /* SHMQ_VERSION_MAJOR/MINOR/PATCH/STRING/NUMBER (generated) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -272,6 +274,13 @@ int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms);
 
 /** Text for an error returned by shmq (negative errno); never NULL. */
 const char *shmq_strerror(int err);
+
+/** The version of the library running, "MAJOR.MINOR.PATCH": SHMQ_VERSION_STRING of the
+ *  headers it was built from, which may differ from the headers a program was compiled with. */
+const char *shmq_version(void);
+
+/** The same as one number, SHMQ_VERSION_ENCODE(MAJOR, MINOR, PATCH) (shmq/version.h). */
+uint32_t shmq_version_number(void);
 
 /** The queue's configuration as stored in its segment. */
 int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);

@@ -95,7 +95,8 @@ struct bridge_opts {
 };
 
 /* options.c */
-int opts_parse(struct bridge_opts *o, int argc, char **argv); /* 0, 1 (--help shown) or -1 */
+/* 0; 1 when --help or --version was printed (exit 0); -1 on a usage error (printed) */
+int opts_parse(struct bridge_opts *o, int argc, char **argv);
 bool subject_valid(const char *s, bool wildcards);
 
 /* log.c: one logfmt line per event on stdout. fields is a printf format of "k=v k=v". */

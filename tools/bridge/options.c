@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#include "version.h"
 
 enum {
     OPT_SERVER = 256,
@@ -60,6 +61,7 @@ static const struct option long_opts[] = {
     {"config", required_argument, NULL, OPT_CONFIG},
     {"metrics-file", required_argument, NULL, OPT_METRICS_FILE},
     {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, TOOL_OPT_VERSION},
     {NULL, 0, NULL, 0},
 };
 
@@ -100,6 +102,7 @@ static void usage(FILE *f, const char *prog)
         "                        every --stats-interval-ms (atomically: PATH.tmp, rename)\n"
         "  --config FILE         read `key = value` lines (keys: the long options above)\n"
         "  -h, --help            this text\n"
+        "  --version             print \"shmq-bridge VERSION\" and exit\n"
         "\n"
         "Log: one logfmt line per event on stdout: connected, disconnected, reconnected,\n"
         "closed, nats_error, stream_created, stream_exists, consumer_created,\n"
@@ -412,6 +415,8 @@ int opts_parse(struct bridge_opts *o, int argc, char **argv)
             usage(stdout, prog);
             return 1;
         }
+        if (c == TOOL_OPT_VERSION)
+            return tool_print_version(prog) == 0 ? 1 : -1;
         if (c == '?' || c == ':') {
             fprintf(stderr, "%s: unknown option or missing argument: %s (see --help)\n", prog,
                     argv[optind - 1]);

@@ -1,7 +1,8 @@
 /*
  * main.c - the `shmq` command-line tool: finds the subcommand and runs it.
  *
- * Usage: shmq COMMAND [ARGS...]; `shmq help [COMMAND]` and `shmq COMMAND --help` print help.
+ * Usage: shmq COMMAND [ARGS...]; `shmq help [COMMAND]` and `shmq COMMAND --help` print help,
+ * `shmq --version` the version.
  * Exit codes (cli.h): 0 ok, 1 runtime error (wal verify: a damaged log), 2 usage error,
  * 3 refused because processes are attached (delete), 4 timed out before --count messages (sub).
  */
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "version.h"
 
 const char *cli_progname = "shmq";
 
@@ -51,14 +53,16 @@ static void usage(FILE *out)
             "Usage: %s COMMAND [ARGS...]\n"
             "       %s help [COMMAND]\n"
             "       %s COMMAND --help\n"
+            "       %s --version\n"
             "\n"
             "Inspect and operate shmq shared-memory message queues (/dev/shm/shmq.NAME).\n"
             "\n"
             "Commands:\n",
-            cli_progname, cli_progname, cli_progname);
+            cli_progname, cli_progname, cli_progname, cli_progname);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "  %-8s %s\n", "help", "print this text, or a command's help");
+    fprintf(out, "\n  --version  print \"%s VERSION\" and exit\n", cli_progname);
     fprintf(out,
             "\n"
             "Examples:\n"
@@ -115,6 +119,13 @@ int main(int argc, char **argv)
     const char *name = argv[1];
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
         return cmd_help(argc - 1, argv + 1);
+    if (strcmp(name, "--version") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "%s --version: unexpected argument '%s'\n", cli_progname, argv[2]);
+            return CLI_EXIT_USAGE;
+        }
+        return tool_print_version(cli_progname) == 0 ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
+    }
     const struct cli_command *c = find_command(name);
     if (!c) {
         fprintf(stderr, "%s: unknown command '%s' (try '%s help')\n", cli_progname, name,

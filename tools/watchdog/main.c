@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "version.h"
 #include "watchdog.h"
 
 #define EXIT_CLEAN 0
@@ -98,6 +99,7 @@ static void usage(FILE *f, const char *prog)
             "Each alert is edge-triggered: one line event=alert (and CMD) when its condition\n"
             "starts, one line event=alert_cleared when it ends (then it may fire again).\n"
             "  -h, --help           this text\n"
+            "  --version            print \"shmq-watchdog VERSION\" and exit\n"
             "\n"
             "Output: one logfmt line per event on stdout, flushed per line:\n"
             "  ts=2026-11-25T19:00:00.123Z level=info queue=NAME event=consumer_died pid=123 ...\n"
@@ -279,6 +281,7 @@ int main(int argc, char **argv)
         {"alert-pinned", required_argument, NULL, OPT_ALERT_PINNED},
         {"alert-cmd", required_argument, NULL, OPT_ALERT_CMD},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, TOOL_OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     static struct alert_rules rules;
@@ -362,6 +365,8 @@ int main(int argc, char **argv)
             rules.cmd = optarg;
             break;
         case 'h': usage(stdout, prog); return EXIT_CLEAN;
+        case TOOL_OPT_VERSION:
+            return tool_print_version("shmq-watchdog") == 0 ? EXIT_CLEAN : EXIT_RUNTIME;
         default: usage(stderr, prog); return EXIT_USAGE;
         }
     }
