@@ -338,13 +338,16 @@ Test(storage, a_failed_append_is_reported_counted_and_leaves_no_hole)
 }
 
 /* An ack whose ACK record cannot be written (its record needs a new log file, which cannot be
- * made) returns 0 (the ack happened) and is counted: the log reports itself failing until a
- * write works again. */
+ * made) returns 0: the ack happened in the segment, and the message is not delivered again
+ * while the segment lives. The failed record is counted (wal_errors + 1, wal_healthy 0 until a
+ * write works again). The one consequence: after a segment loss, while the log still holds
+ * its PUBLISH record, the rebuild brings that message back (at least once), and only that one. */
 Test(storage, an_ack_whose_record_cannot_be_written_is_counted)
 {
     const char *name = h_qname("st-ack");
     shmq_config_t cfg = h_small_config(64, 2400, 8);
     cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    cfg.log_retention_bytes = 1u << 20; /* the file of the PUBLISH records stays (replay) */
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     char msg[2400];
@@ -380,6 +383,27 @@ Test(storage, an_ack_whose_record_cannot_be_written_is_counted)
     stats_of(q, &st);
     cr_assert(st.wal_healthy && st.wal_errors == 1, "healthy %u errors %llu", st.wal_healthy,
               (unsigned long long)st.wal_errors);
+    /* done in the segment: nothing is ready, in flight or delayed, nothing comes again */
+    cr_assert(st.ready == 0 && st.inflight == 0 && st.delayed == 0,
+              "ready %llu inflight %llu delayed %llu", (unsigned long long)st.ready,
+              (unsigned long long)st.inflight, (unsigned long long)st.delayed);
+    shmq_msg_t again;
+    h_assert_rc(shmq_receive(c, &again, 0), -EAGAIN);
+
+    /* the segment is lost while the log still holds the PUBLISH records (retention keeps
+     * them): the log lacks that one ACK, so that one message comes back */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_t *q2;
+    h_assert_rc(shmq_open(name, &q2), 0);
+    shmq_consumer_close(c); /* of the old generation: its result does not matter here */
+    shmq_close(q);
+    q = q2;
+    h_assert_rc(shmq_consumer_open(q, "after", &c), 0);
+    h_assert_rc(shmq_receive(c, &again, 0), 0);
+    cr_assert_eq(again.id, failed_at, "came back: id %llu, the failed ACK was for %llu",
+                 (unsigned long long)again.id, (unsigned long long)failed_at);
+    h_assert_rc(shmq_ack(c, &again), 0);
+    h_assert_rc(shmq_receive(c, &again, 0), -EAGAIN); /* only the message whose ACK failed */
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(q), 0);
 }

@@ -245,9 +245,15 @@ int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
  *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot,
  *  -EIDRM when the queue was rebuilt meanwhile (reopen; the ack may or may not count: the
  *  rebuilt queue may deliver the message again). nack and extend return -EIDRM alike.
- *  An ACK record that cannot be written to the log (file system full, ...) does not fail the
- *  ack (it happened): it is counted in shmq_stats_t.wal_errors; after a segment loss the
- *  message may then come back once more (at-least-once). */
+ *  A log that fails does not fail the ack: when the ACK record cannot be written (-ENOSPC,
+ *  -EDQUOT, -EACCES, -EROFS, -ENOMEM, -EIO from the log; the file system full, ...) the ack
+ *  still returns 0, because it is done in the segment: the slot is free and the message is
+ *  not delivered again while the segment lives. The failed record is counted: wal_errors + 1
+ *  and wal_healthy 0 in shmq_stats_t until a log write succeeds again (the watchdog's
+ *  shmq_wal_errors_total and shmq_wal_healthy metrics and its log_error line). The only
+ *  consequence is at the next segment loss: the rebuild from the log lacks that ACK, so the
+ *  message comes back once more if the log still holds its PUBLISH record (at least once, as
+ *  for an ack killed before its record). */
 int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg);
 
 /**
