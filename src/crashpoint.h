@@ -14,7 +14,9 @@
  * that read a linger and has not fenced the slot yet): tests/test_fencing.c;
  * checkpoint_after_copy (maintain.c, a checkpoint that appended its copy and no state record
  * yet): tests/test_fencing.c; redrive_before_append (dlq.c, a redriver that claimed a dead letter, before its PUBLISH):
- * tests/test_epochfix.c.
+ * tests/test_epochfix.c; lock_before_flock (loghead.c, a locker that opened .recover, before
+ * its flock) and create_before_segment (open.c, a creator under the lock, its log's generation
+ * made, no segment yet): tests/test_unlink.c.
  */
 #ifndef SHMQ_CRASHPOINT_H
 #define SHMQ_CRASHPOINT_H

@@ -66,7 +66,9 @@ int loghead_sync(struct loghead *lh);
 
 /* Open LOG_DIR/NAME/.recover (read-only: flock needs no more; made with file mode `mode` if
  * missing) and flock it with op (LOCK_EX, LOCK_SH | LOCK_NB, ...): the fd (close it to
- * unlock), or -errno (-EWOULDBLOCK when LOCK_NB finds it held). */
+ * unlock), or -errno (-EWOULDBLOCK when LOCK_NB finds it held). The lock returned is on the
+ * file the name has once it is held: one unlinked meanwhile (a delete) is let go and the name
+ * opened again; -ENOENT when the directory went with it (the queue was deleted). */
 int loghead_lock(const char *dir, int op, uint32_t mode);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/file.h>
 
+#include "crashpoint.h"
 #include "io.h"
 #include "loghead.h"
 #include "queue.h"
@@ -91,6 +92,7 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
             io_close(lock);
             return err ? err : -EEXIST;
         }
+        CRASH_POINT(create_before_segment);
     }
     err = segment_create_with(name, cfg, 0, gen, NULL, NULL, &seg);
     if (lock >= 0)

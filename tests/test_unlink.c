@@ -1,0 +1,255 @@
+/*
+ * test_unlink.c - shmq_unlink() racing a recovery and a create of the same name (issue 14,
+ * review R2). Every interleaving is forced with crash points in SIGSTOP mode and, where a
+ * process must be blocked on the .recover flock, by waiting for it in /proc/locks: nothing is
+ * left to the scheduler. The table of interleavings: docs/DESIGN.md, "Delete, create and
+ * recovery of one name".
+ *
+ *  - R2-1: a recovery that opened .recover before a delete and waited for its lock got the lock
+ *    of the unlinked file while a create of the same name held the new one, and bumped the new
+ *    queue's generation: every publish of the new queue returned -EIDRM.
+ *  - R2-2: a delete removed the segment before it took the lock: a recovery in between (the
+ *    segment already lost, or a recovery holding the lock) rebuilt the queue being deleted;
+ *    afterwards shmq_open said -ENOENT and shmq_create -EEXIST.
+ *
+ * After each scenario the name works again: a queue made by it publishes, receives, and after a
+ * segment loss is rebuilt by shmq_recover() with its message.
+ */
+#include "torture.h"
+
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+TestSuite(unlink, .init = t_setup, .fini = t_teardown, .timeout = 120);
+
+#define WAIT_MS 30000
+
+struct ul_shared {
+    char name[SHMQ_NAME_MAX + 1];
+    _Atomic int rc; /* the child's library result */
+};
+
+static void ul_config(shmq_config_t *cfg)
+{
+    shmq_config_init(cfg);
+    cfg->capacity = 8;
+    cfg->max_msg_size = 64;
+}
+
+static struct ul_shared *ul_setup(const char *tag)
+{
+    struct ul_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->name, sizeof sh->name, "%s", t_qname(tag));
+    atomic_store(&sh->rc, 1);
+    return sh;
+}
+
+/* ---- the children: one library call each, its result in sh->rc */
+
+static int recover_main(void *arg)
+{
+    struct ul_shared *sh = *(struct ul_shared **)arg;
+    atomic_store(&sh->rc, shmq_recover(sh->name, NULL, NULL));
+    return 0;
+}
+
+static int create_main(void *arg)
+{
+    struct ul_shared *sh = *(struct ul_shared **)arg;
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    shmq_t *q;
+    int rc = shmq_create(sh->name, &cfg, &q);
+    if (rc == 0)
+        shmq_close(q);
+    atomic_store(&sh->rc, rc);
+    return 0;
+}
+
+/* ---- checks */
+
+/* The queue's log directory (STATE/NAME: these queues have no log_dir). */
+static void ul_dir(const char *name, char *buf, size_t size)
+{
+    const char *state = getenv("SHMQ_STATE_DIR");
+    cr_assert(state && *state, "SHMQ_STATE_DIR is not set (run through ctest)");
+    snprintf(buf, size, "%s/%s", state, name);
+}
+
+/* The inode of NAME's .recover now (0 if it has none). */
+static ino_t ul_recover_ino(const char *name)
+{
+    char path[PATH_MAX];
+    ul_dir(name, path, sizeof path);
+    strncat(path, "/.recover", sizeof path - strlen(path) - 1);
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+/* Is pid blocked waiting for a flock of inode ino? (/proc/locks: "N: -> FLOCK ... PID MAJ:MIN:INO") */
+static bool ul_blocked_on(pid_t pid, ino_t ino)
+{
+    FILE *f = fopen("/proc/locks", "r");
+    cr_assert(f, "/proc/locks: %s", strerror(errno));
+    char line[256];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        const char *w = strstr(line, "-> FLOCK");
+        int p;
+        unsigned maj, min;
+        unsigned long i;
+        if (w && sscanf(w, "-> FLOCK %*s %*s %d %x:%x:%lu", &p, &maj, &min, &i) == 4)
+            found = p == pid && i == (unsigned long)ino;
+    }
+    fclose(f);
+    return found;
+}
+
+/* Wait (bounded) until pid is blocked on the flock of inode ino, or has ended (then false). */
+static bool ul_wait_blocked(pid_t pid, ino_t ino)
+{
+    for (int64_t end = t_now_ms() + WAIT_MS; t_now_ms() < end; t_sleep_ms(2)) {
+        if (ul_blocked_on(pid, ino))
+            return true;
+        siginfo_t si = {0}; /* left to t_wait() to reap */
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+            return false;
+    }
+    cr_assert_fail("pid %d neither blocked on the .recover lock nor ended", (int)pid);
+    return false;
+}
+
+static void ul_stopped(pid_t pid, const char *what)
+{
+    int st = 0;
+    cr_assert_eq(t_wait(pid, WAIT_MS, WUNTRACED, &st), 0, "%s never stopped", what);
+    cr_assert(WIFSTOPPED(st), "%s ended instead of stopping at its crash point", what);
+}
+
+static void ul_publish_one(const char *name, const char *msg)
+{
+    shmq_t *q;
+    int rc = shmq_open(name, &q);
+    cr_assert_eq(rc, 0, "open %s: %s", name, shmq_strerror(rc));
+    rc = shmq_publish(q, msg, strlen(msg), NULL);
+    cr_assert_eq(rc, 0, "publish: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_close(q), 0);
+}
+
+/* The queue NAME (made again, or never deleted) works: a publish is received and acked, a
+ * message left unacked comes back after a segment loss through shmq_recover(). */
+static void ul_works(const char *name)
+{
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    int rc = shmq_open(name, &q);
+    cr_assert_eq(rc, 0, "open %s: %s", name, shmq_strerror(rc));
+    rc = shmq_publish(q, "ping", 4, NULL);
+    cr_assert_eq(rc, 0, "publish into the queue made again: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_open(q, "C", &c), 0);
+    rc = shmq_receive(c, &m, 5000);
+    cr_assert_eq(rc, 0, "receive: %s", shmq_strerror(rc));
+    cr_assert(m.len == 4 && memcmp(m.data, "ping", 4) == 0);
+    rc = shmq_ack(c, &m);
+    cr_assert_eq(rc, 0, "ack: %s", shmq_strerror(rc));
+    rc = shmq_publish(q, "kept", 4, NULL);
+    cr_assert_eq(rc, 0, "publish: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    rc = shmq_recover(name, NULL, &rep);
+    cr_assert_eq(rc, 0, "recover after a segment loss: %s", shmq_strerror(rc));
+    cr_assert_eq(rep.restored, 1);
+    cr_assert_eq(shmq_open(name, &q), 0);
+    cr_assert_eq(shmq_consumer_open(q, "C", &c), 0);
+    rc = shmq_receive(c, &m, 5000);
+    cr_assert_eq(rc, 0, "the rebuilt queue lost its message: %s", shmq_strerror(rc));
+    cr_assert(m.len == 4 && memcmp(m.data, "kept", 4) == 0);
+    cr_assert_eq(shmq_ack(c, &m), 0);
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    cr_assert_eq(shmq_close(q), 0);
+}
+
+/* NAME is deleted whole: no open finds it, a create makes it again (and it works). */
+static void ul_deleted_whole(const char *name)
+{
+    shmq_t *q;
+    int rc = shmq_open(name, &q);
+    cr_assert_eq(rc, -ENOENT, "open of a deleted queue: %s", shmq_strerror(rc));
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    rc = shmq_create(name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create after the delete (a half-deleted queue?): %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_close(q), 0);
+    ul_works(name);
+}
+
+static void ul_make(const char *name)
+{
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    shmq_t *q;
+    int rc = shmq_create(name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_close(q), 0);
+    ul_publish_one(name, "old");
+}
+
+#define SKIP_WITHOUT_CRASH_POINTS()                                                                \
+    do {                                                                                           \
+    } while (0)
+#ifndef SHMQ_CRASH_POINTS
+#undef SKIP_WITHOUT_CRASH_POINTS
+#define SKIP_WITHOUT_CRASH_POINTS() cr_skip_test("the library was built without SHMQ_CRASH_POINTS")
+#endif
+
+Test(unlink, r2_1_a_recovery_waiting_across_a_delete_leaves_the_new_queue_alone)
+{
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *rs = ul_setup("ulR1"), *cs = t_shared(sizeof *cs);
+    snprintf(cs->name, sizeof cs->name, "%s", rs->name);
+    atomic_store(&cs->rc, 1);
+    ul_make(rs->name);
+    /* R opened the old .recover and stops before its flock */
+    pid_t r = t_spawn_crash(recover_main, &rs, sizeof rs, "lock_before_flock", 1, 0);
+    ul_stopped(r, "recovery R");
+    cr_assert_eq(shmq_unlink(rs->name), 0);
+    /* C makes the name again and stops under its (new) lock, generation made, no segment */
+    pid_t c = t_spawn_crash(create_main, &cs, sizeof cs, "create_before_segment", 1, 0);
+    ul_stopped(c, "creator C");
+    ino_t ino = ul_recover_ino(cs->name);
+    cr_assert_neq(ino, 0);
+    kill(r, SIGCONT);
+    /* R either waits for C's lock (right) or ran on the old file's lock while C holds the new
+     * one (R2-1: it bumped C's generation) */
+    bool waited = ul_wait_blocked(r, ino);
+    kill(c, SIGCONT);
+    t_assert_exit0(c, WAIT_MS, "creator C");
+    t_assert_exit0(r, WAIT_MS, "recovery R");
+    cr_assert_eq(atomic_load(&cs->rc), 0, "create: %s", shmq_strerror(atomic_load(&cs->rc)));
+    ul_works(rs->name); /* R2-1: every publish of the new queue got -EIDRM */
+    cr_assert_eq(atomic_load(&rs->rc), -EEXIST, "R's recovery of the queue made again: %s",
+                 shmq_strerror(atomic_load(&rs->rc)));
+    cr_assert(waited, "R did not wait for the new queue's lock");
+}
+
+Test(unlink, r2_1_a_recovery_waiting_across_a_delete_finds_it_deleted)
+{
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *rs = ul_setup("ulR1d");
+    ul_make(rs->name);
+    pid_t r = t_spawn_crash(recover_main, &rs, sizeof rs, "lock_before_flock", 1, 0);
+    ul_stopped(r, "recovery R");
+    cr_assert_eq(shmq_unlink(rs->name), 0);
+    kill(r, SIGCONT);
+    t_assert_exit0(r, WAIT_MS, "recovery R");
+    cr_assert_eq(atomic_load(&rs->rc), -ENOENT, "R's recovery of the deleted queue: %s",
+                 shmq_strerror(atomic_load(&rs->rc)));
+    char dir[PATH_MAX];
+    ul_dir(rs->name, dir, sizeof dir);
+    cr_assert(access(dir, F_OK) != 0, "R left a log directory of the deleted queue");
+    ul_deleted_whole(rs->name);
+}
