@@ -514,6 +514,7 @@ static void read_header_words(const struct segment *seg, struct inspect_snapshot
         {"free_futex", atomic_load_explicit(&h->free_futex, memory_order_relaxed)},
         {"free_waiters", atomic_load_explicit(&h->free_waiters, memory_order_relaxed)},
         {"maint_passes", s->maint_passes},
+        {"moves", atomic_load_explicit(&h->moves, memory_order_relaxed)},
     };
     _Static_assert(sizeof(words) / sizeof(words[0]) <= INSPECT_FIELDS_MAX, "fields fit");
     s->n_words = sizeof(words) / sizeof(words[0]);

@@ -1527,6 +1527,14 @@ Test(fencing, retention_in_the_pass_that_copies_out_keeps_the_messages_file)
     t_maintain(s.q, &rep);
     cr_assert_eq(rep.copied_out, 1, "O2's late delivery was not copied out");
     cr_assert_eq(rep.checkpointed, 1, "K was not checkpointed");
+    struct inspect_snapshot snap; /* shmq dump shows the copy-out in the header's moves */
+    cr_assert_eq(inspect_queue(sh->qname, &snap), 0);
+    uint64_t moves = UINT64_MAX;
+    for (uint32_t i = 0; i < snap.n_words; i++)
+        if (strcmp(snap.words[i].key, "moves") == 0)
+            moves = snap.words[i].value;
+    inspect_snapshot_free(&snap);
+    cr_assert_eq(moves, 1, "moves: %llu", (unsigned long long)moves);
     mv_lose_and_check(sh, &s);
     alarm(0);
 }
