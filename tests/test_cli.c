@@ -8,6 +8,8 @@
  * What is proved:
  *   - help: `shmq help` lists every subcommand; each `--help` documents exit codes and gives
  *     examples; unknown options, missing or extra arguments exit 2;
+ *   - every subcommand (and shmq-watchdog, shmq-bridge) refuses an unknown short option with
+ *     exit 2 and a message naming it, inside a cluster too, never with help and exit 0;
  *   - version: `shmq --version`, `shmq-watchdog --version` and `shmq-bridge --version` print
  *     "NAME VERSION" with the library's version (the headers' SHMQ_VERSION_STRING);
  *   - create applies every option (read back with shmq_get_config()), durability and log
@@ -100,8 +102,8 @@ static shmq_msg_t receive_text(shmq_consumer_t *c, char *buf, size_t size)
 
 /* ------------------------------------------------------------------ help and usage */
 
-static const char *const commands[] = {"list", "create", "delete", "stat",   "top",
-                                       "pub",  "sub",    "dlq",    "dump",   "recover"};
+static const char *const commands[] = {"list", "create", "delete", "stat", "top",    "pub",
+                                       "sub",  "replay", "dlq",    "dump", "wal",    "recover"};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 Test(cli, help_lists_every_command_and_each_documents_exit_codes)
@@ -141,6 +143,56 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
     RUN_EXPECT_EXIT(2, "create --capacity 0", "create", "q", "--capacity", "0");
     RUN_EXPECT_EXIT(2, "create --mode 999", "create", "q", "--mode", "999");
     RUN_EXPECT_EXIT(2, "sub --count abc", "sub", "q", "--count", "abc");
+}
+
+/* `shmq ARGS...` is a usage error: exit 2, nothing on stdout (no help text), and a message on
+ * stderr that contains needle (the option as the user wrote it). */
+static void expect_usage_error(const char *needle, const char *const *args)
+{
+    struct run r = run_argv(NULL, args);
+    char what[160];
+    snprintf(what, sizeof what, "shmq %s %s %s", args[0], args[1] ? args[1] : "",
+             args[1] && args[2] ? args[2] : "");
+    assert_exit(&r, 2, what);
+    cr_assert_str_eq(r.out, "", "%s printed on stdout (help?):\n%s", what, r.out);
+    assert_contains(r.err, needle, what);
+    run_free(&r);
+}
+#define EXPECT_USAGE_ERROR(needle, ...)                                                            \
+    expect_usage_error((needle), (const char *const[]){__VA_ARGS__, NULL})
+
+/* Every subcommand refuses an unknown short option with exit 2 and names it, also inside a
+ * cluster and after other arguments (getopt leaves optind at the cluster there, so the word
+ * before it is not the culprit); a missing value and a value given to a flag name the option. */
+Test(cli, unknown_short_option_is_a_usage_error_in_every_command)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        EXPECT_USAGE_ERROR("unknown option '-x'", commands[i], "-x");
+        EXPECT_USAGE_ERROR("unknown option '-x'", commands[i], "-x", "q");
+        EXPECT_USAGE_ERROR("unknown option '-x'", commands[i], "q", "-x");
+        EXPECT_USAGE_ERROR("unknown option '--no-such'", commands[i], "--no-such", "q");
+    }
+    EXPECT_USAGE_ERROR("unknown option '-x'", "create", "q", "-x");
+    EXPECT_USAGE_ERROR("unknown option '-x'", "pub", "-xv", "q");
+    EXPECT_USAGE_ERROR("unknown option '-x'", "pub", "-vx", "q");
+    EXPECT_USAGE_ERROR("unknown option '-x'", "sub", "q", "-xc", "1");
+    EXPECT_USAGE_ERROR("unknown option '-x'", "sub", "--json", "-xc", "1", "q");
+    EXPECT_USAGE_ERROR("option '-c' needs a value", "sub", "q", "-c");
+    EXPECT_USAGE_ERROR("option '--count' needs a value", "sub", "q", "--count");
+    EXPECT_USAGE_ERROR("option '--capacity' needs a value", "create", "q", "--capacity");
+    EXPECT_USAGE_ERROR("option '--json' takes no value", "stat", "q", "--json=1");
+    /* the daemons say it the same way, without their whole help text */
+    struct run r = cli_run("shmq-watchdog", 30, NULL, (const char *const[]){"-x", "q", NULL});
+    assert_exit(&r, 2, "shmq-watchdog -x");
+    assert_contains(r.err, "shmq-watchdog: unknown option '-x'", "shmq-watchdog -x");
+    cr_assert(!strstr(r.err, "Usage:"), "shmq-watchdog -x printed its help:\n%s", r.err);
+    run_free(&r);
+    if (access(cli_tool_location("shmq-bridge"), X_OK) == 0) {
+        r = cli_run("shmq-bridge", 30, NULL, (const char *const[]){"-x", NULL});
+        assert_exit(&r, 2, "shmq-bridge -x");
+        assert_contains(r.err, "shmq-bridge: unknown option '-x'", "shmq-bridge -x");
+        run_free(&r);
+    }
 }
 
 /* ------------------------------------------------------------------ --version */

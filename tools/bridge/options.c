@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "badopt.h"
 #include "bridge.h"
 #include "version.h"
 
@@ -410,7 +411,7 @@ int opts_parse(struct bridge_opts *o, int argc, char **argv)
 
     int c, idx;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1) {
+    while ((c = getopt_long(argc, argv, ":h", long_opts, &idx)) != -1) {
         if (c == 'h') {
             usage(stdout, prog);
             return 1;
@@ -418,8 +419,7 @@ int opts_parse(struct bridge_opts *o, int argc, char **argv)
         if (c == TOOL_OPT_VERSION)
             return tool_print_version(prog) == 0 ? 1 : -1;
         if (c == '?' || c == ':') {
-            fprintf(stderr, "%s: unknown option or missing argument: %s (see --help)\n", prog,
-                    argv[optind - 1]);
+            tool_bad_option(prog, NULL, c, argv);
             return -1;
         }
         if (apply(o, prog, c, long_opts[idx].name, optarg, 0) < 0)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "badopt.h"
 #include "cli.h"
 #include "inspect.h"
 
@@ -62,13 +63,7 @@ int cli_name(const char *cmd, const char *name)
 
 int cli_bad_option(const char *cmd, int c, char **argv)
 {
-    const char *arg = argv[optind - 1];
-    if (c == ':')
-        fprintf(stderr, "%s %s: option '%s' needs a value (try '%s %s --help')\n", cli_progname,
-                cmd, arg, cli_progname, cmd);
-    else
-        fprintf(stderr, "%s %s: unknown option '%s' (try '%s %s --help')\n", cli_progname, cmd, arg,
-                cli_progname, cmd);
+    tool_bad_option(cli_progname, cmd, c, argv);
     return CLI_EXIT_USAGE;
 }
 

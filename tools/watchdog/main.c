@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "badopt.h"
 #include "version.h"
 #include "watchdog.h"
 
@@ -292,7 +293,7 @@ int main(int argc, char **argv)
     struct watch_list l = {0};
     const char *prog = argv[0];
     int c;
-    while ((c = getopt_long(argc, argv, "ai:l:s:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":ai:l:s:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'a': l.all = true; break;
         case 'i':
@@ -367,7 +368,7 @@ int main(int argc, char **argv)
         case 'h': usage(stdout, prog); return EXIT_CLEAN;
         case TOOL_OPT_VERSION:
             return tool_print_version("shmq-watchdog") == 0 ? EXIT_CLEAN : EXIT_RUNTIME;
-        default: usage(stderr, prog); return EXIT_USAGE;
+        default: tool_bad_option("shmq-watchdog", NULL, c, argv); return EXIT_USAGE;
         }
     }
     struct sockaddr_storage maddr;
