@@ -128,16 +128,25 @@ struct recv_ctx {
     shmq_msg_t *msg;
 };
 
-static int try_receive(void *arg)
+/* One try; the caller checked that we are not fenced. On an empty queue it writes no shared
+ * line but our heartbeat, and that at most once per coarse tick (registry_heartbeat()): the
+ * ring's check is read-only (ring.c, R3), counters count deliveries only, and cooperate()
+ * maintains at most every COOP_PERIOD_NS. */
+static int receive_once(struct recv_ctx *ctx)
 {
-    struct recv_ctx *ctx = arg;
-    if (fenced(ctx->c)) /* declared dead while it slept: its entry is not its own any more */
-        return -ESTALE;
     registry_heartbeat(c_self(ctx->c));
     int r = claim_ready_slot(ctx->c, ctx->msg);
     if (r == -EAGAIN)
         cooperate(ctx->c);
     return r;
+}
+
+static int try_receive(void *arg)
+{
+    struct recv_ctx *ctx = arg;
+    if (fenced(ctx->c)) /* declared dead while it slept: its entry is not its own any more */
+        return -ESTALE;
+    return receive_once(ctx);
 }
 
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
@@ -149,7 +158,7 @@ int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
     if (!queue_gen_live(c->q)) /* the queue was rebuilt: this segment is no longer the queue */
         return -EIDRM;
     struct recv_ctx ctx = {.c = c, .msg = msg};
-    int r = try_receive(&ctx);
+    int r = receive_once(&ctx); /* fenced: checked just above */
     if (r != -EAGAIN || timeout_ms == 0)
         return r;
     const struct seg_layout *l = &c->q->seg.layout;

@@ -143,8 +143,12 @@ bool registry_holder_dead(const struct proc_entry *e, uint64_t w)
 
 void registry_heartbeat(struct proc_entry *e)
 {
-    /* relaxed: a hint for the maintainer, ordered against nothing */
-    atomic_store_explicit(&e->heartbeat_ns, now_ns_coarse(), memory_order_relaxed);
+    /* relaxed: a hint for the maintainer, ordered against nothing. Stored only when the coarse
+     * clock has ticked since the last one: a consumer polling an empty queue writes its entry's
+     * line at most once per tick (a few ms), not once per poll. */
+    uint64_t now = now_ns_coarse();
+    if (atomic_load_explicit(&e->heartbeat_ns, memory_order_relaxed) != now)
+        atomic_store_explicit(&e->heartbeat_ns, now, memory_order_relaxed);
 }
 
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,

@@ -51,7 +51,8 @@ void registry_detach(struct segment *s, uint32_t idx, uint64_t word);
 /* Release a FENCED entry: fold its counters, mark it FREE. True if this call did it. */
 bool registry_release_fenced(struct segment *s, uint32_t idx, uint64_t fenced_word);
 
-/* Refresh an entry's heartbeat (a plain store: no system call). */
+/* Refresh an entry's heartbeat: a plain store, made only when the coarse clock has ticked
+ * since the last one (a busy poller dirties the line at most once per tick); no system call. */
 void registry_heartbeat(struct proc_entry *e);
 
 /* The process start time of pid (/proc/PID/stat field 22), or 0 if it has none. */

@@ -33,6 +33,36 @@
  * dequeuer's consume done by someone else: it keeps the cell's cycle and safe bit, exactly as
  * the paper's OR would, so the safe-bit argument is unchanged.
  *
+ * The read-only empty poll (R3). Before taking a ticket a dequeuer reads head (h), then the
+ * cell of ticket h, then tail (t); if the cell holds no entry of h's cycle and t <= h it reports
+ * empty having written nothing. Without it every poll of an empty ring took a ticket (FAA head),
+ * moved a cell to its cycle (CAS), pulled tail up (catchup CAS) and decremented the threshold:
+ * four locked writes to lines the producer's next enqueue needs back, for the 3n-1 polls after
+ * each enqueue reset the threshold. Why "empty" is right (linearized at the load of tail):
+ *  - an entry lives only at the ticket its enqueuer drew (FAA tail, before its cell CAS R1),
+ *    and only the dequeuer that draws the same ticket takes it (or repair, for a dead one:
+ *    ring_clear()); an enqueuer whose ticket's dequeuer came first fails its CAS (the cell was
+ *    moved to that cycle, or marked unsafe with head past it) and draws again;
+ *  - head and tail only grow, and head was read first: at the load of tail, head >= h >= t;
+ *  - so every entry whose R1 precedes that load sits at a ticket < t <= head: a ticket some
+ *    dequeuer already drew, whose operation is under way (it took the ticket before our load)
+ *    and takes that entry; linearize those dequeues first and the ring holds nothing for us.
+ *    An enqueue whose R1 follows the load linearizes after us. This is the same argument as the
+ *    paper's own "tail <= h + 1: empty" after a failed ticket, with the ticket not taken.
+ * The cell is read only so that a poll that finds an entry (the common case under load) does not
+ * also pull the enqueuers' tail line; it decides nothing on its own (an entry may sit past a
+ * ticket an enqueuer skipped), so a cell without an entry always falls back to tail. A ring whose
+ * tickets run ahead of its entries (dead enqueuers' tickets, skipped cells: tail > head with
+ * nothing to take) costs one writing dequeue, whose catchup brings tail to head; polls after it
+ * are read-only again. The threshold still bounds that dequeue's rounds as in the paper.
+ * Blocking (wait.c): a consumer's last try before FUTEX_WAIT follows its seq_cst increment of
+ * the waiter count (W2); an enqueuer's FAA tail and R1 precede its seq_cst fence (W1) and its read
+ * of that count. If the enqueuer read no waiter, W1 precedes W2 in the seq_cst order, so the
+ * sleeper's loads of threshold, head and tail see the reset threshold and a tail past the new
+ * entry's ticket x: either head <= x < tail and the try takes a ticket (and finds the entry, or
+ * another dequeuer holds x), or head > x and a dequeuer under way holds x. Either way no sleeper
+ * waits on an entry nobody will take: the property the futex protocol needs, as before.
+ *
  * Crash windows. (1) Enqueuer after FAA(tail), before its CAS: a skipped ticket, as above.
  * (2) Enqueuer after its CAS (R1), before resetting the threshold: its entry is in the ring but
  * dequeuers that see threshold < 0 report "empty" without looking. Repair (maintenance) looks:
@@ -53,6 +83,8 @@
  *      (the slot's state word and payload); pairs with R2.
  *   R2 (dequeue cell load, acquire, and its CAS) makes the slot the index names visible to the
  *      dequeuer; pairs with R1.
+ *   R3 (dequeue's read-only check: seq_cst loads of head, then tail) orders as above; its
+ *      relaxed cell load is a hint only (the entry is taken after R2).
  */
 #include "ring.h"
 
@@ -83,8 +115,7 @@ static inline bool cycle_equal(uint64_t a, uint64_t b) { return ((a - b) << CYCL
 static inline uint64_t cell_pos(const struct ring *r, uint64_t ticket)
 {
     uint64_t pos = ticket & r->mask;
-    unsigned shift = r->order - 3;
-    return ((pos & 7) << shift) | (pos >> 3);
+    return ((pos & 7) << r->spread) | (pos >> 3);
 }
 
 /* Does the cell of ticket t hold an entry written for t (not yet consumed)? */
@@ -104,6 +135,7 @@ void ring_bind(struct ring *r, void *shm, uint32_t order)
     assert(order >= RING_MIN_ORDER && order <= RING_MAX_ORDER);
     r->shm = shm;
     r->order = order;
+    r->spread = order - 3;
     r->mask = (1ull << order) - 1;
     r->threshold_max = 3 * (int64_t)(1ull << (order - 1)) - 1;
 }
@@ -121,7 +153,7 @@ void ring_init_empty(struct ring *r)
 }
 
 /* Let dequeuers look for n entries again (3n-1 failed attempts). */
-static inline void reset_threshold(struct ring *r)
+static inline void reset_threshold(const struct ring *r)
 {
     if (atomic_load(&r->shm->threshold) != r->threshold_max)
         atomic_store(&r->shm->threshold, r->threshold_max);
@@ -210,16 +242,29 @@ bool ring_unstrand(struct ring *r)
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
 {
     struct ring_shm *q = r->shm;
-    if (atomic_load(&q->threshold) < 0) /* one load: the empty ring's whole cost */
+    if (atomic_load(&q->threshold) < 0) /* one load: the ring is known empty */
+        return -EAGAIN;
+    /* R3 (seq_cst loads, head before tail): unless head's cell already shows its entry, tail <=
+     * head means every ticket an entry can sit at is drawn by a dequeuer: report empty without
+     * taking a ticket, writing nothing (file comment, "The read-only empty poll"). The cell is
+     * read first so that a poll that finds an entry does not pull the enqueuers' tail line. */
+    uint64_t h = atomic_load(&q->head);
+    _Atomic uint64_t *cell = &q->cells[cell_pos(r, h)];
+    /* relaxed: a hint; the entry is taken after R2 below */
+    uint64_t e = atomic_load_explicit(cell, memory_order_relaxed);
+    if (!holds_entry_of(r, e, h) && !ticket_before(h, atomic_load(&q->tail)))
         return -EAGAIN;
     /* In correct use the shared threshold ends the loop within 3n rounds; a corrupted one
      * (shm is input) must not make us spin: the same bound, kept locally. */
     for (int64_t round = 0; round <= r->threshold_max; round++) {
-        uint64_t h = atomic_fetch_add(&q->head, 1);
+        uint64_t mine = atomic_fetch_add(&q->head, 1);
+        if (mine != h) { /* someone took the ticket we looked at: ours has another cell */
+            h = mine;
+            cell = &q->cells[cell_pos(r, h)];
+        }
         uint64_t cycle = h >> r->order;
-        _Atomic uint64_t *cell = &q->cells[cell_pos(r, h)];
         /* R2 (acquire): see the slot the enqueuer published before R1 */
-        uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
+        e = atomic_load_explicit(cell, memory_order_acquire);
         for (;;) {
             uint64_t ec = cell_cycle(e), next;
             if (holds_entry_of(r, e, h)) {
@@ -249,6 +294,8 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
         }
         if (atomic_fetch_sub(&q->threshold, 1) <= 0)
             return -EAGAIN;
+        h++; /* a guess at our next ticket; checked after the FAA */
+        cell = &q->cells[cell_pos(r, h)];
     }
     return -EAGAIN;
 }

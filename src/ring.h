@@ -30,6 +30,7 @@ struct ring_shm {
 struct ring {
     struct ring_shm *shm;
     uint32_t order;
+    uint32_t spread;       /* order - 3: cell_pos()'s shift */
     uint64_t mask;         /* 2^order - 1 */
     int64_t threshold_max; /* 3 * 2^(order-1) - 1 */
 };
@@ -58,7 +59,8 @@ int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket);
 
 /* Take the oldest entry: 0 and *idx, *ticket (if ticket is not NULL), or -EAGAIN when empty.
  * Multi-consumer safe, lock-free, no syscall. The index is untrusted: the caller range-checks
- * it. Polling an idle empty ring costs three loads (threshold, head, tail) and no store. */
+ * it. Polling an empty ring costs four loads (threshold, head, head's cell, tail) and no store
+ * (R3 in ring.c), except the one dequeue that passes tickets dead enqueuers left behind. */
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket);
 
 /* Repair of crash window (2) in ring.c: an enqueuer died between its cell CAS and resetting the

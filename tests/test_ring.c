@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,14 +74,39 @@ static void assert_empty(struct ring *r)
         cr_assert_eq(ring_dequeue(r, &idx, &t), -EAGAIN);
 }
 
-/* Poll an empty ring until its threshold runs out, as an idle consumer does. */
-static void poll_until_idle(struct ring *r)
+/* Everything a dequeuer may write: head, tail, threshold and every cell. */
+struct ring_image {
+    uint64_t head, tail;
+    int64_t threshold;
+    uint64_t cells[1u << 6];
+};
+
+static void ring_snapshot(const struct ring *r, struct ring_image *im)
 {
+    cr_assert_leq(r->mask + 1, sizeof(im->cells) / sizeof(im->cells[0]));
+    memset(im, 0, sizeof(*im));
+    im->head = atomic_load(&r->shm->head);
+    im->tail = atomic_load(&r->shm->tail);
+    im->threshold = atomic_load(&r->shm->threshold);
+    for (uint64_t i = 0; i <= r->mask; i++)
+        im->cells[i] = atomic_load(&r->shm->cells[i]);
+}
+
+/* Poll an empty ring as an idle consumer does: -EAGAIN every time, and no write (R3). */
+static void poll_idle(struct ring *r, int polls)
+{
+    struct ring_image before, after;
+    ring_snapshot(r, &before);
     uint32_t idx;
     uint64_t t;
-    for (int i = 0; i < 1000 && atomic_load(&r->shm->threshold) >= 0; i++)
-        cr_assert_eq(ring_dequeue(r, &idx, &t), -EAGAIN);
-    cr_assert_lt(atomic_load(&r->shm->threshold), 0);
+    for (int i = 0; i < polls; i++)
+        cr_assert_eq(ring_dequeue(r, &idx, &t), -EAGAIN, "poll %d", i);
+    ring_snapshot(r, &after);
+    cr_assert_eq(after.head, before.head, "head moved: %llu -> %llu",
+                 (unsigned long long)before.head, (unsigned long long)after.head);
+    cr_assert_eq(after.tail, before.tail, "tail moved");
+    cr_assert_eq(after.threshold, before.threshold, "threshold moved");
+    cr_assert_arr_eq(after.cells, before.cells, sizeof(after.cells), "a cell changed");
 }
 
 /* ---- single-threaded ------------------------------------------------------------------- */
@@ -94,6 +120,36 @@ Test(ring, empty_dequeue_returns_eagain)
     enq(&t.r, 7);
     cr_assert_eq(deq(&t.r, NULL), 7);
     assert_empty(&t.r);
+    ring_free(&t);
+}
+
+Test(ring, empty_poll_writes_nothing)
+{
+    /* An idle consumer polling an empty ring must not write head, tail, threshold or a cell:
+     * each write pulls a line the producer's next enqueue needs back to the polling core. In
+     * every state an empty ring is left in: new; just drained (threshold reset, head == tail);
+     * drained across laps; and after a dequeuer passed the tickets of dead enqueuers. */
+    struct test_ring t;
+    ring_new(&t, 3);
+    poll_idle(&t.r, 100);
+    enq(&t.r, 1);
+    cr_assert_eq(deq(&t.r, NULL), 1);
+    poll_idle(&t.r, 100); /* more than the threshold's 3n - 1 = 11 failed dequeues */
+    for (uint32_t i = 0; i < 20; i++) { /* laps */
+        enq(&t.r, i);
+        enq(&t.r, i + 1);
+        cr_assert_eq(deq(&t.r, NULL), i);
+        cr_assert_eq(deq(&t.r, NULL), i + 1);
+        poll_idle(&t.r, 30);
+    }
+    atomic_fetch_add(&t.r.shm->tail, 3); /* enqueuers that took tickets and died */
+    uint32_t idx;
+    cr_assert_eq(ring_dequeue(&t.r, &idx, NULL), -EAGAIN); /* passes their tickets, once */
+    cr_assert_eq(ring_head(&t.r), ring_tail(&t.r));
+    poll_idle(&t.r, 30);
+    enq(&t.r, 5);
+    cr_assert_eq(deq(&t.r, NULL), 5);
+    poll_idle(&t.r, 30);
     ring_free(&t);
 }
 
@@ -300,8 +356,11 @@ Test(ring, unsafe_cell_is_not_reused_behind_head)
     ring_new(&t, order);
     uint64_t h0 = enq(&t.r, 50);
     cr_assert_eq(atomic_fetch_add(&t.r.shm->head, 1), h0); /* the late dequeuer */
+    /* enqueuers that took tickets h0+1 .. h0+8 and died: dequeuers take those tickets (an
+     * empty poll with tail <= head would take none) */
+    atomic_store(&t.r.shm->tail, h0 + cells + 1);
     uint32_t idx;
-    for (uint64_t i = 1; i <= cells; i++) /* tickets h0+1 .. h0+8 */
+    for (int i = 0; i < 100 && ring_head(&t.r) != h0 + cells + 1; i++)
         cr_assert_eq(ring_dequeue(&t.r, &idx, NULL), -EAGAIN);
     cr_assert_eq(ring_head(&t.r), h0 + cells + 1);
     struct ring_cell c = ring_cell_at(&t.r, h0 & (cells - 1)); /* order 3: no remap */
@@ -442,7 +501,7 @@ Test(ring, dead_enqueuer_before_threshold_reset_entry_is_found_by_repair)
     struct test_ring t;
     ring_new(&t, 3);
     for (int lap = 0; lap < 50; lap++) {
-        poll_until_idle(&t.r);
+        poll_idle(&t.r, 3);
         if (lap % 2)
             atomic_fetch_add(&t.r.shm->tail, 1); /* and a dead ticket before it */
         uint64_t tk = enq(&t.r, 6);

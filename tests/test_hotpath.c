@@ -1,0 +1,151 @@
+/*
+ * test_hotpath.c - what the fast path promises beyond delivering (issue 17): a consumer polling
+ * an empty queue writes none of the ready ring's shared words (ring.c, R3), and the read-only
+ * check does not cost a blocking receive its wake-up (wait.c, W1/W2).
+ *
+ * shmq-test-label: threaded
+ */
+#include "helpers.h" /* first: it defines _GNU_SOURCE */
+#include "queue.h"
+
+#include <pthread.h>
+
+TestSuite(hotpath, .fini = h_cleanup, .timeout = 120);
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The words of a ring a dequeuer may write. */
+struct ring_words {
+    uint64_t head, tail;
+    int64_t threshold;
+    uint64_t cells[256];
+};
+
+static void ring_words(const struct ring *r, struct ring_words *w)
+{
+    cr_assert_leq(r->mask + 1, sizeof(w->cells) / sizeof(w->cells[0]));
+    memset(w, 0, sizeof(*w));
+    w->head = atomic_load(&r->shm->head);
+    w->tail = atomic_load(&r->shm->tail);
+    w->threshold = atomic_load(&r->shm->threshold);
+    for (uint64_t i = 0; i <= r->mask; i++)
+        w->cells[i] = atomic_load(&r->shm->cells[i]);
+}
+
+Test(hotpath, receive_polling_an_empty_queue_writes_no_ring_word)
+{
+    const char *name = h_qname("emptypoll");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "poller", &c), 0);
+    shmq_msg_t m;
+    /* a few messages through, so the ring's threshold is reset and its tickets have moved */
+    for (int i = 0; i < 5; i++) {
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    struct ring_words before, after;
+    ring_words(&q->seg.ready_ring, &before);
+    /* far more polls than the SCQ threshold's 3n - 1 failed dequeues (n = ring cells / 2) */
+    int polls = 20 * (int)(q->seg.ready_ring.mask + 1);
+    for (int i = 0; i < polls; i++)
+        h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    ring_words(&q->seg.ready_ring, &after);
+    cr_expect_eq(after.head, before.head, "head %llu -> %llu after %d empty polls",
+                 (unsigned long long)before.head, (unsigned long long)after.head, polls);
+    cr_expect_eq(after.tail, before.tail, "tail %llu -> %llu", (unsigned long long)before.tail,
+                 (unsigned long long)after.tail);
+    cr_expect_eq(after.threshold, before.threshold, "threshold %lld -> %lld",
+                 (long long)before.threshold, (long long)after.threshold);
+    cr_expect_arr_eq(after.cells, before.cells, sizeof(after.cells), "a cell was written");
+    /* and the queue still works */
+    h_assert_rc(shmq_publish(q, "y", 1, NULL), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_expect_eq(m.len, 1);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/*
+ * Ping-pong with a blocking receive: each publish comes a random short while after the
+ * consumer asked for the next message, so over many rounds some land while the consumer moves
+ * from spinning to sleeping (its last try after W2, which is the read-only check when the ring
+ * is empty). A missed wake-up would sleep until the bounded sleep ends: a third of the
+ * heartbeat timeout, here 40 s, far beyond the receive's own 20 s timeout.
+ */
+#define PINGPONG_ROUNDS 3000
+
+struct pingpong {
+    shmq_t *q;
+    shmq_consumer_t *c;
+    _Atomic uint32_t asked;  /* rounds the consumer has started a receive for */
+    _Atomic int failed_rc;   /* first receive error */
+    _Atomic uint32_t failed_round;
+    _Atomic uint64_t slowest_ms;
+};
+
+static void *pingpong_consumer(void *arg)
+{
+    struct pingpong *p = arg;
+    for (uint32_t i = 0; i < PINGPONG_ROUNDS; i++) {
+        shmq_msg_t m;
+        atomic_store(&p->asked, i + 1);
+        int64_t t0 = h_now_ms();
+        int rc = shmq_receive(p->c, &m, 20000);
+        uint64_t dt = (uint64_t)(h_now_ms() - t0);
+        if (dt > atomic_load(&p->slowest_ms))
+            atomic_store(&p->slowest_ms, dt);
+        if (rc == 0)
+            rc = shmq_ack(p->c, &m);
+        if (rc != 0) {
+            atomic_store(&p->failed_round, i);
+            atomic_store(&p->failed_rc, rc);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+Test(hotpath, blocking_receive_is_woken_whenever_the_publish_lands)
+{
+    const char *name = h_qname("pingpong");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.heartbeat_timeout_ms = 120000;
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    struct pingpong p = {0};
+    h_assert_rc(shmq_create(name, &cfg, &p.q), 0);
+    h_assert_rc(shmq_consumer_open(p.q, "sleeper", &p.c), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, pingpong_consumer, &p), 0);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (uint32_t i = 0; i < PINGPONG_ROUNDS && !atomic_load(&p.failed_rc); i++) {
+        int64_t end = h_now_ms() + 30000;
+        while (atomic_load(&p.asked) <= i && !atomic_load(&p.failed_rc) && h_now_ms() < end)
+            sched_yield();
+        cr_assert_gt(atomic_load(&p.asked), i, "consumer stuck before round %u", i);
+        /* 0 .. 400 us: some rounds land in the consumer's spin (2000 tries), some at its move
+         * to sleep, some after it */
+        uint64_t until = now_ns() + h_rand(&seed) % 400000;
+        while (now_ns() < until)
+            ;
+        h_assert_rc(shmq_publish(p.q, "ping", 4, NULL), 0);
+    }
+    pthread_join(th, NULL);
+    cr_expect_eq(atomic_load(&p.failed_rc), 0, "receive of round %u returned %d",
+                 atomic_load(&p.failed_round), atomic_load(&p.failed_rc));
+    cr_expect_lt(atomic_load(&p.slowest_ms), 10000, "a receive took %llu ms: a lost wake-up",
+                 (unsigned long long)atomic_load(&p.slowest_ms));
+    h_assert_rc(shmq_consumer_close(p.c), 0);
+    h_assert_rc(shmq_close(p.q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
