@@ -10,13 +10,15 @@
  * scenario for them): sync_after_ticket (wal.c, a SYNC waiter right after it took its ticket)
  * and sync_while_leading (wal.c, a SYNC group commit leader inside its flush): both
  * tests/test_storage.c; take_back_before_move, copy_out_after_copy, copy_out_after_park and
- * copy_out_after_fence (maintain.c, a maintainer inside a take-back or a copy-out) and finish_before_fence (slotmove.c, an ack
- * that read a linger and has not fenced the slot yet): tests/test_fencing.c;
- * checkpoint_after_copy (maintain.c, a checkpoint that appended its copy and no state record
- * yet): tests/test_fencing.c; redrive_before_append (dlq.c, a redriver that claimed a dead letter, before its PUBLISH):
- * tests/test_epochfix.c; lock_before_flock (loghead.c, a locker that opened .recover, before
- * its flock) and create_before_segment (open.c, a creator under the lock, its log's generation
- * made, no segment yet): tests/test_unlink.c.
+ * copy_out_after_fence (maintain.c, a maintainer inside a take-back or a copy-out) and
+ * finish_before_fence (slotmove.c, an ack that read a linger and has not fenced the slot yet):
+ * tests/test_fencing.c; checkpoint_after_copy (maintain.c, a checkpoint that appended its copy
+ * and no state record yet): tests/test_fencing.c; redrive_before_append (dlq.c, a redriver that
+ * claimed a dead letter, before its PUBLISH) and make_file_before_create (wal.c, a writer about
+ * to make a log file that does not exist yet): tests/test_epochfix.c; lock_before_flock
+ * (loghead.c, a locker that opened .recover, before its flock) and create_before_segment
+ * (open.c, a creator under the lock, its log's generation made, no segment yet):
+ * tests/test_unlink.c.
  */
 #ifndef SHMQ_CRASHPOINT_H
 #define SHMQ_CRASHPOINT_H

@@ -445,10 +445,12 @@ int io_fsync_dir(const char *path)
     return err;
 }
 
-int io_link(const char *from, const char *to)
+int io_link(const char *from, const char *to) { return io_linkat(AT_FDCWD, from, AT_FDCWD, to); }
+
+int io_linkat(int fromdir, const char *from, int todir, const char *to)
 {
     FAULT(IO_LINK);
-    return ret(link(from, to));
+    return ret(linkat(fromdir, from, todir, to, 0));
 }
 
 int io_symlink(const char *target, const char *path)
@@ -477,10 +479,12 @@ int io_rename(const char *from, const char *to)
     return ret(rename(from, to));
 }
 
-int io_unlink(const char *path)
+int io_unlink(const char *path) { return io_unlinkat(AT_FDCWD, path); }
+
+int io_unlinkat(int dirfd, const char *path)
 {
     FAULT(IO_UNLINK);
-    return ret(unlink(path));
+    return ret(unlinkat(dirfd, path, 0));
 }
 
 int io_mkdir(const char *path, mode_t mode)
@@ -495,10 +499,18 @@ int io_rmdir(const char *path)
     return ret(rmdir(path));
 }
 
-int io_access(const char *path, int mode)
+int io_access(const char *path, int mode) { return io_faccessat(AT_FDCWD, path, mode); }
+
+int io_faccessat(int dirfd, const char *path, int mode)
 {
     FAULT(IO_ACCESS);
-    return ret(access(path, mode));
+    return ret(faccessat(dirfd, path, mode, 0));
+}
+
+int io_fstatat(int dirfd, const char *path, struct stat *st, int flags)
+{
+    FAULT(IO_FSTAT);
+    return ret(fstatat(dirfd, path, st, flags));
 }
 
 int io_flock(int fd, int op)
@@ -521,10 +533,23 @@ static int read_entry(DIR *d, struct dirent **e)
 
 int io_dir_each(const char *path, int (*fn)(void *arg, int dirfd, const char *name), void *arg)
 {
+    return io_dir_each_at(AT_FDCWD, path, fn, arg);
+}
+
+int io_dir_each_at(int at, const char *path,
+                   int (*fn)(void *arg, int dirfd, const char *name), void *arg)
+{
     FAULT(IO_OPENDIR);
-    DIR *d = opendir(path);
-    if (!d)
+    /* opendir(3)'s flags, relative to at: an open file description of its own */
+    int fd = openat(at, path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
     int rc;
     struct dirent *e;
     while ((rc = read_entry(d, &e)) == 0 && e) {

@@ -119,6 +119,17 @@ int io_fsync_dir(const char *path);
 int io_link(const char *from, const char *to);
 int io_rename(const char *from, const char *to);
 int io_unlink(const char *path);
+/*
+ * The same calls relative to an open directory (dirfd, or AT_FDCWD), so that a caller that opened
+ * its directory once keeps working in THAT directory: once it is removed, names made there fail
+ * (-ENOENT) and a directory made again by the same path is never touched (wal.c). Fault
+ * injection counts and fails them as the path calls: IO_LINK, IO_UNLINK, IO_ACCESS, IO_FSTAT.
+ */
+int io_linkat(int fromdir, const char *from, int todir, const char *to);
+int io_unlinkat(int dirfd, const char *path);
+int io_faccessat(int dirfd, const char *path, int mode);
+/* fstatat(2) with flags (AT_SYMLINK_NOFOLLOW, ...). */
+int io_fstatat(int dirfd, const char *path, struct stat *st, int flags);
 /* symlink(target, path); readlink(path) into buf, NUL-terminated: its length, -ENAMETOOLONG when
  * it does not fit, -EINVAL when path is not a symbolic link. */
 int io_symlink(const char *target, const char *path);
@@ -136,6 +147,11 @@ int io_flock(int fd, int op);
  * per readdir call, the one that finds the end included).
  */
 int io_dir_each(const char *path, int (*fn)(void *arg, int dirfd, const char *name), void *arg);
+/* The same for the directory path names relative to at ("." for the directory at itself: a walk
+ * of its own, with its own position, so concurrent walks of one descriptor do not disturb each
+ * other; a removed directory is walked as empty). */
+int io_dir_each_at(int at, const char *path, int (*fn)(void *arg, int dirfd, const char *name),
+                   void *arg);
 
 /* Fill buf with len random bytes (getrandom(2) with flags): 0 or -errno. */
 int io_getrandom(void *buf, size_t len, unsigned flags);

@@ -1,7 +1,6 @@
 /*
  * loghead.c - the log's head file (loghead.h; bytes in docs/FORMAT.md 8.11).
  */
-#define _GNU_SOURCE /* O_PATH */
 #include "loghead.h"
 
 #include <errno.h>
@@ -163,9 +162,9 @@ void loghead_close(struct loghead *lh)
 
 int loghead_sync(struct loghead *lh) { return io_fsync(lh->fd); }
 
-/* Is fd (flocked) still the file path names? 1, 0 (unlinked, or the name is another file's
- * now), or -errno. */
-static int still_named(int fd, const char *path)
+/* Is fd (flocked) still the file path (relative to at) names? 1, 0 (unlinked, or the name is
+ * another file's now), or -errno. */
+static int still_named(int fd, int at, const char *path)
 {
     struct stat mine, named;
     int err = io_fstat(fd, &mine);
@@ -173,19 +172,16 @@ static int still_named(int fd, const char *path)
         return err;
     if (mine.st_nlink == 0)
         return 0;
-    int pfd = io_open(path, O_PATH | O_CLOEXEC, 0); /* stat(2) through io.h */
-    if (pfd == -ENOENT)
+    err = io_fstatat(at, path, &named, 0);
+    if (err == -ENOENT)
         return 0;
-    if (pfd < 0)
-        return pfd;
-    err = io_fstat(pfd, &named);
-    io_close(pfd);
     if (err)
         return err;
     return mine.st_dev == named.st_dev && mine.st_ino == named.st_ino;
 }
 
 /*
+ * Open (made with file mode `mode` if missing) and flock the lock file at path, relative to at.
  * A lock on a file that no longer has the name locks nothing: shmq_unlink() removes .recover
  * (with the whole directory) while it holds the lock, and a locker that opened the file before
  * and waited gets the lock of an inode nobody else will ever lock again, while a queue made
@@ -194,22 +190,32 @@ static int still_named(int fd, const char *path)
  * or we start again, and find the directory gone (-ENOENT: the queue was deleted) or the new
  * file. A delete releases its lock only after its rmdir, so the retry sees the outcome.
  */
-int loghead_lock(const char *dir, int op, uint32_t mode)
+static int lock_file(int at, const char *path, int op, uint32_t mode)
 {
-    char path[SHMQ_LOG_DIR_MAX + 96];
-    snprintf(path, sizeof(path), "%s/.recover", dir);
     for (;;) {
-        int fd = io_open(path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd == -ENOENT && (fd = io_open(path, O_RDONLY | O_CREAT | O_CLOEXEC, mode)) >= 0)
+        int fd = io_openat(at, path, O_RDONLY | O_CLOEXEC, 0);
+        if (fd == -ENOENT && (fd = io_openat(at, path, O_RDONLY | O_CREAT | O_CLOEXEC, mode)) >= 0)
             io_fchmod(fd, mode); /* best effort: the umask must not keep a shared queue's users out */
         if (fd < 0)
             return fd;
         CRASH_POINT(lock_before_flock);
         int err = io_flock(fd, op);
-        if (!err && (err = still_named(fd, path)) == 1)
+        if (!err && (err = still_named(fd, at, path)) == 1)
             return fd;
         io_close(fd);
         if (err)
             return err;
     }
+}
+
+int loghead_lock(const char *dir, int op, uint32_t mode)
+{
+    char path[SHMQ_LOG_DIR_MAX + 96];
+    snprintf(path, sizeof(path), "%s/.recover", dir);
+    return lock_file(AT_FDCWD, path, op, mode);
+}
+
+int loghead_lock_at(int dirfd, int op, uint32_t mode)
+{
+    return lock_file(dirfd, ".recover", op, mode);
 }

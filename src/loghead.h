@@ -70,5 +70,8 @@ int loghead_sync(struct loghead *lh);
  * file the name has once it is held: one unlinked meanwhile (a delete) is let go and the name
  * opened again; -ENOENT when the directory went with it (the queue was deleted). */
 int loghead_lock(const char *dir, int op, uint32_t mode);
+/* The same in the directory open as dirfd (wal.c: a removed directory stays removed for it:
+ * -ENOENT, never the lock of a directory made again by that path). */
+int loghead_lock_at(int dirfd, int op, uint32_t mode);
 
 #endif

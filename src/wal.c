@@ -6,7 +6,11 @@
  * evictor's remove-then-check, both seq_cst) so an evicted mapping is unmapped only when no
  * thread of this process writes into it. A file is made complete under a temporary name and
  * link()ed into place, so a visible wal.N always has a valid header: a writer that finds no file
- * makes it, and two that race both succeed (the loser of link() maps the winner's file).
+ * makes it, and two that race both succeed (the loser of link() maps the winner's file). Every
+ * file operation is relative to the log directory opened once by wal_open() (dirfd), never to
+ * its path: a process of a queue deleted and made again by the same name works in the deleted
+ * directory, where nothing can be made, and never touches the new one (docs/DESIGN.md,
+ * "Delete, then make again by the same name").
  *
  * Retention: a file is deleted (wal_maintain) only below both the file being written and the
  * lowest file any slot still refers to (slot.wal_seq, set to a lower bound before a publish
@@ -70,6 +74,7 @@ struct wal {
     struct loghead head; /* the log's generations (loghead.h) */
     uint64_t gen;        /* ours: the segment's log_gen */
     char dir[SHMQ_LOG_DIR_MAX + 64];
+    int dirfd; /* dir, opened once by wal_open(): every log file is reached relative to it */
     uint64_t file_size, usable;
     pthread_mutex_t lock; /* the miss path: mapping, evicting */
     _Atomic(struct walmap *) cache[WAL_CACHE];
@@ -100,9 +105,10 @@ uint32_t wal_header_crc(const struct wal_file_header *h)
     return crc32c(0, h, offsetof(struct wal_file_header, crc));
 }
 
-static void file_path(const struct wal *w, uint64_t seq, char *buf, size_t size)
+/* The name of log file seq in w->dirfd. */
+static void file_name(uint64_t seq, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s/wal.%010llu", w->dir, (unsigned long long)seq);
+    snprintf(buf, size, "wal.%010llu", (unsigned long long)seq);
 }
 
 uint64_t wal_seq_of(const struct wal *w, uint64_t pos) { return pos / w->usable; }
@@ -175,11 +181,14 @@ const _Atomic uint64_t *wal_gen_word(const struct wal *w, uint64_t *mine)
 /* Make wal.seq complete under a temporary name, then link it into place. */
 static int make_file(struct wal *w, uint64_t seq)
 {
-    char tmp[SHMQ_LOG_DIR_MAX + 128], path[SHMQ_LOG_DIR_MAX + 96];
-    file_path(w, seq, path, sizeof(path));
+    char tmp[64], path[32];
+    file_name(seq, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%lx", path, (int)getpid(), (unsigned long)pthread_self());
     uint32_t mode = logdir_file_mode(w->seg->layout.mode); /* a shared queue's users log too */
-    int fd = io_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    CRASH_POINT(make_file_before_create);
+    /* in OUR directory: once shmq_unlink() removed it, this fails (-ENOENT), also when a queue
+     * was made again by that name: a directory of the same path is another one (R2-4) */
+    int fd = io_openat(w->dirfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd < 0)
         return fd;
     struct wal_file_header h;
@@ -206,11 +215,11 @@ static int make_file(struct wal *w, uint64_t seq)
         err = io_fsync(fd);
     io_close(fd);
     bool linked = false;
-    if (!err && (err = io_link(tmp, path)) == -EEXIST)
+    if (!err && (err = io_linkat(w->dirfd, tmp, w->dirfd, path)) == -EEXIST)
         err = 0; /* a racer made it first: use theirs */
     else if (!err)
         linked = true;
-    int uerr = io_unlink(tmp);
+    int uerr = io_unlinkat(w->dirfd, tmp);
     if (uerr && uerr != -ENOENT)
         log_failed(w, uerr); /* a full-size file left: counted; maintenance removes it later */
     /* F1 (a seq_cst load after our link, a system call): retention moves wal_oldest_seq before
@@ -219,15 +228,15 @@ static int make_file(struct wal *w, uint64_t seq)
      * acknowledged can be in it. A file made by a writer of an older generation is left: a
      * recovery may have read it, and its other writers' records with it; docs/DESIGN.md.) */
     if (linked && seq < atomic_load(&w->seg->hdr->wal_oldest_seq)) {
-        io_unlink(path);
+        io_unlinkat(w->dirfd, path);
         return -ESTALE;
     }
     if (linked && !gen_live(w)) {
         if (fenced(w) == 0)
-            io_unlink(path); /* a deleted queue's file, in a directory made again by its name */
-        return -EIDRM;       /* fenced meanwhile: write nothing more */
+            io_unlinkat(w->dirfd, path); /* a deleted queue's file, in its directory going away */
+        return -EIDRM;                   /* fenced meanwhile: write nothing more */
     }
-    io_fsync_dir(w->dir); /* the new name is durable too (SYNC promises power-loss safety) */
+    io_fsync(w->dirfd); /* the new name is durable too (SYNC promises power-loss safety) */
     return err;
 }
 
@@ -243,12 +252,12 @@ static bool seq_believable(struct wal *w, uint64_t seq)
     if (seq <= atomic_load(&w->seg->hdr->wal_oldest_seq) + WAL_POS_SLACK ||
         seq == w->seg->layout.wal_base_pos / w->usable)
         return true;
-    char path[SHMQ_LOG_DIR_MAX + 96];
-    file_path(w, seq, path, sizeof(path));
-    if (io_access(path, F_OK) == 0)
+    char name[32];
+    file_name(seq, name, sizeof(name));
+    if (io_faccessat(w->dirfd, name, F_OK) == 0)
         return true;
-    file_path(w, seq - 1, path, sizeof(path));
-    return io_access(path, F_OK) == 0;
+    file_name(seq - 1, name, sizeof(name));
+    return io_faccessat(w->dirfd, name, F_OK) == 0;
 }
 
 static void close_pending(struct wal *w);
@@ -256,9 +265,9 @@ static void close_pending(struct wal *w);
 /* Map wal.seq, making it if it does not exist (and was not deleted as old). */
 static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
 {
-    char path[SHMQ_LOG_DIR_MAX + 96];
-    file_path(w, seq, path, sizeof(path));
-    int fd = io_open(path, O_RDWR | O_CLOEXEC, 0);
+    char name[32];
+    file_name(seq, name, sizeof(name));
+    int fd = io_openat(w->dirfd, name, O_RDWR | O_CLOEXEC, 0);
     if (fd == -ENOENT) {
         /* acquire: pairs with the release in wal_maintain: deleted files stay deleted */
         if (seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire))
@@ -268,7 +277,7 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         int err = make_file(w, seq);
         if (err)
             return err;
-        fd = io_open(path, O_RDWR | O_CLOEXEC, 0);
+        fd = io_openat(w->dirfd, name, O_RDWR | O_CLOEXEC, 0);
     }
     if (fd < 0)
         return fd;
@@ -378,7 +387,7 @@ static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
 static int remake_head(struct wal *w)
 {
     uint32_t mode = logdir_file_mode(w->seg->layout.mode);
-    int lock = loghead_lock(w->dir, LOCK_EX, mode);
+    int lock = loghead_lock_at(w->dirfd, LOCK_EX, mode);
     if (lock < 0)
         return lock;
     int err = loghead_open(w->dir, false, 0, &w->head); /* another opener remade it first */
@@ -398,15 +407,24 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
     w->usable = w->file_size - WAL_HEADER_SIZE;
     snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
     w->gen = seg->layout.log_gen;
-    /* made at create; checked at open (missing: the first append reports it) */
+    w->dirfd = -1;
+    /* made at create, checked at open; then opened once: every log file operation from now on
+     * is relative to this directory, never to its path (R2-4: a queue deleted and made again
+     * by the same name has another directory at the same path) */
     int err = create ? logdir_make(w->dir, seg->layout.mode) : logdir_check(w->dir, seg->layout.mode);
-    if (!create && err == -ENOENT)
-        err = 0;
+    if (!err) {
+        w->dirfd = io_open(w->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        err = w->dirfd < 0 ? w->dirfd : 0;
+    }
+    /* the head by path, once, here: were the directory replaced since the open above, the head
+     * is another queue's, whose generation is not ours (random at create): fenced (E1) */
     if (!err)
         err = loghead_open(w->dir, false, 0, &w->head);
-    if (err == -ENOENT && io_access(w->dir, F_OK) == 0)
+    if (err == -ENOENT && w->dirfd >= 0)
         err = remake_head(w);
     if (err) {
+        if (w->dirfd >= 0)
+            io_close(w->dirfd);
         free(w);
         return err;
     }
@@ -432,6 +450,7 @@ void wal_close(struct wal *w)
         free(m);
     }
     loghead_close(&w->head);
+    io_close(w->dirfd);
     pthread_mutex_destroy(&w->lock);
     free(w);
 }
@@ -541,6 +560,16 @@ static void pad_spill(struct wal *w, uint64_t seq, uint64_t spill)
     put_map(m);
 }
 
+/* Our log directory (the one wal_open() opened) was removed, or its path names another one. */
+static bool dir_gone(const struct wal *w)
+{
+    struct stat ours, now;
+    if (io_fstat(w->dirfd, &ours) != 0)
+        return false; /* cannot tell: not taken as deleted */
+    return ours.st_nlink == 0 || io_fstatat(AT_FDCWD, w->dir, &now, 0) != 0 ||
+           now.st_ino != ours.st_ino || now.st_dev != ours.st_dev;
+}
+
 /*
  * Our log directory is gone. shmq_unlink() removes the segment's name before the directory, so
  * a segment name that is gone too means the queue was deleted (the log went with it, and the
@@ -583,7 +612,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
             continue; /* a reservation in a file already retired: take another */
         if (err == -EIDRM)
             return fenced(w); /* fenced (a newer generation): not a failure of the log */
-        if (err == -ENOENT && io_access(w->dir, F_OK) != 0 && queue_deleted(w))
+        if (err == -ENOENT && dir_gone(w) && queue_deleted(w))
             return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
         /* acquire: pairs with the release in wal_maintain. The file was there to be made but
@@ -847,7 +876,7 @@ static int count_file(void *arg, int dirfd, const char *name)
 uint32_t wal_count_files(struct wal *w)
 {
     uint32_t n = 0;
-    return io_dir_each(w->dir, count_file, &n) == 0 ? n : 0;
+    return io_dir_each_at(w->dirfd, ".", count_file, &n) == 0 ? n : 0;
 }
 
 /* The lowest wal.N in the directory that is >= *(uint64_t *)arg's floor (arg: {floor, min}). */
@@ -874,9 +903,7 @@ static int remove_dead_tmp(void *arg, int dirfd, const char *name)
     long pid = strtol(t + 5, &end, 10);
     if (*end != '.' || pid <= 0 || pid > INT32_MAX || !pid_gone((int)pid))
         return 0;
-    char path[SHMQ_LOG_DIR_MAX + 128];
-    snprintf(path, sizeof(path), "%s/%s", (const char *)arg, name);
-    io_unlink(path);
+    io_unlinkat(dirfd, name); /* dirfd: the walk's, of our directory */
     return 0;
 }
 
@@ -904,7 +931,7 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
         /* a long way to go (a garbage or very old wal_oldest_seq): start at the lowest file on
          * disk instead of unlinking every number on the way; below it nothing exists */
         uint64_t fm[2] = {oldest, limit};
-        if (io_dir_each(w->dir, lowest_file, fm) == 0 && fm[1] > oldest)
+        if (io_dir_each_at(w->dirfd, ".", lowest_file, fm) == 0 && fm[1] > oldest)
             /* release: as below: the files skipped do not exist, and are never made again */
             atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &oldest, fm[1],
                                                     memory_order_release, memory_order_relaxed);
@@ -915,7 +942,7 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
         if (err)
             return err;
         /* deletions only with the log in our generation, and no recovery reading it */
-        lock = loghead_lock(w->dir, LOCK_SH | LOCK_NB, logdir_file_mode(w->seg->layout.mode));
+        lock = loghead_lock_at(w->dirfd, LOCK_SH | LOCK_NB, logdir_file_mode(w->seg->layout.mode));
         if (lock < 0)
             limit = oldest; /* a recovery is at work: skip deleting this pass */
         else if (!wal_gen_live(w)) {
@@ -928,9 +955,9 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
         if (!atomic_compare_exchange_strong_explicit(&h->wal_oldest_seq, &oldest, oldest + 1,
                                                      memory_order_release, memory_order_relaxed))
             continue;
-        char path[SHMQ_LOG_DIR_MAX + 96];
-        file_path(w, oldest, path, sizeof(path));
-        int err = io_unlink(path);
+        char name[32];
+        file_name(oldest, name, sizeof(name));
+        int err = io_unlinkat(w->dirfd, name);
         if (err && err != -ENOENT) {
             /* F3: the file stays, so does the bound (it is still there; a writer that saw the
              * new bound made nothing): counted, and the next pass tries it again. relaxed: a
@@ -947,7 +974,7 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     }
     if (lock >= 0) {
         if (deleted > 0) /* files of makers killed (or whose unlink failed) before cleaning up */
-            io_dir_each(w->dir, remove_dead_tmp, w->dir);
+            io_dir_each_at(w->dirfd, ".", remove_dead_tmp, NULL);
         io_close(lock);
     }
     pthread_mutex_lock(&w->lock);
@@ -957,7 +984,6 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
 }
 
 struct remove {
-    const char *dir;
     bool heads; /* this walk removes the head files (the last walk), else the others */
     int err;
 };
@@ -965,11 +991,9 @@ struct remove {
 static int remove_file(void *arg, int dirfd, const char *name)
 {
     struct remove *r = arg;
-    char path[SHMQ_LOG_DIR_MAX + 128];
     bool head = strncmp(name, "head", 4) == 0; /* head, and a head.tmp.PID left by a kill */
     if (head ? r->heads : strncmp(name, "wal.", 4) == 0 || strcmp(name, ".recover") == 0) {
-        snprintf(path, sizeof(path), "%s/%s", r->dir, name);
-        int err = io_unlink(path);
+        int err = io_unlinkat(dirfd, name); /* in the directory walked, whatever its path */
         if (err && err != -ENOENT && !r->err)
             r->err = err; /* F4: the first real failure is the answer, not rmdir's ENOTEMPTY */
     }
@@ -980,7 +1004,7 @@ static int remove_file(void *arg, int dirfd, const char *name)
  * keeps a recovery from rebuilding the deleted queue out of the files a failure left (F4). */
 int wal_remove_dir(const char *dir)
 {
-    struct remove r = {dir, false, 0};
+    struct remove r = {false, 0};
     int err = io_dir_each(dir, remove_file, &r);
     if (!err && !r.err) {
         r.heads = true;

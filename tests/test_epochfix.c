@@ -4,6 +4,10 @@
  *  - recreate_same_name (F2): a handle of a deleted queue, the queue made again by its name: the
  *    old handle's publishes write nothing into the new queue's log (returning 0, as a deleted
  *    queue's do), and a rebuild of the new queue delivers exactly the new queue's messages.
+ *  - recreate_while_a_writer_makes_a_file (R2-4): a writer of a deleted queue, stopped as it
+ *    is about to make a log file, continues after the queue was made again by its name: it makes
+ *    nothing in the new queue's directory (its directory is the deleted one) and gets an error;
+ *    every publish of the new queue succeeds.
  *  - head_never_completed (F7, F6): a head whose words are still 0 (what a recovery killed inside
  *    its head remake left before heads were made whole and renamed into place) does not make an
  *    intact log "no such queue"; the head made again has the shared queue's file mode.
@@ -25,6 +29,7 @@
 
 #include <dirent.h>
 
+#include "io.h"
 #include "wal.h"
 #include "walscan.h"
 
@@ -90,6 +95,70 @@ Test(epochfix, recreate_same_name)
     }
     shmq_close(nq);
 }
+
+#ifdef SHMQ_CRASH_POINTS
+static const char *rw_name;
+static int *rw_rc; /* shared: the stale writer's publish result */
+
+/* Opens the queue, then publishes: its first record needs wal.0, which nobody made yet; it stops
+ * at make_file_before_create. Its second unlink from then on fails (EIO): where a file is made
+ * by path (in the directory made again by the name), the first unlink is the temporary name's
+ * and the second the file's own, taken back as fenced by the delete: the file then stays, as it
+ * would if the writer were stopped again (or killed) between its link and that unlink. */
+static int stale_writer(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "make_file_before_create", 1);
+    setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    shmq_t *q;
+    if (shmq_open(rw_name, &q))
+        return 10;
+    io_fault_arm(IO_UNLINK, 2, EIO);
+    *rw_rc = shmq_publish(q, "OLD", 3, NULL);
+    return 0;
+}
+
+/* R2-4: a writer stopped inside its append while the queue is deleted and made again used to
+ * make its log file by path, in the new queue's directory, with its own (deleted) generation in
+ * the header: the new queue's publishes that needed that file failed with -EIO. */
+Test(epochfix, recreate_while_a_writer_makes_a_file)
+{
+    rw_name = h_qname("remake");
+    rw_rc = h_shared_alloc(sizeof(*rw_rc));
+    *rw_rc = 1;
+    pid_t k = h_fork_gated(stale_writer, NULL);
+    shmq_config_t cfg = log_config(64);
+    shmq_t *q;
+    h_assert_rc(shmq_create(rw_name, &cfg, &q), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(k, 30000, &st), 0, "the writer did not stop at its crash point");
+    cr_assert(WIFSTOPPED(st), "the writer did not stop at its crash point (%d)", st);
+    h_assert_rc(shmq_unlink(rw_name), 0);
+    h_assert_rc(shmq_create(rw_name, &cfg, &q), 0); /* nothing published yet: no wal.0 */
+    h_assert_rc(kill(k, SIGCONT), 0);
+    h_assert_child_ok(k, 30000, "the stale writer");
+    cr_expect_eq(
+        *rw_rc, -EIDRM,
+        "the deleted queue's writer got %d (%s), not -EIDRM (the name is another queue's now)",
+        *rw_rc, shmq_strerror(*rw_rc));
+    char buf[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(buf, sizeof buf, "NEW-%d", i);
+        int rc = shmq_publish(q, buf, strlen(buf), NULL);
+        cr_assert_eq(rc, 0, "publish %d of the new queue: %d (%s)", i, rc, shmq_strerror(rc));
+    }
+    char got[32][16];
+    int n = drain_strings(q, got, 32);
+    cr_assert_eq(n, 20, "delivered %d of 20", n);
+    for (int i = 0; i < 20; i++) {
+        snprintf(buf, sizeof buf, "NEW-%d", i);
+        cr_assert_str_eq(got[i], buf, "message %d: %s, published %s", i, got[i], buf);
+    }
+    h_assert_rc(shmq_close(q), 0);
+}
+#endif
 
 static void head_path(const char *name, char *buf, size_t size)
 {
