@@ -5,6 +5,7 @@
  * log (shmq_recover(), recover.c), so this file sits above recovery.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -148,36 +149,59 @@ int shmq_close(shmq_t *q)
 
 int shmq_unlink_segment(const char *name) { return segment_unlink(name); }
 
-int shmq_unlink(const char *name)
+/* The log directory of queue name into dir: the one its segment names, or with no segment the
+ * one the state directory names; "" if neither (no log, or a queue without one). */
+static void find_log(const char *name, char *dir, size_t size)
 {
-    char dir[SHMQ_LOG_DIR_MAX + 64];
     struct segment seg;
-    int err = segment_check_name(name);
-    if (err)
-        return err;
     dir[0] = 0;
     if (segment_open(name, true, &seg) == 0) {
-        memcpy(dir, seg.layout.log_dir,
-               sizeof(seg.layout.log_dir) < sizeof(dir) ? sizeof(seg.layout.log_dir) : sizeof(dir));
-        dir[sizeof(dir) - 1] = 0;
+        snprintf(dir, size, "%.*s", (int)sizeof(seg.layout.log_dir), seg.layout.log_dir);
         segment_close(&seg);
-    } else if (logdir_find(name, NULL, dir, sizeof(dir)) != 0) {
-        dir[0] = 0; /* no segment: the log the state directory names */
+    } else if (logdir_find(name, NULL, dir, size) != 0) {
+        dir[0] = 0;
     }
-    int seg_err = shmq_unlink_segment(name);
-    int log_err = -ENOENT;
-    if (dir[0]) {
-        /* fence every holder first (under the lock: no creator or recoverer at work), so that
-         * none writes into the files of a queue made again by this name (loghead.h) */
-        int lock = loghead_lock(dir, LOCK_EX, 0600);
-        if (lock >= 0)
-            loghead_fence_deleted(dir);
-        log_err = wal_remove_dir(dir);
+}
+
+/*
+ * Delete: under the exclusive .recover flock, the segment, then the head fenced, then the log,
+ * then the state directory's pointer (docs/DESIGN.md, "Delete, create and recovery of one
+ * name"). The lock comes first (review R2-2): a recovery between the segment's removal and a
+ * later lock rebuilt the queue being deleted, and what was left could be neither opened nor made
+ * again. Under the lock nobody rebuilds nor creates, and a recovery that waits for it finds the
+ * directory gone (loghead_lock(): -ENOENT) or its head fenced. The directory is looked up again
+ * under the lock: a segment made meanwhile by the name may name another one.
+ */
+int shmq_unlink(const char *name)
+{
+    char dir[SHMQ_LOG_DIR_MAX + 64], again[SHMQ_LOG_DIR_MAX + 64];
+    int err = segment_check_name(name), lock = -1;
+    if (err)
+        return err;
+    for (find_log(name, dir, sizeof(dir)); dir[0]; snprintf(dir, sizeof(dir), "%s", again)) {
+        /* -ENOENT: the directory went (by hand, or another delete); the segment still goes.
+         * Another error (EACCES, ...): the delete goes on unlocked, as far as it can */
+        lock = loghead_lock(dir, LOCK_EX, 0600);
+        find_log(name, again, sizeof(again));
+        /* the same directory, and locked or still gone (not made since by a create) */
+        if (strcmp(dir, again) == 0 && (lock != -ENOENT || io_access(dir, F_OK) != 0))
+            break;
         if (lock >= 0)
             io_close(lock);
+        lock = -1;
     }
-    if (dir[0] && (log_err == 0 || log_err == -ENOENT))
+    int seg_err = shmq_unlink_segment(name);
+    if (!dir[0])
+        return seg_err;
+    /* fence every holder before the files go, so that none writes into the files of a queue
+     * made again by this name (loghead.h) */
+    if (lock >= 0)
+        loghead_fence_deleted(dir);
+    int log_err = wal_remove_dir(dir);
+    if (log_err == 0 || log_err == -ENOENT)
         logdir_unpoint(name, dir); /* else kept: a second call finds the log again */
+    if (lock >= 0)
+        io_close(lock); /* after the rmdir: a waiter retries and finds no directory */
     if (log_err && log_err != -ENOENT)
         return log_err; /* F4: the log is still there (fenced: never recovered as the queue) */
     return seg_err == 0 || log_err == 0 ? 0 : seg_err;

@@ -54,6 +54,24 @@ static int recover_main(void *arg)
     return 0;
 }
 
+static int open_main(void *arg)
+{
+    struct ul_shared *sh = *(struct ul_shared **)arg;
+    shmq_t *q;
+    int rc = shmq_open(sh->name, &q);
+    if (rc == 0)
+        shmq_close(q);
+    atomic_store(&sh->rc, rc);
+    return 0;
+}
+
+static int unlink_main(void *arg)
+{
+    struct ul_shared *sh = *(struct ul_shared **)arg;
+    atomic_store(&sh->rc, shmq_unlink(sh->name));
+    return 0;
+}
+
 static int create_main(void *arg)
 {
     struct ul_shared *sh = *(struct ul_shared **)arg;
@@ -252,4 +270,54 @@ Test(unlink, r2_1_a_recovery_waiting_across_a_delete_finds_it_deleted)
     ul_dir(rs->name, dir, sizeof dir);
     cr_assert(access(dir, F_OK) != 0, "R left a log directory of the deleted queue");
     ul_deleted_whole(rs->name);
+}
+
+Test(unlink, r2_2_a_rebuild_before_the_deletes_lock_is_deleted_with_the_queue)
+{
+    /* The segment is lost; the delete looked the log up and stops before its flock; an open
+     * rebuilds the queue meanwhile (before the delete: it may). Before R2-2 the delete had
+     * removed the (missing) segment before that point, so the rebuilt one stayed: open said
+     * -ENOENT (no log), create -EEXIST (a segment). */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *us = ul_setup("ulR2a");
+    ul_make(us->name);
+    cr_assert_eq(shmq_unlink_segment(us->name), 0);
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "lock_before_flock", 1, 0);
+    ul_stopped(u, "delete U");
+    shmq_t *q;
+    int rc = shmq_open(us->name, &q); /* rebuilds */
+    cr_assert_eq(rc, 0, "open (rebuild) before the delete: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_close(q), 0);
+    kill(u, SIGCONT);
+    t_assert_exit0(u, WAIT_MS, "delete U");
+    cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
+    ul_deleted_whole(us->name);
+}
+
+Test(unlink, r2_2_a_delete_waiting_for_a_rebuild_deletes_what_it_built)
+{
+    /* The segment is lost; a consumer's open rebuilds it and stops after E3, holding the lock;
+     * the delete comes and waits for the lock. Before R2-2 it had removed the (missing) segment
+     * first, so the rebuilt one stayed when the log went. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *os = ul_setup("ulR2b"), *us = t_shared(sizeof *us);
+    snprintf(us->name, sizeof us->name, "%s", os->name);
+    atomic_store(&us->rc, 1);
+    ul_make(os->name);
+    cr_assert_eq(shmq_unlink_segment(os->name), 0);
+    pid_t o = t_spawn_crash(open_main, &os, sizeof os, "recover_after_bump", 1, 0);
+    ul_stopped(o, "opener O (recovering)");
+    ino_t ino = ul_recover_ino(os->name);
+    cr_assert_neq(ino, 0);
+    pid_t u = t_spawn(unlink_main, &us, sizeof us);
+    cr_assert(ul_wait_blocked(u, ino), "the delete did not wait for the rebuild's lock");
+    kill(o, SIGCONT);
+    t_assert_exit0(o, WAIT_MS, "opener O");
+    t_assert_exit0(u, WAIT_MS, "delete U");
+    /* O's open maps the segment it rebuilt after letting the lock go: before the delete (0, a
+     * handle of the deleted queue) or after it (-ENOENT) */
+    int orc = atomic_load(&os->rc);
+    cr_assert(orc == 0 || orc == -ENOENT, "open (rebuild): %s", shmq_strerror(orc));
+    cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
+    ul_deleted_whole(os->name);
 }
