@@ -197,7 +197,7 @@ struct jval {
     enum jtype type;
     double num;
     bool b;
-    char *str;           /* J_STR (decoded, \u00XX as one byte) */
+    char *str;           /* J_STR (decoded: \uXXXX and surrogate pairs as UTF-8) */
     struct jval **items; /* J_ARR, J_OBJ (values) */
     char **keys;         /* J_OBJ */
     size_t n;
@@ -221,6 +221,46 @@ static H_UNUSED struct jval *jnew(enum jtype t)
     cr_assert(v);
     v->type = t;
     return v;
+}
+
+/* The four hex digits of a \\u escape (p->bad if they are not). */
+static H_UNUSED unsigned jhex4(struct jp *p)
+{
+    unsigned v = 0;
+    for (int d = 0; d < 4; d++) {
+        if (p->i >= p->n || !isxdigit((unsigned char)p->s[p->i])) {
+            p->bad = true;
+            return 0;
+        }
+        char h = p->s[p->i++];
+        v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' : (h | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* Code point v as UTF-8 into out; how many bytes (1..4). */
+static H_UNUSED size_t jutf8(char *out, unsigned v)
+{
+    if (v < 0x80) {
+        out[0] = (char)v;
+        return 1;
+    }
+    if (v < 0x800) {
+        out[0] = (char)(0xc0 | v >> 6);
+        out[1] = (char)(0x80 | (v & 0x3f));
+        return 2;
+    }
+    if (v < 0x10000) {
+        out[0] = (char)(0xe0 | v >> 12);
+        out[1] = (char)(0x80 | (v >> 6 & 0x3f));
+        out[2] = (char)(0x80 | (v & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | v >> 18);
+    out[1] = (char)(0x80 | (v >> 12 & 0x3f));
+    out[2] = (char)(0x80 | (v >> 6 & 0x3f));
+    out[3] = (char)(0x80 | (v & 0x3f));
+    return 4;
 }
 
 static H_UNUSED char *jstring(struct jp *p)
@@ -256,17 +296,16 @@ static H_UNUSED char *jstring(struct jp *p)
         case 'b': out[k++] = '\b'; break;
         case 'f': out[k++] = '\f'; break;
         case 'u': {
-            unsigned v = 0;
-            for (int d = 0; d < 4; d++) {
-                if (p->i >= p->n || !isxdigit((unsigned char)p->s[p->i])) {
+            unsigned v = jhex4(p);
+            if (v >= 0xd800 && v <= 0xdbff && p->i + 1 < p->n && p->s[p->i] == '\\' &&
+                p->s[p->i + 1] == 'u') { /* a surrogate pair */
+                p->i += 2;
+                unsigned lo = jhex4(p);
+                if (lo < 0xdc00 || lo > 0xdfff)
                     p->bad = true;
-                    break;
-                }
-                char h = p->s[p->i++];
-                v = v * 16 +
-                    (unsigned)(isdigit((unsigned char)h) ? h - '0' : (h | 0x20) - 'a' + 10);
+                v = 0x10000 + ((v - 0xd800) << 10) + (lo - 0xdc00);
             }
-            out[k++] = (char)(v & 0xff);
+            k += jutf8(out + k, v);
             break;
         }
         default: p->bad = true;

@@ -10,6 +10,8 @@
  *     examples; unknown options, missing or extra arguments exit 2;
  *   - every subcommand (and shmq-watchdog, shmq-bridge) refuses an unknown short option with
  *     exit 2 and a message naming it, inside a cluster too, never with help and exit 0;
+ *   - JSON output (sub, dlq list, replay) passes a payload that is valid UTF-8 through
+ *     unchanged and one that is not as data_b64 that decodes to the same bytes;
  *   - version: `shmq --version`, `shmq-watchdog --version` and `shmq-bridge --version` print
  *     "NAME VERSION" with the library's version (the headers' SHMQ_VERSION_STRING);
  *   - create applies every option (read back with shmq_get_config()), durability and log
@@ -564,6 +566,156 @@ Test(cli, pub_sub_round_trip_through_shell_pipelines)
     }
     run_free(&r);
     h_assert_rc(shmq_close(qb), 0);
+}
+
+/* ------------------------------------------------------------------ payloads in JSON */
+
+/* True if s[0..n) is valid UTF-8 (RFC 3629), written here apart from the tool's own check. */
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i], need, cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if ((c & 0xe0) == 0xc0)
+            need = 1, cp = c & 0x1f, min = 0x80;
+        else if ((c & 0xf0) == 0xe0)
+            need = 2, cp = c & 0x0f, min = 0x800;
+        else if ((c & 0xf8) == 0xf0)
+            need = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return false;
+        for (unsigned k = 1; k <= need; k++) {
+            if (i + k >= n || (s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += need + 1;
+    }
+    return true;
+}
+
+/* Decode standard padded base64 into out (at most max bytes); the length. Fails the test on
+ * anything that is not strict base64. */
+static size_t b64_decode(const char *in, unsigned char *out, size_t max)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(in), k = 0;
+    cr_assert(n % 4 == 0, "base64 '%s': length %zu is not a multiple of 4", in, n);
+    for (size_t i = 0; i < n; i += 4) {
+        uint32_t v = 0;
+        int pad = 0;
+        for (int j = 0; j < 4; j++) {
+            char ch = in[i + j];
+            const char *pos = ch ? strchr(alphabet, ch) : NULL;
+            if (ch == '=' && i + 4 == n && j >= 2) {
+                pad++;
+                v <<= 6;
+                continue;
+            }
+            cr_assert(pos && !pad, "base64 '%s': bad character at %zu", in, i + j);
+            v = v << 6 | (uint32_t)(pos - alphabet);
+        }
+        for (int j = 0; j < 3 - pad; j++) {
+            cr_assert(k < max, "base64 '%s' decodes to more than %zu bytes", in, max);
+            out[k++] = (unsigned char)(v >> (16 - 8 * j));
+        }
+    }
+    return k;
+}
+
+/* obj carries payload want (len bytes) as the tools promise: "data", the string itself, when it
+ * is valid UTF-8; else only "data_b64", which decodes to exactly those bytes. */
+static void assert_payload(struct jval *obj, const void *want, size_t len, const char *what)
+{
+    if (utf8_ok(want, len)) {
+        cr_assert_null(jget(obj, "data_b64"), "%s: valid UTF-8 sent as data_b64", what);
+        const char *got = jstr(obj, "data");
+        cr_assert(strlen(got) == len && memcmp(got, want, len) == 0,
+                  "%s: data '%s' is not the payload", what, got);
+        return;
+    }
+    cr_assert_null(jget(obj, "data"), "%s: a payload that is not UTF-8 came as data", what);
+    unsigned char got[64];
+    size_t n = b64_decode(jstr(obj, "data_b64"), got, sizeof got);
+    cr_assert(n == len && memcmp(got, want, len) == 0, "%s: data_b64 '%s' is not the payload",
+              what, jstr(obj, "data_b64"));
+}
+
+/* sub --json, dlq list --json and replay --json print a payload that is valid UTF-8 unchanged
+ * ("é", "€", an emoji: the same bytes in the output, not \u00XX per byte) and one that is not
+ * (0xff 0x00; a cut-off sequence) as data_b64 that decodes to the same bytes; every output is
+ * valid UTF-8. */
+Test(cli, json_passes_utf8_unchanged_and_base64s_the_rest)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } payloads[] = {
+#define P(lit) {lit, sizeof lit - 1}
+        P("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa6"), /* café € and U+1F4E6 */
+        P("tab\there\x01\n"),                       /* valid, with controls to escape */
+        P("\xff\x00"),                                /* not UTF-8, and a NUL */
+        P("ok\xc3"),                                   /* a sequence cut short */
+        P("\xed\xa0\x80"),                            /* an encoded surrogate */
+#undef P
+    };
+    enum { N = sizeof payloads / sizeof payloads[0] };
+    const char *name = h_qname("utf8");
+    shmq_config_t cfg = h_small_config(16, 256, 16);
+    cfg.max_attempts = 1; /* sub --nack makes each a dead letter */
+    cfg.durability = SHMQ_DURABILITY_PROCESS; /* replay reads the log */
+    shmq_t *q = NULL;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    for (size_t i = 0; i < N; i++)
+        h_assert_rc(shmq_publish(q, payloads[i].bytes, payloads[i].len, NULL), 0);
+
+    struct run r = RUN("sub", name, "--count", "5", "--nack", "--json", "--timeout-ms", "10000");
+    assert_exit(&r, 0, "sub --json");
+    cr_assert(utf8_ok((const unsigned char *)r.out, r.out_len), "sub --json is not UTF-8");
+    assert_contains(r.out, "\"data\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa6\"",
+                    "sub --json passes UTF-8 through as it is");
+    char *save, *line = strtok_r(r.out, "\n", &save);
+    for (size_t i = 0; i < N; i++, line = strtok_r(NULL, "\n", &save)) {
+        cr_assert(line, "sub --json: line %zu missing", i + 1);
+        struct jval *d = json_parse(line);
+        jassert_num(d, "len", (double)payloads[i].len);
+        assert_payload(d, payloads[i].bytes, payloads[i].len, "sub --json");
+        json_free(d);
+    }
+    run_free(&r);
+
+    r = RUN("dlq", name, "list", "--json");
+    assert_exit(&r, 0, "dlq list --json");
+    cr_assert(utf8_ok((const unsigned char *)r.out, r.out_len), "dlq list --json is not UTF-8");
+    struct jval *doc = json_parse(r.out);
+    for (size_t i = 0; i < N; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "dead_letters.%zu", i);
+        struct jval *d = jget(doc, path);
+        cr_assert(d, "dlq list --json: %s missing", path);
+        assert_payload(d, payloads[i].bytes, payloads[i].len, "dlq list --json");
+    }
+    json_free(doc);
+    run_free(&r);
+
+    r = RUN("replay", name, "--count", "5", "--json");
+    assert_exit(&r, 0, "replay --json");
+    cr_assert(utf8_ok((const unsigned char *)r.out, r.out_len), "replay --json is not UTF-8");
+    line = strtok_r(r.out, "\n", &save);
+    for (size_t i = 0; i < N; i++, line = strtok_r(NULL, "\n", &save)) {
+        cr_assert(line, "replay --json: line %zu missing", i + 1);
+        struct jval *d = json_parse(line);
+        assert_payload(d, payloads[i].bytes, payloads[i].len, "replay --json");
+        json_free(d);
+    }
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
 }
 
 Test(cli, pub_on_full_queue_and_sub_short_of_count_fail_with_documented_codes)

@@ -74,6 +74,29 @@ static bool js_lit(struct json_parser *p, const char *lit)
     return true;
 }
 
+/* The length of the valid UTF-8 character (two to four bytes) at s, or 0. */
+static size_t js_utf8_len(const unsigned char *s, size_t left)
+{
+    size_t need;
+    uint32_t cp, min;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        need = 2, cp = s[0] & 0x1f, min = 0x80;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        need = 3, cp = s[0] & 0x0f, min = 0x800;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        need = 4, cp = s[0] & 0x07, min = 0x10000;
+    else
+        return 0;
+    if (left < need)
+        return 0;
+    for (size_t k = 1; k < need; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : need;
+}
+
 static bool js_string(struct json_parser *p)
 {
     if (p->i >= p->n || p->s[p->i] != '"')
@@ -84,8 +107,15 @@ static bool js_string(struct json_parser *p)
             p->i++;
             return true;
         }
-        if (c < 0x20 || c >= 0x80) /* the tool promises pure ASCII */
+        if (c < 0x20) /* control characters are escaped */
             return false;
+        if (c >= 0x80) { /* the tool promises valid UTF-8 (RFC 3629) */
+            size_t k = js_utf8_len((const unsigned char *)p->s + p->i, p->n - p->i);
+            if (k == 0)
+                return false;
+            p->i += k - 1;
+            continue;
+        }
         if (c == '\\') {
             if (++p->i >= p->n)
                 return false;

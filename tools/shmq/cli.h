@@ -9,6 +9,7 @@
 #ifndef SHMQ_TOOLS_CLI_H
 #define SHMQ_TOOLS_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -83,17 +84,35 @@ const char *cli_why(int err, const char *name, const char *log_dir, char *buf, s
 
 /* output.c */
 
-/* Write len bytes of s as a JSON string literal with its quotes. Bytes outside printable ASCII
- * are written as \u00XX (read as Latin-1), so the result is valid JSON whatever s holds. */
+/* Write len bytes of s as a JSON string literal with its quotes: valid UTF-8 as it is, control
+ * characters escaped (\n, \u0001, ...), a byte that is not valid UTF-8 as \ufffd (a name or
+ * path is then shown, not kept: payloads go through json_payload()). Always valid JSON. */
 void json_string(FILE *out, const char *s, size_t len);
 
-/* Write len bytes of s between double quotes, with \", \\, \n, \r, \t and \xNN escapes. */
+/* A payload as one JSON member: "KEY":"..." (json_string()) when it is valid UTF-8, else
+ * "KEY_b64":"..." with the bytes in standard base64 (RFC 4648, padded), so that any payload
+ * comes out unchanged; `sub --json`, `replay --json` and `dlq list --json` print "data" this
+ * way (README, "The shmq command"). */
+void json_payload(FILE *out, const char *key, const void *data, size_t len);
+
+/* Write len bytes as standard base64 (RFC 4648 alphabet, '=' padding), no quotes. */
+void base64_write(FILE *out, const void *data, size_t len);
+
+/* Write len bytes of s between double quotes: printable ASCII and valid UTF-8 as they are,
+ * \", \\, \n, \r, \t, \xNN for other bytes (\u0080.. for C1 controls). */
 void text_quoted(FILE *out, const char *s, size_t len);
 
 /* Write len bytes as lowercase hex pairs, no separators. */
 void hex_bytes(FILE *out, const unsigned char *p, size_t len);
 
-/* True if every byte is printable ASCII, tab, newline or carriage return. */
+/* True if every character is printable: ASCII, tab, newline, carriage return, or valid UTF-8
+ * other than a C1 control. */
 int bytes_printable(const unsigned char *p, size_t len);
+
+/* The length (1..4) of the valid UTF-8 character that starts p (left bytes available), or 0
+ * if none does (RFC 3629: shortest form, no surrogates, at most U+10FFFF). */
+size_t utf8_char_len(const unsigned char *p, size_t left);
+/* True if all len bytes are valid UTF-8 (an empty string is). */
+bool utf8_valid(const void *p, size_t len);
 
 #endif

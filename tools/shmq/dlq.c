@@ -26,7 +26,8 @@ void cmd_dlq_help(FILE *out)
             "\n"
             "  list      each dead letter, oldest id first: id, attempt (deliveries it had),\n"
             "            reason, len, and the first %u bytes of its payload (text if printable,\n"
-            "            else hex); with --json the whole payload, as a JSON string\n"
+            "            else hex); with --json the whole payload: \"data\" (a string) when it\n"
+            "            is valid UTF-8, else \"data_b64\" (base64)\n"
             "  redrive   put dead letter ID (all without ID) back on the queue, attempt 0;\n"
             "            prints how many moved\n"
             "  purge     drop dead letter ID (all without ID); prints how many were dropped\n"
@@ -87,7 +88,7 @@ static int list(shmq_t *q, const char *name, bool json)
             emit_u64(&e, "attempt", d->attempt);
             emit_word(&e, "reason", reason_name(d->reason));
             emit_u64(&e, "len", d->len);
-            emit_bytes(&e, "data", d->data, d->len);
+            emit_payload(&e, "data", d->data, d->len);
             emit_end(&e);
             continue;
         }

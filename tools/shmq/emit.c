@@ -183,6 +183,21 @@ void emit_bytes(struct emitter *e, const char *k, const void *p, size_t len)
     done(e);
 }
 
+void emit_payload(struct emitter *e, const char *k, const void *p, size_t len)
+{
+    if (!e->json || utf8_valid(p, len)) {
+        emit_bytes(e, k, p, len);
+        return;
+    }
+    char k64[64];
+    snprintf(k64, sizeof k64, "%s_b64", k);
+    key(e, k64);
+    fputc('"', e->out);
+    base64_write(e->out, p, len);
+    fputc('"', e->out);
+    done(e);
+}
+
 void emit_hexbytes(struct emitter *e, const char *k, const void *p, size_t len)
 {
     key(e, k);

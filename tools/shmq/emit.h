@@ -46,6 +46,9 @@ void emit_null(struct emitter *e, const char *key); /* text: "-" */
 void emit_word(struct emitter *e, const char *key, const char *word);
 /* Untrusted bytes: quoted and escaped in both renderings. */
 void emit_bytes(struct emitter *e, const char *key, const void *p, size_t len);
+/* A payload: in JSON "key" as a string when it is valid UTF-8, else "key_b64" with its bytes in
+ * base64 (json_payload() in cli.h), so it comes out unchanged; in text as emit_bytes(). */
+void emit_payload(struct emitter *e, const char *key, const void *p, size_t len);
 /* Bytes as a hex string (quoted in JSON, bare in text). */
 void emit_hexbytes(struct emitter *e, const char *key, const void *p, size_t len);
 

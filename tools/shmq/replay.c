@@ -41,7 +41,8 @@ void cmd_replay_help(FILE *out)
         "  -F, --follow        at the end of the log, wait for new messages (poll) until\n"
         "                      --count, SIGINT or SIGTERM\n"
         "  --json              one JSON object per line: {\"id\":N,\"unix_ms\":N,\"len\":N,\n"
-        "                      \"data\":\"...\"} (bytes outside printable ASCII as \\u00XX)\n"
+        "                      \"data\":\"...\"}, or \"data_b64\":\"...\" (base64) for a payload\n"
+        "                      that is not valid UTF-8\n"
         "  -h, --help          this text\n"
         "\n"
         "Exit status: 0 done; 1 runtime error (no such queue, no log, stdout could not be\n"
@@ -165,9 +166,8 @@ static int parse_from(const char *s, shmq_replay_from_t *from)
 static bool print_msg(const shmq_msg_t *m, int64_t unix_ms, bool json)
 {
     if (json) {
-        printf("{\"id\":%" PRIu64 ",\"unix_ms\":%" PRId64 ",\"len\":%zu,\"data\":", m->id, unix_ms,
-               m->len);
-        json_string(stdout, m->data, m->len);
+        printf("{\"id\":%" PRIu64 ",\"unix_ms\":%" PRId64 ",\"len\":%zu,", m->id, unix_ms, m->len);
+        json_payload(stdout, "data", m->data, m->len);
         fputs("}\n", stdout);
     } else {
         fwrite(m->data, 1, m->len, stdout);

@@ -42,8 +42,9 @@ void cmd_sub_help(FILE *out)
         "                      after the queue's backoff delay (or to the dead letters once\n"
         "                      it reaches max_attempts)\n"
         "  --json              one JSON object per line: {\"id\":N,\"attempt\":N,\n"
-        "                      \"redelivered\":BOOL,\"len\":N,\"data\":\"...\"} (bytes outside\n"
-        "                      printable ASCII as \\u00XX)\n"
+        "                      \"redelivered\":BOOL,\"len\":N,\"data\":\"...\"}; data is the\n"
+        "                      payload as it is when it is valid UTF-8 (control characters\n"
+        "                      escaped), else \"data_b64\":\"...\" holds it in base64\n"
         "  -n, --name NAME     the consumer's name in the registry (default shmq-sub)\n"
         "  -h, --help          this text\n"
         "\n"
@@ -79,10 +80,9 @@ static int64_t mono_ms(void)
 static bool print_msg(const shmq_msg_t *m, bool json)
 {
     if (json) {
-        printf("{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"redelivered\":%s,\"len\":%zu,"
-               "\"data\":",
+        printf("{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"redelivered\":%s,\"len\":%zu,",
                m->id, m->attempt, (m->flags & SHMQ_MSG_REDELIVERED) ? "true" : "false", m->len);
-        json_string(stdout, m->data, m->len);
+        json_payload(stdout, "data", m->data, m->len);
         fputs("}\n", stdout);
     } else {
         fwrite(m->data, 1, m->len, stdout);
