@@ -54,16 +54,16 @@ static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uin
 }
 
 /* With no watchdog holding the lease, maintain the queue ourselves now and then. */
-static void cooperate(shmq_consumer_t *c)
+static void cooperate(shmq_consumer_t *c, uint64_t now)
 {
-    uint64_t now = now_ns_coarse();
     if (now < c->next_coop_ns)
         return;
     c->next_coop_ns = now + COOP_PERIOD_NS;
     shmq_maintain_if_unwatched(c->q, COOP_LEASE_MS);
 }
 
-static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
+/* now: the call's one reading of the coarse clock. */
+static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
 {
     shmq_t *q = c->q;
     uint64_t ticket;
@@ -97,9 +97,9 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         }
         uint32_t attempt = sl->attempt + 1;
         sl->attempt = attempt;
-        /* coarse clock, plus its lag rounded up: a deadline may pass a tick late, never early */
-        uint64_t due = queue_now_ms(q) + q->seg.layout.ack_deadline_ms +
-                       (coarse_lag_ns() + 999999) / 1000000;
+        /* coarse clock, plus its lag rounded up (due_pad_ms): a deadline may pass a tick late,
+         * never early */
+        uint64_t due = queue_ms_at(q, now) + c->due_pad_ms;
         /* relaxed: validated by its gen tag (slot.h) */
         atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
         uint32_t len = sl->len;
@@ -117,7 +117,7 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg)
         if (attempt > 1)
             count_own(c_self(c), CNT_REDELIVERED);
         if ((++c->deliveries & 1023) == 0)
-            cooperate(c);
+            cooperate(c, now);
         return 0;
     }
     return -EAGAIN;
@@ -134,10 +134,11 @@ struct recv_ctx {
  * maintains at most every COOP_PERIOD_NS. */
 static int receive_once(struct recv_ctx *ctx)
 {
-    registry_heartbeat(c_self(ctx->c));
-    int r = claim_ready_slot(ctx->c, ctx->msg);
+    uint64_t now = now_ns_coarse(); /* the one clock read of the try */
+    registry_heartbeat_at(c_self(ctx->c), now);
+    int r = claim_ready_slot(ctx->c, ctx->msg, now);
     if (r == -EAGAIN)
-        cooperate(ctx->c);
+        cooperate(ctx->c, now);
     return r;
 }
 
@@ -298,6 +299,8 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
     if (!c)
         return -ENOMEM;
     c->q = q;
+    c->due_pad_ms = q->seg.layout.ack_deadline_ms +
+                    (uint32_t)((coarse_lag_ns() + 999999) / 1000000); /* lag, rounded up */
     int err = registry_attach(&q->seg, ROLE_CONSUMER, name, &c->self, &c->self_word);
     if (err) {
         free(c);

@@ -188,12 +188,12 @@ static void release_bucket(shmq_t *q, uint64_t bi, uint64_t bw)
         atomic_store_explicit(&b->claimer, 0, memory_order_relaxed);
 }
 
-int dedup_claim(shmq_t *q, const void *key, size_t key_len, uint64_t *bi, uint64_t *bw,
-                uint64_t *id)
+int dedup_claim(shmq_t *q, const void *key, size_t key_len, uint64_t now, uint64_t *bi,
+                uint64_t *bw, uint64_t *id)
 {
     struct fingerprint fp = fingerprint(key, key_len);
     uint64_t set = (mix(fp.lo) % (q->seg.layout.dedup_buckets / DEDUP_WAYS)) * DEDUP_WAYS;
-    uint64_t now = queue_now_ms(q), found = 0;
+    uint64_t found = 0;
     for (int tries = 0;; tries++) {
         enum verdict v = look(q, set, &fp, now, UINT64_MAX, &found);
         if (v == V_DUPLICATE) {
@@ -218,14 +218,15 @@ int dedup_claim(shmq_t *q, const void *key, size_t key_len, uint64_t *bi, uint64
 }
 
 /* Called by publish.c between writing the message and its commit (P1): record and decide. */
-int dedup_commit(shmq_t *q, uint64_t bi, uint64_t bw, uint64_t msg_id, uint64_t token)
+int dedup_commit(shmq_t *q, uint64_t bi, uint64_t bw, uint64_t msg_id, uint64_t token,
+                 uint64_t now_ms)
 {
     struct dedup_bucket *b = bucket_at(q->seg.base, &q->seg.layout, bi);
     if (atomic_load_explicit(&b->word, memory_order_acquire) != bw)
         return -ESTALE; /* taken over (we were taken for dead): write nothing into it */
     atomic_store_explicit(&b->id, msg_id, memory_order_relaxed);
     atomic_store_explicit(&b->token, token, memory_order_relaxed);
-    atomic_store_explicit(&b->time_ms, queue_now_ms(q), memory_order_relaxed);
+    atomic_store_explicit(&b->time_ms, now_ms, memory_order_relaxed);
     CRASH_POINT(dedup_before_decide);
     uint64_t committed = bw_make(B_COMMITTED, bw_owner(bw), bw_gen(bw) + 1, bw_fp(bw));
     /* D1 (release): id, token, fp_lo and time are complete when COMMITTED is seen */

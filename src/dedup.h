@@ -42,13 +42,14 @@ bool dedup_should_roll_forward(struct shmq *q, uint32_t idx, struct slot *sl, ui
  *   -EINPROGRESS: a publish of the key is under way (or the set is all live claims).
  */
 #define DEDUP_DUPLICATE 1
-int dedup_claim(struct shmq *q, const void *key, size_t key_len, uint64_t *bucket,
+int dedup_claim(struct shmq *q, const void *key, size_t key_len, uint64_t now_ms, uint64_t *bucket,
                 uint64_t *bucket_word, uint64_t *id);
 
 /* Record the message of a claimed bucket and decide it (D1); -ESTALE if the claim was taken
- * over. dedup_abandon gives a claim back undecided. */
+ * over. dedup_abandon gives a claim back undecided. now_ms (both calls): the queue's clock
+ * (queue_ms_at()) as the publish read it, once. */
 int dedup_commit(struct shmq *q, uint64_t bucket, uint64_t bucket_word, uint64_t msg_id,
-                 uint64_t token);
+                 uint64_t token, uint64_t now_ms);
 void dedup_abandon(struct shmq *q, uint64_t bucket, uint64_t bucket_word);
 
 /* Rebuild: remember key -> id as committed now (recovery, single-threaded). */

@@ -56,6 +56,7 @@ struct keyed {
     const void *key;
     uint32_t key_len;
     uint64_t bucket, bucket_word;
+    uint64_t now_ns; /* the publish's one reading of the coarse clock */
 };
 
 /* A reservation we hold (word w) goes back to the free ring unpublished. */
@@ -102,7 +103,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     sl->len = (uint32_t)len;
     sl->attempt = 0;
     sl->dead_reason = 0;
-    sl->publish_ns = now_ns_coarse();
+    sl->publish_ns = k ? k->now_ns : now_ns_coarse(); /* the call's one clock read */
     /* P0 (release): the id above is this reservation's; the deadline field, tagged with our
      * RESERVED word, says so to maintenance (M0, acquire), which frees a dead producer's
      * reservation and logs ACK|ABORT only for an id it knows is its own. Before P0 the slot may
@@ -123,7 +124,8 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
         }
         CRASH_POINT(publish_after_log);
     }
-    if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w)) != 0) {
+    if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w),
+                          queue_ms_at(q, k->now_ns)) != 0) {
         give_back(q, idx, w);
         /* its PUBLISH record must not come back, nor its key */
         queue_log(q, WAL_ACK, msg_id, WAL_ACK_ABORT);
@@ -206,8 +208,9 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
     if (!q->seg.layout.dedup_buckets)
         return -ENOTSUP;
     uint64_t found = 0;
-    struct keyed k = {key, (uint32_t)key_len, 0, 0};
-    int rc = dedup_claim(q, key, key_len, &k.bucket, &k.bucket_word, &found);
+    struct keyed k = {key, (uint32_t)key_len, 0, 0, now_ns_coarse()};
+    int rc =
+        dedup_claim(q, key, key_len, queue_ms_at(q, k.now_ns), &k.bucket, &k.bucket_word, &found);
     if (rc == DEDUP_DUPLICATE) {
         if (id)
             *id = found;

@@ -9,8 +9,7 @@
 
 uint64_t queue_now_ms(const shmq_t *q)
 {
-    uint64_t now = now_ns_coarse(), created = q->seg.layout.created_ns;
-    return now > created ? (now - created) / 1000000ull : 0;
+    return queue_ms_at(q, now_ns_coarse());
 }
 
 uint64_t queue_now_ms_exact(const shmq_t *q)

@@ -36,6 +36,7 @@ struct shmq_consumer {
     int hb_running;
     uint32_t hb_interval_ms;
     uint32_t deliveries;      /* every 1024th checks whether maintenance is unwatched */
+    uint32_t due_pad_ms;      /* ack deadline + the coarse clock's lag in ms, rounded up */
     uint64_t next_coop_ns;    /* earliest time for the next such check */
 };
 
@@ -60,8 +61,17 @@ static inline void count_own(struct proc_entry *e, enum counter cnt)
     atomic_store_explicit(&e->counters[cnt], v + 1, memory_order_relaxed);
 }
 
-/* ms since the segment was created: the unit of slot deadlines. queue_now_ms() reads the
- * coarse clock (the fast path: up to a tick early), queue_now_ms_exact() the exact one. */
+/* ms since the segment was created at now_ns (CLOCK_MONOTONIC ns, exact or coarse): the unit
+ * of slot deadlines. The fast path reads the clock once per call and converts here; the divisor
+ * is a constant, so the compiler makes it a multiplication and a shift (no divide). */
+static inline uint64_t queue_ms_at(const shmq_t *q, uint64_t now_ns)
+{
+    uint64_t created = q->seg.layout.created_ns;
+    return now_ns > created ? (now_ns - created) / 1000000ull : 0;
+}
+
+/* The same, reading the clock: queue_now_ms() the coarse one (up to a tick early),
+ * queue_now_ms_exact() the exact one. */
 uint64_t queue_now_ms(const shmq_t *q);
 uint64_t queue_now_ms_exact(const shmq_t *q);
 

@@ -141,15 +141,7 @@ bool registry_holder_dead(const struct proc_entry *e, uint64_t w)
     return registry_pid_dead(e);
 }
 
-void registry_heartbeat(struct proc_entry *e)
-{
-    /* relaxed: a hint for the maintainer, ordered against nothing. Stored only when the coarse
-     * clock has ticked since the last one: a consumer polling an empty queue writes its entry's
-     * line at most once per tick (a few ms), not once per poll. */
-    uint64_t now = now_ns_coarse();
-    if (atomic_load_explicit(&e->heartbeat_ns, memory_order_relaxed) != now)
-        atomic_store_explicit(&e->heartbeat_ns, now, memory_order_relaxed);
-}
+void registry_heartbeat(struct proc_entry *e) { registry_heartbeat_at(e, now_ns_coarse()); }
 
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
                     uint64_t *word)

@@ -51,8 +51,17 @@ void registry_detach(struct segment *s, uint32_t idx, uint64_t word);
 /* Release a FENCED entry: fold its counters, mark it FREE. True if this call did it. */
 bool registry_release_fenced(struct segment *s, uint32_t idx, uint64_t fenced_word);
 
-/* Refresh an entry's heartbeat: a plain store, made only when the coarse clock has ticked
- * since the last one (a busy poller dirties the line at most once per tick); no system call. */
+/* Refresh an entry's heartbeat to now_ns (now_ns_coarse(), read by the caller once per API
+ * call): a plain store, made only when the coarse clock has ticked since the last one (a busy
+ * poller dirties the line at most once per tick); no system call. */
+static inline void registry_heartbeat_at(struct proc_entry *e, uint64_t now_ns)
+{
+    /* relaxed: a hint for the maintainer, ordered against nothing */
+    if (atomic_load_explicit(&e->heartbeat_ns, memory_order_relaxed) != now_ns)
+        atomic_store_explicit(&e->heartbeat_ns, now_ns, memory_order_relaxed);
+}
+
+/* The same, reading the coarse clock itself. */
 void registry_heartbeat(struct proc_entry *e);
 
 /* The process start time of pid (/proc/PID/stat field 22), or 0 if it has none. */

@@ -88,8 +88,8 @@ Test(hotpath, receive_polling_an_empty_queue_writes_no_ring_word)
 struct pingpong {
     shmq_t *q;
     shmq_consumer_t *c;
-    _Atomic uint32_t asked;  /* rounds the consumer has started a receive for */
-    _Atomic int failed_rc;   /* first receive error */
+    _Atomic uint32_t asked; /* rounds the consumer has started a receive for */
+    _Atomic int failed_rc;  /* first receive error */
     _Atomic uint32_t failed_round;
     _Atomic uint64_t slowest_ms;
 };
