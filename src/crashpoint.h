@@ -17,8 +17,9 @@
  * claimed a dead letter, before its PUBLISH) and make_file_before_create (wal.c, a writer about
  * to make a log file that does not exist yet): tests/test_epochfix.c; lock_before_flock
  * (loghead.c, a locker that opened .recover, before its flock) and create_before_segment
- * (open.c, a creator under the lock, its log's generation made, no segment yet):
- * tests/test_unlink.c.
+ * (open.c, a creator under the lock, its log's generation made, no segment yet) and
+ * create_before_attach (open.c, a creator whose segment exists, before it points to its log and
+ * maps it): tests/test_unlink.c.
  */
 #ifndef SHMQ_CRASHPOINT_H
 #define SHMQ_CRASHPOINT_H

@@ -96,17 +96,24 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
         CRASH_POINT(create_before_segment);
     }
     err = segment_create_with(name, cfg, 0, gen, NULL, NULL, &seg);
-    if (lock >= 0)
-        io_close(lock);
-    if (err)
+    if (err) {
+        if (lock >= 0)
+            io_close(lock);
         return err;
+    }
+    CRASH_POINT(create_before_attach);
     /* a log elsewhere: the state directory points to it, so it is found by name (logdir.h) */
     if (cfg->durability != SHMQ_DURABILITY_NONE)
         err = logdir_point(name, dir);
+    /* still under the lock: a delete waits until the log is pointed to and mapped (else it
+     * removed the directory in between, and attach made it again with a live head: a log of
+     * the deleted queue that a later recovery rebuilt) */
     if (err || (err = attach(q, &seg, name, true)) != 0) {
         segment_close(&seg);
         shmq_unlink_segment(name);
     }
+    if (lock >= 0)
+        io_close(lock);
     return err;
 }
 

@@ -408,10 +408,11 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
     snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
     w->gen = seg->layout.log_gen;
     w->dirfd = -1;
-    /* made at create, checked at open; then opened once: every log file operation from now on
-     * is relative to this directory, never to its path (R2-4: a queue deleted and made again
-     * by the same name has another directory at the same path) */
-    int err = create ? logdir_make(w->dir, seg->layout.mode) : logdir_check(w->dir, seg->layout.mode);
+    /* checked, then opened once: every log file operation from now on is relative to this
+     * directory, never to its path (R2-4: a queue deleted and made again by the same name has
+     * another directory at the same path). Never made here: the creator made it, and a
+     * directory a delete removed is not made again (no queue's log) */
+    int err = logdir_check(w->dir, seg->layout.mode);
     if (!err) {
         w->dirfd = io_open(w->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         err = w->dirfd < 0 ? w->dirfd : 0;
@@ -420,7 +421,7 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
      * is another queue's, whose generation is not ours (random at create): fenced (E1) */
     if (!err)
         err = loghead_open(w->dir, false, 0, &w->head);
-    if (err == -ENOENT && w->dirfd >= 0)
+    if (err == -ENOENT && w->dirfd >= 0 && !create) /* the creator holds the lock */
         err = remake_head(w);
     if (err) {
         if (w->dirfd >= 0)

@@ -105,8 +105,9 @@ uint32_t wal_header_crc(const struct wal_file_header *h);
 
 struct wal; /* a process's handle on a queue's log */
 
-/* Open the log of the segment's queue (its log_dir); create the directory if asked. Maps the
- * log's head (loghead.h): -EPROTO if it has none (a log of format version 1). */
+/* Open the log of the segment's queue (its log_dir) and map its head (loghead.h); a head
+ * deleted by hand is made again. create: the caller made the directory and the head and holds
+ * the exclusive lock (shmq_create): nothing is made (-ENOENT if missing). */
 int wal_open(struct segment *seg, bool create, struct wal **out);
 
 /* Is the log still in this segment's generation? (One relaxed load: E1.) Every append checks

@@ -65,6 +65,22 @@ static int open_main(void *arg)
     return 0;
 }
 
+/* A create that then publishes one message, "late" (rc: the create's, else the publish's). */
+static int create_publish_main(void *arg)
+{
+    struct ul_shared *sh = *(struct ul_shared **)arg;
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    shmq_t *q;
+    int rc = shmq_create(sh->name, &cfg, &q);
+    if (rc == 0) {
+        rc = shmq_publish(q, "late", 4, NULL);
+        shmq_close(q);
+    }
+    atomic_store(&sh->rc, rc);
+    return 0;
+}
+
 static int unlink_main(void *arg)
 {
     struct ul_shared *sh = *(struct ul_shared **)arg;
@@ -320,4 +336,31 @@ Test(unlink, r2_2_a_delete_waiting_for_a_rebuild_deletes_what_it_built)
     cr_assert(orc == 0 || orc == -ENOENT, "open (rebuild): %s", shmq_strerror(orc));
     cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
     ul_deleted_whole(os->name);
+}
+
+Test(unlink, a_delete_racing_a_create_leaves_no_log_behind)
+{
+    /* The creator made its segment and stops before it points to and maps its log; a delete
+     * comes. It used to run whole (the create had let its lock go): the creator then made the
+     * log directory again with a live head, its publish went there, and a later open rebuilt
+     * the deleted queue from it. Now the creator keeps its lock until it is attached, the
+     * delete waits and deletes the whole queue. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *cs = ul_setup("ulCU"), *us = t_shared(sizeof *us);
+    snprintf(us->name, sizeof us->name, "%s", cs->name);
+    atomic_store(&us->rc, 1);
+    pid_t c = t_spawn_crash(create_publish_main, &cs, sizeof cs, "create_before_attach", 1, 0);
+    ul_stopped(c, "creator C");
+    ino_t ino = ul_recover_ino(cs->name);
+    cr_assert_neq(ino, 0);
+    pid_t u = t_spawn(unlink_main, &us, sizeof us);
+    bool waited = ul_wait_blocked(u, ino); /* or it ran whole (before the fix) */
+    kill(c, SIGCONT);
+    t_assert_exit0(c, WAIT_MS, "creator C");
+    t_assert_exit0(u, WAIT_MS, "delete U");
+    cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
+    /* the create returned 0 before the delete; its publish is as good as done before it */
+    cr_assert_eq(atomic_load(&cs->rc), 0, "create, publish: %s", shmq_strerror(atomic_load(&cs->rc)));
+    ul_deleted_whole(cs->name);
+    cr_assert(waited, "the delete did not wait for the create's lock");
 }
