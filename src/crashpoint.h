@@ -8,8 +8,8 @@
  * windows in docs/DESIGN.md; crashpoint_names[] (crashpoint.c) holds it for the tests.
  * Points that only a targeted test arms are not in that list (the generic crash tests have no
  * scenario for them): sync_after_ticket (wal.c, a SYNC waiter right after it took its ticket)
- * and sync_while_leading (wal.c, a SYNC group commit leader inside its flush): both
- * tests/test_storage.c; take_back_before_move, copy_out_after_copy, copy_out_after_park and
+ * and sync_while_leading (wal.c, a SYNC group commit leader before its flush), sync_after_flush
+ * (wal.c, a leader whose fdatasync returned, its outcome not yet recorded): tests/test_storage.c; take_back_before_move, copy_out_after_copy, copy_out_after_park and
  * copy_out_after_fence (maintain.c, a maintainer inside a take-back or a copy-out) and
  * finish_before_fence (slotmove.c, an ack that read a linger and has not fenced the slot yet):
  * tests/test_fencing.c; checkpoint_after_copy (maintain.c, a checkpoint that appended its copy

@@ -56,6 +56,9 @@ struct seg_header {
     _Alignas(CACHE_LINE) _Atomic uint64_t lease_word;    /* maintenance lease (lease.c) */
     _Atomic uint64_t maint_passes;                       /* completed maintenance steps */
     _Atomic uint64_t moves;  /* copy-outs begun (maintain.c, M1/M2): retention skips on a change */
+    /* Group commit's flush lock (wal.c, GC5/GC6): the thread id inside a round's fdatasync calls,
+     * 0 if none. On this cold line: written twice per SYNC round. */
+    _Atomic uint32_t wal_sync_flusher;
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
     /* The write-ahead log (wal.c): the next byte position to reserve; group commit state. */

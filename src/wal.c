@@ -23,6 +23,9 @@
  * on a version-counted word), publishes the count in wal_sync_done, and wakes the others. Every
  * ticket up to the count was taken after its record was written, so one flush covers them all.
  * A leader that dies or stalls is taken over; it took nothing with it (GC1-GC4 in DESIGN.md).
+ * The fdatasync calls run one round at a time, under a flush lock (GC5/GC6): a round records
+ * its failure before the next one flushes, so no leader reports success for a file whose
+ * writeback error another leader's fdatasync consumed (review R2-3).
  *
  * Storage failures (docs/DESIGN.md, "Storage failures"): files are preallocated before they are
  * linked into place, so stores into a mapping cannot fault; an append fails only when its file
@@ -735,13 +738,52 @@ static void sync_lower(_Atomic uint64_t *word, uint64_t seq)
 }
 
 /*
- * As leader: flush files [low, current], clear the low only once that succeeded, and publish
- * the tickets covered (GC2-GC4). A failed fdatasync sets the sticky WAL_HEALTH_FLUSH_FAILED at
- * once and before the tickets are published, so each waiter they cover sees it. A file that
- * cannot be mapped (a limit of this process, finding F8) is no failed flush: nothing is
- * cleared, set or published, and its error is returned (the next leader tries again).
+ * GC5: take the flush lock before our first fdatasync. A live holder (a leader we took over from,
+ * stopped or slow, inside its flush) is waited for: its fdatasync may have consumed a writeback
+ * error that ours, through a descriptor opened after it, will never be told (Linux reports an
+ * error once per descriptor, and not to one opened after it was seen). A dead holder's outcome
+ * cannot be known: the log is failed, as if its flush had failed. Returns with the lock held.
  */
-static int lead_sync(struct wal *w)
+static void flush_lock(struct wal *w, uint32_t me)
+{
+    struct seg_header *h = w->seg->hdr;
+    for (;;) {
+        uint32_t holder = 0;
+        /* seq_cst (acquire at least): pairs with GC6, so the holder's failure bit is seen */
+        if (atomic_compare_exchange_strong(&h->wal_sync_flusher, &holder, me))
+            return;
+        if (pid_gone((int)holder)) {
+            /* seq_cst, before the lock is ours: our waiters (and everyone after) see it */
+            atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
+            log_failed(w, -EIO);
+            if (atomic_compare_exchange_strong(&h->wal_sync_flusher, &holder, me))
+                return;
+            continue;
+        }
+        struct timespec ts = {0, 2000000}; /* bounded: re-check the holder's liveness */
+        futex_async((int32_t *)&h->wal_sync_flusher, FUTEX_WAIT, (int32_t)holder, &ts, NULL, 0);
+    }
+}
+
+/* GC6: give the flush lock back, after every failure of our round is recorded (seq_cst: pairs
+ * with GC5; only our own claim: a holder declared dead that was not keeps nothing). */
+static void flush_unlock(struct wal *w, uint32_t me)
+{
+    atomic_compare_exchange_strong(&w->seg->hdr->wal_sync_flusher, &me, 0);
+}
+
+/*
+ * As leader: flush files [low, current], clear the low only once that succeeded, and publish
+ * the tickets covered (GC2-GC4). The fdatasync calls run under the flush lock (GC5/GC6): a
+ * failed one sets the sticky WAL_HEALTH_FLUSH_FAILED before the lock is given back and before
+ * the tickets are published, so every waiter they cover, and every later round's, sees it
+ * (docs/DESIGN.md, "One flush at a time"). A file that cannot be mapped (a limit of this
+ * process, finding F8) is no failed flush: nothing is cleared, set or published, and its error
+ * is returned (the next leader tries again).
+ */
+_Static_assert(offsetof(struct seg_header, wal_sync_flusher) == 664, "docs/FORMAT.md, 3.2");
+
+static int lead_sync(struct wal *w, uint32_t me)
 {
     struct seg_header *h = w->seg->hdr;
     uint64_t target = atomic_load(&h->wal_sync_req); /* GC2, seq_cst: after the tickets' GC1 */
@@ -756,6 +798,7 @@ static int lead_sync(struct wal *w)
     if (from < first)
         from = first;
     int failed = 0;
+    bool locked = false;
     CRASH_POINT(sync_while_leading);
     for (uint64_t s = from; s <= cur && s <= WAL_SEQ_MAX; s++) {
         struct walmap *m;
@@ -764,19 +807,28 @@ static int lead_sync(struct wal *w)
             continue; /* deleted, or of a newer generation (the queue was rebuilt): not ours */
         if (err) {
             log_failed(w, err);
+            if (locked)
+                flush_unlock(w, me);
             return err; /* F8: the low stays in the word for the next leader */
         }
+        if (!locked) {
+            flush_lock(w, me); /* GC5 */
+            locked = true;
+        }
         err = io_fdatasync(m->fd);
+        CRASH_POINT(sync_after_flush);
         atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
         put_map(m);
         if (err) {
             failed = err;
             log_failed(w, err);
-            /* seq_cst, at once (a concurrent leader's waiters may be about to return) and
-             * before the release of wal_sync_done below: every waiter it covers sees it */
+            /* seq_cst, before GC6 and before the release of wal_sync_done below: every waiter
+             * it covers, and every leader after us, sees it */
             atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
         }
     }
+    if (locked)
+        flush_unlock(w, me); /* GC6 */
     if (!failed) /* GC3, seq_cst: clear what was flushed; fails if anyone lowered since GC2 */
         atomic_compare_exchange_strong(&h->wal_sync_low, &w0, sync_low_next(w0, SYNC_LOW_NONE));
     /* GC4, release: the flush (and the failure bit) happen before a waiter sees its ticket
@@ -793,7 +845,7 @@ static int lead(struct wal *w, uint32_t me)
 {
     struct seg_header *h = w->seg->hdr;
     uint64_t t0 = now_ns();
-    int err = lead_sync(w);
+    int err = lead_sync(w, me);
     /* relaxed: this process's own estimate of a round's length (the stall rule) */
     atomic_store_explicit(&w->last_round_ns, now_ns() - t0, memory_order_relaxed);
     uint32_t mine = me;

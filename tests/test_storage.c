@@ -601,6 +601,97 @@ Test(storage, a_dead_sync_leader_takes_no_waiters_file_with_it)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* Review finding R2-3: two group commit leaders at once (a waiter took over from a leader that
+ * stalled or died inside its flush). Leader A's fdatasync fails (the fault layer stands for a
+ * writeback error); A stops (or dies) before it records the failure. Waiter V, whose record A's
+ * failed flush covered, takes over and flushes the same file through its own descriptor: the
+ * kernel reports a writeback error once per descriptor and not to one opened after it was seen,
+ * so V's fdatasync returns 0. V must not return 0 for a record whose flush failed: it waits for
+ * A's outcome (A stopped), or takes the log as failed (A dead). Before the fix V returned 0. */
+static int *r23_rc; /* shared: [0] the waiter's publish, [1] the failing leader's */
+
+static int r23_publisher(const char *name, const char *point, const char *sig, int *rc, bool eio)
+{
+    setenv("SHMQ_CRASH_AT", point, 1);
+    if (sig)
+        setenv("SHMQ_CRASH_SIGNAL", sig, 1);
+    shmq_t *q;
+    CHECK(shmq_open(name, &q) == 0, 1);
+    if (eio)
+        CHECK(io_fault_arm(IO_FDATASYNC, 1, EIO) == 0, 4); /* its first fdatasync */
+    *rc = shmq_publish(q, "v", 1, NULL);
+    CHECK(shmq_close(q) == 0, 3);
+    return 0;
+}
+
+static int r23_waiter(void *p) { return r23_publisher(p, "sync_after_ticket", "STOP", &r23_rc[0], false); }
+static int r23_stopped_leader(void *p)
+{
+    return r23_publisher(p, "sync_after_flush", "STOP", &r23_rc[1], true);
+}
+static int r23_dead_leader(void *p) { return r23_publisher(p, "sync_after_flush", NULL, &r23_rc[1], true); }
+
+static void r23_two_leaders(bool leader_dies)
+{
+    const char *name = h_qname(leader_dies ? "st-r23d" : "st-r23s");
+    r23_rc = h_shared_alloc(2 * sizeof(int));
+    r23_rc[0] = r23_rc[1] = 1;
+    pid_t v = h_fork_gated(r23_waiter, (void *)name);
+    pid_t a = h_fork_gated(leader_dies ? r23_dead_leader : r23_stopped_leader, (void *)name);
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_open_gate(v);
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(v, 30000, &st), 0, "the waiter never stopped after its ticket");
+    cr_assert(WIFSTOPPED(st), "the waiter did not stop: %d", st);
+    h_open_gate(a); /* leads (V took its ticket, not the lead), covers V's ticket, fails */
+    if (leader_dies) {
+        cr_assert_eq(h_waitpid(a, 30000, 0, &st), 0, "the leader never reached its flush");
+        cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the leader was not killed: %d", st);
+    } else {
+        cr_assert_eq(h_wait_stopped(a, 30000, &st), 0, "the leader never reached its flush");
+        cr_assert(WIFSTOPPED(st), "the leader did not stop: %d", st);
+    }
+    struct segment seg;
+    h_assert_rc(segment_open(name, false, &seg), 0);
+    kill(v, SIGCONT); /* takes over from A (dead, or stalled: after the stall time) */
+    if (!leader_dies) {
+        /* until V has returned, or leads and waits for the flush lock A holds */
+        int64_t end = h_now_ms() + 30000;
+        while (h_now_ms() < end && h_waitpid(v, 1, 0, &st) == -ETIMEDOUT &&
+               !(atomic_load(&seg.hdr->wal_sync_leader) == (uint32_t)v &&
+                 atomic_load(&seg.hdr->wal_sync_flusher) == (uint32_t)a)) {
+        }
+        kill(a, SIGCONT);
+        h_assert_child_ok(a, 30000, "the continued leader");
+        cr_expect_eq(r23_rc[1], -EIO, "the leader whose flush failed returned %d", r23_rc[1]);
+    }
+    if (kill(v, 0) == 0)
+        h_assert_child_ok(v, 30000, "the waiter that took over");
+    cr_assert_eq(r23_rc[0], -EIO,
+                 "the waiter whose record's flush failed returned %d (%s), not -EIO", r23_rc[0],
+                 shmq_strerror(r23_rc[0]));
+    shmq_stats_t sst;
+    stats_of(q, &sst);
+    cr_assert(sst.wal_flush_failed, "the log is not marked failed");
+    cr_assert_eq(drain(q, 10), 2, "a failed sync publish is still delivered");
+    segment_close(&seg);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(storage, r2_3_a_takeover_does_not_succeed_over_a_stopped_leaders_failed_flush)
+{
+    r23_two_leaders(false);
+}
+
+Test(storage, r2_3_a_takeover_does_not_succeed_over_a_dead_leaders_unknown_flush)
+{
+    r23_two_leaders(true);
+}
+
 /* Review finding F8: a group commit leader that cannot map a file to flush it (a limit of its
  * own process: ENOMEM, EMFILE) gets -EIO for its own sync, but sets no sticky flush-failed bit:
  * nothing was lost from the page cache, and the next sync (here the same, with the limit gone)
