@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # cmake/check-install.sh BUILD_DIR - install BUILD_DIR to a temporary prefix and prove that a
 # consumer can build against it: with pkg-config (shared) and with find_package(shmq)
-# (shmq::shmq and shmq::shmq_static), and that no installed library has crash points or the
-# I/O layer's fault injection (src/io.h), both test-build only.
+# (shmq::shmq and shmq::shmq_static), that no installed library has crash points or the
+# I/O layer's fault injection (src/io.h), both test-build only, and that the man pages are
+# installed and render without a warning (man -l, groff -ww).
 # Run by tests/run; exits non-zero on the first failure. Leaves nothing behind.
 set -euo pipefail
 
@@ -26,6 +27,26 @@ for f in "$prefix/include/shmq/shmq.h" "$prefix/include/shmq/version.h" "$libdir
     "$libdir/libshmq.a" \
     "$libdir/cmake/shmq/shmqConfig.cmake"; do
     [[ -e "$f" ]] || { echo "check-install: missing $f" >&2; exit 1; }
+done
+
+step "man pages installed and rendered without warnings"
+mandir=$prefix/share/man
+pages=("$mandir/man3/shmq.3")
+if grep -q '^SHMQ_HELP2MAN:FILEPATH=.*NOTFOUND' "$build/CMakeCache.txt"; then
+    echo "  help2man was missing at build time: shmq(1), shmq-watchdog(8), shmq-bridge(1) not built"
+else
+    pages+=("$mandir/man1/shmq.1" "$mandir/man8/shmq-watchdog.8")
+    [[ ! -e "$prefix/bin/shmq-bridge" ]] || pages+=("$mandir/man1/shmq-bridge.1")
+fi
+for page in "${pages[@]}"; do
+    [[ -s "$page" ]] || { echo "check-install: missing man page $page" >&2; exit 1; }
+    warnings=$( { MANWIDTH=80 man -l "$page" >/dev/null; } 2>&1; groff -ww -z -man "$page" 2>&1)
+    if [[ -n "$warnings" ]]; then
+        echo "check-install: $page renders with warnings:" >&2
+        echo "$warnings" >&2
+        exit 1
+    fi
+    echo "  ${page#"$prefix"/}"
 done
 
 step "installed libraries have no crash points and no I/O fault injection"

@@ -51,9 +51,9 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: %s COMMAND [ARGS...]\n"
-            "       %s help [COMMAND]\n"
-            "       %s COMMAND --help\n"
-            "       %s --version\n"
+            "  or:  %s help [COMMAND]\n"
+            "  or:  %s COMMAND --help\n"
+            "  or:  %s --version\n"
             "\n"
             "Inspect and operate shmq shared-memory message queues (/dev/shm/shmq.NAME).\n"
             "\n"
@@ -75,10 +75,10 @@ static void usage(FILE *out)
             "  %s wal orders verify              # is the write-ahead log sound?\n"
             "  %s help sub                       # the options of sub\n"
             "\n"
-            "Exit status: 0 ok, 1 runtime error (no such queue, no permission, corrupted\n"
-            "segment, damaged log), 2 usage error, 3 refused: processes attached (delete),\n"
-            "4 timed out before --count messages (sub). Each command's --help says which it\n"
-            "uses.\n",
+            "Exit status:\n"
+            "  0 ok, 1 runtime error (no such queue, no permission, corrupted segment, damaged\n"
+            "  log), 2 usage error, 3 refused: processes attached (delete), 4 timed out before\n"
+            "  --count messages (sub). Each command's --help says which it uses.\n",
             cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
             cli_progname, cli_progname);
 }

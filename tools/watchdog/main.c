@@ -38,7 +38,7 @@ static void usage(FILE *f, const char *prog)
 {
     fprintf(f,
             "Usage: %s [options] NAME...\n"
-            "       %s [options] --all\n"
+            "  or:  %s [options] --all\n"
             "\n"
             "Maintain shmq queues: redeliver the messages of dead, hung or late consumers, free\n"
             "the reservations of dead producers, repair half-done operations, fire delayed\n"
@@ -115,6 +115,7 @@ static void usage(FILE *f, const char *prog)
             "fenced_released, copied_out; error (op=, err=) for a failed library call.\n"
             "\n"
             "Signals: SIGTERM or SIGINT release every lease, close the queues and exit.\n"
+            "\n"
             "Exit status: 0 clean stop (signal), 1 runtime error (a system call the loop needs\n"
             "failed, or the --metrics address cannot be bound), 2 usage error (a non-loopback\n"
             "--metrics address without --metrics-public too).\n",
@@ -291,7 +292,7 @@ int main(int argc, char **argv)
     const char *metrics_addr = NULL;
     bool metrics_public = false;
     struct watch_list l = {0};
-    const char *prog = argv[0];
+    const char *prog = "shmq-watchdog"; /* in help and messages, whatever the path */
     int c;
     while ((c = getopt_long(argc, argv, ":ai:l:s:h", longopts, NULL)) != -1) {
         switch (c) {
