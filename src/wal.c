@@ -55,6 +55,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "crc32c.h"
+#include "divide.h"
 #include "io.h"
 #include "loghead.h"
 #include "registry.h"
@@ -79,6 +80,7 @@ struct wal {
     char dir[SHMQ_LOG_DIR_MAX + 64];
     int dirfd; /* dir, opened once by wal_open(): every log file is reached relative to it */
     uint64_t file_size, usable;
+    struct divisor per_file; /* usable, for positions -> (file, offset) without a divide */
     pthread_mutex_t lock; /* the miss path: mapping, evicting */
     _Atomic(struct walmap *) cache[WAL_CACHE];
     struct walmap *all;     /* mapped */
@@ -114,7 +116,10 @@ static void file_name(uint64_t seq, char *buf, size_t size)
     snprintf(buf, size, "wal.%010llu", (unsigned long long)seq);
 }
 
-uint64_t wal_seq_of(const struct wal *w, uint64_t pos) { return pos / w->usable; }
+uint64_t wal_seq_of(const struct wal *w, uint64_t pos)
+{
+    return divisor_div(&w->per_file, pos, NULL);
+}
 
 uint64_t wal_current_seq(const struct wal *w)
 {
@@ -408,6 +413,7 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
     w->seg = seg;
     w->file_size = seg->layout.wal_file_size;
     w->usable = w->file_size - WAL_HEADER_SIZE;
+    w->per_file = divisor_make(w->usable); /* config validation keeps files far above the header */
     snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
     w->gen = seg->layout.log_gen;
     w->dirfd = -1;
@@ -609,7 +615,7 @@ static int append_parts(struct wal *w, enum wal_type type, uint64_t id, uint32_t
             return fenced(w);
         /* relaxed: a reservation orders nothing; L1 publishes the record */
         uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
-        uint64_t seq = wal_seq_of(w, pos), off = pos % w->usable;
+        uint64_t off, seq = divisor_div(&w->per_file, pos, &off);
         struct walmap *m;
         int err = seq > WAL_SEQ_MAX ? -EBADMSG : get_map(w, seq, &m); /* a garbage wal_pos? */
         if (err == -ESTALE)
