@@ -79,9 +79,14 @@ int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
         if (logdir_has_log(dir))
             return -EEXIST;
         uint32_t fmode = logdir_file_mode(cfg->mode);
-        if ((err = logdir_make(dir, cfg->mode)) != 0 ||
-            (lock = loghead_lock(dir, LOCK_EX, fmode)) < 0)
-            return err ? err : lock;
+        /* the lock's -ENOENT: a delete of the name removed the directory after we made it
+         * (loghead_lock()); the create comes after that delete: made again */
+        do {
+            if ((err = logdir_make(dir, cfg->mode)) != 0)
+                return err;
+        } while ((lock = loghead_lock(dir, LOCK_EX, fmode)) == -ENOENT);
+        if (lock < 0)
+            return lock;
         /* under the lock: no other creator or recoverer; a live queue is never fenced */
         if ((err = segment_open(name, true, &seg)) != -ENOENT) {
             if (!err)

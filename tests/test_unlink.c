@@ -364,3 +364,27 @@ Test(unlink, a_delete_racing_a_create_leaves_no_log_behind)
     ul_deleted_whole(cs->name);
     cr_assert(waited, "the delete did not wait for the create's lock");
 }
+
+Test(unlink, a_create_waiting_across_a_delete_makes_the_queue)
+{
+    /* The creator made the log directory and opened the old queue's .recover, and stops before
+     * its flock; the old queue is deleted. Its lock is then on the unlinked file, the name is
+     * gone with the directory (-ENOENT): it used to fail with "no such queue"; now it makes
+     * the directory again and creates. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *cs = ul_setup("ulCW");
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    shmq_t *q;
+    int rc = shmq_create(cs->name, &cfg, &q); /* nothing published: no log file, a create may */
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_close(q), 0);
+    pid_t c = t_spawn_crash(create_main, &cs, sizeof cs, "lock_before_flock", 1, 0);
+    ul_stopped(c, "creator C");
+    cr_assert_eq(shmq_unlink(cs->name), 0);
+    kill(c, SIGCONT);
+    t_assert_exit0(c, WAIT_MS, "creator C");
+    rc = atomic_load(&cs->rc);
+    cr_assert_eq(rc, 0, "a create after a delete: %s", shmq_strerror(rc));
+    ul_works(cs->name);
+}
