@@ -24,6 +24,9 @@
 #ifndef SHMQ_CRASHPOINT_H
 #define SHMQ_CRASHPOINT_H
 
+/* Targeted too: publish_delayed_before_park (publish.c, a delayed publish that logged its record
+ * and stored its due time, slot still RESERVED): tests/test_delayed.c. */
+
 #ifdef SHMQ_CRASH_POINTS
 void crashpoint_hit(const char *name);
 #define CRASH_POINT(name) crashpoint_hit(#name)

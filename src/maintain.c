@@ -477,9 +477,11 @@ static void repair_slot(struct pass *p, uint32_t idx)
              * the producer tagged the deadline with this RESERVED word; else it may be the
              * previous occupant's (live elsewhere after a copy-out, or a done keyed message):
              * log nothing for it, this producer appended nothing (review F1) */
-            uint64_t mark = 0;
-            bool logged = tagged_get(atomic_load_explicit(&sl->deadline, memory_order_acquire), w,
-                                     &mark) && mark == 1;
+            uint64_t mark = 0, d = atomic_load_explicit(&sl->deadline, memory_order_acquire);
+            /* a delayed publish replaced the mark by its due time tagged with the next word
+             * (P0D, release, after P0): the id is its own as well */
+            bool logged = (tagged_get(d, w, &mark) && mark == 1) ||
+                          (d & TAG_MASK) == ((sw_gen(w) + 1) & TAG_MASK);
             uint64_t id = sl->id;
             if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
                 p->rep->reservations_freed++;

@@ -11,6 +11,15 @@
  * After 3 the slot is READY in no ring (or in one, ticket unrecorded): maintenance finds the
  * orphan after a grace period and enqueues it (the message is delivered though publish never
  * returned: at-least-once). No step waits for another process.
+ *
+ * A delayed publish (shmq_publish_delayed) logs its due time in its PUBLISH record (wal.h,
+ * WAL_PUB_DUE), then stores the due time tagged with the DELAYED word it is about to install,
+ * then replaces 3-4 by P1D: CAS RESERVED -> DELAYED(g+2) with release. It joins no ring:
+ * maintenance fires a DELAYED slot when its tagged due time has passed (maintain.c). So no
+ * window shows the message READY before its due time, in shm or in the log: before P1D the
+ * slot is RESERVED (freed by maintenance, ACK|ABORT logged; a rebuild before that restores it
+ * DELAYED from its record), after P1D it is DELAYED with its due time (docs/DESIGN.md, "Delayed
+ * publish").
  */
 #include <errno.h>
 #include <string.h>
@@ -72,22 +81,66 @@ static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
  * the record lands in while we write it (wal.c, retention).
  */
 static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, const struct keyed *k,
-                       uint32_t *seq)
+                       uint64_t due, uint32_t *seq)
 {
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
-    int err = wal_append_publish(q->wal, id, 0, k ? k->key : NULL, k ? k->key_len : 0,
-                                 slot_payload(sl), (uint32_t)len, seq);
+    int err = due ? wal_append_publish_due(q->wal, id, queue_unix_ms(q, due), slot_payload(sl),
+                                           (uint32_t)len, seq)
+                  : wal_append_publish(q->wal, id, 0, k ? k->key : NULL, k ? k->key_len : 0,
+                                       slot_payload(sl), (uint32_t)len, seq);
     if (!err)
         atomic_store_explicit(&sl->wal_seq, *seq + 1, memory_order_relaxed);
     return err;
 }
 
+/* The rest of a delayed publish, after its record: park the slot we hold as word w DELAYED
+ * until due (queue ms). No ring: maintenance fires it when due. */
+static int park_delayed(shmq_t *q, struct slot *sl, uint64_t w, uint64_t due)
+{
+    uint64_t delayed = sw_next(w, SLOT_DELAYED, NO_OWNER);
+    /* P0D (release): the due time, tagged with the DELAYED word, is there before that word is:
+     * maintenance fires a DELAYED slot without it at once. Read as P0 by M0 (maintain.c): a
+     * RESERVED slot whose deadline names the next gen holds this reservation's id */
+    atomic_store_explicit(&sl->deadline, tagged_make(due, delayed), memory_order_release);
+    CRASH_POINT(publish_delayed_before_park);
+    /* P1D (release): publishes id, len and payload (and the due time) to the maintainer that
+     * fires it (its acquire load of the word in repair_slot) and to every later reader */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, delayed, memory_order_release,
+                                                 memory_order_relaxed))
+        return -ESTALE; /* our reservation was fenced: we were declared dead */
+    return 0;
+}
+
+/* Steps 3-4 for the slot idx we hold as RESERVED word w, written and logged: 0; 1 when a keyed
+ * publish was decided (D1) and maintenance made it READY for us; -ESTALE. */
+static int make_ready(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, const struct keyed *k,
+                      uint64_t msg_id)
+{
+    if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w),
+                          queue_ms_at(q, k->now_ns)) != 0) {
+        give_back(q, idx, w);
+        /* its PUBLISH record must not come back, nor its key */
+        queue_log(q, WAL_ACK, msg_id, WAL_ACK_ABORT);
+        return -ESTALE;
+    }
+    uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
+    /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
+                                                 memory_order_relaxed))
+        return k ? 1 : -ESTALE; /* unkeyed: our reservation was fenced (we were judged dead) */
+    CRASH_POINT(publish_after_commit);
+    slot_enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
+    wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
+    return 0;
+}
+
 /* Steps 2-4 for a slot we hold RESERVED; in_place: the payload is already there (shmq_commit),
- * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. */
+ * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. delay_ms > 0:
+ * a delayed publish (no key), parked DELAYED instead of steps 3-4. */
 static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, const struct keyed *k,
-                       uint64_t *id, bool in_place)
+                       uint32_t delay_ms, uint64_t *id, bool in_place)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
@@ -112,10 +165,12 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     atomic_store_explicit(&sl->deadline, tagged_make(1, w), memory_order_release);
     CRASH_POINT(publish_after_write);
     uint32_t seq = 0;
+    /* + 1: the queue clock's ms are truncated; rounded up, a due time is never early */
+    uint64_t due = delay_ms ? queue_now_ms_exact(q) + 1 + delay_ms : 0;
     if (k) /* a hint for maintenance, trusted only with the bucket's token (dedup.c) */
         atomic_store_explicit(&sl->dedup, (uint32_t)k->bucket + 1, memory_order_relaxed);
     if (q->wal) {
-        int err = log_publish(q, sl, msg_id, len, k, &seq);
+        int err = log_publish(q, sl, msg_id, len, k, due, &seq);
         if (err) {
             give_back(q, idx, w);
             if (k)
@@ -124,30 +179,14 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
         }
         CRASH_POINT(publish_after_log);
     }
-    if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w),
-                          queue_ms_at(q, k->now_ns)) != 0) {
-        give_back(q, idx, w);
-        /* its PUBLISH record must not come back, nor its key */
-        queue_log(q, WAL_ACK, msg_id, WAL_ACK_ABORT);
-        return -ESTALE;
-    }
-    uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
-    /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
-                                                 memory_order_relaxed)) {
-        if (!k)
-            return -ESTALE; /* our reservation was fenced: we were declared dead */
-        /* decided (D1): maintenance rolled it forward for us */
-        if (id)
-            *id = msg_id;
-        return 0;
-    }
-    CRASH_POINT(publish_after_commit);
-    slot_enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
-    wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
-    count(q_self(q), CNT_PUBLISHED);
+    int r = due ? park_delayed(q, sl, w, due) : make_ready(q, idx, sl, w, k, msg_id);
+    if (r < 0)
+        return r;
     if (id)
         *id = msg_id;
+    if (r == 1)
+        return 0; /* decided (D1): maintenance rolled it forward for us */
+    count(q_self(q), CNT_PUBLISHED);
     if (q->seg.layout.durability == SHMQ_DURABILITY_SYNC)
         return wal_sync(q->wal, seq);
     return 0;
@@ -172,7 +211,7 @@ int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id)
     int err = check_publish_args(q, buf, len);
     if (err || (err = slot_of_buf(q, buf, &idx)) != 0)
         return err;
-    return commit_slot(q, idx, NULL, len, NULL, id, true);
+    return commit_slot(q, idx, NULL, len, NULL, 0, id, true);
 }
 
 int shmq_cancel(shmq_t *q, void *buf)
@@ -189,12 +228,17 @@ int shmq_cancel(shmq_t *q, void *buf)
 
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
 {
+    return shmq_publish_delayed(q, data, len, 0, id);
+}
+
+int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id)
+{
     uint32_t idx;
     int err = check_publish_args(q, data, len);
     if (err || (err = claim_free_slot(q, &idx)) != 0)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, NULL, id, false);
+    return commit_slot(q, idx, data, len, NULL, delay_ms, id, false);
 }
 
 /* A keyed publish (the protocol: dedup.c): claim the key's bucket, then publish under it. */
@@ -224,7 +268,7 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
         return -EAGAIN;
     }
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, &k, id, false);
+    return commit_slot(q, idx, data, len, &k, 0, id, false);
 }
 
 struct claim_ctx {
@@ -254,5 +298,5 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
     if (err)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, ctx.idx, data, len, NULL, id, false);
+    return commit_slot(q, ctx.idx, data, len, NULL, 0, id, false);
 }

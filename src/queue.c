@@ -28,6 +28,15 @@ int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason)
                   : 0;
 }
 
+uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now_q = queue_now_ms_exact(q);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u +
+           (due_ms > now_q ? due_ms - now_q : 0);
+}
+
 int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms)
 {
     if (!q->wal)
@@ -35,10 +44,6 @@ int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms)
     if (!due_ms)
         return wal_append(q->wal, WAL_NACK, id, attempt, NULL, 0, NULL);
     /* the due time in wall-clock ms, so that recovery after a reboot knows what is left */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now_q = queue_now_ms_exact(q);
-    uint64_t due_unix = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u +
-                        (due_ms > now_q ? due_ms - now_q : 0);
+    uint64_t due_unix = queue_unix_ms(q, due_ms);
     return wal_append(q->wal, WAL_NACK, id, attempt, &due_unix, WAL_NACK_DUE_LEN, NULL);
 }

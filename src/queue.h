@@ -75,6 +75,11 @@ static inline uint64_t queue_ms_at(const shmq_t *q, uint64_t now_ns)
 uint64_t queue_now_ms(const shmq_t *q);
 uint64_t queue_now_ms_exact(const shmq_t *q);
 
+/* The wall-clock time (CLOCK_REALTIME, unix ms) of due_ms in the queue's clock (never before
+ * now): what the log records of a due time, so that a rebuild after a reboot knows what is
+ * left of a delay (recover.c). */
+uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms);
+
 /* Log a record for message id (0 without a log): the append's error (-EIDRM: the queue was
  * rebuilt, wal.h). The caller decides whether the operation reports it. */
 int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);

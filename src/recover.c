@@ -43,6 +43,7 @@ struct logfile {
 
 struct entry { /* one record, for sorting by (id, log order) */
     uint64_t id, order, unix_ms;
+    uint64_t due_unix_ms; /* PUBLISH with WAL_PUB_DUE: when the message becomes ready */
     const void *payload, *key;
     uint32_t len, key_len;
     uint16_t type, attempt;
@@ -76,6 +77,7 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
     c->v[c->n++] = (struct entry){.id = r->id,
                                   .order = (c->seq << 32) | (offset / WAL_ALIGN),
                                   .unix_ms = pub.unix_ms,
+                                  .due_unix_ms = r->type == WAL_PUBLISH ? pub.due_unix_ms : 0,
                                   .payload = pub.data,
                                   .len = pub.len,
                                   .type = r->type,
@@ -365,6 +367,10 @@ static int decide(struct scan_ctx *c, struct rebuild *rb)
                     key = e;
             } else if (e->type == WAL_PUBLISH) {
                 r = (struct restored){.pub = e, .state = SLOT_READY};
+                if (e->due_unix_ms > rb->now_unix_ms) { /* a delayed publish, not yet due */
+                    r.state = SLOT_DELAYED;
+                    r.due_unix_ms = e->due_unix_ms;
+                }
                 if (e->key_len)
                     key = e;
             } else if (e->type == WAL_ACK) {

@@ -73,10 +73,19 @@ struct wal_file_header {
  *   +---------+---------+-------------+------------ - -
  *   | unix_ms | key_len |  key bytes  | message bytes
  *   +---------+---------+-------------+------------ - -
+ * With flag WAL_PUB_DUE (a delayed publish), WAL_PUBLISH_DUE_LEN (8) bytes more, after
+ * unix_ms: the due time, CLOCK_REALTIME unix ms (u64); key_len then starts at 16.
+ *   0         8          16        18            18+key_len
+ *   +---------+----------+---------+-------------+------------ - -
+ *   | unix_ms | due_unix | key_len |  key bytes  | message bytes
+ *   +---------+----------+---------+-------------+------------ - -
  */
 /* A PUBLISH record's attempt field holds flags: */
 #define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint or a recovery, not a publish (replay
                                * skips it) */
+/* the payload carries a due time: the message is DELAYED until then (shmq_publish_delayed);
+ * records without it read as before */
+#define WAL_PUB_DUE 2u
 /* An ACK record's attempt field holds flags: */
 #define WAL_ACK_ABORT 1u /* a reservation given up unpublished: its PUBLISH record (and dedup key)
                           * never counted */
@@ -88,6 +97,7 @@ struct wal_file_header {
 
 struct wal_publish {
     uint64_t unix_ms;
+    uint64_t due_unix_ms; /* WAL_PUB_DUE: when it becomes ready (unix ms); 0 without the flag */
     const void *key;
     uint32_t key_len;
     const void *data;
@@ -138,6 +148,10 @@ int wal_append_publish(struct wal *w, uint64_t id, unsigned flags, const void *k
 int wal_append_publish_at(struct wal *w, uint64_t id, unsigned flags, uint64_t unix_ms,
                           const void *key, uint32_t key_len, const void *data, uint32_t len,
                           uint32_t *seq);
+
+/* The PUBLISH record of a delayed message (flag WAL_PUB_DUE): ready at due_unix_ms (unix ms). */
+int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, const void *data,
+                           uint32_t len, uint32_t *seq);
 
 /*
  * Wait until every record this process appended is on stable storage (group commit: one

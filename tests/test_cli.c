@@ -754,6 +754,52 @@ Test(cli, pub_on_full_queue_and_sub_short_of_count_fail_with_documented_codes)
     h_assert_rc(shmq_close(q), 0);
 }
 
+Test(cli, pub_delay_ms_holds_the_message_until_due)
+{
+    const char *name = h_qname("delay");
+    shmq_t *q = create_queue(name, 8, 5);
+    int64_t t0 = h_now_ms();
+    struct run r = RUN("pub", name, "--delay-ms", "2000", "late");
+    assert_exit(&r, 0, "pub --delay-ms");
+    run_free(&r);
+    RUN_EXPECT_EXIT(0, "pub now", "pub", name, "now");
+    /* stat counts it delayed, dump shows when it is due */
+    r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat --json");
+    struct jval *d = json_parse(r.out);
+    jassert_num(d, "messages.delayed", 1);
+    jassert_num(d, "messages.ready", 1);
+    json_free(d);
+    run_free(&r);
+    r = RUN("dump", name, "--json");
+    assert_exit(&r, 0, "dump --json");
+    d = json_parse(r.out);
+    bool seen = false;
+    for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "slots.%d.state", i);
+        if (strcmp(jstr(d, path), "DELAYED") != 0)
+            continue;
+        snprintf(path, sizeof path, "slots.%d.deadline_in_ms", i);
+        double left = jnum(d, path);
+        cr_assert(left > 0 && left <= 2001, "deadline_in_ms %g of a 2000 ms delay", left);
+        seen = true;
+    }
+    cr_assert(seen, "dump shows no DELAYED slot");
+    json_free(d);
+    run_free(&r);
+    /* sub gets the undelayed one at once, the delayed one only once due */
+    r = RUN("sub", name, "--count", "2", "--timeout-ms", "30000");
+    int64_t t1 = h_now_ms();
+    assert_exit(&r, 0, "sub --count 2");
+    cr_assert_str_eq(r.out, "now\nlate\n");
+    cr_assert_geq(t1, t0 + 2000, "sub ended %lld ms before the delay was over",
+                  (long long)(t0 + 2000 - t1));
+    run_free(&r);
+    RUN_EXPECT_EXIT(2, "a delay that is no number", "pub", name, "--delay-ms", "soon", "x");
+    h_assert_rc(shmq_close(q), 0);
+}
+
 /* ------------------------------------------------------------------ dlq */
 
 Test(cli, dlq_list_redrive_purge)

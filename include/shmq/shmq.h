@@ -195,6 +195,23 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
 
 /**
+ * Delayed publish: as shmq_publish(), but the message becomes ready delay_ms from now (0: at
+ * once, exactly shmq_publish()). Until then it is DELAYED: no receive gets it, shmq_stats_t and
+ * `shmq stat` count it under delayed; once due, maintenance (shmq_maintain(): the watchdog's
+ * pass, or with no watchdog a receiving consumer's, which a receive blocked on an empty queue
+ * runs at least every third of heartbeat_timeout_ms) makes it ready: it is delivered when due
+ * or up to one maintenance period later, never before. With a log its PUBLISH
+ * record carries the due time as wall-clock time (CLOCK_REALTIME), so a rebuild from the log
+ * (shmq_recover()) restores it DELAYED with what is left of its delay, also after a reboot (a
+ * wall clock set forward shortens the delay by as much). A publish that crashed before it
+ * returned is, as for shmq_publish(), either not queued or queued with its due time: never
+ * early. The delay does not count against max_attempts or the ack deadline.
+ * Errors as shmq_publish(). Multi-producer safe; lock-free; no system call (no wake-up: nobody
+ * can receive it yet).
+ */
+int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id);
+
+/**
  * Idempotent publish: as shmq_publish(), with a dedup key (1..SHMQ_DEDUP_KEY_MAX bytes). Within
  * the queue's dedup window (about the last dedup_window_count keys, each for dedup_window_ms),
  * a second publish with the same key enqueues nothing and returns 0 with *id set to the first

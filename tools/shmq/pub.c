@@ -1,7 +1,7 @@
 /*
  * pub.c - `shmq pub NAME [MSG...]`: publish each argument, or else each line of stdin, as one
- * message (shmq_publish_timed). Stops at the first message that fails, so a script knows that
- * exactly the messages before it went in.
+ * message (shmq_publish_timed; with --delay-ms, shmq_publish_delayed). Stops at the first
+ * message that fails, so a script knows that exactly the messages before it went in.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -9,8 +9,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
+
+#define FULL_POLL_MS 10 /* --delay-ms on a full queue: retry this often (no API waits for it) */
 
 void cmd_pub_help(FILE *out)
 {
@@ -25,6 +28,10 @@ void cmd_pub_help(FILE *out)
             "Options:\n"
             "  -t, --timeout-ms N  wait at most N ms per message for a free slot: 0 fails at\n"
             "                      once on a full queue, -1 waits forever (default -1)\n"
+            "  -d, --delay-ms N    each message becomes ready N ms after it is published\n"
+            "                      (delayed publish; 0: at once, the default). Until then no\n"
+            "                      consumer gets it and `shmq stat` counts it as delayed; a\n"
+            "                      rebuild from the log keeps what is left of the delay\n"
             "  -v, --verbose       print the id of each message published, one per line\n"
             "  -h, --help          this text\n"
             "  --                  what follows is MSG, even if it starts with '-'\n"
@@ -36,25 +43,43 @@ void cmd_pub_help(FILE *out)
             "\n"
             "Examples:\n"
             "  %s pub orders 'hello world'\n"
+            "  %s pub orders --delay-ms 60000 'remind me in a minute'\n"
             "  %s pub -v orders one two three       # prints three ids\n"
             "  seq 1000 | %s pub orders --timeout-ms 5000\n"
             "  %s sub in --count 10 | tr a-z A-Z | %s pub out   # a pipeline stage\n",
-            cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname);
+            cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
+            cli_progname);
 }
 
 struct pub {
     shmq_t *q;
     const char *name;
     int timeout_ms;
+    uint32_t delay_ms;
     bool verbose;
     uint64_t done;
 };
+
+/* A delayed publish that waits up to timeout_ms (-1: forever) for a free slot, polling. */
+static int publish_delayed_timed(struct pub *p, const char *data, size_t len, uint64_t *id)
+{
+    int waited = 0;
+    for (;;) {
+        int err = shmq_publish_delayed(p->q, data, len, p->delay_ms, id);
+        if (err != -EAGAIN || (p->timeout_ms >= 0 && waited >= p->timeout_ms))
+            return err;
+        struct timespec ts = {0, FULL_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        waited += FULL_POLL_MS;
+    }
+}
 
 /* Publish one message: 0, or CLI_EXIT_RUNTIME (message printed). */
 static int publish_one(struct pub *p, const char *data, size_t len)
 {
     uint64_t id = 0;
-    int err = shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
+    int err = p->delay_ms ? publish_delayed_timed(p, data, len, &id)
+                          : shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
     if (err) {
         char buf[512];
         const char *why = cli_why(err, p->name, NULL, buf, sizeof buf);
@@ -95,15 +120,20 @@ static int publish_stdin(struct pub *p)
 int cmd_pub(int argc, char **argv)
 {
     static const struct option opts[] = {{"timeout-ms", required_argument, NULL, 't'},
+                                         {"delay-ms", required_argument, NULL, 'd'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     struct pub p = {.timeout_ms = -1};
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":ht:v", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hd:t:v", opts, NULL)) != -1) {
         switch (c) {
         case 't':
             if ((rc = cli_timeout("pub", "--timeout-ms", optarg, &p.timeout_ms)))
+                return rc;
+            break;
+        case 'd':
+            if ((rc = cli_u32("pub", "--delay-ms", optarg, 0, UINT32_MAX, &p.delay_ms)))
                 return rc;
             break;
         case 'v': p.verbose = true; break;
