@@ -12,6 +12,8 @@
  *     exit 2 and a message naming it, inside a cluster too, never with help and exit 0;
  *   - JSON output (sub, dlq list, replay) passes a payload that is valid UTF-8 through
  *     unchanged and one that is not as data_b64 that decodes to the same bytes;
+ *   - the READMEs' shmq-bridge shell examples pass every option they write to the bridge (a
+ *     subject with a wildcard is quoted, not a redirection);
  *   - version: `shmq --version`, `shmq-watchdog --version` and `shmq-bridge --version` print
  *     "NAME VERSION" with the library's version (the headers' SHMQ_VERSION_STRING);
  *   - create applies every option (read back with shmq_get_config()), durability and log
@@ -195,6 +197,98 @@ Test(cli, unknown_short_option_is_a_usage_error_in_every_command)
         assert_contains(r.err, "shmq-bridge: unknown option '-x'", "shmq-bridge -x");
         run_free(&r);
     }
+}
+
+/* ------------------------------------------------------------------ README examples */
+
+/* The text of file (relative to the source tree: this file's ../), malloc'd. */
+static char *source_file(const char *rel)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", __FILE__);
+    char *slash = strrchr(path, '/');
+    cr_assert(slash, "__FILE__ has no directory: %s", __FILE__);
+    snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "../%s", rel);
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "%s: %s", path, strerror(errno));
+    return cli_slurp(f, NULL);
+}
+
+/* Options (" --" words) on the shmq-bridge command lines of a shell block: lines that start
+ * with shmq-bridge and the continuation lines after them (a line ending in '\'). */
+static int bridge_options_written(const char *block)
+{
+    int n = 0;
+    bool in_cmd = false;
+    for (const char *line = block; *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (strncmp(line, "shmq-bridge ", 12) == 0)
+            in_cmd = true;
+        if (in_cmd)
+            for (const char *p = line; p < line + len && (p = strstr(p, " --")) && p < line + len;
+                 p += 3)
+                n++;
+        in_cmd = in_cmd && len > 0 && line[len - 1] == '\\';
+        line += len + (end ? 1 : 0);
+    }
+    return n;
+}
+
+/* Every ```sh block of README.md and tools/bridge/README.md that runs shmq-bridge, run by bash
+ * with shmq-bridge (and shmq, nats-server) replaced by functions that print their arguments:
+ * each option written reaches the bridge, and nothing is redirected into a file (an unquoted
+ * subject with '>' is a redirection that swallowed the next option, issue 20). */
+Test(cli, readme_bridge_examples_pass_every_option_to_the_bridge)
+{
+    static const char *const docs[] = {"README.md", "tools/bridge/README.md"};
+    int blocks = 0;
+    for (size_t d = 0; d < sizeof docs / sizeof docs[0]; d++) {
+        char *text = source_file(docs[d]);
+        for (char *b = strstr(text, "```sh\n"); b; b = strstr(b, "```sh\n")) {
+            b += 6;
+            char *e = strstr(b, "```");
+            cr_assert(e, "%s: an unterminated ```sh block", docs[d]);
+            *e = 0;
+            if (strstr(b, "shmq-bridge ")) {
+                blocks++;
+                char dir[] = "/tmp/shmq-readme-XXXXXX";
+                cr_assert(mkdtemp(dir));
+                size_t size = strlen(b) + 512;
+                char *script = malloc(size);
+                cr_assert(script);
+                snprintf(script, size,
+                         "cd %s || exit 1\n"
+                         "shmq-bridge() { for a in \"$@\"; do printf '%%s\\n' \"$a\"; done; }\n"
+                         "shmq() { :; }\nnats-server() { :; }\n%s\n"
+                         "ls -A | sed 's/^/FILE: /'\n",
+                         dir, b);
+                char cmd[64];
+                snprintf(cmd, sizeof cmd, "/bin/bash -c \"$README_SCRIPT\"");
+                setenv("README_SCRIPT", script, 1);
+                int status;
+                char *out = run_shell(cmd, &status);
+                unsetenv("README_SCRIPT");
+                h_remove_tree(dir);
+                cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s block:\n%s", docs[d],
+                          b);
+                cr_assert(!strstr(out, "FILE: "),
+                          "%s: a shell example wrote a file (an unquoted '>'?):\n%s\n%s", docs[d],
+                          b, out);
+                int got = 0;
+                for (const char *p = out; (p = strstr(p, "--")); p += 2)
+                    got += p == out || p[-1] == '\n';
+                cr_assert_eq(got, bridge_options_written(b),
+                             "%s: the bridge got %d of the %d options written in:\n%s\nit got:\n%s",
+                             docs[d], got, bridge_options_written(b), b, out);
+                free(script);
+                free(out);
+            }
+            b = e + 3;
+        }
+        free(text);
+    }
+    cr_assert_geq(blocks, 2, "no shmq-bridge example found in the READMEs");
 }
 
 /* ------------------------------------------------------------------ --version */
