@@ -12,7 +12,11 @@ const char *shmq_strerror(int err)
     case 0: return "success";
     case -EAGAIN: return "queue full or empty (try again)";
     case -ETIMEDOUT: return "timed out";
-    case -ESTALE: return "stale delivery or consumer: it was fenced (reclaimed and redelivered)";
+    case -ESTALE:
+        /* a second ack of one delivery, or any call after a fence: never "reclaimed", which
+         * told a double ack's author that the message went to someone else */
+        return "stale delivery or consumer: already acked or fenced (a fenced consumer's "
+               "messages are redelivered to others)";
     case -EMSGSIZE: return "message larger than the queue's max_msg_size";
     case -EINVAL: return "invalid argument (name, config, NULL pointer or token)";
     case -EEXIST: return "queue already exists";

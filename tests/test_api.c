@@ -649,6 +649,10 @@ Test(api, ack_twice_is_estale)
     h_assert_rc(shmq_receive(c, &m, 0), 0);
     h_assert_rc(shmq_ack(c, &m), 0);
     h_assert_rc(shmq_ack(c, &m), -ESTALE);
+    /* the text says what happened (acked already), not that the message was reclaimed */
+    cr_assert(strstr(shmq_strerror(-ESTALE), "already acked or fenced"), "%s",
+              shmq_strerror(-ESTALE));
+    cr_assert(!strstr(shmq_strerror(-ESTALE), "reclaimed"), "%s", shmq_strerror(-ESTALE));
     h_assert_rc(shmq_nack(c, &m, 0), -ESTALE);
     h_assert_rc(shmq_extend(c, &m, 0), -ESTALE);
     /* Even after the slot was reused for another message. */

@@ -260,8 +260,8 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
  */
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
 
-/** Acknowledge msg: its slot becomes free. -ESTALE when the delivery was fenced (it was
- *  reclaimed and redelivered, or acked already), -EINVAL for a token that names no slot,
+/** Acknowledge msg: its slot becomes free. -ESTALE when the delivery was already acked or
+ *  fenced (its consumer was declared dead or hung and the message redelivered), -EINVAL for a token that names no slot,
  *  -EIDRM when the queue was rebuilt meanwhile (reopen; the ack may or may not count: the
  *  rebuilt queue may deliver the message again). nack and extend return -EIDRM alike.
  *  A log that fails does not fail the ack: when the ACK record cannot be written (-ENOSPC,
