@@ -1002,6 +1002,7 @@ static int rec_type_of(unsigned type)
 
 struct entry { /* one record for the recovery decision: sorted by (id, log order) */
     uint64_t id, order;
+    uint64_t due_unix_ms; /* a delayed PUBLISH's or a delayed NACK's due time; 0: none */
     uint32_t len; /* PUBLISH: message bytes */
     uint16_t type, attempt;
 };
@@ -1152,6 +1153,7 @@ static int log_record(void *arg, uint64_t offset, const struct wal_rec *rec, con
         }
         f->message_bytes += pub.len;
         f->keyed += pub.key_len > 0;
+        f->delayed += pub.due_unix_ms != 0;
     }
     if (rec->type != WAL_MARK) {
         if (f->n_ids == 0 || rec->id < f->min_id)
@@ -1173,7 +1175,11 @@ static int log_record(void *arg, uint64_t offset, const struct wal_rec *rec, con
         r->capv = cap;
     }
     /* the order recover.c's collect() gives: file seq, then offset */
+    uint64_t due = pub.due_unix_ms;
+    if (rec->type == WAL_NACK && rec->len >= WAL_NACK_DUE_LEN)
+        memcpy(&due, payload, WAL_NACK_DUE_LEN);
     r->v[r->nv++] = (struct entry){.id = rec->id,
+                                   .due_unix_ms = due,
                                    .order = (f->seq << 32) | (offset / WAL_ALIGN),
                                    .len = pub.len,
                                    .type = rec->type,
@@ -1267,12 +1273,16 @@ static void read_file(struct log_read *r, int dfd, struct inspect_log_file *f)
 static void decide(struct log_read *r)
 {
     struct inspect_log_recovery *rc = &r->log->recovery;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* the wall clock recovery would compare due times to */
+    uint64_t now_unix_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
     if (r->nv)
         qsort(r->v, r->nv, sizeof(*r->v), by_id_order);
     for (size_t i = 0; i < r->nv;) {
         size_t j = i;
         bool published = false, resolved = false, dead = false, resolution = false;
         uint32_t attempt = 0, len = 0;
+        uint64_t due = 0;           /* recover.c: DELAYED until then, if still ahead */
         size_t end = i, closed = i; /* recover.c: a copy no record follows is not read */
         while (end < r->nv && r->v[end].id == r->v[i].id) {
             unsigned t = r->v[end++].type;
@@ -1291,6 +1301,7 @@ static void decide(struct log_read *r)
                 published = true;
                 resolved = dead = false;
                 len = e->len;
+                due = e->due_unix_ms;
             } else if (e->type == WAL_ACK) {
                 resolved = true;
                 dead = false;
@@ -1299,8 +1310,11 @@ static void decide(struct log_read *r)
                 dead = true;
                 resolution = true;
                 attempt = e->attempt > attempt ? e->attempt : attempt;
-            } else if (e->type == WAL_NACK && e->attempt > attempt) {
-                attempt = e->attempt;
+            } else if (e->type == WAL_NACK) {
+                if (e->attempt > attempt)
+                    attempt = e->attempt;
+                if (published && !resolved && !dead)
+                    due = e->due_unix_ms;
             }
         }
         uint64_t id = r->v[i].id;
@@ -1315,6 +1329,11 @@ static void decide(struct log_read *r)
                 rc->last_live_id = id;
             rc->live++;
             rc->live_with_attempts += attempt > 0;
+            if (due > now_unix_ms) {
+                rc->live_delayed++;
+                if (!rc->next_due_unix_ms || due < rc->next_due_unix_ms)
+                    rc->next_due_unix_ms = due;
+            }
             if (len > rc->live_max_len)
                 rc->live_max_len = len;
         } else if (published) {

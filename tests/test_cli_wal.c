@@ -299,6 +299,45 @@ Test(cli_wal, inspect_live_log_counts_records_and_predicts_recovery)
     cr_assert_eq((double)rep.highest_id, top);
 }
 
+Test(cli_wal, inspect_shows_delayed_records_and_their_due_time)
+{
+    const char *name = h_qname("waldue");
+    shmq_config_t cfg = h_small_config(16, 64, 16);
+    cfg.durability = SHMQ_DURABILITY_PROCESS;
+    cfg.wal_file_size = 65536;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double t0 = (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000000);
+    h_assert_rc(shmq_publish_delayed(q, "later", 5, 600000, NULL), 0);
+    h_assert_rc(shmq_publish_delayed(q, "soon", 4, 300000, NULL), 0);
+    h_assert_rc(shmq_publish(q, "now", 3, NULL), 0);
+    /* a nacked delay counts too: the ready one, nacked for 100 s */
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 5000), 0);
+    h_assert_rc(shmq_nack(c, &m, 100000), 0);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    struct run r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "wal inspect --json");
+    struct jval *doc = json_parse(r.out);
+    jassert_num(doc, "files.0.delayed", 2);
+    jassert_num(doc, "recovery.live", 3);
+    jassert_num(doc, "recovery.live_delayed", 3);
+    double next = jnum(doc, "recovery.next_due_unix_ms");
+    cr_assert(next >= t0 + 100000 - 50 && next <= t0 + 100000 + 60000,
+              "next_due_unix_ms %.0f is not the nack's due time (about %.0f)", next, t0 + 100000);
+    json_free(doc);
+    run_free(&r);
+    r = RUN("wal", name, "inspect");
+    assert_exit(&r, 0, "wal inspect");
+    assert_contains(r.out, "live_delayed: 3", "wal inspect text");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
+
 Test(cli_wal, verify_clean_log_then_flipped_bytes)
 {
     const char *name = h_qname("walflip");

@@ -375,6 +375,7 @@ struct inspect_log_file {
     uint64_t by_type[INSPECT_REC_TYPES];
     uint64_t message_bytes;         /* of the PUBLISH records */
     uint64_t keyed;                 /* PUBLISH records with a dedup key */
+    uint64_t delayed;               /* PUBLISH records with a due time (delayed publishes) */
     uint64_t malformed;             /* PUBLISH records whose body does not parse (recovery skips) */
     uint64_t first_malformed;       /* offset of the first */
     uint64_t n_ids, min_id, max_id; /* of PUBLISH, ACK, DEAD and NACK records */
@@ -396,6 +397,9 @@ struct inspect_log_recovery {
     uint64_t live; /* ids whose latest record is a PUBLISH */
     uint64_t first_live_id, last_live_id;
     uint64_t live_with_attempts;
+    uint64_t live_delayed;     /* of the live: restored DELAYED (a due time still ahead, from a
+                                * delayed PUBLISH or the latest NACK since it) */
+    uint64_t next_due_unix_ms; /* the earliest of their due times (unix ms); 0: none */
     uint32_t live_max_len; /* the longest live message */
     uint64_t resolved;     /* published, then acked */
     uint64_t dead_letters; /* published, then dead-lettered: restored as dead letters */

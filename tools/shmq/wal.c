@@ -43,14 +43,17 @@ void cmd_wal_help(FILE *out)
             "  inspect  for each file: seq, size, header (epoch, capacity, file size),\n"
             "           whether it is truncated (shorter than its header says: the records\n"
             "           before the cut still count), records by type (publish, ack, dead,\n"
-            "           nack, pad, mark), message bytes, PUBLISH records with a dedup key,\n"
+            "           nack, pad, mark), message bytes, PUBLISH records with a dedup key\n"
+            "           and with a due time (delayed publishes),\n"
             "           malformed PUBLISH bodies, bytes used (offset of the end of the last\n"
             "           valid record), ids seen, bad regions (offset, length: garbage),\n"
             "           holes (offset, length: zeros a writer reserved and never filled)\n"
             "           and a torn tail (offset, length); files missing between the oldest\n"
             "           and the newest;\n"
             "           then what shmq_recover() would bring back: live messages (ids whose\n"
-            "           latest record is a PUBLISH), their id range, how many were resolved\n"
+            "           latest record is a PUBLISH), their id range, how many would come\n"
+            "           back delayed and the earliest due time (next_due_unix_ms: wall\n"
+            "           clock, ms since 1970), how many were resolved\n"
             "           (acked or dead-lettered), the highest id (ids go on after it), and\n"
             "           the outcome (fails if no file is readable, or the live messages do\n"
             "           not fit the capacity or max_msg_size of the newest file's header;\n"
@@ -162,6 +165,7 @@ static void emit_file(struct emitter *e, const struct inspect_log_file *f, bool 
     emit_end(e);
     emit_u64(e, "message_bytes", f->message_bytes);
     emit_u64(e, "keyed", f->keyed);
+    emit_u64(e, "delayed", f->delayed);
     emit_u64(e, "malformed", f->malformed);
     emit_u64(e, "used_bytes", f->used_bytes);
     if (f->n_ids) {
@@ -244,6 +248,11 @@ static void emit_report(struct emitter *e, const char *name, const struct inspec
             emit_null(e, "last_live_id");
         }
         emit_u64(e, "live_with_attempts", rc->live_with_attempts);
+        emit_u64(e, "live_delayed", rc->live_delayed);
+        if (rc->next_due_unix_ms)
+            emit_u64(e, "next_due_unix_ms", rc->next_due_unix_ms);
+        else
+            emit_null(e, "next_due_unix_ms");
         emit_u64(e, "resolved", rc->resolved);
         emit_u64(e, "resolved_without_publish", rc->orphans);
         emit_u64(e, "highest_id", rc->highest_id);
