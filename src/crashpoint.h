@@ -19,7 +19,9 @@
  * (loghead.c, a locker that opened .recover, before its flock) and create_before_segment
  * (open.c, a creator under the lock, its log's generation made, no segment yet) and
  * create_before_attach (open.c, a creator whose segment exists, before it points to its log and
- * maps it): tests/test_unlink.c.
+ * maps it), open_before_attach (open.c, an opener that mapped the segment, before it opens the
+ * log) and remove_before_rmdir (wal.c, a delete that removed every file of the log, before its
+ * rmdir): tests/test_unlink.c.
  */
 #ifndef SHMQ_CRASHPOINT_H
 #define SHMQ_CRASHPOINT_H

@@ -194,7 +194,8 @@ static int lock_file(int at, const char *path, int op, uint32_t mode)
 {
     for (;;) {
         int fd = io_openat(at, path, O_RDONLY | O_CLOEXEC, 0);
-        if (fd == -ENOENT && (fd = io_openat(at, path, O_RDONLY | O_CREAT | O_CLOEXEC, mode)) >= 0)
+        if (fd == -ENOENT && mode &&
+            (fd = io_openat(at, path, O_RDONLY | O_CREAT | O_CLOEXEC, mode)) >= 0)
             io_fchmod(fd, mode); /* best effort: the umask must not keep a shared queue's users out */
         if (fd < 0)
             return fd;

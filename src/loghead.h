@@ -65,7 +65,7 @@ bool loghead_valid(const struct log_head *h);
 int loghead_sync(struct loghead *lh);
 
 /* Open LOG_DIR/NAME/.recover (read-only: flock needs no more; made with file mode `mode` if
- * missing) and flock it with op (LOCK_EX, LOCK_SH | LOCK_NB, ...): the fd (close it to
+ * missing, never with mode 0: -ENOENT) and flock it with op (LOCK_EX, LOCK_SH | LOCK_NB, ...): the fd (close it to
  * unlock), or -errno (-EWOULDBLOCK when LOCK_NB finds it held). The lock returned is on the
  * file the name has once it is held: one unlinked meanwhile (a delete) is let go and the name
  * opened again; -ENOENT when the directory went with it (the queue was deleted). */

@@ -138,6 +138,7 @@ int shmq_open(const char *name, shmq_t **q)
     }
     if (err)
         return err;
+    CRASH_POINT(open_before_attach);
     if ((err = attach(q, &seg, name, false)) != 0)
         segment_close(&seg);
     return err;

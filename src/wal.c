@@ -395,7 +395,11 @@ static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
 static int remake_head(struct wal *w)
 {
     uint32_t mode = logdir_file_mode(w->seg->layout.mode);
-    int lock = loghead_lock_at(w->dirfd, LOCK_EX, mode);
+    /* .recover is not made here (mode 0): without it as without the head, the directory is
+     * one a delete is removing (it unlinks .recover, then the head, then rmdir). A head made
+     * there was live: the opener's publishes went into the deleted queue's log, and the next
+     * open rebuilt it (and the delete's rmdir failed, -ENOTEMPTY) */
+    int lock = loghead_lock_at(w->dirfd, LOCK_EX, 0);
     if (lock < 0)
         return lock;
     int err = loghead_open(w->dir, false, 0, &w->head); /* another opener remade it first */
@@ -1096,5 +1100,7 @@ int wal_remove_dir(const char *dir)
     }
     if (!err)
         err = r.err;
+    if (!err)
+        CRASH_POINT(remove_before_rmdir);
     return err ? err : io_rmdir(dir);
 }

@@ -81,6 +81,20 @@ static int create_publish_main(void *arg)
     return 0;
 }
 
+/* An open that then publishes one message, "late" (rc: the open's, else the publish's). */
+static int open_publish_main(void *arg)
+{
+    struct ul_shared *sh = *(struct ul_shared **)arg;
+    shmq_t *q;
+    int rc = shmq_open(sh->name, &q);
+    if (rc == 0) {
+        rc = shmq_publish(q, "late", 4, NULL);
+        shmq_close(q);
+    }
+    atomic_store(&sh->rc, rc);
+    return 0;
+}
+
 static int unlink_main(void *arg)
 {
     struct ul_shared *sh = *(struct ul_shared **)arg;
@@ -387,4 +401,30 @@ Test(unlink, a_create_waiting_across_a_delete_makes_the_queue)
     rc = atomic_load(&cs->rc);
     cr_assert_eq(rc, 0, "a create after a delete: %s", shmq_strerror(rc));
     ul_works(cs->name);
+}
+
+Test(unlink, an_open_that_mapped_the_segment_before_a_delete_makes_no_head)
+{
+    /* The opener mapped the segment and stops before it opens the log; the delete removes the
+     * segment and every file of the log (.recover, then the head) and stops before its rmdir,
+     * holding its lock. The opener finds no head: it used to make one (and .recover) there,
+     * live in the deleted queue's generation: the delete's rmdir failed and the opener's
+     * publish made a log file, from which the next open rebuilt the deleted queue. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *os = ul_setup("ulOD"), *us = t_shared(sizeof *us);
+    snprintf(us->name, sizeof us->name, "%s", os->name);
+    atomic_store(&us->rc, 1);
+    ul_make(os->name);
+    pid_t o = t_spawn_crash(open_publish_main, &os, sizeof os, "open_before_attach", 1, 0);
+    ul_stopped(o, "opener O");
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "remove_before_rmdir", 1, 0);
+    ul_stopped(u, "delete U");
+    kill(o, SIGCONT);
+    t_assert_exit0(o, WAIT_MS, "opener O");
+    kill(u, SIGCONT);
+    t_assert_exit0(u, WAIT_MS, "delete U");
+    int orc = atomic_load(&os->rc);
+    cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
+    cr_assert_eq(orc, -ENOENT, "the opener of a queue being deleted: %s", shmq_strerror(orc));
+    ul_deleted_whole(os->name);
 }
