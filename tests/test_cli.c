@@ -14,6 +14,8 @@
  *     unchanged and one that is not as data_b64 that decodes to the same bytes;
  *   - the READMEs' shmq-bridge shell examples pass every option they write to the bridge (a
  *     subject with a wildcard is quoted, not a redirection);
+ *   - the man pages made by help2man name tool, section and version, and shmq(1) holds the
+ *     --help of every command;
  *   - version: `shmq --version`, `shmq-watchdog --version` and `shmq-bridge --version` print
  *     "NAME VERSION" with the library's version (the headers' SHMQ_VERSION_STRING);
  *   - create applies every option (read back with shmq_get_config()), durability and log
@@ -323,6 +325,41 @@ Test(cli, every_tool_prints_name_and_version)
     assert_contains(r.out, "--version", "shmq --help");
     run_free(&r);
     RUN_EXPECT_EXIT(2, "shmq --version with an argument", "--version", "extra");
+}
+
+/* The man pages built from the tools' help (cmake/ShmqMan.cmake, where help2man is installed):
+ * each names its tool, section and version in .TH, and shmq(1) holds every command's own help
+ * (a command added to the tool reaches the page with no one editing it). */
+Test(cli, man_pages_are_the_tools_help)
+{
+    static const struct {
+        const char *page, *th;
+    } pages[] = {
+        {"man/man1/shmq.1", ".TH SHMQ \"1\""},
+        {"man/man8/shmq-watchdog.8", ".TH SHMQ-WATCHDOG \"8\""},
+        {"man/man1/shmq-bridge.1", ".TH SHMQ-BRIDGE \"1\""},
+    };
+    if (access(cli_tool_location("man/man1/shmq.1"), R_OK) != 0)
+        cr_skip_test("man pages not built (no help2man): not checked");
+    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+        if (i == 2 && access(cli_tool_location("shmq-bridge"), X_OK) != 0)
+            continue; /* no bridge, no page */
+        FILE *f = fopen(cli_tool_location(pages[i].page), "r");
+        cr_assert(f, "%s: %s", pages[i].page, strerror(errno));
+        char *text = cli_slurp(f, NULL);
+        assert_contains(text, pages[i].th, pages[i].page);
+        assert_contains(text, shmq_version(), pages[i].page);
+        if (i == 0) {
+            for (size_t k = 0; k < N_COMMANDS; k++) {
+                char want[64];
+                snprintf(want, sizeof want, ".SS \"shmq %s\"\n.nf\n.in 0\nUsage: shmq %s",
+                         commands[k], commands[k]);
+                assert_contains(text, want, "shmq(1) holds each command's --help");
+            }
+            assert_contains(text, "  --capacity N ", "shmq(1) has create's options");
+        }
+        free(text);
+    }
 }
 
 /* ------------------------------------------------------------------ create, stat, list */
