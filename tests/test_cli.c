@@ -108,8 +108,8 @@ static shmq_msg_t receive_text(shmq_consumer_t *c, char *buf, size_t size)
 
 /* ------------------------------------------------------------------ help and usage */
 
-static const char *const commands[] = {"list", "create", "delete", "stat", "top",    "pub",
-                                       "sub",  "replay", "dlq",    "dump", "wal",    "recover"};
+static const char *const commands[] = {"list",   "create", "delete", "stat", "top", "pub",    "sub",
+                                       "replay", "purge",  "dlq",    "dump", "wal", "recover"};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 Test(cli, help_lists_every_command_and_each_documents_exit_codes)
@@ -928,6 +928,32 @@ Test(cli, pub_delay_ms_holds_the_message_until_due)
                   (long long)(t0 + 2000 - t1));
     run_free(&r);
     RUN_EXPECT_EXIT(2, "a delay that is no number", "pub", name, "--delay-ms", "soon", "x");
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(cli, purge_prints_the_count_and_delayed_on_request)
+{
+    const char *name = h_qname("purge");
+    shmq_t *q = create_queue(name, 16, 5);
+    RUN_EXPECT_EXIT(0, "pub", "pub", name, "a", "b", "c");
+    RUN_EXPECT_EXIT(0, "pub --delay-ms", "pub", name, "--delay-ms", "600000", "late");
+    struct run r = RUN("purge", name);
+    assert_exit(&r, 0, "purge");
+    cr_assert_str_eq(r.out, "3\n");
+    run_free(&r);
+    r = RUN("purge", name, "--delayed", "--json");
+    assert_exit(&r, 0, "purge --delayed --json");
+    struct jval *d = json_parse(r.out);
+    jassert_num(d, "purged", 1);
+    cr_assert_str_eq(jstr(d, "queue"), name);
+    json_free(d);
+    run_free(&r);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert(st.ready == 0 && st.delayed == 0 && st.free == 16, "ready %u delayed %u free %u",
+              st.ready, st.delayed, st.free);
+    RUN_EXPECT_EXIT(1, "purge of no queue", "purge", "no-such-queue-here");
+    RUN_EXPECT_EXIT(2, "purge without NAME", "purge");
     h_assert_rc(shmq_close(q), 0);
 }
 

@@ -211,6 +211,29 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
  */
 int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id);
 
+/** shmq_purge() flags. */
+#define SHMQ_PURGE_DELAYED                                                                         \
+    1u /* also drop the delayed messages (nacked with a delay, or published                        \
+        * with one), not only the ready ones */
+
+/**
+ * Drop every ready message of the queue (with SHMQ_PURGE_DELAYED, every delayed one too); *count
+ * (may be NULL) gets how many were dropped. In-flight messages are left to their consumers (an
+ * ack or nack of theirs works as usual, and a nacked one comes back after the purge); reserved
+ * slots and dead letters (shmq_dlq_purge()) are not touched. Purge takes each message through the
+ * same compare-and-swap a receive makes, so a message is either delivered or purged, never both.
+ * It looks at the messages present when it starts: one published, nacked or made due while it
+ * runs may be dropped or not. A ready message in no ring (left so by a crash, re-queued by the
+ * next maintenance pass) is not seen. Each dropped message is logged as acked, so a rebuild from
+ * the log does not bring it back (a purger killed between a drop and its record: that one may
+ * come back after a segment loss). Returns -EINVAL for NULL q or an unknown flag, -EIDRM when the
+ * queue was rebuilt from its log (reopen; messages dropped before are dropped). A log record
+ * that cannot be written does not fail it (counted in shmq_stats_t.wal_errors).
+ * Safe alongside any publish, receive, maintenance or other purge; lock-free; a scan of the
+ * slots with SHMQ_PURGE_DELAYED, no system call unless a producer sleeps on a full queue.
+ */
+int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count);
+
 /**
  * Idempotent publish: as shmq_publish(), with a dedup key (1..SHMQ_DEDUP_KEY_MAX bytes). Within
  * the queue's dedup window (about the last dedup_window_count keys, each for dedup_window_ms),

@@ -44,6 +44,7 @@ CLI_DECLARE(pub);
 CLI_DECLARE(sub);
 CLI_DECLARE(replay);
 CLI_DECLARE(dlq);
+CLI_DECLARE(purge);
 CLI_DECLARE(wal);
 CLI_DECLARE(recover);
 

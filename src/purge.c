@@ -1,0 +1,98 @@
+/*
+ * purge.c - drop a queue's ready messages (and, asked, its delayed ones): shmq_purge.
+ *
+ * Purge takes ready messages the way a consumer does: it dequeues indices from the ready ring
+ * (as many entries as the ring held when it began, so it ends while producers go on) and, for a
+ * slot still READY(g), ends it with one CAS from that exact word (slot_finish: FREE, or FENCED
+ * while a fenced former holder may still read the payload). A receiving consumer CASes the same
+ * word to INFLIGHT (C1): of the two CASes exactly one succeeds, so a message is either delivered
+ * or purged, never both; a stale or duplicate entry fails the state check and is dropped, as in
+ * receive. With SHMQ_PURGE_DELAYED it then scans the slots for DELAYED ones (they are in no
+ * ring) and ends each from its exact word, racing maintenance's firing CAS the same way.
+ * In-flight, reserved and dead slots are never touched.
+ *
+ * Each purged message is logged as an ACK of its id after its CAS (as shmq_ack), so a rebuild
+ * from the log does not bring it back. Crash windows: killed between the CAS and the ACK record,
+ * the slot is gone from shm but the log still says live: a rebuild after a segment loss brings
+ * that one message back (at least once, never a loss; the same window as ack's). Killed after a
+ * dequeue and before the CAS: the READY slot is an orphan that maintenance re-enqueues, as for a
+ * consumer killed there (receive_after_dequeue).
+ */
+#include <errno.h>
+
+#include "queue.h"
+#include "slot.h"
+#include "slotmove.h"
+
+/* End slot idx, whose message was ready or delayed as word w: 1 if this call ended it, 0 if
+ * the word moved on first (delivered, fired, or purged by someone else), -EIDRM. */
+static int purge_slot(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    /* read after the caller's acquire load of w; ours only if the CAS from w succeeds (a word
+     * never repeats, so the slot held this message all along) */
+    uint64_t id = sl->id;
+    if (slot_finish(q, idx, w) != 0)
+        return 0;
+    /* after the CAS, as an ack: the record never resolves a message someone else took */
+    return queue_log(q, WAL_ACK, id, 0) == -EIDRM ? -EIDRM : 1;
+}
+
+/* Drain the ready ring once: READY slots are purged, stale entries dropped. */
+static int purge_ready(shmq_t *q, uint32_t *count)
+{
+    struct ring *rr = &q->seg.ready_ring;
+    uint64_t ticket, pending = ring_tail(rr) - ring_head(rr);
+    if (pending > rr->mask + 1)
+        pending = rr->mask + 1;
+    uint32_t idx;
+    for (uint64_t i = 0; i < pending && ring_dequeue(rr, &idx, &ticket) == 0; i++) {
+        struct slot *sl = segment_slot(&q->seg, idx);
+        if (!sl)
+            continue; /* garbage from shm: drop it */
+        /* acquire: pairs with P1 (or whichever release made it READY): id is the message's */
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) != SLOT_READY)
+            continue; /* stale or duplicate entry, as in receive */
+        int r = purge_slot(q, idx, w);
+        if (r < 0)
+            return r;
+        *count += (uint32_t)r;
+    }
+    return 0;
+}
+
+/* Purge every DELAYED slot (none is in a ring: a scan). */
+static int purge_delayed(shmq_t *q, uint32_t *count)
+{
+    for (uint32_t i = 0; i < q->seg.layout.capacity; i++) {
+        struct slot *sl = segment_slot(&q->seg, i);
+        /* acquire: pairs with the release that made it DELAYED (a nack, P1D, a parking) */
+        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        if (sw_state(w) != SLOT_DELAYED)
+            continue;
+        int r = purge_slot(q, i, w);
+        if (r < 0)
+            return r;
+        *count += (uint32_t)r;
+    }
+    return 0;
+}
+
+int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count)
+{
+    uint32_t n = 0;
+    if (count)
+        *count = 0;
+    if (!q || (flags & ~SHMQ_PURGE_DELAYED))
+        return -EINVAL;
+    if (!queue_gen_live(q)) /* the queue was rebuilt: this segment is no longer the queue */
+        return -EIDRM;
+    /* delayed first: one fired meanwhile is still purged from the ring below */
+    int err = (flags & SHMQ_PURGE_DELAYED) ? purge_delayed(q, &n) : 0;
+    if (!err)
+        err = purge_ready(q, &n);
+    if (count)
+        *count = n;
+    return err;
+}
