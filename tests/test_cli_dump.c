@@ -319,6 +319,48 @@ Test(cli_dump, missing_queue_exits_1)
     run_free(&r);
 }
 
+/* A UTF-8 payload longer than the preview is previewed as text, as it is, up to the last whole
+ * character before the cut (not as hex because the cut split an "é"), in text and JSON; a
+ * payload that is not UTF-8 stays hex. */
+Test(cli_dump, utf8_preview_ends_at_a_whole_character)
+{
+    const char *name = h_qname("u8prev");
+    shmq_config_t cfg = h_small_config(CAPACITY, MSG_SIZE, 8);
+    cfg.dedup_window_count = 0;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    char text[64] = "x"; /* 1 + 2 * 20 bytes: the 32-byte cut falls inside the 16th "é" */
+    for (int i = 0; i < 20; i++)
+        strcat(text, "\xc3\xa9");
+    uint64_t id;
+    h_assert_rc(shmq_publish(q, text, strlen(text), &id), 0);
+    char want[96] = "preview=\"x";
+    for (int i = 0; i < 15; i++)
+        strcat(want, "\xc3\xa9");
+    strcat(want, "\" preview_truncated=true");
+
+    struct run r = run_shmq("dump", name, NULL);
+    assert_exit(&r, 0, "dump");
+    char line[1024], idw[48];
+    snprintf(idw, sizeof idw, " id=%" PRIu64 " ", id);
+    cr_assert(line_with(r.out, idw, line, sizeof(line)), "no slot with id %" PRIu64, id);
+    assert_contains(line, "preview_encoding=text", "a cut UTF-8 preview");
+    assert_contains(line, want, "a cut UTF-8 preview");
+    run_free(&r);
+
+    r = run_shmq("dump", name, "--json", NULL);
+    assert_exit(&r, 0, "dump --json");
+    assert_json(&r);
+    assert_contains(r.out, "\"preview_encoding\": \"text\"", "a cut UTF-8 preview in JSON");
+    char jwant[96] = "\"preview\": \"x";
+    for (int i = 0; i < 15; i++)
+        strcat(jwant, "\xc3\xa9");
+    strcat(jwant, "\",");
+    assert_contains(r.out, jwant, "the same characters in JSON");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
+
 Test(cli_dump, text_shows_inflight_slot_ready_count_and_registry)
 {
     struct live_queue lq;

@@ -113,6 +113,9 @@ int bytes_printable(const unsigned char *p, size_t len);
 /* The length (1..4) of the valid UTF-8 character that starts p (left bytes available), or 0
  * if none does (RFC 3629: shortest form, no surrogates, at most U+10FFFF). */
 size_t utf8_char_len(const unsigned char *p, size_t left);
+/* len, less a UTF-8 character cut short at the end (the first bytes of a 2..4-byte sequence):
+ * where a preview of the first N bytes of a payload should end. */
+size_t utf8_cut_tail(const unsigned char *p, size_t len);
 /* True if all len bytes are valid UTF-8 (an empty string is). */
 bool utf8_valid(const void *p, size_t len);
 

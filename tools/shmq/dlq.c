@@ -93,10 +93,12 @@ static int list(shmq_t *q, const char *name, bool json)
             continue;
         }
         size_t k = d->len < PREVIEW_BYTES ? d->len : PREVIEW_BYTES;
+        /* as text: up to the cut, less a UTF-8 character it split */
+        size_t kt = d->len > k ? utf8_cut_tail(d->data, k) : k;
         printf("%-12" PRIu64 " %-7" PRIu32 " %-12s %-8zu ", d->id, d->attempt,
                reason_name(d->reason), d->len);
-        if (bytes_printable(d->data, k)) {
-            text_quoted(stdout, d->data, k);
+        if (bytes_printable(d->data, kt)) {
+            text_quoted(stdout, d->data, kt);
         } else {
             fputs("0x", stdout);
             hex_bytes(stdout, d->data, k);

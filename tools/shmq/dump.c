@@ -202,6 +202,14 @@ static int dump_rings(struct emitter *e, struct inspect_segment *seg, struct ins
 }
 
 /* One non-free slot. */
+/* The preview's bytes shown as text: all of them, less a UTF-8 character the cut at
+ * INSPECT_PREVIEW_BYTES split (so "é" at the cut does not turn the whole preview into hex). */
+static size_t preview_text_len(const struct inspect_slot *o)
+{
+    bool cut = o->len > INSPECT_PREVIEW_BYTES;
+    return cut ? utf8_cut_tail(o->preview, o->preview_len) : o->preview_len;
+}
+
 static void dump_slot(struct emitter *e, const struct inspect_slot *o)
 {
     char label[32];
@@ -244,9 +252,9 @@ static void dump_slot(struct emitter *e, const struct inspect_slot *o)
     if (!o->len_valid) {
         emit_null(e, "preview_encoding");
         emit_null(e, "preview");
-    } else if (bytes_printable(o->preview, o->preview_len)) {
+    } else if (bytes_printable(o->preview, preview_text_len(o))) {
         emit_word(e, "preview_encoding", "text");
-        emit_bytes(e, "preview", o->preview, o->preview_len);
+        emit_bytes(e, "preview", o->preview, preview_text_len(o));
     } else {
         emit_word(e, "preview_encoding", "hex");
         emit_hexbytes(e, "preview", o->preview, o->preview_len);

@@ -53,6 +53,17 @@ bool utf8_valid(const void *p, size_t len)
     return true;
 }
 
+size_t utf8_cut_tail(const unsigned char *p, size_t len)
+{
+    size_t i = len;
+    for (int k = 0; k < 3 && i > 0 && (p[i - 1] & 0xc0) == 0x80; k++)
+        i--; /* back over continuation bytes to the last character's first byte */
+    if (i == 0 || p[i - 1] < 0xc2 || p[i - 1] > 0xf4)
+        return len; /* it ends in ASCII, or in bytes no cut explains: leave them */
+    size_t start = i - 1, need = p[start] >= 0xf0 ? 4 : p[start] >= 0xe0 ? 3 : 2;
+    return len - start < need ? start : len;
+}
+
 /* A C1 control character (U+0080..U+009F) is the two bytes 0xc2 0x80..0x9f. */
 static bool c1_control(const unsigned char *p, size_t n)
 {
