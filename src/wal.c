@@ -66,7 +66,8 @@
 #define WAL_POS_SLACK 1024       /* files beyond the oldest believed without a look at the disk */
 
 struct walmap {
-    uint64_t seq, epoch;
+    _Atomic uint64_t seq; /* relaxed: a reused struct changes it under a racing pinner (get_map) */
+    uint64_t epoch;
     uint8_t *base;
     int fd;
     _Atomic int users;
@@ -84,7 +85,8 @@ struct wal {
     pthread_mutex_t lock; /* the miss path: mapping, evicting */
     _Atomic(struct walmap *) cache[WAL_CACHE];
     struct walmap *all;     /* mapped */
-    struct walmap *retired; /* unmapped, kept for a late writer's users counter */
+    struct walmap *retired; /* unmapped, kept for a late writer's users counter; reused */
+    uint32_t structs;       /* walmap structs allocated (all + retired): bounded by reuse */
     /* Reservations this process could not fill (their file could not be made or mapped): each
      * is closed with a PAD record once the file can be mapped, so it does not stay a hole.
      * Under lock; npend is read without it as a hint. */
@@ -290,7 +292,11 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
     if (fd < 0)
         return fd;
     struct stat st;
-    struct walmap *m = calloc(1, sizeof(*m));
+    struct walmap *m = w->retired; /* reused, never freed before wal_close (sweep_maps) */
+    if (m)
+        w->retired = m->next;
+    else if ((m = calloc(1, sizeof(*m))) != NULL)
+        w->structs++;
     void *base = NULL;
     int err = m ? io_fstat(fd, &st) : -ENOMEM;
     /* a file of another size is not one of ours (a torn one is never linked into place) */
@@ -308,10 +314,13 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         if (base)
             io_munmap(base, w->file_size);
         io_close(fd);
-        free(m);
+        if (m) { /* back to the retired list: a late pinner may still hold its address */
+            m->next = w->retired;
+            w->retired = m;
+        }
         return err;
     }
-    m->seq = seq;
+    atomic_store_explicit(&m->seq, seq, memory_order_relaxed); /* published by the cache store */
     m->epoch = h->epoch;
     m->base = base;
     m->fd = fd;
@@ -330,7 +339,11 @@ static void put_map(struct walmap *m)
  * (seq_cst) and reads users after; a writer increments users (seq_cst) and re-checks the cache
  * after: one of the two sees the other (get_map). The small struct stays allocated (on
  * w->retired) because a writer may still touch its users counter; only the mapping and the file
- * go, so deleted files do not stay open.
+ * go, so deleted files do not stay open. map_file() reuses a retired struct for the next file,
+ * so a long-lived process holds as many structs as it ever had mappings at once (not one per
+ * file it ever mapped: the watchdog of a queue with small files grew by ~9 KiB a minute). A
+ * late pinner of a reused struct finds it cached for another file, or not cached: get_map
+ * re-checks both the cache and the seq after its pin, and lets go.
  */
 static void sweep_maps(struct wal *w)
 {
@@ -363,7 +376,9 @@ static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
         if (!m || m->seq != seq)
             break;
         atomic_fetch_add(&m->users, 1); /* seq_cst: pin, then re-check it is still cached */
-        if (atomic_load(c) == m) {
+        /* and still this file's: a retired struct may have been reused for another (relaxed:
+         * the cache load before it orders it, as the seq_cst store in get_map published it) */
+        if (atomic_load(c) == m && atomic_load_explicit(&m->seq, memory_order_relaxed) == seq) {
             *out = m;
             return 0;
         }
