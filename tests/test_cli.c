@@ -108,8 +108,9 @@ static shmq_msg_t receive_text(shmq_consumer_t *c, char *buf, size_t size)
 
 /* ------------------------------------------------------------------ help and usage */
 
-static const char *const commands[] = {"list",   "create", "delete", "stat", "top", "pub",    "sub",
-                                       "replay", "purge",  "dlq",    "dump", "wal", "recover"};
+static const char *const commands[] = {"list", "create", "delete", "stat",   "top",
+                                       "pub",  "sub",    "replay", "peek",   "purge",
+                                       "dlq",  "dump",   "wal",    "recover"};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 Test(cli, help_lists_every_command_and_each_documents_exit_codes)
@@ -1185,4 +1186,40 @@ Test(cli, sub_and_dump_past_the_file_size_limit_fail_without_a_signal)
     cr_assert(!WIFSIGNALED(st), "shmq dump died of signal %d under ulimit -f",
               WIFSIGNALED(st) ? WTERMSIG(st) : 0);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) != 0, "shmq dump past ulimit -f exited %d", st);
+}
+
+Test(cli, peek_prints_ready_messages_and_takes_none)
+{
+    const char *name = h_qname("peek");
+    shmq_t *q = create_queue(name, 16, 5);
+    RUN_EXPECT_EXIT(0, "pub", "pub", name, "a", "bb", "ccc");
+    struct run r = RUN("peek", name);
+    assert_exit(&r, 0, "peek");
+    cr_assert_str_eq(r.out, "a\nbb\nccc\n");
+    run_free(&r);
+    r = RUN("peek", name, "--count", "1", "--json");
+    assert_exit(&r, 0, "peek --count 1 --json");
+    struct jval *d = json_parse(r.out);
+    jassert_num(d, "id", 1);
+    jassert_num(d, "attempt", 0);
+    jassert_num(d, "len", 1);
+    cr_assert_str_eq(jstr(d, "data"), "a");
+    json_free(d);
+    int lines = 0;
+    for (const char *p = r.out; *p; p++)
+        lines += *p == '\n';
+    cr_assert_eq(lines, 1, "--count 1 printed %d lines: %s", lines, r.out);
+    run_free(&r);
+    /* nothing was taken: all three are delivered, first attempts */
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    for (int i = 0; i < 3; i++) {
+        char buf[8];
+        shmq_msg_t m = receive_text(c, buf, sizeof buf);
+        cr_assert_eq(m.attempt, 1, "attempt %u after a peek", m.attempt);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    h_assert_rc(shmq_consumer_close(c), 0);
+    RUN_EXPECT_EXIT(2, "peek --count 0", "peek", name, "--count", "0");
+    h_assert_rc(shmq_close(q), 0);
 }

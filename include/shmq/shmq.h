@@ -211,6 +211,30 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id);
  */
 int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id);
 
+/** A ready message as shmq_peek() copied it. */
+typedef struct shmq_peek_msg {
+    uint64_t id;
+    uint32_t attempt; /* deliveries so far (0: never delivered; nacked ones count) */
+    size_t len;       /* the message's length */
+    const void *data; /* its copy, in the caller's buf */
+    size_t copied;    /* bytes copied: len, or less when buf ran out (then data holds the
+                       * first copied bytes) */
+} shmq_peek_msg_t;
+
+/**
+ * Browse: copy up to max ready messages, lowest id first, into out[] and their bytes into buf
+ * (buf_size bytes; each message's copy follows the previous one's), without taking them: no
+ * attempt is spent, no consumer is delayed, nothing is logged. *n gets how many were copied.
+ * Each copy is of one message as it was ready at some instant of the call (a slot taken or
+ * reused while it was copied is skipped), but the set is no snapshot: messages received,
+ * published or made due meanwhile may or may not be in it. In-flight, delayed and dead messages
+ * are not shown (dead ones: shmq_dlq_list()). -EINVAL for NULL q or n, or out NULL with max > 0,
+ * or buf NULL with buf_size > 0; -ENOMEM if a scratch array of capacity entries cannot be
+ * allocated. A scan of the slots (and a sort of the ready ones): not for the fast path. Safe
+ * alongside any other call; read-only on the segment.
+ */
+int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf_size, size_t *n);
+
 /** shmq_purge() flags. */
 #define SHMQ_PURGE_DELAYED                                                                         \
     1u /* also drop the delayed messages (nacked with a delay, or published                        \

@@ -29,6 +29,8 @@ static const struct cli_command commands[] = {
     {"sub", "consume messages and print them, one per line", cmd_sub, cmd_sub_help},
     {"replay", "print a queue's history from its log, from an id or a time (read-only)", cmd_replay,
      cmd_replay_help},
+    {"peek", "print ready messages without taking them (no attempt spent)", cmd_peek,
+     cmd_peek_help},
     {"purge", "drop every ready message (--delayed: and the delayed ones); print the count",
      cmd_purge, cmd_purge_help},
     {"dlq", "dead letters: list, redrive, purge", cmd_dlq, cmd_dlq_help},

@@ -1,0 +1,83 @@
+/*
+ * peek.c - browse the ready messages without taking them (shmq_peek).
+ *
+ * A read-only scan: for each slot READY as word w (acquire load: pairs with P1 or whichever
+ * release made it READY, so id, len, attempt and payload are the message's), copy them out, then
+ * an acquire fence and a second load of the word. Equal words mean the slot held that message
+ * throughout the copy (a word never repeats: every transition adds 1 to gen), as a seqlock
+ * reader; else the copy is dropped: the message was received (or purged) and the slot may be
+ * in reuse. Nothing is written to the segment, so no consumer or producer can be disturbed.
+ * The copy races, by design, with the writes of whoever took the slot meanwhile (a receiver's
+ * attempt, a producer's payload): a seqlock reader's race, whose result the re-check throws
+ * away (as checkpoint_slot() in maintain.c). TSan reports it, so tests/test_peek.c carries no
+ * `threaded` label; its torn-copy test is what checks the re-check.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "queue.h"
+#include "slot.h"
+
+struct seen {
+    uint64_t id;
+    uint32_t idx;
+};
+
+static int by_id(const void *a, const void *b)
+{
+    const struct seen *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Copy slot idx into *m and buf if it is still the READY message id: true if it was. */
+static bool copy_ready(shmq_t *q, uint32_t idx, uint64_t id, shmq_peek_msg_t *m, char *buf,
+                       size_t room)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    /* acquire: pairs with the release that made it READY */
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+    if (sw_state(w) != SLOT_READY || sl->id != id)
+        return false;
+    size_t len = sl->len;
+    if (len > q->seg.layout.max_msg_size)
+        return false; /* a corrupted length: never read out of bounds */
+    m->id = id;
+    m->attempt = sl->attempt;
+    m->len = len;
+    m->copied = len < room ? len : room;
+    m->data = buf;
+    if (m->copied)
+        memcpy(buf, slot_payload(sl), m->copied);
+    atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
+    return atomic_load_explicit(&sl->state, memory_order_relaxed) == w;
+}
+
+int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf_size, size_t *n)
+{
+    if (!q || !n || (!out && max) || (!buf && buf_size))
+        return -EINVAL;
+    *n = 0;
+    uint32_t cap = q->seg.layout.capacity, k = 0;
+    struct seen *v = malloc((cap ? cap : 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < cap; i++) { /* which slots are ready, by id */
+        struct slot *sl = segment_slot(&q->seg, i);
+        /* acquire: the id read next is the READY word's message (re-checked when copied) */
+        if (sw_state(atomic_load_explicit(&sl->state, memory_order_acquire)) == SLOT_READY)
+            v[k++] = (struct seen){sl->id, i};
+    }
+    qsort(v, k, sizeof(*v), by_id);
+    size_t used = 0;
+    for (uint32_t j = 0; j < k && *n < max; j++) {
+        shmq_peek_msg_t *m = &out[*n];
+        char *dst = buf ? (char *)buf + used : NULL;
+        if (copy_ready(q, v[j].idx, v[j].id, m, dst, buf_size - used)) {
+            used += m->copied;
+            (*n)++;
+        }
+    }
+    free(v);
+    return 0;
+}
