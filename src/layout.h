@@ -56,9 +56,14 @@ struct seg_header {
     _Alignas(CACHE_LINE) _Atomic uint64_t lease_word;    /* maintenance lease (lease.c) */
     _Atomic uint64_t maint_passes;                       /* completed maintenance steps */
     _Atomic uint64_t moves;  /* copy-outs begun (maintain.c, M1/M2): retention skips on a change */
-    /* Group commit's flush lock (wal.c, GC5/GC6): the thread id inside a round's fdatasync calls,
-     * 0 if none. On this cold line: written twice per SYNC round. */
-    _Atomic uint32_t wal_sync_flusher;
+    /* Group commit's flush lock (wal.c, GC5-GC8): bits 0-30 the thread id inside a round's
+     * fdatasync calls (0 if none), bit 31 "its last fdatasync returned and is recorded", bits
+     * 32-63 a straggler (a holder taken over while stopped before it could say so). On this cold
+     * line: written twice per fdatasync of a SYNC round. */
+    _Atomic uint64_t wal_sync_flusher;
+    /* Log position below which a record may have been covered by an fdatasync whose outcome is
+     * unknown (its leader was taken over while stopped, or died, inside its flush: GC7). */
+    _Atomic uint64_t wal_sync_unknown;
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
     /* The write-ahead log (wal.c): the next byte position to reserve; group commit state. */

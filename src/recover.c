@@ -313,7 +313,10 @@ static int populate(struct segment *s, void *arg)
     if (!err)
         err = wal_append(w, WAL_MARK, rb->highest_id, 0, NULL, 0, NULL);
     if (!err) /* the copies are on disk before the generation counts */
-        err = wal_sync(w, (uint32_t)(s->layout.wal_base_pos / (s->layout.wal_file_size - WAL_HEADER_SIZE)));
+        err = wal_sync(w,
+                       (uint32_t)(s->layout.wal_base_pos /
+                                  (s->layout.wal_file_size - WAL_HEADER_SIZE)),
+                       s->layout.wal_base_pos);
     wal_close(w);
     if (err)
         return err;

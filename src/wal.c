@@ -25,7 +25,9 @@
  * A leader that dies or stalls is taken over; it took nothing with it (GC1-GC4 in DESIGN.md).
  * The fdatasync calls run one round at a time, under a flush lock (GC5/GC6): a round records
  * its failure before the next one flushes, so no leader reports success for a file whose
- * writeback error another leader's fdatasync consumed (review R2-3).
+ * writeback error another leader's fdatasync consumed (review R2-3). A lock holder that is dead
+ * or stopped is taken over, its flush's outcome unknown: the records it may have covered get
+ * -EIO, the log is not failed (GC7, GC8: a stopped one may still flush late).
  *
  * Storage failures (docs/DESIGN.md, "Storage failures"): files are preallocated before they are
  * linked into place, so stores into a mapping cannot fault; an append fails only when its file
@@ -788,38 +790,144 @@ static void sync_lower(_Atomic uint64_t *word, uint64_t seq)
 }
 
 /*
- * GC5: take the flush lock before our first fdatasync. A live holder (a leader we took over from,
- * stopped or slow, inside its flush) is waited for: its fdatasync may have consumed a writeback
- * error that ours, through a descriptor opened after it, will never be told (Linux reports an
- * error once per descriptor, and not to one opened after it was seen). A dead holder's outcome
- * cannot be known: the log is failed, as if its flush had failed. Returns with the lock held.
+ * The flush lock, wal_sync_flusher (docs/DESIGN.md, "One flush at a time" and "A stopped or dead
+ * flusher is taken over", GC5-GC8): holder half (bits 0-31) the tid of the thread inside a
+ * round's fdatasync calls, with FLUSH_RETURNED once its last fdatasync returned and its failure,
+ * if any, is recorded; straggler half (bits 32-63) a holder taken over while stopped without
+ * FLUSH_RETURNED: it may yet enter, or have just left, an fdatasync outside the lock.
+ */
+#define FLUSH_RETURNED (1u << 31) /* tids are below 2^22 (pid_max) */
+
+static uint32_t straggler_of(uint64_t word)
+{
+    return (uint32_t)(word >> 32);
+}
+
+static bool tid_stopped(uint32_t tid)
+{
+    char st = proc_run_state((int)tid); /* /proc/TID/stat: that thread's own state */
+    return st == 'T' || st == 't';
+}
+
+/* GC7: every record below the log position now may have been covered by an fdatasync whose
+ * outcome is unknown; a waiter whose record may lie below it gets -EIO (the log is not failed). */
+static void mark_unknown(struct seg_header *h)
+{
+    /* seq_cst: read after the holder was seen stopped or dead (its fdatasync returned, or never
+     * will); a record reserved after this read was written after that fdatasync */
+    uint64_t pos = atomic_load(&h->wal_pos);
+    uint64_t old = atomic_load(&h->wal_sync_unknown);
+    /* seq_cst: before the takeover's CAS (GC5) or the round's GC4, whose release carries it */
+    while (old < pos && !atomic_compare_exchange_weak(&h->wal_sync_unknown, &old, pos)) {
+    }
+}
+
+/* CAS the holder half from `from` to `to`, keeping the straggler half. False when the holder is
+ * not `from` (we were taken over). *seen: the word replaced, or the one that did not match. */
+static bool flush_hold(struct seg_header *h, uint32_t from, uint32_t to, uint64_t *seen)
+{
+    uint64_t cur = atomic_load(&h->wal_sync_flusher);
+    bool ok = false;
+    /* seq_cst (acq_rel at least): orders our failure bit (set before) against the next holder,
+     * and a takeover's GC7 mark against us */
+    while ((uint32_t)cur == from &&
+           !(ok = atomic_compare_exchange_weak(&h->wal_sync_flusher, &cur,
+                                               (cur & ~(uint64_t)UINT32_MAX) | to))) {
+    }
+    *seen = cur;
+    return ok;
+}
+
+/* A straggler that is gone, or that recorded its late fdatasync, leaves the straggler half. */
+static void straggler_clear(struct seg_header *h, uint32_t tid)
+{
+    uint64_t cur = atomic_load(&h->wal_sync_flusher);
+    /* seq_cst: after the straggler's failure bit (it clears itself after setting it) */
+    while (straggler_of(cur) == tid &&
+           !atomic_compare_exchange_weak(&h->wal_sync_flusher, &cur, (uint32_t)cur)) {
+    }
+}
+
+/*
+ * GC5: take the flush lock before our first fdatasync. A holder running or in D state (a slow
+ * disk) is waited for. One that is dead or stopped is taken over (GC7): with FLUSH_RETURNED its
+ * outcome is recorded and nothing is to be done; without it, its fdatasync may have consumed a
+ * writeback error that ours, through a descriptor opened later, would never be told, so every
+ * record below the log position now is marked unknown; a stopped one becomes the straggler
+ * (it may not even have entered its fdatasync yet: GC8). A second straggler while one lives is
+ * not taken: we wait. Returns with the lock held.
  */
 static void flush_lock(struct wal *w, uint32_t me)
 {
     struct seg_header *h = w->seg->hdr;
+    uint64_t word = atomic_load(&h->wal_sync_flusher);
     for (;;) {
-        uint32_t holder = 0;
-        /* seq_cst (acquire at least): pairs with GC6, so the holder's failure bit is seen */
-        if (atomic_compare_exchange_strong(&h->wal_sync_flusher, &holder, me))
-            return;
-        if (pid_gone((int)holder)) {
-            /* seq_cst, before the lock is ours: our waiters (and everyone after) see it */
-            atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
-            log_failed(w, -EIO);
-            if (atomic_compare_exchange_strong(&h->wal_sync_flusher, &holder, me))
+        uint32_t holder = (uint32_t)word & ~FLUSH_RETURNED, s = straggler_of(word);
+        uint64_t take = (uint64_t)s << 32 | me;
+        bool ok = false;
+        if (!holder) {
+            /* seq_cst: pairs with GC6's unlock, so the last holder's failure bit is seen */
+            if (atomic_compare_exchange_strong(&h->wal_sync_flusher, &word, take))
                 return;
             continue;
         }
-        struct timespec ts = {0, 2000000}; /* bounded: re-check the holder's liveness */
-        futex_async((int32_t *)&h->wal_sync_flusher, FUTEX_WAIT, (int32_t)holder, &ts, NULL, 0);
+        if (s && pid_gone((int)s)) { /* GC8: a dead straggler's last fdatasync is unknown */
+            mark_unknown(h);
+            straggler_clear(h, s);
+            word = atomic_load(&h->wal_sync_flusher);
+            continue;
+        }
+        bool gone = pid_gone((int)holder);
+        if (gone || tid_stopped(holder)) {
+            if ((uint32_t)word & FLUSH_RETURNED) {
+                ok = true;
+            } else if (gone || !s) {
+                mark_unknown(h); /* GC7 */
+                if (!gone)
+                    take = (uint64_t)holder << 32 | me; /* GC8: it becomes the straggler */
+                ok = true;
+            }
+        }
+        /* seq_cst: after GC7's mark; from exactly the word judged (a holder continued since
+         * has changed it: the CAS fails and we judge again) */
+        if (ok && atomic_compare_exchange_strong(&h->wal_sync_flusher, &word, take))
+            return;
+        if (!ok) {
+            struct timespec ts = {0, 2000000}; /* bounded: judge the holder again */
+            nanosleep(&ts, NULL);
+            word = atomic_load(&h->wal_sync_flusher);
+        }
     }
 }
 
-/* GC6: give the flush lock back, after every failure of our round is recorded (seq_cst: pairs
- * with GC5; only our own claim: a holder declared dead that was not keeps nothing). */
-static void flush_unlock(struct wal *w, uint32_t me)
+/* After each of our fdatasync calls, its failure already set: say it returned (FLUSH_RETURNED).
+ * False when we were taken over meanwhile (stopped): our failure is recorded, the round is
+ * abandoned to the leader that took over, and we leave the straggler half (GC8). */
+static bool flush_returned(struct seg_header *h, uint32_t me)
 {
-    atomic_compare_exchange_strong(&w->seg->hdr->wal_sync_flusher, &me, 0);
+    uint64_t seen;
+    if (flush_hold(h, me, me | FLUSH_RETURNED, &seen))
+        return true;
+    straggler_clear(h, me);
+    return false;
+}
+
+/* GC6: give the flush lock back, after every failure of our round is recorded. False when we
+ * were taken over (stopped after our last FLUSH_RETURNED). While a straggler is in the word,
+ * its late fdatasync may have consumed an error our flush needed: our round's outcome is
+ * unknown (GC8), and a dead straggler is cleared. */
+static bool flush_unlock(struct seg_header *h, uint32_t me)
+{
+    uint64_t seen;
+    if (!flush_hold(h, me | FLUSH_RETURNED, 0, &seen))
+        return false;
+    uint32_t s = straggler_of(seen);
+    if (s) {
+        mark_unknown(h);
+        if (pid_gone((int)s))
+            straggler_clear(h, s);
+    }
+    return true;
 }
 
 /*
@@ -831,7 +939,9 @@ static void flush_unlock(struct wal *w, uint32_t me)
  * process, finding F8) is no failed flush: nothing is cleared, set or published, and its error
  * is returned (the next leader tries again).
  */
-_Static_assert(offsetof(struct seg_header, wal_sync_flusher) == 664, "docs/FORMAT.md, 3.2");
+_Static_assert(offsetof(struct seg_header, wal_sync_flusher) == 664 &&
+                   offsetof(struct seg_header, wal_sync_unknown) == 672,
+               "docs/FORMAT.md, 3.2");
 
 static int lead_sync(struct wal *w, uint32_t me)
 {
@@ -858,12 +968,16 @@ static int lead_sync(struct wal *w, uint32_t me)
         if (err) {
             log_failed(w, err);
             if (locked)
-                flush_unlock(w, me);
+                flush_unlock(h, me);
             return err; /* F8: the low stays in the word for the next leader */
         }
+        uint64_t seen;
         if (!locked) {
             flush_lock(w, me); /* GC5 */
             locked = true;
+        } else if (!flush_hold(h, me | FLUSH_RETURNED, me, &seen)) {
+            put_map(m);
+            return -EIO; /* taken over between two files: that leader covers our tickets */
         }
         err = io_fdatasync(m->fd);
         CRASH_POINT(sync_after_flush);
@@ -872,13 +986,16 @@ static int lead_sync(struct wal *w, uint32_t me)
         if (err) {
             failed = err;
             log_failed(w, err);
-            /* seq_cst, before GC6 and before the release of wal_sync_done below: every waiter
-             * it covers, and every leader after us, sees it */
+            /* seq_cst, before FLUSH_RETURNED, GC6 and the release of wal_sync_done below: every
+             * waiter it covers, and every leader after us, sees it; also when we were taken
+             * over (a real failure is recorded whoever holds the lock) */
             atomic_fetch_or(&h->wal_health, WAL_HEALTH_FLUSH_FAILED);
         }
+        if (!flush_returned(h, me))
+            return -EIO; /* taken over while stopped: no GC3/GC4 of ours */
     }
-    if (locked)
-        flush_unlock(w, me); /* GC6 */
+    if (locked && !flush_unlock(h, me)) /* GC6 */
+        return -EIO;
     if (!failed) /* GC3, seq_cst: clear what was flushed; fails if anyone lowered since GC2 */
         atomic_compare_exchange_strong(&h->wal_sync_low, &w0, sync_low_next(w0, SYNC_LOW_NONE));
     /* GC4, release: the flush (and the failure bit) happen before a waiter sees its ticket
@@ -921,7 +1038,13 @@ static uint64_t stall_ns(const struct wal *w)
     return round > min ? round : min;
 }
 
-int wal_sync(struct wal *w, uint32_t seq)
+uint64_t wal_sync_from(const struct wal *w)
+{
+    /* relaxed: our own later reservation (fetch_add) reads this value or a later one */
+    return atomic_load_explicit(&w->seg->hdr->wal_pos, memory_order_relaxed);
+}
+
+int wal_sync(struct wal *w, uint32_t seq, uint64_t from)
 {
     struct seg_header *h = w->seg->hdr;
     if (flush_failed(h))
@@ -937,8 +1060,8 @@ int wal_sync(struct wal *w, uint32_t seq)
     for (;;) {
         /* seq_cst (acquire at least): pairs with the leader's raise of wal_sync_done (GC4) */
         uint64_t done = atomic_load(&h->wal_sync_done);
-        if (done >= ticket)
-            return flush_failed(h) ? -EIO : 0;
+        if (done >= ticket) /* GC7: read after that acquire, so a takeover's mark is seen */
+            return flush_failed(h) || from < atomic_load(&h->wal_sync_unknown) ? -EIO : 0;
         uint32_t leader = 0;
         bool take = atomic_compare_exchange_strong(&h->wal_sync_leader, &leader, me);
         if (!take && pid_gone((int)leader)) /* dead (or a zombie): take over from exactly it */
@@ -957,7 +1080,7 @@ int wal_sync(struct wal *w, uint32_t seq)
         if (take) {
             seen_ns = 0;
             if (lead(w, me) && atomic_load(&h->wal_sync_done) < ticket)
-                return -EIO; /* a file could not be mapped to be flushed: not known durable */
+                return -EIO; /* a file could not be mapped (F8), or our round taken over (GC7) */
             continue;
         }
         uint32_t seen = atomic_load(&h->wal_sync_futex);

@@ -159,10 +159,17 @@ int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, con
  * that covered this call failed, or any flush of the log failed before (sticky: the log is
  * failed until its segment is rebuilt), or when this call led a round that could not map a file
  * to flush it (not sticky: that is a limit of one process, nothing was lost from the page
- * cache). A leader that dies, or makes no progress for the stall time (WAL_SYNC_STALL_MS or 4
- * times this process's last round, the longer), is taken over; a file flushed twice is harmless.
+ * cache), or when a flush that may have covered it has an unknown outcome (its leader was taken
+ * over while stopped, or died, inside it: not sticky either, GC7/GC8 in docs/DESIGN.md). A
+ * leader that dies, or makes no progress for the stall time (WAL_SYNC_STALL_MS or 4 times this
+ * process's last round, the longer), is taken over; a file flushed twice is harmless.
  */
-int wal_sync(struct wal *w, uint32_t seq);
+int wal_sync(struct wal *w, uint32_t seq, uint64_t from);
+
+/* For wal_sync's `from`: a log position read before the records to be synced were appended (no
+ * record appended after this call lies below it). wal_sync returns -EIO, without failing the log,
+ * when a flush whose outcome is unknown may have covered a record at or after `from` (GC7). */
+uint64_t wal_sync_from(const struct wal *w);
 
 /* A sync leader that has not finished for this long is taken over by a waiter. */
 #define WAL_SYNC_STALL_MS 100

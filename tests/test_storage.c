@@ -663,7 +663,7 @@ static void r23_two_leaders(bool leader_dies)
         int64_t end = h_now_ms() + 30000;
         while (h_now_ms() < end && h_waitpid(v, 1, 0, &st) == -ETIMEDOUT &&
                !(atomic_load(&seg.hdr->wal_sync_leader) == (uint32_t)v &&
-                 atomic_load(&seg.hdr->wal_sync_flusher) == (uint32_t)a)) {
+                 (uint32_t)atomic_load(&seg.hdr->wal_sync_flusher) == (uint32_t)a)) {
         }
         kill(a, SIGCONT);
         h_assert_child_ok(a, 30000, "the continued leader");
@@ -676,8 +676,19 @@ static void r23_two_leaders(bool leader_dies)
                  shmq_strerror(r23_rc[0]));
     shmq_stats_t sst;
     stats_of(q, &sst);
-    cr_assert(sst.wal_flush_failed, "the log is not marked failed");
-    cr_assert_eq(drain(q, 10), 2, "a failed sync publish is still delivered");
+    int later = shmq_publish(q, "later", 5, NULL);
+    if (leader_dies) {
+        /* A's flush has an unknown outcome, not a known failure: the log is not failed, and a
+         * record written after the takeover is flushed by a leader that is told of any error */
+        cr_assert(!sst.wal_flush_failed, "a killed leader's unknown flush failed the log for good");
+        cr_assert_eq(later, 0, "a later sync publish returned %d (%s), not 0", later,
+                     shmq_strerror(later));
+    } else {
+        /* the continued A recorded its real failure */
+        cr_assert(sst.wal_flush_failed, "the log is not marked failed");
+        cr_assert_eq(later, -EIO, "a sync publish after a failed flush returned %d", later);
+    }
+    cr_assert_eq(drain(q, 10), 3, "a failed sync publish is still delivered");
     segment_close(&seg);
     h_assert_rc(shmq_close(q), 0);
 }
@@ -690,6 +701,67 @@ Test(storage, r2_3_a_takeover_does_not_succeed_over_a_stopped_leaders_failed_flu
 Test(storage, r2_3_a_takeover_does_not_succeed_over_a_dead_leaders_unknown_flush)
 {
     r23_two_leaders(true);
+}
+
+/* A SYNC leader stopped inside its flush (crash point sync_after_flush: its fdatasync returned,
+ * which is where a SIGSTOP that arrives during the call takes effect) must not hold the other
+ * SYNC publishes (guarantee 1, issue 16 item 2): another producer's sync publish returns within
+ * the bound, 0 or -EIO (the stopped flush's outcome is unknown, GC7/GC8), while the leader stays
+ * stopped; once it is continued, sync publishes return 0 again. Before the fix the other
+ * producer waited for the flush lock until the leader was continued. */
+static int gc8_leader(void *p)
+{
+    return r23_publisher(p, "sync_after_flush", "STOP", &r23_rc[1], false);
+}
+
+static int gc8_publisher(void *p)
+{
+    shmq_t *q;
+    CHECK(shmq_open(p, &q) == 0, 1);
+    r23_rc[0] = shmq_publish(q, "other", 5, NULL);
+    CHECK(shmq_close(q) == 0, 3);
+    return 0;
+}
+
+Test(storage, a_sync_leader_stopped_in_its_flush_does_not_block_other_sync_publishes)
+{
+    const char *name = h_qname("st-gc8");
+    r23_rc = h_shared_alloc(2 * sizeof(int));
+    r23_rc[0] = r23_rc[1] = 1;
+    pid_t a = h_fork_gated(gc8_leader, (void *)name);
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_open_gate(a);
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(a, 30000, &st), 0, "the leader never reached its flush");
+    cr_assert(WIFSTOPPED(st), "the leader did not stop: %d", st);
+
+    pid_t p = h_fork(gc8_publisher, (void *)name);
+    int rc = h_waitpid(p, 30000, 0, &st);
+    if (rc) { /* do not leave them behind */
+        kill(p, SIGKILL);
+        kill(a, SIGKILL);
+    }
+    cr_assert_eq(rc, 0, "a sync publish waited > 30 s behind a leader stopped in its flush");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the other publisher exited %d", st);
+    cr_assert(r23_rc[0] == 0 || r23_rc[0] == -EIO, "the other sync publish returned %d", r23_rc[0]);
+    int mine = shmq_publish(q, "mine", 4, NULL); /* the leader still stopped */
+    cr_assert(mine == 0 || mine == -EIO, "a sync publish returned %d", mine);
+
+    kill(a, SIGCONT);
+    h_assert_child_ok(a, 30000, "the continued leader");
+    cr_assert(r23_rc[1] == 0 || r23_rc[1] == -EIO, "the continued leader's publish returned %d",
+              r23_rc[1]);
+    shmq_stats_t sst;
+    stats_of(q, &sst);
+    cr_assert(!sst.wal_flush_failed, "no flush failed, yet the log is marked failed");
+    for (int i = 0; i < 3; i++)
+        h_assert_rc(shmq_publish(q, "later", 5, NULL), 0);
+    cr_assert_eq(drain(q, 10), 6, "a sync publish was lost");
+    h_assert_rc(shmq_close(q), 0);
 }
 
 /* Review finding F8: a group commit leader that cannot map a file to flush it (a limit of its
@@ -710,12 +782,12 @@ Test(storage, a_sync_leader_that_cannot_map_a_file_does_not_fail_the_log_for_goo
     h_assert_rc(segment_open(name, false, &seg), 0);
     h_assert_rc(wal_open(&seg, false, &w), 0);
     h_assert_rc(io_fault_arm(IO_MMAP, 1, ENOMEM), 0);
-    int rc = wal_sync(w, 0);
+    int rc = wal_sync(w, 0, 0);
     io_fault_disarm_all();
     cr_assert_eq(rc, -EIO, "a sync whose file could not be mapped returned %d", rc);
     cr_assert_eq(atomic_load(&seg.hdr->wal_health) & WAL_HEALTH_FLUSH_FAILED, 0,
                  "a mapping failure set the sticky flush-failed bit");
-    h_assert_rc(wal_sync(w, 0), 0);
+    h_assert_rc(wal_sync(w, 0, 0), 0);
     wal_close(w);
     segment_close(&seg);
     h_assert_rc(shmq_publish(q, "n", 1, NULL), 0);

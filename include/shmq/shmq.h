@@ -184,10 +184,11 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
  * cannot be written (nothing is queued then) -ENOSPC/-EDQUOT (the log's file system is full),
  * -EFBIG (RLIMIT_FSIZE), -ENOMEM (a log file cannot be mapped), -EACCES/-EROFS, -EBADMSG (the
  * segment's log position is garbage); SYNC: -EIO when the flush failed, now or before (the log is
- * then failed until the segment is rebuilt), also when a publisher was killed inside its flush
- * (its outcome is unknown): the message IS queued and will be delivered, but it may not survive
- * a crash. SYNC blocks until a flush covers the record (group commit; a publisher stopped inside
- * its flush holds the others until it is continued or dies). -EIDRM when
+ * then failed until the segment is rebuilt); also, without failing the log, when the flush that
+ * covered it has an unknown outcome (its publisher was killed or stopped inside it), and while
+ * such a publisher stays stopped: the message IS queued and will be delivered, but it may not
+ * survive a crash. SYNC blocks until a flush covers the record (group commit; a publisher
+ * stopped or killed inside its flush is taken over, it holds nobody up). -EIDRM when
  * the queue was rebuilt from its log since this process opened it (shmq_recover(): close and
  * reopen; the message may still be delivered, as the log may hold it).
  * Multi-producer safe; lock-free; no system call unless a consumer sleeps (one FUTEX_WAKE).
