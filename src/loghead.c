@@ -182,8 +182,8 @@ static int still_named(int fd, int at, const char *path)
 
 /*
  * Open (made with file mode `mode` if missing) and flock the lock file at path, relative to at.
- * A lock on a file that no longer has the name locks nothing: shmq_unlink() removes .recover
- * (with the whole directory) while it holds the lock, and a locker that opened the file before
+ * A lock on a file that no longer has the name locks nothing: shmq_unlink() renames the whole
+ * directory away and removes it, .recover with it, while it holds the lock, and a locker that opened the file before
  * and waited gets the lock of an inode nobody else will ever lock again, while a queue made
  * again by the name locks its new .recover (review R2-1: such a recovery bumped the new queue's
  * generation, fencing all its processes). So after the flock the name is checked: still ours,

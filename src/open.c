@@ -13,6 +13,7 @@
 #include "crashpoint.h"
 #include "io.h"
 #include "loghead.h"
+#include "logtomb.h"
 #include "queue.h"
 #include "registry.h"
 
@@ -177,24 +178,30 @@ static void find_log(const char *name, char *dir, size_t size)
 }
 
 /*
- * Delete: under the exclusive .recover flock, the segment, then the head fenced, then the log,
- * then the state directory's pointer (docs/DESIGN.md, "Delete, create and recovery of one
- * name"). The lock comes first (review R2-2): a recovery between the segment's removal and a
- * later lock rebuilt the queue being deleted, and what was left could be neither opened nor made
- * again. Under the lock nobody rebuilds nor creates, and a recovery that waits for it finds the
- * directory gone (loghead_lock(): -ENOENT) or its head fenced. The directory is looked up again
- * under the lock: a segment made meanwhile by the name may name another one.
+ * Delete: under the exclusive .recover flock, the segment, then the head fenced, then the log
+ * directory renamed away (a tombstone, logtomb.h) and removed, then the state directory's
+ * pointer (docs/DESIGN.md, "Delete, create and recovery of one name"). The lock comes first
+ * (review R2-2): a recovery between the segment's removal and a later lock rebuilt the queue
+ * being deleted, and what was left could be neither opened nor made again. Under the lock
+ * nobody rebuilds nor creates, and a recovery that waits for it finds the directory gone
+ * (loghead_lock(): -ENOENT) or its head fenced. The directory is looked up again under the
+ * lock: a segment made meanwhile by the name may name another one. The rename (review3 F-2a)
+ * keeps every path lookup out of the directory being removed: one that made .recover again
+ * there made the rmdir fail. No lock, no delete (review3 F-2b): a delete that went on unlocked
+ * removed the log with its head unfenced, and a recovery beside it rebuilt part of the queue.
  */
 int shmq_unlink(const char *name)
 {
-    char dir[SHMQ_LOG_DIR_MAX + 64], again[SHMQ_LOG_DIR_MAX + 64];
+    char dir[SHMQ_LOG_DIR_MAX + 64], again[SHMQ_LOG_DIR_MAX + 64], tomb[SHMQ_LOG_DIR_MAX + 128];
     int err = segment_check_name(name), lock = -1;
     if (err)
         return err;
     for (find_log(name, dir, sizeof(dir)); dir[0]; snprintf(dir, sizeof(dir), "%s", again)) {
         /* -ENOENT: the directory went (by hand, or another delete); the segment still goes.
-         * Another error (EACCES, ...): the delete goes on unlocked, as far as it can */
+         * Another error (EACCES, EMFILE, ...): nothing is deleted, the queue stays whole */
         lock = loghead_lock(dir, LOCK_EX, 0600);
+        if (lock < 0 && lock != -ENOENT)
+            return lock;
         find_log(name, again, sizeof(again));
         /* the same directory, and locked or still gone (not made since by a create) */
         if (strcmp(dir, again) == 0 && (lock != -ENOENT || io_access(dir, F_OK) != 0))
@@ -206,17 +213,28 @@ int shmq_unlink(const char *name)
     int seg_err = shmq_unlink_segment(name);
     if (!dir[0])
         return seg_err;
-    /* fence every holder before the files go, so that none writes into the files of a queue
-     * made again by this name (loghead.h) */
-    if (lock >= 0)
+    int log_err = -ENOENT; /* no lock: no directory */
+    tomb[0] = 0;
+    if (lock >= 0) {
+        /* fence every holder before the files go, so that none writes into the files of a
+         * queue made again by this name (loghead.h) */
         loghead_fence_deleted(dir);
-    int log_err = wal_remove_dir(dir);
+        log_err = logtomb_bury(dir, tomb, sizeof(tomb));
+        if (log_err == 0) /* from here on the name is free: a create makes a new directory */
+            log_err = logtomb_remove(tomb);
+        else
+            tomb[0] = 0;
+    }
+    /* tombstones left by deletes that failed (or were killed) in this LOG_DIR: one of this
+     * name is what a delete that returned an error left, and this call finishes it (F4) */
+    if (logtomb_sweep(dir, tomb[0] ? tomb : NULL) > 0 && log_err == -ENOENT)
+        log_err = 0;
     if (log_err == 0 || log_err == -ENOENT)
-        logdir_unpoint(name, dir); /* else kept: a second call finds the log again */
+        logdir_unpoint(name, dir); /* else kept: a second call finds the LOG_DIR again */
     if (lock >= 0)
         io_close(lock); /* after the rmdir: a waiter retries and finds no directory */
     if (log_err && log_err != -ENOENT)
-        return log_err; /* F4: the log is still there (fenced: never recovered as the queue) */
+        return log_err; /* F4: a log is left (fenced: never recovered as the queue) */
     return seg_err == 0 || log_err == 0 ? 0 : seg_err;
 }
 

@@ -1231,11 +1231,17 @@ static int remove_file(void *arg, int dirfd, const char *name)
 int wal_remove_dir(const char *dir)
 {
     struct remove r = {false, 0};
-    int err = io_dir_each(dir, remove_file, &r);
+    /* O_NOFOLLOW: a directory, never a link to one (logtomb.c sweeps names in a LOG_DIR
+     * others may write to) */
+    int fd = io_open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    int err = io_dir_each_at(fd, ".", remove_file, &r);
     if (!err && !r.err) {
         r.heads = true;
-        err = io_dir_each(dir, remove_file, &r);
+        err = io_dir_each_at(fd, ".", remove_file, &r);
     }
+    io_close(fd);
     if (!err)
         err = r.err;
     if (!err)

@@ -211,8 +211,8 @@ uint64_t wal_seq_of(const struct wal *w, uint64_t pos);
 /* How many wal.* files the directory holds now. */
 uint32_t wal_count_files(struct wal *w);
 
-/* Remove the log directory path and its wal files: 0, or the first unlink failure (but ENOENT),
- * or rmdir's. */
+/* Remove the log directory path (a directory, not a link: opened O_NOFOLLOW) and its wal
+ * files, head and .recover: 0, or the first unlink failure (but ENOENT), or rmdir's. */
 int wal_remove_dir(const char *dir);
 
 #endif

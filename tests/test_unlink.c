@@ -16,6 +16,7 @@
  * segment loss is rebuilt by shmq_recover() with its message.
  */
 #include "torture.h"
+#include "io.h"
 
 #include <limits.h>
 #include <sys/file.h>
@@ -427,4 +428,101 @@ Test(unlink, an_open_that_mapped_the_segment_before_a_delete_makes_no_head)
     cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
     cr_assert_eq(orc, -ENOENT, "the opener of a queue being deleted: %s", shmq_strerror(orc));
     ul_deleted_whole(os->name);
+}
+
+/* ---- review3 F-2a: a delete racing openers, not forced: many rounds */
+
+struct ul_race {
+    char name[SHMQ_NAME_MAX + 1];
+    _Atomic int stop;
+    _Atomic long opens; /* the opener's shmq_open calls so far */
+};
+
+/* Open (and so recover, the segment being gone) the name, publish, close, until told to stop. */
+static int race_opener_main(void *arg)
+{
+    struct ul_race *r = *(struct ul_race **)arg;
+    while (!atomic_load(&r->stop)) {
+        shmq_t *q;
+        if (shmq_open(r->name, &q) == 0) {
+            shmq_publish(q, "after-delete?", 13, NULL); /* a holder of a deleted queue may */
+            shmq_close(q);
+        }
+        atomic_fetch_add(&r->opens, 1);
+    }
+    return 0;
+}
+
+Test(unlink, a_delete_racing_openers_deletes_for_good, .timeout = 180)
+{
+    /* A locker that made .recover again in the directory a delete was removing (between its
+     * unlink of .recover and its rmdir) made the delete fail -ENOTEMPTY (216 of 4000 rounds),
+     * and an opener that had mapped the segment could log into it: the next open rebuilt the
+     * deleted queue. The delete now renames the directory away first (a tombstone). Bounded:
+     * 2000 rounds or 20 s, whichever comes first. */
+    struct ul_race *r = t_shared(sizeof *r);
+    snprintf(r->name, sizeof r->name, "%s", t_qname("ulRace"));
+    pid_t o = t_spawn(race_opener_main, &r, sizeof r);
+    for (int64_t end = t_now_ms() + WAIT_MS; atomic_load(&r->opens) < 10; t_sleep_ms(2))
+        cr_assert(t_now_ms() < end, "the opener never ran");
+    int rounds = 0, failed = 0, first_rc = 0;
+    const char *what = "";
+    for (int64_t end = t_now_ms() + 20000; rounds < 2000 && t_now_ms() < end && !failed;) {
+        rounds++;
+        shmq_config_t cfg;
+        ul_config(&cfg);
+        shmq_t *q;
+        int rc = shmq_create(r->name, &cfg, &q);
+        if (rc != 0) {
+            failed = rounds, first_rc = rc, what = "create after a delete";
+            break;
+        }
+        shmq_close(q);
+        if ((rc = shmq_unlink(r->name)) != 0) {
+            failed = rounds, first_rc = rc, what = "delete";
+            break;
+        }
+        if ((rc = shmq_open(r->name, &q)) != -ENOENT) {
+            if (rc == 0)
+                shmq_close(q);
+            failed = rounds, first_rc = rc, what = "open after the delete (want -ENOENT)";
+        }
+    }
+    atomic_store(&r->stop, 1);
+    t_assert_exit0(o, WAIT_MS, "opener");
+    cr_assert_eq(failed, 0, "round %d of %d: %s: %d %s", failed, rounds, what, first_rc,
+                 shmq_strerror(first_rc));
+    cr_log_info("%d rounds, %ld opens beside them", rounds, atomic_load(&r->opens));
+    ul_deleted_whole(r->name);
+}
+
+/* ---- review3 F-2b: a delete that cannot take the lock */
+
+Test(unlink, a_delete_that_cannot_lock_deletes_nothing)
+{
+    /* The delete went on without its lock: the head unfenced, so a recovery beside it (the
+     * segment gone) could rebuild part of the queue from the files not yet removed. Now it
+     * fails with the lock's error and deletes nothing: the queue is whole, its message in it. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    const char *name = t_qname("ulNoLock");
+    ul_make(name); /* one message, "old" */
+    cr_assert_eq(io_fault_arm(IO_FLOCK, 1, ENOLCK), 0);
+    int rc = shmq_unlink(name);
+    io_fault_disarm_all();
+    cr_assert_eq(rc, -ENOLCK, "a delete without its lock: %s", shmq_strerror(rc));
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    rc = shmq_open(name, &q);
+    cr_assert_eq(rc, 0, "the queue after a delete that failed: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_consumer_open(q, "C", &c), 0);
+    rc = shmq_receive(c, &m, 5000);
+    cr_assert_eq(rc, 0, "its message: %s", shmq_strerror(rc));
+    cr_assert(m.len == 3 && memcmp(m.data, "old", 3) == 0);
+    cr_assert_eq(shmq_ack(c, &m), 0);
+    cr_assert_eq(shmq_consumer_close(c), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    rc = shmq_unlink(name);
+    cr_assert_eq(rc, 0, "the delete once it can lock: %s", shmq_strerror(rc));
+    ul_deleted_whole(name);
 }
