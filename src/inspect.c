@@ -1016,6 +1016,15 @@ struct log_read {
     struct entry *v;
     size_t nv, capv;
     bool oom;
+    int holes;   /* HOLES_*: what can explain a hole */
+    bool strict; /* an unexplained hole is a problem */
+};
+
+/* What can tell a hole (an append that never finished) from lost records: */
+enum {
+    HOLES_NO_SEGMENT, /* nothing: the segment is gone (the case recovery is for) */
+    HOLES_UNCHECKED,  /* the segment exists but its messages are not checked against the log */
+    HOLES_CHECKED,    /* the segment's messages are (cross_check()): decided after the read */
 };
 
 static bool name_is_log_file(const char *s, uint64_t *seq)
@@ -1102,14 +1111,6 @@ static const char *header_problem(const uint8_t *base, uint64_t size)
     return "invalid header";
 }
 
-static bool all_zero(const uint8_t *p, uint64_t n)
-{
-    for (uint64_t i = 0; i < n; i++)
-        if (p[i])
-            return false;
-    return true;
-}
-
 /* One file being walked. */
 struct file_scan {
     struct log_read *r;
@@ -1118,14 +1119,15 @@ struct file_scan {
     uint64_t prev_end; /* end of the previous valid record */
 };
 
-/* A run of invalid bytes [from, to) before a valid record, by walscan's rule: a bad region if
- * any byte is non-zero, a hole if it is at least a record header's worth of zeros. */
+/* A run of invalid bytes [from, to) before a valid record, by walscan's rule: a hole if it is
+ * only what unfinished appends leave (zeros, records cut before their crc) and at least a
+ * record header long, else a bad region. */
 static void note_gap(struct file_scan *fs, uint64_t from, uint64_t to)
 {
     struct inspect_log_file *f = fs->f;
     if (to <= from)
         return;
-    bool zeros = all_zero(fs->base + from, to - from);
+    bool zeros = walscan_unfinished(fs->base, from, to, f->epoch);
     if (zeros && to - from < WAL_REC_HEADER)
         return;
     if (f->n_regions < INSPECT_LOG_REGIONS_KEPT)
@@ -1283,6 +1285,7 @@ static void decide(struct log_read *r)
         bool published = false, resolved = false, dead = false, resolution = false;
         uint32_t attempt = 0, len = 0;
         uint64_t due = 0;           /* recover.c: DELAYED until then, if still ahead */
+        uint64_t pub_seq = 0;       /* the newest file with a PUBLISH of it that is read */
         size_t end = i, closed = i; /* recover.c: a copy no record follows is not read */
         while (end < r->nv && r->v[end].id == r->v[i].id) {
             unsigned t = r->v[end++].type;
@@ -1293,6 +1296,8 @@ static void decide(struct log_read *r)
             const struct entry *e = &r->v[j];
             if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && j >= closed)
                 continue;
+            if (e->type == WAL_PUBLISH && e->order >> 32 > pub_seq)
+                pub_seq = e->order >> 32;
             if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && published &&
                 (resolved || dead)) {
                 len = e->len; /* a stale copy: carries the payload, revives nothing */
@@ -1320,6 +1325,19 @@ static void decide(struct log_read *r)
         uint64_t id = r->v[i].id;
         if (id > rc->highest_id)
             rc->highest_id = id;
+        if (published) { /* ascending: r->v is sorted by id */
+            struct inspect_log *lg = r->log;
+            if (lg->n_published % 4096 == 0) {
+                struct inspect_published *nv =
+                    realloc(lg->published, (lg->n_published + 4096) * sizeof(*nv));
+                if (!nv) {
+                    r->oom = true;
+                    return;
+                }
+                lg->published = nv;
+            }
+            lg->published[lg->n_published++] = (struct inspect_published){id, pub_seq};
+        }
         if (published && dead) {
             rc->dead_letters++;
         } else if (published && !resolved) {
@@ -1345,8 +1363,24 @@ static void decide(struct log_read *r)
     }
 }
 
-static void judge_file(struct inspect_log *log, const struct inspect_log_file *f)
+/* Where the note of n holes goes, and the words that say what they may be. */
+static struct inspect_notes *hole_notes(struct log_read *r, uint64_t n, const char **why)
 {
+    struct inspect_log *log = r->log;
+    if (r->holes == HOLES_CHECKED) { /* cross_check() says what they were, after the read */
+        *why = "zeros, or appends cut before their crc; recovery reads on past it";
+        return &log->warnings;
+    }
+    log->unexplained += n;
+    *why = r->holes == HOLES_NO_SEGMENT
+               ? "a failed or killed append, or lost data: no segment to check against"
+               : "a failed or killed append, or lost data: not checked against the segment";
+    return r->strict ? &log->problems : &log->warnings;
+}
+
+static void judge_file(struct log_read *r, const struct inspect_log_file *f)
+{
+    struct inspect_log *log = r->log;
     struct inspect_notes *p = &log->problems;
     if (f->open_err) {
         note(p, "%s: cannot be read: %s", f->name, strerror(-f->open_err));
@@ -1374,20 +1408,20 @@ static void judge_file(struct inspect_log *log, const struct inspect_log_file *f
              "); recovery skips %s",
              f->name, f->malformed, f->malformed == 1 ? "" : "s", f->first_malformed,
              f->malformed == 1 ? "it" : "them");
-    /* A hole (all zeros, followed by a valid record) is space an append reserved and never
-     * wrote: its write failed (a file that could not be made or mapped) or its writer died
-     * first. Nothing in it was ever reported written, and recovery reads on past it exactly
-     * as past garbage; so it is listed and counted, but it is not damage. */
+    /* A hole (zeros and records cut before their crc, followed by a valid record) is what an
+     * append leaves that never finished: its write failed (a file that could not be made or
+     * mapped) or its writer died first; nothing in it was reported written. But lost records
+     * (a zeroed block) look the same: only the messages the segment still holds can tell them
+     * apart (cross_check()); without it a hole is unexplained. Recovery reads on past it. */
+    const char *why, *prefix = r->holes == HOLES_CHECKED ? "" : "unexplained ";
     uint64_t bad_listed = 0, holes_listed = 0;
     for (uint64_t k = 0; k < f->n_regions && k < INSPECT_LOG_REGIONS_KEPT; k++) {
         const struct inspect_log_region *g = &f->regions[k];
         if (g->zeros) {
             holes_listed++;
-            note(&log->warnings,
-                 "%s: hole at offset %" PRIu64 ", %" PRIu64
-                 " bytes (zeros: space reserved and never written, a failed or killed append;"
-                 " harmless, recovery reads on past it)",
-                 f->name, g->offset, g->length);
+            struct inspect_notes *n = hole_notes(r, 1, &why);
+            note(n, "%s: %shole at offset %" PRIu64 ", %" PRIu64 " bytes (%s)", f->name, prefix,
+                 g->offset, g->length, why);
         } else {
             bad_listed++;
             note(p,
@@ -1398,8 +1432,18 @@ static void judge_file(struct inspect_log *log, const struct inspect_log_file *f
     }
     if (f->bad_regions > bad_listed)
         note(p, "%s: %" PRIu64 " more bad regions", f->name, f->bad_regions - bad_listed);
-    if (f->holes > holes_listed)
-        note(&log->warnings, "%s: %" PRIu64 " more holes", f->name, f->holes - holes_listed);
+    if (f->holes > holes_listed) {
+        struct inspect_notes *n = hole_notes(r, f->holes - holes_listed, &why);
+        note(n, "%s: %" PRIu64 " more %sholes (%s)", f->name, f->holes - holes_listed, prefix,
+             why);
+    }
+    if (f->tail_zeros) {
+        struct inspect_notes *n = hole_notes(r, 1, &why);
+        note(n,
+             "%s: %s%" PRIu64 " bytes of zeros at offset %" PRIu64
+             " to its end, though newer files hold records (such a file is full to its end: %s)",
+             f->name, prefix, f->tail_zeros, f->used_bytes, why);
+    }
     if (f->truncated) { /* a file is made full size before it is named: never a crash */
         note(p,
              "%s: truncated: %" PRIu64 " bytes of the %" PRIu64
@@ -1444,8 +1488,13 @@ static void judge(struct log_read *r, bool segment_exists)
         log->torn_tails += f->torn_offset != 0;
     }
     for (size_t i = 0; i < log->n_files; i++) {
-        const struct inspect_log_file *f = &log->files[i];
+        struct inspect_log_file *f = &log->files[i];
         const struct inspect_log_file *prev = i > 0 ? &log->files[i - 1] : NULL;
+        /* the log moved past a file only when a crossing was padded (or a writer died in it):
+         * zeros at its end are a hole like any other */
+        if (f->readable && !f->truncated && !f->torn_offset && f->seq < log->last_written_seq &&
+            f->size - f->used_bytes >= WAL_REC_HEADER)
+            f->tail_zeros = f->size - f->used_bytes;
         /* a gap between two generations is the rule (a rebuild starts 16 files further) */
         bool new_gen = prev && prev->scanned && f->scanned && prev->gen != f->gen;
         if (f->other_gen)
@@ -1464,7 +1513,7 @@ static void judge(struct log_read *r, bool segment_exists)
                      ": missing in the middle of the log (%" PRIu64 " files lost)",
                      from, to, to - from + 1);
         }
-        judge_file(log, f);
+        judge_file(r, f);
     }
     decide(r);
     rc->have_capacity = newest != NULL;
@@ -1477,11 +1526,181 @@ static void judge(struct log_read *r, bool segment_exists)
     log->ok = log->problems.count == 0;
 }
 
-int inspect_log_read(const char *dir, bool segment_exists, struct inspect_log **out)
+/* ------------------------------------------------------------------ the log: the cross-check */
+
+/*
+ * Verify's check that the log still holds what a rebuild must restore. A message the segment
+ * keeps (READY, INFLIGHT, DELAYED, DEAD: maintain.c's kept_state(); a FENCED slot is a
+ * copy-out's source, its copy is kept) names in wal_seq the file of its latest PUBLISH, and
+ * retention keeps that file and every later one; so a PUBLISH of its id (or a checkpoint copy
+ * that recovery reads, i.e. closed) must be in a file >= wal_seq. The slots are read before the
+ * log and again after: a slot holding the same message (gen, id, wal_seq unchanged) held it
+ * and pinned its file all through the read, so a PUBLISH missing then is lost, not acked or
+ * moved meanwhile. A slot that changed proves nothing and is left out.
+ */
+struct kept {
+    uint32_t index, wal_seq;
+    uint64_t id, gen;
+};
+struct kept_set {
+    struct kept *v; /* by slot index, as the walk goes */
+    size_t n, cap;
+    bool oom;
+};
+
+static bool kept_inspect_state(int st)
 {
-    struct log_read r = {.log = calloc(1, sizeof(struct inspect_log))};
+    return st == INSPECT_SLOT_READY || st == INSPECT_SLOT_INFLIGHT ||
+           st == INSPECT_SLOT_DELAYED || st == INSPECT_SLOT_DEAD;
+}
+
+/* fn(arg, slot) for each non-free slot of seg. 0 or inspect_slots()'s error. */
+static int walk_slots(struct inspect_segment *seg, void (*fn)(void *, const struct inspect_slot *),
+                      void *arg)
+{
+    enum { BATCH = 256 };
+    struct inspect_slot *buf = malloc(BATCH * sizeof(*buf));
+    if (!buf)
+        return -ENOMEM;
+    struct inspect_slot_cursor cur;
+    inspect_slot_cursor_init(&cur, 0);
+    uint32_t n, cap = seg->seg.layout.capacity;
+    int err = 0;
+    while (cur.next < cap && (err = inspect_slots(seg, &cur, buf, BATCH, &n, NULL)) == 0)
+        for (uint32_t i = 0; i < n; i++)
+            fn(arg, &buf[i]);
+    free(buf);
+    return err;
+}
+
+static void collect_kept(void *arg, const struct inspect_slot *sl)
+{
+    struct kept_set *k = arg;
+    if (!kept_inspect_state(sl->state) || !sl->has_wal_seq || k->oom)
+        return; /* no wal_seq: a copy whose copy-out was cut short, a duplicate (DESIGN) */
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 256;
+        struct kept *nv = realloc(k->v, cap * sizeof(*nv));
+        if (!nv) {
+            k->oom = true;
+            return;
+        }
+        k->v = nv;
+        k->cap = cap;
+    }
+    k->v[k->n++] = (struct kept){sl->index, sl->wal_seq, sl->id, sl->gen};
+}
+
+/* Open NAME's segment and read the messages it keeps; its log must be dir. 0 (*seg open), or
+ * why not in *why. */
+static int kept_read(const char *name, const char *dir, struct inspect_segment **seg,
+                     struct kept_set *k, char *why, size_t why_size)
+{
+    int err = inspect_segment_open(name, seg, NULL);
+    if (err) {
+        snprintf(why, why_size, "the segment cannot be read: %s", strerror(-err));
+        return err;
+    }
+    const struct seg_layout *l = &(*seg)->seg.layout; /* validated: log_dir NUL-terminated */
+    struct stat a, b;
+    if (io_fstatat(AT_FDCWD, l->log_dir, &a, 0) != 0 || io_fstatat(AT_FDCWD, dir, &b, 0) != 0 ||
+        a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        snprintf(why, why_size, "the segment's log is %s, not this directory", l->log_dir);
+        err = -EXDEV;
+    } else if ((err = walk_slots(*seg, collect_kept, k)) == 0 && k->oom) {
+        err = -ENOMEM;
+    }
+    if (err) {
+        if (err != -EXDEV)
+            snprintf(why, why_size, "the slots cannot be read: %s", strerror(-err));
+        inspect_segment_close(*seg);
+        *seg = NULL;
+    }
+    return err;
+}
+
+static int by_published_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = ((const struct inspect_published *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+struct kept_check {
+    struct inspect_log *log;
+    const struct kept_set *k;
+    size_t at;
+};
+
+static void check_kept(void *arg, const struct inspect_slot *sl)
+{
+    struct kept_check *c = arg;
+    while (c->at < c->k->n && c->k->v[c->at].index < sl->index)
+        c->at++;
+    if (c->at == c->k->n || c->k->v[c->at].index != sl->index)
+        return;
+    const struct kept *k = &c->k->v[c->at];
+    if (!kept_inspect_state(sl->state) || sl->gen != k->gen || sl->id != k->id ||
+        !sl->has_wal_seq || sl->wal_seq != k->wal_seq)
+        return; /* it moved on during the read: nothing proven */
+    struct inspect_log *log = c->log;
+    log->kept_checked++;
+    const struct inspect_published *p = bsearch(&k->id, log->published, log->n_published,
+                                                sizeof(*p), by_published_id);
+    if (p && p->seq >= k->wal_seq)
+        return;
+    log->lost_publishes++;
+    if (p)
+        note(&log->problems,
+             "lost publish of id %" PRIu64 " (slot %" PRIu32 " holds it; no PUBLISH in "
+             "wal.%010" PRIu32 " or later, only in wal.%010" PRIu64
+             ", which retention may delete): a rebuild would lose it",
+             k->id, k->index, k->wal_seq, p->seq);
+    else
+        note(&log->problems,
+             "lost publish of id %" PRIu64 " (slot %" PRIu32 " holds it; no PUBLISH in "
+             "wal.%010" PRIu32 " or later): a rebuild would lose it",
+             k->id, k->index, k->wal_seq);
+}
+
+/* After the read: check the kept messages again and say what the holes were. */
+static void cross_check(struct log_read *r, struct inspect_segment *seg, const struct kept_set *k)
+{
+    struct inspect_log *log = r->log;
+    uint64_t holes = 0;
+    for (size_t i = 0; i < log->n_files; i++)
+        holes += log->files[i].holes + (log->files[i].tail_zeros != 0);
+    struct kept_check c = {log, k, 0};
+    int err = walk_slots(seg, check_kept, &c);
+    if (err) { /* nothing proven: the holes stay unexplained */
+        log->unexplained += holes;
+        note(r->strict && holes ? &log->problems : &log->warnings,
+             "the segment's messages could not be checked against the log (%s)%s",
+             strerror(-err), holes ? ": its holes are unexplained (a failed or killed append, "
+                                     "or lost data)" : "");
+        return;
+    }
+    log->cross_checked = true;
+    if (holes && !log->lost_publishes)
+        note(&log->warnings,
+             "%" PRIu64 " hole%s: every message the segment holds (%" PRIu64
+             ") has its PUBLISH in the log, so %s appends that never finished (a lost ACK "
+             "there would only redeliver its message after a rebuild)",
+             holes, holes == 1 ? "" : "s", log->kept_checked, holes == 1 ? "it is" : "they are");
+}
+
+int inspect_log_check(const char *dir, const struct inspect_log_opts *o, struct inspect_log **out)
+{
+    struct log_read r = {.log = calloc(1, sizeof(struct inspect_log)),
+                         .holes = o->segment_exists ? HOLES_UNCHECKED : HOLES_NO_SEGMENT,
+                         .strict = o->strict};
     if (!r.log)
         return -ENOMEM;
+    struct inspect_segment *seg = NULL;
+    struct kept_set kept = {0};
+    char unchecked[2 * SHMQ_LOG_DIR_MAX] = ""; /* why the segment's messages are not checked */
+    if (o->name && o->segment_exists &&
+        kept_read(o->name, dir, &seg, &kept, unchecked, sizeof(unchecked)) == 0)
+        r.holes = HOLES_CHECKED; /* read before the log */
     char hp[PATH_MAX];
     struct log_head head;
     snprintf(hp, sizeof(hp), "%s/head", dir);
@@ -1508,21 +1727,39 @@ int inspect_log_read(const char *dir, bool segment_exists, struct inspect_log **
             err = r.oom ? -ENOMEM : 0;
         }
     }
+    if (!err) {
+        judge(&r, o->segment_exists);
+        err = r.oom ? -ENOMEM : 0;
+    }
+    if (!err && seg) {
+        cross_check(&r, seg, &kept);
+    } else if (!err && unchecked[0]) {
+        note(&r.log->warnings, "the segment's messages were not checked against the log: %s",
+             unchecked);
+    }
+    inspect_segment_close(seg);
+    free(kept.v);
+    free(r.v);
     if (err) {
-        free(r.v);
         inspect_log_free(r.log);
         return err;
     }
-    judge(&r, segment_exists);
-    free(r.v);
+    r.log->ok = r.log->problems.count == 0;
     *out = r.log;
     return 0;
+}
+
+int inspect_log_read(const char *dir, bool segment_exists, struct inspect_log **out)
+{
+    struct inspect_log_opts o = {.segment_exists = segment_exists};
+    return inspect_log_check(dir, &o, out);
 }
 
 void inspect_log_free(struct inspect_log *log)
 {
     if (!log)
         return;
+    free(log->published);
     free(log->files);
     free(log);
 }

@@ -51,6 +51,31 @@ static int all_zero(const uint8_t *p, uint64_t n)
     return 1;
 }
 
+/* Is [from, to) only what appends that never finished leave: whole WAL_ALIGN blocks of zeros (a
+ * reservation never written) and records cut before their crc (L1: the crc is stored last and
+ * the file was made zero-filled, so a writer killed after some of its stores leaves a header of
+ * this file's epoch, a prefix of its payload and crc 0), each whole inside the run? */
+int walscan_unfinished(const void *buf, uint64_t from, uint64_t to, uint64_t epoch)
+{
+    const uint8_t *base = buf;
+    uint64_t p = from;
+    while (p < to) {
+        if (to - p >= WAL_ALIGN && all_zero(base + p, WAL_ALIGN)) {
+            p += WAL_ALIGN;
+            continue;
+        }
+        if (to - p < WAL_REC_HEADER)
+            return all_zero(base + p, to - p);
+        struct wal_rec r;
+        memcpy(&r, base + p, sizeof(r));
+        if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || r.crc != 0 || r.type < WAL_PUBLISH ||
+            r.type > WAL_MARK || r.len > to - p - WAL_REC_HEADER || wal_rec_size(r.len) > to - p)
+            return 0;
+        p += wal_rec_size(r.len);
+    }
+    return 1;
+}
+
 void walscan_records(const void *buf, size_t size, const struct wal_file_header *h,
                      walscan_fn fn, void *arg, struct walscan_stats *st)
 {
@@ -63,10 +88,11 @@ void walscan_records(const void *buf, size_t size, const struct wal_file_header 
         if (valid_at(base, off, end, h->epoch, &rec_size)) {
             if (in_bad) {
                 uint64_t len = off - bad_from;
-                if (!all_zero(base + bad_from, len)) {
+                if (!walscan_unfinished(base, bad_from, off, h->epoch)) {
                     st->bad_regions++;
                     st->bad_bytes += len;
                 } else if (len >= WAL_REC_HEADER) { /* shorter: a short crossing's zeros */
+                    /* a hole: zeros, or appends cut before their crc */
                     st->holes++;
                     st->hole_bytes += len;
                     st->bad_bytes += len;
@@ -87,7 +113,7 @@ void walscan_records(const void *buf, size_t size, const struct wal_file_header 
         }
         off += WAL_ALIGN;
     }
-    if (in_bad && !all_zero(base + bad_from, end - bad_from)) {
+    if (in_bad && !walscan_unfinished(base, bad_from, end, h->epoch)) {
         st->torn_offset = bad_from;
         st->bad_bytes += end - bad_from;
     } else if (size < h->file_size && !st->torn_offset) {

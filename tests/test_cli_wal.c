@@ -18,8 +18,15 @@
  *     `shmq pub`/`sub`, closed) and 1 after bytes in the middle of one of its files are
  *     flipped, naming the file and the offset; inspect lists the bad region and still exits 0;
  *   - a hole (records' worth of zeros followed by valid records: a failed or killed append)
- *     is listed under warnings and counted, verify exits 0, and recovery counts it as a hole
- *     and restores what inspect predicted; one flipped byte in a record is exit 1;
+ *     is listed under warnings and counted; with the segment, whose messages all still have
+ *     their PUBLISH, verify exits 0 (--strict too); without it the hole is "unexplained":
+ *     exit 0, and 1 with --strict; recovery counts it as a hole and restores what inspect
+ *     predicted; one flipped byte in a record is exit 1;
+ *   - the PUBLISH of a message the segment holds zeroed (review3 F-4a), or the end of an older
+ *     file zeroed (F-4c): verify exits 1 naming "lost publish of id N"; without the segment,
+ *     an unexplained hole (exit 1 with --strict);
+ *   - a record whose crc was never stored (a writer killed in its append, F-4b) is a hole,
+ *     not damage: verify exits 0 and recovery counts a hole;
  *   - a torn tail (garbage after the last record) of the newest file written to is reported
  *     as a warning and allowed (exit 0);
  *   - truncated files (shorter than the header: skipped; shorter than the header says: read up
@@ -31,6 +38,7 @@
 #include "cli.h"
 
 #include <limits.h>
+#include <stddef.h>
 #include <sys/mman.h>
 
 #include "walscan.h"
@@ -400,7 +408,7 @@ Test(cli_wal, verify_clean_log_then_flipped_bytes)
 
 /* Offsets and sizes of the valid records of a log file. */
 struct rec_spans {
-    uint64_t off[4096], size[4096];
+    uint64_t off[4096], size[4096], id[4096];
     size_t n;
 };
 
@@ -410,6 +418,7 @@ static int note_span(void *arg, uint64_t offset, const struct wal_rec *rec, cons
     struct rec_spans *rs = arg;
     if (rs->n < sizeof(rs->off) / sizeof(rs->off[0])) {
         rs->off[rs->n] = offset;
+        rs->id[rs->n] = rec->id;
         rs->size[rs->n++] = wal_rec_size(rec->len);
     }
     return 0;
@@ -500,9 +509,32 @@ Test(cli_wal, verify_allows_a_hole_and_fails_on_a_flipped_byte)
     write_at(path, (off_t)at, &byte, 1);
     RUN_EXPECT_EXIT(0, "verify with the byte restored", "wal", name, "verify", "--log-dir", base);
 
+    /* with the segment, every message it holds still has its PUBLISH (the zeroed ones were
+     * acked): the hole is explained, --strict passes too */
+    r = RUN("wal", name, "verify", "--log-dir", base, "--strict", "--json");
+    assert_exit(&r, 0, "verify --strict with a hole the segment explains");
+    doc = json_parse(r.out);
+    cr_assert(jbool(doc, "segment_check.done"));
+    jassert_num(doc, "segment_check.lost_publishes", 0);
+    jassert_num(doc, "totals.unexplained_holes", 0);
+    json_free(doc);
+    run_free(&r);
+
     /* recovery agrees: it reads past the hole, counts it as a hole, and restores what inspect
      * predicted */
     h_assert_rc(shmq_unlink_segment(name), 0);
+    /* without the segment nothing tells a failed append from lost data */
+    r = RUN("wal", name, "verify", "--log-dir", base);
+    assert_exit(&r, 0, "verify of an unexplained hole, not strict");
+    snprintf(want, sizeof want, "wal.0000000000: unexplained hole at offset %llu",
+             (unsigned long long)hole_off);
+    assert_contains(r.out, want, "the hole, unexplained");
+    assert_contains(r.out, "no segment to check against", "why");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--log-dir", base, "--strict");
+    assert_exit(&r, 1, "verify --strict of an unexplained hole");
+    assert_contains(r.out, want, "the hole, a problem");
+    run_free(&r);
     shmq_recovery_report_t rep;
     h_assert_rc(shmq_recover(name, base, &rep), 0);
     cr_assert_eq(rep.holes, 1, "recovery's holes %u", rep.holes);
@@ -647,4 +679,145 @@ Test(cli_wal, queue_without_a_log_is_exit_1)
     assert_contains(r.err, "no log directory", "the reason");
     run_free(&r);
     h_assert_rc(shmq_close(q), 0);
+}
+
+/* ------------------------------------------------------------------ what only the segment tells */
+
+/* Zero the span [from, to) of path. */
+static void zero_span(const char *path, uint64_t from, uint64_t to)
+{
+    static const unsigned char zeros[65536];
+    cr_assert_leq(to - from, sizeof zeros);
+    write_at(path, (off_t)from, zeros, (size_t)(to - from));
+}
+
+/* review3 F-4a: the PUBLISH record of a live message (published, never acked) zeroed in place
+ * (a lost block, a misdirected write) looks exactly like a hole. With the segment verify sees
+ * that a message it holds lost its PUBLISH: exit 1 naming it, where 3a2198d called it a
+ * harmless hole (exit 0) and the rebuild silently came back one message short. */
+Test(cli_wal, zeroed_publish_of_a_live_message_is_a_lost_publish)
+{
+    const char *name = h_qname("walzero");
+    const char *base = make_tmp_dir();
+    make_logged_queue(name, base, 2500, 0, 1); /* id 1 acked, 2..2500 live */
+    char path[PATH_MAX];
+    log_path(path, sizeof path, base, name, 0);
+    static struct rec_spans rs;
+    record_spans(path, &rs);
+    size_t k = rs.n / 2; /* file 0 holds only PUBLISH records */
+    uint64_t lost = rs.id[k];
+    cr_assert_gt(lost, 1);
+    zero_span(path, rs.off[k], rs.off[k] + rs.size[k]);
+
+    char want[64];
+    snprintf(want, sizeof want, "lost publish of id %llu ", (unsigned long long)lost);
+    struct run r = RUN("wal", name, "verify", "--log-dir", base);
+    assert_exit(&r, 1, "verify of a log that lost a live message's PUBLISH");
+    assert_contains(r.out, want, "the lost message named");
+    assert_contains(r.err, "damaged", "verify's summary on stderr");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--log-dir", base, "--json");
+    assert_exit(&r, 1, "verify --json");
+    struct jval *doc = json_parse(r.out);
+    cr_assert(jbool(doc, "segment_check.done"));
+    jassert_num(doc, "segment_check.messages", 2499);
+    jassert_num(doc, "segment_check.lost_publishes", 1);
+    cr_assert(!jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+
+    /* what the check stood for: the rebuild comes back one short */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    r = RUN("wal", name, "verify", "--log-dir", base, "--strict");
+    assert_exit(&r, 1, "verify --strict without the segment");
+    assert_contains(r.out, "unexplained hole at offset", "the hole, unexplained");
+    run_free(&r);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, base, &rep), 0);
+    cr_assert_eq(rep.restored, 2498);
+    cr_assert_eq(rep.holes, 1);
+}
+
+/* review3 F-4c: the same loss at the end of a full, older file (its last blocks zeroed from a
+ * record boundary on): zeros there were "unused space", verify said nothing and recovery came
+ * back 85 short with no hole counted. A file the log moved past is full to its end (a crossing
+ * is padded), so those zeros are a hole: with the segment, lost publishes (exit 1); without
+ * it, an unexplained hole (exit 1 with --strict). */
+Test(cli_wal, zeroed_tail_of_an_older_file_is_reported)
+{
+    const char *name = h_qname("waltailz");
+    const char *base = make_tmp_dir();
+    make_logged_queue(name, base, 2500, 0, 1); /* ids 2..2500 live */
+    char path[PATH_MAX];
+    log_path(path, sizeof path, base, name, 0);
+    static struct rec_spans rs;
+    record_spans(path, &rs);
+    size_t k = 0;
+    while (k < rs.n && rs.off[k] < 65536 - 4096)
+        k++;
+    cr_assert(k < rs.n);
+    uint64_t first_lost = rs.id[k];
+    /* clean before: no tail zeros in any older file */
+    RUN_EXPECT_EXIT(0, "verify --strict of the clean log", "wal", name, "verify", "--log-dir",
+                    base, "--strict");
+    zero_span(path, rs.off[k], 65536);
+
+    char want[64];
+    snprintf(want, sizeof want, "lost publish of id %llu ", (unsigned long long)first_lost);
+    struct run r = RUN("wal", name, "verify", "--log-dir", base, "--json");
+    assert_exit(&r, 1, "verify of an older file whose end was zeroed");
+    struct jval *doc = json_parse(r.out);
+    cr_assert(jlist_has(doc, "problems", want), "the first lost message named");
+    double lost = jnum(doc, "segment_check.lost_publishes");
+    jassert_num(jfile(doc, "wal.0000000000"), "tail_zeros", (double)(65536 - rs.off[k]));
+    json_free(doc);
+    run_free(&r);
+
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    r = RUN("wal", name, "verify", "--log-dir", base);
+    assert_exit(&r, 0, "verify without the segment, not strict");
+    assert_contains(r.out, "bytes of zeros at offset", "the tail zeros, a warning");
+    run_free(&r);
+    r = RUN("wal", name, "verify", "--log-dir", base, "--strict");
+    assert_exit(&r, 1, "verify --strict without the segment");
+    assert_contains(r.out, "unexplained", "the tail zeros, unexplained");
+    run_free(&r);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, base, &rep), 0);
+    cr_assert_eq((double)(2499 - rep.restored), lost, "verify counted %g lost, the rebuild %llu",
+                 lost, 2499 - (unsigned long long)rep.restored);
+}
+
+/* review3 F-4b: an append whose writer was killed after some of its stores and before its crc
+ * (L1: stored last, into a zero-filled file) leaves its header, a prefix of its payload and
+ * crc 0. Nothing in it was ever reported written: a hole, not "garbage" (which made verify
+ * exit 1 for good). */
+Test(cli_wal, append_killed_before_its_crc_is_a_hole_not_damage)
+{
+    const char *name = h_qname("waltornrec");
+    const char *base = make_tmp_dir();
+    make_logged_queue(name, base, 2500, 0, 1000); /* the record below is of an acked message */
+    char path[PATH_MAX];
+    log_path(path, sizeof path, base, name, 0);
+    static struct rec_spans rs;
+    record_spans(path, &rs);
+    size_t k = rs.n / 2;
+    cr_assert_leq(rs.id[k], 1000);
+    uint32_t zero = 0;
+    write_at(path, (off_t)rs.off[k] + offsetof(struct wal_rec, crc), &zero, sizeof zero);
+    zero_span(path, rs.off[k] + rs.size[k] - 8, rs.off[k] + rs.size[k]); /* payload's end */
+
+    struct run r = RUN("wal", name, "verify", "--log-dir", base, "--json");
+    assert_exit(&r, 0, "verify of a log with an append killed before its crc");
+    struct jval *doc = json_parse(r.out);
+    jassert_num(doc, "totals.bad_regions", 0);
+    jassert_num(doc, "totals.holes", 1);
+    cr_assert(jbool(doc, "ok"));
+    json_free(doc);
+    run_free(&r);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, base, &rep), 0);
+    cr_assert_eq(rep.holes, 1, "recovery agrees: a hole");
+    cr_assert_eq(rep.restored, 1500);
 }

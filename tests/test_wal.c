@@ -586,13 +586,33 @@ Test(wal, hole_is_resynced)
         cr_assert_eq(rep.holes, 1);
         cr_assert_eq(rep.bytes_skipped, TREC * width);
     }
-    /* a half-written record (header written, crc not yet stored) followed by valid ones */
+    /* an append whose writer was killed in its stores (L1: the crc is stored last into a
+     * zero-filled file): its header, a prefix of its payload, zeros, crc 0. Nothing in it was
+     * reported written: a hole like zeros (review3 F-4b), in walscan and so in recovery */
+    for (unsigned prefix = 0; prefix <= TLEN; prefix += TLEN / 2) {
+        memcpy(dmg, buf, size);
+        memset(dmg + TOFF(7) + 4, 0, 4); /* crc = 0 */
+        memset(dmg + TOFF(7) + WAL_REC_HEADER + prefix, 0, TREC - WAL_REC_HEADER - prefix);
+        h_assert_rc(scan(dmg, size, &rs, &st), 0);
+        cr_assert_eq(rs.n, TN - 1);
+        cr_assert_eq(st.bad_regions, 0, "an append cut before its crc is no damage (prefix %u)",
+                     prefix);
+        cr_assert_eq(st.holes, 1, "an append cut before its crc is a hole (prefix %u)", prefix);
+        cr_assert_eq(st.hole_bytes, TREC);
+    }
+    /* the same as the last record of the file: unused space, not a torn tail */
     memcpy(dmg, buf, size);
-    memset(dmg + TOFF(7) + 4, 0, 4); /* crc = 0 */
+    memset(dmg + TOFF(TN - 1) + 4, 0, 4);
+    h_assert_rc(scan(dmg, size, &rs, &st), 0);
+    cr_assert_eq(rs.n, TN - 1);
+    cr_assert_eq(st.torn_offset, 0, "an unfinished last append is no torn tail");
+    /* a record whose crc is wrong but not 0 stays damage */
+    memcpy(dmg, buf, size);
+    dmg[TOFF(7) + 4] ^= 0x01;
     h_assert_rc(scan(dmg, size, &rs, &st), 0);
     cr_assert_eq(rs.n, TN - 1);
     cr_assert_eq(st.bad_regions, 1);
-    cr_assert_eq(st.holes, 0, "a record with non-zero bytes is damage, not a hole");
+    cr_assert_eq(st.holes, 0, "a record with a wrong crc is damage, not a hole");
     free(dmg);
     free(buf);
 }

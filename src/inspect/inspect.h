@@ -350,7 +350,8 @@ int inspect_log_locate(const char *name, const char *log_dir, struct inspect_log
 #define INSPECT_LOG_REGIONS_KEPT 16
 struct inspect_log_region {
     uint64_t offset, length;
-    bool zeros; /* all zero bytes: a hole, space a writer reserved and never filled */
+    bool zeros; /* a hole: zeros and records cut before their crc, what appends that never
+                 * finished leave (walscan_unfinished()); else garbage (damage) */
 };
 
 /* One wal.NNNNNNNNNN file. */
@@ -382,9 +383,15 @@ struct inspect_log_file {
     uint64_t used_bytes;            /* end of the last valid record */
     uint64_t bad_regions;           /* runs of invalid bytes, not all zero, followed by a valid
                                      * record (damage) */
-    uint64_t holes, hole_bytes;     /* all-zero runs followed by a valid record (harmless) */
+    uint64_t holes, hole_bytes;     /* runs of zeros (and records cut before their crc) followed
+                                     * by a valid record: a failed or killed append, or lost
+                                     * records (the segment's messages tell: verify) */
     uint64_t bad_bytes;             /* in those runs, the holes and a torn tail */
     uint64_t torn_offset;           /* where a torn tail starts; 0: none */
+    uint64_t tail_zeros;            /* zeros after the last record of a file older than the
+                                     * newest written: such a file is full to its end (a
+                                     * crossing is padded) unless an append failed or its
+                                     * writer died there, or records were lost; 0: none */
     struct inspect_log_region regions[INSPECT_LOG_REGIONS_KEPT]; /* the first bad regions and
                                                                   * holes, in file order */
     uint64_t n_regions;
@@ -425,10 +432,40 @@ struct inspect_log {
     struct inspect_notes warnings; /* allowed: a torn tail in the newest file written, holes,
                                     * files of another generation */
     bool ok;                       /* no problems */
+    /* For the cross-check: each id with a PUBLISH recovery reads (a checkpoint copy only once
+     * closed), ascending, with the newest log file holding one. */
+    struct inspect_published *published;
+    size_t n_published;
+    /* The cross-check with the segment (inspect_log_check() with a name): */
+    bool cross_checked;      /* the segment's messages were checked against the log */
+    uint64_t kept_checked;   /* messages the segment held all through the read */
+    uint64_t lost_publishes; /* of those, ones whose PUBLISH the log lost (problems) */
+    uint64_t unexplained;    /* holes and tail zeros the segment could not vouch for */
+};
+struct inspect_published {
+    uint64_t id;
+    uint64_t seq; /* the newest file with a PUBLISH of it that recovery reads */
 };
 
-/* Read every log file of dir (read-only, no lock) and judge the log; segment_exists: the
- * queue's segment is valid (recovery would refuse). 0, -ENOMEM, -errno of opening dir. */
+/* How a log is judged. */
+struct inspect_log_opts {
+    bool segment_exists; /* the queue's segment is valid (recovery would refuse) */
+    /* The queue's name: cross-check the messages its segment keeps (READY, INFLIGHT, DELAYED,
+     * DEAD: what a rebuild must restore) against the log: each must have a PUBLISH (or a
+     * closed checkpoint copy) in a file >= its slot's wal_seq, else "lost publish of id N", a
+     * problem. Slots are read before the log and again after; one that changed meanwhile
+     * (acked, moved on) proves nothing and is left out. When the check runs and finds nothing,
+     * the holes are explained (appends that never finished) and allowed even with strict.
+     * NULL, or no segment, or a segment whose log is another directory: no check, and a hole
+     * is "unexplained" (a failed or killed append, or lost data). */
+    const char *name;
+    bool strict; /* an unexplained hole (or tail zeros) is a problem, not a warning */
+};
+
+/* Read every log file of dir (read-only, no lock) and judge the log as o says. 0, -ENOMEM,
+ * -errno of opening dir. */
+int inspect_log_check(const char *dir, const struct inspect_log_opts *o, struct inspect_log **out);
+/* inspect_log_check() without a cross-check, not strict. */
 int inspect_log_read(const char *dir, bool segment_exists, struct inspect_log **out);
 void inspect_log_free(struct inspect_log *log);
 

@@ -8,10 +8,11 @@
  * wal.NNNNNNNNNN file read-only without taking any lock (not even recovery's .recover flock),
  * validates headers and walks records with the reader recovery uses, reports a file that
  * shrinks under the mapping instead of dying of SIGBUS, lists the problems and the allowed
- * warnings (a torn tail in the newest file written; holes, the zeros of an append that failed
- * or was killed, which recovery reads past as it reads past garbage but which lose nothing),
- * and predicts what shmq_recover() would bring back with recovery's own rule. This file lays
- * the report out.
+ * warnings (a torn tail in the newest file written; holes, which an append that failed or was
+ * killed leaves but lost records do too), cross-checks the messages a live segment holds
+ * against the log (a message whose PUBLISH is gone is a problem; with none, the holes lost
+ * nothing), and predicts what shmq_recover() would bring back with recovery's own rule. This
+ * file lays the report out.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -28,7 +29,7 @@ void cmd_wal_help(FILE *out)
 {
     fprintf(out,
             "Usage: %s wal NAME inspect [--log-dir DIR] [--json]\n"
-            "       %s wal NAME verify  [--log-dir DIR] [--json]\n"
+            "       %s wal NAME verify  [--log-dir DIR] [--strict] [--json]\n"
             "\n"
             "Read the write-ahead log of the queue NAME without taking part in the queue:\n"
             "each log file (wal.NNNNNNNNNN) is mapped read-only; nothing is locked, created\n"
@@ -63,18 +64,28 @@ void cmd_wal_help(FILE *out)
             "           name, no truncated file, no bad regions, no malformed PUBLISH body,\n"
             "           no file missing in the middle of the log, no torn tail but in the\n"
             "           newest file written to (a crash while writing: reported under\n"
-            "           warnings and allowed, as recovery ignores it). A hole (all zeros,\n"
-            "           followed by a valid record: an append that failed, e.g. on a full\n"
-            "           disk, or a writer killed before its record) is listed under\n"
-            "           warnings and counted (holes), and allowed: nothing in it was ever\n"
-            "           reported written and recovery reads on past it; zeros after the\n"
-            "           last record are unused space. Any other bytes that do not parse\n"
-            "           (non-zero garbage, a record whose crc fails) are damage. Prints\n"
-            "           each file in one line, the problems, the warnings and the verdict\n"
-            "           (ok)\n"
+            "           warnings and allowed, as recovery ignores it). Bytes that do not\n"
+            "           parse (garbage, a record whose non-zero crc fails) are damage.\n"
+            "           With the queue's segment present (and its log in this directory),\n"
+            "           every message the segment holds (ready, in flight, delayed, dead)\n"
+            "           must have its PUBLISH record in the log, in the file its slot names\n"
+            "           or later: a missing one is a problem, \"lost publish of id N\" (a\n"
+            "           rebuild would lose it); slots are read before and after the log,\n"
+            "           so a message acked meanwhile is no loss.\n"
+            "           A hole (zeros, or records whose crc was never stored, followed by a\n"
+            "           valid record; or zeros at the end of a file older than the newest\n"
+            "           written) is what an append leaves that failed (a full disk) or\n"
+            "           whose writer was killed, but lost records look the same. With the\n"
+            "           segment checked and no lost publish, holes are harmless (a warning,\n"
+            "           exit 0 even with --strict). Without a segment (the case recovery is\n"
+            "           for) nothing can tell: each is an \"unexplained hole\", a warning\n"
+            "           (exit 0), or a problem (exit 1) with --strict. Zeros after the last\n"
+            "           record of the newest file are unused space. Prints each file in one\n"
+            "           line, the problems, the warnings and the verdict (ok)\n"
             "\n"
             "Options:\n"
             "  --log-dir DIR  read DIR/NAME (DIR as given to `%s create --log-dir`)\n"
+            "  --strict       an unexplained hole is a problem (exit 1)\n"
             "  --json         one JSON document with the same fields\n"
             "  -h, --help     this text\n"
             "\n"
@@ -84,9 +95,12 @@ void cmd_wal_help(FILE *out)
             "\n"
             "Exit status:\n"
             "  0  inspect: the log was read (problems, if any, are listed in the report);\n"
-            "     verify: the log is sound (holes and a torn tail in the newest file are\n"
-            "     allowed; an empty log directory is sound)\n"
-            "  1  verify: the log is damaged (problems listed, a summary on stderr);\n"
+            "     verify: the log is sound (a torn tail in the newest file is allowed, and\n"
+            "     holes: harmless when the segment vouched for them, unexplained without\n"
+            "     --strict; an empty log directory is sound)\n"
+            "  1  verify: the log is damaged or lost a message the segment holds, or\n"
+            "     (--strict) holds an unexplained hole (problems listed, a summary on\n"
+            "     stderr);\n"
             "     both: the log directory cannot be read (missing: no log, or durability\n"
             "     none), or out of memory\n"
             "  2  usage error\n"
@@ -94,10 +108,11 @@ void cmd_wal_help(FILE *out)
             "Examples:\n"
             "  %s wal orders inspect\n"
             "  %s wal orders verify && echo log ok\n"
+            "  %s wal orders verify --strict   # monitoring: any doubt is exit 1\n"
             "  %s wal orders inspect --json | jq .recovery.live\n"
             "  %s wal orders verify --log-dir /srv/queues   # a log moved elsewhere\n",
             cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
-            cli_progname);
+            cli_progname, cli_progname);
 }
 
 /* ------------------------------------------------------------------ output */
@@ -138,6 +153,7 @@ static void emit_file(struct emitter *e, const struct inspect_log_file *f, bool 
         emit_u64(e, "records", f->records);
         emit_u64(e, "bad_regions", f->bad_regions);
         emit_u64(e, "holes", f->holes);
+        emit_u64(e, "tail_zeros", f->tail_zeros);
         if (f->torn_offset)
             emit_u64(e, "torn_tail", f->torn_offset);
         else
@@ -181,6 +197,7 @@ static void emit_file(struct emitter *e, const struct inspect_log_file *f, bool 
     emit_regions(e, "holes", f, true);
     emit_u64(e, "holes_total", f->holes);
     emit_u64(e, "hole_bytes", f->hole_bytes);
+    emit_u64(e, "tail_zeros", f->tail_zeros);
     if (f->torn_offset) {
         emit_begin(e, "torn_tail", NULL, EMIT_INLINE);
         emit_u64(e, "offset", f->torn_offset);
@@ -232,6 +249,13 @@ static void emit_report(struct emitter *e, const char *name, const struct inspec
     emit_u64(e, "bad_regions", log->bad_regions);
     emit_u64(e, "holes", log->holes);
     emit_u64(e, "torn_tails", log->torn_tails);
+    emit_u64(e, "unexplained_holes", log->unexplained);
+    emit_end(e);
+
+    emit_begin(e, "segment_check", NULL, EMIT_INLINE); /* the segment's messages vs the log */
+    emit_bool(e, "done", log->cross_checked);
+    emit_u64(e, "messages", log->kept_checked);
+    emit_u64(e, "lost_publishes", log->lost_publishes);
     emit_end(e);
 
     if (inspect) {
@@ -275,14 +299,16 @@ int cmd_wal(int argc, char **argv)
     enum { OPT_LOG_DIR = 256 };
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                          {"log-dir", required_argument, NULL, OPT_LOG_DIR},
+                                         {"strict", no_argument, NULL, 's'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    bool json = false;
+    bool json = false, strict = false;
     const char *log_dir = NULL;
     int c, rc;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 's': strict = true; break;
         case OPT_LOG_DIR: log_dir = optarg; break;
         case 'h': cmd_wal_help(stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("wal", c, argv);
@@ -314,7 +340,9 @@ int cmd_wal(int argc, char **argv)
         return CLI_EXIT_RUNTIME;
     }
     struct inspect_log *log;
-    int err = inspect_log_read(where.dir, where.segment == INSPECT_SEG_VALID, &log);
+    struct inspect_log_opts o = {
+        .segment_exists = where.segment == INSPECT_SEG_VALID, .name = name, .strict = strict};
+    int err = inspect_log_check(where.dir, &o, &log);
     if (err) {
         if (err == -ENOENT)
             fprintf(stderr, "%s wal: %s: no log directory %s%s\n", cli_progname, name, where.dir,
