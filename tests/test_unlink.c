@@ -18,6 +18,7 @@
 #include "torture.h"
 #include "io.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -525,4 +526,65 @@ Test(unlink, a_delete_that_cannot_lock_deletes_nothing)
     rc = shmq_unlink(name);
     cr_assert_eq(rc, 0, "the delete once it can lock: %s", shmq_strerror(rc));
     ul_deleted_whole(name);
+}
+
+/* ---- tombstones left behind (logtomb.h) */
+
+/* How many tombstones of NAME the state directory holds (".deleted~NAME~PID~HEX"). */
+static int ul_tombstones(const char *name)
+{
+    const char *state = getenv("SHMQ_STATE_DIR");
+    cr_assert(state && *state, "SHMQ_STATE_DIR is not set (run through ctest)");
+    char prefix[SHMQ_NAME_MAX + 16];
+    snprintf(prefix, sizeof prefix, ".deleted~%s~", name);
+    DIR *d = opendir(state);
+    cr_assert(d, "%s: %s", state, strerror(errno));
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+/* After a delete that left its tombstone: the name is free (open -ENOENT, create 0), and the
+ * next delete removes the new queue and sweeps the tombstone. */
+static void ul_tombstone_swept(const char *name)
+{
+    cr_assert_eq(ul_tombstones(name), 1, "the delete left no tombstone");
+    shmq_t *q;
+    int rc = shmq_open(name, &q);
+    cr_assert_eq(rc, -ENOENT, "open with a tombstone left: %s", shmq_strerror(rc));
+    ul_make(name);
+    rc = shmq_unlink(name);
+    cr_assert_eq(rc, 0, "the next delete: %s", shmq_strerror(rc));
+    cr_assert_eq(ul_tombstones(name), 0, "the next delete did not sweep the tombstone");
+    ul_deleted_whole(name);
+}
+
+Test(unlink, a_delete_that_cannot_remove_its_tombstone_frees_the_name)
+{
+    /* The first unlink in the log fails: the delete says so (F4), the tombstone stays, but the
+     * name is free: a create makes a new queue at once (it used to be -EEXIST until a second
+     * delete), and a second delete of the name (here of the new queue) sweeps it. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    const char *name = t_qname("ulTombF");
+    ul_make(name);
+    cr_assert_eq(io_fault_arm(IO_UNLINK, 1, EACCES), 0);
+    int rc = shmq_unlink(name);
+    io_fault_disarm_all();
+    cr_assert_eq(rc, -EACCES, "a delete whose removal failed: %s", shmq_strerror(rc));
+    ul_tombstone_swept(name);
+}
+
+Test(unlink, a_delete_killed_while_removing_leaves_a_tombstone_the_next_delete_sweeps)
+{
+    /* killed after the rename, before its rmdir: the tombstone's owner is gone */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *us = ul_setup("ulTombK");
+    ul_make(us->name);
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "remove_before_rmdir", 0, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(u, WAIT_MS, 0, &st), 0, "delete U never ended");
+    cr_assert(WIFSIGNALED(st), "delete U was not killed at its crash point");
+    ul_tombstone_swept(us->name);
 }
