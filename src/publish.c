@@ -169,8 +169,9 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     uint64_t due = delay_ms ? queue_now_ms_exact(q) + 1 + delay_ms : 0;
     if (k) /* a hint for maintenance, trusted only with the bucket's token (dedup.c) */
         atomic_store_explicit(&sl->dedup, (uint32_t)k->bucket + 1, memory_order_relaxed);
-    bool sync = q->seg.layout.durability == SHMQ_DURABILITY_SYNC; /* SYNC has a log */
-    uint64_t from = sync ? wal_sync_from(q->wal) : 0; /* before our record (GC7) */
+    uint64_t from = 0; /* SYNC: the log position before our record (GC7) */
+    if (q->seg.layout.durability == SHMQ_DURABILITY_SYNC)
+        from = wal_sync_from(q->wal);
     if (q->wal) {
         int err = log_publish(q, sl, msg_id, len, k, due, &seq);
         if (err) {
@@ -189,7 +190,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     if (r == 1)
         return 0; /* decided (D1): maintenance rolled it forward for us */
     count(q_self(q), CNT_PUBLISHED);
-    if (sync)
+    if (q->seg.layout.durability == SHMQ_DURABILITY_SYNC)
         return wal_sync(q->wal, seq, from);
     return 0;
 }
