@@ -123,20 +123,29 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
     return -EAGAIN;
 }
 
+/* A receive of up to max messages into msgs (shmq_receive: max 1); got so far. */
 struct recv_ctx {
     shmq_consumer_t *c;
-    shmq_msg_t *msg;
+    shmq_msg_t *msgs;
+    size_t max, got;
 };
 
-/* One try; the caller checked that we are not fenced. On an empty queue it writes no shared
- * line but our heartbeat, and that at most once per coarse tick (registry_heartbeat()): the
- * ring's check is read-only (ring.c, R3), counters count deliveries only, and cooperate()
- * maintains at most every COOP_PERIOD_NS. */
+/* One try; the caller checked that we are not fenced. Takes what is ready, up to max: 0 once
+ * one was taken (a fence or rebuild noticed after that ends the batch, and the next call
+ * reports it), else claim_ready_slot's error. On an empty queue it writes no shared line but
+ * our heartbeat, and that at most once per coarse tick (registry_heartbeat()): the ring's
+ * check is read-only (ring.c, R3), counters count deliveries only, and cooperate() maintains
+ * at most every COOP_PERIOD_NS. */
 static int receive_once(struct recv_ctx *ctx)
 {
     uint64_t now = now_ns_coarse(); /* the one clock read of the try */
     registry_heartbeat_at(c_self(ctx->c), now);
-    int r = claim_ready_slot(ctx->c, ctx->msg, now);
+    int r;
+    do
+        r = claim_ready_slot(ctx->c, &ctx->msgs[ctx->got], now);
+    while (r == 0 && ++ctx->got < ctx->max);
+    if (ctx->got)
+        return 0;
     if (r == -EAGAIN)
         cooperate(ctx->c, now);
     return r;
@@ -150,25 +159,45 @@ static int try_receive(void *arg)
     return receive_once(ctx);
 }
 
-int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
+/* shmq_receive and shmq_receive_batch: block (spin, then futex) until one message is taken,
+ * then take what is ready up to max in the same try. */
+static int receive(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got, int timeout_ms)
 {
-    if (!c || !msg)
-        return -EINVAL;
     if (fenced(c))
         return -ESTALE;
     if (!queue_gen_live(c->q)) /* the queue was rebuilt: this segment is no longer the queue */
         return -EIDRM;
-    struct recv_ctx ctx = {.c = c, .msg = msg};
+    struct recv_ctx ctx = {.c = c, .msgs = msgs, .max = max};
     int r = receive_once(&ctx); /* fenced: checked just above */
-    if (r != -EAGAIN || timeout_ms == 0)
-        return r;
-    const struct seg_layout *l = &c->q->seg.layout;
-    uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-    /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays alive */
-    uint64_t max_sleep = (uint64_t)l->heartbeat_timeout_ms * 1000000ull / 3 + 1;
-    struct seg_header *h = c->q->seg.hdr;
-    return wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY, deadline,
-                      max_sleep, try_receive, &ctx);
+    if (r == -EAGAIN && timeout_ms != 0) {
+        const struct seg_layout *l = &c->q->seg.layout;
+        uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+        /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays alive */
+        uint64_t max_sleep = (uint64_t)l->heartbeat_timeout_ms * 1000000ull / 3 + 1;
+        struct seg_header *h = c->q->seg.hdr;
+        r = wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY, deadline,
+                       max_sleep, try_receive, &ctx);
+    }
+    *got = ctx.got;
+    return r;
+}
+
+int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms)
+{
+    size_t got;
+    if (!c || !msg)
+        return -EINVAL;
+    return receive(c, msg, 1, &got, timeout_ms);
+}
+
+int shmq_receive_batch(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got,
+                       int timeout_ms)
+{
+    if (got)
+        *got = 0;
+    if (!c || !msgs || !got || max == 0)
+        return -EINVAL;
+    return receive(c, msgs, max, got, timeout_ms);
 }
 
 /* The slot of a delivery we hold, and the INFLIGHT word the token names. */
@@ -184,22 +213,91 @@ static int held_slot(const shmq_consumer_t *c, const shmq_msg_t *msg, struct slo
     return 0;
 }
 
-int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
+/* The segment side of an ack: A1 on the delivery msg names. 0 and *id (its message), or
+ * -ESTALE / -EINVAL. */
+static int ack_slot(shmq_consumer_t *c, const shmq_msg_t *msg, uint64_t *id)
 {
     struct slot *sl;
     uint64_t w;
     int err = held_slot(c, msg, &sl, &w);
     if (err)
         return err;
-    uint64_t id = sl->id; /* read while we may still own it; used only if the CAS succeeds */
+    *id = sl->id; /* read while we may still own it; used only if the CAS succeeds */
     if (slot_finish(c->q, token_idx(msg->token), w) != 0) {
         slot_let_go(c->q, token_idx(msg->token), w); /* we will not read it again */
         return -ESTALE;
     }
+    return 0;
+}
+
+int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
+{
+    uint64_t id;
+    int err = ack_slot(c, msg, &id);
+    if (err)
+        return err;
     err = queue_log(c->q, WAL_ACK, id, 0);
     count_own(c_self(c), CNT_ACKED);
     registry_heartbeat(c_self(c));
     return err == -EIDRM ? err : 0; /* other log errors: the ack happened (a redelivery at worst) */
+}
+
+#define ACK_RUN 64 /* ACK records per log reservation */
+
+/* The ACK records of ids[0..n): -EIDRM, or 0 (other log errors: the acks happened, as in
+ * shmq_ack; the failure is counted by the log). */
+static int log_acks(shmq_t *q, const uint64_t *ids, size_t n)
+{
+    struct wal_item items[ACK_RUN];
+    for (size_t j = 0; j < n; j++)
+        items[j] = (struct wal_item){WAL_ACK, 0, ids[j], NULL};
+    for (size_t at = 0; at < n;) {
+        size_t wrote;
+        int err = wal_append_batch(q->wal, 0, items + at, n - at, &wrote, NULL);
+        if (err == -EIDRM)
+            return err;
+        if (err)
+            return 0;
+        at += wrote;
+    }
+    return 0;
+}
+
+int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t *done)
+{
+    if (done)
+        *done = 0;
+    if (!c || (!msgs && n))
+        return -EINVAL;
+    uint64_t ids[ACK_RUN];
+    size_t acked = 0, k = 0;
+    int first = 0, idrm = 0;
+    for (size_t i = 0; i < n; i++) {
+        int err = ack_slot(c, &msgs[i], &ids[k]);
+        if (err) {
+            if (!first)
+                first = err;
+            continue;
+        }
+        acked++;
+        if (++k == ACK_RUN) {
+            if (c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
+                idrm = -EIDRM;
+            k = 0;
+        }
+    }
+    if (k && c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
+        idrm = -EIDRM;
+    /* relaxed, a plain load and store: a tally in an entry only this thread writes (count_own) */
+    struct proc_entry *e = c_self(c);
+    atomic_store_explicit(&e->counters[CNT_ACKED],
+                          atomic_load_explicit(&e->counters[CNT_ACKED], memory_order_relaxed) +
+                              acked,
+                          memory_order_relaxed);
+    registry_heartbeat(e);
+    if (done)
+        *done = acked;
+    return idrm ? idrm : first;
 }
 
 static uint64_t next_random(shmq_consumer_t *c)

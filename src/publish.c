@@ -303,3 +303,163 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
     CRASH_POINT(publish_after_reserve);
     return commit_slot(q, ctx.idx, data, len, NULL, 0, id, false);
 }
+
+/*
+ * Batch publish (shmq_publish_batch): runs of up to BATCH_RUN messages. Each message goes
+ * through the steps of a single publish (claim, write, P0, record, P1, enqueue) in the same
+ * order, so every crash window is one of the single publish's (docs/DESIGN.md, "Batches");
+ * what a run shares is one clock read, one FAA on next_id for its ids, one log reservation for
+ * its records (wal_append_batch) and, for the whole batch, one wake-up.
+ */
+#define BATCH_RUN 64
+
+/* Publish what is left of a failed run unpublished: slots [from, k) of idx/w, RESERVED by
+ * us. logged: their PUBLISH records are in the log, so each gets ACK|ABORT (as a reservation
+ * maintenance frees does, M0): the record must not come back in a rebuild. */
+static void give_back_run(shmq_t *q, const uint32_t *idx, const uint64_t *w, const uint64_t *ids,
+                          size_t from, size_t k, bool logged)
+{
+    for (size_t j = from; j < k; j++)
+        if (give_back(q, idx[j], w[j]) == 0 && logged)
+            queue_log(q, WAL_ACK, ids[j], WAL_ACK_ABORT);
+}
+
+/* Log the PUBLISH records of slots [0, k) (written, P0 done), with as few reservations as the
+ * file size allows. 0 and *logged = k, or the error that stopped it and *logged = the records
+ * written before it (their slots may be published). *seq: the file of the first one (the
+ * lowest: a SYNC flush from there covers them all). */
+static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, size_t k,
+                   size_t *logged, uint32_t *seq)
+{
+    struct wal_item items[BATCH_RUN];
+    uint32_t lower = (uint32_t)wal_current_seq(q->wal) + 1;
+    for (size_t j = 0; j < k; j++) {
+        struct slot *sl = sls[j];
+        /* relaxed: a lower bound of the file its record lands in, as in log_publish() */
+        atomic_store_explicit(&sl->wal_seq, lower, memory_order_relaxed);
+        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl)};
+    }
+    uint64_t unix_ms = 0; /* the run's records share one wall-clock reading (replay by time) */
+    *logged = 0;
+    while (*logged < k) {
+        size_t n;
+        uint32_t in = 0;
+        int err = wal_append_batch(q->wal, unix_ms, items + *logged, k - *logged, &n, &in);
+        if (*logged == 0)
+            *seq = in;
+        for (size_t j = *logged; j < *logged + n; j++) /* relaxed, as in log_publish() */
+            atomic_store_explicit(&sls[j]->wal_seq, in + 1, memory_order_relaxed);
+        if (err == -EIDRM)
+            return err; /* written or not, this segment is no longer the queue: none counts */
+        *logged += n;
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+/* One run: msgs[0..k), k <= BATCH_RUN. *done gets how many were published (a prefix); *seq
+ * the log file of the first record. */
+static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now,
+                       uint64_t *ids_out, size_t *done, uint32_t *seq)
+{
+    uint32_t idx[BATCH_RUN];
+    uint64_t w[BATCH_RUN], ids[BATCH_RUN];
+    struct slot *sls[BATCH_RUN];
+    size_t got = 0;
+    int full = 0;
+    *done = 0;
+    while (got < k && (full = claim_free_slot(q, &idx[got])) == 0)
+        got++;
+    if (got == 0)
+        return full;
+    CRASH_POINT(publish_after_reserve);
+    /* relaxed: ids only need to be unique and increasing; P1 publishes each slot */
+    uint64_t first = atomic_fetch_add_explicit(&q->seg.hdr->next_id, got, memory_order_relaxed);
+    for (size_t j = 0; j < got; j++) {
+        struct slot *sl = sls[j] = segment_slot(&q->seg, idx[j]);
+        w[j] = atomic_load_explicit(&sl->state, memory_order_relaxed);
+        if (msgs[j].len)
+            memcpy(slot_payload(sl), msgs[j].data, msgs[j].len);
+        ids[j] = first + 1 + j;
+        sl->id = ids[j];
+        sl->len = (uint32_t)msgs[j].len;
+        sl->attempt = 0;
+        sl->dead_reason = 0;
+        sl->publish_ns = now;
+        /* P0 (release), as in commit_slot(): the id above is this reservation's */
+        atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
+    }
+    CRASH_POINT(publish_after_write);
+    size_t logged = got;
+    int err = 0;
+    if (q->wal) {
+        err = log_run(q, sls, ids, got, &logged, seq);
+        if (err == -EIDRM)
+            logged = 0;
+        CRASH_POINT(publish_after_log);
+    }
+    size_t j = 0;
+    for (; j < logged; j++) {
+        struct slot *sl = sls[j];
+        uint64_t ready = sw_next(w[j], SLOT_READY, NO_OWNER);
+        /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
+        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w[j], ready,
+                                                     memory_order_release, memory_order_relaxed)) {
+            err = -ESTALE; /* our reservations were fenced: we were judged dead */
+            break;
+        }
+        CRASH_POINT(publish_after_commit);
+        slot_enqueue_on(q, &q->seg.ready_ring, idx[j], ready, true);
+        if (ids_out)
+            ids_out[j] = ids[j];
+    }
+    /* the rest goes back: not logged (a log error: nothing of it counts), or after a fence */
+    give_back_run(q, idx, w, ids, j == logged ? logged : j + 1, logged, true);
+    give_back_run(q, idx, w, ids, logged, got, false);
+    *done = j;
+    /* relaxed: a tally (count()), one add for the run */
+    atomic_fetch_add_explicit(&q_self(q)->counters[CNT_PUBLISHED], j, memory_order_relaxed);
+    if (err)
+        return err;
+    return got < k ? full : 0;
+}
+
+int shmq_publish_batch(shmq_t *q, const shmq_iov_t *msgs, size_t n, uint64_t *ids, size_t *done)
+{
+    size_t d = 0;
+    if (done)
+        *done = 0;
+    if (!q || (!msgs && n))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) { /* bad input is refused before anything is published */
+        int err = check_publish_args(q, msgs[i].data, msgs[i].len);
+        if (err)
+            return err;
+    }
+    uint64_t now = now_ns_coarse(); /* the batch's one clock read */
+    uint32_t low = 0; /* the log file of the batch's first record */
+    bool sync = q->seg.layout.durability == SHMQ_DURABILITY_SYNC;
+    uint64_t from = sync ? wal_sync_from(q->wal) : 0; /* before the batch's records (GC7) */
+    int err = 0;
+    while (d < n && !err) {
+        size_t k = n - d < BATCH_RUN ? n - d : BATCH_RUN, run;
+        uint32_t seq = 0;
+        err = publish_run(q, msgs + d, k, now, ids ? ids + d : NULL, &run, &seq);
+        if (d == 0)
+            low = seq;
+        d += run;
+    }
+    if (d) /* W1 in wait_wake orders every enqueue of the batch before its look at waiters */
+        wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
+    if (done)
+        *done = d;
+    /* SYNC: one flush from the first record's file covers the batch; also when an error stopped
+     * it, for the messages published before: its -EIO says they may not survive a crash */
+    if (d && sync) {
+        int s = wal_sync(q->wal, low, from);
+        if (s)
+            err = s;
+    }
+    return err;
+}

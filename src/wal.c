@@ -619,26 +619,20 @@ static bool queue_deleted(const struct wal *w)
     return fd == -ENOENT;
 }
 
-/* Inlined into each caller: each passes a fixed list of parts, whose copies the compiler then
- * unrolls and inlines (left to itself it made one shared copy once there were three callers:
- * +80 instructions per logged publish, bench/instr-guard). */
-static inline __attribute__((always_inline)) int append_parts(struct wal *w, enum wal_type type,
-                                                              uint64_t id, uint32_t attempt,
-                                                              const struct part *parts, int nparts,
-                                                              uint32_t *seq_out)
+/*
+ * Reserve size bytes of log within one file (one FAA on wal_pos, taken again past a file's
+ * end): 0 with *m pinned and the record(s) to be written at *off of file *seq; 1 when the queue
+ * was deleted (shmq_unlink: its log went with it, nothing to write, the append counts as done);
+ * or an error (-EIDRM: fenced; the log's errors, the range then remembered to be padded).
+ * Inlined into each caller (with append_done()): the publish fast path (bench/instr-guard).
+ */
+static inline __attribute__((always_inline)) int reserve(struct wal *w, uint64_t size,
+                                                         struct walmap **mp, uint64_t *offp,
+                                                         uint64_t *seqp)
 {
-    uint64_t len64 = 0;
-    for (int i = 0; i < nparts; i++)
-        len64 += parts[i].len;
-    if (len64 > UINT32_MAX)
-        return -EMSGSIZE;
-    uint32_t len = (uint32_t)len64;
-    uint64_t size = wal_rec_size(len);
-    if (size > w->usable)
-        return -EMSGSIZE;
     for (int tries = 0; tries < 64; tries++) {
         if (!gen_live(w)) /* E1: the log moved to a newer generation: append nothing */
-            return fenced(w);
+            return fenced(w) ? -EIDRM : 1;
         /* relaxed: a reservation orders nothing; L1 publishes the record */
         uint64_t pos = atomic_fetch_add_explicit(&w->seg->hdr->wal_pos, size, memory_order_relaxed);
         uint64_t off, seq = divisor_div(&w->per_file, pos, &off);
@@ -647,9 +641,9 @@ static inline __attribute__((always_inline)) int append_parts(struct wal *w, enu
         if (err == -ESTALE)
             continue; /* a reservation in a file already retired: take another */
         if (err == -EIDRM)
-            return fenced(w); /* fenced (a newer generation): not a failure of the log */
+            return fenced(w) ? -EIDRM : 1; /* fenced (a newer generation): not a log failure */
         if (err == -ENOENT && dir_gone(w) && queue_deleted(w))
-            return 0; /* the queue was deleted (shmq_unlink): its log with it; else the
+            return 1; /* the queue was deleted (shmq_unlink): its log with it; else the
                        * log directory is lost: an error like any other (below) */
         /* acquire: pairs with the release in wal_maintain. The file was there to be made but
          * is gone: retention deleted it under a writer stopped since its reservation (take
@@ -680,24 +674,59 @@ static inline __attribute__((always_inline)) int append_parts(struct wal *w, enu
             pad_spill(w, seq + 1, off + size - w->usable);
             continue;
         }
-        write_record(m, off, type, id, attempt, parts, nparts, len);
-        put_map(m);
-        /* relaxed loads of words nobody writes while the log is healthy: two loads and two
-         * branches on the fast path, the calls only after a failure */
-        if (atomic_load_explicit(&w->seg->hdr->wal_health, memory_order_relaxed) &
-            WAL_HEALTH_ERRNO)
-            log_ok(w);
-        if (atomic_load_explicit(&w->npend, memory_order_relaxed))
-            close_pending(w);
-        if (seq_out)
-            *seq_out = (uint32_t)seq;
-        /* E2: the record's stores, then a seq_cst fence, then the generation: pairs with E3
-         * (recover.c). Seeing ours here proves the record precedes E3, so recovery reads it. */
-        atomic_thread_fence(memory_order_seq_cst);
-        return gen_live(w) ? 0 : fenced(w);
+        *mp = m;
+        *offp = off;
+        *seqp = seq;
+        return 0;
     }
     log_failed(w, -EIO);
     return -EIO;
+}
+
+/* After the records of a reservation of file seq were written and its map put: the health
+ * bookkeeping, then E2. 0, or fenced(w). */
+static inline __attribute__((always_inline)) int append_done(struct wal *w, uint64_t seq,
+                                                             uint32_t *seq_out)
+{
+    /* relaxed loads of words nobody writes while the log is healthy: two loads and two
+     * branches on the fast path, the calls only after a failure */
+    if (atomic_load_explicit(&w->seg->hdr->wal_health, memory_order_relaxed) & WAL_HEALTH_ERRNO)
+        log_ok(w);
+    if (atomic_load_explicit(&w->npend, memory_order_relaxed))
+        close_pending(w);
+    if (seq_out)
+        *seq_out = (uint32_t)seq;
+    /* E2: the records' stores, then a seq_cst fence, then the generation: pairs with E3
+     * (recover.c). Seeing ours here proves the records precede E3, so recovery reads them. */
+    atomic_thread_fence(memory_order_seq_cst);
+    return gen_live(w) ? 0 : fenced(w);
+}
+
+/* Inlined into each caller: each passes a fixed list of parts, whose copies the compiler then
+ * unrolls and inlines (left to itself it made one shared copy once there were three callers:
+ * +80 instructions per logged publish, bench/instr-guard). */
+static inline __attribute__((always_inline)) int append_parts(struct wal *w, enum wal_type type,
+                                                              uint64_t id, uint32_t attempt,
+                                                              const struct part *parts, int nparts,
+                                                              uint32_t *seq_out)
+{
+    uint64_t len64 = 0;
+    for (int i = 0; i < nparts; i++)
+        len64 += parts[i].len;
+    if (len64 > UINT32_MAX)
+        return -EMSGSIZE;
+    uint32_t len = (uint32_t)len64;
+    uint64_t size = wal_rec_size(len);
+    if (size > w->usable)
+        return -EMSGSIZE;
+    struct walmap *m;
+    uint64_t off, seq;
+    int err = reserve(w, size, &m, &off, &seq);
+    if (err)
+        return err > 0 ? 0 : err;
+    write_record(m, off, type, id, attempt, parts, nparts, len);
+    put_map(m);
+    return append_done(w, seq, seq_out);
 }
 
 int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
@@ -743,6 +772,57 @@ int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, con
     struct part parts[4] = {
         {&unix_ms, 8}, {&due_unix_ms, WAL_PUBLISH_DUE_LEN}, {&klen, 2}, {data, len}};
     return append_parts(w, WAL_PUBLISH, id, WAL_PUB_DUE, parts, 4, seq);
+}
+
+static uint64_t item_size(const struct wal_item *it)
+{
+    return wal_rec_size(it->type == WAL_PUBLISH ? WAL_PUBLISH_PREFIX + it->len : 0);
+}
+
+/*
+ * A run of records in one reservation: the records lie back to back, each complete with its
+ * own header and crc (L1), as if each had been appended alone at that place; E1 before and E2
+ * after the run. A writer killed inside the run leaves the records before it valid and the rest
+ * of the range zero: a hole, which readers skip as they skip a single writer's (walscan.c).
+ */
+int wal_append_batch(struct wal *w, uint64_t unix_ms, const struct wal_item *items, size_t n,
+                     size_t *written, uint32_t *seq_out)
+{
+    *written = 0;
+    if (n == 0)
+        return 0;
+    uint64_t size = item_size(&items[0]), limit = w->usable / 4;
+    size_t k = 1;
+    for (; k < n && size + item_size(&items[k]) <= limit; k++)
+        size += item_size(&items[k]);
+    if (size > w->usable)
+        return -EMSGSIZE;
+    if (!unix_ms)
+        unix_ms = unix_ms_now();
+    struct walmap *m;
+    uint64_t off, seq;
+    int err = reserve(w, size, &m, &off, &seq);
+    if (err) {
+        if (err > 0)
+            *written = k; /* the queue was deleted: as good as written (append_parts) */
+        return err > 0 ? 0 : err;
+    }
+    uint16_t klen = 0; /* batch records have no key */
+    for (size_t i = 0; i < k; i++) {
+        const struct wal_item *it = &items[i];
+        if (it->type == WAL_PUBLISH) {
+            struct part parts[3] = {{&unix_ms, 8}, {&klen, 2}, {it->data, it->len}};
+            write_record(m, off, WAL_PUBLISH, it->id, 0, parts, 3, WAL_PUBLISH_PREFIX + it->len);
+        } else {
+            write_record(m, off, (enum wal_type)it->type, it->id, 0, NULL, 0, 0);
+        }
+        off += item_size(it);
+        if (i == 0)
+            CRASH_POINT(wal_batch_after_first);
+    }
+    put_map(m);
+    *written = k;
+    return append_done(w, seq, seq_out);
 }
 
 int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_publish *out)

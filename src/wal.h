@@ -153,6 +153,28 @@ int wal_append_publish_at(struct wal *w, uint64_t id, unsigned flags, uint64_t u
 int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, const void *data,
                            uint32_t len, uint32_t *seq);
 
+/* One record of a run (wal_append_batch): a PUBLISH record of message id (no key, no due
+ * time, data[0..len)) or an ACK record (no payload: len and data unused). */
+struct wal_item {
+    enum wal_type type; /* WAL_PUBLISH or WAL_ACK */
+    uint32_t len;
+    uint64_t id;
+    const void *data;
+};
+
+/*
+ * Append a run of items[0..n) with ONE reservation (one FAA on wal_pos): the longest prefix
+ * whose records fit in a quarter of a file (at least one record), so that a run crossing a
+ * file's end fits in the next one when taken again; *written gets its length (call again for
+ * the rest), *seq the file it landed in. Every record is the one wal_append/wal_append_publish
+ * would write (its own header and crc); PUBLISH records carry unix_ms (0: now) as their
+ * publish time. Errors as wal_append (E1/E2 once for the run): on an error *written is 0 (but
+ * -EIDRM from E2: the run is written, recovery may or may not have read it, *written says how
+ * many).
+ */
+int wal_append_batch(struct wal *w, uint64_t unix_ms, const struct wal_item *items, size_t n,
+                     size_t *written, uint32_t *seq);
+
 /*
  * Wait until every record this process appended is on stable storage (group commit: one
  * fdatasync covers every producer waiting at that moment). Blocking. 0, or -EIO when the flush

@@ -293,6 +293,43 @@ int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id);
 /** Give a reservation back unpublished. -EINVAL for a buf that is not a reservation of q. */
 int shmq_cancel(shmq_t *q, void *buf);
 
+/** One message of a batch (shmq_publish_batch): len bytes at data. */
+typedef struct shmq_iov {
+    const void *data;
+    size_t len;
+} shmq_iov_t;
+
+/**
+ * Batch publish: publish msgs[0..n) in order, as n calls of shmq_publish() would, for less:
+ * one clock read, one id block (ids[i] = ids[0] + i within each run of up to 64 messages; ids
+ * stay unique and increasing per queue), one wake-up of sleeping consumers after the whole
+ * batch, and with a log one record reservation for a run of records (each record still its
+ * own, with its own crc: recovery and replay see n PUBLISH records). Free-slot and ready-ring
+ * operations stay one per message. ids (may be NULL) gets n ids; done (may be NULL) gets how
+ * many were published.
+ * Partial success: the messages published are always a prefix, msgs[0..*done), in that order,
+ * with ids[0..*done) set; msgs[*done..n) were not published (none of them is delivered, none is
+ * in the log's replay) and may be published again. Returns 0 with *done == n, or the error that
+ * stopped the batch at msgs[*done]:
+ *   -EAGAIN: the queue filled up (the first *done are published; retry the rest);
+ *   -EINVAL, -EMSGSIZE: a bad argument or message; checked before anything is published, so
+ *     *done is 0;
+ *   the log errors of shmq_publish() (-ENOSPC, -EDQUOT, -EFBIG, -ENOMEM, -EACCES, -EROFS,
+ *     -EBADMSG): the records of msgs[*done..] could not be written, nothing of them is queued;
+ *   -ESTALE: this process was taken for dead while it held the reservations (nothing from
+ *     msgs[*done] on is queued); -EIDRM: as shmq_publish(), the queue was rebuilt: msgs[*done..]
+ *     are not queued here, though the rebuilt queue may deliver some of them;
+ *   SYNC: -EIO as shmq_publish(): all n are queued (*done == n) but the flush that covers them
+ *     failed. One flush covers the whole batch; the call returns when it is on stable storage.
+ * Each message keeps every guarantee of shmq_publish(): a publish reported done survives what
+ * its durability mode says (a crash inside the call leaves each message of the batch either not
+ * queued or queued, independently: at least once, never a half message); dedup keys are not
+ * involved (use shmq_publish_dedup for keyed messages); delivery order is ids' order.
+ * Multi-producer safe; lock-free; no system call unless a consumer sleeps (one FUTEX_WAKE for
+ * the batch) or SYNC flushes.
+ */
+int shmq_publish_batch(shmq_t *q, const shmq_iov_t *msgs, size_t n, uint64_t *ids, size_t *done);
+
 /**
  * Attach a consumer named name (for tools and logs; need not be unique) to q.
  * -EUSERS when the registry is full, -EXDEV as shmq_open, -EINVAL for NULL arguments.
@@ -307,6 +344,37 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
  * Spins briefly, then sleeps on a futex in shm. Refreshes the consumer's heartbeat.
  */
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
+
+/**
+ * Batch receive: take up to max ready messages into msgs[0..*got), in ring order, each exactly
+ * as shmq_receive() delivers one (zero-copy, its own token, attempt and ack deadline). It
+ * blocks as shmq_receive() does (timeout_ms: 0 poll, -1 forever, else a bound; spins, then
+ * sleeps on the futex) until at least one message is ready, then takes what is ready, up to
+ * max, without blocking again. One fence and generation check, one clock read and one heartbeat
+ * per call (and per wake-up), not per message.
+ * Returns 0 with 1 <= *got <= max; or, with *got == 0, the errors of shmq_receive() (-EAGAIN,
+ * -ETIMEDOUT, -EINTR, -ESTALE, -EIDRM) and -EINVAL for NULL arguments or max == 0. A fence or
+ * rebuild noticed after the first message was taken ends the batch there with 0 (the messages
+ * taken are delivered as by shmq_receive(); their acks say -ESTALE/-EIDRM if they were taken
+ * back), and the next call returns the error.
+ */
+int shmq_receive_batch(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got,
+                       int timeout_ms);
+
+/**
+ * Batch ack: acknowledge msgs[0..n) as n calls of shmq_ack() would, each on its own: a message
+ * that cannot be acked does not stop the others. One heartbeat per call, and with a log one
+ * record reservation for the ACK records of up to 64 messages (each its own record).
+ * *done (may be NULL) gets how many were acked. Returns 0 when all n were (*done == n); else
+ * -EIDRM when the queue was rebuilt meanwhile (as shmq_ack(): the acks may or may not count);
+ * else the error of the first message that was not acked (-ESTALE: already acked, or fenced and
+ * its message redelivered; -EINVAL: a token that names no slot), and every other message of the
+ * batch was still acked unless it failed too (*done < n counts the ones that did). A stale ack
+ * needs no action (acking it again gives -ESTALE again); to know which failed, ack one by one.
+ * A log that fails does not fail the acks (as shmq_ack()). -EINVAL for NULL c, or NULL msgs
+ * with n > 0 (nothing acked).
+ */
+int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t *done);
 
 /** Acknowledge msg: its slot becomes free. -ESTALE when the delivery was already acked or
  *  fenced (its consumer was declared dead or hung and the message redelivered), -EINVAL for a token that names no slot,
