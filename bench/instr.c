@@ -6,7 +6,7 @@
  * (Ir(N2) - Ir(N1)) / (N2 - N1): the set-up (dynamic loader, shmq_create, the first touch of
  * every slot) is the same in both runs and cancels out. bench/first-figures does this.
  *
- *   instr [-b|-e|-f] [-s size] [-q capacity] [-d none|process|sync] N
+ *   instr [-b|-e|-f] [-B batch] [-s size] [-q capacity] [-d none|process|sync] N
  *     -d  the queue's durability (default: the library's, PROCESS: a log record per publish
  *         and per ack, written into an mmap'd file)
  *     -b  baseline: the same loop with the queue replaced by a memcpy of the payload into a
@@ -19,6 +19,9 @@
  *         (its threshold): keep N1, N2 below that to measure that path, far above for the other.
  *     -f  full queue: fill the queue, then N calls of publish() that must fail with -EAGAIN:
  *         what a producer spends while it waits for a free slot.
+ *     -B  batches: the loop moves its N messages (N rounded down to a multiple of batch) with
+ *         shmq_publish_batch -> shmq_receive_batch(poll) -> shmq_ack_batch of batch messages
+ *         each; the figures stay per message.
  *
  * Without valgrind it also prints the wall-clock ns per message of the N iterations alone (one
  * core, no contention: a lower bound of the latency of the calls, not a throughput figure).
@@ -45,6 +48,7 @@ static uint64_t now_ns(void)
 static volatile uint64_t sink;
 static uint64_t loop_t0, loop_t1; /* the timed part: the N iterations, not the set-up */
 static int durability = -1;       /* SHMQ_DURABILITY_*; -1: the library's default */
+static size_t batch;              /* -B: messages per batch call; 0: single calls */
 static const char *const durability_names[] = {"none", "process", "sync"};
 
 /* The baseline's "queue": copy in, hand the pointer out, read it back. */
@@ -120,6 +124,58 @@ static int run_failing(shmq_t *q, shmq_consumer_t *c, enum what what, uint64_t n
     return 0;
 }
 
+#define BATCH_MAX 256
+
+/* -B: n messages (rounded down to a multiple of batch) in batches: publish, receive, ack. */
+static int run_batches(shmq_t *q, shmq_consumer_t *c, uint64_t n, size_t size)
+{
+    static unsigned char msgs[BATCH_MAX][1024];
+    shmq_iov_t iov[BATCH_MAX];
+    shmq_msg_t in[BATCH_MAX];
+    for (size_t j = 0; j < batch; j++) {
+        memset(msgs[j], 0x5a, size);
+        iov[j] = (shmq_iov_t){msgs[j], size};
+    }
+    loop_t0 = now_ns();
+    for (uint64_t i = 0; i + batch <= n; i += batch) {
+        for (size_t j = 0; j < batch; j++) {
+            uint64_t seq = i + j;
+            memcpy(msgs[j], &seq, sizeof(seq));
+        }
+        size_t done = 0, got = 0;
+        int rc = shmq_publish_batch(q, iov, batch, NULL, &done);
+        if (rc || done != batch) {
+            fprintf(stderr, "instr: message %llu: shmq_publish_batch: %s (%d), done %zu\n",
+                    (unsigned long long)i, shmq_strerror(rc), rc, done);
+            return 2;
+        }
+        rc = shmq_receive_batch(c, in, batch, &got, 0);
+        if (rc || got != batch) {
+            fprintf(stderr, "instr: message %llu: shmq_receive_batch: %s (%d), got %zu\n",
+                    (unsigned long long)i, shmq_strerror(rc), rc, got);
+            return 2;
+        }
+        for (size_t j = 0; j < got; j++) {
+            uint64_t seq;
+            memcpy(&seq, in[j].data, sizeof(seq));
+            if (in[j].len != size || seq != i + j) {
+                fprintf(stderr, "instr: message %llu: got len %zu seq %llu\n",
+                        (unsigned long long)(i + j), in[j].len, (unsigned long long)seq);
+                return 2;
+            }
+            sink += seq;
+        }
+        rc = shmq_ack_batch(c, in, got, &done);
+        if (rc || done != got) {
+            fprintf(stderr, "instr: message %llu: shmq_ack_batch: %s (%d), done %zu\n",
+                    (unsigned long long)i, shmq_strerror(rc), rc, done);
+            return 2;
+        }
+    }
+    loop_t1 = now_ns();
+    return 0;
+}
+
 static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
 {
     char name[SHMQ_NAME_MAX];
@@ -147,6 +203,10 @@ static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
 
     if (what != LOOP) {
         status = run_failing(q, c, what, n, size, capacity);
+        goto out_consumer;
+    }
+    if (batch) {
+        status = run_batches(q, c, n, size);
         goto out_consumer;
     }
     unsigned char msg[1024];
@@ -206,7 +266,7 @@ int main(int argc, char **argv)
     int baseline = 0, ch;
     enum what what = LOOP;
     unsigned long size = 64, capacity = 1024;
-    while ((ch = getopt(argc, argv, "befs:q:d:")) != -1) {
+    while ((ch = getopt(argc, argv, "befB:s:q:d:")) != -1) {
         switch (ch) {
         case 'd':
             durability = -2;
@@ -219,12 +279,14 @@ int main(int argc, char **argv)
         case 'b': baseline = 1; break;
         case 'e': what = EMPTY_POLL; break;
         case 'f': what = FULL_PUBLISH; break;
+        case 'B': batch = strtoul(optarg, NULL, 0); break;
         case 's': size = strtoul(optarg, NULL, 0); break;
         case 'q': capacity = strtoul(optarg, NULL, 0); break;
         default: goto usage;
         }
     }
-    if (optind + 1 != argc || size < 8 || size > 1024 || capacity < 1)
+    if (optind + 1 != argc || size < 8 || size > 1024 || capacity < 1 || batch > BATCH_MAX ||
+        (batch && (what != LOOP || baseline || batch > capacity)))
         goto usage;
     uint64_t n = strtoull(argv[optind], NULL, 0);
 
@@ -233,13 +295,16 @@ int main(int argc, char **argv)
     static const char *const names[] = {"loop", "empty_poll", "full_publish"};
     if (status == 0)
         printf("{\"bench\":\"instr\",\"what\":\"%s\",\"durability\":\"%s\",\"size\":%lu,"
-               "\"iters\":%llu,\"seconds\":%.6f,\"ns_per_msg_wall\":%.1f}\n",
-               baseline ? "baseline" : names[what],
-               durability >= 0 ? durability_names[durability] : "default", size,
+               "\"batch\":%zu,\"iters\":%llu,\"seconds\":%.6f,\"ns_per_msg_wall\":%.1f}\n",
+               baseline ? "baseline" : batch ? "batch" : names[what],
+               durability >= 0 ? durability_names[durability] : "default", size, batch ? batch : 1,
                (unsigned long long)n, (t1 - t0) / 1e9, n ? (double)(t1 - t0) / (double)n : 0.0);
     return status;
 
 usage:
-    fprintf(stderr, "usage: %s [-b|-e|-f] [-s size(8..1024)] [-q capacity] iterations\n", argv[0]);
+    fprintf(stderr,
+            "usage: %s [-b|-e|-f|-B batch(1..256, <= capacity)] [-s size(8..1024)] [-q capacity] "
+            "iterations\n",
+            argv[0]);
     return 2;
 }
