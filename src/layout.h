@@ -64,6 +64,11 @@ struct seg_header {
     /* Log position below which a record may have been covered by an fdatasync whose outcome is
      * unknown (its leader was taken over while stopped, or died, inside its flush: GC7). */
     _Atomic uint64_t wal_sync_unknown;
+    /* What the rebuild that made this segment read past (0: made by create): its holes, and its
+     * other corrupt regions (bad regions, unreadable files). Plain: written once by recovery's
+     * populate, published by S1; shmq_stats() shows them (shmq_open() discards the report). */
+    uint32_t recovered_holes;
+    uint32_t recovered_bad_regions;
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
     /* The write-ahead log (wal.c): the next byte position to reserve; group commit state. */

@@ -14,6 +14,7 @@
  * after E3 can overrule, delete or duplicate it. The argument: docs/DESIGN.md, "Generations".
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +323,12 @@ static int populate(struct segment *s, void *arg)
         return err;
     atomic_store_explicit(&s->hdr->next_id, rb->highest_id, memory_order_relaxed);
     atomic_store_explicit(&s->hdr->wal_oldest_seq, rb->oldest_seq, memory_order_relaxed);
+    /* plain: the segment is not published yet (S1 stores its magic after populate) */
+    _Static_assert(offsetof(struct seg_header, recovered_holes) == 680 &&
+                       sizeof(struct seg_header) == 896,
+                   "FORMAT.md section 3");
+    s->hdr->recovered_holes = rb->rep->holes;
+    s->hdr->recovered_bad_regions = rb->rep->corrupt_regions - rb->rep->holes;
     CRASH_POINT(recover_before_complete);
     /* seq_cst: the re-log is complete before a later recovery may read this generation */
     atomic_store(&rb->head->h->complete_gen, rb->gen);

@@ -48,6 +48,8 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
     st->wal_last_error = health.last_error;
     st->wal_healthy = !health.flush_failed && health.last_error == 0;
     st->wal_flush_failed = health.flush_failed;
+    st->recovered_holes = s->hdr->recovered_holes;
+    st->recovered_bad_regions = s->hdr->recovered_bad_regions;
     uint64_t now = now_ns(), oldest = UINT64_MAX;
     for (uint32_t i = 0; i < s->layout.capacity; i++) {
         struct slot *sl = segment_slot(s, i);

@@ -452,6 +452,14 @@ typedef struct shmq_stats {
      * closes) or dies. A value that keeps growing means hung but living consumers are eating
      * the queue's capacity: find and restart them (`shmq stat` lists them). */
     uint32_t pinned;
+    /* What the rebuild from the log that made this segment (shmq_open() or shmq_recover() after
+     * a segment loss) read past; 0 for a segment made by shmq_create(). recovered_holes: holes
+     * (zeros, appends cut before their crc: a failed or killed append, or lost records: nothing
+     * is left to tell them apart; shmq_recovery_report_t.holes); recovered_bad_regions: the
+     * other corrupt regions (garbage, unreadable files: damage). Non-zero: run `shmq wal NAME
+     * inspect` on the log and compare what came back with what was expected. */
+    uint32_t recovered_holes;
+    uint32_t recovered_bad_regions;
 } shmq_stats_t;
 
 /** Read the counters and count slots by state (a scan of the slots: not for the fast path). */
