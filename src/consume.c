@@ -140,11 +140,12 @@ static int receive_once(struct recv_ctx *ctx)
 {
     uint64_t now = now_ns_coarse(); /* the one clock read of the try */
     registry_heartbeat_at(c_self(ctx->c), now);
+    size_t got = 0; /* 0 on entry: a try that took one returns */
     int r;
-    do
-        r = claim_ready_slot(ctx->c, &ctx->msgs[ctx->got], now);
-    while (r == 0 && ++ctx->got < ctx->max);
-    if (ctx->got)
+    while ((r = claim_ready_slot(ctx->c, ctx->msgs + got, now)) == 0 && ++got < ctx->max) {
+    }
+    ctx->got = got;
+    if (got)
         return 0;
     if (r == -EAGAIN)
         cooperate(ctx->c, now);
