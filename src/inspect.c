@@ -580,6 +580,9 @@ static void read_slot_states(struct seg_read *r)
 {
     const struct segment *seg = r->seg;
     struct inspect_snapshot *s = r->out;
+    /* plain: written once by the rebuild that made the segment, before it was published */
+    s->recovered_holes = seg->hdr->recovered_holes;
+    s->recovered_bad_regions = seg->hdr->recovered_bad_regions;
     for (uint32_t i = 0; i < seg->layout.capacity; i++) {
         const struct slot *sl = segment_slot(seg, i);
         /* acquire: pairs with the writer's release of the state word: publish_ns is (at

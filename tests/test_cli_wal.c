@@ -829,5 +829,12 @@ Test(cli_wal, append_killed_before_its_crc_is_a_hole_not_damage)
     cr_assert_eq(st.recovered_holes, 1, "the rebuild's hole in shmq_stats");
     cr_assert_eq(st.recovered_bad_regions, 0);
     cr_assert_eq(st.ready, 1500);
+    struct run rs2 = RUN("stat", name, "--json"); /* and in shmq stat */
+    assert_exit(&rs2, 0, "stat of the rebuilt queue");
+    struct jval *sdoc = json_parse(rs2.out);
+    jassert_num(sdoc, "recovered.holes", 1);
+    jassert_num(sdoc, "recovered.bad_regions", 0);
+    json_free(sdoc);
+    run_free(&rs2);
     h_assert_rc(shmq_close(q), 0);
 }

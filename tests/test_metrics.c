@@ -632,7 +632,13 @@ Test(metrics, pinned_gauge_and_alert_follow_a_late_living_consumer)
     assert_log(&d, "event=lease_acquired", 1, "the watchdog maintains");
     char want[192];
     snprintf(want, sizeof want, "shmq_pinned_slots{queue=\"%s\"} 0", name);
-    free(fetch_until(port, want));
+    char *body = fetch_until(port, want);
+    /* a created queue: its rebuild counters are there, and 0 */
+    snprintf(want, sizeof want, "shmq_recovered_holes{queue=\"%s\"} 0", name);
+    cr_assert(strstr(body, want), "no %s in /metrics", want);
+    snprintf(want, sizeof want, "shmq_recovered_bad_regions{queue=\"%s\"} 0", name);
+    cr_assert(strstr(body, want), "no %s in /metrics", want);
+    free(body);
 
     shmq_consumer_t *c;
     h_assert_rc(shmq_consumer_open(q, "late", &c), 0);

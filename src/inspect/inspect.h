@@ -232,6 +232,8 @@ struct inspect_snapshot {
     uint32_t slots[INSPECT_SLOT_STATES]; /* slots by state */
     uint32_t pinned; /* slots held back for a live fenced reader: FENCED, or with a linger
                       * (shmq_stats_t.pinned) */
+    uint32_t recovered_holes, recovered_bad_regions; /* what the rebuild that made the
+                                                      * segment read past (0: created) */
     int64_t oldest_age_ms;      /* since publish, of the oldest message ready, delayed or in flight;
                                  * -1 if there is none */
     struct inspect_notes notes; /* inconsistencies: lease, registry (then what inspect_rings()

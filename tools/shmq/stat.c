@@ -34,6 +34,9 @@ void cmd_stat_help(FILE *out)
             "  pinned               slots held back for live consumers that were fenced as\n"
             "                       hung while holding them (their messages were redelivered);\n"
             "                       each comes back when its process lets go or dies\n"
+            "  recovered            what the rebuild that made this segment read past in\n"
+            "                       the log: holes (failed or killed appends) and bad_regions\n"
+            "                       (damage: see `wal NAME verify`); 0 for a created queue\n"
             "  depth                ready messages\n"
             "  oldest_message_age_ms  age since publish of the oldest message not yet acked\n"
             "                       (ready, delayed or in flight); null if there is none\n"
@@ -143,6 +146,10 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     emit_u64(e, "invalid", s->slots[INSPECT_SLOT_INVALID]);
     emit_end(e);
     emit_u64(e, "pinned", s->pinned);
+    emit_begin(e, "recovered", NULL, EMIT_INLINE);
+    emit_u64(e, "holes", s->recovered_holes);
+    emit_u64(e, "bad_regions", s->recovered_bad_regions);
+    emit_end(e);
     emit_u64(e, "depth", s->slots[INSPECT_SLOT_READY]);
     if (s->oldest_age_ms >= 0)
         emit_i64(e, "oldest_message_age_ms", s->oldest_age_ms);

@@ -285,6 +285,19 @@ static void render(FILE *f, const struct watch_list *l)
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
             sample_u64(f, "shmq_pinned_slots", l->w[i], NULL, l->w[i]->stats.pinned);
+    family(f, "shmq_recovered_holes", "gauge",
+           "Holes (failed or killed appends) the rebuild that made the segment read past in the "
+           "log; 0 for a queue made by create.");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_recovered_holes", l->w[i], NULL, l->w[i]->stats.recovered_holes);
+    family(f, "shmq_recovered_bad_regions", "gauge",
+           "Damaged log regions the rebuild that made the segment read past (messages in them are "
+           "lost: see shmq wal NAME verify); 0 for a queue made by create.");
+    for (size_t i = 0; i < l->n; i++)
+        if (live(l->w[i]))
+            sample_u64(f, "shmq_recovered_bad_regions", l->w[i], NULL,
+                       l->w[i]->stats.recovered_bad_regions);
     family(f, "shmq_wal_files", "gauge", "Write-ahead log files on disk (0: no log).");
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
