@@ -215,8 +215,11 @@ static int held_slot(const shmq_consumer_t *c, const shmq_msg_t *msg, struct slo
 }
 
 /* The segment side of an ack: A1 on the delivery msg names. 0 and *id (its message), or
- * -ESTALE / -EINVAL. */
-static int ack_slot(shmq_consumer_t *c, const shmq_msg_t *msg, uint64_t *id)
+ * -ESTALE / -EINVAL. wake: false when the caller wakes free-slot sleepers itself, once for
+ * many acks (slot_finish_unwoken). */
+static inline __attribute__((always_inline)) int ack_slot(shmq_consumer_t *c,
+                                                          const shmq_msg_t *msg, uint64_t *id,
+                                                          bool wake)
 {
     struct slot *sl;
     uint64_t w;
@@ -224,7 +227,8 @@ static int ack_slot(shmq_consumer_t *c, const shmq_msg_t *msg, uint64_t *id)
     if (err)
         return err;
     *id = sl->id; /* read while we may still own it; used only if the CAS succeeds */
-    if (slot_finish(c->q, token_idx(msg->token), w) != 0) {
+    if ((wake ? slot_finish(c->q, token_idx(msg->token), w)
+              : slot_finish_unwoken(c->q, token_idx(msg->token), w)) != 0) {
         slot_let_go(c->q, token_idx(msg->token), w); /* we will not read it again */
         return -ESTALE;
     }
@@ -234,7 +238,7 @@ static int ack_slot(shmq_consumer_t *c, const shmq_msg_t *msg, uint64_t *id)
 int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
 {
     uint64_t id;
-    int err = ack_slot(c, msg, &id);
+    int err = ack_slot(c, msg, &id, true);
     if (err)
         return err;
     err = queue_log(c->q, WAL_ACK, id, 0);
@@ -274,7 +278,7 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
     size_t acked = 0, k = 0;
     int first = 0, idrm = 0;
     for (size_t i = 0; i < n; i++) {
-        int err = ack_slot(c, &msgs[i], &ids[k]);
+        int err = ack_slot(c, &msgs[i], &ids[k], false);
         if (err) {
             if (!first)
                 first = err;
@@ -289,6 +293,8 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
     }
     if (k && c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
         idrm = -EIDRM;
+    if (acked) /* one wake-up for the batch's freed slots, after the last (W1, wait.h) */
+        wait_wake(&c->q->seg.hdr->free_futex, &c->q->seg.hdr->free_waiters);
     /* relaxed, a plain load and store: a tally in an entry only this thread writes (count_own) */
     struct proc_entry *e = c_self(c);
     atomic_store_explicit(&e->counters[CNT_ACKED],

@@ -80,7 +80,9 @@ static __attribute__((noinline)) int finish_lingered(shmq_t *q, uint32_t idx, ui
     return 0;
 }
 
-int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
+/* wake: false for slot_finish_unwoken (its caller wakes once for many, after the last). */
+static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t idx, uint64_t w,
+                                                        bool wake)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     /* V1 (seq_cst): the linger as of now; a tag set by a take-back before its move CAS reached
@@ -95,8 +97,21 @@ int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
                                                  memory_order_relaxed))
         return -ESTALE;
     CRASH_POINT(ack_after_free);
-    queue_enqueue_slot(q, idx, next);
+    if (wake)
+        queue_enqueue_slot(q, idx, next);
+    else
+        slot_enqueue_on(q, &q->seg.free_ring, idx, next, false);
     return 0;
+}
+
+int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    return finish(q, idx, w, true);
+}
+
+int slot_finish_unwoken(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    return finish(q, idx, w, false);
 }
 
 void slot_free_if_unread(shmq_t *q, uint32_t idx)

@@ -73,6 +73,12 @@ bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
  * word any more. */
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
 
+/* As slot_finish, but a slot it frees at once joins the free ring without waking a sleeping
+ * producer: the caller calls wait_wake(free_futex, free_waiters) once after its last finish
+ * (shmq_ack_batch), whose W1 fence then follows every one of those enqueues (wait.h: a
+ * producer counted before it is woken, one counted after sees the slots in its last try). */
+int slot_finish_unwoken(shmq_t *q, uint32_t idx, uint64_t w);
+
 /* The holder of delivery w (INFLIGHT word of its token) will not read slot idx again: clear
  * that delivery's linger tag, and its name as owner of the FENCED word copy-out made from w;
  * free the slot once no reader is left (slot_free_if_unread). */
