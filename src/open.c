@@ -219,18 +219,25 @@ int shmq_unlink(const char *name)
         /* fence every holder before the files go, so that none writes into the files of a
          * queue made again by this name (loghead.h) */
         loghead_fence_deleted(dir);
+        /* the state directory's pointer goes while the path is still ours: after the rename a
+         * create of the name with the same log_dir makes a new directory there and keeps the
+         * pointer, which was then removed under it (review4 R4-1: after a reboot the new
+         * queue was not found by name) */
+        logdir_unpoint(name, dir);
         log_err = logtomb_bury(dir, tomb, sizeof(tomb));
-        if (log_err == 0) /* from here on the name is free: a create makes a new directory */
+        if (log_err == 0) { /* from here on the name is free: a create makes a new directory */
             log_err = logtomb_remove(tomb);
-        else
+        } else {
             tomb[0] = 0;
+            logdir_point(name, dir); /* best effort: the log stays, a second call finds it */
+        }
     }
     /* tombstones left by deletes that failed (or were killed) in this LOG_DIR: one of this
      * name is what a delete that returned an error left, and this call finishes it (F4) */
     if (logtomb_sweep(dir, tomb[0] ? tomb : NULL) > 0 && log_err == -ENOENT)
         log_err = 0;
-    if (log_err == 0 || log_err == -ENOENT)
-        logdir_unpoint(name, dir); /* else kept: a second call finds the LOG_DIR again */
+    if (lock < 0 && log_err == -ENOENT)
+        logdir_unpoint(name, dir); /* the directory was gone already */
     if (lock >= 0)
         io_close(lock); /* after the rmdir: a waiter retries and finds no directory */
     if (log_err && log_err != -ENOENT)

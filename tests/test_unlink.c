@@ -588,3 +588,46 @@ Test(unlink, a_delete_killed_while_removing_leaves_a_tombstone_the_next_delete_s
     cr_assert(WIFSIGNALED(st), "delete U was not killed at its crash point");
     ul_tombstone_swept(us->name);
 }
+
+/* ---- review4 R4-1: a create during a delete's removal keeps the state directory's pointer */
+
+Test(unlink, a_create_during_a_deletes_removal_is_found_by_name)
+{
+    /* The delete renamed LOG/NAME away, then (stopped here) a create of the name with the same
+     * log_dir made LOG/NAME again and kept the pointer STATE/NAME -> LOG/NAME; the delete, going
+     * on, removed that pointer: after a reboot (segment gone) shmq_open said -ENOENT and the
+     * acknowledged message was found only by an explicit shmq_recover(NAME, LOG). The pointer
+     * now goes before the rename. */
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *us = ul_setup("ulPtr");
+    char logdir[PATH_MAX];
+    const char *state = getenv("SHMQ_STATE_DIR");
+    cr_assert(state && state[0] == '/', "SHMQ_STATE_DIR must be an absolute path");
+    snprintf(logdir, sizeof logdir, "%s/custom-%d", state, (int)getpid());
+    mkdir(logdir, 0700);
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    cfg.log_dir = logdir;
+    shmq_t *q;
+    int rc = shmq_create(us->name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_close(q), 0);
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "remove_before_rmdir", 1, 0);
+    ul_stopped(u, "delete U");
+    rc = shmq_create(us->name, &cfg, &q); /* the name is free: a new queue, same log_dir */
+    cr_assert_eq(rc, 0, "create during the delete's removal: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_publish(q, "kept", 4, NULL), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    kill(u, SIGCONT);
+    t_assert_exit0(u, WAIT_MS, "delete U");
+    cr_assert_eq(atomic_load(&us->rc), 0, "delete: %s", shmq_strerror(atomic_load(&us->rc)));
+    cr_assert_eq(shmq_unlink_segment(us->name), 0); /* a reboot */
+    rc = shmq_open(us->name, &q);
+    cr_assert_eq(rc, 0, "the new queue is not found by name after a reboot: %s",
+                 shmq_strerror(rc));
+    shmq_stats_t st;
+    cr_assert_eq(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.ready, 1, "the new queue's message after the rebuild: %u ready", st.ready);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink(us->name), 0);
+}
