@@ -208,7 +208,10 @@ Test(purge, racing_receivers_never_both)
     uint32_t d = atomic_load(&r.delivered), p = atomic_load(&r.purged) + rest;
     cr_assert(!atomic_load(&r.dup), "a message was delivered twice");
     cr_assert_eq(d + p, RACE_MSGS, "delivered %u + purged %u != published %d", d, p, RACE_MSGS);
-    cr_assert(d > 0 && p > 0, "no race took place: delivered %u purged %u", d, p);
+    /* how the work split is the scheduler's choice (on a busy machine the purger may find
+     * nothing ready in the whole run): reported, not asserted; the one-or-the-other check is
+     * what the duplicate_entry_* tests force deterministically */
+    cr_log_info("purge race: delivered %u, purged %u", d, p);
     shmq_close(r.q);
 }
 
