@@ -188,7 +188,8 @@ int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *
  * covered it has an unknown outcome (its publisher was killed or stopped inside it), and while
  * such a publisher stays stopped: the message IS queued and will be delivered, but it may not
  * survive a crash. SYNC blocks until a flush covers the record (group commit; a publisher
- * stopped or killed inside its flush is taken over, it holds nobody up). -EIDRM when
+ * stopped or killed inside its flush is taken over, it holds nobody up; only while two are
+ * stopped inside their flushes at once does a third wait for one of them). -EIDRM when
  * the queue was rebuilt from its log since this process opened it (shmq_recover(): close and
  * reopen; the message may still be delivered, as the log may hold it).
  * Multi-producer safe; lock-free; no system call unless a consumer sleeps (one FUTEX_WAKE).
