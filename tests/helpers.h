@@ -391,6 +391,18 @@ static H_UNUSED shmq_config_t h_small_config(uint32_t capacity, uint32_t max_msg
 }
 
 /* Assert that an shmq call returned want, printing both codes as text. */
+/* A logged queue (PROCESS, 64 KiB log files) of capacity slots of 64 bytes whose deliveries
+ * only a test takes back: ack deadline 10 min, heartbeat timeout 1 min. */
+static H_UNUSED shmq_config_t h_log_config(uint32_t capacity)
+{
+    shmq_config_t cfg = h_small_config(capacity, 64, 64);
+    cfg.durability = SHMQ_DURABILITY_PROCESS;
+    cfg.wal_file_size = 64u << 10;
+    cfg.ack_deadline_ms = 600000;
+    cfg.heartbeat_timeout_ms = 60000;
+    return cfg;
+}
+
 #define h_assert_rc(expr, want)                                                                    \
     do {                                                                                           \
         int h_got_ = (expr);                                                                       \

@@ -25,16 +25,6 @@
 
 TestSuite(delayed, .fini = h_cleanup, .timeout = 240);
 
-static shmq_config_t log_config(uint32_t capacity)
-{
-    shmq_config_t cfg = h_small_config(capacity, 64, 64);
-    cfg.durability = SHMQ_DURABILITY_PROCESS;
-    cfg.wal_file_size = 64u << 10;
-    cfg.ack_deadline_ms = 600000;
-    cfg.heartbeat_timeout_ms = 60000;
-    return cfg;
-}
-
 /* A margin for the clocks: the wall clock of the log and the monotonic one of the segment are
  * read at slightly different instants, each truncated to ms. */
 #define MARGIN_MS 20
@@ -75,7 +65,7 @@ static int64_t receive_when_due(shmq_t *q, const char *want, int64_t not_before_
 Test(delayed, not_before_due)
 {
     const char *name = h_qname("due");
-    shmq_config_t cfg = log_config(16);
+    shmq_config_t cfg = h_log_config(16);
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     int64_t t0 = h_now_ms();
@@ -115,7 +105,7 @@ Test(delayed, not_before_due)
 Test(delayed, segment_loss_restores_it_delayed)
 {
     const char *name = h_qname("loss");
-    shmq_config_t cfg = log_config(16);
+    shmq_config_t cfg = h_log_config(16);
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     int64_t t0 = h_now_ms();
@@ -137,7 +127,7 @@ Test(delayed, segment_loss_restores_it_delayed)
 Test(delayed, checkpointed_delay_survives_retention)
 {
     const char *name = h_qname("ckpt");
-    shmq_config_t cfg = log_config(8);
+    shmq_config_t cfg = h_log_config(8);
     cfg.max_msg_size = 30000;
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
@@ -183,7 +173,7 @@ static int delayed_producer(void *arg)
 static void kill_delayed_producer(const char *point)
 {
     pid_t k = h_fork_gated(delayed_producer, (void *)point);
-    shmq_config_t cfg = log_config(8);
+    shmq_config_t cfg = h_log_config(8);
     shmq_t *q;
     h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
     shmq_close(q);

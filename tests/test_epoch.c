@@ -31,16 +31,6 @@
 
 TestSuite(epoch, .fini = h_cleanup, .timeout = 240);
 
-static shmq_config_t log_config(uint32_t capacity)
-{
-    shmq_config_t cfg = h_small_config(capacity, 64, 64);
-    cfg.durability = SHMQ_DURABILITY_PROCESS;
-    cfg.wal_file_size = 64u << 10;
-    cfg.ack_deadline_ms = 600000;
-    cfg.heartbeat_timeout_ms = 60000;
-    return cfg;
-}
-
 static void log_dir_of(const char *name, char *buf, size_t size)
 {
     snprintf(buf, size, "%s/%s", h_state_dir_path(), name);
@@ -120,7 +110,7 @@ static shmq_t *rebuild(const char *name, shmq_recovery_report_t *rep)
 Test(epoch, fenced_old_handle)
 {
     const char *name = h_qname("fence");
-    shmq_config_t cfg = log_config(256);
+    shmq_config_t cfg = h_log_config(256);
     shmq_t *old;
     h_assert_rc(shmq_create(name, &cfg, &old), 0);
     publish_n(old, 0, 100);
@@ -215,7 +205,7 @@ Test(epoch, racing_publisher)
 {
     rc_sh = h_shared_alloc(sizeof *rc_sh);
     snprintf(rc_sh->name, sizeof rc_sh->name, "%s", h_qname("race"));
-    shmq_config_t cfg = log_config(8192);
+    shmq_config_t cfg = h_log_config(8192);
     shmq_t *q;
     h_assert_rc(shmq_create(rc_sh->name, &cfg, &q), 0);
     shmq_close(q);
@@ -279,7 +269,7 @@ static void crash_window(const char *point)
 {
     cw_name = h_qname("cwin");
     pid_t k = h_fork_gated(crashing_recoverer, (void *)point); /* before we pass any point */
-    shmq_config_t cfg = log_config(256);
+    shmq_config_t cfg = h_log_config(256);
     shmq_t *old;
     h_assert_rc(shmq_create(cw_name, &cfg, &old), 0);
     publish_n(old, 0, 40);
@@ -314,7 +304,7 @@ Test(epoch, crash_after_complete) { crash_window("recover_after_complete"); }
 Test(epoch, delayed_and_dead_restored)
 {
     const char *name = h_qname("states");
-    shmq_config_t cfg = log_config(64);
+    shmq_config_t cfg = h_log_config(64);
     cfg.max_attempts = 3;
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
@@ -428,7 +418,7 @@ Test(epoch, keyed_abort_not_a_duplicate)
 {
     kq_name = h_qname("abort");
     pid_t k = h_fork_gated(keyed_victim, NULL); /* before we pass any crash point */
-    shmq_config_t cfg = log_config(64);
+    shmq_config_t cfg = h_log_config(64);
     cfg.dedup_window_count = 64;
     shmq_t *q;
     h_assert_rc(shmq_create(kq_name, &cfg, &q), 0);
@@ -481,7 +471,7 @@ Test(epoch, version1_log_refused)
     shmq_t *q;
     h_assert_rc(shmq_open(name, &q), -EPROTO);
     h_assert_rc(shmq_recover(name, NULL, NULL), -EPROTO);
-    shmq_config_t cfg = log_config(16);
+    shmq_config_t cfg = h_log_config(16);
     h_assert_rc(shmq_create(name, &cfg, &q), -EEXIST);
     cr_assert(strstr(shmq_strerror(-EPROTO), "format version") != NULL);
     struct stat stb;
@@ -504,7 +494,7 @@ Test(epoch, version1_log_refused)
 Test(epoch, inspect_reads_the_complete_generation)
 {
     const char *name = h_qname("insp");
-    shmq_config_t cfg = log_config(64);
+    shmq_config_t cfg = h_log_config(64);
     cfg.max_attempts = 1;
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
@@ -546,7 +536,7 @@ Test(epoch, inspect_reads_the_complete_generation)
 Test(epoch, stale_checkpoint_copy_revives_nothing)
 {
     const char *name = h_qname("stale");
-    shmq_config_t cfg = log_config(16);
+    shmq_config_t cfg = h_log_config(16);
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     uint64_t v = 5, id;
@@ -598,7 +588,7 @@ Test(epoch, stale_abort_keeps_a_committed_key)
 {
     sk_name = h_qname("sabort");
     pid_t k = h_fork_gated(reserve_victim, NULL);
-    shmq_config_t cfg = log_config(1);
+    shmq_config_t cfg = h_log_config(1);
     cfg.dedup_window_count = 16;
     shmq_t *q;
     h_assert_rc(shmq_create(sk_name, &cfg, &q), 0);

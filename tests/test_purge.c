@@ -25,16 +25,6 @@
 
 TestSuite(purge, .fini = h_cleanup, .timeout = 240);
 
-static shmq_config_t log_config(uint32_t capacity)
-{
-    shmq_config_t cfg = h_small_config(capacity, 64, 64);
-    cfg.durability = SHMQ_DURABILITY_PROCESS;
-    cfg.wal_file_size = 64u << 10;
-    cfg.ack_deadline_ms = 600000;
-    cfg.heartbeat_timeout_ms = 60000;
-    return cfg;
-}
-
 static void publish_n(shmq_t *q, int n)
 {
     for (int i = 0; i < n; i++)
@@ -44,7 +34,7 @@ static void publish_n(shmq_t *q, int n)
 Test(purge, ready_not_inflight)
 {
     const char *name = h_qname("ready");
-    shmq_config_t cfg = log_config(32);
+    shmq_config_t cfg = h_log_config(32);
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     publish_n(q, 5);
@@ -97,7 +87,7 @@ Test(purge, ready_not_inflight)
 Test(purge, rebuild_after_purge_brings_nothing_back)
 {
     const char *name = h_qname("rebuild");
-    shmq_config_t cfg = log_config(32);
+    shmq_config_t cfg = h_log_config(32);
     shmq_t *q;
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     publish_n(q, 6);
