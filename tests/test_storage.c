@@ -55,6 +55,17 @@ static void log_dir_of(const char *name, char *buf, size_t size)
     snprintf(buf, size, "%s/%s", h_state_dir_path(), name);
 }
 
+/* A SYNC queue of 16 slots with the smallest log files, created (the group commit tests). */
+static shmq_t *create_sync_queue(const char *name)
+{
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    return q;
+}
+
 /* ---- RLIMIT_FSIZE: -EFBIG, no SIGXFSZ, nothing half-made. ---- */
 
 struct limit_arg {
@@ -414,11 +425,7 @@ Test(storage, an_ack_whose_record_cannot_be_written_is_counted)
 Test(storage, a_failed_flush_fails_sync_publishes_until_the_segment_is_rebuilt)
 {
     const char *name = h_qname("st-eio");
-    shmq_config_t cfg = h_small_config(16, 64, 8);
-    cfg.durability = SHMQ_DURABILITY_SYNC;
-    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
-    shmq_t *q;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_t *q = create_sync_queue(name);
     h_assert_rc(shmq_publish(q, "a", 1, NULL), 0);
     cr_assert_eq(io_fault_arm(IO_FDATASYNC, 1, EIO), 0);
     h_assert_rc(shmq_publish(q, "b", 1, NULL), -EIO);
@@ -567,11 +574,7 @@ Test(storage, a_dead_sync_leader_takes_no_waiters_file_with_it)
     const char *name = h_qname("st-deadlead");
     pid_t v = h_fork_gated(waiter_stopped_after_ticket, (void *)name);
     pid_t l = h_fork_gated(leader_killed_in_flush, (void *)name);
-    shmq_config_t cfg = h_small_config(16, 64, 8);
-    cfg.durability = SHMQ_DURABILITY_SYNC;
-    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
-    shmq_t *q;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_t *q = create_sync_queue(name);
     h_open_gate(v);
     int st = 0;
     cr_assert_eq(h_wait_stopped(v, 30000, &st), 0, "the waiter never stopped after its ticket");
@@ -638,11 +641,7 @@ static void r23_two_leaders(bool leader_dies)
     r23_rc[0] = r23_rc[1] = 1;
     pid_t v = h_fork_gated(r23_waiter, (void *)name);
     pid_t a = h_fork_gated(leader_dies ? r23_dead_leader : r23_stopped_leader, (void *)name);
-    shmq_config_t cfg = h_small_config(16, 64, 8);
-    cfg.durability = SHMQ_DURABILITY_SYNC;
-    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
-    shmq_t *q;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_t *q = create_sync_queue(name);
     h_open_gate(v);
     int st = 0;
     cr_assert_eq(h_wait_stopped(v, 30000, &st), 0, "the waiter never stopped after its ticket");
@@ -729,11 +728,7 @@ static void gc8_stopped_leader(bool killed)
     r23_rc = h_shared_alloc(2 * sizeof(int));
     r23_rc[0] = r23_rc[1] = 1;
     pid_t a = h_fork_gated(gc8_leader, (void *)name);
-    shmq_config_t cfg = h_small_config(16, 64, 8);
-    cfg.durability = SHMQ_DURABILITY_SYNC;
-    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
-    shmq_t *q;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_t *q = create_sync_queue(name);
     h_open_gate(a);
     int st = 0;
     cr_assert_eq(h_wait_stopped(a, 30000, &st), 0, "the leader never reached its flush");
@@ -791,11 +786,7 @@ Test(storage, a_sync_leader_killed_after_its_flush_was_taken_over_leaves_no_last
 Test(storage, a_sync_leader_that_cannot_map_a_file_does_not_fail_the_log_for_good)
 {
     const char *name = h_qname("st-mapfail");
-    shmq_config_t cfg = h_small_config(16, 64, 8);
-    cfg.durability = SHMQ_DURABILITY_SYNC;
-    cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
-    shmq_t *q;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_t *q = create_sync_queue(name);
     h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
     struct segment seg;
     struct wal *w; /* a handle of its own: file 0 is not in its mapping cache */
