@@ -6,7 +6,10 @@
  *    with its attempt unchanged (no attempt spent); a buffer too small copies what fits.
  *  - copies_are_never_torn: a peeker copies over and over while a producer publishes and
  *    consumers receive and ack, so slots are reused under it: every copy it returns is exactly
- *    the message its id names (the payload is derived from the id), never a mix of two.
+ *    the message its id names (the payload is derived from the id), never a mix of two. The
+ *    producer waits for a peek call every 1000 messages (so copies do overlap the reuse), and
+ *    at the end, with the consumers stopped, for the peeker to find a message left ready (so
+ *    the check is not vacuous); neither depends on the machine being idle.
  */
 #include "helpers.h"
 
@@ -86,8 +89,8 @@ enum { TORN_MSGS = 20000, TORN_LEN = 48 };
 
 struct torn {
     shmq_t *q;
-    _Atomic int stop;
-    _Atomic uint64_t peeked, bad;
+    _Atomic int stop_consumers, stop;
+    _Atomic uint64_t calls, peeked, bad;
 };
 
 /* Message id's bytes: a pattern no other id shares. */
@@ -103,7 +106,7 @@ static void *torn_consumer(void *arg)
     shmq_consumer_t *c;
     if (shmq_consumer_open(t->q, "torn", &c) != 0)
         return (void *)1;
-    while (!atomic_load(&t->stop)) {
+    while (!atomic_load(&t->stop_consumers)) {
         shmq_msg_t m;
         if (shmq_receive(c, &m, 10) == 0)
             shmq_ack(c, &m);
@@ -129,6 +132,7 @@ static void *torn_peeker(void *arg)
                 atomic_fetch_add(&t->bad, 1);
         }
         atomic_fetch_add(&t->peeked, n);
+        atomic_fetch_add(&t->calls, 1);
     }
     return NULL;
 }
@@ -145,17 +149,35 @@ Test(peek, copies_are_never_torn)
     for (int i = 0; i < 2; i++)
         cr_assert_eq(pthread_create(&cons[i], NULL, torn_consumer, &t), 0);
     cr_assert_eq(pthread_create(&peeker, NULL, torn_peeker, &t), 0);
+    uint64_t calls_seen = 0;
     for (uint64_t id = 1; id <= TORN_MSGS; id++) { /* one producer: ids are 1, 2, ... */
         unsigned char p[TORN_LEN];
         fill(id, p);
         uint64_t got = 0;
         h_assert_rc(shmq_publish_timed(t.q, p, sizeof p, &got, 30000), 0);
         cr_assert_eq(got, id);
+        if (id % 1000 == 0) { /* the peeker has run during this stretch of reuse (an event,
+                               * not a schedule: wait for its next call, bounded) */
+            int64_t until = h_now_ms() + 60000;
+            while (atomic_load(&t.calls) == calls_seen && h_now_ms() < until)
+                h_sleep_ms(1);
+            cr_assert_neq(atomic_load(&t.calls), calls_seen, "the peeker made no call in 60 s");
+            calls_seen = atomic_load(&t.calls);
+        }
     }
+    /* Whether a copy under reuse found a ready message depends on the schedule; that the
+     * peeker finds one left ready does not: the consumers stop, one more message stays. */
+    atomic_store(&t.stop_consumers, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(cons[i], NULL);
+    unsigned char last[TORN_LEN];
+    fill(TORN_MSGS + 1, last);
+    h_assert_rc(shmq_publish_timed(t.q, last, sizeof last, NULL, 30000), 0);
+    int64_t until = h_now_ms() + 60000;
+    while (atomic_load(&t.peeked) == 0 && h_now_ms() < until)
+        h_sleep_ms(1);
     atomic_store(&t.stop, 1);
     void *ret;
-    for (int i = 0; i < 2; i++)
-        pthread_join(cons[i], &ret);
     pthread_join(peeker, &ret);
     cr_assert_null(ret, "a peek failed");
     cr_assert_eq(atomic_load(&t.bad), 0, "%llu torn or wrong copies of %llu",
