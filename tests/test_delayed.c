@@ -62,6 +62,10 @@ static int64_t receive_when_due(shmq_t *q, const char *want, int64_t not_before_
     return got;
 }
 
+/* Long enough that the empty receives before the due time happen even when the machine stalls
+ * for a second between the publish and the loop, as a loaded ASan run can. */
+enum { DUE_MS = 4000 };
+
 Test(delayed, not_before_due)
 {
     const char *name = h_qname("due");
@@ -70,7 +74,7 @@ Test(delayed, not_before_due)
     h_assert_rc(shmq_create(name, &cfg, &q), 0);
     int64_t t0 = h_now_ms();
     uint64_t id_late = 0, id_now = 0;
-    h_assert_rc(shmq_publish_delayed(q, "late", 4, 1500, &id_late), 0);
+    h_assert_rc(shmq_publish_delayed(q, "late", 4, DUE_MS, &id_late), 0);
     h_assert_rc(shmq_publish(q, "now", 3, &id_now), 0);
     cr_assert_gt(id_now, id_late, "ids stay in publish order");
     shmq_stats_t st;
@@ -86,19 +90,19 @@ Test(delayed, not_before_due)
     cr_assert_eq(m.id, id_now, "got id %llu first", (unsigned long long)m.id);
     h_assert_rc(shmq_ack(c, &m), 0);
     int empty = 0;
-    while (h_now_ms() < t0 + 1500 - 200) {
+    while (h_now_ms() < t0 + DUE_MS - 200) {
         shmq_maintain(q, NULL);
         int rc = shmq_receive(c, &m, 20);
-        if (rc == 0 && h_now_ms() < t0 + 1500)
+        if (rc == 0 && h_now_ms() < t0 + DUE_MS)
             cr_assert_fail("the delayed message came %lld ms early",
-                           (long long)(t0 + 1500 - h_now_ms()));
+                           (long long)(t0 + DUE_MS - h_now_ms()));
         if (rc == 0)
             break; /* the machine stalled past the due time: nothing left to check here */
         empty++;
     }
     shmq_consumer_close(c);
     cr_assert_gt(empty, 0, "no empty receive was made before the due time");
-    receive_when_due(q, "late", t0 + 1500);
+    receive_when_due(q, "late", t0 + DUE_MS);
     shmq_close(q);
 }
 
