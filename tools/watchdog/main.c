@@ -107,6 +107,8 @@ static void usage(FILE *f, const char *prog)
             "Events: start, stop, queue_added, queue_removed, queue_missing, open_failed,\n"
             "lease_acquired (took_over=1 after a standby period), standby, consumer_died,\n"
             "client_died, consumer_hung, metrics_listening, alert, alert_cleared,\n"
+            "alerts_armed (the first sample: increases after it fire dead_letters and\n"
+            "consumer_died),\n"
             "log_error (the queue's log failed to write or flush: count=, last_error=,\n"
             "flush_failed=), log_healthy (it works again),\n"
             "alert_cmd_failed, and one per non-zero field of a maintenance report\n"

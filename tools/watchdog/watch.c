@@ -461,6 +461,9 @@ int watch_sample(struct watch *w, const struct wd_options *o)
         alert_update(w, r, ALERT_CONSUMER_DIED, died > 0, died, 0);
     }
     log_health_events(w, &st);
+    if (!w->sampled && (r->on[ALERT_DEAD_LETTERS] || r->on[ALERT_CONSUMER_DIED]))
+        wd_log(WD_INFO, w->name, "alerts_armed", "dead_lettered=%llu consumer_deaths=%llu",
+               (unsigned long long)st.dead_lettered, (unsigned long long)w->consumer_deaths);
     w->deaths_sampled = w->consumer_deaths;
     w->stats = st;
     w->sampled = true;
