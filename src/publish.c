@@ -22,6 +22,7 @@
  * publish").
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "clock.h"
@@ -272,6 +273,46 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
     }
     CRASH_POINT(publish_after_reserve);
     return commit_slot(q, idx, data, len, &k, 0, id, false);
+}
+
+void shmq_pub_opts_init(shmq_pub_opts_t *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->size = sizeof(*opts);
+}
+
+/* The first version of shmq_pub_opts_t ends here; a caller's size below it is bad input. */
+#define PUB_OPTS_V1_SIZE (offsetof(shmq_pub_opts_t, dedup_key_len) + sizeof(size_t))
+
+/* The caller's options as this library's struct: the fields past its size read as 0. */
+static int read_pub_opts(const shmq_pub_opts_t *opts, shmq_pub_opts_t *o)
+{
+    shmq_pub_opts_init(o);
+    if (!opts)
+        return 0;
+    if (opts->size < PUB_OPTS_V1_SIZE)
+        return -EINVAL;
+    memcpy(o, opts, opts->size < sizeof(*o) ? opts->size : sizeof(*o));
+    o->size = sizeof(*o);
+    return 0;
+}
+
+int shmq_publish_ex(shmq_t *q, const void *data, size_t len, const shmq_pub_opts_t *opts,
+                    uint64_t *id)
+{
+    shmq_pub_opts_t o;
+    int err = read_pub_opts(opts, &o);
+    if (err)
+        return err;
+    if (o.n_headers && !o.headers)
+        return -EINVAL;
+    if (o.n_headers)
+        return -ENOTSUP; /* no queue carries headers yet (max_header_bytes) */
+    if (o.dedup_key && o.delay_ms)
+        return -ENOTSUP;
+    if (o.dedup_key)
+        return shmq_publish_dedup(q, data, len, o.dedup_key, o.dedup_key_len, id);
+    return shmq_publish_delayed(q, data, len, o.delay_ms, id);
 }
 
 struct claim_ctx {

@@ -276,6 +276,53 @@ int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count);
 int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
                        uint64_t *id);
 
+/** One header of a message: a key and a value, each with its length (no NUL needed). The key:
+ *  1..SHMQ_HEADER_KEY_MAX bytes, printable ASCII (0x21..0x7e) but ':' ; the value: 0..65535
+ *  bytes without NUL, CR or LF (so headers map to NATS/HTTP headers and print as lines).
+ *  Received headers (shmq_msg_headers) point into shared memory and are followed by a NUL. */
+typedef struct shmq_header {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} shmq_header_t;
+
+#define SHMQ_HEADER_KEY_MAX 255u
+
+/** A header from two NUL-terminated strings, for an initializer: SHMQ_HEADER_STR("k", "v")
+ *  (needs <string.h>). */
+#define SHMQ_HEADER_STR(k, v) {(k), strlen(k), (v), strlen(v)}
+
+/**
+ * Options of one publish (shmq_publish_ex). Fill it with shmq_pub_opts_init(), then set what you
+ * need: size says which fields the caller knows, so the struct can grow at its end and a
+ * program built against an older shmq.h keeps working (the fields past its size read as 0).
+ */
+typedef struct shmq_pub_opts {
+    uint32_t size;                 /* sizeof(shmq_pub_opts_t) as compiled: set by _init() */
+    uint32_t delay_ms;             /* > 0: a delayed publish (shmq_publish_delayed) */
+    const shmq_header_t *headers;  /* n_headers headers (shmq_header_t), copied into the slot */
+    uint32_t n_headers;
+    const void *dedup_key;         /* non-NULL: a keyed publish (shmq_publish_dedup) */
+    size_t dedup_key_len;
+} shmq_pub_opts_t;
+
+/** Fill *opts with no option set (size = sizeof(shmq_pub_opts_t)). Never fails. */
+void shmq_pub_opts_init(shmq_pub_opts_t *opts);
+
+/**
+ * Publish with options: as shmq_publish() with opts NULL or with none set; with delay_ms as
+ * shmq_publish_delayed(); with dedup_key as shmq_publish_dedup() (every guarantee and error of
+ * those calls holds). With headers, the message carries them (shmq_msg_headers() on receive).
+ * Returns their errors, and -EINVAL for a size smaller than the first version of this struct
+ * (the fields up to dedup_key_len) or for NULL headers with n_headers > 0, -ENOTSUP for a
+ * dedup key together with a delay (not supported: a keyed publish is decided when it becomes
+ * ready) or for headers on a queue without them (max_header_bytes 0).
+ * Multi-producer safe; lock-free; costs what the options it uses cost.
+ */
+int shmq_publish_ex(shmq_t *q, const void *data, size_t len, const shmq_pub_opts_t *opts,
+                    uint64_t *id);
+
 /** As shmq_publish(), but waits up to timeout_ms (-1: forever) for a free slot: -ETIMEDOUT
  *  (timeout_ms 0 does not wait: -EAGAIN, as shmq_publish()). */
 int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, int timeout_ms);
