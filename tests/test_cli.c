@@ -136,7 +136,7 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
         assert_contains(r.err, "unknown option", commands[i]);
         run_free(&r);
     }
-    static const char *const need_name[] = {"create", "delete", "stat", "top", "pub", "sub", "dlq"};
+    static const char *const need_name[] = {"create", "delete", "stat", "pub", "sub", "dlq"};
     for (size_t i = 0; i < sizeof need_name / sizeof need_name[0]; i++) {
         r = RUN(need_name[i]);
         assert_exit(&r, 2, need_name[i]);
@@ -537,7 +537,11 @@ Test(cli, list_shows_the_queue_in_text_and_json)
     jassert_num(mine, "dead", 0);
     jassert_num(mine, "consumers", 1);
     cr_assert_str_eq(jstr(mine, "durability"), "none");
-    cr_assert_str_eq(jstr(mine, "watchdog"), "none");
+    /* the watchdog as `stat --json` shows it: one shape in both */
+    cr_assert_str_eq(jstr(mine, "watchdog.status"), "none");
+    cr_assert(jget(mine, "watchdog.pid") && jget(mine, "watchdog.pid")->type == J_NULL);
+    cr_assert(jget(mine, "watchdog.expires_in_ms") &&
+              jget(mine, "watchdog.expires_in_ms")->type == J_NULL);
     json_free(d);
     run_free(&r);
 
@@ -1052,6 +1056,55 @@ Test(cli, top_draws_frames_in_place_with_rates)
     assert_exit(&r, 1, "top of a missing queue");
     assert_contains(r.err, "no such queue", "top of a missing queue");
     run_free(&r);
+    RUN_EXPECT_EXIT(2, "top bad/name", "top", "bad/name");
+}
+
+/* The line of the last frame that starts with `name `, or NULL. */
+static const char *last_row(const char *out, const char *name)
+{
+    const char *frame = out, *p;
+    while ((p = strstr(frame + 1, "\033[H\033[J")) != NULL)
+        frame = p;
+    size_t n = strlen(name);
+    for (p = frame; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, name, n) == 0 && p[n] == ' ')
+            return p;
+    return NULL;
+}
+
+Test(cli, top_without_a_name_is_a_table_of_every_queue)
+{
+    const char *a = h_qname("topa"), *b = h_qname("topb");
+    shmq_t *qa = create_queue(a, 8, 5), *qb = create_queue(b, 8, 5);
+    publish_text(qa, "x");
+    publish_text(qa, "y");
+    struct run r = RUN("top", "--iterations", "2", "--interval-ms", "30");
+    assert_exit(&r, 0, "top --iterations 2");
+    int frames = 0;
+    for (const char *p = r.out; (p = strstr(p, "\033[H\033[J")) != NULL; p++)
+        frames++;
+    cr_assert_eq(frames, 2, "two frames redrawn in place:\n%s", r.out);
+    assert_contains(r.out, "NAME ", "top table header");
+    assert_contains(r.out, "PUB/s", "top table header");
+    const char *ra = last_row(r.out, a), *rb = last_row(r.out, b);
+    cr_assert(ra && rb, "both queues are rows of the last frame:\n%s", r.out);
+    unsigned ready = 99, inflight = 99;
+    cr_assert_eq(sscanf(ra + strlen(a), "%u %u", &ready, &inflight), 2, "row: %.80s", ra);
+    cr_assert(ready == 2 && inflight == 0, "row of %s: %.100s", a, ra);
+    cr_assert_eq(sscanf(rb + strlen(b), "%u", &ready), 1);
+    cr_assert_eq(ready, 0, "row of %s: %.100s", b, rb);
+    run_free(&r);
+
+    /* the ones named, in that order; a missing one is a row with its error, not the end */
+    const char *gone = h_qname("topgone");
+    r = RUN("top", b, gone, a, "--iterations", "1", "--interval-ms", "10");
+    assert_exit(&r, 0, "top of three names");
+    const char *pb = strstr(r.out, b), *pg = strstr(r.out, gone), *pa = strstr(r.out, a);
+    cr_assert(pb && pg && pa && pb < pg && pg < pa, "rows in the order named:\n%s", r.out);
+    assert_contains(last_row(r.out, gone), "error: no such queue", "a missing queue's row");
+    run_free(&r);
+    h_assert_rc(shmq_close(qa), 0);
+    h_assert_rc(shmq_close(qb), 0);
 }
 
 /* ------------------------------------------------------------------ broken segments */

@@ -78,6 +78,8 @@ struct emitter;
 struct inspect_snapshot;
 void stat_emit(struct emitter *e, const char *name, const struct inspect_snapshot *now,
                const struct inspect_snapshot *before);
+/* The "watchdog" object (status, pid, expires_in_ms), as `stat` and `list --json` show it. */
+void stat_emit_watchdog(struct emitter *e, const struct inspect_snapshot *s);
 
 /* why.c: shmq_strerror(err), and for a storage error (-ENOSPC, -EDQUOT, -EROFS, -EIO, -EFBIG,
  * -ENOMEM) the file system or limit behind it: free space of /dev/shm and of the log directory

@@ -44,6 +44,8 @@ void cmd_list_help(FILE *out)
             "\n"
             "Options:\n"
             "  --json      one JSON document: {\"queues\": [{\"name\": ..., \"capacity\": ...}]}\n"
+            "              (\"watchdog\" is the object `stat --json` has: status, pid,\n"
+            "              expires_in_ms)\n"
             "              (an unreadable segment has \"error\" instead of numbers; a\n"
             "              log-only queue has \"segment\": false and \"log_dir\")\n"
             "  -h, --help  this text\n"
@@ -72,7 +74,6 @@ static void print_row(const char *name, const struct inspect_snapshot *s)
 
 static void emit_row(struct emitter *e, const char *name, const struct inspect_snapshot *s)
 {
-    char wd[48];
     emit_begin(e, NULL, name, EMIT_INLINE);
     emit_bytes(e, "name", name, strlen(name));
     emit_u64(e, "capacity", s->cfg.capacity);
@@ -86,7 +87,7 @@ static void emit_row(struct emitter *e, const char *name, const struct inspect_s
     else
         emit_null(e, "oldest_age_ms");
     emit_word(e, "durability", inspect_durability_name(s->cfg.durability));
-    emit_word(e, "watchdog", inspect_watchdog_text(s, wd, sizeof wd));
+    stat_emit_watchdog(e, s); /* the same object as `stat --json` */
     emit_end(e);
 }
 

@@ -171,6 +171,12 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
         emit_null(e, "log");
     }
 
+    stat_emit_watchdog(e, s);
+    emit_processes(e, s);
+}
+
+void stat_emit_watchdog(struct emitter *e, const struct inspect_snapshot *s)
+{
     char wd[48];
     inspect_watchdog_text(s, wd, sizeof wd);
     emit_begin(e, "watchdog", NULL, EMIT_INLINE);
@@ -187,7 +193,6 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     else
         emit_null(e, "expires_in_ms");
     emit_end(e);
-    emit_processes(e, s);
 }
 
 static void sleep_ms(uint32_t ms)
