@@ -293,8 +293,9 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
     }
     if (k && c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
         idrm = -EIDRM;
-    if (acked) /* one wake-up for the batch's freed slots, after the last (W1, wait.h) */
-        wait_wake(&c->q->seg.hdr->free_futex, &c->q->seg.hdr->free_waiters);
+    if (acked) /* one wake-up for the batch's freed slots, after the last (W1, wait.h): up to
+                * one sleeping producer per freed slot */
+        wait_wake_n(&c->q->seg.hdr->free_futex, &c->q->seg.hdr->free_waiters, acked);
     /* relaxed, a plain load and store: a tally in an entry only this thread writes (count_own) */
     struct proc_entry *e = c_self(c);
     atomic_store_explicit(&e->counters[CNT_ACKED],

@@ -491,8 +491,9 @@ int shmq_publish_batch(shmq_t *q, const shmq_iov_t *msgs, size_t n, uint64_t *id
             low = seq;
         d += run;
     }
-    if (d) /* W1 in wait_wake orders every enqueue of the batch before its look at waiters */
-        wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
+    if (d) /* W1 in wait_wake_n orders every enqueue of the batch before its look at waiters;
+            * one sleeper woken per message, as d single publishes would */
+        wait_wake_n(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters, d);
     if (done)
         *done = d;
     /* SYNC: one flush from the first record's file covers the batch; also when an error stopped

@@ -19,7 +19,8 @@ static inline void cpu_relax(void)
 #endif
 }
 
-void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters)
+/* n: how many sleepers to wake at most (FUTEX_WAKE's count). */
+static inline void wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, int n)
 {
     /* W1 (seq_cst fence): our change (a ring CAS) is ordered before reading waiters; pairs
      * with W2 */
@@ -28,7 +29,17 @@ void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters)
         return;
     /* relaxed: the futex syscall orders the rest; the value only has to differ */
     atomic_fetch_add_explicit(futex_word, 1, memory_order_relaxed);
-    futex_async((int32_t *)futex_word, FUTEX_WAKE, 1, NULL, NULL, 0);
+    futex_async((int32_t *)futex_word, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters)
+{
+    wake(futex_word, waiters, 1);
+}
+
+void wait_wake_n(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, size_t n)
+{
+    wake(futex_word, waiters, n > INT_MAX ? INT_MAX : (int)n);
 }
 
 static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,

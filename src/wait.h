@@ -18,12 +18,19 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "layout.h"
 
 /* Called after a change a sleeper may wait for. No system call unless someone sleeps. */
 void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters);
+
+/* As wait_wake, once after n changes (a batch's n enqueues): wakes up to n sleepers, one per
+ * change. One FUTEX_WAKE of 1 for them all left every other sleeper counted before W1 asleep
+ * until its max_sleep_ns with the changes it waited for there to take (the W1/W2 pair only
+ * promises that a counted sleeper is woken, and only one was). */
+void wait_wake_n(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, size_t n);
 
 /* What a sleeper waits for: its unit in proc_entry.sleeping. */
 enum wait_kind { WAIT_READY = 1, WAIT_FREE = 1 << 16 };

@@ -27,8 +27,12 @@
  *    reservation (crash point wal_batch_after_first): the rest of the range is one hole, the
  *    written record comes back after a segment loss (a publish that never returned: at least
  *    once), or not once maintenance freed the reservations (ACK|ABORT); nothing corrupt.
+ *  - a_batch_wakes_a_sleeping_consumer_per_message: four consumers asleep in a blocking receive,
+ *    a batch of four: each gets one at once (one FUTEX_WAKE of 1 for the batch left three asleep
+ *    for up to a third of the heartbeat timeout).
  */
 #include "helpers.h"
+#include "segment.h"
 
 #include <pthread.h>
 
@@ -579,4 +583,77 @@ Test(batch, killed_inside_the_records_then_maintained)
 {
     crash_name = h_qname("bkillm");
     killed_inside_the_records(true);
+}
+
+/* A consumer thread: one blocking receive, kept unacked. */
+struct sleeper {
+    shmq_t *q;
+    _Atomic pid_t tid;
+    _Atomic int got; /* 1 once its receive returned a message, -1 on an error */
+};
+
+static void *one_receive(void *arg)
+{
+    struct sleeper *s = arg;
+    shmq_consumer_t *c;
+    if (shmq_consumer_open(s->q, "sleeper", &c) != 0) {
+        atomic_store(&s->got, -1);
+        return NULL;
+    }
+    atomic_store(&s->tid, (pid_t)gettid());
+    shmq_msg_t m;
+    atomic_store(&s->got, shmq_receive(c, &m, -1) == 0 ? 1 : -1);
+    return NULL; /* the consumer stays open: its message stays in flight */
+}
+
+static int sleepers_done(struct sleeper *s, int n)
+{
+    int done = 0;
+    for (int i = 0; i < n; i++)
+        done += atomic_load(&s[i].got) == 1;
+    return done;
+}
+
+/* publish_batch woke one sleeping consumer for a whole batch (FUTEX_WAKE 1): the others slept
+ * on, their messages ready, until their sleep's bound (a third of the heartbeat timeout: here
+ * 100 s). Every sleeper counted before the batch's W1 must be woken, up to one per message;
+ * ack_batch's wake of free-slot sleepers alike (shmq_publish_timed). */
+Test(batch, a_batch_wakes_a_sleeping_consumer_per_message)
+{
+    enum { N = 4 };
+    const char *name = h_qname("bwake");
+    shmq_config_t cfg = config(64, 32, SHMQ_DURABILITY_NONE);
+    cfg.heartbeat_timeout_ms = 300000; /* a blocked receive sleeps up to 100 s at a time */
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    struct segment seg;
+    h_assert_rc(segment_open(name, true, &seg), 0);
+    struct sleeper s[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = (struct sleeper){.q = q};
+        cr_assert_eq(pthread_create(&t[i], NULL, one_receive, &s[i]), 0);
+    }
+    /* all N counted as waiters and asleep in the kernel (their futex wait) */
+    int64_t end = h_now_ms() + 30000;
+    for (;;) {
+        int asleep = 0;
+        for (int i = 0; i < N; i++)
+            asleep += atomic_load(&s[i].tid) && h_proc_state(atomic_load(&s[i].tid)) == 'S';
+        if (asleep == N && atomic_load(&seg.hdr->ready_waiters) == N)
+            break;
+        cr_assert_lt(h_now_ms(), end, "the consumers did not go to sleep (%d asleep)", asleep);
+        h_sleep_ms(2);
+    }
+    shmq_iov_t iov[N] = {{"w0", 2}, {"w1", 2}, {"w2", 2}, {"w3", 2}};
+    size_t done;
+    h_assert_rc(shmq_publish_batch(q, iov, N, NULL, &done), 0);
+    end = h_now_ms() + 30000;
+    while (sleepers_done(s, N) < N && h_now_ms() < end)
+        h_sleep_ms(2);
+    cr_assert_eq(sleepers_done(s, N), N, "%d of %d sleeping consumers got a message of the batch",
+                 sleepers_done(s, N), N);
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    segment_close(&seg);
 }
