@@ -1,15 +1,18 @@
 /*
- * config.c - the defaults of a queue's configuration.
+ * config.c - the defaults of a queue's configuration, for a caller's struct of any size the
+ * library knows (abi.h).
  */
 #include "shmq/shmq.h"
 
+#include <errno.h>
 #include <string.h>
 
-void shmq_config_init(shmq_config_t *cfg)
+#include "abi.h"
+
+static void defaults(shmq_config_t *cfg)
 {
-    if (!cfg)
-        return;
     memset(cfg, 0, sizeof(*cfg));
+    cfg->size = sizeof(*cfg);
     cfg->capacity = 1024;
     cfg->max_msg_size = 1024;
     cfg->max_procs = 64;
@@ -25,4 +28,26 @@ void shmq_config_init(shmq_config_t *cfg)
     cfg->wal_file_size = 64u << 20;
     cfg->dedup_window_count = 4096;
     cfg->dedup_window_ms = 120000;
+}
+
+int shmq_config_init_size(shmq_config_t *cfg, size_t size)
+{
+    if (!cfg)
+        return -EINVAL;
+    if (size % 8 != 0 || !abi_size_ok(size, ABI_CONFIG_SIZE_0, sizeof(shmq_config_t))) {
+        if (size >= sizeof(cfg->size))
+            cfg->size = 0; /* shmq_create() refuses it as well */
+        return -EINVAL;
+    }
+    shmq_config_t own;
+    defaults(&own);
+    abi_copy_out(cfg, size, &own, sizeof(own));
+    cfg->size = (uint32_t)size;
+    return 0;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+void(shmq_config_init)(shmq_config_t *cfg)
+{
+    shmq_config_init_size(cfg, ABI_CONFIG_SIZE_0);
 }

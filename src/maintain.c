@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "abi.h"
 #include "clock.h"
 #include "crashpoint.h"
 #include "dedup.h"
@@ -539,7 +540,7 @@ static void release_fenced_procs(struct pass *p)
     }
 }
 
-int shmq_maintain(shmq_t *q, shmq_maint_report_t *report)
+static int maintain(shmq_t *q, shmq_maint_report_t *report)
 {
     if (!q)
         return -EINVAL;
@@ -599,4 +600,23 @@ out:
     free(p.words);
     pthread_mutex_unlock(&q->maint_lock);
     return err;
+}
+
+/* shmq_maintain() for the caller's struct of size bytes (abi.h): filled in the library's layout,
+ * then copied. */
+int shmq_maintain_size(shmq_t *q, shmq_maint_report_t *report, size_t size)
+{
+    if (report && !abi_size_ok(size, ABI_MAINT_SIZE_0, sizeof(shmq_maint_report_t)))
+        return -EINVAL;
+    shmq_maint_report_t own = {0};
+    int err = maintain(q, &own);
+    if (report)
+        abi_copy_out(report, size, &own, sizeof(own));
+    return err;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+int(shmq_maintain)(shmq_t *q, shmq_maint_report_t *report)
+{
+    return shmq_maintain_size(q, report, ABI_MAINT_SIZE_0);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 
+#include "abi.h"
 #include "crashpoint.h"
 #include "io.h"
 #include "loghead.h"
@@ -64,10 +65,12 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
     return err;
 }
 
-int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q)
+int shmq_create(const char *name, const shmq_config_t *caller_cfg, shmq_t **q)
 {
-    if (!q || !cfg)
+    shmq_config_t own; /* the caller's config in this library's layout (abi.h) */
+    if (!q || abi_config_in(caller_cfg, &own) != 0)
         return -EINVAL;
+    const shmq_config_t *cfg = &own;
     char dir[SHMQ_LOG_DIR_MAX + 64];
     int err = segment_check_name(name), lock = -1;
     uint64_t gen = 0;
@@ -245,10 +248,19 @@ int shmq_unlink(const char *name)
     return seg_err == 0 || log_err == 0 ? 0 : seg_err;
 }
 
-int shmq_get_config(const shmq_t *q, shmq_config_t *cfg)
+int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size)
 {
-    if (!q || !cfg)
+    if (!q || !cfg || size % 8 != 0 ||
+        !abi_size_ok(size, ABI_CONFIG_SIZE_0, sizeof(shmq_config_t)))
         return -EINVAL;
-    layout_to_config(&q->seg.layout, cfg);
+    shmq_config_t own;
+    layout_to_config(&q->seg.layout, &own);
+    abi_copy_out(cfg, size, &own, sizeof(own));
+    cfg->size = (uint32_t)size;
     return 0;
+}
+
+int(shmq_get_config)(const shmq_t *q, shmq_config_t *cfg)
+{
+    return shmq_get_config_size(q, cfg, ABI_CONFIG_SIZE_0);
 }

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "abi.h"
 #include "clock.h"
 #include "crashpoint.h"
 #include "dedup.h"
@@ -454,7 +455,7 @@ static int remake_head(const char *dir, struct loghead *lh, shmq_recovery_report
     return loghead_make(dir, mode, gen, lh); /* complete, then renamed into place (F7) */
 }
 
-int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *report)
+static int recover(const char *name, const char *log_dir, shmq_recovery_report_t *report)
 {
     shmq_recovery_report_t local;
     shmq_recovery_report_t *rep = report ? report : &local;
@@ -570,4 +571,24 @@ out:
     free((void *)rb.key_live);
     io_close(lock);
     return err;
+}
+
+/* shmq_recover() for the caller's struct of size bytes (abi.h): filled in the library's layout,
+ * then copied. */
+int shmq_recover_size(const char *name, const char *log_dir, shmq_recovery_report_t *rep,
+                      size_t size)
+{
+    if (rep && !abi_size_ok(size, ABI_RECOVERY_SIZE_0, sizeof(shmq_recovery_report_t)))
+        return -EINVAL;
+    shmq_recovery_report_t own = {0};
+    int err = recover(name, log_dir, &own);
+    if (rep)
+        abi_copy_out(rep, size, &own, sizeof(own));
+    return err;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+int(shmq_recover)(const char *name, const char *log_dir, shmq_recovery_report_t *rep)
+{
+    return shmq_recover_size(name, log_dir, rep, ABI_RECOVERY_SIZE_0);
 }

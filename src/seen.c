@@ -46,6 +46,7 @@
 #include <urcu/urcu-memb.h>
 #include <urcu/rculfhash.h>
 
+#include "abi.h"
 #include "crc32c.h"
 #include "io.h"
 
@@ -509,7 +510,7 @@ int shmq_seen_set_sync(shmq_seen_t *s, int mode)
     return 0;
 }
 
-int shmq_seen_stats(shmq_seen_t *s, shmq_seen_stats_t *st)
+static int seen_stats(shmq_seen_t *s, shmq_seen_stats_t *st)
 {
     if (!s || !st)
         return -EINVAL;
@@ -566,4 +567,22 @@ int shmq_seen_close(shmq_seen_t *s)
     free(s->path);
     free(s);
     return err;
+}
+
+/* shmq_seen_stats() for the caller's struct of size bytes (abi.h): filled in the library's layout,
+ * then copied. */
+int shmq_seen_stats_size(shmq_seen_t *s, shmq_seen_stats_t *st, size_t size)
+{
+    if (!st || !abi_size_ok(size, ABI_SEEN_STATS_SIZE_0, sizeof(shmq_seen_stats_t)))
+        return -EINVAL;
+    shmq_seen_stats_t own = {0};
+    int err = seen_stats(s, &own);
+    abi_copy_out(st, size, &own, sizeof(own));
+    return err;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+int(shmq_seen_stats)(shmq_seen_t *s, shmq_seen_stats_t *st)
+{
+    return shmq_seen_stats_size(s, st, ABI_SEEN_STATS_SIZE_0);
 }

@@ -4,12 +4,13 @@
 #include <errno.h>
 #include <string.h>
 
+#include "abi.h"
 #include "clock.h"
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
 
-int shmq_stats(shmq_t *q, shmq_stats_t *st)
+static int stats(shmq_t *q, shmq_stats_t *st)
 {
     if (!q || !st)
         return -EINVAL;
@@ -75,4 +76,22 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st)
     }
     st->oldest_age_ms = oldest == UINT64_MAX ? -1 : (int64_t)((now > oldest ? now - oldest : 0) / 1000000ull);
     return 0;
+}
+
+/* shmq_stats() for the caller's struct of size bytes (abi.h): filled in the library's layout,
+ * then copied. */
+int shmq_stats_size(shmq_t *q, shmq_stats_t *st, size_t size)
+{
+    if (!st || !abi_size_ok(size, ABI_STATS_SIZE_0, sizeof(shmq_stats_t)))
+        return -EINVAL;
+    shmq_stats_t own = {0};
+    int err = stats(q, &own);
+    abi_copy_out(st, size, &own, sizeof(own));
+    return err;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+int(shmq_stats)(shmq_t *q, shmq_stats_t *st)
+{
+    return shmq_stats_size(q, st, ABI_STATS_SIZE_0);
 }

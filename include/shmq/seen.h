@@ -150,9 +150,12 @@ typedef struct shmq_seen_stats {
 /**
  * Fill *st. entries is exact when no add runs concurrently; while adds run it may exceed
  * max_entries by the number of adds in progress (each inserts, then evicts). Any thread; a
- * traversal of the table (O(entries)): not for the fast path.
+ * traversal of the table (O(entries)): not for the fast path. The struct can grow (shmq.h
+ * "ABI"): a macro, shmq_seen_stats_size(s, st, sizeof(shmq_seen_stats_t)).
  */
 int shmq_seen_stats(shmq_seen_t *s, shmq_seen_stats_t *st);
+int shmq_seen_stats_size(shmq_seen_t *s, shmq_seen_stats_t *st, size_t size);
+#define shmq_seen_stats(s, st) shmq_seen_stats_size((s), (st), sizeof(shmq_seen_stats_t))
 
 /**
  * Free the table (and close its file: every added key is in it already). No other call on s

@@ -48,8 +48,37 @@ typedef struct shmq_consumer shmq_consumer_t;
 #define SHMQ_DURABILITY_SYNC 2    /* + the record is on stable storage (group commit): survives
                                    * power loss and kernel crashes */
 
-/** Queue configuration. Fill it with shmq_config_init(), then change what you need. */
+/*
+ * ABI: structs that can grow. shmq_config_t, shmq_stats_t, shmq_recovery_report_t,
+ * shmq_maint_report_t (and shmq_seen_stats_t, seen.h) gain fields in later versions without
+ * breaking a program built against an older shmq.h (README "ABI and versions"):
+ *  - Fields are only ever appended, never moved, removed or retyped.
+ *  - The library is always told the size of the caller's struct, the sizeof of the headers the
+ *    caller was compiled with: shmq_config_t carries it in its leading `size` field, which
+ *    shmq_config_init() sets (never set it by hand; a config not made by shmq_config_init() or
+ *    shmq_get_config() has no valid size); the calls that fill a struct are macros that pass
+ *    sizeof(TYPE) to their *_size function (shmq_stats(q, st) is
+ *    shmq_stats_size(q, st, sizeof(shmq_stats_t))). Programs change nothing.
+ *  - The library reads and writes only that many bytes. A config from older headers (smaller)
+ *    is accepted: the fields it lacks take their defaults. A size the library does not know
+ *    (larger than its own struct, from newer headers, smaller than the first layout, or not a
+ *    multiple of 8 for shmq_config_t) is -EINVAL.
+ *  - The plain symbols (shmq_config_init, shmq_stats, shmq_get_config, shmq_maintain,
+ *    shmq_recover, shmq_seen_stats), reached only by taking their address or by
+ *    dlsym()/ctypes, act on each struct's first layout (the fields up to dedup_window_ms,
+ *    recovered_bad_regions, holes, pinned, compactions); bindings that load symbols call the
+ *    *_size functions with their own size.
+ * Structs passed as arrays (shmq_msg_t, shmq_iov_t, shmq_peek_msg_t, shmq_proc_info_t,
+ * shmq_dead_letter_t) and shmq_lease_info_t never change: more fields mean a new struct and
+ * new calls.
+ */
+
+/** Queue configuration. Fill it with shmq_config_init(), then change what you need. New fields
+ *  go at the end, and the struct keeps no tail padding (src/abi.c asserts it), so that a size
+ *  from older headers always ends on a field of this one. */
 typedef struct shmq_config {
+    uint32_t size;                 /* sizeof the caller's shmq_config_t: set by
+                                    * shmq_config_init(), read by shmq_create() (see "ABI") */
     uint32_t capacity;             /* message slots (1..SHMQ_CAPACITY_MAX); default 1024 */
     uint32_t max_msg_size;         /* bytes (1..SHMQ_MSG_SIZE_MAX); default 1024 */
     uint32_t max_procs;            /* attached processes and consumers (2..SHMQ_PROCS_MAX); 64 */
@@ -90,14 +119,19 @@ typedef struct shmq_msg {
     uint32_t flags;     /* SHMQ_MSG_REDELIVERED */
 } shmq_msg_t;
 
-/** Fill *cfg with the defaults listed in shmq_config_t. Never fails. */
+/** Fill *cfg with the defaults listed in shmq_config_t, and cfg->size with the size of the
+ *  caller's struct (a macro: shmq_config_init_size(cfg, sizeof(shmq_config_t))). Returns 0;
+ *  -EINVAL for NULL or a size shmq does not know (then cfg->size is left 0 if it fits, so
+ *  that shmq_create() refuses the config too). */
 void shmq_config_init(shmq_config_t *cfg);
+int shmq_config_init_size(shmq_config_t *cfg, size_t size);
+#define shmq_config_init(cfg) shmq_config_init_size((cfg), sizeof(shmq_config_t))
 
 /**
  * Create the queue NAME: the segment /dev/shm/shmq.NAME with cfg->mode, and open it; with a
  * durability other than NONE also its log directory LOG_DIR/NAME (0700, files 0600).
  * Returns -EEXIST if it exists (a segment, or a log holding files: open or recover it instead), -EINVAL for a bad name, a NULL argument or a config outside the
- * limits, -ENOSPC/-EDQUOT when /dev/shm (or the log's file system) has no room for the segment
+ * limits or with a cfg->size shmq does not know (a config not made by shmq_config_init()), -ENOSPC/-EDQUOT when /dev/shm (or the log's file system) has no room for the segment
  * (every page is allocated here, so no access faults later), -EFBIG past RLIMIT_FSIZE, -ENOMEM
  * when it cannot be mapped, -EACCES/-EROFS without permission; a failed create leaves nothing.
  * Blocking: yes (system calls); call it at start-up.
@@ -174,8 +208,13 @@ typedef struct shmq_recovery_report {
  * room for the new segment or the re-logged state (retry once there is: nothing is lost).
  * shmq_open() does this by itself for a missing or corrupt segment whose log the state
  * directory names. rep may be NULL.
+ * A macro: shmq_recover_size(name, log_dir, rep, sizeof(shmq_recovery_report_t)) (see "ABI").
  */
 int shmq_recover(const char *name, const char *log_dir, shmq_recovery_report_t *rep);
+int shmq_recover_size(const char *name, const char *log_dir, shmq_recovery_report_t *rep,
+                      size_t size);
+#define shmq_recover(name, log_dir, rep)                                                           \
+    shmq_recover_size((name), (log_dir), (rep), sizeof(shmq_recovery_report_t))
 
 /**
  * Copy len bytes into a free slot and make it ready. *id (if id is not NULL) gets its id.
@@ -471,8 +510,11 @@ const char *shmq_version(void);
 /** The same as one number, SHMQ_VERSION_ENCODE(MAJOR, MINOR, PATCH) (shmq/version.h). */
 uint32_t shmq_version_number(void);
 
-/** The queue's configuration as stored in its segment. */
+/** The queue's configuration as stored in its segment (log_dir NULL); cfg->size is set. A
+ *  macro: shmq_get_config_size(q, cfg, sizeof(shmq_config_t)) (see "ABI"). */
 int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);
+int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size);
+#define shmq_get_config(q, cfg) shmq_get_config_size((q), (cfg), sizeof(shmq_config_t))
 
 /** Counters summed over every process that ever attached. */
 typedef struct shmq_stats {
@@ -510,8 +552,11 @@ typedef struct shmq_stats {
     uint32_t recovered_bad_regions;
 } shmq_stats_t;
 
-/** Read the counters and count slots by state (a scan of the slots: not for the fast path). */
+/** Read the counters and count slots by state (a scan of the slots: not for the fast path).
+ *  A macro: shmq_stats_size(q, st, sizeof(shmq_stats_t)) (see "ABI"). */
 int shmq_stats(shmq_t *q, shmq_stats_t *st);
+int shmq_stats_size(shmq_t *q, shmq_stats_t *st, size_t size);
+#define shmq_stats(q, st) shmq_stats_size((q), (st), sizeof(shmq_stats_t))
 
 /** What one maintenance step did. */
 typedef struct shmq_maint_report {
@@ -548,8 +593,11 @@ typedef struct shmq_maint_report {
  * from its later receive, ack, nack), its messages are redelivered, but the slots it may still
  * read are never reused while it lives (they wait in state FENCED until it acks, closes or dies).
  * The same holds for a message taken back from a live consumer at its ack deadline.
+ * A macro: shmq_maintain_size(q, report, sizeof(shmq_maint_report_t)) (see "ABI").
  */
 int shmq_maintain(shmq_t *q, shmq_maint_report_t *report);
+int shmq_maintain_size(shmq_t *q, shmq_maint_report_t *report, size_t size);
+#define shmq_maintain(q, report) shmq_maintain_size((q), (report), sizeof(shmq_maint_report_t))
 
 /* ---- The maintenance lease: one maintainer at a time, and a standby that takes over. ---- */
 

@@ -1,0 +1,35 @@
+/*
+ * abi.c - a caller's struct of another version in the library's layout, and back (abi.h).
+ *
+ * Why a config must end without tail padding: a program built against an older shmq.h passes
+ * sizeof(its shmq_config_t). If that size included padding, a field appended later could land
+ * in it, and the library would read as that field bytes the program never set (a struct copy
+ * need not copy padding). Ending every layout on a field means a caller's size always covers
+ * whole fields it knows; the assertion below names the last field and fails the build when a
+ * field is appended without updating it. Append fields in 8-byte words (a lone uint32_t takes a
+ * `uint32_t reserved_N` beside it, zero and ignored).
+ */
+#include "abi.h"
+
+#include <errno.h>
+#include <string.h>
+
+_Static_assert(sizeof(shmq_config_t) == ABI_END(shmq_config_t, dedup_window_ms),
+               "shmq_config_t: append fields in whole 8-byte words and name the last one here");
+_Static_assert(sizeof(shmq_config_t) % 8 == 0, "shmq_config_t: a size is a multiple of 8");
+
+int abi_config_in(const shmq_config_t *in, shmq_config_t *out)
+{
+    if (!in || in->size % 8 != 0 ||
+        !abi_size_ok(in->size, ABI_CONFIG_SIZE_0, sizeof(shmq_config_t)))
+        return -EINVAL;
+    shmq_config_init(out);
+    memcpy(out, in, in->size);
+    out->size = sizeof(*out);
+    return 0;
+}
+
+void abi_copy_out(void *dst, size_t size, const void *src, size_t own)
+{
+    memcpy(dst, src, size < own ? size : own);
+}
