@@ -568,6 +568,8 @@ static void read_registry(struct seg_read *r)
                 atomic_load_explicit(&p->counters[counter_map[c].cnt], memory_order_relaxed);
             s->counters[c] += o->counters[c];
         }
+        /* relaxed: a tally maintainers add to */
+        o->reclaimed_from = atomic_load_explicit(&p->taken_back, memory_order_relaxed);
         if (o->state == INSPECT_PROC_ACTIVE) {
             s->procs_active++;
             if (o->role & ROLE_CONSUMER)

@@ -104,6 +104,11 @@ struct proc_entry {
     _Atomic uint32_t sleeping;    /* sleepers counted: ready low 16 bits, free high (wait.h) */
     uint32_t pidns;               /* pid namespace (inode of /proc/self/ns/pid) at attach */
     char name[SHMQ_CONSUMER_NAME_MAX];
+    /* In-flight messages maintenance took back from this entry's consumer (ack deadline passed,
+     * or fenced as dead or hung): written by maintainers (an atomic add, relaxed: a tally),
+     * read by shmq_consumer_stats(); in the first line's spare bytes, written rarely. Not
+     * folded into the header when the entry is released (no queue total needs it). */
+    _Atomic uint64_t taken_back;
     _Alignas(CACHE_LINE) _Atomic uint64_t counters[8]; /* enum counter; written by the owner */
 };
 
@@ -138,6 +143,7 @@ struct slot {
 _Static_assert(sizeof(struct seg_layout) % 8 == 0, "layout is 8-byte aligned");
 _Static_assert(sizeof(struct slot) == SLOT_HEADER_SIZE, "slot header is one cache line");
 _Static_assert(sizeof(struct proc_entry) % CACHE_LINE == 0, "registry entries are aligned");
+_Static_assert(sizeof(struct proc_entry) == 192, "registry entry: docs/FORMAT.md section 4");
 _Static_assert(sizeof(struct seg_header) % CACHE_LINE == 0, "header is aligned");
 
 /*

@@ -138,6 +138,21 @@ static void taken_back(struct pass *p, uint64_t id, uint32_t attempt, bool dead,
     }
 }
 
+/* A message was taken back from consumer entry owner (its in-flight word named it): add it to
+ * the entry's taken_back, if the entry is still the one this pass judged (a consumer that
+ * closed meanwhile is gone from the listing; its entry may already be someone else's). An
+ * atomic add (several maintainers may count at once), relaxed: a tally. The check and the add
+ * are two steps: an entry released and attached again between them (its consumer closed, a new
+ * one attached, in that instant) gets the one count. */
+static void count_taken_from(struct pass *p, uint32_t owner)
+{
+    if (owner >= p->q->seg.layout.max_procs)
+        return;
+    struct proc_entry *e = segment_proc(&p->q->seg, owner);
+    if (e && atomic_load_explicit(&e->word, memory_order_relaxed) == p->words[owner])
+        atomic_fetch_add_explicit(&e->taken_back, 1, memory_order_relaxed);
+}
+
 /*
  * Copy-out: the in-flight slot idx (word w) of a live holder already has a different lingering
  * reader, and one linger field cannot name two. So the message moves: a free slot is claimed,
@@ -197,6 +212,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
         return false;
     }
     CRASH_POINT(copy_out_after_fence);
+    count_taken_from(p, sw_owner(w));
     bool dead = attempt >= l->max_attempts;
     if (dead)
         ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
@@ -254,6 +270,7 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
             queue_log(p->q, WAL_ACK, id, 0);
         return false;
     }
+    count_taken_from(p, owner);
     taken_back(p, id, attempt, dead, true);
     return true;
 }

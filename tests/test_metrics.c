@@ -387,6 +387,69 @@ Test(metrics, exposition_is_well_formed_and_holds_the_queue_numbers)
     stop_watchdog(&d);
 }
 
+/* Each consumer has its own series, labelled consumer (its name) and entry (its registry
+ * index, as names need not be unique); a delivery taken back at its ack deadline counts in
+ * shmq_consumer_reclaimed_from_total of the consumer that held it. */
+Test(metrics, consumer_counters_carry_a_consumer_label)
+{
+    const char *name = h_qname("mcons");
+    shmq_t *q = make_queue(name, 16, 5);
+    shmq_consumer_t *a, *b;
+    h_assert_rc(shmq_consumer_open(q, "alpha", &a), 0);
+    h_assert_rc(shmq_consumer_open(q, "beta", &b), 0);
+    for (int i = 0; i < 3; i++)
+        h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_msg_t m;
+    for (int i = 0; i < 2; i++) {
+        h_assert_rc(shmq_receive(a, &m, 1000), 0);
+        h_assert_rc(shmq_ack(a, &m), 0);
+    }
+    h_assert_rc(shmq_receive(b, &m, 1000), 0);
+    h_assert_rc(shmq_nack(b, &m, 0), 0);
+    shmq_consumer_stats_t cs[8];
+    size_t n;
+    h_assert_rc(shmq_consumer_stats(q, cs, 8, &n), 0);
+    cr_assert_eq(n, 2);
+    uint32_t ea = strcmp(cs[0].name, "alpha") == 0 ? cs[0].index : cs[1].index;
+    uint32_t eb = strcmp(cs[0].name, "beta") == 0 ? cs[0].index : cs[1].index;
+
+    struct daemon d = start_watchdog(name, "--metrics", "127.0.0.1:0", "--sample-ms", "20", NULL);
+    int port = metrics_port(&d);
+    char want[256], key[256];
+    snprintf(want, sizeof want,
+             "shmq_consumer_acked_total{queue=\"%s\",consumer=\"alpha\",entry=\"%u\"} 2", name, ea);
+    char *text = fetch_until(port, want);
+    check_exposition(text);
+    snprintf(key, sizeof key,
+             "shmq_consumer_delivered_total{queue=\"%s\",consumer=\"alpha\",entry=\"%u\"}", name,
+             ea);
+    cr_assert_eq(sample_value(text, key), 2);
+    snprintf(key, sizeof key,
+             "shmq_consumer_nacked_total{queue=\"%s\",consumer=\"beta\",entry=\"%u\"}", name, eb);
+    cr_assert_eq(sample_value(text, key), 1);
+    snprintf(key, sizeof key,
+             "shmq_consumer_reclaimed_from_total{queue=\"%s\",consumer=\"beta\",entry=\"%u\"}",
+             name, eb);
+    cr_assert_eq(sample_value(text, key), 0);
+    free(text);
+
+    /* beta takes the nacked message and sits on it past its ack deadline: the watchdog takes
+     * it back, and beta's reclaimed_from says so */
+    h_assert_rc(shmq_receive(b, &m, 1000), 0);
+    h_assert_rc(shmq_extend(b, &m, 30), 0);
+    snprintf(want, sizeof want,
+             "shmq_consumer_reclaimed_from_total{queue=\"%s\",consumer=\"beta\",entry=\"%u\"} 1",
+             name, eb);
+    text = fetch_until(port, want);
+    free(text);
+    h_assert_rc(shmq_ack(b, &m), -ESTALE);
+
+    h_assert_rc(shmq_consumer_close(a), 0);
+    h_assert_rc(shmq_consumer_close(b), 0);
+    h_assert_rc(shmq_close(q), 0);
+    stop_watchdog(&d);
+}
+
 static int consume_and_die(void *arg)
 {
     shmq_t *q;

@@ -649,6 +649,36 @@ typedef struct shmq_proc_info {
 /** Fill up to max entries of out with the non-free registry entries; *n gets how many. */
 int shmq_procs(shmq_t *q, shmq_proc_info_t *out, size_t max, size_t *n);
 
+/** One consumer's counters (shmq_consumer_stats()), since it attached. */
+typedef struct shmq_consumer_stats {
+    uint32_t index; /* registry entry (as shmq_proc_info_t.index) */
+    int32_t pid;
+    int state; /* SHMQ_PROC_ACTIVE / _FENCED / _CLAIMED */
+    char name[SHMQ_CONSUMER_NAME_MAX];
+    uint64_t delivered;      /* messages received (redeliveries included) */
+    uint64_t acked;          /* acks that took effect */
+    uint64_t nacked;         /* nacks that took effect (those sent to the dead letters too) */
+    uint64_t redelivered;    /* of delivered, the ones delivered before (to anyone) */
+    uint64_t dead_lettered;  /* its nacks that sent a message to the dead letters */
+    uint64_t reclaimed_from; /* in-flight messages maintenance took back from it (ack deadline
+                              * passed, or fenced as hung or dead), redelivered or, at
+                              * max_attempts, dead-lettered */
+} shmq_consumer_stats_t;
+
+/**
+ * Fill up to max entries of out with the counters of every consumer attached to q (non-free
+ * registry entries with the consumer role, by index); *n gets how many. A consumer's delivered,
+ * acked, nacked, redelivered and dead_lettered are the part of shmq_stats_t's counters of the
+ * same names that it made: summed over the consumers listed, they equal the queue's totals
+ * minus what consumers that have closed or died made (shmq_stats_t counts those too, folded in
+ * when their entries were released). A closed consumer's counters leave the list with it.
+ * Values are read one by one without stopping the consumers: each is a recent value, the set
+ * is no snapshot. Cost: a scan of the registry (O(max_procs)), no system call; any thread.
+ * Counting costs the consumer no locked instruction (it alone writes its counters).
+ * -EINVAL for NULL q or n, or NULL out with max > 0.
+ */
+int shmq_consumer_stats(shmq_t *q, shmq_consumer_stats_t *out, size_t max, size_t *n);
+
 /* ---- Dead letters ---- */
 
 #define SHMQ_DEAD_MAX_ATTEMPTS 1 /* nacked or timed out max_attempts times */

@@ -192,6 +192,7 @@ struct inspect_proc {
     uint32_t inflight;                 /* INFLIGHT slots it owns */
     char name[SHMQ_CONSUMER_NAME_MAX]; /* NUL-terminated (untrusted bytes) */
     uint64_t counters[INSPECT_COUNTERS];
+    uint64_t reclaimed_from; /* messages maintenance took back from it (taken_back) */
 };
 
 /* The log as the segment sees it (durability other than none). */

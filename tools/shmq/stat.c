@@ -44,7 +44,10 @@ void cmd_stat_help(FILE *out)
             "  watchdog             the maintenance lease: status (active, cooperative, expired,\n"
             "                       none), pid, expires_in_ms\n"
             "  processes            each registry entry: index, pid, role, state, name, alive,\n"
-            "                       heartbeat_age_ms, inflight (messages it holds)\n"
+            "                       heartbeat_age_ms, inflight (messages it holds); a\n"
+            "                       consumer also its own counters: delivered, acked, nacked,\n"
+            "                       redelivered, dead_lettered, reclaimed_from (messages taken\n"
+            "                       back from it: ack deadline passed, or fenced as hung)\n"
             "\n"
             "Options:\n"
             "  --json              one JSON document with the fields above\n"
@@ -89,6 +92,14 @@ static void emit_processes(struct emitter *e, const struct inspect_snapshot *s)
         else
             emit_null(e, "heartbeat_age_ms");
         emit_u64(e, "inflight", p->inflight);
+        if (p->role & SHMQ_ROLE_CONSUMER) { /* its own counters (shmq_consumer_stats()) */
+            emit_u64(e, "delivered", p->counters[INSPECT_DELIVERED]);
+            emit_u64(e, "acked", p->counters[INSPECT_ACKED]);
+            emit_u64(e, "nacked", p->counters[INSPECT_NACKED]);
+            emit_u64(e, "redelivered", p->counters[INSPECT_REDELIVERED]);
+            emit_u64(e, "dead_lettered", p->counters[INSPECT_DEAD_LETTERED]);
+            emit_u64(e, "reclaimed_from", p->reclaimed_from);
+        }
         emit_end(e);
     }
     emit_end(e);

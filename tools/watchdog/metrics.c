@@ -186,6 +186,46 @@ static void sample_u64(FILE *f, const char *name, const struct watch *w, const c
 
 static bool live(const struct watch *w) { return w->q && w->sampled; }
 
+/* Each consumer's own counters (shmq_consumer_stats()), labelled by its name and registry
+ * entry (names need not be unique): at most max_procs series per queue and family. An entry
+ * reused by another consumer starts from 0 (a counter reset, as a restart). */
+static void render_consumers(FILE *f, const struct watch_list *l)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"shmq_consumer_delivered_total", "Deliveries to this consumer (redeliveries included).",
+         offsetof(shmq_consumer_stats_t, delivered)},
+        {"shmq_consumer_acked_total", "Messages this consumer acknowledged.",
+         offsetof(shmq_consumer_stats_t, acked)},
+        {"shmq_consumer_nacked_total", "Messages this consumer gave back (nack).",
+         offsetof(shmq_consumer_stats_t, nacked)},
+        {"shmq_consumer_reclaimed_from_total",
+         "In-flight messages taken back from this consumer (ack deadline passed, or fenced as "
+         "hung or dead).",
+         offsetof(shmq_consumer_stats_t, reclaimed_from)},
+    };
+    for (size_t c = 0; c < sizeof counters / sizeof counters[0]; c++) {
+        family(f, counters[c].name, "counter", counters[c].help);
+        for (size_t i = 0; i < l->n; i++) {
+            const struct watch *w = l->w[i];
+            if (!live(w))
+                continue;
+            for (size_t k = 0; k < w->n_consumers; k++) {
+                const shmq_consumer_stats_t *cs = &w->consumers[k];
+                uint64_t v;
+                memcpy(&v, (const char *)cs + counters[c].off, sizeof v);
+                fprintf(f, "%s{queue=\"", counters[c].name);
+                label_value(f, w->name);
+                fprintf(f, "\",consumer=\"");
+                label_value(f, cs->name);
+                fprintf(f, "\",entry=\"%u\"} %llu\n", cs->index, (unsigned long long)v);
+            }
+        }
+    }
+}
+
 static void render(FILE *f, const struct watch_list *l)
 {
     static const struct {
@@ -308,6 +348,7 @@ static void render(FILE *f, const struct watch_list *l)
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
             sample_u64(f, "shmq_wal_healthy", l->w[i], NULL, l->w[i]->stats.wal_healthy);
+    render_consumers(f, l);
     family(f, "shmq_watchdog_lease_held", "gauge",
            "1 if this watchdog holds the queue's maintenance lease, else 0 (standby).");
     for (size_t i = 0; i < l->n; i++)

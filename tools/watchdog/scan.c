@@ -53,6 +53,7 @@ static void watch_free(struct watch *w)
     free(w->procs);
     free(w->after);
     free(w->exited);
+    free(w->consumers);
     free(w);
 }
 

@@ -64,7 +64,10 @@ static int size_snapshots(struct watch *w, size_t cap)
     uint8_t *x = b ? realloc(w->exited, cap) : NULL;
     if (x)
         w->exited = x;
-    if (!x)
+    shmq_consumer_stats_t *c = x ? realloc(w->consumers, cap * sizeof *c) : NULL;
+    if (c)
+        w->consumers = c;
+    if (!c)
         return -ENOMEM;
     w->procs_cap = cap;
     return 0;
@@ -465,6 +468,11 @@ int watch_sample(struct watch *w, const struct wd_options *o)
         wd_log(WD_INFO, w->name, "alerts_armed", "dead_lettered=%llu consumer_deaths=%llu",
                (unsigned long long)st.dead_lettered, (unsigned long long)w->consumer_deaths);
     w->deaths_sampled = w->consumer_deaths;
+    /* the consumers' own counters, for the metrics (at most max_procs: bounded cardinality) */
+    size_t nc = 0;
+    if (shmq_consumer_stats(w->q, w->consumers, w->procs_cap, &nc) != 0)
+        nc = 0;
+    w->n_consumers = nc;
     w->stats = st;
     w->sampled = true;
     return 0;

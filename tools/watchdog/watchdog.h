@@ -197,6 +197,8 @@ struct watch {
     /* samples (watch_sample), for metrics and alerts */
     bool sampled;            /* stats holds a sample of the queue now open */
     shmq_stats_t stats;      /* the latest sample */
+    shmq_consumer_stats_t *consumers; /* and its consumers' counters (procs_cap entries) */
+    size_t n_consumers;
     uint32_t capacity;       /* from shmq_get_config() at adoption */
     uint64_t consumer_deaths;/* consumer_died events logged, in all */
     uint64_t deaths_sampled; /* consumer_deaths at the latest sample */
