@@ -27,7 +27,9 @@
 #define SHMQ_CRASHPOINT_H
 
 /* Targeted too: publish_delayed_before_park (publish.c, a delayed publish that logged its record
- * and stored its due time, slot still RESERVED): tests/test_delayed.c. */
+ * and stored its due time, slot still RESERVED): tests/test_delayed.c; prepare_before_link
+ * (wal.c, a maintainer that made a log file ahead of the writers, allocated and pre-touched
+ * under its temporary name, before its link): tests/test_walprep.c. */
 
 #ifdef SHMQ_CRASH_POINTS
 void crashpoint_hit(const char *name);

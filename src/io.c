@@ -322,17 +322,25 @@ int io_fallocate(int fd, uint64_t off, uint64_t len)
     return ret(r);
 }
 
+static int write_all(int fd, const void *buf, size_t len, int64_t at);
+
 int io_preallocate(int fd, uint64_t off, uint64_t len)
 {
     int err = io_fallocate(fd, off, len);
-    if (err != -EOPNOTSUPP)
-        return err;
     /* the file system cannot allocate without writing: write the zeros ourselves */
+    return err == -EOPNOTSUPP ? io_write_zeros(fd, off, len) : err;
+}
+
+int io_write_zeros(int fd, uint64_t off, uint64_t len)
+{
+    FAULT(IO_PWRITE);
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return -EFBIG;
+    int err = fsize_check(off + len);
     static const char zeros[65536];
-    err = 0;
     for (uint64_t done = 0; done < len && !err;) {
         size_t n = len - done < sizeof(zeros) ? (size_t)(len - done) : sizeof(zeros);
-        err = io_pwrite(fd, zeros, n, off + done);
+        err = write_all(fd, zeros, n, (int64_t)(off + done));
         done += n;
     }
     return err;

@@ -97,6 +97,11 @@ int io_fallocate(int fd, uint64_t off, uint64_t len);
  * through a mapping of the range cannot fail for want of space (no SIGBUS): -ENOSPC, -EDQUOT,
  * -EFBIG come back here instead. Fault injection fails it as IO_FALLOCATE (and IO_PWRITE). */
 int io_preallocate(int fd, uint64_t off, uint64_t len);
+/* Write zeros over [off, off + len): the pages then sit in the page cache, their blocks written
+ * (not an fallocate's unwritten extents), so that a first store through a mapping is a minor
+ * fault, not an allocation (a log file prepared ahead, wal.c). One call for fault injection
+ * (IO_PWRITE), however many writes it takes. */
+int io_write_zeros(int fd, uint64_t off, uint64_t len);
 
 /* Write all len bytes (at off / at the file position), retrying short writes and EINTR: 0, or
  * -errno of the call that failed (a write that stops after part of the buffer reports why on the

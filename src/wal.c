@@ -66,6 +66,8 @@
 #define WAL_PENDING 16           /* failed reservations a process remembers to close with PAD */
 #define WAL_SEQ_MAX 9999999999ull /* file names have 10 digits */
 #define WAL_POS_SLACK 1024       /* files beyond the oldest believed without a look at the disk */
+#define WAL_PREPARE_AHEAD 4      /* files a maintenance pass prepares ahead at most */
+_Static_assert(WAL_PREPARE_AHEAD < WAL_GEN_GAP, "an old preparer stays below a new generation");
 
 struct walmap {
     _Atomic uint64_t seq; /* relaxed: a reused struct changes it under a racing pinner (get_map) */
@@ -98,6 +100,9 @@ struct wal {
     _Atomic int npend;
     _Atomic uint64_t pend_next_ns; /* no new try before (CLOCK_MONOTONIC): a full disk is slow */
     _Atomic uint64_t last_round_ns; /* the last group commit round this process led (stall rule) */
+    /* wal_maintain's, under its caller's lock (shmq_maintain): the current file at this
+     * process's last pass, and how many files it prepares ahead (raised, never lowered) */
+    uint64_t prep_cur, prep_ahead;
 };
 
 uint32_t wal_rec_crc(const struct wal_rec *r, const void *payload)
@@ -190,8 +195,10 @@ const _Atomic uint64_t *wal_gen_word(const struct wal *w, uint64_t *mine)
     return &w->head.h->gen;
 }
 
-/* Make wal.seq complete under a temporary name, then link it into place. */
-static int make_file(struct wal *w, uint64_t seq)
+/* Make wal.seq complete under a temporary name, then link it into place. prepare: made ahead of
+ * the writers (prepare_file): its pages are written with zeros too before the link (best effort:
+ * a file whose zeros could not be written is as complete as one made by a writer). */
+static int make_file(struct wal *w, uint64_t seq, bool prepare)
 {
     char tmp[64], path[32];
     file_name(seq, path, sizeof(path));
@@ -225,6 +232,14 @@ static int make_file(struct wal *w, uint64_t seq)
         err = io_pwrite(fd, &h, sizeof(h), 0);
     if (!err)
         err = io_fsync(fd);
+    /* pre-touch: the pages in the page cache, their blocks written, so that a writer's first
+     * store into a page is a minor fault (~1 us per 16 pages here), not the allocation of a page
+     * never written (10-12 us per page). Not fsynced: a crash leaves zeros either way. Its
+     * failure fails nothing: the file is allocated, only slower to write into */
+    if (!err && prepare) {
+        io_write_zeros(fd, WAL_HEADER_SIZE, w->file_size - WAL_HEADER_SIZE);
+        CRASH_POINT(prepare_before_link);
+    }
     io_close(fd);
     bool linked = false;
     if (!err && (err = io_linkat(w->dirfd, tmp, w->dirfd, path)) == -EEXIST)
@@ -286,7 +301,7 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
             return -ESTALE;
         if (!seq_believable(w, seq))
             return -EBADMSG; /* wal_pos in shm is garbage: make no file for it */
-        int err = make_file(w, seq);
+        int err = make_file(w, seq, false); /* nobody prepared it: no pre-touch on this path */
         if (err)
             return err;
         fd = io_openat(w->dirfd, name, O_RDWR | O_CLOEXEC, 0);
@@ -438,6 +453,7 @@ int wal_open(struct segment *seg, bool create, struct wal **out)
     snprintf(w->dir, sizeof(w->dir), "%s", seg->layout.log_dir);
     w->gen = seg->layout.log_gen;
     w->dirfd = -1;
+    w->prep_cur = UINT64_MAX; /* no pass yet: the first prepares one file ahead */
     /* checked, then opened once: every log file operation from now on is relative to this
      * directory, never to its path (R2-4: a queue deleted and made again by the same name has
      * another directory at the same path). Never made here: the creator made it, and a
@@ -1213,17 +1229,45 @@ static int remove_dead_tmp(void *arg, int dirfd, const char *name)
     return 0;
 }
 
+/*
+ * Prepare file seq ahead of the writers, if nobody made it yet: made complete, allocated and
+ * pre-touched (make_file), and linked. Not mapped here: a writer maps it when it gets there.
+ * False when it is not there and could not be made; that is no log failure (nothing counted):
+ * the writer that needs it makes it itself, and gets the error of that try if it fails again.
+ */
+static bool prepare_file(struct wal *w, uint64_t seq)
+{
+    char name[32];
+    file_name(seq, name, sizeof(name));
+    int err = seq > WAL_SEQ_MAX ? -EBADMSG : io_faccessat(w->dirfd, name, F_OK);
+    if (err != -ENOENT)
+        return err == 0;
+    /* acquire: pairs with the release in wal_maintain (below retention: never made again); and
+     * only in our generation, checked before each file (docs/DESIGN.md, "Log files prepared
+     * ahead") */
+    if (seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire) ||
+        !gen_live(w))
+        return false;
+    return make_file(w, seq, true) == 0;
+}
+
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
 {
     struct seg_header *h = w->seg->hdr;
-    struct walmap *m;
     if (!seq_believable(w, cur)) {
         log_failed(w, -EBADMSG);
         return -EBADMSG;
     }
     close_pending(w);
-    if (get_map(w, cur + 1, &m) == 0) /* make the next file before writers need it */
-        put_map(m);
+    /* the next file(s) before the writers need them: as many as the log ever moved between two
+     * of this process's passes, plus one (a fast log fills several between two passes), at most
+     * WAL_PREPARE_AHEAD; the first that cannot be made ends it */
+    uint64_t moved = cur > w->prep_cur ? cur - w->prep_cur + 1 : 1;
+    if (moved > w->prep_ahead)
+        w->prep_ahead = moved < WAL_PREPARE_AHEAD ? moved : WAL_PREPARE_AHEAD;
+    w->prep_cur = cur;
+    for (uint64_t k = 1; k <= w->prep_ahead && prepare_file(w, cur + k); k++) {
+    }
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
     uint64_t keep = w->seg->layout.log_retention_bytes, pos = atomic_load(&h->wal_pos);
     if (keep) { /* retention: files holding the last `keep` bytes stay, for replay */

@@ -213,7 +213,9 @@ struct wal_health {
 };
 void wal_health_of(const struct seg_header *h, struct wal_health *out);
 
-/* Maintenance: create the next file ahead of the writers; delete the files below both
+/* Maintenance: prepare the next files ahead of the writers (made, allocated and pre-touched, up
+ * to WAL_PREPARE_AHEAD; docs/DESIGN.md, "Log files prepared ahead"; a failure there is no error:
+ * the writer that needs the file makes it); delete the files below both
  * min_live_seq (the lowest file a slot refers to; UINT64_MAX if none) and cur (the file being
  * written, read BEFORE the slots were scanned), holding the .recover flock shared (skipped if a
  * recovery holds it) and only in our generation. Returns files deleted, -EIDRM (fenced: nothing
