@@ -5,6 +5,7 @@
  * log (shmq_recover(), recover.c), so this file sits above recovery.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,20 @@ static void find_log(const char *name, char *dir, size_t size)
     }
 }
 
+/* Point the state directory's entry of name at dir again, after a delete removed the pointer
+ * and then could not remove the log whole: the call made again finds LOG_DIR through it and
+ * sweeps what is left. Only while the entry is absent: a create of the name meanwhile (the
+ * name was free from the rename on) made its own entry, pointer or directory, and that one is
+ * not ours to replace (logdir_point would take an empty log directory for a leftover). */
+static void repoint_if_free(const char *name, const char *dir)
+{
+    char entry[SHMQ_LOG_DIR_MAX + 64];
+    struct stat st;
+    if (wal_dir_path(name, NULL, entry, sizeof(entry)) == 0 && strcmp(entry, dir) != 0 &&
+        io_fstatat(AT_FDCWD, entry, &st, AT_SYMLINK_NOFOLLOW) == -ENOENT)
+        logdir_point(name, dir); /* best effort */
+}
+
 /*
  * Delete: under the exclusive .recover flock, the segment, then the head fenced, then the log
  * directory renamed away (a tombstone, logtomb.h) and removed, then the state directory's
@@ -228,19 +243,21 @@ int shmq_unlink(const char *name)
          * queue was not found by name) */
         logdir_unpoint(name, dir);
         log_err = logtomb_bury(dir, tomb, sizeof(tomb));
-        if (log_err == 0) { /* from here on the name is free: a create makes a new directory */
+        if (log_err == 0) /* from here on the name is free: a create makes a new directory */
             log_err = logtomb_remove(tomb);
-        } else {
+        else
             tomb[0] = 0;
-            logdir_point(name, dir); /* best effort: the log stays, a second call finds it */
-        }
+        if (log_err) /* the log stays (the directory, or its tombstone): a second call finds it */
+            repoint_if_free(name, dir);
     }
     /* tombstones left by deletes that failed (or were killed) in this LOG_DIR: one of this
      * name is what a delete that returned an error left, and this call finishes it (F4) */
     if (logtomb_sweep(dir, tomb[0] ? tomb : NULL) > 0 && log_err == -ENOENT)
         log_err = 0;
-    if (lock < 0 && log_err == -ENOENT)
-        logdir_unpoint(name, dir); /* the directory was gone already */
+    /* the directory was gone already (by hand, or a delete called again after its removal
+     * failed: the sweep above removed its tombstone); not if a create made it since */
+    if (lock < 0 && io_access(dir, F_OK) != 0)
+        logdir_unpoint(name, dir);
     if (lock >= 0)
         io_close(lock); /* after the rmdir: a waiter retries and finds no directory */
     if (log_err && log_err != -ENOENT)
