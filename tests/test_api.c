@@ -9,7 +9,7 @@
 #include <math.h>
 #include <stddef.h>
 
-TestSuite(api, .fini = h_cleanup, .timeout = 20);
+TestSuite(api, .fini = h_cleanup, .timeout = 120);
 
 /* Open a queue with cfg and a consumer on it. */
 static void open_q(const char *name, const shmq_config_t *cfg, shmq_t **q, shmq_consumer_t **c)
@@ -1283,12 +1283,12 @@ static struct lease_child *run_lease_child(const char *name, int priority, uint3
     l->acquire_rc = l->unwatched_rc = 99;
     *pid = h_fork(lease_child_main, l);
     if (hold) {
-        int64_t end = h_now_ms() + 3000;
+        int64_t end = h_now_ms() + 30000;
         while (!atomic_load(&l->done) && h_now_ms() < end)
             h_sleep_ms(1);
         cr_assert(atomic_load(&l->done), "lease child did not run");
     } else {
-        h_assert_child_ok(*pid, 3000, "lease child");
+        h_assert_child_ok(*pid, 30000, "lease child");
     }
     return l;
 }
@@ -1353,10 +1353,10 @@ Test(api, lease_of_dead_holder_is_taken)
     h_assert_rc(shmq_lease_acquire(q, 5000, 1), -EBUSY);
     kill(pid, SIGKILL);
     int st;
-    cr_assert_eq(h_waitpid(pid, 3000, 0, &st), 0);
+    cr_assert_eq(h_waitpid(pid, 30000, 0, &st), 0);
     /* "-EBUSY if another live holder does": a dead one does not, whatever its expiry. */
     int rc = -EBUSY;
-    int64_t end = h_now_ms() + 2000;
+    int64_t end = h_now_ms() + 30000;
     while ((rc = shmq_lease_acquire(q, 5000, 1)) == -EBUSY && h_now_ms() < end) {
         shmq_maintain(q, NULL);
         h_sleep_ms(10);

@@ -581,7 +581,7 @@ static void wait_for_procs(const char *name, uint32_t want)
 {
     shmq_t *q;
     h_assert_rc(shmq_open(name, &q), 0);
-    int64_t end = h_now_ms() + 5000;
+    int64_t end = h_now_ms() + 30000;
     shmq_stats_t st;
     do {
         h_assert_rc(shmq_stats(q, &st), 0);
@@ -614,7 +614,7 @@ Test(cli, delete_refuses_while_attached_and_force_overrides)
 
     kill(child, SIGKILL);
     int st;
-    cr_assert_eq(h_waitpid(child, 5000, 0, &st), 0);
+    cr_assert_eq(h_waitpid(child, 30000, 0, &st), 0);
     r = RUN("delete", name); /* the dead child's entry does not count */
     assert_exit(&r, 0, "delete after the process died");
     run_free(&r);
@@ -632,7 +632,7 @@ Test(cli, delete_refuses_while_attached_and_force_overrides)
     RUN_EXPECT_EXIT(0, "delete --force while attached", "delete", "--force", name);
     cr_assert(access(path, F_OK) != 0, "the segment is gone");
     kill(child, SIGKILL);
-    h_waitpid(child, 5000, 0, &st);
+    h_waitpid(child, 30000, 0, &st);
 }
 
 /* ------------------------------------------------------------------ pub and sub */

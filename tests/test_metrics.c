@@ -119,9 +119,9 @@ static void stop_watchdog(struct daemon *d)
         return;
     kill(d->pid, SIGTERM);
     int st;
-    if (h_waitpid(d->pid, 5000, 0, &st) != 0) {
+    if (h_waitpid(d->pid, 30000, 0, &st) != 0) {
         kill(d->pid, SIGKILL);
-        h_waitpid(d->pid, 5000, 0, &st);
+        h_waitpid(d->pid, 30000, 0, &st);
     }
     d->pid = 0;
     char *log = read_file(d->log);
@@ -484,7 +484,7 @@ Test(metrics, a_stalled_http_client_does_not_hold_up_maintenance)
     cr_assert(WIFSIGNALED(st), "the consumer was killed holding its message");
     assert_log(&d, "event=consumer_died", 1, "death handled with a stalled HTTP client");
     shmq_stats_t stats;
-    int64_t end = h_now_ms() + 5000;
+    int64_t end = h_now_ms() + 30000;
     do {
         h_assert_rc(shmq_stats(q, &stats), 0);
         if (stats.ready == 1)
@@ -505,14 +505,14 @@ Test(metrics, non_loopback_address_needs_metrics_public)
 {
     struct daemon d = start_watchdog("q", "--metrics", "0.0.0.0:0", NULL);
     int st;
-    cr_assert_eq(h_waitpid(d.pid, 5000, 0, &st), 0);
+    cr_assert_eq(h_waitpid(d.pid, 30000, 0, &st), 0);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "exit 2 for a public address");
     char *log = read_file(d.log);
     cr_assert(strstr(log, "--metrics-public"), "the message names the option:\n%s", log);
     free(log);
     unlink(d.log);
     d = start_watchdog("q", "--metrics", "nonsense", NULL);
-    cr_assert_eq(h_waitpid(d.pid, 5000, 0, &st), 0);
+    cr_assert_eq(h_waitpid(d.pid, 30000, 0, &st), 0);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "exit 2 for a bad address");
     unlink(d.log);
 
@@ -773,7 +773,7 @@ Test(metrics, no_lease_alert_fires_once_on_the_standby)
 
     kill(active.pid, SIGKILL); /* no clean release: the standby finds no live holder */
     int st;
-    h_waitpid(active.pid, 5000, 0, &st);
+    h_waitpid(active.pid, 30000, 0, &st);
     active.pid = 0;
     assert_log(&standby, "took_over=1", 1, "the standby takes over");
     t = alert_lines(&a, 1);

@@ -18,7 +18,7 @@
 #include "layout.h"
 #include "ring.h"
 
-TestSuite(segment, .fini = h_cleanup, .timeout = 60);
+TestSuite(segment, .fini = h_cleanup, .timeout = 180);
 
 static void use_in_child(const char *name, const char *what);
 
@@ -94,7 +94,7 @@ static int open_in_child(const char *name, const char *what)
 {
     pid_t pid = h_fork(child_open, (void *)name);
     int st = 0;
-    int rc = h_waitpid(pid, 5000, 0, &st);
+    int rc = h_waitpid(pid, 30000, 0, &st);
     if (rc == -ETIMEDOUT) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -660,7 +660,7 @@ Test(segment, corrupted_ring_counters_do_not_hang)
             pid_t pid = h_fork(child_ring_ops, (void *)im.name);
             int st = 0;
             char buf[96];
-            int rc = h_waitpid(pid, 2000, 0, &st); /* a correct library needs milliseconds */
+            int rc = h_waitpid(pid, 30000, 0, &st); /* a correct library needs milliseconds */
             if (rc == -ETIMEDOUT) {
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);

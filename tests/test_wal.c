@@ -1040,11 +1040,11 @@ Test(wal, sync_leader_zombie_does_not_block)
     atomic_store(&seg.hdr->wal_sync_leader, (uint32_t)zombie);
     pid_t pid = h_fork(one_sync_publish, (void *)name);
     int st = 0;
-    int rc = h_waitpid(pid, 5000, 0, &st);
+    int rc = h_waitpid(pid, 30000, 0, &st);
     atomic_store(&seg.hdr->wal_sync_leader, 0); /* let it finish if it hung */
     waitpid(zombie, NULL, 0);
     if (rc == -ETIMEDOUT)
-        h_waitpid(pid, 5000, 0, &st);
+        h_waitpid(pid, 30000, 0, &st);
     segment_close(&seg);
     cr_assert_eq(rc, 0, "a SYNC publish waited > 5 s on a leader that is a zombie");
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -292,7 +292,7 @@ static double signal_and_redeliver(shmq_t *q, const char *qname, int bound_ms, p
     cr_assert(wait_flag(&sh->rescuer_ready, 30000), "the rescuer did not start");
     h_wait_sleeping(r, 1000); /* best effort: let it go to sleep on the empty queue */
     if (w) { /* the watchdog picks up new processes within a few ms: measure its pidfd path */
-        int64_t end = h_now_ms() + 2000;
+        int64_t end = h_now_ms() + 30000;
         while (!holds_pidfd(w->pid, v) && h_now_ms() < end)
             h_sleep_ms(1);
         cr_assert(holds_pidfd(w->pid, v), "watchdog %d holds no pidfd for consumer %d", (int)w->pid,
