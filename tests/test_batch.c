@@ -23,6 +23,9 @@
  *    in order (the batch's records span two log files).
  *  - sync_batch_is_one_flush: a SYNC batch returns once flushed, with far fewer flushes than
  *    messages.
+ *  - sync_flush_failure_wins_over_a_full_queue: a SYNC batch stopped by a full queue whose
+ *    flush then fails returns -EIO with done = the published prefix (shmq.h said -EIO meant
+ *    done == n: a caller trusting that dropped the rest).
  *  - killed_inside_the_records_*: a producer killed between two records of its batch's one log
  *    reservation (crash point wal_batch_after_first): the rest of the range is one hole, the
  *    written record comes back after a segment loss (a publish that never returned: at least
@@ -32,9 +35,18 @@
  *    for up to a third of the heartbeat timeout).
  */
 #include "helpers.h"
+#include "io.h"
 #include "segment.h"
 
 #include <pthread.h>
+
+#ifdef SHMQ_CRASH_POINTS
+#define SKIP_WITHOUT_FAULTS() \
+    do {                       \
+    } while (0)
+#else
+#define SKIP_WITHOUT_FAULTS() cr_skip_test("the library was built without SHMQ_CRASH_POINTS")
+#endif
 
 TestSuite(batch, .fini = h_cleanup, .timeout = 240);
 
@@ -510,6 +522,28 @@ Test(batch, sync_batch_is_one_flush)
     uint64_t flushes = after.wal_flushes - before.wal_flushes;
     cr_assert(flushes >= 1 && flushes <= 2, "%llu flushes for one batch",
               (unsigned long long)flushes);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(batch, sync_flush_failure_wins_over_a_full_queue)
+{
+    SKIP_WITHOUT_FAULTS();
+    const char *name = h_qname("bsyncf");
+    shmq_config_t cfg = config(4, 64, SHMQ_DURABILITY_SYNC);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_iov_t iov[8];
+    for (int i = 0; i < 8; i++)
+        iov[i] = (shmq_iov_t){"sync-message", 12};
+    cr_assert_eq(io_fault_arm(IO_FDATASYNC, 1, EIO), 0);
+    size_t done = 99;
+    int rc = shmq_publish_batch(q, iov, 8, NULL, &done);
+    io_fault_disarm_all();
+    h_assert_rc(rc, -EIO);
+    cr_assert_eq(done, 4, "done %zu: the prefix that fitted", done);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.ready, 4, "the published prefix is queued: %u ready", st.ready);
     h_assert_rc(shmq_close(q), 0);
 }
 

@@ -406,8 +406,11 @@ typedef struct shmq_iov {
  *   -ESTALE: this process was taken for dead while it held the reservations (nothing from
  *     msgs[*done] on is queued); -EIDRM: as shmq_publish(), the queue was rebuilt: msgs[*done..]
  *     are not queued here, though the rebuilt queue may deliver some of them;
- *   SYNC: -EIO as shmq_publish(): all n are queued (*done == n) but the flush that covers them
- *     failed. One flush covers the whole batch; the call returns when it is on stable storage.
+ *   SYNC: -EIO as shmq_publish(): msgs[0..*done) are queued but the flush that covers them
+ *     failed (or its outcome is unknown). -EIO wins over the error that stopped the batch: with
+ *     *done < n, msgs[*done..n) were not published (the queue filled up, or a log error), as
+ *     for that error. One flush covers the whole batch, also when it stopped early; the call
+ *     returns when it is on stable storage.
  * Each message keeps every guarantee of shmq_publish(): a publish reported done survives what
  * its durability mode says (a crash inside the call leaves each message of the batch either not
  * queued or queued, independently: at least once, never a half message); dedup keys are not
