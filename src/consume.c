@@ -19,6 +19,7 @@
 
 #include "clock.h"
 #include "crashpoint.h"
+#include "expire.h"
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
@@ -37,20 +38,6 @@ static bool fenced(const shmq_consumer_t *c)
 {
     /* acquire: if maintenance fenced us, see that before touching slots */
     return atomic_load_explicit(&c_self(c)->word, memory_order_acquire) != c->self_word;
-}
-
-/* Move a slot we hold (word w) to the dead-letter ring. */
-static int dead_letter(shmq_t *q, struct slot *sl, uint32_t idx, uint64_t w, uint32_t reason)
-{
-    uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
-    sl->dead_reason = reason;
-    /* logged BEFORE the move: a redrive acts only on a slot it saw DEAD, so its PUBLISH record
-     * follows this one and wins (docs/DESIGN.md, "Records that decide in the right order") */
-    if (queue_log_dead(q, sl->id, sl->attempt, reason) == -EIDRM)
-        return -EIDRM;
-    if (!slot_move(q, idx, w, dead)) /* its release publishes dead_reason with DEAD */
-        return -ESTALE;
-    return 0;
 }
 
 /* With no watchdog holding the lease, maintain the queue ourselves now and then. */
@@ -95,6 +82,12 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
             slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
             return -EIDRM;
         }
+        /* X1: past its expiry it is never delivered (expire.h); a queue without a TTL stores
+         * EXPIRE_NEVER: one compare against the try's clock reading either way */
+        if (now >= sl->expire_ns) {
+            expire_held(q, idx, mine, q_self(q));
+            continue;
+        }
         uint32_t attempt = sl->attempt + 1;
         sl->attempt = attempt;
         /* coarse clock, plus its lag rounded up (due_pad_ms): a deadline may pass a tick late,
@@ -104,7 +97,7 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
         atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
         uint32_t len = sl->len;
         if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
-            dead_letter(q, sl, idx, mine, SHMQ_DEAD_CORRUPT);
+            slot_dead_letter(q, idx, mine, SHMQ_DEAD_CORRUPT);
             continue;
         }
         msg->id = sl->id;
@@ -255,7 +248,7 @@ static int log_acks(shmq_t *q, const uint64_t *ids, size_t n)
 {
     struct wal_item items[ACK_RUN];
     for (size_t j = 0; j < n; j++)
-        items[j] = (struct wal_item){WAL_ACK, 0, ids[j], NULL};
+        items[j] = (struct wal_item){WAL_ACK, 0, ids[j], NULL, 0};
     for (size_t at = 0; at < n;) {
         size_t wrote;
         int err = wal_append_batch(q->wal, 0, items + at, n - at, &wrote, NULL);
@@ -343,8 +336,17 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     }
     uint32_t attempt = sl->attempt;
     uint64_t id = sl->id;
+    /* a nacked message past its expiry expires instead of coming back (the clock is read only
+     * for one that has an expiry) */
+    uint64_t expire = sl->expire_ns;
+    if (expire != EXPIRE_NEVER && now_ns_coarse() >= expire) {
+        err = expire_held(q, idx, w, q_self(q));
+        if (err != -ESTALE)
+            count_own(c_self(c), CNT_NACKED);
+        return err;
+    }
     if (attempt >= q->seg.layout.max_attempts) {
-        err = dead_letter(q, sl, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
+        err = slot_dead_letter(q, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
         if (!err) {
             count_own(c_self(c), CNT_NACKED);
             count_own(c_self(c), CNT_DEAD_LETTERED);

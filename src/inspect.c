@@ -353,6 +353,7 @@ const char *inspect_dead_reason_name(uint32_t reason)
     switch (reason) {
     case SHMQ_DEAD_MAX_ATTEMPTS: return "max-attempts";
     case SHMQ_DEAD_CORRUPT: return "corrupt";
+    case SHMQ_DEAD_EXPIRED: return "expired";
     case 0: return "none";
     default: return "unknown";
     }

@@ -46,6 +46,8 @@ static int config_check(const shmq_config_t *c)
     if (c->dedup_window_count > SHMQ_DEDUP_WINDOW_MAX ||
         (c->dedup_window_count && c->dedup_window_ms == 0))
         return -EINVAL;
+    if (c->expire_policy != SHMQ_EXPIRE_DROP && c->expire_policy != SHMQ_EXPIRE_DEAD_LETTER)
+        return -EINVAL;
     return 0;
 }
 
@@ -69,6 +71,8 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
     l->mode = cfg->mode;
     l->durability = (uint32_t)cfg->durability;
     l->log_retention_bytes = cfg->log_retention_bytes;
+    l->default_ttl_ms = cfg->default_ttl_ms;
+    l->expire_policy = cfg->expire_policy;
     l->wal_file_size = cfg->durability != SHMQ_DURABILITY_NONE ? cfg->wal_file_size : WAL_FILE_MIN;
     l->slot_stride = (uint32_t)(SLOT_HEADER_SIZE + align_up(cfg->max_msg_size, CACHE_LINE));
 
@@ -130,6 +134,8 @@ void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg)
     cfg->log_retention_bytes = l->log_retention_bytes;
     cfg->dedup_window_count = l->dedup_window_count;
     cfg->dedup_window_ms = l->dedup_window_ms;
+    cfg->default_ttl_ms = l->default_ttl_ms;
+    cfg->expire_policy = l->expire_policy;
 }
 
 int layout_validate(const struct seg_layout *stored, uint64_t file_size)

@@ -40,6 +40,8 @@ struct seg_layout {
     uint64_t wal_base_pos;   /* log position of this segment's first record (wal.c) */
     uint64_t log_retention_bytes; /* resolved history kept behind the write position */
     uint64_t log_gen;        /* the log generation this segment belongs to (loghead.h); 0 without a log */
+    uint32_t default_ttl_ms; /* a message's time to live (0: none): expire.c */
+    uint32_t expire_policy;  /* SHMQ_EXPIRE_* */
     char log_dir[SHMQ_LOG_DIR_MAX + 56]; /* the queue's own log directory, NUL-terminated */
     uint32_t header_crc;     /* CRC32C of this struct up to (not including) this field */
     uint32_t reserved1;
@@ -69,6 +71,9 @@ struct seg_header {
      * populate, published by S1; shmq_stats() shows them (shmq_open() discards the report). */
     uint32_t recovered_holes;
     uint32_t recovered_bad_regions;
+    /* Messages expired (expire.c): one relaxed add per expiry, by whoever expired it (a tally;
+     * rare, so one shared word rather than a registry counter); a rebuild stores its count. */
+    _Atomic uint64_t expired;
     /* Counters of registry entries that were released, folded in so totals survive them. */
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8];
     /* The write-ahead log (wal.c): the next byte position to reserve; group commit state. */
@@ -123,25 +128,32 @@ enum slot_state {
     SLOT_FENCED = 6,   /* done with, but owner (a live, fenced process) may still read it */
 };
 
+/* Two cache lines: the first holds what every publish and receive touch, the second what only
+ * dead-lettering and keyed publishes do (and room to grow). */
 struct slot {
     _Atomic uint64_t state;    /* see slot.h: state | owner | gen */
     _Atomic uint64_t ticket;   /* tagged: ring ticket of the last enqueue | gen tag */
     _Atomic uint64_t deadline; /* tagged: ms since created_ns (INFLIGHT, DELAYED) | gen tag */
     uint64_t id;
     uint64_t publish_ns;
+    uint64_t expire_ns;        /* CLOCK_MONOTONIC ns at which the message expires, UINT64_MAX
+                                * for never (expire.c); written with id, published by P1 */
     uint32_t len;
     uint32_t attempt;          /* deliveries so far */
-    uint32_t dead_reason;      /* why it went to the dead-letter ring (SHMQ_DEAD_*) */
     _Atomic uint32_t linger;   /* registry index + 1 of a live former owner that may still read
                                 * the payload (taken back from it), 0 if none: see maintain.c */
     _Atomic uint32_t wal_seq;  /* log file holding its latest PUBLISH record, + 1; 0 if none */
+    /* second line, offset 64 */
+    _Alignas(CACHE_LINE) uint32_t dead_reason; /* why it went to the dead-letter ring
+                                * (SHMQ_DEAD_*); meaningful in DEAD only */
     _Atomic uint32_t dedup;    /* dedup bucket + 1 of a keyed publish (a hint: dedup.c) */
-    /* payload follows at offset 64 */
+    uint8_t reserved[56];
+    /* payload follows at offset 128 */
 };
-#define SLOT_HEADER_SIZE 64u
+#define SLOT_HEADER_SIZE 128u
 
 _Static_assert(sizeof(struct seg_layout) % 8 == 0, "layout is 8-byte aligned");
-_Static_assert(sizeof(struct slot) == SLOT_HEADER_SIZE, "slot header is one cache line");
+_Static_assert(sizeof(struct slot) == SLOT_HEADER_SIZE, "slot header is two cache lines");
 _Static_assert(sizeof(struct proc_entry) % CACHE_LINE == 0, "registry entries are aligned");
 _Static_assert(sizeof(struct proc_entry) == 192, "registry entry: docs/FORMAT.md section 4");
 _Static_assert(sizeof(struct seg_header) % CACHE_LINE == 0, "header is aligned");

@@ -32,6 +32,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "dedup.h"
+#include "expire.h"
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
@@ -179,8 +180,8 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     ns->id = sl->id;
     ns->len = len;
     ns->attempt = attempt;
-    ns->dead_reason = 0;
     ns->publish_ns = sl->publish_ns;
+    ns->expire_ns = sl->expire_ns;
     atomic_store_explicit(&ns->dedup, 0, memory_order_relaxed);
     /* F3: no wal_seq while RESERVED: freed after our death, the reservation must not look like
      * a logged publish (its ACK|ABORT would resolve the live message's id in the log) */
@@ -408,6 +409,7 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     uint64_t id = sl->id;
     uint32_t len = sl->len, seq;
+    struct wal_times times = {0, 0, expire_unix_ms(q, sl->expire_ns)}; /* kept by the copy */
     uint64_t window_ns = (uint64_t)q->seg.layout.dedup_window_ms * 1000000u;
     /* a keyed message inside its dedup window is not copied (the copy has no key: once retention
      * dropped the original, a rebuild forgot the key and a retry published twice, review F10);
@@ -418,7 +420,8 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w || !kept_state(sw_state(w)) ||
         keyed_young || len > q->seg.layout.max_msg_size ||
-        wal_append_publish(q->wal, id, WAL_PUB_CHECKPOINT, NULL, 0, slot_payload(sl), len, &seq) != 0)
+        wal_append_publish_timed(q->wal, id, WAL_PUB_CHECKPOINT, &times, NULL, 0, slot_payload(sl),
+                                 len, &seq) != 0)
         return ws;
     CRASH_POINT(checkpoint_after_copy);
     for (int tries = 0;; tries++) {
@@ -510,6 +513,10 @@ static void repair_slot(struct pass *p, uint32_t idx)
         break;
     }
     case SLOT_DELAYED:
+        if (p->now_ns >= sl->expire_ns) { /* expires before it is due: never ready */
+            p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
+            break;
+        }
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
             p->now_ms >= due)
             fire_delayed(p, idx, sl, w);
@@ -518,6 +525,14 @@ static void repair_slot(struct pass *p, uint32_t idx)
         release_fenced_slot(p, idx, sl, w);
         break;
     case SLOT_READY:
+        /* past its expiry: no receive takes it; expired here even if no receive comes (an
+         * orphan too: its claim needs no ring) */
+        if (p->now_ns >= sl->expire_ns) {
+            p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
+            break;
+        }
+        repair_orphan(p, idx, sl, w);
+        break;
     case SLOT_FREE:
         repair_orphan(p, idx, sl, w);
         break;

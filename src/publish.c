@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "dedup.h"
+#include "expire.h"
 #include "queue.h"
 #include "slot.h"
 #include "slotmove.h"
@@ -87,10 +88,18 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
-    int err = due ? wal_append_publish_due(q->wal, id, queue_unix_ms(q, due), slot_payload(sl),
-                                           (uint32_t)len, seq)
-                  : wal_append_publish(q->wal, id, 0, k ? k->key : NULL, k ? k->key_len : 0,
+    int err;
+    if (sl->expire_ns != EXPIRE_NEVER) { /* the times a rebuild restores (a TTL: not the fast path) */
+        struct wal_times t = {0, due ? queue_unix_ms(q, due) : 0, expire_unix_ms(q, sl->expire_ns)};
+        err = wal_append_publish_timed(q->wal, id, 0, &t, k ? k->key : NULL, k ? k->key_len : 0,
                                        slot_payload(sl), (uint32_t)len, seq);
+    } else if (due) {
+        err = wal_append_publish_due(q->wal, id, queue_unix_ms(q, due), slot_payload(sl),
+                                     (uint32_t)len, seq);
+    } else {
+        err = wal_append_publish(q->wal, id, 0, k ? k->key : NULL, k ? k->key_len : 0,
+                                 slot_payload(sl), (uint32_t)len, seq);
+    }
     if (!err)
         atomic_store_explicit(&sl->wal_seq, *seq + 1, memory_order_relaxed);
     return err;
@@ -156,8 +165,9 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     sl->id = msg_id;
     sl->len = (uint32_t)len;
     sl->attempt = 0;
-    sl->dead_reason = 0;
-    sl->publish_ns = k ? k->now_ns : now_ns_coarse(); /* the call's one clock read */
+    uint64_t now = k ? k->now_ns : now_ns_coarse(); /* the call's one clock read */
+    sl->publish_ns = now;
+    sl->expire_ns = expire_at(now, q->seg.layout.default_ttl_ms);
     /* P0 (release): the id above is this reservation's; the deadline field, tagged with our
      * RESERVED word, says so to maintenance (M0, acquire), which frees a dead producer's
      * reservation and logs ACK|ABORT only for an id it knows is its own. Before P0 the slot may
@@ -378,7 +388,8 @@ static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, size
         struct slot *sl = sls[j];
         /* relaxed: a lower bound of the file its record lands in, as in log_publish() */
         atomic_store_explicit(&sl->wal_seq, lower, memory_order_relaxed);
-        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl)};
+        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl),
+                                     expire_unix_ms(q, sl->expire_ns)};
     }
     uint64_t unix_ms = 0; /* the run's records share one wall-clock reading (replay by time) */
     *logged = 0;
@@ -426,8 +437,8 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         sl->id = ids[j];
         sl->len = (uint32_t)msgs[j].len;
         sl->attempt = 0;
-        sl->dead_reason = 0;
         sl->publish_ns = now;
+        sl->expire_ns = expire_at(now, q->seg.layout.default_ttl_ms);
         /* P0 (release), as in commit_slot(): the id above is this reservation's */
         atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
     }

@@ -46,6 +46,7 @@ struct logfile {
 struct entry { /* one record, for sorting by (id, log order) */
     uint64_t id, order, unix_ms;
     uint64_t due_unix_ms; /* PUBLISH with WAL_PUB_DUE: when the message becomes ready */
+    uint64_t expire_unix_ms; /* PUBLISH with WAL_PUB_EXPIRE: when it expires */
     const void *payload, *key;
     uint32_t len, key_len;
     uint16_t type, attempt;
@@ -80,6 +81,8 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
                                   .order = (c->seq << 32) | (offset / WAL_ALIGN),
                                   .unix_ms = pub.unix_ms,
                                   .due_unix_ms = r->type == WAL_PUBLISH ? pub.due_unix_ms : 0,
+                                  .expire_unix_ms =
+                                      r->type == WAL_PUBLISH ? pub.expire_unix_ms : 0,
                                   .payload = pub.data,
                                   .len = pub.len,
                                   .type = r->type,
@@ -208,6 +211,7 @@ struct rebuild {
     const bool *key_live;      /* per key: its message is in live[] (re-logged with it) */
     size_t nkeys;
     uint64_t highest_id, oldest_seq, now_ns, now_unix_ms;
+    uint32_t expire_policy; /* the queue's (SHMQ_EXPIRE_*): for messages that expired meanwhile */
     struct loghead *head;
     uint64_t gen;
     shmq_recovery_report_t *rep;
@@ -236,6 +240,11 @@ static int restore_slot(struct segment *s, const struct rebuild *rb, const struc
     uint64_t next = sw_next(w, r->state, NO_OWNER);
     memcpy(slot_payload(sl), e->payload, e->len);
     sl->publish_ns = rb->now_ns;
+    /* the expiry in the new segment's clock (a message past it was expired by decide()) */
+    uint64_t exp = e->expire_unix_ms;
+    sl->expire_ns = exp && r->state != SLOT_DEAD
+                        ? rb->now_ns + (exp > rb->now_unix_ms ? exp - rb->now_unix_ms : 0) * 1000000ull
+                        : UINT64_MAX; /* EXPIRE_NEVER */
     sl->id = e->id;
     sl->len = e->len;
     sl->attempt = r->attempt;
@@ -289,9 +298,10 @@ static int populate(struct segment *s, void *arg)
         uint32_t seq = 0;
         if ((err = restore_slot(s, rb, r, &sl)) != 0)
             break;
-        err = wal_append_publish_at(w, e->id, WAL_PUB_CHECKPOINT, e->unix_ms,
-                                    r->key ? r->key->key : NULL, r->key ? r->key->key_len : 0,
-                                    e->payload, e->len, &seq);
+        struct wal_times t = {e->unix_ms, 0, r->state != SLOT_DEAD ? e->expire_unix_ms : 0};
+        err = wal_append_publish_timed(w, e->id, WAL_PUB_CHECKPOINT, &t,
+                                       r->key ? r->key->key : NULL, r->key ? r->key->key_len : 0,
+                                       e->payload, e->len, &seq);
         if (!err)
             err = relog_state(w, r);
         atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
@@ -325,11 +335,13 @@ static int populate(struct segment *s, void *arg)
     atomic_store_explicit(&s->hdr->next_id, rb->highest_id, memory_order_relaxed);
     atomic_store_explicit(&s->hdr->wal_oldest_seq, rb->oldest_seq, memory_order_relaxed);
     /* plain: the segment is not published yet (S1 stores its magic after populate) */
-    _Static_assert(offsetof(struct seg_header, recovered_holes) == 680 &&
-                       sizeof(struct seg_header) == 896,
+    _Static_assert(offsetof(struct seg_header, recovered_holes) == 744 &&
+                       sizeof(struct seg_header) == 960,
                    "FORMAT.md section 3");
     s->hdr->recovered_holes = rb->rep->holes;
     s->hdr->recovered_bad_regions = rb->rep->corrupt_regions - rb->rep->holes;
+    /* relaxed: the segment is not published yet */
+    atomic_store_explicit(&s->hdr->expired, rb->rep->expired, memory_order_relaxed);
     CRASH_POINT(recover_before_complete);
     /* seq_cst: the re-log is complete before a later recovery may read this generation */
     atomic_store(&rb->head->h->complete_gen, rb->gen);
@@ -412,6 +424,14 @@ static int decide(struct scan_ctx *c, struct rebuild *rb)
         }
         if (c->v[i].id > rb->highest_id)
             rb->highest_id = c->v[i].id;
+        /* expired while the segment was gone (an in-flight one too: it comes back as a
+         * redelivery would): dropped (resolved, not re-logged) or a dead letter, by the policy */
+        if (r.pub && (r.state == SLOT_READY || r.state == SLOT_DELAYED) &&
+            r.pub->expire_unix_ms && r.pub->expire_unix_ms <= rb->now_unix_ms) {
+            rep->expired++;
+            r.state = rb->expire_policy == SHMQ_EXPIRE_DEAD_LETTER ? SLOT_DEAD : 0;
+            r.reason = SHMQ_DEAD_EXPIRED;
+        }
         bool live = r.pub && r.state;
         if (live) {
             rb->live[rb->n++] = r;
@@ -537,6 +557,7 @@ static int recover(const char *name, const char *log_dir, shmq_recovery_report_t
     cfg.log_dir = base;
     rb.now_ns = now_ns();
     rb.now_unix_ms = unix_ms_now();
+    rb.expire_policy = cfg.expire_policy;
     if ((err = decide(&c, &rb)) != 0)
         goto out;
     /* More to restore than the queue holds: messages whose resolution a crash kept out of the

@@ -51,6 +51,20 @@ bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next)
     return true;
 }
 
+int slot_dead_letter(shmq_t *q, uint32_t idx, uint64_t w, uint32_t reason)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
+    sl->dead_reason = reason;
+    /* logged BEFORE the move: a redrive acts only on a slot it saw DEAD, so its PUBLISH record
+     * follows this one and wins (docs/DESIGN.md, "Records that decide in the right order") */
+    if (queue_log_dead(q, sl->id, sl->attempt, reason) == -EIDRM)
+        return -EIDRM;
+    if (!slot_move(q, idx, w, dead)) /* its release publishes dead_reason with DEAD */
+        return -ESTALE;
+    return 0;
+}
+
 _Static_assert(SHMQ_PROCS_MAX < (1 << LINGER_OWNER_BITS), "a linger holds owner + 1");
 
 /* slot_finish's rare path: the slot has a linger (lg, non-zero). Out of line, so the common

@@ -67,6 +67,11 @@ void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
  * call moved it, false if w was no longer the slot's word. */
 bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
 
+/* Move slot idx, which we hold as word w (INFLIGHT, ours), to the dead-letter ring with reason
+ * (SHMQ_DEAD_*): its DEAD record is logged first. 0; -EIDRM (not moved); -ESTALE when w was no
+ * longer the slot's word (taken back from us meanwhile). */
+int slot_dead_letter(shmq_t *q, uint32_t idx, uint64_t w, uint32_t reason);
+
 /* Done with slot idx held as word w: FREE and onto the free ring, or FENCED(NO_OWNER) while a
  * lingering delivery may still be read (freed at once if it let go meanwhile). An ack of the very
  * delivery the linger names clears it (T3, docs/DESIGN.md). 0, or -ESTALE if w is not the slot's

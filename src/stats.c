@@ -51,6 +51,7 @@ static int stats(shmq_t *q, shmq_stats_t *st)
     st->wal_flush_failed = health.flush_failed;
     st->recovered_holes = s->hdr->recovered_holes;
     st->recovered_bad_regions = s->hdr->recovered_bad_regions;
+    st->expired = atomic_load_explicit(&s->hdr->expired, memory_order_relaxed);
     uint64_t now = now_ns(), oldest = UINT64_MAX;
     for (uint32_t i = 0; i < s->layout.capacity; i++) {
         struct slot *sl = segment_slot(s, i);

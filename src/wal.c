@@ -790,9 +790,36 @@ int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, con
     return append_parts(w, WAL_PUBLISH, id, WAL_PUB_DUE, parts, 4, seq);
 }
 
+int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const struct wal_times *t,
+                             const void *key, uint32_t key_len, const void *data, uint32_t len,
+                             uint32_t *seq)
+{
+    uint64_t unix_ms = t->unix_ms ? t->unix_ms : unix_ms_now();
+    uint16_t klen = (uint16_t)key_len;
+    if (key_len > WAL_KEY_MAX)
+        return -EINVAL;
+    struct part parts[6] = {{&unix_ms, 8}};
+    int n = 1;
+    flags &= ~(WAL_PUB_DUE | WAL_PUB_EXPIRE);
+    if (t->due_unix_ms) {
+        parts[n++] = (struct part){&t->due_unix_ms, WAL_PUBLISH_DUE_LEN};
+        flags |= WAL_PUB_DUE;
+    }
+    if (t->expire_unix_ms) {
+        parts[n++] = (struct part){&t->expire_unix_ms, WAL_PUBLISH_EXPIRE_LEN};
+        flags |= WAL_PUB_EXPIRE;
+    }
+    parts[n++] = (struct part){&klen, 2};
+    parts[n++] = (struct part){key, key_len};
+    parts[n++] = (struct part){data, len};
+    return append_parts(w, WAL_PUBLISH, id, flags, parts, n, seq);
+}
+
 static uint64_t item_size(const struct wal_item *it)
 {
-    return wal_rec_size(it->type == WAL_PUBLISH ? WAL_PUBLISH_PREFIX + it->len : 0);
+    return wal_rec_size(it->type == WAL_PUBLISH ? WAL_PUBLISH_PREFIX + it->len +
+                                                      (it->expire_unix_ms ? WAL_PUBLISH_EXPIRE_LEN : 0)
+                                                : 0);
 }
 
 /*
@@ -826,7 +853,12 @@ int wal_append_batch(struct wal *w, uint64_t unix_ms, const struct wal_item *ite
     uint16_t klen = 0; /* batch records have no key */
     for (size_t i = 0; i < k; i++) {
         const struct wal_item *it = &items[i];
-        if (it->type == WAL_PUBLISH) {
+        if (it->type == WAL_PUBLISH && it->expire_unix_ms) {
+            struct part parts[4] = {
+                {&unix_ms, 8}, {&it->expire_unix_ms, 8}, {&klen, 2}, {it->data, it->len}};
+            write_record(m, off, WAL_PUBLISH, it->id, WAL_PUB_EXPIRE, parts, 4,
+                         WAL_PUBLISH_PREFIX + WAL_PUBLISH_EXPIRE_LEN + it->len);
+        } else if (it->type == WAL_PUBLISH) {
             struct part parts[3] = {{&unix_ms, 8}, {&klen, 2}, {it->data, it->len}};
             write_record(m, off, WAL_PUBLISH, it->id, 0, parts, 3, WAL_PUBLISH_PREFIX + it->len);
         } else {
@@ -844,14 +876,19 @@ int wal_append_batch(struct wal *w, uint64_t unix_ms, const struct wal_item *ite
 int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_publish *out)
 {
     const char *p = payload;
-    uint32_t prefix = WAL_PUBLISH_PREFIX + (r->attempt & WAL_PUB_DUE ? WAL_PUBLISH_DUE_LEN : 0);
+    uint32_t due = r->attempt & WAL_PUB_DUE ? WAL_PUBLISH_DUE_LEN : 0;
+    uint32_t prefix =
+        WAL_PUBLISH_PREFIX + due + (r->attempt & WAL_PUB_EXPIRE ? WAL_PUBLISH_EXPIRE_LEN : 0);
     uint16_t klen;
     if (r->type != WAL_PUBLISH || r->len < prefix)
         return -EBADMSG;
     memcpy(&out->unix_ms, p, 8);
     out->due_unix_ms = 0;
+    out->expire_unix_ms = 0;
     if (r->attempt & WAL_PUB_DUE)
         memcpy(&out->due_unix_ms, p + 8, WAL_PUBLISH_DUE_LEN);
+    if (r->attempt & WAL_PUB_EXPIRE)
+        memcpy(&out->expire_unix_ms, p + 8 + due, WAL_PUBLISH_EXPIRE_LEN);
     memcpy(&klen, p + prefix - 2, 2);
     if (klen > WAL_KEY_MAX || klen > r->len - prefix)
         return -EBADMSG;
@@ -1035,8 +1072,8 @@ static bool flush_unlock(struct seg_header *h, uint32_t me)
  * process, finding F8) is no failed flush: nothing is cleared, set or published, and its error
  * is returned (the next leader tries again).
  */
-_Static_assert(offsetof(struct seg_header, wal_sync_flusher) == 664 &&
-                   offsetof(struct seg_header, wal_sync_unknown) == 672,
+_Static_assert(offsetof(struct seg_header, wal_sync_flusher) == 728 &&
+                   offsetof(struct seg_header, wal_sync_unknown) == 736,
                "docs/FORMAT.md, 3.2");
 
 static int lead_sync(struct wal *w, uint32_t me)

@@ -79,6 +79,8 @@ struct wal_file_header {
  *   +---------+----------+---------+-------------+------------ - -
  *   | unix_ms | due_unix | key_len |  key bytes  | message bytes
  *   +---------+----------+---------+-------------+------------ - -
+ * With flag WAL_PUB_EXPIRE (a message with a time to live), 8 bytes more after those: its
+ * expiry, CLOCK_REALTIME unix ms (u64). With both flags: unix_ms, due, expiry, key_len (at 24).
  */
 /* A PUBLISH record's attempt field holds flags: */
 #define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint or a recovery, not a publish (replay
@@ -86,9 +88,15 @@ struct wal_file_header {
 /* the payload carries a due time: the message is DELAYED until then (shmq_publish_delayed);
  * records without it read as before */
 #define WAL_PUB_DUE 2u
+/* the payload carries an expiry time (expire.h): a rebuild restores it, or expires the message
+ * at once if it passed; a redrive's record has none */
+#define WAL_PUB_EXPIRE 4u
+#define WAL_PUBLISH_EXPIRE_LEN 8u
 /* An ACK record's attempt field holds flags: */
 #define WAL_ACK_ABORT 1u /* a reservation given up unpublished: its PUBLISH record (and dedup key)
                           * never counted */
+#define WAL_ACK_EXPIRED 2u /* dropped at its expiry (expire_policy SHMQ_EXPIRE_DROP), not
+                            * consumed; resolves it as any ACK */
 /* A NACK record's payload: nothing (READY again), or the due time of a delayed nack as
  * CLOCK_REALTIME unix ms (u64), so the remaining delay survives a reboot. A DEAD record's
  * payload: the reason (u32, SHMQ_DEAD_*). Their attempt field: the slot's attempts. */
@@ -98,6 +106,7 @@ struct wal_file_header {
 struct wal_publish {
     uint64_t unix_ms;
     uint64_t due_unix_ms; /* WAL_PUB_DUE: when it becomes ready (unix ms); 0 without the flag */
+    uint64_t expire_unix_ms; /* WAL_PUB_EXPIRE: when it expires (unix ms); 0 without the flag */
     const void *key;
     uint32_t key_len;
     const void *data;
@@ -153,6 +162,17 @@ int wal_append_publish_at(struct wal *w, uint64_t id, unsigned flags, uint64_t u
 int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, const void *data,
                            uint32_t len, uint32_t *seq);
 
+/* The times a PUBLISH record may carry (unix ms, 0: none): publish time (0: now), due time
+ * (flag WAL_PUB_DUE), expiry (flag WAL_PUB_EXPIRE). */
+struct wal_times {
+    uint64_t unix_ms, due_unix_ms, expire_unix_ms;
+};
+
+/* Any PUBLISH record: flags WAL_PUB_CHECKPOINT (the others follow the times given). */
+int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const struct wal_times *t,
+                             const void *key, uint32_t key_len, const void *data, uint32_t len,
+                             uint32_t *seq);
+
 /* One record of a run (wal_append_batch): a PUBLISH record of message id (no key, no due
  * time, data[0..len)) or an ACK record (no payload: len and data unused). */
 struct wal_item {
@@ -160,6 +180,7 @@ struct wal_item {
     uint32_t len;
     uint64_t id;
     const void *data;
+    uint64_t expire_unix_ms; /* PUBLISH: its expiry (WAL_PUB_EXPIRE), 0: none */
 };
 
 /*

@@ -101,7 +101,18 @@ typedef struct shmq_config {
                                     * (for replay); 0: files go as soon as nothing needs them */
     uint32_t dedup_window_count;   /* keys the dedup window remembers (0: no window); 4096 */
     uint32_t dedup_window_ms;      /* and for how long; default 120000 (2 minutes) */
+    uint32_t default_ttl_ms;       /* time to live of every message (0: none, the default): a
+                                    * message not delivered within it expires (README "Expiry") */
+    uint32_t expire_policy;        /* what an expired message becomes: SHMQ_EXPIRE_DROP (the
+                                    * default) or SHMQ_EXPIRE_DEAD_LETTER */
 } shmq_config_t;
+
+/** shmq_config_t.expire_policy: an expired message is dropped (its slot freed, counted), or
+ *  moved to the dead letters with reason SHMQ_DEAD_EXPIRED (where it holds its slot until
+ *  redriven or purged: a queue whose messages expire faster than the dead letters are handled
+ *  fills up with them). */
+#define SHMQ_EXPIRE_DROP 0u
+#define SHMQ_EXPIRE_DEAD_LETTER 1u
 
 #define SHMQ_DEDUP_KEY_MAX 128 /* bytes in a dedup key */
 #define SHMQ_DEDUP_WINDOW_MAX (1u << 22)
@@ -185,6 +196,8 @@ typedef struct shmq_recovery_report {
     uint32_t holes;            /* of corrupt_regions, the all-zero ones: space reserved and never
                                 * written (an append that failed, or a writer killed before its
                                 * record); harmless, nothing in them was reported written */
+    uint64_t expired;          /* messages whose expiry passed while the segment was gone:
+                                * dropped, or brought back as dead letters (expire_policy) */
 } shmq_recovery_report_t;
 
 /**
@@ -553,6 +566,11 @@ typedef struct shmq_stats {
      * inspect` on the log and compare what came back with what was expected. */
     uint32_t recovered_holes;
     uint32_t recovered_bad_regions;
+    /* Messages that expired (their time to live passed before a delivery) since the segment
+     * was made, dropped or dead-lettered as expire_policy says (dead-lettered ones count in
+     * dead_lettered too); a rebuild from the log counts the ones that expired while the
+     * segment was gone. */
+    uint64_t expired;
 } shmq_stats_t;
 
 /** Read the counters and count slots by state (a scan of the slots: not for the fast path).
@@ -579,6 +597,8 @@ typedef struct shmq_maint_report {
                                  * another slot (the first still lingers in theirs) */
     uint32_t pinned;            /* slots that live former holders may still read: FENCED, or
                                  * in use with a lingering reader (a gauge, now) */
+    uint32_t expired;           /* ready or delayed messages past their expiry, dropped or
+                                 * dead-lettered (expire_policy) */
 } shmq_maint_report_t;
 
 /**
@@ -686,6 +706,8 @@ int shmq_consumer_stats(shmq_t *q, shmq_consumer_stats_t *out, size_t max, size_
 
 #define SHMQ_DEAD_MAX_ATTEMPTS 1 /* nacked or timed out max_attempts times */
 #define SHMQ_DEAD_CORRUPT 2      /* its slot held an impossible length */
+#define SHMQ_DEAD_EXPIRED 3      /* its time to live passed before it was delivered (a queue
+                                  * with expire_policy SHMQ_EXPIRE_DEAD_LETTER) */
 
 typedef struct shmq_dead_letter {
     uint64_t id;

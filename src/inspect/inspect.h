@@ -119,7 +119,7 @@ const char *inspect_liveness_name(int l); /* "alive", "dead", "pid-reused", "no-
 /* "client", "consumer|maintainer", ...; unknown bits as "0x..". Returns buf. */
 const char *inspect_role_text(uint32_t role, char *buf, size_t size);
 
-const char *inspect_dead_reason_name(uint32_t reason); /* "max-attempts", "corrupt", "none" */
+const char *inspect_dead_reason_name(uint32_t reason); /* "max-attempts", "corrupt", "expired", "none" */
 const char *inspect_durability_name(int durability);   /* "none", "process", "sync", "unknown" */
 
 /* Lines describing inconsistencies or problems, in the order they were found: the first

@@ -53,6 +53,7 @@ static const char *reason_name(uint32_t reason)
     switch (reason) {
     case SHMQ_DEAD_MAX_ATTEMPTS: return "max-attempts";
     case SHMQ_DEAD_CORRUPT: return "corrupt";
+    case SHMQ_DEAD_EXPIRED: return "expired";
     default: return "unknown";
     }
 }

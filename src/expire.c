@@ -1,0 +1,76 @@
+/*
+ * expire.c - expiring a message past its time to live (expire.h).
+ *
+ * Expiry never takes a message from a consumer: only a slot that is ready or delayed (or one
+ * being nacked by its holder) expires, and always from an INFLIGHT word its expirer holds, so
+ * the move that ends it is the one an ack (drop) or a nack at max_attempts (dead letter) makes,
+ * with their crash windows and their log records; docs/DESIGN.md, "Expiry", has the argument.
+ */
+#include "expire.h"
+
+#include <time.h>
+
+#include "clock.h"
+#include "slot.h"
+#include "slotmove.h"
+
+int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t id = sl->id; /* ours while we hold w */
+    int err;
+    bool dead = q->seg.layout.expire_policy == SHMQ_EXPIRE_DEAD_LETTER;
+    if (dead) {
+        /* X2: DEAD logged before the move (as every dead letter), reason SHMQ_DEAD_EXPIRED */
+        err = slot_dead_letter(q, idx, w, SHMQ_DEAD_EXPIRED);
+        /* failed: we read no more; moved: T3 (a take-back under way set its tag and failed) */
+        if (err || atomic_load_explicit(&sl->linger, memory_order_relaxed) == linger_make(w))
+            slot_let_go(q, idx, w);
+    } else {
+        /* X2: done with as an ack (A1, FENCED while a former holder lingers); then its record */
+        err = slot_finish(q, idx, w);
+        if (err)
+            slot_let_go(q, idx, w); /* taken back first: we read it no more */
+        else
+            CRASH_POINT(expire_before_log);
+        if (!err && queue_log(q, WAL_ACK, id, WAL_ACK_EXPIRED) == -EIDRM)
+            err = -EIDRM; /* dropped here; the rebuilt queue expires it from its record */
+    }
+    if (err == -ESTALE || (err == -EIDRM && dead))
+        return err;
+    /* relaxed: tallies, ordered against nothing */
+    atomic_fetch_add_explicit(&q->seg.hdr->expired, 1, memory_order_relaxed);
+    if (dead)
+        count(e, CNT_DEAD_LETTERED);
+    return err;
+}
+
+bool expire_claim(shmq_t *q, uint32_t idx, uint64_t w, uint64_t now_ms)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    uint64_t mine = sw_next(w, SLOT_INFLIGHT, q->self);
+    /* X1 (acq_rel): the CAS a receive makes (C1): of the two (or a purge's, a firing's), one
+     * wins; acquires the writes that made it READY/DELAYED */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return false;
+    /* relaxed, tagged with our word: a take-back after our death counts no delivery (it was
+     * none), as for a receiver's claim (maintain.c, delivery_counted) */
+    atomic_store_explicit(&sl->deadline,
+                          tagged_make(now_ms + q->seg.layout.ack_deadline_ms, mine),
+                          memory_order_relaxed);
+    CRASH_POINT(expire_after_claim);
+    return expire_held(q, idx, mine, q_self(q)) == 0;
+}
+
+uint64_t expire_unix_ms(const shmq_t *q, uint64_t expire_ns)
+{
+    (void)q;
+    if (expire_ns == EXPIRE_NEVER)
+        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = now_ns();
+    uint64_t left = expire_ns > now ? (expire_ns - now + 999999) / 1000000ull : 0;
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + left;
+}

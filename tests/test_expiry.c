@@ -1,0 +1,352 @@
+/*
+ * test_expiry.c - expiry (a queue's default_ttl_ms and expire_policy; src/expire.c): a message
+ * past its expiry is never delivered, it is dropped or dead-lettered as the queue says, counted,
+ * and logged so that a rebuild does not bring it back as ready.
+ *
+ * Timing: a test waits until a message's expiry has passed by the test's own clock (plus a
+ * margin for the coarse clock's tick) before it looks; a check that a message NOT past its expiry
+ * is delivered is made only when the receive returned within its time to live (a machine that
+ * stalls longer makes that check vacuous, never false).
+ *
+ *  - dropped_not_delivered: drop policy: the expired message is not received (-EAGAIN), its slot
+ *    is free again, stats.expired counts it; a fresh message is delivered.
+ *  - dead_lettered_with_reason: dead-letter policy: the expired message is on the dead-letter
+ *    ring with reason SHMQ_DEAD_EXPIRED, counted in expired and dead_lettered.
+ *  - maintenance_expires_ready: no receive: a maintenance pass expires it (report.expired).
+ *  - inflight_is_not_taken_back: a message received before its expiry stays the consumer's past
+ *    it (maintenance leaves it), and its ack succeeds.
+ *  - nacked_after_expiry_expires: a nack after the expiry does not bring it back.
+ *  - delayed_expires_before_due: a delayed message whose expiry comes before its due time
+ *    expires at the expiry, never delivered.
+ *  - config: the policy is checked (-EINVAL) and kept (shmq_get_config).
+ *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
+ *    the rebuild does not bring the message back as ready.
+ */
+#include "helpers.h"
+
+TestSuite(expiry, .fini = h_cleanup, .timeout = 240);
+
+/* The coarse clock (a tick) and the ms truncations: how long past an expiry a test waits. */
+#define MARGIN_MS 50
+
+static shmq_config_t ttl_config(uint32_t ttl_ms, uint32_t policy, int durability)
+{
+    shmq_config_t cfg = h_log_config(16);
+    cfg.durability = durability;
+    cfg.default_ttl_ms = ttl_ms;
+    cfg.expire_policy = policy;
+    return cfg;
+}
+
+/* Sleep until the clock has passed t_ms. */
+static void wait_past(int64_t t_ms)
+{
+    while (h_now_ms() <= t_ms)
+        h_sleep_ms(10);
+}
+
+static shmq_stats_t stats_of(shmq_t *q)
+{
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    return st;
+}
+
+Test(expiry, dropped_not_delivered)
+{
+    const char *name = h_qname("drop");
+    shmq_config_t cfg = ttl_config(300, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_NONE);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "old", 3, NULL), 0);
+    wait_past(t0 + 300 + MARGIN_MS);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 1, "expired %llu", (unsigned long long)st.expired);
+    cr_assert_eq(st.free, 16, "free %u: the expired message's slot is free again", st.free);
+    cr_assert_eq(st.delivered, 0);
+    cr_assert_eq(st.dead, 0);
+
+    int64_t t1 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "new", 3, NULL), 0);
+    int rc = shmq_receive(c, &m, 0);
+    if (h_now_ms() - t1 < 300 - MARGIN_MS) { /* not stalled past its expiry */
+        h_assert_rc(rc, 0);
+        cr_assert(m.len == 3 && memcmp(m.data, "new", 3) == 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    shmq_consumer_close(c);
+    shmq_close(q);
+}
+
+Test(expiry, dead_lettered_with_reason)
+{
+    const char *name = h_qname("dead");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DEAD_LETTER, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    uint64_t id;
+    h_assert_rc(shmq_publish(q, "old", 3, &id), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_consumer_close(c);
+    shmq_dead_letter_t dl[2];
+    size_t n;
+    h_assert_rc(shmq_dlq_list(q, dl, 2, &n), 0);
+    cr_assert_eq(n, 1, "dead letters %zu", n);
+    cr_assert_eq(dl[0].id, id);
+    cr_assert_eq(dl[0].reason, SHMQ_DEAD_EXPIRED, "reason %u", dl[0].reason);
+    cr_assert_eq(dl[0].attempt, 0, "never delivered: attempt %u", dl[0].attempt);
+    cr_assert(dl[0].len == 3 && memcmp(dl[0].data, "old", 3) == 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 1);
+    cr_assert_eq(st.dead_lettered, 1);
+    cr_assert_eq(st.dead, 1);
+    /* a redriven expired message has no expiry any more: it is delivered however late */
+    uint32_t moved;
+    h_assert_rc(shmq_dlq_redrive(q, 0, &moved), 0);
+    cr_assert_eq(moved, 1);
+    wait_past(h_now_ms() + 200 + MARGIN_MS);
+    h_assert_rc(shmq_consumer_open(q, "c2", &c), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert_eq(m.id, id);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    shmq_close(q);
+}
+
+Test(expiry, maintenance_expires_ready)
+{
+    const char *name = h_qname("maint");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < 5; i++)
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.expired, 5, "maintenance expired %u", rep.expired);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 5);
+    cr_assert_eq(st.ready, 0);
+    cr_assert_eq(st.free, 16);
+    cr_assert_eq(st.inflight, 0, "nothing left held by the maintainer");
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.expired, 0);
+    shmq_close(q);
+}
+
+Test(expiry, inflight_is_not_taken_back)
+{
+    const char *name = h_qname("held");
+    shmq_config_t cfg = ttl_config(300, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    int64_t t0;
+    for (;;) { /* a receive within the time to live (a stall past it: try again) */
+        t0 = h_now_ms();
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+        int rc = shmq_receive(c, &m, 0);
+        if (rc == 0)
+            break;
+        h_assert_rc(rc, -EAGAIN);
+        cr_assert_gt(h_now_ms() - t0, 300 - MARGIN_MS, "a fresh message was not delivered");
+    }
+    wait_past(t0 + 300 + MARGIN_MS);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.expired, 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.inflight, 1);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    st = stats_of(q);
+    cr_assert_eq(st.expired, 0);
+    cr_assert_eq(st.acked, 1);
+    shmq_consumer_close(c);
+    shmq_close(q);
+}
+
+Test(expiry, nacked_after_expiry_expires)
+{
+    const char *name = h_qname("nack");
+    shmq_config_t cfg = ttl_config(300, SHMQ_EXPIRE_DEAD_LETTER, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    int64_t t0;
+    for (;;) {
+        t0 = h_now_ms();
+        uint32_t purged;
+        h_assert_rc(shmq_dlq_purge(q, 0, &purged), 0); /* earlier tries' expired ones */
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+        int rc = shmq_receive(c, &m, 0);
+        if (rc == 0)
+            break;
+        h_assert_rc(rc, -EAGAIN);
+    }
+    wait_past(t0 + 300 + MARGIN_MS);
+    h_assert_rc(shmq_nack(c, &m, 0), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_dead_letter_t dl;
+    size_t n;
+    h_assert_rc(shmq_dlq_list(q, &dl, 1, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(dl.reason, SHMQ_DEAD_EXPIRED);
+    cr_assert_eq(dl.attempt, 1, "its one delivery counts: attempt %u", dl.attempt);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_geq(st.expired, 1);
+    cr_assert_eq(st.nacked, 1);
+    shmq_consumer_close(c);
+    shmq_close(q);
+}
+
+Test(expiry, delayed_expires_before_due)
+{
+    const char *name = h_qname("delay");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish_delayed(q, "late", 4, 600000, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.expired, 1);
+    cr_assert_eq(rep.delayed_fired, 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.delayed, 0);
+    cr_assert_eq(st.free, 16);
+    shmq_close(q);
+}
+
+Test(expiry, config)
+{
+    const char *name = h_qname("cfg");
+    shmq_config_t cfg = ttl_config(1234, 7, SHMQ_DURABILITY_NONE);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), -EINVAL);
+    cfg.expire_policy = SHMQ_EXPIRE_DEAD_LETTER;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_config_t got;
+    h_assert_rc(shmq_get_config(q, &got), 0);
+    cr_assert_eq(got.default_ttl_ms, 1234);
+    cr_assert_eq(got.expire_policy, SHMQ_EXPIRE_DEAD_LETTER);
+    shmq_config_t def;
+    shmq_config_init(&def);
+    cr_assert_eq(def.default_ttl_ms, 0);
+    cr_assert_eq(def.expire_policy, SHMQ_EXPIRE_DROP);
+    shmq_close(q);
+}
+
+/* Expire one message by a receive, lose the segment, rebuild: it must not come back ready. */
+static void expired_then_rebuilt(uint32_t policy)
+{
+    const char *name = h_qname(policy == SHMQ_EXPIRE_DROP ? "rdrop" : "rdead");
+    shmq_config_t cfg = ttl_config(200, policy, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "old", 3, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_consumer_close(c);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    cr_assert_eq(rep.restored, 0, "restored %llu", (unsigned long long)rep.restored);
+    cr_assert_eq(rep.dead_letters, policy == SHMQ_EXPIRE_DEAD_LETTER);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.ready, 0);
+    cr_assert_eq(st.dead, policy == SHMQ_EXPIRE_DEAD_LETTER);
+    if (policy == SHMQ_EXPIRE_DEAD_LETTER) {
+        shmq_dead_letter_t dl;
+        size_t n;
+        h_assert_rc(shmq_dlq_list(q, &dl, 1, &n), 0);
+        cr_assert_eq(dl.reason, SHMQ_DEAD_EXPIRED);
+    }
+    shmq_close(q);
+}
+
+Test(expiry, logged_drop_survives_rebuild) { expired_then_rebuilt(SHMQ_EXPIRE_DROP); }
+Test(expiry, logged_dead_letter_survives_rebuild) { expired_then_rebuilt(SHMQ_EXPIRE_DEAD_LETTER); }
+
+/* The expiry is in the PUBLISH record: a rebuild before it restores the message with it. */
+Test(expiry, rebuild_keeps_the_expiry)
+{
+    const char *name = h_qname("keep");
+    shmq_config_t cfg = ttl_config(2000, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    if (h_now_ms() < t0 + 2000 - MARGIN_MS) /* the rebuild came before the expiry */
+        cr_assert_eq(rep.restored, 1, "restored %llu", (unsigned long long)rep.restored);
+    h_assert_rc(shmq_open(name, &q), 0);
+    wait_past(t0 + 2000 + MARGIN_MS);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_consumer_close(c);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 1, "expired %llu", (unsigned long long)st.expired);
+    shmq_close(q);
+}
+
+/* Expired while the segment was gone: the rebuild expires it at once, as the policy says. */
+static void expired_while_gone(uint32_t policy)
+{
+    const char *name = h_qname(policy == SHMQ_EXPIRE_DROP ? "gdrop" : "gdead");
+    shmq_config_t cfg = ttl_config(200, policy, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_publish_delayed(q, "d", 1, 600000, NULL), 0);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    cr_assert_eq(rep.expired, 2, "expired %llu", (unsigned long long)rep.expired);
+    cr_assert_eq(rep.restored, 0);
+    cr_assert_eq(rep.dead_letters, policy == SHMQ_EXPIRE_DEAD_LETTER ? 2 : 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 2);
+    cr_assert_eq(st.ready + st.delayed, 0);
+    cr_assert_eq(st.dead, policy == SHMQ_EXPIRE_DEAD_LETTER ? 2 : 0);
+    shmq_close(q);
+    /* and a second rebuild (from the generation the first re-logged) agrees */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    cr_assert_eq(rep.restored, 0);
+    cr_assert_eq(rep.dead_letters, policy == SHMQ_EXPIRE_DEAD_LETTER ? 2 : 0);
+}
+
+Test(expiry, expired_while_gone_dropped) { expired_while_gone(SHMQ_EXPIRE_DROP); }
+Test(expiry, expired_while_gone_dead_lettered) { expired_while_gone(SHMQ_EXPIRE_DEAD_LETTER); }
