@@ -14,7 +14,7 @@
 #include <errno.h>
 #include <string.h>
 
-_Static_assert(sizeof(shmq_config_t) == ABI_END(shmq_config_t, dedup_window_ms),
+_Static_assert(sizeof(shmq_config_t) == ABI_END(shmq_config_t, expire_policy),
                "shmq_config_t: append fields in whole 8-byte words and name the last one here");
 _Static_assert(sizeof(shmq_config_t) % 8 == 0, "shmq_config_t: a size is a multiple of 8");
 
