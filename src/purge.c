@@ -9,7 +9,8 @@
  * or purged, never both; a stale or duplicate entry fails the state check and is dropped, as in
  * receive. With SHMQ_PURGE_DELAYED it then scans the slots for DELAYED ones (they are in no
  * ring) and ends each from its exact word, racing maintenance's firing CAS the same way.
- * In-flight, reserved and dead slots are never touched.
+ * In-flight, reserved and dead slots are never touched, nor a copy-out's copy parked DELAYED
+ * for a message still in flight (purge_delayed).
  *
  * Each purged message is logged as an ACK of its id after its CAS (as shmq_ack), so a rebuild
  * from the log does not bring it back. Crash windows: killed between the CAS and the ACK record,
@@ -19,6 +20,7 @@
  * consumer killed there (receive_after_dequeue).
  */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "queue.h"
 #include "slot.h"
@@ -62,21 +64,50 @@ static int purge_ready(shmq_t *q, uint32_t *count)
     return 0;
 }
 
-/* Purge every DELAYED slot (none is in a ring: a scan). */
+static int by_value(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Purge every DELAYED slot (none is in a ring: a scan), except a copy-out's parked copy: a
+ * DELAYED slot whose id a slot held INFLIGHT when the scan began (maintain.c, copy_out: the
+ * copy waits DELAYED while the source is still in flight with a live holder). That message is
+ * in flight: its holder may still ack or nack it, and an ACK of its id logged for the copy
+ * would resolve it in the log while the nacked source lives on in shm (a segment loss then
+ * lost it). A copy parked for a delivery made after that first look is not recognised (it
+ * needs a receive, its whole ack deadline and a take-back within one purge). */
 static int purge_delayed(shmq_t *q, uint32_t *count)
 {
-    for (uint32_t i = 0; i < q->seg.layout.capacity; i++) {
+    uint32_t cap = q->seg.layout.capacity, n = 0;
+    uint64_t *held = malloc((cap ? cap : 1) * sizeof(*held));
+    if (!held)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < cap; i++) {
+        struct slot *sl = segment_slot(&q->seg, i);
+        /* acquire: the id read next is the INFLIGHT word's message (a hint: only skips) */
+        if (sw_state(atomic_load_explicit(&sl->state, memory_order_acquire)) == SLOT_INFLIGHT)
+            held[n++] = sl->id;
+    }
+    qsort(held, n, sizeof(*held), by_value);
+    int err = 0;
+    for (uint32_t i = 0; i < cap && !err; i++) {
         struct slot *sl = segment_slot(&q->seg, i);
         /* acquire: pairs with the release that made it DELAYED (a nack, P1D, a parking) */
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
         if (sw_state(w) != SLOT_DELAYED)
             continue;
+        uint64_t id = sl->id; /* the DELAYED word's message (the acquire above) */
+        if (bsearch(&id, held, n, sizeof(*held), by_value))
+            continue; /* a parked copy of a message in flight */
         int r = purge_slot(q, i, w);
         if (r < 0)
-            return r;
-        *count += (uint32_t)r;
+            err = r;
+        else
+            *count += (uint32_t)r;
     }
-    return 0;
+    free(held);
+    return err;
 }
 
 int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count)

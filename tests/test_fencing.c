@@ -1724,3 +1724,53 @@ Test(fencing, review_f8_parked_copy_at_max_attempts_fires_to_the_dead_letters)
     rv_finish(q, q2);
     alarm(0);
 }
+
+Test(fencing, purge_leaves_a_parked_copy_whose_holder_may_still_nack)
+{
+    /* A copy-out parks its copy DELAYED while the source is still INFLIGHT with a live holder
+     * (copy_out_after_park). shmq_purge(SHMQ_PURGE_DELAYED) took that copy as a delayed message
+     * and logged an ACK of its id; the holder then nacked the source (READY again, NACK logged
+     * after the ACK) and the copier's FENCED CAS failed: the message was live in shm, but the
+     * log said acked (a NACK never revives an ACKed id), so a segment loss lost it. A parked
+     * copy is a message in flight: purge leaves it. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(50);
+    shmq_t *q, *q2;
+    struct rv_shared *sh = rv_setup("rvPurge", CAP, &q, &q2);
+    shmq_consumer_t *o1, *o2;
+    cr_assert_eq(shmq_consumer_open(q2, "O1", &o1), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "O2", &o2), 0);
+    shmq_msg_t m1, m2;
+    cr_assert_eq(shmq_receive(o1, &m1, 2000), 0);
+    cr_assert_eq(rv_take_back(q).deadline_expired, 1); /* in place: O1 lingers */
+    cr_assert_eq(shmq_receive(o2, &m2, 2000), 0);
+    cr_assert_eq(m2.attempt, 2);
+    pid_t m = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "copy_out_after_park", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m, 15000, WUNTRACED, &st), 0, "the copier never parked its copy");
+    cr_assert(WIFSTOPPED(st));
+    shmq_stats_t s = stats_of(q);
+    cr_assert_eq(s.delayed, 1, "the parked copy: " T_STATS_FMT, T_STATS_ARGS(s, CAP));
+    uint32_t purged = 99;
+    cr_assert_eq(shmq_purge(q, SHMQ_PURGE_DELAYED, &purged), 0);
+    cr_assert_eq(shmq_nack(o2, &m2, 0), 0, "the holder's nack");
+    atomic_store(&sh->go, 1);
+    kill(m, SIGCONT);
+    t_assert_exit0(m, 5000, "copier after SIGCONT");
+    s = stats_of(q);
+    cr_assert_eq(s.ready + s.delayed, 1, "the nacked message is live (ready or backing off): " T_STATS_FMT,
+                 T_STATS_ARGS(s, CAP));
+    cr_assert_eq(shmq_consumer_close(o1), 0);
+    cr_assert_eq(shmq_consumer_close(o2), 0);
+    rv_finish(q, q2);
+    cr_assert_eq(shmq_unlink_segment(sh->qname), 0);
+    shmq_recovery_report_t rep;
+    int rc = shmq_recover(sh->qname, NULL, &rep);
+    cr_assert_eq(rc, 0, "recover: %s", shmq_strerror(rc));
+    cr_assert_eq(rep.restored, 1, "the live message was lost by the rebuild (restored %llu)",
+                 (unsigned long long)rep.restored);
+    cr_assert_eq(purged, 0, "purge dropped %u (a copy of a message in flight)", purged);
+    alarm(0);
+}

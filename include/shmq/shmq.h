@@ -304,11 +304,15 @@ int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf
  * runs may be dropped or not. A ready message in no ring (left so by a crash, re-queued by the
  * next maintenance pass) is not seen. Each dropped message is logged as acked, so a rebuild from
  * the log does not bring it back (a purger killed between a drop and its record: that one may
- * come back after a segment loss). Returns -EINVAL for NULL q or an unknown flag, -EIDRM when the
- * queue was rebuilt from its log (reopen; messages dropped before are dropped). A log record
- * that cannot be written does not fail it (counted in shmq_stats_t.wal_errors).
- * Safe alongside any publish, receive, maintenance or other purge; lock-free; a scan of the
- * slots with SHMQ_PURGE_DELAYED, no system call unless a producer sleeps on a full queue.
+ * come back after a segment loss). A message taken back from a hung consumer while it is moved
+ * to another slot counts as in flight, not delayed. Returns -EINVAL for NULL q or an unknown
+ * flag, -ENOMEM (SHMQ_PURGE_DELAYED: a scratch array of one id per slot cannot be allocated;
+ * no delayed one is dropped then), -EIDRM when the queue was rebuilt from its log (reopen;
+ * messages dropped before are dropped). A log record that cannot be written does not fail it
+ * (counted in shmq_stats_t.wal_errors).
+ * Safe alongside any publish, receive, maintenance or other purge; lock-free; two scans of the
+ * slots and one allocation with SHMQ_PURGE_DELAYED, no system call unless a producer sleeps on
+ * a full queue (or the allocation makes one).
  */
 int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count);
 
