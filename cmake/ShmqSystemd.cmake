@@ -21,6 +21,6 @@ foreach(unit ${_units})
 endforeach()
 install(FILES ${PROJECT_BINARY_DIR}/systemd-install/shmq-watchdog@.service
               ${PROJECT_BINARY_DIR}/systemd-install/shmq-watchdog-all.service
-        DESTINATION ${SHMQ_SYSTEMD_UNIT_DIR})
+        DESTINATION ${SHMQ_SYSTEMD_UNIT_DIR} COMPONENT tools)
 install(FILES ${PROJECT_BINARY_DIR}/systemd-install/metrics.conf
-        DESTINATION ${CMAKE_INSTALL_DOCDIR}/systemd)
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/systemd COMPONENT tools)
