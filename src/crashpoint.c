@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *const crashpoint_names[] = {
@@ -31,8 +32,41 @@ const char *const crashpoint_names[] = {
 };
 
 #ifdef SHMQ_CRASH_POINTS
+static _Atomic(const char *) park_name; /* the next thread to pass it parks (crashpoint_park_at) */
+static _Atomic int park_state;          /* 0 nobody, 1 parked, 2 released */
+
+void crashpoint_park_at(const char *name)
+{
+    atomic_store(&park_state, 0);
+    atomic_store(&park_name, name);
+}
+
+bool crashpoint_parked(void)
+{
+    return atomic_load(&park_state) == 1;
+}
+
+void crashpoint_unpark(void)
+{
+    atomic_store(&park_state, 2);
+}
+
+/* The one thread that claims the name waits, polling, until released: the others go on. */
+static void park(const char *name)
+{
+    const char *p = atomic_load(&park_name);
+    if (!p || strcmp(p, name) != 0 || !atomic_compare_exchange_strong(&park_name, &p, NULL))
+        return;
+    atomic_store(&park_state, 1);
+    while (atomic_load(&park_state) == 1) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 void crashpoint_hit(const char *name)
 {
+    park(name);
     static _Atomic int skip = -1;
     static const char *target;
     if (atomic_load_explicit(&skip, memory_order_acquire) == -1) {

@@ -29,10 +29,19 @@
 /* Targeted too: publish_delayed_before_park (publish.c, a delayed publish that logged its record
  * and stored its due time, slot still RESERVED): tests/test_delayed.c; prepare_before_link
  * (wal.c, a maintainer that made a log file ahead of the writers, allocated and pre-touched
- * under its temporary name, before its link): tests/test_walprep.c. */
+ * under its temporary name, before its link): tests/test_walprep.c; append_after_reserve
+ * (wal.c, a writer that reserved its record's space and holds its file's mapping, nothing
+ * written yet; parked per thread with crashpoint_park_at): tests/test_walprep.c. */
 
 #ifdef SHMQ_CRASH_POINTS
+#include <stdbool.h>
 void crashpoint_hit(const char *name);
+/* Park one thread, not the process: the next thread of this process that passes point name
+ * waits there until crashpoint_unpark() (its other threads go on). For tests of what threads of
+ * one process do to each other (tests/test_walprep.c). */
+void crashpoint_park_at(const char *name);
+bool crashpoint_parked(void); /* a thread waits at the point now */
+void crashpoint_unpark(void);
 #define CRASH_POINT(name) crashpoint_hit(#name)
 #else
 #define CRASH_POINT(name) ((void)0)

@@ -2,9 +2,11 @@
  * wal.c - appending to a queue's write-ahead log (format and rules in wal.h).
  *
  * Each process maps the files it writes into. Mappings are cached by seq % WAL_CACHE; a writer
- * pins a mapping (users + 1, then re-checks that it is still cached: a Dekker pair with the
- * evictor's remove-then-check, both seq_cst) so an evicted mapping is unmapped only when no
- * thread of this process writes into it. A file is made complete under a temporary name and
+ * uses a cached mapping inside a section (quiesce.h: a plain store of a per-thread counter on
+ * each side, no locked instruction), and a mapping that left the cache (evicted, or its file
+ * deleted) is unmapped once a grace period begun after it left is over: no thread of this
+ * process that could have read it from the cache is still inside that section (docs/DESIGN.md,
+ * "The log's mapping cache"). A file is made complete under a temporary name and
  * link()ed into place, so a visible wal.N always has a valid header: a writer that finds no file
  * makes it, and two that race both succeed (the loser of link() maps the winner's file). Every
  * file operation is relative to the log directory opened once by wal_open() (dirfd), never to
@@ -60,6 +62,7 @@
 #include "divide.h"
 #include "io.h"
 #include "loghead.h"
+#include "quiesce.h"
 #include "registry.h"
 
 #define WAL_CACHE 8
@@ -70,12 +73,13 @@
 _Static_assert(WAL_PREPARE_AHEAD < WAL_GEN_GAP, "an old preparer stays below a new generation");
 
 struct walmap {
-    _Atomic uint64_t seq; /* relaxed: a reused struct changes it under a racing pinner (get_map) */
+    _Atomic uint64_t seq; /* set before the cache store that publishes it; fixed while cached */
     uint64_t epoch;
     uint8_t *base;
     int fd;
-    _Atomic int users;
-    struct walmap *next; /* every mapping this process made, for close */
+    bool graced;            /* out of the cache, a grace period begun after (under w->lock) */
+    struct qs_grace *grace; /* that grace period (NULL: nobody was inside a section) */
+    struct walmap *next;    /* every mapping this process made, for close */
 };
 
 struct wal {
@@ -89,7 +93,7 @@ struct wal {
     pthread_mutex_t lock; /* the miss path: mapping, evicting */
     _Atomic(struct walmap *) cache[WAL_CACHE];
     struct walmap *all;     /* mapped */
-    struct walmap *retired; /* unmapped, kept for a late writer's users counter; reused */
+    struct walmap *retired; /* unmapped after their grace period: reused for the next file */
     uint32_t structs;       /* walmap structs allocated (all + retired): bounded by reuse */
     /* Reservations this process could not fill (their file could not be made or mapped): each
      * is closed with a PAD record once the file can be mapped, so it does not stay a hole.
@@ -331,7 +335,7 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         if (base)
             io_munmap(base, w->file_size);
         io_close(fd);
-        if (m) { /* back to the retired list: a late pinner may still hold its address */
+        if (m) { /* back to the retired list, for the next map_file */
             m->next = w->retired;
             w->retired = m;
         }
@@ -345,62 +349,14 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
     return 0;
 }
 
-static void put_map(struct walmap *m)
-{
-    atomic_fetch_sub(&m->users, 1); /* seq_cst: pairs with the evictor's check */
-}
+static void sweep_maps(struct wal *w);
 
-/*
- * Under w->lock: unmap every mapping that is no longer cached (evicted, or dropped as deleted)
- * and that no thread of ours is writing into. The evictor removed it from the cache first
- * (seq_cst) and reads users after; a writer increments users (seq_cst) and re-checks the cache
- * after: one of the two sees the other (get_map). The small struct stays allocated (on
- * w->retired) because a writer may still touch its users counter; only the mapping and the file
- * go, so deleted files do not stay open. map_file() reuses a retired struct for the next file,
- * so a long-lived process holds as many structs as it ever had mappings at once (not one per
- * file it ever mapped: the watchdog of a queue with small files grew by ~9 KiB a minute). A
- * late pinner of a reused struct finds it cached for another file, or not cached: get_map
- * re-checks both the cache and the seq after its pin, and lets go.
- */
-static void sweep_maps(struct wal *w)
-{
-    uint64_t oldest = atomic_load(&w->seg->hdr->wal_oldest_seq);
-    for (int i = 0; i < WAL_CACHE; i++) { /* deleted files leave the cache */
-        struct walmap *m = atomic_load(&w->cache[i]);
-        if (m && m->seq < oldest)
-            atomic_compare_exchange_strong(&w->cache[i], &m, NULL);
-    }
-    for (struct walmap **pp = &w->all, *m; (m = *pp);) {
-        if (atomic_load(&w->cache[m->seq % WAL_CACHE]) == m || atomic_load(&m->users) != 0) {
-            pp = &m->next;
-            continue;
-        }
-        io_munmap(m->base, w->file_size);
-        io_close(m->fd);
-        m->base = NULL;
-        *pp = m->next;
-        m->next = w->retired;
-        w->retired = m;
-    }
-}
-
-/* Pin the mapping of file seq, mapping it on a miss (system calls, under w->lock). */
-static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
+/* get_map's miss, inside the caller's section: map file seq (or find it among ours) and cache
+ * it, under w->lock. */
+static __attribute__((noinline)) int get_map_miss(struct wal *w, uint64_t seq,
+                                                  struct walmap **out)
 {
     _Atomic(struct walmap *) *c = &w->cache[seq % WAL_CACHE];
-    for (;;) {
-        struct walmap *m = atomic_load(c);
-        if (!m || m->seq != seq)
-            break;
-        atomic_fetch_add(&m->users, 1); /* seq_cst: pin, then re-check it is still cached */
-        /* and still this file's: a retired struct may have been reused for another (relaxed:
-         * the cache load before it orders it, as the seq_cst store in get_map published it) */
-        if (atomic_load(c) == m && atomic_load_explicit(&m->seq, memory_order_relaxed) == seq) {
-            *out = m;
-            return 0;
-        }
-        put_map(m);
-    }
     pthread_mutex_lock(&w->lock);
     struct walmap *m = atomic_load(c);
     int err = 0;
@@ -411,14 +367,97 @@ static int get_map(struct wal *w, uint64_t seq, struct walmap **out)
             m->next = w->all;
             w->all = m;
         }
+        /* seq_cst (release at least): publishes the mapping and its fields to get_map's
+         * acquire load; the one it replaces is unmapped by sweep_maps after its grace period */
         if (!err)
-            atomic_store(c, m); /* seq_cst: the one it replaces is unmapped by sweep_maps */
+            atomic_store(c, m);
     }
-    if (!err)
-        atomic_fetch_add(&m->users, 1);
     sweep_maps(w);
     pthread_mutex_unlock(&w->lock);
     *out = m;
+    return err;
+}
+
+/* Done with a mapping get_map() gave: the end of our section (quiesce.h). */
+static inline __attribute__((always_inline)) void put_map(struct walmap *m)
+{
+    (void)m;
+    qs_leave();
+}
+
+/*
+ * Under w->lock: unmap every mapping that is no longer cached (evicted, or dropped as deleted)
+ * once no thread of ours can be writing into it. The first sweep that finds it out of the cache
+ * begins a grace period for it (QE2: it was removed from the cache before, under this lock); a
+ * later sweep that finds that grace period over (every thread inside a section then has left
+ * it) unmaps it: a section that began after the grace period began cannot have read it from
+ * the cache (QE1, quiesce.h). A mapping put back in the cache meanwhile (get_map finds it in
+ * w->all) drops its grace period: readers of the cache use it again. Nothing waits: a thread
+ * stopped inside its section keeps the mapping until it goes on. The small struct stays
+ * allocated (on w->retired); only the mapping and the file go, so deleted files do not stay
+ * open. map_file() reuses a retired struct for the next file, so a long-lived process holds as
+ * many structs as it ever had mappings at once (not one per file it ever mapped: the watchdog of
+ * a queue with small files grew by ~9 KiB a minute).
+ */
+static void sweep_maps(struct wal *w)
+{
+    uint64_t oldest = atomic_load(&w->seg->hdr->wal_oldest_seq);
+    for (int i = 0; i < WAL_CACHE; i++) { /* deleted files leave the cache */
+        struct walmap *m = atomic_load(&w->cache[i]);
+        if (m && m->seq < oldest)
+            atomic_compare_exchange_strong(&w->cache[i], &m, NULL);
+    }
+    for (struct walmap **pp = &w->all, *m; (m = *pp);) {
+        if (atomic_load(&w->cache[m->seq % WAL_CACHE]) == m) {
+            free(m->grace); /* cached again: a grace period begun before means nothing now */
+            m->grace = NULL;
+            m->graced = false;
+            pp = &m->next;
+            continue;
+        }
+        if (!m->graced) {
+            m->graced = qs_grace_begin(&m->grace) == 0; /* QE2; on failure: the next sweep */
+            pp = &m->next;
+            continue;
+        }
+        if (!qs_grace_over(m->grace)) {
+            pp = &m->next;
+            continue;
+        }
+        free(m->grace);
+        m->grace = NULL;
+        m->graced = false;
+        io_munmap(m->base, w->file_size);
+        io_close(m->fd);
+        m->base = NULL;
+        *pp = m->next;
+        m->next = w->retired;
+        w->retired = m;
+    }
+}
+
+/*
+ * The mapping of file seq, mapped on a miss (system calls, under w->lock), inside a section of
+ * ours (quiesce.h) that put_map() ends; on an error no section is open. The hit: a load of the
+ * cache and of the file number, no locked instruction.
+ */
+static inline __attribute__((always_inline)) int get_map(struct wal *w, uint64_t seq,
+                                                         struct walmap **out)
+{
+    if (!qs_enter()) /* QE1 */
+        return -ENOMEM;
+    _Atomic(struct walmap *) *c = &w->cache[seq % WAL_CACHE];
+    /* acquire: pairs with the release of the store that cached it (its fields and mapping are
+     * there); after QE1: a mapping read here is not unmapped before our put_map */
+    struct walmap *m = atomic_load_explicit(c, memory_order_acquire);
+    /* relaxed: fixed while it is cached, and it cannot be reused before our section ends */
+    if (__builtin_expect(m && atomic_load_explicit(&m->seq, memory_order_relaxed) == seq, 1)) {
+        *out = m;
+        return 0;
+    }
+    int err = get_map_miss(w, seq, out);
+    if (err)
+        qs_leave();
     return err;
 }
 
@@ -490,6 +529,7 @@ void wal_close(struct wal *w)
         next = m->next;
         io_munmap(m->base, w->file_size);
         io_close(m->fd);
+        free(m->grace);
         free(m);
     }
     for (struct walmap *m = w->retired, *next; m; m = next) {
@@ -637,7 +677,7 @@ static bool queue_deleted(const struct wal *w)
 
 /*
  * Reserve size bytes of log within one file (one FAA on wal_pos, taken again past a file's
- * end): 0 with *m pinned and the record(s) to be written at *off of file *seq; 1 when the queue
+ * end): 0 with *m in hand (get_map: inside our section until put_map) and the record(s) to be written at *off of file *seq; 1 when the queue
  * was deleted (shmq_unlink: its log went with it, nothing to write, the append counts as done);
  * or an error (-EIDRM: fenced; the log's errors, the range then remembered to be padded).
  * Inlined into each caller (with append_done()): the publish fast path (bench/instr-guard).
@@ -740,6 +780,7 @@ static inline __attribute__((always_inline)) int append_parts(struct wal *w, enu
     int err = reserve(w, size, &m, &off, &seq);
     if (err)
         return err > 0 ? 0 : err;
+    CRASH_POINT(append_after_reserve);
     write_record(m, off, type, id, attempt, parts, nparts, len);
     put_map(m);
     return append_done(w, seq, seq_out);

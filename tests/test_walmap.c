@@ -1,0 +1,161 @@
+/*
+ * test_walmap.c - the log's mapping cache (wal.c, get_map/sweep_maps; quiesce.c; docs/DESIGN.md,
+ * "The log's mapping cache"): a writer uses a cached mapping with no pin, and a mapping that
+ * left the cache is unmapped only once every thread of the process that could have read it is
+ * out of its section. shmq-test-label: threaded
+ */
+#include "helpers.h"
+
+#include <pthread.h>
+
+#include "crashpoint.h"
+
+TestSuite(walmap, .fini = h_cleanup, .timeout = 240);
+
+#ifdef SHMQ_CRASH_POINTS
+static shmq_t *tq;
+static int stalled_rc = 1;
+
+static void *stalled_writer(void *arg)
+{
+    (void)arg;
+    stalled_rc = shmq_publish(tq, "STALLED", 7, NULL);
+    return NULL;
+}
+
+/* Does this process map log file name (/proc/self/maps)? */
+static bool mapped(const char *file)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert(f);
+    char line[1024];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, file) != NULL;
+    fclose(f);
+    return found;
+}
+
+/*
+ * A thread stopped inside its append (space reserved in wal.0, its mapping in hand, nothing
+ * written) while another thread of the process moves the log 12 files on: wal.0 leaves the
+ * cache (wal.8 takes its place) and sweeps run, but wal.0 stays mapped until that thread is
+ * out; it then writes its record into the file, and a rebuild from the log brings its message
+ * back. Unmapped at once (no grace period), the stopped thread's stores hit unmapped memory: a
+ * SIGSEGV.
+ */
+Test(walmap, a_thread_stopped_inside_its_append_keeps_its_mapping)
+{
+    const char *name = h_qname("walmap");
+    shmq_config_t cfg = h_log_config(512);
+    cfg.max_msg_size = 1024;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    crashpoint_park_at("append_after_reserve");
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, stalled_writer, NULL), 0);
+    int64_t end = h_now_ms() + 30000;
+    while (!crashpoint_parked()) {
+        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
+        h_sleep_ms(1);
+    }
+    cr_assert(mapped("wal.0000000000"), "wal.0 is not mapped while a writer is inside it");
+    uint8_t payload[1000];
+    memset(payload, 3, sizeof payload);
+    for (int i = 0; i < 12 * 58; i++) { /* 58 records of 1000 bytes fill a 64 KiB file */
+        h_assert_rc(shmq_publish(tq, payload, sizeof payload, NULL), 0);
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+        if (i % 50 == 49)
+            cr_assert_geq(shmq_maintain(tq, NULL), 0);
+    }
+    cr_assert(mapped("wal.0000000008"), "the log did not reach wal.8");
+    cr_assert(mapped("wal.0000000000"), "wal.0 was unmapped under a writer stopped inside it");
+    crashpoint_unpark();
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    h_assert_rc(stalled_rc, 0);
+    /* out of its section now: the next sweeps unmap wal.0 (evicted) */
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(shmq_maintain(tq, NULL), 0);
+    cr_assert(!mapped("wal.0000000000"), "wal.0 stayed mapped after its writer left it");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(tq), 0);
+    /* its record is in wal.0: the rebuild finds the message */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_t *q;
+    h_assert_rc(shmq_open(name, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "after", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert(m.len == 7 && memcmp(m.data, "STALLED", 7) == 0, "the rebuild gave another message");
+    h_assert_rc(shmq_ack(c, &m), 0);
+    cr_assert_eq(shmq_receive(c, &m, 0), -EAGAIN, "more than the stalled message came back");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Many threads publishing and acking through many files while maintenance deletes them: every
+ * message delivered once, nothing faults (run under TSan by tests/run: ctest -L threaded). */
+static shmq_consumer_t *tc;
+static _Atomic int acked;
+
+static void *churn(void *arg)
+{
+    int n = (int)(intptr_t)arg;
+    uint8_t payload[600];
+    memset(payload, 9, sizeof payload);
+    for (int i = 0; i < n; i++) {
+        int rc;
+        while ((rc = shmq_publish(tq, payload, sizeof payload, NULL)) == -EAGAIN)
+            h_sleep_ms(1);
+        if (rc)
+            return (void *)(intptr_t)rc;
+    }
+    return NULL;
+}
+
+static void *acker(void *arg)
+{
+    int total = (int)(intptr_t)arg;
+    int64_t end = h_now_ms() + 120000;
+    while (atomic_load(&acked) < total && h_now_ms() < end) {
+        shmq_msg_t m;
+        if (shmq_receive(tc, &m, 0) == 0) {
+            if (shmq_ack(tc, &m) != 0)
+                return (void *)1;
+            atomic_fetch_add(&acked, 1);
+        } else {
+            shmq_maintain(tq, NULL);
+        }
+    }
+    return NULL;
+}
+
+Test(walmap, threads_rotate_through_files_with_no_pin)
+{
+    const char *name = h_qname("walchurn");
+    shmq_config_t cfg = h_log_config(256);
+    cfg.max_msg_size = 1024;
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &tc), 0);
+    enum { THREADS = 4, EACH = 1500 };
+    pthread_t th[THREADS], ack;
+    cr_assert_eq(pthread_create(&ack, NULL, acker, (void *)(intptr_t)(THREADS * EACH)), 0);
+    for (int i = 0; i < THREADS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, churn, (void *)(intptr_t)EACH), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *r;
+        cr_assert_eq(pthread_join(th[i], &r), 0);
+        cr_assert_null(r, "a publisher failed: %d", (int)(intptr_t)r);
+    }
+    void *r;
+    cr_assert_eq(pthread_join(ack, &r), 0);
+    cr_assert_null(r, "an ack failed");
+    cr_assert_eq(atomic_load(&acked), THREADS * EACH, "acked %d of %d", atomic_load(&acked),
+                 THREADS * EACH);
+    h_assert_rc(shmq_consumer_close(tc), 0);
+    h_assert_rc(shmq_close(tq), 0);
+}
+#endif
