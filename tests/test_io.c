@@ -478,13 +478,14 @@ Test(io, preallocate_falls_back_to_writing_zeros)
     cr_assert_eq(io_fault_arm(IO_FALLOCATE, 1, EOPNOTSUPP), 0);
     uint64_t writes = io_fault_calls(IO_PWRITE);
     h_assert_rc(io_preallocate(c->fd, 0, 200000), 0);
-    cr_assert(io_fault_calls(IO_PWRITE) - writes >= 4, "no zeros were written");
+    /* io_write_zeros: one call for fault injection, however many writes it takes */
+    cr_assert_eq(io_fault_calls(IO_PWRITE) - writes, 1, "no zeros were written");
     struct stat st;
     cr_assert_eq(fstat(c->fd, &st), 0);
     cr_assert_eq(st.st_size, 200000);
     cr_assert(st.st_blocks * 512 >= 200000, "only %lld bytes allocated", (long long)st.st_blocks * 512);
     cr_assert_eq(io_fault_arm(IO_FALLOCATE, 1, EOPNOTSUPP), 0);
-    cr_assert_eq(io_fault_arm(IO_PWRITE, 2, ENOSPC), 0);
+    cr_assert_eq(io_fault_arm(IO_PWRITE, 1, ENOSPC), 0);
     h_assert_rc(io_preallocate(c->fd, 0, 200000), -ENOSPC);
     io_fault_disarm_all();
     ctx_free(c);
