@@ -586,6 +586,7 @@ static void read_slot_states(struct seg_read *r)
     /* plain: written once by the rebuild that made the segment, before it was published */
     s->recovered_holes = seg->hdr->recovered_holes;
     s->recovered_bad_regions = seg->hdr->recovered_bad_regions;
+    s->expired = atomic_load_explicit(&seg->hdr->expired, memory_order_relaxed);
     for (uint32_t i = 0; i < seg->layout.capacity; i++) {
         const struct slot *sl = segment_slot(seg, i);
         /* acquire: pairs with the writer's release of the state word: publish_ns is (at

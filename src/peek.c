@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "queue.h"
 #include "slot.h"
 
@@ -32,13 +33,15 @@ static int by_id(const void *a, const void *b)
 
 /* Copy slot idx into *m and buf if it is still the READY message id: true if it was. */
 static bool copy_ready(shmq_t *q, uint32_t idx, uint64_t id, shmq_peek_msg_t *m, char *buf,
-                       size_t room)
+                       size_t room, uint64_t now)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     /* acquire: pairs with the release that made it READY */
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     if (sw_state(w) != SLOT_READY || sl->id != id)
         return false;
+    if (now >= sl->expire_ns)
+        return false; /* past its expiry: no receive would deliver it (expire.h) */
     size_t len = sl->len;
     if (len > q->seg.layout.max_msg_size)
         return false; /* a corrupted length: never read out of bounds */
@@ -70,10 +73,11 @@ int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf
     }
     qsort(v, k, sizeof(*v), by_id);
     size_t used = 0;
+    uint64_t now = now_ns_coarse(); /* the clock a receive judges expiry by */
     for (uint32_t j = 0; j < k && *n < max; j++) {
         shmq_peek_msg_t *m = &out[*n];
         char *dst = buf ? (char *)buf + used : NULL;
-        if (copy_ready(q, v[j].idx, v[j].id, m, dst, buf_size - used)) {
+        if (copy_ready(q, v[j].idx, v[j].id, m, dst, buf_size - used, now)) {
             used += m->copied;
             (*n)++;
         }

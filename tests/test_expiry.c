@@ -18,11 +18,14 @@
  *  - nacked_after_expiry_expires: a nack after the expiry does not bring it back.
  *  - delayed_expires_before_due: a delayed message whose expiry comes before its due time
  *    expires at the expiry, never delivered.
+ *  - peek_skips_expired: peek does not show a message past its expiry.
  *  - config: the policy is checked (-EINVAL) and kept (shmq_get_config).
+ *  - cli: `shmq create --ttl-ms --expire` makes such a queue, `shmq stat --json` shows the
+ *    config and the expired count, a bad policy is a usage error (exit 2).
  *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
  *    the rebuild does not bring the message back as ready.
  */
-#include "helpers.h"
+#include "cli.h"
 
 TestSuite(expiry, .fini = h_cleanup, .timeout = 240);
 
@@ -350,3 +353,51 @@ static void expired_while_gone(uint32_t policy)
 
 Test(expiry, expired_while_gone_dropped) { expired_while_gone(SHMQ_EXPIRE_DROP); }
 Test(expiry, expired_while_gone_dead_lettered) { expired_while_gone(SHMQ_EXPIRE_DEAD_LETTER); }
+
+Test(expiry, cli)
+{
+    const char *name = h_qname("cli");
+    RUN_EXPECT_EXIT(2, "a bad policy", "create", name, "--ttl-ms", "200", "--expire", "later");
+    RUN_EXPECT_EXIT(0, "create", "create", name, "--ttl-ms", "200", "--expire", "dead-letter",
+                    "--durability", "none");
+    shmq_t *q;
+    h_assert_rc(shmq_open(name, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.expired, 1);
+    shmq_close(q);
+    struct run r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat");
+    struct jval *d = json_parse(r.out);
+    cr_assert_eq(jnum(d, "config.ttl_ms"), 200);
+    cr_assert_str_eq(jstr(d, "config.expire"), "dead-letter");
+    cr_assert_eq(jnum(d, "expired"), 1);
+    cr_assert_eq(jnum(d, "messages.dead"), 1);
+    json_free(d);
+    run_free(&r);
+    r = RUN("dlq", name, "list");
+    assert_exit(&r, 0, "dlq");
+    assert_contains(r.out, "expired", "dlq lists the reason");
+    run_free(&r);
+}
+
+/* Peek shows what a receive would deliver: not a message past its expiry. */
+Test(expiry, peek_skips_expired)
+{
+    const char *name = h_qname("peek");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_NONE);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_peek_msg_t m;
+    char buf[8];
+    size_t n;
+    h_assert_rc(shmq_peek(q, &m, 1, buf, sizeof buf, &n), 0);
+    cr_assert_eq(n, 0, "peek showed an expired message");
+    shmq_close(q);
+}

@@ -282,7 +282,8 @@ typedef struct shmq_peek_msg {
  * Each copy is of one message as it was ready at some instant of the call (a slot taken or
  * reused while it was copied is skipped), but the set is no snapshot: messages received,
  * published or made due meanwhile may or may not be in it. In-flight, delayed and dead messages
- * are not shown (dead ones: shmq_dlq_list()). -EINVAL for NULL q or n, or out NULL with max > 0,
+ * are not shown (dead ones: shmq_dlq_list()), nor ready ones past their expiry (no receive
+ * delivers them: README "Expiry"). -EINVAL for NULL q or n, or out NULL with max > 0,
  * or buf NULL with buf_size > 0; -ENOMEM if a scratch array of capacity entries cannot be
  * allocated. A scan of the slots (and a sort of the ready ones): not for the fast path. Safe
  * alongside any other call; read-only on the segment.

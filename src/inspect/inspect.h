@@ -235,6 +235,7 @@ struct inspect_snapshot {
                       * (shmq_stats_t.pinned) */
     uint32_t recovered_holes, recovered_bad_regions; /* what the rebuild that made the
                                                       * segment read past (0: created) */
+    uint64_t expired; /* messages expired since the segment was made (shmq_stats_t.expired) */
     int64_t oldest_age_ms;      /* since publish, of the oldest message ready, delayed or in flight;
                                  * -1 if there is none */
     struct inspect_notes notes; /* inconsistencies: lease, registry (then what inspect_rings()

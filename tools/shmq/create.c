@@ -55,6 +55,10 @@ void cmd_create_help(FILE *out)
             "  --log-retention-bytes N   resolved history the log keeps, for replay [0]\n"
             "  --dedup-window N          keys remembered for shmq_publish_dedup (0: none) [%u]\n"
             "  --dedup-window-ms N       and for how long [%u]\n"
+            "  --ttl-ms N                every message's time to live: one not delivered within\n"
+            "                            it expires (0: never) [0]\n"
+            "  --expire POLICY           what an expired message becomes: drop (freed, counted)\n"
+            "                            or dead-letter (reason expired) [drop]\n"
             "  -h, --help                this text\n"
             "\n"
             "Exit status: 0 created; 1 runtime error (the queue exists, or its log does: open\n"
@@ -64,13 +68,14 @@ void cmd_create_help(FILE *out)
             "Examples:\n"
             "  %s create orders\n"
             "  %s create jobs --capacity 65536 --max-msg-size 4096 --max-attempts 3\n"
-            "  %s create shared --mode 0660 --durability none   # group-shared, no log\n",
+            "  %s create shared --mode 0660 --durability none   # group-shared, no log\n"
+            "  %s create quotes --ttl-ms 5000 --expire dead-letter # stale after 5 s\n",
             cli_progname, SHMQ_CAPACITY_MAX, d.capacity, SHMQ_MSG_SIZE_MAX, d.max_msg_size,
             (unsigned)SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms,
             d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier,
             (unsigned)d.mode, durability_name(d.durability), (unsigned)SHMQ_WAL_FILE_MIN,
             d.wal_file_size, d.dedup_window_count, d.dedup_window_ms, cli_progname, cli_progname,
-            cli_progname);
+            cli_progname, cli_progname);
 }
 
 enum {
@@ -89,7 +94,9 @@ enum {
     OPT_WAL_SIZE,
     OPT_RETENTION,
     OPT_DEDUP,
-    OPT_DEDUP_MS
+    OPT_DEDUP_MS,
+    OPT_TTL,
+    OPT_EXPIRE
 };
 
 static int parse_durability(const char *s, int *out)
@@ -105,6 +112,16 @@ static int parse_durability(const char *s, int *out)
     }
     fprintf(stderr, "%s create: --durability: '%s' is not none, process or sync\n", cli_progname,
             s);
+    return CLI_EXIT_USAGE;
+}
+
+static int parse_expire(const char *s, uint32_t *out)
+{
+    if (strcmp(s, "drop") == 0 || strcmp(s, "dead-letter") == 0) {
+        *out = s[0] == 'd' && s[1] == 'r' ? SHMQ_EXPIRE_DROP : SHMQ_EXPIRE_DEAD_LETTER;
+        return 0;
+    }
+    fprintf(stderr, "%s create: --expire: '%s' is not drop or dead-letter\n", cli_progname, s);
     return CLI_EXIT_USAGE;
 }
 
@@ -173,6 +190,8 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
                        &cfg->dedup_window_count);
     case OPT_DEDUP_MS:
         return cli_u32(cmd, "--dedup-window-ms", v, 1, UINT32_MAX, &cfg->dedup_window_ms);
+    case OPT_TTL: return cli_u32(cmd, "--ttl-ms", v, 0, UINT32_MAX, &cfg->default_ttl_ms);
+    case OPT_EXPIRE: return parse_expire(v, &cfg->expire_policy);
     }
     return CLI_EXIT_USAGE;
 }
@@ -211,6 +230,8 @@ int cmd_create(int argc, char **argv)
         {"log-retention-bytes", required_argument, NULL, OPT_RETENTION},
         {"dedup-window", required_argument, NULL, OPT_DEDUP},
         {"dedup-window-ms", required_argument, NULL, OPT_DEDUP_MS},
+        {"ttl-ms", required_argument, NULL, OPT_TTL},
+        {"expire", required_argument, NULL, OPT_EXPIRE},
         {"help", no_argument, NULL, 'h'},
         {0}};
     shmq_config_t cfg;

@@ -24,10 +24,15 @@ void cmd_stat_help(FILE *out)
             "mapped read-only; nothing registers):\n"
             "  queue, durability    the name; none, process or sync (see `%s create --help`)\n"
             "  log_dir              the queue's write-ahead log directory (null: none)\n"
-            "  config               capacity, max_msg_size, max_procs, timeouts, max_attempts\n"
+            "  config               capacity, max_msg_size, max_procs, timeouts, max_attempts,\n"
+            "                       ttl_ms (0: messages never expire), expire (drop or\n"
+            "                       dead-letter)\n"
             "  counters             published, delivered, acked, nacked, redelivered,\n"
             "                       dead_lettered, reclaimed, dedup_hits (publishes with a\n"
             "                       dedup key already seen): totals since creation\n"
+            "  expired              messages whose time to live passed before a delivery\n"
+            "                       (dropped or dead-lettered, as expire says) since the\n"
+            "                       segment was made\n"
             "  rates                the same per second over --interval-ms (null without it)\n"
             "  messages             slots by state: ready, inflight, delayed, reserved, dead,\n"
             "                       fenced, free (and invalid: a state no slot may have)\n"
@@ -122,6 +127,9 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     emit_u64(e, "heartbeat_timeout_ms", s->cfg.heartbeat_timeout_ms);
     emit_u64(e, "ack_deadline_ms", s->cfg.ack_deadline_ms);
     emit_u64(e, "max_attempts", s->cfg.max_attempts);
+    emit_u64(e, "ttl_ms", s->cfg.default_ttl_ms);
+    emit_word(e, "expire",
+              s->cfg.expire_policy == SHMQ_EXPIRE_DEAD_LETTER ? "dead-letter" : "drop");
     emit_end(e);
 
     emit_begin(e, "counters", NULL, EMIT_INLINE);
@@ -157,6 +165,7 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     emit_u64(e, "invalid", s->slots[INSPECT_SLOT_INVALID]);
     emit_end(e);
     emit_u64(e, "pinned", s->pinned);
+    emit_u64(e, "expired", s->expired);
     emit_begin(e, "recovered", NULL, EMIT_INLINE);
     emit_u64(e, "holes", s->recovered_holes);
     emit_u64(e, "bad_regions", s->recovered_bad_regions);

@@ -246,6 +246,10 @@ static void render(FILE *f, const struct watch_list *l)
         {"shmq_messages_reclaimed_total",
          "In-flight messages taken back from dead, hung or late consumers.",
          offsetof(shmq_stats_t, reclaimed)},
+        {"shmq_messages_expired_total",
+         "Messages whose time to live passed before a delivery: dropped or dead-lettered "
+         "(resets when the segment is rebuilt, to the ones that expired meanwhile).",
+         offsetof(shmq_stats_t, expired)},
         {"shmq_wal_bytes_appended_total",
          "Write-ahead log bytes appended since the segment was made (resets when it is rebuilt).",
          offsetof(shmq_stats_t, wal_bytes)},

@@ -344,6 +344,7 @@ static void log_report(struct watch *w, const shmq_maint_report_t *r)
         {"dead_lettered", offsetof(shmq_maint_report_t, dead_lettered), WD_WARN},
         {"fenced_released", offsetof(shmq_maint_report_t, fenced_released), WD_INFO},
         {"copied_out", offsetof(shmq_maint_report_t, copied_out), WD_WARN},
+        {"expired", offsetof(shmq_maint_report_t, expired), WD_INFO},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         uint32_t v;
