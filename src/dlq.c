@@ -52,16 +52,24 @@ int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n)
 }
 
 /*
- * Move one DEAD slot (word w) on: redrive (READY, attempt 0) or purge. 1 if it moved, 0 if
- * another caller moved it first, or the log's error. A redrive first claims the slot (CAS
+ * Move one DEAD slot (word w) on: redrive (READY, attempt 0) or purge (freed, an ACK of its id
+ * logged). 1 if it moved, 0 if another caller moved it first, or the log's error (a purge's
+ * -EIDRM only: its slot is freed). A redrive first claims the slot (CAS
  * DEAD(g) -> DEAD(self, g+1)), so that only one redrive writes its fields and its PUBLISH record;
  * it logs before it changes anything, and gives the slot back DEAD if logging fails.
  */
 static int move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
-    if (!redrive)
-        return slot_finish(q, idx, w) == 0;
+    if (!redrive) {
+        uint64_t id = sl->id; /* the DEAD word's message (the caller's acquire load of w) */
+        if (slot_finish(q, idx, w) != 0)
+            return 0;
+        /* after the CAS, as shmq_purge's: the dead letter's DEAD record was the latest of its
+         * id, so a rebuild brought every purged dead letter back. Other log errors: purged in
+         * the segment all the same (counted by the log) */
+        return queue_log(q, WAL_ACK, id, 0) == -EIDRM ? -EIDRM : 1;
+    }
     uint64_t mine = sw_next(w, SLOT_DEAD, q->self);
     /* acquire: the dead-letterer's writes (reason, attempt) are seen; nobody else moves it now */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_acquire,
@@ -110,7 +118,7 @@ static int dlq_move(shmq_t *q, uint64_t id, uint32_t *moved, bool redrive)
             int m = move_dead(q, idx, w, redrive);
             count += m > 0;
             if (m < 0) {
-                rc = m; /* move_dead put it back on the dead ring */
+                rc = m; /* a redrive put it back on the dead ring; a purge freed it */
                 break;
             }
         } else

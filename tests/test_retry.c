@@ -16,6 +16,7 @@
  *    SHMQ_DEAD_MAX_ATTEMPTS), from where it is not delivered; shmq_dlq_redrive() makes it
  *    deliverable again with attempt 1; shmq_dlq_purge() frees its slot. The same for a message
  *    whose ack deadline passes at its last attempt.
+ *  - A purged dead letter stays purged after a segment loss (its purge logs an ACK).
  *
  * The test process holds the maintenance lease as a watchdog, and its consumer is on another
  * queue handle, so no receive maintains cooperatively behind the test's back.
@@ -408,5 +409,41 @@ Test(retry, deadline_expiry_at_last_attempt_dead_letters)
     cr_assert_eq(shmq_dlq_purge(f.q, id, &purged), 0);
     cr_assert_eq(purged, 1);
     close_queue(&f);
+    alarm(0);
+}
+
+Test(retry, purged_dead_letters_stay_purged_after_a_rebuild)
+{
+    /* shmq_dlq_purge freed the slot and logged nothing: the log's latest record of the id was
+     * still its DEAD, so a segment loss brought every purged dead letter back (shmq_purge logs
+     * an ACK of each message it drops, and a dead letter's purge now does too). */
+    alarm(30);
+    struct fixture f;
+    shmq_config_t cfg = retry_config();
+    cfg.max_attempts = 1;
+    open_queue(&f, "rtDP", &cfg, true);
+    uint64_t a_id = publish_one(f.q, 1), b_id = publish_one(f.q, 2);
+    nack_until_dead(&f, a_id, 1);
+    nack_until_dead(&f, b_id, 1);
+    uint32_t purged = 99;
+    cr_assert_eq(shmq_dlq_purge(f.q, a_id, &purged), 0);
+    cr_assert_eq(purged, 1);
+    cr_assert_eq(shmq_consumer_close(f.c), 0);
+    cr_assert_eq(shmq_close(f.q2), 0);
+    shmq_lease_release(f.q);
+    cr_assert_eq(shmq_close(f.q), 0); /* b stays a dead letter */
+    cr_assert_eq(shmq_unlink_segment(f.qname), 0);
+    shmq_recovery_report_t rep;
+    int rc = shmq_recover(f.qname, NULL, &rep);
+    cr_assert_eq(rc, 0, "recover: %s", shmq_strerror(rc));
+    cr_assert_eq(rep.dead_letters, 1, "the rebuild restored %llu dead letters (one was purged)",
+                 (unsigned long long)rep.dead_letters);
+    shmq_t *q;
+    cr_assert_eq(shmq_open(f.qname, &q), 0);
+    shmq_dead_letter_t dl[4];
+    size_t n = 0;
+    cr_assert_eq(shmq_dlq_list(q, dl, 4, &n), 0);
+    cr_assert(n == 1 && dl[0].id == b_id, "the dead letter left is not the one not purged");
+    cr_assert_eq(shmq_close(q), 0);
     alarm(0);
 }

@@ -728,7 +728,9 @@ int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n);
 /** Move dead letter id (0: all) back to the ready ring with attempt 0. *moved may be NULL. */
 int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved);
 
-/** Drop dead letter id (0: all): its slot is freed. *purged may be NULL. */
+/** Drop dead letter id (0: all): its slot is freed, and with a log an ACK of it is logged, so a
+ *  rebuild from the log does not bring it back (as shmq_purge). *purged may be NULL. -EIDRM when
+ *  the queue was rebuilt from its log (reopen). */
 int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged);
 
 #ifdef __cplusplus
