@@ -14,15 +14,20 @@
 #include <errno.h>
 #include <string.h>
 
+#include "errdetail.h"
+
 _Static_assert(sizeof(shmq_config_t) == ABI_END(shmq_config_t, expire_policy),
                "shmq_config_t: append fields in whole 8-byte words and name the last one here");
 _Static_assert(sizeof(shmq_config_t) % 8 == 0, "shmq_config_t: a size is a multiple of 8");
 
 int abi_config_in(const shmq_config_t *in, shmq_config_t *out)
 {
-    if (!in || in->size % 8 != 0 ||
-        !abi_size_ok(in->size, ABI_CONFIG_SIZE_0, sizeof(shmq_config_t)))
-        return -EINVAL;
+    if (!in)
+        return err_detail(-EINVAL, "the config is NULL");
+    if (in->size % 8 != 0 || !abi_size_ok(in->size, ABI_CONFIG_SIZE_0, sizeof(shmq_config_t)))
+        return err_detail(-EINVAL, "config size %u is not one this library knows (%zu..%zu, a "
+                          "multiple of 8): make the config with shmq_config_init()", in->size,
+                          (size_t)ABI_CONFIG_SIZE_0, sizeof(shmq_config_t));
     shmq_config_init(out);
     memcpy(out, in, in->size);
     out->size = sizeof(*out);

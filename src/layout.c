@@ -13,41 +13,63 @@
 #include <string.h>
 
 #include "crc32c.h"
+#include "errdetail.h"
 #include "ring.h"
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 
+/* Each refusal names the field and the limit (shmq_last_error_detail()). */
 static int config_check(const shmq_config_t *c)
 {
     if (c->capacity < 1 || c->capacity > SHMQ_CAPACITY_MAX)
-        return -EINVAL;
+        return err_detail(-EINVAL, "capacity %u is outside 1..%u (SHMQ_CAPACITY_MAX)",
+                          c->capacity, SHMQ_CAPACITY_MAX);
     if (c->max_msg_size < 1 || c->max_msg_size > SHMQ_MSG_SIZE_MAX)
-        return -EINVAL;
+        return err_detail(-EINVAL, "max_msg_size %u is outside 1..%u (SHMQ_MSG_SIZE_MAX)",
+                          c->max_msg_size, SHMQ_MSG_SIZE_MAX);
     if (c->max_procs < 2 || c->max_procs > SHMQ_PROCS_MAX)
-        return -EINVAL;
-    if (c->heartbeat_timeout_ms < 1 || c->ack_deadline_ms < 1 || c->max_attempts < 1)
-        return -EINVAL;
+        return err_detail(-EINVAL, "max_procs %u is outside 2..%u (SHMQ_PROCS_MAX)",
+                          c->max_procs, SHMQ_PROCS_MAX);
+    if (c->heartbeat_timeout_ms < 1)
+        return err_detail(-EINVAL, "heartbeat_timeout_ms is 0 (at least 1)");
+    if (c->ack_deadline_ms < 1)
+        return err_detail(-EINVAL, "ack_deadline_ms is 0 (at least 1)");
+    if (c->max_attempts < 1)
+        return err_detail(-EINVAL, "max_attempts is 0 (at least 1)");
     if (c->backoff_base_ms > c->backoff_cap_ms)
-        return -EINVAL;
+        return err_detail(-EINVAL, "backoff_base_ms %u is above backoff_cap_ms %u",
+                          c->backoff_base_ms, c->backoff_cap_ms);
     if (!isfinite(c->backoff_multiplier) || c->backoff_multiplier < 1.0 ||
         c->backoff_multiplier > 1000.0)
-        return -EINVAL;
+        return err_detail(-EINVAL, "backoff_multiplier %g is outside 1..1000",
+                          c->backoff_multiplier);
     if (c->mode & ~0777u)
-        return -EINVAL;
+        return err_detail(-EINVAL, "mode %#o has bits beyond 0777", (unsigned)c->mode);
     if (c->durability < SHMQ_DURABILITY_NONE || c->durability > SHMQ_DURABILITY_SYNC)
-        return -EINVAL;
-    if (c->durability != SHMQ_DURABILITY_NONE &&
-        (c->wal_file_size < WAL_FILE_MIN || c->wal_file_size % 4096 != 0 ||
-         (uint64_t)c->wal_file_size - WAL_HEADER_SIZE <
-             2 * wal_rec_size(c->max_msg_size + WAL_PUBLISH_PREFIX + WAL_KEY_MAX)))
-        return -EINVAL; /* a file must hold at least two records of the largest size */
+        return err_detail(-EINVAL, "durability %d is not a SHMQ_DURABILITY_* (0..2)",
+                          c->durability);
+    if (c->durability != SHMQ_DURABILITY_NONE) {
+        uint64_t need = WAL_HEADER_SIZE +
+                        2 * wal_rec_size(c->max_msg_size + WAL_PUBLISH_PREFIX + WAL_KEY_MAX);
+        if (c->wal_file_size < WAL_FILE_MIN || c->wal_file_size % 4096 != 0)
+            return err_detail(-EINVAL, "wal_file_size %u is not a multiple of 4096 of at least "
+                              "%u (SHMQ_WAL_FILE_MIN)", c->wal_file_size, WAL_FILE_MIN);
+        if (c->wal_file_size < need) /* a file must hold two records of the largest size */
+            return err_detail(-EINVAL, "wal_file_size %u is below %llu bytes, two log records "
+                              "of max_msg_size %u", c->wal_file_size, (unsigned long long)need,
+                              c->max_msg_size);
+    }
     if (c->log_dir && strlen(c->log_dir) > SHMQ_LOG_DIR_MAX)
-        return -EINVAL;
-    if (c->dedup_window_count > SHMQ_DEDUP_WINDOW_MAX ||
-        (c->dedup_window_count && c->dedup_window_ms == 0))
-        return -EINVAL;
+        return err_detail(-EINVAL, "log_dir is %zu bytes long, above %d (SHMQ_LOG_DIR_MAX)",
+                          strlen(c->log_dir), SHMQ_LOG_DIR_MAX);
+    if (c->dedup_window_count > SHMQ_DEDUP_WINDOW_MAX)
+        return err_detail(-EINVAL, "dedup_window_count %u is above %u (SHMQ_DEDUP_WINDOW_MAX)",
+                          c->dedup_window_count, SHMQ_DEDUP_WINDOW_MAX);
+    if (c->dedup_window_count && c->dedup_window_ms == 0)
+        return err_detail(-EINVAL, "dedup_window_ms is 0 with a dedup window of %u keys",
+                          c->dedup_window_count);
     if (c->expire_policy != SHMQ_EXPIRE_DROP && c->expire_policy != SHMQ_EXPIRE_DEAD_LETTER)
-        return -EINVAL;
+        return err_detail(-EINVAL, "expire_policy %u is not a SHMQ_EXPIRE_*", c->expire_policy);
     return 0;
 }
 
@@ -105,8 +127,13 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
         off += (uint64_t)buckets * DEDUP_BUCKET_SIZE;
     }
     l->total_size = align_up(off, 4096);
-    if (l->total_size > SHMQ_SEGMENT_MAX)
-        return -EINVAL;
+    if (l->total_size > SHMQ_SEGMENT_MAX) /* each field in range, not all of them together */
+        return err_detail(-EINVAL, "the segment would be %llu bytes, above the limit %llu "
+                          "(SHMQ_SEGMENT_MAX): lower capacity (%u), max_msg_size (%u), "
+                          "max_procs (%u) or dedup_window_count (%u)",
+                          (unsigned long long)l->total_size, (unsigned long long)SHMQ_SEGMENT_MAX,
+                          cfg->capacity, cfg->max_msg_size, cfg->max_procs,
+                          cfg->dedup_window_count);
     return 0;
 }
 

@@ -13,6 +13,7 @@
 
 #include "abi.h"
 #include "crashpoint.h"
+#include "errdetail.h"
 #include "io.h"
 #include "loghead.h"
 #include "logtomb.h"
@@ -69,7 +70,10 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
 int shmq_create(const char *name, const shmq_config_t *caller_cfg, shmq_t **q)
 {
     shmq_config_t own; /* the caller's config in this library's layout (abi.h) */
-    if (!q || abi_config_in(caller_cfg, &own) != 0)
+    err_detail_clear();
+    if (!q)
+        return err_detail(-EINVAL, "q is NULL");
+    if (abi_config_in(caller_cfg, &own) != 0)
         return -EINVAL;
     const shmq_config_t *cfg = &own;
     char dir[SHMQ_LOG_DIR_MAX + 64];
@@ -77,10 +81,18 @@ int shmq_create(const char *name, const shmq_config_t *caller_cfg, shmq_t **q)
     uint64_t gen = 0;
     struct segment seg;
     if (err)
-        return err;
+        return err_detail(err, "a queue name is 1..%d bytes of [A-Za-z0-9._-] (not . or ..)",
+                          SHMQ_NAME_MAX);
     if (cfg->durability != SHMQ_DURABILITY_NONE) {
-        if ((err = wal_dir_path(name, cfg->log_dir, dir, sizeof(dir))) != 0)
-            return err == -ENAMETOOLONG ? -EINVAL : err; /* log_dir/NAME does not fit a path */
+        if ((err = wal_dir_path(name, cfg->log_dir, dir, sizeof(dir))) != 0) {
+            if (err == -ENAMETOOLONG) /* log_dir/NAME does not fit a path */
+                return err_detail(-EINVAL, "log_dir/NAME is too long a path (log_dir is %zu "
+                                  "bytes, at most %d: SHMQ_LOG_DIR_MAX)",
+                                  cfg->log_dir ? strlen(cfg->log_dir) : 0, SHMQ_LOG_DIR_MAX);
+            if (err == -EINVAL && cfg->log_dir && cfg->log_dir[0] != '/')
+                return err_detail(err, "log_dir '%s' is not an absolute path", cfg->log_dir);
+            return err;
+        }
         if (logdir_has_log(dir))
             return -EEXIST;
         uint32_t fmode = logdir_file_mode(cfg->mode);

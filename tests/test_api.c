@@ -7,6 +7,7 @@
 #include "helpers.h" /* first: it defines _GNU_SOURCE */
 
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 
 TestSuite(api, .fini = h_cleanup, .timeout = 120);
@@ -325,12 +326,17 @@ Test(api, empty_message_allowed)
     close_q(name, q, c);
 }
 
-static void expect_bad_config(const char *name, const shmq_config_t *cfg, const char *what)
+/* ... and shmq_last_error_detail() names what was refused: it contains `detail`. */
+static void expect_bad_config(const char *name, const shmq_config_t *cfg, const char *what,
+                              const char *detail)
 {
     shmq_t *q = NULL;
     int rc = shmq_create(name, cfg, &q);
     cr_expect_eq(rc, -EINVAL, "%s: create = %d (%s), expected -EINVAL", what, rc,
                  shmq_strerror(rc));
+    cr_expect(strstr(shmq_last_error_detail(), detail) != NULL,
+              "%s: shmq_last_error_detail() is '%s', without '%s'", what,
+              shmq_last_error_detail(), detail);
     if (rc == 0) {
         shmq_close(q);
         shmq_unlink(name);
@@ -346,7 +352,7 @@ Test(api, absurd_configs_are_einval)
     do {                                                                                           \
         cfg = h_small_config(8, 64, 8);                                                            \
         cfg.field = (value);                                                                       \
-        expect_bad_config(name, &cfg, #field " = " #value);                                        \
+        expect_bad_config(name, &cfg, #field " = " #value, #field);                                \
     } while (0)
     BAD(capacity, 0);
     BAD(capacity, SHMQ_CAPACITY_MAX + 1);
@@ -373,12 +379,54 @@ Test(api, absurd_configs_are_einval)
     BAD(log_dir, longdir);
 #undef BAD
     /* Each field within its limit, but the whole segment beyond SHMQ_SEGMENT_MAX. */
+    const char *whole = "the segment would be ";
     cfg = h_small_config(SHMQ_CAPACITY_MAX, SHMQ_MSG_SIZE_MAX, 8);
-    expect_bad_config(name, &cfg, "capacity max * msg size max");
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    expect_bad_config(name, &cfg, "capacity max * msg size max", whole);
     cfg = h_small_config(SHMQ_CAPACITY_MAX, 1u << 20, 8); /* 4 Ti */
-    expect_bad_config(name, &cfg, "capacity max * 1 MiB");
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    expect_bad_config(name, &cfg, "capacity max * 1 MiB", whole);
     cfg = h_small_config(1u << 12, SHMQ_MSG_SIZE_MAX, 8); /* 256 GiB */
-    expect_bad_config(name, &cfg, "4096 * 64 MiB");
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    expect_bad_config(name, &cfg, "4096 * 64 MiB",
+                      "above the limit 68719476736 (SHMQ_SEGMENT_MAX)");
+    cfg = h_small_config(8, 1u << 20, 8); /* a 64 KiB log file cannot hold two 1 MiB records */
+    cfg.wal_file_size = 64u << 10;
+    expect_bad_config(name, &cfg, "log files smaller than two records", "two log records");
+}
+
+/* The detail is the calling thread's: a create that succeeds clears it, and another thread's
+ * refused create neither shows nor changes it. */
+static void *refuse_capacity_zero(void *name)
+{
+    shmq_config_t cfg = h_small_config(0, 64, 8);
+    shmq_t *q;
+    intptr_t ok = shmq_create(name, &cfg, &q) == -EINVAL &&
+                  strstr(shmq_last_error_detail(), "capacity 0") != NULL;
+    return (void *)ok;
+}
+
+Test(api, error_detail_is_per_thread_and_cleared)
+{
+    const char *name = h_qname("detail");
+    shmq_config_t cfg = h_small_config(8, 64, 0);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), -EINVAL);
+    cr_assert(strstr(shmq_last_error_detail(), "max_procs 0 is outside 2..") != NULL, "'%s'",
+              shmq_last_error_detail());
+    pthread_t t;
+    void *ok;
+    cr_assert_eq(pthread_create(&t, NULL, refuse_capacity_zero, (void *)name), 0);
+    cr_assert_eq(pthread_join(t, &ok), 0);
+    cr_assert(ok, "the other thread did not see its own detail");
+    cr_assert(strstr(shmq_last_error_detail(), "max_procs 0") != NULL,
+              "another thread's create changed this thread's detail: '%s'",
+              shmq_last_error_detail());
+    cfg.max_procs = 8;
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    cr_assert_str_eq(shmq_last_error_detail(), "");
+    h_assert_rc(shmq_close(q), 0);
 }
 
 Test(api, limit_configs_accepted)

@@ -168,6 +168,18 @@ static void expect_usage_error(const char *needle, const char *const *args)
 #define EXPECT_USAGE_ERROR(needle, ...)                                                            \
     expect_usage_error((needle), (const char *const[]){__VA_ARGS__, NULL})
 
+/* Options each in range but out of range together: a usage error that says why, with the
+ * library's shmq_last_error_detail() (the segment's size and its limit). */
+Test(cli, create_out_of_range_as_a_whole_says_why)
+{
+    EXPECT_USAGE_ERROR("the segment would be ", "create", "q", "--capacity", "4194304",
+                       "--max-msg-size", "67108864", "--durability", "none");
+    EXPECT_USAGE_ERROR("above the limit 68719476736", "create", "q", "--capacity", "4194304",
+                       "--max-msg-size", "67108864", "--durability", "none");
+    EXPECT_USAGE_ERROR("two log records of max_msg_size 1048576", "create", "q",
+                       "--max-msg-size", "1048576", "--wal-file-size", "65536");
+}
+
 /* Every subcommand refuses an unknown short option with exit 2 and names it, also inside a
  * cluster and after other arguments (getopt leaves optind at the cluster there, so the word
  * before it is not the culprit); a missing value and a value given to a flag name the option. */

@@ -3,7 +3,7 @@
  *
  * This header is the manual. Every function returns 0 on success or a negative errno value
  * (shmq_strerror() turns it into text); out-parameters come last. Nothing here calls exit() or
- * abort(), and nothing keeps global error state.
+ * abort(), and nothing keeps global error state (shmq_last_error_detail()'s text is per thread).
  *
  * Concurrency in one sentence: any number of processes (and threads) may publish to one queue at
  * once; any number of consumers may receive from it at once; one shmq_consumer_t is used by one
@@ -142,7 +142,8 @@ int shmq_config_init_size(shmq_config_t *cfg, size_t size);
  * Create the queue NAME: the segment /dev/shm/shmq.NAME with cfg->mode, and open it; with a
  * durability other than NONE also its log directory LOG_DIR/NAME (0700, files 0600).
  * Returns -EEXIST if it exists (a segment, or a log holding files: open or recover it instead), -EINVAL for a bad name, a NULL argument or a config outside the
- * limits or with a cfg->size shmq does not know (a config not made by shmq_config_init()), -ENOSPC/-EDQUOT when /dev/shm (or the log's file system) has no room for the segment
+ * limits or with a cfg->size shmq does not know (a config not made by shmq_config_init();
+ * shmq_last_error_detail() names the field and the limit), -ENOSPC/-EDQUOT when /dev/shm (or the log's file system) has no room for the segment
  * (every page is allocated here, so no access faults later), -EFBIG past RLIMIT_FSIZE, -ENOMEM
  * when it cannot be mapped, -EACCES/-EROFS without permission; a failed create leaves nothing.
  * Blocking: yes (system calls); call it at start-up.
@@ -523,6 +524,17 @@ int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms);
 
 /** Text for an error returned by shmq (negative errno); never NULL. */
 const char *shmq_strerror(int err);
+
+/**
+ * What shmq_strerror() cannot say about this thread's last refused argument: which config field
+ * shmq_create() refused and its limit ("capacity 0 is outside 1..4194304 (SHMQ_CAPACITY_MAX)"),
+ * a config too large as a whole ("the segment would be N bytes, above the limit M
+ * (SHMQ_SEGMENT_MAX): ..."), a config size shmq does not know. "" when there is nothing to add.
+ * shmq_create() clears it when it starts, so read it right after the call that failed. Per
+ * thread (another thread's calls never change it); never NULL; valid until this thread's next
+ * shmq call.
+ */
+const char *shmq_last_error_detail(void);
 
 /** The version of the library running, "MAJOR.MINOR.PATCH": SHMQ_VERSION_STRING of the
  *  headers it was built from, which may differ from the headers a program was compiled with. */

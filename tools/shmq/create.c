@@ -4,7 +4,8 @@
  * Every option maps to one field of shmq_config_t; what is not given keeps the default of
  * shmq_config_init(). Ranges are checked here against the limits of shmq.h (a usage error),
  * so that -EINVAL from the library means only what it cannot tell from the fields one by one
- * (the whole segment too large).
+ * (the whole segment too large): a usage error too, with shmq_last_error_detail()'s text
+ * ("the segment would be N bytes, above the limit M ...").
  */
 #include <errno.h>
 #include <getopt.h>
@@ -260,6 +261,8 @@ int cmd_create(int argc, char **argv)
 
     shmq_t *q = NULL;
     int err = shmq_create(name, &cfg, &q);
+    if (err == -EINVAL && *shmq_last_error_detail()) /* the options together: e.g. too large */
+        return cli_usage_error("create", "%s", shmq_last_error_detail());
     if (err) {
         char why[512];
         fprintf(stderr, "%s create: %s: %s%s\n", cli_progname, name,
