@@ -425,6 +425,19 @@ int io_mmap(int fd, uint64_t off, size_t len, int prot, int flags, void **out)
     return 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+int io_populate_write(void *addr, size_t len)
+{
+    FAULT(IO_MMAP);
+    int r;
+    while ((r = madvise(addr, len, MADV_POPULATE_WRITE)) != 0 && errno == EINTR) {
+    }
+    return ret(r);
+}
+
 int io_munmap(void *addr, size_t len)
 {
     FAULT(IO_MUNMAP);

@@ -115,6 +115,10 @@ ssize_t io_pread(int fd, void *buf, size_t len, uint64_t off);
 /* Map len bytes of fd from off: 0 and *out, or -errno (*out untouched). */
 int io_mmap(int fd, uint64_t off, size_t len, int prot, int flags, void **out);
 int io_munmap(void *addr, size_t len);
+/* Prefault [addr, addr + len) of a shared writable file mapping for writing (madvise
+ * MADV_POPULATE_WRITE, Linux 5.14): this process's later stores there take no page fault.
+ * -EINVAL where the kernel lacks it. Fault injection counts and fails it as IO_MMAP. */
+int io_populate_write(void *addr, size_t len);
 
 int io_fsync(int fd);
 int io_fdatasync(int fd);

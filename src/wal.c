@@ -77,6 +77,7 @@ struct walmap {
     uint64_t epoch;
     uint8_t *base;
     int fd;
+    bool populated;         /* prefaulted for writing by wal_maintain (under w->lock) */
     bool graced;            /* out of the cache, a grace period begun after (under w->lock) */
     struct qs_grace *grace; /* that grace period (NULL: nobody was inside a section) */
     struct walmap *next;    /* every mapping this process made, for close */
@@ -342,6 +343,7 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         return err;
     }
     atomic_store_explicit(&m->seq, seq, memory_order_relaxed); /* published by the cache store */
+    m->populated = false;
     m->epoch = h->epoch;
     m->base = base;
     m->fd = fd;
@@ -1329,6 +1331,27 @@ static bool prepare_file(struct wal *w, uint64_t seq)
     return make_file(w, seq, true) == 0;
 }
 
+/*
+ * Prefault file seq's mapping for writing in this process, once, when this process writes the
+ * log (file cur is in its cache): its appends there then take no page fault at all (the pages of
+ * a prepared file are in the page cache already; what is left is this process's page table).
+ * Best effort: a failure (an older kernel: -EINVAL) leaves the minor faults.
+ */
+static void populate_ahead(struct wal *w, uint64_t cur, uint64_t seq)
+{
+    /* relaxed: a hint (a struct is never freed before wal_close: its seq can be read) */
+    struct walmap *m = atomic_load_explicit(&w->cache[cur % WAL_CACHE], memory_order_relaxed);
+    if (!m || atomic_load_explicit(&m->seq, memory_order_relaxed) != cur || get_map(w, seq, &m))
+        return;
+    pthread_mutex_lock(&w->lock);
+    bool todo = !m->populated;
+    m->populated = true;
+    pthread_mutex_unlock(&w->lock);
+    if (todo)
+        io_populate_write(m->base, w->file_size);
+    put_map(m);
+}
+
 int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
 {
     struct seg_header *h = w->seg->hdr;
@@ -1344,8 +1367,8 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     if (moved > w->prep_ahead)
         w->prep_ahead = moved < WAL_PREPARE_AHEAD ? moved : WAL_PREPARE_AHEAD;
     w->prep_cur = cur;
-    for (uint64_t k = 1; k <= w->prep_ahead && prepare_file(w, cur + k); k++) {
-    }
+    for (uint64_t k = 1; k <= w->prep_ahead && prepare_file(w, cur + k); k++)
+        populate_ahead(w, cur, cur + k);
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
     uint64_t keep = w->seg->layout.log_retention_bytes, pos = atomic_load(&h->wal_pos);
     if (keep) { /* retention: files holding the last `keep` bytes stay, for replay */
