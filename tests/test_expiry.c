@@ -22,6 +22,11 @@
  *  - config: the policy is checked (-EINVAL) and kept (shmq_get_config).
  *  - cli: `shmq create --ttl-ms --expire` makes such a queue, `shmq stat --json` shows the
  *    config and the expired count, a bad policy is a usage error (exit 2).
+ *  - maintainer_killed_after_claim / _before_its_record / maintainer_stopped_after_claim: a
+ *    maintainer killed or stopped at the crash points of expire.c: the message is expired once,
+ *    never delivered, no delivery counted, and a rebuild agrees.
+ *  - unexpired_message_of_a_killed_consumer_is_delivered: at least once for a message that had
+ *    not expired (a consumer killed after its claim).
  *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
  *    the rebuild does not bring the message back as ready.
  */
@@ -399,5 +404,193 @@ Test(expiry, peek_skips_expired)
     size_t n;
     h_assert_rc(shmq_peek(q, &m, 1, buf, sizeof buf, &n), 0);
     cr_assert_eq(n, 0, "peek showed an expired message");
+    shmq_close(q);
+}
+
+/* ---------------------------------------------------------------- crash points */
+
+static const char *crash_name;
+
+/* A maintainer armed to stop or die at crash point arg (SHMQ_CRASH_SIGNAL from the parent's
+ * choice below) while its pass expires the queue's expired message. */
+static int expiring_maintainer(void *arg)
+{
+    const char *const *how = arg; /* {point, signal} */
+    setenv("SHMQ_CRASH_AT", how[0], 1);
+    setenv("SHMQ_CRASH_SIGNAL", how[1], 1);
+    shmq_t *q;
+    if (shmq_open(crash_name, &q))
+        return 10;
+    shmq_maintain(q, NULL);
+    shmq_close(q);
+    return 12; /* not stopped for good at its crash point */
+}
+
+/* Create crash_name with cfg, publish one message, wait past its expiry, and let a maintainer
+ * armed at point with signal ("KILL" or "STOP") expire it: its pid. */
+static pid_t expire_with_crash(const shmq_config_t *cfg, const char *point, const char *signal)
+{
+    static const char *how[2];
+    how[0] = point;
+    how[1] = signal;
+    pid_t k = h_fork_gated(expiring_maintainer, (void *)how);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    shmq_close(q);
+    wait_past(t0 + cfg->default_ttl_ms + MARGIN_MS);
+    h_open_gate(k);
+    return k;
+}
+
+/* Maintain q until pred(stats) holds, at most 30 s. */
+static shmq_stats_t maintain_until(shmq_t *q, bool (*pred)(const shmq_stats_t *), const char *what)
+{
+    int64_t end = h_now_ms() + 30000;
+    shmq_stats_t st = stats_of(q);
+    while (!pred(&st) && h_now_ms() < end) {
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+        h_sleep_ms(5);
+        st = stats_of(q);
+    }
+    cr_assert(pred(&st), "%s within 30 s: expired %llu, inflight %u, free %u, dead %u", what,
+              (unsigned long long)st.expired, st.inflight, st.free, st.dead);
+    return st;
+}
+
+static bool expired_and_settled(const shmq_stats_t *st)
+{
+    return st->expired == 1 && st->inflight == 0 && st->ready == 0;
+}
+
+static bool all_free(const shmq_stats_t *st)
+{
+    return st->free == 16;
+}
+
+/* A maintainer killed after claiming the expired message (INFLIGHT in its name): the next pass
+ * takes it back from the dead process and expires it; no delivery is counted for it, it is
+ * never delivered, and a rebuild keeps it a dead letter. */
+Test(expiry, maintainer_killed_after_claim)
+{
+    crash_name = h_qname("kclaim");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DEAD_LETTER, SHMQ_DURABILITY_PROCESS);
+    pid_t k = expire_with_crash(&cfg, "expire_after_claim", "KILL");
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the maintainer was not killed at expire_after_claim");
+    shmq_t *q;
+    h_assert_rc(shmq_open(crash_name, &q), 0);
+    shmq_stats_t s = stats_of(q);
+    cr_assert_eq(s.inflight, 1, "the dead maintainer holds it: inflight %u", s.inflight);
+    cr_assert_eq(s.expired, 0);
+    maintain_until(q, expired_and_settled, "taken back and expired");
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_consumer_close(c);
+    shmq_dead_letter_t dl;
+    size_t n;
+    h_assert_rc(shmq_dlq_list(q, &dl, 1, &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(dl.reason, SHMQ_DEAD_EXPIRED);
+    cr_assert_eq(dl.attempt, 0, "the claim counted as a delivery: attempt %u", dl.attempt);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(crash_name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(crash_name, NULL, &rep), 0);
+    cr_assert_eq(rep.restored, 0);
+    cr_assert_eq(rep.dead_letters, 1);
+}
+
+/* Killed after the drop's CAS, before its ACK|EXPIRED record: the slot is free; a segment loss
+ * then finds only the PUBLISH record, whose expiry has passed: the rebuild drops it again. */
+Test(expiry, maintainer_killed_before_its_record)
+{
+    crash_name = h_qname("klog");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    pid_t k = expire_with_crash(&cfg, "expire_before_log", "KILL");
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the maintainer was not killed at expire_before_log");
+    shmq_t *q;
+    h_assert_rc(shmq_open(crash_name, &q), 0);
+    shmq_stats_t s = stats_of(q);
+    cr_assert_eq(s.expired, 1);
+    cr_assert_eq(s.ready + s.inflight, 0);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(crash_name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(crash_name, NULL, &rep), 0);
+    cr_assert_eq(rep.restored, 0, "the rebuild brought the expired message back");
+    cr_assert_eq(rep.expired, 1);
+}
+
+/* A maintainer stopped after its claim holds the message like a stopped consumer: at its ack
+ * deadline another maintainer takes it back and expires it; continued, the stopped one finds it
+ * gone (its CAS fails), counts nothing and lets go: expired once, the slot freed. */
+Test(expiry, maintainer_stopped_after_claim)
+{
+    crash_name = h_qname("sclaim");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    cfg.ack_deadline_ms = 500;
+    pid_t k = expire_with_crash(&cfg, "expire_after_claim", "STOP");
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(k, 30000, &st), 0, "the maintainer did not stop at its claim");
+    shmq_t *q;
+    h_assert_rc(shmq_open(crash_name, &q), 0);
+    maintain_until(q, expired_and_settled, "taken back at the deadline and expired");
+    kill(k, SIGCONT);
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 12, "the maintainer did not finish its pass");
+    shmq_stats_t s = maintain_until(q, all_free, "the slot freed once the stopped one let go");
+    cr_assert_eq(s.expired, 1, "expired %llu times", (unsigned long long)s.expired);
+    shmq_close(q);
+}
+
+/* At least once for what had not expired: a consumer killed after claiming a message with a
+ * long time to live; the message is taken back and delivered, not expired. */
+static int claiming_consumer(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "receive_after_claim", 1);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(crash_name, &q) || shmq_consumer_open(q, "victim", &c))
+        return 10;
+    shmq_msg_t m;
+    shmq_receive(c, &m, 5000);
+    return 12;
+}
+
+Test(expiry, unexpired_message_of_a_killed_consumer_is_delivered)
+{
+    crash_name = h_qname("alo");
+    pid_t k = h_fork_gated(claiming_consumer, NULL);
+    shmq_config_t cfg = ttl_config(600000, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    uint64_t id;
+    h_assert_rc(shmq_publish(q, "x", 1, &id), 0);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the consumer was not killed after its claim");
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    int64_t end = h_now_ms() + 30000;
+    int rc;
+    while ((rc = shmq_receive(c, &m, 0)) == -EAGAIN && h_now_ms() < end) {
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+        h_sleep_ms(5);
+    }
+    h_assert_rc(rc, 0);
+    cr_assert_eq(m.id, id);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    cr_assert_eq(stats_of(q).expired, 0);
     shmq_close(q);
 }
