@@ -1,0 +1,168 @@
+"""shmq_build.py - the cffi builder (API mode) of the Python package's native module shmq._native.
+
+It compiles a small C module against the installed libshmq, found by pkg-config (set
+PKG_CONFIG_PATH for a custom prefix). The declarations below are checked by the C compiler
+against the real <shmq/shmq.h>: structs are declared with "...;" so cffi takes their layout
+from the header, never from a hand copy (fields the library adds later do not break the module;
+functions that the header defines as macros over a *_size call work as written).
+
+A library outside the linker's default directories is found at run time through an rpath set
+to pkg-config's libdir, so no LD_LIBRARY_PATH is needed.
+
+Run by setup.py (cffi_modules) and by tests/conftest.py for an in-tree build.
+"""
+import os
+import subprocess
+
+from cffi import FFI
+
+CDEF = r"""
+typedef struct shmq shmq_t;
+typedef struct shmq_consumer shmq_consumer_t;
+typedef struct shmq_replay shmq_replay_t;
+typedef int... mode_t;
+
+#define SHMQ_DURABILITY_NONE ...
+#define SHMQ_DURABILITY_PROCESS ...
+#define SHMQ_DURABILITY_SYNC ...
+#define SHMQ_MSG_REDELIVERED ...
+#define SHMQ_PURGE_DELAYED ...
+#define SHMQ_DEAD_MAX_ATTEMPTS ...
+#define SHMQ_DEAD_CORRUPT ...
+#define SHMQ_NAME_MAX ...
+#define SHMQ_DEDUP_KEY_MAX ...
+
+typedef struct shmq_config {
+    uint32_t capacity, max_msg_size, max_procs, heartbeat_timeout_ms, ack_deadline_ms;
+    uint32_t max_attempts, backoff_base_ms, backoff_cap_ms;
+    double backoff_multiplier;
+    mode_t mode;
+    int durability;
+    const char *log_dir;
+    uint32_t wal_file_size;
+    uint64_t log_retention_bytes;
+    uint32_t dedup_window_count, dedup_window_ms;
+    ...;
+} shmq_config_t;
+
+typedef struct shmq_msg {
+    uint64_t id;
+    const void *data;
+    size_t len;
+    uint32_t attempt;
+    uint64_t token;
+    uint32_t flags;
+    ...;
+} shmq_msg_t;
+
+typedef struct shmq_stats {
+    uint64_t published, delivered, acked, nacked, redelivered, dead_lettered, reclaimed;
+    uint64_t dedup_hits, wal_bytes, wal_flushes;
+    uint32_t wal_files;
+    uint32_t ready, inflight, delayed, reserved, dead, free;
+    uint32_t consumers, procs;
+    int64_t oldest_age_ms;
+    uint64_t wal_errors;
+    int32_t wal_last_error;
+    uint32_t wal_healthy, wal_flush_failed, pinned, recovered_holes, recovered_bad_regions;
+    ...;
+} shmq_stats_t;
+
+typedef struct shmq_dead_letter {
+    uint64_t id;
+    uint32_t attempt;
+    uint32_t reason;
+    size_t len;
+    const void *data;
+    ...;
+} shmq_dead_letter_t;
+
+typedef struct shmq_replay_from {
+    uint64_t id;
+    int64_t unix_ms;
+    ...;
+} shmq_replay_from_t;
+
+void shmq_config_init(shmq_config_t *cfg);
+int shmq_create(const char *name, const shmq_config_t *cfg, shmq_t **q);
+int shmq_open(const char *name, shmq_t **q);
+int shmq_close(shmq_t *q);
+int shmq_unlink(const char *name);
+int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);
+int shmq_stats(shmq_t *q, shmq_stats_t *st);
+int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count);
+
+/* data is declared as char *: bytes pass without a copy or a conversion call */
+int shmq_publish(shmq_t *q, const char *data, size_t len, uint64_t *id);
+int shmq_publish_delayed(shmq_t *q, const char *data, size_t len, uint32_t delay_ms,
+                         uint64_t *id);
+int shmq_publish_timed(shmq_t *q, const char *data, size_t len, uint64_t *id, int timeout_ms);
+int shmq_publish_dedup(shmq_t *q, const char *data, size_t len, const char *key,
+                       size_t key_len, uint64_t *id);
+
+int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
+int shmq_consumer_close(shmq_consumer_t *c);
+int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
+int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg);
+int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms);
+int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms);
+int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms);
+
+int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n);
+int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved);
+int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged);
+
+int shmq_replay_open(shmq_t *q, const shmq_replay_from_t *from, shmq_replay_t **r);
+int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg);
+int64_t shmq_replay_unix_ms(const shmq_replay_t *r);
+int shmq_replay_close(shmq_replay_t *r);
+
+const char *shmq_strerror(int err);
+const char *shmq_version(void);
+"""
+
+
+def _pkg_config(*args):
+    try:
+        out = subprocess.check_output(["pkg-config", *args, "shmq"], text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(
+            "shmq_build: pkg-config cannot find shmq (%s); install libshmq (cmake --install) "
+            "and set PKG_CONFIG_PATH to its lib/pkgconfig" % e
+        )
+    return out.split()
+
+
+def _flags():
+    include_dirs, library_dirs, libraries, extra = [], [], [], []
+    for f in _pkg_config("--cflags", "--libs"):
+        if f.startswith("-I"):
+            include_dirs.append(f[2:])
+        elif f.startswith("-L"):
+            library_dirs.append(f[2:])
+        elif f.startswith("-l"):
+            libraries.append(f[2:])
+        else:
+            extra.append(f)
+    libdir = _pkg_config("--variable=libdir")
+    # The system's own directories need no rpath; any other prefix does.
+    rpath = [d for d in libdir if not d.startswith(("/usr/lib", "/lib"))]
+    return dict(
+        include_dirs=include_dirs,
+        library_dirs=library_dirs,
+        libraries=libraries,
+        extra_compile_args=[f for f in extra if not f.startswith("-Wl")] + ["-std=gnu11"],
+        runtime_library_dirs=rpath,
+    )
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "shmq._native",
+    "#include <shmq/shmq.h>\n#include <shmq/replay.h>\n",
+    **_flags(),
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=os.environ.get("SHMQ_BUILD_TMP", "build"), verbose=True)

@@ -1,0 +1,246 @@
+"""Queue: create, open, publish, stats, dead letters, purge, replay, close."""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Dict, List, Optional, Union
+
+from . import _fork
+from ._consumer import Consumer, delay_ms, timeout_ms
+from ._errors import ForkedHandleError, QueueFull, ShmqError, raise_error
+from ._native import ffi, lib
+from ._replay import Replay
+from ._types import CONFIG_FIELDS, STATS_FIELDS, Config, DeadLetter, DeadReason, Durability, Stats
+
+Buffer = Union[bytes, bytearray, memoryview]
+_U64_P = ffi.typeof("uint64_t *")
+_DURABILITY_NAMES = {d.name.lower(): d for d in Durability}
+
+
+def _config(kw: Dict[str, Any]) -> Any:
+    cfg = ffi.new("shmq_config_t *")
+    lib.shmq_config_init(cfg)
+    keep = []
+    for k, v in kw.items():
+        if k not in CONFIG_FIELDS:
+            raise TypeError("unknown queue configuration %r (known: %s)" % (k, ", ".join(CONFIG_FIELDS)))
+        if k == "durability" and isinstance(v, str):
+            if v.lower() not in _DURABILITY_NAMES:
+                raise ValueError("durability %r: one of none, process, sync" % v)
+            v = _DURABILITY_NAMES[v.lower()]
+        if k == "log_dir":
+            if v is None:
+                v = ffi.NULL
+            else:
+                v = ffi.new("char[]", os.fsencode(v))
+                keep.append(v)
+        setattr(cfg, k, v)
+    return cfg, keep
+
+
+class Queue:
+    """An open queue. Safe to share between the threads of one process; not across fork()
+    (ForkedHandleError: open it again in the child). Use Queue.create() or Queue.open(), both
+    context managers (closed at the end of the with block)."""
+
+    def __init__(self, name: str, handle: object) -> None:
+        self.name = name
+        self._q = handle
+        self._gen = _fork.state[0]
+        self._pid = _fork.state[1]
+        self._consumers: Dict[int, Consumer] = {}
+
+    @classmethod
+    def create(cls, name: str, **config: Any) -> "Queue":
+        """Create the queue name and open it. Keywords are shmq_config_t's fields (Config),
+        the rest keep their defaults; durability takes Durability or "none"/"process"/"sync",
+        log_dir a path. QueueExists if it exists."""
+        cfg, keep = _config(config)
+        qp = ffi.new("shmq_t **")
+        rc = lib.shmq_create(name.encode(), cfg, qp)
+        del keep
+        if rc:
+            raise_error(rc, "create %s" % name)
+        return cls(name, qp[0])
+
+    @classmethod
+    def open(cls, name: str) -> "Queue":
+        """Open the existing queue name (QueueNotFound if there is none)."""
+        qp = ffi.new("shmq_t **")
+        rc = lib.shmq_open(name.encode(), qp)
+        if rc:
+            raise_error(rc, "open %s" % name)
+        return cls(name, qp[0])
+
+    @staticmethod
+    def unlink(name: str) -> None:
+        """Delete the queue name for good: its segment and its log (QueueNotFound if neither
+        existed). Processes that have it open keep their mappings."""
+        rc = lib.shmq_unlink(name.encode())
+        if rc:
+            raise_error(rc, "unlink %s" % name)
+
+    def _handle(self) -> object:
+        if self._gen != _fork.state[0]:
+            raise ForkedHandleError("shmq.Queue", self._pid, _fork.state[1])
+        q = self._q
+        if q is None:
+            raise ValueError("shmq.Queue %s is closed" % self.name)
+        return q
+
+    def publish(
+        self,
+        data: Buffer,
+        *,
+        key: Optional[Buffer] = None,
+        delay: Optional[float] = None,
+        timeout: Optional[float] = 0,
+    ) -> int:
+        """Publish data (bytes, or any contiguous buffer: passed without a copy) and return
+        its id. key: a dedup key (1..128 bytes): a second publish with the same key within the
+        queue's dedup window enqueues nothing and returns the first one's id. delay: seconds
+        until it becomes ready. timeout: seconds to wait for a free slot when the queue is full
+        (None: forever; 0, the default: QueueFull at once). key, delay and timeout exclude
+        each other."""
+        if self._gen != _fork.state[0]:
+            raise ForkedHandleError("shmq.Queue", self._pid, _fork.state[1])
+        q = self._q
+        if q is None:
+            raise ValueError("shmq.Queue %s is closed" % self.name)
+        if type(data) is not bytes:
+            data = ffi.from_buffer(data)
+        idp = ffi.new(_U64_P)
+        if key is None and delay is None and timeout == 0:
+            rc = lib.shmq_publish(q, data, len(data), idp)
+        elif key is not None:
+            if delay is not None or timeout != 0:
+                raise ValueError("publish: a dedup key excludes delay and timeout")
+            if type(key) is str:
+                key = key.encode()
+            elif type(key) is not bytes:
+                key = ffi.from_buffer(key)
+            rc = lib.shmq_publish_dedup(q, data, len(data), key, len(key), idp)
+        elif delay is not None:
+            if timeout != 0:
+                raise ValueError("publish: delay excludes timeout")
+            rc = lib.shmq_publish_delayed(q, data, len(data), delay_ms(delay), idp)
+        else:
+            rc = lib.shmq_publish_timed(q, data, len(data), idp, timeout_ms(timeout))
+        if rc:
+            if rc == -errno.ETIMEDOUT:  # publish_timed: still full after the timeout
+                raise QueueFull(errno.ETIMEDOUT, "publish to %s" % self.name)
+            raise_error(rc, "publish to %s" % self.name)
+        return int(idp[0])
+
+    def consumer(self, name: str = "python") -> Consumer:
+        """Attach a consumer (a context manager; close() detaches it)."""
+        return Consumer(self, name)
+
+    @property
+    def config(self) -> Config:
+        """The queue's configuration as stored in its segment."""
+        cfg = ffi.new("shmq_config_t *")
+        lib.shmq_config_init(cfg)
+        rc = lib.shmq_get_config(self._handle(), cfg)
+        if rc:
+            raise_error(rc, "get_config")
+        values = {f: getattr(cfg, f) for f in CONFIG_FIELDS}
+        values["durability"] = Durability(values["durability"])
+        ld = values["log_dir"]
+        values["log_dir"] = None if ld == ffi.NULL else os.fsdecode(ffi.string(ld))
+        return Config(**values)
+
+    def stats(self) -> Stats:
+        """Counters and slot counts (a scan of the slots: not for a hot path)."""
+        st = ffi.new("shmq_stats_t *")
+        rc = lib.shmq_stats(self._handle(), st)
+        if rc:
+            raise_error(rc, "stats")
+        return Stats(**{f: getattr(st, f) for f in STATS_FIELDS})
+
+    def dead_letters(self) -> List[DeadLetter]:
+        """The dead letters, oldest id first (copies)."""
+        q = self._handle()
+        room = 64
+        while True:
+            out = ffi.new("shmq_dead_letter_t[]", room)
+            n = ffi.new("size_t *")
+            rc = lib.shmq_dlq_list(q, out, room, n)
+            if rc:
+                raise_error(rc, "dlq_list")
+            if n[0] < room:
+                return [
+                    DeadLetter(
+                        d.id, d.attempt, DeadReason(d.reason), bytes(ffi.buffer(d.data, d.len))
+                    )
+                    for d in out[0 : n[0]]
+                ]
+            room *= 4
+
+    def redrive(self, id: int = 0) -> int:
+        """Move dead letter id (0: all) back to the ready ring, attempt 0; how many moved."""
+        moved = ffi.new("uint32_t *")
+        rc = lib.shmq_dlq_redrive(self._handle(), id, moved)
+        if rc:
+            raise_error(rc, "dlq_redrive")
+        return int(moved[0])
+
+    def purge_dead(self, id: int = 0) -> int:
+        """Drop dead letter id (0: all); how many were dropped."""
+        purged = ffi.new("uint32_t *")
+        rc = lib.shmq_dlq_purge(self._handle(), id, purged)
+        if rc:
+            raise_error(rc, "dlq_purge")
+        return int(purged[0])
+
+    def purge(self, delayed: bool = False) -> int:
+        """Drop every ready message (delayed=True: the delayed ones too); how many."""
+        count = ffi.new("uint32_t *")
+        rc = lib.shmq_purge(self._handle(), lib.SHMQ_PURGE_DELAYED if delayed else 0, count)
+        if rc:
+            raise_error(rc, "purge")
+        return int(count[0])
+
+    def replay(
+        self, from_id: int = 0, since_unix_ms: int = 0, follow: Optional[float] = None
+    ) -> Replay:
+        """Read the queue's history back from its log (durability PROCESS or SYNC): the
+        messages with id >= from_id, or with from_id 0 those published at or after
+        since_unix_ms (0: all the log keeps). An iterator of ReplayedMessage and a context
+        manager; it ends at the end of the log, or with follow=SECONDS polls for more every
+        SECONDS forever (like tail -f)."""
+        return Replay(self, from_id, since_unix_ms, follow)
+
+    def close(self) -> None:
+        """Close the queue's consumers and the queue. Idempotent. In a forked child it only
+        forgets the handle (the parent's)."""
+        q = self._q
+        if q is None:
+            return
+        for c in list(self._consumers.values()):
+            c.close()
+        self._q = None
+        if self._gen != _fork.state[0]:
+            return
+        rc = lib.shmq_close(q)
+        if rc:
+            raise_error(rc, "close %s" % self.name)
+
+    @property
+    def closed(self) -> bool:
+        return self._q is None
+
+    def __enter__(self) -> "Queue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (ShmqError, AttributeError):
+            pass
+
+    def __repr__(self) -> str:
+        return "<shmq.Queue %r%s>" % (self.name, " closed" if self._q is None else "")

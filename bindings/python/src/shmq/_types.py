@@ -1,0 +1,106 @@
+"""Plain values the API returns: configuration, statistics, dead letters, replayed messages."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from ._native import lib
+
+
+class Durability(enum.IntEnum):
+    """What a published message survives (README "Durability")."""
+
+    NONE = lib.SHMQ_DURABILITY_NONE  # any process crash (the segment persists in /dev/shm)
+    PROCESS = lib.SHMQ_DURABILITY_PROCESS  # + the loss of the segment (mmap'd log)
+    SYNC = lib.SHMQ_DURABILITY_SYNC  # + power loss (the log is on stable storage)
+
+
+@dataclass
+class Config:
+    """A queue's configuration (shmq_config_t); Queue.create() takes these names as keywords.
+    Fields ending in _ms are milliseconds."""
+
+    capacity: int
+    max_msg_size: int
+    max_procs: int
+    heartbeat_timeout_ms: int
+    ack_deadline_ms: int
+    max_attempts: int
+    backoff_base_ms: int
+    backoff_cap_ms: int
+    backoff_multiplier: float
+    mode: int
+    durability: Durability
+    log_dir: Optional[str]
+    wal_file_size: int
+    log_retention_bytes: int
+    dedup_window_count: int
+    dedup_window_ms: int
+
+
+CONFIG_FIELDS = tuple(f.name for f in fields(Config))
+
+
+@dataclass
+class Stats:
+    """Queue.stats(): counters summed over every process that ever attached (shmq_stats_t),
+    and the slot counts by state now. oldest_age_ms is -1 when no message is pending."""
+
+    published: int
+    delivered: int
+    acked: int
+    nacked: int
+    redelivered: int
+    dead_lettered: int
+    reclaimed: int
+    dedup_hits: int
+    wal_bytes: int
+    wal_flushes: int
+    wal_files: int
+    ready: int
+    inflight: int
+    delayed: int
+    reserved: int
+    dead: int
+    free: int
+    consumers: int
+    procs: int
+    oldest_age_ms: int
+    wal_errors: int
+    wal_last_error: int
+    wal_healthy: int
+    wal_flush_failed: int
+    pinned: int
+    recovered_holes: int
+    recovered_bad_regions: int
+
+
+STATS_FIELDS = tuple(f.name for f in fields(Stats))
+
+
+class DeadReason(enum.IntEnum):
+    """Why a message is a dead letter."""
+
+    MAX_ATTEMPTS = lib.SHMQ_DEAD_MAX_ATTEMPTS  # nacked or timed out max_attempts times
+    CORRUPT = lib.SHMQ_DEAD_CORRUPT  # its slot held an impossible length
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message on the dead-letter ring (Queue.dead_letters()); data is a copy."""
+
+    id: int
+    attempt: int
+    reason: DeadReason
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ReplayedMessage:
+    """A message read back from the queue's log (Queue.replay()); data is a copy, unix_ms its
+    publish time (the producer's CLOCK_REALTIME, ms since the epoch)."""
+
+    id: int
+    data: bytes
+    unix_ms: int
