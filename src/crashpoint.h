@@ -29,7 +29,9 @@
 /* Targeted too: publish_delayed_before_park (publish.c, a delayed publish that logged its record
  * and stored its due time, slot still RESERVED): tests/test_delayed.c; prepare_before_link
  * (wal.c, a maintainer that made a log file ahead of the writers, allocated and pre-touched
- * under its temporary name, before its link): tests/test_walprep.c; append_after_reserve
+ * under its temporary name, before its link): tests/test_walprep.c; due_between_clocks
+ * (queue.c, a due time being turned into wall-clock time between its two clock readings):
+ * tests/test_delayed.c; append_after_reserve
  * (wal.c, a writer that reserved its record's space and holds its file's mapping, nothing
  * written yet; parked per thread with crashpoint_park_at): tests/test_walprep.c. */
 

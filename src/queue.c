@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "crashpoint.h"
 
 uint64_t queue_now_ms(const shmq_t *q)
 {
@@ -30,9 +31,14 @@ int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason)
 
 uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms)
 {
+    /* the queue's clock first, the wall clock after: time passing between the two readings
+     * (a preemption, a stop) makes the logged due time later, never earlier. The other way
+     * round a publisher stopped there logged it early by the stop, and a rebuild delivered
+     * the message that much before its due time */
+    uint64_t now_q = queue_now_ms_exact(q);
+    CRASH_POINT(due_between_clocks);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now_q = queue_now_ms_exact(q);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u +
            (due_ms > now_q ? due_ms - now_q : 0);
 }

@@ -20,6 +20,10 @@
  *    CAS to DELAYED (publish_delayed_before_park); maintenance frees the reservation and logs
  *    ACK|ABORT, as for any publish that never returned, so a rebuild does not bring it back.
  *  - no_log: with durability NONE the delay works the same.
+ *  - stopped_between_clocks_logs_no_early_due_time: a producer stopped for 3 s between the two
+ *    clock readings that turn its due time into wall-clock time (due_between_clocks); the
+ *    wall clock was read first, so the log said due 3 s early, and a rebuild then restored a
+ *    5 s delay READY after 3 s.
  */
 #include "helpers.h"
 
@@ -234,5 +238,47 @@ Test(delayed, no_log)
     int64_t t0 = h_now_ms();
     h_assert_rc(shmq_publish_delayed(q, "late", 4, 300, NULL), 0);
     receive_when_due(q, "late", t0 + 300);
+    shmq_close(q);
+}
+
+static int stalled_delayed_producer(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "due_between_clocks", 1);
+    setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    shmq_t *q;
+    if (shmq_open(crash_name, &q))
+        return 10;
+    int rc = shmq_publish_delayed(q, "late", 4, 5000, NULL);
+    shmq_close(q);
+    return rc == 0 ? 0 : 11;
+}
+
+Test(delayed, stopped_between_clocks_logs_no_early_due_time)
+{
+    crash_name = h_qname("kclk");
+    pid_t k = h_fork_gated(stalled_delayed_producer, NULL);
+    shmq_config_t cfg = h_log_config(8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    h_assert_rc(shmq_close(q), 0);
+    int64_t t0 = h_now_ms(); /* before the publish: its due time is after t0 + 5000 */
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, WUNTRACED, &st), 0);
+    cr_assert(WIFSTOPPED(st), "the producer did not stop between its clock readings");
+    h_sleep_ms(3000); /* the stall under test, not a wait for an event */
+    kill(k, SIGCONT);
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the producer's publish failed");
+    h_assert_rc(shmq_unlink_segment(crash_name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(crash_name, NULL, &rep), 0);
+    cr_assert_eq(rep.restored, 1, "restored %llu", (unsigned long long)rep.restored);
+    if (h_now_ms() < t0 + 5000) /* else the delay is over anyway: nothing to tell */
+        cr_assert_eq(rep.delayed, 1, "restored READY %lld ms before its due time",
+                     (long long)(t0 + 5000 - h_now_ms()));
+    h_assert_rc(shmq_open(crash_name, &q), 0);
+    receive_when_due(q, "late", t0 + 5000);
     shmq_close(q);
 }
