@@ -1,9 +1,9 @@
 /*
  * abi.c - a caller's struct of another version in the library's layout, and back (abi.h).
  *
- * Why a config must end without tail padding: a program built against an older shmq.h passes
- * sizeof(its shmq_config_t). If that size included padding, a field appended later could land
- * in it, and the library would read as that field bytes the program never set (a struct copy
+ * Why a config (and shmq_pub_opts_t, read by publish.c the same way) must end without tail
+ * padding: a program built against an older shmq.h passes sizeof(its shmq_config_t). If that
+ * size included padding, a field appended later could land in it, and the library would read as that field bytes the program never set (a struct copy
  * need not copy padding). Ending every layout on a field means a caller's size always covers
  * whole fields it knows; the assertion below names the last field and fails the build when a
  * field is appended without updating it. Append fields in 8-byte words (a lone uint32_t takes a
@@ -19,6 +19,9 @@
 _Static_assert(sizeof(shmq_config_t) == ABI_END(shmq_config_t, expire_policy),
                "shmq_config_t: append fields in whole 8-byte words and name the last one here");
 _Static_assert(sizeof(shmq_config_t) % 8 == 0, "shmq_config_t: a size is a multiple of 8");
+_Static_assert(sizeof(shmq_pub_opts_t) == ABI_END(shmq_pub_opts_t, dedup_key_len),
+               "shmq_pub_opts_t: append fields in whole 8-byte words and name the last one here");
+_Static_assert(sizeof(shmq_pub_opts_t) % 8 == 0, "shmq_pub_opts_t: a size is a multiple of 8");
 
 int abi_config_in(const shmq_config_t *in, shmq_config_t *out)
 {

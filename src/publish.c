@@ -285,14 +285,29 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
     return commit_slot(q, idx, data, len, &k, 0, id, false);
 }
 
-void shmq_pub_opts_init(shmq_pub_opts_t *opts)
+/* The first version of shmq_pub_opts_t ends here; a caller's size below it is bad input, and
+ * so is one above this library's (a newer caller's options would be ignored) (shmq.h "ABI"). */
+#define PUB_OPTS_V1_SIZE (offsetof(shmq_pub_opts_t, dedup_key_len) + sizeof(size_t))
+
+static bool pub_opts_size_ok(size_t size)
 {
-    memset(opts, 0, sizeof(*opts));
-    opts->size = sizeof(*opts);
+    return size % 8 == 0 && size >= PUB_OPTS_V1_SIZE && size <= sizeof(shmq_pub_opts_t);
 }
 
-/* The first version of shmq_pub_opts_t ends here; a caller's size below it is bad input. */
-#define PUB_OPTS_V1_SIZE (offsetof(shmq_pub_opts_t, dedup_key_len) + sizeof(size_t))
+int shmq_pub_opts_init_size(shmq_pub_opts_t *opts, size_t size)
+{
+    if (!opts || !pub_opts_size_ok(size))
+        return -EINVAL;
+    memset(opts, 0, size); /* the caller's bytes only: its struct may be an older, smaller one */
+    opts->size = (uint32_t)size;
+    return 0;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+void(shmq_pub_opts_init)(shmq_pub_opts_t *opts)
+{
+    shmq_pub_opts_init_size(opts, PUB_OPTS_V1_SIZE);
+}
 
 /* The caller's options as this library's struct: the fields past its size read as 0. */
 static int read_pub_opts(const shmq_pub_opts_t *opts, shmq_pub_opts_t *o)
@@ -300,7 +315,7 @@ static int read_pub_opts(const shmq_pub_opts_t *opts, shmq_pub_opts_t *o)
     shmq_pub_opts_init(o);
     if (!opts)
         return 0;
-    if (opts->size < PUB_OPTS_V1_SIZE)
+    if (!pub_opts_size_ok(opts->size))
         return -EINVAL;
     memcpy(o, opts, opts->size < sizeof(*o) ? opts->size : sizeof(*o));
     o->size = sizeof(*o);

@@ -210,3 +210,34 @@ Test(abi, plain_symbols_use_the_first_layout)
     cr_assert(canary_intact(&c, ABI_STATS_SIZE_0, sizeof c.b));
     h_assert_rc(shmq_close(q), 0);
 }
+
+/* Publish options: init writes the caller's bytes only; a size from newer headers (options this
+ * library would ignore) is refused. */
+Test(abi, pub_opts_follow_the_size_rule)
+{
+    size_t first = ABI_END(shmq_pub_opts_t, dedup_key_len);
+    struct caller_buf c;
+    memset(c.b, CANARY, sizeof c.b);
+    shmq_pub_opts_t *o = (shmq_pub_opts_t *)c.b;
+    h_assert_rc(shmq_pub_opts_init_size(o, first), 0);
+    cr_assert_eq(o->size, first);
+    cr_assert(canary_intact(&c, first, sizeof c.b), "init wrote past the caller's struct");
+    h_assert_rc(shmq_pub_opts_init_size(o, sizeof(shmq_pub_opts_t) + 8), -EINVAL);
+    h_assert_rc(shmq_pub_opts_init_size(o, first - 8), -EINVAL);
+
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    const char *name = h_qname("abiopt");
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_pub_opts_init_size(o, first), 0);
+    h_assert_rc(shmq_publish_ex(q, "a", 1, o, NULL), 0);
+    o->size = (uint32_t)sizeof(shmq_pub_opts_t) + 8; /* a newer caller's: not ignored silently */
+    h_assert_rc(shmq_publish_ex(q, "b", 1, o, NULL), -EINVAL);
+    void (*init)(shmq_pub_opts_t *) = shmq_pub_opts_init;
+    memset(c.b, CANARY, sizeof c.b);
+    init(o);
+    cr_assert_eq(o->size, first);
+    cr_assert(canary_intact(&c, first, sizeof c.b));
+    h_assert_rc(shmq_close(q), 0);
+}

@@ -49,24 +49,25 @@ typedef struct shmq_consumer shmq_consumer_t;
                                    * power loss and kernel crashes */
 
 /*
- * ABI: structs that can grow. shmq_config_t, shmq_stats_t, shmq_recovery_report_t,
- * shmq_maint_report_t (and shmq_seen_stats_t, seen.h) gain fields in later versions without
+ * ABI: structs that can grow. shmq_config_t, shmq_pub_opts_t, shmq_stats_t,
+ * shmq_recovery_report_t, shmq_maint_report_t (and shmq_seen_stats_t, seen.h) gain fields in later versions without
  * breaking a program built against an older shmq.h (README "ABI and versions"):
  *  - Fields are only ever appended, never moved, removed or retyped.
  *  - The library is always told the size of the caller's struct, the sizeof of the headers the
- *    caller was compiled with: shmq_config_t carries it in its leading `size` field, which
- *    shmq_config_init() sets (never set it by hand; a config not made by shmq_config_init() or
- *    shmq_get_config() has no valid size); the calls that fill a struct are macros that pass
+ *    caller was compiled with: shmq_config_t and shmq_pub_opts_t carry it in their leading
+ *    `size` field, which shmq_config_init() and shmq_pub_opts_init() set (never set it by
+ *    hand; a config not made by shmq_config_init() or shmq_get_config() has no valid size); the calls that fill a struct are macros that pass
  *    sizeof(TYPE) to their *_size function (shmq_stats(q, st) is
  *    shmq_stats_size(q, st, sizeof(shmq_stats_t))). Programs change nothing.
  *  - The library reads and writes only that many bytes. A config from older headers (smaller)
  *    is accepted: the fields it lacks take their defaults. A size the library does not know
  *    (larger than its own struct, from newer headers, smaller than the first layout, or not a
- *    multiple of 8 for shmq_config_t) is -EINVAL.
- *  - The plain symbols (shmq_config_init, shmq_stats, shmq_get_config, shmq_maintain,
- *    shmq_recover, shmq_seen_stats), reached only by taking their address or by
+ *    multiple of 8 for the two structs the caller fills) is -EINVAL. These two end on a field,
+ *    never on padding (src/abi.c asserts it), so an older size never covers a newer field.
+ *  - The plain symbols (shmq_config_init, shmq_pub_opts_init, shmq_stats, shmq_get_config,
+ *    shmq_maintain, shmq_recover, shmq_seen_stats), reached only by taking their address or by
  *    dlsym()/ctypes, act on each struct's first layout (the fields up to dedup_window_ms,
- *    recovered_bad_regions, holes, pinned, compactions); bindings that load symbols call the
+ *    dedup_key_len, recovered_bad_regions, holes, pinned, compactions); bindings that load symbols call the
  *    *_size functions with their own size.
  * Structs passed as arrays (shmq_msg_t, shmq_iov_t, shmq_peek_msg_t, shmq_proc_info_t,
  * shmq_dead_letter_t) and shmq_lease_info_t never change: more fields mean a new struct and
@@ -365,15 +366,20 @@ typedef struct shmq_pub_opts {
     size_t dedup_key_len;
 } shmq_pub_opts_t;
 
-/** Fill *opts with no option set (size = sizeof(shmq_pub_opts_t)). Never fails. */
+/** Fill *opts with no option set, and opts->size with the size of the caller's struct (a
+ *  macro: shmq_pub_opts_init_size(opts, sizeof(shmq_pub_opts_t)); see "ABI"). Returns 0;
+ *  -EINVAL for NULL or a size shmq does not know (nothing written). */
 void shmq_pub_opts_init(shmq_pub_opts_t *opts);
+int shmq_pub_opts_init_size(shmq_pub_opts_t *opts, size_t size);
+#define shmq_pub_opts_init(opts) shmq_pub_opts_init_size((opts), sizeof(shmq_pub_opts_t))
 
 /**
  * Publish with options: as shmq_publish() with opts NULL or with none set; with delay_ms as
  * shmq_publish_delayed(); with dedup_key as shmq_publish_dedup() (every guarantee and error of
  * those calls holds). With headers, the message carries them (shmq_msg_headers() on receive).
- * Returns their errors, and -EINVAL for a size smaller than the first version of this struct
- * (the fields up to dedup_key_len) or for NULL headers with n_headers > 0, -ENOTSUP for a
+ * Returns their errors, and -EINVAL for a size shmq does not know (smaller than the first
+ * version of this struct, the fields up to dedup_key_len, or larger than this library's: a
+ * newer caller's options it would ignore) or for NULL headers with n_headers > 0, -ENOTSUP for a
  * dedup key together with a delay (not supported: a keyed publish is decided when it becomes
  * ready) or for headers on a queue without them (max_header_bytes 0).
  * Multi-producer safe; lock-free; costs what the options it uses cost.
