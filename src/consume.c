@@ -22,12 +22,15 @@
 #include "expire.h"
 #include "queue.h"
 #include "registry.h"
+#include "settings.h"
 #include "slot.h"
 #include "slotmove.h"
 #include "wait.h"
 
 #define COOP_PERIOD_NS (250ull * 1000000ull)
 #define COOP_LEASE_MS 1000u
+/* a blocked receive reads the heartbeat timeout again every this many sleeps (K4) */
+#define HB_REREAD_SLEEPS 4u
 
 static struct proc_entry *c_self(const shmq_consumer_t *c)
 {
@@ -90,9 +93,10 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
         }
         uint32_t attempt = sl->attempt + 1;
         sl->attempt = attempt;
-        /* coarse clock, plus its lag rounded up (due_pad_ms): a deadline may pass a tick late,
-         * never early */
-        uint64_t due = queue_ms_at(q, now) + c->due_pad_ms;
+        /* coarse clock, plus its lag rounded up (lag_pad_ms): a deadline may pass a tick late,
+         * never early; the ack deadline in use now (K1: relaxed, a read-mostly line) */
+        uint64_t due =
+            queue_ms_at(q, now) + c->lag_pad_ms + settings_ack_deadline_ms(&q->seg.hdr->settings);
         /* relaxed: validated by its gen tag (slot.h) */
         atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
         uint32_t len = sl->len;
@@ -164,13 +168,21 @@ static int receive(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got
     struct recv_ctx ctx = {.c = c, .msgs = msgs, .max = max};
     int r = receive_once(&ctx); /* fenced: checked just above */
     if (r == -EAGAIN && timeout_ms != 0) {
-        const struct seg_layout *l = &c->q->seg.layout;
         uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-        /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays alive */
-        uint64_t max_sleep = (uint64_t)l->heartbeat_timeout_ms * 1000000ull / 3 + 1;
         struct seg_header *h = c->q->seg.hdr;
-        r = wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY, deadline,
-                       max_sleep, try_receive, &ctx);
+        for (;;) {
+            /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays
+             * alive; read it again every HB_REREAD_SLEEPS sleeps, so a changed one is followed
+             * within the grace a lowering gives (K4, settings.h) */
+            uint64_t max_sleep =
+                (uint64_t)settings_heartbeat_timeout_ms(&h->settings) * 1000000ull / 3 + 1;
+            uint64_t until = now_ns() + HB_REREAD_SLEEPS * max_sleep;
+            bool last = deadline && deadline <= until;
+            r = wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY,
+                           last ? deadline : until, max_sleep, try_receive, &ctx);
+            if (r != -ETIMEDOUT || last)
+                break;
+        }
     }
     *got = ctx.got;
     return r;
@@ -310,12 +322,15 @@ static uint64_t next_random(shmq_consumer_t *c)
     return c->rng = x;
 }
 
-/* The backoff policy: base * multiplier^(attempt-1), capped, with equal jitter. */
+/* The backoff policy: base * multiplier^(attempt-1), capped, with equal jitter. The three
+ * settings are read one by one (K1): from two changes at once they give min(base * mult^k,
+ * cap) of values someone set, a delay between the two policies' (a base above the cap: cap). */
 static uint32_t backoff_ms(shmq_consumer_t *c, uint32_t attempt)
 {
-    const struct seg_layout *l = &c->q->seg.layout;
-    double d = l->backoff_base_ms * pow(l->backoff_multiplier, attempt > 0 ? attempt - 1 : 0);
-    uint32_t delay = d >= l->backoff_cap_ms ? l->backoff_cap_ms : (uint32_t)d;
+    struct settings_values v;
+    settings_read(&c->q->seg.hdr->settings, &v);
+    double d = v.backoff_base_ms * pow(v.backoff_multiplier, attempt > 0 ? attempt - 1 : 0);
+    uint32_t delay = d >= v.backoff_cap_ms ? v.backoff_cap_ms : (uint32_t)d;
     if (delay < 2)
         return delay;
     return delay / 2 + (uint32_t)(next_random(c) % (delay / 2 + 1));
@@ -345,7 +360,7 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
             count_own(c_self(c), CNT_NACKED);
         return err;
     }
-    if (attempt >= q->seg.layout.max_attempts) {
+    if (attempt >= settings_max_attempts(&q->seg.hdr->settings)) {
         err = slot_dead_letter(q, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
         if (!err) {
             count_own(c_self(c), CNT_NACKED);
@@ -392,7 +407,8 @@ int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
         return -EIDRM;
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
         return -ESTALE;
-    uint64_t due = queue_now_ms_exact(c->q) + (ms ? ms : c->q->seg.layout.ack_deadline_ms);
+    uint64_t due =
+        queue_now_ms_exact(c->q) + (ms ? ms : settings_ack_deadline_ms(&c->q->seg.hdr->settings));
     /* relaxed: tagged with our word; if maintenance took the slot meanwhile the tag is stale */
     atomic_store_explicit(&sl->deadline, tagged_make(due, w), memory_order_relaxed);
     registry_heartbeat(c_self(c));
@@ -407,8 +423,7 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
     if (!c)
         return -ENOMEM;
     c->q = q;
-    c->due_pad_ms = q->seg.layout.ack_deadline_ms +
-                    (uint32_t)((coarse_lag_ns() + 999999) / 1000000); /* lag, rounded up */
+    c->lag_pad_ms = (uint32_t)((coarse_lag_ns() + 999999) / 1000000); /* lag, rounded up */
     int err = registry_attach(&q->seg, ROLE_CONSUMER, name, &c->self, &c->self_word);
     if (err) {
         free(c);
@@ -445,10 +460,13 @@ static void let_go_all(shmq_consumer_t *c)
 static void *heartbeat_main(void *arg)
 {
     shmq_consumer_t *c = arg;
-    struct timespec ts = {.tv_sec = c->hb_interval_ms / 1000,
-                          .tv_nsec = (long)(c->hb_interval_ms % 1000) * 1000000L};
     while (!atomic_load_explicit(&c->hb_stop, memory_order_acquire)) {
         registry_heartbeat(c_self(c));
+        /* 0: a third of the heartbeat timeout in use now (read each time: K4) */
+        uint32_t ms = c->hb_interval_ms
+                          ? c->hb_interval_ms
+                          : settings_heartbeat_timeout_ms(&c->q->seg.hdr->settings) / 3 + 1;
+        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     return NULL;
@@ -458,7 +476,7 @@ int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms)
 {
     if (!c || c->hb_running)
         return -EINVAL;
-    c->hb_interval_ms = interval_ms ? interval_ms : c->q->seg.layout.heartbeat_timeout_ms / 3 + 1;
+    c->hb_interval_ms = interval_ms; /* 0: follow the queue's heartbeat timeout */
     atomic_store(&c->hb_stop, 0);
     int err = pthread_create(&c->hb_thread, NULL, heartbeat_main, c);
     if (err)

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "settings.h"
 #include "slot.h"
 #include "slotmove.h"
 
@@ -53,9 +54,9 @@ bool expire_claim(shmq_t *q, uint32_t idx, uint64_t w, uint64_t now_ms)
         return false;
     /* relaxed, tagged with our word: a take-back after our death counts no delivery (it was
      * none), as for a receiver's claim (maintain.c, delivery_counted) */
-    atomic_store_explicit(&sl->deadline,
-                          tagged_make(now_ms + q->seg.layout.ack_deadline_ms, mine),
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &sl->deadline, tagged_make(now_ms + settings_ack_deadline_ms(&q->seg.hdr->settings), mine),
+        memory_order_relaxed);
     CRASH_POINT(expire_after_claim);
     return expire_held(q, idx, mine, q_self(q)) == 0;
 }

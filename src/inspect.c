@@ -40,6 +40,7 @@
 #include "registry.h"
 #include "ring.h"
 #include "segment.h"
+#include "settings.h"
 #include "slot.h"
 #include "wal.h"
 #include "walscan.h"
@@ -516,11 +517,17 @@ static void read_header_words(const struct segment *seg, struct inspect_snapshot
         {"free_waiters", atomic_load_explicit(&h->free_waiters, memory_order_relaxed)},
         {"maint_passes", s->maint_passes},
         {"moves", atomic_load_explicit(&h->moves, memory_order_relaxed)},
+        {"settings_version", atomic_load_explicit(&h->settings.version, memory_order_relaxed)},
+        {"settings_wal_seq", atomic_load_explicit(&h->settings.wal_seq, memory_order_relaxed)},
     };
     _Static_assert(sizeof(words) / sizeof(words[0]) <= INSPECT_FIELDS_MAX, "fields fit");
     s->n_words = sizeof(words) / sizeof(words[0]);
     memcpy(s->words, words, sizeof(words));
     s->lease.word = atomic_load_explicit(&h->lease_word, memory_order_relaxed);
+    /* the settings in use (shmq_set_config()) over the layout's values from create */
+    struct settings_values v;
+    settings_read(&h->settings, &v);
+    settings_to_config(&v, &s->cfg);
     for (int c = 0; c < INSPECT_COUNTERS; c++) {
         s->retired[c] = atomic_load_explicit(&h->retired[counter_map[c].cnt], memory_order_relaxed);
         s->counters[c] = s->retired[c];
@@ -559,7 +566,7 @@ static void read_registry(struct seg_read *r)
         uint64_t hb = atomic_load_explicit(&p->heartbeat_ns, memory_order_relaxed);
         o->heartbeat_seen = hb != 0;
         o->heartbeat_age_ms = hb ? age_ms(s->taken_ns, hb) : 0;
-        o->heartbeat_stale = hb && o->heartbeat_age_ms > (int64_t)seg->layout.heartbeat_timeout_ms;
+        o->heartbeat_stale = hb && o->heartbeat_age_ms > (int64_t)s->cfg.heartbeat_timeout_ms;
         o->sleeping = atomic_load_explicit(&p->sleeping, memory_order_relaxed) != 0;
         memcpy(o->name, p->name, sizeof(o->name));
         o->name[sizeof(o->name) - 1] = '\0';
@@ -989,12 +996,12 @@ int inspect_log_locate(const char *name, const char *log_dir, struct inspect_log
 
 const char *inspect_rec_type_name(int t)
 {
-    static const char *const names[INSPECT_REC_TYPES] = {"publish", "ack", "dead",
-                                                         "nack",    "pad", "mark"};
+    static const char *const names[INSPECT_REC_TYPES] = {"publish", "ack",  "dead",  "nack",
+                                                         "pad",     "mark", "config"};
     return t >= 0 && t < INSPECT_REC_TYPES ? names[t] : "?";
 }
 
-/* A record type (walscan only passes WAL_PUBLISH..WAL_MARK) as INSPECT_REC_*. */
+/* A record type (walscan only passes WAL_PUBLISH..WAL_TYPE_MAX) as INSPECT_REC_*. */
 static int rec_type_of(unsigned type)
 {
     switch (type) {
@@ -1003,6 +1010,7 @@ static int rec_type_of(unsigned type)
     case WAL_DEAD: return INSPECT_REC_DEAD;
     case WAL_NACK: return INSPECT_REC_NACK;
     case WAL_PAD: return INSPECT_REC_PAD;
+    case WAL_CONFIG: return INSPECT_REC_CONFIG;
     default: return INSPECT_REC_MARK;
     }
 }
@@ -1151,8 +1159,8 @@ static int log_record(void *arg, uint64_t offset, const struct wal_rec *rec, con
     uint64_t size = wal_rec_size(rec->len);
     fs->prev_end = offset + (size < f->size - offset ? size : f->size - offset);
     f->by_type[rec_type_of(rec->type)]++;
-    if (rec->type == WAL_PAD)
-        return 0;
+    if (rec->type == WAL_PAD || rec->type == WAL_CONFIG)
+        return 0; /* no message's record (a CONFIG record's id is the settings' version) */
     struct wal_publish pub = {.len = rec->len};
     if (rec->type == WAL_PUBLISH) {
         if (wal_parse_publish(rec, payload, &pub) != 0) {

@@ -88,6 +88,23 @@ struct seg_header {
     _Atomic uint64_t wal_flushes;                        /* fdatasync calls made */
     _Atomic uint64_t wal_oldest_seq;                     /* files below this were deleted */
     _Atomic uint64_t wal_errors;                         /* log writes and flushes that failed */
+    /* The settings shmq_set_config() changes (settings.h has the protocol, K1-K4): the values
+     * in use, one word each, initialised from the layout (whose fields keep the values the
+     * segment was made with). Own line, written only by a change: read-mostly for the fast
+     * path's ack deadline. */
+    _Alignas(CACHE_LINE) struct seg_settings {
+        _Atomic uint32_t heartbeat_timeout_ms, ack_deadline_ms, max_attempts;
+        _Atomic uint32_t backoff_base_ms, backoff_cap_ms;
+        _Atomic uint32_t default_ttl_ms; /* a new message's time to live (0: none) */
+        _Atomic uint32_t wal_seq;        /* log file of the latest CONFIG record + 1 (a lower
+                                          * bound, as slot.wal_seq); 0: none was logged */
+        uint32_t reserved;
+        _Atomic uint64_t backoff_multiplier; /* the double's bits */
+        _Atomic uint64_t heartbeat_grace;    /* after a lowered heartbeat timeout: the previous
+                                              * one (ms) << 32 | until when it still counts (s of
+                                              * the queue's clock); 0: none */
+        _Atomic uint64_t version;            /* changes made to this segment's settings */
+    } settings;
 };
 
 /* Counter indices, per registry entry and in seg_header.retired. */

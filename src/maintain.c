@@ -35,6 +35,8 @@
 #include "expire.h"
 #include "queue.h"
 #include "registry.h"
+#include "setconfig.h"
+#include "settings.h"
 #include "slot.h"
 #include "slotmove.h"
 #include "wait.h"
@@ -59,7 +61,10 @@ struct pass {
 static bool consumer_hung(const struct pass *p, const struct proc_entry *e)
 {
     uint64_t hb = atomic_load_explicit(&e->heartbeat_ns, memory_order_relaxed);
-    uint64_t timeout = (uint64_t)p->q->seg.layout.heartbeat_timeout_ms * 1000000ull;
+    /* the timeout in use, or the one before a lowering while its grace lasts (K4) */
+    uint64_t timeout =
+        (uint64_t)settings_liveness_timeout_ms(&p->q->seg.hdr->settings, p->now_ms / 1000) *
+        1000000ull;
     if (!(e->role & ROLE_CONSUMER) || hb + timeout >= p->now_ns || hb > p->now_ns)
         return false;
     char st = proc_run_state(e->pid);
@@ -189,8 +194,10 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     memcpy(slot_payload(ns), slot_payload(sl), len);
     CRASH_POINT(copy_out_after_copy);
     uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
-    atomic_store_explicit(&ns->deadline,
-                          tagged_make(p->now_ms + l->ack_deadline_ms, parked), memory_order_relaxed);
+    atomic_store_explicit(
+        &ns->deadline,
+        tagged_make(p->now_ms + settings_ack_deadline_ms(&q->seg.hdr->settings), parked),
+        memory_order_relaxed);
     /* release: the copy is complete for whoever fires or frees the parked slot. A CAS: a
      * reservation is never taken from a live process, but we do not write over one that was */
     if (!atomic_compare_exchange_strong_explicit(&ns->state, &nw, parked, memory_order_release,
@@ -214,7 +221,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     }
     CRASH_POINT(copy_out_after_fence);
     count_taken_from(p, sw_owner(w));
-    bool dead = attempt >= l->max_attempts;
+    bool dead = attempt >= settings_max_attempts(&q->seg.hdr->settings);
     if (dead)
         ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
     if (!move_slot(p, to, parked, sw_next(parked, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
@@ -246,7 +253,7 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
                    * published by the CAS below. Never on a nack under way (delivery_counted),
                    * so a nack racing us cannot count one delivery twice. */
         attempt++;
-    bool dead = attempt >= p->q->seg.layout.max_attempts;
+    bool dead = attempt >= settings_max_attempts(&p->q->seg.hdr->settings);
     uint64_t next = sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER);
     if (!counted)
         sl->attempt = attempt;
@@ -447,7 +454,7 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
 static void fire_delayed(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
 {
     uint32_t attempt = sl->attempt; /* the copier's, published by its parking CAS (acquired) */
-    bool dead = attempt >= p->q->seg.layout.max_attempts;
+    bool dead = attempt >= settings_max_attempts(&p->q->seg.hdr->settings);
     if (dead) {
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
         /* logged before the move, as every DEAD (docs/DESIGN.md) */
@@ -622,6 +629,12 @@ static int maintain(shmq_t *q, shmq_maint_report_t *report)
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&q->seg.hdr->moves, memory_order_relaxed) != moves)
         p.min_wal_seq = 0;
+    /* the latest CONFIG record's file, logged again first if it lags behind (K3) */
+    if (q->wal) {
+        uint64_t cfg_seq = settings_keep(q, wal_cur, CHECKPOINT_LAG_FILES);
+        if (cfg_seq < p.min_wal_seq)
+            p.min_wal_seq = cfg_seq;
+    }
     if (q->wal && wal_maintain(q->wal, p.min_wal_seq, wal_cur) == -EIDRM)
         err = -EIDRM;
     atomic_fetch_add_explicit(&q->seg.hdr->maint_passes, 1, memory_order_relaxed);

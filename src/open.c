@@ -19,6 +19,7 @@
 #include "logtomb.h"
 #include "queue.h"
 #include "registry.h"
+#include "settings.h"
 
 static int attach(shmq_t **out, struct segment *seg, const char *name, bool create)
 {
@@ -284,6 +285,9 @@ int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size)
         return -EINVAL;
     shmq_config_t own;
     layout_to_config(&q->seg.layout, &own);
+    struct settings_values v; /* the settings in use (shmq_set_config()) */
+    settings_read(&q->seg.hdr->settings, &v);
+    settings_to_config(&v, &own);
     abi_copy_out(cfg, size, &own, sizeof(own));
     cfg->size = (uint32_t)size;
     return 0;

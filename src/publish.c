@@ -30,6 +30,7 @@
 #include "dedup.h"
 #include "expire.h"
 #include "queue.h"
+#include "settings.h"
 #include "slot.h"
 #include "slotmove.h"
 #include "wait.h"
@@ -167,7 +168,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     sl->attempt = 0;
     uint64_t now = k ? k->now_ns : now_ns_coarse(); /* the call's one clock read */
     sl->publish_ns = now;
-    sl->expire_ns = expire_at(now, q->seg.layout.default_ttl_ms);
+    sl->expire_ns = expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings));
     /* P0 (release): the id above is this reservation's; the deadline field, tagged with our
      * RESERVED word, says so to maintenance (M0, acquire), which frees a dead producer's
      * reservation and logs ACK|ABORT only for an id it knows is its own. Before P0 the slot may
@@ -453,7 +454,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         sl->len = (uint32_t)msgs[j].len;
         sl->attempt = 0;
         sl->publish_ns = now;
-        sl->expire_ns = expire_at(now, q->seg.layout.default_ttl_ms);
+        sl->expire_ns = expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings));
         /* P0 (release), as in commit_slot(): the id above is this reservation's */
         atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
     }

@@ -34,9 +34,9 @@ struct shmq_consumer {
     pthread_t hb_thread;
     _Atomic int hb_stop;
     int hb_running;
-    uint32_t hb_interval_ms;
+    uint32_t hb_interval_ms;  /* the heartbeat thread's period; 0: a third of the timeout */
     uint32_t deliveries;      /* every 1024th checks whether maintenance is unwatched */
-    uint32_t due_pad_ms;      /* ack deadline + the coarse clock's lag in ms, rounded up */
+    uint32_t lag_pad_ms;      /* the coarse clock's lag in ms, rounded up (added to deadlines) */
     uint64_t next_coop_ns;    /* earliest time for the next such check */
 };
 

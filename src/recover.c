@@ -32,6 +32,7 @@
 #include "io.h"
 #include "loghead.h"
 #include "segment.h"
+#include "settings.h"
 #include "slot.h"
 #include "wal.h"
 #include "walscan.h"
@@ -57,6 +58,11 @@ struct scan_ctx {
     size_t n, cap;
     uint64_t seq;
     int oom;
+    /* the CONFIG record of the highest version (the later of equal ones: files and records are
+     * read in log order), NULL if none (settings.h, K2) */
+    const void *config;
+    uint32_t config_len;
+    uint64_t config_version;
 };
 
 static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const void *payload)
@@ -64,6 +70,14 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
     struct scan_ctx *c = arg;
     if (r->type == WAL_PAD)
         return 0;
+    if (r->type == WAL_CONFIG) { /* no message's: its id is the settings' version */
+        if (!c->config || r->id >= c->config_version) {
+            c->config = payload;
+            c->config_len = r->len;
+            c->config_version = r->id;
+        }
+        return 0;
+    }
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 4096;
         struct entry *v = realloc(c->v, cap * sizeof(*v));
@@ -336,7 +350,7 @@ static int populate(struct segment *s, void *arg)
     atomic_store_explicit(&s->hdr->wal_oldest_seq, rb->oldest_seq, memory_order_relaxed);
     /* plain: the segment is not published yet (S1 stores its magic after populate) */
     _Static_assert(offsetof(struct seg_header, recovered_holes) == 744 &&
-                       sizeof(struct seg_header) == 960,
+                       sizeof(struct seg_header) == 1024,
                    "FORMAT.md section 3");
     s->hdr->recovered_holes = rb->rep->holes;
     s->hdr->recovered_bad_regions = rb->rep->corrupt_regions - rb->rep->holes;
@@ -349,6 +363,20 @@ static int populate(struct segment *s, void *arg)
         return err;
     CRASH_POINT(recover_after_complete);
     return 0;
+}
+
+/* The settings of the latest CONFIG record over cfg (the newest file header's): a change made
+ * since this generation began (K2). A record whose values no queue may have (it passed its
+ * CRC, so only a bug wrote it) is not used: the rebuild goes on with the header's. */
+static void apply_config_record(const struct scan_ctx *c, shmq_config_t *cfg)
+{
+    struct settings_values v;
+    _Static_assert(sizeof(v) == WAL_CONFIG_LEN, "the payload this version writes");
+    if (!c->config || c->config_len < sizeof(v))
+        return;
+    memcpy(&v, c->config, sizeof(v)); /* later settings may follow: not read here */
+    if (settings_valid(&v))
+        settings_to_config(&v, cfg);
 }
 
 /* Decide each id's state from its records (sorted by id, then log order). */
@@ -554,6 +582,7 @@ static int recover(const char *name, const char *log_dir, shmq_recovery_report_t
     /* The newest file's header holds the queue's config; the log goes on after every name. */
     shmq_config_t cfg;
     layout_to_config(&newest->h->layout, &cfg);
+    apply_config_record(&c, &cfg);
     cfg.log_dir = base;
     rb.now_ns = now_ns();
     rb.now_unix_ms = unix_ms_now();

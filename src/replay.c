@@ -164,7 +164,7 @@ static int record_at(const struct shmq_replay *r, uint64_t off, struct wal_rec *
     memcpy(rec, p, sizeof(*rec));
     rec->crc = crc;
     if (rec->magic != WAL_REC_MAGIC || rec->epoch != r->epoch || rec->type < WAL_PUBLISH ||
-        rec->type > WAL_MARK)
+        rec->type > WAL_TYPE_MAX)
         return 0;
     if (rec->len > r->size - off - WAL_REC_HEADER)
         return 0;

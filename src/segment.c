@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "io.h"
 #include "logdir.h"
+#include "settings.h"
 #include "slot.h"
 
 int segment_check_name(const char *name)
@@ -82,6 +83,7 @@ static int init_contents(struct segment *s)
     atomic_store_explicit(&h->wal_oldest_seq, s->layout.wal_base_pos / usable,
                           memory_order_relaxed);
     atomic_store_explicit(&h->wal_sync_low, UINT64_MAX, memory_order_relaxed);
+    settings_init(&h->settings, &s->layout);
     return 0;
 }
 

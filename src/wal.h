@@ -40,8 +40,21 @@
 #include "segment.h"
 
 /* MARK: ids up to its id were handed out (written before files are deleted, so recovery never
- * hands out an id again even when the records that carried the highest ids are gone). */
-enum wal_type { WAL_PUBLISH = 1, WAL_ACK = 2, WAL_DEAD = 3, WAL_NACK = 4, WAL_PAD = 5, WAL_MARK = 6 };
+ * hands out an id again even when the records that carried the highest ids are gone).
+ * CONFIG: the queue's changeable settings after a change (shmq_set_config(); settings.h, K2):
+ * its id is the settings' version, not a message id; its payload a struct settings_values
+ * (WAL_CONFIG_LEN bytes, or more: later settings follow). */
+enum wal_type {
+    WAL_PUBLISH = 1,
+    WAL_ACK = 2,
+    WAL_DEAD = 3,
+    WAL_NACK = 4,
+    WAL_PAD = 5,
+    WAL_MARK = 6,
+    WAL_CONFIG = 7
+};
+#define WAL_TYPE_MAX WAL_CONFIG /* a record of a higher type is invalid */
+#define WAL_CONFIG_LEN 40u      /* bytes of a CONFIG payload this version writes */
 
 struct wal_rec {
     uint32_t magic;

@@ -524,7 +524,8 @@ int shmq_consumer_close(shmq_consumer_t *c);
 
 /**
  * Keep the consumer's heartbeat fresh from a helper thread every interval_ms (0: a third of the
- * heartbeat timeout), so a long handler does not look hung. Stopped by shmq_consumer_close().
+ * heartbeat timeout in use at each beat, which shmq_set_config() may change), so a long handler
+ * does not look hung. Stopped by shmq_consumer_close().
  */
 int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms);
 
@@ -549,11 +550,75 @@ const char *shmq_version(void);
 /** The same as one number, SHMQ_VERSION_ENCODE(MAJOR, MINOR, PATCH) (shmq/version.h). */
 uint32_t shmq_version_number(void);
 
-/** The queue's configuration as stored in its segment (log_dir NULL); cfg->size is set. A
+/** The queue's configuration as stored in its segment (log_dir NULL): the settings
+ *  shmq_set_config() changes as they are in use now, the rest as created; cfg->size is set. A
  *  macro: shmq_get_config_size(q, cfg, sizeof(shmq_config_t)) (see "ABI"). */
 int shmq_get_config(const shmq_t *q, shmq_config_t *cfg);
 int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size);
 #define shmq_get_config(q, cfg) shmq_get_config_size((q), (cfg), sizeof(shmq_config_t))
+
+/** Fields of shmq_config_t, for shmq_set_config()'s `fields`. The ones that may change: */
+#define SHMQ_CONFIG_HEARTBEAT_TIMEOUT_MS (1u << 0)
+#define SHMQ_CONFIG_ACK_DEADLINE_MS (1u << 1)
+#define SHMQ_CONFIG_MAX_ATTEMPTS (1u << 2)
+#define SHMQ_CONFIG_BACKOFF_BASE_MS (1u << 3)
+#define SHMQ_CONFIG_BACKOFF_CAP_MS (1u << 4)
+#define SHMQ_CONFIG_BACKOFF_MULTIPLIER (1u << 5)
+#define SHMQ_CONFIG_DEFAULT_TTL_MS (1u << 6)
+#define SHMQ_CONFIG_CHANGEABLE 0x7fu /* every field above */
+/** The ones fixed at create (they shape the segment or the log): always -EINVAL. To change
+ *  them, make a new queue and move the messages (README "Changing settings"). */
+#define SHMQ_CONFIG_CAPACITY (1u << 16)
+#define SHMQ_CONFIG_MAX_MSG_SIZE (1u << 17)
+#define SHMQ_CONFIG_MAX_PROCS (1u << 18)
+#define SHMQ_CONFIG_MODE (1u << 19)
+#define SHMQ_CONFIG_DURABILITY (1u << 20)
+#define SHMQ_CONFIG_LOG_DIR (1u << 21)
+#define SHMQ_CONFIG_WAL_FILE_SIZE (1u << 22)
+#define SHMQ_CONFIG_LOG_RETENTION_BYTES (1u << 23)
+#define SHMQ_CONFIG_DEDUP_WINDOW_COUNT (1u << 24)
+#define SHMQ_CONFIG_DEDUP_WINDOW_MS (1u << 25)
+#define SHMQ_CONFIG_EXPIRE_POLICY (1u << 26)
+
+/**
+ * Change settings of a running queue: the fields of *cfg that `fields` names (SHMQ_CONFIG_*
+ * bits; the others are not read), as shmq_get_config() then shows. Typical use: fill a config
+ * with shmq_config_init() or shmq_get_config(), set what changes, name it in fields.
+ * Changeable: heartbeat_timeout_ms, ack_deadline_ms, max_attempts, backoff_base_ms,
+ * backoff_cap_ms, backoff_multiplier, default_ttl_ms (SHMQ_CONFIG_CHANGEABLE). Every other field
+ * shapes the segment or its log and stays as created: naming one is -EINVAL, nothing changed. When
+ * each change takes effect, for every process of the queue at once:
+ *  - ack_deadline_ms: deliveries made after the change (one in flight keeps its deadline);
+ *    shmq_extend(…, 0) uses the new one;
+ *  - max_attempts: the next nack or take-back of each message (one that has had the new
+ *    maximum goes to the dead letters then, not before);
+ *  - backoff_*: nacks after the change;
+ *  - default_ttl_ms: messages published after the change (a message keeps the expiry it was
+ *    published with);
+ *  - heartbeat_timeout_ms: maintenance's liveness rule, blocked receives and heartbeat threads
+ *    (interval 0) follow it within a few sleeps; a LOWERED timeout counts for liveness only
+ *    after twice the old one, so no consumer still sleeping at the old pace is fenced.
+ * Each setting is one word: a concurrent reader sees its old or its new value; two settings
+ * changed in one call may be seen one changed and the other not for an instant (docs/DESIGN.md,
+ * "Settings that change"). Two calls at once on different settings both take effect; on the
+ * same one, one of them.
+ * With a log, the change is logged (a CONFIG record) before the call returns (SYNC: flushed),
+ * so a rebuild from the log (shmq_recover(), shmq_open() after a segment loss) keeps it; the
+ * rebuilt segment starts with the settings in use.
+ * Returns 0; -EINVAL (shmq_last_error_detail() names the field and why) for NULL q or cfg,
+ * fields 0 or naming a field that is not changeable, a
+ * cfg->size shmq does not know, or a value outside shmq_create()'s limits (heartbeat timeout,
+ * ack deadline and max_attempts >= 1; backoff_base_ms <= backoff_cap_ms, with the unchanged
+ * one as it is; 1.0 <= multiplier <= 1000): nothing changed then; -EIDRM when the queue was
+ * rebuilt from its log since q was opened (reopen; nothing changed); SHMQ_CONFIG_DEFAULT_TTL_MS
+ * with a cfg->size from headers older than that field: -EINVAL. With a log, when the
+ * CONFIG record cannot be written: the append's error (-ENOSPC, -EDQUOT, -EFBIG, -EIO, ... as
+ * shmq_publish(), or -EIDRM when the queue was rebuilt meanwhile): the change IS in effect in
+ * this segment, but a rebuild from the log may not keep it; call again once the log works.
+ * Any thread or process; lock-free (stores and one atomic add); with a log, one append (no
+ * system call unless it starts a log file; SYNC: blocks for the flush).
+ */
+int shmq_set_config(shmq_t *q, const shmq_config_t *cfg, uint32_t fields);
 
 /** Counters summed over every process that ever attached. */
 typedef struct shmq_stats {

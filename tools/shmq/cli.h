@@ -45,6 +45,7 @@ CLI_DECLARE(sub);
 CLI_DECLARE(replay);
 CLI_DECLARE(dlq);
 CLI_DECLARE(purge);
+CLI_DECLARE(config);
 CLI_DECLARE(peek);
 CLI_DECLARE(wal);
 CLI_DECLARE(recover);

@@ -33,6 +33,8 @@ static const struct cli_command commands[] = {
      cmd_peek_help},
     {"purge", "drop every ready message (--delayed: and the delayed ones); print the count",
      cmd_purge, cmd_purge_help},
+    {"config", "change a running queue's timeouts and retry policy; print its settings", cmd_config,
+     cmd_config_help},
     {"dlq", "dead letters: list, redrive, purge", cmd_dlq, cmd_dlq_help},
     {"dump", "print a queue's segment: header, registry, rings, slots, counters", cmd_dump,
      cmd_dump_help},
