@@ -100,6 +100,14 @@ int shmq_publish_timed(shmq_t *q, const char *data, size_t len, uint64_t *id, in
 int shmq_publish_dedup(shmq_t *q, const char *data, size_t len, const char *key,
                        size_t key_len, uint64_t *id);
 
+/* batches: pyshmq_publish_joined is the module's own C (SOURCE below) */
+int pyshmq_publish_joined(shmq_t *q, const char *buf, const size_t *lens, size_t n,
+                          uint64_t *ids, size_t *done);
+void pyshmq_lens(const shmq_msg_t *msgs, size_t n, size_t *lens);
+int shmq_receive_batch(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got,
+                       int timeout_ms);
+int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t *done);
+
 int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
 int shmq_consumer_close(shmq_consumer_t *c);
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
@@ -156,11 +164,47 @@ def _flags():
     )
 
 
+# C of the module itself (not of the library): what a loop in Python would do per message.
+SOURCE = r"""
+#include <shmq/shmq.h>
+#include <shmq/replay.h>
+
+/* Publish n messages laid end to end in buf (lens[i] bytes each) through shmq_publish_batch,
+ * 64 at a time; *done counts the published ones (a prefix), ids gets their ids. Returns 0 or
+ * the error of the batch that stopped. */
+static int pyshmq_publish_joined(shmq_t *q, const char *buf, const size_t *lens, size_t n,
+                                 uint64_t *ids, size_t *done)
+{
+    shmq_iov_t iov[64];
+    *done = 0;
+    while (*done < n) {
+        size_t k = n - *done < 64 ? n - *done : 64, d = 0;
+        for (size_t i = 0; i < k; i++) {
+            iov[i].data = buf;
+            iov[i].len = lens[*done + i];
+            buf += iov[i].len;
+        }
+        int rc = shmq_publish_batch(q, iov, k, ids + *done, &d);
+        *done += d;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* lens[i] = msgs[i].len: the lengths of a batch in one call (a Message keeps its length). */
+static void pyshmq_lens(const shmq_msg_t *msgs, size_t n, size_t *lens)
+{
+    for (size_t i = 0; i < n; i++)
+        lens[i] = msgs[i].len;
+}
+"""
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "shmq._native",
-    "#include <shmq/shmq.h>\n#include <shmq/replay.h>\n",
+    SOURCE,
     **_flags(),
 )
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import TYPE_CHECKING, Dict, Iterator, Optional, Type
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Type
 from types import TracebackType
 
 from . import _fork
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from ._queue import Queue
 
 _MSG_P = ffi.typeof("shmq_msg_t *")
+_MSG_ARRAY = ffi.typeof("shmq_msg_t[]")
+_SIZE_P = ffi.typeof("size_t *")
+_SIZE_ARRAY = ffi.typeof("size_t[]")
+_CHUNK = 64
 _INT_MAX = 2**31 - 1
 _NO_MESSAGE = (-errno.EAGAIN, -errno.ETIMEDOUT)
 
@@ -46,49 +51,99 @@ def delay_ms(delay: Optional[float]) -> int:
     return min(timeout_ms(delay), 2**32 - 1)
 
 
-class Message:
+class _Deliveries:
+    """The shmq_msg_t array one receive() or receive_many() call filled, shared by its
+    Messages: settled[i] becomes 1 when message i is acked or nacked (or its consumer closed),
+    views[i] is its data's memoryview once asked for. Settling releases the view."""
+
+    __slots__ = ("consumer", "arr", "settled", "views")
+
+    def __init__(self, consumer: "Consumer", arr: Any, n: int) -> None:
+        self.consumer = consumer
+        self.arr = arr
+        self.settled = bytearray(n)
+        self.views: Optional[Dict[int, memoryview]] = None
+
+    def view(self, i: int) -> memoryview:
+        if self.settled[i] or self.consumer._c is None:
+            raise ValueError(
+                "message %d was acked or nacked (or its consumer closed): its data is released"
+                % self.arr[i].id
+            )
+        views = self.views
+        if views is None:
+            views = self.views = {}
+            self.consumer._open[id(self)] = self  # released by the consumer's close
+        v = views.get(i)
+        if v is None:
+            m = self.arr[i]
+            v = views[i] = memoryview(ffi.buffer(m.data, m.len)).toreadonly()
+        return v
+
+    def settle(self, i: int) -> None:
+        self.settled[i] = 1
+        views = self.views
+        if views:
+            v = views.pop(i, None)
+            if v is not None:
+                v.release()
+            if not views:
+                self.consumer._open.pop(id(self), None)
+
+    def settle_all(self) -> None:
+        self.settled[:] = _ONES[: len(self.settled)] if len(self.settled) <= 4096 else b"\1" * len(
+            self.settled
+        )
+        views = self.views
+        if views:
+            for v in views.values():
+                v.release()
+            views.clear()
+            self.consumer._open.pop(id(self), None)
+
+
+_ONES = b"\1" * 4096
+
+
+class Message(tuple):  # type: ignore[type-arg]
     """A delivered message. Acknowledge it with ack() (done), or nack() (deliver again later);
     until then it is in flight for this consumer only. As a context manager it acks when the
-    block ends normally and nacks when it raises."""
+    block ends normally and nacks when it raises. len(msg) is the payload's length; a Message
+    is always true."""
 
-    __slots__ = ("_consumer", "_m", "_view", "_settled")
-
-    def __init__(self, consumer: "Consumer", m: object) -> None:
-        self._consumer = consumer
-        self._m = m
-        self._view: Optional[memoryview] = None
-        self._settled = False
+    # (deliveries, index, length): a tuple, so that receive_many() makes them without Python
+    # code
+    __slots__ = ()
 
     @property
     def id(self) -> int:
         """Unique per queue, increasing (in publish order for one producer)."""
-        return int(self._m.id)  # type: ignore[attr-defined]
+        return int(self[0].arr[self[1]].id)
 
     @property
     def attempt(self) -> int:
         """Deliveries of this message so far, this one included (1: the first)."""
-        return int(self._m.attempt)  # type: ignore[attr-defined]
+        return int(self[0].arr[self[1]].attempt)
 
     @property
     def redelivered(self) -> bool:
         """An earlier delivery of this message was not acked."""
-        return bool(self._m.flags & lib.SHMQ_MSG_REDELIVERED)  # type: ignore[attr-defined]
+        return bool(self[0].arr[self[1]].flags & lib.SHMQ_MSG_REDELIVERED)
 
     @property
     def data(self) -> memoryview:
         """The payload, in shared memory (zero copy), valid until ack/nack; then released."""
-        v = self._view
-        if v is None:
-            if self._settled:
-                raise ValueError("message %d was acked or nacked: its data is released" % self.id)
-            m = self._m
-            v = memoryview(ffi.buffer(m.data, m.len)).toreadonly()  # type: ignore[attr-defined]
-            self._view = v
-            self._consumer._views[id(self)] = self
-        return v
+        return self[0].view(self[1])  # type: ignore[no-any-return]
+
+    @property
+    def _settled(self) -> bool:
+        return bool(self[0].settled[self[1]])
 
     def __len__(self) -> int:
-        return int(self._m.len)  # type: ignore[attr-defined]
+        return self[2]  # type: ignore[no-any-return]
+
+    def __bool__(self) -> bool:
+        return True
 
     def __bytes__(self) -> bytes:
         """A copy of the payload."""
@@ -97,24 +152,27 @@ class Message:
     def ack(self) -> None:
         """Done with it: its slot is freed. StaleError if it was already acked, or taken back
         (this consumer was declared dead or hung, or its ack deadline passed)."""
-        self._consumer.ack(self)
+        d, i, _ = self
+        cons = d.consumer
+        c = cons._c
+        if c is None or cons._gen != _fork.state[0]:
+            c = cons._handle()  # raises
+        if d.views:
+            d.settle(i)
+        else:
+            d.settled[i] = 1
+        rc = lib.shmq_ack(c, d.arr + i if i else d.arr)
+        if rc:
+            raise_error(rc, "ack of message %d" % self.id)
 
     def nack(self, delay: Optional[float] = None) -> None:
         """Give it back, to be delivered again after delay seconds (None: the queue's backoff
         for its attempt); at max_attempts it goes to the dead letters instead."""
-        self._consumer.nack(self, delay)
+        self[0].consumer.nack(self, delay)
 
     def extend(self, seconds: Optional[float] = None) -> None:
         """Move its ack deadline to now + seconds (None: the queue's ack_deadline_ms)."""
-        self._consumer.extend(self, seconds)
-
-    def _release(self) -> None:
-        self._settled = True
-        v = self._view
-        if v is not None:
-            self._view = None
-            self._consumer._views.pop(id(self), None)
-            v.release()
+        self[0].consumer.extend(self, seconds)
 
     def __enter__(self) -> "Message":
         return self
@@ -142,6 +200,16 @@ class Message:
         )
 
 
+class MessageBatch(List[Message]):
+    """What receive_many() returns: a list of Messages that ack_many() hands to C as it is
+    while it is unchanged (else it copies the messages' deliveries into a new array)."""
+
+    def __init__(self, msgs: Iterable[Message], d: _Deliveries) -> None:
+        super().__init__(msgs)
+        self._d = d
+        self._orig = list(self)
+
+
 class Consumer:
     """A consumer attached to a queue (Queue.consumer()). One thread at a time uses it.
     Iterating over it receives forever; messages(timeout) stops when nothing comes."""
@@ -150,7 +218,9 @@ class Consumer:
         self._queue = queue
         self._gen = _fork.state[0]
         self._pid = _fork.state[1]
-        self._views: Dict[int, Message] = {}
+        self._open: Dict[int, _Deliveries] = {}  # deliveries with data views
+        self._chunk: Any = None  # receive()'s array, and its next free entry
+        self._next = _CHUNK
         cp = ffi.new("shmq_consumer_t **")
         rc = lib.shmq_consumer_open(queue._handle(), name.encode(), cp)
         if rc:
@@ -178,50 +248,111 @@ class Consumer:
         c = self._c
         if c is None:
             raise ValueError("shmq.Consumer is closed")
-        m = ffi.new(_MSG_P)
+        # Single deliveries go into the next entry of a shared array (one allocation per
+        # _CHUNK messages); a Message keeps its array alive.
+        d = self._chunk
+        i = self._next
+        if i == _CHUNK:
+            d = self._chunk = _Deliveries(self, ffi.new(_MSG_ARRAY, _CHUNK), _CHUNK)
+            i = 0
+        m = d.arr + i
         ms = -1 if timeout is None else timeout_ms(timeout)
         rc = lib.shmq_receive(c, m, ms)
         if rc == 0:
-            return Message(self, m)
+            self._next = i + 1
+            return Message((d, i, m.len))
         if rc in _NO_MESSAGE:
             return None
         if rc == -errno.EINTR:
-            return self._receive_after_eintr(m, timeout)
+            return self._receive_after_eintr(timeout)
         raise_error(rc, "receive")
 
-    def _receive_after_eintr(self, m: object, timeout: Optional[float]) -> Optional[Message]:
+    def _receive_after_eintr(self, timeout: Optional[float]) -> Optional[Message]:
         # A signal interrupted the sleep: its Python handler runs as this code executes (and
         # may raise, e.g. KeyboardInterrupt); otherwise wait for what is left of the timeout.
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            d, i = self._chunk, self._next
+            m = d.arr + i
             rc = lib.shmq_receive(self._handle(), m, -1 if left is None else timeout_ms(left))
             if rc == 0:
-                return Message(self, m)
+                self._next = i + 1
+                return Message((d, i, m.len))
             if rc in _NO_MESSAGE:
                 return None
             if rc != -errno.EINTR:
                 raise_error(rc, "receive")
 
+    def receive_many(self, max: int = 64, timeout: Optional[float] = None) -> "MessageBatch":
+        """Up to max ready messages in one call (shmq_receive_batch): waits as receive() for
+        the first, then takes what is ready without waiting again. An empty list when nothing
+        came. Each is a Message as receive() returns; ack them together with ack_many()."""
+        c = self._handle()
+        if max < 1:
+            raise ValueError("receive_many: max must be at least 1")
+        arr = ffi.new(_MSG_ARRAY, max)
+        got = ffi.new(_SIZE_P)
+        ms = -1 if timeout is None else timeout_ms(timeout)
+        while True:
+            rc = lib.shmq_receive_batch(c, arr, max, got, ms)
+            if rc == 0:
+                n = got[0]
+                d = _Deliveries(self, arr, n)
+                lens = ffi.new(_SIZE_ARRAY, n)
+                lib.pyshmq_lens(arr, n, lens)
+                return MessageBatch(map(Message, zip(repeat(d, n), range(n), ffi.unpack(lens, n))), d)
+            if rc in _NO_MESSAGE:
+                return []
+            if rc != -errno.EINTR:
+                raise_error(rc, "receive_many")
+            c = self._handle()  # a signal: its handler runs here, then wait again
+
+    def ack_many(self, msgs: Sequence[Message]) -> None:
+        """Acknowledge msgs in one call (shmq_ack_batch), each as ack() would: one that fails
+        does not stop the others. Releases every message's data. Raises the error of the first
+        that failed (StaleError, ...), with .done set to how many were acked. A list from
+        receive_many() is passed to C as it is; other lists are copied first."""
+        c = self._handle()
+        n = len(msgs)
+        if n == 0:
+            return
+        if type(msgs) is MessageBatch and msgs == msgs._orig:
+            d = msgs._d  # as receive_many() returned it: all of d.arr, in order
+            d.settle_all()
+            arr = d.arr
+        else:
+            arr = ffi.new(_MSG_ARRAY, n)
+            for k, m in enumerate(msgs):
+                d, i, _ = m
+                d.settle(i)
+                arr[k] = d.arr[i]
+        done = ffi.new(_SIZE_P)
+        rc = lib.shmq_ack_batch(c, arr, n, done)
+        if rc:
+            try:
+                raise_error(rc, "ack_many: %d of %d acked" % (done[0], n))
+            except ShmqError as e:
+                e.done = int(done[0])  # type: ignore[attr-defined]
+                raise
+
     def ack(self, msg: Message) -> None:
         """As Message.ack()."""
-        c = self._handle()
-        msg._release()
-        rc = lib.shmq_ack(c, msg._m)
-        if rc:
-            raise_error(rc, "ack of message %d" % msg.id)
+        msg.ack()
 
     def nack(self, msg: Message, delay: Optional[float] = None) -> None:
         """As Message.nack()."""
         c = self._handle()
-        msg._release()
-        rc = lib.shmq_nack(c, msg._m, delay_ms(delay))
+        d, i, _ = msg
+        d.settle(i)
+        rc = lib.shmq_nack(c, d.arr + i, delay_ms(delay))
         if rc:
             raise_error(rc, "nack of message %d" % msg.id)
 
     def extend(self, msg: Message, seconds: Optional[float] = None) -> None:
         """As Message.extend()."""
-        rc = lib.shmq_extend(self._handle(), msg._m, delay_ms(seconds))
+        d, i, _ = msg
+        rc = lib.shmq_extend(self._handle(), d.arr + i, delay_ms(seconds))
         if rc:
             raise_error(rc, "extend of message %d" % msg.id)
 
@@ -252,8 +383,8 @@ class Consumer:
             return
         self._c = None
         self._queue._consumers.pop(id(self), None)
-        for msg in list(self._views.values()):
-            msg._release()
+        for d in list(self._open.values()):
+            d.settle_all()
         if self._gen != _fork.state[0]:
             return
         rc = lib.shmq_consumer_close(c)
