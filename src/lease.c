@@ -88,6 +88,6 @@ int shmq_maintain_if_unwatched(shmq_t *q, uint32_t lease_ms)
         return -EINVAL;
     if (shmq_lease_acquire(q, lease_ms, 0) != 0)
         return 0;
-    int err = shmq_maintain(q, NULL);
+    int err = queue_maintain_light(q);
     return err ? err : 1;
 }

@@ -579,7 +579,7 @@ static void release_fenced_procs(struct pass *p)
     }
 }
 
-static int maintain(shmq_t *q, shmq_maint_report_t *report)
+static int maintain(shmq_t *q, shmq_maint_report_t *report, bool light)
 {
     if (!q)
         return -EINVAL;
@@ -635,7 +635,7 @@ static int maintain(shmq_t *q, shmq_maint_report_t *report)
         if (cfg_seq < p.min_wal_seq)
             p.min_wal_seq = cfg_seq;
     }
-    if (q->wal && wal_maintain(q->wal, p.min_wal_seq, wal_cur) == -EIDRM)
+    if (q->wal && wal_maintain(q->wal, p.min_wal_seq, wal_cur, light) == -EIDRM)
         err = -EIDRM;
     atomic_fetch_add_explicit(&q->seg.hdr->maint_passes, 1, memory_order_relaxed);
 out:
@@ -654,10 +654,15 @@ int shmq_maintain_size(shmq_t *q, shmq_maint_report_t *report, size_t size)
     if (report && !abi_size_ok(size, ABI_MAINT_SIZE_0, sizeof(shmq_maint_report_t)))
         return -EINVAL;
     shmq_maint_report_t own = {0};
-    int err = maintain(q, &own);
+    int err = maintain(q, &own, false);
     if (report)
         abi_copy_out(report, size, &own, sizeof(own));
     return err;
+}
+
+int queue_maintain_light(shmq_t *q)
+{
+    return maintain(q, NULL, true);
 }
 
 /* The plain symbol (no header macro reaches it): the first layout. */

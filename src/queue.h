@@ -89,6 +89,11 @@ int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);
 int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason);
 int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms);
 
+/* A cooperative maintenance pass (shmq_maintain_if_unwatched: inside a consumer's receive, or a
+ * caller's loop): shmq_maintain() but for the log's pre-touch and prefault of the files it
+ * prepares, which would stall that call for tens of ms a file (wal_maintain, light). */
+int queue_maintain_light(shmq_t *q);
+
 /* Is the queue's log still in our segment's generation (true without a log)? One relaxed load
  * (a E1-like check: it only makes a fenced process notice early). */
 static inline bool queue_gen_live(const shmq_t *q)

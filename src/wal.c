@@ -1311,11 +1311,11 @@ static int remove_dead_tmp(void *arg, int dirfd, const char *name)
 
 /*
  * Prepare file seq ahead of the writers, if nobody made it yet: made complete, allocated and
- * pre-touched (make_file), and linked. Not mapped here: a writer maps it when it gets there.
+ * (touch) pre-touched (make_file), and linked. Not mapped here: a writer maps it when it gets there.
  * False when it is not there and could not be made; that is no log failure (nothing counted):
  * the writer that needs it makes it itself, and gets the error of that try if it fails again.
  */
-static bool prepare_file(struct wal *w, uint64_t seq)
+static bool prepare_file(struct wal *w, uint64_t seq, bool touch)
 {
     char name[32];
     file_name(seq, name, sizeof(name));
@@ -1328,7 +1328,7 @@ static bool prepare_file(struct wal *w, uint64_t seq)
     if (seq < atomic_load_explicit(&w->seg->hdr->wal_oldest_seq, memory_order_acquire) ||
         !gen_live(w))
         return false;
-    return make_file(w, seq, true) == 0;
+    return make_file(w, seq, touch) == 0;
 }
 
 /*
@@ -1352,7 +1352,7 @@ static void populate_ahead(struct wal *w, uint64_t cur, uint64_t seq)
     put_map(m);
 }
 
-int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
+int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur, bool light)
 {
     struct seg_header *h = w->seg->hdr;
     if (!seq_believable(w, cur)) {
@@ -1367,8 +1367,9 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur)
     if (moved > w->prep_ahead)
         w->prep_ahead = moved < WAL_PREPARE_AHEAD ? moved : WAL_PREPARE_AHEAD;
     w->prep_cur = cur;
-    for (uint64_t k = 1; k <= w->prep_ahead && prepare_file(w, cur + k); k++)
-        populate_ahead(w, cur, cur + k);
+    for (uint64_t k = 1; k <= w->prep_ahead && prepare_file(w, cur + k, !light); k++)
+        if (!light)
+            populate_ahead(w, cur, cur + k);
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
     uint64_t keep = w->seg->layout.log_retention_bytes, pos = atomic_load(&h->wal_pos);
     if (keep) { /* retention: files holding the last `keep` bytes stay, for replay */

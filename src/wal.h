@@ -247,9 +247,10 @@ struct wal_health {
 };
 void wal_health_of(const struct seg_header *h, struct wal_health *out);
 
-/* Maintenance: prepare the next files ahead of the writers (made, allocated and pre-touched, up
- * to WAL_PREPARE_AHEAD; docs/DESIGN.md, "Log files prepared ahead"; a failure there is no error:
- * the writer that needs the file makes it); delete the files below both
+/* Maintenance: prepare the next files ahead of the writers (made and allocated, up to
+ * WAL_PREPARE_AHEAD; and but for a light (cooperative) pass pre-touched, and prefaulted in this
+ * process if it writes the log; docs/DESIGN.md, "Log files prepared ahead"; a failure there is
+ * no error: the writer that needs the file makes it); delete the files below both
  * min_live_seq (the lowest file a slot refers to; UINT64_MAX if none) and cur (the file being
  * written, read BEFORE the slots were scanned), holding the .recover flock shared (skipped if a
  * recovery holds it) and only in our generation. Returns files deleted, -EIDRM (fenced: nothing
@@ -258,7 +259,7 @@ void wal_health_of(const struct seg_header *h, struct wal_health *out);
  * that cannot be deleted (unlink fails but for ENOENT) stops the pass: it is counted as a log
  * error, wal_oldest_seq stays at it (the next pass tries again) and its -errno is returned.
  * A pass that deleted files also removes wal.N.tmp.PID.* files of processes that are gone. */
-int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur);
+int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur, bool light);
 
 /* The file the log is being written in now. */
 uint64_t wal_current_seq(const struct wal *w);
