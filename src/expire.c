@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "crashpoint.h"
 #include "settings.h"
 #include "slot.h"
 #include "slotmove.h"
@@ -66,9 +67,14 @@ uint64_t expire_unix_ms(const shmq_t *q, uint64_t expire_ns)
     (void)q;
     if (expire_ns == EXPIRE_NEVER)
         return 0;
+    /* the monotonic clock first, the wall clock after (as queue_unix_ms): time passing between
+     * the two readings makes the logged expiry later, never earlier. The other way round a
+     * publisher stopped there logged it early by the stop, and a rebuild dropped the message
+     * (or dead-lettered it) that much before its expiry */
+    uint64_t now = now_ns();
+    CRASH_POINT(expire_between_clocks);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t now = now_ns();
     uint64_t left = expire_ns > now ? (expire_ns - now + 999999) / 1000000ull : 0;
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + left;
 }

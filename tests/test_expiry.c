@@ -29,6 +29,9 @@
  *    not expired (a consumer killed after its claim).
  *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
  *    the rebuild does not bring the message back as ready.
+ *  - stopped_between_clocks_logs_no_early_expiry: a producer stopped for 3 s between the two
+ *    clock readings that turn its expiry into wall-clock time (expire_between_clocks); the wall
+ *    clock was read first, so the log said 3 s early, and a rebuild dropped a 5 s message after 3.
  */
 #include "cli.h"
 
@@ -593,4 +596,44 @@ Test(expiry, unexpired_message_of_a_killed_consumer_is_delivered)
     shmq_consumer_close(c);
     cr_assert_eq(stats_of(q).expired, 0);
     shmq_close(q);
+}
+
+static const char *clk_name;
+
+static int stalled_ttl_producer(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "expire_between_clocks", 1);
+    setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    shmq_t *q;
+    if (shmq_open(clk_name, &q))
+        return 10;
+    int rc = shmq_publish(q, "x", 1, NULL);
+    shmq_close(q);
+    return rc == 0 ? 0 : 11;
+}
+
+Test(expiry, stopped_between_clocks_logs_no_early_expiry)
+{
+    clk_name = h_qname("kclk");
+    pid_t k = h_fork_gated(stalled_ttl_producer, NULL);
+    shmq_config_t cfg = ttl_config(5000, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(clk_name, &cfg, &q), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, WUNTRACED, &st), 0);
+    cr_assert(WIFSTOPPED(st), "the producer did not stop between its clock readings");
+    int64_t t0 = h_now_ms(); /* after the publish's clock read: its expiry is after t0 + 5000 */
+    h_sleep_ms(3000); /* the stall under test, not a wait for an event */
+    kill(k, SIGCONT);
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the producer's publish failed");
+    h_assert_rc(shmq_unlink_segment(clk_name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(clk_name, NULL, &rep), 0);
+    if (h_now_ms() < t0 + 5000 - MARGIN_MS) /* else it may be past its expiry anyway */
+        cr_assert_eq(rep.restored, 1, "dropped by the rebuild %lld ms before its expiry",
+                     (long long)(t0 + 5000 - h_now_ms()));
 }
