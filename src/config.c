@@ -28,6 +28,7 @@ static void defaults(shmq_config_t *cfg)
     cfg->wal_file_size = 64u << 20;
     cfg->dedup_window_count = 4096;
     cfg->dedup_window_ms = 120000;
+    cfg->max_groups = 1;
 }
 
 int shmq_config_init_size(shmq_config_t *cfg, size_t size)

@@ -11,10 +11,17 @@
  * Crash windows: killed after the dequeue and before C1, the slot stays READY in no ring: an
  * orphan that maintenance re-enqueues; killed while INFLIGHT, maintenance reclaims the slot
  * from the dead owner; killed after A1 and before the enqueue, the slot is a FREE orphan.
+ *
+ * A consumer receives in one group (shmq_consumer_open_group; docs/DESIGN.md, "Consumer
+ * groups"): every step above works on its group's cell of the slot (group 0's cell is the slot
+ * itself) and its group's rings; the payload is the slot's. An ack of group g >= 1 frees the
+ * cell, and the slot once no group holds it (cell_finish). Only group 0's transitions are
+ * logged so far (the log does not carry groups yet: DESIGN, status).
  */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -52,29 +59,34 @@ static void cooperate(shmq_consumer_t *c, uint64_t now)
     shmq_maintain_if_unwatched(c->q, COOP_LEASE_MS);
 }
 
-/* now: the call's one reading of the coarse clock. */
-static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
+/* now: the call's one reading of the coarse clock. g: the consumer's group, passed as a
+ * constant 0 for group 0 (claim_ready_slot), so the one-group path is compiled without the
+ * groups' branches. */
+static inline __attribute__((always_inline)) int claim_in_group(shmq_consumer_t *c,
+                                                                shmq_msg_t *msg, uint64_t now,
+                                                                uint32_t g)
 {
     shmq_t *q = c->q;
     uint64_t ticket;
     uint32_t idx;
-    while (ring_dequeue(&q->seg.ready_ring, &idx, &ticket) == 0) {
+    while (ring_dequeue(&q->seg.gready[g], &idx, &ticket) == 0) {
         CRASH_POINT(receive_after_dequeue);
         struct slot *sl = segment_slot(&q->seg, idx);
         if (!sl)
             continue; /* garbage from shm: drop it */
-        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
+        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
         if (sw_state(w) != SLOT_READY)
             continue; /* stale or duplicate entry */
         uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
         /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
          * seq_cst (the same instruction on x86) for E5 below */
-        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, mine, memory_order_seq_cst,
+        if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
                                                      memory_order_relaxed))
             continue;
         CRASH_POINT(receive_after_claim);
         if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
-            slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
+            cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
             return -ESTALE;
         }
         /* E5 (seq_cst load after the seq_cst claim): a claim after a rebuild's E3 sees the new
@@ -82,33 +94,33 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
          * claim before E3 is a delivery before the rebuild (the rebuilt queue may deliver the
          * message again: at least once). */
         if (!queue_gen_live_sc(q)) {
-            slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
+            cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
             return -EIDRM;
         }
         /* X1: past its expiry it is never delivered (expire.h); a queue without a TTL stores
          * EXPIRE_NEVER: one compare against the try's clock reading either way */
         if (now >= sl->expire_ns) {
-            expire_held(q, idx, mine, q_self(q));
+            expire_held_cell(q, g, idx, mine, q_self(q));
             continue;
         }
-        uint32_t attempt = sl->attempt + 1;
-        sl->attempt = attempt;
+        uint32_t attempt = cl->attempt + 1;
+        cl->attempt = attempt;
         /* coarse clock, plus its lag rounded up (lag_pad_ms): a deadline may pass a tick late,
          * never early; the ack deadline in use now (K1: relaxed, a read-mostly line) */
         uint64_t due =
             queue_ms_at(q, now) + c->lag_pad_ms + settings_ack_deadline_ms(&q->seg.hdr->settings);
         /* relaxed: validated by its gen tag (slot.h) */
-        atomic_store_explicit(&sl->deadline, tagged_make(due, mine), memory_order_relaxed);
+        atomic_store_explicit(&cl->deadline, tagged_make(due, mine), memory_order_relaxed);
         uint32_t len = sl->len;
         if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
-            slot_dead_letter(q, idx, mine, SHMQ_DEAD_CORRUPT);
+            cell_dead_letter(q, g, idx, mine, SHMQ_DEAD_CORRUPT);
             continue;
         }
         msg->id = sl->id;
         msg->data = slot_payload(sl);
         msg->len = len;
         msg->attempt = attempt;
-        msg->token = token_make(idx, mine);
+        msg->token = g ? gtoken_make(g, idx, mine) : token_make(idx, mine);
         msg->flags = attempt > 1 ? SHMQ_MSG_REDELIVERED : 0;
         count_own(c_self(c), CNT_DELIVERED);
         if (attempt > 1)
@@ -118,6 +130,11 @@ static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
         return 0;
     }
     return -EAGAIN;
+}
+
+static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
+{
+    return c->group ? claim_in_group(c, msg, now, c->group) : claim_in_group(c, msg, now, 0);
 }
 
 /* A receive of up to max messages into msgs (shmq_receive: max 1); got so far. */
@@ -149,11 +166,23 @@ static int receive_once(struct recv_ctx *ctx)
     return r;
 }
 
+/* Was the consumer's group deleted (-ENOENT)? One relaxed load, with groups only. */
+static int group_gone(const shmq_consumer_t *c)
+{
+    if (!groups_on(c->q))
+        return 0;
+    const struct group_entry *e = segment_group(&c->q->seg, c->group);
+    return atomic_load_explicit(&e->word, memory_order_relaxed) == c->group_word ? 0 : -ENOENT;
+}
+
 static int try_receive(void *arg)
 {
     struct recv_ctx *ctx = arg;
     if (fenced(ctx->c)) /* declared dead while it slept: its entry is not its own any more */
         return -ESTALE;
+    int err = group_gone(ctx->c);
+    if (err)
+        return err;
     return receive_once(ctx);
 }
 
@@ -165,8 +194,11 @@ static int receive(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got
         return -ESTALE;
     if (!queue_gen_live(c->q)) /* the queue was rebuilt: this segment is no longer the queue */
         return -EIDRM;
+    int r = group_gone(c);
+    if (r)
+        return r;
     struct recv_ctx ctx = {.c = c, .msgs = msgs, .max = max};
-    int r = receive_once(&ctx); /* fenced: checked just above */
+    r = receive_once(&ctx); /* fenced: checked just above */
     if (r == -EAGAIN && timeout_ms != 0) {
         uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
         struct seg_header *h = c->q->seg.hdr;
@@ -178,8 +210,9 @@ static int receive(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got
                 (uint64_t)settings_heartbeat_timeout_ms(&h->settings) * 1000000ull / 3 + 1;
             uint64_t until = now_ns() + HB_REREAD_SLEEPS * max_sleep;
             bool last = deadline && deadline <= until;
-            r = wait_until(&h->ready_futex, &h->ready_waiters, c_self(c), WAIT_READY,
-                           last ? deadline : until, max_sleep, try_receive, &ctx);
+            r = wait_until(group_ready_futex(c->q, c->group), group_ready_waiters(c->q, c->group),
+                           c_self(c), WAIT_READY, last ? deadline : until, max_sleep, try_receive,
+                           &ctx);
             if (r != -ETIMEDOUT || last)
                 break;
         }
@@ -206,16 +239,52 @@ int shmq_receive_batch(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t 
     return receive(c, msgs, max, got, timeout_ms);
 }
 
-/* The slot of a delivery we hold, and the INFLIGHT word the token names. */
-static int held_slot(const shmq_consumer_t *c, const shmq_msg_t *msg, struct slot **sl,
-                     uint64_t *w)
+/* A delivery we hold: its slot index, its cell (the slot for group 0), and the INFLIGHT word
+ * its token names. */
+struct held {
+    uint32_t idx;
+    struct slot *sl, *cl;
+    uint64_t w;
+};
+
+/* A group token (rare path, out of line): it must name our group; its gen's low bits must be
+ * the cell's, whose full gen the expected word then takes (gcell.h). */
+static __attribute__((noinline)) struct held held_group_cell(const shmq_consumer_t *c,
+                                                             uint64_t token)
+{
+    struct held h = {.idx = gtoken_idx(token)};
+    h.sl = segment_slot(&c->q->seg, h.idx);
+    if (gtoken_group(token) != c->group || !h.sl)
+        return (struct held){.sl = NULL};
+    h.cl = segment_cell(&c->q->seg, c->group, h.idx);
+    /* relaxed: only rebuilds the expected word; the CAS that uses it decides */
+    uint64_t now = atomic_load_explicit(&h.cl->state, memory_order_relaxed);
+    uint64_t gen = (sw_gen(now) & GTOKEN_GEN_MASK) == gtoken_gen(token)
+                       ? sw_gen(now)
+                       : (sw_gen(now) & ~GTOKEN_GEN_MASK) | gtoken_gen(token); /* stale */
+    h.w = sw_make(SLOT_INFLIGHT, c->self, gen);
+    return h;
+}
+
+/* g: the consumer's group, a constant 0 on the one-group path (ack_slot). */
+static inline __attribute__((always_inline)) int held_cell(const shmq_consumer_t *c,
+                                                           const shmq_msg_t *msg, struct held *h,
+                                                           uint32_t g)
 {
     if (!c || !msg)
         return -EINVAL;
-    *sl = segment_slot(&c->q->seg, token_idx(msg->token));
-    if (!*sl)
+    if (g) {
+        if (!token_is_group(msg->token))
+            return -EINVAL; /* a token of group 0 */
+        *h = held_group_cell(c, msg->token);
+        return h->sl ? 0 : -EINVAL;
+    }
+    /* a group token (bit 63) names no slot here: segment_slot() refuses its index */
+    h->idx = token_idx(msg->token);
+    h->sl = h->cl = segment_slot(&c->q->seg, h->idx);
+    if (!h->sl)
         return -EINVAL;
-    *w = sw_make(SLOT_INFLIGHT, c->self, token_gen(msg->token));
+    h->w = sw_make(SLOT_INFLIGHT, c->self, token_gen(msg->token));
     return 0;
 }
 
@@ -224,26 +293,40 @@ static int held_slot(const shmq_consumer_t *c, const shmq_msg_t *msg, struct slo
  * many acks (slot_finish_unwoken). */
 static inline __attribute__((always_inline)) int ack_slot(shmq_consumer_t *c,
                                                           const shmq_msg_t *msg, uint64_t *id,
-                                                          bool wake)
+                                                          bool wake, uint32_t g)
 {
-    struct slot *sl;
-    uint64_t w;
-    int err = held_slot(c, msg, &sl, &w);
+    struct held h;
+    int err = held_cell(c, msg, &h, g);
     if (err)
         return err;
-    *id = sl->id; /* read while we may still own it; used only if the CAS succeeds */
-    if ((wake ? slot_finish(c->q, token_idx(msg->token), w)
-              : slot_finish_unwoken(c->q, token_idx(msg->token), w)) != 0) {
-        slot_let_go(c->q, token_idx(msg->token), w); /* we will not read it again */
+    *id = h.sl->id; /* read while we may still own it; used only if the CAS succeeds */
+    if ((g      ? cell_finish(c->q, g, h.idx, h.w)
+         : wake ? slot_finish(c->q, h.idx, h.w)
+                : slot_finish_unwoken(c->q, h.idx, h.w)) != 0) {
+        cell_let_go(c->q, g, h.idx, h.w); /* we will not read it again */
         return -ESTALE;
     }
     return 0;
 }
 
-int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
+/* shmq_ack in group g >= 1 (out of line: the one-group path stays as it was). Not logged yet. */
+static __attribute__((noinline)) int ack_in_group(shmq_consumer_t *c, const shmq_msg_t *msg)
 {
     uint64_t id;
-    int err = ack_slot(c, msg, &id, true);
+    int err = ack_slot(c, msg, &id, true, c->group);
+    if (err)
+        return err;
+    count_own(c_self(c), CNT_ACKED);
+    registry_heartbeat(c_self(c));
+    return 0;
+}
+
+int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
+{
+    if (c && c->group)
+        return ack_in_group(c, msg);
+    uint64_t id;
+    int err = ack_slot(c, msg, &id, true, 0);
     if (err)
         return err;
     err = queue_log(c->q, WAL_ACK, id, 0);
@@ -283,13 +366,16 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
     size_t acked = 0, k = 0;
     int first = 0, idrm = 0;
     for (size_t i = 0; i < n; i++) {
-        int err = ack_slot(c, &msgs[i], &ids[k], false);
+        int err = c->group ? ack_slot(c, &msgs[i], &ids[k], false, c->group)
+                           : ack_slot(c, &msgs[i], &ids[k], false, 0);
         if (err) {
             if (!first)
                 first = err;
             continue;
         }
         acked++;
+        if (c->group)
+            continue; /* groups >= 1 are not logged yet */
         if (++k == ACK_RUN) {
             if (c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
                 idrm = -EIDRM;
@@ -338,37 +424,38 @@ static uint32_t backoff_ms(shmq_consumer_t *c, uint32_t attempt)
 
 int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
 {
-    struct slot *sl;
-    uint64_t w;
-    int err = held_slot(c, msg, &sl, &w);
+    struct held h;
+    int err = c ? held_cell(c, msg, &h, c->group) : -EINVAL;
     if (err)
         return err;
     shmq_t *q = c->q;
-    uint32_t idx = token_idx(msg->token);
+    uint32_t g = c->group, idx = h.idx;
+    struct slot *sl = h.cl; /* the cell: attempt, deadline, linger are our group's */
+    uint64_t w = h.w;
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w) {
-        slot_let_go(q, idx, w);
+        cell_let_go(q, g, idx, w);
         return -ESTALE;
     }
     uint32_t attempt = sl->attempt;
-    uint64_t id = sl->id;
+    uint64_t id = h.sl->id;
     /* a nacked message past its expiry expires instead of coming back (the clock is read only
      * for one that has an expiry) */
-    uint64_t expire = sl->expire_ns;
+    uint64_t expire = h.sl->expire_ns;
     if (expire != EXPIRE_NEVER && now_ns_coarse() >= expire) {
-        err = expire_held(q, idx, w, q_self(q));
+        err = expire_held_cell(q, g, idx, w, q_self(q));
         if (err != -ESTALE)
             count_own(c_self(c), CNT_NACKED);
         return err;
     }
-    if (attempt >= settings_max_attempts(&q->seg.hdr->settings)) {
-        err = slot_dead_letter(q, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
+    if (attempt >= settings_max_attempts(&q->seg.hdr->settings) || !group_active(q, g)) {
+        err = cell_dead_letter(q, g, idx, w, SHMQ_DEAD_MAX_ATTEMPTS);
         if (!err) {
             count_own(c_self(c), CNT_NACKED);
             count_own(c_self(c), CNT_DEAD_LETTERED);
         }
         /* failed: we read no more; moved: T3, as below */
         if (err || atomic_load_explicit(&sl->linger, memory_order_relaxed) == linger_make(w))
-            slot_let_go(q, idx, w);
+            cell_let_go(q, g, idx, w);
         return err;
     }
     uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
@@ -380,29 +467,30 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
                                                  memory_order_relaxed)) {
-        slot_let_go(q, idx, w);
+        cell_let_go(q, g, idx, w);
         return -ESTALE;
     }
     /* T3: a take-back of this delivery under way set its tag and will fail; we read no more */
     if (atomic_load_explicit(&sl->linger, memory_order_relaxed) == linger_make(w))
-        slot_let_go(q, idx, w);
+        cell_let_go(q, g, idx, w);
     count_own(c_self(c), CNT_NACKED); /* a nack that took effect (a stale one is not counted) */
     /* keeps the attempt count and the due time across recovery */
-    err = queue_log_nack(q, id, attempt, due);
+    err = g ? 0 : queue_log_nack(q, id, attempt, due);
     if (!delay) {
         CRASH_POINT(nack_after_requeue);
-        queue_enqueue_slot(q, idx, next);
+        queue_enqueue_cell(q, g, idx, next);
     }
     return err == -EIDRM ? err : 0;
 }
 
 int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
 {
-    struct slot *sl;
-    uint64_t w;
-    int err = held_slot(c, msg, &sl, &w);
+    struct held h;
+    int err = c ? held_cell(c, msg, &h, c->group) : -EINVAL;
     if (err)
         return err;
+    struct slot *sl = h.cl;
+    uint64_t w = h.w;
     if (!queue_gen_live(c->q)) /* the queue was rebuilt: this delivery is no longer its */
         return -EIDRM;
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
@@ -415,16 +503,42 @@ int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
     return atomic_load_explicit(&sl->state, memory_order_relaxed) == w ? 0 : -ESTALE;
 }
 
-int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
+/* The group named group (NULL: group 0), ACTIVE: its index and entry word, or -ENOENT. */
+static int find_group(shmq_t *q, const char *group, uint32_t *g, uint64_t *word)
+{
+    for (uint32_t i = 0; i < q->seg.layout.max_groups; i++) {
+        const struct group_entry *e = segment_group(&q->seg, i);
+        /* acquire: pairs with create's release CAS to ACTIVE (the name is complete) */
+        uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+        if (pw_state(w) != GROUP_ACTIVE)
+            continue;
+        if (group ? strncmp(e->name, group, sizeof(e->name)) == 0 : i == 0) {
+            *g = i;
+            *word = w;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
+                             shmq_consumer_t **out)
 {
     if (!q || !name || !out)
         return -EINVAL;
+    uint32_t g;
+    uint64_t gw;
+    int err = find_group(q, group, &g, &gw);
+    if (err)
+        return err;
     shmq_consumer_t *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->q = q;
+    c->group = g;
+    c->group_word = gw;
     c->lag_pad_ms = (uint32_t)((coarse_lag_ns() + 999999) / 1000000); /* lag, rounded up */
-    int err = registry_attach(&q->seg, ROLE_CONSUMER, name, &c->self, &c->self_word);
+    err = registry_attach(&q->seg, ROLE_CONSUMER, name, &c->self, &c->self_word);
     if (err) {
         free(c);
         return err;
@@ -437,16 +551,26 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
     return 0;
 }
 
-/* Give every message this consumer holds back to the ready ring. */
+int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **out)
+{
+    return shmq_consumer_open_group(q, NULL, name, out);
+}
+
+/* Give every message this consumer holds back to its group's ready ring (or, the group
+ * deleted, end it there). */
 static void return_inflight(shmq_consumer_t *c)
 {
     shmq_t *q = c->q;
+    uint32_t g = c->group;
     for (uint32_t i = 0; i < q->seg.layout.capacity; i++) {
-        struct slot *sl = segment_slot(&q->seg, i);
+        struct slot *sl = segment_cell(&q->seg, g, i);
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
         if (sw_state(w) != SLOT_INFLIGHT || sw_owner(w) != c->self)
             continue;
-        slot_move(q, i, w, sw_next(w, SLOT_READY, NO_OWNER)); /* we read it no more */
+        if (group_active(q, g)) /* we read it no more */
+            cell_move(q, g, i, w, sw_next(w, SLOT_READY, NO_OWNER));
+        else
+            cell_finish(q, g, i, w);
     }
 }
 
@@ -454,7 +578,7 @@ static void return_inflight(shmq_consumer_t *c)
 static void let_go_all(shmq_consumer_t *c)
 {
     for (uint32_t i = 0; i < c->q->seg.layout.capacity; i++)
-        slot_let_go_all(c->q, i, c->self);
+        cell_let_go_all(c->q, c->group, i, c->self);
 }
 
 static void *heartbeat_main(void *arg)

@@ -16,16 +16,16 @@
 #include "slot.h"
 #include "slotmove.h"
 
-int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e)
+int expire_held_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, struct proc_entry *e)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
-    uint64_t id = sl->id; /* ours while we hold w */
+    struct slot *sl = segment_cell(&q->seg, g, idx);
+    uint64_t id = segment_slot(&q->seg, idx)->id; /* ours while we hold w */
     if (q->seg.layout.expire_policy == SHMQ_EXPIRE_DEAD_LETTER) {
         /* X2: DEAD logged before the move (as every dead letter), reason SHMQ_DEAD_EXPIRED */
-        int err = slot_dead_letter(q, idx, w, SHMQ_DEAD_EXPIRED);
+        int err = cell_dead_letter(q, g, idx, w, SHMQ_DEAD_EXPIRED);
         /* failed: we read no more; moved: T3 (a take-back under way set its tag and failed) */
         if (err || atomic_load_explicit(&sl->linger, memory_order_relaxed) == linger_make(w))
-            slot_let_go(q, idx, w);
+            cell_let_go(q, g, idx, w);
         if (err)
             return err;
         count(e, CNT_DEAD_LETTERED);
@@ -34,14 +34,21 @@ int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e)
         return 0;
     }
     /* X2: done with as an ack (A1, FENCED while a former holder lingers); then its record */
-    if (slot_finish(q, idx, w) != 0) {
-        slot_let_go(q, idx, w); /* taken back first: we read it no more */
+    if (cell_finish(q, g, idx, w) != 0) {
+        cell_let_go(q, g, idx, w); /* taken back first: we read it no more */
         return -ESTALE;
     }
     atomic_fetch_add_explicit(&q->seg.hdr->expired, 1, memory_order_relaxed); /* a tally */
     CRASH_POINT(expire_before_log);
+    if (g) /* groups >= 1 are not logged yet */
+        return 0;
     /* -EIDRM: dropped here; the rebuilt queue expires it from its PUBLISH record's expiry */
     return queue_log(q, WAL_ACK, id, WAL_ACK_EXPIRED) == -EIDRM ? -EIDRM : 0;
+}
+
+int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e)
+{
+    return expire_held_cell(q, 0, idx, w, e);
 }
 
 bool expire_claim(shmq_t *q, uint32_t idx, uint64_t w, uint64_t now_ms)

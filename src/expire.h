@@ -33,6 +33,10 @@ static inline uint64_t expire_at(uint64_t publish_ns, uint32_t ttl_ms)
  * expire, and we read the slot no more); -EIDRM (dead letter: not moved). */
 int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e);
 
+/* The same for a message held in group g's cell of slot idx (consumer groups: the expiry is
+ * the slot's, each group expires its own delivery; groups >= 1 are not logged yet). */
+int expire_held_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, struct proc_entry *e);
+
 /* Maintenance: slot idx is READY or DELAYED as word w (read with acquire) and past its expiry
  * at now_ms (queue ms): take it as a receive would (the same CAS, to INFLIGHT(q->self)) and
  * expire it. true if this call expired it. */

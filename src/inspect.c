@@ -284,7 +284,7 @@ const char *inspect_counter_name(int c)
 const char *inspect_slot_state_name(int s)
 {
     static const char *const names[INSPECT_SLOT_STATES] = {
-        "FREE", "RESERVED", "READY", "INFLIGHT", "DELAYED", "DEAD", "FENCED", "INVALID"};
+        "FREE", "RESERVED", "READY", "INFLIGHT", "DELAYED", "DEAD", "FENCED", "HELD", "INVALID"};
     return s >= 0 && s < INSPECT_SLOT_STATES ? names[s] : "INVALID";
 }
 
@@ -299,6 +299,7 @@ static int slot_state_of(unsigned raw)
     case SLOT_DELAYED: return INSPECT_SLOT_DELAYED;
     case SLOT_DEAD: return INSPECT_SLOT_DEAD;
     case SLOT_FENCED: return INSPECT_SLOT_FENCED;
+    case SLOT_HELD: return INSPECT_SLOT_HELD;
     default: return INSPECT_SLOT_INVALID;
     }
 }

@@ -62,6 +62,9 @@ static int config_check(const shmq_config_t *c)
     if (c->log_dir && strlen(c->log_dir) > SHMQ_LOG_DIR_MAX)
         return err_detail(-EINVAL, "log_dir is %zu bytes long, above %d (SHMQ_LOG_DIR_MAX)",
                           strlen(c->log_dir), SHMQ_LOG_DIR_MAX);
+    if (c->max_groups < 1 || c->max_groups > SHMQ_GROUPS_MAX)
+        return err_detail(-EINVAL, "max_groups %u is outside 1..%d (SHMQ_GROUPS_MAX)",
+                          c->max_groups, SHMQ_GROUPS_MAX);
     if (c->dedup_window_count > SHMQ_DEDUP_WINDOW_MAX)
         return err_detail(-EINVAL, "dedup_window_count %u is above %u (SHMQ_DEDUP_WINDOW_MAX)",
                           c->dedup_window_count, SHMQ_DEDUP_WINDOW_MAX);
@@ -126,15 +129,34 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
         l->dedup_off = off = align_up(off, 4096);
         off += (uint64_t)buckets * DEDUP_BUCKET_SIZE;
     }
-    l->total_size = align_up(off, 4096);
+    l->max_groups = cfg->max_groups;
+    struct group_regions g;
+    layout_group_regions(l, &g);
+    l->total_size = align_up(g.end, 4096);
     if (l->total_size > SHMQ_SEGMENT_MAX) /* each field in range, not all of them together */
         return err_detail(-EINVAL, "the segment would be %llu bytes, above the limit %llu "
                           "(SHMQ_SEGMENT_MAX): lower capacity (%u), max_msg_size (%u), "
-                          "max_procs (%u) or dedup_window_count (%u)",
+                          "max_procs (%u), dedup_window_count (%u) or max_groups (%u)",
                           (unsigned long long)l->total_size, (unsigned long long)SHMQ_SEGMENT_MAX,
                           cfg->capacity, cfg->max_msg_size, cfg->max_procs,
-                          cfg->dedup_window_count);
+                          cfg->dedup_window_count, cfg->max_groups);
     return 0;
+}
+
+void layout_group_regions(const struct seg_layout *l, struct group_regions *g)
+{
+    uint64_t off = l->dedup_buckets ? l->dedup_off + (uint64_t)l->dedup_buckets * DEDUP_BUCKET_SIZE
+                                    : l->dead_ring_off + l->ring_size;
+    uint64_t extra = l->max_groups > 1 ? l->max_groups - 1u : 0;
+    g->groups_off = off = align_up(off, 4096);
+    off += (uint64_t)l->max_groups * sizeof(struct group_entry);
+    g->fanout_off = off = align_up(off, 4096);
+    off += extra ? (uint64_t)l->capacity * sizeof(uint64_t) : 0;
+    g->cells_off = off = align_up(off, 4096);
+    off += extra * l->capacity * sizeof(struct slot);
+    g->grings_off = off = align_up(off, 4096);
+    off += extra * 2 * l->ring_size;
+    g->end = off;
 }
 
 uint32_t layout_crc(const struct seg_layout *l)
@@ -163,6 +185,7 @@ void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg)
     cfg->dedup_window_ms = l->dedup_window_ms;
     cfg->default_ttl_ms = l->default_ttl_ms;
     cfg->expire_policy = l->expire_policy;
+    cfg->max_groups = l->max_groups ? l->max_groups : 1; /* 0: a log file from before groups */
 }
 
 int layout_validate(const struct seg_layout *stored, uint64_t file_size)

@@ -42,7 +42,9 @@ struct seg_layout {
     uint64_t log_gen;        /* the log generation this segment belongs to (loghead.h); 0 without a log */
     uint32_t default_ttl_ms; /* a message's time to live (0: none): expire.c */
     uint32_t expire_policy;  /* SHMQ_EXPIRE_* */
-    char log_dir[SHMQ_LOG_DIR_MAX + 56]; /* the queue's own log directory, NUL-terminated */
+    char log_dir[SHMQ_LOG_DIR_MAX + 48]; /* the queue's own log directory, NUL-terminated */
+    uint32_t max_groups;     /* consumer groups it can hold (1..SHMQ_GROUPS_MAX): groups.h */
+    uint32_t reserved2;
     uint32_t header_crc;     /* CRC32C of this struct up to (not including) this field */
     uint32_t reserved1;
 };
@@ -51,6 +53,12 @@ struct seg_layout {
 struct seg_header {
     struct seg_layout layout;
     _Alignas(CACHE_LINE) _Atomic uint64_t next_id;       /* last id handed out */
+    /* Bit g: group g is ACTIVE (receives new publishes; groups.c). On next_id's line: a publish
+     * reads it right after its FAA there, no extra miss. */
+    _Atomic uint64_t groups_mask;
+    /* pid of the process creating or deleting a group now (groups.c), 0 if none: serializes
+     * those (rare) calls; taken over from a dead holder. Publish and receive never take it. */
+    _Atomic uint32_t groups_lock;
     _Alignas(CACHE_LINE) _Atomic uint32_t ready_futex;   /* bumped when a message is ready */
     _Atomic uint32_t ready_waiters;                      /* consumers asleep on ready_futex */
     _Alignas(CACHE_LINE) _Atomic uint32_t free_futex;    /* bumped when a slot is freed */
@@ -143,6 +151,8 @@ enum slot_state {
     SLOT_DELAYED = 4,  /* waits for slot.deadline, then READY */
     SLOT_DEAD = 5,     /* in the dead-letter ring */
     SLOT_FENCED = 6,   /* done with, but owner (a live, fenced process) may still read it */
+    SLOT_HELD = 7,     /* slot word only: published, group 0 does not hold it, other groups do
+                        * (their cells); off every ring (docs/DESIGN.md, "Consumer groups") */
 };
 
 /* Two cache lines: the first holds what every publish and receive touch, the second what only
@@ -174,6 +184,33 @@ _Static_assert(sizeof(struct slot) == SLOT_HEADER_SIZE, "slot header is two cach
 _Static_assert(sizeof(struct proc_entry) % CACHE_LINE == 0, "registry entries are aligned");
 _Static_assert(sizeof(struct proc_entry) == 192, "registry entry: docs/FORMAT.md section 4");
 _Static_assert(sizeof(struct seg_header) % CACHE_LINE == 0, "header is aligned");
+
+/* One consumer group (groups.c), 256 bytes; group_entry(seg, g) finds entry g. */
+enum group_state { GROUP_FREE = 0, GROUP_CREATING = 1, GROUP_ACTIVE = 2, GROUP_DELETING = 3 };
+struct group_entry {
+    _Atomic uint64_t word;   /* group_state | gen << 4 | claimer pid << 40; every change bumps gen */
+    char name[SHMQ_GROUP_NAME_MAX + 1]; /* NUL-padded; written while CREATING */
+    uint32_t policy, bound;  /* SHMQ_GROUP_*; written while CREATING */
+    uint64_t first_id;       /* next_id + 1 when it was created */
+    _Atomic uint64_t overrun;/* messages the OVERRUN policy dropped (maintenance, relaxed add) */
+    _Alignas(CACHE_LINE) _Atomic uint64_t held; /* messages held at the last pass (maintenance) */
+    _Alignas(CACHE_LINE) _Atomic uint32_t ready_futex; /* groups 1..: as the header's, per group */
+    _Atomic uint32_t ready_waiters;
+    _Alignas(CACHE_LINE) _Atomic uint64_t retired[8]; /* released consumers' counters, folded in */
+};
+_Static_assert(sizeof(struct group_entry) == 256, "group entry: docs/FORMAT.md section 9");
+
+/* Where the group regions lie: after everything else (the dedup window, or the dead ring),
+ * derived from the layout alone. Groups 1..max_groups-1 have cells and rings; with max_groups 1
+ * only the table (entry 0) exists and the other regions are empty. */
+struct group_regions {
+    uint64_t groups_off; /* struct group_entry[max_groups] */
+    uint64_t fanout_off; /* uint64_t others[capacity] (max_groups > 1) */
+    uint64_t cells_off;  /* struct slot headers [(max_groups-1) * capacity]: the group cells */
+    uint64_t grings_off; /* per group 1..: ready ring, dead ring (ring_size each) */
+    uint64_t end;
+};
+void layout_group_regions(const struct seg_layout *l, struct group_regions *out);
 
 /*
  * Compute the layout for cfg into *out (offsets, strides, sizes, config copy).

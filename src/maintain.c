@@ -23,6 +23,16 @@
  *     (a fenced process that lives releases its entry itself when it closes).
  *  4. Log retention: files below both the file being written when the pass began and the lowest
  *     file a kept slot refers to are deleted, unless a copy-out began during the scan (M1/M2).
+ *
+ * Consumer groups (docs/DESIGN.md, "Consumer groups"): step 2 also looks at each group >= 1's
+ * cell of every slot and repairs it as a slot (take-back with the cell's linger, firing, orphans
+ * on the group's ring, FENCED cells), except that a take-back that finds the cell's linger set
+ * waits for a later pass (no copy-out for groups >= 1) and nothing of groups >= 1 is logged yet.
+ * Two repairs are the groups' own: a cell still RESERVED under a committed slot (its producer
+ * died or stopped between P1 and F4) is made READY after the orphan grace (who finishes the
+ * fan-out), and a slot HELD whose groups are all done (a finisher killed before its release
+ * check) is freed. Deleted groups are swept (groups.c), and an OVERRUN group holding more than
+ * its bound loses its oldest ready messages.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -33,6 +43,8 @@
 #include "crashpoint.h"
 #include "dedup.h"
 #include "expire.h"
+#include "gcell.h"
+#include "groups.h"
 #include "queue.h"
 #include "registry.h"
 #include "setconfig.h"
@@ -55,6 +67,7 @@ struct pass {
     uint64_t *words;  /* per registry entry: its word when dead/fenced were decided */
     uint64_t min_wal_seq; /* lowest log file a slot refers to */
     uint64_t wal_cur;     /* the file being written when the pass began */
+    uint64_t held[SHMQ_GROUPS_MAX]; /* messages each group holds (cells not FREE) */
 };
 
 /* Is a live consumer hung? (the rule documented at shmq_maintain) */
@@ -104,17 +117,25 @@ static void fence_dead_procs(struct pass *p)
     }
 }
 
-/* Move slot idx from word w to next and enqueue it; true if this call did it. */
-static bool move_slot(struct pass *p, uint32_t idx, uint64_t w, uint64_t next)
+/* Move group g's cell of slot idx (the slot itself for g 0) from word w to next and enqueue it
+ * (queue_enqueue_cell: a cell of g >= 1 going FREE releases the slot if no group holds it);
+ * true if this call did it. */
+static bool move_cell(struct pass *p, uint32_t g, uint32_t idx, uint64_t w, uint64_t next)
 {
-    struct slot *sl = segment_slot(&p->q->seg, idx);
-    /* acq_rel: acquire the last owner's writes, release ours to the next owner */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_acq_rel,
+    struct slot *sl = segment_cell(&p->q->seg, g, idx);
+    /* acq_rel: acquire the last owner's writes, release ours to the next owner; seq_cst (the
+     * same instruction) for a cell going FREE (V2) */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_seq_cst,
                                                  memory_order_relaxed))
         return false;
     CRASH_POINT(maintain_after_fence);
-    queue_enqueue_slot(p->q, idx, next);
+    queue_enqueue_cell(p->q, g, idx, next);
     return true;
+}
+
+static bool move_slot(struct pass *p, uint32_t idx, uint64_t w, uint64_t next)
+{
+    return move_cell(p, 0, idx, w, next);
 }
 
 /* Did the receiver of in-flight word w count its delivery in attempt? It did once it stored
@@ -237,17 +258,21 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
  * the maintainer whose CAS set it redelivers in place; a take-back that finds any linger already
  * set copies the message out to another slot (copy_out) and this one waits FENCED.
  */
-static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+static bool take_back(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl, uint64_t w)
 {
     uint32_t owner = sw_owner(w), none = 0, tag = linger_make(w);
     bool set_linger = owner < p->q->seg.layout.max_procs && !p->dead[owner];
+    if (g && !group_active(p->q, g)) /* a deleted group: a dead holder's message ends here; a
+                                      * live holder's ack, nack or close ends it */
+        return !set_linger && cell_finish(p->q, g, idx, w) == 0;
     /* T1 (seq_cst; V1 against a finisher and a holder letting go): the tag is visible to
      * whoever sees the slot's next state (its C1 acquires our move below). A tag we did not set
-     * protects a view we know nothing of, even one equal to ours (F1): copy out. */
+     * protects a view we know nothing of, even one equal to ours (F1): copy out (group 0; a
+     * group >= 1 waits for a later pass, docs/DESIGN.md "Consumer groups"). */
     if (set_linger && !atomic_compare_exchange_strong(&sl->linger, &none, tag))
-        return copy_out(p, idx, sl, w);
+        return g ? false : copy_out(p, idx, sl, w);
     uint32_t attempt = sl->attempt;
-    uint64_t id = sl->id;
+    uint64_t id = segment_slot(&p->q->seg, idx)->id;
     bool counted = delivery_counted(sl, w);
     if (!counted) /* its receiver died (or stopped) before counting the delivery: count it,
                    * published by the CAS below. Never on a nack under way (delivery_counted),
@@ -260,26 +285,31 @@ static bool take_back(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (dead)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
     /* DEAD is logged before the move, so a redrive's PUBLISH follows it (docs/DESIGN.md) */
-    bool fenced_log = dead && queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM;
+    bool fenced_log = dead && !g &&
+                      queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM;
     CRASH_POINT(take_back_before_move);
-    if (fenced_log || !move_slot(p, idx, w, next)) {
+    if (fenced_log || !move_cell(p, g, idx, w, next)) {
         /* T2 failed: no in-place redelivery ran under our tag and nobody else relies on it
          * (only a tag's setter moves in place). V1 (seq_cst): clear it, then look whether a
          * finisher fenced the slot on it meanwhile */
         if (set_linger && atomic_compare_exchange_strong(&sl->linger, &tag, 0))
-            slot_free_if_unread(p->q, idx);
+            cell_free_if_unread(p->q, g, idx);
         /* our DEAD record may follow the owner's ACK: if the owner's own ack ended w (FREE, or
          * FENCED(NO_OWNER) on a linger, one gen on), say so again. Any other word proves
          * nothing: a copy-out's FENCED(owner) word, and what follows it, left the message alive
          * in the copy (an ACK would resolve it); then no ACK: at worst a dead letter returns */
         uint64_t now = atomic_load_explicit(&sl->state, memory_order_relaxed);
-        if (dead && !fenced_log && (now == sw_next(w, SLOT_FREE, NO_OWNER) ||
-                                    now == sw_next(w, SLOT_FENCED, NO_OWNER)))
+        if (dead && !fenced_log && !g &&
+            (now == sw_next(w, SLOT_FREE, NO_OWNER) || now == sw_next(w, SLOT_FENCED, NO_OWNER) ||
+             now == sw_next(w, SLOT_HELD, NO_OWNER)))
             queue_log(p->q, WAL_ACK, id, 0);
         return false;
     }
     count_taken_from(p, owner);
-    taken_back(p, id, attempt, dead, true);
+    if (g)
+        count(q_self(p->q), dead ? CNT_DEAD_LETTERED : CNT_RECLAIMED);
+    else
+        taken_back(p, id, attempt, dead, true);
     return true;
 }
 
@@ -299,11 +329,17 @@ static bool verdict_current(const struct pass *p, uint32_t i)
     return !e || atomic_load_explicit(&e->word, memory_order_acquire) == p->words[i];
 }
 
-/* Is this READY or FREE slot held by no ring? ticket, has_ticket: what it recorded. */
-static bool looks_orphaned(struct pass *p, struct slot *sl, uint64_t w, uint64_t *ticket,
-                           bool *has_ticket)
+/* The ring a READY or FREE cell of group g belongs on. */
+static struct ring *home_ring(struct pass *p, uint32_t g, uint64_t w)
 {
-    struct ring *r = sw_state(w) == SLOT_READY ? &p->q->seg.ready_ring : &p->q->seg.free_ring;
+    return sw_state(w) == SLOT_READY ? &p->q->seg.gready[g] : &p->q->seg.free_ring;
+}
+
+/* Is this READY or FREE cell held by no ring? ticket, has_ticket: what it recorded. */
+static bool looks_orphaned(struct pass *p, uint32_t g, struct slot *sl, uint64_t w,
+                           uint64_t *ticket, bool *has_ticket)
+{
+    struct ring *r = home_ring(p, g, w);
     uint64_t stored;
     *has_ticket = tagged_get(atomic_load_explicit(&sl->ticket, memory_order_relaxed), w, &stored);
     if (!*has_ticket)
@@ -314,28 +350,41 @@ static bool looks_orphaned(struct pass *p, struct slot *sl, uint64_t w, uint64_t
     return ticket_before(*ticket, head);
 }
 
-static void repair_orphan(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+/* Has cell (g, idx) shown word w for ORPHAN_GRACE_NS (since an earlier pass first saw it)? */
+static bool suspect_long_enough(struct pass *p, uint32_t g, uint32_t idx, uint64_t w)
 {
     shmq_t *q = p->q;
+    size_t k = (size_t)g * q->seg.layout.capacity + idx;
+    if (q->suspect_word[k] != w + 1) { /* +1: a word of 0 is a real state word */
+        q->suspect_word[k] = w + 1;
+        q->suspect_ns[k] = p->now_ns;
+        return false;
+    }
+    if (p->now_ns - q->suspect_ns[k] < ORPHAN_GRACE_NS)
+        return false;
+    q->suspect_word[k] = 0;
+    return true;
+}
+
+static void unsuspect(struct pass *p, uint32_t g, uint32_t idx)
+{
+    p->q->suspect_word[(size_t)g * p->q->seg.layout.capacity + idx] = 0;
+}
+
+static void repair_orphan(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl, uint64_t w)
+{
     uint64_t ticket = 0;
     bool has_ticket;
-    if (!looks_orphaned(p, sl, w, &ticket, &has_ticket)) {
-        q->suspect_word[idx] = 0;
+    if (!looks_orphaned(p, g, sl, w, &ticket, &has_ticket)) {
+        unsuspect(p, g, idx);
         return;
     }
-    if (q->suspect_word[idx] != w + 1) { /* +1: a word of 0 is a real state word */
-        q->suspect_word[idx] = w + 1;
-        q->suspect_ns[idx] = p->now_ns;
+    if (!suspect_long_enough(p, g, idx, w))
         return;
-    }
-    if (p->now_ns - q->suspect_ns[idx] < ORPHAN_GRACE_NS)
-        return;
-    struct ring *r = sw_state(w) == SLOT_READY ? &q->seg.ready_ring : &q->seg.free_ring;
     if (has_ticket)
-        ring_clear(r, ticket, idx); /* a dequeuer took this ticket and never consumed it */
-    if (move_slot(p, idx, w, sw_next(w, sw_state(w), NO_OWNER)))
+        ring_clear(home_ring(p, g, w), ticket, idx); /* a dequeuer took it, never consumed it */
+    if (move_cell(p, g, idx, w, sw_next(w, sw_state(w), NO_OWNER)))
         p->rep->orphans_requeued++;
-    q->suspect_word[idx] = 0;
 }
 
 /* Is registry entry i (a slot's owner or linger) gone for this pass: out of range, NO_OWNER,
@@ -356,7 +405,8 @@ static void clear_dead_linger(struct pass *p, struct slot *sl)
 /* A FENCED slot waits for its readers (owner and linger, slotmove.c): a dead owner is struck
  * off (CAS, gen + 1; a dead linger was cleared by clear_dead_linger), and with neither left
  * the slot is freed. */
-static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+static void release_fenced_slot(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl,
+                                uint64_t w)
 {
     uint32_t owner = sw_owner(w);
     if (owner != NO_OWNER) {
@@ -368,9 +418,12 @@ static void release_fenced_slot(struct pass *p, uint32_t idx, struct slot *sl, u
     }
     /* V1 (seq_cst): the owner is struck off; is the linger gone too? (as slot_free_if_unread) */
     w = atomic_load(&sl->state);
-    if (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER && atomic_load(&sl->linger) == 0 &&
-        move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
-        p->rep->fenced_released++;
+    if (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER && atomic_load(&sl->linger) == 0) {
+        if (!g && groups_on(p->q)) /* other groups may still hold it (V2) */
+            slot_free_if_unread(p->q, idx);
+        else if (move_cell(p, g, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
+            p->rep->fenced_released++;
+    }
 }
 
 /* States whose message the log must keep (its PUBLISH record's file is pinned). */
@@ -451,17 +504,21 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
 /* A due DELAYED slot (word w) goes READY; or DEAD at max_attempts, which only a parked copy
  * can have (a nack at its last attempt dead-letters itself): a copy whose copier stopped for an
  * ack deadline, fired here, goes to the dead letters as its copier would have sent it (F8). */
-static void fire_delayed(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
+static void fire_delayed(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl, uint64_t w)
 {
+    if (g && !group_active(p->q, g)) { /* a deleted group's: ends here */
+        cell_finish(p->q, g, idx, w);
+        return;
+    }
     uint32_t attempt = sl->attempt; /* the copier's, published by its parking CAS (acquired) */
     bool dead = attempt >= settings_max_attempts(&p->q->seg.hdr->settings);
     if (dead) {
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
         /* logged before the move, as every DEAD (docs/DESIGN.md) */
-        if (queue_log_dead(p->q, sl->id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM)
+        if (!g && queue_log_dead(p->q, sl->id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM)
             return;
     }
-    if (!move_slot(p, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
+    if (!move_cell(p, g, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
         return;
     if (!dead) {
         p->rep->delayed_fired++;
@@ -469,6 +526,134 @@ static void fire_delayed(struct pass *p, uint32_t idx, struct slot *sl, uint64_t
     }
     p->rep->dead_lettered++;
     count(q_self(p->q), CNT_DEAD_LETTERED);
+}
+
+/* A dead producer's reservation of slot idx is about to be freed: the cells it prepared (F3)
+ * go back to FREE first (a CAS from its RESERVED word), so the next message finds them done. */
+static void reset_prepared_cells(struct pass *p, uint32_t idx, uint32_t owner)
+{
+    for (uint32_t g = 1; g < p->q->seg.layout.max_groups; g++) {
+        struct slot *c = segment_cell(&p->q->seg, g, idx);
+        uint64_t cw = atomic_load_explicit(&c->state, memory_order_acquire);
+        if (sw_state(cw) == SLOT_RESERVED && sw_owner(cw) == owner)
+            atomic_compare_exchange_strong(&c->state, &cw, sw_next(cw, SLOT_FREE, NO_OWNER));
+    }
+}
+
+/* Fan-out repair: cell (g, idx) is still RESERVED by its producer. Under a committed slot (not
+ * FREE, not RESERVED) its producer died or stopped between P1 and F4: after the orphan grace
+ * the cell goes READY (or DELAYED with the slot's due time, for a delayed publish whose slot is
+ * still DELAYED) and onto g's ring; the producer's own F4 CAS then fails. Under a FREE slot it
+ * is a stale preparation (the producer was judged dead before P1): FREE again. */
+static void finish_fanout(struct pass *p, uint32_t g, uint32_t idx, struct slot *c, uint64_t cw)
+{
+    struct slot *sl = segment_slot(&p->q->seg, idx);
+    /* acquire: P1's release (the message, `others`) before we make the cell deliverable */
+    uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire), due = 0;
+    if (sw_state(w) == SLOT_RESERVED) {
+        unsuspect(p, g, idx);
+        return; /* not committed: its producer finishes it, or its death frees both */
+    }
+    if (!suspect_long_enough(p, g, idx, cw))
+        return;
+    unsigned to = SLOT_READY;
+    if (sw_state(w) == SLOT_FREE)
+        to = SLOT_FREE;
+    else if (sw_state(w) == SLOT_DELAYED &&
+             tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) &&
+             due > p->now_ms)
+        to = SLOT_DELAYED;
+    uint64_t next = sw_next(cw, to, NO_OWNER);
+    if (to == SLOT_DELAYED) /* as P0D: the due time before the word */
+        atomic_store_explicit(&c->deadline, tagged_make(due, next), memory_order_release);
+    if (to == SLOT_FREE) /* nothing to release: the slot is not this message's any more */
+        atomic_compare_exchange_strong(&c->state, &cw, next);
+    else if (move_cell(p, g, idx, cw, next))
+        p->rep->orphans_requeued++;
+}
+
+/* Step 2 for group g's (>= 1) cell of slot idx: as repair_slot on the cell. */
+static void repair_cell(struct pass *p, uint32_t g, uint32_t idx)
+{
+    struct segment *s = &p->q->seg;
+    struct slot *c = segment_cell(s, g, idx);
+    uint64_t w = atomic_load_explicit(&c->state, memory_order_acquire), due;
+    uint32_t owner = sw_owner(w);
+    unsigned st = sw_state(w);
+    if (st == SLOT_FREE && !atomic_load_explicit(&c->linger, memory_order_relaxed))
+        return; /* the common case: this group does not hold the slot */
+    if ((st == SLOT_INFLIGHT || st == SLOT_RESERVED) && owner < s->layout.max_procs &&
+        (p->fenced[owner] || p->dead[owner]) && !verdict_current(p, owner))
+        return; /* its owner's entry changed hands during this pass: decide next pass */
+    clear_dead_linger(p, c);
+    bool owner_void = owner >= s->layout.max_procs || p->fenced[owner];
+    switch (st) {
+    case SLOT_INFLIGHT:
+        if (owner_void) {
+            if (take_back(p, g, idx, c, w))
+                p->rep->reclaimed++;
+        } else if (tagged_get(atomic_load_explicit(&c->deadline, memory_order_relaxed), w,
+                              &due) && p->now_ms >= due) {
+            if (take_back(p, g, idx, c, w))
+                p->rep->deadline_expired++;
+        }
+        break;
+    case SLOT_RESERVED: finish_fanout(p, g, idx, c, w); break;
+    case SLOT_DELAYED:
+        if (!tagged_get(atomic_load_explicit(&c->deadline, memory_order_relaxed), w, &due) ||
+            p->now_ms >= due || !group_active(p->q, g))
+            fire_delayed(p, g, idx, c, w);
+        break;
+    case SLOT_FENCED: release_fenced_slot(p, g, idx, c, w); break;
+    case SLOT_READY:
+        if (!group_active(p->q, g))
+            cell_finish(p->q, g, idx, w);
+        else
+            repair_orphan(p, g, idx, c, w);
+        break;
+    case SLOT_DEAD:
+        if (!group_active(p->q, g))
+            cell_finish(p->q, g, idx, w);
+        break;
+    default: break;
+    }
+    /* keep every entry this cell still names from being released; count what g holds */
+    w = atomic_load_explicit(&c->state, memory_order_relaxed);
+    st = sw_state(w);
+    if ((st == SLOT_INFLIGHT || st == SLOT_RESERVED || st == SLOT_FENCED) &&
+        sw_owner(w) < s->layout.max_procs)
+        p->refs[sw_owner(w)]++;
+    uint32_t lg = atomic_load_explicit(&c->linger, memory_order_relaxed);
+    if (lg && linger_owner(lg) < s->layout.max_procs)
+        p->refs[linger_owner(lg)]++;
+    if (st == SLOT_FENCED || lg)
+        p->rep->pinned++;
+    if (st != SLOT_FREE)
+        p->held[g]++;
+}
+
+/* The OVERRUN policy: a group holding more than its bound loses its oldest ready messages (the
+ * ring is FIFO) down to the bound; in-flight, delayed and dead ones are never dropped. */
+static void enforce_overrun(struct pass *p, uint32_t g)
+{
+    struct group_entry *e = segment_group(&p->q->seg, g);
+    uint64_t gw = atomic_load_explicit(&e->word, memory_order_acquire);
+    if (pw_state(gw) != GROUP_ACTIVE || e->policy != SHMQ_GROUP_OVERRUN)
+        return;
+    struct ring *r = &p->q->seg.gready[g];
+    uint64_t tries = r->mask + 1, ticket;
+    uint32_t idx;
+    while (p->held[g] > e->bound && tries-- && ring_dequeue(r, &idx, &ticket) == 0) {
+        struct slot *c = segment_cell(&p->q->seg, g, idx);
+        if (!c)
+            continue;
+        uint64_t w = atomic_load_explicit(&c->state, memory_order_acquire);
+        /* the same CAS a receive's C1 races: one of the two wins */
+        if (sw_state(w) != SLOT_READY || cell_finish(p->q, g, idx, w) != 0)
+            continue;
+        p->held[g]--;
+        atomic_fetch_add_explicit(&e->overrun, 1, memory_order_relaxed); /* a tally */
+    }
 }
 
 static void repair_slot(struct pass *p, uint32_t idx)
@@ -486,11 +671,11 @@ static void repair_slot(struct pass *p, uint32_t idx)
     switch (sw_state(w)) {
     case SLOT_INFLIGHT:
         if (owner_void) {
-            if (take_back(p, idx, sl, w))
+            if (take_back(p, 0, idx, sl, w))
                 p->rep->reclaimed++;
         } else if (tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w,
                               &due) && p->now_ms >= due) {
-            if (take_back(p, idx, sl, w))
+            if (take_back(p, 0, idx, sl, w))
                 p->rep->deadline_expired++;
         }
         break;
@@ -511,6 +696,7 @@ static void repair_slot(struct pass *p, uint32_t idx)
             bool logged = (tagged_get(d, w, &mark) && mark == 1) ||
                           (d & TAG_MASK) == ((sw_gen(w) + 1) & TAG_MASK);
             uint64_t id = sl->id;
+            reset_prepared_cells(p, idx, owner);
             if (move_slot(p, idx, w, sw_next(w, SLOT_FREE, NO_OWNER))) {
                 p->rep->reservations_freed++;
                 if (logged) /* its PUBLISH record may be in the log: it never counted */
@@ -526,10 +712,10 @@ static void repair_slot(struct pass *p, uint32_t idx)
         }
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
             p->now_ms >= due)
-            fire_delayed(p, idx, sl, w);
+            fire_delayed(p, 0, idx, sl, w);
         break;
     case SLOT_FENCED:
-        release_fenced_slot(p, idx, sl, w);
+        release_fenced_slot(p, 0, idx, sl, w);
         break;
     case SLOT_READY:
         /* past its expiry: no receive takes it; expired here even if no receive comes (an
@@ -538,10 +724,13 @@ static void repair_slot(struct pass *p, uint32_t idx)
             p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
             break;
         }
-        repair_orphan(p, idx, sl, w);
+        repair_orphan(p, 0, idx, sl, w);
         break;
     case SLOT_FREE:
-        repair_orphan(p, idx, sl, w);
+        repair_orphan(p, 0, idx, sl, w);
+        break;
+    case SLOT_HELD: /* release repair: a finisher died before its release check (V2) */
+        slot_free_if_unread(p->q, idx);
         break;
     default:
         break;
@@ -557,6 +746,8 @@ static void repair_slot(struct pass *p, uint32_t idx)
         p->refs[linger_owner(lg)]++;
     if (st == SLOT_FENCED || lg) /* held back (or to be) for a live former reader */
         p->rep->pinned++;
+    if (st != SLOT_FREE && st != SLOT_RESERVED && st != SLOT_HELD && st != SLOT_FENCED)
+        p->held[0]++; /* group 0 holds the message */
     /* the oldest log file a kept message still needs (live or dead; done slots need none) */
     uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
     if (ws && kept_state(st) && ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
@@ -588,9 +779,9 @@ static int maintain(shmq_t *q, shmq_maint_report_t *report, bool light)
     memset(p.rep, 0, sizeof(*p.rep));
     const struct seg_layout *l = &q->seg.layout;
     pthread_mutex_lock(&q->maint_lock);
-    if (!q->suspect_word) {
-        q->suspect_word = calloc(l->capacity, sizeof(uint64_t));
-        q->suspect_ns = calloc(l->capacity, sizeof(uint64_t));
+    if (!q->suspect_word) { /* per group and slot */
+        q->suspect_word = calloc((size_t)l->max_groups * l->capacity, sizeof(uint64_t));
+        q->suspect_ns = calloc((size_t)l->max_groups * l->capacity, sizeof(uint64_t));
     }
     p.refs = calloc(l->max_procs, sizeof(uint32_t));
     p.dead = calloc(l->max_procs, 1);
@@ -618,8 +809,24 @@ static int maintain(shmq_t *q, shmq_maint_report_t *report, bool light)
     ring_unstrand(&q->seg.free_ring);
     ring_unstrand(&q->seg.ready_ring);
     ring_unstrand(&q->seg.dead_ring);
-    for (uint32_t i = 0; i < l->capacity; i++)
+    for (uint32_t g = 1; g < l->max_groups; g++) {
+        ring_unstrand(&q->seg.gready[g]);
+        ring_unstrand(&q->seg.gdead[g]);
+    }
+    for (uint32_t i = 0; i < l->capacity; i++) {
         repair_slot(&p, i);
+        for (uint32_t g = 1; g < l->max_groups; g++)
+            repair_cell(&p, g, i);
+    }
+    if (groups_on(q)) {
+        groups_maintain(q);
+        for (uint32_t g = 0; g < l->max_groups; g++) {
+            if (g)
+                enforce_overrun(&p, g);
+            atomic_store_explicit(&segment_group(&q->seg, g)->held, p.held[g],
+                                  memory_order_relaxed); /* a gauge */
+        }
+    }
     release_fenced_procs(&p);
     /* M2 (acquire fence, pairs with the FENCED CAS of a copy-out, which follows its M1 bump): if
      * the scan saw any source slot FENCED by a copy-out, the load below sees that bump. A change

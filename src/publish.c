@@ -20,6 +20,14 @@
  * slot is RESERVED (freed by maintenance, ACK|ABORT logged; a rebuild before that restores it
  * DELAYED from its record), after P1D it is DELAYED with its due time (docs/DESIGN.md, "Delayed
  * publish").
+ *
+ * With consumer groups (max_groups > 1; docs/DESIGN.md, "Consumer groups") the commit fans out:
+ * F1 reads the ACTIVE groups, F3 prepares each group's cell RESERVED (a fence, then F3b gives
+ * back the cells of groups deleted meanwhile), F2 records the mask in the slot's `others`, P1
+ * commits the slot READY (or DELAYED) for group 0, or HELD when group 0 is not in the mask; F4
+ * moves each prepared cell READY (or DELAYED) and onto its group's ring. Killed between P1 and
+ * F4, maintenance finishes the fan-out (a cell RESERVED under a committed slot). The payload is
+ * written once.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -106,11 +114,105 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
     return err;
 }
 
+/* F1-F3 for slot idx, which we hold RESERVED: the ACTIVE groups (F1, acquire: pairs with
+ * create's release fetch_or, the group's entry is complete), each group >= 1's cell prepared
+ * RESERVED(self) (F3, plain: no one else moves a cell of a RESERVED slot), then a seq_cst fence
+ * and the mask again (F3b: a group deleted meanwhile gets its cell back; Dekker pair with
+ * delete's fetch_and and sweep), and the mask recorded in `others` (F2, relaxed: published by
+ * P1). Returns the mask; 1 (group 0 only) without groups. Out of line: the one-group path
+ * pays one predictable branch. */
+static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx)
+{
+    uint64_t m = atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_acquire);
+    for (uint32_t g = 1; m >> g; g++) {
+        if (!(m >> g & 1))
+            continue;
+        struct slot *c = segment_cell(&q->seg, g, idx);
+        uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
+        if (!c || sw_state(cw) != SLOT_FREE) { /* a cell not done: never in correct use */
+            m &= ~(1ull << g);
+            continue;
+        }
+        c->attempt = 0;
+        atomic_store_explicit(&c->state, sw_next(cw, SLOT_RESERVED, q->self), memory_order_relaxed);
+    }
+    if (m >> 1) {
+        atomic_thread_fence(memory_order_seq_cst); /* F3b: after our cells, before the mask */
+        uint64_t now = atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_relaxed);
+        for (uint32_t g = 1; (m & ~now) >> g; g++) {
+            if (!((m & ~now) >> g & 1))
+                continue;
+            struct slot *c = segment_cell(&q->seg, g, idx);
+            uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
+            atomic_store_explicit(&c->state, sw_next(cw, SLOT_FREE, NO_OWNER), memory_order_relaxed);
+            m &= ~(1ull << g);
+        }
+    }
+    atomic_store_explicit(segment_others(&q->seg, idx), m, memory_order_relaxed);
+    CRASH_POINT(fanout_after_prepare);
+    return m;
+}
+
+static inline uint64_t fanout_prepare(shmq_t *q, uint32_t idx)
+{
+    return groups_on(q) ? prepare_groups(q, idx) : 1;
+}
+
+/* A reservation given back unpublished after fanout_prepare(): its prepared cells are FREE
+ * again (plain, as F3: the slot is still RESERVED by us), before the slot goes back. */
+static void fanout_unprepare(shmq_t *q, uint32_t idx, uint64_t m)
+{
+    for (uint32_t g = 1; m >> g; g++) {
+        if (!(m >> g & 1))
+            continue;
+        struct slot *c = segment_cell(&q->seg, g, idx);
+        uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
+        atomic_store_explicit(&c->state, sw_next(cw, SLOT_FREE, NO_OWNER), memory_order_relaxed);
+    }
+}
+
+/* The slot word's state at P1 for a message of mask m: state (READY or DELAYED) if group 0 is
+ * in it, else HELD (other groups hold it, or nobody: freed at once after F4). */
+static inline unsigned p1_state(uint64_t m, unsigned state) { return m & 1 ? state : SLOT_HELD; }
+
+/* F4 for slot idx after P1, mask m: each prepared cell of g >= 1 moves RESERVED(self) -> state
+ * (READY, or DELAYED with due time due_ms, stored tagged before the CAS as P0D), with release,
+ * and READY ones go onto the group's ring; a CAS that fails found the fan-out finished by
+ * maintenance. wake: wake the group's sleepers (a batch wakes once itself, later). */
+static void fanout_commit(shmq_t *q, uint32_t idx, uint64_t m, unsigned state, uint64_t due_ms,
+                          bool wake)
+{
+    CRASH_POINT(fanout_after_commit);
+    for (uint32_t g = 1; m >> g; g++) {
+        if (!(m >> g & 1))
+            continue;
+        struct slot *c = segment_cell(&q->seg, g, idx);
+        uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
+        if (sw_state(cw) != SLOT_RESERVED || sw_owner(cw) != q->self)
+            continue; /* finished by maintenance already */
+        uint64_t next = sw_next(cw, state, NO_OWNER);
+        if (state == SLOT_DELAYED) /* P0D on the cell: the due time before the word */
+            atomic_store_explicit(&c->deadline, tagged_make(due_ms, next), memory_order_release);
+        /* release: the payload (and P1's slot word) before a consumer's C1 on the cell */
+        if (!atomic_compare_exchange_strong_explicit(&c->state, &cw, next, memory_order_release,
+                                                     memory_order_relaxed))
+            continue;
+        if (state == SLOT_READY) {
+            cell_enqueue_on(&q->seg.gready[g], c, idx, next, true);
+            if (wake)
+                wait_wake(group_ready_futex(q, g), group_ready_waiters(q, g));
+        }
+    }
+    if (!(m >> 1)) /* delivered to nobody (no group was ACTIVE): free it at once */
+        slot_free_if_unread(q, idx);
+}
+
 /* The rest of a delayed publish, after its record: park the slot we hold as word w DELAYED
  * until due (queue ms). No ring: maintenance fires it when due. */
-static int park_delayed(shmq_t *q, struct slot *sl, uint64_t w, uint64_t due)
+static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, uint64_t due)
 {
-    uint64_t delayed = sw_next(w, SLOT_DELAYED, NO_OWNER);
+    uint64_t m = fanout_prepare(q, idx);
+    uint64_t delayed = sw_next(w, p1_state(m, SLOT_DELAYED), NO_OWNER);
     /* P0D (release): the due time, tagged with the DELAYED word, is there before that word is:
      * maintenance fires a DELAYED slot without it at once. Read as P0 by M0 (maintain.c): a
      * RESERVED slot whose deadline names the next gen holds this reservation's id */
@@ -121,30 +223,57 @@ static int park_delayed(shmq_t *q, struct slot *sl, uint64_t w, uint64_t due)
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, delayed, memory_order_release,
                                                  memory_order_relaxed))
         return -ESTALE; /* our reservation was fenced: we were declared dead */
+    if (m != 1)
+        fanout_commit(q, idx, m, SLOT_DELAYED, due, false);
     return 0;
 }
 
 /* Steps 3-4 for the slot idx we hold as RESERVED word w, written and logged: 0; 1 when a keyed
- * publish was decided (D1) and maintenance made it READY for us; -ESTALE. */
-static int make_ready(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, const struct keyed *k,
-                      uint64_t msg_id)
+ * publish was decided (D1) and maintenance made it READY for us; -ESTALE. m: the groups it goes
+ * to (fanout_prepare(), done before D1: once a keyed publish is decided, maintenance may commit
+ * the slot for a stalled producer, and the cells must be prepared by then; fan-out repair
+ * finishes them). Inlined twice: with m the constant 1 (one group) and with the mask. */
+static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_t idx,
+                                                               struct slot *sl, uint64_t w,
+                                                               const struct keyed *k,
+                                                               uint64_t msg_id, uint64_t m)
 {
     if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w),
                           queue_ms_at(q, k->now_ns)) != 0) {
+        fanout_unprepare(q, idx, m);
         give_back(q, idx, w);
         /* its PUBLISH record must not come back, nor its key */
         queue_log(q, WAL_ACK, msg_id, WAL_ACK_ABORT);
         return -ESTALE;
     }
-    uint64_t ready = sw_next(w, SLOT_READY, NO_OWNER);
+    uint64_t ready = sw_next(w, p1_state(m, SLOT_READY), NO_OWNER);
     /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, ready, memory_order_release,
                                                  memory_order_relaxed))
         return k ? 1 : -ESTALE; /* unkeyed: our reservation was fenced (we were judged dead) */
     CRASH_POINT(publish_after_commit);
+    if (m != 1)
+        fanout_commit(q, idx, m, SLOT_READY, 0, true);
+    if (!(m & 1))
+        return 0;
     slot_enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
     wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
     return 0;
+}
+
+static __attribute__((noinline)) int commit_fanout(shmq_t *q, uint32_t idx, struct slot *sl,
+                                                   uint64_t w, const struct keyed *k,
+                                                   uint64_t msg_id)
+{
+    return commit_ready(q, idx, sl, w, k, msg_id, prepare_groups(q, idx));
+}
+
+static int make_ready(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, const struct keyed *k,
+                      uint64_t msg_id)
+{
+    if (groups_on(q))
+        return commit_fanout(q, idx, sl, w, k, msg_id);
+    return commit_ready(q, idx, sl, w, k, msg_id, 1);
 }
 
 /* Steps 2-4 for a slot we hold RESERVED; in_place: the payload is already there (shmq_commit),
@@ -194,7 +323,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
         }
         CRASH_POINT(publish_after_log);
     }
-    int r = due ? park_delayed(q, sl, w, due) : make_ready(q, idx, sl, w, k, msg_id);
+    int r = due ? park_delayed(q, idx, sl, w, due) : make_ready(q, idx, sl, w, k, msg_id);
     if (r < 0)
         return r;
     if (id)
@@ -470,7 +599,8 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
     size_t j = 0;
     for (; j < logged; j++) {
         struct slot *sl = sls[j];
-        uint64_t ready = sw_next(w[j], SLOT_READY, NO_OWNER);
+        uint64_t m = fanout_prepare(q, idx[j]);
+        uint64_t ready = sw_next(w[j], p1_state(m, SLOT_READY), NO_OWNER);
         /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
         if (!atomic_compare_exchange_strong_explicit(&sl->state, &w[j], ready,
                                                      memory_order_release, memory_order_relaxed)) {
@@ -478,7 +608,10 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
             break;
         }
         CRASH_POINT(publish_after_commit);
-        slot_enqueue_on(q, &q->seg.ready_ring, idx[j], ready, true);
+        if (m != 1)
+            fanout_commit(q, idx[j], m, SLOT_READY, 0, true);
+        if (m & 1)
+            slot_enqueue_on(q, &q->seg.ready_ring, idx[j], ready, true);
         if (ids_out)
             ids_out[j] = ids[j];
     }

@@ -38,6 +38,8 @@ struct shmq_consumer {
     uint32_t deliveries;      /* every 1024th checks whether maintenance is unwatched */
     uint32_t lag_pad_ms;      /* the coarse clock's lag in ms, rounded up (added to deadlines) */
     uint64_t next_coop_ns;    /* earliest time for the next such check */
+    uint32_t group;           /* the consumer group it receives in (0: "default") */
+    uint64_t group_word;      /* that group's entry word when it opened: changed = deleted */
 };
 
 /* The registry entry of a handle (always in range: we attached it). */

@@ -56,6 +56,14 @@ static void bind_regions(struct segment *s)
     ring_bind(&s->free_ring, (char *)s->base + l->free_ring_off, l->ring_order);
     ring_bind(&s->ready_ring, (char *)s->base + l->ready_ring_off, l->ring_order);
     ring_bind(&s->dead_ring, (char *)s->base + l->dead_ring_off, l->ring_order);
+    layout_group_regions(l, &s->groups);
+    s->gready[0] = s->ready_ring;
+    s->gdead[0] = s->dead_ring;
+    for (uint32_t g = 1; g < l->max_groups; g++) {
+        char *r = (char *)s->base + s->groups.grings_off + 2 * (g - 1) * l->ring_size;
+        ring_bind(&s->gready[g], r, l->ring_order);
+        ring_bind(&s->gdead[g], r + l->ring_size, l->ring_order);
+    }
 }
 
 static int init_contents(struct segment *s)
@@ -78,6 +86,19 @@ static int init_contents(struct segment *s)
             return -ENOSPC;
         atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
     }
+    for (uint32_t g = 1; g < s->layout.max_groups; g++) {
+        ring_init_empty(&s->gready[g]);
+        ring_init_empty(&s->gdead[g]);
+        for (uint32_t i = 0; i < s->layout.capacity; i++)
+            atomic_store_explicit(&segment_cell(s, g, i)->state, sw_make(SLOT_FREE, NO_OWNER, 0),
+                                  memory_order_relaxed);
+    }
+    /* group 0, "default", ACTIVE (groups.c); plain stores published by S1 */
+    struct group_entry *g0 = (struct group_entry *)((char *)s->base + s->groups.groups_off);
+    snprintf(g0->name, sizeof(g0->name), "default");
+    g0->first_id = 1;
+    atomic_store_explicit(&g0->word, GROUP_ACTIVE | 1u << 4, memory_order_relaxed);
+    atomic_store_explicit(&h->groups_mask, 1, memory_order_relaxed);
     uint64_t usable = s->layout.wal_file_size - WAL_HEADER_SIZE;
     atomic_store_explicit(&h->wal_pos, s->layout.wal_base_pos, memory_order_relaxed);
     atomic_store_explicit(&h->wal_oldest_seq, s->layout.wal_base_pos / usable,

@@ -21,6 +21,9 @@ struct segment {
     struct seg_layout layout; /* validated private copy */
     struct seg_header *hdr;
     struct ring free_ring, ready_ring, dead_ring;
+    struct group_regions groups; /* where the group table, cells and rings lie (layout.h) */
+    /* Each group's ready and dead-letter rings: group 0's are ready_ring and dead_ring. */
+    struct ring gready[SHMQ_GROUPS_MAX], gdead[SHMQ_GROUPS_MAX];
 };
 
 /* 0 if name is a valid queue name, else -EINVAL. */
@@ -66,6 +69,33 @@ static inline struct slot *segment_slot(const struct segment *s, uint64_t idx)
 static inline void *slot_payload(struct slot *sl)
 {
     return (char *)sl + SLOT_HEADER_SIZE;
+}
+
+/* Group entry g, or NULL when g is out of range (g often comes from shm or a token). */
+static inline struct group_entry *segment_group(const struct segment *s, uint64_t g)
+{
+    if (g >= s->layout.max_groups)
+        return NULL;
+    return (struct group_entry *)((char *)s->base + s->groups.groups_off) + g;
+}
+
+/* The cell of group g for slot idx: the slot itself for group 0, else a slot header of the
+ * cells region whose message fields are unused. NULL when g or idx is out of range. */
+static inline struct slot *segment_cell(const struct segment *s, uint64_t g, uint64_t idx)
+{
+    if (g == 0)
+        return segment_slot(s, idx);
+    if (g >= s->layout.max_groups || idx >= s->layout.capacity)
+        return NULL;
+    return (struct slot *)((char *)s->base + s->groups.cells_off) +
+           (g - 1) * s->layout.capacity + idx;
+}
+
+/* The groups >= 1 the message in slot idx was fanned out to (valid while it is not FREE). Only
+ * with max_groups > 1; idx must be in range. */
+static inline _Atomic uint64_t *segment_others(const struct segment *s, uint64_t idx)
+{
+    return (_Atomic uint64_t *)((char *)s->base + s->groups.fanout_off) + idx;
 }
 
 /* Registry entry i, or NULL when i is out of range. */

@@ -16,6 +16,14 @@
  * then looks at the linger (V1, seq_cst on every side: Dekker pairs, so of two parties at once
  * at least one sees the other gone and frees the slot). Maintenance clears the marks of dead
  * readers the same way. The linger's state machine is in docs/DESIGN.md (T1-T5).
+ *
+ * Consumer groups: every function here works on a group's cell of a slot (group 0's cell is the
+ * slot itself). A group >= 1 that is done with a message moves its cell to FREE (its lingering
+ * readers first let go, the same T1-T5 on the cell); group 0 moves the slot to HELD instead of
+ * FREE while other groups hold the message. Whoever then sees the slot word HELD (or FENCED
+ * with no reader) and every cell of the groups it went to FREE frees the slot (V2: every "done"
+ * CAS is seq_cst and followed by seq_cst loads of the others' marks, so of the last two to
+ * finish at least one sees all done). docs/DESIGN.md, "Consumer groups".
  */
 #include "slotmove.h"
 
@@ -23,66 +31,130 @@
 
 #include "wait.h"
 
-void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w)
+/* Group g's cell of slot idx (both in range: the callers checked them, or took them from a
+ * consumer handle). */
+static inline struct slot *cell_of(shmq_t *q, uint32_t g, uint32_t idx)
+{
+    const struct segment *s = &q->seg;
+    if (g == 0) {
+        struct slot *sl = segment_slot(s, idx);
+        if (!sl)
+            __builtin_unreachable(); /* idx was checked */
+        return sl;
+    }
+    return (struct slot *)((char *)s->base + s->groups.cells_off) +
+           (uint64_t)(g - 1) * s->layout.capacity + idx;
+}
+
+/* Inlined twice: with g the constant 0 (queue_enqueue_slot: the one-group path pays nothing
+ * for groups) and with g a variable (queue_enqueue_cell). */
+static inline __attribute__((always_inline)) void enqueue_cell(shmq_t *q, uint32_t g,
+                                                               uint32_t idx, uint64_t w)
 {
     struct seg_header *h = q->seg.hdr;
     switch (sw_state(w)) {
     case SLOT_FREE:
+        if (g) { /* group g is done with it: free the slot if nobody else holds it (V2) */
+            slot_free_if_unread(q, idx);
+            break;
+        }
         slot_enqueue_on(q, &q->seg.free_ring, idx, w, false);
         wait_wake(&h->free_futex, &h->free_waiters);
         break;
     case SLOT_READY:
-        slot_enqueue_on(q, &q->seg.ready_ring, idx, w, false);
-        wait_wake(&h->ready_futex, &h->ready_waiters);
+        cell_enqueue_on(&q->seg.gready[g], cell_of(q, g, idx), idx, w, false);
+        wait_wake(group_ready_futex(q, g), group_ready_waiters(q, g));
         break;
-    case SLOT_DEAD: slot_enqueue_on(q, &q->seg.dead_ring, idx, w, false); break;
+    case SLOT_DEAD: cell_enqueue_on(&q->seg.gdead[g], cell_of(q, g, idx), idx, w, false); break;
     }
+}
+
+void queue_enqueue_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
+{
+    enqueue_cell(q, g, idx, w);
+}
+
+void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w)
+{
+    enqueue_cell(q, 0, idx, w);
+}
+
+bool cell_move(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint64_t next)
+{
+    struct slot *sl = cell_of(q, g, idx);
+    /* acq_rel: acquire the writes of whoever made the cell w, release ours (payload reads or
+     * writes, attempt, reason) to whoever takes it as next; seq_cst when a cell of g >= 1 goes
+     * FREE (V2: its release check's loads follow it) */
+    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return false;
+    queue_enqueue_cell(q, g, idx, next);
+    return true;
 }
 
 bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
-    /* acq_rel: acquire the writes of whoever made the slot w, release ours (payload reads or
-     * writes, attempt, reason) to whoever takes it as next */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return false;
-    queue_enqueue_slot(q, idx, next);
-    return true;
+    return cell_move(q, 0, idx, w, next);
 }
 
-int slot_dead_letter(shmq_t *q, uint32_t idx, uint64_t w, uint32_t reason)
+int cell_dead_letter(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint32_t reason)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
+    if (g && !group_active(q, g)) /* a deleted group's message ends here */
+        return cell_finish(q, g, idx, w);
+    struct slot *sl = segment_slot(&q->seg, idx), *cl = cell_of(q, g, idx);
     uint64_t dead = sw_next(w, SLOT_DEAD, NO_OWNER);
-    sl->dead_reason = reason;
+    cl->dead_reason = reason;
     /* logged BEFORE the move: a redrive acts only on a slot it saw DEAD, so its PUBLISH record
-     * follows this one and wins (docs/DESIGN.md, "Records that decide in the right order") */
-    if (queue_log_dead(q, sl->id, sl->attempt, reason) == -EIDRM)
+     * follows this one and wins (docs/DESIGN.md, "Records that decide in the right order");
+     * groups >= 1 are not logged yet */
+    if (!g && queue_log_dead(q, sl->id, sl->attempt, reason) == -EIDRM)
         return -EIDRM;
-    if (!slot_move(q, idx, w, dead)) /* its release publishes dead_reason with DEAD */
+    if (!cell_move(q, g, idx, w, dead)) /* its release publishes dead_reason with DEAD */
         return -ESTALE;
     return 0;
 }
 
+int slot_dead_letter(shmq_t *q, uint32_t idx, uint64_t w, uint32_t reason)
+{
+    return cell_dead_letter(q, 0, idx, w, reason);
+}
+
 _Static_assert(SHMQ_PROCS_MAX < (1 << LINGER_OWNER_BITS), "a linger holds owner + 1");
 
-/* slot_finish's rare path: the slot has a linger (lg, non-zero). Out of line, so the common
- * ack (no linger) pays nothing for it. */
-static __attribute__((noinline)) int finish_lingered(shmq_t *q, uint32_t idx, uint64_t w,
-                                                     uint32_t lg)
+/* Where a group that is done with a message moves its cell when no reader lingers: FREE, but
+ * for group 0 HELD while groups >= 1 still hold the message (its `others`, written before P1
+ * and acquired through the word we hold). */
+static inline unsigned done_state(shmq_t *q, uint32_t g, uint32_t idx)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
-    if (sw_state(w) == SLOT_INFLIGHT && lg == linger_make(w)) {
+    if (g || !groups_on(q))
+        return SLOT_FREE;
+    /* relaxed: written by the producer before P1, which our hold of the word acquired; bit 0
+     * is group 0 itself */
+    return atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed) >> 1
+               ? SLOT_HELD
+               : SLOT_FREE;
+}
+
+/* finish's rare path: the cell has a linger (lg, non-zero), or group 0 goes HELD. Out of line,
+ * so the common ack (no linger, one group) pays nothing for it. */
+static __attribute__((noinline)) int finish_slow(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w,
+                                                 uint32_t lg, unsigned done)
+{
+    struct slot *sl = cell_of(q, g, idx);
+    if (!lg || (sw_state(w) == SLOT_INFLIGHT && lg == linger_make(w))) {
         /* T3: a take-back of this very delivery is under way and will fail (we move w); we
-         * read no more, so its tag goes, and the slot is freed as usual */
-        atomic_compare_exchange_strong(&sl->linger, &lg, 0);
-        uint64_t next = sw_next(w, SLOT_FREE, NO_OWNER);
-        /* A1 (release), as in slot_finish */
-        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
+         * read no more, so its tag goes, and the cell is done with as usual */
+        if (lg)
+            atomic_compare_exchange_strong(&sl->linger, &lg, 0);
+        uint64_t next = sw_next(w, done, NO_OWNER);
+        /* A1 (release), as in finish; seq_cst (V2) when the release check follows */
+        if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_seq_cst,
                                                      memory_order_relaxed))
             return -ESTALE;
-        queue_enqueue_slot(q, idx, next);
+        if (done == SLOT_HELD)
+            slot_free_if_unread(q, idx);
+        else
+            queue_enqueue_cell(q, g, idx, next);
         return 0;
     }
     CRASH_POINT(finish_before_fence);
@@ -90,20 +162,21 @@ static __attribute__((noinline)) int finish_lingered(shmq_t *q, uint32_t idx, ui
      * paired with a reader's clear-then-look (slot_let_go) */
     if (!atomic_compare_exchange_strong(&sl->state, &w, sw_next(w, SLOT_FENCED, NO_OWNER)))
         return -ESTALE;
-    slot_free_if_unread(q, idx);
+    cell_free_if_unread(q, g, idx);
     return 0;
 }
 
 /* wake: false for slot_finish_unwoken (its caller wakes once for many, after the last). */
-static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t idx, uint64_t w,
-                                                        bool wake)
+static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, uint32_t idx,
+                                                        uint64_t w, bool wake)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
+    struct slot *sl = cell_of(q, g, idx);
     /* V1 (seq_cst): the linger as of now; a tag set by a take-back before its move CAS reached
      * us through C1 (docs/DESIGN.md, "Why the finisher sees the tag") */
     uint32_t lg = atomic_load(&sl->linger);
-    if (lg)
-        return finish_lingered(q, idx, w, lg);
+    unsigned done = done_state(q, g, idx);
+    if (lg || done != SLOT_FREE || g)
+        return finish_slow(q, g, idx, w, lg, done);
     uint64_t next = sw_next(w, SLOT_FREE, NO_OWNER);
     /* A1 (release): our reads of the payload happen before the slot's reuse, which a
      * producer's claim acquires */
@@ -120,30 +193,68 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t idx,
 
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
 {
-    return finish(q, idx, w, true);
+    return finish(q, 0, idx, w, true);
 }
 
 int slot_finish_unwoken(shmq_t *q, uint32_t idx, uint64_t w)
 {
-    return finish(q, idx, w, false);
+    return finish(q, 0, idx, w, false);
+}
+
+int cell_finish(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
+{
+    return finish(q, g, idx, w, true);
+}
+
+/* V2: every cell of the groups >= 1 slot idx's message went to is FREE (seq_cst loads, after
+ * the caller's seq_cst look at the slot word, which acquired `others` from P1's release
+ * sequence). */
+static bool groups_done(shmq_t *q, uint32_t idx)
+{
+    if (!groups_on(q))
+        return true;
+    uint64_t others = atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed);
+    for (uint32_t g = 1; others >> g; g++)
+        if ((others >> g & 1) && sw_state(atomic_load(&cell_of(q, g, idx)->state)) != SLOT_FREE)
+            return false;
+    return true;
 }
 
 void slot_free_if_unread(shmq_t *q, uint32_t idx)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
-    /* V1 (seq_cst): after our own mark was cleared (or the slot fenced), see the other's */
+    /* V1, V2 (seq_cst): after our own mark was cleared (or the slot fenced, or held, or our
+     * cell freed), see the others' */
     uint64_t w = atomic_load(&sl->state);
-    if (sw_state(w) != SLOT_FENCED || sw_owner(w) != NO_OWNER || atomic_load(&sl->linger) != 0)
+    bool unread = sw_state(w) == SLOT_HELD ||
+                  (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER &&
+                   atomic_load(&sl->linger) == 0);
+    if (!unread || !groups_done(q, idx))
         return;
+    CRASH_POINT(group_release_before_free);
     slot_move(q, idx, w, sw_next(w, SLOT_FREE, NO_OWNER));
+}
+
+void cell_free_if_unread(shmq_t *q, uint32_t g, uint32_t idx)
+{
+    if (g == 0) {
+        slot_free_if_unread(q, idx);
+        return;
+    }
+    struct slot *c = cell_of(q, g, idx);
+    /* V1 (seq_cst), on the cell: its readers are gone, the group is done with the message */
+    uint64_t w = atomic_load(&c->state);
+    if (sw_state(w) != SLOT_FENCED || sw_owner(w) != NO_OWNER || atomic_load(&c->linger) != 0)
+        return;
+    cell_move(q, g, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)); /* then the slot (V2) */
 }
 
 /* Clear the marks the predicate names: a linger tag equal to tag (or, all_of: any tag of
  * owner), and the FENCED word's owner if it is owner (and, unless all_of, its gen is fgen). */
-static void let_go(shmq_t *q, uint32_t idx, uint32_t owner, uint32_t tag, uint64_t fgen,
-                   bool all_of)
+static void let_go(shmq_t *q, uint32_t g, uint32_t idx, uint32_t owner, uint32_t tag,
+                   uint64_t fgen, bool all_of)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
+    struct slot *sl = segment_cell(&q->seg, g, idx);
     if (!sl)
         return;
     uint32_t lg = all_of ? atomic_load_explicit(&sl->linger, memory_order_relaxed) : tag;
@@ -154,16 +265,26 @@ static void let_go(shmq_t *q, uint32_t idx, uint32_t owner, uint32_t tag, uint64
     /* V1: no longer the FENCED slot's owner (a CAS: gen + 1, so nobody acts on the old word) */
     if (sw_state(w) == SLOT_FENCED && sw_owner(w) == owner && (all_of || sw_gen(w) == fgen))
         atomic_compare_exchange_strong(&sl->state, &w, sw_next(w, SLOT_FENCED, NO_OWNER));
-    slot_free_if_unread(q, idx);
+    cell_free_if_unread(q, g, idx);
+}
+
+void cell_let_go(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
+{
+    /* T4: our tag of delivery w, and the FENCED word copy-out made from w (gen + 1) */
+    let_go(q, g, idx, sw_owner(w), linger_make(w), sw_gen(w) + 1, false);
 }
 
 void slot_let_go(shmq_t *q, uint32_t idx, uint64_t w)
 {
-    /* T4: our tag of delivery w, and the FENCED word copy-out made from w (gen + 1) */
-    let_go(q, idx, sw_owner(w), linger_make(w), sw_gen(w) + 1, false);
+    cell_let_go(q, 0, idx, w);
+}
+
+void cell_let_go_all(shmq_t *q, uint32_t g, uint32_t idx, uint32_t owner)
+{
+    let_go(q, g, idx, owner, 0, 0, true); /* T5 */
 }
 
 void slot_let_go_all(shmq_t *q, uint32_t idx, uint32_t owner)
 {
-    let_go(q, idx, owner, 0, 0, true); /* T5 */
+    cell_let_go_all(q, 0, idx, owner);
 }

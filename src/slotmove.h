@@ -12,17 +12,18 @@
 #include <stdint.h>
 
 #include "crashpoint.h"
+#include "gcell.h"
 #include "queue.h"
 #include "slot.h"
 
-/* Put slot idx, whose state word is now w, on ring and record the ticket it landed at. An
- * overfull ring leaves the slot an orphan, which maintenance enqueues later. from_publish: the
- * crash point between the enqueue and the ticket is publish's (docs/DESIGN.md, crash windows).
- * Inline: publish's fast path calls it. */
-static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, uint64_t w,
+/* Put slot idx, whose cell (the slot itself for group 0, else the group's cell of it) has state
+ * word w now, on ring and record the ticket it landed at in the cell. An overfull ring leaves
+ * the slot an orphan, which maintenance enqueues later. from_publish: the crash point between
+ * the enqueue and the ticket is publish's (docs/DESIGN.md, crash windows). Inline: publish's
+ * fast path calls it. */
+static inline void cell_enqueue_on(struct ring *ring, struct slot *sl, uint32_t idx, uint64_t w,
                                    bool from_publish)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t ticket;
     /* R1 inside ring_enqueue publishes our state-word CAS to the dequeuer */
     if (ring_enqueue(ring, idx, &ticket) != 0)
@@ -31,6 +32,13 @@ static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, u
         CRASH_POINT(publish_after_enqueue);
     /* relaxed: a repair hint, validated by its gen tag (slot.h) */
     atomic_store_explicit(&sl->ticket, tagged_make(ticket, w), memory_order_relaxed);
+}
+
+/* The same for group 0 (the slot's own word). */
+static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, uint64_t w,
+                                   bool from_publish)
+{
+    cell_enqueue_on(ring, segment_slot(&q->seg, idx), idx, w, from_publish);
 }
 
 /* Take a slot off the free ring for owner: CAS FREE(g) -> RESERVED(owner). 0 and *idx, or
@@ -63,6 +71,10 @@ static inline int slot_claim_free(shmq_t *q, uint32_t owner, uint32_t *idx)
  * record the ticket; wake a sleeper if one waits. */
 void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
 
+/* The same for group g's cell of slot idx: READY and DEAD go on g's rings; a cell of g >= 1
+ * that is FREE (its group is done) releases the slot if no group holds it any more (V2). */
+void queue_enqueue_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w);
+
 /* CAS slot idx from word w to next (FREE, READY or DEAD) and put it on that ring: true if this
  * call moved it, false if w was no longer the slot's word. */
 bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
@@ -71,6 +83,30 @@ bool slot_move(shmq_t *q, uint32_t idx, uint64_t w, uint64_t next);
  * (SHMQ_DEAD_*): its DEAD record is logged first. 0; -EIDRM (not moved); -ESTALE when w was no
  * longer the slot's word (taken back from us meanwhile). */
 int slot_dead_letter(shmq_t *q, uint32_t idx, uint64_t w, uint32_t reason);
+
+/* The same for group g's cell of slot idx (logged for group 0 only, so far); a message of a
+ * group no longer ACTIVE is finished instead. */
+int cell_dead_letter(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint32_t reason);
+
+/* The same on group g's cell of slot idx (queue_enqueue_cell after it). */
+bool cell_move(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint64_t next);
+
+/* Group g is done with slot idx held as cell word w: as slot_finish, for any group. For group
+ * 0 with other groups holding the message the slot goes HELD (not FREE), for g >= 1 the cell
+ * goes FREE; either way the slot is freed by whoever sees every group done (V2, docs/DESIGN.md
+ * "Consumer groups"). */
+int cell_finish(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w);
+
+/* Group g's holder of delivery w lets go of slot idx (slot_let_go for any group). */
+void cell_let_go(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w);
+
+/* Registry entry owner (a consumer of group g) reads slot idx no more at all: its close. */
+void cell_let_go_all(shmq_t *q, uint32_t g, uint32_t idx, uint32_t owner);
+
+/* Slot idx is HELD or FENCED with no owner and no linger: FREE it (onto the free ring) if no
+ * group >= 1 holds it (V2). For group g >= 1: its cell FENCED(NO_OWNER) with no linger goes
+ * FREE, then the same for the slot. */
+void cell_free_if_unread(shmq_t *q, uint32_t g, uint32_t idx);
 
 /* Done with slot idx held as word w: FREE and onto the free ring, or FENCED(NO_OWNER) while a
  * lingering delivery may still be read (freed at once if it let go meanwhile). An ack of the very
@@ -92,7 +128,8 @@ void slot_let_go(shmq_t *q, uint32_t idx, uint64_t w);
 /* Registry entry owner reads slot idx no more at all (its close): clear every mark naming it. */
 void slot_let_go_all(shmq_t *q, uint32_t idx, uint32_t owner);
 
-/* Slot idx is FENCED with no owner and no linger: FREE it and put it on the free ring. */
+/* Slot idx is FENCED with no owner and no linger (or HELD), and no other group holds it: FREE
+ * it and put it on the free ring. */
 void slot_free_if_unread(shmq_t *q, uint32_t idx);
 
 #endif

@@ -110,7 +110,7 @@ static shmq_msg_t receive_text(shmq_consumer_t *c, char *buf, size_t size)
 
 static const char *const commands[] = {"list", "create", "delete", "stat",   "top",
                                        "pub",  "sub",    "replay", "peek",   "purge",
-                                       "dlq",  "dump",   "wal",    "recover"};
+                                       "dlq",  "dump",   "wal",    "recover", "group"};
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 Test(cli, help_lists_every_command_and_each_documents_exit_codes)
@@ -136,7 +136,8 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
         assert_contains(r.err, "unknown option", commands[i]);
         run_free(&r);
     }
-    static const char *const need_name[] = {"create", "delete", "stat", "pub", "sub", "dlq"};
+    static const char *const need_name[] = {"create", "delete", "stat", "pub",
+                                            "sub",    "dlq",    "group"};
     for (size_t i = 0; i < sizeof need_name / sizeof need_name[0]; i++) {
         r = RUN(need_name[i]);
         assert_exit(&r, 2, need_name[i]);
@@ -147,6 +148,10 @@ Test(cli, help_lists_every_command_and_each_documents_exit_codes)
     RUN_EXPECT_EXIT(2, "unknown command", "nosuchcommand");
     RUN_EXPECT_EXIT(2, "sub --ack --nack", "sub", "q", "--ack", "--nack");
     RUN_EXPECT_EXIT(2, "dlq unknown action", "dlq", "q", "explode");
+    RUN_EXPECT_EXIT(2, "group unknown action", "group", "q", "explode");
+    RUN_EXPECT_EXIT(2, "group add without GROUP", "group", "q", "add");
+    RUN_EXPECT_EXIT(2, "group --overrun 0", "group", "q", "add", "g", "--overrun", "0");
+    RUN_EXPECT_EXIT(2, "create --max-groups 65", "create", "q", "--max-groups", "65");
     RUN_EXPECT_EXIT(2, "create --capacity 0", "create", "q", "--capacity", "0");
     RUN_EXPECT_EXIT(2, "create --mode 999", "create", "q", "--mode", "999");
     RUN_EXPECT_EXIT(2, "sub --count abc", "sub", "q", "--count", "abc");
@@ -1287,4 +1292,43 @@ Test(cli, peek_prints_ready_messages_and_takes_none)
     h_assert_rc(shmq_consumer_close(c), 0);
     RUN_EXPECT_EXIT(2, "peek --count 0", "peek", name, "--count", "0");
     h_assert_rc(shmq_close(q), 0);
+}
+
+/* shmq group: add, list (--json), sub --group receives the same message as the group
+ * "default", delete; runtime errors exit 1 (README "Fan-out"). */
+Test(cli, group_add_list_sub_delete)
+{
+    const char *name = h_qname("cgroup");
+    RUN_EXPECT_EXIT(0, "create", "create", name, "--max-groups", "3", "--durability", "none");
+    RUN_EXPECT_EXIT(0, "group add", "group", name, "add", "audit");
+    RUN_EXPECT_EXIT(0, "group add --overrun", "group", name, "add", "metrics", "--overrun", "5");
+    RUN_EXPECT_EXIT(1, "group add again", "group", name, "add", "audit");
+    RUN_EXPECT_EXIT(1, "group add: no room", "group", name, "add", "more");
+    struct run r = RUN("group", name, "list", "--json");
+    assert_exit(&r, 0, "group list --json");
+    struct jval *doc = json_parse(r.out);
+    struct jval *g = jget(doc, "groups.1");
+    cr_assert(g, "group list --json: groups.1 missing");
+    jassert_num(g, "index", 1);
+    json_free(doc);
+    assert_contains(r.out, "\"audit\"", "group list --json");
+    assert_contains(r.out, "\"overrun\"", "group list --json");
+    run_free(&r);
+    RUN_EXPECT_EXIT(0, "pub", "pub", name, "fan");
+    r = RUN("sub", name, "--count", "1", "--timeout-ms", "5000");
+    assert_exit(&r, 0, "sub");
+    assert_contains(r.out, "fan", "sub (default)");
+    run_free(&r);
+    r = RUN("sub", name, "--group", "audit", "--count", "1", "--timeout-ms", "5000");
+    assert_exit(&r, 0, "sub --group audit");
+    assert_contains(r.out, "fan", "sub --group audit");
+    run_free(&r);
+    RUN_EXPECT_EXIT(1, "sub --group nope", "sub", name, "--group", "nope", "--count", "1");
+    RUN_EXPECT_EXIT(1, "group delete default", "group", name, "delete", "default");
+    RUN_EXPECT_EXIT(0, "group delete", "group", name, "delete", "audit");
+    RUN_EXPECT_EXIT(1, "group delete again", "group", name, "delete", "audit");
+    r = RUN("group", name, "list");
+    assert_exit(&r, 0, "group list");
+    cr_assert(!strstr(r.out, "audit"), "a deleted group is listed:\n%s", r.out);
+    run_free(&r);
 }

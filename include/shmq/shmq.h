@@ -106,6 +106,10 @@ typedef struct shmq_config {
                                     * message not delivered within it expires (README "Expiry") */
     uint32_t expire_policy;        /* what an expired message becomes: SHMQ_EXPIRE_DROP (the
                                     * default) or SHMQ_EXPIRE_DEAD_LETTER */
+    uint32_t max_groups;           /* consumer groups the queue can hold at once (1..
+                                    * SHMQ_GROUPS_MAX); default 1: the group "default" only.
+                                    * README "Fan-out" */
+    uint32_t reserved_groups;      /* 0 */
 } shmq_config_t;
 
 /** shmq_config_t.expire_policy: an expired message is dropped (its slot freed, counted), or
@@ -117,6 +121,8 @@ typedef struct shmq_config {
 
 #define SHMQ_DEDUP_KEY_MAX 128 /* bytes in a dedup key */
 #define SHMQ_DEDUP_WINDOW_MAX (1u << 22)
+#define SHMQ_GROUPS_MAX 64     /* consumer groups of one queue (config max_groups), at most */
+#define SHMQ_GROUP_NAME_MAX 31 /* bytes in a group name, [A-Za-z0-9._-] only */
 
 /** Flags of a delivered message. */
 #define SHMQ_MSG_REDELIVERED 1u /* an earlier delivery of this message was not acked */
@@ -445,11 +451,62 @@ typedef struct shmq_iov {
  */
 int shmq_publish_batch(shmq_t *q, const shmq_iov_t *msgs, size_t n, uint64_t *ids, size_t *done);
 
+/*
+ * Consumer groups (fan-out): README "Fan-out". A queue holds up to max_groups groups (a
+ * create-time setting); it is created with one, "default" (index 0), which shmq_consumer_open()
+ * joins. Each message published while a group exists is delivered at least once to that group;
+ * the consumers of one group compete for its messages as today. The payload is written once and
+ * every group's consumers receive the same zero-copy pointer; its slot is free again when every
+ * group it was published to is done with it.
+ */
+#define SHMQ_GROUP_BLOCK 0u   /* a slow group keeps its messages: publishers see a full queue */
+#define SHMQ_GROUP_OVERRUN 1u /* a group holding more than its bound loses its oldest ready ones */
+
+/** One group as shmq_group_list() shows it (passed as an array: never changes, see "ABI"). */
+typedef struct shmq_group_info {
+    uint32_t index;      /* 0 .. max_groups-1; "default" is created as 0 */
+    uint32_t policy;     /* SHMQ_GROUP_BLOCK or SHMQ_GROUP_OVERRUN */
+    uint32_t bound;      /* OVERRUN: messages it may hold; 0 with BLOCK */
+    uint32_t deleting;   /* 1 while a delete releases what it held */
+    uint64_t first_id;   /* the queue's next id when it was created: it receives from about here */
+    uint64_t held;       /* messages it held at the last maintenance pass */
+    uint64_t overrun;    /* messages the OVERRUN policy dropped */
+    char name[SHMQ_GROUP_NAME_MAX + 1];
+    uint64_t reserved[4];
+} shmq_group_info_t;
+
 /**
- * Attach a consumer named name (for tools and logs; need not be unique) to q.
+ * Create consumer group name (policy SHMQ_GROUP_*, bound: OVERRUN's message bound, >= 1; 0
+ * with BLOCK). It receives the messages published from now on (not the ones already in the
+ * queue). -EEXIST (a group of that name exists), -ENOSPC (max_groups groups exist), -EINVAL
+ * (bad name, policy or bound), -EIDRM (the queue was rebuilt: reopen).
+ */
+int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bound);
+
+/**
+ * Delete consumer group name: it receives nothing more, and every message it held is released
+ * (its slot freed once no other group holds it); its consumers get -ENOENT from their next
+ * receive, and acks of what they hold still work. -ENOENT (no such group), -EIDRM.
+ */
+int shmq_group_delete(shmq_t *q, const char *name);
+
+/** The groups of q, by index, into out[0..*n) (at most max). 0 or -EINVAL. */
+int shmq_group_list(shmq_t *q, shmq_group_info_t *out, size_t max, size_t *n);
+
+/**
+ * Attach a consumer named name to q.
  * -EUSERS when the registry is full, -EXDEV as shmq_open, -EINVAL for NULL arguments.
  */
 int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
+
+/**
+ * Attach a consumer named name to q in consumer group group (NULL: "default", index 0, as
+ * shmq_consumer_open()). It receives the group's messages, competing with the group's other
+ * consumers; its acks, nacks, retries and dead letters are the group's alone. -ENOENT (no such
+ * group), and the errors of shmq_consumer_open(). When the group is deleted, receive returns
+ * -ENOENT.
+ */
+int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name, shmq_consumer_t **c);
 
 /**
  * Take the next ready message. timeout_ms: 0 poll, -1 forever, else a bound.

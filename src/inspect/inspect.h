@@ -97,10 +97,11 @@ enum inspect_slot_state {
     INSPECT_SLOT_DELAYED,
     INSPECT_SLOT_DEAD,
     INSPECT_SLOT_FENCED,
+    INSPECT_SLOT_HELD,    /* consumer groups: group 0 done, other groups hold the message */
     INSPECT_SLOT_INVALID, /* a state no code writes: an inconsistency */
     INSPECT_SLOT_STATES
 };
-const char *inspect_slot_state_name(int s); /* "FREE", ..., "INVALID" */
+const char *inspect_slot_state_name(int s); /* "FREE", ..., "HELD", "INVALID" */
 
 enum inspect_proc_state {
     INSPECT_PROC_FREE,

@@ -44,6 +44,7 @@ CLI_DECLARE(pub);
 CLI_DECLARE(sub);
 CLI_DECLARE(replay);
 CLI_DECLARE(dlq);
+CLI_DECLARE(group);
 CLI_DECLARE(purge);
 CLI_DECLARE(config);
 CLI_DECLARE(peek);

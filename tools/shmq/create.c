@@ -60,6 +60,8 @@ void cmd_create_help(FILE *out)
             "                            it expires (0: never) [0]\n"
             "  --expire POLICY           what an expired message becomes: drop (freed, counted)\n"
             "                            or dead-letter (reason expired) [drop]\n"
+            "  --max-groups N            consumer groups it can hold at once, 1..%u (the group\n"
+            "                            \"default\" is made; add more with `shmq group`) [%u]\n"
             "  -h, --help                this text\n"
             "\n"
             "Exit status: 0 created; 1 runtime error (the queue exists, or its log does: open\n"
@@ -75,8 +77,8 @@ void cmd_create_help(FILE *out)
             (unsigned)SHMQ_PROCS_MAX, d.max_procs, d.heartbeat_timeout_ms, d.ack_deadline_ms,
             d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier,
             (unsigned)d.mode, durability_name(d.durability), (unsigned)SHMQ_WAL_FILE_MIN,
-            d.wal_file_size, d.dedup_window_count, d.dedup_window_ms, cli_progname, cli_progname,
-            cli_progname, cli_progname);
+            d.wal_file_size, d.dedup_window_count, d.dedup_window_ms, (unsigned)SHMQ_GROUPS_MAX,
+            d.max_groups, cli_progname, cli_progname, cli_progname, cli_progname);
 }
 
 enum {
@@ -97,7 +99,8 @@ enum {
     OPT_DEDUP,
     OPT_DEDUP_MS,
     OPT_TTL,
-    OPT_EXPIRE
+    OPT_EXPIRE,
+    OPT_GROUPS
 };
 
 static int parse_durability(const char *s, int *out)
@@ -193,6 +196,8 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
         return cli_u32(cmd, "--dedup-window-ms", v, 1, UINT32_MAX, &cfg->dedup_window_ms);
     case OPT_TTL: return cli_u32(cmd, "--ttl-ms", v, 0, UINT32_MAX, &cfg->default_ttl_ms);
     case OPT_EXPIRE: return parse_expire(v, &cfg->expire_policy);
+    case OPT_GROUPS:
+        return cli_u32(cmd, "--max-groups", v, 1, SHMQ_GROUPS_MAX, &cfg->max_groups);
     }
     return CLI_EXIT_USAGE;
 }
@@ -233,6 +238,7 @@ int cmd_create(int argc, char **argv)
         {"dedup-window-ms", required_argument, NULL, OPT_DEDUP_MS},
         {"ttl-ms", required_argument, NULL, OPT_TTL},
         {"expire", required_argument, NULL, OPT_EXPIRE},
+        {"max-groups", required_argument, NULL, OPT_GROUPS},
         {"help", no_argument, NULL, 'h'},
         {0}};
     shmq_config_t cfg;

@@ -36,6 +36,7 @@ static const struct cli_command commands[] = {
     {"config", "change a running queue's timeouts and retry policy; print its settings", cmd_config,
      cmd_config_help},
     {"dlq", "dead letters: list, redrive, purge", cmd_dlq, cmd_dlq_help},
+    {"group", "consumer groups (fan-out): add, delete, list", cmd_group, cmd_group_help},
     {"dump", "print a queue's segment: header, registry, rings, slots, counters", cmd_dump,
      cmd_dump_help},
     {"wal", "the write-ahead log: inspect files and records, verify; what recovery brings back",

@@ -161,6 +161,7 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     emit_u64(e, "reserved", s->slots[INSPECT_SLOT_RESERVED]);
     emit_u64(e, "dead", s->slots[INSPECT_SLOT_DEAD]);
     emit_u64(e, "fenced", s->slots[INSPECT_SLOT_FENCED]);
+    emit_u64(e, "held", s->slots[INSPECT_SLOT_HELD]); /* groups: done by "default" only */
     emit_u64(e, "free", s->slots[INSPECT_SLOT_FREE]);
     emit_u64(e, "invalid", s->slots[INSPECT_SLOT_INVALID]);
     emit_end(e);

@@ -46,6 +46,8 @@ void cmd_sub_help(FILE *out)
         "                      payload as it is when it is valid UTF-8 (control characters\n"
         "                      escaped), else \"data_b64\":\"...\" holds it in base64\n"
         "  -n, --name NAME     the consumer's name in the registry (default shmq-sub)\n"
+        "  -g, --group GROUP   receive in consumer group GROUP (`shmq group`; default: the\n"
+        "                      group \"default\")\n"
         "  -h, --help          this text\n"
         "\n"
         "Exit status: 0 --count messages were consumed, or (without --count) the run\n"
@@ -96,6 +98,7 @@ struct sub_opts {
     int timeout_ms;
     bool nack, json;
     const char *consumer_name;
+    const char *group; /* NULL: "default" */
 };
 
 static int consume(shmq_consumer_t *c, const char *name, const struct sub_opts *o)
@@ -149,11 +152,12 @@ int cmd_sub(int argc, char **argv)
         {"count", required_argument, NULL, 'c'}, {"timeout-ms", required_argument, NULL, 't'},
         {"ack", no_argument, NULL, OPT_ACK},     {"nack", no_argument, NULL, OPT_NACK},
         {"json", no_argument, NULL, OPT_JSON},   {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},        {0}};
+        {"group", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
+        {0}};
     struct sub_opts o = {.timeout_ms = -1, .consumer_name = "shmq-sub"};
     bool ack = false;
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":c:t:n:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":c:t:n:g:h", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             if ((rc = cli_u64("sub", "--count", optarg, 1, UINT64_MAX, &o.count)))
@@ -167,6 +171,7 @@ int cmd_sub(int argc, char **argv)
         case OPT_NACK: o.nack = true; break;
         case OPT_JSON: o.json = true; break;
         case 'n': o.consumer_name = optarg; break;
+        case 'g': o.group = optarg; break;
         case 'h': cmd_sub_help(stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("sub", c, argv);
         }
@@ -194,7 +199,7 @@ int cmd_sub(int argc, char **argv)
         fprintf(stderr, "%s sub: %s: %s\n", cli_progname, name, shmq_strerror(err));
         return CLI_EXIT_RUNTIME;
     }
-    err = shmq_consumer_open(q, o.consumer_name, &cons);
+    err = shmq_consumer_open_group(q, o.group, o.consumer_name, &cons);
     if (err) {
         fprintf(stderr, "%s sub: %s: consumer: %s\n", cli_progname, name, shmq_strerror(err));
         shmq_close(q);

@@ -1,0 +1,53 @@
+/*
+ * gcell.h - what the slot state machine needs to know of consumer groups: whether a queue has
+ * more than one, which are ACTIVE, and each group's futex words. Group 0 is the slot itself;
+ * group g >= 1 has a cell per slot (segment_cell(), a slot header whose message fields are
+ * unused) and rings of its own (segment.gready / gdead). docs/DESIGN.md, "Consumer groups".
+ * The group table's operations (create, delete, list, sweep) are in groups.c, above.
+ */
+#ifndef SHMQ_GCELL_H
+#define SHMQ_GCELL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "queue.h"
+#include "slot.h"
+
+/* Does the queue have room for more than one group? (The one-group path skips the rest.) */
+static inline bool groups_on(const shmq_t *q) { return q->seg.layout.max_groups > 1; }
+
+/* Is group g ACTIVE now? A move that would put a message of a group that is not back on its
+ * rings (READY, DELAYED, DEAD) finishes it instead. */
+static inline bool group_active(const shmq_t *q, uint32_t g)
+{
+    /* relaxed: a message of a group deleted meanwhile that is requeued once more is released by
+     * the next sweep (docs/DESIGN.md, "Groups created and deleted under load") */
+    return (atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_relaxed) >> g) & 1u;
+}
+
+/* The futex word and waiter count of group g's sleeping consumers. */
+static inline _Atomic uint32_t *group_ready_futex(const shmq_t *q, uint32_t g)
+{
+    return g ? &segment_group(&q->seg, g)->ready_futex : &q->seg.hdr->ready_futex;
+}
+static inline _Atomic uint32_t *group_ready_waiters(const shmq_t *q, uint32_t g)
+{
+    return g ? &segment_group(&q->seg, g)->ready_waiters : &q->seg.hdr->ready_waiters;
+}
+
+/* Group tokens (docs/FORMAT.md 9): 1 << 63 | g << 57 | idx << 35 | gen & (2^35 - 1). Group 0's
+ * tokens are slot.h's (bit 63 clear: idx < 2^22). */
+#define GTOKEN_GEN_BITS 35
+#define GTOKEN_GEN_MASK ((1ull << GTOKEN_GEN_BITS) - 1)
+static inline uint64_t gtoken_make(uint32_t g, uint32_t idx, uint64_t w)
+{
+    return 1ull << 63 | (uint64_t)g << 57 | (uint64_t)idx << GTOKEN_GEN_BITS |
+           (sw_gen(w) & GTOKEN_GEN_MASK);
+}
+static inline bool token_is_group(uint64_t t) { return t >> 63; }
+static inline uint32_t gtoken_group(uint64_t t) { return (uint32_t)(t >> 57) & 63u; }
+static inline uint32_t gtoken_idx(uint64_t t) { return (uint32_t)(t >> GTOKEN_GEN_BITS) & ((1u << 22) - 1); }
+static inline uint64_t gtoken_gen(uint64_t t) { return t & GTOKEN_GEN_MASK; }
+
+#endif

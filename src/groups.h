@@ -1,0 +1,22 @@
+/*
+ * groups.h - the group table's upkeep for maintenance (groups.c): sweeping deleted groups.
+ * The API (shmq_group_create/delete/list) is in shmq.h; what the state machine needs of groups
+ * in gcell.h.
+ */
+#ifndef SHMQ_GROUPS_H
+#define SHMQ_GROUPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+/* One sweep of group g (>= 1) that is not ACTIVE: its cells READY, DELAYED or DEAD are finished
+ * (the slot freed when no group holds it), its rings drained. True when no cell of g is left
+ * out of FREE. */
+bool groups_sweep(shmq_t *q, uint32_t g);
+
+/* Sweep every DELETING group and free the entries whose sweep came out clean. */
+void groups_maintain(shmq_t *q);
+
+#endif

@@ -1,0 +1,490 @@
+/*
+ * test_groups.c - consumer groups (fan-out, docs/DESIGN.md "Consumer groups"): the group table,
+ * one payload delivered to every group, a slot freed only when every group is done with it.
+ *
+ *  - table: create, list, delete, the limits and errors (names, -EEXIST, -ENOSPC, -EPERM for
+ *    "default", -ENOENT), max_groups 1 (no room), a consumer of a deleted group gets -ENOENT.
+ *  - exactly_once_per_group: three producers, three groups of two consumers each: every group
+ *    receives every message exactly once, each consumer in order per producer, and every payload
+ *    carries a guard pattern checked at each receive (a slot reused under a group that still
+ *    holds it shows up as a torn guard); all slots free at the end.
+ *  - slot_held_until_every_group_is_done: a full queue stays full until the last group acks.
+ *  - delete_releases_what_the_group_held: a group that holds every slot is deleted: the slots
+ *    come back; its in-flight message is still acked by its holder.
+ *  - token_names_its_group: a token acked through a consumer of another group is -EINVAL, a
+ *    stale one -ESTALE; nack and dead letters are the group's own.
+ *  - producer_killed_after_commit_is_fanned_out_by_maintenance (fanout_after_commit): P1 done,
+ *    no group's cell moved on: maintenance delivers it to every group.
+ *  - producer_killed_after_prepare_leaves_no_cell_behind (fanout_after_prepare): the dead
+ *    reservation is freed with its prepared cells, so the slot's next message reaches group a.
+ *  - consumer_killed_before_release_is_freed_by_maintenance (group_release_before_free): the
+ *    last group acked and died before freeing the slot: maintenance frees it.
+ *
+ * shmq-test-label: threaded
+ */
+#include "helpers.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+TestSuite(groups, .fini = h_cleanup, .timeout = 240);
+
+static shmq_config_t groups_config(uint32_t capacity, uint32_t max_groups)
+{
+    shmq_config_t cfg = h_small_config(capacity, 256, 64);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.max_groups = max_groups;
+    cfg.ack_deadline_ms = 600000;
+    cfg.heartbeat_timeout_ms = 60000;
+    return cfg;
+}
+
+Test(groups, table)
+{
+    const char *name = h_qname("gtable");
+    shmq_config_t cfg = groups_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    shmq_group_info_t gi[8];
+    size_t n = 0;
+    h_assert_rc(shmq_group_list(q, gi, 8, &n), 0);
+    cr_assert(n == 1 && gi[0].index == 0 && strcmp(gi[0].name, "default") == 0, "n %zu", n);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), -EEXIST);
+    h_assert_rc(shmq_group_create(q, "bad name", SHMQ_GROUP_BLOCK, 0), -EINVAL);
+    h_assert_rc(shmq_group_create(q, "", SHMQ_GROUP_BLOCK, 0), -EINVAL);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_OVERRUN, 0), -EINVAL);
+    h_assert_rc(shmq_group_create(q, "b", 7, 0), -EINVAL);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_OVERRUN, 100), 0);
+    h_assert_rc(shmq_group_create(q, "c", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "d", SHMQ_GROUP_BLOCK, 0), -ENOSPC);
+    h_assert_rc(shmq_group_list(q, gi, 8, &n), 0);
+    cr_assert_eq(n, 4);
+    cr_assert(strcmp(gi[1].name, "audit") == 0 && strcmp(gi[2].name, "b") == 0 &&
+              gi[2].policy == SHMQ_GROUP_OVERRUN && gi[2].bound == 100 && gi[1].first_id == 1);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open_group(q, "nope", "c", &c), -ENOENT);
+    h_assert_rc(shmq_consumer_open_group(q, "audit", "c", &c), 0);
+    h_assert_rc(shmq_group_delete(q, "default"), -EPERM);
+    h_assert_rc(shmq_group_delete(q, "nope"), -ENOENT);
+    h_assert_rc(shmq_group_delete(q, "audit"), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -ENOENT);
+    h_assert_rc(shmq_receive(c, &m, 100), -ENOENT);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_group_list(q, gi, 8, &n), 0);
+    cr_assert_eq(n, 3, "the deleted group is gone from the list (its sweep was clean)");
+    h_assert_rc(shmq_group_create(q, "d", SHMQ_GROUP_BLOCK, 0), 0); /* its entry was freed */
+    h_assert_rc(shmq_close(q), 0);
+
+    const char *one = h_qname("gone");
+    cfg = groups_config(16, 1);
+    h_assert_rc(shmq_create(one, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), -ENOSPC);
+    h_assert_rc(shmq_close(q), 0);
+    cfg.max_groups = 0;
+    h_assert_rc(shmq_create(h_qname("zero"), &cfg, &q), -EINVAL);
+    cfg.max_groups = SHMQ_GROUPS_MAX + 1;
+    h_assert_rc(shmq_create(h_qname("many"), &cfg, &q), -EINVAL);
+}
+
+#define PRODUCERS 3
+#define PER_PRODUCER 4000
+#define GROUPS 3
+#define CONSUMERS_PER_GROUP 2
+#define GUARD_WORDS 24
+
+struct payload {
+    uint32_t producer, seq;
+    uint64_t guard[GUARD_WORDS]; /* (producer, seq) spread over the payload */
+};
+
+static uint64_t guard_word(uint32_t p, uint32_t s, int i)
+{
+    uint64_t x = ((uint64_t)p << 32 | s) * 0x9e3779b97f4a7c15ull + (uint64_t)i;
+    return x ^ (x >> 29);
+}
+
+static const char *group_names[GROUPS] = {NULL, "audit", "billing"};
+
+struct run {
+    shmq_t *q;
+    uint32_t producer;
+    uint32_t group;
+    _Atomic uint32_t *seen;       /* [GROUPS][PRODUCERS][PER_PRODUCER] deliveries */
+    _Atomic uint32_t *done;       /* per group: messages acked */
+    _Atomic int bad;              /* torn guards, out-of-order deliveries */
+};
+
+static struct run *the_run;
+
+static void *producer_main(void *arg)
+{
+    struct run *r = arg;
+    for (uint32_t s = 0; s < PER_PRODUCER; s++) {
+        struct payload p = {.producer = r->producer, .seq = s};
+        for (int i = 0; i < GUARD_WORDS; i++)
+            p.guard[i] = guard_word(r->producer, s, i);
+        int err;
+        while ((err = shmq_publish_timed(r->q, &p, sizeof p, NULL, 100)) == -ETIMEDOUT)
+            ;
+        cr_assert_eq(err, 0, "publish: %s", shmq_strerror(err));
+    }
+    return NULL;
+}
+
+static void *consumer_main(void *arg)
+{
+    struct run *r = arg;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open_group(r->q, group_names[r->group], "c", &c), 0);
+    int64_t last[PRODUCERS] = {-1, -1, -1};
+    uint32_t total = PRODUCERS * PER_PRODUCER;
+    int64_t deadline = h_now_ms() + 120000;
+    while (atomic_load(&r->done[r->group]) < total && h_now_ms() < deadline) {
+        shmq_msg_t m;
+        int err = shmq_receive(c, &m, 50);
+        if (err == -ETIMEDOUT)
+            continue;
+        cr_assert_eq(err, 0, "receive: %s", shmq_strerror(err));
+        struct payload p;
+        cr_assert_eq(m.len, sizeof p);
+        memcpy(&p, m.data, sizeof p);
+        bool ok = p.producer < PRODUCERS && p.seq < PER_PRODUCER;
+        for (int i = 0; ok && i < GUARD_WORDS; i++)
+            ok = p.guard[i] == guard_word(p.producer, p.seq, i);
+        if (ok && (int64_t)p.seq <= last[p.producer])
+            ok = false; /* out of order for this consumer */
+        if (!ok) {
+            atomic_fetch_add(&r->bad, 1);
+        } else {
+            last[p.producer] = p.seq;
+            atomic_fetch_add(&r->seen[(r->group * PRODUCERS + p.producer) * PER_PRODUCER + p.seq], 1);
+        }
+        h_assert_rc(shmq_ack(c, &m), 0);
+        atomic_fetch_add(&r->done[r->group], 1);
+    }
+    h_assert_rc(shmq_consumer_close(c), 0);
+    return NULL;
+}
+
+Test(groups, exactly_once_per_group)
+{
+    const char *name = h_qname("once");
+    shmq_config_t cfg = groups_config(64, 8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "billing", SHMQ_GROUP_BLOCK, 0), 0);
+    static _Atomic uint32_t seen[GROUPS * PRODUCERS * PER_PRODUCER];
+    static _Atomic uint32_t done[GROUPS];
+    struct run base = {.q = q, .seen = seen, .done = done};
+    the_run = &base;
+    struct run prod[PRODUCERS], cons[GROUPS * CONSUMERS_PER_GROUP];
+    pthread_t pt[PRODUCERS], ct[GROUPS * CONSUMERS_PER_GROUP];
+    for (int i = 0; i < GROUPS * CONSUMERS_PER_GROUP; i++) {
+        cons[i] = base;
+        cons[i].group = (uint32_t)(i / CONSUMERS_PER_GROUP);
+        cr_assert_eq(pthread_create(&ct[i], NULL, consumer_main, &cons[i]), 0);
+    }
+    for (int i = 0; i < PRODUCERS; i++) {
+        prod[i] = base;
+        prod[i].producer = (uint32_t)i;
+        cr_assert_eq(pthread_create(&pt[i], NULL, producer_main, &prod[i]), 0);
+    }
+    for (int i = 0; i < PRODUCERS; i++)
+        pthread_join(pt[i], NULL);
+    for (int i = 0; i < GROUPS * CONSUMERS_PER_GROUP; i++)
+        pthread_join(ct[i], NULL);
+    int bad = 0;
+    for (int i = 0; i < GROUPS * CONSUMERS_PER_GROUP; i++)
+        bad += atomic_load(&cons[i].bad);
+    cr_assert_eq(bad, 0, "%d deliveries torn or out of order", bad);
+    for (int g = 0; g < GROUPS; g++)
+        for (int p = 0; p < PRODUCERS; p++)
+            for (int s = 0; s < PER_PRODUCER; s++) {
+                uint32_t k = atomic_load(&seen[(g * PRODUCERS + p) * PER_PRODUCER + s]);
+                cr_assert_eq(k, 1, "group %d producer %d seq %d delivered %u times", g, p, s, k);
+            }
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert(st.ready == 0 && st.inflight == 0, "ready %u inflight %u", st.ready, st.inflight);
+    /* every slot free again: capacity publishes succeed without a consumer */
+    for (uint32_t i = 0; i < cfg.capacity; i++)
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(groups, slot_held_until_every_group_is_done)
+{
+    const char *name = h_qname("held");
+    shmq_config_t cfg = groups_config(2, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    h_assert_rc(shmq_publish(q, "one", 3, NULL), 0);
+    h_assert_rc(shmq_publish(q, "two", 3, NULL), 0);
+    h_assert_rc(shmq_publish(q, "three", 5, NULL), -EAGAIN);
+    shmq_msg_t m0, m1, a0;
+    h_assert_rc(shmq_receive(c0, &m0, 0), 0);
+    h_assert_rc(shmq_receive(c0, &m1, 0), 0);
+    h_assert_rc(shmq_receive(ca, &a0, 0), 0);
+    cr_assert(a0.data == m0.data && a0.id == m0.id, "one payload, one pointer for both groups");
+    cr_assert(memcmp(a0.data, "one", 3) == 0);
+    h_assert_rc(shmq_ack(c0, &m0), 0);
+    h_assert_rc(shmq_ack(c0, &m1), 0);
+    h_assert_rc(shmq_publish(q, "three", 5, NULL), -EAGAIN); /* group a holds both */
+    h_assert_rc(shmq_ack(ca, &a0), 0);
+    h_assert_rc(shmq_publish(q, "three", 5, NULL), 0); /* the first slot came back */
+    h_assert_rc(shmq_publish(q, "four", 4, NULL), -EAGAIN);
+    h_assert_rc(shmq_ack(ca, &a0), -ESTALE);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(groups, delete_releases_what_the_group_held)
+{
+    const char *name = h_qname("del");
+    shmq_config_t cfg = groups_config(4, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "slow", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *cs;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "slow", "cs", &cs), 0);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_publish(q, &i, sizeof i, NULL), 0);
+    shmq_msg_t held, m;
+    h_assert_rc(shmq_receive(cs, &held, 0), 0);
+    for (int i = 0; i < 4; i++) {
+        h_assert_rc(shmq_receive(c0, &m, 0), 0);
+        h_assert_rc(shmq_ack(c0, &m), 0);
+    }
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN); /* "slow" holds all four */
+    h_assert_rc(shmq_group_delete(q, "slow"), 0);
+    /* the three it had not taken are released; the one in flight waits for its holder */
+    for (int i = 0; i < 3; i++)
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN);
+    h_assert_rc(shmq_receive(cs, &m, 0), -ENOENT);
+    h_assert_rc(shmq_ack(cs, &held), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    shmq_group_info_t gi[4];
+    size_t n;
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0); /* its entry is freed once nothing is held */
+    h_assert_rc(shmq_group_list(q, gi, 4, &n), 0);
+    cr_assert_eq(n, 1, "%zu groups listed", n);
+    h_assert_rc(shmq_consumer_close(cs), 0);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(groups, token_names_its_group)
+{
+    const char *name = h_qname("token");
+    shmq_config_t cfg = groups_config(8, 4);
+    cfg.max_attempts = 2;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_msg_t m0, a0, a1;
+    h_assert_rc(shmq_receive(c0, &m0, 0), 0);
+    h_assert_rc(shmq_receive(ca, &a0, 0), 0);
+    h_assert_rc(shmq_ack(c0, &a0), -EINVAL); /* a token of group a */
+    h_assert_rc(shmq_ack(ca, &m0), -EINVAL); /* a token of group 0 */
+    /* a nack in group a redelivers in group a only, with group a's attempts */
+    h_assert_rc(shmq_nack(ca, &a0, 0 + 1), 0);
+    h_assert_rc(shmq_ack(ca, &a0), -ESTALE);
+    shmq_msg_t again;
+    h_assert_rc(shmq_receive(c0, &again, 0), -EAGAIN);
+    shmq_maint_report_t rep;
+    int64_t until = h_now_ms() + 20000;
+    int err;
+    while ((err = shmq_receive(ca, &a1, 0)) == -EAGAIN && h_now_ms() < until) {
+        h_assert_rc(shmq_maintain(q, &rep), 0); /* fires the delayed nack */
+        h_sleep_ms(5);
+    }
+    h_assert_rc(err, 0);
+    cr_assert(a1.id == a0.id && a1.attempt == 2, "attempt %u", a1.attempt);
+    /* its last attempt: a nack sends it to group a's dead letters, group 0 is unaffected */
+    h_assert_rc(shmq_nack(ca, &a1, 0), 0);
+    h_assert_rc(shmq_ack(c0, &m0), 0);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Crash points of the fan-out (docs/DESIGN.md, "Crash windows of groups"): a child forked before
+ * the test's first library call (helpers.h) is killed at one, then maintenance must answer. */
+static const char *crash_name;
+
+/* publish "fan" (role 'p'), or receive and ack one message in group "a" (role 'a'); killed at
+ * the crash point in arg */
+struct crash_child {
+    const char *point;
+    char role;
+};
+
+static int crash_child_main(void *arg)
+{
+    const struct crash_child *cc = arg;
+    setenv("SHMQ_CRASH_AT", cc->point, 1);
+    shmq_t *q;
+    if (shmq_open(crash_name, &q))
+        return 10;
+    if (cc->role == 'p') {
+        shmq_publish(q, "fan", 3, NULL);
+        return 12; /* not killed at its crash point */
+    }
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_consumer_open_group(q, "a", "child", &c) || shmq_receive(c, &m, 10000))
+        return 11;
+    shmq_ack(c, &m);
+    return 12;
+}
+
+static shmq_t *crash_queue(uint32_t capacity, const struct crash_child *cc, pid_t *child)
+{
+    *child = h_fork_gated(crash_child_main, (void *)cc);
+    shmq_config_t cfg = groups_config(capacity, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    return q;
+}
+
+static void wait_killed(pid_t k, const char *point)
+{
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the child was not killed at %s (status %d)", point, st);
+}
+
+/* Receive want in both groups (default through c0, "a" through ca), maintaining meanwhile, at
+ * most 20 s; acks what it receives. */
+static void both_groups_receive(shmq_t *q, shmq_consumer_t *c0, shmq_consumer_t *ca,
+                                const char *want)
+{
+    bool got0 = false, gota = false;
+    int64_t until = h_now_ms() + 20000;
+    while ((!got0 || !gota) && h_now_ms() < until) {
+        shmq_maintain(q, NULL);
+        shmq_msg_t m;
+        for (int k = 0; k < 2; k++) {
+            shmq_consumer_t *c = k ? ca : c0;
+            int rc = shmq_receive(c, &m, 10);
+            if (rc == -ETIMEDOUT || rc == -EAGAIN)
+                continue;
+            h_assert_rc(rc, 0);
+            if (m.len == strlen(want) && memcmp(m.data, want, m.len) == 0)
+                *(k ? &gota : &got0) = true;
+            h_assert_rc(shmq_ack(c, &m), 0);
+        }
+    }
+    cr_assert(got0, "group default never received '%s'", want);
+    cr_assert(gota, "group a never received '%s'", want);
+}
+
+Test(groups, producer_killed_after_commit_is_fanned_out_by_maintenance)
+{
+    crash_name = h_qname("kcommit");
+    struct crash_child cc = {"fanout_after_commit", 'p'};
+    pid_t k;
+    shmq_t *q = crash_queue(4, &cc, &k);
+    h_open_gate(k);
+    wait_killed(k, cc.point);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    both_groups_receive(q, c0, ca, "fan");
+    shmq_consumer_close(c0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
+}
+
+Test(groups, producer_killed_after_prepare_leaves_no_cell_behind)
+{
+    crash_name = h_qname("kprep");
+    struct crash_child cc = {"fanout_after_prepare", 'p'};
+    pid_t k;
+    shmq_t *q = crash_queue(1, &cc, &k);
+    h_open_gate(k);
+    wait_killed(k, cc.point);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.reservations_freed, 1);
+    /* the one slot again, with its cell of group a prepared anew: both groups get "next" */
+    h_assert_rc(shmq_publish(q, "next", 4, NULL), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    both_groups_receive(q, c0, ca, "next");
+    shmq_consumer_close(c0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
+}
+
+Test(groups, consumer_killed_before_release_is_freed_by_maintenance)
+{
+    crash_name = h_qname("krel");
+    struct crash_child cc = {"group_release_before_free", 'a'};
+    pid_t k;
+    shmq_t *q = crash_queue(1, &cc, &k);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_consumer_t *c0;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c0, &m, 0), 0);
+    h_assert_rc(shmq_ack(c0, &m), 0); /* group 0 done: the slot is HELD for group a */
+    h_open_gate(k); /* group a's consumer acks and is killed before it frees the slot */
+    wait_killed(k, cc.point);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN);
+    h_assert_rc(shmq_maintain(q, NULL), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    shmq_consumer_close(c0);
+    shmq_close(q);
+}
+
+/* A keyed publish (dedup window) and a delayed one fan out too: the keyed one once per group
+ * however often its key is published, the delayed one in each group only when due. */
+Test(groups, keyed_and_delayed_publishes_reach_every_group)
+{
+    const char *name = h_qname("keyed");
+    shmq_config_t cfg = groups_config(8, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    uint64_t id1, id2;
+    h_assert_rc(shmq_publish_dedup(q, "k", 1, "key", 3, &id1), 0);
+    h_assert_rc(shmq_publish_dedup(q, "k", 1, "key", 3, &id2), 0);
+    cr_assert_eq(id1, id2);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish_delayed(q, "later", 5, 300, NULL), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    for (int k = 0; k < 2; k++) {
+        shmq_consumer_t *c = k ? ca : c0;
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        cr_assert(m.id == id1 && m.len == 1);
+        h_assert_rc(shmq_ack(c, &m), 0);
+        h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN); /* once; the delayed one is not due */
+    }
+    both_groups_receive(q, c0, ca, "later");
+    cr_assert_geq(h_now_ms() - t0, 300, "a delayed message was delivered early");
+    shmq_consumer_close(c0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
+}
