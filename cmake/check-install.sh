@@ -3,7 +3,8 @@
 # consumer can build against it: with pkg-config (shared) and with find_package(shmq)
 # (shmq::shmq and shmq::shmq_static), that no installed library has crash points or the
 # I/O layer's fault injection (src/io.h), both test-build only, and that the man pages are
-# installed and render without a warning (man -l, groff -ww).
+# installed and render without a warning (man -l, groff -ww), and that libshmq.so's soname is
+# libshmq.so.MAJOR of the installed version.h.
 # Run by tests/run; exits non-zero on the first failure. Leaves nothing behind.
 set -euo pipefail
 
@@ -62,6 +63,15 @@ if [[ -n "$others" ]]; then
     echo "check-install: libshmq.so exports names outside shmq_*:" $others >&2
     exit 1
 fi
+
+step "libshmq.so's soname is libshmq.so.MAJOR (README \"ABI and versions\")"
+major=$(sed -n 's/^#define SHMQ_VERSION_MAJOR \([0-9]*\).*/\1/p' "$prefix/include/shmq/version.h")
+soname=$(readelf -d "$libdir/libshmq.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
+if [[ -z "$major" || "$soname" != "libshmq.so.$major" ]]; then
+    echo "check-install: soname '$soname', expected libshmq.so.$major" >&2
+    exit 1
+fi
+[[ -e "$libdir/$soname" ]] || { echo "check-install: $libdir/$soname missing" >&2; exit 1; }
 
 cat >"$tmp/consumer.c" <<'C'
 /* A tiny program that uses the installed shmq, written by cmake/check-install.sh. */
