@@ -77,6 +77,23 @@ typedef struct shmq_dead_letter {
     ...;
 } shmq_dead_letter_t;
 
+typedef struct shmq_header {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+    ...;
+} shmq_header_t;
+
+typedef struct shmq_pub_opts {
+    uint32_t delay_ms;
+    const shmq_header_t *headers;
+    uint32_t n_headers;
+    const void *dedup_key;
+    size_t dedup_key_len;
+    ...;
+} shmq_pub_opts_t;
+
 typedef struct shmq_replay_from {
     uint64_t id;
     int64_t unix_ms;
@@ -99,6 +116,9 @@ int shmq_publish_delayed(shmq_t *q, const char *data, size_t len, uint32_t delay
 int shmq_publish_timed(shmq_t *q, const char *data, size_t len, uint64_t *id, int timeout_ms);
 int shmq_publish_dedup(shmq_t *q, const char *data, size_t len, const char *key,
                        size_t key_len, uint64_t *id);
+void shmq_pub_opts_init(shmq_pub_opts_t *opts);
+int shmq_publish_ex(shmq_t *q, const char *data, size_t len, const shmq_pub_opts_t *opts,
+                    uint64_t *id);
 
 /* batches: pyshmq_publish_joined is the module's own C (SOURCE below) */
 int pyshmq_publish_joined(shmq_t *q, const char *buf, const size_t *lens, size_t n,

@@ -75,12 +75,26 @@ def test_dedup_key_enqueues_once(qname):
         with q.consumer() as c:
             assert [bytes(m.data) for m in _take(c, 2)] == [b"pay 10", b"other"]
             assert c.receive(0) is None
-    with pytest.raises(ValueError):
-        q2 = shmq.Queue.open(qname)
-        try:
+    with shmq.Queue.open(qname) as q2:
+        with pytest.raises(ValueError):
+            q2.publish(b"x", key=b"k", timeout=1)
+        # through shmq_publish_ex, which refuses a key with a delay
+        with pytest.raises(shmq.ShmqError) as e:
             q2.publish(b"x", key=b"k", delay=1)
-        finally:
-            q2.close()
+        assert e.value.errno == errno.ENOTSUP
+
+
+def test_headers_go_through_publish_ex(queue):
+    with pytest.raises(TypeError, match="header key"):
+        queue.publish(b"x", headers={1: b"v"})
+    assert queue.publish(b"no headers", headers={}) >= 1  # none: a plain publish
+    try:
+        mid = queue.publish(b"x", headers={"trace-id": "abc", b"k2": b"v2"})
+    except shmq.ShmqError as e:
+        # a queue without room for headers (max_header_bytes 0) refuses them
+        assert e.errno == errno.ENOTSUP
+        pytest.skip("this queue carries no headers (shmq_publish_ex: ENOTSUP)")
+    assert mid >= 1
 
 
 def test_delayed_publish(qname):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _fork
 from ._consumer import Consumer, delay_ms, timeout_ms
@@ -38,6 +38,46 @@ def _config(kw: Dict[str, Any]) -> Any:
                 keep.append(v)
         setattr(cfg, k, v)
     return cfg, keep
+
+
+Headers = Union[Mapping[Union[str, bytes], Union[str, bytes]], Iterable[Tuple[Union[str, bytes], Union[str, bytes]]]]
+
+
+def _bytes(x: Any, what: str) -> bytes:
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, (bytes, bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError("publish: a header %s must be str or bytes, not %s" % (what, type(x).__name__))
+
+
+def _publish_ex(q: Any, data: Any, key: Any, delay: Optional[float], headers: Any, idp: Any) -> int:
+    """One publish through shmq_publish_ex (headers, or a key with a delay)."""
+    opts = ffi.new("shmq_pub_opts_t *")
+    lib.shmq_pub_opts_init(opts)
+    keep = []
+    if delay is not None:
+        opts.delay_ms = delay_ms(delay)
+    if key is not None:
+        kb = ffi.from_buffer(key.encode() if isinstance(key, str) else key)
+        keep.append(kb)
+        opts.dedup_key = kb
+        opts.dedup_key_len = len(kb)
+    if headers is not None:
+        items = list(headers.items() if hasattr(headers, "items") else headers)
+        arr = ffi.new("shmq_header_t[]", len(items))
+        for i, (k, v) in enumerate(items):
+            kc = ffi.new("char[]", _bytes(k, "key"))
+            vc = ffi.new("char[]", _bytes(v, "value"))
+            keep += (kc, vc)
+            arr[i].key, arr[i].key_len = kc, len(kc) - 1
+            arr[i].value, arr[i].value_len = vc, len(vc) - 1
+        keep.append(arr)
+        opts.headers = arr
+        opts.n_headers = len(items)
+    rc = lib.shmq_publish_ex(q, data, len(data), opts, idp)
+    del keep
+    return int(rc)
 
 
 class Queue:
@@ -98,13 +138,16 @@ class Queue:
         key: Optional[Buffer] = None,
         delay: Optional[float] = None,
         timeout: Optional[float] = 0,
+        headers: Optional[Headers] = None,
     ) -> int:
         """Publish data (bytes, or any contiguous buffer: passed without a copy) and return
         its id. key: a dedup key (1..128 bytes): a second publish with the same key within the
         queue's dedup window enqueues nothing and returns the first one's id. delay: seconds
         until it becomes ready. timeout: seconds to wait for a free slot when the queue is full
-        (None: forever; 0, the default: QueueFull at once). key, delay and timeout exclude
-        each other."""
+        (None: forever; 0, the default: QueueFull at once). headers: a mapping (or pairs) of
+        str/bytes keys to str/bytes values, carried with the message (shmq_publish_ex; a
+        queue without room for headers refuses them: ShmqError ENOTSUP). timeout excludes the
+        others; key with delay is ENOTSUP (shmq_publish_ex)."""
         if self._gen != _fork.state[0]:
             raise ForkedHandleError("shmq.Queue", self._pid, _fork.state[1])
         q = self._q
@@ -114,8 +157,12 @@ class Queue:
             data = ffi.from_buffer(data)
         pool = self._idps  # uint64_t out-parameters: list.pop/append are atomic (threads)
         idp = pool.pop() if pool else ffi.new(_U64_P)
-        if key is None and delay is None and timeout == 0:
+        if key is None and delay is None and headers is None and timeout == 0:
             rc = lib.shmq_publish(q, data, len(data), idp)
+        elif headers is not None or (key is not None and delay is not None):
+            if timeout != 0:
+                raise ValueError("publish: timeout excludes headers, key and delay")
+            rc = _publish_ex(q, data, key, delay, headers, idp)
         elif key is not None:
             if delay is not None or timeout != 0:
                 raise ValueError("publish: a dedup key excludes delay and timeout")
