@@ -34,7 +34,12 @@
  * tests/test_delayed.c; expire_between_clocks (expire.c, the same for an expiry):
  * tests/test_expiry.c; append_after_reserve
  * (wal.c, a writer that reserved its record's space and holds its file's mapping, nothing
- * written yet; parked per thread with crashpoint_park_at): tests/test_walprep.c. */
+ * written yet; parked per thread with crashpoint_park_at): tests/test_walprep.c. Consumer groups
+ * (docs/DESIGN.md, "Crash windows of groups"): fanout_after_prepare (publish.c, cells prepared,
+ * slot RESERVED), fanout_after_commit (publish.c, P1 done, no cell moved on) and
+ * group_release_before_free (slotmove.c, every group done, the slot not yet freed):
+ * tests/test_groups.c; group_create_before_mask and group_delete_after_mask (groups.c) are
+ * answered by the next lock taker and by maintenance's sweep, not tested by a crash yet. */
 
 #ifdef SHMQ_CRASH_POINTS
 #include <stdbool.h>

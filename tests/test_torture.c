@@ -25,6 +25,13 @@
  * successfully twice 0, child errors 0; duplicates (deliveries beyond the first) are counted
  * and printed, as are messages, kills and stops. A full cycle of the queue then proves that no
  * slot was lost from its ring.
+ *
+ * kill_stop_restart_no_loss_with_groups: the same with a second consumer group (issue 18,
+ * docs/DESIGN.md "Consumer groups"): the consumers are split between the group "default" and
+ * the group "fan", each group keeps its own book, and every message published must end acked
+ * in both groups (a slot freed while one group still needs it would show up as a corrupt
+ * payload or a loss in that group's book: the payload carries its checksum). At the end the
+ * group "fan" is deleted and the full cycle runs on the group "default" alone.
  */
 #include "torture.h"
 
@@ -43,9 +50,17 @@ enum role { R_PRODUCER, R_CONSUMER, R_MAINTAINER };
 #define POISON_SEQ 100
 #define POISON_HANGS 2    /* its first deliveries hang their consumers */
 
+#define MAX_GROUPS 2
+/* 2: kill_stop_restart_no_loss_with_groups. The children read it from their struct shared (they
+ * are forked by the spawner, made before the test set this) */
+static uint32_t NGROUPS = 1;
+static const char *const group_names[MAX_GROUPS] = {NULL, "fan"}; /* NULL: "default" */
+
 struct shared {
     char qname[SHMQ_NAME_MAX + 1];
-    struct t_book *book;
+    struct t_book *book;              /* the group "default"'s: books[0] */
+    struct t_book *books[MAX_GROUPS]; /* per consumer group */
+    uint32_t ngroups;
     _Atomic int stop;
     _Atomic uint32_t next_seq[PRODUCERS];
     _Atomic uint64_t child_errors, nacks_delayed, slow_acks, publish_timeouts, maint_passes;
@@ -93,11 +108,16 @@ static int producer_main(struct child_arg *a)
             t_sleep_ms(10); /* book full: idle */
             continue;
         }
+        /* the other groups' books see the same publish (one payload reaches every group) */
+        for (uint32_t g = 1; g < sh->ngroups; g++)
+            atomic_fetch_add(&t_rec_of(sh->books[g], a->index, seq)->pub_begun, 1);
         while ((rc = t_publish(q, sh->book, a->index, seq, 100)) == -ETIMEDOUT) {
             atomic_fetch_add(&sh->publish_timeouts, 1);
             if (atomic_load(&sh->stop))
                 break;
         }
+        for (uint32_t g = 1; rc == 0 && g < sh->ngroups; g++)
+            atomic_fetch_add(&t_rec_of(sh->books[g], a->index, seq)->published, 1);
         if (rc != 0 && rc != -ETIMEDOUT)
             return fail(sh, 11, rc);
     }
@@ -108,14 +128,15 @@ static int producer_main(struct child_arg *a)
 static int consumer_main(struct child_arg *a)
 {
     struct shared *sh = a->sh;
-    struct t_book *b = sh->book;
+    uint32_t group = a->index % sh->ngroups;
+    struct t_book *b = sh->books[group];
     uint64_t rng = a->seed;
     shmq_t *q;
     shmq_consumer_t *c;
     int rc = open_retry(sh, &q);
     if (rc)
         return fail(sh, 20, rc);
-    if ((rc = shmq_consumer_open(q, "torture", &c)) != 0)
+    if ((rc = shmq_consumer_open_group(q, group_names[group], "torture", &c)) != 0)
         return fail(sh, 21, rc);
     while (!atomic_load(&sh->stop)) {
         shmq_msg_t m;
@@ -125,7 +146,7 @@ static int consumer_main(struct child_arg *a)
         if (rc == -ESTALE) { /* fenced (we were stopped too long): start over */
             atomic_fetch_add(&b->estale_receive, 1);
             shmq_consumer_close(c);
-            if ((rc = shmq_consumer_open(q, "torture", &c)) != 0)
+            if ((rc = shmq_consumer_open_group(q, group_names[group], "torture", &c)) != 0)
                 return fail(sh, 22, rc);
             atomic_fetch_add(&b->reopen, 1);
             continue;
@@ -230,8 +251,11 @@ static size_t count_points(void)
 static void note_death(struct chaos *ch, int k)
 {
     long v = atomic_exchange(&ch->sh->in_ack[k], 0);
+    /* in_ack names a record of the child's group's book (consumers: index % NGROUPS) */
+    struct child_arg *a = &ch->kids[k].arg;
+    struct t_book *b = ch->sh->books[a->role == R_CONSUMER ? a->index % NGROUPS : 0];
     if (v > 0)
-        atomic_fetch_add(&ch->sh->book->rec[v - 1].ack_killed, 1);
+        atomic_fetch_add(&b->rec[v - 1].ack_killed, 1);
 }
 
 static void start_child(struct chaos *ch, int k, bool may_arm)
@@ -320,8 +344,9 @@ static void chaos_step(struct chaos *ch, shmq_t *q)
     t_sleep_ms(10 + (int)(t_rand(&ch->rng) % 30));
 }
 
-Test(torture, kill_stop_restart_no_loss)
+static void run_torture(uint32_t ngroups)
 {
+    NGROUPS = ngroups;
     const char *env = getenv("SHMQ_TORTURE_SECONDS");
     int seconds = env ? atoi(env) : 5;
     if (seconds < 1)
@@ -337,13 +362,17 @@ Test(torture, kill_stop_restart_no_loss)
     uint32_t per_producer = (uint32_t)seconds * 250000u;
     if (per_producer < (1u << 20))
         per_producer = 1u << 20;
-    uint32_t max_pp = (uint32_t)((T_ARENA_SIZE - (4u << 20)) / sizeof(struct t_rec) / PRODUCERS);
+    uint32_t max_pp =
+        (uint32_t)((T_ARENA_SIZE - (4u << 20)) / sizeof(struct t_rec) / PRODUCERS / ngroups);
     if (per_producer > max_pp)
         per_producer = max_pp;
 
     struct shared *sh = t_shared(sizeof *sh);
     snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("tort"));
-    sh->book = t_book_new(PRODUCERS, per_producer);
+    for (uint32_t g = 0; g < ngroups; g++)
+        sh->books[g] = t_book_new(PRODUCERS, per_producer);
+    sh->book = sh->books[0];
+    sh->ngroups = ngroups;
     shmq_config_t cfg;
     shmq_config_init(&cfg);
     cfg.capacity = CAP;
@@ -354,9 +383,12 @@ Test(torture, kill_stop_restart_no_loss)
     cfg.max_attempts = 1000; /* no dead letters: every message must end acked */
     cfg.backoff_base_ms = 5;
     cfg.backoff_cap_ms = 50;
+    cfg.max_groups = ngroups;
     shmq_t *q;
     int rc = shmq_create(sh->qname, &cfg, &q);
     cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    for (uint32_t g = 1; g < ngroups; g++)
+        cr_assert_eq(shmq_group_create(q, group_names[g], SHMQ_GROUP_BLOCK, 0), 0);
 
     struct chaos ch;
     memset(&ch, 0, sizeof ch);
@@ -405,30 +437,51 @@ Test(torture, kill_stop_restart_no_loss)
     }
     int64_t run_ms = t_now_ms() - t_start;
 
-    /* Maintain and drain with a fresh consumer until all is acked and quiet. */
-    shmq_consumer_t *c;
-    cr_assert_eq(shmq_consumer_open(q, "drain", &c), 0);
+    /* Maintain and drain with a fresh consumer per group until all is acked and quiet. */
+    shmq_consumer_t *cs[MAX_GROUPS];
+    for (uint32_t g = 0; g < ngroups; g++)
+        cr_assert_eq(shmq_consumer_open_group(q, group_names[g], "drain", &cs[g]), 0);
     shmq_stats_t st;
     shmq_maint_report_t rep = {0};
     int64_t drain_end = t_now_ms() + 20000;
     uint64_t drained = 0;
     for (;;) {
         t_maintain(q, &rep);
-        for (;;) {
-            shmq_msg_t m;
-            rc = shmq_receive(c, &m, 20);
-            if (rc != 0)
-                break;
-            struct t_rec *r = t_book_delivery(sh->book, &m);
-            rc = t_ack(c, r, &m);
-            cr_assert(rc == 0 || rc == -ESTALE, "drain ack: %s", shmq_strerror(rc));
-            drained++;
+        bool lost = false;
+        for (uint32_t g = 0; g < ngroups; g++) {
+            for (;;) {
+                shmq_msg_t m;
+                rc = shmq_receive(cs[g], &m, 20);
+                if (rc != 0)
+                    break;
+                struct t_rec *r = t_book_delivery(sh->books[g], &m);
+                rc = t_ack(cs[g], r, &m);
+                cr_assert(rc == 0 || rc == -ESTALE, "drain ack: %s", shmq_strerror(rc));
+                drained++;
+            }
+            cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "drain receive: %s", shmq_strerror(rc));
+            lost |= t_book_tally(sh->books[g]).lost != 0;
         }
-        cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "drain receive: %s", shmq_strerror(rc));
         cr_assert_eq(shmq_stats(q, &st), 0);
-        struct t_tally t = t_book_tally(sh->book);
-        if ((t.lost == 0 && t_quiet(&st, CAP)) || t_now_ms() > drain_end)
+        if ((!lost && t_quiet(&st, CAP)) || t_now_ms() > drain_end)
             break;
+    }
+    for (uint32_t g = 1; g < ngroups; g++) { /* the other groups' books, as group 0's below */
+        struct t_tally tg = t_book_tally(sh->books[g]);
+        fprintf(stderr,
+                "torture: group %s: published %llu, delivered %llu, duplicates %llu, losses "
+                "%llu, acked %llu, corrupt %llu, double acks %llu\n",
+                group_names[g], (unsigned long long)tg.published, (unsigned long long)tg.delivered,
+                (unsigned long long)tg.duplicates, (unsigned long long)tg.lost,
+                (unsigned long long)tg.acked_ok,
+                (unsigned long long)atomic_load(&sh->books[g]->corrupt),
+                (unsigned long long)tg.double_acked);
+        cr_assert_eq(atomic_load(&sh->books[g]->corrupt), 0,
+                     "group %s: corrupt payloads delivered", group_names[g]);
+        cr_assert_eq(atomic_load(&sh->books[g]->out_of_range), 0);
+        cr_assert_eq(tg.lost, 0, "group %s: %llu published messages were never acked",
+                     group_names[g], (unsigned long long)tg.lost);
+        cr_assert_eq(tg.double_acked, 0, "group %s: acked successfully twice", group_names[g]);
     }
     struct t_tally t = t_book_tally(sh->book);
     uint64_t max_attempt = 0;
@@ -495,13 +548,29 @@ Test(torture, kill_stop_restart_no_loss)
     cr_assert(t_quiet(&st, CAP), "not quiet after the drain: " T_STATS_FMT, T_STATS_ARGS(st, CAP));
     cr_assert_eq(st.dead_lettered, 0);
     /* counters may undercount (a process killed while folding them), never overcount */
-    cr_assert_leq(st.acked, t.ack_begun, "stats.acked %llu > acks attempted %llu",
-                  (unsigned long long)st.acked, (unsigned long long)t.ack_begun);
+    uint64_t ack_begun = 0; /* every group's acks count in stats.acked */
+    for (uint32_t g = 0; g < ngroups; g++)
+        ack_begun += t_book_tally(sh->books[g]).ack_begun;
+    cr_assert_leq(st.acked, ack_begun, "stats.acked %llu > acks attempted %llu",
+                  (unsigned long long)st.acked, (unsigned long long)ack_begun);
     cr_assert_leq(st.published, t.pub_begun);
-    cr_assert_eq(shmq_consumer_close(c), 0);
+    for (uint32_t g = 0; g < ngroups; g++)
+        cr_assert_eq(shmq_consumer_close(cs[g]), 0);
+    for (uint32_t g = 1; g < ngroups; g++) /* the full cycle below runs in "default" alone */
+        cr_assert_eq(shmq_group_delete(q, group_names[g]), 0);
     st = t_settle(q, CAP, 3000, NULL);
     cr_assert_eq(st.procs, 1, "%u registry entries still active after everyone left", st.procs);
     t_full_cycle(q, CAP);
     cr_assert_eq(shmq_close(q), 0);
     alarm(0);
+}
+
+Test(torture, kill_stop_restart_no_loss)
+{
+    run_torture(1);
+}
+
+Test(torture, kill_stop_restart_no_loss_with_groups)
+{
+    run_torture(2);
 }
