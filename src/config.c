@@ -29,6 +29,8 @@ static void defaults(shmq_config_t *cfg)
     cfg->dedup_window_count = 4096;
     cfg->dedup_window_ms = 120000;
     cfg->max_groups = 1;
+    cfg->max_header_bytes = 0;
+    cfg->max_headers = 32;
 }
 
 int shmq_config_init_size(shmq_config_t *cfg, size_t size)

@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "expire.h"
+#include "hdrblock.h"
 #include "queue.h"
 #include "registry.h"
 #include "settings.h"
@@ -307,6 +308,28 @@ static inline __attribute__((always_inline)) int ack_slot(shmq_consumer_t *c,
         return -ESTALE;
     }
     return 0;
+}
+
+/* Read in place: the slot is ours (INFLIGHT) until the ack or nack, so nobody writes its block;
+ * C1's acquire made the producer's writes visible (P1 published the block with the payload). */
+int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *out, size_t max,
+                     size_t *n)
+{
+    if (!c || !msg || !n || (!out && max))
+        return -EINVAL;
+    *n = 0;
+    /* a group's delivery names the message's slot in its own token format (gcell.h) */
+    uint32_t idx = c->group ? gtoken_idx(msg->token) : token_idx(msg->token);
+    struct slot *sl = segment_slot(&c->q->seg, idx);
+    if (!sl)
+        return -EINVAL;
+    const struct slot_hdrs *sh = slot_headers(&c->q->seg, sl);
+    if (!sh)
+        return 0; /* the queue carries no headers */
+    uint32_t len = sh->len; /* from shm: checked before use */
+    if (len > c->q->seg.layout.max_header_bytes)
+        return -EBADMSG;
+    return hdrs_decode(sh->bytes, len, out, max, n);
 }
 
 /* shmq_ack in group g >= 1 (out of line: the one-group path stays as it was). Not logged yet. */

@@ -84,7 +84,7 @@ static int move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
         CRASH_POINT(redrive_before_append);
         int err = len > q->seg.layout.max_msg_size
                       ? -EBADMSG
-                      : wal_append_publish(q->wal, sl->id, 0, NULL, 0, slot_payload(sl), len, &seq);
+                      : queue_log_slot(q, sl, sl->id, 0, &(struct wal_times){0, 0, 0}, len, &seq);
         if (err) { /* back to the dead letters, as it was */
             slot_move(q, idx, mine, sw_next(mine, SLOT_DEAD, NO_OWNER));
             return err;

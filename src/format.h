@@ -33,6 +33,8 @@
 #define WAL_FILE_DEFAULT (64u << 20)
 #define WAL_PUBLISH_PREFIX 10u /* a PUBLISH payload's unix_ms and key_len, before the key */
 #define WAL_PUBLISH_DUE_LEN 8u /* and, flag WAL_PUB_DUE, its due time between the two */
+#define WAL_PUBLISH_HDRS_LEN 4u /* and, flag WAL_PUB_HDRS, its header block's length after
+                                * key_len */
 #define WAL_KEY_MAX 128u       /* bytes of a dedup key in a PUBLISH record */
 #define WAL_GEN_GAP 16u        /* files left unused between one generation's files and the next */
 

@@ -49,16 +49,28 @@ static int config_check(const shmq_config_t *c)
         return err_detail(-EINVAL, "durability %d is not a SHMQ_DURABILITY_* (0..2)",
                           c->durability);
     if (c->durability != SHMQ_DURABILITY_NONE) {
-        uint64_t need = WAL_HEADER_SIZE +
-                        2 * wal_rec_size(c->max_msg_size + WAL_PUBLISH_PREFIX + WAL_KEY_MAX);
+        /* with headers, a record may carry a due time, its block and the block's length too */
+        uint64_t hdrs = c->max_header_bytes ? WAL_PUBLISH_DUE_LEN + WAL_PUBLISH_HDRS_LEN +
+                                                  (uint64_t)c->max_header_bytes
+                                            : 0;
+        uint64_t need =
+            WAL_HEADER_SIZE +
+            2 * wal_rec_size((uint32_t)(c->max_msg_size + WAL_PUBLISH_PREFIX + WAL_KEY_MAX + hdrs));
         if (c->wal_file_size < WAL_FILE_MIN || c->wal_file_size % 4096 != 0)
             return err_detail(-EINVAL, "wal_file_size %u is not a multiple of 4096 of at least "
                               "%u (SHMQ_WAL_FILE_MIN)", c->wal_file_size, WAL_FILE_MIN);
         if (c->wal_file_size < need) /* a file must hold two records of the largest size */
             return err_detail(-EINVAL, "wal_file_size %u is below %llu bytes, two log records "
-                              "of max_msg_size %u", c->wal_file_size, (unsigned long long)need,
-                              c->max_msg_size);
+                              "of max_msg_size %u (and max_header_bytes %u)", c->wal_file_size,
+                              (unsigned long long)need, c->max_msg_size, c->max_header_bytes);
     }
+    if (c->max_header_bytes > SHMQ_HEADER_BYTES_MAX)
+        return err_detail(-EINVAL, "max_header_bytes %u is above %u (SHMQ_HEADER_BYTES_MAX)",
+                          c->max_header_bytes, SHMQ_HEADER_BYTES_MAX);
+    if (c->max_header_bytes && (c->max_headers < 1 || c->max_headers > SHMQ_HEADERS_MAX))
+        return err_detail(-EINVAL, "max_headers %u is outside 1..%u (SHMQ_HEADERS_MAX) with "
+                          "max_header_bytes %u", c->max_headers, SHMQ_HEADERS_MAX,
+                          c->max_header_bytes);
     if (c->log_dir && strlen(c->log_dir) > SHMQ_LOG_DIR_MAX)
         return err_detail(-EINVAL, "log_dir is %zu bytes long, above %d (SHMQ_LOG_DIR_MAX)",
                           strlen(c->log_dir), SHMQ_LOG_DIR_MAX);
@@ -99,7 +111,13 @@ int layout_compute(const shmq_config_t *cfg, struct seg_layout *l)
     l->default_ttl_ms = cfg->default_ttl_ms;
     l->expire_policy = cfg->expire_policy;
     l->wal_file_size = cfg->durability != SHMQ_DURABILITY_NONE ? cfg->wal_file_size : WAL_FILE_MIN;
-    l->slot_stride = (uint32_t)(SLOT_HEADER_SIZE + align_up(cfg->max_msg_size, CACHE_LINE));
+    l->max_header_bytes = cfg->max_header_bytes;
+    l->max_headers = cfg->max_header_bytes ? cfg->max_headers : 0;
+    /* the header block, if any, follows the payload's room: a u32 length and the bytes */
+    l->slot_stride = (uint32_t)(SLOT_HEADER_SIZE + align_up(cfg->max_msg_size, CACHE_LINE) +
+                                (cfg->max_header_bytes
+                                     ? align_up(4 + (uint64_t)cfg->max_header_bytes, CACHE_LINE)
+                                     : 0));
 
     /* 4 cells per slot: SCQ needs 2n cells for n entries, and repair may add duplicates. */
     uint32_t order = RING_MIN_ORDER;
@@ -186,6 +204,8 @@ void layout_to_config(const struct seg_layout *l, shmq_config_t *cfg)
     cfg->default_ttl_ms = l->default_ttl_ms;
     cfg->expire_policy = l->expire_policy;
     cfg->max_groups = l->max_groups ? l->max_groups : 1; /* 0: a log file from before groups */
+    cfg->max_header_bytes = l->max_header_bytes;
+    cfg->max_headers = l->max_headers;
 }
 
 int layout_validate(const struct seg_layout *stored, uint64_t file_size)

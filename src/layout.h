@@ -26,7 +26,8 @@ struct seg_layout {
     uint32_t ack_deadline_ms, max_attempts, backoff_base_ms, backoff_cap_ms;
     double backoff_multiplier;
     uint32_t mode;
-    uint32_t slot_stride;    /* bytes per slot: slot header + payload, multiple of 64 */
+    uint32_t slot_stride;    /* bytes per slot: slot header + payload (+ header block), multiple
+                              * of 64 */
     uint32_t ring_order;     /* every ring has 2^ring_order cells */
     uint32_t dedup_window_count;
     uint64_t registry_off, slots_off, free_ring_off, ready_ring_off, dead_ring_off;
@@ -45,6 +46,8 @@ struct seg_layout {
     char log_dir[SHMQ_LOG_DIR_MAX + 48]; /* the queue's own log directory, NUL-terminated */
     uint32_t max_groups;     /* consumer groups it can hold (1..SHMQ_GROUPS_MAX): groups.h */
     uint32_t reserved2;
+    uint32_t max_header_bytes; /* room for a message's header block (hdrblock.h); 0: none */
+    uint32_t max_headers;      /* headers per message; 0 without max_header_bytes */
     uint32_t header_crc;     /* CRC32C of this struct up to (not including) this field */
     uint32_t reserved1;
 };

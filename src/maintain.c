@@ -213,6 +213,11 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
      * a logged publish (its ACK|ABORT would resolve the live message's id in the log) */
     atomic_store_explicit(&ns->wal_seq, 0, memory_order_relaxed);
     memcpy(slot_payload(ns), slot_payload(sl), len);
+    struct slot_hdrs *nh = slot_headers(&q->seg, ns), *oh = slot_headers(&q->seg, sl);
+    if (nh) { /* the headers go with it (a bad length: none) */
+        nh->len = slot_headers_len(&q->seg, oh);
+        memcpy(nh->bytes, oh->bytes, nh->len);
+    }
     CRASH_POINT(copy_out_after_copy);
     uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
     atomic_store_explicit(
@@ -480,8 +485,7 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
     if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w || !kept_state(sw_state(w)) ||
         keyed_young || len > q->seg.layout.max_msg_size ||
-        wal_append_publish_timed(q->wal, id, WAL_PUB_CHECKPOINT, &times, NULL, 0, slot_payload(sl),
-                                 len, &seq) != 0)
+        queue_log_slot(q, sl, id, WAL_PUB_CHECKPOINT, &times, len, &seq) != 0)
         return ws;
     CRASH_POINT(checkpoint_after_copy);
     for (int tries = 0;; tries++) {

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "hdrblock.h"
 #include "queue.h"
 #include "slot.h"
 
@@ -31,9 +32,11 @@ static int by_id(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Copy slot idx into *m and buf if it is still the READY message id: true if it was. */
-static bool copy_ready(shmq_t *q, uint32_t idx, uint64_t id, shmq_peek_msg_t *m, char *buf,
-                       size_t room, uint64_t now)
+/* Copy slot idx into *m and buf if it is still the READY message id: true if it was. The
+ * payload first, then, if it was copied whole and the rest of buf holds it, its header block
+ * (checked when the copy is known untorn, after the re-check). */
+static bool copy_ready(shmq_t *q, uint32_t idx, uint64_t id, shmq_peek_msg_t *m,
+                       shmq_peek_headers_t *mh, char *buf, size_t room, uint64_t now)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     /* acquire: pairs with the release that made it READY */
@@ -52,11 +55,31 @@ static bool copy_ready(shmq_t *q, uint32_t idx, uint64_t id, shmq_peek_msg_t *m,
     m->data = buf;
     if (m->copied)
         memcpy(buf, slot_payload(sl), m->copied);
+    const struct slot_hdrs *sh = mh ? slot_headers(&q->seg, sl) : NULL;
+    uint32_t hl = slot_headers_len(&q->seg, sh);
+    shmq_peek_headers_t got = {NULL, 0};
+    if (hl && m->copied == len && room - len >= hl) {
+        memcpy(buf + len, sh->bytes, hl);
+        got = (shmq_peek_headers_t){buf + len, hl};
+    }
     atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
-    return atomic_load_explicit(&sl->state, memory_order_relaxed) == w;
+    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w)
+        return false;
+    size_t nh;
+    if (got.block && hdrs_decode(got.block, got.len, NULL, 0, &nh) != 0)
+        got = (shmq_peek_headers_t){NULL, 0}; /* untorn yet malformed: a corrupt slot */
+    if (mh)
+        *mh = got;
+    return true;
 }
 
 int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf_size, size_t *n)
+{
+    return shmq_peek_headers(q, out, NULL, max, buf, buf_size, n);
+}
+
+int shmq_peek_headers(shmq_t *q, shmq_peek_msg_t *out, shmq_peek_headers_t *hdrs, size_t max,
+                      void *buf, size_t buf_size, size_t *n)
 {
     if (!q || !n || (!out && max) || (!buf && buf_size))
         return -EINVAL;
@@ -77,8 +100,9 @@ int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf
     for (uint32_t j = 0; j < k && *n < max; j++) {
         shmq_peek_msg_t *m = &out[*n];
         char *dst = buf ? (char *)buf + used : NULL;
-        if (copy_ready(q, v[j].idx, v[j].id, m, dst, buf_size - used, now)) {
-            used += m->copied;
+        shmq_peek_headers_t *mh = hdrs ? &hdrs[*n] : NULL;
+        if (copy_ready(q, v[j].idx, v[j].id, m, mh, dst, buf_size - used, now)) {
+            used += m->copied + (mh ? mh->len : 0);
             (*n)++;
         }
     }

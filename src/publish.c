@@ -37,6 +37,7 @@
 #include "crashpoint.h"
 #include "dedup.h"
 #include "expire.h"
+#include "hdrblock.h"
 #include "queue.h"
 #include "settings.h"
 #include "slot.h"
@@ -79,6 +80,12 @@ struct keyed {
     uint64_t now_ns; /* the publish's one reading of the coarse clock */
 };
 
+/* The headers of a publish (shmq_publish_ex): the caller's array, checked and measured. */
+struct pub_hdrs {
+    const shmq_header_t *h;
+    uint32_t n, size; /* size: the encoded block's bytes (hdrs_measure), > 0 */
+};
+
 /* A reservation we hold (word w) goes back to the free ring unpublished. */
 static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
 {
@@ -92,15 +99,18 @@ static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
  * the record lands in while we write it (wal.c, retention).
  */
 static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, const struct keyed *k,
-                       uint64_t due, uint32_t *seq)
+                       uint64_t due, const struct slot_hdrs *sh, uint32_t *seq)
 {
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
     int err;
-    if (sl->expire_ns != EXPIRE_NEVER) { /* the times a rebuild restores (a TTL: not the fast path) */
-        struct wal_times t = {0, due ? queue_unix_ms(q, due) : 0, expire_unix_ms(q, sl->expire_ns)};
+    if (sh || sl->expire_ns != EXPIRE_NEVER) { /* the times a rebuild restores (a TTL), headers:
+                                                * not the fast path */
+        struct wal_times t = {0, due ? queue_unix_ms(q, due) : 0,
+                              sl->expire_ns != EXPIRE_NEVER ? expire_unix_ms(q, sl->expire_ns) : 0};
         err = wal_append_publish_timed(q->wal, id, 0, &t, k ? k->key : NULL, k ? k->key_len : 0,
+                                       sh ? sh->bytes : NULL, sh ? sh->len : 0,
                                        slot_payload(sl), (uint32_t)len, seq);
     } else if (due) {
         err = wal_append_publish_due(q->wal, id, queue_unix_ms(q, due), slot_payload(sl),
@@ -276,11 +286,27 @@ static int make_ready(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, cons
     return commit_ready(q, idx, sl, w, k, msg_id, 1);
 }
 
+/* Step 2's header block, if the queue has room for one: hd's headers, or none (length 0: the
+ * slot's block may hold an earlier message's). Before P0/P1, which publish it with the payload.
+ * The block to log, or NULL when the message has no headers. */
+static inline const struct slot_hdrs *write_headers(shmq_t *q, struct slot *sl,
+                                                    const struct pub_hdrs *hd)
+{
+    struct slot_hdrs *sh = slot_headers(&q->seg, sl);
+    if (!sh)
+        return NULL;
+    sh->len = hd ? hd->size : 0;
+    if (!hd)
+        return NULL;
+    hdrs_encode(hd->h, hd->n, sh->bytes);
+    return sh;
+}
+
 /* Steps 2-4 for a slot we hold RESERVED; in_place: the payload is already there (shmq_commit),
  * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. delay_ms > 0:
- * a delayed publish (no key), parked DELAYED instead of steps 3-4. */
+ * a delayed publish (no key), parked DELAYED instead of steps 3-4. hd: its headers, or NULL. */
 static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, const struct keyed *k,
-                       uint32_t delay_ms, uint64_t *id, bool in_place)
+                       uint32_t delay_ms, const struct pub_hdrs *hd, uint64_t *id, bool in_place)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
@@ -290,6 +316,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
         return in_place ? -EINVAL : -ESTALE;
     if (data && !in_place)
         memcpy(slot_payload(sl), data, len);
+    const struct slot_hdrs *sh = write_headers(q, sl, hd);
     /* relaxed: ids only need to be unique and increasing; P1 publishes the slot */
     uint64_t msg_id = atomic_fetch_add_explicit(&q->seg.hdr->next_id, 1, memory_order_relaxed) + 1;
     sl->id = msg_id;
@@ -314,7 +341,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     if (q->seg.layout.durability == SHMQ_DURABILITY_SYNC)
         from = wal_sync_from(q->wal);
     if (q->wal) {
-        int err = log_publish(q, sl, msg_id, len, k, due, &seq);
+        int err = log_publish(q, sl, msg_id, len, k, due, sh, &seq);
         if (err) {
             give_back(q, idx, w);
             if (k)
@@ -355,7 +382,7 @@ int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id)
     int err = check_publish_args(q, buf, len);
     if (err || (err = slot_of_buf(q, buf, &idx)) != 0)
         return err;
-    return commit_slot(q, idx, NULL, len, NULL, 0, id, true);
+    return commit_slot(q, idx, NULL, len, NULL, 0, NULL, id, true);
 }
 
 int shmq_cancel(shmq_t *q, void *buf)
@@ -375,19 +402,26 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
     return shmq_publish_delayed(q, data, len, 0, id);
 }
 
-int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id)
+/* A publish without a key: at once or after delay_ms, with headers hd or none. */
+static inline int publish_unkeyed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms,
+                                  const struct pub_hdrs *hd, uint64_t *id)
 {
     uint32_t idx;
     int err = check_publish_args(q, data, len);
     if (err || (err = claim_free_slot(q, &idx)) != 0)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, NULL, delay_ms, id, false);
+    return commit_slot(q, idx, data, len, NULL, delay_ms, hd, id, false);
+}
+
+int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id)
+{
+    return publish_unkeyed(q, data, len, delay_ms, NULL, id);
 }
 
 /* A keyed publish (the protocol: dedup.c): claim the key's bucket, then publish under it. */
-int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
-                       uint64_t *id)
+static int publish_keyed(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
+                         const struct pub_hdrs *hd, uint64_t *id)
 {
     if (!q || (!data && len) || !key || key_len == 0 || key_len > SHMQ_DEDUP_KEY_MAX)
         return -EINVAL;
@@ -412,7 +446,13 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
         return -EAGAIN;
     }
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, &k, 0, id, false);
+    return commit_slot(q, idx, data, len, &k, 0, hd, id, false);
+}
+
+int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
+                       uint64_t *id)
+{
+    return publish_keyed(q, data, len, key, key_len, NULL, id);
 }
 
 /* The first version of shmq_pub_opts_t ends here; a caller's size below it is bad input, and
@@ -459,15 +499,23 @@ int shmq_publish_ex(shmq_t *q, const void *data, size_t len, const shmq_pub_opts
     int err = read_pub_opts(opts, &o);
     if (err)
         return err;
-    if (o.n_headers && !o.headers)
+    if (!q || (o.n_headers && !o.headers))
         return -EINVAL;
-    if (o.n_headers)
-        return -ENOTSUP; /* no queue carries headers yet (max_header_bytes) */
+    struct pub_hdrs hd = {o.headers, o.n_headers, 0};
+    if (o.n_headers) {
+        const struct seg_layout *l = &q->seg.layout;
+        if (!l->max_header_bytes)
+            return -ENOTSUP;
+        if ((err = hdrs_measure(o.headers, o.n_headers, l->max_header_bytes, l->max_headers,
+                                &hd.size)) != 0)
+            return err;
+    }
     if (o.dedup_key && o.delay_ms)
         return -ENOTSUP;
+    const struct pub_hdrs *h = hd.size ? &hd : NULL;
     if (o.dedup_key)
-        return shmq_publish_dedup(q, data, len, o.dedup_key, o.dedup_key_len, id);
-    return shmq_publish_delayed(q, data, len, o.delay_ms, id);
+        return publish_keyed(q, data, len, o.dedup_key, o.dedup_key_len, h, id);
+    return publish_unkeyed(q, data, len, o.delay_ms, h, id);
 }
 
 struct claim_ctx {
@@ -497,7 +545,7 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
     if (err)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, ctx.idx, data, len, NULL, 0, id, false);
+    return commit_slot(q, ctx.idx, data, len, NULL, 0, NULL, id, false);
 }
 
 /*
@@ -578,6 +626,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         w[j] = atomic_load_explicit(&sl->state, memory_order_relaxed);
         if (msgs[j].len)
             memcpy(slot_payload(sl), msgs[j].data, msgs[j].len);
+        write_headers(q, sl, NULL); /* batch messages carry no headers */
         ids[j] = first + 1 + j;
         sl->id = ids[j];
         sl->len = (uint32_t)msgs[j].len;

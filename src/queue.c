@@ -29,6 +29,15 @@ int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason)
                   : 0;
 }
 
+int queue_log_slot(shmq_t *q, struct slot *sl, uint64_t id, unsigned flags,
+                   const struct wal_times *t, uint32_t len, uint32_t *seq)
+{
+    const struct slot_hdrs *sh = slot_headers(&q->seg, sl);
+    uint32_t hl = slot_headers_len(&q->seg, sh);
+    return wal_append_publish_timed(q->wal, id, flags, t, NULL, 0, hl ? sh->bytes : NULL, hl,
+                                    slot_payload(sl), len, seq);
+}
+
 uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms)
 {
     /* the queue's clock first, the wall clock after: time passing between the two readings

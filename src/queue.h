@@ -95,6 +95,11 @@ int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms);
  * caller's loop): shmq_maintain() but for the log's pre-touch and prefault of the files it
  * prepares, which would stall that call for tens of ms a file (wal_maintain, light). */
 int queue_maintain_light(shmq_t *q);
+/* A new PUBLISH record (flags WAL_PUB_CHECKPOINT or 0, no key, times t) of the message in slot
+ * sl: id, len payload bytes and its header block: a checkpoint's copy, a redrive. The caller
+ * holds the slot or re-checks its word after (a block length from shm is bounded here). */
+int queue_log_slot(shmq_t *q, struct slot *sl, uint64_t id, unsigned flags,
+                   const struct wal_times *t, uint32_t len, uint32_t *seq);
 
 /* Is the queue's log still in our segment's generation (true without a log)? One relaxed load
  * (a E1-like check: it only makes a fenced process notice early). */

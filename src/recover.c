@@ -48,8 +48,8 @@ struct entry { /* one record, for sorting by (id, log order) */
     uint64_t id, order, unix_ms;
     uint64_t due_unix_ms; /* PUBLISH with WAL_PUB_DUE: when the message becomes ready */
     uint64_t expire_unix_ms; /* PUBLISH with WAL_PUB_EXPIRE: when it expires */
-    const void *payload, *key;
-    uint32_t len, key_len;
+    const void *payload, *key, *hdrs;
+    uint32_t len, key_len, hdrs_len; /* hdrs: PUBLISH with WAL_PUB_HDRS, its header block */
     uint16_t type, attempt;
 };
 
@@ -102,7 +102,9 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
                                   .type = r->type,
                                   .attempt = r->attempt,
                                   .key = r->type == WAL_PUBLISH ? pub.key : NULL,
-                                  .key_len = r->type == WAL_PUBLISH ? pub.key_len : 0};
+                                  .key_len = r->type == WAL_PUBLISH ? pub.key_len : 0,
+                                  .hdrs = r->type == WAL_PUBLISH ? pub.hdrs : NULL,
+                                  .hdrs_len = r->type == WAL_PUBLISH ? pub.hdrs_len : 0};
     return 0;
 }
 
@@ -253,6 +255,12 @@ static int restore_slot(struct segment *s, const struct rebuild *rb, const struc
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
     uint64_t next = sw_next(w, r->state, NO_OWNER);
     memcpy(slot_payload(sl), e->payload, e->len);
+    struct slot_hdrs *sh = slot_headers(s, sl);
+    if (sh) { /* a block larger than the queue's room is no header block of this queue: none */
+        sh->len = e->hdrs_len <= s->layout.max_header_bytes ? e->hdrs_len : 0;
+        if (sh->len)
+            memcpy(sh->bytes, e->hdrs, sh->len);
+    }
     sl->publish_ns = rb->now_ns;
     /* the expiry in the new segment's clock (a message past it was expired by decide()) */
     uint64_t exp = e->expire_unix_ms;
@@ -313,9 +321,11 @@ static int populate(struct segment *s, void *arg)
         if ((err = restore_slot(s, rb, r, &sl)) != 0)
             break;
         struct wal_times t = {e->unix_ms, 0, r->state != SLOT_DEAD ? e->expire_unix_ms : 0};
+        const struct slot_hdrs *sh = slot_headers(s, sl);
         err = wal_append_publish_timed(w, e->id, WAL_PUB_CHECKPOINT, &t,
                                        r->key ? r->key->key : NULL, r->key ? r->key->key_len : 0,
-                                       e->payload, e->len, &seq);
+                                       sh ? sh->bytes : NULL, sh ? sh->len : 0, e->payload, e->len,
+                                       &seq);
         if (!err)
             err = relog_state(w, r);
         atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "hdrblock.h"
 #include "io.h"
 #include "queue.h"
 #include "wal.h"
@@ -63,6 +64,8 @@ struct shmq_replay {
     int history_deleted; /* files before the first one we found were deleted */
     int first_publish_met;
     int64_t unix_ms; /* publish time of the last message returned */
+    const void *hdrs; /* and its header block (in the mapping), hdrs_len 0: none */
+    uint32_t hdrs_len;
     /* A hole (or a missing file: off 0) met at (hole_seq, hole_off) since hole_since_ns. */
     uint64_t hole_seq, hole_off, hole_since_ns, hole_scan;
 };
@@ -324,6 +327,8 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
             msg->data = pub.data;
             msg->len = pub.len;
             r->unix_ms = (int64_t)pub.unix_ms;
+            r->hdrs = pub.hdrs;
+            r->hdrs_len = pub.hdrs_len;
             return 0;
         }
         /* No valid record at off. */
@@ -373,6 +378,14 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg)
 }
 
 int64_t shmq_replay_unix_ms(const shmq_replay_t *r) { return r ? r->unix_ms : 0; }
+
+int shmq_replay_headers(const shmq_replay_t *r, shmq_header_t *out, size_t max, size_t *n)
+{
+    if (!r || !n || (!out && max))
+        return -EINVAL;
+    *n = 0;
+    return r->hdrs_len ? hdrs_decode(r->hdrs, r->hdrs_len, out, max, n) : 0;
+}
 
 int shmq_replay_close(shmq_replay_t *r)
 {

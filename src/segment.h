@@ -98,6 +98,28 @@ static inline _Atomic uint64_t *segment_others(const struct segment *s, uint64_t
     return (_Atomic uint64_t *)((char *)s->base + s->groups.fanout_off) + idx;
 }
 
+/* The header block of a slot returned by segment_slot() (hdrblock.h): its length word, then
+ * max_header_bytes of room; NULL when the queue carries no headers. */
+struct slot_hdrs {
+    uint32_t len; /* bytes used; 0: no headers. From shm: check it against max_header_bytes */
+    unsigned char bytes[];
+};
+
+static inline struct slot_hdrs *slot_headers(const struct segment *s, struct slot *sl)
+{
+    if (!s->layout.max_header_bytes)
+        return NULL;
+    return (struct slot_hdrs *)((char *)sl + SLOT_HEADER_SIZE +
+                                ((s->layout.max_msg_size + CACHE_LINE - 1) & ~(CACHE_LINE - 1u)));
+}
+
+/* The header block length of a slot, 0 when it has none or a bad one (> max_header_bytes). */
+static inline uint32_t slot_headers_len(const struct segment *s, const struct slot_hdrs *h)
+{
+    uint32_t len = h ? h->len : 0;
+    return len <= s->layout.max_header_bytes ? len : 0;
+}
+
 /* Registry entry i, or NULL when i is out of range. */
 static inline struct proc_entry *segment_proc(const struct segment *s, uint64_t i)
 {

@@ -838,16 +838,16 @@ int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, con
 }
 
 int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const struct wal_times *t,
-                             const void *key, uint32_t key_len, const void *data, uint32_t len,
-                             uint32_t *seq)
+                             const void *key, uint32_t key_len, const void *hdrs,
+                             uint32_t hdrs_len, const void *data, uint32_t len, uint32_t *seq)
 {
     uint64_t unix_ms = t->unix_ms ? t->unix_ms : unix_ms_now();
     uint16_t klen = (uint16_t)key_len;
     if (key_len > WAL_KEY_MAX)
         return -EINVAL;
-    struct part parts[6] = {{&unix_ms, 8}};
+    struct part parts[8] = {{&unix_ms, 8}};
     int n = 1;
-    flags &= ~(WAL_PUB_DUE | WAL_PUB_EXPIRE);
+    flags &= ~(WAL_PUB_DUE | WAL_PUB_EXPIRE | WAL_PUB_HDRS);
     if (t->due_unix_ms) {
         parts[n++] = (struct part){&t->due_unix_ms, WAL_PUBLISH_DUE_LEN};
         flags |= WAL_PUB_DUE;
@@ -857,7 +857,12 @@ int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const s
         flags |= WAL_PUB_EXPIRE;
     }
     parts[n++] = (struct part){&klen, 2};
+    if (hdrs_len) {
+        parts[n++] = (struct part){&hdrs_len, WAL_PUBLISH_HDRS_LEN};
+        flags |= WAL_PUB_HDRS;
+    }
     parts[n++] = (struct part){key, key_len};
+    parts[n++] = (struct part){hdrs, hdrs_len};
     parts[n++] = (struct part){data, len};
     return append_parts(w, WAL_PUBLISH, id, flags, parts, n, seq);
 }
@@ -924,9 +929,10 @@ int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_p
 {
     const char *p = payload;
     uint32_t due = r->attempt & WAL_PUB_DUE ? WAL_PUBLISH_DUE_LEN : 0;
-    uint32_t prefix =
-        WAL_PUBLISH_PREFIX + due + (r->attempt & WAL_PUB_EXPIRE ? WAL_PUBLISH_EXPIRE_LEN : 0);
+    uint32_t klen_at = 8 + due + (r->attempt & WAL_PUB_EXPIRE ? WAL_PUBLISH_EXPIRE_LEN : 0);
+    uint32_t prefix = klen_at + 2 + (r->attempt & WAL_PUB_HDRS ? WAL_PUBLISH_HDRS_LEN : 0);
     uint16_t klen;
+    uint32_t hlen = 0;
     if (r->type != WAL_PUBLISH || r->len < prefix)
         return -EBADMSG;
     memcpy(&out->unix_ms, p, 8);
@@ -936,13 +942,17 @@ int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_p
         memcpy(&out->due_unix_ms, p + 8, WAL_PUBLISH_DUE_LEN);
     if (r->attempt & WAL_PUB_EXPIRE)
         memcpy(&out->expire_unix_ms, p + 8 + due, WAL_PUBLISH_EXPIRE_LEN);
-    memcpy(&klen, p + prefix - 2, 2);
-    if (klen > WAL_KEY_MAX || klen > r->len - prefix)
+    memcpy(&klen, p + klen_at, 2);
+    if (r->attempt & WAL_PUB_HDRS)
+        memcpy(&hlen, p + klen_at + 2, WAL_PUBLISH_HDRS_LEN);
+    if (klen > WAL_KEY_MAX || klen > r->len - prefix || hlen > r->len - prefix - klen)
         return -EBADMSG;
     out->key = p + prefix;
     out->key_len = klen;
-    out->data = p + prefix + klen;
-    out->len = r->len - prefix - klen;
+    out->hdrs = p + prefix + klen;
+    out->hdrs_len = hlen;
+    out->data = p + prefix + klen + hlen;
+    out->len = r->len - prefix - klen - hlen;
     return 0;
 }
 

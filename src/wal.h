@@ -94,6 +94,12 @@ struct wal_file_header {
  *   +---------+----------+---------+-------------+------------ - -
  * With flag WAL_PUB_EXPIRE (a message with a time to live), 8 bytes more after those: its
  * expiry, CLOCK_REALTIME unix ms (u64). With both flags: unix_ms, due, expiry, key_len (at 24).
+ * With flag WAL_PUB_HDRS (a message with headers), WAL_PUBLISH_HDRS_LEN (4) bytes more, after
+ * key_len: the header block's length (u32, > 0); the block (hdrblock.h) follows the key:
+ *   0         8          [+8]         [+8]           +2          +4          +key_len      +hdrs_len
+ *   +---------+----------+------------+--------------+-----------+-----------+-------------+------- -
+ *   | unix_ms | [due]    | [expiry]   | key_len      | hdrs_len  | key bytes | header block| message
+ *   +---------+----------+------------+--------------+-----------+-----------+-------------+------- -
  */
 /* A PUBLISH record's attempt field holds flags: */
 #define WAL_PUB_CHECKPOINT 1u /* a copy made by a checkpoint or a recovery, not a publish (replay
@@ -105,6 +111,9 @@ struct wal_file_header {
  * at once if it passed; a redrive's record has none */
 #define WAL_PUB_EXPIRE 4u
 #define WAL_PUBLISH_EXPIRE_LEN 8u
+/* the payload carries a header block (shmq_publish_ex with headers); records without it read
+ * as before */
+#define WAL_PUB_HDRS 8u
 /* An ACK record's attempt field holds flags: */
 #define WAL_ACK_ABORT 1u /* a reservation given up unpublished: its PUBLISH record (and dedup key)
                           * never counted */
@@ -122,6 +131,8 @@ struct wal_publish {
     uint64_t expire_unix_ms; /* WAL_PUB_EXPIRE: when it expires (unix ms); 0 without the flag */
     const void *key;
     uint32_t key_len;
+    const void *hdrs;  /* WAL_PUB_HDRS: the header block (hdrblock.h); hdrs_len 0 without */
+    uint32_t hdrs_len;
     const void *data;
     uint32_t len;
 };
@@ -181,10 +192,12 @@ struct wal_times {
     uint64_t unix_ms, due_unix_ms, expire_unix_ms;
 };
 
-/* Any PUBLISH record: flags WAL_PUB_CHECKPOINT (the others follow the times given). */
+/* Any PUBLISH record: flags WAL_PUB_CHECKPOINT (the others follow the times given, and a header
+ * block: hdrs_len 0 none, else flag WAL_PUB_HDRS). Not the fast path's (its callers: a publish
+ * with a time to live or headers, checkpoints, redrives, recovery). */
 int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const struct wal_times *t,
-                             const void *key, uint32_t key_len, const void *data, uint32_t len,
-                             uint32_t *seq);
+                             const void *key, uint32_t key_len, const void *hdrs,
+                             uint32_t hdrs_len, const void *data, uint32_t len, uint32_t *seq);
 
 /* One record of a run (wal_append_batch): a PUBLISH record of message id (no key, no due
  * time, data[0..len)) or an ACK record (no payload: len and data unused). */

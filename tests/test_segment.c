@@ -257,7 +257,7 @@ static const struct field {
     F(backoff_base_ms), F(backoff_cap_ms),       F(backoff_multiplier), F(mode),
     F(slot_stride),     F(ring_order),           F(registry_off),       F(slots_off),
     F(free_ring_off),   F(ready_ring_off),       F(dead_ring_off),      F(ring_size),
-    F(created_ns),
+    F(created_ns),      F(max_header_bytes),     F(max_headers),
 #undef F
 };
 

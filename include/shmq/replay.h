@@ -99,6 +99,12 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg);
  *  shmq_replay_next() returned; 0 before the first one or for NULL r. No system call. */
 int64_t shmq_replay_unix_ms(const shmq_replay_t *r);
 
+/** The headers of the message the last shmq_replay_next() returned (none before the first, or
+ *  for a message published without headers), as shmq_msg_headers() returns a delivery's: the
+ *  pointers into the same read-only mapping as msg->data, valid until the next call on r or its
+ *  close. -EINVAL for NULL r or n, or out NULL with max > 0; -EBADMSG for a malformed block. */
+int shmq_replay_headers(const shmq_replay_t *r, shmq_header_t *out, size_t max, size_t *n);
+
 /** Unmap and free the replay. r NULL: 0. */
 int shmq_replay_close(shmq_replay_t *r);
 

@@ -110,7 +110,15 @@ typedef struct shmq_config {
                                     * SHMQ_GROUPS_MAX); default 1: the group "default" only.
                                     * README "Fan-out" */
     uint32_t reserved_groups;      /* 0 */
+    uint32_t max_header_bytes;     /* room for one message's headers, encoded (each header
+                                    * takes key + value + 5 bytes; 0..SHMQ_HEADER_BYTES_MAX);
+                                    * 0 (the default): the queue carries no headers */
+    uint32_t max_headers;          /* headers one message may carry (1..SHMQ_HEADERS_MAX);
+                                    * default 32; ignored (stored 0) without max_header_bytes */
 } shmq_config_t;
+
+#define SHMQ_HEADER_BYTES_MAX (64u << 10) /* max_header_bytes, at most */
+#define SHMQ_HEADERS_MAX 1024u            /* max_headers, at most */
 
 /** shmq_config_t.expire_policy: an expired message is dropped (its slot freed, counted), or
  *  moved to the dead letters with reason SHMQ_DEAD_EXPIRED (where it holds its slot until
@@ -283,6 +291,14 @@ typedef struct shmq_peek_msg {
                        * first copied bytes) */
 } shmq_peek_msg_t;
 
+/** The headers of a message shmq_peek_headers() copied (beside its shmq_peek_msg_t). */
+typedef struct shmq_peek_headers {
+    const void *block; /* its header block, copied into buf right after its data (decode it
+                        * with shmq_headers_decode()); NULL when it has none, or when buf ran
+                        * out before the whole block (copied < len, or no room left for it) */
+    size_t len;        /* the block's bytes; 0 when block is NULL */
+} shmq_peek_headers_t;
+
 /**
  * Browse: copy up to max ready messages, lowest id first, into out[] and their bytes into buf
  * (buf_size bytes; each message's copy follows the previous one's), without taking them: no
@@ -297,6 +313,15 @@ typedef struct shmq_peek_msg {
  * alongside any other call; read-only on the segment.
  */
 int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf_size, size_t *n);
+
+/**
+ * shmq_peek() that also copies each message's headers: hdrs[i] (max entries, parallel to out)
+ * gets the header block of out[i], copied into buf right after its data, under the same check
+ * that the copy is untorn. A new call rather than fields of shmq_peek_msg_t: structs passed as
+ * arrays never grow ("ABI"). hdrs NULL: shmq_peek(). Errors as shmq_peek().
+ */
+int shmq_peek_headers(shmq_t *q, shmq_peek_msg_t *out, shmq_peek_headers_t *hdrs, size_t max,
+                      void *buf, size_t buf_size, size_t *n);
 
 /** shmq_purge() flags. */
 #define SHMQ_PURGE_DELAYED                                                                         \
@@ -342,9 +367,12 @@ int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key,
                        uint64_t *id);
 
 /** One header of a message: a key and a value, each with its length (no NUL needed). The key:
- *  1..SHMQ_HEADER_KEY_MAX bytes, printable ASCII (0x21..0x7e) but ':' ; the value: 0..65535
- *  bytes without NUL, CR or LF (so headers map to NATS/HTTP headers and print as lines).
- *  Received headers (shmq_msg_headers) point into shared memory and are followed by a NUL. */
+ *  1..SHMQ_HEADER_KEY_MAX bytes, printable ASCII (0x21..0x7e) but ':' and '='; the value:
+ *  0..65535 bytes without NUL, CR or LF (so headers map to NATS/HTTP headers, print as lines and
+ *  parse from `k=v`). Keys are compared as bytes (case matters); a key may repeat. Received
+ *  headers (shmq_msg_headers) point into the message's slot, each key and value followed by a
+ *  NUL (so both may be used as C strings). Encoded in a message, one header takes
+ *  SHMQ_HEADER_SIZE(key_len, value_len) bytes (docs/FORMAT.md, "Header block"). */
 typedef struct shmq_header {
     const char *key;
     size_t key_len;
@@ -370,7 +398,12 @@ typedef struct shmq_pub_opts {
     uint32_t n_headers;
     const void *dedup_key;         /* non-NULL: a keyed publish (shmq_publish_dedup) */
     size_t dedup_key_len;
+    /* later fields go here, in whole 8-byte words (src/abi.c): no tail padding */
 } shmq_pub_opts_t;
+
+/** Bytes one header takes in a message's header block, the figure summed against the queue's
+ *  max_header_bytes. */
+#define SHMQ_HEADER_SIZE(key_len, value_len) ((key_len) + (value_len) + 5u)
 
 /** Fill *opts with no option set, and opts->size with the size of the caller's struct (a
  *  macro: shmq_pub_opts_init_size(opts, sizeof(shmq_pub_opts_t)); see "ABI"). Returns 0;
@@ -382,10 +415,15 @@ int shmq_pub_opts_init_size(shmq_pub_opts_t *opts, size_t size);
 /**
  * Publish with options: as shmq_publish() with opts NULL or with none set; with delay_ms as
  * shmq_publish_delayed(); with dedup_key as shmq_publish_dedup() (every guarantee and error of
- * those calls holds). With headers, the message carries them (shmq_msg_headers() on receive).
+ * those calls holds). With headers, the message carries them: they are copied into its slot
+ * beside the payload, logged in its PUBLISH record (so a rebuild from the log, replay and peek
+ * return them), and read zero-copy on receive (shmq_msg_headers()).
  * Returns their errors, and -EINVAL for a size shmq does not know (smaller than the first
  * version of this struct, the fields up to dedup_key_len, or larger than this library's: a
- * newer caller's options it would ignore) or for NULL headers with n_headers > 0, -ENOTSUP for a
+ * newer caller's options it would ignore), for NULL headers with n_headers > 0, or for a header
+ * whose key or value breaks the rules of shmq_header_t; -EMSGSIZE when the headers need more
+ * than the queue's max_header_bytes (SHMQ_HEADER_SIZE() each) or are more than its max_headers
+ * (for both and for a bad header, shmq_last_error_detail() says which and why); -ENOTSUP for a
  * dedup key together with a delay (not supported: a keyed publish is decided when it becomes
  * ready) or for headers on a queue without them (max_header_bytes 0).
  * Multi-producer safe; lock-free; costs what the options it uses cost.
@@ -516,6 +554,30 @@ int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name, shm
  * Spins briefly, then sleeps on a futex in shm. Refreshes the consumer's heartbeat.
  */
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
+
+/**
+ * The headers of a message this consumer received (shmq_receive, shmq_receive_batch), read in
+ * place: out[i].key and .value point into the message's slot (zero-copy, each followed by a
+ * NUL), valid as msg->data is, until the message is acked or nacked. Fills out[0..min(max, *n))
+ * in the order they were published; *n gets how many the message has (0: none; more than max:
+ * call again with a larger out; the queue's max_headers is always enough). A call, not a field
+ * of shmq_msg_t: that struct cannot grow (arrays of it are passed by programs built against
+ * this header), and an array filled once serves lookups by key as well as an iterator would.
+ * Returns -EINVAL for NULL c, msg or n, out NULL with max > 0, or a token that names no slot;
+ * -EBADMSG when the slot's header block is corrupt (nothing is read beyond the block).
+ * Safe in the thread that owns c; no system call, no allocation, no write to shared memory.
+ */
+int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *out, size_t max,
+                     size_t *n);
+
+/**
+ * Decode a header block as shmq_peek_headers() copies one (shmq_peek_headers_t.block), as
+ * shmq_msg_headers() does, the pointers into block. -EINVAL for NULL n, out NULL with max > 0,
+ * or block NULL with len > 0; -EBADMSG for bytes that are not a header block. Pure: no system
+ * call.
+ */
+int shmq_headers_decode(const void *block, size_t len, shmq_header_t *out, size_t max,
+                        size_t *n);
 
 /**
  * Batch receive: take up to max ready messages into msgs[0..*got), in ring order, each exactly
