@@ -254,7 +254,7 @@ class Consumer:
         i = self._next
         if i == _CHUNK:
             d = self._chunk = _Deliveries(self, ffi.new(_MSG_ARRAY, _CHUNK), _CHUNK)
-            i = 0
+            i = self._next = 0
         m = d.arr + i
         ms = -1 if timeout is None else timeout_ms(timeout)
         rc = lib.shmq_receive(c, m, ms)
