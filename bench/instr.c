@@ -22,6 +22,9 @@
  *     -B  batches: the loop moves its N messages (N rounded down to a multiple of batch) with
  *         shmq_publish_batch -> shmq_receive_batch(poll) -> shmq_ack_batch of batch messages
  *         each; the figures stay per message.
+ *     -g  consumer groups (fan-out, README "Fan-out"): a queue of max_groups G with G groups
+ *         ("default" and G-1 more), one consumer in each; every message is received and acked
+ *         in every group. bench/groups-cost reads shmq_publish's own cost out of it.
  *
  * Without valgrind it also prints the wall-clock ns per message of the N iterations alone (one
  * core, no contention: a lower bound of the latency of the calls, not a throughput figure).
@@ -49,6 +52,7 @@ static volatile uint64_t sink;
 static uint64_t loop_t0, loop_t1; /* the timed part: the N iterations, not the set-up */
 static int durability = -1;       /* SHMQ_DURABILITY_*; -1: the library's default */
 static size_t batch;              /* -B: messages per batch call; 0: single calls */
+static uint32_t groups = 1;       /* -g: consumer groups, each receives every message */
 static const char *const durability_names[] = {"none", "process", "sync"};
 
 /* The baseline's "queue": copy in, hand the pointer out, read it back. */
@@ -187,8 +191,9 @@ static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
     cfg.max_msg_size = (uint32_t)size;
     if (durability >= 0)
         cfg.durability = durability;
+    cfg.max_groups = groups;
     shmq_t *q = NULL;
-    shmq_consumer_t *c = NULL;
+    shmq_consumer_t *c = NULL, *gc[SHMQ_GROUPS_MAX] = {NULL};
     int status = 2;
     int rc = shmq_create(name, &cfg, &q);
     if (rc) {
@@ -199,6 +204,15 @@ static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
     if (rc) {
         fprintf(stderr, "instr: shmq_consumer_open: %s (%d)\n", shmq_strerror(rc), rc);
         goto out_close;
+    }
+    for (uint32_t g = 1; g < groups; g++) {
+        char gname[16];
+        snprintf(gname, sizeof(gname), "g%u", g);
+        if ((rc = shmq_group_create(q, gname, SHMQ_GROUP_BLOCK, 0)) != 0 ||
+            (rc = shmq_consumer_open_group(q, gname, "instr", &gc[g])) != 0) {
+            fprintf(stderr, "instr: group %s: %s (%d)\n", gname, shmq_strerror(rc), rc);
+            goto out_consumer;
+        }
     }
 
     if (what != LOOP) {
@@ -241,10 +255,20 @@ static int run_queue(enum what what, uint64_t n, size_t size, uint32_t capacity)
                     shmq_strerror(rc), rc);
             goto out_consumer;
         }
+        for (uint32_t g = 1; g < groups; g++) { /* the same message in every other group */
+            if ((rc = shmq_receive(gc[g], &m, 0)) != 0 || (rc = shmq_ack(gc[g], &m)) != 0) {
+                fprintf(stderr, "instr: iteration %llu: group %u: %s (%d)\n",
+                        (unsigned long long)i, g, shmq_strerror(rc), rc);
+                goto out_consumer;
+            }
+        }
     }
     loop_t1 = now_ns();
     status = 0;
 out_consumer:
+    for (uint32_t g = 1; g < groups; g++)
+        if (gc[g])
+            shmq_consumer_close(gc[g]);
     /* close with messages still ready (-f) is fine: the queue is unlinked below */
     rc = shmq_consumer_close(c);
     if (rc) {
@@ -266,7 +290,7 @@ int main(int argc, char **argv)
     int baseline = 0, ch;
     enum what what = LOOP;
     unsigned long size = 64, capacity = 1024;
-    while ((ch = getopt(argc, argv, "befB:s:q:d:")) != -1) {
+    while ((ch = getopt(argc, argv, "befB:s:q:d:g:")) != -1) {
         switch (ch) {
         case 'd':
             durability = -2;
@@ -282,11 +306,13 @@ int main(int argc, char **argv)
         case 'B': batch = strtoul(optarg, NULL, 0); break;
         case 's': size = strtoul(optarg, NULL, 0); break;
         case 'q': capacity = strtoul(optarg, NULL, 0); break;
+        case 'g': groups = (uint32_t)strtoul(optarg, NULL, 0); break;
         default: goto usage;
         }
     }
     if (optind + 1 != argc || size < 8 || size > 1024 || capacity < 1 || batch > BATCH_MAX ||
-        (batch && (what != LOOP || baseline || batch > capacity)))
+        (batch && (what != LOOP || baseline || batch > capacity)) || groups < 1 ||
+        groups > SHMQ_GROUPS_MAX || (groups > 1 && (what != LOOP || batch || baseline)))
         goto usage;
     uint64_t n = strtoull(argv[optind], NULL, 0);
 
@@ -303,8 +329,8 @@ int main(int argc, char **argv)
 
 usage:
     fprintf(stderr,
-            "usage: %s [-b|-e|-f|-B batch(1..256, <= capacity)] [-s size(8..1024)] [-q capacity] "
-            "iterations\n",
+            "usage: %s [-b|-e|-f|-B batch(1..256, <= capacity)|-g groups(1..64)] [-s size(8..1024)] "
+            "[-q capacity] iterations\n",
             argv[0]);
     return 2;
 }
