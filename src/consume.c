@@ -189,6 +189,29 @@ static int try_receive(void *arg)
 
 /* shmq_receive and shmq_receive_batch: block (spin, then futex) until one message is taken,
  * then take what is ready up to max in the same try. */
+/* The blocking part of a receive that found nothing: sleep on the futex until a message is
+ * taken or timeout_ms (not 0; -1: forever) passes. Out of line: the fast path stays small. */
+static __attribute__((noinline)) int receive_wait(struct recv_ctx *ctx, int timeout_ms)
+{
+    uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    shmq_consumer_t *c = ctx->c;
+    struct seg_header *h = c->q->seg.hdr;
+    for (;;) {
+        /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays alive;
+         * read it again every HB_REREAD_SLEEPS sleeps, so a changed one is followed within the
+         * grace a lowering gives (K4, settings.h) */
+        uint64_t max_sleep =
+            (uint64_t)settings_heartbeat_timeout_ms(&h->settings) * 1000000ull / 3 + 1;
+        uint64_t until = now_ns() + HB_REREAD_SLEEPS * max_sleep;
+        bool last = deadline && deadline <= until;
+        int r =
+            wait_until(group_ready_futex(c->q, c->group), group_ready_waiters(c->q, c->group),
+                       c_self(c), WAIT_READY, last ? deadline : until, max_sleep, try_receive, ctx);
+        if (r != -ETIMEDOUT || last)
+            return r;
+    }
+}
+
 static int receive(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got, int timeout_ms)
 {
     if (fenced(c))
@@ -200,24 +223,8 @@ static int receive(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t *got
         return r;
     struct recv_ctx ctx = {.c = c, .msgs = msgs, .max = max};
     r = receive_once(&ctx); /* fenced: checked just above */
-    if (r == -EAGAIN && timeout_ms != 0) {
-        uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-        struct seg_header *h = c->q->seg.hdr;
-        for (;;) {
-            /* sleep at most a third of the heartbeat timeout, so a blocked consumer stays
-             * alive; read it again every HB_REREAD_SLEEPS sleeps, so a changed one is followed
-             * within the grace a lowering gives (K4, settings.h) */
-            uint64_t max_sleep =
-                (uint64_t)settings_heartbeat_timeout_ms(&h->settings) * 1000000ull / 3 + 1;
-            uint64_t until = now_ns() + HB_REREAD_SLEEPS * max_sleep;
-            bool last = deadline && deadline <= until;
-            r = wait_until(group_ready_futex(c->q, c->group), group_ready_waiters(c->q, c->group),
-                           c_self(c), WAIT_READY, last ? deadline : until, max_sleep, try_receive,
-                           &ctx);
-            if (r != -ETIMEDOUT || last)
-                break;
-        }
-    }
+    if (r == -EAGAIN && timeout_ms != 0)
+        r = receive_wait(&ctx, timeout_ms);
     *got = ctx.got;
     return r;
 }
