@@ -31,6 +31,8 @@ typedef int... mode_t;
 #define SHMQ_DEAD_CORRUPT ...
 #define SHMQ_NAME_MAX ...
 #define SHMQ_DEDUP_KEY_MAX ...
+#define SHMQ_GROUP_BLOCK ...
+#define SHMQ_GROUP_OVERRUN ...
 
 typedef struct shmq_config {
     uint32_t capacity, max_msg_size, max_procs, heartbeat_timeout_ms, ack_deadline_ms;
@@ -42,6 +44,7 @@ typedef struct shmq_config {
     uint32_t wal_file_size;
     uint64_t log_retention_bytes;
     uint32_t dedup_window_count, dedup_window_ms;
+    uint32_t default_ttl_ms, expire_policy, max_groups, max_header_bytes, max_headers;
     ...;
 } shmq_config_t;
 
@@ -129,6 +132,12 @@ int shmq_receive_batch(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t 
 int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t *done);
 
 int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
+int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bound);
+int shmq_group_delete(shmq_t *q, const char *name);
+int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
+                             shmq_consumer_t **c);
+int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *out,
+                     size_t max, size_t *n);
 int shmq_consumer_close(shmq_consumer_t *c);
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
 int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg);

@@ -84,17 +84,30 @@ def test_dedup_key_enqueues_once(qname):
         assert e.value.errno == errno.ENOTSUP
 
 
-def test_headers_go_through_publish_ex(queue):
+def test_headers_go_through_publish_ex(queue, qname):
     with pytest.raises(TypeError, match="header key"):
         queue.publish(b"x", headers={1: b"v"})
     assert queue.publish(b"no headers", headers={}) >= 1  # none: a plain publish
-    try:
-        mid = queue.publish(b"x", headers={"trace-id": "abc", b"k2": b"v2"})
-    except shmq.ShmqError as e:
-        # a queue without room for headers (max_header_bytes 0) refuses them
-        assert e.errno == errno.ENOTSUP
-        pytest.skip("this queue carries no headers (shmq_publish_ex: ENOTSUP)")
-    assert mid >= 1
+    with pytest.raises(shmq.ShmqError) as e:  # this queue has no room for headers
+        queue.publish(b"x", headers={"trace-id": "abc"})
+    assert e.value.errno == errno.ENOTSUP
+
+
+def test_headers_round_trip(qname):
+    with shmq.Queue.create(qname, durability="none", max_header_bytes=512) as q:
+        assert q.config.max_header_bytes == 512
+        q.publish(b"with", headers=[("trace-id", "abc"), (b"k2", b"v\x01\xff")])
+        q.publish(b"without")
+        with q.consumer() as c:
+            m = c.receive(timeout=20)
+            assert m.header_items() == [("trace-id", b"abc"), ("k2", b"v\x01\xff")]
+            assert m.headers["trace-id"] == b"abc" and bytes(m.data) == b"with"
+            m.ack()
+            with pytest.raises(ValueError):
+                m.headers
+            m2 = c.receive(timeout=20)
+            assert m2.headers == {}
+            m2.ack()
 
 
 def test_delayed_publish(qname):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import time
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Type
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 from types import TracebackType
 
 from . import _fork
@@ -25,6 +25,7 @@ _MSG_P = ffi.typeof("shmq_msg_t *")
 _MSG_ARRAY = ffi.typeof("shmq_msg_t[]")
 _SIZE_P = ffi.typeof("size_t *")
 _SIZE_ARRAY = ffi.typeof("size_t[]")
+_HEADER_ARRAY = ffi.typeof("shmq_header_t[]")
 _CHUNK = 64
 _INT_MAX = 2**31 - 1
 _NO_MESSAGE = (-errno.EAGAIN, -errno.ETIMEDOUT)
@@ -139,6 +140,33 @@ class Message(tuple):  # type: ignore[type-arg]
     def _settled(self) -> bool:
         return bool(self[0].settled[self[1]])
 
+    def header_items(self) -> List[Tuple[str, bytes]]:
+        """The message's headers as (key, value) pairs in publish order (copies); valid to ask
+        until ack/nack, as data."""
+        d, i, _ = self
+        if d.settled[i]:
+            raise ValueError("message %d was acked or nacked: its headers are released" % self.id)
+        c = d.consumer._handle()
+        m = d.arr + i
+        n = ffi.new(_SIZE_P)
+        room = 8
+        while True:
+            out = ffi.new(_HEADER_ARRAY, room)
+            rc = lib.shmq_msg_headers(c, m, out, room, n)
+            if rc:
+                raise_error(rc, "headers of message %d" % self.id)
+            if n[0] <= room:
+                return [
+                    (ffi.unpack(h.key, h.key_len).decode("ascii"), ffi.unpack(h.value, h.value_len))
+                    for h in out[0 : n[0]]
+                ]
+            room = n[0]
+
+    @property
+    def headers(self) -> Dict[str, bytes]:
+        """The message's headers as a dict (a key published twice: its last value)."""
+        return dict(self.header_items())
+
     def __len__(self) -> int:
         return self[2]  # type: ignore[no-any-return]
 
@@ -214,7 +242,7 @@ class Consumer:
     """A consumer attached to a queue (Queue.consumer()). One thread at a time uses it.
     Iterating over it receives forever; messages(timeout) stops when nothing comes."""
 
-    def __init__(self, queue: "Queue", name: str) -> None:
+    def __init__(self, queue: "Queue", name: str, group: Optional[str] = None) -> None:
         self._queue = queue
         self._gen = _fork.state[0]
         self._pid = _fork.state[1]
@@ -222,7 +250,10 @@ class Consumer:
         self._chunk: Any = None  # receive()'s array, and its next free entry
         self._next = _CHUNK
         cp = ffi.new("shmq_consumer_t **")
-        rc = lib.shmq_consumer_open(queue._handle(), name.encode(), cp)
+        if group is None:
+            rc = lib.shmq_consumer_open(queue._handle(), name.encode(), cp)
+        else:
+            rc = lib.shmq_consumer_open_group(queue._handle(), group.encode(), name.encode(), cp)
         if rc:
             raise_error(rc, "consumer_open %s" % queue.name)
         self._c: object = cp[0]

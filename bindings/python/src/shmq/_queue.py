@@ -214,9 +214,26 @@ class Queue:
                 raise
         return out
 
-    def consumer(self, name: str = "python") -> Consumer:
-        """Attach a consumer (a context manager; close() detaches it)."""
-        return Consumer(self, name)
+    def consumer(self, name: str = "python", group: Optional[str] = None) -> Consumer:
+        """Attach a consumer (a context manager; close() detaches it); with group, a member of
+        that consumer group (shmq_consumer_open_group: README "Fan-out")."""
+        return Consumer(self, name, group)
+
+    def create_group(self, name: str, overrun_bound: int = 0) -> None:
+        """Create consumer group name: it receives every message published from now on, its
+        consumers (consumer(group=name)) competing for them. overrun_bound 0: a slow group
+        keeps its messages (publishers see a full queue); else it keeps at most that many,
+        losing its oldest ready ones (shmq_group_create, SHMQ_GROUP_BLOCK / _OVERRUN)."""
+        policy = lib.SHMQ_GROUP_OVERRUN if overrun_bound else lib.SHMQ_GROUP_BLOCK
+        rc = lib.shmq_group_create(self._handle(), name.encode(), policy, overrun_bound)
+        if rc:
+            raise_error(rc, "group_create %s" % name)
+
+    def delete_group(self, name: str) -> None:
+        """Delete consumer group name; what it held is released."""
+        rc = lib.shmq_group_delete(self._handle(), name.encode())
+        if rc:
+            raise_error(rc, "group_delete %s" % name)
 
     @property
     def config(self) -> Config:

@@ -37,6 +37,11 @@ class Config:
     log_retention_bytes: int
     dedup_window_count: int
     dedup_window_ms: int
+    default_ttl_ms: int
+    expire_policy: int
+    max_groups: int
+    max_header_bytes: int
+    max_headers: int
 
 
 CONFIG_FIELDS = tuple(f.name for f in fields(Config))
