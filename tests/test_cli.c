@@ -1332,3 +1332,54 @@ Test(cli, group_add_list_sub_delete)
     cr_assert(!strstr(r.out, "audit"), "a deleted group is listed:\n%s", r.out);
     run_free(&r);
 }
+
+/* Headers from the shell: `create --max-header-bytes`, `pub --header K=V` (repeatable), and
+ * the "headers" object of `peek`, `replay` and `sub --json`; a queue without headers, a bad key
+ * and headers too large fail the publish with exit 1 and say why. */
+Test(cli, pub_header_shows_in_peek_replay_and_sub_json)
+{
+    const char *name = h_qname("hdrcli");
+    RUN_EXPECT_EXIT(0, "create with headers", "create", name, "--max-header-bytes", "64",
+                    "--log-retention-bytes", "1048576");
+    RUN_EXPECT_EXIT(0, "pub with headers", "pub", name, "-H", "content-type=text/plain",
+                    "--header", "trace=a=b", "hello");
+    RUN_EXPECT_EXIT(0, "pub without", "pub", name, "plain");
+    const char *const cmds[3][6] = {{"peek", name, "--json", NULL},
+                                    {"replay", name, "--from", "1", "--json", NULL},
+                                    {"sub", name, "--count", "2", "--json", NULL}};
+    for (int i = 0; i < 3; i++) {
+        struct run r = run_argv(NULL, cmds[i]);
+        assert_exit(&r, 0, cmds[i][0]);
+        char *second = strchr(r.out, '\n');
+        cr_assert_not_null(second, "%s printed one line: %s", cmds[i][0], r.out);
+        *second++ = 0;
+        struct jval *d = json_parse(r.out);
+        cr_assert_str_eq(jstr(d, "data"), "hello");
+        cr_assert_str_eq(jstr(d, "headers.content-type"), "text/plain", "%s", cmds[i][0]);
+        cr_assert_str_eq(jstr(d, "headers.trace"), "a=b", "%s: the value is all after the "
+                         "first '='", cmds[i][0]);
+        json_free(d);
+        d = json_parse(second);
+        cr_assert_str_eq(jstr(d, "data"), "plain");
+        cr_assert_null(jget(d, "headers"), "%s: a message without headers shows none",
+                       cmds[i][0]);
+        json_free(d);
+        run_free(&r);
+    }
+    struct run r = RUN("pub", name, "-H", "a:b=1", "x");
+    assert_exit(&r, 1, "a bad key");
+    assert_contains(r.err, "printable ASCII without ':'", "a bad key says why");
+    run_free(&r);
+    r = RUN("pub", name, "-H", "k=0123456789012345678901234567890123456789012345678901234567890",
+            "x");
+    assert_exit(&r, 1, "headers too large");
+    assert_contains(r.err, "above the queue's max_header_bytes 64", "too large says why");
+    run_free(&r);
+    RUN_EXPECT_EXIT(2, "not K=V", "pub", name, "-H", "novalue", "x");
+    const char *plain = h_qname("hdrcli");
+    RUN_EXPECT_EXIT(0, "create without headers", "create", plain);
+    r = RUN("pub", plain, "-H", "a=b", "x");
+    assert_exit(&r, 1, "headers on a queue without them");
+    assert_contains(r.err, "--max-header-bytes", "says how to make one with headers");
+    run_free(&r);
+}

@@ -101,6 +101,11 @@ void json_string(FILE *out, const char *s, size_t len);
  * way (README, "The shmq command"). */
 void json_payload(FILE *out, const char *key, const void *data, size_t len);
 
+/* A message's headers as one JSON member, "headers":{"k":"v",...} (json_string() each; a key
+ * that repeats keeps its last value), after a comma; nothing for n == 0. `sub`, `peek` and
+ * `replay --json` print them so. */
+void json_headers(FILE *out, const shmq_header_t *h, size_t n);
+
 /* Write len bytes as standard base64 (RFC 4648 alphabet, '=' padding), no quotes. */
 void base64_write(FILE *out, const void *data, size_t len);
 

@@ -62,6 +62,9 @@ void cmd_create_help(FILE *out)
             "                            or dead-letter (reason expired) [drop]\n"
             "  --max-groups N            consumer groups it can hold at once, 1..%u (the group\n"
             "                            \"default\" is made; add more with `shmq group`) [%u]\n"
+            "  --max-header-bytes N      room for one message's headers (key + value + 5\n"
+            "                            bytes each; 0: the queue carries none), 0..%u [0]\n"
+            "  --max-headers N           headers per message, 1..%u [%u]\n"
             "  -h, --help                this text\n"
             "\n"
             "Exit status: 0 created; 1 runtime error (the queue exists, or its log does: open\n"
@@ -78,7 +81,8 @@ void cmd_create_help(FILE *out)
             d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.backoff_multiplier,
             (unsigned)d.mode, durability_name(d.durability), (unsigned)SHMQ_WAL_FILE_MIN,
             d.wal_file_size, d.dedup_window_count, d.dedup_window_ms, (unsigned)SHMQ_GROUPS_MAX,
-            d.max_groups, cli_progname, cli_progname, cli_progname, cli_progname);
+            d.max_groups, SHMQ_HEADER_BYTES_MAX, SHMQ_HEADERS_MAX, d.max_headers, cli_progname,
+            cli_progname, cli_progname, cli_progname);
 }
 
 enum {
@@ -100,7 +104,9 @@ enum {
     OPT_DEDUP_MS,
     OPT_TTL,
     OPT_EXPIRE,
-    OPT_GROUPS
+    OPT_GROUPS,
+    OPT_HDR_BYTES,
+    OPT_HEADERS
 };
 
 static int parse_durability(const char *s, int *out)
@@ -198,6 +204,11 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
     case OPT_EXPIRE: return parse_expire(v, &cfg->expire_policy);
     case OPT_GROUPS:
         return cli_u32(cmd, "--max-groups", v, 1, SHMQ_GROUPS_MAX, &cfg->max_groups);
+    case OPT_HDR_BYTES:
+        return cli_u32(cmd, "--max-header-bytes", v, 0, SHMQ_HEADER_BYTES_MAX,
+                       &cfg->max_header_bytes);
+    case OPT_HEADERS:
+        return cli_u32(cmd, "--max-headers", v, 1, SHMQ_HEADERS_MAX, &cfg->max_headers);
     }
     return CLI_EXIT_USAGE;
 }
@@ -239,6 +250,8 @@ int cmd_create(int argc, char **argv)
         {"ttl-ms", required_argument, NULL, OPT_TTL},
         {"expire", required_argument, NULL, OPT_EXPIRE},
         {"max-groups", required_argument, NULL, OPT_GROUPS},
+        {"max-header-bytes", required_argument, NULL, OPT_HDR_BYTES},
+        {"max-headers", required_argument, NULL, OPT_HEADERS},
         {"help", no_argument, NULL, 'h'},
         {0}};
     shmq_config_t cfg;

@@ -167,6 +167,28 @@ void base64_write(FILE *out, const void *data, size_t len)
     }
 }
 
+void json_headers(FILE *out, const shmq_header_t *h, size_t n)
+{
+    if (n == 0)
+        return;
+    fputs(",\"headers\":{", out);
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        bool later = false; /* a key that repeats: a JSON object keeps one, the last */
+        for (size_t j = i + 1; j < n && !later; j++)
+            later = h[j].key_len == h[i].key_len && memcmp(h[j].key, h[i].key, h[i].key_len) == 0;
+        if (later)
+            continue;
+        if (!first)
+            fputc(',', out);
+        first = false;
+        json_string(out, h[i].key, h[i].key_len);
+        fputc(':', out);
+        json_string(out, h[i].value, h[i].value_len);
+    }
+    fputc('}', out);
+}
+
 void json_payload(FILE *out, const char *key, const void *data, size_t len)
 {
     if (utf8_valid(data, len)) {

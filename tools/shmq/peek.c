@@ -74,16 +74,22 @@ int cmd_peek(int argc, char **argv)
     }
     shmq_config_t cfg;
     shmq_get_config(q, &cfg);
-    size_t n = 0, buf_size = (size_t)count * cfg.max_msg_size;
+    size_t n = 0, buf_size = (size_t)count * ((size_t)cfg.max_msg_size + cfg.max_header_bytes);
     shmq_peek_msg_t *m = calloc(count, sizeof(*m));
+    shmq_peek_headers_t *mh = calloc(count, sizeof(*mh));
     void *buf = malloc(buf_size ? buf_size : 1);
-    err = m && buf ? shmq_peek(q, m, count, buf, buf_size, &n) : -ENOMEM;
+    err = m && mh && buf ? shmq_peek_headers(q, m, mh, count, buf, buf_size, &n) : -ENOMEM;
     shmq_close(q);
     for (size_t i = 0; !err && i < n; i++) {
         if (json) {
             printf("{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"len\":%zu,", m[i].id,
                    m[i].attempt, m[i].len);
             json_payload(stdout, "data", m[i].data, m[i].copied);
+            shmq_header_t h[SHMQ_HEADERS_MAX];
+            size_t nh = 0;
+            if (mh[i].block && shmq_headers_decode(mh[i].block, mh[i].len, h, SHMQ_HEADERS_MAX,
+                                                   &nh) == 0)
+                json_headers(stdout, h, nh < SHMQ_HEADERS_MAX ? nh : SHMQ_HEADERS_MAX);
             fputs("}\n", stdout);
         } else {
             fwrite(m[i].data, 1, m[i].copied, stdout);
@@ -91,6 +97,7 @@ int cmd_peek(int argc, char **argv)
         }
     }
     free(m);
+    free(mh);
     free(buf);
     if (err) {
         fprintf(stderr, "%s peek: %s: %s\n", cli_progname, name,

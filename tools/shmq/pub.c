@@ -1,6 +1,6 @@
 /*
  * pub.c - `shmq pub NAME [MSG...]`: publish each argument, or else each line of stdin, as one
- * message (shmq_publish_timed; with --delay-ms, shmq_publish_delayed). Stops at the first
+ * message (shmq_publish_timed; with --delay-ms or --header, shmq_publish_ex). Stops at the first
  * message that fails, so a script knows that exactly the messages before it went in.
  */
 #include <errno.h>
@@ -32,6 +32,10 @@ void cmd_pub_help(FILE *out)
             "                      (delayed publish; 0: at once, the default). Until then no\n"
             "                      consumer gets it and `shmq stat` counts it as delayed; a\n"
             "                      rebuild from the log keeps what is left of the delay\n"
+            "  -H, --header K=V    give each message the header K with the value V (repeat it\n"
+            "                      for more; the queue must be made with --max-header-bytes).\n"
+            "                      K: printable ASCII without ':' or '='; V: the rest, after\n"
+            "                      the first '='. `shmq sub --json` shows them\n"
             "  -v, --verbose       print the id of each message published, one per line\n"
             "  -h, --help          this text\n"
             "  --                  what follows is MSG, even if it starts with '-'\n"
@@ -44,11 +48,12 @@ void cmd_pub_help(FILE *out)
             "Examples:\n"
             "  %s pub orders 'hello world'\n"
             "  %s pub orders --delay-ms 60000 'remind me in a minute'\n"
+            "  %s pub orders -H content-type=application/json -H trace=abc '{\"n\":1}'\n"
             "  %s pub -v orders one two three       # prints three ids\n"
             "  seq 1000 | %s pub orders --timeout-ms 5000\n"
             "  %s sub in --count 10 | tr a-z A-Z | %s pub out   # a pipeline stage\n",
             cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
-            cli_progname);
+            cli_progname, cli_progname);
 }
 
 struct pub {
@@ -58,14 +63,22 @@ struct pub {
     uint32_t delay_ms;
     bool verbose;
     uint64_t done;
+    shmq_header_t headers[SHMQ_HEADERS_MAX]; /* --header, in order */
+    uint32_t n_headers;
 };
 
-/* A delayed publish that waits up to timeout_ms (-1: forever) for a free slot, polling. */
-static int publish_delayed_timed(struct pub *p, const char *data, size_t len, uint64_t *id)
+/* A publish with options (a delay, headers) that waits up to timeout_ms (-1: forever) for a
+ * free slot, polling (no API call waits for one with options). */
+static int publish_ex_timed(struct pub *p, const char *data, size_t len, uint64_t *id)
 {
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.delay_ms = p->delay_ms;
+    o.headers = p->headers;
+    o.n_headers = p->n_headers;
     int waited = 0;
     for (;;) {
-        int err = shmq_publish_delayed(p->q, data, len, p->delay_ms, id);
+        int err = shmq_publish_ex(p->q, data, len, &o, id);
         if (err != -EAGAIN || (p->timeout_ms >= 0 && waited >= p->timeout_ms))
             return err;
         struct timespec ts = {0, FULL_POLL_MS * 1000000L};
@@ -78,13 +91,19 @@ static int publish_delayed_timed(struct pub *p, const char *data, size_t len, ui
 static int publish_one(struct pub *p, const char *data, size_t len)
 {
     uint64_t id = 0;
-    int err = p->delay_ms ? publish_delayed_timed(p, data, len, &id)
-                          : shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
+    int err = p->delay_ms || p->n_headers
+                  ? publish_ex_timed(p, data, len, &id)
+                  : shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
     if (err) {
         char buf[512];
         const char *why = cli_why(err, p->name, NULL, buf, sizeof buf);
         if (err == -EAGAIN || err == -ETIMEDOUT)
             why = "queue full (no free slot within --timeout-ms)";
+        else if (p->n_headers && err == -ENOTSUP)
+            why = "the queue carries no headers (create it with --max-header-bytes N)";
+        else if (p->n_headers && (err == -EMSGSIZE || err == -EINVAL) &&
+                 *shmq_last_error_detail())
+            why = shmq_last_error_detail();
         fprintf(stderr,
                 "%s pub: %s: message %" PRIu64 " (%zu bytes) not published: %s; %" PRIu64
                 " published before it\n",
@@ -121,12 +140,13 @@ int cmd_pub(int argc, char **argv)
 {
     static const struct option opts[] = {{"timeout-ms", required_argument, NULL, 't'},
                                          {"delay-ms", required_argument, NULL, 'd'},
+                                         {"header", required_argument, NULL, 'H'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     struct pub p = {.timeout_ms = -1};
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":hd:t:v", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hd:t:vH:", opts, NULL)) != -1) {
         switch (c) {
         case 't':
             if ((rc = cli_timeout("pub", "--timeout-ms", optarg, &p.timeout_ms)))
@@ -136,6 +156,16 @@ int cmd_pub(int argc, char **argv)
             if ((rc = cli_u32("pub", "--delay-ms", optarg, 0, UINT32_MAX, &p.delay_ms)))
                 return rc;
             break;
+        case 'H': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg)
+                return cli_usage_error("pub", "--header: '%s' is not K=V", optarg);
+            if (p.n_headers == SHMQ_HEADERS_MAX)
+                return cli_usage_error("pub", "--header: more than %u", SHMQ_HEADERS_MAX);
+            p.headers[p.n_headers++] =
+                (shmq_header_t){optarg, (size_t)(eq - optarg), eq + 1, strlen(eq + 1)};
+            break;
+        }
         case 'v': p.verbose = true; break;
         case 'h': cmd_pub_help(stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("pub", c, argv);

@@ -163,11 +163,15 @@ static int parse_from(const char *s, shmq_replay_from_t *from)
                            s);
 }
 
-static bool print_msg(const shmq_msg_t *m, int64_t unix_ms, bool json)
+static bool print_msg(shmq_replay_t *r, const shmq_msg_t *m, int64_t unix_ms, bool json)
 {
     if (json) {
         printf("{\"id\":%" PRIu64 ",\"unix_ms\":%" PRId64 ",\"len\":%zu,", m->id, unix_ms, m->len);
         json_payload(stdout, "data", m->data, m->len);
+        shmq_header_t h[SHMQ_HEADERS_MAX];
+        size_t n = 0;
+        if (shmq_replay_headers(r, h, SHMQ_HEADERS_MAX, &n) == 0)
+            json_headers(stdout, h, n < SHMQ_HEADERS_MAX ? n : SHMQ_HEADERS_MAX);
         fputs("}\n", stdout);
     } else {
         fwrite(m->data, 1, m->len, stdout);
@@ -218,7 +222,7 @@ static int run(shmq_replay_t *r, const char *name, const struct replay_opts *o)
             return CLI_EXIT_RUNTIME;
         }
         idle_ms = 1;
-        if (!print_msg(&m, shmq_replay_unix_ms(r), o->json)) {
+        if (!print_msg(r, &m, shmq_replay_unix_ms(r), o->json)) {
             fprintf(stderr, "%s replay: %s: writing stdout: %s\n", cli_progname, name,
                     strerror(errno));
             return CLI_EXIT_RUNTIME;

@@ -78,13 +78,17 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Print one message; false if stdout failed. */
-static bool print_msg(const shmq_msg_t *m, bool json)
+/* Print one message (received by c); false if stdout failed. */
+static bool print_msg(shmq_consumer_t *c, const shmq_msg_t *m, bool json)
 {
     if (json) {
         printf("{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"redelivered\":%s,\"len\":%zu,",
                m->id, m->attempt, (m->flags & SHMQ_MSG_REDELIVERED) ? "true" : "false", m->len);
         json_payload(stdout, "data", m->data, m->len);
+        shmq_header_t h[SHMQ_HEADERS_MAX];
+        size_t n = 0;
+        if (shmq_msg_headers(c, m, h, SHMQ_HEADERS_MAX, &n) == 0)
+            json_headers(stdout, h, n < SHMQ_HEADERS_MAX ? n : SHMQ_HEADERS_MAX);
         fputs("}\n", stdout);
     } else {
         fwrite(m->data, 1, m->len, stdout);
@@ -121,7 +125,7 @@ static int consume(shmq_consumer_t *c, const char *name, const struct sub_opts *
             fprintf(stderr, "%s sub: %s: receive: %s\n", cli_progname, name, shmq_strerror(err));
             return CLI_EXIT_RUNTIME;
         }
-        if (!print_msg(&m, o->json)) {
+        if (!print_msg(c, &m, o->json)) {
             fprintf(stderr,
                     "%s sub: %s: writing stdout: %s (message %" PRIu64
                     " not acked: it goes back to the queue)\n",
