@@ -86,6 +86,13 @@ struct pub_hdrs {
     uint32_t n, size; /* size: the encoded block's bytes (hdrs_measure), > 0 */
 };
 
+/* What a publish may add to its message besides a key: a delay, headers. One pointer, NULL for
+ * a plain publish, so the plain path passes no more arguments than it needs (instr-guard). */
+struct pub_more {
+    uint32_t delay_ms;          /* > 0: parked DELAYED */
+    const struct pub_hdrs *hd; /* NULL: no headers */
+};
+
 /* A reservation we hold (word w) goes back to the free ring unpublished. */
 static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
 {
@@ -303,11 +310,13 @@ static inline const struct slot_hdrs *write_headers(shmq_t *q, struct slot *sl,
 }
 
 /* Steps 2-4 for a slot we hold RESERVED; in_place: the payload is already there (shmq_commit),
- * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. delay_ms > 0:
- * a delayed publish (no key), parked DELAYED instead of steps 3-4. hd: its headers, or NULL. */
+ * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. more: NULL, or a
+ * delay (> 0: a delayed publish, no key, parked DELAYED instead of steps 3-4) and headers. */
 static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, const struct keyed *k,
-                       uint32_t delay_ms, const struct pub_hdrs *hd, uint64_t *id, bool in_place)
+                       const struct pub_more *more, uint64_t *id, bool in_place)
 {
+    uint32_t delay_ms = more ? more->delay_ms : 0;
+    const struct pub_hdrs *hd = more ? more->hd : NULL;
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
     /* a slot this call claimed that is no longer ours was taken from us (we were judged dead):
@@ -382,7 +391,7 @@ int shmq_commit(shmq_t *q, void *buf, size_t len, uint64_t *id)
     int err = check_publish_args(q, buf, len);
     if (err || (err = slot_of_buf(q, buf, &idx)) != 0)
         return err;
-    return commit_slot(q, idx, NULL, len, NULL, 0, NULL, id, true);
+    return commit_slot(q, idx, NULL, len, NULL, NULL, id, true);
 }
 
 int shmq_cancel(shmq_t *q, void *buf)
@@ -397,26 +406,27 @@ int shmq_cancel(shmq_t *q, void *buf)
     return give_back(q, idx, w);
 }
 
-int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
-{
-    return shmq_publish_delayed(q, data, len, 0, id);
-}
-
-/* A publish without a key: at once or after delay_ms, with headers hd or none. */
-static inline int publish_unkeyed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms,
-                                  const struct pub_hdrs *hd, uint64_t *id)
+/* A publish without a key: at once, or with more (a delay, headers). */
+static inline int publish_unkeyed(shmq_t *q, const void *data, size_t len,
+                                  const struct pub_more *more, uint64_t *id)
 {
     uint32_t idx;
     int err = check_publish_args(q, data, len);
     if (err || (err = claim_free_slot(q, &idx)) != 0)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, NULL, delay_ms, hd, id, false);
+    return commit_slot(q, idx, data, len, NULL, more, id, false);
+}
+
+int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
+{
+    return publish_unkeyed(q, data, len, NULL, id);
 }
 
 int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id)
 {
-    return publish_unkeyed(q, data, len, delay_ms, NULL, id);
+    struct pub_more more = {delay_ms, NULL};
+    return publish_unkeyed(q, data, len, delay_ms ? &more : NULL, id);
 }
 
 /* A keyed publish (the protocol: dedup.c): claim the key's bucket, then publish under it. */
@@ -446,7 +456,8 @@ static int publish_keyed(shmq_t *q, const void *data, size_t len, const void *ke
         return -EAGAIN;
     }
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, &k, 0, hd, id, false);
+    struct pub_more more = {0, hd};
+    return commit_slot(q, idx, data, len, &k, hd ? &more : NULL, id, false);
 }
 
 int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
@@ -515,7 +526,8 @@ int shmq_publish_ex(shmq_t *q, const void *data, size_t len, const shmq_pub_opts
     const struct pub_hdrs *h = hd.size ? &hd : NULL;
     if (o.dedup_key)
         return publish_keyed(q, data, len, o.dedup_key, o.dedup_key_len, h, id);
-    return publish_unkeyed(q, data, len, o.delay_ms, h, id);
+    struct pub_more more = {o.delay_ms, h};
+    return publish_unkeyed(q, data, len, o.delay_ms || h ? &more : NULL, id);
 }
 
 struct claim_ctx {
@@ -545,7 +557,7 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
     if (err)
         return err;
     CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, ctx.idx, data, len, NULL, 0, NULL, id, false);
+    return commit_slot(q, ctx.idx, data, len, NULL, NULL, id, false);
 }
 
 /*
