@@ -822,3 +822,89 @@ Test(bridge, bad_config_is_refused_with_a_clear_error)
     const char *help[] = {"--help", NULL};
     expect_refused(help, 0, "Exit status", "--help");
 }
+
+/* Headers cross the bridge both ways: a message published into A with headers arrives in B
+ * with them, plus the bridge's Nats-Msg-Id (HOST/QUEUE/ID), Shmq-Id and Shmq-Host, which a
+ * consumer on the far host can deduplicate by; a message's own header of one of those names
+ * does not override the bridge's. */
+Test(bridge, headers_cross_both_ways_with_the_bridge_ids)
+{
+    server_start();
+    struct setup s;
+    char ta[32], tb[32];
+    snprintf(ta, sizeof ta, "hd-a");
+    snprintf(tb, sizeof tb, "hd-b");
+    s.qa = h_qname(ta);
+    s.qb = h_qname(tb);
+    for (int i = 0; i < 2; i++) {
+        shmq_config_t cfg = h_small_config(64, MSG_MAX, 64);
+        cfg.durability = SHMQ_DURABILITY_NONE;
+        cfg.max_header_bytes = 1024;
+        shmq_t *q;
+        h_assert_rc(shmq_create(i ? s.qb : s.qa, &cfg, &q), 0);
+        shmq_close(q);
+    }
+    snprintf(s.stream, sizeof s.stream, "BR%d", (int)getpid());
+    snprintf(s.out, sizeof s.out, "%s:bridge.%d.x", s.qa, (int)getpid());
+    snprintf(s.in, sizeof s.in, "%s:dur:%s", s.stream, s.qb);
+    snprintf(s.create, sizeof s.create, "%s:bridge.%d.>", s.stream, (int)getpid());
+    const char *args[] = {"--server", server_url(), "--create-stream", s.create, "--out", s.out,
+                          "--in", s.in, NULL};
+    pid_t b = bridge_start("hd.log", args);
+    cr_assert(wait_file_has(tmp_path("hd.log"), "event=route_started route=in", READY_WAIT_MS),
+              "the bridge did not start its routes; see %s", tmp_path("hd.log"));
+    shmq_t *qa;
+    h_assert_rc(shmq_open(s.qa, &qa), 0);
+    const char *trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    shmq_header_t h[] = {{"traceparent", 11, trace, strlen(trace)},
+                         {"Shmq-Id", 7, "fake", 4},
+                         {"reply-to", 8, "orders.replies", 14}};
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.headers = h;
+    o.n_headers = 3;
+    uint64_t id = 0;
+    h_assert_rc(shmq_publish_ex(qa, "payload", 7, &o, &id), 0);
+    shmq_close(qa);
+
+    shmq_t *qb;
+    h_assert_rc(shmq_open(s.qb, &qb), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(qb, "far", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, DELIVERY_WAIT_MS), 0);
+    cr_assert(m.len == 7 && memcmp(m.data, "payload", 7) == 0, "wrong payload");
+    shmq_header_t got[32];
+    size_t n = 0;
+    h_assert_rc(shmq_msg_headers(c, &m, got, 32, &n), 0);
+    char want_id[32], want_msgid_tail[96];
+    snprintf(want_id, sizeof want_id, "%llu", (unsigned long long)id);
+    snprintf(want_msgid_tail, sizeof want_msgid_tail, "/%s/%llu", s.qa, (unsigned long long)id);
+    const char *msgid = NULL, *shmqid = NULL, *host = NULL, *tp = NULL, *reply = NULL;
+    int shmqids = 0;
+    for (size_t i = 0; i < n && i < 32; i++) {
+        if (strcmp(got[i].key, "Nats-Msg-Id") == 0)
+            msgid = got[i].value;
+        if (strcmp(got[i].key, "Shmq-Id") == 0)
+            shmqid = got[i].value, shmqids++;
+        if (strcmp(got[i].key, "Shmq-Host") == 0)
+            host = got[i].value;
+        if (strcmp(got[i].key, "traceparent") == 0)
+            tp = got[i].value;
+        if (strcmp(got[i].key, "reply-to") == 0)
+            reply = got[i].value;
+    }
+    cr_assert(tp && strcmp(tp, trace) == 0, "traceparent did not cross: %s", tp ? tp : "none");
+    cr_assert(reply && strcmp(reply, "orders.replies") == 0, "reply-to did not cross");
+    cr_assert(msgid && strlen(msgid) > strlen(want_msgid_tail) &&
+                  strcmp(msgid + strlen(msgid) - strlen(want_msgid_tail), want_msgid_tail) == 0,
+              "Nats-Msg-Id %s, expected HOST%s", msgid ? msgid : "none", want_msgid_tail);
+    cr_assert(shmqid && shmqids == 1 && strcmp(shmqid, want_id) == 0,
+              "Shmq-Id %s (%d of them), expected the bridge's %s", shmqid ? shmqid : "none",
+              shmqids, want_id);
+    cr_assert(host && *host, "no Shmq-Host");
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    shmq_close(qb);
+    bridge_stop(b);
+}

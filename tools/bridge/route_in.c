@@ -30,6 +30,7 @@ struct in_state {
     jsCtx *js;
     natsSubscription *sub;
     int64_t last_err_log_ms;
+    bool headers; /* the local queue carries headers (max_header_bytes > 0) */
 };
 
 static int64_t now_ms(void)
@@ -112,6 +113,8 @@ int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection 
     if (!st)
         return BRIDGE_EXIT_RUNTIME;
     r->state = st;
+    shmq_config_t cfg;
+    st->headers = shmq_get_config(r->q, &cfg) == 0 && cfg.max_header_bytes > 0;
     natsStatus s = natsConnection_JetStream(&st->js, nc, NULL);
     if (s != NATS_OK) {
         fprintf(stderr, "shmq-bridge: JetStream context: %s\n", nats_err(s));
@@ -137,6 +140,62 @@ int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection 
     return 0;
 }
 
+/* The NATS headers of msg as shmq headers, into h (at most max; Nats-Msg-Id, Shmq-Id and
+ * Shmq-Host among them, so a consumer on this host can deduplicate without an envelope). The
+ * strings belong to msg. *n gets how many; 0 when it has none or they cannot be read. */
+static void nats_headers(natsMsg *msg, shmq_header_t *h, size_t max, uint32_t *n)
+{
+    const char **keys = NULL;
+    int nk = 0;
+    *n = 0;
+    if (natsMsgHeader_Keys(msg, &keys, &nk) != NATS_OK)
+        return;
+    for (int i = 0; i < nk; i++) {
+        const char **vals = NULL;
+        int nv = 0;
+        if (natsMsgHeader_Values(msg, keys[i], &vals, &nv) != NATS_OK)
+            continue;
+        for (int j = 0; j < nv && *n < max; j++)
+            h[(*n)++] = (shmq_header_t){keys[i], strlen(keys[i]), vals[j], strlen(vals[j])};
+        free((void *)vals);
+    }
+    free((void *)keys);
+}
+
+/* One local publish of msg, waiting up to wait_ms for room: with its NATS headers when the
+ * queue carries headers (shmq_publish_ex, polled on a full queue), else as before. Headers the
+ * queue refuses (more or larger than its limits) are dropped, said once a second in the log,
+ * rather than the message: the payload is what the route promises to carry. */
+static int local_publish(struct route *r, struct in_state *st, natsMsg *msg, int wait_ms,
+                         uint64_t *id)
+{
+    const void *data = natsMsg_GetData(msg);
+    size_t len = (size_t)natsMsg_GetDataLength(msg);
+    shmq_header_t h[64];
+    uint32_t n = 0;
+    if (st->headers)
+        nats_headers(msg, h, sizeof h / sizeof h[0], &n);
+    if (!n)
+        return shmq_publish_timed(r->q, data, len, id, wait_ms);
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.headers = h;
+    o.n_headers = n;
+    int64_t until = now_ms() + wait_ms;
+    for (;;) {
+        int rc = shmq_publish_ex(r->q, data, len, &o, id);
+        if (rc == -EMSGSIZE || rc == -EINVAL) {
+            char q[300];
+            blog(LOG_WARN, "headers_dropped", "route=in queue=%s count=%u error=%s", r->queue,
+                 n, logfmt_quote(shmq_last_error_detail(), q, sizeof q));
+            return shmq_publish_timed(r->q, data, len, id, wait_ms);
+        }
+        if (rc != -EAGAIN || now_ms() >= until)
+            return rc == -EAGAIN ? -ETIMEDOUT : rc;
+        sleep_ms(10);
+    }
+}
+
 /* Hand one fetched message to the local queue, then ack or nak it to JetStream. */
 static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
 {
@@ -149,10 +208,11 @@ static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
     int64_t give_up = now_ms() + o->local_wait_ms;
     for (;;) {
         int64_t left = give_up - now_ms();
-        rc = shmq_publish_timed(r->q, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &id,
-                                left <= 0     ? 0
-                                : left > 1000 ? 1000
-                                              : (int)left);
+        rc = local_publish(r, st, msg,
+                           left <= 0     ? 0
+                           : left > 1000 ? 1000
+                                         : (int)left,
+                           &id);
         if (rc == -EINTR && !g_stop)
             continue;
         if ((rc != -ETIMEDOUT && rc != -EAGAIN) || g_stop || now_ms() >= give_up)

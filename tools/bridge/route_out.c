@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "bridge.h"
@@ -208,7 +209,38 @@ static int set_header_u64(natsMsg *nm, const char *key, uint64_t v)
     return natsMsgHeader_Set(nm, key, buf) == NATS_OK ? 0 : -1;
 }
 
-static natsStatus build_msg(struct route *r, const shmq_msg_t *m, natsMsg **out)
+/* The headers the bridge sets itself: a message's own header of one of these names is not
+ * copied (the bridge's value is the one a far consumer deduplicates by). */
+static bool bridge_header(const char *key)
+{
+    static const char *const own[] = {"Nats-Msg-Id", "Shmq-Id", "Shmq-Attempt", "Shmq-Host",
+                                      "Shmq-Queue"};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strcasecmp(key, own[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The message's shmq headers (read in place: their key and value are NUL-terminated) as NATS
+ * headers, after the bridge's own. */
+static natsStatus copy_headers(shmq_consumer_t *c, const shmq_msg_t *m, natsMsg *nm)
+{
+    shmq_header_t h[SHMQ_HEADERS_MAX];
+    size_t n = 0;
+    if (shmq_msg_headers(c, m, h, SHMQ_HEADERS_MAX, &n) != 0)
+        return NATS_OK; /* a corrupt block: the message goes on without them */
+    for (size_t i = 0; i < n && i < SHMQ_HEADERS_MAX; i++) {
+        if (bridge_header(h[i].key))
+            continue;
+        natsStatus s = natsMsgHeader_Add(nm, h[i].key, h[i].value);
+        if (s != NATS_OK)
+            return s;
+    }
+    return NATS_OK;
+}
+
+static natsStatus build_msg(struct route *r, shmq_consumer_t *c, const shmq_msg_t *m,
+                            natsMsg **out)
 {
     natsMsg *nm = NULL;
     natsStatus s = natsMsg_Create(&nm, r->subject, NULL, m->data, (int)m->len);
@@ -220,7 +252,8 @@ static natsStatus build_msg(struct route *r, const shmq_msg_t *m, natsMsg **out)
         set_header_u64(nm, "Shmq-Id", m->id) < 0 ||
         set_header_u64(nm, "Shmq-Attempt", m->attempt) < 0 ||
         natsMsgHeader_Set(nm, "Shmq-Host", r->o->host) != NATS_OK ||
-        natsMsgHeader_Set(nm, "Shmq-Queue", r->queue) != NATS_OK) {
+        natsMsgHeader_Set(nm, "Shmq-Queue", r->queue) != NATS_OK ||
+        copy_headers(c, m, nm) != NATS_OK) {
         natsMsg_Destroy(nm);
         return NATS_NO_MEMORY;
     }
@@ -232,7 +265,7 @@ static natsStatus build_msg(struct route *r, const shmq_msg_t *m, natsMsg **out)
 static void publish_one(struct route *r, struct out_state *st, const shmq_msg_t *m)
 {
     natsMsg *nm = NULL;
-    natsStatus s = build_msg(r, m, &nm);
+    natsStatus s = build_msg(r, st->c, m, &nm);
     if (s != NATS_OK) {
         log_fail(r, st, "publish_failed", s, 0, m->id);
         atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
