@@ -91,6 +91,7 @@ struct pub_hdrs {
 struct pub_more {
     uint32_t delay_ms;          /* > 0: parked DELAYED */
     const struct pub_hdrs *hd; /* NULL: no headers */
+    uint32_t ttl_ms;            /* > 0: its own time to live; 0: the queue's default_ttl_ms */
 };
 
 /* A reservation we hold (word w) goes back to the free ring unpublished. */
@@ -317,6 +318,8 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
 {
     uint32_t delay_ms = more ? more->delay_ms : 0;
     const struct pub_hdrs *hd = more ? more->hd : NULL;
+    uint32_t ttl_ms = more && more->ttl_ms ? more->ttl_ms
+                                           : settings_default_ttl_ms(&q->seg.hdr->settings);
     struct slot *sl = segment_slot(&q->seg, idx);
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
     /* a slot this call claimed that is no longer ours was taken from us (we were judged dead):
@@ -333,7 +336,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     sl->attempt = 0;
     uint64_t now = k ? k->now_ns : now_ns_coarse(); /* the call's one clock read */
     sl->publish_ns = now;
-    sl->expire_ns = expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings));
+    sl->expire_ns = expire_at(now, ttl_ms);
     /* P0 (release): the id above is this reservation's; the deadline field, tagged with our
      * RESERVED word, says so to maintenance (M0, acquire), which frees a dead producer's
      * reservation and logs ACK|ABORT only for an id it knows is its own. Before P0 the slot may
@@ -425,13 +428,13 @@ int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
 
 int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id)
 {
-    struct pub_more more = {delay_ms, NULL};
+    struct pub_more more = {delay_ms, NULL, 0};
     return publish_unkeyed(q, data, len, delay_ms ? &more : NULL, id);
 }
 
 /* A keyed publish (the protocol: dedup.c): claim the key's bucket, then publish under it. */
 static int publish_keyed(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
-                         const struct pub_hdrs *hd, uint64_t *id)
+                         const struct pub_more *more, uint64_t *id)
 {
     if (!q || (!data && len) || !key || key_len == 0 || key_len > SHMQ_DEDUP_KEY_MAX)
         return -EINVAL;
@@ -456,8 +459,7 @@ static int publish_keyed(shmq_t *q, const void *data, size_t len, const void *ke
         return -EAGAIN;
     }
     CRASH_POINT(publish_after_reserve);
-    struct pub_more more = {0, hd};
-    return commit_slot(q, idx, data, len, &k, hd ? &more : NULL, id, false);
+    return commit_slot(q, idx, data, len, &k, more, id, false);
 }
 
 int shmq_publish_dedup(shmq_t *q, const void *data, size_t len, const void *key, size_t key_len,
@@ -524,10 +526,11 @@ int shmq_publish_ex(shmq_t *q, const void *data, size_t len, const shmq_pub_opts
     if (o.dedup_key && o.delay_ms)
         return -ENOTSUP;
     const struct pub_hdrs *h = hd.size ? &hd : NULL;
+    struct pub_more more = {o.delay_ms, h, o.ttl_ms};
+    const struct pub_more *m = o.delay_ms || h || o.ttl_ms ? &more : NULL;
     if (o.dedup_key)
-        return publish_keyed(q, data, len, o.dedup_key, o.dedup_key_len, h, id);
-    struct pub_more more = {o.delay_ms, h};
-    return publish_unkeyed(q, data, len, o.delay_ms || h ? &more : NULL, id);
+        return publish_keyed(q, data, len, o.dedup_key, o.dedup_key_len, m, id);
+    return publish_unkeyed(q, data, len, m, id);
 }
 
 struct claim_ctx {
@@ -593,8 +596,9 @@ static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, size
         struct slot *sl = sls[j];
         /* relaxed: a lower bound of the file its record lands in, as in log_publish() */
         atomic_store_explicit(&sl->wal_seq, lower, memory_order_relaxed);
-        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl),
-                                     expire_unix_ms(q, sl->expire_ns)};
+        /* the expiry's wall-clock time: two clock reads, only for a message that has one */
+        uint64_t exp = sl->expire_ns != EXPIRE_NEVER ? expire_unix_ms(q, sl->expire_ns) : 0;
+        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl), exp};
     }
     uint64_t unix_ms = 0; /* the run's records share one wall-clock reading (replay by time) */
     *logged = 0;

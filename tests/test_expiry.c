@@ -19,6 +19,8 @@
  *  - delayed_expires_before_due: a delayed message whose expiry comes before its due time
  *    expires at the expiry, never delivered.
  *  - peek_skips_expired: peek does not show a message past its expiry.
+ *  - per_message_ttl, cli_pub_ttl: shmq_pub_opts_t.ttl_ms (and `shmq pub --ttl-ms`): a message's
+ *    own time to live, on a queue with or without a default, keyed or not, kept by a rebuild.
  *  - config: the policy is checked (-EINVAL) and kept (shmq_get_config).
  *  - cli: `shmq create --ttl-ms --expire` makes such a queue, `shmq stat --json` shows the
  *    config and the expired count, a bad policy is a usage error (exit 2).
@@ -636,4 +638,92 @@ Test(expiry, stopped_between_clocks_logs_no_early_expiry)
     if (h_now_ms() < t0 + 5000 - MARGIN_MS) /* else it may be past its expiry anyway */
         cr_assert_eq(rep.restored, 1, "dropped by the rebuild %lld ms before its expiry",
                      (long long)(t0 + 5000 - h_now_ms()));
+}
+
+/* ---------------------------------------------------------------- per message */
+
+static int publish_ttl(shmq_t *q, const char *s, uint32_t ttl_ms, const char *key, uint64_t *id)
+{
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.ttl_ms = ttl_ms;
+    o.dedup_key = key;
+    o.dedup_key_len = key ? strlen(key) : 0;
+    return shmq_publish_ex(q, s, strlen(s), &o, id);
+}
+
+/* shmq_pub_opts_t.ttl_ms: a message's own time to live, shorter or longer than the queue's (or
+ * on a queue without one), also keyed; kept by a rebuild. */
+Test(expiry, per_message_ttl)
+{
+    const char *name = h_qname("pm");
+    shmq_config_t cfg = ttl_config(300, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms();
+    uint64_t id_long, id_short, id_keyed, id_default;
+    h_assert_rc(publish_ttl(q, "long", 600000, NULL, &id_long), 0);
+    h_assert_rc(publish_ttl(q, "short", 100, NULL, &id_short), 0);
+    h_assert_rc(publish_ttl(q, "keyed", 100, "k1", &id_keyed), 0);
+    h_assert_rc(publish_ttl(q, "default", 0, NULL, &id_default), 0);
+    wait_past(t0 + 100 + MARGIN_MS);
+    shmq_maint_report_t rep;
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    if (h_now_ms() < t0 + 300 - MARGIN_MS) /* only the two short ones were due */
+        cr_assert_eq(rep.expired, 2, "expired %u at 100 ms", rep.expired);
+    wait_past(t0 + 300 + MARGIN_MS);
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 3, "expired %llu: short, keyed, default", (unsigned long long)st.expired);
+    cr_assert_eq(st.ready, 1, "the long one is left");
+    /* the long one keeps its own expiry across a rebuild: not the queue's 300 ms */
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rr;
+    h_assert_rc(shmq_recover(name, NULL, &rr), 0);
+    cr_assert_eq(rr.restored, 1);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert_eq(m.id, id_long);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    shmq_close(q);
+
+    /* a queue without a default: only the message with a ttl_ms expires */
+    name = h_qname("pm0");
+    cfg = ttl_config(0, SHMQ_EXPIRE_DEAD_LETTER, SHMQ_DURABILITY_NONE);
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    t0 = h_now_ms();
+    h_assert_rc(publish_ttl(q, "short", 100, NULL, &id_short), 0);
+    h_assert_rc(shmq_publish(q, "plain", 5, NULL), 0);
+    wait_past(t0 + 100 + MARGIN_MS);
+    h_assert_rc(shmq_maintain(q, &rep), 0);
+    cr_assert_eq(rep.expired, 1);
+    st = stats_of(q);
+    cr_assert_eq(st.dead, 1);
+    cr_assert_eq(st.ready, 1);
+    shmq_close(q);
+}
+
+Test(expiry, cli_pub_ttl)
+{
+    const char *name = h_qname("clipub");
+    RUN_EXPECT_EXIT(0, "create", "create", name, "--durability", "none");
+    int64_t t0 = h_now_ms();
+    RUN_EXPECT_EXIT(0, "pub --ttl-ms", "pub", name, "--ttl-ms", "100", "stale");
+    RUN_EXPECT_EXIT(0, "pub", "pub", name, "fresh");
+    wait_past(t0 + 100 + MARGIN_MS);
+    struct run r = RUN("sub", name, "--count", "1", "--ack", "--timeout-ms", "20000");
+    assert_exit(&r, 0, "sub");
+    cr_assert(strstr(r.out, "fresh") && !strstr(r.out, "stale"), "sub printed:\n%s", r.out);
+    run_free(&r);
+    r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat");
+    struct jval *d = json_parse(r.out);
+    cr_assert_eq(jnum(d, "expired"), 1);
+    json_free(d);
+    run_free(&r);
 }

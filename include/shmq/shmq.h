@@ -398,6 +398,10 @@ typedef struct shmq_pub_opts {
     uint32_t n_headers;
     const void *dedup_key;         /* non-NULL: a keyed publish (shmq_publish_dedup) */
     size_t dedup_key_len;
+    uint32_t ttl_ms;               /* > 0: this message's time to live, instead of the queue's
+                                    * default_ttl_ms (longer or shorter); 0: the queue's. Counted
+                                    * from the publish, also for a delayed one (README "Expiry") */
+    uint32_t reserved_1;           /* 0 (the struct grows in 8-byte words) */
     /* later fields go here, in whole 8-byte words (src/abi.c): no tail padding */
 } shmq_pub_opts_t;
 
@@ -418,6 +422,8 @@ int shmq_pub_opts_init_size(shmq_pub_opts_t *opts, size_t size);
  * those calls holds). With headers, the message carries them: they are copied into its slot
  * beside the payload, logged in its PUBLISH record (so a rebuild from the log, replay and peek
  * return them), and read zero-copy on receive (shmq_msg_headers()).
+ * With ttl_ms, the message expires ttl_ms after this call unless delivered before (README
+ * "Expiry"; on any queue, whatever its default_ttl_ms).
  * Returns their errors, and -EINVAL for a size shmq does not know (smaller than the first
  * version of this struct, the fields up to dedup_key_len, or larger than this library's: a
  * newer caller's options it would ignore), for NULL headers with n_headers > 0, or for a header

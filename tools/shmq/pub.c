@@ -1,7 +1,7 @@
 /*
  * pub.c - `shmq pub NAME [MSG...]`: publish each argument, or else each line of stdin, as one
- * message (shmq_publish_timed; with --delay-ms or --header, shmq_publish_ex). Stops at the first
- * message that fails, so a script knows that exactly the messages before it went in.
+ * message (shmq_publish_timed; with --delay-ms, --ttl-ms or --header, shmq_publish_ex). Stops at
+ * the first message that fails, so a script knows that exactly the messages before it went in.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -36,6 +36,9 @@ void cmd_pub_help(FILE *out)
             "                      for more; the queue must be made with --max-header-bytes).\n"
             "                      K: printable ASCII without ':' or '='; V: the rest, after\n"
             "                      the first '='. `shmq sub --json` shows them\n"
+            "  --ttl-ms N          each message expires N ms after it is published unless\n"
+            "                      delivered before (dropped or dead-lettered, as the queue\n"
+            "                      was created: `create --expire`); 0: the queue's --ttl-ms\n"
             "  -v, --verbose       print the id of each message published, one per line\n"
             "  -h, --help          this text\n"
             "  --                  what follows is MSG, even if it starts with '-'\n"
@@ -49,25 +52,26 @@ void cmd_pub_help(FILE *out)
             "  %s pub orders 'hello world'\n"
             "  %s pub orders --delay-ms 60000 'remind me in a minute'\n"
             "  %s pub orders -H content-type=application/json -H trace=abc '{\"n\":1}'\n"
+            "  %s pub quotes --ttl-ms 5000 'EURUSD 1.0842'   # stale after 5 s\n"
             "  %s pub -v orders one two three       # prints three ids\n"
             "  seq 1000 | %s pub orders --timeout-ms 5000\n"
             "  %s sub in --count 10 | tr a-z A-Z | %s pub out   # a pipeline stage\n",
             cli_progname, cli_progname, cli_progname, cli_progname, cli_progname, cli_progname,
-            cli_progname, cli_progname);
+            cli_progname, cli_progname, cli_progname);
 }
 
 struct pub {
     shmq_t *q;
     const char *name;
     int timeout_ms;
-    uint32_t delay_ms;
+    uint32_t delay_ms, ttl_ms;
     bool verbose;
     uint64_t done;
     shmq_header_t headers[SHMQ_HEADERS_MAX]; /* --header, in order */
     uint32_t n_headers;
 };
 
-/* A publish with options (a delay, headers) that waits up to timeout_ms (-1: forever) for a
+/* A publish with options (a delay, headers, a time to live) that waits up to timeout_ms (-1: forever) for a
  * free slot, polling (no API call waits for one with options). */
 static int publish_ex_timed(struct pub *p, const char *data, size_t len, uint64_t *id)
 {
@@ -76,6 +80,7 @@ static int publish_ex_timed(struct pub *p, const char *data, size_t len, uint64_
     o.delay_ms = p->delay_ms;
     o.headers = p->headers;
     o.n_headers = p->n_headers;
+    o.ttl_ms = p->ttl_ms;
     int waited = 0;
     for (;;) {
         int err = shmq_publish_ex(p->q, data, len, &o, id);
@@ -91,7 +96,7 @@ static int publish_ex_timed(struct pub *p, const char *data, size_t len, uint64_
 static int publish_one(struct pub *p, const char *data, size_t len)
 {
     uint64_t id = 0;
-    int err = p->delay_ms || p->n_headers
+    int err = p->delay_ms || p->n_headers || p->ttl_ms
                   ? publish_ex_timed(p, data, len, &id)
                   : shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
     if (err) {
@@ -141,6 +146,7 @@ int cmd_pub(int argc, char **argv)
     static const struct option opts[] = {{"timeout-ms", required_argument, NULL, 't'},
                                          {"delay-ms", required_argument, NULL, 'd'},
                                          {"header", required_argument, NULL, 'H'},
+                                         {"ttl-ms", required_argument, NULL, 'T'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
@@ -150,6 +156,10 @@ int cmd_pub(int argc, char **argv)
         switch (c) {
         case 't':
             if ((rc = cli_timeout("pub", "--timeout-ms", optarg, &p.timeout_ms)))
+                return rc;
+            break;
+        case 'T':
+            if ((rc = cli_u32("pub", "--ttl-ms", optarg, 0, UINT32_MAX, &p.ttl_ms)))
                 return rc;
             break;
         case 'd':
