@@ -19,7 +19,7 @@
 _Static_assert(sizeof(shmq_config_t) == ABI_END(shmq_config_t, max_headers),
                "shmq_config_t: append fields in whole 8-byte words and name the last one here");
 _Static_assert(sizeof(shmq_config_t) % 8 == 0, "shmq_config_t: a size is a multiple of 8");
-_Static_assert(sizeof(shmq_pub_opts_t) == ABI_END(shmq_pub_opts_t, dedup_key_len),
+_Static_assert(sizeof(shmq_pub_opts_t) == ABI_END(shmq_pub_opts_t, reserved_1),
                "shmq_pub_opts_t: append fields in whole 8-byte words and name the last one here");
 _Static_assert(sizeof(shmq_pub_opts_t) % 8 == 0, "shmq_pub_opts_t: a size is a multiple of 8");
 
