@@ -100,7 +100,7 @@ static inline __attribute__((always_inline)) int claim_in_group(shmq_consumer_t 
         }
         /* X1: past its expiry it is never delivered (expire.h); a queue without a TTL stores
          * EXPIRE_NEVER: one compare against the try's clock reading either way */
-        if (now >= sl->expire_ns) {
+        if (now >= slot_expire(sl)) {
             expire_held_cell(q, g, idx, mine, q_self(q));
             continue;
         }
@@ -470,7 +470,7 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     uint64_t id = h.sl->id;
     /* a nacked message past its expiry expires instead of coming back (the clock is read only
      * for one that has an expiry) */
-    uint64_t expire = h.sl->expire_ns;
+    uint64_t expire = slot_expire(h.sl);
     if (expire != EXPIRE_NEVER && now_ns_coarse() >= expire) {
         err = expire_held_cell(q, g, idx, w, q_self(q));
         if (err != -ESTALE)

@@ -93,7 +93,7 @@ static int move_dead(shmq_t *q, uint32_t idx, uint64_t w, bool redrive)
     }
     sl->attempt = 0; /* the CAS below publishes these to the deliverer */
     sl->dead_reason = 0;
-    sl->expire_ns = EXPIRE_NEVER; /* a redriven message has no expiry (its PUBLISH has none) */
+    slot_set_expire(sl, EXPIRE_NEVER); /* redriven: no expiry (its PUBLISH has none) */
     return slot_move(q, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
 }
 

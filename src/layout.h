@@ -166,8 +166,11 @@ struct slot {
     _Atomic uint64_t deadline; /* tagged: ms since created_ns (INFLIGHT, DELAYED) | gen tag */
     uint64_t id;
     uint64_t publish_ns;
-    uint64_t expire_ns;        /* CLOCK_MONOTONIC ns at which the message expires, UINT64_MAX
-                                * for never (expire.c); written with id, published by P1 */
+    _Atomic uint64_t expire_ns; /* CLOCK_MONOTONIC ns at which the message expires, UINT64_MAX
+                                 * for never (expire.c); written with id, published by P1; read
+                                 * and written relaxed through slot_expire()/slot_set_expire():
+                                 * maintenance reads it before its CAS, while the slot may be
+                                 * reused under it (the CAS then fails: the value is unused) */
     uint32_t len;
     uint32_t attempt;          /* deliveries so far */
     _Atomic uint32_t linger;   /* registry index + 1 of a live former owner that may still read
@@ -180,6 +183,20 @@ struct slot {
     uint8_t reserved[56];
     /* payload follows at offset 128 */
 };
+
+/* A slot's expire_ns. Relaxed: the state word orders it (P1 publishes it; C1 or a
+ * maintainer's CAS from the word it read validates a read of it); atomic only because a
+ * maintainer may read it while a publisher reusing the slot writes it, and its CAS then fails. */
+static inline uint64_t slot_expire(const struct slot *sl)
+{
+    return atomic_load_explicit(&sl->expire_ns, memory_order_relaxed);
+}
+
+static inline void slot_set_expire(struct slot *sl, uint64_t expire_ns)
+{
+    atomic_store_explicit(&sl->expire_ns, expire_ns, memory_order_relaxed);
+}
+
 #define SLOT_HEADER_SIZE 128u
 
 _Static_assert(sizeof(struct seg_layout) % 8 == 0, "layout is 8-byte aligned");

@@ -207,7 +207,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     ns->len = len;
     ns->attempt = attempt;
     ns->publish_ns = sl->publish_ns;
-    ns->expire_ns = sl->expire_ns;
+    slot_set_expire(ns, slot_expire(sl));
     atomic_store_explicit(&ns->dedup, 0, memory_order_relaxed);
     /* F3: no wal_seq while RESERVED: freed after our death, the reservation must not look like
      * a logged publish (its ACK|ABORT would resolve the live message's id in the log) */
@@ -474,7 +474,7 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     uint64_t id = sl->id;
     uint32_t len = sl->len, seq;
-    struct wal_times times = {0, 0, expire_unix_ms(q, sl->expire_ns)}; /* kept by the copy */
+    struct wal_times times = {0, 0, expire_unix_ms(q, slot_expire(sl))}; /* kept by the copy */
     uint64_t window_ns = (uint64_t)q->seg.layout.dedup_window_ms * 1000000u;
     /* a keyed message inside its dedup window is not copied (the copy has no key: once retention
      * dropped the original, a rebuild forgot the key and a retry published twice, review F10);
@@ -710,7 +710,7 @@ static void repair_slot(struct pass *p, uint32_t idx)
         break;
     }
     case SLOT_DELAYED:
-        if (p->now_ns >= sl->expire_ns) { /* expires before it is due: never ready */
+        if (p->now_ns >= slot_expire(sl)) { /* expires before it is due: never ready */
             p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
             break;
         }
@@ -724,7 +724,7 @@ static void repair_slot(struct pass *p, uint32_t idx)
     case SLOT_READY:
         /* past its expiry: no receive takes it; expired here even if no receive comes (an
          * orphan too: its claim needs no ring) */
-        if (p->now_ns >= sl->expire_ns) {
+        if (p->now_ns >= slot_expire(sl)) {
             p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
             break;
         }

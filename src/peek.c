@@ -43,7 +43,7 @@ static bool copy_ready(shmq_t *q, uint32_t idx, uint64_t id, shmq_peek_msg_t *m,
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     if (sw_state(w) != SLOT_READY || sl->id != id)
         return false;
-    if (now >= sl->expire_ns)
+    if (now >= slot_expire(sl))
         return false; /* past its expiry: no receive would deliver it (expire.h) */
     size_t len = sl->len;
     if (len > q->seg.layout.max_msg_size)

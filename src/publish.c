@@ -113,10 +113,11 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
     int err;
-    if (sh || sl->expire_ns != EXPIRE_NEVER) { /* the times a rebuild restores (a TTL), headers:
-                                                * not the fast path */
+    uint64_t expire = slot_expire(sl);
+    if (sh || expire != EXPIRE_NEVER) { /* the times a rebuild restores (a TTL), headers: not the
+                                         * fast path */
         struct wal_times t = {0, due ? queue_unix_ms(q, due) : 0,
-                              sl->expire_ns != EXPIRE_NEVER ? expire_unix_ms(q, sl->expire_ns) : 0};
+                              expire != EXPIRE_NEVER ? expire_unix_ms(q, expire) : 0};
         err = wal_append_publish_timed(q->wal, id, 0, &t, k ? k->key : NULL, k ? k->key_len : 0,
                                        sh ? sh->bytes : NULL, sh ? sh->len : 0,
                                        slot_payload(sl), (uint32_t)len, seq);
@@ -336,7 +337,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     sl->attempt = 0;
     uint64_t now = k ? k->now_ns : now_ns_coarse(); /* the call's one clock read */
     sl->publish_ns = now;
-    sl->expire_ns = expire_at(now, ttl_ms);
+    slot_set_expire(sl, expire_at(now, ttl_ms));
     /* P0 (release): the id above is this reservation's; the deadline field, tagged with our
      * RESERVED word, says so to maintenance (M0, acquire), which frees a dead producer's
      * reservation and logs ACK|ABORT only for an id it knows is its own. Before P0 the slot may
@@ -597,7 +598,8 @@ static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, size
         /* relaxed: a lower bound of the file its record lands in, as in log_publish() */
         atomic_store_explicit(&sl->wal_seq, lower, memory_order_relaxed);
         /* the expiry's wall-clock time: two clock reads, only for a message that has one */
-        uint64_t exp = sl->expire_ns != EXPIRE_NEVER ? expire_unix_ms(q, sl->expire_ns) : 0;
+        uint64_t expire = slot_expire(sl);
+        uint64_t exp = expire != EXPIRE_NEVER ? expire_unix_ms(q, expire) : 0;
         items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl), exp};
     }
     uint64_t unix_ms = 0; /* the run's records share one wall-clock reading (replay by time) */
@@ -648,7 +650,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         sl->len = (uint32_t)msgs[j].len;
         sl->attempt = 0;
         sl->publish_ns = now;
-        sl->expire_ns = expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings));
+        slot_set_expire(sl, expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings)));
         /* P0 (release), as in commit_slot(): the id above is this reservation's */
         atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
     }

@@ -264,9 +264,9 @@ static int restore_slot(struct segment *s, const struct rebuild *rb, const struc
     sl->publish_ns = rb->now_ns;
     /* the expiry in the new segment's clock (a message past it was expired by decide()) */
     uint64_t exp = e->expire_unix_ms;
-    sl->expire_ns = exp && r->state != SLOT_DEAD
-                        ? rb->now_ns + (exp > rb->now_unix_ms ? exp - rb->now_unix_ms : 0) * 1000000ull
-                        : UINT64_MAX; /* EXPIRE_NEVER */
+    uint64_t left_ms = exp > rb->now_unix_ms ? exp - rb->now_unix_ms : 0;
+    slot_set_expire(sl, exp && r->state != SLOT_DEAD ? rb->now_ns + left_ms * 1000000ull
+                                                     : UINT64_MAX); /* EXPIRE_NEVER */
     sl->id = e->id;
     sl->len = e->len;
     sl->attempt = r->attempt;
