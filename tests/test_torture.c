@@ -384,6 +384,8 @@ static void run_torture(uint32_t ngroups)
     cfg.backoff_base_ms = 5;
     cfg.backoff_cap_ms = 50;
     cfg.max_groups = ngroups;
+    if (ngroups > 1) /* groups need durability none until the log carries them */
+        cfg.durability = SHMQ_DURABILITY_NONE;
     shmq_t *q;
     int rc = shmq_create(sh->qname, &cfg, &q);
     cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));

@@ -280,7 +280,8 @@ int cmd_create(int argc, char **argv)
 
     shmq_t *q = NULL;
     int err = shmq_create(name, &cfg, &q);
-    if (err == -EINVAL && *shmq_last_error_detail()) /* the options together: e.g. too large */
+    /* the options together: e.g. too large, or groups with a log */
+    if ((err == -EINVAL || err == -ENOTSUP) && *shmq_last_error_detail())
         return cli_usage_error("create", "%s", shmq_last_error_detail());
     if (err) {
         char why[512];
