@@ -23,10 +23,21 @@ static long membarrier(int cmd)
     return syscall(SYS_membarrier, cmd, 0, 0);
 }
 
-/* A thread that exits gives its record back (its counter is even: no section is open). */
+/*
+ * A thread that exits gives its record back, outside any section. It may end inside one:
+ * cancelled at a cancellation point there (a SYNC publish's fdatasync or flush wait), or
+ * pthread_exit() from a signal handler. It uses nothing any more, so it leaves the section here:
+ * left odd, the counter would hold back every grace period of the process until a thread takes
+ * the record (no evicted mapping unmapped, their fds piling up), and that thread would then read
+ * "outside" while inside its sections (its mapping unmapped under it).
+ */
 static void thread_exit(void *arg)
 {
     struct qs_thread *t = arg;
+    uint64_t c = atomic_load_explicit(&t->ctr, memory_order_relaxed);
+    if (c & 1) /* release: as qs_leave's (what the ended section did happens before a free) */
+        atomic_store_explicit(&t->ctr, c + 1, memory_order_release);
+    t->depth = 0;
     pthread_mutex_lock(&list_lock);
     t->used = false;
     pthread_mutex_unlock(&list_lock);

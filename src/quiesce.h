@@ -22,8 +22,8 @@
  * makes the same pair with the freer's fence: correct, one locked instruction more.
  *
  * Sections nest (a depth per thread). A thread's record is never freed: it goes back to a free
- * list at the thread's exit and its counter goes on counting for the next thread, so a snapshot
- * never points at freed memory. In a child made by fork() only the forking thread exists: the
+ * list at the thread's exit (leaving a section it ended inside: cancelled, pthread_exit) and its
+ * counter goes on counting for the next thread, so a snapshot never points at freed memory. In a child made by fork() only the forking thread exists: the
  * other records are released there (pthread_atfork).
  */
 #ifndef SHMQ_QUIESCE_H

@@ -158,4 +158,121 @@ Test(walmap, threads_rotate_through_files_with_no_pin)
     h_assert_rc(shmq_consumer_close(tc), 0);
     h_assert_rc(shmq_close(tq), 0);
 }
+static void *cancelled_writer(void *arg)
+{
+    (void)arg;
+    shmq_publish(tq, "CANCELLED", 9, NULL); /* parked, then cancelled there */
+    return NULL;
+}
+
+static void *stalled_writer2(void *arg)
+{
+    (void)arg;
+    h_assert_rc(shmq_publish(tq, "FIRST", 5, NULL), 0); /* a section entered and left */
+    crashpoint_park_at("append_after_reserve");
+    stalled_rc = shmq_publish(tq, "STALLED", 7, NULL);
+    return NULL;
+}
+
+/* Which of the log files wal.0 .. wal.63 this process maps (/proc/self/maps). */
+static void mapped_files(bool out[64])
+{
+    memset(out, 0, 64 * sizeof(bool));
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert(f);
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "/wal.");
+        unsigned seq;
+        if (p && sscanf(p, "/wal.%10u", &seq) == 1 && seq < 64)
+            out[seq] = true;
+    }
+    fclose(f);
+}
+
+/* Publish and ack n messages of 1000 bytes (58 fill a 64 KiB file), maintaining now and then. */
+static void move_the_log(shmq_consumer_t *c, int files)
+{
+    uint8_t payload[1000];
+    memset(payload, 3, sizeof payload);
+    for (int i = 0; i < files * 58; i++) {
+        h_assert_rc(shmq_publish(tq, payload, sizeof payload, NULL), 0);
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+        if (i % 50 == 49)
+            cr_assert_geq(shmq_maintain(tq, NULL), 0);
+    }
+}
+
+/*
+ * A thread that ends inside a section (cancelled at a cancellation point there: the park's
+ * nanosleep here, a SYNC publish's fdatasync or flush wait in real life) uses nothing any more.
+ * Its record must read "outside": else (1) every grace period of the process waits for it
+ * forever, so no evicted mapping is ever unmapped again (their fds and deleted files pile up
+ * towards EMFILE), and (2) the next thread given that record starts with the counter odd, so it
+ * reads "outside" while inside a section, and a mapping it uses is unmapped under it (SIGSEGV,
+ * or its record written into whatever was mapped there next: lost from the log).
+ */
+Test(walmap, a_thread_cancelled_inside_its_append_holds_nothing_back)
+{
+    const char *name = h_qname("walcancel");
+    shmq_config_t cfg = h_log_config(512);
+    cfg.max_msg_size = 1024;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    move_the_log(c, 1); /* this thread's record, before the cancelled one's is free */
+    crashpoint_park_at("append_after_reserve");
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, cancelled_writer, NULL), 0);
+    int64_t end = h_now_ms() + 30000;
+    while (!crashpoint_parked()) {
+        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
+        h_sleep_ms(1);
+    }
+    cr_assert_eq(pthread_cancel(th), 0);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    crashpoint_unpark();
+    move_the_log(c, 12);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(shmq_maintain(tq, NULL), 0);
+    cr_assert(mapped("wal.0000000008"), "the log did not reach wal.8");
+    cr_assert(!mapped("wal.0000000000"),
+              "wal.0 stays mapped: the cancelled thread holds back every grace period");
+    /* (2): a new thread (the cancelled one's record) stopped inside its append */
+    cr_assert_eq(pthread_create(&th, NULL, stalled_writer2, NULL), 0);
+    end = h_now_ms() + 30000;
+    while (!crashpoint_parked()) {
+        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
+        h_sleep_ms(1);
+    }
+    bool before[64], after[64];
+    mapped_files(before); /* the file it writes into among them */
+    move_the_log(c, 12);
+    mapped_files(after);
+    bool kept = false;
+    for (int i = 0; i < 64; i++)
+        kept |= before[i] && after[i];
+    cr_assert(kept, "every file mapped when the thread stopped was unmapped, its own with them");
+    crashpoint_unpark();
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    h_assert_rc(stalled_rc, 0);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(tq), 0);
+    /* its record is in the log: a rebuild finds it */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_t *q;
+    h_assert_rc(shmq_open(name, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "after", &c), 0);
+    bool stalled = false;
+    shmq_msg_t m;
+    while (shmq_receive(c, &m, 0) == 0) {
+        stalled |= m.len == 7 && memcmp(m.data, "STALLED", 7) == 0;
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    cr_assert(stalled, "the rebuild lost the stopped thread's record (written where?)");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
 #endif
