@@ -216,6 +216,13 @@ static void move_the_log(shmq_consumer_t *c, int files)
  */
 Test(walmap, a_thread_cancelled_inside_its_append_holds_nothing_back)
 {
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan leaves the scopes a cancelled thread unwinds through poisoned, and its own teardown
+     * of that thread (sigaltstack in AsanThread::Destroy) then reports a stack-use-after-scope
+     * with only sanitizer frames (CI, 2026-12-03; detect_stack_use_after_scope=0 does not cover
+     * the interceptor). The test runs in build/test and under TSan. */
+    cr_skip_test("pthread_cancel under ASan: a false report from ASan's thread teardown");
+#endif
     const char *name = h_qname("walcancel");
     shmq_config_t cfg = h_log_config(512);
     cfg.max_msg_size = 1024;
