@@ -33,6 +33,21 @@ typedef int... mode_t;
 #define SHMQ_DEDUP_KEY_MAX ...
 #define SHMQ_GROUP_BLOCK ...
 #define SHMQ_GROUP_OVERRUN ...
+#define SHMQ_CONSUMER_NAME_MAX ...
+#define SHMQ_PROC_CLAIMED ...
+#define SHMQ_PROC_ACTIVE ...
+#define SHMQ_PROC_FENCED ...
+#define SHMQ_CONFIG_HEARTBEAT_TIMEOUT_MS ...
+#define SHMQ_CONFIG_ACK_DEADLINE_MS ...
+#define SHMQ_CONFIG_MAX_ATTEMPTS ...
+#define SHMQ_CONFIG_BACKOFF_BASE_MS ...
+#define SHMQ_CONFIG_BACKOFF_CAP_MS ...
+#define SHMQ_CONFIG_BACKOFF_MULTIPLIER ...
+#define SHMQ_CONFIG_DEFAULT_TTL_MS ...
+#define SHMQ_SEEN_KEY_MAX ...
+#define SHMQ_SEEN_ENTRIES_MAX ...
+#define SHMQ_SEEN_SYNC_DATA ...
+#define SHMQ_SEEN_SYNC_WRITE ...
 
 typedef struct shmq_config {
     uint32_t capacity, max_msg_size, max_procs, heartbeat_timeout_ms, ack_deadline_ms;
@@ -97,6 +112,37 @@ typedef struct shmq_pub_opts {
     ...;
 } shmq_pub_opts_t;
 
+typedef struct shmq_peek_msg {
+    uint64_t id;
+    uint32_t attempt;
+    size_t len;
+    const void *data;
+    size_t copied;
+    ...;
+} shmq_peek_msg_t;
+
+typedef struct shmq_peek_headers {
+    const void *block;
+    size_t len;
+    ...;
+} shmq_peek_headers_t;
+
+typedef struct shmq_consumer_stats {
+    uint32_t index;
+    int32_t pid;
+    int state;
+    char name[...];
+    uint64_t delivered, acked, nacked, redelivered, dead_lettered, reclaimed_from;
+    ...;
+} shmq_consumer_stats_t;
+
+typedef struct shmq_seen shmq_seen_t;
+typedef struct shmq_seen_stats {
+    size_t entries, max_entries;
+    uint64_t added, evicted, loaded, bad_bytes, file_records, compactions;
+    ...;
+} shmq_seen_stats_t;
+
 typedef struct shmq_replay_from {
     uint64_t id;
     int64_t unix_ms;
@@ -145,6 +191,22 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms);
 int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms);
 int shmq_consumer_heartbeat_thread(shmq_consumer_t *c, uint32_t interval_ms);
 
+int shmq_set_config(shmq_t *q, const shmq_config_t *cfg, uint32_t fields);
+int shmq_consumer_stats(shmq_t *q, shmq_consumer_stats_t *out, size_t max, size_t *n);
+int shmq_peek_headers(shmq_t *q, shmq_peek_msg_t *out, shmq_peek_headers_t *hdrs, size_t max,
+                      void *buf, size_t buf_size, size_t *n);
+int shmq_headers_decode(const void *block, size_t len, shmq_header_t *out, size_t max,
+                        size_t *n);
+
+int shmq_seen_open(const char *path, size_t max_entries, shmq_seen_t **s);
+int shmq_seen_check(shmq_seen_t *s, const char *key, size_t len);
+int shmq_seen_add(shmq_seen_t *s, const char *key, size_t len);
+int shmq_seen_check_and_add(shmq_seen_t *s, const char *key, size_t len);
+int shmq_seen_id(shmq_seen_t *s, uint64_t msg_id);
+int shmq_seen_set_sync(shmq_seen_t *s, int mode);
+int shmq_seen_stats(shmq_seen_t *s, shmq_seen_stats_t *st);
+int shmq_seen_close(shmq_seen_t *s);
+
 int shmq_dlq_list(shmq_t *q, shmq_dead_letter_t *out, size_t max, size_t *n);
 int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved);
 int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged);
@@ -155,6 +217,7 @@ int64_t shmq_replay_unix_ms(const shmq_replay_t *r);
 int shmq_replay_close(shmq_replay_t *r);
 
 const char *shmq_strerror(int err);
+const char *shmq_last_error_detail(void);
 const char *shmq_version(void);
 """
 
@@ -197,6 +260,7 @@ def _flags():
 SOURCE = r"""
 #include <shmq/shmq.h>
 #include <shmq/replay.h>
+#include <shmq/seen.h>
 
 /* Publish n messages laid end to end in buf (lens[i] bytes each) through shmq_publish_batch,
  * 64 at a time; *done counts the published ones (a prefix), ids gets their ids. Returns 0 or

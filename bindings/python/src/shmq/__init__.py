@@ -25,7 +25,19 @@ from ._errors import (
 from ._native import ffi as _ffi, lib as _lib
 from ._queue import Queue
 from ._replay import Replay
-from ._types import Config, DeadLetter, DeadReason, Durability, ReplayedMessage, Stats
+from ._seen import Seen
+from ._types import (
+    Config,
+    ConsumerState,
+    ConsumerStats,
+    DeadLetter,
+    DeadReason,
+    Durability,
+    PeekedMessage,
+    ReplayedMessage,
+    SeenStats,
+    Stats,
+)
 
 __version__: str = _ffi.string(_lib.shmq_version()).decode()
 """The version of the libshmq in use."""
@@ -33,6 +45,8 @@ __version__: str = _ffi.string(_lib.shmq_version()).decode()
 __all__ = [
     "Config",
     "Consumer",
+    "ConsumerState",
+    "ConsumerStats",
     "DeadLetter",
     "DeadReason",
     "Durability",
@@ -40,6 +54,7 @@ __all__ = [
     "InProgress",
     "Message",
     "MessageTooLarge",
+    "PeekedMessage",
     "Queue",
     "QueueExists",
     "QueueFull",
@@ -47,6 +62,8 @@ __all__ = [
     "QueueRebuilt",
     "Replay",
     "ReplayedMessage",
+    "Seen",
+    "SeenStats",
     "ShmqError",
     "StaleError",
     "Stats",

@@ -9,17 +9,21 @@ from ._native import ffi, lib
 
 
 class ShmqError(OSError):
-    """A shmq call failed: .errno is the positive errno, .strerror shmq_strerror()'s text."""
+    """A shmq call failed: .errno is the positive errno, .strerror shmq_strerror()'s text,
+    .detail what shmq_last_error_detail() added (which config field or header was refused
+    and why; "" when it has nothing to add)."""
 
-    def __init__(self, err: int, what: str = "") -> None:
+    def __init__(self, err: int, what: str = "", detail: str = "") -> None:
         text = ffi.string(lib.shmq_strerror(-err)).decode("utf-8", "replace")
         super().__init__(err, text)
         self.what = what
+        self.detail = detail
 
     def __str__(self) -> str:
         name = _errno.errorcode.get(self.errno, str(self.errno))
         prefix = self.what + ": " if self.what else ""
-        return "%s%s (%s)" % (prefix, self.strerror, name)
+        detail = ": " + self.detail if self.detail else ""
+        return "%s%s (%s)%s" % (prefix, self.strerror, name, detail)
 
 
 class QueueNotFound(ShmqError):
@@ -64,6 +68,7 @@ class ForkedHandleError(ShmqError):
             "must not cross a fork; open the queue again in the child" % (kind, owner_pid, pid),
         )
         self.what = ""
+        self.detail = ""
 
 
 _BY_ERRNO: Dict[int, Type[ShmqError]] = {
@@ -77,7 +82,13 @@ _BY_ERRNO: Dict[int, Type[ShmqError]] = {
 }
 
 
-def raise_error(rc: int, what: str = "") -> NoReturn:
-    """Raise the ShmqError for a negative return code rc of a call named what."""
+def raise_error(rc: int, what: str = "", detail: bool = False) -> NoReturn:
+    """Raise the ShmqError for a negative return code rc of a call named what. detail: the call
+    is one that sets shmq_last_error_detail() (create, open, set_config, a publish with
+    headers), read before any other shmq call of this thread; the others leave it as an earlier
+    call set it, so it is not read for them."""
     err = -rc
-    raise _BY_ERRNO.get(err, ShmqError)(err, what)
+    text = ""
+    if detail:
+        text = ffi.string(lib.shmq_last_error_detail()).decode("utf-8", "replace")
+    raise _BY_ERRNO.get(err, ShmqError)(err, what, text)

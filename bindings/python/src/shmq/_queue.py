@@ -10,7 +10,19 @@ from ._consumer import Consumer, delay_ms, timeout_ms
 from ._errors import ForkedHandleError, QueueFull, ShmqError, raise_error
 from ._native import ffi, lib
 from ._replay import Replay
-from ._types import CONFIG_FIELDS, STATS_FIELDS, Config, DeadLetter, DeadReason, Durability, Stats
+from ._types import (
+    CONFIG_FIELDS,
+    CONSUMER_STATS_FIELDS,
+    STATS_FIELDS,
+    Config,
+    ConsumerState,
+    ConsumerStats,
+    DeadLetter,
+    DeadReason,
+    Durability,
+    PeekedMessage,
+    Stats,
+)
 
 Buffer = Union[bytes, bytearray, memoryview]
 _U64_P = ffi.typeof("uint64_t *")
@@ -80,6 +92,36 @@ def _publish_ex(q: Any, data: Any, key: Any, delay: Optional[float], headers: An
     return int(rc)
 
 
+_CHANGEABLE = {
+    "heartbeat_timeout_ms": lib.SHMQ_CONFIG_HEARTBEAT_TIMEOUT_MS,
+    "ack_deadline_ms": lib.SHMQ_CONFIG_ACK_DEADLINE_MS,
+    "max_attempts": lib.SHMQ_CONFIG_MAX_ATTEMPTS,
+    "backoff_base_ms": lib.SHMQ_CONFIG_BACKOFF_BASE_MS,
+    "backoff_cap_ms": lib.SHMQ_CONFIG_BACKOFF_CAP_MS,
+    "backoff_multiplier": lib.SHMQ_CONFIG_BACKOFF_MULTIPLIER,
+    "default_ttl_ms": lib.SHMQ_CONFIG_DEFAULT_TTL_MS,
+}
+
+
+def _decode_headers(block: Any, size: int) -> Dict[str, bytes]:
+    """A copied header block (shmq_peek_headers) as a dict; {} for none."""
+    if block == ffi.NULL or not size:
+        return {}
+    room = 8
+    n = ffi.new(_SIZE_P)
+    while True:
+        out = ffi.new("shmq_header_t[]", room)
+        rc = lib.shmq_headers_decode(block, size, out, room, n)
+        if rc:
+            raise_error(rc, "headers_decode")
+        if n[0] <= room:
+            return {
+                ffi.unpack(h.key, h.key_len).decode("ascii"): ffi.unpack(h.value, h.value_len)
+                for h in out[0 : n[0]]
+            }
+        room = n[0]
+
+
 class Queue:
     """An open queue. Safe to share between the threads of one process; not across fork()
     (ForkedHandleError: open it again in the child). Use Queue.create() or Queue.open(), both
@@ -103,7 +145,7 @@ class Queue:
         rc = lib.shmq_create(name.encode(), cfg, qp)
         del keep
         if rc:
-            raise_error(rc, "create %s" % name)
+            raise_error(rc, "create %s" % name, detail=True)
         return cls(name, qp[0])
 
     @classmethod
@@ -112,7 +154,7 @@ class Queue:
         qp = ffi.new("shmq_t **")
         rc = lib.shmq_open(name.encode(), qp)
         if rc:
-            raise_error(rc, "open %s" % name)
+            raise_error(rc, "open %s" % name, detail=True)
         return cls(name, qp[0])
 
     @staticmethod
@@ -180,7 +222,7 @@ class Queue:
         if rc:
             if rc == -errno.ETIMEDOUT:  # publish_timed: still full after the timeout
                 raise QueueFull(errno.ETIMEDOUT, "publish to %s" % self.name)
-            raise_error(rc, "publish to %s" % self.name)
+            raise_error(rc, "publish to %s" % self.name, detail=headers is not None)
         mid = idp[0]
         pool.append(idp)
         return mid
@@ -248,6 +290,79 @@ class Queue:
         ld = values["log_dir"]
         values["log_dir"] = None if ld == ffi.NULL else os.fsdecode(ffi.string(ld))
         return Config(**values)
+
+    def set_config(self, **changes: Any) -> None:
+        """Change settings of the running queue, for every process at once (shmq_set_config;
+        README "Changing settings"): keywords among heartbeat_timeout_ms, ack_deadline_ms,
+        max_attempts, backoff_base_ms, backoff_cap_ms, backoff_multiplier, default_ttl_ms.
+        Another Config field is a ValueError (it shapes the segment: fixed at create); a value
+        out of range is ShmqError EINVAL with .detail naming the field, nothing changed."""
+        bad = [k for k in changes if k not in _CHANGEABLE]
+        if bad or not changes:
+            raise ValueError(
+                "set_config: %s (changeable: %s)"
+                % ("fixed at create: " + ", ".join(bad) if bad else "nothing to change",
+                   ", ".join(_CHANGEABLE))
+            )
+        cfg = ffi.new("shmq_config_t *")
+        lib.shmq_config_init(cfg)
+        mask = 0
+        for k, v in changes.items():
+            setattr(cfg, k, v)
+            mask |= _CHANGEABLE[k]
+        rc = lib.shmq_set_config(self._handle(), cfg, mask)
+        if rc:
+            raise_error(rc, "set_config %s" % ", ".join(changes), detail=True)
+
+    def consumer_stats(self) -> List[ConsumerStats]:
+        """Each attached consumer's counters since it attached (shmq_consumer_stats), by
+        registry index: who delivered, acked, nacked what. Closed consumers leave the list (the
+        queue's stats() keep their counts)."""
+        q = self._handle()
+        room = 16
+        n = ffi.new(_SIZE_P)
+        while True:
+            out = ffi.new("shmq_consumer_stats_t[]", room)
+            rc = lib.shmq_consumer_stats(q, out, room, n)
+            if rc:
+                raise_error(rc, "consumer_stats")
+            if n[0] < room:
+                break
+            room *= 4  # as many as room: there may be more
+        res = []
+        for s in out[0 : n[0]]:
+            v = {f: getattr(s, f) for f in CONSUMER_STATS_FIELDS}
+            v["name"] = ffi.string(s.name, lib.SHMQ_CONSUMER_NAME_MAX).decode("utf-8", "replace")
+            v["state"] = ConsumerState(s.state)
+            res.append(ConsumerStats(**v))
+        return res
+
+    def peek(self, max: int = 16, headers: bool = False) -> List[PeekedMessage]:
+        """Copies of up to max ready messages, lowest id first, without taking them: no
+        attempt spent, nobody delayed (shmq_peek). In-flight, delayed, dead and expired
+        messages are not shown; the set is no snapshot (README "Peek"). headers=True also
+        copies each one's headers (shmq_peek_headers). A scan of the slots: not for a hot
+        path."""
+        if max < 1:
+            raise ValueError("peek: max must be at least 1")
+        q = self._handle()
+        cfg = self.config
+        per = cfg.max_msg_size + (cfg.max_header_bytes if headers else 0)
+        out = ffi.new("shmq_peek_msg_t[]", max)
+        hdrs = ffi.new("shmq_peek_headers_t[]", max) if headers else ffi.NULL
+        buf = ffi.new("char[]", max * per or 1)
+        n = ffi.new(_SIZE_P)
+        rc = lib.shmq_peek_headers(q, out, hdrs, max, buf, max * per, n)
+        if rc:
+            raise_error(rc, "peek")
+        res = []
+        for i in range(n[0]):
+            m = out[i]
+            h: Optional[Dict[str, bytes]] = None
+            if headers:
+                h = _decode_headers(hdrs[i].block, hdrs[i].len)
+            res.append(PeekedMessage(m.id, m.attempt, ffi.unpack(ffi.cast("char *", m.data), m.copied), h))
+        return res
 
     def stats(self) -> Stats:
         """Counters and slot counts (a scan of the slots: not for a hot path)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Dict, Optional
 
 from ._native import lib
 
@@ -82,6 +82,63 @@ class Stats:
 
 
 STATS_FIELDS = tuple(f.name for f in fields(Stats))
+
+
+class ConsumerState(enum.IntEnum):
+    """A consumer's registry entry (ConsumerStats.state)."""
+
+    CLAIMED = lib.SHMQ_PROC_CLAIMED  # attaching
+    ACTIVE = lib.SHMQ_PROC_ACTIVE
+    FENCED = lib.SHMQ_PROC_FENCED  # declared dead or hung: its acks fail (StaleError)
+
+
+@dataclass
+class ConsumerStats:
+    """One attached consumer's counters since it attached (Queue.consumer_stats(),
+    shmq_consumer_stats_t). reclaimed_from: its in-flight messages that maintenance took back
+    (ack deadline passed, or fenced)."""
+
+    index: int
+    pid: int
+    state: ConsumerState
+    name: str
+    delivered: int
+    acked: int
+    nacked: int
+    redelivered: int
+    dead_lettered: int
+    reclaimed_from: int
+
+
+CONSUMER_STATS_FIELDS = tuple(f.name for f in fields(ConsumerStats))
+
+
+@dataclass(frozen=True)
+class PeekedMessage:
+    """A ready message as Queue.peek() copied it (not taken). attempt: deliveries so far (0:
+    never delivered). headers: None unless peek(headers=True)."""
+
+    id: int
+    attempt: int
+    data: bytes
+    headers: Optional[Dict[str, bytes]] = None
+
+
+@dataclass
+class SeenStats:
+    """Seen.stats() (shmq_seen_stats_t)."""
+
+    entries: int
+    max_entries: int
+    added: int
+    evicted: int
+    loaded: int
+    bad_bytes: int
+    file_records: int
+    compactions: int
+
+
+SEEN_STATS_FIELDS = tuple(f.name for f in fields(SeenStats))
 
 
 class DeadReason(enum.IntEnum):
