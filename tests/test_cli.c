@@ -40,6 +40,7 @@
 #include "cli.h"
 
 #include <inttypes.h>
+#include <poll.h>
 #include <sys/resource.h>
 
 #include "layout.h"
@@ -904,6 +905,270 @@ Test(cli, pub_on_full_queue_and_sub_short_of_count_fail_with_documented_codes)
     r = RUN("sub", name, "--timeout-ms", "100"); /* no --count: the timeout is the normal end */
     assert_exit(&r, 0, "sub without --count");
     run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* ------------------------------------------------------------------ pub and sub in batches */
+
+/* Start `shmq ARGS...` with stdin from in_fd and stdout to out_fd (-1: the test's own); pid,
+ * tracked. The other pipe ends are O_CLOEXEC, so the tool holds only its own. */
+static pid_t spawn_piped(const char *const *args, int in_fd, int out_fd)
+{
+    const char *tool = cli_tool_path("shmq");
+    const char *argv[16] = {tool};
+    for (int k = 0; args[k]; k++) {
+        cr_assert(k < 14);
+        argv[k + 1] = args[k];
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        if (in_fd >= 0)
+            dup2(in_fd, STDIN_FILENO);
+        if (out_fd >= 0)
+            dup2(out_fd, STDOUT_FILENO);
+        execv(tool, (char *const *)argv);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    return pid;
+}
+
+static void write_text(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    cr_assert_eq(write(fd, text, len), (ssize_t)len, "write: %s", strerror(errno));
+}
+
+/* Read from fd into buf (size) until it holds `lines` newlines; fails after timeout_ms. The
+ * number of bytes read. */
+static size_t read_lines(int fd, char *buf, size_t size, int lines, int timeout_ms)
+{
+    size_t have = 0;
+    int seen = 0;
+    int64_t end = h_now_ms() + timeout_ms;
+    while (seen < lines) {
+        int left = (int)(end - h_now_ms());
+        cr_assert(left > 0, "%d of %d lines within %d ms; got:\n%.*s", seen, lines, timeout_ms,
+                  (int)have, buf);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, left) <= 0)
+            continue;
+        cr_assert(have < size - 1, "more output than expected");
+        ssize_t r = read(fd, buf + have, size - 1 - have);
+        cr_assert(r > 0, "read: %zd (%s) after %d lines", r, r ? strerror(errno) : "EOF", seen);
+        for (ssize_t i = 0; i < r; i++)
+            seen += buf[have + (size_t)i] == '\n';
+        have += (size_t)r;
+    }
+    buf[have] = 0;
+    return have;
+}
+
+/* pub is a pipeline stage: a line is published as soon as it was read, never held back to
+ * fill a batch; a partial line waits for its newline; every line goes in once, in order, also
+ * through a queue smaller than the input (pub waits for room) and across batches. A bad line in
+ * the middle of a batch stops pub there with the lines before it published. */
+Test(cli, pub_publishes_a_line_at_once_and_every_line_once)
+{
+    const char *name = h_qname("publine");
+    shmq_t *q = create_queue(name, 64, 5);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "check", &c), 0);
+    int in[2];
+    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+    pid_t pub = spawn_piped((const char *const[]){"pub", name, NULL}, in[0], -1);
+    close(in[0]);
+
+    /* one line while stdin stays open: published at once (20 s bound for a busy machine) */
+    write_text(in[1], "first\n");
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 20000), 0);
+    cr_assert(m.len == 5 && memcmp(m.data, "first", 5) == 0, "first line: %.*s", (int)m.len,
+              (const char *)m.data);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    cr_assert_eq(waitpid(pub, NULL, WNOHANG), 0, "pub still runs, reading stdin");
+    /* half a line is not a message yet */
+    write_text(in[1], "sec");
+    h_assert_rc(shmq_receive(c, &m, 100), -ETIMEDOUT);
+    write_text(in[1], "ond\n");
+    h_assert_rc(shmq_receive(c, &m, 20000), 0);
+    cr_assert(m.len == 6 && memcmp(m.data, "second", 6) == 0);
+    h_assert_rc(shmq_ack(c, &m), 0);
+
+    /* 500 more lines, many per write (more than a batch, and than the queue: pub waits for
+     * room while this test drains it), the last without its newline: each arrives once, in
+     * order */
+    enum { N = 500 };
+    char chunk[1024];
+    size_t len = 0;
+    for (int i = 1; i <= N; i++) {
+        len += (size_t)snprintf(chunk + len, sizeof chunk - len, i == N ? "l%d" : "l%d\n", i);
+        if (len > sizeof chunk - 16 || i == N) {
+            chunk[len] = 0;
+            write_text(in[1], chunk);
+            len = 0;
+        }
+    }
+    close(in[1]);
+    int st;
+    for (int i = 1; i <= N; i++) {
+        h_assert_rc(shmq_receive(c, &m, 20000), 0);
+        char want[16];
+        snprintf(want, sizeof want, "l%d", i);
+        cr_assert(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0,
+                  "message %d: '%.*s', want '%s'", i, (int)m.len, (const char *)m.data, want);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    cr_assert_eq(h_waitpid(pub, 20000, 0, &st), 0, "pub ends at the end of its input");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "pub exit status 0x%x", st);
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN); /* nothing twice */
+
+    /* a line longer than max_msg_size (256) in the middle of one read: the one before it is
+     * published, the error names it, the one after it is not */
+    char input[400];
+    snprintf(input, sizeof input, "ok1\n%0300d\nok3\n", 0);
+    struct run r = RUN_IN(input, "pub", name, "--timeout-ms", "1000");
+    assert_exit(&r, 1, "pub of a too large line");
+    assert_contains(r.err, "message 2 (300 bytes) not published", "pub too large");
+    assert_contains(r.err, "1 published before it", "pub too large");
+    run_free(&r);
+    h_assert_rc(shmq_receive(c, &m, 5000), 0);
+    cr_assert(m.len == 3 && memcmp(m.data, "ok1", 3) == 0);
+    h_assert_rc(shmq_ack(c, &m), 0);
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* sub prints a message as soon as it came (one message, sub still running), then every one of
+ * a burst once and in order; --count takes no more than it prints: what it leaves is not
+ * redelivered (a batch that took more would give them back, attempt 2). */
+Test(cli, sub_prints_a_message_at_once_and_takes_no_more_than_count)
+{
+    const char *name = h_qname("subline");
+    shmq_t *q = create_queue(name, 512, 5);
+    int out[2];
+    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+    pid_t sub = spawn_piped((const char *const[]){"sub", name, NULL}, -1, out[1]);
+    close(out[1]);
+    static char buf[8192];
+    publish_text(q, "one");
+    read_lines(out[0], buf, sizeof buf, 1, 20000);
+    cr_assert_str_eq(buf, "one\n");
+    cr_assert_eq(waitpid(sub, NULL, WNOHANG), 0, "sub still runs");
+
+    enum { N = 300 };
+    shmq_iov_t msgs[N];
+    char text[N][8];
+    for (int i = 0; i < N; i++) {
+        snprintf(text[i], sizeof text[i], "m%d", i);
+        msgs[i] = (shmq_iov_t){text[i], strlen(text[i])};
+    }
+    size_t done = 0;
+    h_assert_rc(shmq_publish_batch(q, msgs, N, NULL, &done), 0);
+    size_t len = read_lines(out[0], buf, sizeof buf, N, 20000);
+    char *p = buf;
+    for (int i = 0; i < N; i++) {
+        char *nl = memchr(p, '\n', len - (size_t)(p - buf));
+        cr_assert(nl, "line %d", i);
+        cr_assert(nl - p == (ptrdiff_t)strlen(text[i]) && memcmp(p, text[i], (size_t)(nl - p)) == 0,
+                  "line %d: '%.*s', want '%s'", i, (int)(nl - p), p, text[i]);
+        p = nl + 1;
+    }
+    cr_assert_eq(p, buf + len, "no more lines than messages");
+    kill(sub, SIGTERM);
+    int st;
+    cr_assert_eq(h_waitpid(sub, 20000, 0, &st), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sub after SIGTERM: 0x%x", st);
+    close(out[0]);
+    shmq_stats_t s;
+    h_assert_rc(shmq_stats(q, &s), 0);
+    cr_assert_eq(s.acked, N + 1, "acked %" PRIu64, s.acked);
+    cr_assert_eq(s.redelivered, 0);
+
+    /* --count 7 of 10 ready: 7 printed, the other 3 never taken */
+    for (int i = 0; i < 10; i++)
+        publish_text(q, text[i]);
+    struct run r = RUN("sub", name, "--count", "7", "--timeout-ms", "20000");
+    assert_exit(&r, 0, "sub --count 7");
+    cr_assert_str_eq(r.out, "m0\nm1\nm2\nm3\nm4\nm5\nm6\n");
+    run_free(&r);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "check", &c), 0);
+    for (int i = 7; i < 10; i++) {
+        char t[8];
+        shmq_msg_t m = receive_text(c, t, sizeof t);
+        cr_assert_str_eq(t, text[i]);
+        cr_assert_eq(m.attempt, 1, "%s: attempt %u: sub took it", t, m.attempt);
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* A write that stops part way (here at ulimit -f, in the middle of a batch's lines): exactly
+ * the messages whose whole line reached the file are acked; the rest go back to the queue. */
+Test(cli, sub_acks_exactly_the_lines_written)
+{
+    const char *name = h_qname("subpart");
+    shmq_t *q = create_queue(name, 256, 5);
+    enum { N = 200, LIMIT = 1024 }; /* lines of 10 bytes: 102 whole ones fit, the 103rd not */
+    for (int i = 0; i < N; i++) {
+        char t[16];
+        snprintf(t, sizeof t, "msg-%05d", i);
+        publish_text(q, t);
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/subpart-%d.out", h_state_dir_path(), (int)getpid());
+    const char *tool = cli_tool_path("shmq");
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0)
+            _exit(126);
+        dup2(fd, STDOUT_FILENO);
+        struct rlimit rl = {LIMIT, LIMIT};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+            _exit(125);
+        execl(tool, tool, "sub", name, "--count", "200", "--timeout-ms", "20000", (char *)NULL);
+        _exit(127);
+    }
+    h_track(pid, -1);
+    int st = 0;
+    cr_assert_eq(h_waitpid(pid, 60000, 0, &st), 0, "sub did not finish");
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "sub past ulimit -f: 0x%x", st);
+    FILE *f = fopen(path, "r");
+    cr_assert(f);
+    size_t len;
+    char *text = cli_slurp(f, &len);
+    unlink(path);
+    int whole = 0;
+    for (size_t i = 0; i < len; i++)
+        whole += text[i] == '\n';
+    free(text);
+    cr_assert_eq(whole, LIMIT / 10, "%d whole lines in the file", whole);
+    shmq_stats_t s;
+    h_assert_rc(shmq_stats(q, &s), 0);
+    cr_assert_eq(s.acked, (uint64_t)whole, "acked %" PRIu64 " for %d whole lines", s.acked, whole);
+    /* the others are all there, once each */
+    bool seen[N] = {false};
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "check", &c), 0);
+    for (int k = whole; k < N; k++) {
+        char t[16];
+        shmq_msg_t m = receive_text(c, t, sizeof t);
+        int i = atoi(t + 4);
+        cr_assert(i >= whole && i < N && !seen[i], "%s after %d whole lines", t, whole);
+        seen[i] = true;
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(q), 0);
 }
 

@@ -2,6 +2,15 @@
  * pub.c - `shmq pub NAME [MSG...]`: publish each argument, or else each line of stdin, as one
  * message (shmq_publish_timed; with --delay-ms, --ttl-ms or --header, shmq_publish_ex). Stops at
  * the first message that fails, so a script knows that exactly the messages before it went in.
+ *
+ * Plain messages (no option) go in batches (shmq_publish_batch, up to PUB_BATCH a call): the
+ * arguments, or the lines of stdin that one read() returned. pub is a pipeline stage, so it
+ * never waits to fill a batch: read() hands over what the pipe holds now (one line, when one
+ * line was written), and every complete line of it is published before the next read. A batch
+ * stopped by a full queue goes on with its next message published alone (shmq_publish_timed,
+ * waiting up to --timeout-ms as every message does); one stopped by a bad message (checked
+ * before any of the batch is published) goes on one by one, so the messages before the bad one
+ * go in and the error names it, as without batches.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,10 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
 #define FULL_POLL_MS 10 /* --delay-ms on a full queue: retry this often (no API waits for it) */
+#define PUB_BATCH 64    /* messages per shmq_publish_batch (the library's run of ids) */
+#define READ_CHUNK 65536
 
 void cmd_pub_help(FILE *out)
 {
@@ -92,6 +104,24 @@ static int publish_ex_timed(struct pub *p, const char *data, size_t len, uint64_
     }
 }
 
+/* Say that message p->done + 1 (len bytes) failed with err; CLI_EXIT_RUNTIME. */
+static int fail(struct pub *p, int err, size_t len)
+{
+    char buf[512];
+    const char *why = cli_why(err, p->name, NULL, buf, sizeof buf);
+    if (err == -EAGAIN || err == -ETIMEDOUT)
+        why = "queue full (no free slot within --timeout-ms)";
+    else if (p->n_headers && err == -ENOTSUP)
+        why = "the queue carries no headers (create it with --max-header-bytes N)";
+    else if (p->n_headers && (err == -EMSGSIZE || err == -EINVAL) && *shmq_last_error_detail())
+        why = shmq_last_error_detail();
+    fprintf(stderr,
+            "%s pub: %s: message %" PRIu64 " (%zu bytes) not published: %s; %" PRIu64
+            " published before it\n",
+            cli_progname, p->name, p->done + 1, len, why, p->done);
+    return CLI_EXIT_RUNTIME;
+}
+
 /* Publish one message: 0, or CLI_EXIT_RUNTIME (message printed). */
 static int publish_one(struct pub *p, const char *data, size_t len)
 {
@@ -99,45 +129,104 @@ static int publish_one(struct pub *p, const char *data, size_t len)
     int err = p->delay_ms || p->n_headers || p->ttl_ms
                   ? publish_ex_timed(p, data, len, &id)
                   : shmq_publish_timed(p->q, data, len, &id, p->timeout_ms);
-    if (err) {
-        char buf[512];
-        const char *why = cli_why(err, p->name, NULL, buf, sizeof buf);
-        if (err == -EAGAIN || err == -ETIMEDOUT)
-            why = "queue full (no free slot within --timeout-ms)";
-        else if (p->n_headers && err == -ENOTSUP)
-            why = "the queue carries no headers (create it with --max-header-bytes N)";
-        else if (p->n_headers && (err == -EMSGSIZE || err == -EINVAL) &&
-                 *shmq_last_error_detail())
-            why = shmq_last_error_detail();
-        fprintf(stderr,
-                "%s pub: %s: message %" PRIu64 " (%zu bytes) not published: %s; %" PRIu64
-                " published before it\n",
-                cli_progname, p->name, p->done + 1, len, why, p->done);
-        return CLI_EXIT_RUNTIME;
-    }
+    if (err)
+        return fail(p, err, len);
     p->done++;
     if (p->verbose)
         printf("%" PRIu64 "\n", id);
     return 0;
 }
 
+/* Publish msgs[0..n) in order: 0, or CLI_EXIT_RUNTIME at the first that failed (printed). */
+static int publish_msgs(struct pub *p, const shmq_iov_t *msgs, size_t n)
+{
+    size_t i = 0;
+    if (p->delay_ms || p->n_headers || p->ttl_ms) { /* options: no batch call carries them */
+        int rc = 0;
+        for (; i < n && rc == 0; i++)
+            rc = publish_one(p, msgs[i].data, msgs[i].len);
+        return rc;
+    }
+    while (i < n) {
+        uint64_t ids[PUB_BATCH];
+        size_t k = n - i < PUB_BATCH ? n - i : PUB_BATCH, done = 0;
+        int err = shmq_publish_batch(p->q, msgs + i, k, ids, &done);
+        if (err == -EIO) /* SYNC: queued, but the flush that covers them failed: reported as */
+            done = 0;    /* a single publish's -EIO of the batch's first message */
+        for (size_t j = 0; j < done && p->verbose; j++)
+            printf("%" PRIu64 "\n", ids[j]);
+        p->done += done;
+        i += done;
+        if (err == 0)
+            continue;
+        if (err != -EAGAIN && err != -EMSGSIZE && err != -EINVAL)
+            return fail(p, err, msgs[i].len);
+        /* Full: this one waits for a free slot (--timeout-ms); bad (nothing of the batch was
+         * published): one by one up to the bad one, which publish_one names. */
+        int rc = publish_one(p, msgs[i].data, msgs[i].len);
+        if (rc)
+            return rc;
+        i++;
+    }
+    return 0;
+}
+
+/* Each line of stdin as one message, published as soon as read() returned it: every complete
+ * line that one read() brought (up to PUB_BATCH a batch) before reading again. At the end of
+ * input a last line without its newline is a message too, as getline() would return it. */
 static int publish_stdin(struct pub *p)
 {
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
+    size_t cap = READ_CHUNK, have = 0;
+    char *buf = malloc(cap);
+    shmq_iov_t msgs[PUB_BATCH];
     int rc = 0;
-    while (rc == 0 && (n = getline(&line, &cap, stdin)) != -1) {
-        size_t len = (size_t)n;
-        if (len > 0 && line[len - 1] == '\n')
-            len--;
-        rc = publish_one(p, line, len);
+    bool eof = false;
+    if (!buf) {
+        fprintf(stderr, "%s pub: out of memory\n", cli_progname);
+        return CLI_EXIT_RUNTIME;
     }
-    if (rc == 0 && ferror(stdin)) {
-        fprintf(stderr, "%s pub: reading stdin: %s\n", cli_progname, strerror(errno));
-        rc = CLI_EXIT_RUNTIME;
+    while (rc == 0 && !eof) {
+        if (have == cap) { /* a line longer than the buffer: grow it */
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger) {
+                fprintf(stderr, "%s pub: out of memory for a line of %zu bytes\n", cli_progname,
+                        have);
+                rc = CLI_EXIT_RUNTIME;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t r = read(STDIN_FILENO, buf + have, cap - have);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            fprintf(stderr, "%s pub: reading stdin: %s\n", cli_progname, strerror(errno));
+            rc = CLI_EXIT_RUNTIME;
+            break;
+        }
+        eof = r == 0;
+        have += (size_t)r;
+        size_t start = 0, n = 0;
+        for (;;) {
+            char *nl = memchr(buf + start, '\n', have - start);
+            if (!nl && !(eof && start < have))
+                break;
+            size_t len = nl ? (size_t)(nl - (buf + start)) : have - start;
+            msgs[n++] = (shmq_iov_t){buf + start, len};
+            start += len + (nl != NULL);
+            if (n == PUB_BATCH) {
+                if ((rc = publish_msgs(p, msgs, n)) != 0)
+                    break;
+                n = 0;
+            }
+        }
+        if (rc == 0 && n)
+            rc = publish_msgs(p, msgs, n);
+        memmove(buf, buf + start, have - start);
+        have -= start;
     }
-    free(line);
+    free(buf);
     return rc;
 }
 
@@ -196,8 +285,13 @@ int cmd_pub(int argc, char **argv)
     }
     rc = 0;
     if (optind < argc) {
-        for (int i = optind; i < argc && rc == 0; i++)
-            rc = publish_one(&p, argv[i], strlen(argv[i]));
+        for (int i = optind; i < argc && rc == 0; i += PUB_BATCH) {
+            shmq_iov_t msgs[PUB_BATCH];
+            size_t n = 0;
+            for (int j = i; j < argc && n < PUB_BATCH; j++)
+                msgs[n++] = (shmq_iov_t){argv[j], strlen(argv[j])};
+            rc = publish_msgs(&p, msgs, n);
+        }
     } else {
         rc = publish_stdin(&p);
     }

@@ -9,16 +9,31 @@
  * to the queue (`sub | head -1` consumes up to a pipe's worth), so a reader that wants N
  * messages says --count N. A helper thread keeps the consumer's heartbeat fresh while a slow
  * reader holds up a write. SIGINT and SIGTERM end the loop cleanly (messages in hand go back).
+ *
+ * Batches: shmq_receive_batch takes what is ready (up to SUB_BATCH, never more than --count
+ * still wants: it waits as shmq_receive for the first, then takes only what is there), the
+ * batch's lines are rendered into memory and handed to the kernel with write(), and exactly
+ * the messages whose whole line was written are acked (shmq_ack_batch) or nacked: a write that
+ * stops part way (EPIPE, EFBIG past ulimit -f) leaves the message it stopped in, and the ones
+ * after it, unacked, as the per-message write and flush did. While stdout cannot take more at
+ * once (poll: a pipe whose reader is behind), sub takes one message at a time, as it did before
+ * batches: a message then waits in hand only for its own line, not for a batch's lines before
+ * it, so a slow reader does not run later messages past their ack deadline.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
+
+#define SUB_BATCH 64 /* messages per shmq_receive_batch */
 
 void cmd_sub_help(FILE *out)
 {
@@ -78,23 +93,46 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Print one message (received by c); false if stdout failed. */
-static bool print_msg(shmq_consumer_t *c, const shmq_msg_t *m, bool json)
+/* Render one message (received by c) as its line, into out. */
+static void print_msg(FILE *out, shmq_consumer_t *c, const shmq_msg_t *m, bool json)
 {
     if (json) {
-        printf("{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"redelivered\":%s,\"len\":%zu,",
-               m->id, m->attempt, (m->flags & SHMQ_MSG_REDELIVERED) ? "true" : "false", m->len);
-        json_payload(stdout, "data", m->data, m->len);
+        fprintf(out,
+                "{\"id\":%" PRIu64 ",\"attempt\":%" PRIu32 ",\"redelivered\":%s,\"len\":%zu,",
+                m->id, m->attempt, (m->flags & SHMQ_MSG_REDELIVERED) ? "true" : "false", m->len);
+        json_payload(out, "data", m->data, m->len);
         shmq_header_t h[SHMQ_HEADERS_MAX];
         size_t n = 0;
         if (shmq_msg_headers(c, m, h, SHMQ_HEADERS_MAX, &n) == 0)
-            json_headers(stdout, h, n < SHMQ_HEADERS_MAX ? n : SHMQ_HEADERS_MAX);
-        fputs("}\n", stdout);
+            json_headers(out, h, n < SHMQ_HEADERS_MAX ? n : SHMQ_HEADERS_MAX);
+        fputs("}\n", out);
     } else {
-        fwrite(m->data, 1, m->len, stdout);
-        fputc('\n', stdout);
+        fwrite(m->data, 1, m->len, out);
+        fputc('\n', out);
     }
-    return fflush(stdout) == 0 && !ferror(stdout);
+}
+
+/* stdout takes more at once: not a pipe (or tty) full of what its reader has not read yet. */
+static bool out_ready(void)
+{
+    struct pollfd pfd = {.fd = STDOUT_FILENO, .events = POLLOUT};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT);
+}
+
+/* Hand buf[0..len) to stdout's kernel object: how many bytes were written (len, or fewer with
+ * errno set). A signal that stops sub (SIGINT, SIGTERM) ends a blocked write as an error. */
+static size_t write_out(const char *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(STDOUT_FILENO, buf + off, len - off);
+        if (w < 0 && errno == EINTR && !stop_requested)
+            continue;
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    return off;
 }
 
 struct sub_opts {
@@ -105,10 +143,47 @@ struct sub_opts {
     const char *group; /* NULL: "default" */
 };
 
+/* Ack (or nack) msgs[0..n), whose lines were written: 0, or CLI_EXIT_RUNTIME (printed). */
+static int settle(shmq_consumer_t *c, const char *name, const struct sub_opts *o,
+                  const shmq_msg_t *msgs, size_t n)
+{
+    for (size_t i = 0; o->nack && i < n; i++) {
+        int err = shmq_nack(c, &msgs[i], 0);
+        if (err) {
+            fprintf(stderr, "%s sub: %s: nack of message %" PRIu64 ": %s\n", cli_progname, name,
+                    msgs[i].id, shmq_strerror(err));
+            return CLI_EXIT_RUNTIME;
+        }
+    }
+    size_t done = 0;
+    int err = o->nack || n == 0 ? 0 : shmq_ack_batch(c, msgs, n, &done);
+    if (err) {
+        if (n == 1)
+            fprintf(stderr, "%s sub: %s: ack of message %" PRIu64 ": %s\n", cli_progname, name,
+                    msgs[0].id, shmq_strerror(err));
+        else
+            fprintf(stderr,
+                    "%s sub: %s: ack of messages %" PRIu64 "..%" PRIu64 ": %s (%zu of %zu acked)\n",
+                    cli_progname, name, msgs[0].id, msgs[n - 1].id, shmq_strerror(err), done, n);
+        return CLI_EXIT_RUNTIME;
+    }
+    return 0;
+}
+
 static int consume(shmq_consumer_t *c, const char *name, const struct sub_opts *o)
 {
     int64_t deadline = o->timeout_ms >= 0 ? mono_ms() + o->timeout_ms : -1;
     uint64_t got = 0;
+    shmq_msg_t msgs[SUB_BATCH];
+    size_t ends[SUB_BATCH]; /* where the line of msgs[i] ends in buf */
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *mem = open_memstream(&buf, &size);
+    if (!mem) {
+        fprintf(stderr, "%s sub: %s: %s\n", cli_progname, name, strerror(errno));
+        return CLI_EXIT_RUNTIME;
+    }
+    int rc = CLI_EXIT_OK;
     while (!stop_requested && (o->count == 0 || got < o->count)) {
         int wait_ms = -1;
         if (deadline >= 0) {
@@ -117,29 +192,47 @@ static int consume(shmq_consumer_t *c, const char *name, const struct sub_opts *
                 break;
             wait_ms = left > INT32_MAX ? INT32_MAX : (int)left;
         }
-        shmq_msg_t m;
-        int err = shmq_receive(c, &m, wait_ms);
+        size_t max = out_ready() ? SUB_BATCH : 1, n = 0;
+        if (o->count && o->count - got < max)
+            max = (size_t)(o->count - got);
+        int err = shmq_receive_batch(c, msgs, max, &n, wait_ms);
         if (err == -ETIMEDOUT || err == -EAGAIN || err == -EINTR)
             continue; /* the loop condition decides */
         if (err) {
             fprintf(stderr, "%s sub: %s: receive: %s\n", cli_progname, name, shmq_strerror(err));
-            return CLI_EXIT_RUNTIME;
+            rc = CLI_EXIT_RUNTIME;
+            break;
         }
-        if (!print_msg(c, &m, o->json)) {
+        rewind(mem);
+        for (size_t i = 0; i < n; i++) {
+            print_msg(mem, c, &msgs[i], o->json);
+            long end = ftell(mem);
+            ends[i] = end < 0 ? 0 : (size_t)end;
+        }
+        size_t written = 0;
+        errno = ENOMEM;
+        if (fflush(mem) == 0 && !ferror(mem))
+            written = write_out(buf, ends[n - 1]);
+        size_t whole = 0; /* messages whose whole line was written */
+        while (whole < n && ends[whole] <= written)
+            whole++;
+        int werr = errno;
+        if ((rc = settle(c, name, o, msgs, whole)) != 0)
+            break;
+        got += whole;
+        if (whole < n) {
             fprintf(stderr,
                     "%s sub: %s: writing stdout: %s (message %" PRIu64
                     " not acked: it goes back to the queue)\n",
-                    cli_progname, name, strerror(errno), m.id);
-            return CLI_EXIT_RUNTIME;
+                    cli_progname, name, strerror(werr), msgs[whole].id);
+            rc = CLI_EXIT_RUNTIME;
+            break;
         }
-        err = o->nack ? shmq_nack(c, &m, 0) : shmq_ack(c, &m);
-        if (err) {
-            fprintf(stderr, "%s sub: %s: %s of message %" PRIu64 ": %s\n", cli_progname, name,
-                    o->nack ? "nack" : "ack", m.id, shmq_strerror(err));
-            return CLI_EXIT_RUNTIME;
-        }
-        got++;
     }
+    fclose(mem);
+    free(buf);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     if (o->count && got < o->count && !stop_requested) {
         fprintf(stderr, "%s sub: %s: timed out after %" PRIu64 " of %" PRIu64 " messages\n",
                 cli_progname, name, got, o->count);
