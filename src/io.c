@@ -456,6 +456,12 @@ int io_fdatasync(int fd)
     return ret(fdatasync(fd));
 }
 
+int io_datasync_map(void *addr, size_t len)
+{
+    FAULT(IO_FDATASYNC);
+    return ret(msync(addr, len, MS_SYNC));
+}
+
 int io_fsync_dir(const char *path)
 {
     int dfd = io_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);

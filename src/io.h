@@ -122,6 +122,14 @@ int io_populate_write(void *addr, size_t len);
 
 int io_fsync(int fd);
 int io_fdatasync(int fd);
+/*
+ * fdatasync the file mapped (MAP_SHARED) at [addr, addr + len), through the mapping: msync(2)
+ * MS_SYNC, which Linux makes vfs_fsync_range(its open file, range, datasync): the same flush,
+ * and the same writeback error report (the open file's mark), as fdatasync on the descriptor the
+ * mapping was made from, with no descriptor kept (the mapping holds the open file, whatever
+ * became of its name). Fault injection counts and fails it as IO_FDATASYNC.
+ */
+int io_datasync_map(void *addr, size_t len);
 /* fsync the directory path (so that a name made or removed in it is durable). */
 int io_fsync_dir(const char *path);
 

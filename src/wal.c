@@ -6,7 +6,9 @@
  * each side, no locked instruction), and a mapping that left the cache (evicted, or its file
  * deleted) is unmapped once a grace period begun after it left is over: no thread of this
  * process that could have read it from the cache is still inside that section (docs/DESIGN.md,
- * "The log's mapping cache"). A file is made complete under a temporary name and
+ * "The log's mapping cache"). A mapping keeps no descriptor (a stopped thread holds back many
+ * mappings, never descriptors: EMFILE): the group commit flushes a file through its mapping
+ * (io_datasync_map), never by its name. A file is made complete under a temporary name and
  * link()ed into place, so a visible wal.N always has a valid header: a writer that finds no file
  * makes it, and two that race both succeed (the loser of link() maps the winner's file). Every
  * file operation is relative to the log directory opened once by wal_open() (dirfd), never to
@@ -75,8 +77,7 @@ _Static_assert(WAL_PREPARE_AHEAD < WAL_GEN_GAP, "an old preparer stays below a n
 struct walmap {
     _Atomic uint64_t seq; /* set before the cache store that publishes it; fixed while cached */
     uint64_t epoch;
-    uint8_t *base;
-    int fd;
+    uint8_t *base; /* the file's only hold of ours: no descriptor is kept (map_file) */
     bool populated;         /* prefaulted for writing by wal_maintain (under w->lock) */
     bool graced;            /* out of the cache, a grace period begun after (under w->lock) */
     struct qs_grace *grace; /* that grace period (NULL: nobody was inside a section) */
@@ -326,6 +327,10 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         err = -EBADMSG;
     if (!err)
         err = io_mmap(fd, 0, w->file_size, PROT_READ | PROT_WRITE, MAP_SHARED, &base);
+    /* the mapping holds the open file (its inode, and the open file's writeback error mark,
+     * which lead_sync's msync checks as fdatasync would): no descriptor is kept, so mappings
+     * held back by a thread stopped inside a section cost no descriptor (EMFILE) */
+    io_close(fd);
     const struct wal_file_header *h = base;
     if (!err && (h->magic != WAL_FILE_MAGIC || h->seq != seq || h->file_size != w->file_size ||
                  wal_header_crc(h) != h->crc))
@@ -335,7 +340,6 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
     if (err) {
         if (base)
             io_munmap(base, w->file_size);
-        io_close(fd);
         if (m) { /* back to the retired list, for the next map_file */
             m->next = w->retired;
             w->retired = m;
@@ -346,7 +350,6 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
     m->populated = false;
     m->epoch = h->epoch;
     m->base = base;
-    m->fd = fd;
     *out = m;
     return 0;
 }
@@ -430,7 +433,6 @@ static void sweep_maps(struct wal *w)
         m->grace = NULL;
         m->graced = false;
         io_munmap(m->base, w->file_size);
-        io_close(m->fd);
         m->base = NULL;
         *pp = m->next;
         m->next = w->retired;
@@ -530,7 +532,6 @@ void wal_close(struct wal *w)
     for (struct walmap *m = w->all, *next; m; m = next) {
         next = m->next;
         io_munmap(m->base, w->file_size);
-        io_close(m->fd);
         free(m->grace);
         free(m);
     }
@@ -1169,7 +1170,7 @@ static int lead_sync(struct wal *w, uint32_t me)
             put_map(m);
             return -EIO; /* taken over between two files: that leader covers our tickets */
         }
-        err = io_fdatasync(m->fd);
+        err = io_datasync_map(m->base, w->file_size); /* the mapped file itself: no name */
         CRASH_POINT(sync_after_flush);
         atomic_fetch_add_explicit(&h->wal_flushes, 1, memory_order_relaxed);
         put_map(m);

@@ -6,7 +6,10 @@
  */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "crashpoint.h"
 
@@ -281,5 +284,93 @@ Test(walmap, a_thread_cancelled_inside_its_append_holds_nothing_back)
     cr_assert(stalled, "the rebuild lost the stopped thread's record (written where?)");
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(q), 0);
+}
+
+/* How many descriptors of this process name a log file (/proc/self/fd -> ".../wal.N"), and the
+ * highest descriptor number open. */
+static int log_fds(int *highest)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert(d);
+    int n = 0, hi = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char link[64], target[4096];
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.')
+            continue;
+        hi = fd > hi ? fd : hi;
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = 0;
+            n += strstr(target, "/wal.") != NULL;
+        }
+    }
+    closedir(d);
+    if (highest)
+        *highest = hi;
+    return n;
+}
+
+/* How many log file mappings this process has (/proc/self/maps). */
+static int log_maps(void)
+{
+    int n = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    cr_assert(f);
+    char line[1024];
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, "/wal.") != NULL;
+    fclose(f);
+    return n;
+}
+
+/*
+ * A thread stopped inside a section (here its append, parked at append_after_reserve; in real
+ * life a leader in a long fdatasync or waiting for the flush lock, a debugger's stop) holds back
+ * every grace period of its process: each log file evicted after that point stays mapped until
+ * it goes on. The mapping must not hold a descriptor too: with 40 files moved through under a
+ * descriptor limit 32 above what the process has open, the publishes fail with -EMFILE (a limit
+ * the user cannot see, reached through another thread's stop).
+ */
+Test(walmap, a_thread_stopped_inside_a_section_holds_no_descriptors)
+{
+    const char *name = h_qname("walfds");
+    shmq_config_t cfg = h_log_config(512);
+    cfg.max_msg_size = 1024;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    move_the_log(c, 1); /* this thread's record, the cache's first files */
+    crashpoint_park_at("append_after_reserve");
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, stalled_writer, NULL), 0);
+    int64_t end = h_now_ms() + 30000;
+    while (!crashpoint_parked()) {
+        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
+        h_sleep_ms(1);
+    }
+    int highest;
+    log_fds(&highest);
+    struct rlimit old, low;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)highest + 1 + 32;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    move_the_log(c, 40); /* -EMFILE here when each held mapping keeps its descriptor */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    int fds = log_fds(NULL), maps = log_maps();
+    cr_assert_geq(maps, 40, "only %d log files mapped: was the section held?", maps);
+    cr_assert_eq(fds, 0, "%d descriptors of log files open (%d mapped)", fds, maps);
+    crashpoint_unpark();
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    h_assert_rc(stalled_rc, 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(shmq_maintain(tq, NULL), 0);
+    maps = log_maps();
+    cr_assert_leq(maps, 8, "%d log files stay mapped after the thread left its section", maps);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(tq), 0);
 }
 #endif
