@@ -51,9 +51,9 @@ int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e)
     return expire_held_cell(q, 0, idx, w, e);
 }
 
-bool expire_claim(shmq_t *q, uint32_t idx, uint64_t w, uint64_t now_ms)
+bool expire_claim(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint64_t now_ms)
 {
-    struct slot *sl = segment_slot(&q->seg, idx);
+    struct slot *sl = segment_cell(&q->seg, g, idx);
     uint64_t mine = sw_next(w, SLOT_INFLIGHT, q->self);
     /* X1 (acq_rel): the CAS a receive makes (C1): of the two (or a purge's, a firing's), one
      * wins; acquires the writes that made it READY/DELAYED */
@@ -66,7 +66,7 @@ bool expire_claim(shmq_t *q, uint32_t idx, uint64_t w, uint64_t now_ms)
         &sl->deadline, tagged_make(now_ms + settings_ack_deadline_ms(&q->seg.hdr->settings), mine),
         memory_order_relaxed);
     CRASH_POINT(expire_after_claim);
-    return expire_held(q, idx, mine, q_self(q)) == 0;
+    return expire_held_cell(q, g, idx, mine, q_self(q)) == 0;
 }
 
 uint64_t expire_unix_ms(const shmq_t *q, uint64_t expire_ns)

@@ -37,10 +37,10 @@ int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e);
  * the slot's, each group expires its own delivery; groups >= 1 are not logged yet). */
 int expire_held_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, struct proc_entry *e);
 
-/* Maintenance: slot idx is READY or DELAYED as word w (read with acquire) and past its expiry
- * at now_ms (queue ms): take it as a receive would (the same CAS, to INFLIGHT(q->self)) and
- * expire it. true if this call expired it. */
-bool expire_claim(shmq_t *q, uint32_t idx, uint64_t w, uint64_t now_ms);
+/* Maintenance: group g's cell of slot idx (g 0: the slot) is READY or DELAYED as word w (read
+ * with acquire) and the message is past its expiry at now_ms (queue ms): take it as a receive
+ * would (the same CAS, to INFLIGHT(q->self)) and expire it. true if this call expired it. */
+bool expire_claim(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint64_t now_ms);
 
 /* The wall-clock time (unix ms) of expiry time expire_ns (EXPIRE_NEVER: 0), for the log. */
 uint64_t expire_unix_ms(const shmq_t *q, uint64_t expire_ns);

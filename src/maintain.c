@@ -604,6 +604,10 @@ static void repair_cell(struct pass *p, uint32_t g, uint32_t idx)
         break;
     case SLOT_RESERVED: finish_fanout(p, g, idx, c, w); break;
     case SLOT_DELAYED:
+        if (group_active(p->q, g) && p->now_ns >= slot_expire(segment_slot(s, idx))) {
+            p->rep->expired += expire_claim(p->q, g, idx, w, p->now_ms); /* as group 0's */
+            break;
+        }
         if (!tagged_get(atomic_load_explicit(&c->deadline, memory_order_relaxed), w, &due) ||
             p->now_ms >= due || !group_active(p->q, g))
             fire_delayed(p, g, idx, c, w);
@@ -612,6 +616,8 @@ static void repair_cell(struct pass *p, uint32_t g, uint32_t idx)
     case SLOT_READY:
         if (!group_active(p->q, g))
             cell_finish(p->q, g, idx, w);
+        else if (p->now_ns >= slot_expire(segment_slot(s, idx))) /* the slot's expiry */
+            p->rep->expired += expire_claim(p->q, g, idx, w, p->now_ms);
         else
             repair_orphan(p, g, idx, c, w);
         break;
@@ -711,7 +717,7 @@ static void repair_slot(struct pass *p, uint32_t idx)
     }
     case SLOT_DELAYED:
         if (p->now_ns >= slot_expire(sl)) { /* expires before it is due: never ready */
-            p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
+            p->rep->expired += expire_claim(p->q, 0, idx, w, p->now_ms);
             break;
         }
         if (!tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due) ||
@@ -725,7 +731,7 @@ static void repair_slot(struct pass *p, uint32_t idx)
         /* past its expiry: no receive takes it; expired here even if no receive comes (an
          * orphan too: its claim needs no ring) */
         if (p->now_ns >= slot_expire(sl)) {
-            p->rep->expired += expire_claim(p->q, idx, w, p->now_ms);
+            p->rep->expired += expire_claim(p->q, 0, idx, w, p->now_ms);
             break;
         }
         repair_orphan(p, 0, idx, sl, w);

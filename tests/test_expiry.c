@@ -29,6 +29,9 @@
  *    never delivered, no delivery counted, and a rebuild agrees.
  *  - unexpired_message_of_a_killed_consumer_is_delivered: at least once for a message that had
  *    not expired (a consumer killed after its claim).
+ *  - group_cells_expire_in_maintenance (drop, dead letter): a consumer group's ready and delayed
+ *    cells past the expiry are expired by maintenance too, so a group nobody receives from does
+ *    not keep the slots of expired messages.
  *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
  *    the rebuild does not bring the message back as ready.
  *  - stopped_between_clocks_logs_no_early_expiry: a producer stopped for 3 s between the two
@@ -726,4 +729,50 @@ Test(expiry, cli_pub_ttl)
     cr_assert_eq(jnum(d, "expired"), 1);
     json_free(d);
     run_free(&r);
+}
+
+/* Consumer groups: a group's ready and delayed cells past their expiry are expired by
+ * maintenance too (review7): before, only group 0's were, so an expired message of a group
+ * nobody received from held its slot (a queue of expired messages full for good). */
+static void group_cells_expire_in_maintenance(uint32_t policy)
+{
+    const char *name = h_qname("gexp");
+    shmq_config_t cfg = ttl_config(200, policy, SHMQ_DURABILITY_NONE);
+    cfg.max_groups = 2;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_publish_delayed(q, "late", 4, 600000, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    shmq_maint_report_t rep;
+    uint32_t expired = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        h_assert_rc(shmq_maintain(q, &rep), 0);
+        expired += rep.expired;
+    }
+    cr_assert_eq(expired, 10, "5 messages in 2 groups: %u expired", expired);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.expired, 10);
+    cr_assert_eq(st.delayed, 0);
+    if (policy == SHMQ_EXPIRE_DROP)
+        cr_assert_eq(st.free, 16, "every slot free again: %u free", st.free);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open_group(q, "audit", "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_consumer_close(c);
+    shmq_close(q);
+}
+
+Test(expiry, group_cells_expire_in_maintenance_dropped)
+{
+    group_cells_expire_in_maintenance(SHMQ_EXPIRE_DROP);
+}
+
+Test(expiry, group_cells_expire_in_maintenance_dead_lettered)
+{
+    group_cells_expire_in_maintenance(SHMQ_EXPIRE_DEAD_LETTER);
 }
