@@ -56,8 +56,8 @@
  * nothing to take) costs one writing dequeue, whose catchup brings tail to head; polls after it
  * are read-only again. The threshold still bounds that dequeue's rounds as in the paper.
  * Blocking (wait.c): a consumer's last try before FUTEX_WAIT follows its seq_cst increment of
- * the waiter count (W2); an enqueuer's FAA tail and R1 precede its seq_cst fence (W1) and its read
- * of that count. If the enqueuer read no waiter, W1 precedes W2 in the seq_cst order, so the
+ * the waiter count (W2); an enqueuer's FAA tail and R1 precede its seq_cst read of that count
+ * (W1). If the enqueuer read no waiter, W1 precedes W2 in the seq_cst order, so the
  * sleeper's loads of threshold, head and tail see the reset threshold and a tail past the new
  * entry's ticket x: either head <= x < tail and the try takes a ticket (and finds the entry, or
  * another dequeuer holds x), or head > x and a dequeuer under way holds x. Either way no sleeper

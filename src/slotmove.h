@@ -116,7 +116,7 @@ int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
 
 /* As slot_finish, but a slot it frees at once joins the free ring without waking a sleeping
  * producer: the caller calls wait_wake_n(free_futex, free_waiters, n) once after its last finish
- * (shmq_ack_batch), whose W1 fence then follows every one of those enqueues (wait.h: a
+ * (shmq_ack_batch), whose W1 load then follows every one of those enqueues in the seq_cst order (wait.h: a
  * producer counted before it is woken, one counted after sees the slots in its last try). */
 int slot_finish_unwoken(shmq_t *q, uint32_t idx, uint64_t w);
 

@@ -22,10 +22,10 @@ static inline void cpu_relax(void)
 /* n: how many sleepers to wake at most (FUTEX_WAKE's count). */
 static inline void wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, int n)
 {
-    /* W1 (seq_cst fence): our change (a ring CAS) is ordered before reading waiters; pairs
-     * with W2 */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(waiters, memory_order_relaxed) == 0)
+    /* W1 (seq_cst load): our change, a ring enqueue whose FAA of tail and cell CAS (R1) are
+     * seq_cst, precedes this load in the seq_cst order; pairs with W2 (wait.h). No fence: a
+     * seq_cst load after seq_cst writes needs none (a plain load on x86-64) */
+    if (atomic_load_explicit(waiters, memory_order_seq_cst) == 0)
         return;
     /* relaxed: the futex syscall orders the rest; the value only has to differ */
     atomic_fetch_add_explicit(futex_word, 1, memory_order_relaxed);

@@ -3,10 +3,17 @@
  *
  * Sleeper: count itself in its registry entry's `sleeping` word (so maintenance can uncount a
  * sleeper that died), then in *waiters, read the futex word, try once more, then FUTEX_WAIT on
- * the value read. Waker: after making its change visible, a seq_cst fence, then read *waiters;
- * only if it is non-zero bump the futex word and FUTEX_WAKE. W1 (waker's fence) and W2 (sleeper's
- * seq_cst increment of waiters) form a Dekker pair: either the waker sees the sleeper counted,
- * or the sleeper's last try sees the waker's change.
+ * the value read. Waker: after making its change, read *waiters with a seq_cst load (W1); only
+ * if it is non-zero bump the futex word and FUTEX_WAKE. W1 and W2 (the sleeper's seq_cst
+ * increment of waiters) form a Dekker pair: either the waker sees the sleeper counted, or the
+ * sleeper's last try sees the waker's change. That needs the change made by seq_cst atomics and
+ * the try to read it with seq_cst ones, and it is: every change a sleeper waits for is a ring
+ * enqueue (FAA of tail, cell CAS R1, threshold reset: all seq_cst) and every try a ring dequeue
+ * (R3's loads, FAA of head: seq_cst). All of them, W1 and W2 are then in the one seq_cst total
+ * order S: if W1 precedes W2 in S, so do the enqueue's writes, and the try's loads after W2 read
+ * them (or later values); else W1 reads W2's increment (or a later value). So W1 needs no fence
+ * of its own (it was one until issue 17: 2 locked instructions per message); a caller whose
+ * change were not seq_cst would need a seq_cst fence before calling these.
  *
  * `sleeping` counts the entry's sleepers of each kind: ready-ring sleepers (consumers) in its
  * low 16 bits, free-ring sleepers (producers in shmq_publish_timed; several threads may share
