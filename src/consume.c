@@ -346,8 +346,7 @@ static __attribute__((noinline)) int ack_in_group(shmq_consumer_t *c, const shmq
     int err = ack_slot(c, msg, &id, true, c->group);
     if (err)
         return err;
-    count_own(c_self(c), CNT_ACKED);
-    registry_heartbeat(c_self(c));
+    count_own(c_self(c), CNT_ACKED); /* our sign of life: H1 (maintain.c) */
     return 0;
 }
 
@@ -360,8 +359,8 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
     if (err)
         return err;
     err = queue_log(c->q, WAL_ACK, id, 0);
+    /* no heartbeat, no clock read: the count is our sign of life (H1, maintain.c) */
     count_own(c_self(c), CNT_ACKED);
-    registry_heartbeat(c_self(c));
     return err == -EIDRM ? err : 0; /* other log errors: the ack happened (a redelivery at worst) */
 }
 
@@ -422,8 +421,7 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
     atomic_store_explicit(&e->counters[CNT_ACKED],
                           atomic_load_explicit(&e->counters[CNT_ACKED], memory_order_relaxed) +
                               acked,
-                          memory_order_relaxed);
-    registry_heartbeat(e);
+                          memory_order_relaxed); /* our sign of life: H1 (maintain.c) */
     if (done)
         *done = acked;
     return idrm ? idrm : first;

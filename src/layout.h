@@ -142,6 +142,10 @@ struct proc_entry {
      * read by shmq_consumer_stats(); in the first line's spare bytes, written rarely. Not
      * folded into the header when the entry is released (no queue total needs it). */
     _Atomic uint64_t taken_back;
+    /* The holder's progress (delivered + acked + nacked counters) when a maintenance pass last
+     * saw it change; that pass refreshed heartbeat_ns for it (maintain.c, note_progress: acks
+     * and nacks read no clock). Written by maintainers (relaxed), zeroed at attach. */
+    _Atomic uint64_t progress_seen;
     _Alignas(CACHE_LINE) _Atomic uint64_t counters[8]; /* enum counter; written by the owner */
 };
 

@@ -70,6 +70,34 @@ struct pass {
     uint64_t held[SHMQ_GROUPS_MAX]; /* messages each group holds (cells not FREE) */
 };
 
+/* A consumer's progress: its deliveries, acks and nacks (relaxed: tallies its one thread
+ * stores; some recent value is enough). */
+static uint64_t progress(const struct proc_entry *e)
+{
+    return atomic_load_explicit(&e->counters[CNT_DELIVERED], memory_order_relaxed) +
+           atomic_load_explicit(&e->counters[CNT_ACKED], memory_order_relaxed) +
+           atomic_load_explicit(&e->counters[CNT_NACKED], memory_order_relaxed);
+}
+
+/* H1: an ack or a nack reads no clock and refreshes no heartbeat (issue 17: one clock read per
+ * message); its count is the sign of life instead. A pass that finds a consumer's progress
+ * changed since the last pass saw it refreshes the heartbeat for it, to the pass's time, before
+ * judging it: a consumer that only acks (a batch handled one by one) stays alive as long as it
+ * acks, judged at most one pass interval late (docs/DESIGN.md, "Registry and liveness"). */
+static void note_progress(const struct pass *p, struct proc_entry *e)
+{
+    uint64_t done = progress(e);
+    /* relaxed: a hint between maintainers; two that race store the same or a newer sum */
+    if (done == atomic_load_explicit(&e->progress_seen, memory_order_relaxed))
+        return;
+    atomic_store_explicit(&e->progress_seen, done, memory_order_relaxed);
+    uint64_t hb = atomic_load_explicit(&e->heartbeat_ns, memory_order_relaxed);
+    /* relaxed CAS: never moves the heartbeat back over a newer one the consumer stored */
+    if (hb < p->now_ns)
+        atomic_compare_exchange_strong_explicit(&e->heartbeat_ns, &hb, p->now_ns,
+                                                memory_order_relaxed, memory_order_relaxed);
+}
+
 /* Is a live consumer hung? (the rule documented at shmq_maintain) */
 static bool consumer_hung(const struct pass *p, const struct proc_entry *e)
 {
@@ -95,6 +123,8 @@ static void fence_dead_procs(struct pass *p)
         unsigned st = pw_state(w);
         /* a CLAIMED entry is judged by the claimer's pid in its word (G3, registry.h) */
         p->dead[i] = st == PROC_FREE || registry_holder_dead(e, w);
+        if (st == PROC_ACTIVE && !p->dead[i] && (e->role & ROLE_CONSUMER))
+            note_progress(p, e);
         if (st == PROC_ACTIVE || st == PROC_CLAIMED) {
             bool hung = !p->dead[i] && st == PROC_ACTIVE && consumer_hung(p, e);
             uint64_t seen = w; /* a failed CAS must not replace the word the verdict is about */

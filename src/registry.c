@@ -240,6 +240,7 @@ int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t
         for (int c = 0; c < CNT__COUNT; c++)
             atomic_store_explicit(&e->counters[c], 0, memory_order_relaxed);
         atomic_store_explicit(&e->taken_back, 0, memory_order_relaxed);
+        atomic_store_explicit(&e->progress_seen, 0, memory_order_relaxed);
         registry_heartbeat(e);
         uint64_t active = pw_next(claimed, PROC_ACTIVE);
         /* G1 (release): pid, start time and role are visible to whoever sees ACTIVE. A CAS,

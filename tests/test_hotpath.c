@@ -149,3 +149,52 @@ Test(hotpath, blocking_receive_is_woken_whenever_the_publish_lands)
     h_assert_rc(shmq_close(p.q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }
+
+/* H1 (maintain.c, note_progress): an ack reads no clock and stores no heartbeat; the pass that
+ * sees the consumer's counts moved refreshes the heartbeat for it. A consumer that handles a
+ * batch one message at a time, acking each, for far longer than 3 x the heartbeat timeout must
+ * not be fenced while it acks; once it stops, it is fenced as before. Each pass follows an ack,
+ * so a slow machine changes nothing: every pass sees progress. */
+Test(hotpath, acks_alone_keep_a_consumer_alive)
+{
+    const char *name = h_qname("ackalive");
+    shmq_config_t cfg = h_small_config(64, 64, 8);
+    cfg.heartbeat_timeout_ms = 100; /* hung after 300 ms without a sign of life (not stopped) */
+    cfg.ack_deadline_ms = 600000;
+    shmq_t *q, *q2;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_open(name, &q2), 0); /* the maintainer's handle */
+    h_assert_rc(shmq_consumer_open(q, "batcher", &c), 0);
+    enum { N = 30 };
+    for (int i = 0; i < N; i++)
+        h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_msg_t m[N];
+    size_t got = 0;
+    h_assert_rc(shmq_receive_batch(c, m, N, &got, 0), 0); /* its last heartbeat */
+    cr_assert_eq(got, N);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < N; i++) {
+        h_sleep_ms(40); /* 1.2 s in all: 4 x the 300 ms a silent consumer gets */
+        h_assert_rc(shmq_ack(c, &m[i]), 0);
+        shmq_maint_report_t rep;
+        h_assert_rc(shmq_maintain(q2, &rep), 0);
+        cr_assert_eq(rep.procs_hung, 0, "fenced while acking, after %d acks, %.0f ms", i + 1,
+                     (double)(now_ns() - t0) / 1e6);
+    }
+    cr_assert_gt(now_ns() - t0, 3ull * 300 * 1000000ull, "the acks took less than 3 x 300 ms");
+    /* it stops: no receive, no ack; fenced once its heartbeat (the last pass's) is old */
+    bool fenced = false;
+    for (int i = 0; i < 30000 / 20 && !fenced; i++) {
+        h_sleep_ms(20);
+        shmq_maint_report_t rep;
+        h_assert_rc(shmq_maintain(q2, &rep), 0);
+        fenced = rep.procs_hung == 1;
+    }
+    cr_assert(fenced, "a consumer that stopped acking was never fenced");
+    shmq_msg_t x;
+    h_assert_rc(shmq_receive(c, &x, 0), -ESTALE);
+    shmq_consumer_close(c);
+    shmq_close(q2);
+    shmq_close(q);
+}

@@ -604,7 +604,8 @@ int shmq_receive_batch(shmq_consumer_t *c, shmq_msg_t *msgs, size_t max, size_t 
 
 /**
  * Batch ack: acknowledge msgs[0..n) as n calls of shmq_ack() would, each on its own: a message
- * that cannot be acked does not stop the others. One heartbeat per call, and with a log one
+ * that cannot be acked does not stop the others. No clock read (its acks are its sign of life,
+ * as shmq_ack()'s: shmq_maintain(), "The liveness rule"), and with a log one
  * record reservation for the ACK records of up to 64 messages (each its own record).
  * *done (may be NULL) gets how many were acked. Returns 0 when all n were (*done == n); else
  * -EIDRM when the queue was rebuilt meanwhile (as shmq_ack(): the acks may or may not count);
@@ -826,7 +827,11 @@ typedef struct shmq_maint_report {
  * what it held is taken back at once. A consumer whose pid lives is hung when its heartbeat is
  * older than heartbeat_timeout_ms and it is stopped or traced (/proc state T or t), or older
  * than 3 x heartbeat_timeout_ms in any other state (a process starved of CPU gets the longer
- * grace). A hung consumer is fenced: its registry entry and deliveries become stale (-ESTALE
+ * grace). Its heartbeat is refreshed by each receive (also one that finds nothing), by
+ * shmq_extend() and by a heartbeat thread; acks and nacks read no clock: a pass that finds the
+ * consumer's deliveries, acks or nacks counted up since the pass before refreshes the
+ * heartbeat for it (so a consumer that acks a batch one by one stays alive while it acks,
+ * judged at most one maintenance period later than by a heartbeat of its own). A hung consumer is fenced: its registry entry and deliveries become stale (-ESTALE
  * from its later receive, ack, nack), its messages are redelivered, but the slots it may still
  * read are never reused while it lives (they wait in state FENCED until it acks, closes or dies).
  * The same holds for a message taken back from a live consumer at its ack deadline.
