@@ -20,7 +20,7 @@ int expire_held_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, struct pro
 {
     struct slot *sl = segment_cell(&q->seg, g, idx);
     uint64_t id = segment_slot(&q->seg, idx)->id; /* ours while we hold w */
-    if (q->seg.layout.expire_policy == SHMQ_EXPIRE_DEAD_LETTER) {
+    if (settings_expire_policy(&q->seg.hdr->settings) == SHMQ_EXPIRE_DEAD_LETTER) {
         /* X2: DEAD logged before the move (as every dead letter), reason SHMQ_DEAD_EXPIRED */
         int err = cell_dead_letter(q, g, idx, w, SHMQ_DEAD_EXPIRED);
         /* failed: we read no more; moved: T3 (a take-back under way set its tag and failed) */

@@ -109,12 +109,13 @@ struct seg_header {
         _Atomic uint32_t default_ttl_ms; /* a new message's time to live (0: none) */
         _Atomic uint32_t wal_seq;        /* log file of the latest CONFIG record + 1 (a lower
                                           * bound, as slot.wal_seq); 0: none was logged */
-        uint32_t reserved;
+        _Atomic uint32_t expire_policy;  /* SHMQ_EXPIRE_*: what an expiry does from now on */
         _Atomic uint64_t backoff_multiplier; /* the double's bits */
         _Atomic uint64_t heartbeat_grace;    /* after a lowered heartbeat timeout: the previous
                                               * one (ms) << 32 | until when it still counts (s of
                                               * the queue's clock); 0: none */
         _Atomic uint64_t version;            /* changes made to this segment's settings */
+        _Atomic uint64_t log_retention_bytes; /* acked history maintenance keeps (0: none) */
     } settings;
 };
 

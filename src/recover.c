@@ -382,9 +382,14 @@ static void apply_config_record(const struct scan_ctx *c, shmq_config_t *cfg)
 {
     struct settings_values v;
     _Static_assert(sizeof(v) == WAL_CONFIG_LEN, "the payload this version writes");
-    if (!c->config || c->config_len < sizeof(v))
+    if (!c->config || c->config_len < SETTINGS_VALUES_LEN_0)
         return;
-    memcpy(&v, c->config, sizeof(v)); /* later settings may follow: not read here */
+    /* a first-layout payload (40 bytes) lacks the settings added later: the header's stay */
+    v.expire_policy = cfg->expire_policy;
+    v.reserved3 = 0;
+    v.log_retention_bytes = cfg->log_retention_bytes;
+    memcpy(&v, c->config, c->config_len < sizeof(v) ? c->config_len : sizeof(v));
+    /* later settings may follow: not read here */
     if (settings_valid(&v))
         settings_to_config(&v, cfg);
 }

@@ -77,10 +77,8 @@ static int refuse_fixed(uint32_t fixed)
                  {SHMQ_CONFIG_DURABILITY, "durability"},
                  {SHMQ_CONFIG_LOG_DIR, "log_dir"},
                  {SHMQ_CONFIG_WAL_FILE_SIZE, "wal_file_size"},
-                 {SHMQ_CONFIG_LOG_RETENTION_BYTES, "log_retention_bytes"},
                  {SHMQ_CONFIG_DEDUP_WINDOW_COUNT, "dedup_window_count"},
-                 {SHMQ_CONFIG_DEDUP_WINDOW_MS, "dedup_window_ms"},
-                 {SHMQ_CONFIG_EXPIRE_POLICY, "expire_policy"}};
+                 {SHMQ_CONFIG_DEDUP_WINDOW_MS, "dedup_window_ms"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (fixed & names[i].bit)
             return err_detail(-EINVAL,
@@ -102,6 +100,8 @@ static int refuse_value(const struct settings_values *v)
     if (v->backoff_base_ms > v->backoff_cap_ms)
         return err_detail(-EINVAL, "backoff_base_ms %u is above backoff_cap_ms %u",
                           v->backoff_base_ms, v->backoff_cap_ms);
+    if (v->expire_policy != SHMQ_EXPIRE_DROP && v->expire_policy != SHMQ_EXPIRE_DEAD_LETTER)
+        return err_detail(-EINVAL, "expire_policy %u is not a SHMQ_EXPIRE_*", v->expire_policy);
     return err_detail(-EINVAL, "backoff_multiplier %g is outside 1..1000", v->backoff_multiplier);
 }
 
@@ -119,6 +119,9 @@ int shmq_set_config(shmq_t *q, const shmq_config_t *cfg, uint32_t fields)
     if ((fields & SHMQ_CONFIG_DEFAULT_TTL_MS) && cfg->size < ABI_END(shmq_config_t, default_ttl_ms))
         return err_detail(-EINVAL, "default_ttl_ms is not in a shmq_config_t of %u bytes",
                           cfg->size); /* the caller's (older) struct does not have it */
+    if ((fields & SHMQ_CONFIG_EXPIRE_POLICY) && cfg->size < ABI_END(shmq_config_t, expire_policy))
+        return err_detail(-EINVAL, "expire_policy is not in a shmq_config_t of %u bytes",
+                          cfg->size);
     struct seg_settings *st = &q->seg.hdr->settings;
     struct settings_values cur, next;
     settings_read(st, &cur);
@@ -137,6 +140,10 @@ int shmq_set_config(shmq_t *q, const shmq_config_t *cfg, uint32_t fields)
         next.backoff_multiplier = in.backoff_multiplier;
     if (fields & SHMQ_CONFIG_DEFAULT_TTL_MS)
         next.default_ttl_ms = in.default_ttl_ms;
+    if (fields & SHMQ_CONFIG_EXPIRE_POLICY)
+        next.expire_policy = in.expire_policy;
+    if (fields & SHMQ_CONFIG_LOG_RETENTION_BYTES)
+        next.log_retention_bytes = in.log_retention_bytes;
     if (!settings_valid(&next) || next.backoff_base_ms > next.backoff_cap_ms)
         return refuse_value(&next);
     if (!queue_gen_live(q)) /* rebuilt: this segment is no longer the queue */
@@ -162,6 +169,11 @@ int shmq_set_config(shmq_t *q, const shmq_config_t *cfg, uint32_t fields)
                               settings_double_bits(next.backoff_multiplier), memory_order_relaxed);
     if (fields & SHMQ_CONFIG_DEFAULT_TTL_MS)
         atomic_store_explicit(&st->default_ttl_ms, next.default_ttl_ms, memory_order_relaxed);
+    if (fields & SHMQ_CONFIG_EXPIRE_POLICY)
+        atomic_store_explicit(&st->expire_policy, next.expire_policy, memory_order_relaxed);
+    if (fields & SHMQ_CONFIG_LOG_RETENTION_BYTES)
+        atomic_store_explicit(&st->log_retention_bytes, next.log_retention_bytes,
+                              memory_order_relaxed);
     /* K1/K3 (seq_cst RMW): releases the stores above to whoever reads this version; in the
      * total order with a maintenance copy's re-read of the version (settings_keep) */
     uint64_t version = atomic_fetch_add(&st->version, 1) + 1;

@@ -1,7 +1,7 @@
 /*
  * settings.h - the settings of a queue that can change while it runs (shmq_set_config()):
  * heartbeat_timeout_ms, ack_deadline_ms, max_attempts, backoff_base_ms, backoff_cap_ms,
- * backoff_multiplier, default_ttl_ms. What changes the segment's layout (capacity, max_msg_size,
+ * backoff_multiplier, default_ttl_ms, expire_policy, log_retention_bytes. What changes the segment's layout (capacity, max_msg_size,
  * max_procs, the log's geometry, ...) stays in struct seg_layout, fixed at create.
  *
  * Where they live: seg_header.settings (layout.h), one word per setting, initialised from the
@@ -57,8 +57,14 @@ struct settings_values {
     double backoff_multiplier;
     uint32_t default_ttl_ms;
     uint32_t reserved2; /* 0 */
+    /* added later in version 2: a 40-byte CONFIG payload ends before them (recovery keeps the
+     * header's values for them then) */
+    uint32_t expire_policy; /* SHMQ_EXPIRE_* */
+    uint32_t reserved3;     /* 0 */
+    uint64_t log_retention_bytes;
 };
-_Static_assert(sizeof(struct settings_values) == 40, "a CONFIG payload: docs/FORMAT.md 8.6");
+_Static_assert(sizeof(struct settings_values) == 56, "a CONFIG payload: docs/FORMAT.md 8.6");
+#define SETTINGS_VALUES_LEN_0 40u /* the first CONFIG payload: up to default_ttl_ms */
 
 static inline uint64_t settings_double_bits(double d)
 {
@@ -85,6 +91,8 @@ static inline void settings_init(struct seg_settings *s, const struct seg_layout
     atomic_store_explicit(&s->backoff_multiplier, settings_double_bits(l->backoff_multiplier),
                           memory_order_relaxed);
     atomic_store_explicit(&s->default_ttl_ms, l->default_ttl_ms, memory_order_relaxed);
+    atomic_store_explicit(&s->expire_policy, l->expire_policy, memory_order_relaxed);
+    atomic_store_explicit(&s->log_retention_bytes, l->log_retention_bytes, memory_order_relaxed);
     atomic_store_explicit(&s->wal_seq, 0, memory_order_relaxed);
     atomic_store_explicit(&s->heartbeat_grace, 0, memory_order_relaxed);
     atomic_store_explicit(&s->version, 0, memory_order_relaxed);
@@ -105,6 +113,18 @@ static inline uint32_t settings_max_attempts(const struct seg_settings *s)
 static inline uint32_t settings_default_ttl_ms(const struct seg_settings *s)
 {
     return atomic_load_explicit(&s->default_ttl_ms, memory_order_relaxed);
+}
+
+/* What an expiry does now (SHMQ_EXPIRE_*): read once per expiry, by the expirer. */
+static inline uint32_t settings_expire_policy(const struct seg_settings *s)
+{
+    return atomic_load_explicit(&s->expire_policy, memory_order_relaxed);
+}
+
+/* The acked history retention keeps (bytes, 0: none): read once per maintenance pass. */
+static inline uint64_t settings_log_retention_bytes(const struct seg_settings *s)
+{
+    return atomic_load_explicit(&s->log_retention_bytes, memory_order_relaxed);
 }
 
 static inline uint32_t settings_heartbeat_timeout_ms(const struct seg_settings *s)
@@ -136,6 +156,8 @@ static inline void settings_read(const struct seg_settings *s, struct settings_v
     v->backoff_multiplier =
         settings_bits_double(atomic_load_explicit(&s->backoff_multiplier, memory_order_relaxed));
     v->default_ttl_ms = settings_default_ttl_ms(s);
+    v->expire_policy = settings_expire_policy(s);
+    v->log_retention_bytes = settings_log_retention_bytes(s);
 }
 
 /* Are these values a queue may run with (shmq_create()'s limits)? base > cap is allowed: two
@@ -144,7 +166,8 @@ static inline bool settings_valid(const struct settings_values *v)
 {
     return v->heartbeat_timeout_ms >= 1 && v->ack_deadline_ms >= 1 && v->max_attempts >= 1 &&
            isfinite(v->backoff_multiplier) && v->backoff_multiplier >= 1.0 &&
-           v->backoff_multiplier <= 1000.0;
+           v->backoff_multiplier <= 1000.0 &&
+           (v->expire_policy == SHMQ_EXPIRE_DROP || v->expire_policy == SHMQ_EXPIRE_DEAD_LETTER);
 }
 
 /* Put v into a config (shmq_get_config, inspection, recovery) (shmq_get_config, inspection,
@@ -160,6 +183,8 @@ static inline void settings_to_config(const struct settings_values *v, shmq_conf
     cfg->backoff_cap_ms = v->backoff_cap_ms;
     cfg->backoff_multiplier = v->backoff_multiplier;
     cfg->default_ttl_ms = v->default_ttl_ms;
+    cfg->expire_policy = v->expire_policy;
+    cfg->log_retention_bytes = v->log_retention_bytes;
 }
 
 #endif

@@ -66,6 +66,7 @@
 #include "loghead.h"
 #include "quiesce.h"
 #include "registry.h"
+#include "settings.h"
 
 #define WAL_CACHE 8
 #define WAL_PENDING 16           /* failed reservations a process remembers to close with PAD */
@@ -1386,7 +1387,7 @@ int wal_maintain(struct wal *w, uint64_t min_live_seq, uint64_t cur, bool light)
         if (!light)
             populate_ahead(w, cur, cur + k);
     uint64_t limit = min_live_seq < cur ? min_live_seq : cur;
-    uint64_t keep = w->seg->layout.log_retention_bytes, pos = atomic_load(&h->wal_pos);
+    uint64_t keep = settings_log_retention_bytes(&h->settings), pos = atomic_load(&h->wal_pos);
     if (keep) { /* retention: files holding the last `keep` bytes stay, for replay */
         uint64_t keep_from = pos > keep ? wal_seq_of(w, pos - keep) : 0;
         if (keep_from < limit)

@@ -54,7 +54,8 @@ enum wal_type {
     WAL_CONFIG = 7
 };
 #define WAL_TYPE_MAX WAL_CONFIG /* a record of a higher type is invalid */
-#define WAL_CONFIG_LEN 40u      /* bytes of a CONFIG payload this version writes */
+#define WAL_CONFIG_LEN 56u      /* bytes of a CONFIG payload this version writes (40 before
+                                 * expire_policy and log_retention_bytes could change) */
 
 struct wal_rec {
     uint32_t magic;

@@ -25,6 +25,8 @@ static shmq_config_t changed(void)
     c.backoff_cap_ms = 9000;
     c.backoff_multiplier = 3.5;
     c.default_ttl_ms = 86400000;
+    c.expire_policy = SHMQ_EXPIRE_DEAD_LETTER;
+    c.log_retention_bytes = 12345;
     return c;
 }
 
@@ -37,6 +39,8 @@ static void assert_changed(const shmq_config_t *c)
     cr_assert_eq(c->backoff_cap_ms, 9000);
     cr_assert(c->backoff_multiplier == 3.5);
     cr_assert_eq(c->default_ttl_ms, 86400000);
+    cr_assert_eq(c->expire_policy, SHMQ_EXPIRE_DEAD_LETTER);
+    cr_assert_eq(c->log_retention_bytes, 12345);
 }
 
 /* A change made through one handle is what every handle's shmq_get_config() shows; the fields
@@ -85,10 +89,8 @@ Test(setconfig, fixed_fields_and_bad_values_are_refused)
                                      SHMQ_CONFIG_DURABILITY,
                                      SHMQ_CONFIG_LOG_DIR,
                                      SHMQ_CONFIG_WAL_FILE_SIZE,
-                                     SHMQ_CONFIG_LOG_RETENTION_BYTES,
                                      SHMQ_CONFIG_DEDUP_WINDOW_COUNT,
                                      SHMQ_CONFIG_DEDUP_WINDOW_MS,
-                                     SHMQ_CONFIG_EXPIRE_POLICY,
                                      1u << 15,
                                      1u << 31};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -111,6 +113,11 @@ Test(setconfig, fixed_fields_and_bad_values_are_refused)
     bad = changed();
     bad.backoff_multiplier = 0.5;
     h_assert_rc(shmq_set_config(q, &bad, SHMQ_CONFIG_CHANGEABLE), -EINVAL);
+    bad = changed();
+    bad.expire_policy = 7;
+    h_assert_rc(shmq_set_config(q, &bad, SHMQ_CONFIG_EXPIRE_POLICY), -EINVAL);
+    cr_assert(strstr(shmq_last_error_detail(), "expire_policy 7"), "detail: %s",
+              shmq_last_error_detail());
     /* base above the cap in use (30000 by default), the cap not named */
     bad = changed();
     bad.backoff_base_ms = 40000;
@@ -190,9 +197,43 @@ Test(setconfig, new_settings_take_effect)
             h_sleep_ms(10);
     }
     cr_assert_eq(gone, 1, "the message published after the change expired");
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.dead, 1, "dropped, as the policy the queue was made with says");
+
+    /* the expire policy set now applies to the next expiry: a dead letter, reason expired */
+    set.expire_policy = SHMQ_EXPIRE_DEAD_LETTER;
+    h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_EXPIRE_POLICY), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    gone = 0;
+    bound = h_now_ms() + 20000;
+    while (!gone && h_now_ms() < bound) {
+        shmq_maint_report_t rep;
+        h_assert_rc(shmq_maintain(q, &rep), 0);
+        gone = rep.expired;
+        if (!gone)
+            h_sleep_ms(10);
+    }
+    cr_assert_eq(gone, 1, "the message published after the policy change expired");
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.dead, 2, "and became a dead letter, as the new policy says");
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* Publish, receive and ack n messages of 64 B, with a maintenance pass every 200. */
+static void traffic(shmq_t *q, shmq_consumer_t *c, int n)
+{
+    char payload[64] = {0};
+    for (int i = 0; i < n; i++) {
+        shmq_msg_t m;
+        h_assert_rc(shmq_publish(q, payload, sizeof payload, NULL), 0);
+        h_assert_rc(shmq_receive(c, &m, 1000), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+        if (i % 200 == 0)
+            h_assert_rc(shmq_maintain(q, NULL), 0);
+    }
+    h_assert_rc(shmq_maintain(q, NULL), 0);
 }
 
 static void lose_segment_and_reopen(const char *name, shmq_t **q)
@@ -247,16 +288,7 @@ Test(setconfig, a_change_survives_log_retention)
     shmq_config_t want = changed();
     h_assert_rc(shmq_set_config(q, &want, SHMQ_CONFIG_CHANGEABLE), 0);
     h_assert_rc(shmq_consumer_open(q, "ret", &c), 0);
-    char payload[64] = {0};
-    for (int i = 0; i < 4000; i++) { /* about 150 log bytes each: ten files and more */
-        shmq_msg_t m;
-        h_assert_rc(shmq_publish(q, payload, sizeof payload, NULL), 0);
-        h_assert_rc(shmq_receive(c, &m, 1000), 0);
-        h_assert_rc(shmq_ack(c, &m), 0);
-        if (i % 200 == 0)
-            h_assert_rc(shmq_maintain(q, NULL), 0);
-    }
-    h_assert_rc(shmq_maintain(q, NULL), 0);
+    traffic(q, c, 4000); /* about 150 log bytes each: ten files and more */
     h_assert_rc(shmq_maintain(q, NULL), 0);
     shmq_stats_t st;
     h_assert_rc(shmq_stats(q, &st), 0);
@@ -267,6 +299,41 @@ Test(setconfig, a_change_survives_log_retention)
     shmq_config_t got;
     h_assert_rc(shmq_get_config(q, &got), 0);
     assert_changed(&got);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
+
+/* The log's retention changes while the queue runs: raised, the acked history stays on disk
+ * (replay finds it); lowered again, the next maintenance pass deletes it; a rebuild keeps the
+ * value in use. */
+Test(setconfig, log_retention_changes_take_effect)
+{
+    const char *name = h_qname("scrtn");
+    shmq_config_t cfg = h_log_config(16); /* 64 KiB files, no retention */
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "rtn", &c), 0);
+    shmq_config_t set = cfg;
+    set.log_retention_bytes = 4u << 20;
+    h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_LOG_RETENTION_BYTES), 0);
+    traffic(q, c, 4000); /* about 150 log bytes each: ten files and more */
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_geq(st.wal_files, 9, "the raised retention kept the acked history (%u files)",
+                  st.wal_files);
+    set.log_retention_bytes = 0;
+    h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_LOG_RETENTION_BYTES), 0);
+    h_assert_rc(shmq_maintain(q, NULL), 0);
+    h_assert_rc(shmq_maintain(q, NULL), 0);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_leq(st.wal_files, 5, "the lowered retention deleted it (%u files left)",
+                  st.wal_files);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    lose_segment_and_reopen(name, &q);
+    shmq_config_t got;
+    h_assert_rc(shmq_get_config(q, &got), 0);
+    cr_assert_eq(got.log_retention_bytes, 0, "the rebuild keeps the retention in use");
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }
@@ -435,6 +502,22 @@ Test(setconfig, the_config_command)
     jassert_num(d, "default_ttl_ms", 60000);
     json_free(d);
     run_free(&r);
+    r = RUN("config", name, "--expire", "dead-letter", "--log-retention-bytes", "1048576",
+            "--json");
+    assert_exit(&r, 0, "config --expire --log-retention-bytes");
+    d = json_parse(r.out);
+    cr_assert_str_eq(jstr(d, "expire"), "dead-letter");
+    jassert_num(d, "log_retention_bytes", 1048576);
+    json_free(d);
+    run_free(&r);
+    r = RUN("config", name, "--expire", "later");
+    assert_exit(&r, 2, "a policy that is not one");
+    assert_contains(r.err, "'later' is not drop or dead-letter", "the value is named");
+    run_free(&r);
+    r = RUN("config", name, "--dedup-window-ms", "5");
+    assert_exit(&r, 2, "a fixed setting");
+    assert_contains(r.err, "--dedup-window-ms cannot change", "the fixed setting is named");
+    run_free(&r);
     h_assert_rc(shmq_open(name, &q), 0);
     shmq_config_t got;
     h_assert_rc(shmq_get_config(q, &got), 0);
@@ -443,6 +526,8 @@ Test(setconfig, the_config_command)
     lose_segment_and_reopen(name, &q);
     h_assert_rc(shmq_get_config(q, &got), 0);
     cr_assert_eq(got.max_attempts, 11, "the CLI's change is logged");
+    cr_assert_eq(got.expire_policy, SHMQ_EXPIRE_DEAD_LETTER, "and the policy's");
+    cr_assert_eq(got.log_retention_bytes, 1048576, "and the retention's");
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }

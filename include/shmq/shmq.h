@@ -692,7 +692,7 @@ int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size);
 #define SHMQ_CONFIG_BACKOFF_CAP_MS (1u << 4)
 #define SHMQ_CONFIG_BACKOFF_MULTIPLIER (1u << 5)
 #define SHMQ_CONFIG_DEFAULT_TTL_MS (1u << 6)
-#define SHMQ_CONFIG_CHANGEABLE 0x7fu /* every field above */
+#define SHMQ_CONFIG_CHANGEABLE 0x0480007fu /* every field above, with the two below */
 /** The ones fixed at create (they shape the segment or the log): always -EINVAL. To change
  *  them, make a new queue and move the messages (README "Changing settings"). */
 #define SHMQ_CONFIG_CAPACITY (1u << 16)
@@ -702,17 +702,18 @@ int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size);
 #define SHMQ_CONFIG_DURABILITY (1u << 20)
 #define SHMQ_CONFIG_LOG_DIR (1u << 21)
 #define SHMQ_CONFIG_WAL_FILE_SIZE (1u << 22)
-#define SHMQ_CONFIG_LOG_RETENTION_BYTES (1u << 23)
+#define SHMQ_CONFIG_LOG_RETENTION_BYTES (1u << 23) /* changeable */
 #define SHMQ_CONFIG_DEDUP_WINDOW_COUNT (1u << 24)
 #define SHMQ_CONFIG_DEDUP_WINDOW_MS (1u << 25)
-#define SHMQ_CONFIG_EXPIRE_POLICY (1u << 26)
+#define SHMQ_CONFIG_EXPIRE_POLICY (1u << 26) /* changeable */
 
 /**
  * Change settings of a running queue: the fields of *cfg that `fields` names (SHMQ_CONFIG_*
  * bits; the others are not read), as shmq_get_config() then shows. Typical use: fill a config
  * with shmq_config_init() or shmq_get_config(), set what changes, name it in fields.
  * Changeable: heartbeat_timeout_ms, ack_deadline_ms, max_attempts, backoff_base_ms,
- * backoff_cap_ms, backoff_multiplier, default_ttl_ms (SHMQ_CONFIG_CHANGEABLE). Every other field
+ * backoff_cap_ms, backoff_multiplier, default_ttl_ms, expire_policy, log_retention_bytes
+ * (SHMQ_CONFIG_CHANGEABLE). Every other field
  * shapes the segment or its log and stays as created: naming one is -EINVAL, nothing changed. When
  * each change takes effect, for every process of the queue at once:
  *  - ack_deadline_ms: deliveries made after the change (one in flight keeps its deadline);
@@ -722,6 +723,9 @@ int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size);
  *  - backoff_*: nacks after the change;
  *  - default_ttl_ms: messages published after the change (a message keeps the expiry it was
  *    published with);
+ *  - expire_policy: expiries from then on (a message expired before stays dropped or dead);
+ *  - log_retention_bytes: maintenance's next pass (lowered: older acked history is deleted
+ *    then, and replay no longer finds it; raised: history from then on is kept longer);
  *  - heartbeat_timeout_ms: maintenance's liveness rule, blocked receives and heartbeat threads
  *    (interval 0) follow it within a few sleeps; a LOWERED timeout counts for liveness only
  *    after twice the old one, so no consumer still sleeping at the old pace is fenced.
@@ -738,7 +742,8 @@ int shmq_get_config_size(const shmq_t *q, shmq_config_t *cfg, size_t size);
  * ack deadline and max_attempts >= 1; backoff_base_ms <= backoff_cap_ms, with the unchanged
  * one as it is; 1.0 <= multiplier <= 1000): nothing changed then; -EIDRM when the queue was
  * rebuilt from its log since q was opened (reopen; nothing changed); SHMQ_CONFIG_DEFAULT_TTL_MS
- * with a cfg->size from headers older than that field: -EINVAL. With a log, when the
+ * or SHMQ_CONFIG_EXPIRE_POLICY with a cfg->size from headers older than that field: -EINVAL;
+ * an expire_policy that is not a SHMQ_EXPIRE_*: -EINVAL. With a log, when the
  * CONFIG record cannot be written: the append's error (-ENOSPC, -EDQUOT, -EFBIG, -EIO, ... as
  * shmq_publish(), or -EIDRM when the queue was rebuilt meanwhile): the change IS in effect in
  * this segment, but a rebuild from the log may not keep it; call again once the log works.

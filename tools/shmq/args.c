@@ -39,6 +39,21 @@ int cli_u32(const char *cmd, const char *opt, const char *s, uint32_t lo, uint32
     return rc;
 }
 
+int cli_expire_policy(const char *cmd, const char *s, uint32_t *out)
+{
+    if (strcmp(s, "drop") == 0 || strcmp(s, "dead-letter") == 0) {
+        *out = s[1] == 'r' ? SHMQ_EXPIRE_DROP : SHMQ_EXPIRE_DEAD_LETTER;
+        return 0;
+    }
+    fprintf(stderr, "%s %s: --expire: '%s' is not drop or dead-letter\n", cli_progname, cmd, s);
+    return CLI_EXIT_USAGE;
+}
+
+const char *cli_expire_name(uint32_t policy)
+{
+    return policy == SHMQ_EXPIRE_DEAD_LETTER ? "dead-letter" : "drop";
+}
+
 int cli_timeout(const char *cmd, const char *opt, const char *s, int *out)
 {
     if (strcmp(s, "-1") == 0) {

@@ -62,6 +62,9 @@ int cli_u32(const char *cmd, const char *opt, const char *s, uint32_t lo, uint32
             uint32_t *out);
 int cli_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
             uint64_t *out);
+/* An expire policy: "drop" or "dead-letter" (SHMQ_EXPIRE_*); and its name. */
+int cli_expire_policy(const char *cmd, const char *s, uint32_t *out);
+const char *cli_expire_name(uint32_t policy);
 /* A timeout in ms: 0..INT32_MAX, or -1 for "forever". */
 int cli_timeout(const char *cmd, const char *opt, const char *s, int *out);
 /* A queue name valid for shmq_create()/shmq_open(). */

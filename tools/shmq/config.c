@@ -32,11 +32,13 @@ void cmd_config_help(FILE *out)
             "                            the nack delay policy (base <= cap; 1 <= X <= 1000)\n"
             "  --ttl-ms N                time to live of messages published from now on (0:\n"
             "                            none; a message keeps the expiry it was published with)\n"
+            "  --expire POLICY           what expiries from now on do: drop or dead-letter\n"
+            "  --log-retention-bytes N   acked history the log keeps for replay (lowered: the\n"
+            "                            older history is deleted at the next maintenance pass)\n"
             "Settings fixed at create (an error here): --capacity, --max-msg-size,\n"
-            "--max-procs, --mode, --durability, --log-dir, --wal-file-size,\n"
-            "--log-retention-bytes, --dedup-window, --dedup-window-ms, the expire policy. To\n"
-            "change them, create a new queue and move the messages (README \"Changing\n"
-            "settings\").\n"
+            "--max-procs, --mode, --durability, --log-dir, --wal-file-size, --dedup-window,\n"
+            "--dedup-window-ms. To change them, create a new queue and move the messages\n"
+            "(README \"Changing settings\").\n"
             "\n"
             "Options:\n"
             "  --json      print the settings as one JSON object\n"
@@ -61,6 +63,8 @@ enum {
     OPT_CAP,
     OPT_MULT,
     OPT_TTL,
+    OPT_EXPIRE,
+    OPT_RETENTION,
     OPT_JSON,
     OPT_FIXED /* every option of a fixed setting: its name is in the table */
 };
@@ -73,6 +77,9 @@ static const struct option opts[] = {
     {"backoff-cap-ms", required_argument, NULL, OPT_CAP},
     {"backoff-multiplier", required_argument, NULL, OPT_MULT},
     {"ttl-ms", required_argument, NULL, OPT_TTL},
+    {"expire", required_argument, NULL, OPT_EXPIRE},
+    {"expire-policy", required_argument, NULL, OPT_EXPIRE},
+    {"log-retention-bytes", required_argument, NULL, OPT_RETENTION},
     {"json", no_argument, NULL, OPT_JSON},
     {"help", no_argument, NULL, 'h'},
     {"capacity", required_argument, NULL, OPT_FIXED},
@@ -82,11 +89,8 @@ static const struct option opts[] = {
     {"durability", required_argument, NULL, OPT_FIXED},
     {"log-dir", required_argument, NULL, OPT_FIXED},
     {"wal-file-size", required_argument, NULL, OPT_FIXED},
-    {"log-retention-bytes", required_argument, NULL, OPT_FIXED},
     {"dedup-window", required_argument, NULL, OPT_FIXED},
     {"dedup-window-ms", required_argument, NULL, OPT_FIXED},
-    {"expire", required_argument, NULL, OPT_FIXED},
-    {"expire-policy", required_argument, NULL, OPT_FIXED},
     {0}};
 
 static int parse_multiplier(const char *s, double *out)
@@ -129,6 +133,12 @@ static int apply(int c, const char *v, shmq_config_t *cfg, uint32_t *fields)
     case OPT_TTL:
         *fields |= SHMQ_CONFIG_DEFAULT_TTL_MS;
         return cli_u32(cmd, "--ttl-ms", v, 0, UINT32_MAX, &cfg->default_ttl_ms);
+    case OPT_EXPIRE:
+        *fields |= SHMQ_CONFIG_EXPIRE_POLICY;
+        return cli_expire_policy(cmd, v, &cfg->expire_policy);
+    case OPT_RETENTION:
+        *fields |= SHMQ_CONFIG_LOG_RETENTION_BYTES;
+        return cli_u64(cmd, "--log-retention-bytes", v, 0, UINT64_MAX, &cfg->log_retention_bytes);
     }
     return CLI_EXIT_USAGE;
 }
@@ -145,6 +155,8 @@ static void emit_settings(const char *name, const shmq_config_t *cfg, bool json)
     emit_u64(&e, "backoff_cap_ms", cfg->backoff_cap_ms);
     emit_double(&e, "backoff_multiplier", cfg->backoff_multiplier);
     emit_u64(&e, "default_ttl_ms", cfg->default_ttl_ms);
+    emit_word(&e, "expire", cli_expire_name(cfg->expire_policy));
+    emit_u64(&e, "log_retention_bytes", cfg->log_retention_bytes);
     emit_finish(&e);
 }
 
@@ -167,7 +179,7 @@ int cmd_config(int argc, char **argv)
                     cli_progname, opts[idx].name);
             return CLI_EXIT_USAGE;
         default:
-            if (c >= OPT_HEARTBEAT && c <= OPT_TTL) {
+            if (c >= OPT_HEARTBEAT && c <= OPT_RETENTION) {
                 if ((rc = apply(c, optarg, &cfg, &fields)) != 0)
                     return rc;
                 break;

@@ -125,16 +125,6 @@ static int parse_durability(const char *s, int *out)
     return CLI_EXIT_USAGE;
 }
 
-static int parse_expire(const char *s, uint32_t *out)
-{
-    if (strcmp(s, "drop") == 0 || strcmp(s, "dead-letter") == 0) {
-        *out = s[0] == 'd' && s[1] == 'r' ? SHMQ_EXPIRE_DROP : SHMQ_EXPIRE_DEAD_LETTER;
-        return 0;
-    }
-    fprintf(stderr, "%s create: --expire: '%s' is not drop or dead-letter\n", cli_progname, s);
-    return CLI_EXIT_USAGE;
-}
-
 static int parse_mode(const char *s, mode_t *out)
 {
     char *end;
@@ -201,7 +191,7 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
     case OPT_DEDUP_MS:
         return cli_u32(cmd, "--dedup-window-ms", v, 1, UINT32_MAX, &cfg->dedup_window_ms);
     case OPT_TTL: return cli_u32(cmd, "--ttl-ms", v, 0, UINT32_MAX, &cfg->default_ttl_ms);
-    case OPT_EXPIRE: return parse_expire(v, &cfg->expire_policy);
+    case OPT_EXPIRE: return cli_expire_policy(cmd, v, &cfg->expire_policy);
     case OPT_GROUPS:
         return cli_u32(cmd, "--max-groups", v, 1, SHMQ_GROUPS_MAX, &cfg->max_groups);
     case OPT_HDR_BYTES:

@@ -128,8 +128,7 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
     emit_u64(e, "ack_deadline_ms", s->cfg.ack_deadline_ms);
     emit_u64(e, "max_attempts", s->cfg.max_attempts);
     emit_u64(e, "ttl_ms", s->cfg.default_ttl_ms);
-    emit_word(e, "expire",
-              s->cfg.expire_policy == SHMQ_EXPIRE_DEAD_LETTER ? "dead-letter" : "drop");
+    emit_word(e, "expire", cli_expire_name(s->cfg.expire_policy));
     emit_end(e);
 
     emit_begin(e, "counters", NULL, EMIT_INLINE);
