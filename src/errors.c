@@ -25,7 +25,10 @@ const char *shmq_strerror(int err)
     case -EIDRM: return "the queue was rebuilt from its log: reopen it";
     case -EBADMSG: return "segment is truncated, corrupted or not a shmq segment";
     case -EUSERS: return "registry full: too many attached processes";
-    case -EBUSY: return "consumers are still open on this queue";
+    case -EBUSY:
+        return "busy: consumers are still open on this queue, another holds the lock, or (a "
+               "publish) a thread of this process stopped inside a log write holds back too "
+               "many log file mappings (retry once it goes on)";
     case -ENOSPC:
         return "no space left on a file system (/dev/shm for the segment, the log directory's "
                "for the log), or a rebuild found more live messages than the capacity";

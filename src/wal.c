@@ -70,6 +70,11 @@
 
 #define WAL_CACHE 8
 #define WAL_PENDING 16           /* failed reservations a process remembers to close with PAD */
+/* Log files a process keeps mapped per queue at most: the cache's, and those left mapped after
+ * their eviction while a thread of the process stays inside a section (sweep_maps). Beyond it a
+ * miss fails with -EBUSY rather than run the process into vm.max_map_count (65530 mappings of
+ * every kind: malloc, thread stacks and dlopen fail there too) and hold deleted files' space. */
+#define WAL_MAPS_MAX (WAL_CACHE + 256)
 #define WAL_SEQ_MAX 9999999999ull /* file names have 10 digits */
 #define WAL_POS_SLACK 1024       /* files beyond the oldest believed without a look at the disk */
 #define WAL_PREPARE_AHEAD 4      /* files a maintenance pass prepares ahead at most */
@@ -98,6 +103,7 @@ struct wal {
     struct walmap *all;     /* mapped */
     struct walmap *retired; /* unmapped after their grace period: reused for the next file */
     uint32_t structs;       /* walmap structs allocated (all + retired): bounded by reuse */
+    uint32_t mapped;        /* on w->all: at most WAL_MAPS_MAX */
     /* Reservations this process could not fill (their file could not be made or mapped): each
      * is closed with a PAD record once the file can be mapped, so it does not stay a hole.
      * Under lock; npend is read without it as a hint. */
@@ -369,9 +375,14 @@ static __attribute__((noinline)) int get_map_miss(struct wal *w, uint64_t seq,
     if (!m || m->seq != seq) {
         for (m = w->all; m && m->seq != seq; m = m->next) {
         }
-        if (!m && (err = map_file(w, seq, &m)) == 0) {
+        if (!m && w->mapped >= WAL_MAPS_MAX)
+            sweep_maps(w); /* a grace period may have ended since the last one */
+        if (!m && w->mapped >= WAL_MAPS_MAX)
+            err = -EBUSY; /* a thread of ours stays inside a section: held back (sweep_maps) */
+        else if (!m && (err = map_file(w, seq, &m)) == 0) {
             m->next = w->all;
             w->all = m;
+            w->mapped++;
         }
         /* seq_cst (release at least): publishes the mapping and its fields to get_map's
          * acquire load; the one it replaces is unmapped by sweep_maps after its grace period */
@@ -438,6 +449,7 @@ static void sweep_maps(struct wal *w)
         *pp = m->next;
         m->next = w->retired;
         w->retired = m;
+        w->mapped--;
     }
 }
 

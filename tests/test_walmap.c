@@ -295,7 +295,7 @@ static int log_fds(int *highest)
     int n = 0, hi = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        char link[64], target[4096];
+        char link[320], target[4096];
         int fd = atoi(e->d_name);
         if (e->d_name[0] == '.')
             continue;
@@ -370,6 +370,65 @@ Test(walmap, a_thread_stopped_inside_a_section_holds_no_descriptors)
         cr_assert_geq(shmq_maintain(tq, NULL), 0);
     maps = log_maps();
     cr_assert_leq(maps, 8, "%d log files stay mapped after the thread left its section", maps);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(tq), 0);
+}
+
+/*
+ * The mappings a stopped thread holds back are capped: a process that keeps moving the log
+ * while one of its threads stays inside a section gets -EBUSY from a publish that needs one more
+ * file (counted as a log error), not every mapping vm.max_map_count allows (65530, shared with
+ * malloc and thread stacks: those would fail too) nor every deleted file's disk space. Once the
+ * thread goes on, the next miss unmaps what it held back and publishes succeed again.
+ */
+Test(walmap, the_mappings_a_stopped_thread_holds_back_are_capped)
+{
+    const char *name = h_qname("walcap");
+    shmq_config_t cfg = h_log_config(512);
+    cfg.max_msg_size = 1024;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    move_the_log(c, 1);
+    crashpoint_park_at("append_after_reserve");
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, stalled_writer, NULL), 0);
+    int64_t end = h_now_ms() + 30000;
+    while (!crashpoint_parked()) {
+        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
+        h_sleep_ms(1);
+    }
+    uint8_t payload[1000];
+    memset(payload, 3, sizeof payload);
+    int rc = 0, n = 0;
+    for (; n < 600 * 58 && rc == 0; n++) { /* 600 files at most */
+        rc = shmq_publish(tq, payload, sizeof payload, NULL);
+        shmq_msg_t m;
+        if (rc == 0) {
+            h_assert_rc(shmq_receive(c, &m, 0), 0);
+            h_assert_rc(shmq_ack(c, &m), 0);
+        }
+        if (n % 50 == 49)
+            cr_assert_geq(shmq_maintain(tq, NULL), 0);
+    }
+    int maps = log_maps();
+    cr_assert_eq(rc, -EBUSY, "publish %d returned %d (%s), %d log files mapped", n, rc,
+                 shmq_strerror(rc), maps);
+    cr_assert_leq(maps, 8 + 256, "%d log files mapped", maps);
+    cr_assert_geq(maps, 200, "only %d log files mapped at -EBUSY", maps);
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(tq, &st), 0);
+    cr_assert(!st.wal_healthy && st.wal_last_error == -EBUSY, "the failure is not shown: %d %d",
+              st.wal_healthy, st.wal_last_error);
+    crashpoint_unpark();
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    h_assert_rc(stalled_rc, 0);
+    /* out of its section: the next misses unmap what it held back */
+    move_the_log(c, 3);
+    maps = log_maps();
+    cr_assert_leq(maps, 16, "%d log files stay mapped after the thread left its section", maps);
+    h_assert_rc(shmq_stats(tq, &st), 0);
+    cr_assert(st.wal_healthy, "the log stays unhealthy once publishes succeed again");
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(tq), 0);
 }

@@ -252,7 +252,10 @@ int shmq_recover_size(const char *name, const char *log_dir, shmq_recovery_repor
  * len > max_msg_size, -EINVAL for NULL q or NULL data with len > 0. With a log: when its record
  * cannot be written (nothing is queued then) -ENOSPC/-EDQUOT (the log's file system is full),
  * -EFBIG (RLIMIT_FSIZE), -ENOMEM (a log file cannot be mapped), -EACCES/-EROFS, -EBADMSG (the
- * segment's log position is garbage); SYNC: -EIO when the flush failed, now or before (the log is
+ * segment's log position is garbage), -EBUSY (another thread of this process stays stopped
+ * inside a log write, a debugger's stop or a long flush, while the log moved through 256 files:
+ * the files it may still write into stay mapped, and no more are mapped; retry once it goes
+ * on); SYNC: -EIO when the flush failed, now or before (the log is
  * then failed until the segment is rebuilt); also, without failing the log, when the flush that
  * covered it has an unknown outcome (its publisher was killed or stopped inside it), and while
  * such a publisher stays stopped: the message IS queued and will be delivered, but it may not
