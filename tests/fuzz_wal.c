@@ -10,8 +10,11 @@
  *      bytes almost never pass two CRC32C checks; the repair lets the fuzzer reach the record
  *      walk, resync, holes and torn tails.
  * Invariants checked (abort on failure): records are 16-aligned, after the header, inside the
- * buffer, in increasing order, do not overlap; a PUBLISH record's key and message, as
- * wal_parse_publish() splits them, lie inside its payload; the stats stay within the buffer.
+ * buffer, in increasing order, do not overlap; a PUBLISH record's key, header block and
+ * message, as wal_parse_publish() splits them, lie inside its payload; the header block, split
+ * by hdrs_decode() (what recovery, replay and a receive hand out), gives headers whose key and
+ * value lie inside the block, each followed by its NUL; the stats stay within the buffer. The
+ * input as a whole is also decoded as a header block (a slot's block is shm input too).
  *
  * Build: cmake -DSHMQ_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 (target fuzz_wal); tests/run runs it
  * briefly over a corpus made from a real log.
@@ -22,6 +25,7 @@
 #include <string.h>
 
 #include "crc32c.h"
+#include "hdrblock.h"
 #include "walscan.h"
 
 struct walk {
@@ -36,6 +40,23 @@ static void fail(const char *what, uint64_t off)
     fprintf(stderr, "fuzz_wal: invariant broken: %s at offset %llu\n", what,
             (unsigned long long)off);
     abort();
+}
+
+/* Split block[0..len) as a header block; whatever it accepts lies inside it, NUL-terminated. */
+static void check_headers(const uint8_t *block, size_t len, uint64_t off, uint64_t *sum)
+{
+    shmq_header_t h[8];
+    size_t n = 0;
+    if (hdrs_decode(block, len, h, 8, &n) != 0)
+        return;
+    for (size_t i = 0; i < n && i < 8; i++) {
+        const uint8_t *k = (const uint8_t *)h[i].key, *v = (const uint8_t *)h[i].value;
+        if (h[i].key_len == 0 || k < block || k + h[i].key_len >= block + len ||
+            v < block || v + h[i].value_len >= block + len || k[h[i].key_len] != 0 ||
+            v[h[i].value_len] != 0)
+            fail("header outside its block or not NUL-terminated", off);
+        *sum += k[0] + (h[i].value_len ? v[h[i].value_len - 1] : 0);
+    }
 }
 
 static int visit(void *arg, uint64_t off, const struct wal_rec *r, const void *payload)
@@ -57,10 +78,12 @@ static int visit(void *arg, uint64_t off, const struct wal_rec *r, const void *p
     if (r->type == WAL_PUBLISH && wal_parse_publish(r, payload, &pub) == 0) {
         /* the key and the message lie inside the record's payload */
         const uint8_t *lo = payload, *hi = lo + r->len;
-        const uint8_t *k = pub.key, *d = pub.data;
+        const uint8_t *k = pub.key, *d = pub.data, *hb = pub.hdrs;
         if ((pub.key_len && (k < lo || k > hi || pub.key_len > (size_t)(hi - k))) ||
+            (pub.hdrs_len && (hb < lo || hb > hi || pub.hdrs_len > (size_t)(hi - hb))) ||
             (pub.len && (d < lo || d > hi || pub.len > (size_t)(hi - d))))
             fail("publish parts outside the record", off);
+        check_headers(hb, pub.hdrs_len, off, &w->sum);
         for (uint32_t i = 0; i < pub.key_len; i++)
             w->sum += k[i];
         for (uint32_t i = 0; i < pub.len; i++)
@@ -115,6 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!buf)
         return 0;
     memcpy(buf, data, size);
+    uint64_t sum = 0;
+    check_headers(buf, size, 0, &sum);
     scan(buf, size);
     repair(buf, size);
     scan(buf, size);
