@@ -42,7 +42,7 @@
 
 static struct proc_entry *c_self(const shmq_consumer_t *c)
 {
-    return segment_proc(&c->q->seg, c->self);
+    return c->entry;
 }
 
 static bool fenced(const shmq_consumer_t *c)
@@ -571,6 +571,7 @@ int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
         free(c);
         return err;
     }
+    c->entry = segment_proc(&q->seg, c->self); /* in range: attach gave it */
     c->rng = now_ns() ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)c;
     if (!c->rng)
         c->rng = 1;

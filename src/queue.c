@@ -18,11 +18,6 @@ uint64_t queue_now_ms_exact(const shmq_t *q)
     return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
 }
 
-int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)
-{
-    return q->wal ? wal_append(q->wal, type, id, attempt, NULL, 0, NULL) : 0;
-}
-
 int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason)
 {
     return q->wal ? wal_append(q->wal, WAL_DEAD, id, attempt, &reason, WAL_DEAD_REASON_LEN, NULL)

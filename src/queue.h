@@ -30,6 +30,7 @@ struct shmq_consumer {
     shmq_t *q;
     uint32_t self;            /* registry entry of this consumer */
     uint64_t self_word;       /* its ACTIVE word */
+    struct proc_entry *entry; /* segment_proc(self), found once at open (the fast path's) */
     uint64_t rng;             /* xorshift state for backoff jitter */
     pthread_t hb_thread;
     _Atomic int hb_stop;
@@ -83,8 +84,12 @@ uint64_t queue_now_ms_exact(const shmq_t *q);
 uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms);
 
 /* Log a record for message id (0 without a log): the append's error (-EIDRM: the queue was
- * rebuilt, wal.h). The caller decides whether the operation reports it. */
-int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt);
+ * rebuilt, wal.h). The caller decides whether the operation reports it. In line: an ack
+ * without a log pays one test. */
+static inline int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)
+{
+    return q->wal ? wal_append(q->wal, type, id, attempt, NULL, 0, NULL) : 0;
+}
 
 /* A DEAD record with its reason (SHMQ_DEAD_*); a NACK record with the due time of a delayed
  * one (due_ms in the queue's clock, 0: none), logged as wall-clock unix ms. */

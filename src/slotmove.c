@@ -184,10 +184,10 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, u
                                                  memory_order_relaxed))
         return -ESTALE;
     CRASH_POINT(ack_after_free);
+    /* queue_enqueue_slot's FREE case, in line (the ack's fast path) */
+    slot_enqueue_on(q, &q->seg.free_ring, idx, next, false);
     if (wake)
-        queue_enqueue_slot(q, idx, next);
-    else
-        slot_enqueue_on(q, &q->seg.free_ring, idx, next, false);
+        wait_wake(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters);
     return 0;
 }
 

@@ -19,27 +19,11 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* n: how many sleepers to wake at most (FUTEX_WAKE's count). */
-static inline void wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, int n)
+void wait_wake_counted(_Atomic uint32_t *futex_word, size_t n)
 {
-    /* W1 (seq_cst load): our change, a ring enqueue whose FAA of tail and cell CAS (R1) are
-     * seq_cst, precedes this load in the seq_cst order; pairs with W2 (wait.h). No fence: a
-     * seq_cst load after seq_cst writes needs none (a plain load on x86-64) */
-    if (atomic_load_explicit(waiters, memory_order_seq_cst) == 0)
-        return;
     /* relaxed: the futex syscall orders the rest; the value only has to differ */
     atomic_fetch_add_explicit(futex_word, 1, memory_order_relaxed);
-    futex_async((int32_t *)futex_word, FUTEX_WAKE, n, NULL, NULL, 0);
-}
-
-void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters)
-{
-    wake(futex_word, waiters, 1);
-}
-
-void wait_wake_n(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, size_t n)
-{
-    wake(futex_word, waiters, n > INT_MAX ? INT_MAX : (int)n);
+    futex_async((int32_t *)futex_word, FUTEX_WAKE, n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
 }
 
 static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,

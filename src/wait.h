@@ -30,14 +30,29 @@
 
 #include "layout.h"
 
-/* Called after a change a sleeper may wait for. No system call unless someone sleeps. */
-void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters);
+/* The waker's system call once W1 found sleepers counted: bump the futex word, FUTEX_WAKE of
+ * up to n of them. Out of line: publish and ack call it only when somebody sleeps. */
+void wait_wake_counted(_Atomic uint32_t *futex_word, size_t n);
 
 /* As wait_wake, once after n changes (a batch's n enqueues): wakes up to n sleepers, one per
  * change. One FUTEX_WAKE of 1 for them all left every other sleeper counted before W1 asleep
  * until its max_sleep_ns with the changes it waited for there to take (the W1/W2 pair only
  * promises that a counted sleeper is woken, and only one was). */
-void wait_wake_n(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, size_t n);
+static inline void wait_wake_n(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, size_t n)
+{
+    /* W1 (seq_cst load): our change, a ring enqueue whose FAA of tail and cell CAS (R1) are
+     * seq_cst, precedes this load in the seq_cst order; pairs with W2 (above). No fence: a
+     * seq_cst load after seq_cst writes needs none (a plain load on x86-64) */
+    if (atomic_load_explicit(waiters, memory_order_seq_cst) != 0)
+        wait_wake_counted(futex_word, n);
+}
+
+/* Called after a change a sleeper may wait for. No system call unless someone sleeps; in line
+ * up to W1's load. */
+static inline void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters)
+{
+    wait_wake_n(futex_word, waiters, 1);
+}
 
 /* What a sleeper waits for: its unit in proc_entry.sleeping. */
 enum wait_kind { WAIT_READY = 1, WAIT_FREE = 1 << 16 };
