@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "expire.h"
+#include "groups.h"
 #include "hdrblock.h"
 #include "queue.h"
 #include "registry.h"
@@ -531,24 +532,6 @@ int shmq_extend(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t ms)
     return atomic_load_explicit(&sl->state, memory_order_relaxed) == w ? 0 : -ESTALE;
 }
 
-/* The group named group (NULL: group 0), ACTIVE: its index and entry word, or -ENOENT. */
-static int find_group(shmq_t *q, const char *group, uint32_t *g, uint64_t *word)
-{
-    for (uint32_t i = 0; i < q->seg.layout.max_groups; i++) {
-        const struct group_entry *e = segment_group(&q->seg, i);
-        /* acquire: pairs with create's release CAS to ACTIVE (the name is complete) */
-        uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
-        if (pw_state(w) != GROUP_ACTIVE)
-            continue;
-        if (group ? strncmp(e->name, group, sizeof(e->name)) == 0 : i == 0) {
-            *g = i;
-            *word = w;
-            return 0;
-        }
-    }
-    return -ENOENT;
-}
-
 int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
                              shmq_consumer_t **out)
 {
@@ -556,7 +539,7 @@ int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
         return -EINVAL;
     uint32_t g;
     uint64_t gw;
-    int err = find_group(q, group, &g, &gw);
+    int err = groups_find(q, group, &g, &gw);
     if (err)
         return err;
     shmq_consumer_t *c = calloc(1, sizeof(*c));

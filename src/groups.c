@@ -98,6 +98,24 @@ static int find(shmq_t *q, const char *name, unsigned state, uint64_t *word)
     return -ENOENT;
 }
 
+int groups_find(shmq_t *q, const char *group, uint32_t *g, uint64_t *word)
+{
+    for (uint32_t i = 0; i < q->seg.layout.max_groups; i++) {
+        const struct group_entry *e = segment_group(&q->seg, i);
+        /* acquire: pairs with create's release CAS to ACTIVE (the name is complete) */
+        uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
+        if (pw_state(w) != GROUP_ACTIVE)
+            continue;
+        if (group ? strncmp(e->name, group, sizeof(e->name)) == 0 : i == 0) {
+            *g = i;
+            if (word)
+                *word = w;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
 int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bound)
 {
     if (!q || check_name(name) != 0 || policy > SHMQ_GROUP_OVERRUN ||

@@ -19,4 +19,8 @@ bool groups_sweep(shmq_t *q, uint32_t g);
 /* Sweep every DELETING group and free the entries whose sweep came out clean. */
 void groups_maintain(shmq_t *q);
 
+/* The ACTIVE group named group (NULL: group 0, "default"): its index and entry word (word may
+ * be NULL), or -ENOENT. The entry may change right after: a consumer re-checks its word. */
+int groups_find(shmq_t *q, const char *group, uint32_t *g, uint64_t *word);
+
 #endif

@@ -955,6 +955,25 @@ int shmq_dlq_redrive(shmq_t *q, uint64_t id, uint32_t *moved);
  *  the queue was rebuilt from its log (reopen). */
 int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged);
 
+/**
+ * The dead letters of consumer group `group` (NULL: "default", the group the calls above act
+ * on): each group has its own, made when one of its consumers nacked or timed out a message
+ * max_attempts times (or, with SHMQ_EXPIRE_DEAD_LETTER, it expired before that group got it).
+ * id, len and data are the message's (one payload, shared by every group that holds it);
+ * attempt and reason are the group's. As shmq_dlq_list(), shmq_dlq_redrive() and
+ * shmq_dlq_purge(), on that group only: a redrive makes the message ready again for that group
+ * alone (with attempt 0, and no expiry: a message's time to live is lifted for every group that
+ * still holds it); a purge drops it from that group (its slot is freed once no group holds it).
+ * Errors: -EINVAL (NULL q or n, out NULL with max > 0), -ENOENT (no group of that name, or it
+ * is being deleted), and those of the plain calls (-ENOMEM for the list; -EIDRM, or a log
+ * error of the redrive's PUBLISH record, for group 0). Groups other than "default" are not
+ * logged yet: their redrives and purges are not records (a queue with groups has no log).
+ */
+int shmq_dlq_list_group(shmq_t *q, const char *group, shmq_dead_letter_t *out, size_t max,
+                        size_t *n);
+int shmq_dlq_redrive_group(shmq_t *q, const char *group, uint64_t id, uint32_t *moved);
+int shmq_dlq_purge_group(shmq_t *q, const char *group, uint64_t id, uint32_t *purged);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,6 +82,12 @@ int cli_bad_option(const char *cmd, int c, char **argv)
     return CLI_EXIT_USAGE;
 }
 
+const char *cli_group_strerror(const char *group, int err)
+{
+    return err == -ENOENT && group ? "no such consumer group (shmq group NAME list)"
+                                   : shmq_strerror(err);
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;

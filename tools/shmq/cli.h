@@ -74,6 +74,9 @@ int cli_name(const char *cmd, const char *name);
 int cli_log_dir(const char *cmd, const char *arg, char *buf, size_t size);
 /* After getopt_long() returned '?' or ':' (optstring starting with ':'): print the message. */
 int cli_bad_option(const char *cmd, int c, char **argv);
+/* shmq_strerror(err) of a call on consumer group `group` (NULL: "default"): -ENOENT from such a
+ * call means no group of that name (the queue itself was opened). */
+const char *cli_group_strerror(const char *group, int err);
 /* "missing queue NAME" / "unexpected argument". */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

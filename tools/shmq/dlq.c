@@ -1,6 +1,7 @@
 /*
- * dlq.c - `shmq dlq NAME list|redrive [ID]|purge [ID]`: the dead letters of a queue, through
- * shmq_dlq_list(), shmq_dlq_redrive() and shmq_dlq_purge().
+ * dlq.c - `shmq dlq NAME list|redrive [ID]|purge [ID] [--group G]`: the dead letters of a
+ * queue's consumer group, through shmq_dlq_list_group(), shmq_dlq_redrive_group() and
+ * shmq_dlq_purge_group() (no --group: "default", the same as the plain calls).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -17,35 +18,40 @@
 void cmd_dlq_help(FILE *out)
 {
     fprintf(out,
-            "Usage: %s dlq NAME list [--json]\n"
-            "       %s dlq NAME redrive [ID]\n"
-            "       %s dlq NAME purge [ID]\n"
+            "Usage: %s dlq NAME list [--json] [--group GROUP]\n"
+            "       %s dlq NAME redrive [ID] [--group GROUP]\n"
+            "       %s dlq NAME purge [ID] [--group GROUP]\n"
             "\n"
             "The dead letters of the queue NAME: messages delivered max_attempts times without\n"
-            "an ack (reason max-attempts), or found with an impossible length (corrupt).\n"
+            "an ack (reason max-attempts), expired before a delivery (expired, with expire\n"
+            "policy dead-letter), or found with an impossible length (corrupt). Each consumer\n"
+            "group has its own (`shmq group`); without --group, the group \"default\".\n"
             "\n"
             "  list      each dead letter, oldest id first: id, attempt (deliveries it had),\n"
             "            reason, len, and the first %u bytes of its payload (text if printable,\n"
             "            else hex); with --json the whole payload: \"data\" (a string) when it\n"
             "            is valid UTF-8, else \"data_b64\" (base64)\n"
-            "  redrive   put dead letter ID (all without ID) back on the queue, attempt 0;\n"
-            "            prints how many moved\n"
-            "  purge     drop dead letter ID (all without ID); prints how many were dropped\n"
+            "  redrive   put dead letter ID (all without ID) back on the queue, attempt 0, for\n"
+            "            the group alone; prints how many moved\n"
+            "  purge     drop dead letter ID (all without ID) from the group (its slot is free\n"
+            "            once no group holds it); prints how many were dropped\n"
             "\n"
             "Options:\n"
+            "  -g, --group GROUP  the consumer group's dead letters (default: \"default\")\n"
             "  --json      (list) one JSON document {\"dead_letters\": [...]}\n"
             "  -h, --help  this text\n"
             "\n"
             "Exit status: 0 ok (also when there was nothing to move); 1 runtime error (no such\n"
-            "queue, corrupted segment, no dead letter with that ID); 2 usage error.\n"
+            "queue or group, corrupted segment, no dead letter with that ID); 2 usage error.\n"
             "\n"
             "Examples:\n"
             "  %s dlq orders list\n"
             "  %s dlq orders list --json | jq '.dead_letters[].id'\n"
             "  %s dlq orders redrive 42      # just message 42\n"
-            "  %s dlq orders purge           # all of them\n",
+            "  %s dlq orders purge           # all of them\n"
+            "  %s dlq orders list --group audit\n",
             cli_progname, cli_progname, cli_progname, PREVIEW_BYTES, cli_progname, cli_progname,
-            cli_progname, cli_progname);
+            cli_progname, cli_progname, cli_progname);
 }
 
 static const char *reason_name(uint32_t reason)
@@ -58,7 +64,7 @@ static const char *reason_name(uint32_t reason)
     }
 }
 
-static int list(shmq_t *q, const char *name, bool json)
+static int list(shmq_t *q, const char *name, const char *group, bool json)
 {
     shmq_config_t cfg;
     int err = shmq_get_config(q, &cfg);
@@ -67,9 +73,10 @@ static int list(shmq_t *q, const char *name, bool json)
     if (!err && !dl)
         err = -ENOMEM;
     if (!err)
-        err = shmq_dlq_list(q, dl, cfg.capacity, &n);
+        err = shmq_dlq_list_group(q, group, dl, cfg.capacity, &n);
     if (err) {
-        fprintf(stderr, "%s dlq: %s: list: %s\n", cli_progname, name, shmq_strerror(err));
+        fprintf(stderr, "%s dlq: %s: list: %s\n", cli_progname, name,
+                cli_group_strerror(group, err));
         free(dl);
         return CLI_EXIT_RUNTIME;
     }
@@ -77,6 +84,7 @@ static int list(shmq_t *q, const char *name, bool json)
     if (json) {
         emit_init(&e, stdout, true);
         emit_bytes(&e, "queue", name, strlen(name));
+        emit_bytes(&e, "group", group ? group : "default", strlen(group ? group : "default"));
         emit_begin(&e, "dead_letters", NULL, EMIT_ARRAY);
     } else {
         printf("%-12s %-7s %-12s %-8s %s\n", "ID", "ATTEMPT", "REASON", "LEN", "PAYLOAD");
@@ -112,13 +120,15 @@ static int list(shmq_t *q, const char *name, bool json)
     return CLI_EXIT_OK;
 }
 
-static int move(shmq_t *q, const char *name, const char *action, uint64_t id)
+static int move(shmq_t *q, const char *name, const char *group, const char *action, uint64_t id)
 {
     uint32_t moved = 0;
     bool redrive = strcmp(action, "redrive") == 0;
-    int err = redrive ? shmq_dlq_redrive(q, id, &moved) : shmq_dlq_purge(q, id, &moved);
+    int err = redrive ? shmq_dlq_redrive_group(q, group, id, &moved)
+                      : shmq_dlq_purge_group(q, group, id, &moved);
     if (err) {
-        fprintf(stderr, "%s dlq: %s: %s: %s\n", cli_progname, name, action, shmq_strerror(err));
+        fprintf(stderr, "%s dlq: %s: %s: %s\n", cli_progname, name, action,
+                cli_group_strerror(group, err));
         return CLI_EXIT_RUNTIME;
     }
     printf("%" PRIu32 " dead letter%s %s\n", moved, moved == 1 ? "" : "s",
@@ -134,12 +144,15 @@ static int move(shmq_t *q, const char *name, const char *action, uint64_t id)
 int cmd_dlq(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {0}};
+        {"json", no_argument, NULL, 'j'}, {"group", required_argument, NULL, 'g'},
+        {"help", no_argument, NULL, 'h'}, {0}};
     bool json = false;
+    const char *group = NULL; /* "default" */
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hg:", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 'g': group = optarg; break;
         case 'h': cmd_dlq_help(stdout); return CLI_EXIT_OK;
         default: return cli_bad_option("dlq", c, argv);
         }
@@ -171,7 +184,7 @@ int cmd_dlq(int argc, char **argv)
         fprintf(stderr, "%s dlq: %s: %s\n", cli_progname, name, shmq_strerror(err));
         return CLI_EXIT_RUNTIME;
     }
-    rc = is_list ? list(q, name, json) : move(q, name, action, id);
+    rc = is_list ? list(q, name, group, json) : move(q, name, group, action, id);
     shmq_close(q);
     return rc;
 }

@@ -1,0 +1,163 @@
+/*
+ * test_grouptools.c - the per-group tools (issue 18, "the groups appear in every tool"): dead
+ * letters, purge, peek and stats of one consumer group, in the C API and in `shmq`.
+ *
+ *  - dlq_per_group: dead letters made in group "a" are listed, redriven and purged in "a"
+ *    alone; "default" and "b" keep their own view of the same messages, and the plain calls
+ *    (group 0) do not see group a's dead letters; every slot is free at the end.
+ *  - cli_dlq_group: `shmq dlq NAME list|redrive|purge --group G`, and a group that does not
+ *    exist is exit 1.
+ */
+#include "helpers.h"
+
+#include "cli.h"
+
+#include <inttypes.h>
+
+TestSuite(grouptools, .fini = h_cleanup, .timeout = 120);
+
+static shmq_config_t gt_config(uint32_t capacity)
+{
+    shmq_config_t cfg = h_small_config(capacity, 256, 64);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.max_groups = 4;
+    cfg.max_attempts = 1; /* a nack is a dead letter */
+    cfg.ack_deadline_ms = 600000;
+    cfg.heartbeat_timeout_ms = 60000;
+    return cfg;
+}
+
+/* Receive every ready message of c (none may take longer than 5 s to show) and ack or nack
+ * each: nack_mask bit id-1 set means nack. Returns how many were received. */
+static size_t drain(shmq_consumer_t *c, size_t want, uint64_t nack_mask)
+{
+    size_t got = 0;
+    shmq_msg_t m;
+    while (got < want) {
+        h_assert_rc(shmq_receive(c, &m, 5000), 0);
+        got++;
+        if (nack_mask >> (m.id - 1) & 1)
+            h_assert_rc(shmq_nack(c, &m, 0), 0);
+        else
+            h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    return got;
+}
+
+static void assert_all_free(shmq_t *q, uint32_t capacity)
+{
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.free, capacity, "free %u of %u (ready %u inflight %u dead %u)", st.free,
+                 capacity, st.ready, st.inflight, st.dead);
+}
+
+Test(grouptools, dlq_per_group)
+{
+    const char *name = h_qname("gtdlq");
+    shmq_config_t cfg = gt_config(16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca, *cb;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "b", "cb", &cb), 0);
+    h_assert_rc(shmq_publish(q, "m1", 2, NULL), 0);
+    h_assert_rc(shmq_publish(q, "m2", 2, NULL), 0);
+    h_assert_rc(shmq_publish(q, "m3", 2, NULL), 0);
+    drain(ca, 3, 0x3); /* ids 1 and 2 dead in a, 3 acked */
+
+    shmq_dead_letter_t dl[8];
+    size_t n = 99;
+    h_assert_rc(shmq_dlq_list_group(q, "a", dl, 8, &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert(dl[0].id == 1 && dl[1].id == 2 && dl[0].reason == SHMQ_DEAD_MAX_ATTEMPTS &&
+                  dl[0].attempt == 1 && dl[0].len == 2 && memcmp(dl[0].data, "m1", 2) == 0,
+              "id %" PRIu64 " reason %u attempt %u", dl[0].id, dl[0].reason, dl[0].attempt);
+    h_assert_rc(shmq_dlq_list(q, dl, 8, &n), 0);
+    cr_assert_eq(n, 0, "group a's dead letters are not default's");
+    h_assert_rc(shmq_dlq_list_group(q, NULL, dl, 8, &n), 0);
+    cr_assert_eq(n, 0);
+    h_assert_rc(shmq_dlq_list_group(q, "b", dl, 8, &n), 0);
+    cr_assert_eq(n, 0);
+    h_assert_rc(shmq_dlq_list_group(q, "nope", dl, 8, &n), -ENOENT);
+    h_assert_rc(shmq_dlq_list_group(q, "a", NULL, 8, &n), -EINVAL);
+    uint32_t moved = 99;
+    h_assert_rc(shmq_dlq_redrive(q, 0, &moved), 0);
+    cr_assert_eq(moved, 0, "the plain redrive is default's");
+    h_assert_rc(shmq_dlq_purge_group(q, "nope", 0, &moved), -ENOENT);
+    h_assert_rc(shmq_dlq_redrive_group(q, "nope", 0, &moved), -ENOENT);
+
+    /* redrive id 1 in a: a receives it again, attempt 1; purge id 2 in a */
+    h_assert_rc(shmq_dlq_redrive_group(q, "a", 1, &moved), 0);
+    cr_assert_eq(moved, 1);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(ca, &m, 5000), 0);
+    cr_assert(m.id == 1 && m.attempt == 1 && m.len == 2 && memcmp(m.data, "m1", 2) == 0,
+              "id %" PRIu64 " attempt %u", m.id, m.attempt);
+    h_assert_rc(shmq_ack(ca, &m), 0);
+    h_assert_rc(shmq_receive(ca, &m, 0), -EAGAIN);
+    h_assert_rc(shmq_dlq_purge_group(q, "a", 0, &moved), 0);
+    cr_assert_eq(moved, 1);
+    h_assert_rc(shmq_dlq_list_group(q, "a", dl, 8, &n), 0);
+    cr_assert_eq(n, 0);
+
+    /* default and b still have all three; b's nack of 3 is b's dead letter, purged in b */
+    drain(c0, 3, 0);
+    drain(cb, 3, 0x4);
+    h_assert_rc(shmq_dlq_list_group(q, "b", dl, 8, &n), 0);
+    cr_assert(n == 1 && dl[0].id == 3, "n %zu", n);
+    h_assert_rc(shmq_dlq_purge(q, 0, &moved), 0);
+    cr_assert_eq(moved, 0, "the plain purge is default's");
+    h_assert_rc(shmq_dlq_purge_group(q, "b", 3, &moved), 0);
+    cr_assert_eq(moved, 1);
+    assert_all_free(q, cfg.capacity);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_consumer_close(cb), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(grouptools, cli_dlq_group)
+{
+    const char *name = h_qname("gtcli");
+    shmq_config_t cfg = gt_config(16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *ca;
+    h_assert_rc(shmq_consumer_open_group(q, "audit", "ca", &ca), 0);
+    h_assert_rc(shmq_publish(q, "gone-bad", 8, NULL), 0);
+    h_assert_rc(shmq_publish(q, "also-bad", 8, NULL), 0);
+    drain(ca, 2, 0x3);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+
+    struct run r = RUN("dlq", name, "list", "--group", "audit", "--json");
+    assert_exit(&r, 0, "dlq list --group audit --json");
+    struct jval *doc = json_parse(r.out);
+    cr_assert_str_eq(jstr(doc, "group"), "audit");
+    cr_assert_str_eq(jstr(doc, "dead_letters.0.data"), "gone-bad");
+    jassert_num(doc, "dead_letters.1.id", 2);
+    json_free(doc);
+    run_free(&r);
+    r = RUN("dlq", name, "list");
+    assert_exit(&r, 0, "dlq list (default)");
+    cr_assert(!strstr(r.out, "gone-bad"), "default shows audit's dead letter:\n%s", r.out);
+    run_free(&r);
+    RUN_EXPECT_EXIT(1, "dlq list --group nope", "dlq", name, "list", "--group", "nope");
+    r = RUN("dlq", name, "redrive", "1", "-g", "audit");
+    assert_exit(&r, 0, "dlq redrive 1 -g audit");
+    assert_contains(r.out, "1 dead letter redriven", "dlq redrive");
+    run_free(&r);
+    r = RUN("dlq", name, "purge", "--group", "audit");
+    assert_exit(&r, 0, "dlq purge --group audit");
+    assert_contains(r.out, "1 dead letter purged", "dlq purge");
+    run_free(&r);
+    r = RUN("sub", name, "--group", "audit", "--count", "1", "--timeout-ms", "5000");
+    assert_exit(&r, 0, "sub --group audit");
+    assert_contains(r.out, "gone-bad", "the redriven message");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
