@@ -68,6 +68,34 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
     return err;
 }
 
+/*
+ * A log directory that a delete fenced and did not remove: the delete was killed between the
+ * removal of the state directory's pointer and its rename (shmq_unlink). Nobody finds it by name
+ * any more (a second delete says -ENOENT), so a create of the name finishes that delete, buries
+ * and removes it, where it refused (-EEXIST) for good before. Under the exclusive lock, and only
+ * a directory whose head is fenced deleted: a queue's log is never touched. A delete still
+ * running (stopped, not killed) holds the lock; once it has gone on, the lock finds the name
+ * gone (-ENOENT) or a new directory. 0 or -errno.
+ */
+static int finish_deleted_log(const char *dir)
+{
+    int lock = loghead_lock(dir, LOCK_EX, 0600);
+    if (lock < 0)
+        return lock == -ENOENT ? 0 : lock;
+    struct loghead lh;
+    char tomb[SHMQ_LOG_DIR_MAX + 128];
+    bool deleted = false;
+    if (loghead_open(dir, false, 0, &lh) == 0) {
+        deleted = atomic_load(&lh.h->complete_gen) == LOG_GEN_DELETED;
+        loghead_close(&lh);
+    }
+    int err = deleted ? logtomb_bury(dir, tomb, sizeof(tomb)) : 0;
+    if (deleted && err == 0)
+        err = logtomb_remove(tomb);
+    io_close(lock);
+    return err;
+}
+
 int shmq_create(const char *name, const shmq_config_t *caller_cfg, shmq_t **q)
 {
     shmq_config_t own; /* the caller's config in this library's layout (abi.h) */
@@ -94,6 +122,8 @@ int shmq_create(const char *name, const shmq_config_t *caller_cfg, shmq_t **q)
                 return err_detail(err, "log_dir '%s' is not an absolute path", cfg->log_dir);
             return err;
         }
+        if (logdir_has_log(dir) && (err = finish_deleted_log(dir)) != 0)
+            return err;
         if (logdir_has_log(dir))
             return -EEXIST;
         uint32_t fmode = logdir_file_mode(cfg->mode);
@@ -255,6 +285,7 @@ int shmq_unlink(const char *name)
          * pointer, which was then removed under it (review4 R4-1: after a reboot the new
          * queue was not found by name) */
         logdir_unpoint(name, dir);
+        CRASH_POINT(unlink_before_bury); /* a killed delete: the next create finishes it */
         log_err = logtomb_bury(dir, tomb, sizeof(tomb));
         if (log_err == 0) /* from here on the name is free: a create makes a new directory */
             log_err = logtomb_remove(tomb);

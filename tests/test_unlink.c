@@ -675,3 +675,48 @@ Test(unlink, a_delete_called_again_after_a_failed_removal_sweeps_a_custom_log_di
     cr_assert_eq(shmq_close(q), 0);
     cr_assert_eq(shmq_unlink(name), 0);
 }
+
+/* Killed between the pointer's removal and the rename: the segment is gone, the head fenced,
+ * the state directory no longer points to the custom log_dir. A second delete finds nothing
+ * (-ENOENT: the queue is deleted), and before this a create of the name with that log_dir said
+ * -EEXIST for good (a log was there that nobody could remove but by hand). The create now
+ * finishes the delete: the old log goes, none of its messages comes back, and the name works. */
+Test(unlink, a_delete_killed_before_its_rename_is_finished_by_the_next_create)
+{
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *us = ul_setup("ulBury");
+    char logdir[PATH_MAX];
+    const char *state = getenv("SHMQ_STATE_DIR");
+    cr_assert(state && state[0] == '/', "SHMQ_STATE_DIR must be an absolute path");
+    snprintf(logdir, sizeof logdir, "%s/customB-%d", state, (int)getpid());
+    mkdir(logdir, 0700);
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    cfg.log_dir = logdir;
+    shmq_t *q;
+    int rc = shmq_create(us->name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_publish(q, "old", 3, NULL), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "unlink_before_bury", 0, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(u, WAIT_MS, 0, &st), 0, "delete U never ended");
+    cr_assert(WIFSIGNALED(st), "delete U was not killed at its crash point");
+    rc = shmq_open(us->name, &q);
+    cr_assert_eq(rc, -ENOENT, "the half-deleted queue opened: %s", shmq_strerror(rc));
+    rc = shmq_create(us->name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create after a delete killed before its rename: %s", shmq_strerror(rc));
+    shmq_stats_t sst;
+    cr_assert_eq(shmq_stats(q, &sst), 0);
+    cr_assert_eq(sst.ready, 0, "the deleted queue's message came back");
+    cr_assert_eq(shmq_publish(q, "new", 3, NULL), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(ul_tombstones_in(logdir, us->name), 0, "a tombstone was left");
+    cr_assert_eq(shmq_unlink_segment(us->name), 0); /* a reboot: the new queue is rebuilt */
+    rc = shmq_open(us->name, &q);
+    cr_assert_eq(rc, 0, "the new queue after a reboot: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_stats(q, &sst), 0);
+    cr_assert_eq(sst.ready, 1, "only the new queue's message: %u ready", sst.ready);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink(us->name), 0);
+}
