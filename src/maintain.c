@@ -237,7 +237,17 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     ns->len = len;
     ns->attempt = attempt;
     ns->publish_ns = sl->publish_ns;
-    slot_set_expire(ns, slot_expire(sl));
+    /* parked, the copy is the message in flight (its live holder may still ack or nack the
+     * source): it expires no earlier than it is due, so no pass expires it under the holder (a
+     * dead letter besides the holder's ack, or a second one besides its nack past the expiry);
+     * its own expiry is put back once the source is fenced. Fired by another maintainer (we
+     * died or stopped), it is READY at its due time, which it is then past if its expiry was
+     * earlier: expired at once, never delivered */
+    uint64_t expire = slot_expire(sl);
+    uint64_t due_ms = p->now_ms + settings_ack_deadline_ms(&q->seg.hdr->settings);
+    uint64_t due_ns = l->created_ns + due_ms * 1000000ull; /* fired when queue ms >= due_ms */
+    uint64_t parked_expire = expire > due_ns ? expire : due_ns;
+    slot_set_expire(ns, parked_expire);
     atomic_store_explicit(&ns->dedup, 0, memory_order_relaxed);
     /* F3: no wal_seq while RESERVED: freed after our death, the reservation must not look like
      * a logged publish (its ACK|ABORT would resolve the live message's id in the log) */
@@ -250,10 +260,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     }
     CRASH_POINT(copy_out_after_copy);
     uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
-    atomic_store_explicit(
-        &ns->deadline,
-        tagged_make(p->now_ms + settings_ack_deadline_ms(&q->seg.hdr->settings), parked),
-        memory_order_relaxed);
+    atomic_store_explicit(&ns->deadline, tagged_make(due_ms, parked), memory_order_relaxed);
     /* release: the copy is complete for whoever fires or frees the parked slot. A CAS: a
      * reservation is never taken from a live process, but we do not write over one that was */
     if (!atomic_compare_exchange_strong_explicit(&ns->state, &nw, parked, memory_order_release,
@@ -280,6 +287,12 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     bool dead = attempt >= settings_max_attempts(&q->seg.hdr->settings);
     if (dead)
         ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
+    /* taken from the holder now: its own expiry again. A CAS from the parked one: fired by
+     * another maintainer meanwhile (we stopped here past its due time), the slot may hold
+     * another message by now, whose expiry is not ours to change (relaxed: the move below
+     * publishes it) */
+    atomic_compare_exchange_strong_explicit(&ns->expire_ns, &parked_expire, expire,
+                                            memory_order_relaxed, memory_order_relaxed);
     if (!move_slot(p, to, parked, sw_next(parked, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
         return true; /* fired by another maintainer: delivered all the same */
     p->rep->copied_out++;

@@ -970,9 +970,14 @@ struct rv_shared {
     _Atomic int received;
 };
 
+/* The queue's time to live and expiry policy (0: none), for the expiry case. */
+static uint32_t rv_ttl_ms, rv_expire_policy;
+
 static void rv_config(shmq_config_t *cfg, uint32_t capacity)
 {
     shmq_config_init(cfg);
+    cfg->default_ttl_ms = rv_ttl_ms;
+    cfg->expire_policy = rv_expire_policy;
     cfg->capacity = capacity;
     cfg->max_msg_size = 64;
     cfg->max_procs = 16;
@@ -1721,6 +1726,66 @@ Test(fencing, review_f8_parked_copy_at_max_attempts_fires_to_the_dead_letters)
     cr_assert_eq(shmq_consumer_close(o1), 0);
     cr_assert_eq(shmq_consumer_close(o2), 0);
     cr_assert_eq(shmq_consumer_close(c), 0);
+    rv_finish(q, q2);
+    alarm(0);
+}
+
+Test(fencing, a_parked_copy_does_not_expire_under_its_live_holder)
+{
+    /* review7: a copy-out parks its copy DELAYED while the source is still INFLIGHT with a live
+     * holder (copy_out_after_park). Another maintainer's pass expired that copy once past the
+     * message's expiry (a DELAYED slot expires before it is due), as a dead letter; the holder's
+     * nack, past the expiry too, then dead-lettered the source: one message, two dead letters
+     * (an ack instead: acked and dead-lettered). A parked copy is a message in flight: it does
+     * not expire before it is due. */
+#ifndef SHMQ_CRASH_POINTS
+    cr_skip_test("the library was built without SHMQ_CRASH_POINTS");
+#endif
+    alarm(60);
+    rv_ttl_ms = 5000;
+    rv_expire_policy = SHMQ_EXPIRE_DEAD_LETTER;
+    int64_t t0 = t_now_ms();
+    shmq_t *q, *q2;
+    struct rv_shared *sh = rv_setup("rvExp", CAP, &q, &q2);
+    shmq_consumer_t *o1, *o2;
+    cr_assert_eq(shmq_consumer_open(q2, "O1", &o1), 0);
+    cr_assert_eq(shmq_consumer_open(q2, "O2", &o2), 0);
+    shmq_msg_t m1, m2;
+    cr_assert_eq(shmq_receive(o1, &m1, 2000), 0);
+    cr_assert_eq(rv_take_back(q).deadline_expired, 1); /* in place: O1 lingers */
+    cr_assert_eq(shmq_receive(o2, &m2, 2000), 0);
+    cr_assert_eq(m2.attempt, 2);
+    cr_assert_lt(t_now_ms(), t0 + 5000, "delivered twice within its time to live");
+    /* the copy is parked until one ack deadline from the copy-out: after the expiry */
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.ack_deadline_ms = 600000;
+    cr_assert_eq(shmq_set_config(q, &cfg, SHMQ_CONFIG_ACK_DEADLINE_MS), 0);
+    pid_t m = t_spawn_crash(rv_maintainer_main, &sh, sizeof sh, "copy_out_after_park", 1, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(m, 15000, WUNTRACED, &st), 0, "the copier never parked its copy");
+    cr_assert(WIFSTOPPED(st));
+    shmq_stats_t s = stats_of(q);
+    cr_assert_eq(s.delayed, 1, "the parked copy: " T_STATS_FMT, T_STATS_ARGS(s, CAP));
+    /* the holder extends its delivery: no pass of ours takes the source back meanwhile */
+    cr_assert_eq(shmq_extend(o2, &m2, 600000), 0);
+    while (t_now_ms() <= t0 + 5000 + 50)
+        t_sleep_ms(10);
+    for (int i = 0; i < 3; i++)
+        t_maintain(q, NULL);
+    int rc = shmq_nack(o2, &m2, 0);
+    cr_assert_eq(rc, 0, "the holder's nack (past the expiry: expires it): %s", shmq_strerror(rc));
+    atomic_store(&sh->go, 1);
+    kill(m, SIGCONT);
+    t_assert_exit0(m, 5000, "copier after SIGCONT");
+    t_maintain(q, NULL);
+    s = stats_of(q);
+    cr_assert_eq(s.dead, 1, "one message, dead-lettered once: " T_STATS_FMT,
+                 T_STATS_ARGS(s, CAP));
+    cr_assert_eq(s.expired, 1, "expired %llu times", (unsigned long long)s.expired);
+    cr_assert_eq(s.ready + s.delayed, 0, T_STATS_FMT, T_STATS_ARGS(s, CAP));
+    cr_assert_eq(shmq_consumer_close(o1), 0);
+    cr_assert_eq(shmq_consumer_close(o2), 0);
     rv_finish(q, q2);
     alarm(0);
 }
