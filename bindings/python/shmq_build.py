@@ -216,6 +216,9 @@ int shmq_replay_next(shmq_replay_t *r, shmq_msg_t *msg);
 int64_t shmq_replay_unix_ms(const shmq_replay_t *r);
 int shmq_replay_close(shmq_replay_t *r);
 
+/* fast.c: adds QueueBase, ConsumerBase, MessageBase and _fast_init to shmq._native */
+int pyshmq_install(void);
+
 const char *shmq_strerror(int err);
 const char *shmq_last_error_detail(void);
 const char *shmq_version(void);
@@ -293,11 +296,19 @@ static void pyshmq_lens(const shmq_msg_t *msgs, size_t n, size_t *lens)
 }
 """
 
+# The per-message calls, written against the CPython API (fast.c says why). They need the
+# full API (vectorcall, the bytes and list macros), so the module is built for this Python
+# version, not for the limited API (abi3) cffi uses by default.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fast.c")) as f:
+    SOURCE += f.read()
+
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "shmq._native",
     SOURCE,
+    py_limited_api=False,
+    define_macros=[("_CFFI_NO_LIMITED_API", None)],
     **_flags(),
 )
 

@@ -5,6 +5,8 @@ message would not be received."""
 import threading
 import time
 
+import pytest
+
 import shmq
 
 FUTEX = 202  # x86_64; elsewhere the state check below is all
@@ -19,7 +21,15 @@ def _in_kernel_wait(tid):
     return state == "S"
 
 
-def test_receive_releases_the_gil(queue):
+RECEIVES = {
+    "receive": lambda c: c.receive(timeout=30),
+    "receive_many": lambda c: (c.receive_many(8, timeout=30) or [None])[0],
+    "iteration": lambda c: next(iter(c.messages(30)), None),
+}
+
+
+@pytest.mark.parametrize("how", sorted(RECEIVES))
+def test_receive_releases_the_gil(queue, how):
     got = []
     started = threading.Event()
     ids = {}
@@ -28,7 +38,7 @@ def test_receive_releases_the_gil(queue):
         with queue.consumer() as c:
             ids["tid"] = threading.get_native_id()
             started.set()
-            m = c.receive(timeout=30)
+            m = RECEIVES[how](c)
             got.append(None if m is None else bytes(m.data))
             if m is not None:
                 m.ack()

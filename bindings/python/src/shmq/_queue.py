@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _fork
 from ._consumer import Consumer, delay_ms, timeout_ms
 from ._errors import ForkedHandleError, QueueFull, ShmqError, raise_error
-from ._native import ffi, lib
+from ._native import QueueBase, ffi, lib
 from ._replay import Replay
 from ._types import (
     CONFIG_FIELDS,
@@ -122,7 +122,7 @@ def _decode_headers(block: Any, size: int) -> Dict[str, bytes]:
         room = n[0]
 
 
-class Queue:
+class Queue(QueueBase):
     """An open queue. Safe to share between the threads of one process; not across fork()
     (ForkedHandleError: open it again in the child). Use Queue.create() or Queue.open(), both
     context managers (closed at the end of the with block)."""
@@ -134,6 +134,25 @@ class Queue:
         self._pid = _fork.state[1]
         self._consumers: Dict[int, Consumer] = {}
         self._idps: List[Any] = []
+        # publish(data) is C (fast.c): it keeps the GIL when it cannot block (no log)
+        self._hold_gil = self.config.durability == Durability.NONE
+        self._set_handle(int(ffi.cast("uintptr_t", handle)), self._hold_gil)
+
+    if TYPE_CHECKING:
+
+        def publish(
+            self,
+            data: Buffer,
+            *,
+            key: Optional[Buffer] = None,
+            delay: Optional[float] = None,
+            timeout: Optional[float] = 0,
+            headers: Optional[Headers] = None,
+        ) -> int:
+            """Publish data and return its id (_publish_slow says the rest). Without options
+            it is C (fast.c); with any, _publish_slow."""
+
+        def _set_handle(self, address: int, hold_gil: bool) -> None: ...
 
     @classmethod
     def create(cls, name: str, **config: Any) -> "Queue":
@@ -173,7 +192,10 @@ class Queue:
             raise ValueError("shmq.Queue %s is closed" % self.name)
         return q
 
-    def publish(
+    def _publish_failed(self, rc: int) -> None:
+        raise_error(rc, "publish to %s" % self.name)
+
+    def _publish_slow(
         self,
         data: Buffer,
         *,
@@ -256,10 +278,13 @@ class Queue:
                 raise
         return out
 
-    def consumer(self, name: str = "python", group: Optional[str] = None) -> Consumer:
+    def consumer(
+        self, name: str = "python", group: Optional[str] = None, prefetch: int = 16
+    ) -> Consumer:
         """Attach a consumer (a context manager; close() detaches it); with group, a member of
-        that consumer group (shmq_consumer_open_group: README "Fan-out")."""
-        return Consumer(self, name, group)
+        that consumer group (shmq_consumer_open_group: README "Fan-out"). prefetch: how many
+        ready messages iteration takes in one call (1: one at a time; Consumer says more)."""
+        return Consumer(self, name, group, prefetch)
 
     def create_group(self, name: str, overrun_bound: int = 0) -> None:
         """Create consumer group name: it receives every message published from now on, its
@@ -434,6 +459,7 @@ class Queue:
         for c in list(self._consumers.values()):
             c.close()
         self._q = None
+        self._set_handle(0, False)
         if self._gen != _fork.state[0]:
             return
         rc = lib.shmq_close(q)
