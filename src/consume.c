@@ -29,6 +29,7 @@
 #include "expire.h"
 #include "groups.h"
 #include "hdrblock.h"
+#include "nocancel.h"
 #include "queue.h"
 #include "registry.h"
 #include "settings.h"
@@ -627,7 +628,7 @@ int shmq_consumer_close(shmq_consumer_t *c)
         return -EINVAL;
     if (c->hb_running) {
         atomic_store_explicit(&c->hb_stop, 1, memory_order_release);
-        pthread_join(c->hb_thread, NULL);
+        NOCANCEL(pthread_join(c->hb_thread, NULL));
     }
     /* A fenced consumer's messages were taken back already, and maintenance releases its
      * entry once nothing names it; either way we read none of our slots any more. */

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nocancel.h"
+
 const char *const crashpoint_names[] = {
     "publish_after_reserve",   /* free slot claimed (RESERVED), payload not written */
     "publish_after_write",     /* payload written, still RESERVED */
@@ -51,7 +53,10 @@ void crashpoint_unpark(void)
     atomic_store(&park_state, 2);
 }
 
-/* The one thread that claims the name waits, polling, until released: the others go on. */
+/* The one thread that claims the name waits, polling, until released: the others go on. The wait
+ * stands for the thread pausing where it is (a stop, a slow call), not for a call: it is no
+ * cancellation point (nocancel.h), so a cancellation requested meanwhile acts where the code
+ * itself would act on it. */
 static void park(const char *name)
 {
     const char *p = atomic_load(&park_name);
@@ -60,7 +65,7 @@ static void park(const char *name)
     atomic_store(&park_state, 1);
     while (atomic_load(&park_state) == 1) {
         struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
+        NOCANCEL(nanosleep(&ts, NULL));
     }
 }
 

@@ -25,6 +25,7 @@
 
 #include "gcell.h"
 #include "groups.h"
+#include "nocancel.h"
 #include "registry.h"
 #include "slotmove.h"
 
@@ -74,7 +75,7 @@ static int lock_groups(shmq_t *q)
         }
         if (waited >= LOCK_WAIT_MS)
             return -EBUSY;
-        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+        NOCANCEL(nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL));
     }
 }
 

@@ -22,6 +22,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "nocancel.h"
+
 #ifdef SHMQ_CRASH_POINTS
 #include <pthread.h>
 #include <stdlib.h>
@@ -241,19 +243,19 @@ static int ret(int r) { return r < 0 ? -errno : r; }
 int io_shm_open(const char *name, int flags, mode_t mode)
 {
     FAULT(IO_SHM_OPEN);
-    return ret(shm_open(name, flags, mode));
+    return ret(NOCANCEL(shm_open(name, flags, mode)));
 }
 
 int io_open(const char *path, int flags, mode_t mode)
 {
     FAULT(IO_OPEN);
-    return ret(open(path, flags, mode));
+    return ret(NOCANCEL(open(path, flags, mode)));
 }
 
 int io_openat(int dirfd, const char *path, int flags, mode_t mode)
 {
     FAULT(IO_OPENAT);
-    return ret(openat(dirfd, path, flags, mode));
+    return ret(NOCANCEL(openat(dirfd, path, flags, mode)));
 }
 
 int io_close(int fd)
@@ -261,11 +263,11 @@ int io_close(int fd)
 #ifdef SHMQ_CRASH_POINTS
     int err = fault(IO_CLOSE);
     if (err) {
-        close(fd); /* a failed close releases the descriptor all the same */
+        NOCANCEL(close(fd)); /* a failed close releases the descriptor all the same */
         return err;
     }
 #endif
-    return ret(close(fd));
+    return ret(NOCANCEL(close(fd)));
 }
 
 int io_shm_unlink(const char *name)
@@ -317,7 +319,7 @@ int io_fallocate(int fd, uint64_t off, uint64_t len)
     int r = fsize_check(off + len);
     if (r)
         return r;
-    while ((r = fallocate(fd, 0, (off_t)off, (off_t)len)) != 0 && errno == EINTR) {
+    while ((r = NOCANCEL(fallocate(fd, 0, (off_t)off, (off_t)len))) != 0 && errno == EINTR) {
     }
     return ret(r);
 }
@@ -351,7 +353,7 @@ static int write_all(int fd, const void *buf, size_t len, int64_t at)
 {
     const char *p = buf;
     while (len) {
-        ssize_t n = at >= 0 ? pwrite(fd, p, len, (off_t)at) : write(fd, p, len);
+        ssize_t n = NOCANCEL(at >= 0 ? pwrite(fd, p, len, (off_t)at) : write(fd, p, len));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -378,7 +380,7 @@ int io_pwrite(int fd, const void *buf, size_t len, uint64_t off)
 /* Where a write at the file position lands: the end for O_APPEND, else the position. */
 static int64_t write_at(int fd)
 {
-    int fl = fcntl(fd, F_GETFL);
+    int fl = NOCANCEL(fcntl(fd, F_GETFL));
     struct stat st;
     if (fl >= 0 && (fl & O_APPEND))
         return fstat(fd, &st) == 0 ? (int64_t)st.st_size : -1;
@@ -401,7 +403,7 @@ ssize_t io_pread(int fd, void *buf, size_t len, uint64_t off)
     char *p = buf;
     size_t got = 0;
     while (got < len) {
-        ssize_t n = pread(fd, p + got, len - got, (off_t)(off + got));
+        ssize_t n = NOCANCEL(pread(fd, p + got, len - got, (off_t)(off + got)));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -447,19 +449,19 @@ int io_munmap(void *addr, size_t len)
 int io_fsync(int fd)
 {
     FAULT(IO_FSYNC);
-    return ret(fsync(fd));
+    return ret(NOCANCEL(fsync(fd)));
 }
 
 int io_fdatasync(int fd)
 {
     FAULT(IO_FDATASYNC);
-    return ret(fdatasync(fd));
+    return ret(NOCANCEL(fdatasync(fd)));
 }
 
 int io_datasync_map(void *addr, size_t len)
 {
     FAULT(IO_FDATASYNC);
-    return ret(msync(addr, len, MS_SYNC));
+    return ret(NOCANCEL(msync(addr, len, MS_SYNC)));
 }
 
 int io_fsync_dir(const char *path)
@@ -544,7 +546,7 @@ int io_flock(int fd, int op)
 {
     FAULT(IO_FLOCK);
     int r;
-    while ((r = flock(fd, op)) != 0 && errno == EINTR) {
+    while ((r = NOCANCEL(flock(fd, op))) != 0 && errno == EINTR) {
     }
     return ret(r);
 }
@@ -568,13 +570,13 @@ int io_dir_each_at(int at, const char *path,
 {
     FAULT(IO_OPENDIR);
     /* opendir(3)'s flags, relative to at: an open file description of its own */
-    int fd = openat(at, path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC);
+    int fd = NOCANCEL(openat(at, path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC));
     if (fd < 0)
         return -errno;
     DIR *d = fdopendir(fd);
     if (!d) {
         int err = -errno;
-        close(fd);
+        NOCANCEL(close(fd));
         return err;
     }
     int rc;
@@ -585,7 +587,7 @@ int io_dir_each_at(int at, const char *path,
         if ((rc = fn(arg, dirfd(d), e->d_name)) != 0)
             break;
     }
-    closedir(d);
+    NOCANCEL(closedir(d));
     return rc;
 }
 
@@ -594,7 +596,7 @@ int io_getrandom(void *buf, size_t len, unsigned flags)
     FAULT(IO_GETRANDOM);
     char *p = buf;
     while (len) {
-        ssize_t n = getrandom(p, len, flags);
+        ssize_t n = NOCANCEL(getrandom(p, len, flags));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)

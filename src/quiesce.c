@@ -25,8 +25,8 @@ static long membarrier(int cmd)
 
 /*
  * A thread that exits gives its record back, outside any section. It may end inside one:
- * cancelled at a cancellation point there (a SYNC publish's fdatasync or flush wait), or
- * pthread_exit() from a signal handler. It uses nothing any more, so it leaves the section here:
+ * pthread_exit() from a signal handler, or an asynchronous cancellation its caller enabled
+ * (deferred cancellation, the default, never acts inside a shmq call: nocancel.h). It uses nothing any more, so it leaves the section here:
  * left odd, the counter would hold back every grace period of the process until a thread takes
  * the record (no evicted mapping unmapped, their fds piling up), and that thread would then read
  * "outside" while inside its sections (its mapping unmapped under it).

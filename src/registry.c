@@ -24,17 +24,18 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "io.h"
+#include "nocancel.h"
 
 /* The text of /proc/PID/stat after the command name, in buf; NULL if there is none. */
 static const char *read_stat(int pid, char *buf, size_t size)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "re");
+    FILE *f = NOCANCEL(fopen(path, "re"));
     if (!f)
         return NULL;
-    size_t n = fread(buf, 1, size - 1, f);
-    fclose(f);
+    size_t n = NOCANCEL(fread(buf, 1, size - 1, f));
+    NOCANCEL(fclose(f));
     buf[n] = 0;
     const char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
     return p ? p + 1 : NULL;

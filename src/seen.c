@@ -49,6 +49,7 @@
 #include "abi.h"
 #include "crc32c.h"
 #include "io.h"
+#include "nocancel.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define SEEN_TSAN 1
@@ -435,7 +436,7 @@ int shmq_seen_open(const char *path, size_t max_entries, shmq_seen_t **out)
     s->fd = -1;
     s->lock_fd = -1;
     s->ring = calloc(max_entries, sizeof(*s->ring));
-    if (getrandom(&s->seed, sizeof(s->seed), GRND_NONBLOCK) != sizeof(s->seed))
+    if (NOCANCEL(getrandom(&s->seed, sizeof(s->seed), GRND_NONBLOCK)) != sizeof(s->seed))
         s->seed = (uint64_t)(uintptr_t)s ^ (uint64_t)getpid() << 32;
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "io.h"
 #include "logdir.h"
+#include "nocancel.h"
 #include "settings.h"
 #include "slot.h"
 
@@ -217,7 +218,7 @@ int segment_open_fd(int fd, bool readonly, struct segment *seg)
         }
         if (tries >= 100)
             return -EBADMSG;
-        usleep(10000);
+        NOCANCEL(usleep(10000));
     }
 }
 

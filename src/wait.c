@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <urcu/futex.h>
 
 #include "clock.h"
@@ -26,6 +27,46 @@ void wait_wake_counted(_Atomic uint32_t *futex_word, size_t n)
     futex_async((int32_t *)futex_word, FUTEX_WAKE, n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
 }
 
+/* What a sleeper cancelled in its futex wait undoes (sleep_once). */
+struct sleeper {
+    _Atomic uint32_t *futex_word, *waiters;
+    struct proc_entry *self;
+    uint32_t unit;
+};
+
+/* The cleanup of a sleeper cancelled in its futex wait: uncounted as sleep_once's return would
+ * (W2, S1), and a wake it may have taken passed on: a FUTEX_WAKE of 1 (wait_wake) for a change
+ * that now waits for another sleeper, who would otherwise sleep up to its max_sleep_ns. */
+static void sleep_cancelled(void *arg)
+{
+    struct sleeper *s = arg;
+    atomic_fetch_sub(s->waiters, 1);
+    atomic_fetch_sub(&s->self->sleeping, s->unit); /* S1 */
+    wake(s->futex_word, s->waiters, 1);
+}
+
+/*
+ * The futex wait, the library's one cancellation point (shmq.h, "Threads and cancellation";
+ * nocancel.h): a raw syscall is none by itself, so cancellation is made asynchronous across it
+ * alone, where this thread holds nothing but its counts, which the cleanup undoes. A request
+ * that came during the spin or the tries acts as the type is set (glibc checks it then). With
+ * cancellation disabled by the caller, the type changes nothing. Both calls are no system call
+ * (glibc: an atomic update of the thread's flags), on the sleeping path only.
+ */
+static long futex_sleep(struct sleeper *s, uint32_t seen, const struct timespec *ts)
+{
+    long r;
+    int type;
+    pthread_cleanup_push(sleep_cancelled, s);
+    pthread_setcanceltype(PTHREAD_CANCEL_ASYNCHRONOUS, &type);
+    r = futex_async((int32_t *)s->futex_word, FUTEX_WAIT, (int32_t)seen, ts, NULL, 0);
+    int e = errno;
+    pthread_setcanceltype(type, NULL);
+    errno = e;
+    pthread_cleanup_pop(0);
+    return r;
+}
+
 static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,
                       struct proc_entry *self, uint32_t unit, uint64_t sleep_ns,
                       int (*try_fn)(void *), void *arg)
@@ -41,8 +82,8 @@ static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,
     if (r == -EAGAIN) {
         struct timespec ts = {.tv_sec = (time_t)(sleep_ns / 1000000000ull),
                               .tv_nsec = (long)(sleep_ns % 1000000000ull)};
-        if (futex_async((int32_t *)futex_word, FUTEX_WAIT, (int32_t)seen, &ts, NULL, 0) != 0 &&
-            errno == EINTR)
+        struct sleeper me = {futex_word, waiters, self, unit};
+        if (futex_sleep(&me, seen, &ts) != 0 && errno == EINTR)
             r = -EINTR;
     }
     atomic_fetch_sub(waiters, 1);

@@ -64,6 +64,7 @@
 #include "divide.h"
 #include "io.h"
 #include "loghead.h"
+#include "nocancel.h"
 #include "quiesce.h"
 #include "registry.h"
 #include "settings.h"
@@ -1098,7 +1099,7 @@ static void flush_lock(struct wal *w, uint32_t me)
             return;
         if (!ok) {
             struct timespec ts = {0, 2000000}; /* bounded: judge the holder again */
-            nanosleep(&ts, NULL);
+            NOCANCEL(nanosleep(&ts, NULL));
             word = atomic_load(&h->wal_sync_flusher);
         }
     }

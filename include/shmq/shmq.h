@@ -12,6 +12,20 @@
  *
  * Costs: publish, receive, ack and nack make no system call and no heap allocation unless they
  * must sleep (receive on an empty queue, publish_timed on a full one) or wake a sleeper.
+ *
+ * Threads and cancellation (pthread_cancel, deferred: the default). A shmq call acts on a
+ * cancellation request at one place only: asleep in a blocking wait, i.e. shmq_receive() and
+ * shmq_receive_batch() with a timeout other than 0 on an empty queue, and shmq_publish_timed() on
+ * a full one. There the thread is cancelled at once (also by a request made before it went to
+ * sleep), having taken nothing: no message is received or slot claimed, and the consumer and the
+ * queue stay usable by other threads (shmq_consumer_close() from another thread, say). Anywhere
+ * else inside a call (file operations, a SYNC publish's flush or its wait for another's, open,
+ * create, maintenance, close) the request stays pending and acts at the caller's next
+ * cancellation point after the call returned, so a call is never cut off holding a lock, a
+ * descriptor or a log mapping. Asynchronous cancellation (PTHREAD_CANCEL_ASYNCHRONOUS) must not
+ * be enabled around shmq calls (POSIX allows it only around async-cancel-safe functions); a
+ * thread that ends inside a call by other means (pthread_exit() from a signal handler) leaves
+ * the log's mappings free to go, but may leave a lock held.
  */
 #ifndef SHMQ_SHMQ_H
 #define SHMQ_SHMQ_H
@@ -561,7 +575,9 @@ int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name, shm
  * Returns -EAGAIN (poll) or -ETIMEDOUT when nothing came, -EINTR if a signal interrupted the
  * sleep, -ESTALE if this consumer was declared dead (it must close and reopen), -EIDRM if the
  * queue was rebuilt from its log (shmq_recover(): close and reopen).
- * Spins briefly, then sleeps on a futex in shm. Refreshes the consumer's heartbeat.
+ * Spins briefly, then sleeps on a futex in shm. Refreshes the consumer's heartbeat. Asleep, it
+ * is a cancellation point (pthread_cancel: the thread ends, nothing taken; see the top of this
+ * header, "Threads and cancellation").
  */
 int shmq_receive(shmq_consumer_t *c, shmq_msg_t *msg, int timeout_ms);
 
