@@ -42,7 +42,7 @@ static void sleep_cancelled(void *arg)
     struct sleeper *s = arg;
     atomic_fetch_sub(s->waiters, 1);
     atomic_fetch_sub(&s->self->sleeping, s->unit); /* S1 */
-    wake(s->futex_word, s->waiters, 1);
+    wait_wake(s->futex_word, s->waiters);
 }
 
 /*
