@@ -20,3 +20,31 @@ def test_two_groups_each_get_every_message(qname):
         with pytest.raises(shmq.QueueNotFound):
             q.consumer(group="none")
         q.delete_group("audit")
+
+
+def test_each_group_has_its_own_dead_letters(qname):
+    with shmq.Queue.create(qname, durability="none", max_groups=3, max_attempts=1) as q:
+        q.create_group("audit")
+        mid = q.publish(b"poison")
+        with q.consumer("a", group="audit") as a:
+            a.receive(timeout=20).nack()
+            dead = q.dead_letters(group="audit")
+            assert [(d.id, d.data, d.reason) for d in dead] == [
+                (mid, b"poison", shmq.DeadReason.MAX_ATTEMPTS)]
+            assert q.dead_letters() == []  # "default" still has it ready
+            assert q.dead_letters(group="default") == []
+            assert q.redrive(group="audit") == 1  # ready again for audit alone
+            m = a.receive(timeout=20)
+            assert (m.id, m.attempt) == (mid, 1)
+            m.nack()
+            assert q.purge_dead(mid, group="audit") == 1
+            assert q.dead_letters(group="audit") == []
+        with q.consumer("w") as c:  # the default group's copy was never touched
+            m = c.receive(timeout=20)
+            assert (m.id, m.attempt) == (mid, 1)
+            m.ack()
+        for call in (lambda: q.dead_letters(group="none"), lambda: q.redrive(group="none"),
+                     lambda: q.purge_dead(group="none")):
+            with pytest.raises(shmq.QueueNotFound) as e:
+                call()
+            assert "group none" in str(e.value)

@@ -107,3 +107,8 @@ def test_seen_file_survives_reopen_and_keys_message_ids(queue, tmp_path):
     with shmq.Seen(path, 100, sync=False) as s:
         assert s.check(mid) and s.stats().loaded == 1
         assert s.check(mid.to_bytes(8, "little"))  # shmq_seen_id()'s key
+
+
+def test_set_config_expire_policy_and_retention(queue, qname):
+    queue.set_config(log_retention_bytes=1 << 30, expire_policy=queue.config.expire_policy)
+    assert queue.config.log_retention_bytes == 1 << 30

@@ -100,7 +100,13 @@ _CHANGEABLE = {
     "backoff_cap_ms": lib.SHMQ_CONFIG_BACKOFF_CAP_MS,
     "backoff_multiplier": lib.SHMQ_CONFIG_BACKOFF_MULTIPLIER,
     "default_ttl_ms": lib.SHMQ_CONFIG_DEFAULT_TTL_MS,
+    "expire_policy": lib.SHMQ_CONFIG_EXPIRE_POLICY,
+    "log_retention_bytes": lib.SHMQ_CONFIG_LOG_RETENTION_BYTES,
 }
+
+
+def _of_group(group: Optional[str]) -> str:
+    return "" if group is None else " of group %s" % group
 
 
 def _decode_headers(block: Any, size: int) -> Dict[str, bytes]:
@@ -319,7 +325,8 @@ class Queue(QueueBase):
     def set_config(self, **changes: Any) -> None:
         """Change settings of the running queue, for every process at once (shmq_set_config;
         README "Changing settings"): keywords among heartbeat_timeout_ms, ack_deadline_ms,
-        max_attempts, backoff_base_ms, backoff_cap_ms, backoff_multiplier, default_ttl_ms.
+        max_attempts, backoff_base_ms, backoff_cap_ms, backoff_multiplier, default_ttl_ms,
+        expire_policy, log_retention_bytes.
         Another Config field is a ValueError (it shapes the segment: fixed at create); a value
         out of range is ShmqError EINVAL with .detail naming the field, nothing changed."""
         bad = [k for k in changes if k not in _CHANGEABLE]
@@ -397,16 +404,21 @@ class Queue(QueueBase):
             raise_error(rc, "stats")
         return Stats(**{f: getattr(st, f) for f in STATS_FIELDS})
 
-    def dead_letters(self) -> List[DeadLetter]:
-        """The dead letters, oldest id first (copies)."""
+    def dead_letters(self, group: Optional[str] = None) -> List[DeadLetter]:
+        """The dead letters, oldest id first (copies); with group, that consumer group's own
+        (shmq_dlq_list_group; None: "default"). QueueNotFound for no such group."""
         q = self._handle()
+        g = None if group is None else group.encode()
         room = 64
         while True:
             out = ffi.new("shmq_dead_letter_t[]", room)
             n = ffi.new("size_t *")
-            rc = lib.shmq_dlq_list(q, out, room, n)
+            if g is None:
+                rc = lib.shmq_dlq_list(q, out, room, n)
+            else:
+                rc = lib.shmq_dlq_list_group(q, g, out, room, n)
             if rc:
-                raise_error(rc, "dlq_list")
+                raise_error(rc, "dlq_list%s" % _of_group(group))
             if n[0] < room:
                 return [
                     DeadLetter(
@@ -416,20 +428,28 @@ class Queue(QueueBase):
                 ]
             room *= 4
 
-    def redrive(self, id: int = 0) -> int:
-        """Move dead letter id (0: all) back to the ready ring, attempt 0; how many moved."""
+    def redrive(self, id: int = 0, group: Optional[str] = None) -> int:
+        """Move dead letter id (0: all) back to the ready ring, attempt 0; how many moved.
+        With group, that group's dead letter, ready again for that group alone."""
         moved = ffi.new("uint32_t *")
-        rc = lib.shmq_dlq_redrive(self._handle(), id, moved)
+        if group is None:
+            rc = lib.shmq_dlq_redrive(self._handle(), id, moved)
+        else:
+            rc = lib.shmq_dlq_redrive_group(self._handle(), group.encode(), id, moved)
         if rc:
-            raise_error(rc, "dlq_redrive")
+            raise_error(rc, "dlq_redrive%s" % _of_group(group))
         return int(moved[0])
 
-    def purge_dead(self, id: int = 0) -> int:
-        """Drop dead letter id (0: all); how many were dropped."""
+    def purge_dead(self, id: int = 0, group: Optional[str] = None) -> int:
+        """Drop dead letter id (0: all); how many were dropped. With group, from that group
+        only (the slot is freed once no group holds the message)."""
         purged = ffi.new("uint32_t *")
-        rc = lib.shmq_dlq_purge(self._handle(), id, purged)
+        if group is None:
+            rc = lib.shmq_dlq_purge(self._handle(), id, purged)
+        else:
+            rc = lib.shmq_dlq_purge_group(self._handle(), group.encode(), id, purged)
         if rc:
-            raise_error(rc, "dlq_purge")
+            raise_error(rc, "dlq_purge%s" % _of_group(group))
         return int(purged[0])
 
     def purge(self, delayed: bool = False) -> int:
