@@ -491,8 +491,10 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
     uint32_t delay = delay_ms ? delay_ms : backoff_ms(c, attempt);
     uint64_t next = sw_next(w, delay ? SLOT_DELAYED : SLOT_READY, NO_OWNER);
     uint64_t due = delay ? queue_now_ms_exact(q) + delay : 0;
-    if (delay) /* the tag names the DELAYED word, so it counts only once we reach it */
+    if (delay) { /* the tag names the DELAYED word, so it counts only once we reach it */
         atomic_store_explicit(&sl->deadline, tagged_make(due, next), memory_order_relaxed);
+        sl->dead_reason = 0; /* not a parked copy (maintain.c, fire_delayed); the CAS publishes it */
+    }
     CRASH_POINT(nack_before_move);
     /* release: our reads of the payload happen before the next delivery */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,

@@ -261,6 +261,9 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     CRASH_POINT(copy_out_after_copy);
     uint64_t parked = sw_next(nw, SLOT_DELAYED, NO_OWNER);
     atomic_store_explicit(&ns->deadline, tagged_make(due_ms, parked), memory_order_relaxed);
+    /* the mark of a parked copy (fire_delayed): the reason it dies of if it fires at
+     * max_attempts; a nack's backoff clears it (published by the CAS below) */
+    ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
     /* release: the copy is complete for whoever fires or frees the parked slot. A CAS: a
      * reservation is never taken from a live process, but we do not write over one that was */
     if (!atomic_compare_exchange_strong_explicit(&ns->state, &nw, parked, memory_order_release,
@@ -548,9 +551,11 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     return atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
 }
 
-/* A due DELAYED slot (word w) goes READY; or DEAD at max_attempts, which only a parked copy
- * can have (a nack at its last attempt dead-letters itself): a copy whose copier stopped for an
- * ack deadline, fired here, goes to the dead letters as its copier would have sent it (F8). */
+/* A due DELAYED slot (word w) goes READY; or DEAD at max_attempts if it is a copy-out's parked
+ * copy (its dead_reason marked so): a copy whose copier stopped for an ack deadline, fired here,
+ * goes to the dead letters as its copier would have sent it (F8). Any other DELAYED slot at
+ * max_attempts is a nack's backoff from before max_attempts was lowered (a nack at its last
+ * attempt dead-letters itself): READY, its next nack or take-back decides (shmq_set_config). */
 static void fire_delayed(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl, uint64_t w)
 {
     if (g && !group_active(p->q, g)) { /* a deleted group's: ends here */
@@ -558,7 +563,8 @@ static void fire_delayed(struct pass *p, uint32_t g, uint32_t idx, struct slot *
         return;
     }
     uint32_t attempt = sl->attempt; /* the copier's, published by its parking CAS (acquired) */
-    bool dead = attempt >= settings_max_attempts(&p->q->seg.hdr->settings);
+    bool dead = sl->dead_reason == SHMQ_DEAD_MAX_ATTEMPTS && /* as attempt: the CAS published it */
+                attempt >= settings_max_attempts(&p->q->seg.hdr->settings);
     if (dead) {
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
         /* logged before the move, as every DEAD (docs/DESIGN.md) */

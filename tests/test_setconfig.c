@@ -531,3 +531,44 @@ Test(setconfig, the_config_command)
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }
+
+/* review7: max_attempts lowered while a nacked message backs off (DELAYED, attempt 1): the
+ * contract (shmq.h) is that the NEXT nack or take-back of a message that has had the new maximum
+ * dead-letters it, not before. Maintenance firing its backoff took any DELAYED slot at the
+ * maximum for a copy-out's parked copy (F8) and dead-lettered it undelivered. */
+Test(setconfig, a_lowered_max_attempts_waits_for_the_next_nack)
+{
+    const char *name = h_qname("scbo");
+    shmq_config_t cfg = h_small_config(16, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.max_attempts = 5;
+    cfg.ack_deadline_ms = 600000;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "bo", &c), 0);
+    h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 1000), 0);
+    h_assert_rc(shmq_nack(c, &m, 100), 0); /* attempt 1 of 5: backs off 100 ms */
+    shmq_config_t set = cfg;
+    set.max_attempts = 1;
+    h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_MAX_ATTEMPTS), 0);
+    shmq_stats_t st;
+    int64_t bound = h_now_ms() + 20000;
+    do {
+        h_sleep_ms(10);
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+        h_assert_rc(shmq_stats(q, &st), 0);
+    } while (st.delayed && h_now_ms() < bound);
+    cr_assert_eq(st.delayed, 0, "the backoff never ended");
+    cr_assert_eq(st.dead, 0, "dead-lettered when its backoff ended, before its next nack");
+    h_assert_rc(shmq_receive(c, &m, 1000), 0);
+    cr_assert_eq(m.attempt, 2);
+    h_assert_rc(shmq_nack(c, &m, 0), 0);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(st.dead, 1, "the next nack dead-lettered it");
+    shmq_consumer_close(c);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
