@@ -341,15 +341,17 @@ int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *o
     return hdrs_decode(sh->bytes, len, out, max, n);
 }
 
-/* shmq_ack in group g >= 1 (out of line: the one-group path stays as it was). Not logged yet. */
+/* shmq_ack in group g >= 1 (out of line: the one-group path stays as it was); its ACK record
+ * names the group (docs/FORMAT.md section 9). */
 static __attribute__((noinline)) int ack_in_group(shmq_consumer_t *c, const shmq_msg_t *msg)
 {
     uint64_t id;
     int err = ack_slot(c, msg, &id, true, c->group);
     if (err)
         return err;
+    err = queue_log(c->q, wal_type_of(WAL_ACK, c->group), id, 0);
     count_own(c_self(c), CNT_ACKED); /* our sign of life: H1 (maintain.c) */
-    return 0;
+    return err == -EIDRM ? err : 0; /* as shmq_ack */
 }
 
 int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
@@ -370,11 +372,11 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
 
 /* The ACK records of ids[0..n): -EIDRM, or 0 (other log errors: the acks happened, as in
  * shmq_ack; the failure is counted by the log). */
-static int log_acks(shmq_t *q, const uint64_t *ids, size_t n)
+static int log_acks(shmq_t *q, uint32_t g, const uint64_t *ids, size_t n)
 {
     struct wal_item items[ACK_RUN];
     for (size_t j = 0; j < n; j++)
-        items[j] = (struct wal_item){WAL_ACK, 0, ids[j], NULL, 0};
+        items[j] = (struct wal_item){wal_type_of(WAL_ACK, g), 0, ids[j], NULL, 0, 0};
     for (size_t at = 0; at < n;) {
         size_t wrote;
         int err = wal_append_batch(q->wal, 0, items + at, n - at, &wrote, NULL);
@@ -405,15 +407,13 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
             continue;
         }
         acked++;
-        if (c->group)
-            continue; /* groups >= 1 are not logged yet */
         if (++k == ACK_RUN) {
-            if (c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
+            if (c->q->wal && log_acks(c->q, c->group, ids, k) == -EIDRM)
                 idrm = -EIDRM;
             k = 0;
         }
     }
-    if (k && c->q->wal && log_acks(c->q, ids, k) == -EIDRM)
+    if (k && c->q->wal && log_acks(c->q, c->group, ids, k) == -EIDRM)
         idrm = -EIDRM;
     if (acked) /* one wake-up for the batch's freed slots, after the last (W1, wait.h): up to
                 * one sleeping producer per freed slot */
@@ -507,7 +507,7 @@ int shmq_nack(shmq_consumer_t *c, const shmq_msg_t *msg, uint32_t delay_ms)
         cell_let_go(q, g, idx, w);
     count_own(c_self(c), CNT_NACKED); /* a nack that took effect (a stale one is not counted) */
     /* keeps the attempt count and the due time across recovery */
-    err = g ? 0 : queue_log_nack(q, id, attempt, due);
+    err = queue_log_nack(q, g, id, attempt, due);
     if (!delay) {
         CRASH_POINT(nack_after_requeue);
         queue_enqueue_cell(q, g, idx, next);

@@ -81,8 +81,10 @@ int shmq_dlq_list_group(shmq_t *q, const char *group, shmq_dead_letter_t *out, s
  * -EIDRM only: its slot is freed). A redrive first claims the slot (CAS
  * DEAD(g) -> DEAD(self, g+1)), so that only one redrive writes its fields and its PUBLISH record;
  * it logs before it changes anything, and gives the slot back DEAD if logging fails.
- * A group >= 1 logs nothing (yet), and its redrive in a group deleted meanwhile finishes the
- * cell instead (no cell of a group that is not ACTIVE goes READY).
+ * A group >= 1's records name it (docs/FORMAT.md section 9: a purge's ACK is the group's, a
+ * redrive's PUBLISH carries the mask {g}, so a rebuild makes the message ready again in g alone),
+ * and its redrive in a group deleted meanwhile finishes the cell instead (no cell of a group
+ * that is not ACTIVE goes READY).
  */
 static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redrive)
 {
@@ -91,19 +93,17 @@ static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redri
         uint64_t id = sl->id; /* the DEAD word's message (the caller's acquire load of w) */
         if (cell_finish(q, g, idx, w) != 0)
             return 0;
-        if (g) /* TODO(grouplog): an ACK record of group g once the log carries groups */
-            return 1;
         /* after the CAS, as shmq_purge's: the dead letter's DEAD record was the latest of its
          * id, so a rebuild brought every purged dead letter back. Other log errors: purged in
          * the segment all the same (counted by the log) */
-        return queue_log(q, WAL_ACK, id, 0) == -EIDRM ? -EIDRM : 1;
+        return queue_log(q, wal_type_of(WAL_ACK, g), id, 0) == -EIDRM ? -EIDRM : 1;
     }
     uint64_t mine = sw_next(w, SLOT_DEAD, q->self);
     /* acquire: the dead-letterer's writes (reason, attempt) are seen; nobody else moves it now */
     if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_acquire,
                                                  memory_order_relaxed))
         return 0;
-    if (q->wal && g == 0) { /* TODO(grouplog): group g's redrive record */ /* its DEAD record resolved it: a new PUBLISH record, after it, makes it live */
+    if (q->wal) { /* its DEAD record resolved it: a new PUBLISH record, after it, makes it live */
         uint32_t seq, len = sl->len;
         /* wal_seq keeps pinning the file of the dead letter's own records until the new PUBLISH
          * is written (it pins every later file too, so the one the new record lands in): moved
@@ -112,12 +112,16 @@ static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redri
         CRASH_POINT(redrive_before_append);
         int err = len > q->seg.layout.max_msg_size
                       ? -EBADMSG
-                      : queue_log_slot(q, sl, sl->id, 0, &(struct wal_times){0, 0, 0}, len, &seq);
+                      : queue_log_slot(q, sl, sl->id, 0, &(struct wal_times){0, 0, 0, 1ull << g},
+                                       len, &seq);
         if (err) { /* back to the dead letters, as it was */
             cell_move(q, g, idx, mine, sw_next(mine, SLOT_DEAD, NO_OWNER));
             return err;
         }
-        atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
+        /* with groups the slot keeps pinning its PUBLISH record: the other groups' states
+         * rest on it (this record names g alone) */
+        if (!groups_on(q))
+            atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
     }
     cl->attempt = 0; /* the CAS below publishes these to the deliverer */
     cl->dead_reason = 0;

@@ -40,10 +40,8 @@ int expire_held_cell(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, struct pro
     }
     atomic_fetch_add_explicit(&q->seg.hdr->expired, 1, memory_order_relaxed); /* a tally */
     CRASH_POINT(expire_before_log);
-    if (g) /* groups >= 1 are not logged yet */
-        return 0;
     /* -EIDRM: dropped here; the rebuilt queue expires it from its PUBLISH record's expiry */
-    return queue_log(q, WAL_ACK, id, WAL_ACK_EXPIRED) == -EIDRM ? -EIDRM : 0;
+    return queue_log(q, wal_type_of(WAL_ACK, g), id, WAL_ACK_EXPIRED) == -EIDRM ? -EIDRM : 0;
 }
 
 int expire_held(shmq_t *q, uint32_t idx, uint64_t w, struct proc_entry *e)

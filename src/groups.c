@@ -17,12 +17,21 @@
  * Group 0 ("default") is made at create and is not deleted in this version: its state is the
  * slot word itself, which a producer holds RESERVED before it reads the mask, so its sweep
  * would need every reservation to end (DESIGN, status).
+ *
+ * The log (docs/DESIGN.md, "The log with groups"): every GROUP record is appended under the
+ * lock. Create: FREE -> CREATING (fields complete), since_pos, the record, -> ACTIVE, the bit;
+ * a creator killed after CREATING is rolled forward by the next lock taker (the record again).
+ * Delete: -> DELETING, the bit off, the record; an entry goes DELETING -> FREE only after a
+ * delete record of it was appended (the deleter's, or one appended under the lock by the
+ * maintenance pass that frees it), so the log never outlives a group the segment lost, and a
+ * later group of the index is never followed by an earlier one's delete record.
  */
 #include <errno.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "gcell.h"
 #include "groups.h"
 #include "nocancel.h"
@@ -45,9 +54,45 @@ static int check_name(const char *name)
     return 0;
 }
 
+/* Under the lock: append the GROUP record (kind WAL_GROUP_*) of entry g as word w names it; the
+ * entry's wal_seq pins the record's file (retention, groups_keep). 0 without a log. */
+static int log_group(shmq_t *q, uint32_t g, uint64_t w, unsigned kind)
+{
+    if (!q->wal)
+        return 0;
+    struct group_entry *e = segment_group(&q->seg, g);
+    struct wal_group r = {.gen = pw_gen(w), .policy = e->policy, .bound = e->bound,
+                          .first_id = e->first_id, .since_pos = e->since_pos};
+    _Static_assert(sizeof(r.name) == sizeof(e->name), "a name fills the record's field");
+    memcpy(r.name, e->name, sizeof(r.name));
+    /* relaxed: a lower bound of the file the record lands in (as a publish's wal_seq), read by
+     * maintenance under the lock or as a hint */
+    atomic_store_explicit(&e->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
+                          memory_order_relaxed);
+    uint32_t seq = 0;
+    int err = wal_append(q->wal, WAL_GROUP, g, kind, &r, sizeof(r), &seq);
+    if (!err)
+        atomic_store_explicit(&e->wal_seq, seq + 1, memory_order_relaxed);
+    return err;
+}
+
+/* Under the lock: a creator killed after CREATING is rolled forward (its record appended
+ * again: the log may or may not hold it; the latest record of an index decides). An append
+ * that fails leaves it CREATING for the next lock taker. */
+static void finish_creates(shmq_t *q)
+{
+    for (uint32_t g = 1; g < q->seg.layout.max_groups; g++) {
+        struct group_entry *e = segment_group(&q->seg, g);
+        uint64_t w = atomic_load(&e->word);
+        if (pw_state(w) == GROUP_CREATING && log_group(q, g, w, WAL_GROUP_CREATE) == 0)
+            atomic_compare_exchange_strong(&e->word, &w, pw_next(w, GROUP_ACTIVE));
+    }
+}
+
 /* Under the lock: the mask says exactly which entries are ACTIVE. */
 static void repair_mask(shmq_t *q)
 {
+    finish_creates(q);
     uint64_t want = 0;
     for (uint32_t g = 0; g < q->seg.layout.max_groups; g++)
         if (pw_state(atomic_load(&segment_group(&q->seg, g)->word)) == GROUP_ACTIVE)
@@ -60,7 +105,8 @@ static void repair_mask(shmq_t *q)
         atomic_fetch_or_explicit(mask, want & ~have, memory_order_release);
 }
 
-static int lock_groups(shmq_t *q)
+/* wait_ms 0: one try (maintenance: busy, the next pass). */
+static int lock_groups_within(shmq_t *q, int wait_ms)
 {
     _Atomic uint32_t *lock = &q->seg.hdr->groups_lock;
     uint32_t me = (uint32_t)getpid();
@@ -73,11 +119,13 @@ static int lock_groups(shmq_t *q)
             repair_mask(q);
             return 0;
         }
-        if (waited >= LOCK_WAIT_MS)
+        if (waited >= wait_ms)
             return -EBUSY;
         NOCANCEL(nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL));
     }
 }
+
+static int lock_groups(shmq_t *q) { return lock_groups_within(q, LOCK_WAIT_MS); }
 
 static void unlock_groups(shmq_t *q)
 {
@@ -144,13 +192,29 @@ int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bou
         e->policy = policy;
         e->bound = bound;
         e->first_id = atomic_load_explicit(&q->seg.hdr->next_id, memory_order_relaxed) + 1;
+        /* rule R-G: read before our record and our fetch_or, so every publish that sees our bit
+         * logs above it (docs/DESIGN.md, "The log with groups"); the log's position now */
+        e->since_pos = q->wal ? wal_sync_from(q->wal) : 0;
         atomic_store_explicit(&e->overrun, 0, memory_order_relaxed);
         atomic_store_explicit(&e->held, 0, memory_order_relaxed);
         for (int i = 0; i < CNT__COUNT; i++)
             atomic_store_explicit(&e->retired[i], 0, memory_order_relaxed);
-        /* release: the fields above to whoever sees the group ACTIVE (consumer open, list) */
-        if (!atomic_compare_exchange_strong_explicit(&e->word, &w, pw_next(w, GROUP_ACTIVE),
-                                                     memory_order_release, memory_order_relaxed))
+        /* release: the fields above to whoever sees the entry CREATING, ACTIVE (consumer
+         * open, list) or rolls it forward (finish_creates) */
+        uint64_t creating = pw_next(w, GROUP_CREATING);
+        if (!atomic_compare_exchange_strong_explicit(&e->word, &w, creating, memory_order_release,
+                                                     memory_order_relaxed))
+            continue; /* never while we hold the lock */
+        CRASH_POINT(group_create_before_record);
+        /* the record before the group exists in shm: no publish names it before the log does */
+        err = log_group(q, g, creating, WAL_GROUP_CREATE);
+        if (err) { /* nothing published saw it: the entry goes back */
+            atomic_compare_exchange_strong(&e->word, &creating, pw_next(creating, GROUP_FREE));
+            break;
+        }
+        CRASH_POINT(group_create_after_record);
+        /* seq_cst, as every other change of the word */
+        if (!atomic_compare_exchange_strong(&e->word, &creating, pw_next(creating, GROUP_ACTIVE)))
             continue; /* never while we hold the lock */
         CRASH_POINT(group_create_before_mask);
         /* release: pairs with a publisher's F1 (acquire): it sees the entry complete */
@@ -222,10 +286,13 @@ int shmq_group_delete(shmq_t *q, const char *name)
     /* seq_cst: the delete's half of the Dekker pair with F3b; its sweep follows */
     atomic_fetch_and(&q->seg.hdr->groups_mask, ~(1ull << g));
     CRASH_POINT(group_delete_after_mask);
+    /* under the lock: no create of this index can come between (the entry is not FREE) */
+    err = log_group(q, (uint32_t)g, deleting, WAL_GROUP_DELETE);
     unlock_groups(q);
-    if (groups_sweep(q, (uint32_t)g)) /* else maintenance sweeps again (groups_maintain) */
+    /* the entry goes FREE only after a delete record of it (else maintenance logs one first) */
+    if (groups_sweep(q, (uint32_t)g) && err == 0)
         atomic_compare_exchange_strong(&e->word, &deleting, pw_next(deleting, GROUP_FREE));
-    return 0;
+    return err == -EIDRM ? err : 0; /* other log errors: deleted here, logged by maintenance */
 }
 
 void groups_maintain(shmq_t *q)
@@ -233,13 +300,47 @@ void groups_maintain(shmq_t *q)
     for (uint32_t g = 1; g < q->seg.layout.max_groups; g++) {
         struct group_entry *e = segment_group(&q->seg, g);
         uint64_t w = atomic_load(&e->word);
+        if (pw_state(w) == GROUP_CREATING && lock_groups_within(q, 0) == 0) {
+            unlock_groups(q); /* a dead creator's: rolled forward (repair_mask) */
+            continue;
+        }
         if (pw_state(w) != GROUP_DELETING)
             continue;
         if (atomic_load(&q->seg.hdr->groups_mask) >> g & 1)
             continue; /* its deleter was killed before the mask: the next lock taker fixes it */
-        if (groups_sweep(q, g))
+        if (!groups_sweep(q, g) || lock_groups_within(q, 0) != 0)
+            continue; /* not clean yet, or the lock is busy: the next pass */
+        /* under the lock, the entry still the one we swept: its delete record, then FREE */
+        if (atomic_load(&e->word) == w && log_group(q, g, w, WAL_GROUP_DELETE) == 0)
             atomic_compare_exchange_strong(&e->word, &w, pw_next(w, GROUP_FREE));
+        unlock_groups(q);
     }
+}
+
+uint64_t groups_keep(shmq_t *q, uint64_t cur, uint64_t lag)
+{
+    uint64_t low = UINT64_MAX;
+    bool locked = false;
+    for (uint32_t g = 1; q->wal && g < q->seg.layout.max_groups; g++) {
+        struct group_entry *e = segment_group(&q->seg, g);
+        uint64_t w = atomic_load(&e->word);
+        unsigned st = pw_state(w);
+        if (st == GROUP_FREE)
+            continue;
+        uint32_t ws = atomic_load_explicit(&e->wal_seq, memory_order_relaxed);
+        if ((st == GROUP_ACTIVE || st == GROUP_DELETING) && ws && ws - 1 + lag <= cur &&
+            (locked || (locked = lock_groups_within(q, 0) == 0)) && atomic_load(&e->word) == w)
+            log_group(q, g, w, (st == GROUP_ACTIVE ? WAL_GROUP_CREATE : WAL_GROUP_DELETE) |
+                                   WAL_GROUP_COPY); /* a failure: the old file stays pinned */
+        /* 0: no record yet (a creator under way stores a lower bound before it reserves, so
+         * its record lands at or after cur, read before: never deleted, as a publish's) */
+        ws = atomic_load_explicit(&e->wal_seq, memory_order_relaxed);
+        if (ws && ws - 1 < low)
+            low = ws - 1;
+    }
+    if (locked)
+        unlock_groups(q);
+    return low;
 }
 
 int shmq_group_list(shmq_t *q, shmq_group_info_t *out, size_t max, size_t *n)

@@ -16,11 +16,18 @@
  * out of FREE. */
 bool groups_sweep(shmq_t *q, uint32_t g);
 
-/* Sweep every DELETING group and free the entries whose sweep came out clean. */
+/* Sweep every DELETING group and free the entries whose sweep came out clean (after their
+ * delete record, under the lock); roll forward a dead creator's CREATING entry. */
 void groups_maintain(shmq_t *q);
 
 /* The ACTIVE group named group (NULL: group 0, "default"): its index and entry word (word may
  * be NULL), or -ENOENT. The entry may change right after: a consumer re-checks its word. */
 int groups_find(shmq_t *q, const char *group, uint32_t *g, uint64_t *word);
+
+/* Retention of the GROUP records (docs/DESIGN.md, "The log with groups"): the record of an
+ * ACTIVE or DELETING entry whose file lies lag or more files behind cur is appended again (a
+ * copy, under the lock taken without waiting: busy, the next pass); returns the lowest file
+ * the entries' latest records are in (UINT64_MAX: none). */
+uint64_t groups_keep(shmq_t *q, uint64_t cur, uint64_t lag);
 
 #endif

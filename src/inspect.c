@@ -998,20 +998,22 @@ int inspect_log_locate(const char *name, const char *log_dir, struct inspect_log
 const char *inspect_rec_type_name(int t)
 {
     static const char *const names[INSPECT_REC_TYPES] = {"publish", "ack",  "dead",  "nack",
-                                                         "pad",     "mark", "config"};
+                                                         "pad",     "mark", "config", "group"};
     return t >= 0 && t < INSPECT_REC_TYPES ? names[t] : "?";
 }
 
-/* A record type (walscan only passes WAL_PUBLISH..WAL_TYPE_MAX) as INSPECT_REC_*. */
+/* A record type (walscan only passes wal_type_valid() ones) as INSPECT_REC_*: a group's ACK,
+ * DEAD or NACK counts as its type. */
 static int rec_type_of(unsigned type)
 {
-    switch (type) {
+    switch (wal_type_base(type)) {
     case WAL_PUBLISH: return INSPECT_REC_PUBLISH;
     case WAL_ACK: return INSPECT_REC_ACK;
     case WAL_DEAD: return INSPECT_REC_DEAD;
     case WAL_NACK: return INSPECT_REC_NACK;
     case WAL_PAD: return INSPECT_REC_PAD;
     case WAL_CONFIG: return INSPECT_REC_CONFIG;
+    case WAL_GROUP: return INSPECT_REC_GROUP;
     default: return INSPECT_REC_MARK;
     }
 }
@@ -1160,8 +1162,11 @@ static int log_record(void *arg, uint64_t offset, const struct wal_rec *rec, con
     uint64_t size = wal_rec_size(rec->len);
     fs->prev_end = offset + (size < f->size - offset ? size : f->size - offset);
     f->by_type[rec_type_of(rec->type)]++;
-    if (rec->type == WAL_PAD || rec->type == WAL_CONFIG)
-        return 0; /* no message's record (a CONFIG record's id is the settings' version) */
+    if (rec->type == WAL_PAD || rec->type == WAL_CONFIG || rec->type == WAL_GROUP)
+        return 0; /* no message's record (a CONFIG record's id is the settings' version, a
+                   * GROUP record's the group's index) */
+    if (wal_type_group(rec->type))
+        return 0; /* a record of a group >= 1: the judging below is group 0's view */
     struct wal_publish pub = {.len = rec->len};
     if (rec->type == WAL_PUBLISH) {
         if (wal_parse_publish(rec, payload, &pub) != 0) {

@@ -77,12 +77,6 @@ static int config_check(const shmq_config_t *c)
     if (c->max_groups < 1 || c->max_groups > SHMQ_GROUPS_MAX)
         return err_detail(-EINVAL, "max_groups %u is outside 1..%d (SHMQ_GROUPS_MAX)",
                           c->max_groups, SHMQ_GROUPS_MAX);
-    /* The log does not carry groups yet: a rebuild would bring messages back for the group
-     * "default" only, losing them for the others. Refused rather than a success that is not. */
-    if (c->max_groups > 1 && c->durability != SHMQ_DURABILITY_NONE)
-        return err_detail(-ENOTSUP, "max_groups %u needs durability none for now: the log does "
-                          "not carry consumer groups yet (a rebuild would restore the group "
-                          "\"default\" only)", c->max_groups);
     if (c->dedup_window_count > SHMQ_DEDUP_WINDOW_MAX)
         return err_detail(-EINVAL, "dedup_window_count %u is above %u (SHMQ_DEDUP_WINDOW_MAX)",
                           c->dedup_window_count, SHMQ_DEDUP_WINDOW_MAX);

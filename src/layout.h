@@ -219,6 +219,9 @@ struct group_entry {
     uint64_t first_id;       /* next_id + 1 when it was created */
     _Atomic uint64_t overrun;/* messages the OVERRUN policy dropped (maintenance, relaxed add) */
     _Alignas(CACHE_LINE) _Atomic uint64_t held; /* messages held at the last pass (maintenance) */
+    uint64_t since_pos;      /* the log position its messages count from (rule R-G, wal.h);
+                              * written while FREE, under groups_lock */
+    _Atomic uint32_t wal_seq;/* file of its latest GROUP record + 1 (0: none): the retention pin */
     _Alignas(CACHE_LINE) _Atomic uint32_t ready_futex; /* groups 1..: as the header's, per group */
     _Atomic uint32_t ready_waiters;
     _Alignas(CACHE_LINE) _Atomic uint64_t retired[8]; /* released consumers' counters, folded in */

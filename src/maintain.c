@@ -180,13 +180,14 @@ static bool delivery_counted(const struct slot *sl, uint64_t w)
 
 /* Log and count a message taken back (NACK with its attempts, or DEAD). */
 /* dead_logged: its DEAD record was written before the move (take_back) */
-static void taken_back(struct pass *p, uint64_t id, uint32_t attempt, bool dead, bool dead_logged)
+static void taken_back(struct pass *p, uint32_t g, uint64_t id, uint32_t attempt, bool dead,
+                       bool dead_logged)
 {
     if (!dead)
-        queue_log_nack(p->q, id, attempt, 0);
+        queue_log_nack(p->q, g, id, attempt, 0);
     else if (!dead_logged) /* a copy out (below): logged after its move, an exception noted in
                             * docs/DESIGN.md ("Records that decide in the right order") */
-        queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS);
+        queue_log_dead(p->q, g, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS);
     if (dead) {
         p->rep->dead_lettered++;
         count(q_self(p->q), CNT_DEAD_LETTERED);
@@ -299,7 +300,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (!move_slot(p, to, parked, sw_next(parked, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
         return true; /* fired by another maintainer: delivered all the same */
     p->rep->copied_out++;
-    taken_back(p, ns->id, attempt, dead, false);
+    taken_back(p, 0, ns->id, attempt, dead, false);
     return true;
 }
 
@@ -336,8 +337,8 @@ static bool take_back(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl,
     if (dead)
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS;
     /* DEAD is logged before the move, so a redrive's PUBLISH follows it (docs/DESIGN.md) */
-    bool fenced_log = dead && !g &&
-                      queue_log_dead(p->q, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM;
+    bool fenced_log = dead &&
+                      queue_log_dead(p->q, g, id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM;
     CRASH_POINT(take_back_before_move);
     if (fenced_log || !move_cell(p, g, idx, w, next)) {
         /* T2 failed: no in-place redelivery ran under our tag and nobody else relies on it
@@ -350,17 +351,14 @@ static bool take_back(struct pass *p, uint32_t g, uint32_t idx, struct slot *sl,
          * nothing: a copy-out's FENCED(owner) word, and what follows it, left the message alive
          * in the copy (an ACK would resolve it); then no ACK: at worst a dead letter returns */
         uint64_t now = atomic_load_explicit(&sl->state, memory_order_relaxed);
-        if (dead && !fenced_log && !g &&
+        if (dead && !fenced_log &&
             (now == sw_next(w, SLOT_FREE, NO_OWNER) || now == sw_next(w, SLOT_FENCED, NO_OWNER) ||
              now == sw_next(w, SLOT_HELD, NO_OWNER)))
-            queue_log(p->q, WAL_ACK, id, 0);
+            queue_log(p->q, wal_type_of(WAL_ACK, g), id, 0);
         return false;
     }
     count_taken_from(p, owner);
-    if (g)
-        count(q_self(p->q), dead ? CNT_DEAD_LETTERED : CNT_RECLAIMED);
-    else
-        taken_back(p, id, attempt, dead, true);
+    taken_back(p, g, id, attempt, dead, true);
     return true;
 }
 
@@ -483,21 +481,38 @@ static bool kept_state(unsigned st)
     return st == SLOT_READY || st == SLOT_INFLIGHT || st == SLOT_DELAYED || st == SLOT_DEAD;
 }
 
-/* Log what recovery needs to restore message id as the slot holds it in word w (read with
- * acquire). If the slot no longer holds id in a kept state, log nothing: the message was acked
- * (the acker logs its ACK) or moved to another slot by a copy-out (alive there: an ACK would
- * resolve it, review F4). Our copy then stays unclosed, which recovery never reads. */
-static int log_state(shmq_t *q, struct slot *sl, uint64_t id, uint64_t w)
+/* Log what recovery needs to restore message id as group g holds it in word w of its cell c
+ * (the slot sl itself for group 0; read with acquire). If the slot no longer holds id, or the
+ * group holds it in no kept state, log nothing: the message was acked (the acker logs its ACK)
+ * or moved to another slot by a copy-out (alive there: an ACK would resolve it, review F4).
+ * Our copy then stays unclosed for that group, which recovery never reads. */
+static int log_state(shmq_t *q, uint32_t g, struct slot *sl, struct slot *c, uint64_t id,
+                     uint64_t w)
 {
     uint64_t due;
     if (sl->id != id || !kept_state(sw_state(w)))
         return 0;
     if (sw_state(w) == SLOT_DEAD)
-        return queue_log_dead(q, id, sl->attempt, sl->dead_reason);
+        return queue_log_dead(q, g, id, c->attempt, c->dead_reason);
     if (sw_state(w) == SLOT_DELAYED &&
-        tagged_get(atomic_load_explicit(&sl->deadline, memory_order_relaxed), w, &due))
-        return queue_log_nack(q, id, sl->attempt, due ? due : 1);
-    return queue_log_nack(q, id, sl->attempt, 0);
+        tagged_get(atomic_load_explicit(&c->deadline, memory_order_relaxed), w, &due))
+        return queue_log_nack(q, g, id, c->attempt, due ? due : 1);
+    return queue_log_nack(q, g, id, c->attempt, 0);
+}
+
+/* C2 for group g after a checkpoint's copy of message id: the record of the state its cell c
+ * is in, again while the word keeps changing. 0: closed (or the group is done with it), else
+ * the copy stays unused for g (a failed append, or still moving). */
+static int close_copy(shmq_t *q, uint32_t g, struct slot *sl, struct slot *c, uint64_t id)
+{
+    for (int tries = 0; tries <= 3; tries++) {
+        uint64_t seen = atomic_load_explicit(&c->state, memory_order_acquire); /* C2 */
+        if (log_state(q, g, sl, c, id, seen) != 0)
+            return -EIO;
+        if (atomic_load_explicit(&c->state, memory_order_acquire) == seen)
+            return 0;
+    }
+    return -EAGAIN; /* still moving: the next pass tries again */
 }
 
 /*
@@ -514,13 +529,25 @@ static int log_state(shmq_t *q, struct slot *sl, uint64_t id, uint64_t w)
  *    CAS, so after ours. If the slot left the message meanwhile, nothing is logged (F4).
  * Returns the slot's wal_seq (+ 1) after the step.
  */
-static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
+static uint32_t checkpoint_slot(struct pass *p, uint32_t idx, struct slot *sl, uint32_t ws)
 {
     shmq_t *q = p->q;
     uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
     uint64_t id = sl->id;
     uint32_t len = sl->len, seq;
-    struct wal_times times = {0, 0, expire_unix_ms(q, slot_expire(sl))}; /* kept by the copy */
+    /* the groups that hold it in a kept state: the copy names them (docs/DESIGN.md, "The log
+     * with groups"); group 0 by the slot word, the others by their cells (acquire, as w) */
+    uint64_t m = kept_state(sw_state(w)) ? 1 : 0;
+    if (groups_on(q) && (m || sw_state(w) == SLOT_HELD)) {
+        uint64_t others = atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed);
+        for (uint32_t g = 1; g < q->seg.layout.max_groups && others >> g; g++) {
+            struct slot *c = segment_cell(&q->seg, g, idx);
+            if (others >> g & 1 &&
+                kept_state(sw_state(atomic_load_explicit(&c->state, memory_order_acquire))))
+                m |= 1ull << g;
+        }
+    }
+    struct wal_times times = {0, 0, expire_unix_ms(q, slot_expire(sl)), m}; /* kept by the copy */
     uint64_t window_ns = (uint64_t)q->seg.layout.dedup_window_ms * 1000000u;
     /* a keyed message inside its dedup window is not copied (the copy has no key: once retention
      * dropped the original, a rebuild forgot the key and a retry published twice, review F10);
@@ -529,23 +556,18 @@ static uint32_t checkpoint_slot(struct pass *p, struct slot *sl, uint32_t ws)
     bool keyed_young = window_ns && atomic_load_explicit(&sl->dedup, memory_order_relaxed) &&
                        now_ns_coarse() - sl->publish_ns < window_ns;
     atomic_thread_fence(memory_order_acquire); /* the reads above happen before the re-check */
-    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w || !kept_state(sw_state(w)) ||
-        keyed_young || len > q->seg.layout.max_msg_size ||
+    if (atomic_load_explicit(&sl->state, memory_order_relaxed) != w || !m || keyed_young ||
+        len > q->seg.layout.max_msg_size ||
         queue_log_slot(q, sl, id, WAL_PUB_CHECKPOINT, &times, len, &seq) != 0)
         return ws;
     CRASH_POINT(checkpoint_after_copy);
-    for (int tries = 0;; tries++) {
-        uint64_t seen = atomic_load_explicit(&sl->state, memory_order_acquire); /* C2 */
-        if (log_state(q, sl, id, seen) != 0)
-            return ws;
-        if (atomic_load_explicit(&sl->state, memory_order_acquire) == seen) {
-            if (sl->id != id || !kept_state(sw_state(seen)))
-                return ws; /* the message is done: the slot is not ours to move */
-            break;
-        }
-        if (tries == 3)
-            return ws; /* still moving: the copy stays unused, the next pass tries again */
-    }
+    for (uint32_t g = 0; m >> g; g++)
+        if (m >> g & 1 && close_copy(q, g, sl, segment_cell(&q->seg, g, idx), id) != 0)
+            return ws; /* the copy stays unused for g: the original's file stays pinned */
+    /* the slot still holds the message (some group does): not ours to move otherwise */
+    uint64_t now = atomic_load_explicit(&sl->state, memory_order_acquire);
+    if (sl->id != id || !(kept_state(sw_state(now)) || sw_state(now) == SLOT_HELD))
+        return ws;
     if (atomic_compare_exchange_strong(&sl->wal_seq, &ws, seq + 1))
         p->rep->checkpointed++;
     return atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
@@ -568,7 +590,8 @@ static void fire_delayed(struct pass *p, uint32_t g, uint32_t idx, struct slot *
     if (dead) {
         sl->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
         /* logged before the move, as every DEAD (docs/DESIGN.md) */
-        if (!g && queue_log_dead(p->q, sl->id, attempt, SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM)
+        if (queue_log_dead(p->q, g, segment_slot(&p->q->seg, idx)->id, attempt,
+                           SHMQ_DEAD_MAX_ATTEMPTS) == -EIDRM)
             return;
     }
     if (!move_cell(p, g, idx, w, sw_next(w, dead ? SLOT_DEAD : SLOT_READY, NO_OWNER)))
@@ -707,9 +730,13 @@ static void enforce_overrun(struct pass *p, uint32_t g)
         if (!c)
             continue;
         uint64_t w = atomic_load_explicit(&c->state, memory_order_acquire);
+        /* the message's id while the cell holds it at w (the CAS below checks that it still
+         * did: the slot was not reused in between) */
+        uint64_t id = segment_slot(&p->q->seg, idx)->id;
         /* the same CAS a receive's C1 races: one of the two wins */
         if (sw_state(w) != SLOT_READY || cell_finish(p->q, g, idx, w) != 0)
             continue;
+        queue_log(p->q, wal_type_of(WAL_ACK, g), id, WAL_ACK_OVERRUN); /* resolved for g */
         p->held[g]--;
         atomic_fetch_add_explicit(&e->overrun, 1, memory_order_relaxed); /* a tally */
     }
@@ -809,8 +836,8 @@ static void repair_slot(struct pass *p, uint32_t idx)
         p->held[0]++; /* group 0 holds the message */
     /* the oldest log file a kept message still needs (live or dead; done slots need none) */
     uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
-    if (ws && kept_state(st) && ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
-        ws = checkpoint_slot(p, sl, ws);
+    if (ws && (kept_state(st) || st == SLOT_HELD) && ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
+        ws = checkpoint_slot(p, idx, sl, ws);
     if (ws && st != SLOT_FREE && st != SLOT_FENCED && ws - 1 < p->min_wal_seq)
         p->min_wal_seq = ws - 1;
 }
@@ -900,6 +927,10 @@ static int maintain(shmq_t *q, shmq_maint_report_t *report, bool light)
         uint64_t cfg_seq = settings_keep(q, wal_cur, CHECKPOINT_LAG_FILES);
         if (cfg_seq < p.min_wal_seq)
             p.min_wal_seq = cfg_seq;
+        /* the groups' latest GROUP records, likewise (groups.c) */
+        uint64_t grp_seq = groups_on(q) ? groups_keep(q, wal_cur, CHECKPOINT_LAG_FILES) : UINT64_MAX;
+        if (grp_seq < p.min_wal_seq)
+            p.min_wal_seq = grp_seq;
     }
     if (q->wal && wal_maintain(q->wal, p.min_wal_seq, wal_cur, light) == -EIDRM)
         err = -EIDRM;

@@ -107,17 +107,17 @@ static int give_back(shmq_t *q, uint32_t idx, uint64_t w)
  * the record lands in while we write it (wal.c, retention).
  */
 static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, const struct keyed *k,
-                       uint64_t due, const struct slot_hdrs *sh, uint32_t *seq)
+                       uint64_t due, const struct slot_hdrs *sh, uint64_t m, uint32_t *seq)
 {
     /* relaxed: maintenance reads it in its slot scan; published to consumers by P1 */
     atomic_store_explicit(&sl->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
                           memory_order_relaxed);
     int err;
     uint64_t expire = slot_expire(sl);
-    if (sh || expire != EXPIRE_NEVER) { /* the times a rebuild restores (a TTL), headers: not the
-                                         * fast path */
+    if (sh || expire != EXPIRE_NEVER || m != 1) { /* the times a rebuild restores (a TTL),
+                                                   * headers, the groups (m): not the fast path */
         struct wal_times t = {0, due ? queue_unix_ms(q, due) : 0,
-                              expire != EXPIRE_NEVER ? expire_unix_ms(q, expire) : 0};
+                              expire != EXPIRE_NEVER ? expire_unix_ms(q, expire) : 0, m};
         err = wal_append_publish_timed(q->wal, id, 0, &t, k ? k->key : NULL, k ? k->key_len : 0,
                                        sh ? sh->bytes : NULL, sh ? sh->len : 0,
                                        slot_payload(sl), (uint32_t)len, seq);
@@ -157,7 +157,9 @@ static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx
     }
     if (m >> 1) {
         atomic_thread_fence(memory_order_seq_cst); /* F3b: after our cells, before the mask */
-        uint64_t now = atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_relaxed);
+        /* acquire: a bit set again by a create since F1 (its index reused) is that group's, and
+         * its since_pos (read before its fetch_or, release) lies below our record (rule R-G) */
+        uint64_t now = atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_acquire);
         for (uint32_t g = 1; (m & ~now) >> g; g++) {
             if (!((m & ~now) >> g & 1))
                 continue;
@@ -178,7 +180,9 @@ static inline uint64_t fanout_prepare(shmq_t *q, uint32_t idx)
 }
 
 /* A reservation given back unpublished after fanout_prepare(): its prepared cells are FREE
- * again (plain, as F3: the slot is still RESERVED by us), before the slot goes back. */
+ * again, before the slot goes back. A CAS from RESERVED(self), relaxed: if we were judged dead
+ * meanwhile (our reservation fenced), M0 resets the cells and the slot may be someone else's;
+ * else no one else moves a cell of a RESERVED slot (F3). */
 static void fanout_unprepare(shmq_t *q, uint32_t idx, uint64_t m)
 {
     for (uint32_t g = 1; m >> g; g++) {
@@ -186,7 +190,9 @@ static void fanout_unprepare(shmq_t *q, uint32_t idx, uint64_t m)
             continue;
         struct slot *c = segment_cell(&q->seg, g, idx);
         uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
-        atomic_store_explicit(&c->state, sw_next(cw, SLOT_FREE, NO_OWNER), memory_order_relaxed);
+        if (sw_state(cw) == SLOT_RESERVED && sw_owner(cw) == q->self)
+            atomic_compare_exchange_strong_explicit(&c->state, &cw, sw_next(cw, SLOT_FREE, NO_OWNER),
+                                                    memory_order_relaxed, memory_order_relaxed);
     }
 }
 
@@ -228,9 +234,9 @@ static void fanout_commit(shmq_t *q, uint32_t idx, uint64_t m, unsigned state, u
 
 /* The rest of a delayed publish, after its record: park the slot we hold as word w DELAYED
  * until due (queue ms). No ring: maintenance fires it when due. */
-static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, uint64_t due)
+static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, uint64_t due,
+                        uint64_t m)
 {
-    uint64_t m = fanout_prepare(q, idx);
     uint64_t delayed = sw_next(w, p1_state(m, SLOT_DELAYED), NO_OWNER);
     /* P0D (release): the due time, tagged with the DELAYED word, is there before that word is:
      * maintenance fires a DELAYED slot without it at once. Read as P0 by M0 (maintain.c): a
@@ -282,16 +288,16 @@ static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_
 
 static __attribute__((noinline)) int commit_fanout(shmq_t *q, uint32_t idx, struct slot *sl,
                                                    uint64_t w, const struct keyed *k,
-                                                   uint64_t msg_id)
+                                                   uint64_t msg_id, uint64_t m)
 {
-    return commit_ready(q, idx, sl, w, k, msg_id, prepare_groups(q, idx));
+    return commit_ready(q, idx, sl, w, k, msg_id, m);
 }
 
 static int make_ready(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, const struct keyed *k,
-                      uint64_t msg_id)
+                      uint64_t msg_id, uint64_t m)
 {
     if (groups_on(q))
-        return commit_fanout(q, idx, sl, w, k, msg_id);
+        return commit_fanout(q, idx, sl, w, k, msg_id, m);
     return commit_ready(q, idx, sl, w, k, msg_id, 1);
 }
 
@@ -353,9 +359,13 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     uint64_t from = 0; /* SYNC: the log position before our record (GC7) */
     if (q->seg.layout.durability == SHMQ_DURABILITY_SYNC)
         from = wal_sync_from(q->wal);
+    /* F1-F3b before the record, which names the groups it went to (docs/DESIGN.md, "The log
+     * with groups"); the one-group path: m = 1, one predictable branch */
+    uint64_t m = fanout_prepare(q, idx);
     if (q->wal) {
-        int err = log_publish(q, sl, msg_id, len, k, due, sh, &seq);
+        int err = log_publish(q, sl, msg_id, len, k, due, sh, m, &seq);
         if (err) {
+            fanout_unprepare(q, idx, m);
             give_back(q, idx, w);
             if (k)
                 dedup_abandon(q, k->bucket, k->bucket_word);
@@ -363,7 +373,7 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
         }
         CRASH_POINT(publish_after_log);
     }
-    int r = due ? park_delayed(q, idx, sl, w, due) : make_ready(q, idx, sl, w, k, msg_id);
+    int r = due ? park_delayed(q, idx, sl, w, due, m) : make_ready(q, idx, sl, w, k, msg_id, m);
     if (r < 0)
         return r;
     if (id)
@@ -577,19 +587,21 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
  * us. logged: their PUBLISH records are in the log, so each gets ACK|ABORT (as a reservation
  * maintenance frees does, M0): the record must not come back in a rebuild. */
 static void give_back_run(shmq_t *q, const uint32_t *idx, const uint64_t *w, const uint64_t *ids,
-                          size_t from, size_t k, bool logged)
+                          const uint64_t *m, size_t from, size_t k, bool logged)
 {
-    for (size_t j = from; j < k; j++)
-        if (give_back(q, idx[j], w[j]) == 0 && logged)
+    for (size_t j = from; j < k; j++) {
+        fanout_unprepare(q, idx[j], m[j]);
+        if (give_back(q, idx[j], w[j]) == 0 && logged) /* ABORT: for every group (FORMAT 9) */
             queue_log(q, WAL_ACK, ids[j], WAL_ACK_ABORT);
+    }
 }
 
 /* Log the PUBLISH records of slots [0, k) (written, P0 done), with as few reservations as the
  * file size allows. 0 and *logged = k, or the error that stopped it and *logged = the records
  * written before it (their slots may be published). *seq: the file of the first one (the
  * lowest: a SYNC flush from there covers them all). */
-static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, size_t k,
-                   size_t *logged, uint32_t *seq)
+static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, const uint64_t *m,
+                   size_t k, size_t *logged, uint32_t *seq)
 {
     struct wal_item items[BATCH_RUN];
     uint32_t lower = (uint32_t)wal_current_seq(q->wal) + 1;
@@ -600,7 +612,7 @@ static int log_run(shmq_t *q, struct slot *const *sls, const uint64_t *ids, size
         /* the expiry's wall-clock time: two clock reads, only for a message that has one */
         uint64_t expire = slot_expire(sl);
         uint64_t exp = expire != EXPIRE_NEVER ? expire_unix_ms(q, expire) : 0;
-        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl), exp};
+        items[j] = (struct wal_item){WAL_PUBLISH, sl->len, ids[j], slot_payload(sl), exp, m[j]};
     }
     uint64_t unix_ms = 0; /* the run's records share one wall-clock reading (replay by time) */
     *logged = 0;
@@ -627,7 +639,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
                        uint64_t *ids_out, size_t *done, uint32_t *seq)
 {
     uint32_t idx[BATCH_RUN];
-    uint64_t w[BATCH_RUN], ids[BATCH_RUN];
+    uint64_t w[BATCH_RUN], ids[BATCH_RUN], ms[BATCH_RUN];
     struct slot *sls[BATCH_RUN];
     size_t got = 0;
     int full = 0;
@@ -653,12 +665,13 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         slot_set_expire(sl, expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings)));
         /* P0 (release), as in commit_slot(): the id above is this reservation's */
         atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
+        ms[j] = fanout_prepare(q, idx[j]); /* F1-F3b before the record, as commit_slot() */
     }
     CRASH_POINT(publish_after_write);
     size_t logged = got;
     int err = 0;
     if (q->wal) {
-        err = log_run(q, sls, ids, got, &logged, seq);
+        err = log_run(q, sls, ids, ms, got, &logged, seq);
         if (err == -EIDRM)
             logged = 0;
         CRASH_POINT(publish_after_log);
@@ -666,7 +679,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
     size_t j = 0;
     for (; j < logged; j++) {
         struct slot *sl = sls[j];
-        uint64_t m = fanout_prepare(q, idx[j]);
+        uint64_t m = ms[j];
         uint64_t ready = sw_next(w[j], p1_state(m, SLOT_READY), NO_OWNER);
         /* P1 (release): publishes id, len and payload; pairs with C1 in claim_ready_slot() */
         if (!atomic_compare_exchange_strong_explicit(&sl->state, &w[j], ready,
@@ -683,8 +696,8 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
             ids_out[j] = ids[j];
     }
     /* the rest goes back: not logged (a log error: nothing of it counts), or after a fence */
-    give_back_run(q, idx, w, ids, j == logged ? logged : j + 1, logged, true);
-    give_back_run(q, idx, w, ids, logged, got, false);
+    give_back_run(q, idx, w, ids, ms, j == logged ? logged : j + 1, logged, true);
+    give_back_run(q, idx, w, ids, ms, logged, got, false);
     *done = j;
     /* relaxed: a tally (count()), one add for the run */
     atomic_fetch_add_explicit(&q_self(q)->counters[CNT_PUBLISHED], j, memory_order_relaxed);

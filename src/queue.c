@@ -18,9 +18,10 @@ uint64_t queue_now_ms_exact(const shmq_t *q)
     return (now_ns() - q->seg.layout.created_ns) / 1000000ull;
 }
 
-int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason)
+int queue_log_dead(shmq_t *q, uint32_t g, uint64_t id, uint32_t attempt, uint32_t reason)
 {
-    return q->wal ? wal_append(q->wal, WAL_DEAD, id, attempt, &reason, WAL_DEAD_REASON_LEN, NULL)
+    return q->wal ? wal_append(q->wal, wal_type_of(WAL_DEAD, g), id, attempt, &reason,
+                               WAL_DEAD_REASON_LEN, NULL)
                   : 0;
 }
 
@@ -47,13 +48,14 @@ uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms)
            (due_ms > now_q ? due_ms - now_q : 0);
 }
 
-int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms)
+int queue_log_nack(shmq_t *q, uint32_t g, uint64_t id, uint32_t attempt, uint64_t due_ms)
 {
     if (!q->wal)
         return 0;
     if (!due_ms)
-        return wal_append(q->wal, WAL_NACK, id, attempt, NULL, 0, NULL);
+        return wal_append(q->wal, wal_type_of(WAL_NACK, g), id, attempt, NULL, 0, NULL);
     /* the due time in wall-clock ms, so that recovery after a reboot knows what is left */
     uint64_t due_unix = queue_unix_ms(q, due_ms);
-    return wal_append(q->wal, WAL_NACK, id, attempt, &due_unix, WAL_NACK_DUE_LEN, NULL);
+    return wal_append(q->wal, wal_type_of(WAL_NACK, g), id, attempt, &due_unix, WAL_NACK_DUE_LEN,
+                      NULL);
 }

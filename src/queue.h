@@ -84,17 +84,18 @@ uint64_t queue_now_ms_exact(const shmq_t *q);
 uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms);
 
 /* Log a record for message id (0 without a log): the append's error (-EIDRM: the queue was
- * rebuilt, wal.h). The caller decides whether the operation reports it. In line: an ack
- * without a log pays one test. */
-static inline int queue_log(shmq_t *q, enum wal_type type, uint64_t id, uint32_t attempt)
+ * rebuilt, wal.h). The caller decides whether the operation reports it. type: a wal_type, or
+ * wal_type_of(WAL_ACK, g) for group g's. In line: an ack without a log pays one test. */
+static inline int queue_log(shmq_t *q, unsigned type, uint64_t id, uint32_t attempt)
 {
     return q->wal ? wal_append(q->wal, type, id, attempt, NULL, 0, NULL) : 0;
 }
 
-/* A DEAD record with its reason (SHMQ_DEAD_*); a NACK record with the due time of a delayed
- * one (due_ms in the queue's clock, 0: none), logged as wall-clock unix ms. */
-int queue_log_dead(shmq_t *q, uint64_t id, uint32_t attempt, uint32_t reason);
-int queue_log_nack(shmq_t *q, uint64_t id, uint32_t attempt, uint64_t due_ms);
+/* A DEAD record of group g (0: the slot's own) with its reason (SHMQ_DEAD_*); a NACK record of
+ * group g with the due time of a delayed one (due_ms in the queue's clock, 0: none), logged as
+ * wall-clock unix ms. */
+int queue_log_dead(shmq_t *q, uint32_t g, uint64_t id, uint32_t attempt, uint32_t reason);
+int queue_log_nack(shmq_t *q, uint32_t g, uint64_t id, uint32_t attempt, uint64_t due_ms);
 
 /* A cooperative maintenance pass (shmq_maintain_if_unwatched: inside a consumer's receive, or a
  * caller's loop): shmq_maintain() but for the log's pre-touch and prefault of the files it

@@ -6,7 +6,9 @@
  *   E3  bump head.gen (seq_cst) and fsync the head: from here every process holding an older
  *       segment is fenced (-EIDRM, E1/E2 in wal.c);
  *   E4  then list and read the files of generation head.complete_gen (walscan.c); for each id
- *       the latest record decides its state: READY, DELAYED (due time), DEAD (reason), resolved;
+ *       and each consumer group its PUBLISH went to, the latest record of that group decides
+ *       its state: READY, DELAYED (due time), DEAD (reason), resolved; the group table from the
+ *       latest GROUP record of each index (rule R-G, docs/DESIGN.md "The log with groups");
  *   build the new segment unpublished, in the new generation, its log starting WAL_GEN_GAP files
  *   after every name in use; re-log every restored state into it (copies, with the new
  *   generation), fdatasync, store head.complete_gen = new, fsync; only then publish the segment.
@@ -31,6 +33,7 @@
 #include "dedup.h"
 #include "io.h"
 #include "loghead.h"
+#include "registry.h"
 #include "segment.h"
 #include "settings.h"
 #include "slot.h"
@@ -46,18 +49,29 @@ struct logfile {
 
 struct entry { /* one record, for sorting by (id, log order) */
     uint64_t id, order, unix_ms;
+    uint64_t pos;    /* its log position (rule R-G) */
+    uint64_t groups; /* PUBLISH: the groups it went to (1: group 0 alone) */
     uint64_t due_unix_ms; /* PUBLISH with WAL_PUB_DUE: when the message becomes ready */
     uint64_t expire_unix_ms; /* PUBLISH with WAL_PUB_EXPIRE: when it expires */
     const void *payload, *key, *hdrs;
     uint32_t len, key_len, hdrs_len; /* hdrs: PUBLISH with WAL_PUB_HDRS, its header block */
-    uint16_t type, attempt;
+    uint16_t type, attempt; /* type: the base type (wal_type_base) */
+    uint8_t group;          /* ACK, DEAD, NACK: the group (wal_type_group) */
+};
+
+/* The latest GROUP record of an index (kind 0: none). */
+struct grp {
+    unsigned kind; /* WAL_GROUP_CREATE or WAL_GROUP_DELETE, 0: none */
+    struct wal_group rec;
 };
 
 struct scan_ctx {
     struct entry *v;
     size_t n, cap;
     uint64_t seq;
+    uint64_t usable; /* bytes of records per file of the file being read (its header's) */
     int oom;
+    struct grp grp[WAL_MAX_GROUPS]; /* by index, the latest (files and records in log order) */
     /* the CONFIG record of the highest version (the later of equal ones: files and records are
      * read in log order), NULL if none (settings.h, K2) */
     const void *config;
@@ -70,6 +84,13 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
     struct scan_ctx *c = arg;
     if (r->type == WAL_PAD)
         return 0;
+    if (r->type == WAL_GROUP) { /* names no message: its id is the group's index */
+        if (r->id >= 1 && r->id < WAL_MAX_GROUPS && r->len >= WAL_GROUP_LEN) {
+            c->grp[r->id].kind = r->attempt & (WAL_GROUP_CREATE | WAL_GROUP_DELETE);
+            memcpy(&c->grp[r->id].rec, payload, WAL_GROUP_LEN);
+        }
+        return 0;
+    }
     if (r->type == WAL_CONFIG) { /* no message's: its id is the settings' version */
         if (!c->config || r->id >= c->config_version) {
             c->config = payload;
@@ -91,15 +112,19 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
     struct wal_publish pub = {.data = payload, .len = r->len};
     if (r->type == WAL_PUBLISH && wal_parse_publish(r, payload, &pub) != 0)
         return 0; /* a valid CRC over a malformed body: not ours to guess at */
+    bool is_pub = r->type == WAL_PUBLISH;
     c->v[c->n++] = (struct entry){.id = r->id,
                                   .order = (c->seq << 32) | (offset / WAL_ALIGN),
+                                  .pos = c->seq * c->usable + (offset - WAL_HEADER_SIZE),
+                                  .groups = is_pub ? pub.groups : 0,
+                                  .group = (uint8_t)wal_type_group(r->type),
                                   .unix_ms = pub.unix_ms,
                                   .due_unix_ms = r->type == WAL_PUBLISH ? pub.due_unix_ms : 0,
                                   .expire_unix_ms =
                                       r->type == WAL_PUBLISH ? pub.expire_unix_ms : 0,
                                   .payload = pub.data,
                                   .len = pub.len,
-                                  .type = r->type,
+                                  .type = (uint16_t)wal_type_base(r->type),
                                   .attempt = r->attempt,
                                   .key = r->type == WAL_PUBLISH ? pub.key : NULL,
                                   .key_len = r->type == WAL_PUBLISH ? pub.key_len : 0,
@@ -211,18 +236,28 @@ static int load_files(const char *dir, struct loading *ld)
     return err;
 }
 
+/* One group's state of a restored message. */
+struct gstate {
+    unsigned state;       /* SLOT_READY, SLOT_DELAYED, SLOT_DEAD; 0: resolved, or never had it */
+    uint32_t attempt, reason;
+    uint64_t due_unix_ms; /* DELAYED: when */
+};
+
 /* What a message comes back as. */
 struct restored {
-    const struct entry *pub; /* its latest PUBLISH: the payload */
+    const struct entry *pub; /* its latest PUBLISH that counted: the payload */
     const struct entry *key; /* its latest keyed PUBLISH, if its key counts (NULL if none) */
-    uint64_t due_unix_ms;    /* DELAYED: when */
-    uint32_t attempt, reason;
-    unsigned state;          /* SLOT_READY, SLOT_DELAYED, SLOT_DEAD */
+    uint64_t live;           /* the groups that still hold it (bit 0: group 0) */
+    size_t gs;               /* its states: rebuild.gst[gs + g] for group g */
 };
 
 struct rebuild {
     struct restored *live; /* by id */
     size_t n;
+    struct gstate *gst;    /* ngroups per restored message */
+    uint32_t ngroups;      /* the queue's max_groups */
+    const struct grp *grp; /* the group table from the GROUP records (scan_ctx.grp) */
+    uint64_t groups;       /* the groups rebuilt: bit g iff grp[g] is a create (bit 0 always) */
     const struct entry **keys; /* the latest keyed PUBLISH of every id whose key counts */
     const bool *key_live;      /* per key: its message is in live[] (re-logged with it) */
     size_t nkeys;
@@ -240,7 +275,35 @@ static uint64_t unix_ms_now(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Put restored message r into a free slot of the unpublished segment s, in its state. */
+/* Group g's cell c of slot idx (the slot itself for group 0) takes state st in the unpublished
+ * segment s: its word, attempts, reason, due time, and its ring (group g's ready or dead). */
+static int restore_cell(struct segment *s, const struct rebuild *rb, uint32_t g, uint32_t idx,
+                        const struct gstate *st)
+{
+    struct slot *c = segment_cell(s, g, idx);
+    uint64_t w = atomic_load_explicit(&c->state, memory_order_relaxed);
+    uint64_t next = sw_next(w, st->state, NO_OWNER), ticket;
+    c->attempt = st->attempt;
+    c->dead_reason = st->state == SLOT_DEAD ? st->reason : 0;
+    if (st->state == SLOT_DELAYED) { /* the remaining delay, in the new segment's clock */
+        uint64_t left = st->due_unix_ms - rb->now_unix_ms;
+        uint64_t q_now = (now_ns() - s->layout.created_ns) / 1000000ull;
+        atomic_store_explicit(&c->deadline, tagged_make(q_now + left, next), memory_order_relaxed);
+    }
+    atomic_store_explicit(&c->state, next, memory_order_relaxed);
+    struct ring *ring = st->state == SLOT_READY  ? (g ? &s->gready[g] : &s->ready_ring)
+                        : st->state == SLOT_DEAD ? (g ? &s->gdead[g] : &s->dead_ring)
+                                                 : NULL;
+    if (ring) {
+        if (ring_enqueue(ring, idx, &ticket) != 0)
+            return -ENOSPC;
+        atomic_store_explicit(&c->ticket, tagged_make(ticket, next), memory_order_relaxed);
+    }
+    return 0;
+}
+
+/* Put restored message r into a free slot of the unpublished segment s, in its states: group
+ * 0's in the slot word (HELD when group 0 does not hold it), each other group's in its cell. */
 static int restore_slot(struct segment *s, const struct rebuild *rb, const struct restored *r,
                         struct slot **out)
 {
@@ -250,10 +313,9 @@ static int restore_slot(struct segment *s, const struct rebuild *rb, const struc
         return -ENOSPC;
     struct slot *sl = segment_slot(s, idx);
     const struct entry *e = r->pub;
+    const struct gstate *gs = &rb->gst[r->gs];
     if (e->len > s->layout.max_msg_size)
         return -EBADMSG;
-    uint64_t w = atomic_load_explicit(&sl->state, memory_order_relaxed);
-    uint64_t next = sw_next(w, r->state, NO_OWNER);
     memcpy(slot_payload(sl), e->payload, e->len);
     struct slot_hdrs *sh = slot_headers(s, sl);
     if (sh) { /* a block larger than the queue's room is no header block of this queue: none */
@@ -262,44 +324,79 @@ static int restore_slot(struct segment *s, const struct rebuild *rb, const struc
             memcpy(sh->bytes, e->hdrs, sh->len);
     }
     sl->publish_ns = rb->now_ns;
-    /* the expiry in the new segment's clock (a message past it was expired by decide()) */
+    /* the expiry in the new segment's clock (a message past it was expired by decide()); a
+     * message only dead letters hold does not expire */
+    bool all_dead = true;
+    for (uint32_t g = 0; g < rb->ngroups; g++)
+        if (r->live >> g & 1 && gs[g].state != SLOT_DEAD)
+            all_dead = false;
     uint64_t exp = e->expire_unix_ms;
     uint64_t left_ms = exp > rb->now_unix_ms ? exp - rb->now_unix_ms : 0;
-    slot_set_expire(sl, exp && r->state != SLOT_DEAD ? rb->now_ns + left_ms * 1000000ull
-                                                     : UINT64_MAX); /* EXPIRE_NEVER */
+    slot_set_expire(sl, exp && !all_dead ? rb->now_ns + left_ms * 1000000ull
+                                         : UINT64_MAX); /* EXPIRE_NEVER */
     sl->id = e->id;
     sl->len = e->len;
-    sl->attempt = r->attempt;
-    sl->dead_reason = r->state == SLOT_DEAD ? r->reason : 0;
-    if (r->state == SLOT_DELAYED) { /* the remaining delay, in the new segment's clock */
-        uint64_t left = r->due_unix_ms - rb->now_unix_ms;
-        uint64_t q_now = (now_ns() - s->layout.created_ns) / 1000000ull;
-        atomic_store_explicit(&sl->deadline, tagged_make(q_now + left, next),
-                              memory_order_relaxed);
+    if (s->layout.max_groups > 1) /* plain: the segment is not published yet */
+        atomic_store_explicit(segment_others(s, idx), r->live, memory_order_relaxed);
+    for (uint32_t g = 1; g < rb->ngroups; g++) {
+        int err = r->live >> g & 1 ? restore_cell(s, rb, g, idx, &gs[g]) : 0;
+        if (err)
+            return err;
     }
-    atomic_store_explicit(&sl->state, next, memory_order_relaxed);
-    struct ring *ring = r->state == SLOT_READY ? &s->ready_ring
-                        : r->state == SLOT_DEAD ? &s->dead_ring : NULL;
-    if (ring) {
-        if (ring_enqueue(ring, idx, &ticket) != 0)
-            return -ENOSPC;
-        atomic_store_explicit(&sl->ticket, tagged_make(ticket, next), memory_order_relaxed);
-    }
+    const struct gstate held = {.state = SLOT_HELD};
+    int err = restore_cell(s, rb, 0, idx, r->live & 1 ? &gs[0] : &held);
+    if (err)
+        return err;
     *out = sl;
     return 0;
 }
 
-/* Append the state record that follows a re-logged copy: NACK (attempts, due time) or DEAD. */
-static int relog_state(struct wal *w, const struct restored *r)
+/* Append the state record of group g that follows a re-logged copy: NACK (attempts, due time)
+ * or DEAD. */
+static int relog_state(struct wal *w, uint32_t g, uint64_t id, const struct gstate *st)
 {
-    if (r->state == SLOT_DEAD)
-        return wal_append(w, WAL_DEAD, r->pub->id, r->attempt, &r->reason, WAL_DEAD_REASON_LEN,
-                          NULL);
-    if (r->state == SLOT_DELAYED)
-        return wal_append(w, WAL_NACK, r->pub->id, r->attempt, &r->due_unix_ms, WAL_NACK_DUE_LEN,
-                          NULL);
+    if (st->state == SLOT_DEAD)
+        return wal_append(w, wal_type_of(WAL_DEAD, g), id, st->attempt, &st->reason,
+                          WAL_DEAD_REASON_LEN, NULL);
+    if (st->state == SLOT_DELAYED)
+        return wal_append(w, wal_type_of(WAL_NACK, g), id, st->attempt, &st->due_unix_ms,
+                          WAL_NACK_DUE_LEN, NULL);
     /* even with 0 attempts: it closes the copy (a copy no record follows is not read) */
-    return wal_append(w, WAL_NACK, r->pub->id, r->attempt, NULL, 0, NULL);
+    return wal_append(w, wal_type_of(WAL_NACK, g), id, st->attempt, NULL, 0, NULL);
+}
+
+/* The group table of the unpublished segment s: every group the GROUP records leave created,
+ * ACTIVE, counting from the new generation's first position, its record re-logged first. */
+static int restore_groups(struct segment *s, const struct rebuild *rb, struct wal *w)
+{
+    for (uint32_t g = 1; g < rb->ngroups; g++) {
+        if (!(rb->groups >> g & 1))
+            continue;
+        const struct wal_group *r = &rb->grp[g].rec;
+        struct group_entry *e = segment_group(s, g);
+        if (!e)
+            continue;
+        memcpy(e->name, r->name, sizeof(e->name));
+        e->name[sizeof(e->name) - 1] = 0;
+        e->policy = r->policy;
+        e->bound = r->bound;
+        e->first_id = r->first_id;
+        e->since_pos = s->layout.wal_base_pos; /* every record of the new generation is above */
+        uint64_t word = pw_make(GROUP_ACTIVE, r->gen + 1, 0);
+        /* plain stores: the segment is not published yet (S1) */
+        atomic_store_explicit(&e->word, word, memory_order_relaxed);
+        atomic_fetch_or_explicit(&s->hdr->groups_mask, 1ull << g, memory_order_relaxed);
+        struct wal_group copy = *r;
+        copy.gen = pw_gen(word);
+        copy.since_pos = e->since_pos;
+        uint32_t seq = 0;
+        int err = wal_append(w, WAL_GROUP, g, WAL_GROUP_CREATE | WAL_GROUP_COPY, &copy,
+                             sizeof(copy), &seq);
+        if (err)
+            return err;
+        atomic_store_explicit(&e->wal_seq, seq + 1, memory_order_relaxed);
+    }
+    return 0;
 }
 
 /*
@@ -313,21 +410,29 @@ static int populate(struct segment *s, void *arg)
     int err = wal_open(s, false, &w);
     if (err)
         return err;
+    if (rb->ngroups > 1)
+        err = restore_groups(s, rb, w);
     for (size_t i = 0; i < rb->n && !err; i++) {
         const struct restored *r = &rb->live[i];
         const struct entry *e = r->pub;
+        const struct gstate *gs = &rb->gst[r->gs];
         struct slot *sl;
         uint32_t seq = 0;
         if ((err = restore_slot(s, rb, r, &sl)) != 0)
             break;
-        struct wal_times t = {e->unix_ms, 0, r->state != SLOT_DEAD ? e->expire_unix_ms : 0};
+        bool all_dead = true;
+        for (uint32_t g = 0; g < rb->ngroups; g++)
+            if (r->live >> g & 1 && gs[g].state != SLOT_DEAD)
+                all_dead = false;
+        struct wal_times t = {e->unix_ms, 0, !all_dead ? e->expire_unix_ms : 0, r->live};
         const struct slot_hdrs *sh = slot_headers(s, sl);
         err = wal_append_publish_timed(w, e->id, WAL_PUB_CHECKPOINT, &t,
                                        r->key ? r->key->key : NULL, r->key ? r->key->key_len : 0,
                                        sh ? sh->bytes : NULL, sh ? sh->len : 0, e->payload, e->len,
                                        &seq);
-        if (!err)
-            err = relog_state(w, r);
+        for (uint32_t g = 0; g < rb->ngroups && !err; g++)
+            if (r->live >> g & 1)
+                err = relog_state(w, g, e->id, &gs[g]);
         atomic_store_explicit(&sl->wal_seq, seq + 1, memory_order_relaxed);
     }
     /* the dedup window: keys of committed publishes; those of resolved messages are re-logged
@@ -394,73 +499,112 @@ static void apply_config_record(const struct scan_ctx *c, shmq_config_t *cfg)
         settings_to_config(&v, cfg);
 }
 
-/* Decide each id's state from its records (sorted by id, then log order). */
+/* The groups whose state a PUBLISH at position pos with mask m sets: those of m the group table
+ * keeps whose records count from at or before pos (rule R-G); group 0 always. */
+static uint64_t counted_groups(const struct rebuild *rb, uint64_t m, uint64_t pos)
+{
+    uint64_t out = m & 1;
+    for (uint32_t g = 1; g < rb->ngroups && m >> g; g++)
+        if ((m & rb->groups) >> g & 1 && rb->grp[g].rec.since_pos <= pos)
+            out |= 1ull << g;
+    return out;
+}
+
+/* Decide each id's state in each group from its records (sorted by id, then log order). */
 static int decide(struct scan_ctx *c, struct rebuild *rb)
 {
     shmq_recovery_report_t *rep = rb->rep;
     if (c->n)
         qsort(c->v, c->n, sizeof(*c->v), by_id_order);
     size_t cap = c->n ? c->n : 1;
+    uint32_t G = rb->ngroups;
     rb->live = malloc(cap * sizeof(*rb->live));
     rb->keys = malloc(cap * sizeof(*rb->keys));
+    rb->gst = malloc(cap * G * sizeof(*rb->gst));
     bool *key_live = malloc(cap * sizeof(*key_live));
     rb->key_live = key_live;
-    if (!rb->live || !rb->keys || !key_live)
+    if (!rb->live || !rb->keys || !key_live || !rb->gst)
         return -ENOMEM;
     for (size_t i = 0; i < c->n;) {
-        struct restored r = {0};
+        struct restored r = {.gs = rb->n * G};
+        struct gstate *st = &rb->gst[r.gs]; /* this id's, kept if it is restored */
+        memset(st, 0, G * sizeof(*st));
+        uint64_t had = 0; /* groups a counted PUBLISH gave it to */
         const struct entry *key = NULL;
-        size_t j = i, end = i, closed = i; /* closed: past the id's last closing record */
-        while (end < c->n && c->v[end].id == c->v[i].id) {
-            unsigned t = c->v[end++].type;
-            if (t == WAL_ACK || t == WAL_DEAD || t == WAL_NACK)
-                closed = end;
+        size_t end = i;
+        size_t closed[SHMQ_GROUPS_MAX] = {0}; /* per group: past the id's last closing record */
+        for (; end < c->n && c->v[end].id == c->v[i].id; end++) {
+            unsigned t = c->v[end].type;
+            if ((t == WAL_ACK || t == WAL_DEAD || t == WAL_NACK) && c->v[end].group < G)
+                closed[c->v[end].group] = end + 1;
         }
-        for (; j < end; j++) {
+        for (size_t j = i; j < end; j++) {
             const struct entry *e = &c->v[j];
-            if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && j >= closed)
-                continue; /* a copy no record follows: its maker died (or was fenced) before its
-                           * closing record; if the id was resolved in a file since deleted,
-                           * the copy alone would revive it. The original still counts: the
-                           * copy never moved wal_seq, so its file is kept. */
-            if (e->type == WAL_PUBLISH && (e->attempt & WAL_PUB_CHECKPOINT) && r.pub &&
-                (r.state == 0 || r.state == SLOT_DEAD)) {
-                /* a copy after the ACK or DEAD that resolved it is stale (its maker looked
-                 * before the resolution, or died before logging it): it carries the payload
-                 * forward and changes nothing else */
-                r.pub = e;
-                if (e->key_len)
-                    key = e;
-            } else if (e->type == WAL_PUBLISH) {
-                r = (struct restored){.pub = e, .state = SLOT_READY};
-                if (e->due_unix_ms > rb->now_unix_ms) { /* a delayed publish, not yet due */
-                    r.state = SLOT_DELAYED;
-                    r.due_unix_ms = e->due_unix_ms;
+            uint32_t g = e->group;
+            if (e->type == WAL_PUBLISH) {
+                bool copy = e->attempt & WAL_PUB_CHECKPOINT, counted = false;
+                uint64_t m = counted_groups(rb, e->groups, e->pos);
+                for (uint32_t h = 0; h < G && m >> h; h++) {
+                    if (!(m >> h & 1))
+                        continue;
+                    if (copy && j >= closed[h])
+                        continue; /* a copy no record of this group follows: its maker died
+                                   * (or was fenced) before its closing record; if the id was
+                                   * resolved in a file since deleted, the copy alone would
+                                   * revive it. The original still counts: the copy never
+                                   * moved wal_seq, so its file is kept. */
+                    counted = true;
+                    if (copy && had >> h & 1 && (st[h].state == 0 || st[h].state == SLOT_DEAD))
+                        continue; /* a copy after the ACK or DEAD that resolved it for this
+                                   * group is stale (its maker looked before the resolution, or
+                                   * died before logging it): it carries the payload forward
+                                   * and changes nothing else */
+                    had |= 1ull << h;
+                    st[h] = (struct gstate){.state = SLOT_READY};
+                    if (e->due_unix_ms > rb->now_unix_ms) { /* a delayed publish, not yet due */
+                        st[h].state = SLOT_DELAYED;
+                        st[h].due_unix_ms = e->due_unix_ms;
+                    }
                 }
-                if (e->key_len)
-                    key = e;
+                if (counted) {
+                    r.pub = e;
+                    if (e->key_len)
+                        key = e;
+                }
+            } else if (g >= G || !(had >> g & 1)) {
+                /* a group this id never counted for (deleted, R-G), or a record whose PUBLISH is
+                 * gone; but an ABORT (group 0's) ends every group: never published */
+                if (e->type == WAL_ACK && (e->attempt & WAL_ACK_ABORT) && r.pub) {
+                    memset(st, 0, G * sizeof(*st));
+                    if (key && key == e - 1)
+                        key = NULL;
+                }
             } else if (e->type == WAL_ACK) {
-                r.state = 0;
-                /* never published: its key does not count. Only right after its own PUBLISH:
-                 * maintenance may log ABORT with the id a reused slot held before (a producer
-                 * that died before writing its id), a message done long ago whose key stays */
-                if ((e->attempt & WAL_ACK_ABORT) && key && key == e - 1)
-                    key = NULL;
+                st[g].state = 0;
+                /* never published: no group counts it, nor its key. Only right after its own
+                 * PUBLISH: maintenance may log ABORT with the id a reused slot held before (a
+                 * producer that died before writing its id), a message done long ago whose key
+                 * stays */
+                if (e->attempt & WAL_ACK_ABORT) {
+                    memset(st, 0, G * sizeof(*st));
+                    if (key && key == e - 1)
+                        key = NULL;
+                }
             } else if (e->type == WAL_DEAD) {
-                r.state = SLOT_DEAD;
-                r.attempt = e->attempt > r.attempt ? e->attempt : r.attempt;
-                r.reason = SHMQ_DEAD_MAX_ATTEMPTS;
+                st[g].state = SLOT_DEAD;
+                st[g].attempt = e->attempt > st[g].attempt ? e->attempt : st[g].attempt;
+                st[g].reason = SHMQ_DEAD_MAX_ATTEMPTS;
                 if (e->len >= WAL_DEAD_REASON_LEN)
-                    memcpy(&r.reason, e->payload, WAL_DEAD_REASON_LEN);
+                    memcpy(&st[g].reason, e->payload, WAL_DEAD_REASON_LEN);
             } else if (e->type == WAL_NACK) {
-                r.attempt = e->attempt > r.attempt ? e->attempt : r.attempt;
-                if (r.state == SLOT_READY || r.state == SLOT_DELAYED) {
-                    r.state = SLOT_READY;
-                    r.due_unix_ms = 0;
+                st[g].attempt = e->attempt > st[g].attempt ? e->attempt : st[g].attempt;
+                if (st[g].state == SLOT_READY || st[g].state == SLOT_DELAYED) {
+                    st[g].state = SLOT_READY;
+                    st[g].due_unix_ms = 0;
                     if (e->len >= WAL_NACK_DUE_LEN) {
-                        memcpy(&r.due_unix_ms, e->payload, WAL_NACK_DUE_LEN);
-                        if (r.due_unix_ms > rb->now_unix_ms)
-                            r.state = SLOT_DELAYED;
+                        memcpy(&st[g].due_unix_ms, e->payload, WAL_NACK_DUE_LEN);
+                        if (st[g].due_unix_ms > rb->now_unix_ms)
+                            st[g].state = SLOT_DELAYED;
                     }
                 }
             }
@@ -468,21 +612,34 @@ static int decide(struct scan_ctx *c, struct rebuild *rb)
         if (c->v[i].id > rb->highest_id)
             rb->highest_id = c->v[i].id;
         /* expired while the segment was gone (an in-flight one too: it comes back as a
-         * redelivery would): dropped (resolved, not re-logged) or a dead letter, by the policy */
-        if (r.pub && (r.state == SLOT_READY || r.state == SLOT_DELAYED) &&
-            r.pub->expire_unix_ms && r.pub->expire_unix_ms <= rb->now_unix_ms) {
-            rep->expired++;
-            r.state = rb->expire_policy == SHMQ_EXPIRE_DEAD_LETTER ? SLOT_DEAD : 0;
-            r.reason = SHMQ_DEAD_EXPIRED;
+         * redelivery would): dropped (resolved, not re-logged) or a dead letter, by the policy,
+         * in every group that has it ready or delayed */
+        bool expired = false;
+        for (uint32_t g = 0; g < G && r.pub; g++) {
+            if (!(had >> g & 1) || (st[g].state != SLOT_READY && st[g].state != SLOT_DELAYED) ||
+                !r.pub->expire_unix_ms || r.pub->expire_unix_ms > rb->now_unix_ms)
+                continue;
+            expired = true;
+            st[g].state = rb->expire_policy == SHMQ_EXPIRE_DEAD_LETTER ? SLOT_DEAD : 0;
+            st[g].reason = SHMQ_DEAD_EXPIRED;
         }
-        bool live = r.pub && r.state;
+        rep->expired += expired;
+        bool dead_only = true, delayed = false;
+        for (uint32_t g = 0; g < G && r.pub; g++) {
+            if (!(had >> g & 1) || st[g].state == 0)
+                continue;
+            r.live |= 1ull << g;
+            dead_only = dead_only && st[g].state == SLOT_DEAD;
+            delayed = delayed || st[g].state == SLOT_DELAYED;
+        }
+        bool live = r.live != 0;
         if (live) {
             rb->live[rb->n++] = r;
-            if (r.state == SLOT_DEAD)
+            if (dead_only)
                 rep->dead_letters++;
             else
                 rep->restored++;
-            rep->delayed += r.state == SLOT_DELAYED;
+            rep->delayed += delayed;
         } else if (r.pub) {
             rep->resolved++;
         }
@@ -492,7 +649,7 @@ static int decide(struct scan_ctx *c, struct rebuild *rb)
             rb->keys[rb->nkeys] = key;
             key_live[rb->nkeys++] = live;
         }
-        i = j;
+        i = end;
     }
     return 0;
 }
@@ -577,6 +734,7 @@ static int recover(const char *name, const char *log_dir, shmq_recovery_report_t
         }
         struct walscan_stats st;
         c.seq = ld.files[i].seq;
+        c.usable = ld.files[i].h->file_size - WAL_HEADER_SIZE;
         walscan_records(ld.files[i].base, ld.files[i].size, ld.files[i].h, collect, &c, &st);
         if (c.oom) {
             err = -ENOMEM;
@@ -602,6 +760,13 @@ static int recover(const char *name, const char *log_dir, shmq_recovery_report_t
     rb.now_ns = now_ns();
     rb.now_unix_ms = unix_ms_now();
     rb.expire_policy = cfg.expire_policy;
+    /* the groups: from the latest GROUP record of each index (group 0 is made with the queue) */
+    rb.ngroups = cfg.max_groups > 1 && cfg.max_groups <= SHMQ_GROUPS_MAX ? cfg.max_groups : 1;
+    rb.grp = c.grp;
+    rb.groups = 1;
+    for (uint32_t g = 1; g < rb.ngroups; g++)
+        if (c.grp[g].kind == WAL_GROUP_CREATE)
+            rb.groups |= 1ull << g;
     if ((err = decide(&c, &rb)) != 0)
         goto out;
     /* More to restore than the queue holds: messages whose resolution a crash kept out of the
@@ -632,6 +797,7 @@ out:
     loghead_close(&lh);
     free(c.v);
     free(rb.live);
+    free(rb.gst);
     free(rb.keys);
     free((void *)rb.key_live);
     io_close(lock);

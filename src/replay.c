@@ -166,8 +166,7 @@ static int record_at(const struct shmq_replay *r, uint64_t off, struct wal_rec *
         atomic_load_explicit((const _Atomic uint32_t *)(const void *)(p + 4), memory_order_acquire);
     memcpy(rec, p, sizeof(*rec));
     rec->crc = crc;
-    if (rec->magic != WAL_REC_MAGIC || rec->epoch != r->epoch || rec->type < WAL_PUBLISH ||
-        rec->type > WAL_TYPE_MAX)
+    if (rec->magic != WAL_REC_MAGIC || rec->epoch != r->epoch || !wal_type_valid(rec->type))
         return 0;
     if (rec->len > r->size - off - WAL_REC_HEADER)
         return 0;

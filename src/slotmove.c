@@ -106,8 +106,8 @@ int cell_dead_letter(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint32_t r
     cl->dead_reason = reason;
     /* logged BEFORE the move: a redrive acts only on a slot it saw DEAD, so its PUBLISH record
      * follows this one and wins (docs/DESIGN.md, "Records that decide in the right order");
-     * groups >= 1 are not logged yet */
-    if (!g && queue_log_dead(q, sl->id, sl->attempt, reason) == -EIDRM)
+     * a group's names it (docs/FORMAT.md section 9) */
+    if (queue_log_dead(q, g, sl->id, cl->attempt, reason) == -EIDRM)
         return -EIDRM;
     if (!cell_move(q, g, idx, w, dead)) /* its release publishes dead_reason with DEAD */
         return -ESTALE;

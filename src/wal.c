@@ -565,7 +565,7 @@ struct part {
 };
 
 static inline __attribute__((always_inline)) void
-write_record(struct walmap *m, uint64_t off, enum wal_type type, uint64_t id, uint32_t attempt,
+write_record(struct walmap *m, uint64_t off, unsigned type, uint64_t id, uint32_t attempt,
              const struct part *parts, int nparts, uint32_t len)
 {
     struct wal_rec *r = (struct wal_rec *)(m->base + WAL_HEADER_SIZE + off);
@@ -782,7 +782,7 @@ static inline __attribute__((always_inline)) int append_done(struct wal *w, uint
 /* Inlined into each caller: each passes a fixed list of parts, whose copies the compiler then
  * unrolls and inlines (left to itself it made one shared copy once there were three callers:
  * +80 instructions per logged publish, bench/instr-guard). */
-static inline __attribute__((always_inline)) int append_parts(struct wal *w, enum wal_type type,
+static inline __attribute__((always_inline)) int append_parts(struct wal *w, unsigned type,
                                                               uint64_t id, uint32_t attempt,
                                                               const struct part *parts, int nparts,
                                                               uint32_t *seq_out)
@@ -807,7 +807,7 @@ static inline __attribute__((always_inline)) int append_parts(struct wal *w, enu
     return append_done(w, seq, seq_out);
 }
 
-int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
+int wal_append(struct wal *w, unsigned type, uint64_t id, uint32_t attempt,
                const void *payload, uint32_t len, uint32_t *seq)
 {
     struct part one = {payload, len};
@@ -860,9 +860,9 @@ int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const s
     uint16_t klen = (uint16_t)key_len;
     if (key_len > WAL_KEY_MAX)
         return -EINVAL;
-    struct part parts[8] = {{&unix_ms, 8}};
+    struct part parts[9] = {{&unix_ms, 8}};
     int n = 1;
-    flags &= ~(WAL_PUB_DUE | WAL_PUB_EXPIRE | WAL_PUB_HDRS);
+    flags &= ~(WAL_PUB_DUE | WAL_PUB_EXPIRE | WAL_PUB_HDRS | WAL_PUB_GROUPS);
     if (t->due_unix_ms) {
         parts[n++] = (struct part){&t->due_unix_ms, WAL_PUBLISH_DUE_LEN};
         flags |= WAL_PUB_DUE;
@@ -870,6 +870,10 @@ int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const s
     if (t->expire_unix_ms) {
         parts[n++] = (struct part){&t->expire_unix_ms, WAL_PUBLISH_EXPIRE_LEN};
         flags |= WAL_PUB_EXPIRE;
+    }
+    if (t->groups > 1) { /* 0 or 1: group 0 alone, the records of a one-group queue */
+        parts[n++] = (struct part){&t->groups, WAL_PUBLISH_GROUPS_LEN};
+        flags |= WAL_PUB_GROUPS;
     }
     parts[n++] = (struct part){&klen, 2};
     if (hdrs_len) {
@@ -885,7 +889,8 @@ int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const s
 static uint64_t item_size(const struct wal_item *it)
 {
     return wal_rec_size(it->type == WAL_PUBLISH ? WAL_PUBLISH_PREFIX + it->len +
-                                                      (it->expire_unix_ms ? WAL_PUBLISH_EXPIRE_LEN : 0)
+                                                      (it->expire_unix_ms ? WAL_PUBLISH_EXPIRE_LEN : 0) +
+                                                      (it->groups > 1 ? WAL_PUBLISH_GROUPS_LEN : 0)
                                                 : 0);
 }
 
@@ -920,7 +925,20 @@ int wal_append_batch(struct wal *w, uint64_t unix_ms, const struct wal_item *ite
     uint16_t klen = 0; /* batch records have no key */
     for (size_t i = 0; i < k; i++) {
         const struct wal_item *it = &items[i];
-        if (it->type == WAL_PUBLISH && it->expire_unix_ms) {
+        if (it->type == WAL_PUBLISH && it->groups > 1) { /* a queue with groups: any times */
+            struct part parts[5] = {{&unix_ms, 8}};
+            int np = 1;
+            if (it->expire_unix_ms)
+                parts[np++] = (struct part){&it->expire_unix_ms, WAL_PUBLISH_EXPIRE_LEN};
+            parts[np++] = (struct part){&it->groups, WAL_PUBLISH_GROUPS_LEN};
+            parts[np++] = (struct part){&klen, 2};
+            parts[np++] = (struct part){it->data, it->len};
+            uint32_t plen = WAL_PUBLISH_PREFIX + it->len + WAL_PUBLISH_GROUPS_LEN +
+                            (it->expire_unix_ms ? WAL_PUBLISH_EXPIRE_LEN : 0);
+            write_record(m, off, WAL_PUBLISH, it->id,
+                         WAL_PUB_GROUPS | (it->expire_unix_ms ? WAL_PUB_EXPIRE : 0), parts, np,
+                         plen);
+        } else if (it->type == WAL_PUBLISH && it->expire_unix_ms) {
             struct part parts[4] = {
                 {&unix_ms, 8}, {&it->expire_unix_ms, 8}, {&klen, 2}, {it->data, it->len}};
             write_record(m, off, WAL_PUBLISH, it->id, WAL_PUB_EXPIRE, parts, 4,
@@ -929,7 +947,7 @@ int wal_append_batch(struct wal *w, uint64_t unix_ms, const struct wal_item *ite
             struct part parts[3] = {{&unix_ms, 8}, {&klen, 2}, {it->data, it->len}};
             write_record(m, off, WAL_PUBLISH, it->id, 0, parts, 3, WAL_PUBLISH_PREFIX + it->len);
         } else {
-            write_record(m, off, (enum wal_type)it->type, it->id, 0, NULL, 0, 0);
+            write_record(m, off, it->type, it->id, 0, NULL, 0, 0);
         }
         off += item_size(it);
         if (i == 0)
@@ -944,7 +962,8 @@ int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_p
 {
     const char *p = payload;
     uint32_t due = r->attempt & WAL_PUB_DUE ? WAL_PUBLISH_DUE_LEN : 0;
-    uint32_t klen_at = 8 + due + (r->attempt & WAL_PUB_EXPIRE ? WAL_PUBLISH_EXPIRE_LEN : 0);
+    uint32_t exp = r->attempt & WAL_PUB_EXPIRE ? WAL_PUBLISH_EXPIRE_LEN : 0;
+    uint32_t klen_at = 8 + due + exp + (r->attempt & WAL_PUB_GROUPS ? WAL_PUBLISH_GROUPS_LEN : 0);
     uint32_t prefix = klen_at + 2 + (r->attempt & WAL_PUB_HDRS ? WAL_PUBLISH_HDRS_LEN : 0);
     uint16_t klen;
     uint32_t hlen = 0;
@@ -957,6 +976,9 @@ int wal_parse_publish(const struct wal_rec *r, const void *payload, struct wal_p
         memcpy(&out->due_unix_ms, p + 8, WAL_PUBLISH_DUE_LEN);
     if (r->attempt & WAL_PUB_EXPIRE)
         memcpy(&out->expire_unix_ms, p + 8 + due, WAL_PUBLISH_EXPIRE_LEN);
+    out->groups = 1;
+    if (r->attempt & WAL_PUB_GROUPS)
+        memcpy(&out->groups, p + 8 + due + exp, WAL_PUBLISH_GROUPS_LEN);
     memcpy(&klen, p + klen_at, 2);
     if (r->attempt & WAL_PUB_HDRS)
         memcpy(&hlen, p + klen_at + 2, WAL_PUBLISH_HDRS_LEN);

@@ -51,9 +51,42 @@ enum wal_type {
     WAL_NACK = 4,
     WAL_PAD = 5,
     WAL_MARK = 6,
-    WAL_CONFIG = 7
+    WAL_CONFIG = 7,
+    WAL_GROUP = 8 /* a consumer group created or deleted (below) */
 };
-#define WAL_TYPE_MAX WAL_CONFIG /* a record of a higher type is invalid */
+#define WAL_TYPE_MAX WAL_GROUP /* a record of a higher type is invalid */
+
+/* The type field: the type in its low byte; an ACK, DEAD or NACK of consumer group g (1..63)
+ * carries g in its high byte (group 0's records have none). docs/FORMAT.md section 9. */
+#define WAL_MAX_GROUPS 64u
+static inline unsigned wal_type_of(unsigned type, uint32_t g) { return type | g << 8; }
+static inline unsigned wal_type_base(unsigned type) { return type & 0xffu; }
+static inline uint32_t wal_type_group(unsigned type) { return type >> 8; }
+/* Is type a type this version reads (walscan, replay)? */
+static inline bool wal_type_valid(unsigned type)
+{
+    unsigned t = type & 0xffu, g = type >> 8;
+    return t >= WAL_PUBLISH && t <= WAL_TYPE_MAX &&
+           (g == 0 || (g < WAL_MAX_GROUPS && (t == WAL_ACK || t == WAL_DEAD || t == WAL_NACK)));
+}
+
+/* A GROUP record (id: the group's index): attempt WAL_GROUP_CREATE or WAL_GROUP_DELETE, with
+ * WAL_GROUP_COPY on a retention or recovery copy; payload struct wal_group (WAL_GROUP_LEN bytes,
+ * or more: later fields follow). since_pos: bit g of a PUBLISH at log position B counts for
+ * this group iff its latest GROUP record is a create with since_pos <= B (rule R-G,
+ * docs/DESIGN.md "The log with groups"). */
+#define WAL_GROUP_CREATE 1u
+#define WAL_GROUP_DELETE 2u
+#define WAL_GROUP_COPY 4u
+#define WAL_GROUP_LEN 64u
+struct wal_group {
+    uint64_t gen;
+    uint32_t policy, bound;
+    uint64_t first_id;
+    uint64_t since_pos;
+    char name[32];
+};
+_Static_assert(sizeof(struct wal_group) == WAL_GROUP_LEN, "docs/FORMAT.md section 9");
 #define WAL_CONFIG_LEN 56u      /* bytes of a CONFIG payload this version writes (40 before
                                  * expire_policy and log_retention_bytes could change) */
 
@@ -95,6 +128,8 @@ struct wal_file_header {
  *   +---------+----------+---------+-------------+------------ - -
  * With flag WAL_PUB_EXPIRE (a message with a time to live), 8 bytes more after those: its
  * expiry, CLOCK_REALTIME unix ms (u64). With both flags: unix_ms, due, expiry, key_len (at 24).
+ * With flag WAL_PUB_GROUPS (a queue with groups, a message not for group 0 alone), 8 bytes more
+ * after those times: the mask of groups it was fanned out to (u64, bit 0 group 0).
  * With flag WAL_PUB_HDRS (a message with headers), WAL_PUBLISH_HDRS_LEN (4) bytes more, after
  * key_len: the header block's length (u32, > 0); the block (hdrblock.h) follows the key:
  *   0         8          [+8]         [+8]           +2          +4          +key_len      +hdrs_len
@@ -115,11 +150,15 @@ struct wal_file_header {
 /* the payload carries a header block (shmq_publish_ex with headers); records without it read
  * as before */
 #define WAL_PUB_HDRS 8u
+/* the payload carries the group mask (docs/FORMAT.md section 9); without it: group 0 alone */
+#define WAL_PUB_GROUPS 16u
+#define WAL_PUBLISH_GROUPS_LEN 8u
 /* An ACK record's attempt field holds flags: */
 #define WAL_ACK_ABORT 1u /* a reservation given up unpublished: its PUBLISH record (and dedup key)
                           * never counted */
 #define WAL_ACK_EXPIRED 2u /* dropped at its expiry (expire_policy SHMQ_EXPIRE_DROP), not
                             * consumed; resolves it as any ACK */
+#define WAL_ACK_OVERRUN 4u /* dropped by its group's overrun policy; resolves it as any ACK */
 /* A NACK record's payload: nothing (READY again), or the due time of a delayed nack as
  * CLOCK_REALTIME unix ms (u64), so the remaining delay survives a reboot. A DEAD record's
  * payload: the reason (u32, SHMQ_DEAD_*). Their attempt field: the slot's attempts. */
@@ -130,6 +169,7 @@ struct wal_publish {
     uint64_t unix_ms;
     uint64_t due_unix_ms; /* WAL_PUB_DUE: when it becomes ready (unix ms); 0 without the flag */
     uint64_t expire_unix_ms; /* WAL_PUB_EXPIRE: when it expires (unix ms); 0 without the flag */
+    uint64_t groups; /* WAL_PUB_GROUPS: the groups it went to; 1 (group 0) without the flag */
     const void *key;
     uint32_t key_len;
     const void *hdrs;  /* WAL_PUB_HDRS: the header block (hdrblock.h); hdrs_len 0 without */
@@ -171,7 +211,7 @@ void wal_close(struct wal *w);
  * wal_pos, then writes into the mapped file. A system call only when this process first
  * touches a file (mapping it, creating it if nobody prepared it). -ENOSPC, -EIO, -errno.
  */
-int wal_append(struct wal *w, enum wal_type type, uint64_t id, uint32_t attempt,
+int wal_append(struct wal *w, unsigned type, uint64_t id, uint32_t attempt,
                const void *payload, uint32_t len, uint32_t *seq);
 
 /* Append the PUBLISH record of message id (key may be NULL with key_len 0); flags WAL_PUB_*. */
@@ -191,6 +231,7 @@ int wal_append_publish_due(struct wal *w, uint64_t id, uint64_t due_unix_ms, con
  * (flag WAL_PUB_DUE), expiry (flag WAL_PUB_EXPIRE). */
 struct wal_times {
     uint64_t unix_ms, due_unix_ms, expire_unix_ms;
+    uint64_t groups; /* not a time: the group mask (flag WAL_PUB_GROUPS); 0 or 1: group 0 alone */
 };
 
 /* Any PUBLISH record: flags WAL_PUB_CHECKPOINT (the others follow the times given, and a header
@@ -203,11 +244,12 @@ int wal_append_publish_timed(struct wal *w, uint64_t id, unsigned flags, const s
 /* One record of a run (wal_append_batch): a PUBLISH record of message id (no key, no due
  * time, data[0..len)) or an ACK record (no payload: len and data unused). */
 struct wal_item {
-    enum wal_type type; /* WAL_PUBLISH or WAL_ACK */
+    unsigned type; /* WAL_PUBLISH, or WAL_ACK (of a group: wal_type_of()) */
     uint32_t len;
     uint64_t id;
     const void *data;
     uint64_t expire_unix_ms; /* PUBLISH: its expiry (WAL_PUB_EXPIRE), 0: none */
+    uint64_t groups;         /* PUBLISH: its group mask (WAL_PUB_GROUPS), 0 or 1: group 0 alone */
 };
 
 /*

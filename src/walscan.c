@@ -31,8 +31,7 @@ static int valid_at(const uint8_t *base, uint64_t off, uint64_t end, uint64_t ep
         return 0;
     struct wal_rec r;
     memcpy(&r, base + off, sizeof(r));
-    if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || r.type < WAL_PUBLISH ||
-        r.type > WAL_TYPE_MAX)
+    if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || !wal_type_valid(r.type))
         return 0;
     if (r.len > end - off - WAL_REC_HEADER)
         return 0;
@@ -69,8 +68,7 @@ int walscan_unfinished(const void *buf, uint64_t from, uint64_t to, uint64_t epo
             return all_zero(base + p, to - p);
         struct wal_rec r;
         memcpy(&r, base + p, sizeof(r));
-        if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || r.crc != 0 || r.type < WAL_PUBLISH ||
-            r.type > WAL_TYPE_MAX || r.len > to - p - WAL_REC_HEADER ||
+        if (r.magic != WAL_REC_MAGIC || r.epoch != epoch || r.crc != 0 || !wal_type_valid(r.type) || r.len > to - p - WAL_REC_HEADER ||
             wal_rec_size(r.len) > to - p)
             return 0;
         p += wal_rec_size(r.len);

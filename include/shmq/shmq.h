@@ -122,8 +122,8 @@ typedef struct shmq_config {
                                     * default) or SHMQ_EXPIRE_DEAD_LETTER */
     uint32_t max_groups;           /* consumer groups the queue can hold at once (1..
                                     * SHMQ_GROUPS_MAX); default 1: the group "default" only.
-                                    * Above 1 needs durability NONE for now (-ENOTSUP: the log
-                                    * does not carry groups yet). README "Fan-out" */
+                                    * With a log, the log carries every group: a rebuild
+                                    * restores each group's state. README "Fan-out" */
     uint32_t reserved_groups;      /* 0 */
     uint32_t max_header_bytes;     /* room for one message's headers, encoded (each header
                                     * takes key + value + 5 bytes; 0..SHMQ_HEADER_BYTES_MAX);

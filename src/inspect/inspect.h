@@ -332,10 +332,11 @@ enum inspect_rec_type {
     INSPECT_REC_PAD,
     INSPECT_REC_MARK,
     INSPECT_REC_CONFIG,
+    INSPECT_REC_GROUP,
     INSPECT_REC_TYPES
 };
 const char *inspect_rec_type_name(int t); /* "publish", "ack", "dead", "nack", "pad", "mark",
-                                           * "config" */
+                                           * "config", "group" */
 
 /* Where a queue's log is. */
 enum inspect_dir_from { INSPECT_DIR_GIVEN, INSPECT_DIR_SEGMENT, INSPECT_DIR_STATE };

@@ -1,0 +1,328 @@
+/*
+ * test_grouplog.c - the log carries consumer groups (issue 18; docs/DESIGN.md "The log with
+ * groups", docs/FORMAT.md section 9): a segment loss restores every group in its state.
+ *
+ *  - segment_loss_restores_each_group_in_its_state: groups in different states (one acked
+ *    everything, one has a message in flight, one a dead letter, one a delayed nack, one made
+ *    after the first messages, one deleted) and "default" acked one: after the segment is lost
+ *    and rebuilt from the log, each group gets back exactly what it still held, in its state;
+ *    the deleted group is gone, the late one gets only what was published after it.
+ *  - an_index_reused_after_a_delete_gets_only_its_own_messages (rule R-G): a group deleted and
+ *    another made at its index: the new one gets nothing the old one was given.
+ *  - retention_keeps_groups_and_held_messages: a message only group "a" holds (HELD slot) and
+ *    the group's create record lie many files behind: maintenance copies both (checkpoint,
+ *    GROUP copy) and deletes the old files; a rebuild still has the group and the message.
+ *  - a_groups_redrive_and_purge_survive_a_segment_loss: shmq_dlq_*_group's records are the
+ *    group's (fails with a purge logged as group 0's, or a redrive's PUBLISH without its mask).
+ *  - crash points of create and delete (group_create_before_record, group_create_after_record,
+ *    group_create_before_mask, group_delete_after_mask): the segment and the log agree after
+ *    the repair, and after a rebuild.
+ *
+ * shmq-test-label: threaded
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+
+TestSuite(grouplog, .fini = h_cleanup, .timeout = 240);
+
+static shmq_config_t glog_config(uint32_t capacity, uint32_t max_groups)
+{
+    shmq_config_t cfg = h_log_config(capacity);
+    cfg.max_groups = max_groups;
+    cfg.max_attempts = 2;
+    cfg.backoff_base_ms = 0; /* a nack without a delay is ready again at once */
+    return cfg;
+}
+
+/* Lose the segment and rebuild it from the log; open the rebuilt queue. */
+static shmq_t *lose_and_rebuild(const char *name, shmq_t *q, shmq_recovery_report_t *rep)
+{
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(shmq_recover(name, NULL, rep), 0);
+    shmq_t *nq;
+    h_assert_rc(shmq_open(name, &nq), 0);
+    return nq;
+}
+
+/* Every message group `group` can receive now (maintaining a little first), acked, as a bitmask
+ * of the payloads' first byte - '0' (ids are not kept across tests' expectations). */
+static unsigned drain_group(shmq_t *q, const char *group)
+{
+    shmq_consumer_t *c;
+    if (group)
+        h_assert_rc(shmq_consumer_open_group(q, group, "drain", &c), 0);
+    else
+        h_assert_rc(shmq_consumer_open(q, "drain", &c), 0);
+    unsigned got = 0;
+    shmq_msg_t m;
+    int rc;
+    while ((rc = shmq_receive(c, &m, 50)) == 0) {
+        cr_assert(m.len == 2 && ((const char *)m.data)[0] >= '0');
+        unsigned bit = 1u << (((const char *)m.data)[0] - '0');
+        cr_assert(!(got & bit), "group %s received message %c twice", group ? group : "default",
+                  ((const char *)m.data)[0]);
+        got |= bit;
+        h_assert_rc(shmq_ack(c, &m), 0);
+    }
+    cr_assert(rc == -ETIMEDOUT || rc == -EAGAIN, "receive: %d", rc);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    return got;
+}
+
+static void publish(shmq_t *q, char n)
+{
+    char msg[2] = {n, 0};
+    h_assert_rc(shmq_publish(q, msg, 2, NULL), 0);
+}
+
+static bool has_group(shmq_t *q, const char *name)
+{
+    shmq_group_info_t gi[SHMQ_GROUPS_MAX];
+    size_t n = 0;
+    h_assert_rc(shmq_group_list(q, gi, SHMQ_GROUPS_MAX, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(gi[i].name, name) == 0 && !gi[i].deleting)
+            return true;
+    return false;
+}
+
+/* Receive the message with payload byte n in consumer c (skipping none: it must come first). */
+static shmq_msg_t receive_one(shmq_consumer_t *c, char n)
+{
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 1000), 0);
+    cr_assert(m.len == 2 && ((const char *)m.data)[0] == n, "got '%c', wanted '%c'",
+              ((const char *)m.data)[0], n);
+    return m;
+}
+
+Test(grouplog, segment_loss_restores_each_group_in_its_state)
+{
+    const char *name = h_qname("gstates");
+    shmq_config_t cfg = glog_config(32, 8);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    const char *groups[] = {"acked", "inflight", "dead", "delayed", "gone"};
+    for (int i = 0; i < 5; i++)
+        h_assert_rc(shmq_group_create(q, groups[i], SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    publish(q, '1');
+    publish(q, '2');
+    h_assert_rc(shmq_group_create(q, "late", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '3');
+    h_assert_rc(shmq_group_delete(q, "gone"), 0);
+
+    shmq_consumer_t *c0, *ci, *cd, *cl;
+    /* default: acks message 0 */
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    shmq_msg_t m = receive_one(c0, '0');
+    h_assert_rc(shmq_ack(c0, &m), 0);
+    /* acked: acks everything */
+    cr_assert_eq(drain_group(q, "acked"), 0xfu);
+    /* inflight: holds message 0 in flight, unacked */
+    h_assert_rc(shmq_consumer_open_group(q, "inflight", "ci", &ci), 0);
+    receive_one(ci, '0');
+    /* dead: message 0 nacked to its dead letters (max_attempts 2), message 1 acked, 2 and 3
+     * nacked once (READY again, at the ring's tail) */
+    h_assert_rc(shmq_consumer_open_group(q, "dead", "cd", &cd), 0);
+    for (int nacks0 = 0; nacks0 < 2;) {
+        h_assert_rc(shmq_receive(cd, &m, 1000), 0);
+        char n = ((const char *)m.data)[0];
+        if (n == '1') {
+            h_assert_rc(shmq_ack(cd, &m), 0);
+            continue;
+        }
+        cr_assert(n == '0' || m.attempt == 1, "'%c' came back", n);
+        nacks0 += n == '0';
+        h_assert_rc(shmq_nack(cd, &m, 0), 0); /* 0's second: a dead letter of group dead */
+    }
+    /* delayed: message 0 nacked with a delay of 10 min */
+    h_assert_rc(shmq_consumer_open_group(q, "delayed", "cl", &cl), 0);
+    m = receive_one(cl, '0');
+    h_assert_rc(shmq_nack(cl, &m, 600000), 0);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ci), 0);
+    h_assert_rc(shmq_consumer_close(cd), 0);
+    h_assert_rc(shmq_consumer_close(cl), 0);
+
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(name, q, &rep);
+    cr_assert_eq(rep.restored, 4, "every message is still held by some group (%llu)",
+                 (unsigned long long)rep.restored);
+    cr_assert(has_group(q, "acked") && has_group(q, "inflight") && has_group(q, "dead") &&
+              has_group(q, "delayed") && has_group(q, "late"));
+    cr_assert(!has_group(q, "gone"), "a deleted group came back");
+    cr_assert_eq(drain_group(q, NULL), 0xeu, "default: 1, 2, 3");
+    cr_assert_eq(drain_group(q, "acked"), 0u, "acked: nothing");
+    cr_assert_eq(drain_group(q, "inflight"), 0xfu, "inflight: 0 (back from flight) to 3");
+    cr_assert_eq(drain_group(q, "dead"), 0xcu, "dead: 2, 3 (0 is a dead letter, 1 acked)");
+    cr_assert_eq(drain_group(q, "delayed"), 0xeu, "delayed: 1, 2, 3 (0 not before its time)");
+    cr_assert_eq(drain_group(q, "late"), 0x8u, "late: only what was published after it");
+    /* message 0 is still held (a dead letter of "dead", delayed in "delayed"): one slot */
+    shmq_stats_t st;
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(cfg.capacity - st.free, 1, "held slots: %u", cfg.capacity - st.free);
+
+    /* and the rebuilt queue's own log carries it all: a second loss gives the same */
+    shmq_recovery_report_t rep2;
+    q = lose_and_rebuild(name, q, &rep2);
+    cr_assert_eq(rep2.restored + rep2.dead_letters, 1, "restored %llu dead %llu",
+                 (unsigned long long)rep2.restored, (unsigned long long)rep2.dead_letters);
+    cr_assert_eq(drain_group(q, "delayed"), 0u);
+    cr_assert_eq(drain_group(q, "dead"), 0u);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(cfg.capacity - st.free, 1);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(grouplog, an_index_reused_after_a_delete_gets_only_its_own_messages)
+{
+    const char *name = h_qname("greuse");
+    shmq_config_t cfg = glog_config(16, 2); /* one index besides default: reused */
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "x", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    shmq_consumer_t *cx;
+    h_assert_rc(shmq_consumer_open_group(q, "x", "cx", &cx), 0);
+    receive_one(cx, '0'); /* in flight in x when x is deleted */
+    h_assert_rc(shmq_group_delete(q, "x"), 0);
+    h_assert_rc(shmq_consumer_close(cx), 0);
+    shmq_maintain(q, NULL); /* the entry goes FREE once nothing of x is held */
+    h_assert_rc(shmq_group_create(q, "y", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_group_info_t gi[2];
+    size_t n = 0;
+    h_assert_rc(shmq_group_list(q, gi, 2, &n), 0);
+    cr_assert(n == 2 && gi[1].index == 1 && strcmp(gi[1].name, "y") == 0, "y took index 1");
+    publish(q, '1');
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(name, q, &rep);
+    cr_assert(!has_group(q, "x"));
+    cr_assert_eq(drain_group(q, "y"), 0x2u, "y: only message 1, not x's message 0");
+    cr_assert_eq(drain_group(q, NULL), 0x3u);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+static unsigned count_files(const char *dir, unsigned long long *lowest)
+{
+    unsigned n = 0;
+    *lowest = ~0ull;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (strncmp(e->d_name, "wal.", 4) == 0 && strlen(e->d_name) == 14) {
+            unsigned long long seq = strtoull(e->d_name + 4, NULL, 10);
+            *lowest = seq < *lowest ? seq : *lowest;
+            n++;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+Test(grouplog, retention_keeps_groups_and_held_messages)
+{
+    const char *name = h_qname("gretain");
+    shmq_config_t cfg = glog_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0'); /* default acks it (a HELD slot), a holds it delayed, b as a dead letter */
+    shmq_consumer_t *c0, *ca, *cb;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "b", "cb", &cb), 0);
+    shmq_msg_t m = receive_one(c0, '0');
+    h_assert_rc(shmq_ack(c0, &m), 0);
+    m = receive_one(ca, '0');
+    h_assert_rc(shmq_nack(ca, &m, 600000), 0);
+    m = receive_one(cb, '0');
+    h_assert_rc(shmq_nack(cb, &m, 0), 0);
+    m = receive_one(cb, '0');
+    h_assert_rc(shmq_nack(cb, &m, 0), 0); /* its last attempt: b's dead letter */
+    /* traffic through every group moves the log on by many files */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", h_state_dir_path(), name);
+    shmq_stats_t st;
+    unsigned long long first_low;
+    count_files(dir, &first_low);
+    char big[64];
+    memset(big, '9', sizeof big);
+    shmq_consumer_t *cs[3] = {c0, ca, cb};
+    for (int i = 0; i < 3000; i++) {
+        h_assert_rc(shmq_publish(q, big, sizeof big, NULL), 0);
+        for (int k = 0; k < 3; k++) {
+            shmq_msg_t x;
+            h_assert_rc(shmq_receive(cs[k], &x, 1000), 0);
+            cr_assert_eq(x.len, sizeof big);
+            h_assert_rc(shmq_ack(cs[k], &x), 0);
+        }
+        if (i % 100 == 0)
+            shmq_maintain(q, NULL);
+    }
+    for (int i = 0; i < 4; i++)
+        shmq_maintain(q, NULL);
+    unsigned long long low;
+    unsigned nfiles = count_files(dir, &low);
+    cr_assert(low > first_low + 2, "old files were deleted: lowest %llu (was %llu), %u files",
+              low, first_low, nfiles);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_consumer_close(cb), 0);
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(name, q, &rep);
+    cr_assert(has_group(q, "a") && has_group(q, "b"), "the groups outlived their records' files");
+    cr_assert(rep.restored == 1 && rep.delayed == 1,
+              "message 0, held by a (delayed) and b (dead): %llu, %llu delayed",
+              (unsigned long long)rep.restored, (unsigned long long)rep.delayed);
+    cr_assert_eq(drain_group(q, NULL), 0u);
+    cr_assert_eq(drain_group(q, "a"), 0u);
+    cr_assert_eq(drain_group(q, "b"), 0u);
+    h_assert_rc(shmq_stats(q, &st), 0);
+    cr_assert_eq(cfg.capacity - st.free, 1);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* A group's dead letters redriven or purged (shmq_dlq_*_group) are logged as that group's: a
+ * rebuild brings the redriven one back ready in that group only, and not the purged one. */
+Test(grouplog, a_groups_redrive_and_purge_survive_a_segment_loss)
+{
+    const char *name = h_qname("gdlq");
+    shmq_config_t cfg = glog_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    publish(q, '1');
+    cr_assert_eq(drain_group(q, NULL), 0x3u); /* default is done with both */
+    shmq_consumer_t *ca;
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    for (int dead = 0; dead < 2;) { /* both to a's dead letters (max_attempts 2) */
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(ca, &m, 1000), 0);
+        dead += m.attempt == 2;
+        h_assert_rc(shmq_nack(ca, &m, 0), 0);
+    }
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    shmq_dead_letter_t dl[4];
+    size_t n = 0;
+    h_assert_rc(shmq_dlq_list_group(q, "a", dl, 4, &n), 0);
+    cr_assert_eq(n, 2);
+    uint32_t moved = 0;
+    h_assert_rc(shmq_dlq_redrive_group(q, "a", dl[0].id, &moved), 0);
+    cr_assert_eq(moved, 1);
+    h_assert_rc(shmq_dlq_purge_group(q, "a", dl[1].id, &moved), 0);
+    cr_assert_eq(moved, 1);
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(name, q, &rep);
+    cr_assert_eq(rep.restored, 1, "the redriven one only: %llu", (unsigned long long)rep.restored);
+    h_assert_rc(shmq_dlq_list_group(q, "a", dl, 4, &n), 0);
+    cr_assert_eq(n, 0, "no dead letter of a came back");
+    cr_assert_eq(drain_group(q, NULL), 0u, "default had acked both");
+    unsigned got = drain_group(q, "a");
+    cr_assert(got == 0x1u || got == 0x2u, "a: the redriven message alone (%x)", got);
+    h_assert_rc(shmq_close(q), 0);
+}
