@@ -32,6 +32,12 @@
  * in both groups (a slot freed while one group still needs it would show up as a corrupt
  * payload or a loss in that group's book: the payload carries its checksum). At the end the
  * group "fan" is deleted and the full cycle runs on the group "default" alone.
+ *
+ * kill_stop_restart_no_loss_with_headers_and_delays: the same with the broker features of a
+ * message (issue 19): every second message is published with two headers (one names its
+ * producer and seq), every fifth with a delay of 1-25 ms, through shmq_publish_ex; a consumer
+ * checks every delivery's headers against its seq (a message with headers that lost them, or
+ * one without that got some, or a wrong value, counts as corrupt).
  */
 #include "torture.h"
 
@@ -61,6 +67,7 @@ struct shared {
     struct t_book *book;              /* the group "default"'s: books[0] */
     struct t_book *books[MAX_GROUPS]; /* per consumer group */
     uint32_t ngroups;
+    bool broker; /* headers and delays (kill_stop_restart_no_loss_with_headers_and_delays) */
     _Atomic int stop;
     _Atomic uint32_t next_seq[PRODUCERS];
     _Atomic uint64_t child_errors, nacks_delayed, slow_acks, publish_timeouts, maint_passes;
@@ -95,6 +102,65 @@ static int fail(struct shared *sh, int code, int rc)
     return code;
 }
 
+/* The broker features of (producer, seq): headers on every second message, a 1-25 ms delay on
+ * every fifth. The "t-id" header's value names the message ("producer/seq"). */
+static bool has_headers(uint32_t seq) { return seq % 2 == 0; }
+
+static void broker_id(char *buf, size_t size, uint32_t producer, uint32_t seq)
+{
+    snprintf(buf, size, "%u/%u", producer, seq);
+}
+
+/* As t_publish, through shmq_publish_ex with the options of (producer, seq); a full queue is
+ * -ETIMEDOUT after a short wait, as shmq_publish_timed's. */
+static int publish_broker(shmq_t *q, struct t_book *b, uint32_t producer, uint32_t seq)
+{
+    struct t_wire w;
+    size_t n = t_fill(&w, producer, seq);
+    char id[32];
+    broker_id(id, sizeof id, producer, seq);
+    static const char trace[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    shmq_header_t hs[2] = {{"t-id", 4, id, strlen(id)},
+                           {"traceparent", 11, trace, sizeof trace - 1}};
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    if (has_headers(seq)) {
+        o.headers = hs;
+        o.n_headers = 2;
+    }
+    if (seq % 5 == 0)
+        o.delay_ms = 1 + seq % 25;
+    struct t_rec *r = t_rec_of(b, producer, seq);
+    atomic_fetch_add(&r->pub_begun, 1);
+    int rc = shmq_publish_ex(q, &w, n, &o, NULL);
+    if (rc == -EAGAIN) {
+        t_sleep_ms(1);
+        return -ETIMEDOUT;
+    }
+    if (rc == 0)
+        atomic_fetch_add(&r->published, 1);
+    return rc;
+}
+
+/* Does delivery m of record r carry the headers its publish gave it? */
+static bool headers_intact(struct t_book *b, struct t_rec *r, shmq_consumer_t *c,
+                           const shmq_msg_t *m)
+{
+    size_t i = (size_t)(r - b->rec);
+    uint32_t producer = (uint32_t)(i / b->per_producer), seq = (uint32_t)(i % b->per_producer);
+    shmq_header_t hs[4];
+    size_t n = 0;
+    if (shmq_msg_headers(c, m, hs, 4, &n) != 0)
+        return false;
+    if (!has_headers(seq))
+        return n == 0;
+    char id[32];
+    broker_id(id, sizeof id, producer, seq);
+    return n == 2 && hs[0].key_len == 4 && memcmp(hs[0].key, "t-id", 4) == 0 &&
+           hs[0].value_len == strlen(id) && memcmp(hs[0].value, id, hs[0].value_len) == 0 &&
+           hs[1].key_len == 11 && hs[1].value_len == 55;
+}
+
 static int producer_main(struct child_arg *a)
 {
     struct shared *sh = a->sh;
@@ -111,7 +177,8 @@ static int producer_main(struct child_arg *a)
         /* the other groups' books see the same publish (one payload reaches every group) */
         for (uint32_t g = 1; g < sh->ngroups; g++)
             atomic_fetch_add(&t_rec_of(sh->books[g], a->index, seq)->pub_begun, 1);
-        while ((rc = t_publish(q, sh->book, a->index, seq, 100)) == -ETIMEDOUT) {
+        while ((rc = sh->broker ? publish_broker(q, sh->book, a->index, seq)
+                                : t_publish(q, sh->book, a->index, seq, 100)) == -ETIMEDOUT) {
             atomic_fetch_add(&sh->publish_timeouts, 1);
             if (atomic_load(&sh->stop))
                 break;
@@ -154,6 +221,10 @@ static int consumer_main(struct child_arg *a)
         if (rc != 0)
             return fail(sh, 23, rc);
         struct t_rec *r = t_book_delivery(b, &m);
+        if (r && sh->broker && !headers_intact(b, r, c, &m)) {
+            atomic_fetch_add(&b->corrupt, 1);
+            r = NULL; /* not this record's: acked below without the book */
+        }
         if (r && (size_t)(r - b->rec) % b->per_producer % POISON_EVERY == POISON_SEQ) {
             uint32_t mx = atomic_load(&sh->poison_max_attempt);
             while (m.attempt > mx &&
@@ -344,7 +415,7 @@ static void chaos_step(struct chaos *ch, shmq_t *q)
     t_sleep_ms(10 + (int)(t_rand(&ch->rng) % 30));
 }
 
-static void run_torture(uint32_t ngroups)
+static void run_torture(uint32_t ngroups, bool broker)
 {
     NGROUPS = ngroups;
     const char *env = getenv("SHMQ_TORTURE_SECONDS");
@@ -373,6 +444,7 @@ static void run_torture(uint32_t ngroups)
         sh->books[g] = t_book_new(PRODUCERS, per_producer);
     sh->book = sh->books[0];
     sh->ngroups = ngroups;
+    sh->broker = broker;
     shmq_config_t cfg;
     shmq_config_init(&cfg);
     cfg.capacity = CAP;
@@ -384,6 +456,7 @@ static void run_torture(uint32_t ngroups)
     cfg.backoff_base_ms = 5;
     cfg.backoff_cap_ms = 50;
     cfg.max_groups = ngroups;
+    cfg.max_header_bytes = broker ? 128 : 0;
     if (ngroups > 1) /* groups need durability none until the log carries them */
         cfg.durability = SHMQ_DURABILITY_NONE;
     shmq_t *q;
@@ -569,10 +642,15 @@ static void run_torture(uint32_t ngroups)
 
 Test(torture, kill_stop_restart_no_loss)
 {
-    run_torture(1);
+    run_torture(1, false);
 }
 
 Test(torture, kill_stop_restart_no_loss_with_groups)
 {
-    run_torture(2);
+    run_torture(2, false);
+}
+
+Test(torture, kill_stop_restart_no_loss_with_headers_and_delays)
+{
+    run_torture(1, true);
 }
