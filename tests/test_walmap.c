@@ -26,17 +26,55 @@ static void *stalled_writer(void *arg)
     return NULL;
 }
 
-/* Does this process map log file name (/proc/self/maps)? */
-static bool mapped(const char *file)
+/* A logged queue (64 KiB files, messages up to 1 KiB) named name in tq, and a consumer of it. */
+static shmq_consumer_t *log_queue(const char *name)
+{
+    shmq_config_t cfg = h_log_config(512);
+    cfg.max_msg_size = 1024;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    return c;
+}
+
+/* Wait (30 s at most) until a writer parks at append_after_reserve. */
+static void wait_parked(void)
+{
+    int64_t end = h_now_ms() + 30000;
+    while (!crashpoint_parked()) {
+        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
+        h_sleep_ms(1);
+    }
+}
+
+/* A thread running fn, parked inside its append (append_after_reserve: space reserved, its
+ * file's mapping in hand, nothing written). */
+static pthread_t start_parked(void *(*fn)(void *))
+{
+    crashpoint_park_at("append_after_reserve");
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fn, NULL), 0);
+    wait_parked();
+    return th;
+}
+
+/* How many mappings of this process name a file whose path contains what (/proc/self/maps). */
+static int maps_of(const char *what)
 {
     FILE *f = fopen("/proc/self/maps", "r");
     cr_assert(f);
     char line[1024];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, file) != NULL;
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, what) != NULL;
     fclose(f);
-    return found;
+    return n;
+}
+
+/* Does this process map log file name? */
+static bool mapped(const char *file)
+{
+    return maps_of(file) > 0;
 }
 
 /*
@@ -50,19 +88,8 @@ static bool mapped(const char *file)
 Test(walmap, a_thread_stopped_inside_its_append_keeps_its_mapping)
 {
     const char *name = h_qname("walmap");
-    shmq_config_t cfg = h_log_config(512);
-    cfg.max_msg_size = 1024;
-    shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
-    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
-    crashpoint_park_at("append_after_reserve");
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, stalled_writer, NULL), 0);
-    int64_t end = h_now_ms() + 30000;
-    while (!crashpoint_parked()) {
-        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
-        h_sleep_ms(1);
-    }
+    shmq_consumer_t *c = log_queue(name);
+    pthread_t th = start_parked(stalled_writer);
     cr_assert(mapped("wal.0000000000"), "wal.0 is not mapped while a writer is inside it");
     uint8_t payload[1000];
     memset(payload, 3, sizeof payload);
@@ -236,22 +263,11 @@ Test(walmap, a_thread_that_ends_inside_its_append_holds_nothing_back)
     cr_skip_test("a thread unwound under ASan: a false report from ASan's thread teardown");
 #endif
     const char *name = h_qname("walcancel");
-    shmq_config_t cfg = h_log_config(512);
-    cfg.max_msg_size = 1024;
-    shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
-    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    shmq_consumer_t *c = log_queue(name);
     move_the_log(c, 1); /* this thread's record, before the cancelled one's is free */
-    crashpoint_park_at("append_after_reserve");
-    pthread_t th;
     struct sigaction sa = {.sa_handler = end_thread};
     cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
-    cr_assert_eq(pthread_create(&th, NULL, ended_writer, NULL), 0);
-    int64_t end = h_now_ms() + 30000;
-    while (!crashpoint_parked()) {
-        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
-        h_sleep_ms(1);
-    }
+    pthread_t th = start_parked(ended_writer);
     cr_assert_eq(pthread_kill(th, SIGUSR2), 0); /* it ends inside its section */
     cr_assert_eq(pthread_join(th, NULL), 0);
     crashpoint_unpark();
@@ -262,12 +278,8 @@ Test(walmap, a_thread_that_ends_inside_its_append_holds_nothing_back)
     cr_assert(!mapped("wal.0000000000"),
               "wal.0 stays mapped: the ended thread holds back every grace period");
     /* (2): a new thread (the ended one's record) stopped inside its append */
-    cr_assert_eq(pthread_create(&th, NULL, stalled_writer2, NULL), 0);
-    end = h_now_ms() + 30000;
-    while (!crashpoint_parked()) {
-        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
-        h_sleep_ms(1);
-    }
+    cr_assert_eq(pthread_create(&th, NULL, stalled_writer2, NULL), 0); /* it parks itself */
+    wait_parked();
     bool before[64], after[64];
     mapped_files(before); /* the file it writes into among them */
     move_the_log(c, 12);
@@ -324,18 +336,6 @@ static int log_fds(int *highest)
     return n;
 }
 
-/* How many log file mappings this process has (/proc/self/maps). */
-static int log_maps(void)
-{
-    int n = 0;
-    FILE *f = fopen("/proc/self/maps", "r");
-    cr_assert(f);
-    char line[1024];
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, "/wal.") != NULL;
-    fclose(f);
-    return n;
-}
 
 /*
  * A thread stopped inside a section (here its append, parked at append_after_reserve; in real
@@ -348,20 +348,9 @@ static int log_maps(void)
 Test(walmap, a_thread_stopped_inside_a_section_holds_no_descriptors)
 {
     const char *name = h_qname("walfds");
-    shmq_config_t cfg = h_log_config(512);
-    cfg.max_msg_size = 1024;
-    shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
-    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    shmq_consumer_t *c = log_queue(name);
     move_the_log(c, 1); /* this thread's record, the cache's first files */
-    crashpoint_park_at("append_after_reserve");
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, stalled_writer, NULL), 0);
-    int64_t end = h_now_ms() + 30000;
-    while (!crashpoint_parked()) {
-        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
-        h_sleep_ms(1);
-    }
+    pthread_t th = start_parked(stalled_writer);
     int highest;
     log_fds(&highest);
     struct rlimit old, low;
@@ -371,7 +360,7 @@ Test(walmap, a_thread_stopped_inside_a_section_holds_no_descriptors)
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
     move_the_log(c, 40); /* -EMFILE here when each held mapping keeps its descriptor */
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
-    int fds = log_fds(NULL), maps = log_maps();
+    int fds = log_fds(NULL), maps = maps_of("/wal.");
     cr_assert_geq(maps, 40, "only %d log files mapped: was the section held?", maps);
     cr_assert_eq(fds, 0, "%d descriptors of log files open (%d mapped)", fds, maps);
     crashpoint_unpark();
@@ -379,7 +368,7 @@ Test(walmap, a_thread_stopped_inside_a_section_holds_no_descriptors)
     h_assert_rc(stalled_rc, 0);
     for (int i = 0; i < 3; i++)
         cr_assert_geq(shmq_maintain(tq, NULL), 0);
-    maps = log_maps();
+    maps = maps_of("/wal.");
     cr_assert_leq(maps, 8, "%d log files stay mapped after the thread left its section", maps);
     h_assert_rc(shmq_consumer_close(c), 0);
     h_assert_rc(shmq_close(tq), 0);
@@ -395,20 +384,9 @@ Test(walmap, a_thread_stopped_inside_a_section_holds_no_descriptors)
 Test(walmap, the_mappings_a_stopped_thread_holds_back_are_capped)
 {
     const char *name = h_qname("walcap");
-    shmq_config_t cfg = h_log_config(512);
-    cfg.max_msg_size = 1024;
-    shmq_consumer_t *c;
-    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
-    h_assert_rc(shmq_consumer_open(tq, "c", &c), 0);
+    shmq_consumer_t *c = log_queue(name);
     move_the_log(c, 1);
-    crashpoint_park_at("append_after_reserve");
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, stalled_writer, NULL), 0);
-    int64_t end = h_now_ms() + 30000;
-    while (!crashpoint_parked()) {
-        cr_assert_lt(h_now_ms(), end, "the writer did not reach append_after_reserve");
-        h_sleep_ms(1);
-    }
+    pthread_t th = start_parked(stalled_writer);
     uint8_t payload[1000];
     memset(payload, 3, sizeof payload);
     int rc = 0, n = 0;
@@ -422,7 +400,7 @@ Test(walmap, the_mappings_a_stopped_thread_holds_back_are_capped)
         if (n % 50 == 49)
             cr_assert_geq(shmq_maintain(tq, NULL), 0);
     }
-    int maps = log_maps();
+    int maps = maps_of("/wal.");
     cr_assert_eq(rc, -EBUSY, "publish %d returned %d (%s), %d log files mapped", n, rc,
                  shmq_strerror(rc), maps);
     cr_assert_leq(maps, 8 + 256, "%d log files mapped", maps);
@@ -436,7 +414,7 @@ Test(walmap, the_mappings_a_stopped_thread_holds_back_are_capped)
     h_assert_rc(stalled_rc, 0);
     /* out of its section: the next misses unmap what it held back */
     move_the_log(c, 3);
-    maps = log_maps();
+    maps = maps_of("/wal.");
     cr_assert_leq(maps, 16, "%d log files stay mapped after the thread left its section", maps);
     h_assert_rc(shmq_stats(tq, &st), 0);
     cr_assert(st.wal_healthy, "the log stays unhealthy once publishes succeed again");
