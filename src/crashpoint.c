@@ -53,10 +53,17 @@ void crashpoint_unpark(void)
     atomic_store(&park_state, 2);
 }
 
+static _Atomic bool park_cancellable;
+
+void crashpoint_park_cancellable(bool on)
+{
+    atomic_store(&park_cancellable, on);
+}
+
 /* The one thread that claims the name waits, polling, until released: the others go on. The wait
  * stands for the thread pausing where it is (a stop, a slow call), not for a call: it is no
  * cancellation point (nocancel.h), so a cancellation requested meanwhile acts where the code
- * itself would act on it. */
+ * itself would act on it; unless a test made it one (crashpoint_park_cancellable). */
 static void park(const char *name)
 {
     const char *p = atomic_load(&park_name);
@@ -65,7 +72,10 @@ static void park(const char *name)
     atomic_store(&park_state, 1);
     while (atomic_load(&park_state) == 1) {
         struct timespec ts = {0, 1000000};
-        NOCANCEL(nanosleep(&ts, NULL));
+        if (atomic_load(&park_cancellable))
+            nanosleep(&ts, NULL);
+        else
+            NOCANCEL(nanosleep(&ts, NULL));
     }
 }
 

@@ -51,6 +51,9 @@ void crashpoint_hit(const char *name);
 void crashpoint_park_at(const char *name);
 bool crashpoint_parked(void); /* a thread waits at the point now */
 void crashpoint_unpark(void);
+/* The park is no cancellation point (it stands for a pause, not a call: nocancel.h); on: it is
+ * one, so that a test can end a thread inside the section it parked in (pthread_cancel). */
+void crashpoint_park_cancellable(bool on);
 #define CRASH_POINT(name) crashpoint_hit(#name)
 #else
 #define CRASH_POINT(name) ((void)0)

@@ -191,15 +191,8 @@ Test(walmap, threads_rotate_through_files_with_no_pin)
 static void *ended_writer(void *arg)
 {
     (void)arg;
-    shmq_publish(tq, "ENDED", 5, NULL); /* parked, then ended there (end_thread) */
+    shmq_publish(tq, "ENDED", 5, NULL); /* parked, then cancelled there */
     return NULL;
-}
-
-/* pthread_exit() from a signal handler: the thread ends where the signal found it. */
-static void end_thread(int sig)
-{
-    (void)sig;
-    pthread_exit(NULL);
 }
 
 static void *stalled_writer2(void *arg)
@@ -243,9 +236,9 @@ static void move_the_log(shmq_consumer_t *c, int files)
 }
 
 /*
- * A thread that ends inside a section (pthread_exit() from a signal handler, or an asynchronous
- * cancellation the caller enabled; deferred cancellation never acts inside a shmq call since
- * nocancel.h) uses nothing any more.
+ * A thread that ends inside a section (pthread_exit() from a signal handler, an asynchronous
+ * cancellation; here a cancellation at the park made a cancellation point for it, since a
+ * deferred one never acts inside a shmq call: nocancel.h) uses nothing any more.
  * Its record must read "outside": else (1) every grace period of the process waits for it
  * forever, so no evicted mapping is ever unmapped again (their fds and deleted files pile up
  * towards EMFILE), and (2) the next thread given that record starts with the counter odd, so it
@@ -265,10 +258,9 @@ Test(walmap, a_thread_that_ends_inside_its_append_holds_nothing_back)
     const char *name = h_qname("walcancel");
     shmq_consumer_t *c = log_queue(name);
     move_the_log(c, 1); /* this thread's record, before the cancelled one's is free */
-    struct sigaction sa = {.sa_handler = end_thread};
-    cr_assert_eq(sigaction(SIGUSR2, &sa, NULL), 0);
+    crashpoint_park_cancellable(true); /* pthread_exit from a signal handler: TSan objects */
     pthread_t th = start_parked(ended_writer);
-    cr_assert_eq(pthread_kill(th, SIGUSR2), 0); /* it ends inside its section */
+    cr_assert_eq(pthread_cancel(th), 0); /* it ends inside its section */
     cr_assert_eq(pthread_join(th, NULL), 0);
     crashpoint_unpark();
     move_the_log(c, 12);
