@@ -129,6 +129,13 @@ typedef struct shmq_peek_headers {
     ...;
 } shmq_peek_headers_t;
 
+typedef struct shmq_group_info {
+    uint32_t index, policy, bound, deleting;
+    uint64_t first_id, held, overrun;
+    char name[...];
+    ...;
+} shmq_group_info_t;
+
 typedef struct shmq_consumer_stats {
     uint32_t index;
     int32_t pid;
@@ -182,6 +189,7 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
 int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
 int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bound);
 int shmq_group_delete(shmq_t *q, const char *name);
+int shmq_group_list(shmq_t *q, shmq_group_info_t *out, size_t max, size_t *n);
 int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
                              shmq_consumer_t **c);
 int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *out,

@@ -48,3 +48,16 @@ def test_each_group_has_its_own_dead_letters(qname):
             with pytest.raises(shmq.QueueNotFound) as e:
                 call()
             assert "group none" in str(e.value)
+
+
+def test_groups_lists_each_group(qname):
+    with shmq.Queue.create(qname, durability="none", max_groups=3) as q:
+        q.publish(b"before")
+        q.create_group("lossy", overrun_bound=5)
+        g = {x.name: x for x in q.groups()}
+        assert sorted(g) == ["default", "lossy"]
+        assert (g["default"].index, g["default"].overrun_bound) == (0, 0)
+        assert g["lossy"].overrun_bound == 5 and not g["lossy"].deleting
+        assert g["lossy"].first_id > g["default"].first_id
+        q.delete_group("lossy")
+        assert [x.name for x in q.groups() if not x.deleting] == ["default"]

@@ -20,6 +20,7 @@ from ._types import (
     DeadLetter,
     DeadReason,
     Durability,
+    GroupInfo,
     PeekedMessage,
     Stats,
 )
@@ -307,6 +308,32 @@ class Queue(QueueBase):
         rc = lib.shmq_group_delete(self._handle(), name.encode())
         if rc:
             raise_error(rc, "group_delete %s" % name)
+
+    def groups(self) -> List[GroupInfo]:
+        """The queue's consumer groups, by index ("default" first) (shmq_group_list)."""
+        q = self._handle()
+        room = 16
+        n = ffi.new(_SIZE_P)
+        while True:
+            out = ffi.new("shmq_group_info_t[]", room)
+            rc = lib.shmq_group_list(q, out, room, n)
+            if rc:
+                raise_error(rc, "group_list")
+            if n[0] < room:
+                break
+            room *= 4
+        return [
+            GroupInfo(
+                g.index,
+                ffi.string(g.name).decode("utf-8", "replace"),
+                g.bound if g.policy == lib.SHMQ_GROUP_OVERRUN else 0,
+                bool(g.deleting),
+                g.first_id,
+                g.held,
+                g.overrun,
+            )
+            for g in out[0 : n[0]]
+        ]
 
     @property
     def config(self) -> Config:

@@ -84,6 +84,23 @@ class Stats:
 STATS_FIELDS = tuple(f.name for f in fields(Stats))
 
 
+@dataclass
+class GroupInfo:
+    """A consumer group as Queue.groups() lists it (shmq_group_info_t). overrun_bound: 0 for
+    a group that keeps its messages (SHMQ_GROUP_BLOCK), else the most it holds
+    (SHMQ_GROUP_OVERRUN, which dropped `overrun` so far). first_id: the queue's next id when
+    it was made (it receives from about there); held: what it held at the last maintenance
+    pass; deleting: a delete is releasing what it held."""
+
+    index: int
+    name: str
+    overrun_bound: int
+    deleting: bool
+    first_id: int
+    held: int
+    overrun: int
+
+
 class ConsumerState(enum.IntEnum):
     """A consumer's registry entry (ConsumerStats.state)."""
 
