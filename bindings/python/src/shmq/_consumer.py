@@ -49,7 +49,7 @@ def delay_ms(delay: Optional[float]) -> int:
     return min(timeout_ms(delay), 2**32 - 1)
 
 
-class Message(MessageBase):
+class Message(MessageBase):  # type: ignore[misc]
     """A delivered message. Acknowledge it with ack() (done), or nack() (deliver again later);
     until then it is in flight for this consumer only. As a context manager it acks when the
     block ends normally and nacks when it raises. len(msg) is the payload's length; a Message
@@ -162,7 +162,7 @@ class Message(MessageBase):
         )
 
 
-class Consumer(ConsumerBase):
+class Consumer(ConsumerBase):  # type: ignore[misc]
     """A consumer attached to a queue (Queue.consumer()). One thread at a time uses it.
     Iterating over it receives forever; messages(timeout) stops when nothing comes. Iteration
     takes up to .prefetch ready messages in one call (never waiting to fill a batch) and hands

@@ -129,7 +129,7 @@ def _decode_headers(block: Any, size: int) -> Dict[str, bytes]:
         room = n[0]
 
 
-class Queue(QueueBase):
+class Queue(QueueBase):  # type: ignore[misc]
     """An open queue. Safe to share between the threads of one process; not across fork()
     (ForkedHandleError: open it again in the child). Use Queue.create() or Queue.open(), both
     context managers (closed at the end of the with block)."""
@@ -151,7 +151,7 @@ class Queue(QueueBase):
             self,
             data: Buffer,
             *,
-            key: Optional[Buffer] = None,
+            key: Optional[Union[Buffer, str]] = None,
             delay: Optional[float] = None,
             timeout: Optional[float] = 0,
             headers: Optional[Headers] = None,
@@ -206,7 +206,7 @@ class Queue(QueueBase):
         self,
         data: Buffer,
         *,
-        key: Optional[Buffer] = None,
+        key: Optional[Union[Buffer, str]] = None,
         delay: Optional[float] = None,
         timeout: Optional[float] = 0,
         headers: Optional[Headers] = None,
@@ -237,11 +237,13 @@ class Queue(QueueBase):
         elif key is not None:
             if delay is not None or timeout != 0:
                 raise ValueError("publish: a dedup key excludes delay and timeout")
-            if type(key) is str:
-                key = key.encode()
-            elif type(key) is not bytes:
-                key = ffi.from_buffer(key)
-            rc = lib.shmq_publish_dedup(q, data, len(data), key, len(key), idp)
+            if isinstance(key, str):
+                kb: Any = key.encode()
+            elif type(key) is bytes:
+                kb = key
+            else:
+                kb = ffi.from_buffer(key)
+            rc = lib.shmq_publish_dedup(q, data, len(data), kb, len(kb), idp)
         elif delay is not None:
             if timeout != 0:
                 raise ValueError("publish: delay excludes timeout")
@@ -252,7 +254,7 @@ class Queue(QueueBase):
             if rc == -errno.ETIMEDOUT:  # publish_timed: still full after the timeout
                 raise QueueFull(errno.ETIMEDOUT, "publish to %s" % self.name)
             raise_error(rc, "publish to %s" % self.name, detail=headers is not None)
-        mid = idp[0]
+        mid = int(idp[0])
         pool.append(idp)
         return mid
 
@@ -276,7 +278,7 @@ class Queue(QueueBase):
         ids = ffi.new(_U64_ARRAY, n)
         done = ffi.new(_SIZE_P)
         rc = lib.pyshmq_publish_joined(q, buf, lens, n, ids, done)
-        out = ffi.unpack(ids, done[0])
+        out: List[int] = ffi.unpack(ids, done[0])
         if rc:
             try:
                 raise_error(rc, "publish_many to %s: %d of %d published" % (self.name, done[0], n))

@@ -64,7 +64,7 @@ class Seen:
         rc = lib.shmq_seen_check(self._handle(), k, len(k))
         if rc < 0:
             raise_error(rc, "seen_check")
-        return rc == 1
+        return bool(rc == 1)
 
     def add(self, key: Key) -> None:
         """Mark key processed (durable when it returns, with a file)."""
@@ -80,7 +80,7 @@ class Seen:
         rc = lib.shmq_seen_check_and_add(self._handle(), k, len(k))
         if rc < 0:
             raise_error(rc, "seen_check_and_add")
-        return rc == 1
+        return bool(rc == 1)
 
     def __contains__(self, key: Key) -> bool:
         return self.check(key)
