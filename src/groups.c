@@ -147,6 +147,18 @@ static int find(shmq_t *q, const char *name, unsigned state, uint64_t *word)
     return -ENOENT;
 }
 
+/* For create and delete: the lock taken (-EIDRM when the queue was rebuilt, or lock_groups'
+ * error: not taken), then *g the ACTIVE group named name (its word in *w) or -ENOENT. */
+static int lock_and_find(shmq_t *q, const char *name, int *g, uint64_t *w)
+{
+    if (!queue_gen_live(q))
+        return -EIDRM;
+    int err = lock_groups(q);
+    if (!err)
+        *g = find(q, name, GROUP_ACTIVE, w);
+    return err;
+}
+
 int groups_find(shmq_t *q, const char *group, uint32_t *g, uint64_t *word)
 {
     for (uint32_t i = 0; i < q->seg.layout.max_groups; i++) {
@@ -170,13 +182,12 @@ int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bou
     if (!q || check_name(name) != 0 || policy > SHMQ_GROUP_OVERRUN ||
         (policy == SHMQ_GROUP_OVERRUN) != (bound > 0))
         return -EINVAL;
-    if (!queue_gen_live(q))
-        return -EIDRM;
-    int err = lock_groups(q);
+    int found;
+    uint64_t w;
+    int err = lock_and_find(q, name, &found, &w);
     if (err)
         return err;
-    uint64_t w;
-    if (find(q, name, GROUP_ACTIVE, &w) >= 0) {
+    if (found >= 0) {
         unlock_groups(q);
         return -EEXIST;
     }
@@ -265,13 +276,11 @@ int shmq_group_delete(shmq_t *q, const char *name)
 {
     if (!q || check_name(name) != 0)
         return -EINVAL;
-    if (!queue_gen_live(q))
-        return -EIDRM;
-    int err = lock_groups(q);
+    int g;
+    uint64_t w;
+    int err = lock_and_find(q, name, &g, &w);
     if (err)
         return err;
-    uint64_t w;
-    int g = find(q, name, GROUP_ACTIVE, &w);
     if (g <= 0) {
         unlock_groups(q);
         return g == 0 ? -EPERM : g; /* "default" stays (groups.c, top) */
