@@ -135,7 +135,8 @@ static inline __attribute__((always_inline)) int claim_in_group(shmq_consumer_t 
     return -EAGAIN;
 }
 
-static int claim_ready_slot(shmq_consumer_t *c, shmq_msg_t *msg, uint64_t now)
+static inline __attribute__((always_inline)) int claim_ready_slot(shmq_consumer_t *c,
+                                                                  shmq_msg_t *msg, uint64_t now)
 {
     return c->group ? claim_in_group(c, msg, now, c->group) : claim_in_group(c, msg, now, 0);
 }
@@ -152,8 +153,8 @@ struct recv_ctx {
  * reports it), else claim_ready_slot's error. On an empty queue it writes no shared line but
  * our heartbeat, and that at most once per coarse tick (registry_heartbeat()): the ring's
  * check is read-only (ring.c, R3), counters count deliveries only, and cooperate() maintains
- * at most every COOP_PERIOD_NS. */
-static int receive_once(struct recv_ctx *ctx)
+ * at most every COOP_PERIOD_NS. In line in receive() (its fast path) and try_receive(). */
+static inline __attribute__((always_inline)) int receive_once(struct recv_ctx *ctx)
 {
     uint64_t now = now_ns_coarse(); /* the one clock read of the try */
     registry_heartbeat_at(c_self(ctx->c), now);

@@ -293,8 +293,11 @@ static __attribute__((noinline)) int commit_fanout(shmq_t *q, uint32_t idx, stru
     return commit_ready(q, idx, sl, w, k, msg_id, m);
 }
 
-static int make_ready(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, const struct keyed *k,
-                      uint64_t msg_id, uint64_t m)
+/* In line in both commit_slot_in copies (a call each cost shmq_publish about 35 instructions). */
+static inline __attribute__((always_inline)) int make_ready(shmq_t *q, uint32_t idx,
+                                                            struct slot *sl, uint64_t w,
+                                                            const struct keyed *k, uint64_t msg_id,
+                                                            uint64_t m)
 {
     if (groups_on(q))
         return commit_fanout(q, idx, sl, w, k, msg_id, m);
@@ -319,9 +322,14 @@ static inline const struct slot_hdrs *write_headers(shmq_t *q, struct slot *sl,
 
 /* Steps 2-4 for a slot we hold RESERVED; in_place: the payload is already there (shmq_commit),
  * else it is copied from data. k: the dedup claim of a keyed publish, or NULL. more: NULL, or a
- * delay (> 0: a delayed publish, no key, parked DELAYED instead of steps 3-4) and headers. */
-static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, const struct keyed *k,
-                       const struct pub_more *more, uint64_t *id, bool in_place)
+ * delay (> 0: a delayed publish, no key, parked DELAYED instead of steps 3-4) and headers.
+ * Compiled twice: in line in shmq_publish with k and more NULL (no branch on them, one
+ * function's entry and exit for the call), and as commit_slot() for every other publish. */
+static inline __attribute__((always_inline)) int commit_slot_in(shmq_t *q, uint32_t idx,
+                                                                const void *data, size_t len,
+                                                                const struct keyed *k,
+                                                                const struct pub_more *more,
+                                                                uint64_t *id, bool in_place)
 {
     uint32_t delay_ms = more ? more->delay_ms : 0;
     const struct pub_hdrs *hd = more ? more->hd : NULL;
@@ -386,6 +394,14 @@ static int commit_slot(shmq_t *q, uint32_t idx, const void *data, size_t len, co
     return 0;
 }
 
+static __attribute__((noinline)) int commit_slot(shmq_t *q, uint32_t idx, const void *data,
+                                                 size_t len, const struct keyed *k,
+                                                 const struct pub_more *more, uint64_t *id,
+                                                 bool in_place)
+{
+    return commit_slot_in(q, idx, data, len, k, more, id, in_place);
+}
+
 int shmq_reserve(shmq_t *q, size_t len, void **buf)
 {
     int err = check_publish_args(q, buf, len);
@@ -420,21 +436,30 @@ int shmq_cancel(shmq_t *q, void *buf)
     return give_back(q, idx, w);
 }
 
+/* Step 1 of a publish without a key, its arguments checked first: 0 and *idx, or the error. */
+static inline int claim_checked(shmq_t *q, const void *data, size_t len, uint32_t *idx)
+{
+    int err = check_publish_args(q, data, len);
+    if (err || (err = claim_free_slot(q, idx)) != 0)
+        return err;
+    CRASH_POINT(publish_after_reserve);
+    return 0;
+}
+
 /* A publish without a key: at once, or with more (a delay, headers). */
 static inline int publish_unkeyed(shmq_t *q, const void *data, size_t len,
                                   const struct pub_more *more, uint64_t *id)
 {
     uint32_t idx;
-    int err = check_publish_args(q, data, len);
-    if (err || (err = claim_free_slot(q, &idx)) != 0)
-        return err;
-    CRASH_POINT(publish_after_reserve);
-    return commit_slot(q, idx, data, len, NULL, more, id, false);
+    int err = claim_checked(q, data, len, &idx);
+    return err ? err : commit_slot(q, idx, data, len, NULL, more, id, false);
 }
 
 int shmq_publish(shmq_t *q, const void *data, size_t len, uint64_t *id)
 {
-    return publish_unkeyed(q, data, len, NULL, id);
+    uint32_t idx;
+    int err = claim_checked(q, data, len, &idx);
+    return err ? err : commit_slot_in(q, idx, data, len, NULL, NULL, id, false);
 }
 
 int shmq_publish_delayed(shmq_t *q, const void *data, size_t len, uint32_t delay_ms, uint64_t *id)
