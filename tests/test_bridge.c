@@ -552,6 +552,51 @@ Test(bridge, round_trip_every_message_in_order_with_its_bytes)
               "the metrics file lacks the connected gauge");
 }
 
+/* The in route publishes a fetched batch with shmq_publish_batch into a queue far smaller than
+ * the batch: each batch stops on the full queue, the message it stopped at waits for room alone,
+ * then the rest goes on as a batch. Every message arrives once, in order, and only published
+ * ones are acked to JetStream (a message acked but not published would be missing; one
+ * published twice, or naked after its publish, would arrive twice). */
+Test(bridge, in_route_batches_into_a_small_queue_lose_and_repeat_nothing)
+{
+    server_start();
+    struct setup s;
+    setup_routes(&s, "small", 8192);
+    h_assert_rc(shmq_unlink(s.qb), 0);
+    create_queue(s.qb, 16);
+    const uint32_t n = 3000;
+    const char *args[] = {"--server", server_url(), "--create-stream", s.create, "--out", s.out,
+                          "--in",     s.in,         "--batch",         "256",    NULL};
+    pid_t b = bridge_start("small.log", args);
+    cr_assert(wait_file_has(tmp_path("small.log"), "event=route_started route=in", READY_WAIT_MS),
+              "the bridge did not start its routes; see %s", tmp_path("small.log"));
+    shmq_t *qa;
+    h_assert_rc(shmq_open(s.qa, &qa), 0);
+    unsigned char buf[MSG_MAX];
+    for (uint32_t i = 0; i < n; i++)
+        h_assert_rc(shmq_publish(qa, buf, make_msg(i, buf), NULL), 0);
+    shmq_close(qa);
+
+    struct tally *t = tally_new(n);
+    struct consume_arg ca = {s.qb, t, DELIVERY_WAIT_MS};
+    pid_t c = h_fork(consume_child, &ca);
+    assert_consumer_done(c, &s, t, "small.log");
+    bridge_stop(b);
+    cr_expect_eq(t->corrupt, 0, "%u messages arrived with wrong bytes", t->corrupt);
+    cr_expect_eq(t->distinct, n, "%u of %u messages arrived", t->distinct, n);
+    cr_expect_eq(t->received, n, "%u deliveries for %u messages", t->received, n);
+    cr_expect_eq(t->out_of_order, 0, "%u messages arrived out of order", t->out_of_order);
+    long bridged_in = log_last_value(tmp_path("small.log"), "route_stopped", "route=in", "bridged");
+    cr_expect_eq(bridged_in, n, "in route bridged %ld", bridged_in);
+    shmq_t *qb; /* nothing left behind the consumer either: no late second copy */
+    shmq_stats_t st;
+    h_assert_rc(shmq_open(s.qb, &qb), 0);
+    h_assert_rc(shmq_stats(qb, &st), 0);
+    cr_expect_eq(st.ready + st.inflight, 0, "%u ready, %u in flight in B after the run", st.ready,
+                 st.inflight);
+    shmq_close(qb);
+}
+
 Test(bridge, sigkill_at_random_loses_nothing)
 {
     server_start();

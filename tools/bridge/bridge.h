@@ -2,13 +2,15 @@
  * bridge.h - shmq-bridge: routes between local shmq queues and NATS JetStream.
  *
  * One process, one NATS connection (conn.c), one thread per route:
- *   out  (route_out.c)  local queue -> JetStream subject. An ordinary shmq consumer; publishes
- *                       asynchronously with Nats-Msg-Id = HOST/QUEUE/ID, at most `window` in
- *                       flight; acks the shmq message only after JetStream's publish ack, nacks
- *                       it (with a delay) when the publish fails or times out.
+ *   out  (route_out.c)  local queue -> JetStream subject. An ordinary shmq consumer
+ *                       (shmq_receive_batch); publishes asynchronously with Nats-Msg-Id =
+ *                       HOST/QUEUE/ID, at most `window` in flight; acks the shmq message only
+ *                       after JetStream's publish ack for it (shmq_ack_batch of the confirmed
+ *                       ones), nacks it (with a delay) when the publish fails or times out.
  *   in   (route_in.c)   JetStream durable pull consumer -> local queue. Fetches batches,
- *                       shmq_publish_timed() each message, acks it to JetStream only after the
- *                       local publish returned; NakWithDelay when the local publish fails.
+ *                       shmq_publish_batch() them (shmq_publish_timed() for a message the queue
+ *                       had no room for), acks each to JetStream only after its local publish
+ *                       was reported done; NakWithDelay when the local publish fails.
  * The chain is at-least-once end to end: every step acks only after the next one holds the
  * message. Duplicates: the out route's republish after a crash is dropped by JetStream's
  * duplicate window (same Nats-Msg-Id); an in-route crash between the local publish and the

@@ -4,10 +4,12 @@
  * The route thread fetches up to --batch messages from the durable consumer DURABLE of STREAM
  * (created with explicit acks, --ack-wait-ms, unlimited deliveries and the optional filter
  * subject if it does not exist; an existing one is used as it is, so several bridges may share
- * it as competing consumers). Each message is published into the local queue with
+ * it as competing consumers). The fetched messages are published into the local queue with
+ * shmq_publish_batch() (a queue without headers; with headers one shmq_publish_ex() each); a
+ * message the batch could not take (the queue is full) is published alone with
  * shmq_publish_timed() (waiting up to --local-wait-ms for room, with InProgress acks to keep
- * JetStream from redelivering meanwhile); only when that returned 0 (in durability SYNC: after the
- * log flush) is the message acked to JetStream. A failed local publish (queue full past the
+ * JetStream from redelivering meanwhile), then the batch goes on. Only a message the local
+ * publish reported published (in durability SYNC: after the log flush) is acked to JetStream. A failed local publish (queue full past the
  * wait, message too large, ...) is NakWithDelay'd (--retry-delay-ms): never dropped.
  *
  * Crash points: killed before the local publish, or after it but before JetStream saw the ack:
@@ -196,6 +198,8 @@ static int local_publish(struct route *r, struct in_state *st, natsMsg *msg, int
     }
 }
 
+static void settle(struct route *r, struct in_state *st, natsMsg *msg, int rc, uint64_t id);
+
 /* Hand one fetched message to the local queue, then ack or nak it to JetStream. */
 static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
 {
@@ -219,6 +223,13 @@ static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
             break;
         natsMsg_InProgress(msg, NULL);
     }
+    settle(r, st, msg, rc, id);
+}
+
+/* The local publish of msg returned rc: ack it to JetStream (0), else nak it with a delay. */
+static void settle(struct route *r, struct in_state *st, natsMsg *msg, int rc, uint64_t id)
+{
+    const struct bridge_opts *o = r->o;
     char q[300];
     if (rc == 0) {
         natsStatus s = natsMsg_Ack(msg, NULL);
@@ -239,6 +250,37 @@ static void deliver(struct route *r, struct in_state *st, natsMsg *msg)
              "len=%d nak=%s retry_delay_ms=%u",
              r->stream, r->durable, r->queue, logfmt_quote(shmq_strerror(rc), q, sizeof q),
              natsMsg_GetDataLength(msg), s == NATS_OK ? "sent" : "failed", o->retry_delay_ms);
+    }
+}
+
+/* Hand a fetched list to the local queue in order: batches of what the queue takes at once
+ * (shmq_publish_batch: the published ones are a prefix, acked to JetStream), a message the
+ * batch stopped at delivered alone (deliver(): it waits for room, or names the error and naks),
+ * then the rest as a batch again. A queue that carries headers gets one publish each (no batch
+ * call takes headers). */
+static void deliver_list(struct route *r, struct in_state *st, natsMsg **msgs, int count)
+{
+    enum { BATCH = 64 };
+    int i = 0;
+    while (i < count) {
+        if (st->headers) {
+            deliver(r, st, msgs[i++]);
+            continue;
+        }
+        shmq_iov_t iov[BATCH];
+        uint64_t ids[BATCH];
+        size_t n = 0, done = 0;
+        for (; n < BATCH && i + (int)n < count; n++)
+            iov[n] = (shmq_iov_t){natsMsg_GetData(msgs[i + (int)n]),
+                                  (size_t)natsMsg_GetDataLength(msgs[i + (int)n])};
+        int rc = shmq_publish_batch(r->q, iov, n, ids, &done);
+        /* SYNC -EIO: queued, the flush that covers them failed: nak each, as a single
+         * publish's -EIO is (JetStream redelivers it: at least once) */
+        for (size_t k = 0; k < done; k++)
+            settle(r, st, msgs[i + (int)k], rc == -EIO ? -EIO : 0, ids[k]);
+        i += (int)done;
+        if (rc != 0 && i < count && (rc != -EIO || done == 0))
+            deliver(r, st, msgs[i++]); /* full: wait for room; else its own error, nak */
     }
 }
 
@@ -279,8 +321,7 @@ void *route_in_run(void *arg)
             continue;
         }
         backoff_ms = 50;
-        for (int i = 0; i < list.Count; i++) /* the whole batch, even when stopping */
-            deliver(r, st, list.Msgs[i]);
+        deliver_list(r, st, list.Msgs, list.Count); /* the whole batch, even when stopping */
         jsMsgMetaData *meta = NULL; /* lag: what the consumer still holds after this batch */
         if (list.Count > 0 && natsMsg_GetMetaData(&meta, list.Msgs[list.Count - 1]) == NATS_OK) {
             atomic_store_explicit(&r->n.lag, (int64_t)meta->NumPending, memory_order_relaxed);

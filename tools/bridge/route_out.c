@@ -1,12 +1,15 @@
 /*
  * route_out.c - local queue -> JetStream subject.
  *
- * The route thread is an ordinary shmq consumer. For each message it receives it builds a NATS
- * message (payload copied; headers Nats-Msg-Id = HOST/QUEUE/ID, Shmq-Id, Shmq-Attempt,
+ * The route thread is an ordinary shmq consumer. It takes what is ready with shmq_receive_batch
+ * (up to RECV_BATCH, never more than the window has room for); for each message it builds a
+ * NATS message (payload copied; headers Nats-Msg-Id = HOST/QUEUE/ID, Shmq-Id, Shmq-Attempt,
  * Shmq-Host, Shmq-Queue), records it in the in-flight ring, and publishes it asynchronously.
  * The library's publish-ack handler (its own thread) marks the ring entry done; the route
- * thread pops done entries in order from the head and acks (success, or duplicate) or nacks
- * (error or timeout, with --retry-delay-ms) the shmq message. Only the route thread touches the
+ * thread pops done entries in order from the head and acks (success, or duplicate: one
+ * shmq_ack_batch for what one pop took) or nacks (error or timeout, with --retry-delay-ms) the
+ * shmq message. A message is acked only once its own publish ack came: batching changes how
+ * many calls settle them, not when each may be settled. Only the route thread touches the
  * shmq consumer (one thread at a time, as shmq.h requires); the heartbeat thread keeps it alive
  * while it waits for acks.
  *
@@ -34,6 +37,8 @@
 
 #include "bridge.h"
 
+#define RECV_BATCH 64 /* messages per shmq_receive_batch */
+
 enum entry_state { PENDING, DONE_OK, DONE_DUP, DONE_FAILED };
 
 struct entry {
@@ -58,6 +63,8 @@ struct out_state {
     struct entry *ring;
     uint32_t cap;        /* --window */
     uint64_t head, tail; /* monotonic; ring[i % cap] */
+    uint64_t pending;    /* no entry in [head, pending) is PENDING: the ack handler's search
+                          * starts here (acks come in publish order, so it finds the first) */
     char consumer_name[SHMQ_CONSUMER_NAME_MAX];
     struct timespec last_fail_log;
     uint64_t fails_unlogged;
@@ -98,7 +105,11 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     struct out_state *st = r->state;
     pthread_mutex_lock(&st->mu);
     bool found = false;
-    for (uint64_t i = st->head; i < st->tail; i++) {
+    if (st->pending < st->head)
+        st->pending = st->head;
+    while (st->pending < st->tail && st->ring[st->pending % st->cap].state != PENDING)
+        st->pending++;
+    for (uint64_t i = st->pending; i < st->tail; i++) {
         struct entry *e = &st->ring[i % st->cap];
         if (e->nm == msg && e->state == PENDING) {
             e->nm = NULL; /* the address may be reused once destroyed below */
@@ -143,38 +154,29 @@ static void log_fail(struct route *r, struct out_state *st, const char *what, na
     st->fails_unlogged = 0;
 }
 
-/* Ack or nack one completed entry in the route thread. */
-static void finish(struct route *r, struct out_state *st, const struct entry *e)
+/* Ack msgs[0..n), whose publishes JetStream confirmed, in one call. */
+static void ack_confirmed(struct route *r, struct out_state *st, const shmq_msg_t *msgs, size_t n)
 {
-    atomic_fetch_sub_explicit(&r->n.inflight, 1, memory_order_relaxed);
-    if (e->epoch != st->epoch)
-        return; /* a delivery of a consumer since reopened: it comes back by itself */
-    int rc;
-    if (e->state == DONE_FAILED) {
-        atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
-        log_fail(r, st, "publish_failed", e->err, e->jserr, e->m.id);
-        rc = shmq_nack(st->c, &e->m, r->o->retry_delay_ms);
-    } else {
-        if (e->state == DONE_DUP)
-            atomic_fetch_add_explicit(&r->n.duplicates, 1, memory_order_relaxed);
-        rc = shmq_ack(st->c, &e->m);
-        if (rc == 0)
-            atomic_fetch_add_explicit(&r->n.bridged, 1, memory_order_relaxed);
-    }
+    size_t acked = 0;
+    int rc = shmq_ack_batch(st->c, msgs, n, &acked);
+    atomic_fetch_add_explicit(&r->n.bridged, acked, memory_order_relaxed);
     if (rc == -ESTALE) {
         /* Fenced and redelivered meanwhile: the next delivery is deduplicated by JetStream. */
-        atomic_fetch_add_explicit(&r->n.stale, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&r->n.stale, n - acked, memory_order_relaxed);
     } else if (rc < 0) {
-        blog(LOG_WARN, "ack_failed", "route=out queue=%s id=%" PRIu64 " error=\"%s\"", r->queue,
-             e->m.id, shmq_strerror(rc));
+        blog(LOG_WARN, "ack_failed",
+             "route=out queue=%s ids=%" PRIu64 "..%" PRIu64 " failed=%zu error=\"%s\"", r->queue,
+             msgs[0].id, msgs[n - 1].id, n - acked, shmq_strerror(rc));
     }
 }
 
-/* Pop the done entries at the head and finish them; returns how many are still in flight. */
+/* Pop the done entries at the head and settle them: the failed ones nacked one by one, the
+ * confirmed ones acked together. Returns how many are still in flight. */
 static uint64_t drain_done(struct route *r, struct out_state *st)
 {
     enum { BATCH = 64 };
     struct entry done[BATCH];
+    shmq_msg_t confirmed[BATCH];
     for (;;) {
         int n = 0;
         pthread_mutex_lock(&st->mu);
@@ -182,8 +184,29 @@ static uint64_t drain_done(struct route *r, struct out_state *st)
             done[n++] = st->ring[st->head++ % st->cap];
         uint64_t left = st->tail - st->head;
         pthread_mutex_unlock(&st->mu);
-        for (int i = 0; i < n; i++)
-            finish(r, st, &done[i]);
+        size_t nc = 0;
+        for (int i = 0; i < n; i++) {
+            const struct entry *e = &done[i];
+            atomic_fetch_sub_explicit(&r->n.inflight, 1, memory_order_relaxed);
+            if (e->epoch != st->epoch)
+                continue; /* a delivery of a consumer since reopened: it comes back by itself */
+            if (e->state != DONE_FAILED) {
+                if (e->state == DONE_DUP)
+                    atomic_fetch_add_explicit(&r->n.duplicates, 1, memory_order_relaxed);
+                confirmed[nc++] = e->m;
+                continue;
+            }
+            atomic_fetch_add_explicit(&r->n.failed, 1, memory_order_relaxed);
+            log_fail(r, st, "publish_failed", e->err, e->jserr, e->m.id);
+            int rc = shmq_nack(st->c, &e->m, r->o->retry_delay_ms);
+            if (rc == -ESTALE)
+                atomic_fetch_add_explicit(&r->n.stale, 1, memory_order_relaxed);
+            else if (rc < 0)
+                blog(LOG_WARN, "ack_failed", "route=out queue=%s id=%" PRIu64 " error=\"%s\"",
+                     r->queue, e->m.id, shmq_strerror(rc));
+        }
+        if (nc)
+            ack_confirmed(r, st, confirmed, nc);
         if (n < BATCH)
             return left;
     }
@@ -412,8 +435,10 @@ void *route_out_run(void *arg)
             wait_completions(st, batch, left >= st->cap ? 10 : 100);
             continue;
         }
-        shmq_msg_t m;
-        int rc = shmq_receive(st->c, &m, left ? 5 : 100);
+        shmq_msg_t m[RECV_BATCH];
+        size_t got = 0, room = st->cap - left;
+        int rc = shmq_receive_batch(st->c, m, room < RECV_BATCH ? room : RECV_BATCH, &got,
+                                    left ? 5 : 100);
         if (rc == -ETIMEDOUT || rc == -EAGAIN || rc == -EINTR)
             continue;
         if (rc == -ESTALE) {
@@ -430,7 +455,8 @@ void *route_out_run(void *arg)
             atomic_store(&g_route_failed, 1);
             break;
         }
-        publish_one(r, st, &m);
+        for (size_t i = 0; i < got; i++)
+            publish_one(r, st, &m[i]);
     }
 
     /* Stopping: take nothing more; wait for what is in flight to be acked or to time out. */
