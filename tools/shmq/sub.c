@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -33,7 +34,8 @@
 
 #include "cli.h"
 
-#define SUB_BATCH 64 /* messages per shmq_receive_batch */
+#define SUB_BATCH 64       /* messages per shmq_receive_batch */
+#define STOP_CHECK_MS 1000 /* longest receive wait between two looks at stop_requested */
 
 void cmd_sub_help(FILE *out)
 {
@@ -185,12 +187,14 @@ static int consume(shmq_consumer_t *c, const char *name, const struct sub_opts *
     }
     int rc = CLI_EXIT_OK;
     while (!stop_requested && (o->count == 0 || got < o->count)) {
-        int wait_ms = -1;
+        /* At most a second a wait: a signal that came after the loop's check and before the
+         * receive went to sleep (while it spun) is seen within that, not never. */
+        int wait_ms = STOP_CHECK_MS;
         if (deadline >= 0) {
             int64_t left = deadline - mono_ms();
             if (left <= 0)
                 break;
-            wait_ms = left > INT32_MAX ? INT32_MAX : (int)left;
+            wait_ms = left > STOP_CHECK_MS ? STOP_CHECK_MS : (int)left;
         }
         size_t max = out_ready() ? SUB_BATCH : 1, n = 0;
         if (o->count && o->count - got < max)
@@ -302,7 +306,16 @@ int cmd_sub(int argc, char **argv)
         shmq_close(q);
         return CLI_EXIT_RUNTIME;
     }
+    /* The heartbeat thread is started with SIGINT and SIGTERM blocked (it inherits this
+     * thread's mask), so they always reach this thread: taken by the helper, a signal would set
+     * stop_requested without waking a receive that waits without a bound. */
+    sigset_t stops, old;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stops, &old);
     err = shmq_consumer_heartbeat_thread(cons, 0);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) /* not fatal: receive refreshes the heartbeat too */
         fprintf(stderr, "%s sub: %s: heartbeat thread: %s\n", cli_progname, name,
                 shmq_strerror(err));
