@@ -42,7 +42,8 @@
 enum entry_state { PENDING, DONE_OK, DONE_DUP, DONE_FAILED };
 
 struct entry {
-    natsMsg *nm;    /* identity of the publish (the library hands it back to the handler) */
+    natsMsg *nm; /* identity of the publish (the library hands it back to the handler); once
+                  * done ours again, destroyed by the route thread when it pops the entry */
     shmq_msg_t m;   /* the delivery to ack or nack */
     uint32_t epoch; /* consumer epoch that received it */
     enum entry_state state;
@@ -112,7 +113,11 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     for (uint64_t i = st->pending; i < st->tail; i++) {
         struct entry *e = &st->ring[i % st->cap];
         if (e->nm == msg && e->state == PENDING) {
-            e->nm = NULL; /* the address may be reused once destroyed below */
+            /* Kept, not destroyed here: the route thread that made it frees it, so its
+             * memory goes back to the allocator's cache of the thread that allocates the next
+             * message (a free from this thread takes the arena's lock, and costs both threads
+             * more than the message itself). Not a PENDING entry any more, so its address
+             * cannot match again until then. */
             if (pa)
                 e->state = pa->Duplicate ? DONE_DUP : DONE_OK;
             else {
@@ -128,9 +133,10 @@ static void on_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, 
     if (st->waiting && st->completed >= st->wake_at) /* one wake-up per batch of acks */
         pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
-    if (!found)
+    if (!found) {
         blog(LOG_WARN, "pub_ack_unknown", "route=out queue=%s", r->queue);
-    natsMsg_Destroy(msg);
+        natsMsg_Destroy(msg);
+    }
 }
 
 static void log_fail(struct route *r, struct out_state *st, const char *what, natsStatus s,
@@ -187,6 +193,7 @@ static uint64_t drain_done(struct route *r, struct out_state *st)
         size_t nc = 0;
         for (int i = 0; i < n; i++) {
             const struct entry *e = &done[i];
+            natsMsg_Destroy(e->nm);
             atomic_fetch_sub_explicit(&r->n.inflight, 1, memory_order_relaxed);
             if (e->epoch != st->epoch)
                 continue; /* a delivery of a consumer since reopened: it comes back by itself */
@@ -494,6 +501,9 @@ void route_out_free(struct route *r)
     struct out_state *st = r->state;
     if (!st)
         return;
+    for (uint64_t i = st->head; i < st->tail; i++) /* acked, not popped: ours to destroy */
+        if (st->ring[i % st->cap].state != PENDING)
+            natsMsg_Destroy(st->ring[i % st->cap].nm);
     pthread_cond_destroy(&st->cv);
     pthread_mutex_destroy(&st->mu);
     free(st->ring);
