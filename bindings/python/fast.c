@@ -203,6 +203,7 @@ typedef struct {
     shmq_msg_t *buf;  /* deliveries received and not yet handed out: buf[head..tail) */
     size_t cap, head, tail;
     Py_ssize_t prefetch; /* how many iteration takes in one call */
+    int busy;            /* a thread is in consumer_fetch() */
 } ConsumerObject;
 
 typedef struct {
@@ -330,7 +331,26 @@ static int consumer_room(ConsumerObject *self, size_t n)
 
 /* Receive up to max deliveries into self->buf[0..*got), waiting up to ms for the first (the
  * rules of the GIL at the top). 0, 1 nothing came, -1 with an exception set. */
+static int consumer_fetch_busy(ConsumerObject *self, size_t max, int ms, size_t *got);
+
+/* One thread at a time receives on a consumer (as in C): a second one while the first waits
+ * without the GIL would reallocate the array the first is receiving into, or close the
+ * consumer under it. Refused with RuntimeError instead of memory corruption. */
 static int consumer_fetch(ConsumerObject *self, size_t max, int ms, size_t *got)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "shmq.Consumer: another thread is receiving on it (a consumer is used "
+                        "by one thread at a time)");
+        return -1;
+    }
+    self->busy = 1;
+    int r = consumer_fetch_busy(self, max, ms, got);
+    self->busy = 0;
+    return r;
+}
+
+static int consumer_fetch_busy(ConsumerObject *self, size_t max, int ms, size_t *got)
 {
     if (consumer_room(self, max) < 0)
         return -1;
@@ -363,8 +383,13 @@ static int consumer_fetch(ConsumerObject *self, size_t max, int ms, size_t *got)
             pyshmq_fail(rc, PyUnicode_FromString(max == 1 ? "receive" : "receive_many"));
             return -1;
         }
-        /* A signal: its Python handler runs now (and may raise), then wait what is left. */
-        if (PyErr_CheckSignals() < 0)
+        /* A signal: its Python handler runs now (and may raise; it may also use or close
+         * this consumer: not busy meanwhile, and c and buf are read again), then wait what is
+         * left. */
+        self->busy = 0;
+        int sig = PyErr_CheckSignals();
+        self->busy = 1;
+        if (sig < 0)
             return -1;
         if (!self->c || self->gen != pyshmq_fork_gen) { /* the handler closed it */
             pyshmq_bad_handle((PyObject *)self);
@@ -592,7 +617,13 @@ static PyMemberDef consumer_members[] = {
     {NULL},
 };
 
+static PyObject *consumer_get_busy(ConsumerObject *self, void *unused)
+{
+    return PyBool_FromLong(self->busy);
+}
+
 static PyGetSetDef consumer_getset[] = {
+    {"_busy", (getter)consumer_get_busy, NULL, "a thread is receiving on it"},
     {"pending", (getter)consumer_pending, NULL,
      "messages received by iteration and not handed out yet (in flight for this consumer)"},
     {NULL},

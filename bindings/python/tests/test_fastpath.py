@@ -128,3 +128,29 @@ def test_a_message_outlives_its_consumer_object(queue):
     with pytest.raises(ValueError, match="released"):
         m.data
     assert m._settled and repr(m).endswith("settled>")
+
+
+def test_a_second_thread_cannot_receive_on_or_close_a_busy_consumer(queue):
+    import threading
+    import time
+
+    c = queue.consumer()
+    got = []
+    t = threading.Thread(target=lambda: got.append(c.receive(timeout=30)))
+    t.start()
+    deadline = time.monotonic() + 20
+    while not c._busy and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert c._busy
+    with pytest.raises(RuntimeError, match="one thread at a time"):
+        c.receive(0)
+    with pytest.raises(RuntimeError, match="one thread at a time"):
+        list(c.messages(0))
+    with pytest.raises(RuntimeError, match="one thread at a time"):
+        c.close()
+    queue.publish(b"wake")
+    t.join(60)
+    assert bytes(got[0].data) == b"wake"
+    got[0].ack()
+    assert not c._busy and c.receive(0) is None
+    c.close()

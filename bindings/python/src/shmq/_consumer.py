@@ -220,6 +220,9 @@ class Consumer(ConsumerBase):  # type: ignore[misc]
 
         def _iter_ms(self, ms: int) -> Iterator[Message]: ...
 
+        @property
+        def _busy(self) -> bool: ...
+
     def _forked(self) -> ForkedHandleError:
         return ForkedHandleError("shmq.Consumer", self._pid, _fork.state[1])
 
@@ -279,6 +282,11 @@ class Consumer(ConsumerBase):  # type: ignore[misc]
         c = self._c
         if c is None:
             return
+        if self._busy and self._gen == _fork.state[0]:
+            raise RuntimeError(
+                "shmq.Consumer: close() while another thread is receiving on it (a consumer is "
+                "used by one thread at a time)"
+            )
         self._c = None
         self._set_handle(0, False)
         self._queue._consumers.pop(id(self), None)
