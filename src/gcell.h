@@ -36,6 +36,24 @@ static inline _Atomic uint32_t *group_ready_waiters(const shmq_t *q, uint32_t g)
     return g ? &segment_group(&q->seg, g)->ready_waiters : &q->seg.hdr->ready_waiters;
 }
 
+/* The release count (slot.holders, docs/DESIGN.md "Consumer groups", V2): tag << 8 | n, the tag
+ * the low 56 bits of the message's id, n the groups >= 1 of `others` not done with it yet. */
+#define HOLDERS_N_BITS 8
+static inline uint64_t holders_make(uint64_t tag, uint32_t n) { return tag << HOLDERS_N_BITS | n; }
+static inline uint32_t holders_n(uint64_t h) { return (uint32_t)(h & ((1u << HOLDERS_N_BITS) - 1)); }
+static inline uint64_t holders_tag(uint64_t h) { return h >> HOLDERS_N_BITS; }
+
+/* F2 for slot idx, which we hold RESERVED with its id written: the message goes to the groups of
+ * m (bit 0: group 0), the groups >= 1 of m hold it. Relaxed: published by P1 (or a copy-out's
+ * parking CAS) and by F4's release CAS on each cell; a rebuild's by publishing the segment. */
+static inline void fanout_record(struct segment *s, uint32_t idx, uint64_t m)
+{
+    struct slot *sl = segment_slot(s, idx);
+    atomic_store_explicit(segment_others(s, idx), m, memory_order_relaxed);
+    atomic_store_explicit(&sl->holders, holders_make(sl->id, (uint32_t)__builtin_popcountll(m >> 1)),
+                          memory_order_relaxed);
+}
+
 /* Group tokens (docs/FORMAT.md 9): 1 << 63 | g << 57 | idx << 35 | gen & (2^35 - 1). Group 0's
  * tokens are slot.h's (bit 63 clear: idx < 2^22). */
 #define GTOKEN_GEN_BITS 35

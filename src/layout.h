@@ -185,7 +185,9 @@ struct slot {
     _Alignas(CACHE_LINE) uint32_t dead_reason; /* why it went to the dead-letter ring
                                 * (SHMQ_DEAD_*); meaningful in DEAD only */
     _Atomic uint32_t dedup;    /* dedup bucket + 1 of a keyed publish (a hint: dedup.c) */
-    uint8_t reserved[56];
+    _Atomic uint64_t holders;  /* max_groups > 1: the release count, id tag << 8 | groups >= 1
+                                * not done yet (gcell.h, docs/DESIGN.md "Consumer groups") */
+    uint8_t reserved[48];
     /* payload follows at offset 128 */
 };
 

@@ -152,6 +152,8 @@ static void fence_dead_procs(struct pass *p)
  * true if this call did it. */
 static bool move_cell(struct pass *p, uint32_t g, uint32_t idx, uint64_t w, uint64_t next)
 {
+    if (g && sw_state(next) == SLOT_FREE) /* done: counted out of the release count (R-pre, R-dec) */
+        return cell_move(p->q, g, idx, w, next);
     struct slot *sl = segment_cell(&p->q->seg, g, idx);
     /* acq_rel: acquire the last owner's writes, release ours to the next owner; seq_cst (the
      * same instruction) for a cell going FREE (V2) */
@@ -238,6 +240,8 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     ns->len = len;
     ns->attempt = attempt;
     ns->publish_ns = sl->publish_ns;
+    if (groups_on(q)) /* a copy is group 0's only: F2 with m = {0} (published by the CAS below) */
+        fanout_record(&q->seg, to, 1);
     /* parked, the copy is the message in flight (its live holder may still ack or nack the
      * source): it expires no earlier than it is due, so no pass expires it under the holder (a
      * dead letter besides the holder's ack, or a second one besides its nack past the expiry);
@@ -468,8 +472,8 @@ static void release_fenced_slot(struct pass *p, uint32_t g, uint32_t idx, struct
     /* V1 (seq_cst): the owner is struck off; is the linger gone too? (as slot_free_if_unread) */
     w = atomic_load(&sl->state);
     if (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER && atomic_load(&sl->linger) == 0) {
-        if (!g && groups_on(p->q)) /* other groups may still hold it (V2) */
-            slot_free_if_unread(p->q, idx);
+        if (!g && groups_on(p->q)) /* other groups may still hold it (V2); release repair */
+            slot_release_repair(p->q, idx);
         else if (move_cell(p, g, idx, w, sw_next(w, SLOT_FREE, NO_OWNER)))
             p->rep->fenced_released++;
     }
@@ -815,8 +819,9 @@ static void repair_slot(struct pass *p, uint32_t idx)
     case SLOT_FREE:
         repair_orphan(p, 0, idx, sl, w);
         break;
-    case SLOT_HELD: /* release repair: a finisher died before its release check (V2) */
-        slot_free_if_unread(p->q, idx);
+    case SLOT_HELD: /* release repair: a finisher died before its count-down or its release
+                     * check (V2) */
+        slot_release_repair(p->q, idx);
         break;
     default:
         break;

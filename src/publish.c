@@ -137,8 +137,8 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
  * create's release fetch_or, the group's entry is complete), each group >= 1's cell prepared
  * RESERVED(self) (F3, plain: no one else moves a cell of a RESERVED slot), then a seq_cst fence
  * and the mask again (F3b: a group deleted meanwhile gets its cell back; Dekker pair with
- * delete's fetch_and and sweep), and the mask recorded in `others` (F2, relaxed: published by
- * P1). Returns the mask; 1 (group 0 only) without groups. Out of line: the one-group path
+ * delete's fetch_and and sweep), and the mask recorded in `others` with the release count (F2,
+ * relaxed: published by P1). Returns the mask; 1 (group 0 only) without groups. Out of line: the one-group path
  * pays one predictable branch. */
 static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx)
 {
@@ -169,7 +169,7 @@ static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx
             m &= ~(1ull << g);
         }
     }
-    atomic_store_explicit(segment_others(&q->seg, idx), m, memory_order_relaxed);
+    fanout_record(&q->seg, idx, m); /* F2: `others` and the release count, of the final m */
     CRASH_POINT(fanout_after_prepare);
     return m;
 }

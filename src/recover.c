@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "dedup.h"
+#include "gcell.h"
 #include "io.h"
 #include "loghead.h"
 #include "registry.h"
@@ -336,8 +337,9 @@ static int restore_slot(struct segment *s, const struct rebuild *rb, const struc
                                          : UINT64_MAX); /* EXPIRE_NEVER */
     sl->id = e->id;
     sl->len = e->len;
-    if (s->layout.max_groups > 1) /* plain: the segment is not published yet */
-        atomic_store_explicit(segment_others(s, idx), r->live, memory_order_relaxed);
+    if (s->layout.max_groups > 1) /* the segment is not published yet; F2 with the groups
+                                   * that hold it: `others` and the release count (gcell.h) */
+        fanout_record(s, idx, r->live);
     for (uint32_t g = 1; g < rb->ngroups; g++) {
         int err = r->live >> g & 1 ? restore_cell(s, rb, g, idx, &gs[g]) : 0;
         if (err)

@@ -20,10 +20,13 @@
  * Consumer groups: every function here works on a group's cell of a slot (group 0's cell is the
  * slot itself). A group >= 1 that is done with a message moves its cell to FREE (its lingering
  * readers first let go, the same T1-T5 on the cell); group 0 moves the slot to HELD instead of
- * FREE while other groups hold the message. Whoever then sees the slot word HELD (or FENCED
- * with no reader) and every cell of the groups it went to FREE frees the slot (V2: every "done"
- * CAS is seq_cst and followed by seq_cst loads of the others' marks, so of the last two to
- * finish at least one sees all done). docs/DESIGN.md, "Consumer groups".
+ * FREE while other groups hold the message. A group >= 1 whose cell went FREE counts itself
+ * out of the slot's release count (`holders`: R-pre before its CAS, R-dec after); whoever then
+ * sees the slot word HELD (or FENCED with no reader) and the count 0 frees the slot (V2: group
+ * 0's CAS to HELD and the last R-dec are seq_cst and each is followed by a seq_cst load of the
+ * other's mark, so of the two at least one sees both done). O(1) per finisher; maintenance's
+ * release repair (slot_release_repair) recounts from the cells what a killed finisher left.
+ * docs/DESIGN.md, "Consumer groups".
  */
 #include "slotmove.h"
 
@@ -46,6 +49,34 @@ static inline struct slot *cell_of(shmq_t *q, uint32_t g, uint32_t idx)
            (uint64_t)(g - 1) * s->layout.capacity + idx;
 }
 
+/* R-pre: slot idx's release count as it names the message a cell of g >= 1 still holds, read
+ * before that cell's CAS to FREE. Relaxed: F2's store reached us with the cell word we hold (F4's
+ * or a maintainer's release, a C1's acquire); a stale value carries another tag, which R-dec
+ * leaves alone (the release repair then frees the slot). */
+static inline uint64_t holders_before(shmq_t *q, uint32_t idx)
+{
+    return atomic_load_explicit(&segment_slot(&q->seg, idx)->holders, memory_order_relaxed);
+}
+
+/* R-dec, after our CAS moved a cell of slot idx to FREE: count down h's message (R-pre's h),
+ * never another message's (tag) nor below 0 (repaired meanwhile); the one that reaches 0 makes
+ * the release check. */
+static void count_done(shmq_t *q, uint32_t idx, uint64_t h)
+{
+    CRASH_POINT(group_done_before_count);
+    _Atomic uint64_t *hp = &segment_slot(&q->seg, idx)->holders;
+    uint64_t tag = holders_tag(h);
+    while (holders_tag(h) == tag && holders_n(h) > 0) {
+        /* seq_cst (V2): our cell FREE before the count goes down, the release check's load of
+         * the slot word after; pairs with group 0's CAS to HELD and its load of the count */
+        if (atomic_compare_exchange_weak(hp, &h, h - 1)) {
+            if (holders_n(h) == 1)
+                slot_free_if_unread(q, idx);
+            return;
+        }
+    }
+}
+
 /* Inlined twice: with g the constant 0 (queue_enqueue_slot: the one-group path pays nothing
  * for groups) and with g a variable (queue_enqueue_cell). */
 static inline __attribute__((always_inline)) void enqueue_cell(shmq_t *q, uint32_t g,
@@ -54,7 +85,8 @@ static inline __attribute__((always_inline)) void enqueue_cell(shmq_t *q, uint32
     struct seg_header *h = q->seg.hdr;
     switch (sw_state(w)) {
     case SLOT_FREE:
-        if (g) { /* group g is done with it: free the slot if nobody else holds it (V2) */
+        if (g) { /* group g is done with it: its mover counted it out (count_done) already; the
+                  * release check once more is harmless */
             slot_free_if_unread(q, idx);
             break;
         }
@@ -82,13 +114,18 @@ void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w)
 bool cell_move(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, uint64_t next)
 {
     struct slot *sl = cell_of(q, g, idx);
+    bool done = g && sw_state(next) == SLOT_FREE;
+    uint64_t h = done ? holders_before(q, idx) : 0; /* R-pre */
     /* acq_rel: acquire the writes of whoever made the cell w, release ours (payload reads or
      * writes, attempt, reason) to whoever takes it as next; seq_cst when a cell of g >= 1 goes
-     * FREE (V2: its release check's loads follow it) */
+     * FREE (V2: its R-dec follows it) */
     if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_seq_cst,
                                                  memory_order_relaxed))
         return false;
-    queue_enqueue_cell(q, g, idx, next);
+    if (done)
+        count_done(q, idx, h); /* R-dec, and the release check at 0 */
+    else
+        queue_enqueue_cell(q, g, idx, next);
     return true;
 }
 
@@ -147,11 +184,14 @@ static __attribute__((noinline)) int finish_slow(shmq_t *q, uint32_t g, uint32_t
         if (lg)
             atomic_compare_exchange_strong(&sl->linger, &lg, 0);
         uint64_t next = sw_next(w, done, NO_OWNER);
-        /* A1 (release), as in finish; seq_cst (V2) when the release check follows */
+        uint64_t h = g ? holders_before(q, idx) : 0; /* R-pre */
+        /* A1 (release), as in finish; seq_cst (V2) when R-dec or the release check follows */
         if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_seq_cst,
                                                      memory_order_relaxed))
             return -ESTALE;
-        if (done == SLOT_HELD)
+        if (g)
+            count_done(q, idx, h); /* R-dec, and the release check at 0 */
+        else if (done == SLOT_HELD)
             slot_free_if_unread(q, idx);
         else
             queue_enqueue_cell(q, g, idx, next);
@@ -206,18 +246,21 @@ int cell_finish(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
     return finish(q, g, idx, w, true);
 }
 
-/* V2: every cell of the groups >= 1 slot idx's message went to is FREE (seq_cst loads, after
- * the caller's seq_cst look at the slot word, which acquired `others` from P1's release
- * sequence). */
+/* V2: no group >= 1 holds slot idx's message: its release count is 0 (seq_cst, after the
+ * caller's seq_cst look at the slot word; pairs with the last R-dec). */
 static bool groups_done(shmq_t *q, uint32_t idx)
 {
     if (!groups_on(q))
         return true;
-    uint64_t others = atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed);
-    for (uint32_t g = 1; others >> g; g++)
-        if ((others >> g & 1) && sw_state(atomic_load(&cell_of(q, g, idx)->state)) != SLOT_FREE)
-            return false;
-    return true;
+    return holders_n(atomic_load(&segment_slot(&q->seg, idx)->holders)) == 0;
+}
+
+/* Is the slot word w done with by group 0 and unread (HELD, or FENCED with neither owner nor
+ * linger)? V1 (seq_cst linger load), after the caller's seq_cst load of w. */
+static bool slot_unread(struct slot *sl, uint64_t w)
+{
+    return sw_state(w) == SLOT_HELD ||
+           (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER && atomic_load(&sl->linger) == 0);
 }
 
 void slot_free_if_unread(shmq_t *q, uint32_t idx)
@@ -226,13 +269,35 @@ void slot_free_if_unread(shmq_t *q, uint32_t idx)
     /* V1, V2 (seq_cst): after our own mark was cleared (or the slot fenced, or held, or our
      * cell freed), see the others' */
     uint64_t w = atomic_load(&sl->state);
-    bool unread = sw_state(w) == SLOT_HELD ||
-                  (sw_state(w) == SLOT_FENCED && sw_owner(w) == NO_OWNER &&
-                   atomic_load(&sl->linger) == 0);
-    if (!unread || !groups_done(q, idx))
+    if (!slot_unread(sl, w) || !groups_done(q, idx))
         return;
     CRASH_POINT(group_release_before_free);
     slot_move(q, idx, w, sw_next(w, SLOT_FREE, NO_OWNER));
+}
+
+void slot_release_repair(shmq_t *q, uint32_t idx)
+{
+    struct slot *sl = segment_slot(&q->seg, idx);
+    /* seq_cst: the word, then the count and the cells, then the word again (DESIGN, release
+     * repair): the word unchanged means the slot was not freed and reused under our loads */
+    uint64_t w = atomic_load(&sl->state);
+    if (!groups_on(q) || !slot_unread(sl, w))
+        return;
+    uint64_t h = atomic_load(&sl->holders);
+    if (holders_n(h) > 0) {
+        /* relaxed: written before P1, whose release sequence our load of w acquired */
+        uint64_t others = atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed);
+        for (uint32_t g = 1; others >> g; g++)
+            if ((others >> g & 1) && sw_state(atomic_load(&cell_of(q, g, idx)->state)) != SLOT_FREE)
+                return; /* a group still holds it */
+        if (atomic_load(&sl->state) != w)
+            return;
+        /* seq_cst: a finisher killed before its R-dec is counted out; a live one's R-dec then
+         * finds 0 (or, once the slot is reused, another tag) and does nothing */
+        if (!atomic_compare_exchange_strong(&sl->holders, &h, holders_make(holders_tag(h), 0)))
+            return; /* counted down meanwhile: the next pass looks again */
+    }
+    slot_free_if_unread(q, idx);
 }
 
 void cell_free_if_unread(shmq_t *q, uint32_t g, uint32_t idx)

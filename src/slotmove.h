@@ -128,8 +128,13 @@ void slot_let_go(shmq_t *q, uint32_t idx, uint64_t w);
 /* Registry entry owner reads slot idx no more at all (its close): clear every mark naming it. */
 void slot_let_go_all(shmq_t *q, uint32_t idx, uint32_t owner);
 
-/* Slot idx is FENCED with no owner and no linger (or HELD), and no other group holds it: FREE
- * it and put it on the free ring. */
+/* Slot idx is FENCED with no owner and no linger (or HELD), and no other group holds it (its
+ * release count is 0): FREE it and put it on the free ring. */
 void slot_free_if_unread(shmq_t *q, uint32_t idx);
+
+/* Maintenance's release repair (docs/DESIGN.md "Consumer groups"): slot idx as
+ * slot_free_if_unread, after setting its release count to 0 if every cell of `others` is FREE
+ * (a finisher killed between its cell's CAS and its count-down left it above 0). */
+void slot_release_repair(shmq_t *q, uint32_t idx);
 
 #endif

@@ -7,6 +7,8 @@
  *    after the first messages, one deleted) and "default" acked one: after the segment is lost
  *    and rebuilt from the log, each group gets back exactly what it still held, in its state;
  *    the deleted group is gone, the late one gets only what was published after it.
+ *  - a_rebuilt_message_stays_held_for_the_groups_that_hold_it: the rebuilt slots' release
+ *    count (slot.holders) names the groups holding them, so group 0's acks free nothing.
  *  - an_index_reused_after_a_delete_gets_only_its_own_messages (rule R-G): a group deleted and
  *    another made at its index: the new one gets nothing the old one was given.
  *  - retention_keeps_groups_and_held_messages: a message only group "a" holds (HELD slot) and
@@ -174,6 +176,27 @@ Test(grouplog, segment_loss_restores_each_group_in_its_state)
     cr_assert_eq(drain_group(q, "dead"), 0u);
     h_assert_rc(shmq_stats(q, &st), 0);
     cr_assert_eq(cfg.capacity - st.free, 1);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* A rebuilt slot's release count names the groups that hold it: "default" acking everything
+ * after the rebuild leaves the slots held for group a (fails with the count left 0: the slots
+ * were freed under group a and a publish into the full queue succeeded). */
+Test(grouplog, a_rebuilt_message_stays_held_for_the_groups_that_hold_it)
+{
+    const char *name = h_qname("rbheld");
+    shmq_config_t cfg = glog_config(2, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    publish(q, '1');
+    q = lose_and_rebuild(name, q, NULL);
+    cr_assert_eq(drain_group(q, NULL), 3u);
+    h_assert_rc(shmq_maintain(q, NULL), 0);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN); /* both slots held for group a */
+    cr_assert_eq(drain_group(q, "a"), 3u);
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
     h_assert_rc(shmq_close(q), 0);
 }
 

@@ -19,6 +19,12 @@
  *    reservation is freed with its prepared cells, so the slot's next message reaches group a.
  *  - consumer_killed_before_release_is_freed_by_maintenance (group_release_before_free): the
  *    last group acked and died before freeing the slot: maintenance frees it.
+ *  - consumer_killed_before_count_down_is_repaired (group_done_before_count): the last group's
+ *    cell went FREE and its finisher died before counting itself out of the release count:
+ *    maintenance recounts from the cells and frees the slot.
+ *  - stopped_count_down_leaves_the_next_message_alone (group_done_before_count, SIGSTOP): the
+ *    same finisher stopped there; maintenance repairs and the slot is reused; the finisher,
+ *    continued, must not count down the next message (its tag), which group a still holds.
  *
  * shmq-test-label: threaded
  */
@@ -339,12 +345,15 @@ static const char *crash_name;
 struct crash_child {
     const char *point;
     char role;
+    bool stop; /* stopped (SIGSTOP) at the point, not killed */
 };
 
 static int crash_child_main(void *arg)
 {
     const struct crash_child *cc = arg;
     setenv("SHMQ_CRASH_AT", cc->point, 1);
+    if (cc->stop)
+        setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
     shmq_t *q;
     if (shmq_open(crash_name, &q))
         return 10;
@@ -405,7 +414,7 @@ static void both_groups_receive(shmq_t *q, shmq_consumer_t *c0, shmq_consumer_t 
 Test(groups, producer_killed_after_commit_is_fanned_out_by_maintenance)
 {
     crash_name = h_qname("kcommit");
-    struct crash_child cc = {"fanout_after_commit", 'p'};
+    struct crash_child cc = {"fanout_after_commit", 'p', false};
     pid_t k;
     shmq_t *q = crash_queue(4, &cc, &k);
     h_open_gate(k);
@@ -422,7 +431,7 @@ Test(groups, producer_killed_after_commit_is_fanned_out_by_maintenance)
 Test(groups, producer_killed_after_prepare_leaves_no_cell_behind)
 {
     crash_name = h_qname("kprep");
-    struct crash_child cc = {"fanout_after_prepare", 'p'};
+    struct crash_child cc = {"fanout_after_prepare", 'p', false};
     pid_t k;
     shmq_t *q = crash_queue(1, &cc, &k);
     h_open_gate(k);
@@ -441,23 +450,75 @@ Test(groups, producer_killed_after_prepare_leaves_no_cell_behind)
     shmq_close(q);
 }
 
-Test(groups, consumer_killed_before_release_is_freed_by_maintenance)
+/* One slot, group 0 done with its message (HELD for group a); the child, group a's consumer,
+ * acks and is killed or stopped at cc's point: the slot stays held until maintenance's release
+ * repair frees it, and "x" takes it. Returns the queue, c0 and the child. */
+static shmq_t *finisher_stopped_then_repaired(struct crash_child *cc, shmq_consumer_t **c0,
+                                              pid_t *k)
 {
-    crash_name = h_qname("krel");
-    struct crash_child cc = {"group_release_before_free", 'a'};
-    pid_t k;
-    shmq_t *q = crash_queue(1, &cc, &k);
+    shmq_t *q = crash_queue(1, cc, k);
     h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
-    shmq_consumer_t *c0;
-    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open(q, "c0", c0), 0);
     shmq_msg_t m;
-    h_assert_rc(shmq_receive(c0, &m, 0), 0);
-    h_assert_rc(shmq_ack(c0, &m), 0); /* group 0 done: the slot is HELD for group a */
-    h_open_gate(k); /* group a's consumer acks and is killed before it frees the slot */
-    wait_killed(k, cc.point);
+    h_assert_rc(shmq_receive(*c0, &m, 0), 0);
+    h_assert_rc(shmq_ack(*c0, &m), 0); /* group 0 done: the slot is HELD for group a */
+    h_open_gate(*k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(*k, 30000, cc->stop ? WUNTRACED : 0, &st), 0);
+    cr_assert(cc->stop ? WIFSTOPPED(st) : WIFSIGNALED(st), "the child was not %s at %s (%d)",
+              cc->stop ? "stopped" : "killed", cc->point, st);
     h_assert_rc(shmq_publish(q, "x", 1, NULL), -EAGAIN);
     h_assert_rc(shmq_maintain(q, NULL), 0);
     h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    return q;
+}
+
+Test(groups, consumer_killed_before_release_is_freed_by_maintenance)
+{
+    crash_name = h_qname("krel");
+    struct crash_child cc = {"group_release_before_free", 'a', false};
+    pid_t k;
+    shmq_consumer_t *c0;
+    shmq_t *q = finisher_stopped_then_repaired(&cc, &c0, &k);
+    shmq_consumer_close(c0);
+    shmq_close(q);
+}
+
+Test(groups, consumer_killed_before_count_down_is_repaired)
+{
+    crash_name = h_qname("kcnt");
+    struct crash_child cc = {"group_done_before_count", 'a', false};
+    pid_t k;
+    shmq_consumer_t *c0;
+    shmq_t *q = finisher_stopped_then_repaired(&cc, &c0, &k);
+    shmq_consumer_close(c0);
+    shmq_close(q);
+}
+
+Test(groups, stopped_count_down_leaves_the_next_message_alone)
+{
+    crash_name = h_qname("scnt");
+    struct crash_child cc = {"group_done_before_count", 'a', true};
+    pid_t k;
+    shmq_consumer_t *c0, *ca;
+    shmq_t *q = finisher_stopped_then_repaired(&cc, &c0, &k);
+    /* "x" holds the slot for both groups; the old finisher counts down now, too late */
+    cr_assert_eq(kill(k, SIGCONT), 0);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 12, "child status %d", st);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c0, &m, 0), 0);
+    h_assert_rc(shmq_ack(c0, &m), 0);
+    /* group a still holds "x": the slot is not free (a count-down of the old message's
+     * finisher landing on x's count would have freed it under group a) */
+    h_assert_rc(shmq_publish(q, "y", 1, NULL), -EAGAIN);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    h_assert_rc(shmq_receive(ca, &m, 0), 0);
+    cr_assert(m.len == 1 && memcmp(m.data, "x", 1) == 0, "group a got another message");
+    h_assert_rc(shmq_ack(ca, &m), 0);
+    h_assert_rc(shmq_publish(q, "y", 1, NULL), 0);
+    shmq_consumer_close(ca);
     shmq_consumer_close(c0);
     shmq_close(q);
 }
