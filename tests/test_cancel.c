@@ -178,4 +178,45 @@ Test(cancel, a_receive_asleep_is_a_cancellation_point)
     h_assert_rc(shmq_consumer_close(tc), 0);
     h_assert_rc(shmq_close(tq), 0);
 }
+
+static void *timed_publisher(void *arg)
+{
+    (void)arg;
+    atomic_store(&tid, (int)syscall(SYS_gettid));
+    int rc = shmq_publish_timed(tq, "late", 4, NULL, -1); /* a full queue: asleep */
+    return (void *)(intptr_t)(rc == 0 ? 1 : 2);
+}
+
+/*
+ * A timed publish asleep on a full queue is a cancellation point too (it sleeps 100 ms at a
+ * time and its tries make no call that is one: before, it was never cancelled), and takes no
+ * slot: once a message is taken out, a publish gets the slot.
+ */
+Test(cancel, a_timed_publish_asleep_is_a_cancellation_point)
+{
+    SKIP_UNDER_ASAN();
+    const char *name = h_qname("cancelpub");
+    shmq_config_t cfg = h_small_config(4, 64, 64);
+    h_assert_rc(shmq_create(name, &cfg, &tq), 0);
+    h_assert_rc(shmq_consumer_open(tq, "c", &tc), 0);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_publish(tq, "full", 4, NULL), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, timed_publisher, NULL), 0);
+    int64_t end = h_now_ms() + 30000;
+    while (!atomic_load(&tid) || thread_state(atomic_load(&tid)) != 'S') {
+        cr_assert_lt(h_now_ms(), end, "the publisher did not go to sleep");
+        h_sleep_ms(1);
+    }
+    cr_assert_eq(pthread_cancel(th), 0);
+    cr_assert_eq(join_within(th, 10, "the cancelled timed publish"), PTHREAD_CANCELED);
+    cr_assert_eq(atomic_load(&tq->seg.hdr->free_waiters), 0, "the cancelled sleeper is counted");
+    cr_assert_eq(atomic_load(&q_self(tq)->sleeping), 0, "the cancelled sleeper is marked");
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(tc, &m, 0), 0);
+    h_assert_rc(shmq_ack(tc, &m), 0);
+    h_assert_rc(shmq_publish(tq, "after", 5, NULL), 0);
+    h_assert_rc(shmq_consumer_close(tc), 0);
+    h_assert_rc(shmq_close(tq), 0);
+}
 #endif
