@@ -32,7 +32,8 @@
  * (wal.c, a maintainer that made a log file ahead of the writers, allocated and pre-touched
  * under its temporary name, before its link): tests/test_walprep.c; due_between_clocks
  * (queue.c, a due time being turned into wall-clock time between its two clock readings):
- * tests/test_delayed.c; expire_between_clocks (expire.c, the same for an expiry):
+ * tests/test_delayed.c; expire_between_clocks (expire.c, the same for an expiry) and
+ * recover_between_clocks (recover.c, a rebuild between its wall and monotonic clock readings):
  * tests/test_expiry.c; append_after_reserve
  * (wal.c, a writer that reserved its record's space and holds its file's mapping, nothing
  * written yet; parked per thread with crashpoint_park_at): tests/test_walprep.c. Consumer groups

@@ -759,8 +759,13 @@ static int recover(const char *name, const char *log_dir, shmq_recovery_report_t
     layout_to_config(&newest->h->layout, &cfg);
     apply_config_record(&c, &cfg);
     cfg.log_dir = base;
-    rb.now_ns = now_ns();
+    /* the wall clock first, the monotonic one after (as expire_unix_ms, the other way): time
+     * passing between the two readings makes each restored expiry (and due time) later, never
+     * earlier. The other way round a rebuild stopped there expired every message that much
+     * early (review7) */
     rb.now_unix_ms = unix_ms_now();
+    CRASH_POINT(recover_between_clocks);
+    rb.now_ns = now_ns();
     rb.expire_policy = cfg.expire_policy;
     /* the groups: from the latest GROUP record of each index (group 0 is made with the queue) */
     rb.ngroups = cfg.max_groups > 1 && cfg.max_groups <= SHMQ_GROUPS_MAX ? cfg.max_groups : 1;

@@ -34,6 +34,9 @@
  *    not keep the slots of expired messages.
  *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
  *    the rebuild does not bring the message back as ready.
+ *  - rebuild_stopped_between_clocks_expires_nothing_early: a rebuild stopped 3 s between the
+ *    clock readings that turn logged expiries back into the monotonic clock
+ *    (recover_between_clocks): the monotonic clock was read first, so every expiry came 3 s early.
  *  - stopped_between_clocks_logs_no_early_expiry: a producer stopped for 3 s between the two
  *    clock readings that turn its expiry into wall-clock time (expire_between_clocks); the wall
  *    clock was read first, so the log said 3 s early, and a rebuild dropped a 5 s message after 3.
@@ -641,6 +644,50 @@ Test(expiry, stopped_between_clocks_logs_no_early_expiry)
     if (h_now_ms() < t0 + 5000 - MARGIN_MS) /* else it may be past its expiry anyway */
         cr_assert_eq(rep.restored, 1, "dropped by the rebuild %lld ms before its expiry",
                      (long long)(t0 + 5000 - h_now_ms()));
+}
+
+static int stalled_recovery(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "recover_between_clocks", 1);
+    setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    shmq_recovery_report_t rep;
+    return shmq_recover(clk_name, NULL, &rep) == 0 && rep.restored == 1 ? 0 : 11;
+}
+
+/* A rebuild turns each logged expiry (wall clock) back into the monotonic clock from one reading
+ * of each clock: stopped 3 s between them (recover_between_clocks), the monotonic one read first
+ * gave every message an expiry 3 s early (a 5 s message expired 2 s after its publish). The wall
+ * clock is read first: a stall makes the expiry later, never earlier (review7). */
+Test(expiry, rebuild_stopped_between_clocks_expires_nothing_early)
+{
+    clk_name = h_qname("rclk");
+    pid_t k = h_fork_gated(stalled_recovery, NULL); /* before our first library call */
+    shmq_config_t cfg = ttl_config(5000, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(clk_name, &cfg, &q), 0);
+    int64_t t0 = h_now_ms(); /* before the publish: its expiry is after t0 + 5000 */
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink_segment(clk_name), 0);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, WUNTRACED, &st), 0);
+    cr_assert(WIFSTOPPED(st), "the recovery did not stop between its clock readings (status %#x)", st);
+    h_sleep_ms(3000); /* the stall under test, not a wait for an event */
+    kill(k, SIGCONT);
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the recovery failed or restored nothing");
+    h_assert_rc(shmq_open(clk_name, &q), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m;
+    int rc = shmq_receive(c, &m, 0);
+    if (h_now_ms() < t0 + 5000 - MARGIN_MS) /* else it may be past its expiry anyway */
+        cr_assert_eq(rc, 0, "expired by the rebuilt queue %lld ms before its expiry",
+                     (long long)(t0 + 5000 - h_now_ms()));
+    shmq_consumer_close(c);
+    shmq_close(q);
 }
 
 /* ---------------------------------------------------------------- per message */
