@@ -15,7 +15,9 @@
  *   round-trip shmq-bridge --out A:S --in STREAM:DUR:B: pre-filled A, timed at B's consumer
  *              (this program) from its first receive to its N-th
  * The stream is purged between measurements. Each row prints the median messages/s, the
- * min-max over the repetitions and the ratio of medians to `plain`.
+ * min-max over the repetitions and the ratio of medians to `plain`; then one JSON line per row
+ * ({"bench":"bridge","row":...,"size":...,"median_msgs_per_s":...,"vs_plain":...}) for
+ * bench/run and bench/report.py.
  *
  *   bridge-bench [-n MESSAGES] [-r REPS] [-w WINDOW] [-b BATCH] [-s SIZE[,SIZE]]
  * (-w: the out routes' --window and the plain loops' MaxPending; -b: the in route's --batch)
@@ -456,6 +458,8 @@ int main(int argc, char **argv)
     enum { PLAIN, PLAIN_HDR, OUT, RT, ROWS };
     static const char *const names[ROWS] = {"plain js_PublishAsync", "plain + bridge headers",
                                             "shmq-bridge out", "shmq-bridge round trip"};
+    static const char *const keys[ROWS] = {"plain", "plain_hdr", "out", "round_trip"};
+    double med_all[SIZES_MAX][ROWS], lo_all[SIZES_MAX][ROWS], hi_all[SIZES_MAX][ROWS];
     static double r[SIZES_MAX][ROWS][REPS_MAX];
     const char *streams[ROWS] = {"BENCHPLAIN", "BENCHPLAIN", "BENCHOUT", "BENCHRT"};
     int run = 0;
@@ -489,8 +493,18 @@ int main(int argc, char **argv)
             snprintf(range, sizeof range, "%.0f-%.0f", v[0], v[reps - 1]);
             printf("%-26s %6d %12.0f %25s %7.2fx\n", names[row], sizes[si], med[row], range,
                    med[row] / med[PLAIN]);
+            med_all[si][row] = med[row];
+            lo_all[si][row] = v[0];
+            hi_all[si][row] = v[reps - 1];
         }
     }
+    for (int si = 0; si < nsizes; si++)
+        for (int row = 0; row < ROWS; row++)
+            printf("{\"bench\":\"bridge\",\"row\":\"%s\",\"size\":%d,\"msgs\":%d,\"reps\":%d,"
+                   "\"window\":%s,\"median_msgs_per_s\":%.0f,\"min_msgs_per_s\":%.0f,"
+                   "\"max_msgs_per_s\":%.0f,\"vs_plain\":%.4f}\n",
+                   keys[row], sizes[si], n, reps, window, med_all[si][row], lo_all[si][row],
+                   hi_all[si][row], med_all[si][row] / med_all[si][PLAIN]);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     cleanup();

@@ -96,6 +96,8 @@ for tag in raw:
         results["footprint"][tag.split(" ")[1]] = objs[0] if objs else None
     elif kind == "wall":
         results["wall"][tag.split(" ")[1]] = mmm([o["ns_per_msg_wall"] for o in objs])
+    elif kind == "bridge":
+        results["bridge"] = objs
     elif kind == "wal":
         label = tag.split(" ", 1)[1]
         results["durability"].setdefault(label, []).extend(objs)
@@ -168,6 +170,7 @@ PEER_NAMES = {"hw-1line": "cache-line floor, 1 line", "hw-2lines": "cache-line f
               "rte_ring-spsc": "rte_ring SP/SC (bare index)", "shmq-none": "shmq, durability none",
               "shmq-process": "shmq, durability process", "shmq-sync": "shmq, durability sync",
               "shmq-block": "shmq, none, blocking waits",
+              "shmq-none-b32": "shmq, none, batches of 32", "shmq-process-b32": "shmq, process, batches of 32",
               "baseline-memcpy": "baseline: memcpy 64 B in, pointer out"}
 
 
@@ -384,6 +387,75 @@ if a2 and a4:
               + "; ".join(parts) + "." + why)
 out.extend(tl)
 w("")
+
+# ---------- issue 17's targets: each one's measured value against it, met or not ----------
+BR = {(o["row"], o["size"]): o for o in results.get("bridge", [])}
+
+
+def t17(text, value, target, ok):
+    line = f"- {text}: {value} (target {target}) → " + ("not measured in this run" if ok is None else verdict(ok))
+    tl17.append(line)
+    results.setdefault("issue17_targets", []).append(
+        {"target": text, "measured": value, "goal": target, "met": ok})
+
+
+tl17 = []
+w("## Targets (from issue 17)\n")
+cn, cp = cg.get("shmq-none"), cg.get("shmq-process")
+cnb, cpb = cg.get("shmq-none-b32"), cg.get("shmq-process-b32")
+t17("`none` 1/1 64 B publish+receive+ack, instructions per message (callgrind)",
+    f"{cn['per_msg']:.0f}" if cn else "-", "≤ 400", cn["per_msg"] <= 400 if cn else None)
+t17("`none` locked instructions and clock reads per message", "see bench/locked-count (not part of this run)",
+    "≤ 10 locked, ≤ 1 clock read", None)
+t17("`process` instructions over `none` per message (callgrind)",
+    f"+{cp['per_msg'] - cn['per_msg']:.0f}" if cn and cp else "-", "≤ +150",
+    cp["per_msg"] - cn["per_msg"] <= 150 if cn and cp else None)
+for size in (64, 1024):
+    for shape in ("1", "2"):
+        a, b = tp("shmq-process", shape, size), tp("shmq-none", shape, size)
+        t17(f"`process` throughput ÷ `none`, {SHAPES[shape]} {size} B",
+            f"{rate(a)} / {rate(b)} = {ratio(a, b)}", "≥ 0.8×", a / b >= 0.8 if a and b else None)
+t17("batch 32 instructions per message end to end (`none`, callgrind)",
+    f"{cnb['per_msg']:.0f} (single {cn['per_msg']:.0f})" if cnb and cn else "-", "≤ 150",
+    cnb["per_msg"] <= 150 if cnb else None)
+if cpb:
+    tl17.append(f"  - `process`, batch 32: {cpb['per_msg']:.0f} instructions per message"
+                + (f" (single {cp['per_msg']:.0f})" if cp else ""))
+a, b = tp("shmq-none-b32", "1", 64), tp("shmq-none", "1", 64)
+t17("batch 32 throughput ÷ single calls, `none`, 1/1 pinned 64 B", f"{rate(a)} / {rate(b)} = {ratio(a, b)}",
+    "≥ 3×", a / b >= 3 if a and b else None)
+for size in (64, 1024):
+    for d in ("none", "process"):
+        a, b = tp(f"shmq-{d}-b32", "1", size), tp(f"shmq-{d}", "1", size)
+        if a and b and (d, size) != ("none", 64):
+            tl17.append(f"  - batch 32 ÷ single, `{d}`, 1/1 pinned {size} B: {rate(a)} / {rate(b)} = {ratio(a, b)}")
+f2, sp = lat("hw-2lines", "poll", 64), lat("shmq-none", "poll", 64)
+t17("one-way latency p50, 64 B busy-poll, ÷ the 2-line floor",
+    f"{ns(sp)} / {ns(f2)} = {ratio(sp, f2)}" if sp and f2 else "-", "≤ 2.5×", sp / f2 <= 2.5 if sp and f2 else None)
+t17("an empty poll writes no shared cache line", "not measured by bench/run", "none written", None)
+for size in (64, 1024):
+    o = BR.get(("out", size))
+    pl = BR.get(("plain", size))
+    t17(f"shmq-bridge --out ÷ plain JetStream async-publish loop, {size} B (bench/bridge-bench, same run)",
+        f"{rate(o['median_msgs_per_s'])} / {rate(pl['median_msgs_per_s'])} = {o['vs_plain']:.2f}×" if o and pl else "-",
+        "≥ 0.8×", o["vs_plain"] >= 0.8 if o else None)
+for d, size, goal in (("process", 64, 6.5e6), ("process", 1024, 4e6), ("none", 64, 12e6)):
+    a = tp(f"shmq-{d}", "1", size)
+    t17(f"`{d}` {size} B, 1/1 pinned, separate processes", rate(a), rate(goal), a >= goal if a else None)
+out.extend(tl17)
+w("")
+if BR:
+    w("### shmq-bridge and the plain JetStream loop\n")
+    w("bench/bridge-bench: its own nats-server (file storage, loopback); per size, interleaved repetitions of a "
+      "plain js_PublishAsync loop, the same with the five headers the bridge sets, the bridge's out route "
+      "(a pre-filled queue, first to last shmq ack; every message acked only after its JetStream publish ack) and "
+      "a round trip out and back in through a second queue. Window 256 for all.\n")
+    w("| row | size | msgs/run | median msgs/s (min-max) | ÷ plain |")
+    w("|---|---|---|---|---|")
+    for (row, size), o in sorted(BR.items(), key=lambda kv: (kv[0][1], ["plain", "plain_hdr", "out", "round_trip"].index(kv[0][0]))):
+        w(f"| {row} | {size} B | {o['msgs']} | {rate(o['median_msgs_per_s'])} ({rate(o['min_msgs_per_s'])}-"
+          f"{rate(o['max_msgs_per_s'])}) | {o['vs_plain']:.2f}× |")
+    w("")
 
 # ---------- sections ----------
 w("## 1. Latency\n")
@@ -634,4 +706,4 @@ else:
 print("\n".join(["## Summary", "", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + lat_summary
                 + ["", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + tput_summary
                 + ["", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + other_summary
-                + ["", "## Targets", ""] + tl + ["", f"Report: {os.path.join(D, 'report.md')}"]))
+                + ["", "## Targets", ""] + tl + ["", "## Targets (issue 17)", ""] + tl17 + ["", f"Report: {os.path.join(D, 'report.md')}"]))

@@ -21,6 +21,10 @@
  * On the test machines waking an idle core costs ~40 us: block-mode figures measure that, not
  * the queue. Report the two modes as separate rows.
  *
+ * Batches (-B N, N > 1): producers publish N messages a call (shmq_publish_batch, the rest of
+ * a batch retried on -EAGAIN as a single publish is), consumers take up to N a call
+ * (shmq_receive_batch) and ack them in one (shmq_ack_batch); the same checks per message.
+ *
  * Durability (-d): the queue's mode; by default the library's (process: every publish and ack
  * appends a record to an mmap'd log file). The JSON line says which mode ran and how many log
  * bytes and fdatasyncs the run made (shmq_stats()). The queue and its log are deleted at the end.
@@ -73,6 +77,7 @@ struct opts {
     enum mode mode;
     int pin;
     int wait_ms;       /* block mode: receive / publish_timed timeout */
+    unsigned batch;    /* -B: messages per batch call; 1: the single calls */
     unsigned grace_ms; /* an empty queue with messages missing is given up after this */
     unsigned watchdog_s;
     int durability;      /* SHMQ_DURABILITY_*, or -1: the library's default */
@@ -173,6 +178,68 @@ static void wait_start(void)
     }
 }
 
+/* -B: publish the producer's share in batches of opt.batch, each message its own buffer. */
+static int run_producer_batch(unsigned i, shmq_t *q)
+{
+    struct worker *me = &ctl->w[i];
+    uint64_t n = producer_share(i);
+    unsigned nb = opt.batch;
+    unsigned char *buf = malloc((size_t)opt.size * nb);
+    shmq_iov_t *iov = malloc(sizeof *iov * nb);
+    if (!buf || !iov) {
+        fail(me, "malloc", -ENOMEM);
+        return 2;
+    }
+    uint32_t pid32 = i;
+    for (unsigned k = 0; k < nb; k++) {
+        unsigned char *m = buf + (size_t)k * opt.size;
+        for (uint32_t b = 0; b < opt.size; b++)
+            m[b] = (unsigned char)(b * 7u);
+        m[opt.size - 1] = GUARD_BYTE;
+        memcpy(m, &pid32, 4);
+        iov[k] = (shmq_iov_t){m, opt.size};
+    }
+    wait_start();
+    uint64_t retries = 0;
+    for (uint64_t seq = 0; seq < n;) {
+        size_t k = n - seq < nb ? (size_t)(n - seq) : nb, off = 0;
+        for (size_t j = 0; j < k; j++) {
+            uint64_t s = seq + j;
+            memcpy(buf + j * opt.size + 8, &s, 8);
+        }
+        atomic_store_explicit(&me->count, seq, memory_order_relaxed);
+        unsigned spins = 0;
+        while (off < k) {
+            size_t done = 0;
+            int rc = shmq_publish_batch(q, iov + off, k - off, NULL, &done);
+            off += done;
+            if (rc == 0)
+                break;
+            if (rc == -EAGAIN) {
+                retries++;
+                if (++spins < 64)
+                    cpu_relax();
+                else
+                    sched_yield();
+                continue;
+            }
+            fail(me, "shmq_publish_batch", rc);
+            me->retries = retries;
+            free(buf);
+            free(iov);
+            return 2;
+        }
+        seq += k;
+    }
+    atomic_store_explicit(&me->count, n, memory_order_relaxed);
+    me->retries = retries;
+    /* D0 (release): as in run_producer. */
+    atomic_fetch_add_explicit(&ctl->producers_done, 1, memory_order_release);
+    free(buf);
+    free(iov);
+    return 0;
+}
+
 static int run_producer(unsigned i, shmq_t *q)
 {
     struct worker *me = &ctl->w[i];
@@ -252,6 +319,12 @@ static int run_consumer(unsigned j, shmq_t *q)
     int status = 0;
     uint64_t starved_since = 0; /* when the queue was first seen empty with messages missing */
 
+    shmq_msg_t *ms = malloc(sizeof *ms * opt.batch);
+    if (!ms) {
+        fail(me, "malloc", -ENOMEM);
+        return 2;
+    }
+    size_t got = 0, at = 0; /* -B: ms[at..got) still to check, then acked together */
     wait_start();
     unsigned spins = 0;
     for (;;) {
@@ -261,7 +334,18 @@ static int run_consumer(unsigned j, shmq_t *q)
             atomic_load_explicit(&ctl->producers_done, memory_order_acquire) == opt.producers &&
             acked_total() >= opt.msgs)
             break;
-        rc = shmq_receive(c, &m, timeout);
+        if (opt.batch > 1) {
+            if (at == got) {
+                at = got = 0;
+                rc = shmq_receive_batch(c, ms, opt.batch, &got, timeout);
+            } else {
+                rc = 0;
+            }
+            if (rc == 0)
+                m = ms[at++];
+        } else {
+            rc = shmq_receive(c, &m, timeout);
+        }
         if (rc == 0) {
             spins = 0;
             starved_since = 0;
@@ -282,13 +366,26 @@ static int run_consumer(unsigned j, shmq_t *q)
             }
             if (m.flags & SHMQ_MSG_REDELIVERED)
                 redelivered++;
-            rc = shmq_ack(c, &m);
-            if (rc) {
-                fail(me, "shmq_ack", rc);
-                status = 2;
-                break;
+            if (opt.batch > 1) { /* the whole batch checked: ack it in one call */
+                size_t acked = 0;
+                rc = at == got ? shmq_ack_batch(c, ms, got, &acked) : 0;
+                if (rc) {
+                    fail(me, "shmq_ack_batch", rc);
+                    status = 2;
+                    break;
+                }
+                n++;
+                if (at < got)
+                    continue;
+            } else {
+                rc = shmq_ack(c, &m);
+                if (rc) {
+                    fail(me, "shmq_ack", rc);
+                    status = 2;
+                    break;
+                }
+                n++;
             }
-            n++;
             atomic_store_explicit(&me->count, n, memory_order_relaxed);
             if (opt.mode == MODE_BLOCK)
                 atomic_store_explicit(&me->end_ns, now_ns(), memory_order_relaxed);
@@ -329,6 +426,7 @@ static int run_consumer(unsigned j, shmq_t *q)
                 sched_yield();
         }
     }
+    free(ms);
     me->sum = sum;
     me->retries = empty;
     me->redelivered = redelivered;
@@ -358,7 +456,7 @@ static int child_main(unsigned k, const char *qname)
         atomic_fetch_add_explicit(&ctl->attached, 1, memory_order_release);
         return 2;
     }
-    int status = me->role == 'P' ? run_producer(k, q) : run_consumer(k - opt.producers, q);
+    int status = me->role == 'P' ? (opt.batch > 1 ? run_producer_batch(k, q) : run_producer(k, q)) : run_consumer(k - opt.producers, q);
     rc = shmq_close(q);
     if (rc && !status) {
         fail(me, "shmq_close", rc);
@@ -402,7 +500,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [-p producers] [-c consumers] [-s size] [-n msgs] [-q capacity]\n"
             "          [-m poll|block] [-a] [-w wait_ms] [-g grace_ms] [-d durability]\n"
-            "          [-L log_dir] [-T watchdog_s]\n"
+            "          [-L log_dir] [-T watchdog_s] [-B batch]\n"
             "  -p 1  producer processes        -c 1  consumer processes\n"
             "  -s 64 message bytes (>= %d); also the queue's max_msg_size\n"
             "  -n 1000000 messages in all      -q 4096 queue capacity (slots)\n"
@@ -412,6 +510,7 @@ static void usage(const char *argv0)
             "  -g 2000 a consumer that finds the queue empty this long after the producers\n"
             "        finished, with messages not acked, stops (the run then fails: lost)\n"
             "  -d none|process|sync  durability (default: the library's, PROCESS)\n"
+            "  -B 1  messages per batch call (publish_batch / receive_batch / ack_batch)\n"
             "  -L dir  log directory (default: the library's state directory)\n"
             "  -T 120 watchdog: after this many seconds dump the state and fail\n",
             argv0, HDR_BYTES);
@@ -439,10 +538,11 @@ static int parse_opts(int argc, char **argv)
                         .wait_ms = 200,
                         .watchdog_s = 120,
                         .grace_ms = 2000,
-                        .durability = -1};
+                        .durability = -1,
+                        .batch = 1};
     int ch;
     uint64_t v;
-    while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:d:L:h")) != -1) {
+    while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:d:L:B:h")) != -1) {
         switch (ch) {
         case 'p':
             if (parse_u64(optarg, &v) || v < 1)
@@ -487,6 +587,11 @@ static int parse_opts(int argc, char **argv)
                 return -1;
             break;
         case 'L': opt.log_dir = optarg; break;
+        case 'B':
+            if (parse_u64(optarg, &v) || v < 1 || v > 1024)
+                return -1;
+            opt.batch = (unsigned)v;
+            break;
         case 'w':
             opt.wait_ms = atoi(optarg);
             if (opt.wait_ms < -1)
@@ -710,12 +815,12 @@ int main(int argc, char **argv)
     double mps = seconds > 0 ? (double)acked / seconds : 0.0;
     printf("{\"bench\":\"tput\",\"producers\":%u,\"consumers\":%u,\"size\":%u,\"msgs\":%llu,"
            "\"seconds\":%.6f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,"
-           "\"mode\":\"%s\",\"durability\":\"%s\",\"pinned\":%s,\"capacity\":%u,"
+           "\"mode\":\"%s\",\"durability\":\"%s\",\"pinned\":%s,\"capacity\":%u,\"batch\":%u,"
            "\"full_retries\":%llu,\"empty_polls\":%llu,\"redelivered\":%llu,"
            "\"wal_bytes\":%llu,\"wal_flushes\":%llu,\"ok\":%s}\n",
            opt.producers, opt.consumers, opt.size, (unsigned long long)opt.msgs, seconds, mps,
            mps * opt.size / 1e6, opt.mode == MODE_POLL ? "poll" : "block", durability,
-           opt.pin ? "true" : "false", opt.capacity, (unsigned long long)full,
+           opt.pin ? "true" : "false", opt.capacity, opt.batch, (unsigned long long)full,
            (unsigned long long)empty, (unsigned long long)redelivered,
            (unsigned long long)st.wal_bytes, (unsigned long long)st.wal_flushes,
            verdict ? "false" : "true");
