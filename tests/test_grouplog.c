@@ -18,7 +18,10 @@
  *    group's (fails with a purge logged as group 0's, or a redrive's PUBLISH without its mask).
  *  - crash points of create and delete (group_create_before_record, group_create_after_record,
  *    group_create_before_mask, group_delete_after_mask): the segment and the log agree after
- *    the repair, and after a rebuild.
+ *    the repair, and after a rebuild (the first two fail without the roll-forward of a CREATING
+ *    entry, the last without maintenance's delete record before it frees the entry).
+ *  - publish_killed_between_fanout_and_record_leaves_nothing (fanout_after_prepare, which now
+ *    comes before the PUBLISH record): the reservation and its cells come back, no record.
  *
  * shmq-test-label: threaded
  */
@@ -347,5 +350,127 @@ Test(grouplog, a_groups_redrive_and_purge_survive_a_segment_loss)
     cr_assert_eq(drain_group(q, NULL), 0u, "default had acked both");
     unsigned got = drain_group(q, "a");
     cr_assert(got == 0x1u || got == 0x2u, "a: the redriven message alone (%x)", got);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Crash points of create and delete (docs/DESIGN.md, "Crash windows of groups"): a child forked
+ * before the test's first library call (helpers.h) creates or deletes group "x" and is killed at
+ * the point; the segment is repaired (the next lock taker, or maintenance) and agrees with the
+ * log: a rebuild gives the same groups and each of them its messages. */
+static const char *crash_name;
+
+struct crash_child {
+    const char *point;
+    bool delete;  /* delete "x" (made by the parent), else create it */
+    bool publish; /* instead: publish "k" */
+};
+
+static int crash_child_main(void *arg)
+{
+    const struct crash_child *cc = arg;
+    setenv("SHMQ_CRASH_AT", cc->point, 1);
+    shmq_t *q;
+    if (shmq_open(crash_name, &q))
+        return 10;
+    if (cc->publish)
+        shmq_publish(q, "k", 2, NULL);
+    else if (cc->delete)
+        shmq_group_delete(q, "x");
+    else
+        shmq_group_create(q, "x", SHMQ_GROUP_BLOCK, 0);
+    return 12; /* not killed at its crash point */
+}
+
+static void crash_group_op(const char *point, bool delete, bool repair_by_create)
+{
+    crash_name = h_qname(delete ? "gdelk" : "gcrek");
+    struct crash_child cc = {point, delete, false};
+    pid_t k = h_fork_gated(crash_child_main, &cc);
+    shmq_config_t cfg = glog_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    if (delete)
+        h_assert_rc(shmq_group_create(q, "x", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the child was not killed at %s (status %d)", point, st);
+    /* the repair: a create of another group takes the lock from the dead holder, or a
+     * maintenance pass (a dead creator's entry, a dead deleter's sweep and record) */
+    if (repair_by_create)
+        h_assert_rc(shmq_group_create(q, "y", SHMQ_GROUP_BLOCK, 0), 0);
+    else
+        for (int i = 0; i < 3; i++)
+            h_assert_rc(shmq_maintain(q, NULL), 0);
+    cr_assert(has_group(q, "x") == !delete, "x %s after the repair", delete ? "kept" : "lost");
+    publish(q, '1');
+    unsigned want_x = delete ? 0 : 0x2u; /* a created x gets message 1 (not 0, made before) */
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(crash_name, q, &rep);
+    cr_assert(has_group(q, "x") == !delete, "x %s after a rebuild", delete ? "came back" : "lost");
+    cr_assert(has_group(q, "y") == repair_by_create);
+    cr_assert_eq(drain_group(q, NULL), 0x3u);
+    if (!delete)
+        cr_assert_eq(drain_group(q, "x"), want_x);
+    if (repair_by_create)
+        cr_assert_eq(drain_group(q, "y"), 0x2u);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(grouplog, create_killed_before_its_record_is_rolled_forward)
+{
+    crash_group_op("group_create_before_record", false, true);
+}
+
+Test(grouplog, create_killed_after_its_record_is_rolled_forward_by_maintenance)
+{
+    crash_group_op("group_create_after_record", false, false);
+}
+
+Test(grouplog, create_killed_before_the_mask_is_repaired_by_the_next_create)
+{
+    crash_group_op("group_create_before_mask", false, true);
+}
+
+Test(grouplog, delete_killed_before_its_record_is_logged_by_maintenance)
+{
+    crash_group_op("group_delete_after_mask", true, false);
+}
+
+/* A publish killed after its fan-out (cells RESERVED), before its PUBLISH record (which now
+ * follows F3b, to carry the mask): maintenance frees the reservation and its cells (M0), nothing
+ * of it is in the log, and every group gets the next message, before and after a rebuild. */
+Test(grouplog, publish_killed_between_fanout_and_record_leaves_nothing)
+{
+    crash_name = h_qname("gpubk");
+    struct crash_child cc = {"fanout_after_prepare", false, true};
+    pid_t k = h_fork_gated(crash_child_main, &cc);
+    shmq_config_t cfg = glog_config(2, 4); /* two slots: the dead reservation must come back */
+    cfg.heartbeat_timeout_ms = 200;        /* the dead producer is judged soon */
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the child was not killed at fanout_after_prepare (%d)", st);
+    shmq_stats_t s;
+    int64_t until = h_now_ms() + 20000;
+    do { /* maintenance frees the dead producer's reservation and its prepared cells */
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+        h_assert_rc(shmq_stats(q, &s), 0);
+        if (s.free < 2)
+            h_sleep_ms(20);
+    } while (s.free < 2 && h_now_ms() < until);
+    cr_assert_eq(s.free, 2, "the reservation came back");
+    publish(q, '1');
+    publish(q, '2'); /* both slots: the one the child held too */
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(crash_name, q, &rep);
+    cr_assert_eq(rep.restored, 2, "1 and 2, not the killed publish (%llu)",
+                 (unsigned long long)rep.restored);
+    cr_assert_eq(drain_group(q, NULL), 0x6u);
+    cr_assert_eq(drain_group(q, "a"), 0x6u);
     h_assert_rc(shmq_close(q), 0);
 }
