@@ -14,7 +14,11 @@
  * message, as wal_parse_publish() splits them, lie inside its payload; the header block, split
  * by hdrs_decode() (what recovery, replay and a receive hand out), gives headers whose key and
  * value lie inside the block, each followed by its NUL; the stats stay within the buffer. The
- * input as a whole is also decoded as a header block (a slot's block is shm input too).
+ * input as a whole is also decoded as a header block (a slot's block is shm input too). The
+ * records of consumer groups (docs/FORMAT.md section 9): every record passed has a type this
+ * version reads (wal_type_valid: a group byte only on ACK, DEAD, NACK, below 64), a GROUP
+ * record's fields are read only when its payload holds them, and a PUBLISH with WAL_PUB_GROUPS
+ * parses with its mask inside the payload (the seed log has groups: tests/run).
  *
  * Build: cmake -DSHMQ_FUZZ=ON -DCMAKE_C_COMPILER=clang-14 (target fuzz_wal); tests/run runs it
  * briefly over a corpus made from a real log.
@@ -74,6 +78,13 @@ static int visit(void *arg, uint64_t off, const struct wal_rec *r, const void *p
     for (uint32_t i = 0; i < r->len; i++) /* touch every payload byte */
         w->sum += p[i];
     w->last_end = off + WAL_REC_HEADER + r->len;
+    if (!wal_type_valid(r->type))
+        fail("a record of a type this version does not read", off);
+    if (r->type == WAL_GROUP && r->len >= WAL_GROUP_LEN) { /* what recovery reads of it */
+        struct wal_group g;
+        memcpy(&g, payload, sizeof g);
+        w->sum += g.gen + g.policy + g.bound + g.first_id + g.since_pos + (uint8_t)g.name[31];
+    }
     struct wal_publish pub;
     if (r->type == WAL_PUBLISH && wal_parse_publish(r, payload, &pub) == 0) {
         /* the key and the message lie inside the record's payload */
@@ -83,6 +94,9 @@ static int visit(void *arg, uint64_t off, const struct wal_rec *r, const void *p
             (pub.hdrs_len && (hb < lo || hb > hi || pub.hdrs_len > (size_t)(hi - hb))) ||
             (pub.len && (d < lo || d > hi || pub.len > (size_t)(hi - d))))
             fail("publish parts outside the record", off);
+        if (!(r->attempt & WAL_PUB_GROUPS) && pub.groups != 1)
+            fail("a publish without a mask is not group 0's alone", off);
+        w->sum += pub.groups;
         check_headers(hb, pub.hdrs_len, off, &w->sum);
         for (uint32_t i = 0; i < pub.key_len; i++)
             w->sum += k[i];

@@ -20,6 +20,10 @@
  *    group_create_before_mask, group_delete_after_mask): the segment and the log agree after
  *    the repair, and after a rebuild (the first two fail without the roll-forward of a CREATING
  *    entry, the last without maintenance's delete record before it frees the entry).
+ *  - random_rounds_of_segment_losses_keep_every_group: six segment losses, random acks, nacks
+ *    and deliveries left in flight in four groups, a group deleted and another made at its
+ *    index: at the end each group gets exactly what it still held (fails when recovery ignores
+ *    the group byte of the records).
  *  - publish_killed_between_fanout_and_record_leaves_nothing (fanout_after_prepare, which now
  *    comes before the PUBLISH record): the reservation and its cells come back, no record.
  *
@@ -472,5 +476,104 @@ Test(grouplog, publish_killed_between_fanout_and_record_leaves_nothing)
                  (unsigned long long)rep.restored);
     cr_assert_eq(drain_group(q, NULL), 0x6u);
     cr_assert_eq(drain_group(q, "a"), 0x6u);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Round after round, each group acks, nacks or holds in flight a random part of what it gets,
+ * groups are deleted and made (an index reused), and the segment is lost and rebuilt from the
+ * log every round (a groups variant of test_segloss's losses, in one process so the expected
+ * state is exact): at the end every group gets exactly what was published while it existed and
+ * it did not ack, once. */
+#define R_ROUNDS 6
+#define R_PER 24
+#define R_MSGS (R_ROUNDS * R_PER)
+
+Test(grouplog, random_rounds_of_segment_losses_keep_every_group)
+{
+    const char *name = h_qname("grounds");
+    shmq_config_t cfg = glog_config(R_MSGS + 8, 4);
+    cfg.max_attempts = 100;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    const char *gname[] = {NULL, "g1", "g2", "g3", "g4"};
+    bool exists[5] = {true, true, true, true, false};
+    for (int g = 1; g <= 3; g++)
+        h_assert_rc(shmq_group_create(q, gname[g], SHMQ_GROUP_BLOCK, 0), 0);
+    static bool want[5][R_MSGS]; /* published while g existed, not acked in g */
+    memset(want, 0, sizeof want);
+    uint64_t rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+    uint32_t next = 0;
+    unsigned losses = 0;
+    for (int round = 0; round < R_ROUNDS; round++) {
+        if (round == 2) { /* g2 goes; round 3: g4 takes its index */
+            h_assert_rc(shmq_group_delete(q, "g2"), 0);
+            exists[2] = false;
+            for (uint32_t i = 0; i < R_MSGS; i++)
+                want[2][i] = false;
+        }
+        if (round == 3) {
+            shmq_maintain(q, NULL);
+            h_assert_rc(shmq_group_create(q, "g4", SHMQ_GROUP_BLOCK, 0), 0);
+            exists[4] = true;
+        }
+        for (int k = 0; k < R_PER; k++, next++) {
+            uint32_t seq = next;
+            h_assert_rc(shmq_publish(q, &seq, sizeof seq, NULL), 0);
+            for (int g = 0; g < 5; g++)
+                want[g][seq] = exists[g];
+        }
+        for (int g = 0; g < 5; g++) {
+            if (!exists[g])
+                continue;
+            shmq_consumer_t *c;
+            if (g)
+                h_assert_rc(shmq_consumer_open_group(q, gname[g], "r", &c), 0);
+            else
+                h_assert_rc(shmq_consumer_open(q, "r", &c), 0);
+            int take = (int)(h_rand(&rng) % R_PER);
+            for (int k = 0; k < take; k++) {
+                shmq_msg_t m;
+                if (shmq_receive(c, &m, 0) != 0)
+                    break;
+                uint32_t seq;
+                memcpy(&seq, m.data, sizeof seq);
+                cr_assert(seq < next && want[g][seq], "group %d got %u, not its own", g, seq);
+                uint64_t r = h_rand(&rng) % 3;
+                if (r == 0) {
+                    h_assert_rc(shmq_ack(c, &m), 0);
+                    want[g][seq] = false;
+                } else if (r == 1) {
+                    h_assert_rc(shmq_nack(c, &m, 0), 0);
+                } /* else: left in flight, lost with the segment, back ready after it */
+            }
+            h_assert_rc(shmq_consumer_close(c), 0);
+        }
+        shmq_recovery_report_t rep;
+        q = lose_and_rebuild(name, q, &rep);
+        losses++;
+    }
+    for (int g = 0; g < 5; g++) {
+        cr_assert(has_group(q, g ? gname[g] : "default") == exists[g], "group %d", g);
+        if (!exists[g])
+            continue;
+        shmq_consumer_t *c;
+        if (g)
+            h_assert_rc(shmq_consumer_open_group(q, gname[g], "drain", &c), 0);
+        else
+            h_assert_rc(shmq_consumer_open(q, "drain", &c), 0);
+        static bool got[R_MSGS];
+        memset(got, 0, sizeof got);
+        shmq_msg_t m;
+        while (shmq_receive(c, &m, 50) == 0) {
+            uint32_t seq;
+            memcpy(&seq, m.data, sizeof seq);
+            cr_assert(seq < next && want[g][seq] && !got[seq], "group %d: %u", g, seq);
+            got[seq] = true;
+            h_assert_rc(shmq_ack(c, &m), 0);
+        }
+        for (uint32_t i = 0; i < next; i++)
+            cr_assert(got[i] == want[g][i], "group %d lost %u after %u losses", g, i, losses);
+        h_assert_rc(shmq_consumer_close(c), 0);
+    }
     h_assert_rc(shmq_close(q), 0);
 }

@@ -31,7 +31,8 @@
  * the group "fan", each group keeps its own book, and every message published must end acked
  * in both groups (a slot freed while one group still needs it would show up as a corrupt
  * payload or a loss in that group's book: the payload carries its checksum). At the end the
- * group "fan" is deleted and the full cycle runs on the group "default" alone.
+ * group "fan" is deleted and the full cycle runs on the group "default" alone. The queue has
+ * its log (durability process, the default): every group's records go through it.
  *
  * kill_stop_restart_no_loss_with_headers_and_delays: the same with the broker features of a
  * message (issue 19): every second message is published with two headers (one names its
@@ -455,10 +456,8 @@ static void run_torture(uint32_t ngroups, bool broker)
     cfg.max_attempts = 1000; /* no dead letters: every message must end acked */
     cfg.backoff_base_ms = 5;
     cfg.backoff_cap_ms = 50;
-    cfg.max_groups = ngroups;
+    cfg.max_groups = ngroups; /* with the default log (PROCESS): it carries every group */
     cfg.max_header_bytes = broker ? 128 : 0;
-    if (ngroups > 1) /* groups need durability none until the log carries them */
-        cfg.durability = SHMQ_DURABILITY_NONE;
     shmq_t *q;
     int rc = shmq_create(sh->qname, &cfg, &q);
     cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
