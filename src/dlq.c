@@ -11,9 +11,8 @@
  * Per group (the *_group calls): the same on group g's cells and its dead ring (group 0's cell
  * is the slot itself, its ring the queue's dead ring). The message's id, length and payload are
  * the slot's; attempt and reason the cell's. A redrive makes the cell READY on g's ready ring;
- * a purge finishes the cell (the slot is freed once no group holds it, V2). Only group 0's
- * moves are logged: the log does not carry groups yet (DESIGN "Consumer groups", status; a
- * queue with groups has no log until it does).
+ * a purge finishes the cell (the slot is freed once no group holds it, V2). Their records are
+ * the group's: a purge's ACK of group g, a redrive's PUBLISH with the mask {g} (FORMAT.md 9).
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -18,45 +18,53 @@
  * that one message back (at least once, never a loss; the same window as ack's). Killed after a
  * dequeue and before the CAS: the READY slot is an orphan that maintenance re-enqueues, as for a
  * consumer killed there (receive_after_dequeue).
+ *
+ * Per group (shmq_purge_group): the same on group g's cells and its ready ring (group 0's cell
+ * is the slot, its ring the queue's ready ring); the message's id is the slot's. A purged cell
+ * is finished as an ack of that group finishes it: the slot is freed once no group holds the
+ * message (V2), so the other groups keep theirs. Copy-out (and so a parked copy) is group 0's
+ * only. A purged cell's record is an ACK of its group (wal_type_of(WAL_ACK, g)), as its ack's.
  */
 #include <errno.h>
 #include <stdlib.h>
 
+#include "groups.h"
 #include "queue.h"
 #include "slot.h"
 #include "slotmove.h"
 
-/* End slot idx, whose message was ready or delayed as word w: 1 if this call ended it, 0 if
- * the word moved on first (delivered, fired, or purged by someone else), -EIDRM. */
-static int purge_slot(shmq_t *q, uint32_t idx, uint64_t w)
+/* End group g's cell of slot idx, whose message was ready or delayed as word w: 1 if this call
+ * ended it, 0 if the word moved on first (delivered, fired, or purged by someone else), -EIDRM. */
+static int purge_slot(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
 {
     struct slot *sl = segment_slot(&q->seg, idx);
     /* read after the caller's acquire load of w; ours only if the CAS from w succeeds (a word
      * never repeats, so the slot held this message all along) */
     uint64_t id = sl->id;
-    if (slot_finish(q, idx, w) != 0)
+    if (cell_finish(q, g, idx, w) != 0)
         return 0;
     /* after the CAS, as an ack: the record never resolves a message someone else took */
-    return queue_log(q, WAL_ACK, id, 0) == -EIDRM ? -EIDRM : 1;
+    return queue_log(q, wal_type_of(WAL_ACK, g), id, 0) == -EIDRM ? -EIDRM : 1;
 }
 
-/* Drain the ready ring once: READY slots are purged, stale entries dropped. */
-static int purge_ready(shmq_t *q, uint32_t *count)
+/* Drain group g's ready ring once: READY cells are purged, stale entries dropped. */
+static int purge_ready(shmq_t *q, uint32_t g, uint32_t *count)
 {
-    struct ring *rr = &q->seg.ready_ring;
+    struct ring *rr = &q->seg.gready[g];
     uint64_t ticket, pending = ring_tail(rr) - ring_head(rr);
     if (pending > rr->mask + 1)
         pending = rr->mask + 1;
     uint32_t idx;
     for (uint64_t i = 0; i < pending && ring_dequeue(rr, &idx, &ticket) == 0; i++) {
-        struct slot *sl = segment_slot(&q->seg, idx);
-        if (!sl)
+        struct slot *cl = segment_cell(&q->seg, g, idx);
+        if (!cl)
             continue; /* garbage from shm: drop it */
-        /* acquire: pairs with P1 (or whichever release made it READY): id is the message's */
-        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        /* acquire: pairs with P1 / F4 (or whichever release made it READY): id is the
+         * message's */
+        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
         if (sw_state(w) != SLOT_READY)
             continue; /* stale or duplicate entry, as in receive */
-        int r = purge_slot(q, idx, w);
+        int r = purge_slot(q, g, idx, w);
         if (r < 0)
             return r;
         *count += (uint32_t)r;
@@ -77,13 +85,13 @@ static int by_value(const void *a, const void *b)
  * would resolve it in the log while the nacked source lives on in shm (a segment loss then
  * lost it). A copy parked for a delivery made after that first look is not recognised (it
  * needs a receive, its whole ack deadline and a take-back within one purge). */
-static int purge_delayed(shmq_t *q, uint32_t *count)
+static int purge_delayed(shmq_t *q, uint32_t g, uint32_t *count)
 {
     uint32_t cap = q->seg.layout.capacity, n = 0;
     uint64_t *held = malloc((cap ? cap : 1) * sizeof(*held));
     if (!held)
         return -ENOMEM;
-    for (uint32_t i = 0; i < cap; i++) {
+    for (uint32_t i = 0; i < cap && g == 0; i++) { /* copy-out parks copies in group 0 only */
         struct slot *sl = segment_slot(&q->seg, i);
         /* acquire: the id read next is the INFLIGHT word's message (a hint: only skips) */
         if (sw_state(atomic_load_explicit(&sl->state, memory_order_acquire)) == SLOT_INFLIGHT)
@@ -92,15 +100,15 @@ static int purge_delayed(shmq_t *q, uint32_t *count)
     qsort(held, n, sizeof(*held), by_value);
     int err = 0;
     for (uint32_t i = 0; i < cap && !err; i++) {
-        struct slot *sl = segment_slot(&q->seg, i);
-        /* acquire: pairs with the release that made it DELAYED (a nack, P1D, a parking) */
-        uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
+        struct slot *sl = segment_slot(&q->seg, i), *cl = segment_cell(&q->seg, g, i);
+        /* acquire: pairs with the release that made it DELAYED (a nack, P1D / F4, a parking) */
+        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
         if (sw_state(w) != SLOT_DELAYED)
             continue;
         uint64_t id = sl->id; /* the DELAYED word's message (the acquire above) */
-        if (bsearch(&id, held, n, sizeof(*held), by_value))
+        if (n && bsearch(&id, held, n, sizeof(*held), by_value))
             continue; /* a parked copy of a message in flight */
-        int r = purge_slot(q, i, w);
+        int r = purge_slot(q, g, i, w);
         if (r < 0)
             err = r;
         else
@@ -112,17 +120,25 @@ static int purge_delayed(shmq_t *q, uint32_t *count)
 
 int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count)
 {
-    uint32_t n = 0;
+    return shmq_purge_group(q, NULL, flags, count);
+}
+
+int shmq_purge_group(shmq_t *q, const char *group, unsigned flags, uint32_t *count)
+{
+    uint32_t n = 0, g;
     if (count)
         *count = 0;
     if (!q || (flags & ~SHMQ_PURGE_DELAYED))
         return -EINVAL;
     if (!queue_gen_live(q)) /* the queue was rebuilt: this segment is no longer the queue */
         return -EIDRM;
+    int err = groups_find(q, group, &g, NULL);
+    if (err)
+        return err;
     /* delayed first: one fired meanwhile is still purged from the ring below */
-    int err = (flags & SHMQ_PURGE_DELAYED) ? purge_delayed(q, &n) : 0;
+    err = (flags & SHMQ_PURGE_DELAYED) ? purge_delayed(q, g, &n) : 0;
     if (!err)
-        err = purge_ready(q, &n);
+        err = purge_ready(q, g, &n);
     if (count)
         *count = n;
     return err;

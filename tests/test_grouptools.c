@@ -7,6 +7,10 @@
  *    (group 0) do not see group a's dead letters; every slot is free at the end.
  *  - cli_dlq_group: `shmq dlq NAME list|redrive|purge --group G`, and a group that does not
  *    exist is exit 1.
+ *  - purge_and_peek_per_group: a peek of a group shows what is ready for it alone (with that
+ *    group's attempts); a purge of group a (ready, then delayed) drops a's messages only: the
+ *    others still receive them, and the slots come back once every group is done.
+ *  - cli_purge_peek_group: `shmq peek|purge NAME --group G`.
  */
 #include "helpers.h"
 
@@ -158,6 +162,135 @@ Test(grouptools, cli_dlq_group)
     r = RUN("sub", name, "--group", "audit", "--count", "1", "--timeout-ms", "5000");
     assert_exit(&r, 0, "sub --group audit");
     assert_contains(r.out, "gone-bad", "the redriven message");
+    run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Peek group g (NULL: default) into ids[]: how many. */
+static size_t peek_ids(shmq_t *q, const char *g, uint64_t *ids, uint32_t *attempts, size_t max)
+{
+    shmq_peek_msg_t m[16];
+    char buf[16 * 64];
+    size_t n = 0;
+    cr_assert(max <= 16);
+    h_assert_rc(shmq_peek_group(q, g, m, NULL, max, buf, sizeof buf, &n), 0);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = m[i].id;
+        if (attempts)
+            attempts[i] = m[i].attempt;
+    }
+    return n;
+}
+
+Test(grouptools, purge_and_peek_per_group)
+{
+    const char *name = h_qname("gtpurge");
+    shmq_config_t cfg = gt_config(16);
+    cfg.max_attempts = 5;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca, *cb;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "b", "cb", &cb), 0);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
+    /* a takes 1 (in flight) and nacks 2 with a long delay; default acks 1 */
+    shmq_msg_t a1, a2, d1;
+    h_assert_rc(shmq_receive(ca, &a1, 5000), 0);
+    h_assert_rc(shmq_receive(ca, &a2, 5000), 0);
+    cr_assert(a1.id == 1 && a2.id == 2);
+    h_assert_rc(shmq_nack(ca, &a2, 600000), 0);
+    h_assert_rc(shmq_receive(c0, &d1, 5000), 0);
+    h_assert_rc(shmq_ack(c0, &d1), 0);
+
+    uint64_t ids[16];
+    uint32_t att[16];
+    size_t n = peek_ids(q, "a", ids, att, 16);
+    cr_assert(n == 2 && ids[0] == 3 && ids[1] == 4, "a's ready: %zu", n);
+    n = peek_ids(q, NULL, ids, att, 16);
+    cr_assert(n == 3 && ids[0] == 2 && ids[2] == 4, "default's ready: %zu", n);
+    n = peek_ids(q, "b", ids, att, 16);
+    cr_assert(n == 4 && ids[0] == 1 && att[0] == 0, "b's ready: %zu", n);
+    shmq_peek_msg_t pm;
+    char pbuf[8];
+    size_t pn;
+    h_assert_rc(shmq_peek_group(q, "nope", &pm, NULL, 1, pbuf, sizeof pbuf, &pn), -ENOENT);
+    /* b nacks 1 at once: its attempt shows in b's peek, not in default's */
+    shmq_msg_t b1;
+    h_assert_rc(shmq_receive(cb, &b1, 5000), 0);
+    h_assert_rc(shmq_nack(cb, &b1, 1), 0); /* due in 1 ms */
+    int64_t until = h_now_ms() + 20000;
+    while ((n = peek_ids(q, "b", ids, att, 16)) != 4 && h_now_ms() < until) {
+        h_assert_rc(shmq_maintain(q, NULL), 0); /* fires the nack's backoff */
+        h_sleep_ms(5);
+    }
+    cr_assert(n == 4 && ids[0] == 1 && att[0] == 1, "b's redelivery: n %zu attempt %u", n,
+              att[0]);
+
+    uint32_t purged = 99;
+    h_assert_rc(shmq_purge_group(q, "nope", 0, &purged), -ENOENT);
+    h_assert_rc(shmq_purge_group(q, "a", 0, &purged), 0);
+    cr_assert_eq(purged, 2, "a's ready 3 and 4");
+    cr_assert_eq(peek_ids(q, "a", ids, NULL, 16), 0);
+    cr_assert_eq(peek_ids(q, NULL, ids, NULL, 16), 3, "default keeps its own");
+    cr_assert_eq(peek_ids(q, "b", ids, NULL, 16), 4, "b keeps its own");
+    h_assert_rc(shmq_purge_group(q, "a", SHMQ_PURGE_DELAYED, &purged), 0);
+    cr_assert_eq(purged, 1, "a's delayed 2");
+    h_assert_rc(shmq_ack(ca, &a1), 0); /* in flight: the purge left it */
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(ca, &m, 0), -EAGAIN);
+    drain(c0, 3, 0);
+    h_assert_rc(shmq_purge_group(q, "b", 0, &purged), 0);
+    cr_assert_eq(purged, 4);
+    assert_all_free(q, cfg.capacity);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_consumer_close(cb), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(grouptools, cli_purge_peek_group)
+{
+    const char *name = h_qname("gtcpp");
+    shmq_config_t cfg = gt_config(16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_publish(q, "first", 5, NULL), 0);
+    h_assert_rc(shmq_publish(q, "second", 6, NULL), 0);
+    shmq_consumer_t *c0;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    drain(c0, 1, 0); /* default acks "first" */
+    h_assert_rc(shmq_consumer_close(c0), 0);
+
+    struct run r = RUN("peek", name, "--group", "audit", "--json");
+    assert_exit(&r, 0, "peek --group audit");
+    assert_contains(r.out, "\"first\"", "peek --group audit");
+    assert_contains(r.out, "\"second\"", "peek --group audit");
+    run_free(&r);
+    r = RUN("peek", name);
+    assert_exit(&r, 0, "peek (default)");
+    cr_assert(!strstr(r.out, "first") && strstr(r.out, "second"), "peek default:\n%s", r.out);
+    run_free(&r);
+    RUN_EXPECT_EXIT(1, "peek --group nope", "peek", name, "--group", "nope");
+    RUN_EXPECT_EXIT(1, "purge --group nope", "purge", name, "--group", "nope");
+    r = RUN("purge", name, "-g", "audit", "--json");
+    assert_exit(&r, 0, "purge -g audit");
+    struct jval *doc = json_parse(r.out);
+    jassert_num(doc, "purged", 2);
+    cr_assert_str_eq(jstr(doc, "group"), "audit");
+    json_free(doc);
+    run_free(&r);
+    r = RUN("peek", name, "--group", "audit");
+    assert_exit(&r, 0, "peek --group audit after its purge");
+    cr_assert_str_eq(r.out, "", "audit's messages were purged");
+    run_free(&r);
+    r = RUN("peek", name);
+    assert_exit(&r, 0, "peek (default) after audit's purge");
+    assert_contains(r.out, "second", "default keeps its own");
     run_free(&r);
     h_assert_rc(shmq_close(q), 0);
 }

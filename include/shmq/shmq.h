@@ -341,6 +341,15 @@ int shmq_peek(shmq_t *q, shmq_peek_msg_t *out, size_t max, void *buf, size_t buf
 int shmq_peek_headers(shmq_t *q, shmq_peek_msg_t *out, shmq_peek_headers_t *hdrs, size_t max,
                       void *buf, size_t buf_size, size_t *n);
 
+/**
+ * shmq_peek_headers() of consumer group `group` (NULL: "default", as shmq_peek()): the messages
+ * ready for that group (each group has its own view of a message: ready in one, in flight or
+ * acked in another), attempt counting that group's deliveries. hdrs may be NULL. Errors as
+ * shmq_peek(), and -ENOENT when no group of that name exists (or it is being deleted).
+ */
+int shmq_peek_group(shmq_t *q, const char *group, shmq_peek_msg_t *out,
+                    shmq_peek_headers_t *hdrs, size_t max, void *buf, size_t buf_size, size_t *n);
+
 /** shmq_purge() flags. */
 #define SHMQ_PURGE_DELAYED                                                                         \
     1u /* also drop the delayed messages (nacked with a delay, or published                        \
@@ -367,6 +376,16 @@ int shmq_peek_headers(shmq_t *q, shmq_peek_msg_t *out, shmq_peek_headers_t *hdrs
  * a full queue (or the allocation makes one).
  */
 int shmq_purge(shmq_t *q, unsigned flags, uint32_t *count);
+
+/**
+ * shmq_purge() of consumer group `group` (NULL: "default", as shmq_purge()): the messages ready
+ * (and with SHMQ_PURGE_DELAYED, delayed) for that group are dropped from it as if that group
+ * had acked them; the other groups keep theirs, and a slot is freed once no group holds its
+ * message. Errors as shmq_purge(), and -ENOENT when no group of that name exists (or it is being
+ * deleted). With a log, each purged message is an ACK record of that group, so a rebuild does
+ * not bring it back to that group.
+ */
+int shmq_purge_group(shmq_t *q, const char *group, unsigned flags, uint32_t *count);
 
 /**
  * Idempotent publish: as shmq_publish(), with a dedup key (1..SHMQ_DEDUP_KEY_MAX bytes). Within
@@ -982,8 +1001,8 @@ int shmq_dlq_purge(shmq_t *q, uint64_t id, uint32_t *purged);
  * still holds it); a purge drops it from that group (its slot is freed once no group holds it).
  * Errors: -EINVAL (NULL q or n, out NULL with max > 0), -ENOENT (no group of that name, or it
  * is being deleted), and those of the plain calls (-ENOMEM for the list; -EIDRM, or a log
- * error of the redrive's PUBLISH record, for group 0). Groups other than "default" are not
- * logged yet: their redrives and purges are not records (a queue with groups has no log).
+ * error of the redrive's PUBLISH record). With a log, a redrive is a PUBLISH record for that
+ * group alone and a purge an ACK record of that group.
  */
 int shmq_dlq_list_group(shmq_t *q, const char *group, shmq_dead_letter_t *out, size_t max,
                         size_t *n);

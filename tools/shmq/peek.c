@@ -1,6 +1,7 @@
 /*
- * peek.c - `shmq peek NAME [--count N] [--json]`: print ready messages without taking them
- * (shmq_peek): no attempt spent, nothing acked, nothing logged.
+ * peek.c - `shmq peek NAME [--count N] [--group G] [--json]`: print ready messages without taking them
+ * (shmq_peek_group, --group G; without it "default"): no attempt spent, nothing acked, nothing
+ * logged.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,7 +15,7 @@
 void cmd_peek_help(FILE *out)
 {
     fprintf(out,
-            "Usage: %s peek NAME [--count N] [--json]\n"
+            "Usage: %s peek NAME [--count N] [--group GROUP] [--json]\n"
             "\n"
             "Print up to N ready messages of the queue NAME, lowest id first, without taking\n"
             "them: they stay ready for consumers, no delivery attempt is spent, nothing is\n"
@@ -22,32 +23,39 @@ void cmd_peek_help(FILE *out)
             "object per line: id, attempt (deliveries so far), len and data (valid UTF-8) or\n"
             "data_b64. Messages in flight, delayed or dead are not shown. The result is no\n"
             "snapshot: messages received or published meanwhile may or may not be in it.\n"
+            "With consumer groups (`shmq group`), the messages ready for one group (without\n"
+            "--group, the group \"default\"), attempt counting that group's deliveries.\n"
             "\n"
             "Options:\n"
-            "  -c, --count N  at most N messages (default 10)\n"
-            "  --json         one JSON object per line\n"
-            "  -h, --help     this text\n"
+            "  -c, --count N      at most N messages (default 10)\n"
+            "  -g, --group GROUP  the consumer group's ready messages (default: \"default\")\n"
+            "  --json             one JSON object per line\n"
+            "  -h, --help         this text\n"
             "\n"
             "Exit status: 0 printed (perhaps nothing: no ready message); 1 runtime error (no\n"
-            "such queue, out of memory, ...); 2 usage error.\n"
+            "such queue or group, out of memory, ...); 2 usage error.\n"
             "\n"
             "Examples:\n"
             "  %s peek orders\n"
-            "  %s peek orders --count 1 --json | jq .id\n",
-            cli_progname, cli_progname, cli_progname);
+            "  %s peek orders --count 1 --json | jq .id\n"
+            "  %s peek orders --group audit\n",
+            cli_progname, cli_progname, cli_progname, cli_progname);
 }
 
 int cmd_peek(int argc, char **argv)
 {
     static const struct option opts[] = {{"count", required_argument, NULL, 'c'},
                                          {"json", no_argument, NULL, 'j'},
+                                         {"group", required_argument, NULL, 'g'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     bool json = false;
     uint32_t count = 10;
+    const char *group = NULL; /* "default" */
     int c, rc;
-    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":c:hg:", opts, NULL)) != -1) {
         switch (c) {
+        case 'g': group = optarg; break;
         case 'c':
             if ((rc = cli_u32("peek", "--count", optarg, 1, SHMQ_CAPACITY_MAX, &count)))
                 return rc;
@@ -78,7 +86,7 @@ int cmd_peek(int argc, char **argv)
     shmq_peek_msg_t *m = calloc(count, sizeof(*m));
     shmq_peek_headers_t *mh = calloc(count, sizeof(*mh));
     void *buf = malloc(buf_size ? buf_size : 1);
-    err = m && mh && buf ? shmq_peek_headers(q, m, mh, count, buf, buf_size, &n) : -ENOMEM;
+    err = m && mh && buf ? shmq_peek_group(q, group, m, mh, count, buf, buf_size, &n) : -ENOMEM;
     shmq_close(q);
     for (size_t i = 0; !err && i < n; i++) {
         if (json) {
@@ -101,7 +109,8 @@ int cmd_peek(int argc, char **argv)
     free(buf);
     if (err) {
         fprintf(stderr, "%s peek: %s: %s\n", cli_progname, name,
-                cli_why(err, name, NULL, why, sizeof why));
+                err == -ENOENT ? cli_group_strerror(group, err)
+                               : cli_why(err, name, NULL, why, sizeof why));
         return CLI_EXIT_RUNTIME;
     }
     return fflush(stdout) == 0 && !ferror(stdout) ? CLI_EXIT_OK : CLI_EXIT_RUNTIME;
