@@ -19,6 +19,7 @@
 #define ABI_STATS_SIZE_0 ABI_END(shmq_stats_t, recovered_bad_regions)
 #define ABI_RECOVERY_SIZE_0 ABI_END(shmq_recovery_report_t, holes)
 #define ABI_MAINT_SIZE_0 ABI_END(shmq_maint_report_t, pinned)
+#define ABI_GROUP_STATS_SIZE_0 ABI_END(shmq_group_stats_t, name)
 #define ABI_SEEN_STATS_SIZE_0 ABI_END(shmq_seen_stats_t, compactions)
 
 /* Whether a caller's struct of size bytes is one the library knows: first..own. */

@@ -1,11 +1,13 @@
 /*
- * stats.c - counters summed over the registry, and slots counted by state.
+ * stats.c - counters summed over the registry, and slots counted by state; a consumer group's
+ * messages counted by state (its cells: group 0's are the slots) and its lag.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "abi.h"
 #include "clock.h"
+#include "groups.h"
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
@@ -95,4 +97,69 @@ int shmq_stats_size(shmq_t *q, shmq_stats_t *st, size_t size)
 int(shmq_stats)(shmq_t *q, shmq_stats_t *st)
 {
     return shmq_stats_size(q, st, ABI_STATS_SIZE_0);
+}
+
+/* Group g's cells by state; its lag from the lowest id it holds ready, delayed or in flight. */
+static void group_stats(shmq_t *q, uint32_t g, shmq_group_stats_t *st)
+{
+    const struct segment *s = &q->seg;
+    const struct group_entry *e = segment_group(s, g);
+    if (!e)
+        __builtin_unreachable(); /* g came from groups_find() */
+    st->index = g;
+    memcpy(st->name, e->name, SHMQ_GROUP_NAME_MAX);
+    st->first_id = e->first_id; /* plain: written before the CAS that made it ACTIVE (acquired) */
+    st->overrun = atomic_load_explicit(&e->overrun, memory_order_relaxed); /* a tally */
+    /* relaxed: a gauge's reference; ids handed out after it may show in the scan (lag 0 then) */
+    st->newest_id = atomic_load_explicit(&s->hdr->next_id, memory_order_relaxed);
+    uint64_t now = now_ns(), oldest = UINT64_MAX, low = UINT64_MAX;
+    for (uint32_t i = 0; i < s->layout.capacity; i++) {
+        const struct slot *sl = segment_slot(s, i), *cl = segment_cell(s, g, i);
+        /* acquire: pairs with the release that made the cell so (P1, F4, ...): the slot's id
+         * and publish_ns are this message's (racy hints for the gauges all the same) */
+        unsigned state = sw_state(atomic_load_explicit(&cl->state, memory_order_acquire));
+        switch (state) {
+        case SLOT_READY: st->ready++; break;
+        case SLOT_INFLIGHT: st->inflight++; break;
+        case SLOT_DELAYED: st->delayed++; break;
+        case SLOT_DEAD: st->dead++; continue;
+        default: continue;
+        }
+        uint64_t t = sl->publish_ns, id = sl->id;
+        if (t && t < oldest)
+            oldest = t;
+        if (id && id < low)
+            low = id;
+    }
+    st->held = (uint64_t)st->ready + st->inflight + st->delayed + st->dead;
+    st->lag = low != UINT64_MAX && st->newest_id >= low ? st->newest_id - low + 1 : 0;
+    st->oldest_age_ms =
+        oldest == UINT64_MAX ? -1 : (int64_t)((now > oldest ? now - oldest : 0) / 1000000ull);
+}
+
+int shmq_group_stats_size(shmq_t *q, const char *group, shmq_group_stats_t *st, size_t size)
+{
+    uint32_t g;
+    uint64_t w;
+    if (!q || !st || !abi_size_ok(size, ABI_GROUP_STATS_SIZE_0, sizeof(shmq_group_stats_t)))
+        return -EINVAL;
+    if (!queue_gen_live(q))
+        return -EIDRM;
+    int err = groups_find(q, group, &g, &w);
+    if (err)
+        return err;
+    shmq_group_stats_t own = {0};
+    group_stats(q, g, &own);
+    /* the entry unchanged: the name and first_id copied are this group's (a seqlock reader) */
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&segment_group(&q->seg, g)->word, memory_order_relaxed) != w)
+        return -ENOENT;
+    abi_copy_out(st, size, &own, sizeof(own));
+    return 0;
+}
+
+/* The plain symbol (no header macro reaches it): the first layout. */
+int(shmq_group_stats)(shmq_t *q, const char *group, shmq_group_stats_t *st)
+{
+    return shmq_group_stats_size(q, group, st, ABI_GROUP_STATS_SIZE_0);
 }

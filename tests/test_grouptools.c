@@ -11,6 +11,8 @@
  *    group's attempts); a purge of group a (ready, then delayed) drops a's messages only: the
  *    others still receive them, and the slots come back once every group is done.
  *  - cli_purge_peek_group: `shmq peek|purge NAME --group G`.
+ *  - group_stats_counts_and_lag: shmq_group_stats of three groups that are at different places
+ *    of the same five messages: counts by state, held, lag, overrun, newest_id.
  */
 #include "helpers.h"
 
@@ -292,5 +294,53 @@ Test(grouptools, cli_purge_peek_group)
     assert_exit(&r, 0, "peek (default) after audit's purge");
     assert_contains(r.out, "second", "default keeps its own");
     run_free(&r);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(grouptools, group_stats_counts_and_lag)
+{
+    const char *name = h_qname("gtstats");
+    shmq_config_t cfg = gt_config(16);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_OVERRUN, 2), 0);
+    shmq_group_stats_t gs;
+    h_assert_rc(shmq_group_stats(q, "a", &gs), 0);
+    cr_assert(gs.held == 0 && gs.lag == 0 && gs.oldest_age_ms == -1 && gs.index == 1,
+              "empty: held %" PRIu64 " lag %" PRIu64, gs.held, gs.lag);
+    for (int i = 0; i < 5; i++)
+        h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    shmq_msg_t m, held0;
+    h_assert_rc(shmq_receive(c0, &m, 5000), 0);
+    h_assert_rc(shmq_ack(c0, &m), 0);           /* default: 1 acked */
+    h_assert_rc(shmq_receive(c0, &held0, 5000), 0); /* default: 2 in flight */
+    h_assert_rc(shmq_receive(ca, &m, 5000), 0);
+    h_assert_rc(shmq_nack(ca, &m, 0), 0);       /* a: 1 dead (max_attempts 1) */
+    h_assert_rc(shmq_maintain(q, NULL), 0);     /* b: overrun drops 1..3, keeps 4, 5 */
+
+    h_assert_rc(shmq_group_stats(q, NULL, &gs), 0);
+    cr_assert_str_eq(gs.name, "default");
+    cr_assert(gs.index == 0 && gs.ready == 3 && gs.inflight == 1 && gs.dead == 0 &&
+                  gs.held == 4 && gs.lag == 4 && gs.newest_id == 5 && gs.oldest_age_ms >= 0,
+              "default: ready %u inflight %u held %" PRIu64 " lag %" PRIu64, gs.ready,
+              gs.inflight, gs.held, gs.lag);
+    h_assert_rc(shmq_group_stats(q, "a", &gs), 0);
+    cr_assert(gs.ready == 4 && gs.inflight == 0 && gs.dead == 1 && gs.held == 5 && gs.lag == 4,
+              "a: ready %u dead %u held %" PRIu64 " lag %" PRIu64, gs.ready, gs.dead, gs.held,
+              gs.lag);
+    h_assert_rc(shmq_group_stats(q, "b", &gs), 0);
+    cr_assert(gs.ready == 2 && gs.held == 2 && gs.lag == 2 && gs.overrun == 3 &&
+                  gs.first_id == 1 && strcmp(gs.name, "b") == 0,
+              "b: ready %u lag %" PRIu64 " overrun %" PRIu64, gs.ready, gs.lag, gs.overrun);
+    h_assert_rc(shmq_group_stats(q, "nope", &gs), -ENOENT);
+    h_assert_rc(shmq_group_stats(NULL, "a", &gs), -EINVAL);
+    h_assert_rc(shmq_group_stats_size(q, "a", &gs, 8), -EINVAL);
+    h_assert_rc(shmq_ack(c0, &held0), 0);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
     h_assert_rc(shmq_close(q), 0);
 }

@@ -837,6 +837,36 @@ int shmq_stats(shmq_t *q, shmq_stats_t *st);
 int shmq_stats_size(shmq_t *q, shmq_stats_t *st, size_t size);
 #define shmq_stats(q, st) shmq_stats_size((q), (st), sizeof(shmq_stats_t))
 
+/** One consumer group's messages now (shmq_group_stats()). Grows at its end ("ABI"). */
+typedef struct shmq_group_stats {
+    uint32_t index;          /* 0 .. max_groups-1 ("default" is 0) */
+    uint32_t ready, inflight, delayed, dead; /* the group's messages by state, now */
+    uint32_t reserved_0;
+    uint64_t held;           /* ready + inflight + delayed + dead: the slots it keeps */
+    uint64_t lag;            /* how far it is behind the newest publish, in messages: the
+                              * queue's last id - the lowest id it holds ready, delayed or in
+                              * flight + 1 (the ids published since the oldest message it has
+                              * not finished); 0 when it holds none (dead letters not counted) */
+    int64_t oldest_age_ms;   /* age since publish of that oldest message; -1 when none */
+    uint64_t overrun;        /* messages the OVERRUN policy dropped from it */
+    uint64_t newest_id;      /* the queue's last id handed out (lag's reference) */
+    uint64_t first_id;       /* the queue's next id when the group was created */
+    char name[SHMQ_GROUP_NAME_MAX + 1];
+} shmq_group_stats_t;
+
+/**
+ * The messages of consumer group `group` (NULL: "default") by state, and its lag (see
+ * shmq_group_stats_t): a scan of the group's cells (O(capacity); not for the fast path), each
+ * read once, so a picture of roughly one instant. The same counts as shmq_stats_t's for a
+ * queue with one group. -EINVAL (NULL q or st, a size it does not know), -ENOENT (no group of
+ * that name, or it is being deleted), -EIDRM (the queue was rebuilt: reopen).
+ * A macro: shmq_group_stats_size(q, group, st, sizeof(shmq_group_stats_t)) (see "ABI").
+ */
+int shmq_group_stats(shmq_t *q, const char *group, shmq_group_stats_t *st);
+int shmq_group_stats_size(shmq_t *q, const char *group, shmq_group_stats_t *st, size_t size);
+#define shmq_group_stats(q, group, st)                                                             \
+    shmq_group_stats_size((q), (group), (st), sizeof(shmq_group_stats_t))
+
 /** What one maintenance step did. */
 typedef struct shmq_maint_report {
     uint32_t procs_dead;        /* registry entries of dead processes (pid gone or reused),
