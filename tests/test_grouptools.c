@@ -11,6 +11,9 @@
  *    group's attempts); a purge of group a (ready, then delayed) drops a's messages only: the
  *    others still receive them, and the slots come back once every group is done.
  *  - cli_purge_peek_group: `shmq peek|purge NAME --group G`.
+ *  - logged_group_purges_stay_purged_after_a_rebuild: with a log, group a's purge (ready) and
+ *    dead-letter purge are ACK records of a, its redrive a PUBLISH for a: after a segment loss
+ *    the rebuilt queue has them as a left them, and default still has every message.
  *  - group_stats_counts_and_lag: shmq_group_stats of three groups that are at different places
  *    of the same five messages: counts by state, held, lag, overrun, newest_id.
  */
@@ -342,5 +345,42 @@ Test(grouptools, group_stats_counts_and_lag)
     h_assert_rc(shmq_ack(c0, &held0), 0);
     h_assert_rc(shmq_consumer_close(c0), 0);
     h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(grouptools, logged_group_purges_stay_purged_after_a_rebuild)
+{
+    const char *name = h_qname("gtlog");
+    shmq_config_t cfg = h_log_config(16);
+    cfg.max_groups = 4;
+    cfg.max_attempts = 1;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
+    shmq_consumer_t *ca;
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    drain(ca, 2, 0x3); /* 1 and 2: a's dead letters */
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    uint32_t n;
+    h_assert_rc(shmq_dlq_purge_group(q, "a", 1, &n), 0);
+    cr_assert_eq(n, 1);
+    h_assert_rc(shmq_dlq_redrive_group(q, "a", 2, &n), 0);
+    cr_assert_eq(n, 1);
+    h_assert_rc(shmq_purge_group(q, "a", 0, &n), 0);
+    cr_assert_eq(n, 3, "a's ready: 2 (redriven), 3, 4");
+
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_group_stats_t gs;
+    h_assert_rc(shmq_group_stats(q, "a", &gs), 0);
+    cr_assert_eq(gs.held, 0, "a holds %" PRIu64 " after the rebuild (ready %u dead %u)",
+                 gs.held, gs.ready, gs.dead);
+    h_assert_rc(shmq_group_stats(q, NULL, &gs), 0);
+    cr_assert_eq(gs.ready, 4, "default keeps all four");
     h_assert_rc(shmq_close(q), 0);
 }
