@@ -85,6 +85,21 @@ int shmq_dlq_list_group(shmq_t *q, const char *group, shmq_dead_letter_t *out, s
  * and its redrive in a group deleted meanwhile finishes the cell instead (no cell of a group
  * that is not ACTIVE goes READY).
  */
+/* Does a group other than g hold the message of slot idx live (ready, delayed or in flight)?
+ * A look, not a snapshot: a cell that moves on meanwhile only keeps an expiry a redrive could
+ * have lifted. */
+static bool others_hold_live(const shmq_t *q, uint32_t g, uint32_t idx)
+{
+    for (uint32_t h = 0; h < q->seg.layout.max_groups; h++) {
+        const struct slot *c = h == g ? NULL : segment_cell(&q->seg, h, idx);
+        /* relaxed: a hint (above) */
+        unsigned st = c ? sw_state(atomic_load_explicit(&c->state, memory_order_relaxed)) : 0;
+        if (st == SLOT_READY || st == SLOT_DELAYED || st == SLOT_INFLIGHT)
+            return true;
+    }
+    return false;
+}
+
 static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redrive)
 {
     struct slot *sl = segment_slot(&q->seg, idx), *cl = segment_cell(&q->seg, g, idx);
@@ -102,6 +117,11 @@ static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redri
     if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_acquire,
                                                  memory_order_relaxed))
         return 0;
+    /* the expiry is the message's (the slot's), shared by its groups: a redrive lifts it only
+     * when no other group holds the message live; else the redriven copy keeps it, and its
+     * record says so (lifted for all, another group got the message past its expiry: review7) */
+    uint64_t expire = groups_on(q) && others_hold_live(q, g, idx) ? slot_expire(sl) : EXPIRE_NEVER;
+    uint64_t expire_unix = expire != EXPIRE_NEVER ? expire_unix_ms(q, expire) : 0;
     if (q->wal) { /* its DEAD record resolved it: a new PUBLISH record, after it, makes it live */
         uint32_t seq, len = sl->len;
         /* wal_seq keeps pinning the file of the dead letter's own records until the new PUBLISH
@@ -111,8 +131,9 @@ static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redri
         CRASH_POINT(redrive_before_append);
         int err = len > q->seg.layout.max_msg_size
                       ? -EBADMSG
-                      : queue_log_slot(q, sl, sl->id, 0, &(struct wal_times){0, 0, 0, 1ull << g},
-                                       len, &seq);
+                      : queue_log_slot(q, sl, sl->id, 0,
+                                       &(struct wal_times){0, 0, expire_unix, 1ull << g}, len,
+                                       &seq);
         if (err) { /* back to the dead letters, as it was */
             cell_move(q, g, idx, mine, sw_next(mine, SLOT_DEAD, NO_OWNER));
             return err;
@@ -124,9 +145,7 @@ static int move_dead(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w, bool redri
     }
     cl->attempt = 0; /* the CAS below publishes these to the deliverer */
     cl->dead_reason = 0;
-    /* redriven: no expiry (its PUBLISH has none). The expiry is the message's (the slot's):
-     * in a queue with groups it is lifted for every group that still holds the message */
-    slot_set_expire(sl, EXPIRE_NEVER);
+    slot_set_expire(sl, expire); /* redriven: none, or the one it shares (above) */
     if (g && !group_active(q, g)) { /* deleted meanwhile: its message ends here */
         cell_finish(q, g, idx, mine);
         return 0;

@@ -32,6 +32,10 @@
  *  - group_cells_expire_in_maintenance (drop, dead letter): a consumer group's ready and delayed
  *    cells past the expiry are expired by maintenance too, so a group nobody receives from does
  *    not keep the slots of expired messages.
+ *  - group_expiry_survives_rebuild: with groups and a log, what expired in both groups stays
+ *    expired after a segment loss.
+ *  - a_redrive_in_one_group_does_not_lift_another_groups_expiry: group 0's redrive lifted the
+ *    message's (shared) expiry, and group audit then received it past its expiry.
  *  - logged_expiry_survives_rebuild (drop, dead letter): after an expiry, the segment is lost;
  *    the rebuild does not bring the message back as ready.
  *  - rebuild_stopped_between_clocks_expires_nothing_early: a rebuild stopped 3 s between the
@@ -822,4 +826,71 @@ Test(expiry, group_cells_expire_in_maintenance_dropped)
 Test(expiry, group_cells_expire_in_maintenance_dead_lettered)
 {
     group_cells_expire_in_maintenance(SHMQ_EXPIRE_DEAD_LETTER);
+}
+
+/* review7 probe: a logged queue with groups: an expired message stays expired for every group
+ * after a segment loss. */
+Test(expiry, group_expiry_survives_rebuild)
+{
+    const char *name = h_qname("gexpl");
+    shmq_config_t cfg = ttl_config(200, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_PROCESS);
+    cfg.max_groups = 2;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    h_assert_rc(shmq_publish_delayed(q, "late", 4, 600000, NULL), 0);
+    wait_past(t0 + 200 + MARGIN_MS);
+    uint32_t expired = 0;
+    shmq_maint_report_t rep;
+    for (int pass = 0; pass < 3; pass++) {
+        h_assert_rc(shmq_maintain(q, &rep), 0);
+        expired += rep.expired;
+    }
+    cr_assert_eq(expired, 4, "2 messages in 2 groups: %u expired", expired);
+    shmq_close(q);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rr;
+    h_assert_rc(shmq_recover(name, NULL, &rr), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_stats_t st = stats_of(q);
+    cr_assert_eq(st.free, 16, "restored %llu, free %u ready %u delayed %u",
+                 (unsigned long long)rr.restored, st.free, st.ready, st.delayed);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open_group(q, "audit", "c", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), -EAGAIN);
+    shmq_consumer_close(c);
+    shmq_close(q);
+}
+
+/* review7 probe: redriving group 0's dead letter must not lift the expiry of the message for
+ * another group that still holds it ready. */
+Test(expiry, a_redrive_in_one_group_does_not_lift_another_groups_expiry)
+{
+    const char *name = h_qname("gredr");
+    shmq_config_t cfg = ttl_config(400, SHMQ_EXPIRE_DROP, SHMQ_DURABILITY_NONE);
+    cfg.max_groups = 2;
+    cfg.max_attempts = 1;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "audit", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "audit", "ca", &ca), 0);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c0, &m, 0), 0);
+    h_assert_rc(shmq_nack(c0, &m, 0), 0); /* attempt 1 of 1: group 0's dead letter */
+    uint32_t moved = 0;
+    h_assert_rc(shmq_dlq_redrive(q, 0, &moved), 0);
+    cr_assert_eq(moved, 1);
+    wait_past(t0 + 400 + MARGIN_MS);
+    int rc = shmq_receive(ca, &m, 0);
+    cr_assert_eq(rc, -EAGAIN, "audit received the message past its expiry (rc %d)", rc);
+    shmq_consumer_close(c0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
 }
