@@ -43,6 +43,16 @@ static inline uint64_t holders_make(uint64_t tag, uint32_t n) { return tag << HO
 static inline uint32_t holders_n(uint64_t h) { return (uint32_t)(h & ((1u << HOLDERS_N_BITS) - 1)); }
 static inline uint64_t holders_tag(uint64_t h) { return h >> HOLDERS_N_BITS; }
 
+/* How many bits of x are set: SWAR, a dozen instructions (__builtin_popcountll without -mpopcnt
+ * is a libgcc call of about 40, on every publish with groups). */
+static inline uint32_t bits_set(uint64_t x)
+{
+    x -= (x >> 1) & 0x5555555555555555ull;
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    return (uint32_t)((x * 0x0101010101010101ull) >> 56);
+}
+
 /* F2 for slot idx, which we hold RESERVED with its id written: the message goes to the groups of
  * m (bit 0: group 0), the groups >= 1 of m hold it. Relaxed: published by P1 (or a copy-out's
  * parking CAS) and by F4's release CAS on each cell; a rebuild's by publishing the segment. */
@@ -50,7 +60,7 @@ static inline void fanout_record(struct segment *s, uint32_t idx, uint64_t m)
 {
     struct slot *sl = segment_slot(s, idx);
     atomic_store_explicit(segment_others(s, idx), m, memory_order_relaxed);
-    atomic_store_explicit(&sl->holders, holders_make(sl->id, (uint32_t)__builtin_popcountll(m >> 1)),
+    atomic_store_explicit(&sl->holders, holders_make(sl->id, bits_set(m >> 1)),
                           memory_order_relaxed);
 }
 
