@@ -281,7 +281,7 @@ static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_
         fanout_commit(q, idx, m, SLOT_READY, 0, true);
     if (!(m & 1))
         return 0;
-    slot_enqueue_on(q, &q->seg.ready_ring, idx, ready, true);
+    cell_enqueue_on(&q->seg.ready_ring, sl, idx, ready, true); /* sl: no second lookup */
     wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
     return 0;
 }

@@ -224,8 +224,8 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, u
                                                  memory_order_relaxed))
         return -ESTALE;
     CRASH_POINT(ack_after_free);
-    /* queue_enqueue_slot's FREE case, in line (the ack's fast path) */
-    slot_enqueue_on(q, &q->seg.free_ring, idx, next, false);
+    /* queue_enqueue_slot's FREE case, in line (the ack's fast path); sl is the slot (g 0) */
+    cell_enqueue_on(&q->seg.free_ring, sl, idx, next, false);
     if (wake)
         wait_wake(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters);
     return 0;
