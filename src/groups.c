@@ -309,8 +309,12 @@ void groups_maintain(shmq_t *q)
     for (uint32_t g = 1; g < q->seg.layout.max_groups; g++) {
         struct group_entry *e = segment_group(&q->seg, g);
         uint64_t w = atomic_load(&e->word);
-        if (pw_state(w) == GROUP_CREATING && lock_groups_within(q, 0) == 0) {
-            unlock_groups(q); /* a dead creator's: rolled forward (repair_mask) */
+        bool bit = atomic_load(&q->seg.hdr->groups_mask) >> g & 1;
+        /* a dead creator's entry: CREATING, or ACTIVE without its bit (killed before its
+         * fetch_or); a live one holds the lock, so the try fails */
+        if ((pw_state(w) == GROUP_CREATING || (pw_state(w) == GROUP_ACTIVE && !bit)) &&
+            lock_groups_within(q, 0) == 0) {
+            unlock_groups(q); /* rolled forward, the mask repaired (repair_mask) */
             continue;
         }
         if (pw_state(w) != GROUP_DELETING)

@@ -437,6 +437,11 @@ Test(grouplog, create_killed_before_the_mask_is_repaired_by_the_next_create)
     crash_group_op("group_create_before_mask", false, true);
 }
 
+Test(grouplog, create_killed_before_the_mask_is_repaired_by_maintenance)
+{
+    crash_group_op("group_create_before_mask", false, false);
+}
+
 Test(grouplog, delete_killed_before_its_record_is_logged_by_maintenance)
 {
     crash_group_op("group_delete_after_mask", true, false);
