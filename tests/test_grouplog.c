@@ -24,6 +24,9 @@
  *    and deliveries left in flight in four groups, a group deleted and another made at its
  *    index: at the end each group gets exactly what it still held (fails when recovery ignores
  *    the group byte of the records).
+ *  - a_name_made_again_after_a_killed_delete_is_one_group_after_a_rebuild (review9): a deleter
+ *    killed before its record, the name made again, the segment lost: one group of that name
+ *    (fails when recovery restores both creates).
  *  - publish_killed_between_fanout_and_record_leaves_nothing (fanout_after_prepare, which now
  *    comes before the PUBLISH record): the reservation and its cells come back, no record.
  *
@@ -580,5 +583,52 @@ Test(grouplog, random_rounds_of_segment_losses_keep_every_group)
             cr_assert(got[i] == want[g][i], "group %d lost %u after %u losses", g, i, losses);
         h_assert_rc(shmq_consumer_close(c), 0);
     }
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* Groups named `name` and not deleting in the list. */
+static int count_groups(shmq_t *q, const char *name)
+{
+    shmq_group_info_t gi[SHMQ_GROUPS_MAX];
+    size_t n = 0;
+    int count = 0;
+    h_assert_rc(shmq_group_list(q, gi, SHMQ_GROUPS_MAX, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        count += strcmp(gi[i].name, name) == 0 && !gi[i].deleting;
+    return count;
+}
+
+/* review9: a deleter of x killed before its delete record (group_delete_after_mask), then x made
+ * again (at another index: the old entry is still DELETING) and a message published to the new
+ * x; the segment is lost before a maintenance pass logged the delete. The log then has two
+ * creates of x and no delete: a rebuild must keep the later one only (the earlier was deleted
+ * when the later was made: create refuses a name an ACTIVE group has), else the rebuilt queue has
+ * two groups named x and a consumer of x opens the old one, which never gets message 1. */
+Test(grouplog, a_name_made_again_after_a_killed_delete_is_one_group_after_a_rebuild)
+{
+    crash_name = h_qname("gdelre");
+    struct crash_child cc = {"group_delete_after_mask", true, false};
+    pid_t k = h_fork_gated(crash_child_main, &cc);
+    shmq_config_t cfg = glog_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "x", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the child was not killed at group_delete_after_mask (%d)", st);
+    h_assert_rc(shmq_group_create(q, "x", SHMQ_GROUP_BLOCK, 0), 0); /* no maintenance pass */
+    cr_assert_eq(count_groups(q, "x"), 1);
+    publish(q, '1');
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(crash_name, q, &rep);
+    cr_assert_eq(count_groups(q, "x"), 1, "x is one group after the rebuild, not %d",
+                 count_groups(q, "x"));
+    cr_assert_eq(drain_group(q, NULL), 0x3u);
+    cr_assert_eq(drain_group(q, "x"), 0x2u, "the new x gets message 1");
+    /* a second rebuild (from the first's re-log) agrees */
+    q = lose_and_rebuild(crash_name, q, &rep);
+    cr_assert_eq(count_groups(q, "x"), 1);
     h_assert_rc(shmq_close(q), 0);
 }
