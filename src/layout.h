@@ -147,6 +147,10 @@ struct proc_entry {
      * saw it change; that pass refreshed heartbeat_ns for it (maintain.c, note_progress: acks
      * and nacks read no clock). Written by maintainers (relaxed), zeroed at attach. */
     _Atomic uint64_t progress_seen;
+    /* The consumer group whose ready_waiters its ready sleepers are counted in (0: the
+     * header's), written at attach before G1, so the maintainer that uncounts a dead holder's
+     * sleepers (wait_uncount_dead) takes them from that group's count, not group 0's. */
+    uint32_t group;
     _Alignas(CACHE_LINE) _Atomic uint64_t counters[8]; /* enum counter; written by the owner */
 };
 

@@ -142,8 +142,14 @@ static void fence_dead_procs(struct pass *p)
         /* sleepers of every kind it left counted; only while the entry is still the one judged
          * (F6: a newcomer may have attached and been fenced meanwhile) */
         if (st == PROC_FENCED && p->dead[i] &&
-            atomic_load_explicit(&e->word, memory_order_acquire) == p->words[i])
-            wait_uncount_dead(s->hdr, e);
+            atomic_load_explicit(&e->word, memory_order_acquire) == p->words[i]) {
+            /* its group's count (written before G1, which our acquire of the word saw); one
+             * out of range (a damaged entry) uncounts no ready sleeper */
+            uint32_t g = e->group;
+            _Atomic uint32_t none = 0;
+            wait_uncount_dead(g < s->layout.max_groups ? group_ready_waiters(p->q, g) : &none,
+                              &s->hdr->free_waiters, e);
+        }
     }
 }
 

@@ -217,6 +217,12 @@ void registry_heartbeat(struct proc_entry *e) { registry_heartbeat_at(e, now_ns_
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
                     uint64_t *word)
 {
+    return registry_attach_group(s, role, name, 0, idx, word);
+}
+
+int registry_attach_group(struct segment *s, uint32_t role, const char *name, uint32_t group,
+                          uint32_t *idx, uint64_t *word)
+{
     for (uint32_t i = 0; i < s->layout.max_procs; i++) {
         struct proc_entry *e = segment_proc(s, i);
         uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);
@@ -234,6 +240,7 @@ int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t
         e->role = role;
         e->start_time = proc_start_time(e->pid);
         e->pidns = registry_pidns_self();
+        e->group = group;
         memset(e->name, 0, sizeof(e->name));
         if (name)
             strncpy(e->name, name, sizeof(e->name) - 1);

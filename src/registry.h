@@ -44,6 +44,9 @@ uint64_t pw_claim(uint64_t w);
  * another namespace is not ours to check, so the two could declare each other dead). */
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
                     uint64_t *word);
+/* As registry_attach, for a consumer of group (proc_entry.group). */
+int registry_attach_group(struct segment *s, uint32_t role, const char *name, uint32_t group,
+                          uint32_t *idx, uint64_t *word);
 
 /* Release our entry (idx, word from attach), folding its counters into the header. */
 void registry_detach(struct segment *s, uint32_t idx, uint64_t word);

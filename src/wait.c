@@ -99,12 +99,13 @@ static void sub_floor(_Atomic uint32_t *count, uint32_t n)
         ;
 }
 
-void wait_uncount_dead(struct seg_header *h, struct proc_entry *e)
+void wait_uncount_dead(_Atomic uint32_t *ready_waiters, _Atomic uint32_t *free_waiters,
+                       struct proc_entry *e)
 {
     /* S1: one exchange, so of two maintainers only one uncounts */
     uint32_t v = atomic_exchange(&e->sleeping, 0);
-    sub_floor(&h->ready_waiters, v & 0xffffu);
-    sub_floor(&h->free_waiters, v >> 16);
+    sub_floor(ready_waiters, v & 0xffffu);
+    sub_floor(free_waiters, v >> 16);
 }
 
 int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct proc_entry *self,

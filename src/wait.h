@@ -18,7 +18,8 @@
  * `sleeping` counts the entry's sleepers of each kind: ready-ring sleepers (consumers) in its
  * low 16 bits, free-ring sleepers (producers in shmq_publish_timed; several threads may share
  * one producer entry) in its high 16 bits. Maintenance takes the whole word of a dead entry
- * (one exchange: once) and subtracts it from the two waiter counts, never below zero.
+ * (one exchange: once) and subtracts it from the two waiter counts, never below zero: the ready
+ * part from the ready count of the entry's group (proc_entry.group), where it slept.
  */
 #ifndef SHMQ_WAIT_H
 #define SHMQ_WAIT_H
@@ -68,7 +69,9 @@ int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct p
                enum wait_kind kind, uint64_t deadline_ns, uint64_t max_sleep_ns,
                int (*try_fn)(void *), void *arg);
 
-/* The holder of e is dead: uncount the sleepers it left in the header's waiter counts. */
-void wait_uncount_dead(struct seg_header *h, struct proc_entry *e);
+/* The holder of e is dead: uncount the sleepers it left in the waiter counts, its ready sleepers
+ * from ready_waiters (its group's: proc_entry.group), its free sleepers from free_waiters. */
+void wait_uncount_dead(_Atomic uint32_t *ready_waiters, _Atomic uint32_t *free_waiters,
+                       struct proc_entry *e);
 
 #endif

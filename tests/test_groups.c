@@ -25,10 +25,14 @@
  *  - stopped_count_down_leaves_the_next_message_alone (group_done_before_count, SIGSTOP): the
  *    same finisher stopped there; maintenance repairs and the slot is reused; the finisher,
  *    continued, must not count down the next message (its tag), which group a still holds.
+ *  - group_sleeper_killed_is_uncounted_from_its_own_group: a group g consumer killed asleep in
+ *    receive is uncounted from group g's waiter count, not group 0's, whose sleeper the next
+ *    publish must still wake.
  *
  * shmq-test-label: threaded
  */
 #include "helpers.h"
+#include "gcell.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -554,4 +558,84 @@ Test(groups, keyed_and_delayed_publishes_reach_every_group)
     shmq_consumer_close(c0);
     shmq_consumer_close(ca);
     shmq_close(q);
+}
+
+/* A child that sleeps in a blocking receive of group "g" until killed. */
+static int sleep_in_group(void *arg)
+{
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(arg, &q) != 0 || shmq_consumer_open_group(q, "g", "sleeper", &c) != 0)
+        return 2;
+    return shmq_receive(c, &m, -1) == 0 ? 3 : 4;
+}
+
+struct recv_arg {
+    shmq_consumer_t *c;
+    _Atomic int rc;
+};
+
+static void *receive_forever(void *arg)
+{
+    struct recv_arg *a = arg;
+    shmq_msg_t m;
+    int rc = shmq_receive(a->c, &m, -1);
+    if (rc == 0)
+        rc = shmq_ack(a->c, &m);
+    atomic_store(&a->rc, rc == 0 ? 1 : rc);
+    return NULL;
+}
+
+/* Poll up to 20 s until *w == v. */
+static bool waiters_reach(_Atomic uint32_t *w, uint32_t v)
+{
+    for (int64_t end = h_now_ms() + 20000; h_now_ms() < end; h_sleep_ms(1))
+        if (atomic_load(w) == v)
+            return true;
+    return false;
+}
+
+/* review8: a consumer of group g >= 1 killed asleep is counted in group g's waiter count, but
+ * maintenance uncounted it from group 0's (wait_uncount_dead knew only the header's): a sleeping
+ * consumer of group 0 went uncounted, and the next publish's W1 found nobody to wake (it slept
+ * on to its max_sleep, a third of the heartbeat timeout: 20 s here). */
+Test(groups, group_sleeper_killed_is_uncounted_from_its_own_group)
+{
+    const char *name = h_qname("gsleepk");
+    shmq_config_t cfg = groups_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "g", SHMQ_GROUP_BLOCK, 0), 0);
+    struct recv_arg a = {0};
+    h_assert_rc(shmq_consumer_open(q, "zero", &a.c), 0);
+    uint32_t gi = 0;
+    shmq_group_info_t gl[4];
+    size_t n = 0;
+    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(gl[i].name, "g") == 0)
+            gi = gl[i].index;
+    cr_assert(gi > 0);
+    _Atomic uint32_t *wg = group_ready_waiters(q, gi);
+    pid_t pid = h_fork(sleep_in_group, (void *)name);
+    cr_assert(waiters_reach(wg, 1), "group g's consumer never slept (%u)", atomic_load(wg));
+    pthread_t t; /* after the fork: the child copies no sleeping thread */
+    cr_assert(pthread_create(&t, NULL, receive_forever, &a) == 0);
+    _Atomic uint32_t *w0 = group_ready_waiters(q, 0);
+    cr_assert(waiters_reach(w0, 1), "group 0's consumer never slept (%u)", atomic_load(w0));
+    kill(pid, SIGKILL);
+    int st;
+    h_assert_rc(h_waitpid(pid, 20000, 0, &st), 0);
+    h_assert_rc(shmq_maintain(q, NULL), 0);
+    cr_expect_eq(atomic_load(w0), 1, "group 0's sleeper uncounted for group g's dead one");
+    cr_expect_eq(atomic_load(wg), 0, "group g's dead sleeper still counted");
+    h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    int64_t end = h_now_ms() + 10000;
+    while (atomic_load(&a.rc) == 0 && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert_eq(atomic_load(&a.rc), 1, "group 0's sleeper not woken within 10 s of the publish");
+    pthread_join(t, NULL);
+    h_assert_rc(shmq_consumer_close(a.c), 0);
+    h_assert_rc(shmq_close(q), 0);
 }
