@@ -19,7 +19,10 @@
  *   - each alert rule (depth, dead_letters, consumer_died, no_lease, age) fires exactly once when
  *     its condition starts, with SHMQ_ALERT, SHMQ_QUEUE, SHMQ_VALUE, SHMQ_THRESHOLD set for
  *     --alert-cmd, stays quiet while it holds, and (depth) fires again after it cleared; (age)
- *     clears once the old message is acked.
+ *     clears once the old message is acked;
+ *   - each consumer group has its own series, labelled group (shmq_group_messages by state,
+ *     shmq_group_lag_messages), and --alert-group-lag fires on the group that lags, and clears
+ *     once it caught up.
  */
 #include "cli.h"
 
@@ -829,4 +832,55 @@ Test(metrics, age_alert_fires_once)
     h_assert_rc(shmq_close(q), 0);
     stop_watchdog(&d);
     unlink(a.file);
+}
+
+/* Two groups at different places of the same messages: default acked them all (lag 0), "a" has
+ * them ready (lag 3): the series say so, and --alert-group-lag 2 fires, then clears when a
+ * catches up. */
+Test(metrics, groups_carry_a_group_label_and_their_lag_alerts)
+{
+    const char *name = h_qname("mgroups");
+    shmq_config_t cfg = h_small_config(16, 64, 16);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.max_groups = 2;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    for (int i = 0; i < 3; i++)
+        h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    shmq_msg_t m;
+    for (int i = 0; i < 3; i++) {
+        h_assert_rc(shmq_receive(c0, &m, 1000), 0);
+        h_assert_rc(shmq_ack(c0, &m), 0);
+    }
+    struct daemon d = start_watchdog(name, "--metrics", "127.0.0.1:0", "--sample-ms", "20",
+                                     "--alert-group-lag", "2", NULL);
+    int port = metrics_port(&d);
+    char want[192];
+    snprintf(want, sizeof want, "shmq_group_lag_messages{queue=\"%s\",group=\"a\"} 3", name);
+    char *text = fetch_until(port, want);
+    check_exposition(text);
+    char key[192];
+    snprintf(key, sizeof key, "shmq_group_lag_messages{queue=\"%s\",group=\"default\"}", name);
+    cr_assert_eq(sample_value(text, key), 0);
+    snprintf(key, sizeof key, "shmq_group_messages{queue=\"%s\",group=\"a\",state=\"ready\"}",
+             name);
+    cr_assert_eq(sample_value(text, key), 3);
+    snprintf(key, sizeof key,
+             "shmq_group_messages{queue=\"%s\",group=\"default\",state=\"ready\"}", name);
+    cr_assert_eq(sample_value(text, key), 0);
+    free(text);
+    assert_log(&d, "event=alert alert=group_lag value=3 threshold=2", 1, "group a lags");
+    for (int i = 0; i < 3; i++) {
+        h_assert_rc(shmq_receive(ca, &m, 1000), 0);
+        h_assert_rc(shmq_ack(ca, &m), 0);
+    }
+    assert_log(&d, "event=alert_cleared alert=group_lag", 1, "group a caught up");
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_close(q), 0);
+    stop_watchdog(&d);
 }

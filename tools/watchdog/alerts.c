@@ -33,7 +33,7 @@ static pid_t running[MAX_RUNNING];
 static size_t n_running;
 
 static const char *const names[ALERT__COUNT] = {"depth", "dead_letters", "consumer_died",
-                                                "no_lease", "age", "pinned"};
+                                                "no_lease", "age", "pinned", "group_lag"};
 
 const char *alert_name(enum alert_kind k)
 {

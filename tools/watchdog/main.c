@@ -31,7 +31,7 @@
 
 enum {
     OPT_METRICS = 256, OPT_METRICS_PUBLIC, OPT_SAMPLE, OPT_ALERT_DEPTH, OPT_ALERT_DEAD,
-    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_AGE, OPT_ALERT_PINNED, OPT_ALERT_CMD
+    OPT_ALERT_DIED, OPT_ALERT_NO_LEASE, OPT_ALERT_AGE, OPT_ALERT_PINNED, OPT_ALERT_GROUP_LAG, OPT_ALERT_CMD
 };
 
 static void usage(FILE *f, const char *prog)
@@ -96,9 +96,12 @@ static void usage(FILE *f, const char *prog)
             "                       live consumers fenced as hung while holding them (their\n"
             "                       messages were redelivered; the slots return when those\n"
             "                       processes let go or die: restart them)\n"
+            "  --alert-group-lag N  alert when a consumer group lags more than N messages: ids\n"
+            "                       published since the oldest message it has not finished\n"
+            "                       (shmq_group_stats; SHMQ_VALUE: the largest group's lag)\n"
             "  --alert-cmd CMD      run CMD through /bin/sh -c when an alert fires, not waited\n"
             "                       for, with SHMQ_ALERT (depth, dead_letters, consumer_died,\n"
-            "                       no_lease, age, pinned), SHMQ_QUEUE, SHMQ_VALUE,\n"
+            "                       no_lease, age, pinned, group_lag), SHMQ_QUEUE, SHMQ_VALUE,\n"
             "                       SHMQ_THRESHOLD set\n"
             "                       (age: both in ms)\n"
             "Each alert is edge-triggered: one line event=alert (and CMD) when its condition\n"
@@ -287,6 +290,7 @@ int main(int argc, char **argv)
         {"alert-no-lease", no_argument, NULL, OPT_ALERT_NO_LEASE},
         {"alert-age-ms", required_argument, NULL, OPT_ALERT_AGE},
         {"alert-pinned", required_argument, NULL, OPT_ALERT_PINNED},
+        {"alert-group-lag", required_argument, NULL, OPT_ALERT_GROUP_LAG},
         {"alert-cmd", required_argument, NULL, OPT_ALERT_CMD},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, TOOL_OPT_VERSION},
@@ -363,6 +367,17 @@ int main(int argc, char **argv)
             }
             rules.pinned = n;
             rules.on[ALERT_PINNED] = true;
+            break;
+        }
+        case OPT_ALERT_GROUP_LAG: {
+            uint32_t n;
+            if (parse_u32(optarg, 0, UINT32_MAX, &n) != 0) {
+                fprintf(stderr, "%s: --alert-group-lag: expected a message count, got '%s'\n",
+                        prog, optarg);
+                return EXIT_USAGE;
+            }
+            rules.group_lag = n;
+            rules.on[ALERT_GROUP_LAG] = true;
             break;
         }
         case OPT_ALERT_CMD:

@@ -226,6 +226,116 @@ static void render_consumers(FILE *f, const struct watch_list *l)
     }
 }
 
+/* A gauge of shmq_stats_t: a uint32_t field at off, one sample per live queue. */
+struct gauge {
+    const char *name, *help;
+    size_t off;
+};
+static const struct gauge gauges_before_age[] = {
+    {"shmq_consumers", "Consumers attached to the queue.", offsetof(shmq_stats_t, consumers)},
+    {"shmq_processes",
+     "Registry entries in use (a consumer process has two: its handle's and its consumer's).",
+     offsetof(shmq_stats_t, procs)},
+};
+static const struct gauge gauges_after_age[] = {
+    {"shmq_pinned_slots",
+     "Slots held back for live consumers fenced as hung while holding them (their messages were "
+     "redelivered); each returns when its process lets go or dies.",
+     offsetof(shmq_stats_t, pinned)},
+    {"shmq_recovered_holes",
+     "Holes (failed or killed appends) the rebuild that made the segment read past in the log; "
+     "0 for a queue made by create.",
+     offsetof(shmq_stats_t, recovered_holes)},
+    {"shmq_recovered_bad_regions",
+     "Damaged log regions the rebuild that made the segment read past (messages in them are "
+     "lost: see shmq wal NAME verify); 0 for a queue made by create.",
+     offsetof(shmq_stats_t, recovered_bad_regions)},
+    {"shmq_wal_files", "Write-ahead log files on disk (0: no log).",
+     offsetof(shmq_stats_t, wal_files)},
+    {"shmq_wal_healthy",
+     "1 if the last write-ahead log write worked and no flush failed (1 without a log); 0: the "
+     "log is failing (see the watchdog's log_error lines).",
+     offsetof(shmq_stats_t, wal_healthy)},
+};
+
+static void render_gauges(FILE *f, const struct watch_list *l, const struct gauge *g, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        family(f, g[k].name, "gauge", g[k].help);
+        for (size_t i = 0; i < l->n; i++) {
+            if (!live(l->w[i]))
+                continue;
+            uint32_t v;
+            memcpy(&v, (const char *)&l->w[i]->stats + g[k].off, sizeof v);
+            sample_u64(f, g[k].name, l->w[i], NULL, v);
+        }
+    }
+}
+
+/* One sample of group gs of queue w: NAME{queue="...",group="..."EXTRA} value. */
+static void group_sample(FILE *f, const char *name, const struct watch *w,
+                         const shmq_group_stats_t *gs, const char *extra, const char *value)
+{
+    fprintf(f, "%s{queue=\"", name);
+    label_value(f, w->name);
+    fprintf(f, "\",group=\"");
+    label_value(f, gs->name);
+    fprintf(f, "\"%s} %s\n", extra ? extra : "", value);
+}
+
+/* Each consumer group's messages by state, lag, age and overrun (shmq_group_stats), labelled
+ * group: at most SHMQ_GROUPS_MAX series per queue and family. */
+static void render_groups(FILE *f, const struct watch_list *l)
+{
+    static const struct {
+        const char *state;
+        size_t off;
+    } states[] = {
+        {"ready", offsetof(shmq_group_stats_t, ready)},
+        {"inflight", offsetof(shmq_group_stats_t, inflight)},
+        {"delayed", offsetof(shmq_group_stats_t, delayed)},
+        {"dead", offsetof(shmq_group_stats_t, dead)},
+    };
+    char v[48], extra[32];
+    family(f, "shmq_group_messages", "gauge",
+           "A consumer group's messages by state now (each group has its own view of a message).");
+    for (size_t i = 0; i < l->n; i++)
+        for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++)
+            for (size_t s = 0; s < sizeof states / sizeof states[0]; s++) {
+                uint32_t x;
+                memcpy(&x, (const char *)&l->w[i]->groups[g] + states[s].off, sizeof x);
+                snprintf(v, sizeof v, "%u", x);
+                snprintf(extra, sizeof extra, ",state=\"%s\"", states[s].state);
+                group_sample(f, "shmq_group_messages", l->w[i], &l->w[i]->groups[g], extra, v);
+            }
+    family(f, "shmq_group_lag_messages", "gauge",
+           "How far a consumer group is behind the newest publish: ids published since the "
+           "oldest message it has not finished (0: caught up).");
+    for (size_t i = 0; i < l->n; i++)
+        for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++) {
+            snprintf(v, sizeof v, "%llu", (unsigned long long)l->w[i]->groups[g].lag);
+            group_sample(f, "shmq_group_lag_messages", l->w[i], &l->w[i]->groups[g], NULL, v);
+        }
+    family(f, "shmq_group_oldest_message_age_seconds", "gauge",
+           "Age since publish of the oldest message a consumer group has not finished (ready, "
+           "delayed or in flight); 0 when none.");
+    for (size_t i = 0; i < l->n; i++)
+        for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++) {
+            int64_t ms = l->w[i]->groups[g].oldest_age_ms;
+            snprintf(v, sizeof v, "%lld.%03lld", ms > 0 ? (long long)(ms / 1000) : 0LL,
+                     ms > 0 ? (long long)(ms % 1000) : 0LL);
+            group_sample(f, "shmq_group_oldest_message_age_seconds", l->w[i],
+                         &l->w[i]->groups[g], NULL, v);
+        }
+    family(f, "shmq_group_overrun_total", "counter",
+           "Messages the OVERRUN policy dropped from a consumer group.");
+    for (size_t i = 0; i < l->n; i++)
+        for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++) {
+            snprintf(v, sizeof v, "%llu", (unsigned long long)l->w[i]->groups[g].overrun);
+            group_sample(f, "shmq_group_overrun_total", l->w[i], &l->w[i]->groups[g], NULL, v);
+        }
+}
+
 static void render(FILE *f, const struct watch_list *l)
 {
     static const struct {
@@ -300,16 +410,7 @@ static void render(FILE *f, const struct watch_list *l)
     for (size_t i = 0; i < l->n; i++)
         if (live(l->w[i]))
             sample_u64(f, "shmq_capacity", l->w[i], NULL, l->w[i]->capacity);
-    family(f, "shmq_consumers", "gauge", "Consumers attached to the queue.");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_consumers", l->w[i], NULL, l->w[i]->stats.consumers);
-    family(f, "shmq_processes", "gauge",
-           "Registry entries in use (a consumer process has two: its handle's and its "
-           "consumer's).");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_processes", l->w[i], NULL, l->w[i]->stats.procs);
+    render_gauges(f, l, gauges_before_age, sizeof gauges_before_age / sizeof gauges_before_age[0]);
     family(f, "shmq_oldest_message_age_seconds", "gauge",
            "Age since publish of the oldest message not yet acked (ready, delayed or in "
            "flight); 0 when the queue holds none.");
@@ -323,35 +424,8 @@ static void render(FILE *f, const struct watch_list *l)
         fprintf(f, "\"} %lld.%03lld\n", ms > 0 ? (long long)(ms / 1000) : 0LL,
                 ms > 0 ? (long long)(ms % 1000) : 0LL);
     }
-    family(f, "shmq_pinned_slots", "gauge",
-           "Slots held back for live consumers fenced as hung while holding them (their "
-           "messages were redelivered); each returns when its process lets go or dies.");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_pinned_slots", l->w[i], NULL, l->w[i]->stats.pinned);
-    family(f, "shmq_recovered_holes", "gauge",
-           "Holes (failed or killed appends) the rebuild that made the segment read past in the "
-           "log; 0 for a queue made by create.");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_recovered_holes", l->w[i], NULL, l->w[i]->stats.recovered_holes);
-    family(f, "shmq_recovered_bad_regions", "gauge",
-           "Damaged log regions the rebuild that made the segment read past (messages in them are "
-           "lost: see shmq wal NAME verify); 0 for a queue made by create.");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_recovered_bad_regions", l->w[i], NULL,
-                       l->w[i]->stats.recovered_bad_regions);
-    family(f, "shmq_wal_files", "gauge", "Write-ahead log files on disk (0: no log).");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_wal_files", l->w[i], NULL, l->w[i]->stats.wal_files);
-    family(f, "shmq_wal_healthy", "gauge",
-           "1 if the last write-ahead log write worked and no flush failed (1 without a log); "
-           "0: the log is failing (see the watchdog's log_error lines).");
-    for (size_t i = 0; i < l->n; i++)
-        if (live(l->w[i]))
-            sample_u64(f, "shmq_wal_healthy", l->w[i], NULL, l->w[i]->stats.wal_healthy);
+    render_gauges(f, l, gauges_after_age, sizeof gauges_after_age / sizeof gauges_after_age[0]);
+    render_groups(f, l);
     render_consumers(f, l);
     family(f, "shmq_watchdog_lease_held", "gauge",
            "1 if this watchdog holds the queue's maintenance lease, else 0 (standby).");

@@ -73,6 +73,21 @@ static int size_snapshots(struct watch *w, size_t cap)
     return 0;
 }
 
+/* Each consumer group's messages and lag (shmq_group_stats), for the metrics and the group_lag
+ * rule: at most SHMQ_GROUPS_MAX series per family and queue. A group deleted between the list
+ * and its stats is left out. */
+static void sample_groups(struct watch *w)
+{
+    shmq_group_info_t gi[SHMQ_GROUPS_MAX];
+    size_t n = 0;
+    w->n_groups = 0;
+    if (shmq_group_list(w->q, gi, SHMQ_GROUPS_MAX, &n) != 0)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (!gi[i].deleting && shmq_group_stats(w->q, gi[i].name, &w->groups[w->n_groups]) == 0)
+            w->n_groups++;
+}
+
 int watch_adopt(struct watch *w, const struct open_result *r, const struct wd_options *o)
 {
     w->opening = false;
@@ -474,6 +489,11 @@ int watch_sample(struct watch *w, const struct wd_options *o)
     if (shmq_consumer_stats(w->q, w->consumers, w->procs_cap, &nc) != 0)
         nc = 0;
     w->n_consumers = nc;
+    sample_groups(w);
+    uint64_t lag = 0;
+    for (size_t g = 0; g < w->n_groups; g++)
+        lag = w->groups[g].lag > lag ? w->groups[g].lag : lag;
+    alert_update(w, r, ALERT_GROUP_LAG, lag > r->group_lag, lag, r->group_lag);
     w->stats = st;
     w->sampled = true;
     return 0;

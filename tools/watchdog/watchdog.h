@@ -131,6 +131,7 @@ enum alert_kind {
     ALERT_NO_LEASE,      /* --alert-no-lease: as a standby, found nobody holding the lease */
     ALERT_AGE,           /* --alert-age-ms T: the oldest unacked message is older than T ms */
     ALERT_PINNED,        /* --alert-pinned N: more than N slots pinned by fenced live readers */
+    ALERT_GROUP_LAG,     /* --alert-group-lag N: a consumer group lags more than N messages */
     ALERT__COUNT
 };
 
@@ -139,6 +140,7 @@ struct alert_rules {
     uint64_t depth;  /* threshold of ALERT_DEPTH */
     uint64_t age_ms; /* threshold of ALERT_AGE */
     uint64_t pinned; /* threshold of ALERT_PINNED */
+    uint64_t group_lag; /* threshold of ALERT_GROUP_LAG */
     const char *cmd; /* --alert-cmd: run through /bin/sh -c when a rule fires, or NULL */
 };
 
@@ -199,6 +201,8 @@ struct watch {
     shmq_stats_t stats;      /* the latest sample */
     shmq_consumer_stats_t *consumers; /* and its consumers' counters (procs_cap entries) */
     size_t n_consumers;
+    shmq_group_stats_t groups[SHMQ_GROUPS_MAX]; /* and its consumer groups' (shmq_group_stats) */
+    size_t n_groups;
     uint32_t capacity;       /* from shmq_get_config() at adoption */
     uint64_t consumer_deaths;/* consumer_died events logged, in all */
     uint64_t deaths_sampled; /* consumer_deaths at the latest sample */
