@@ -205,6 +205,9 @@ int shmq_set_config(shmq_t *q, const shmq_config_t *cfg, uint32_t fields);
 int shmq_consumer_stats(shmq_t *q, shmq_consumer_stats_t *out, size_t max, size_t *n);
 int shmq_peek_headers(shmq_t *q, shmq_peek_msg_t *out, shmq_peek_headers_t *hdrs, size_t max,
                       void *buf, size_t buf_size, size_t *n);
+int shmq_peek_group(shmq_t *q, const char *group, shmq_peek_msg_t *out,
+                    shmq_peek_headers_t *hdrs, size_t max, void *buf, size_t buf_size, size_t *n);
+int shmq_purge_group(shmq_t *q, const char *group, unsigned flags, uint32_t *count);
 int shmq_headers_decode(const void *block, size_t len, shmq_header_t *out, size_t max,
                         size_t *n);
 

@@ -61,3 +61,21 @@ def test_groups_lists_each_group(qname):
         assert g["lossy"].first_id > g["default"].first_id
         q.delete_group("lossy")
         assert [x.name for x in q.groups() if not x.deleting] == ["default"]
+
+
+def test_peek_and_purge_one_group(qname):
+    with shmq.Queue.create(qname, durability="none", max_groups=3) as q:
+        q.create_group("audit")
+        ids = q.publish_many([b"a", b"b", b"c"])
+        with q.consumer("a", group="audit") as a:
+            a.receive(timeout=20).ack()
+            assert [p.id for p in q.peek(group="audit")] == ids[1:]
+            assert [p.id for p in q.peek()] == ids  # "default" has all three ready
+            assert [p.id for p in q.peek(group="default")] == ids
+            assert q.purge(group="audit") == 2
+            assert q.peek(group="audit") == [] and a.receive(0) is None
+        assert [p.data for p in q.peek()] == [b"a", b"b", b"c"]  # the other group keeps them
+        with pytest.raises(shmq.QueueNotFound):
+            q.peek(group="none")
+        with pytest.raises(shmq.QueueNotFound):
+            q.purge(group="none")

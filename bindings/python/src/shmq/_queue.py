@@ -398,12 +398,15 @@ class Queue(QueueBase):  # type: ignore[misc]
             res.append(ConsumerStats(**v))
         return res
 
-    def peek(self, max: int = 16, headers: bool = False) -> List[PeekedMessage]:
+    def peek(
+        self, max: int = 16, headers: bool = False, group: Optional[str] = None
+    ) -> List[PeekedMessage]:
         """Copies of up to max ready messages, lowest id first, without taking them: no
         attempt spent, nobody delayed (shmq_peek). In-flight, delayed, dead and expired
         messages are not shown; the set is no snapshot (README "Peek"). headers=True also
         copies each one's headers (shmq_peek_headers). A scan of the slots: not for a hot
-        path."""
+        path. With group, the messages ready for that consumer group (shmq_peek_group),
+        attempt counting its deliveries."""
         if max < 1:
             raise ValueError("peek: max must be at least 1")
         q = self._handle()
@@ -413,9 +416,12 @@ class Queue(QueueBase):  # type: ignore[misc]
         hdrs = ffi.new("shmq_peek_headers_t[]", max) if headers else ffi.NULL
         buf = ffi.new("char[]", max * per or 1)
         n = ffi.new(_SIZE_P)
-        rc = lib.shmq_peek_headers(q, out, hdrs, max, buf, max * per, n)
+        if group is None:
+            rc = lib.shmq_peek_headers(q, out, hdrs, max, buf, max * per, n)
+        else:
+            rc = lib.shmq_peek_group(q, group.encode(), out, hdrs, max, buf, max * per, n)
         if rc:
-            raise_error(rc, "peek")
+            raise_error(rc, "peek%s" % _of_group(group))
         res = []
         for i in range(n[0]):
             m = out[i]
@@ -481,12 +487,18 @@ class Queue(QueueBase):  # type: ignore[misc]
             raise_error(rc, "dlq_purge%s" % _of_group(group))
         return int(purged[0])
 
-    def purge(self, delayed: bool = False) -> int:
-        """Drop every ready message (delayed=True: the delayed ones too); how many."""
+    def purge(self, delayed: bool = False, group: Optional[str] = None) -> int:
+        """Drop every ready message (delayed=True: the delayed ones too); how many. With group,
+        from that consumer group only, as if it had acked them (shmq_purge_group; the other
+        groups keep theirs)."""
         count = ffi.new("uint32_t *")
-        rc = lib.shmq_purge(self._handle(), lib.SHMQ_PURGE_DELAYED if delayed else 0, count)
+        flags = lib.SHMQ_PURGE_DELAYED if delayed else 0
+        if group is None:
+            rc = lib.shmq_purge(self._handle(), flags, count)
+        else:
+            rc = lib.shmq_purge_group(self._handle(), group.encode(), flags, count)
         if rc:
-            raise_error(rc, "purge")
+            raise_error(rc, "purge%s" % _of_group(group))
         return int(count[0])
 
     def replay(
