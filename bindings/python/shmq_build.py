@@ -136,6 +136,15 @@ typedef struct shmq_group_info {
     ...;
 } shmq_group_info_t;
 
+typedef struct shmq_group_stats {
+    uint32_t index, ready, inflight, delayed, dead;
+    uint64_t held, lag;
+    int64_t oldest_age_ms;
+    uint64_t overrun, newest_id, first_id;
+    char name[...];
+    ...;
+} shmq_group_stats_t;
+
 typedef struct shmq_consumer_stats {
     uint32_t index;
     int32_t pid;
@@ -190,6 +199,7 @@ int shmq_consumer_open(shmq_t *q, const char *name, shmq_consumer_t **c);
 int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bound);
 int shmq_group_delete(shmq_t *q, const char *name);
 int shmq_group_list(shmq_t *q, shmq_group_info_t *out, size_t max, size_t *n);
+int shmq_group_stats(shmq_t *q, const char *group, shmq_group_stats_t *st);
 int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
                              shmq_consumer_t **c);
 int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *out,

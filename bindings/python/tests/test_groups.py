@@ -79,3 +79,22 @@ def test_peek_and_purge_one_group(qname):
             q.peek(group="none")
         with pytest.raises(shmq.QueueNotFound):
             q.purge(group="none")
+
+
+def test_group_stats_count_one_groups_messages(qname):
+    with shmq.Queue.create(qname, durability="none", max_groups=3) as q:
+        q.create_group("audit")
+        ids = q.publish_many([b"a", b"b", b"c"])
+        with q.consumer("a", group="audit") as a:
+            m = a.receive(timeout=20)
+            st = q.group_stats("audit")
+            assert (st.name, st.ready, st.inflight, st.held) == ("audit", 2, 1, 3)
+            assert st.lag == 3 and st.newest_id == ids[-1] and st.oldest_age_ms >= 0
+            m.ack()
+            a.ack_many(a.receive_many(10, timeout=20))
+            st = q.group_stats("audit")
+            assert (st.ready, st.inflight, st.held, st.lag, st.oldest_age_ms) == (0, 0, 0, 0, -1)
+        d = q.group_stats()
+        assert (d.name, d.index, d.ready) == ("default", 0, 3)
+        with pytest.raises(shmq.QueueNotFound):
+            q.group_stats("none")

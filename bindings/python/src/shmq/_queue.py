@@ -20,7 +20,9 @@ from ._types import (
     DeadLetter,
     DeadReason,
     Durability,
+    GROUP_STATS_FIELDS,
     GroupInfo,
+    GroupStats,
     PeekedMessage,
     Stats,
 )
@@ -336,6 +338,19 @@ class Queue(QueueBase):  # type: ignore[misc]
             )
             for g in out[0 : n[0]]
         ]
+
+    def group_stats(self, group: Optional[str] = None) -> GroupStats:
+        """Consumer group group's messages by state and its lag (shmq_group_stats; None:
+        "default"). A scan of its cells: not for a hot path. QueueNotFound for no such
+        group."""
+        st = ffi.new("shmq_group_stats_t *")
+        rc = lib.shmq_group_stats(
+            self._handle(), ffi.NULL if group is None else group.encode(), st
+        )
+        if rc:
+            raise_error(rc, "group_stats%s" % _of_group(group))
+        v = {f: getattr(st, f) for f in GROUP_STATS_FIELDS if f != "name"}
+        return GroupStats(name=ffi.string(st.name).decode("utf-8", "replace"), **v)
 
     @property
     def config(self) -> Config:

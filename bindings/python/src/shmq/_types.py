@@ -101,6 +101,30 @@ class GroupInfo:
     overrun: int
 
 
+@dataclass
+class GroupStats:
+    """Queue.group_stats(name): one consumer group's messages by state now
+    (shmq_group_stats_t). held = ready + inflight + delayed + dead; lag: the ids published
+    since the oldest message it has not finished (0 when it holds none); oldest_age_ms -1
+    when none; newest_id: the queue's last id (lag's reference)."""
+
+    index: int
+    name: str
+    ready: int
+    inflight: int
+    delayed: int
+    dead: int
+    held: int
+    lag: int
+    oldest_age_ms: int
+    overrun: int
+    newest_id: int
+    first_id: int
+
+
+GROUP_STATS_FIELDS = tuple(f.name for f in fields(GroupStats))
+
+
 class ConsumerState(enum.IntEnum):
     """A consumer's registry entry (ConsumerStats.state)."""
 
