@@ -299,8 +299,8 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     CRASH_POINT(copy_out_after_fence);
     count_taken_from(p, sw_owner(w));
     bool dead = attempt >= settings_max_attempts(&q->seg.hdr->settings);
-    if (dead)
-        ns->dead_reason = SHMQ_DEAD_MAX_ATTEMPTS; /* published by the CAS below */
+    /* dead: its dead_reason is the parked copy's mark, max attempts (no write here: another
+     * maintainer firing the copy reads it) */
     /* taken from the holder now: its own expiry again. A CAS from the parked one: fired by
      * another maintainer meanwhile (we stopped here past its due time), the slot may hold
      * another message by now, whose expiry is not ours to change (relaxed: the move below
