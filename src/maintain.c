@@ -510,6 +510,29 @@ static int log_state(shmq_t *q, uint32_t g, struct slot *sl, struct slot *c, uin
     return queue_log_nack(q, g, id, c->attempt, 0);
 }
 
+/* Group 0 is done with the slot's message (HELD, or FENCED while a former reader of group 0
+ * lingers): in a queue with groups, other groups may still hold it. */
+static bool group0_done(unsigned st)
+{
+    return st == SLOT_HELD || st == SLOT_FENCED;
+}
+
+/* The groups >= 1 that hold slot idx's message in a kept state, by their cells (acquire, as
+ * the caller's load of the slot word); 0 in a queue without groups. */
+static uint64_t groups_holding(shmq_t *q, uint32_t idx)
+{
+    if (!groups_on(q))
+        return 0;
+    uint64_t m = 0, others = atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed);
+    for (uint32_t g = 1; g < q->seg.layout.max_groups && others >> g; g++) {
+        struct slot *c = segment_cell(&q->seg, g, idx);
+        if (others >> g & 1 &&
+            kept_state(sw_state(atomic_load_explicit(&c->state, memory_order_acquire))))
+            m |= 1ull << g;
+    }
+    return m;
+}
+
 /* C2 for group g after a checkpoint's copy of message id: the record of the state its cell c
  * is in, again while the word keeps changing. 0: closed (or the group is done with it), else
  * the copy stays unused for g (a failed append, or still moving). */
@@ -547,16 +570,8 @@ static uint32_t checkpoint_slot(struct pass *p, uint32_t idx, struct slot *sl, u
     uint32_t len = sl->len, seq;
     /* the groups that hold it in a kept state: the copy names them (docs/DESIGN.md, "The log
      * with groups"); group 0 by the slot word, the others by their cells (acquire, as w) */
-    uint64_t m = kept_state(sw_state(w)) ? 1 : 0;
-    if (groups_on(q) && (m || sw_state(w) == SLOT_HELD)) {
-        uint64_t others = atomic_load_explicit(segment_others(&q->seg, idx), memory_order_relaxed);
-        for (uint32_t g = 1; g < q->seg.layout.max_groups && others >> g; g++) {
-            struct slot *c = segment_cell(&q->seg, g, idx);
-            if (others >> g & 1 &&
-                kept_state(sw_state(atomic_load_explicit(&c->state, memory_order_acquire))))
-                m |= 1ull << g;
-        }
-    }
+    bool g0 = kept_state(sw_state(w));
+    uint64_t m = g0 || group0_done(sw_state(w)) ? (g0 ? 1 : 0) | groups_holding(q, idx) : 0;
     struct wal_times times = {0, 0, expire_unix_ms(q, slot_expire(sl)), m}; /* kept by the copy */
     uint64_t window_ns = (uint64_t)q->seg.layout.dedup_window_ms * 1000000u;
     /* a keyed message inside its dedup window is not copied (the copy has no key: once retention
@@ -576,7 +591,7 @@ static uint32_t checkpoint_slot(struct pass *p, uint32_t idx, struct slot *sl, u
             return ws; /* the copy stays unused for g: the original's file stays pinned */
     /* the slot still holds the message (some group does): not ours to move otherwise */
     uint64_t now = atomic_load_explicit(&sl->state, memory_order_acquire);
-    if (sl->id != id || !(kept_state(sw_state(now)) || sw_state(now) == SLOT_HELD))
+    if (sl->id != id || !(kept_state(sw_state(now)) || group0_done(sw_state(now))))
         return ws;
     if (atomic_compare_exchange_strong(&sl->wal_seq, &ws, seq + 1))
         p->rep->checkpointed++;
@@ -847,9 +862,13 @@ static void repair_slot(struct pass *p, uint32_t idx)
         p->held[0]++; /* group 0 holds the message */
     /* the oldest log file a kept message still needs (live or dead; done slots need none) */
     uint32_t ws = atomic_load_explicit(&sl->wal_seq, memory_order_relaxed);
-    if (ws && (kept_state(st) || st == SLOT_HELD) && ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
+    /* a FENCED slot of a queue with groups: group 0 is done (a former reader lingers), other
+     * groups may still hold the message (review9: it pinned nothing, and a rebuild lost it) */
+    bool kept = kept_state(st) || st == SLOT_HELD ||
+                (st == SLOT_FENCED && groups_on(p->q) && groups_holding(p->q, idx));
+    if (ws && kept && ws - 1 + CHECKPOINT_LAG_FILES <= p->wal_cur)
         ws = checkpoint_slot(p, idx, sl, ws);
-    if (ws && st != SLOT_FREE && st != SLOT_FENCED && ws - 1 < p->min_wal_seq)
+    if (ws && st != SLOT_FREE && (st != SLOT_FENCED || kept) && ws - 1 < p->min_wal_seq)
         p->min_wal_seq = ws - 1;
 }
 

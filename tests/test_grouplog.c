@@ -27,6 +27,9 @@
  *  - a_name_made_again_after_a_killed_delete_is_one_group_after_a_rebuild (review9): a deleter
  *    killed before its record, the name made again, the segment lost: one group of that name
  *    (fails when recovery restores both creates).
+ *  - a_fenced_slot_keeps_the_record_another_group_needs (review9): group 0 done while a taken-back
+ *    reader lingers (slot FENCED), group a holds it delayed, retention runs, segment lost: a
+ *    still has it (fails when a FENCED slot pins no file and is never checkpointed).
  *  - publish_killed_between_fanout_and_record_leaves_nothing (fanout_after_prepare, which now
  *    comes before the PUBLISH record): the reservation and its cells come back, no record.
  *
@@ -631,4 +634,74 @@ Test(grouplog, a_name_made_again_after_a_killed_delete_is_one_group_after_a_rebu
     q = lose_and_rebuild(crash_name, q, &rep);
     cr_assert_eq(count_groups(q, "x"), 1);
     h_assert_rc(shmq_close(q), 0);
+}
+
+/* review9: group 0 done with a message while a former reader of it lingers (its delivery was
+ * taken back at its ack deadline, redelivered and acked: the slot word FENCED, not HELD) and
+ * group a still holding it READY. Retention must keep (or checkpoint) the message's PUBLISH
+ * record for a: before the fix a FENCED slot pinned no file and was never checkpointed, so the
+ * record went with the old files and a rebuild lost the message for a. */
+Test(grouplog, a_fenced_slot_keeps_the_record_another_group_needs)
+{
+    const char *name = h_qname("gfenret");
+    shmq_config_t cfg = glog_config(16, 4);
+    cfg.ack_deadline_ms = 200;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    publish(q, '0');
+    shmq_consumer_t *o1, *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "o1", &o1), 0);
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    shmq_msg_t m = receive_one(ca, '0');
+    h_assert_rc(shmq_nack(ca, &m, 600000), 0); /* a holds it DELAYED for the whole test */
+    shmq_msg_t late = receive_one(o1, '0'); /* held past its deadline, never acked */
+    shmq_maint_report_t mr;
+    int64_t until = h_now_ms() + 20000;
+    do { /* taken back in place: the slot's linger names o1's delivery */
+        memset(&mr, 0, sizeof mr);
+        h_assert_rc(shmq_maintain(q, &mr), 0);
+        if (!mr.deadline_expired)
+            h_sleep_ms(20);
+    } while (!mr.deadline_expired && h_now_ms() < until);
+    cr_assert_eq(mr.deadline_expired, 1, "o1's delivery was never taken back");
+    m = receive_one(c0, '0');
+    h_assert_rc(shmq_ack(c0, &m), 0); /* group 0 done; o1 lingers: the slot word FENCED */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", h_state_dir_path(), name);
+    unsigned long long first_low, low;
+    count_files(dir, &first_low);
+    char big[64];
+    memset(big, '9', sizeof big);
+    shmq_consumer_t *cs[2] = {c0, ca};
+    for (int i = 0; i < 3000; i++) { /* message 0 stays DELAYED in a */
+        h_assert_rc(shmq_publish(q, big, sizeof big, NULL), 0);
+        for (int k = 0; k < 2; k++) {
+            shmq_msg_t x;
+            h_assert_rc(shmq_receive(cs[k], &x, 1000), 0);
+            cr_assert_eq(x.len, sizeof big);
+            h_assert_rc(shmq_ack(cs[k], &x), 0);
+        }
+        if (i % 100 == 0)
+            shmq_maintain(q, NULL);
+    }
+    for (int i = 0; i < 4; i++)
+        shmq_maintain(q, NULL);
+    count_files(dir, &low);
+    cr_assert(low > first_low + 2, "old files were deleted: lowest %llu (was %llu)", low,
+              first_low);
+    (void)late; /* o1 still holds its stale delivery: the slot stays FENCED */
+    /* the segment is lost while o1 lingers */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    cr_assert(rep.restored == 1 && rep.delayed == 1,
+              "message 0, held by a (delayed): %llu restored, %llu delayed",
+              (unsigned long long)rep.restored, (unsigned long long)rep.delayed);
+    shmq_t *nq;
+    h_assert_rc(shmq_open(name, &nq), 0);
+    cr_assert_eq(drain_group(nq, NULL), 0u, "default had acked it");
+    h_assert_rc(shmq_close(nq), 0);
+    shmq_close(q);
 }
