@@ -37,6 +37,7 @@
 #include "nocancel.h"
 #include "registry.h"
 #include "slotmove.h"
+#include "wait.h"
 
 #define LOCK_WAIT_MS 10000 /* a live holder this long: -EBUSY */
 
@@ -294,6 +295,9 @@ int shmq_group_delete(shmq_t *q, const char *name)
     }
     /* seq_cst: the delete's half of the Dekker pair with F3b; its sweep follows */
     atomic_fetch_and(&q->seg.hdr->groups_mask, ~(1ull << g));
+    /* its consumers asleep in receive see the entry DELETING (group_gone: -ENOENT) now, not
+     * after their max_sleep: no ring enqueue tells them */
+    wait_wake_all(group_ready_futex(q, (uint32_t)g));
     CRASH_POINT(group_delete_after_mask);
     /* under the lock: no create of this index can come between (the entry is not FREE) */
     err = log_group(q, (uint32_t)g, deleting, WAL_GROUP_DELETE);

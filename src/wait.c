@@ -27,6 +27,13 @@ void wait_wake_counted(_Atomic uint32_t *futex_word, size_t n)
     futex_async((int32_t *)futex_word, FUTEX_WAKE, n > INT_MAX ? INT_MAX : (int)n, NULL, NULL, 0);
 }
 
+void wait_wake_all(_Atomic uint32_t *futex_word)
+{
+    /* release: the change before the bump; pairs with sleep_once's acquire read of the word */
+    atomic_fetch_add_explicit(futex_word, 1, memory_order_release);
+    futex_async((int32_t *)futex_word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
 /* What a sleeper cancelled in its futex wait undoes (sleep_once). */
 struct sleeper {
     _Atomic uint32_t *futex_word, *waiters;

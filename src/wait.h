@@ -55,6 +55,12 @@ static inline void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *wai
     wait_wake_n(futex_word, waiters, 1);
 }
 
+/* Wake every sleeper on futex_word, counted or not, after a change no ring enqueue carries (a
+ * group deleted: its consumers' receives end with -ENOENT). No W1: the release bump pairs with
+ * the sleeper's acquire read of the word before its last try, so a sleeper that read the bumped
+ * value sees the change there, and one that read the old value is woken or finds it changed. */
+void wait_wake_all(_Atomic uint32_t *futex_word);
+
 /* What a sleeper waits for: its unit in proc_entry.sleeping. */
 enum wait_kind { WAIT_READY = 1, WAIT_FREE = 1 << 16 };
 

@@ -28,6 +28,7 @@
  *  - group_sleeper_killed_is_uncounted_from_its_own_group: a group g consumer killed asleep in
  *    receive is uncounted from group g's waiter count, not group 0's, whose sleeper the next
  *    publish must still wake.
+ *  - delete_wakes_the_groups_sleepers: a receive asleep in a deleted group ends with -ENOENT.
  *
  * shmq-test-label: threaded
  */
@@ -635,6 +636,41 @@ Test(groups, group_sleeper_killed_is_uncounted_from_its_own_group)
     while (atomic_load(&a.rc) == 0 && h_now_ms() < end)
         h_sleep_ms(1);
     cr_assert_eq(atomic_load(&a.rc), 1, "group 0's sleeper not woken within 10 s of the publish");
+    pthread_join(t, NULL);
+    h_assert_rc(shmq_consumer_close(a.c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* review8: a consumer asleep in a blocking receive when its group is deleted gets -ENOENT at
+ * once: the delete wakes the group's sleepers (it woke nobody: the receive slept on to its
+ * max_sleep, a third of the heartbeat timeout, 20 s here). */
+Test(groups, delete_wakes_the_groups_sleepers)
+{
+    const char *name = h_qname("gdelwake");
+    shmq_config_t cfg = groups_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "g", SHMQ_GROUP_BLOCK, 0), 0);
+    struct recv_arg a = {0};
+    h_assert_rc(shmq_consumer_open_group(q, "g", "sleeper", &a.c), 0);
+    shmq_group_info_t gl[4];
+    size_t n = 0;
+    uint32_t gi = 0;
+    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(gl[i].name, "g") == 0)
+            gi = gl[i].index;
+    cr_assert(gi > 0);
+    pthread_t t;
+    cr_assert(pthread_create(&t, NULL, receive_forever, &a) == 0);
+    _Atomic uint32_t *wg = group_ready_waiters(q, gi);
+    cr_assert(waiters_reach(wg, 1), "group g's consumer never slept (%u)", atomic_load(wg));
+    h_assert_rc(shmq_group_delete(q, "g"), 0);
+    int64_t end = h_now_ms() + 10000;
+    while (atomic_load(&a.rc) == 0 && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert_eq(atomic_load(&a.rc), -ENOENT, "the sleeper's receive: %d (0: still asleep 10 s on)",
+                 atomic_load(&a.rc));
     pthread_join(t, NULL);
     h_assert_rc(shmq_consumer_close(a.c), 0);
     h_assert_rc(shmq_close(q), 0);

@@ -567,7 +567,8 @@ int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bou
 /**
  * Delete consumer group name: it receives nothing more, and every message it held is released
  * (its slot freed once no other group holds it); its consumers get -ENOENT from their next
- * receive, and acks of what they hold still work. -ENOENT (no such group), -EIDRM.
+ * receive (one asleep in a blocking receive is woken for it), and acks of what they hold still
+ * work. -ENOENT (no such group), -EIDRM.
  */
 int shmq_group_delete(shmq_t *q, const char *name);
 
