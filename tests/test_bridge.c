@@ -814,6 +814,17 @@ Test(bridge, bad_config_is_refused_with_a_clear_error)
                                    nosuch,     NULL};
     expect_refused(unknown_queue, 3, "cannot open queue", "unknown queue");
 
+    /* --out QUEUE@GROUP consumes in that group: one the queue lacks is refused as the queue's
+     * consumer would be; a bad group name is a usage error */
+    char nogroup[160], badgroup[160];
+    snprintf(nogroup, sizeof nogroup, "%s@nope:bad.%d.x", s.qa, (int)getpid());
+    snprintf(badgroup, sizeof badgroup, "%s@no pe:bad.%d.x", s.qa, (int)getpid());
+    const char *unknown_group[] = {"--server", server_url(), "--create-stream", create, "--out",
+                                   nogroup,    NULL};
+    expect_refused(unknown_group, 3, "no consumer group nope", "unknown group");
+    const char *bad_group[] = {"--server", server_url(), "--out", badgroup, NULL};
+    expect_refused(bad_group, 2, "QUEUE[@GROUP]:SUBJECT", "bad group name");
+
     char unreachable[64];
     snprintf(unreachable, sizeof unreachable, "nats://127.0.0.1:%d", free_port());
     char out_ok[160];

@@ -61,6 +61,7 @@ struct bridge_opts;
 struct route {
     enum route_kind kind;
     char queue[SHMQ_NAME_MAX + 1];
+    char group[SHMQ_GROUP_NAME_MAX + 1]; /* out: the consumer group (QUEUE@GROUP); "": default */
     char subject[BRIDGE_SUBJECT_MAX]; /* out: publish subject; in: optional filter subject */
     char stream[BRIDGE_SUBJECT_MAX];  /* in */
     char durable[BRIDGE_SUBJECT_MAX]; /* in */

@@ -70,12 +70,13 @@ static void usage(FILE *f, const char *prog)
 {
     fprintf(
         f,
-        "Usage: %s [OPTIONS] --out QUEUE:SUBJECT ... --in STREAM:DURABLE:QUEUE ...\n"
+        "Usage: %s [OPTIONS] --out QUEUE[@GROUP]:SUBJECT ... --in STREAM:DURABLE:QUEUE ...\n"
         "Bridge shmq queues and NATS JetStream, at least once in both directions.\n"
         "\n"
         "Routes (one or more, in any mix):\n"
-        "  --out QUEUE:SUBJECT   receive from local queue QUEUE as a shmq consumer, publish to\n"
-        "                        JetStream SUBJECT (Nats-Msg-Id HOST/QUEUE/ID, headers\n"
+        "  --out QUEUE[@GROUP]:SUBJECT  receive from local queue QUEUE as a shmq consumer\n"
+        "                        (of consumer group GROUP; default: \"default\"), publish to\n"
+        "                        JetStream SUBJECT (Nats-Msg-Id HOST/QUEUE[@GROUP]/ID, headers\n"
         "                        Shmq-Id, Shmq-Attempt, Shmq-Host, Shmq-Queue); ack locally only\n"
         "                        after JetStream's publish ack, nack (retry delay) on failure\n"
         "  --in STREAM:DURABLE:QUEUE[:FILTER]  pull from the durable consumer DURABLE of\n"
@@ -193,19 +194,23 @@ static struct route *new_route(struct bridge_opts *o, const char *prog)
     return r;
 }
 
-/* --out QUEUE:SUBJECT */
+/* --out QUEUE[@GROUP]:SUBJECT */
 static int parse_out(struct bridge_opts *o, const char *prog, const char *v)
 {
     struct route *r = new_route(o, prog);
     if (!r)
         return -1;
     const char *colon = strchr(v, ':');
+    const char *at = memchr(v, '@', colon ? (size_t)(colon - v) : 0);
+    const char *qend = at ? at : colon;
     r->kind = ROUTE_OUT;
-    if (!colon || !copy_field(r->queue, sizeof r->queue, v, (size_t)(colon - v)) ||
-        !name_valid(r->queue, SHMQ_NAME_MAX)) {
+    if (!colon || !copy_field(r->queue, sizeof r->queue, v, (size_t)(qend - v)) ||
+        !name_valid(r->queue, SHMQ_NAME_MAX) ||
+        (at && (!copy_field(r->group, sizeof r->group, at + 1, (size_t)(colon - at - 1)) ||
+                !name_valid(r->group, SHMQ_GROUP_NAME_MAX)))) {
         fprintf(stderr,
-                "%s: --out '%s': expected QUEUE:SUBJECT with a queue name of "
-                "[A-Za-z0-9._-]\n",
+                "%s: --out '%s': expected QUEUE[@GROUP]:SUBJECT with queue and group names "
+                "of [A-Za-z0-9._-]\n",
                 prog, v);
         return -1;
     }

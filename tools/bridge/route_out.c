@@ -221,7 +221,8 @@ static uint64_t drain_done(struct route *r, struct out_state *st)
 
 static int open_consumer(struct route *r, struct out_state *st)
 {
-    int rc = shmq_consumer_open(r->q, st->consumer_name, &st->c);
+    int rc = shmq_consumer_open_group(r->q, r->group[0] ? r->group : NULL, st->consumer_name,
+                                      &st->c);
     if (rc == 0) {
         rc = shmq_consumer_heartbeat_thread(st->c, 0);
         if (rc < 0) {
@@ -276,8 +277,11 @@ static natsStatus build_msg(struct route *r, shmq_consumer_t *c, const shmq_msg_
     natsStatus s = natsMsg_Create(&nm, r->subject, NULL, m->data, (int)m->len);
     if (s != NATS_OK)
         return s;
-    char msgid[BRIDGE_HOST_MAX + SHMQ_NAME_MAX + 32];
-    snprintf(msgid, sizeof msgid, "%s/%s/%" PRIu64, r->o->host, r->queue, m->id);
+    /* a group's route names it: two groups of one queue bridged into one stream are two
+     * deliveries, not duplicates */
+    char msgid[BRIDGE_HOST_MAX + SHMQ_NAME_MAX + SHMQ_GROUP_NAME_MAX + 32];
+    snprintf(msgid, sizeof msgid, "%s/%s%s%s/%" PRIu64, r->o->host, r->queue,
+             r->group[0] ? "@" : "", r->group, m->id);
     if (natsMsgHeader_Set(nm, "Nats-Msg-Id", msgid) != NATS_OK ||
         set_header_u64(nm, "Shmq-Id", m->id) < 0 ||
         set_header_u64(nm, "Shmq-Attempt", m->attempt) < 0 ||
@@ -395,8 +399,10 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
     if (rc < 0) {
         blog(LOG_ERROR, "consumer_open_failed", "route=out queue=%s error=%s", r->queue,
              logfmt_quote(shmq_strerror(rc), q, sizeof q));
-        fprintf(stderr, "shmq-bridge: --out %s: cannot attach a consumer: %s\n", r->queue,
-                shmq_strerror(rc));
+        fprintf(stderr, "shmq-bridge: --out %s: cannot attach a consumer: %s%s%s\n", r->queue,
+                rc == -ENOENT && r->group[0] ? "no consumer group " : "",
+                rc == -ENOENT && r->group[0] ? r->group : shmq_strerror(rc),
+                rc == -ENOENT && r->group[0] ? " (shmq group QUEUE list)" : "");
         return BRIDGE_EXIT_QUEUE;
     }
     return 0;
