@@ -34,8 +34,9 @@ static int config_check(const shmq_config_t *c)
         return err_detail(-EINVAL, "heartbeat_timeout_ms is 0 (at least 1)");
     if (c->ack_deadline_ms < 1)
         return err_detail(-EINVAL, "ack_deadline_ms is 0 (at least 1)");
-    if (c->max_attempts < 1)
-        return err_detail(-EINVAL, "max_attempts is 0 (at least 1)");
+    if (c->max_attempts < 1 || c->max_attempts > SHMQ_ATTEMPTS_MAX)
+        return err_detail(-EINVAL, "max_attempts %u is outside 1..%u (SHMQ_ATTEMPTS_MAX: the log "
+                          "keeps attempts in 16 bits)", c->max_attempts, SHMQ_ATTEMPTS_MAX);
     if (c->backoff_base_ms > c->backoff_cap_ms)
         return err_detail(-EINVAL, "backoff_base_ms %u is above backoff_cap_ms %u",
                           c->backoff_base_ms, c->backoff_cap_ms);

@@ -95,8 +95,9 @@ static int refuse_value(const struct settings_values *v)
         return err_detail(-EINVAL, "heartbeat_timeout_ms 0 is outside 1..%u", UINT32_MAX);
     if (v->ack_deadline_ms < 1)
         return err_detail(-EINVAL, "ack_deadline_ms 0 is outside 1..%u", UINT32_MAX);
-    if (v->max_attempts < 1)
-        return err_detail(-EINVAL, "max_attempts 0 is outside 1..%u", UINT32_MAX);
+    if (v->max_attempts < 1 || v->max_attempts > SHMQ_ATTEMPTS_MAX)
+        return err_detail(-EINVAL, "max_attempts %u is outside 1..%u (SHMQ_ATTEMPTS_MAX: the log "
+                          "keeps attempts in 16 bits)", v->max_attempts, SHMQ_ATTEMPTS_MAX);
     if (v->backoff_base_ms > v->backoff_cap_ms)
         return err_detail(-EINVAL, "backoff_base_ms %u is above backoff_cap_ms %u",
                           v->backoff_base_ms, v->backoff_cap_ms);

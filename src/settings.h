@@ -165,6 +165,7 @@ static inline void settings_read(const struct seg_settings *s, struct settings_v
 static inline bool settings_valid(const struct settings_values *v)
 {
     return v->heartbeat_timeout_ms >= 1 && v->ack_deadline_ms >= 1 && v->max_attempts >= 1 &&
+           v->max_attempts <= SHMQ_ATTEMPTS_MAX &&
            isfinite(v->backoff_multiplier) && v->backoff_multiplier >= 1.0 &&
            v->backoff_multiplier <= 1000.0 &&
            (v->expire_policy == SHMQ_EXPIRE_DROP || v->expire_policy == SHMQ_EXPIRE_DEAD_LETTER);

@@ -114,6 +114,20 @@ Test(setconfig, fixed_fields_and_bad_values_are_refused)
     bad.backoff_multiplier = 0.5;
     h_assert_rc(shmq_set_config(q, &bad, SHMQ_CONFIG_CHANGEABLE), -EINVAL);
     bad = changed();
+    bad.max_attempts = SHMQ_ATTEMPTS_MAX + 1; /* more than the log's 16 bits keep */
+    h_assert_rc(shmq_set_config(q, &bad, SHMQ_CONFIG_MAX_ATTEMPTS), -EINVAL);
+    cr_assert(strstr(shmq_last_error_detail(), "max_attempts 65536 is outside 1..65535"),
+              "detail: %s", shmq_last_error_detail());
+    shmq_config_t big = cfg;
+    big.max_attempts = SHMQ_ATTEMPTS_MAX + 1;
+    shmq_t *q2;
+    const char *bigname = h_qname("scbig");
+    h_assert_rc(shmq_create(bigname, &big, &q2), -EINVAL);
+    big.max_attempts = SHMQ_ATTEMPTS_MAX;
+    h_assert_rc(shmq_create(bigname, &big, &q2), 0);
+    h_assert_rc(shmq_close(q2), 0);
+    h_assert_rc(shmq_unlink(bigname), 0);
+    bad = changed();
     bad.expire_policy = 7;
     h_assert_rc(shmq_set_config(q, &bad, SHMQ_CONFIG_EXPIRE_POLICY), -EINVAL);
     cr_assert(strstr(shmq_last_error_detail(), "expire_policy 7"), "detail: %s",

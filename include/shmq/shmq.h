@@ -51,6 +51,8 @@ typedef struct shmq_consumer shmq_consumer_t;
 #define SHMQ_CAPACITY_MAX (1u << 22) /* message slots */
 #define SHMQ_MSG_SIZE_MAX (64u << 20) /* bytes in one message */
 #define SHMQ_PROCS_MAX 4096         /* registry entries */
+#define SHMQ_ATTEMPTS_MAX 65535u /* max_attempts, at most: the log keeps a message's attempts
+                                  * in 16 bits (docs/FORMAT.md 8.1) */
 #define SHMQ_SEGMENT_MAX (64ull << 30) /* bytes of one segment in all */
 #define SHMQ_LOG_DIR_MAX 200         /* bytes in a log directory path */
 #define SHMQ_WAL_FILE_MIN (64u << 10) /* bytes in one log file (wal_file_size), at least */
@@ -99,7 +101,8 @@ typedef struct shmq_config {
     uint32_t max_procs;            /* attached processes and consumers (2..SHMQ_PROCS_MAX); 64 */
     uint32_t heartbeat_timeout_ms; /* a silent process is declared dead after this; 5000 */
     uint32_t ack_deadline_ms;      /* a message in flight longer than this is redelivered; 30000 */
-    uint32_t max_attempts;         /* deliveries before the dead-letter ring (1..); 5 */
+    uint32_t max_attempts;         /* deliveries before the dead-letter ring
+                                    * (1..SHMQ_ATTEMPTS_MAX); 5 */
     uint32_t backoff_base_ms, backoff_cap_ms; /* nack(…, 0) delay: base*mult^(attempt-1), capped */
     double backoff_multiplier;     /* >= 1.0; default 2.0 */
     mode_t mode;                   /* segment file mode; 0600 by default (private to the owner) */

@@ -120,7 +120,7 @@ static int apply(int c, const char *v, shmq_config_t *cfg, uint32_t *fields)
         return cli_u32(cmd, "--ack-deadline-ms", v, 1, UINT32_MAX, &cfg->ack_deadline_ms);
     case OPT_ATTEMPTS:
         *fields |= SHMQ_CONFIG_MAX_ATTEMPTS;
-        return cli_u32(cmd, "--max-attempts", v, 1, UINT32_MAX, &cfg->max_attempts);
+        return cli_u32(cmd, "--max-attempts", v, 1, SHMQ_ATTEMPTS_MAX, &cfg->max_attempts);
     case OPT_BASE:
         *fields |= SHMQ_CONFIG_BACKOFF_BASE_MS;
         return cli_u32(cmd, "--backoff-base-ms", v, 0, UINT32_MAX, &cfg->backoff_base_ms);

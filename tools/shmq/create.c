@@ -166,7 +166,7 @@ static int apply(int c, const char *v, shmq_config_t *cfg)
         return cli_u32(cmd, "--heartbeat-timeout-ms", v, 1, UINT32_MAX, &cfg->heartbeat_timeout_ms);
     case OPT_ACK_DEADLINE:
         return cli_u32(cmd, "--ack-deadline-ms", v, 1, UINT32_MAX, &cfg->ack_deadline_ms);
-    case OPT_ATTEMPTS: return cli_u32(cmd, "--max-attempts", v, 1, UINT32_MAX, &cfg->max_attempts);
+    case OPT_ATTEMPTS: return cli_u32(cmd, "--max-attempts", v, 1, SHMQ_ATTEMPTS_MAX, &cfg->max_attempts);
     case OPT_BASE:
         return cli_u32(cmd, "--backoff-base-ms", v, 0, UINT32_MAX, &cfg->backoff_base_ms);
     case OPT_CAP: return cli_u32(cmd, "--backoff-cap-ms", v, 0, UINT32_MAX, &cfg->backoff_cap_ms);
