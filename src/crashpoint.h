@@ -40,10 +40,10 @@
  * (docs/DESIGN.md, "Crash windows of groups"): fanout_after_prepare (publish.c, cells prepared,
  * slot RESERVED), fanout_after_commit (publish.c, P1 done, no cell moved on),
  * group_done_before_count (slotmove.c, a cell of group >= 1 FREE, its finisher not yet counted
- * out of the slot's release count) and group_release_before_free (slotmove.c, every group done,
- * the slot not yet freed):
- * tests/test_groups.c; group_create_before_mask and group_delete_after_mask (groups.c) are
- * answered by the next lock taker and by maintenance's sweep, not tested by a crash yet. */
+ * out of the slot's release count), group_release_before_free (slotmove.c, every group done,
+ * the slot not yet freed) and group_delete_before_wake (groups.c, a delete that cleared the
+ * mask bit, its sleepers not woken yet): tests/test_groups.c; group_create_before_mask and
+ * group_delete_after_mask (groups.c): tests/test_grouplog.c. */
 
 #ifdef SHMQ_CRASH_POINTS
 #include <stdbool.h>

@@ -295,6 +295,7 @@ int shmq_group_delete(shmq_t *q, const char *name)
     }
     /* seq_cst: the delete's half of the Dekker pair with F3b; its sweep follows */
     atomic_fetch_and(&q->seg.hdr->groups_mask, ~(1ull << g));
+    CRASH_POINT(group_delete_before_wake); /* its sleepers: woken by maintenance instead */
     /* its consumers asleep in receive see the entry DELETING (group_gone: -ENOENT) now, not
      * after their max_sleep: no ring enqueue tells them */
     wait_wake_all(group_ready_futex(q, (uint32_t)g));
@@ -325,6 +326,11 @@ void groups_maintain(shmq_t *q)
             continue;
         if (atomic_load(&q->seg.hdr->groups_mask) >> g & 1)
             continue; /* its deleter was killed before the mask: the next lock taker fixes it */
+        /* a deleter killed between the mask and its wake left the group's consumers asleep in
+         * receive until their max_sleep: woken here (they see DELETING: -ENOENT). seq_cst
+         * load: only when some sleep, so a pass costs no system call for a deleted group */
+        if (atomic_load(group_ready_waiters(q, g)) != 0)
+            wait_wake_all(group_ready_futex(q, g));
         if (!groups_sweep(q, g) || lock_groups_within(q, 0) != 0)
             continue; /* not clean yet, or the lock is busy: the next pass */
         /* under the lock, the entry still the one we swept: its delete record, then FREE */

@@ -366,6 +366,10 @@ static int crash_child_main(void *arg)
         shmq_publish(q, "fan", 3, NULL);
         return 12; /* not killed at its crash point */
     }
+    if (cc->role == 'd') {
+        shmq_group_delete(q, "a");
+        return 12;
+    }
     shmq_consumer_t *c;
     shmq_msg_t m;
     if (shmq_consumer_open_group(q, "a", "child", &c) || shmq_receive(c, &m, 10000))
@@ -670,6 +674,45 @@ Test(groups, delete_wakes_the_groups_sleepers)
     while (atomic_load(&a.rc) == 0 && h_now_ms() < end)
         h_sleep_ms(1);
     cr_assert_eq(atomic_load(&a.rc), -ENOENT, "the sleeper's receive: %d (0: still asleep 10 s on)",
+                 atomic_load(&a.rc));
+    pthread_join(t, NULL);
+    h_assert_rc(shmq_consumer_close(a.c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* A deleter killed between clearing the group's mask bit and waking its sleepers
+ * (group_delete_before_wake): maintenance wakes them, so a receive asleep in the deleted group
+ * ends with -ENOENT at the next pass, not at its max_sleep (a third of the heartbeat timeout,
+ * 20 s here). */
+Test(groups, deleter_killed_before_its_wake_is_answered_by_maintenance)
+{
+    crash_name = h_qname("kdelwake");
+    struct crash_child cc = {"group_delete_before_wake", 'd', false};
+    pid_t k;
+    shmq_t *q = crash_queue(4, &cc, &k);
+    struct recv_arg a = {0};
+    h_assert_rc(shmq_consumer_open_group(q, "a", "sleeper", &a.c), 0);
+    shmq_group_info_t gl[4];
+    size_t n = 0;
+    uint32_t gi = 0;
+    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(gl[i].name, "a") == 0)
+            gi = gl[i].index;
+    cr_assert(gi > 0);
+    pthread_t t;
+    cr_assert(pthread_create(&t, NULL, receive_forever, &a) == 0);
+    _Atomic uint32_t *wg = group_ready_waiters(q, gi);
+    cr_assert(waiters_reach(wg, 1), "group a's consumer never slept (%u)", atomic_load(wg));
+    h_open_gate(k);
+    wait_killed(k, cc.point);
+    cr_assert_eq(atomic_load(&a.rc), 0, "woken before maintenance: the test shows nothing");
+    h_assert_rc(shmq_maintain(q, NULL), 0);
+    int64_t end = h_now_ms() + 10000;
+    while (atomic_load(&a.rc) == 0 && h_now_ms() < end)
+        h_sleep_ms(1);
+    cr_assert_eq(atomic_load(&a.rc), -ENOENT,
+                 "the sleeper's receive: %d (0: still asleep 10 s after the pass)",
                  atomic_load(&a.rc));
     pthread_join(t, NULL);
     h_assert_rc(shmq_consumer_close(a.c), 0);
