@@ -879,36 +879,45 @@ Test(bridge, bad_config_is_refused_with_a_clear_error)
     expect_refused(help, 0, "Exit status", "--help");
 }
 
+/* Queues A and B (B's headers limited to qb_header_bytes) and a bridge from A through the
+ * stream into B, started; its log in LOG. */
+static pid_t headers_bridge(struct setup *s, const char *tag, uint32_t qb_header_bytes,
+                            const char *log)
+{
+    server_start();
+    char ta[32], tb[32];
+    snprintf(ta, sizeof ta, "%s-a", tag);
+    snprintf(tb, sizeof tb, "%s-b", tag);
+    s->qa = h_qname(ta);
+    s->qb = h_qname(tb);
+    for (int i = 0; i < 2; i++) {
+        shmq_config_t cfg = h_small_config(64, MSG_MAX, 64);
+        cfg.durability = SHMQ_DURABILITY_NONE;
+        cfg.max_header_bytes = i ? qb_header_bytes : 1024;
+        shmq_t *q;
+        h_assert_rc(shmq_create(i ? s->qb : s->qa, &cfg, &q), 0);
+        shmq_close(q);
+    }
+    snprintf(s->stream, sizeof s->stream, "BR%s%d", tag, (int)getpid());
+    snprintf(s->out, sizeof s->out, "%s:bridge.%s.%d.x", s->qa, tag, (int)getpid());
+    snprintf(s->in, sizeof s->in, "%s:dur:%s", s->stream, s->qb);
+    snprintf(s->create, sizeof s->create, "%s:bridge.%s.%d.>", s->stream, tag, (int)getpid());
+    const char *args[] = {"--server", server_url(), "--create-stream", s->create, "--out", s->out,
+                          "--in", s->in, NULL};
+    pid_t b = bridge_start(log, args);
+    cr_assert(wait_file_has(tmp_path(log), "event=route_started route=in", READY_WAIT_MS),
+              "the bridge did not start its routes; see %s", tmp_path(log));
+    return b;
+}
+
 /* Headers cross the bridge both ways: a message published into A with headers arrives in B
  * with them, plus the bridge's Nats-Msg-Id (HOST/QUEUE/ID), Shmq-Id and Shmq-Host, which a
  * consumer on the far host can deduplicate by; a message's own header of one of those names
  * does not override the bridge's. */
 Test(bridge, headers_cross_both_ways_with_the_bridge_ids)
 {
-    server_start();
     struct setup s;
-    char ta[32], tb[32];
-    snprintf(ta, sizeof ta, "hd-a");
-    snprintf(tb, sizeof tb, "hd-b");
-    s.qa = h_qname(ta);
-    s.qb = h_qname(tb);
-    for (int i = 0; i < 2; i++) {
-        shmq_config_t cfg = h_small_config(64, MSG_MAX, 64);
-        cfg.durability = SHMQ_DURABILITY_NONE;
-        cfg.max_header_bytes = 1024;
-        shmq_t *q;
-        h_assert_rc(shmq_create(i ? s.qb : s.qa, &cfg, &q), 0);
-        shmq_close(q);
-    }
-    snprintf(s.stream, sizeof s.stream, "BR%d", (int)getpid());
-    snprintf(s.out, sizeof s.out, "%s:bridge.%d.x", s.qa, (int)getpid());
-    snprintf(s.in, sizeof s.in, "%s:dur:%s", s.stream, s.qb);
-    snprintf(s.create, sizeof s.create, "%s:bridge.%d.>", s.stream, (int)getpid());
-    const char *args[] = {"--server", server_url(), "--create-stream", s.create, "--out", s.out,
-                          "--in", s.in, NULL};
-    pid_t b = bridge_start("hd.log", args);
-    cr_assert(wait_file_has(tmp_path("hd.log"), "event=route_started route=in", READY_WAIT_MS),
-              "the bridge did not start its routes; see %s", tmp_path("hd.log"));
+    pid_t b = headers_bridge(&s, "hd", 1024, "hd.log");
     shmq_t *qa;
     h_assert_rc(shmq_open(s.qa, &qa), 0);
     const char *trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -959,6 +968,52 @@ Test(bridge, headers_cross_both_ways_with_the_bridge_ids)
               "Shmq-Id %s (%d of them), expected the bridge's %s", shmqid ? shmqid : "none",
               shmqids, want_id);
     cr_assert(host && *host, "no Shmq-Host");
+    h_assert_rc(shmq_ack(c, &m), 0);
+    shmq_consumer_close(c);
+    shmq_close(qb);
+    bridge_stop(b);
+}
+
+/* Headers that do not fit the local queue's limits are dropped, but the identity ones
+ * (Nats-Msg-Id, Shmq-Id, Shmq-Host) are kept when they alone fit: before, every header went,
+ * and a consumer on this host could no longer deduplicate (review7). */
+Test(bridge, headers_over_the_limit_keep_the_identity_ones)
+{
+    struct setup s;
+    pid_t b = headers_bridge(&s, "hl", 160, "hl.log");
+    shmq_t *qa;
+    h_assert_rc(shmq_open(s.qa, &qa), 0);
+    char big[301];
+    memset(big, 'v', 300);
+    big[300] = 0;
+    shmq_header_t h[] = {{"big", 3, big, 300}};
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.headers = h;
+    o.n_headers = 1;
+    uint64_t id = 0;
+    h_assert_rc(shmq_publish_ex(qa, "payload", 7, &o, &id), 0);
+    shmq_close(qa);
+    shmq_t *qb;
+    h_assert_rc(shmq_open(s.qb, &qb), 0);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(qb, "far", &c), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, DELIVERY_WAIT_MS), 0);
+    cr_assert(m.len == 7 && memcmp(m.data, "payload", 7) == 0, "wrong payload");
+    shmq_header_t got[32];
+    size_t n = 0;
+    h_assert_rc(shmq_msg_headers(c, &m, got, 32, &n), 0);
+    int ids = 0, bigs = 0;
+    for (size_t i = 0; i < n && i < 32; i++) {
+        ids += strcmp(got[i].key, "Nats-Msg-Id") == 0 || strcmp(got[i].key, "Shmq-Id") == 0 ||
+               strcmp(got[i].key, "Shmq-Host") == 0;
+        bigs += strcmp(got[i].key, "big") == 0;
+    }
+    cr_assert_eq(ids, 3, "%d of the 3 identity headers kept (%zu headers)", ids, n);
+    cr_assert_eq(bigs, 0, "the header over the limit crossed");
+    cr_assert(wait_file_has(tmp_path("hl.log"), "event=headers_dropped", READY_WAIT_MS),
+              "the dropped headers were not logged; see %s", tmp_path("hl.log"));
     h_assert_rc(shmq_ack(c, &m), 0);
     shmq_consumer_close(c);
     shmq_close(qb);

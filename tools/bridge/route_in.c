@@ -142,60 +142,92 @@ int route_in_setup(struct route *r, const struct bridge_opts *o, natsConnection 
     return 0;
 }
 
-/* The NATS headers of msg as shmq headers, into h (at most max; Nats-Msg-Id, Shmq-Id and
- * Shmq-Host among them, so a consumer on this host can deduplicate without an envelope). The
- * strings belong to msg. *n gets how many; 0 when it has none or they cannot be read. */
-static void nats_headers(natsMsg *msg, shmq_header_t *h, size_t max, uint32_t *n)
+/* The headers a consumer on this host deduplicates and traces by, without an envelope. */
+static bool identity_header(const char *key)
+{
+    return strcmp(key, "Nats-Msg-Id") == 0 || strcmp(key, "Shmq-Id") == 0 ||
+           strcmp(key, "Shmq-Host") == 0;
+}
+
+/* The NATS headers of msg as shmq headers, into h (at most max), the identity ones
+ * (identity_header) first, so that neither the cap nor a fallback to them alone loses them;
+ * with only_identity, those alone. The strings belong to msg. *n gets how many, *all how many
+ * msg has (more than *n: some did not fit); 0 when it has none or they cannot be read. */
+static void nats_headers(natsMsg *msg, shmq_header_t *h, size_t max, bool only_identity,
+                         uint32_t *n, uint32_t *all)
 {
     const char **keys = NULL;
     int nk = 0;
-    *n = 0;
+    *n = *all = 0;
     if (natsMsgHeader_Keys(msg, &keys, &nk) != NATS_OK)
         return;
-    for (int i = 0; i < nk; i++) {
-        const char **vals = NULL;
-        int nv = 0;
-        if (natsMsgHeader_Values(msg, keys[i], &vals, &nv) != NATS_OK)
-            continue;
-        for (int j = 0; j < nv && *n < max; j++)
-            h[(*n)++] = (shmq_header_t){keys[i], strlen(keys[i]), vals[j], strlen(vals[j])};
-        free((void *)vals);
+    for (int pass = 0; pass < (only_identity ? 1 : 2); pass++) {
+        for (int i = 0; i < nk; i++) {
+            if (identity_header(keys[i]) != (pass == 0))
+                continue;
+            const char **vals = NULL;
+            int nv = 0;
+            if (natsMsgHeader_Values(msg, keys[i], &vals, &nv) != NATS_OK)
+                continue;
+            for (int j = 0; j < nv; j++, (*all)++)
+                if (*n < max)
+                    h[(*n)++] = (shmq_header_t){keys[i], strlen(keys[i]), vals[j], strlen(vals[j])};
+            free((void *)vals);
+        }
     }
     free((void *)keys);
 }
 
+/* Publish data with the n headers h (n 0: none), polling a full queue up to until. */
+static int publish_headers(struct route *r, const void *data, size_t len,
+                           const shmq_header_t *h, uint32_t n, int64_t until, uint64_t *id)
+{
+    if (!n)
+        return shmq_publish_timed(r->q, data, len, id, (int)(until > now_ms() ? until - now_ms() : 0));
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.headers = h;
+    o.n_headers = n;
+    for (;;) {
+        int rc = shmq_publish_ex(r->q, data, len, &o, id);
+        if (rc != -EAGAIN || now_ms() >= until)
+            return rc == -EAGAIN ? -ETIMEDOUT : rc;
+        sleep_ms(10);
+    }
+}
+
 /* One local publish of msg, waiting up to wait_ms for room: with its NATS headers when the
  * queue carries headers (shmq_publish_ex, polled on a full queue), else as before. Headers the
- * queue refuses (more or larger than its limits) are dropped, said once a second in the log,
- * rather than the message: the payload is what the route promises to carry. */
+ * queue refuses (more or larger than its limits, or more than 64) are dropped, said in the
+ * log, rather than the message: the payload is what the route promises to carry. The identity
+ * headers (Nats-Msg-Id, Shmq-Id, Shmq-Host) are kept when they alone fit, so a consumer can
+ * still deduplicate. */
 static int local_publish(struct route *r, struct in_state *st, natsMsg *msg, int wait_ms,
                          uint64_t *id)
 {
     const void *data = natsMsg_GetData(msg);
     size_t len = (size_t)natsMsg_GetDataLength(msg);
     shmq_header_t h[64];
-    uint32_t n = 0;
+    uint32_t n = 0, all = 0;
     if (st->headers)
-        nats_headers(msg, h, sizeof h / sizeof h[0], &n);
-    if (!n)
-        return shmq_publish_timed(r->q, data, len, id, wait_ms);
-    shmq_pub_opts_t o;
-    shmq_pub_opts_init(&o);
-    o.headers = h;
-    o.n_headers = n;
+        nats_headers(msg, h, sizeof h / sizeof h[0], false, &n, &all);
     int64_t until = now_ms() + wait_ms;
-    for (;;) {
-        int rc = shmq_publish_ex(r->q, data, len, &o, id);
-        if (rc == -EMSGSIZE || rc == -EINVAL) {
-            char q[300];
-            blog(LOG_WARN, "headers_dropped", "route=in queue=%s count=%u error=%s", r->queue,
-                 n, logfmt_quote(shmq_last_error_detail(), q, sizeof q));
-            return shmq_publish_timed(r->q, data, len, id, wait_ms);
-        }
-        if (rc != -EAGAIN || now_ms() >= until)
-            return rc == -EAGAIN ? -ETIMEDOUT : rc;
-        sleep_ms(10);
+    int rc = publish_headers(r, data, len, h, n, until, id);
+    if (n && (rc == -EMSGSIZE || rc == -EINVAL)) {
+        char q[300];
+        logfmt_quote(shmq_last_error_detail(), q, sizeof q);
+        uint32_t kept = 0;
+        nats_headers(msg, h, sizeof h / sizeof h[0], true, &kept, &all);
+        rc = publish_headers(r, data, len, h, kept, until, id);
+        if (kept && (rc == -EMSGSIZE || rc == -EINVAL))
+            rc = publish_headers(r, data, len, h, kept = 0, until, id);
+        blog(LOG_WARN, "headers_dropped", "route=in queue=%s count=%u kept=%u error=%s",
+             r->queue, n - kept, kept, q);
+    } else if (all > n) {
+        blog(LOG_WARN, "headers_dropped", "route=in queue=%s count=%u kept=%u error=%s",
+             r->queue, all - n, n, "\"more than 64 headers\"");
     }
+    return rc;
 }
 
 static void settle(struct route *r, struct in_state *st, natsMsg *msg, int rc, uint64_t id);
