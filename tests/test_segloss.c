@@ -357,7 +357,8 @@ Test(segloss, random_kills_stops_and_segment_losses)
     cfg.max_msg_size = sizeof(struct t_wire);
     cfg.heartbeat_timeout_ms = 300;
     cfg.ack_deadline_ms = 2000;
-    cfg.max_attempts = 1000000; /* never dead-letter: every message must come out of the drain */
+    cfg.max_attempts = SHMQ_ATTEMPTS_MAX; /* never dead-letter: every message must come out of
+                                           * the drain */
     cfg.wal_file_size = SHMQ_WAL_FILE_MIN;
     if (getenv("SHMQ_SEGLOSS_KEEP")) /* the post-mortem needs the id's old records */
         cfg.log_retention_bytes = 32u << 20;
