@@ -910,6 +910,46 @@ static pid_t headers_bridge(struct setup *s, const char *tag, uint32_t qb_header
     return b;
 }
 
+/* A message that crossed the bridge: B's handle and consumer, the message and its headers,
+ * and its id in A. */
+struct crossed {
+    shmq_t *qb;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    shmq_header_t got[32];
+    size_t n;
+    uint64_t id;
+};
+
+/* Publish "payload" with the nh headers h into A, receive it from B (its payload checked) with
+ * its headers. */
+static void cross(const struct setup *s, const shmq_header_t *h, uint32_t nh, struct crossed *x)
+{
+    shmq_t *qa;
+    h_assert_rc(shmq_open(s->qa, &qa), 0);
+    shmq_pub_opts_t o;
+    shmq_pub_opts_init(&o);
+    o.headers = h;
+    o.n_headers = nh;
+    x->id = 0;
+    h_assert_rc(shmq_publish_ex(qa, "payload", 7, &o, &x->id), 0);
+    shmq_close(qa);
+    h_assert_rc(shmq_open(s->qb, &x->qb), 0);
+    h_assert_rc(shmq_consumer_open(x->qb, "far", &x->c), 0);
+    h_assert_rc(shmq_receive(x->c, &x->m, DELIVERY_WAIT_MS), 0);
+    cr_assert(x->m.len == 7 && memcmp(x->m.data, "payload", 7) == 0, "wrong payload");
+    x->n = 0;
+    h_assert_rc(shmq_msg_headers(x->c, &x->m, x->got, 32, &x->n), 0);
+}
+
+/* Ack the crossed message, close B. */
+static void crossed_done(struct crossed *x)
+{
+    h_assert_rc(shmq_ack(x->c, &x->m), 0);
+    shmq_consumer_close(x->c);
+    shmq_close(x->qb);
+}
+
 /* Headers cross the bridge both ways: a message published into A with headers arrives in B
  * with them, plus the bridge's Nats-Msg-Id (HOST/QUEUE/ID), Shmq-Id and Shmq-Host, which a
  * consumer on the far host can deduplicate by; a message's own header of one of those names
@@ -918,30 +958,15 @@ Test(bridge, headers_cross_both_ways_with_the_bridge_ids)
 {
     struct setup s;
     pid_t b = headers_bridge(&s, "hd", 1024, "hd.log");
-    shmq_t *qa;
-    h_assert_rc(shmq_open(s.qa, &qa), 0);
     const char *trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     shmq_header_t h[] = {{"traceparent", 11, trace, strlen(trace)},
                          {"Shmq-Id", 7, "fake", 4},
                          {"reply-to", 8, "orders.replies", 14}};
-    shmq_pub_opts_t o;
-    shmq_pub_opts_init(&o);
-    o.headers = h;
-    o.n_headers = 3;
-    uint64_t id = 0;
-    h_assert_rc(shmq_publish_ex(qa, "payload", 7, &o, &id), 0);
-    shmq_close(qa);
-
-    shmq_t *qb;
-    h_assert_rc(shmq_open(s.qb, &qb), 0);
-    shmq_consumer_t *c;
-    h_assert_rc(shmq_consumer_open(qb, "far", &c), 0);
-    shmq_msg_t m;
-    h_assert_rc(shmq_receive(c, &m, DELIVERY_WAIT_MS), 0);
-    cr_assert(m.len == 7 && memcmp(m.data, "payload", 7) == 0, "wrong payload");
-    shmq_header_t got[32];
-    size_t n = 0;
-    h_assert_rc(shmq_msg_headers(c, &m, got, 32, &n), 0);
+    struct crossed x;
+    cross(&s, h, 3, &x);
+    const shmq_header_t *got = x.got;
+    size_t n = x.n;
+    uint64_t id = x.id;
     char want_id[32], want_msgid_tail[96];
     snprintf(want_id, sizeof want_id, "%llu", (unsigned long long)id);
     snprintf(want_msgid_tail, sizeof want_msgid_tail, "/%s/%llu", s.qa, (unsigned long long)id);
@@ -968,9 +993,7 @@ Test(bridge, headers_cross_both_ways_with_the_bridge_ids)
               "Shmq-Id %s (%d of them), expected the bridge's %s", shmqid ? shmqid : "none",
               shmqids, want_id);
     cr_assert(host && *host, "no Shmq-Host");
-    h_assert_rc(shmq_ack(c, &m), 0);
-    shmq_consumer_close(c);
-    shmq_close(qb);
+    crossed_done(&x);
     bridge_stop(b);
 }
 
@@ -981,29 +1004,14 @@ Test(bridge, headers_over_the_limit_keep_the_identity_ones)
 {
     struct setup s;
     pid_t b = headers_bridge(&s, "hl", 160, "hl.log");
-    shmq_t *qa;
-    h_assert_rc(shmq_open(s.qa, &qa), 0);
     char big[301];
     memset(big, 'v', 300);
     big[300] = 0;
     shmq_header_t h[] = {{"big", 3, big, 300}};
-    shmq_pub_opts_t o;
-    shmq_pub_opts_init(&o);
-    o.headers = h;
-    o.n_headers = 1;
-    uint64_t id = 0;
-    h_assert_rc(shmq_publish_ex(qa, "payload", 7, &o, &id), 0);
-    shmq_close(qa);
-    shmq_t *qb;
-    h_assert_rc(shmq_open(s.qb, &qb), 0);
-    shmq_consumer_t *c;
-    h_assert_rc(shmq_consumer_open(qb, "far", &c), 0);
-    shmq_msg_t m;
-    h_assert_rc(shmq_receive(c, &m, DELIVERY_WAIT_MS), 0);
-    cr_assert(m.len == 7 && memcmp(m.data, "payload", 7) == 0, "wrong payload");
-    shmq_header_t got[32];
-    size_t n = 0;
-    h_assert_rc(shmq_msg_headers(c, &m, got, 32, &n), 0);
+    struct crossed x;
+    cross(&s, h, 1, &x);
+    const shmq_header_t *got = x.got;
+    size_t n = x.n;
     int ids = 0, bigs = 0;
     for (size_t i = 0; i < n && i < 32; i++) {
         ids += strcmp(got[i].key, "Nats-Msg-Id") == 0 || strcmp(got[i].key, "Shmq-Id") == 0 ||
@@ -1014,8 +1022,6 @@ Test(bridge, headers_over_the_limit_keep_the_identity_ones)
     cr_assert_eq(bigs, 0, "the header over the limit crossed");
     cr_assert(wait_file_has(tmp_path("hl.log"), "event=headers_dropped", READY_WAIT_MS),
               "the dropped headers were not logged; see %s", tmp_path("hl.log"));
-    h_assert_rc(shmq_ack(c, &m), 0);
-    shmq_consumer_close(c);
-    shmq_close(qb);
+    crossed_done(&x);
     bridge_stop(b);
 }

@@ -341,6 +341,20 @@ Test(groups, token_names_its_group)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* The index of q's group name (asserted to exist and not to be "default"). */
+static uint32_t group_index(shmq_t *q, const char *name)
+{
+    shmq_group_info_t gl[4];
+    size_t n = 0;
+    uint32_t gi = 0;
+    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
+    for (size_t i = 0; i < n && i < 4; i++)
+        if (strcmp(gl[i].name, name) == 0)
+            gi = gl[i].index;
+    cr_assert(gi > 0, "no group %s", name);
+    return gi;
+}
+
 /* Crash points of the fan-out (docs/DESIGN.md, "Crash windows of groups"): a child forked before
  * the test's first library call (helpers.h) is killed at one, then maintenance must answer. */
 static const char *crash_name;
@@ -614,14 +628,7 @@ Test(groups, group_sleeper_killed_is_uncounted_from_its_own_group)
     h_assert_rc(shmq_group_create(q, "g", SHMQ_GROUP_BLOCK, 0), 0);
     struct recv_arg a = {0};
     h_assert_rc(shmq_consumer_open(q, "zero", &a.c), 0);
-    uint32_t gi = 0;
-    shmq_group_info_t gl[4];
-    size_t n = 0;
-    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(gl[i].name, "g") == 0)
-            gi = gl[i].index;
-    cr_assert(gi > 0);
+    uint32_t gi = group_index(q, "g");
     _Atomic uint32_t *wg = group_ready_waiters(q, gi);
     pid_t pid = h_fork(sleep_in_group, (void *)name);
     cr_assert(waiters_reach(wg, 1), "group g's consumer never slept (%u)", atomic_load(wg));
@@ -657,14 +664,7 @@ Test(groups, delete_wakes_the_groups_sleepers)
     h_assert_rc(shmq_group_create(q, "g", SHMQ_GROUP_BLOCK, 0), 0);
     struct recv_arg a = {0};
     h_assert_rc(shmq_consumer_open_group(q, "g", "sleeper", &a.c), 0);
-    shmq_group_info_t gl[4];
-    size_t n = 0;
-    uint32_t gi = 0;
-    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(gl[i].name, "g") == 0)
-            gi = gl[i].index;
-    cr_assert(gi > 0);
+    uint32_t gi = group_index(q, "g");
     pthread_t t;
     cr_assert(pthread_create(&t, NULL, receive_forever, &a) == 0);
     _Atomic uint32_t *wg = group_ready_waiters(q, gi);
@@ -692,14 +692,7 @@ Test(groups, deleter_killed_before_its_wake_is_answered_by_maintenance)
     shmq_t *q = crash_queue(4, &cc, &k);
     struct recv_arg a = {0};
     h_assert_rc(shmq_consumer_open_group(q, "a", "sleeper", &a.c), 0);
-    shmq_group_info_t gl[4];
-    size_t n = 0;
-    uint32_t gi = 0;
-    h_assert_rc(shmq_group_list(q, gl, 4, &n), 0);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(gl[i].name, "a") == 0)
-            gi = gl[i].index;
-    cr_assert(gi > 0);
+    uint32_t gi = group_index(q, "a");
     pthread_t t;
     cr_assert(pthread_create(&t, NULL, receive_forever, &a) == 0);
     _Atomic uint32_t *wg = group_ready_waiters(q, gi);

@@ -149,6 +149,21 @@ Test(setconfig, fixed_fields_and_bad_values_are_refused)
     h_assert_rc(shmq_unlink(name), 0);
 }
 
+/* Maintain q until a pass takes back an expired delivery or expires a message (at most 20 s):
+ * that pass's report (all zero if none did). */
+static shmq_maint_report_t maintain_until_something_expires(shmq_t *q)
+{
+    shmq_maint_report_t rep = {0};
+    int64_t bound = h_now_ms() + 20000;
+    while (h_now_ms() < bound) {
+        h_assert_rc(shmq_maintain(q, &rep), 0);
+        if (rep.deadline_expired || rep.expired)
+            break;
+        h_sleep_ms(10);
+    }
+    return rep;
+}
+
 /* The new settings take effect: a lower max_attempts sends the next nack of a message that
  * has had that many deliveries to the dead letters; a shorter ack deadline applies to the next
  * delivery (maintenance takes it back then). */
@@ -183,15 +198,7 @@ Test(setconfig, new_settings_take_effect)
     h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_ACK_DEADLINE_MS), 0);
     h_assert_rc(shmq_publish(q, "n", 1, NULL), 0);
     h_assert_rc(shmq_receive(c, &m, 1000), 0);
-    uint32_t expired = 0;
-    int64_t bound = h_now_ms() + 20000;
-    while (!expired && h_now_ms() < bound) {
-        shmq_maint_report_t rep;
-        h_assert_rc(shmq_maintain(q, &rep), 0);
-        expired = rep.deadline_expired;
-        if (!expired)
-            h_sleep_ms(10);
-    }
+    uint32_t expired = maintain_until_something_expires(q).deadline_expired;
     cr_assert_eq(expired, 1, "the delivery after the change had the 40 ms deadline");
     h_assert_rc(shmq_ack(c, &m), -ESTALE);
     h_assert_rc(shmq_receive(c, &m, 1000), 0); /* redelivered: done with it */
@@ -201,15 +208,7 @@ Test(setconfig, new_settings_take_effect)
     set.default_ttl_ms = 30;
     h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_DEFAULT_TTL_MS), 0);
     h_assert_rc(shmq_publish(q, "t", 1, NULL), 0);
-    uint32_t gone = 0;
-    bound = h_now_ms() + 20000;
-    while (!gone && h_now_ms() < bound) {
-        shmq_maint_report_t rep;
-        h_assert_rc(shmq_maintain(q, &rep), 0);
-        gone = rep.expired;
-        if (!gone)
-            h_sleep_ms(10);
-    }
+    uint32_t gone = maintain_until_something_expires(q).expired;
     cr_assert_eq(gone, 1, "the message published after the change expired");
     h_assert_rc(shmq_stats(q, &st), 0);
     cr_assert_eq(st.dead, 1, "dropped, as the policy the queue was made with says");
@@ -218,15 +217,7 @@ Test(setconfig, new_settings_take_effect)
     set.expire_policy = SHMQ_EXPIRE_DEAD_LETTER;
     h_assert_rc(shmq_set_config(q, &set, SHMQ_CONFIG_EXPIRE_POLICY), 0);
     h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
-    gone = 0;
-    bound = h_now_ms() + 20000;
-    while (!gone && h_now_ms() < bound) {
-        shmq_maint_report_t rep;
-        h_assert_rc(shmq_maintain(q, &rep), 0);
-        gone = rep.expired;
-        if (!gone)
-            h_sleep_ms(10);
-    }
+    gone = maintain_until_something_expires(q).expired;
     cr_assert_eq(gone, 1, "the message published after the policy change expired");
     h_assert_rc(shmq_stats(q, &st), 0);
     cr_assert_eq(st.dead, 2, "and became a dead letter, as the new policy says");

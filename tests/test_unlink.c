@@ -39,6 +39,18 @@ static void ul_config(shmq_config_t *cfg)
     cfg->max_msg_size = 64;
 }
 
+/* ul_config with its log in a directory of its own, STATE/TAG-PID (made here): a custom
+ * log_dir, whose queue the state directory finds by a pointer. */
+static void ul_custom_config(shmq_config_t *cfg, char *logdir, size_t size, const char *tag)
+{
+    const char *state = getenv("SHMQ_STATE_DIR");
+    cr_assert(state && state[0] == '/', "SHMQ_STATE_DIR must be an absolute path");
+    snprintf(logdir, size, "%s/%s-%d", state, tag, (int)getpid());
+    mkdir(logdir, 0700);
+    ul_config(cfg);
+    cfg->log_dir = logdir;
+}
+
 static struct ul_shared *ul_setup(const char *tag)
 {
     struct ul_shared *sh = t_shared(sizeof *sh);
@@ -607,13 +619,8 @@ Test(unlink, a_create_during_a_deletes_removal_is_found_by_name)
     SKIP_WITHOUT_CRASH_POINTS();
     struct ul_shared *us = ul_setup("ulPtr");
     char logdir[PATH_MAX];
-    const char *state = getenv("SHMQ_STATE_DIR");
-    cr_assert(state && state[0] == '/', "SHMQ_STATE_DIR must be an absolute path");
-    snprintf(logdir, sizeof logdir, "%s/custom-%d", state, (int)getpid());
-    mkdir(logdir, 0700);
     shmq_config_t cfg;
-    ul_config(&cfg);
-    cfg.log_dir = logdir;
+    ul_custom_config(&cfg, logdir, sizeof logdir, "custom");
     shmq_t *q;
     int rc = shmq_create(us->name, &cfg, &q);
     cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
@@ -647,13 +654,8 @@ Test(unlink, a_delete_called_again_after_a_failed_removal_sweeps_a_custom_log_di
     SKIP_WITHOUT_CRASH_POINTS();
     const char *name = t_qname("ulPtrF");
     char logdir[PATH_MAX];
-    const char *state = getenv("SHMQ_STATE_DIR");
-    cr_assert(state && state[0] == '/', "SHMQ_STATE_DIR must be an absolute path");
-    snprintf(logdir, sizeof logdir, "%s/customF-%d", state, (int)getpid());
-    mkdir(logdir, 0700);
     shmq_config_t cfg;
-    ul_config(&cfg);
-    cfg.log_dir = logdir;
+    ul_custom_config(&cfg, logdir, sizeof logdir, "customF");
     shmq_t *q;
     int rc = shmq_create(name, &cfg, &q);
     cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
@@ -686,13 +688,8 @@ Test(unlink, a_delete_killed_before_its_rename_is_finished_by_the_next_create)
     SKIP_WITHOUT_CRASH_POINTS();
     struct ul_shared *us = ul_setup("ulBury");
     char logdir[PATH_MAX];
-    const char *state = getenv("SHMQ_STATE_DIR");
-    cr_assert(state && state[0] == '/', "SHMQ_STATE_DIR must be an absolute path");
-    snprintf(logdir, sizeof logdir, "%s/customB-%d", state, (int)getpid());
-    mkdir(logdir, 0700);
     shmq_config_t cfg;
-    ul_config(&cfg);
-    cfg.log_dir = logdir;
+    ul_custom_config(&cfg, logdir, sizeof logdir, "customB");
     shmq_t *q;
     int rc = shmq_create(us->name, &cfg, &q);
     cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
