@@ -68,6 +68,18 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
     return err;
 }
 
+/* Is dir's head fenced deleted (loghead_fence_deleted)? A fenced head is never made live again. */
+static bool head_deleted(const char *dir)
+{
+    struct loghead lh;
+    bool deleted = false;
+    if (loghead_open(dir, false, 0, &lh) == 0) {
+        deleted = atomic_load(&lh.h->complete_gen) == LOG_GEN_DELETED;
+        loghead_close(&lh);
+    }
+    return deleted;
+}
+
 /*
  * A log directory that a delete fenced and did not remove: the delete was killed between the
  * removal of the state directory's pointer and its rename (shmq_unlink). Nobody finds it by name
@@ -76,19 +88,19 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
  * a directory whose head is fenced deleted: a queue's log is never touched. A delete still
  * running (stopped, not killed) holds the lock; once it has gone on, the lock finds the name
  * gone (-ENOENT) or a new directory. 0 or -errno.
+ * A live queue's head is not fenced: looked at first without the lock, so that such a create
+ * says -EEXIST at once and never waits for a lock holder (a rebuild or a retention pass, stopped
+ * there: review10).
  */
 static int finish_deleted_log(const char *dir)
 {
+    if (!head_deleted(dir))
+        return 0;
     int lock = loghead_lock(dir, LOCK_EX, 0600);
     if (lock < 0)
         return lock == -ENOENT ? 0 : lock;
-    struct loghead lh;
     char tomb[SHMQ_LOG_DIR_MAX + 128];
-    bool deleted = false;
-    if (loghead_open(dir, false, 0, &lh) == 0) {
-        deleted = atomic_load(&lh.h->complete_gen) == LOG_GEN_DELETED;
-        loghead_close(&lh);
-    }
+    bool deleted = head_deleted(dir);
     int err = deleted ? logtomb_bury(dir, tomb, sizeof(tomb)) : 0;
     if (deleted && err == 0)
         err = logtomb_remove(tomb);

@@ -717,3 +717,41 @@ Test(unlink, a_delete_killed_before_its_rename_is_finished_by_the_next_create)
     cr_assert_eq(shmq_close(q), 0);
     cr_assert_eq(shmq_unlink(us->name), 0);
 }
+
+/* A create of a name whose queue exists answers -EEXIST at once, even while another process
+ * holds the log's lock and is stopped there (a rebuild, or a maintainer's retention): only a
+ * log whose head a delete fenced is locked to be finished. f0e316b took the exclusive lock
+ * before looking at the head, so that create waited for the stopped holder, for good (review10:
+ * a stopped peer stalled a caller that did not wait before). */
+Test(unlink, a_create_of_an_existing_name_does_not_wait_for_a_stopped_lock_holder)
+{
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *rs = ul_setup("ulHeld"), *cs = t_shared(sizeof *cs);
+    snprintf(cs->name, sizeof cs->name, "%s", rs->name);
+    atomic_store(&cs->rc, 1);
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    shmq_t *q;
+    int rc = shmq_create(rs->name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_publish(q, "kept", 4, NULL), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink_segment(rs->name), 0); /* lost: the rebuild takes the lock */
+    pid_t r = t_spawn_crash(recover_main, &rs, sizeof rs, "recover_after_bump", 1, 0);
+    ul_stopped(r, "recovery R");
+    pid_t c = t_spawn(create_main, &cs, sizeof cs);
+    cr_assert(!ul_wait_blocked(c, ul_recover_ino(rs->name)),
+              "a create of an existing name waits for the stopped recovery's lock");
+    t_assert_exit0(c, WAIT_MS, "creator C");
+    cr_assert_eq(atomic_load(&cs->rc), -EEXIST, "create: %s", shmq_strerror(atomic_load(&cs->rc)));
+    kill(r, SIGCONT);
+    t_assert_exit0(r, WAIT_MS, "recovery R");
+    cr_assert_eq(atomic_load(&rs->rc), 0, "recovery: %s", shmq_strerror(atomic_load(&rs->rc)));
+    rc = shmq_open(rs->name, &q);
+    cr_assert_eq(rc, 0, "open: %s", shmq_strerror(rc));
+    shmq_stats_t sst;
+    cr_assert_eq(shmq_stats(q, &sst), 0);
+    cr_assert_eq(sst.ready, 1, "the rebuilt queue's message: %u ready", sst.ready);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink(rs->name), 0);
+}
