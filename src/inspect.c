@@ -42,6 +42,7 @@
 #include "segment.h"
 #include "settings.h"
 #include "slot.h"
+#include "stats.h"
 #include "wal.h"
 #include "walscan.h"
 
@@ -321,6 +322,31 @@ static int proc_state_of(unsigned raw)
     }
 }
 
+const char *inspect_group_state_name(int s)
+{
+    static const char *const names[] = {"CREATING", "ACTIVE", "DELETING", "INVALID"};
+    return s >= 0 && s <= INSPECT_GROUP_INVALID ? names[s] : "INVALID";
+}
+
+static int group_state_of(unsigned raw)
+{
+    switch (raw) {
+    case GROUP_CREATING: return INSPECT_GROUP_CREATING;
+    case GROUP_ACTIVE: return INSPECT_GROUP_ACTIVE;
+    case GROUP_DELETING: return INSPECT_GROUP_DELETING;
+    default: return INSPECT_GROUP_INVALID;
+    }
+}
+
+const char *inspect_group_policy_name(uint32_t p)
+{
+    switch (p) {
+    case SHMQ_GROUP_BLOCK: return "block";
+    case SHMQ_GROUP_OVERRUN: return "overrun";
+    default: return "unknown";
+    }
+}
+
 const char *inspect_liveness_name(int l)
 {
     switch (l) {
@@ -419,6 +445,15 @@ static const char *check_geometry(const struct segment *s)
     }
     if (l->registry_off % CACHE_LINE != 0 || l->slots_off % CACHE_LINE != 0)
         return "region offsets not aligned";
+    const struct group_regions *gr = &s->groups;
+    if (l->max_groups == 0 || l->max_groups > SHMQ_GROUPS_MAX)
+        return "max_groups out of range";
+    if (!fits(gr->groups_off, (uint64_t)l->max_groups * sizeof(struct group_entry), size))
+        return "group table outside the mapping";
+    if (l->max_groups > 1 &&
+        !fits(gr->cells_off, (uint64_t)(l->max_groups - 1) * l->capacity * sizeof(struct slot),
+              size))
+        return "group cells outside the mapping";
     return NULL;
 }
 
@@ -571,6 +606,8 @@ static void read_registry(struct seg_read *r)
         o->sleeping = atomic_load_explicit(&p->sleeping, memory_order_relaxed) != 0;
         memcpy(o->name, p->name, sizeof(o->name));
         o->name[sizeof(o->name) - 1] = '\0';
+        o->group = p->group; /* plain: written before G1 (acquired above); checked in
+                              * count_group_consumers() before it steers anything */
         for (int c = 0; c < INSPECT_COUNTERS; c++) {
             /* relaxed: a tally written by its owner, ordered against nothing */
             o->counters[c] =
@@ -614,13 +651,80 @@ static void read_slot_states(struct seg_read *r)
     }
 }
 
+/* The group entries that are not free, each with its messages counted (stats.h: the count
+ * shmq_group_stats() makes). */
+static void read_groups(struct seg_read *r)
+{
+    const struct segment *seg = r->seg;
+    struct inspect_snapshot *s = r->out;
+    for (uint32_t g = 0; g < seg->layout.max_groups; g++) {
+        const struct group_entry *e = segment_group(seg, g);
+        /* acquire: pairs with the release CAS that made the entry CREATING: its name, policy,
+         * bound and first_id are complete (a best-effort picture if it changes meanwhile) */
+        unsigned raw = pw_state(atomic_load_explicit(&e->word, memory_order_acquire));
+        if (raw == GROUP_FREE)
+            continue;
+        shmq_group_stats_t st;
+        group_count(seg, g, s->taken_ns, &st);
+        struct inspect_group *o = &s->groups[s->n_groups++];
+        memset(o, 0, sizeof(*o));
+        o->index = g;
+        o->state = group_state_of(raw);
+        memcpy(o->name, st.name, SHMQ_GROUP_NAME_MAX); /* o->name's last byte stays 0 */
+        o->policy = e->policy;
+        o->bound = e->bound;
+        o->first_id = st.first_id;
+        o->ready = st.ready;
+        o->inflight = st.inflight;
+        o->delayed = st.delayed;
+        o->dead = st.dead;
+        o->held = st.held;
+        o->lag = st.lag;
+        o->oldest_age_ms = st.oldest_age_ms;
+        o->overrun = st.overrun;
+    }
+}
+
 static int read_segment(void *arg)
 {
     struct seg_read *r = arg;
     read_header_words(r->seg, r->out);
     read_registry(r);
     read_slot_states(r);
+    read_groups(r);
     return 0;
+}
+
+const struct inspect_group *inspect_group_at(const struct inspect_snapshot *s, uint32_t index)
+{
+    for (uint32_t i = 0; i < s->n_groups; i++)
+        if (s->groups[i].index == index)
+            return &s->groups[i];
+    return NULL;
+}
+
+/* Each ACTIVE consumer entry counted in its group; entries and groups out of range noted. */
+static void count_group_consumers(struct inspect_snapshot *s, uint32_t max_groups)
+{
+    for (uint32_t i = 0; i < s->n_groups; i++) {
+        const struct inspect_group *g = &s->groups[i];
+        if (g->state == INSPECT_GROUP_INVALID)
+            note(&s->notes, "group entry %" PRIu32 ": invalid state", g->index);
+        else if (g->policy != SHMQ_GROUP_BLOCK && g->policy != SHMQ_GROUP_OVERRUN)
+            note(&s->notes, "group entry %" PRIu32 ": unknown policy %" PRIu32, g->index,
+                 g->policy);
+    }
+    for (uint32_t i = 0; i < s->n_procs; i++) {
+        const struct inspect_proc *p = &s->procs[i];
+        if (p->group >= max_groups) {
+            note(&s->notes, "registry entry %" PRIu32 ": group %" PRIu32 " >= max_groups %" PRIu32,
+                 p->index, p->group, max_groups);
+            continue;
+        }
+        const struct inspect_group *g = inspect_group_at(s, p->group);
+        if (g && p->state == INSPECT_PROC_ACTIVE && (p->role & ROLE_CONSUMER))
+            s->groups[g - s->groups].consumers++;
+    }
 }
 
 /* The liveness rule of the registry (registry_pid_dead()), told apart for display. */
@@ -750,6 +854,7 @@ int inspect_segment_read(struct inspect_segment *is, struct inspect_snapshot *s)
     }
     decode_lease(&seg->layout, s); /* notes in the order a reader meets them: lease first */
     judge_registry(&r);
+    count_group_consumers(s, seg->layout.max_groups);
     free(r.inflight_by_index);
     return 0;
 }

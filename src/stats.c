@@ -1,6 +1,7 @@
 /*
  * stats.c - counters summed over the registry, and slots counted by state; a consumer group's
- * messages counted by state (its cells: group 0's are the slots) and its lag.
+ * messages counted by state (its cells: group 0's are the slots) and its lag (stats.h: the
+ * inspection layer counts with the same function).
  */
 #include <errno.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "queue.h"
 #include "registry.h"
 #include "slot.h"
+#include "stats.h"
 
 static int stats(shmq_t *q, shmq_stats_t *st)
 {
@@ -99,20 +101,19 @@ int(shmq_stats)(shmq_t *q, shmq_stats_t *st)
     return shmq_stats_size(q, st, ABI_STATS_SIZE_0);
 }
 
-/* Group g's cells by state; its lag from the lowest id it holds ready, delayed or in flight. */
-static void group_stats(shmq_t *q, uint32_t g, shmq_group_stats_t *st)
+void group_count(const struct segment *s, uint32_t g, uint64_t now, shmq_group_stats_t *st)
 {
-    const struct segment *s = &q->seg;
     const struct group_entry *e = segment_group(s, g);
+    memset(st, 0, sizeof(*st));
     if (!e)
-        __builtin_unreachable(); /* g came from groups_find() */
+        return; /* g >= max_groups: nothing of it */
     st->index = g;
     memcpy(st->name, e->name, SHMQ_GROUP_NAME_MAX);
     st->first_id = e->first_id; /* plain: written before the CAS that made it ACTIVE (acquired) */
     st->overrun = atomic_load_explicit(&e->overrun, memory_order_relaxed); /* a tally */
     /* relaxed: a gauge's reference; ids handed out after it may show in the scan (lag 0 then) */
     st->newest_id = atomic_load_explicit(&s->hdr->next_id, memory_order_relaxed);
-    uint64_t now = now_ns(), oldest = UINT64_MAX, low = UINT64_MAX;
+    uint64_t oldest = UINT64_MAX, low = UINT64_MAX;
     for (uint32_t i = 0; i < s->layout.capacity; i++) {
         const struct slot *sl = segment_slot(s, i), *cl = segment_cell(s, g, i);
         /* acquire: pairs with the release that made the cell so (P1, F4, ...): the slot's id
@@ -148,8 +149,8 @@ int shmq_group_stats_size(shmq_t *q, const char *group, shmq_group_stats_t *st, 
     int err = groups_find(q, group, &g, &w);
     if (err)
         return err;
-    shmq_group_stats_t own = {0};
-    group_stats(q, g, &own);
+    shmq_group_stats_t own;
+    group_count(&q->seg, g, now_ns(), &own);
     /* the entry unchanged: the name and first_id copied are this group's (a seqlock reader) */
     atomic_thread_fence(memory_order_acquire);
     if (atomic_load_explicit(&segment_group(&q->seg, g)->word, memory_order_relaxed) != w)

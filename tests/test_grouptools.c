@@ -16,10 +16,15 @@
  *    the rebuilt queue has them as a left them, and default still has every message.
  *  - group_stats_counts_and_lag: shmq_group_stats of three groups that are at different places
  *    of the same five messages: counts by state, held, lag, overrun, newest_id.
+ *  - inspect_snapshot_has_each_group: the inspection layer's snapshot has the same three groups
+ *    counted as shmq_group_stats() counts them, with each entry and its consumers.
+ *  - cli_stat_dump_top_show_each_group: `shmq stat` (text, --json), `dump` and `top` show a line
+ *    per group; a queue with "default" alone reads as before in text.
  */
 #include "helpers.h"
 
 #include "cli.h"
+#include "inspect.h"
 
 #include <inttypes.h>
 
@@ -300,31 +305,52 @@ Test(grouptools, cli_purge_peek_group)
     h_assert_rc(shmq_close(q), 0);
 }
 
-Test(grouptools, group_stats_counts_and_lag)
-{
-    const char *name = h_qname("gtstats");
-    shmq_config_t cfg = gt_config(16);
+/* Three groups at different places of the same five messages: default 1 acked, 2 in flight
+ * (held0), 3..5 ready; a (BLOCK) 1 dead (max_attempts 1), 2..5 ready; b (OVERRUN, bound 2)
+ * 1..3 dropped by the bound, 4 and 5 ready. c0 consumes in default, ca in a. */
+struct three {
     shmq_t *q;
-    h_assert_rc(shmq_create(name, &cfg, &q), 0);
-    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
-    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_OVERRUN, 2), 0);
+    shmq_consumer_t *c0, *ca;
+    shmq_msg_t held0;
+};
+
+static void three_groups(const char *name, struct three *t)
+{
+    shmq_config_t cfg = gt_config(16);
+    h_assert_rc(shmq_create(name, &cfg, &t->q), 0);
+    h_assert_rc(shmq_group_create(t->q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(t->q, "b", SHMQ_GROUP_OVERRUN, 2), 0);
     shmq_group_stats_t gs;
-    h_assert_rc(shmq_group_stats(q, "a", &gs), 0);
+    h_assert_rc(shmq_group_stats(t->q, "a", &gs), 0);
     cr_assert(gs.held == 0 && gs.lag == 0 && gs.oldest_age_ms == -1 && gs.index == 1,
               "empty: held %" PRIu64 " lag %" PRIu64, gs.held, gs.lag);
     for (int i = 0; i < 5; i++)
-        h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
-    shmq_consumer_t *c0, *ca;
-    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
-    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
-    shmq_msg_t m, held0;
-    h_assert_rc(shmq_receive(c0, &m, 5000), 0);
-    h_assert_rc(shmq_ack(c0, &m), 0);           /* default: 1 acked */
-    h_assert_rc(shmq_receive(c0, &held0, 5000), 0); /* default: 2 in flight */
-    h_assert_rc(shmq_receive(ca, &m, 5000), 0);
-    h_assert_rc(shmq_nack(ca, &m, 0), 0);       /* a: 1 dead (max_attempts 1) */
-    h_assert_rc(shmq_maintain(q, NULL), 0);     /* b: overrun drops 1..3, keeps 4, 5 */
+        h_assert_rc(shmq_publish(t->q, "mm", 2, NULL), 0);
+    h_assert_rc(shmq_consumer_open(t->q, "c0", &t->c0), 0);
+    h_assert_rc(shmq_consumer_open_group(t->q, "a", "ca", &t->ca), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(t->c0, &m, 5000), 0);
+    h_assert_rc(shmq_ack(t->c0, &m), 0);              /* default: 1 acked */
+    h_assert_rc(shmq_receive(t->c0, &t->held0, 5000), 0); /* default: 2 in flight */
+    h_assert_rc(shmq_receive(t->ca, &m, 5000), 0);
+    h_assert_rc(shmq_nack(t->ca, &m, 0), 0);          /* a: 1 dead (max_attempts 1) */
+    h_assert_rc(shmq_maintain(t->q, NULL), 0);        /* b: overrun drops 1..3, keeps 4, 5 */
+}
 
+static void three_close(struct three *t)
+{
+    h_assert_rc(shmq_ack(t->c0, &t->held0), 0);
+    h_assert_rc(shmq_consumer_close(t->c0), 0);
+    h_assert_rc(shmq_consumer_close(t->ca), 0);
+    h_assert_rc(shmq_close(t->q), 0);
+}
+
+Test(grouptools, group_stats_counts_and_lag)
+{
+    struct three t;
+    three_groups(h_qname("gtstats"), &t);
+    shmq_t *q = t.q;
+    shmq_group_stats_t gs;
     h_assert_rc(shmq_group_stats(q, NULL, &gs), 0);
     cr_assert_str_eq(gs.name, "default");
     cr_assert(gs.index == 0 && gs.ready == 3 && gs.inflight == 1 && gs.dead == 0 &&
@@ -342,10 +368,173 @@ Test(grouptools, group_stats_counts_and_lag)
     h_assert_rc(shmq_group_stats(q, "nope", &gs), -ENOENT);
     h_assert_rc(shmq_group_stats(NULL, "a", &gs), -EINVAL);
     h_assert_rc(shmq_group_stats_size(q, "a", &gs, 8), -EINVAL);
-    h_assert_rc(shmq_ack(c0, &held0), 0);
-    h_assert_rc(shmq_consumer_close(c0), 0);
-    h_assert_rc(shmq_consumer_close(ca), 0);
-    h_assert_rc(shmq_close(q), 0);
+    three_close(&t);
+}
+
+/* The inspection layer's snapshot (what `shmq stat`, `dump` and `top` show) has each group,
+ * counted as shmq_group_stats() counts it, with its entry and its consumers. */
+Test(grouptools, inspect_snapshot_has_each_group)
+{
+    const char *name = h_qname("gtinsp");
+    struct three t;
+    three_groups(name, &t);
+    static struct inspect_snapshot s;
+    h_assert_rc(inspect_queue(name, &s), 0);
+    cr_assert_eq(s.n_groups, 3);
+    cr_assert_eq(s.notes.count, 0, "%s", s.notes.text[0]);
+    const char *names[3] = {"default", "a", "b"};
+    const uint32_t consumers[3] = {1, 1, 0}, policy[3] = {SHMQ_GROUP_BLOCK, SHMQ_GROUP_BLOCK,
+                                                           SHMQ_GROUP_OVERRUN};
+    for (uint32_t g = 0; g < 3; g++) {
+        shmq_group_stats_t gs;
+        h_assert_rc(shmq_group_stats(t.q, names[g], &gs), 0);
+        const struct inspect_group *ig = inspect_group_at(&s, g);
+        cr_assert_not_null(ig, "group %u", g);
+        cr_assert_str_eq(ig->name, names[g]);
+        cr_assert(ig->index == g && ig->state == INSPECT_GROUP_ACTIVE && ig->policy == policy[g] &&
+                      ig->bound == (g == 2 ? 2u : 0u) && ig->first_id == gs.first_id,
+                  "%s: entry", names[g]);
+        cr_assert(ig->ready == gs.ready && ig->inflight == gs.inflight &&
+                      ig->delayed == gs.delayed && ig->dead == gs.dead && ig->held == gs.held &&
+                      ig->lag == gs.lag && ig->overrun == gs.overrun &&
+                      (ig->oldest_age_ms >= 0) == (gs.oldest_age_ms >= 0),
+                  "%s: ready %u/%u dead %u/%u lag %" PRIu64 "/%" PRIu64, names[g], ig->ready,
+                  gs.ready, ig->dead, gs.dead, ig->lag, gs.lag);
+        cr_assert_eq(ig->consumers, consumers[g], "%s: %u consumers", names[g], ig->consumers);
+    }
+    cr_assert_null(inspect_group_at(&s, 3));
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < s.n_procs; i++) {
+        const struct inspect_proc *p = &s.procs[i];
+        if (strcmp(p->name, "ca") == 0) {
+            seen++;
+            cr_assert_eq(p->group, 1, "ca receives in a");
+        }
+        if (strcmp(p->name, "c0") == 0) {
+            seen++;
+            cr_assert_eq(p->group, 0, "c0 receives in default");
+        }
+    }
+    cr_assert_eq(seen, 2);
+    inspect_snapshot_free(&s);
+    three_close(&t);
+}
+
+/* `shmq stat` (text and --json), `dump` and `top` show a line per group; a queue with the group
+ * "default" only reads as before in text (and has it alone in --json). */
+Test(grouptools, cli_stat_dump_top_show_each_group)
+{
+    const char *name = h_qname("gtcli3");
+    struct three t;
+    three_groups(name, &t);
+
+    struct run r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat --json");
+    struct jval *d = json_parse(r.out);
+    struct jval *gr = jget(d, "groups");
+    cr_assert(gr && gr->type == J_ARR && gr->n == 3, "three groups");
+    cr_assert_str_eq(jstr(d, "groups.0.name"), "default");
+    cr_assert_str_eq(jstr(d, "groups.0.state"), "ACTIVE");
+    jassert_num(d, "groups.0.ready", 3);
+    jassert_num(d, "groups.0.inflight", 1);
+    jassert_num(d, "groups.0.lag", 4);
+    jassert_num(d, "groups.0.consumers", 1);
+    cr_assert_str_eq(jstr(d, "groups.1.name"), "a");
+    cr_assert_str_eq(jstr(d, "groups.1.policy"), "block");
+    jassert_num(d, "groups.1.index", 1);
+    jassert_num(d, "groups.1.ready", 4);
+    jassert_num(d, "groups.1.dead", 1);
+    jassert_num(d, "groups.1.held", 5);
+    jassert_num(d, "groups.1.lag", 4);
+    jassert_num(d, "groups.1.consumers", 1);
+    cr_assert(jnum(d, "groups.1.oldest_message_age_ms") >= 0);
+    cr_assert_str_eq(jstr(d, "groups.2.name"), "b");
+    cr_assert_str_eq(jstr(d, "groups.2.policy"), "overrun");
+    jassert_num(d, "groups.2.bound", 2);
+    jassert_num(d, "groups.2.ready", 2);
+    jassert_num(d, "groups.2.lag", 2);
+    jassert_num(d, "groups.2.overrun", 3);
+    jassert_num(d, "groups.2.first_id", 1);
+    jassert_num(d, "groups.2.consumers", 0);
+    bool saw_ca = false;
+    struct jval *procs = jget(d, "processes");
+    for (size_t i = 0; procs && i < procs->n; i++)
+        if (jget(procs->items[i], "name") && strcmp(jstr(procs->items[i], "name"), "ca") == 0) {
+            saw_ca = true;
+            cr_assert_str_eq(jstr(procs->items[i], "group"), "a");
+        }
+    cr_assert(saw_ca, "the consumer of a is listed with its group");
+    json_free(d);
+    run_free(&r);
+
+    r = RUN("stat", name);
+    assert_exit(&r, 0, "stat");
+    assert_contains(r.out, "groups:\n", "stat text");
+    assert_contains(r.out,
+                    "group 1: index=1 name=\"a\" state=ACTIVE policy=block bound=0 ready=4 "
+                    "inflight=0 delayed=0 dead=1 held=5 lag=4",
+                    "stat text: group a");
+    assert_contains(r.out, "group 2: index=2 name=\"b\" state=ACTIVE policy=overrun bound=2 ready=2",
+                    "stat text: group b");
+    assert_contains(r.out, "name=\"ca\"", "stat text");
+    assert_contains(r.out, "group=\"a\"", "stat text: ca's group");
+    run_free(&r);
+
+    r = RUN("dump", name, "--json");
+    assert_exit(&r, 0, "dump --json");
+    d = json_parse(r.out);
+    jassert_num(d, "groups.2.overrun", 3);
+    jassert_num(d, "groups.1.dead", 1);
+    procs = jget(d, "registry");
+    saw_ca = false;
+    for (size_t i = 0; procs && i < procs->n; i++)
+        if (strcmp(jstr(procs->items[i], "name"), "ca") == 0) {
+            saw_ca = true;
+            jassert_num(procs->items[i], "group", 1);
+        }
+    cr_assert(saw_ca, "dump lists the consumer of a with its group");
+    json_free(d);
+    run_free(&r);
+    r = RUN("dump", name);
+    assert_exit(&r, 0, "dump");
+    assert_contains(r.out, "groups:\n", "dump text");
+    assert_contains(r.out, "name=\"b\" state=ACTIVE policy=overrun", "dump text: group b");
+    run_free(&r);
+
+    /* a queue with "default" alone: no group lines in text, "default" alone in --json */
+    const char *one = h_qname("gtone");
+    shmq_config_t cfg = gt_config(16);
+    cfg.max_groups = 1;
+    shmq_t *q1;
+    h_assert_rc(shmq_create(one, &cfg, &q1), 0);
+    r = RUN("stat", one);
+    assert_exit(&r, 0, "stat (one group)");
+    cr_assert(!strstr(r.out, "groups:") && !strstr(r.out, "group "), "one group:\n%s", r.out);
+    run_free(&r);
+    r = RUN("dump", one);
+    assert_exit(&r, 0, "dump (one group)");
+    cr_assert(!strstr(r.out, "groups:") && !strstr(r.out, "group="), "one group:\n%s", r.out);
+    run_free(&r);
+    r = RUN("stat", one, "--json");
+    assert_exit(&r, 0, "stat --json (one group)");
+    d = json_parse(r.out);
+    gr = jget(d, "groups");
+    cr_assert(gr && gr->type == J_ARR && gr->n == 1, "default alone");
+    cr_assert_str_eq(jstr(d, "groups.0.name"), "default");
+    json_free(d);
+    run_free(&r);
+
+    r = RUN("top", name, one, "--iterations", "1", "--interval-ms", "10");
+    assert_exit(&r, 0, "top (table)");
+    assert_contains(r.out, "  @default ", "top: a row per group");
+    assert_contains(r.out, "  @a ", "top: a row per group");
+    assert_contains(r.out, "lag=4", "top: a's lag");
+    assert_contains(r.out, "lag=2", "top: b's lag");
+    const char *row1 = strstr(r.out, one); /* the rows are in the order of the names */
+    cr_assert(row1 && !strstr(row1, "  @"), "the one-group queue has no group rows:\n%s", r.out);
+    run_free(&r);
+    h_assert_rc(shmq_close(q1), 0);
+    three_close(&t);
 }
 
 Test(grouptools, logged_group_purges_stay_purged_after_a_rebuild)

@@ -374,7 +374,10 @@ Test(inspect, out_of_range_values_are_flagged_and_noted_never_followed)
     atomic_store(&pe->word, 9);
     pe = segment_proc(&seg, 6);
     pe->pid = 0;
+    pe->group = 70; /* a consumer of a group index out of range */
+    pe->role = ROLE_CONSUMER;
     atomic_store(&pe->word, pw_make(PROC_ACTIVE, 3, 0));
+    segment_group(&seg, 0)->policy = 9;
     for (uint64_t i = 0; i < 4; i++)
         atomic_store(&seg.dead_ring.shm->cells[i], (1ull << RING_INDEX_BITS) | (16 + 5));
     atomic_store(&seg.hdr->lease_word, (uint64_t)4000 << 48); /* holder 3999 of 8 */
@@ -392,6 +395,10 @@ Test(inspect, out_of_range_values_are_flagged_and_noted_never_followed)
     assert_note(&s->notes, "lease: holder 3999 >= max_procs 8");
     assert_note(&s->notes, "registry entry 5: invalid state 9");
     assert_note(&s->notes, "registry entry 6: ACTIVE with pid 0");
+    assert_note(&s->notes, "registry entry 6: group 70 >= max_groups 1");
+    assert_note(&s->notes, "group entry 0: unknown policy 9");
+    cr_assert_eq(s->n_groups, 1);
+    cr_assert_eq(s->groups[0].consumers, 0, "an entry of an out-of-range group counts nowhere");
     bool saw5 = false;
     for (uint32_t i = 0; i < s->n_procs; i++) {
         const struct inspect_proc *p = &s->procs[i];
@@ -430,7 +437,7 @@ Test(inspect, out_of_range_values_are_flagged_and_noted_never_followed)
     assert_note(&s->notes, "slot 1: len 4294967295 > max_msg_size 128");
     assert_note(&s->notes, "slot 2: owner 1048574 >= max_procs 8");
     assert_note(&s->notes, "slot 3: linger 999 >= max_procs 8");
-    cr_assert_eq(s->notes.count, 9, "notes: %" PRIu64, s->notes.count);
+    cr_assert_eq(s->notes.count, 11, "notes: %" PRIu64, s->notes.count);
     free(v);
     inspect_snapshot_free(s);
     free(s);

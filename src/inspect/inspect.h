@@ -194,6 +194,34 @@ struct inspect_proc {
     char name[SHMQ_CONSUMER_NAME_MAX]; /* NUL-terminated (untrusted bytes) */
     uint64_t counters[INSPECT_COUNTERS];
     uint64_t reclaimed_from; /* messages maintenance took back from it (taken_back) */
+    uint32_t group;          /* the consumer group it receives in (0: "default"); one
+                              * >= max_groups is noted and counted in no group */
+};
+
+/* A consumer group's entry (consumer groups: README "Fan-out"). */
+enum inspect_group_state {
+    INSPECT_GROUP_CREATING, /* being made (or its maker died: maintenance finishes it) */
+    INSPECT_GROUP_ACTIVE,
+    INSPECT_GROUP_DELETING, /* being deleted: it receives nothing more */
+    INSPECT_GROUP_INVALID   /* a state no code writes: an inconsistency */
+};
+const char *inspect_group_state_name(int s);        /* "CREATING", "ACTIVE", "DELETING", "INVALID" */
+const char *inspect_group_policy_name(uint32_t p);  /* "block", "overrun", "unknown" */
+
+/* One consumer group: its entry, and its messages counted as shmq_group_stats() counts them. */
+struct inspect_group {
+    uint32_t index; /* 0 .. max_groups-1; 0 is "default" */
+    int state;      /* INSPECT_GROUP_* */
+    char name[SHMQ_GROUP_NAME_MAX + 1]; /* NUL-terminated (untrusted bytes) */
+    uint32_t policy;                    /* SHMQ_GROUP_BLOCK or _OVERRUN (else "unknown") */
+    uint32_t bound;                     /* OVERRUN: the messages it may hold */
+    uint64_t first_id;                  /* the queue's next id when it was made */
+    uint32_t ready, inflight, delayed, dead; /* its messages by state */
+    uint64_t held;                      /* the sum of those four */
+    uint64_t lag;          /* ids published since the oldest message it has not finished */
+    int64_t oldest_age_ms; /* since publish, of that message; -1 if none */
+    uint64_t overrun;      /* messages the OVERRUN policy dropped from it */
+    uint32_t consumers;    /* ACTIVE consumer entries in it */
 };
 
 /* The log as the segment sees it (durability other than none). */
@@ -239,6 +267,10 @@ struct inspect_snapshot {
     uint64_t expired; /* messages expired since the segment was made (shmq_stats_t.expired) */
     int64_t oldest_age_ms;      /* since publish, of the oldest message ready, delayed or in flight;
                                  * -1 if there is none */
+    /* The consumer groups whose entry is not free, by index ("default", index 0, first): one
+     * for a queue created with max_groups 1. */
+    struct inspect_group groups[SHMQ_GROUPS_MAX];
+    uint32_t n_groups;
     struct inspect_notes notes; /* inconsistencies: lease, registry (then what inspect_rings()
                                  * and inspect_slots() append when given &notes) */
 };
@@ -247,6 +279,12 @@ struct inspect_snapshot {
  * Free with inspect_snapshot_free() (also after an error). */
 int inspect_segment_read(struct inspect_segment *seg, struct inspect_snapshot *out);
 void inspect_snapshot_free(struct inspect_snapshot *s);
+
+/* The group of index index in s (NULL: its entry is free, or index is out of range). */
+const struct inspect_group *inspect_group_at(const struct inspect_snapshot *s, uint32_t index);
+
+/* Does s hold a consumer group besides "default"? (The tools show groups then.) */
+static inline bool inspect_has_groups(const struct inspect_snapshot *s) { return s->n_groups > 1; }
 
 /* Open NAME, read a snapshot, close: the errors of both (geometry: -EBADMSG). */
 int inspect_queue(const char *name, struct inspect_snapshot *out);

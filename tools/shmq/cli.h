@@ -88,6 +88,10 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
                const struct inspect_snapshot *before);
 /* The "watchdog" object (status, pid, expires_in_ms), as `stat` and `list --json` show it. */
 void stat_emit_watchdog(struct emitter *e, const struct inspect_snapshot *s);
+/* The consumer groups of s, one inline object each, as `stat` shows them (also in `dump`):
+ * always in JSON, in text only when the queue has a group besides "default" (so the output
+ * of a one-group queue reads as before groups). */
+void stat_emit_groups(struct emitter *e, const struct inspect_snapshot *s);
 
 /* why.c: shmq_strerror(err), and for a storage error (-ENOSPC, -EDQUOT, -EROFS, -EIO, -EFBIG,
  * -ENOMEM) the file system or limit behind it: free space of /dev/shm and of the log directory

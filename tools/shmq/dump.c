@@ -45,7 +45,12 @@ void cmd_dump_help(FILE *out)
             "  registry     each non-free entry: index, state, gen, pid, role, name, heartbeat\n"
             "               age in ms, alive/dead (the registry's rule: a pid that is gone or\n"
             "               a zombie is dead; one with another start time in /proc/PID/stat\n"
-            "               was reused: pid-reused)\n"
+            "               was reused: pid-reused), group (the index of the consumer group\n"
+            "               it receives in; shown where groups are)\n"
+            "  groups       each consumer group (in text when the queue has one besides\n"
+            "               \"default\"; always in --json), as `%s stat` shows it: index,\n"
+            "               name, state, policy, bound, its messages by state, held, lag,\n"
+            "               oldest_message_age_ms, overrun, first_id, consumers\n"
             "  rings        free, ready and dead rings: head, tail, threshold, non-empty cells\n"
             "  slots        each non-free slot: index, state, gen, owner (registry index), id,\n"
             "               attempt, len, age in ms, deadline, ticket, delivery token, dead\n"
@@ -76,7 +81,8 @@ void cmd_dump_help(FILE *out)
             "  %s dump orders\n"
             "  %s dump orders --json | jq '.slots[] | select(.state == \"INFLIGHT\")'\n"
             "  %s dump orders --json | jq .slot_counts.ready\n",
-            cli_progname, INSPECT_PREVIEW_BYTES, cli_progname, cli_progname, cli_progname);
+            cli_progname, cli_progname, INSPECT_PREVIEW_BYTES, cli_progname, cli_progname,
+            cli_progname);
 }
 
 static void dump_header(struct emitter *e, const struct inspect_snapshot *s)
@@ -168,6 +174,8 @@ static void dump_registry(struct emitter *e, const struct inspect_snapshot *s)
         }
         emit_word(e, "liveness", inspect_liveness_name(p->liveness));
         emit_bool(e, "alive", p->alive);
+        if (e->json || inspect_has_groups(s))
+            emit_u64(e, "group", p->group);
         emit_counters(e, "counters", EMIT_INLINE, p->counters);
         emit_end(e);
     }
@@ -177,6 +185,7 @@ static void dump_registry(struct emitter *e, const struct inspect_snapshot *s)
     emit_u64(e, "in_use", s->n_procs);
     emit_u64(e, "alive", s->procs_alive);
     emit_end(e);
+    stat_emit_groups(e, s);
 }
 
 static int dump_rings(struct emitter *e, struct inspect_segment *seg, struct inspect_notes *notes)

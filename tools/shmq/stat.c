@@ -46,11 +46,20 @@ void cmd_stat_help(FILE *out)
             "  oldest_message_age_ms  age since publish of the oldest message not yet acked\n"
             "                       (ready, delayed or in flight); null if there is none\n"
             "  consumers, procs     attached consumers, attached processes (active entries)\n"
+            "  groups               each consumer group (shown in text when the queue has one\n"
+            "                       besides \"default\"; always in --json): index, name, state\n"
+            "                       (ACTIVE, DELETING, CREATING), policy (block, overrun),\n"
+            "                       bound, its messages ready, inflight, delayed, dead and\n"
+            "                       held (their sum), lag (ids published since the oldest\n"
+            "                       message it has not finished; 0: caught up),\n"
+            "                       oldest_message_age_ms, overrun (messages its bound\n"
+            "                       dropped), first_id, consumers\n"
             "  watchdog             the maintenance lease: status (active, cooperative, expired,\n"
             "                       none), pid, expires_in_ms\n"
             "  processes            each registry entry: index, pid, role, state, name, alive,\n"
             "                       heartbeat_age_ms, inflight (messages it holds); a\n"
-            "                       consumer also its own counters: delivered, acked, nacked,\n"
+            "                       consumer also its group (where groups are shown) and\n"
+            "                       its own counters: delivered, acked, nacked,\n"
             "                       redelivered, dead_lettered, reclaimed_from (messages taken\n"
             "                       back from it: ack deadline passed, or fenced as hung)\n"
             "\n"
@@ -97,6 +106,13 @@ static void emit_processes(struct emitter *e, const struct inspect_snapshot *s)
         else
             emit_null(e, "heartbeat_age_ms");
         emit_u64(e, "inflight", p->inflight);
+        if ((p->role & SHMQ_ROLE_CONSUMER) && (e->json || inspect_has_groups(s))) {
+            const struct inspect_group *g = inspect_group_at(s, p->group);
+            if (g) /* the group it receives in */
+                emit_bytes(e, "group", g->name, strlen(g->name));
+            else /* gone (deleted) or out of range */
+                emit_null(e, "group");
+        }
         if (p->role & SHMQ_ROLE_CONSUMER) { /* its own counters (shmq_consumer_stats()) */
             emit_u64(e, "delivered", p->counters[INSPECT_DELIVERED]);
             emit_u64(e, "acked", p->counters[INSPECT_ACKED]);
@@ -177,6 +193,7 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
         emit_null(e, "oldest_message_age_ms");
     emit_u64(e, "consumers", s->consumers);
     emit_u64(e, "procs", s->procs_active);
+    stat_emit_groups(e, s);
     if (s->log.enabled) { /* the log's health: a failing file system or disk shows here */
         emit_begin(e, "log", NULL, EMIT_INLINE);
         emit_bool(e, "healthy", !s->log.flush_failed && s->log.last_error == 0);
@@ -193,6 +210,39 @@ void stat_emit(struct emitter *e, const char *name, const struct inspect_snapsho
 
     stat_emit_watchdog(e, s);
     emit_processes(e, s);
+}
+
+void stat_emit_groups(struct emitter *e, const struct inspect_snapshot *s)
+{
+    if (!e->json && !inspect_has_groups(s))
+        return;
+    emit_begin(e, "groups", NULL, EMIT_ARRAY);
+    for (uint32_t i = 0; i < s->n_groups; i++) {
+        const struct inspect_group *g = &s->groups[i];
+        char label[32];
+        snprintf(label, sizeof label, "group %u", g->index);
+        emit_begin(e, NULL, label, EMIT_INLINE);
+        emit_u64(e, "index", g->index);
+        emit_bytes(e, "name", g->name, strlen(g->name));
+        emit_word(e, "state", inspect_group_state_name(g->state));
+        emit_word(e, "policy", inspect_group_policy_name(g->policy));
+        emit_u64(e, "bound", g->bound);
+        emit_u64(e, "ready", g->ready);
+        emit_u64(e, "inflight", g->inflight);
+        emit_u64(e, "delayed", g->delayed);
+        emit_u64(e, "dead", g->dead);
+        emit_u64(e, "held", g->held);
+        emit_u64(e, "lag", g->lag);
+        if (g->oldest_age_ms >= 0)
+            emit_i64(e, "oldest_message_age_ms", g->oldest_age_ms);
+        else
+            emit_null(e, "oldest_message_age_ms");
+        emit_u64(e, "overrun", g->overrun);
+        emit_u64(e, "first_id", g->first_id);
+        emit_u64(e, "consumers", g->consumers);
+        emit_end(e);
+    }
+    emit_end(e);
 }
 
 void stat_emit_watchdog(struct emitter *e, const struct inspect_snapshot *s)

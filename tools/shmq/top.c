@@ -33,7 +33,10 @@ void cmd_top_help(FILE *out)
             "interval. With no NAME (every queue on this host) or several: a table, one row\n"
             "per queue: READY INFLIGHT DELAYED DEAD CONS, the rates PUB/s DELIV/s ACK/s\n"
             "NACK/s REDEL/s DLQ/s rounded for reading (950, 12.5k, 3.1M), OLDEST (age of\n"
-            "the oldest message not yet acked: 850ms, 12s, 5m, 3h) and WATCHDOG.\n"
+            "the oldest message not yet acked: 850ms, 12s, 5m, 3h) and WATCHDOG. A queue with\n"
+            "consumer groups besides \"default\" has a row per group under its own, \"  @GROUP\":\n"
+            "the group's messages by state, its consumers, OLDEST, and its lag (ids published\n"
+            "since the oldest message it has not finished) where WATCHDOG is.\n"
             "Read-only: no queue is disturbed. Stop it with Ctrl-C (or --iterations).\n"
             "\n"
             "Options:\n"
@@ -170,6 +173,37 @@ static const struct top_row *table_find(const struct top_table *t, const char *n
 static const int rate_columns[] = {INSPECT_PUBLISHED, INSPECT_DELIVERED,   INSPECT_ACKED,
                                    INSPECT_NACKED,    INSPECT_REDELIVERED, INSPECT_DEAD_LETTERED};
 
+/* A group's name for the table: bytes other than a name's [A-Za-z0-9._-] shown as '?' (they
+ * come from shared memory). */
+static void group_label(const struct inspect_group *g, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "  @%s", g->name);
+    for (int i = 3; i < n && (size_t)i < size - 1; i++) {
+        char c = buf[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            buf[i] = '?';
+    }
+}
+
+/* Under a queue with groups besides "default": a row per group, its messages by state, its
+ * consumers, the age of its oldest message and its lag (and its state when not ACTIVE). */
+static void table_draw_groups(const struct inspect_snapshot *s)
+{
+    if (!inspect_has_groups(s))
+        return;
+    for (uint32_t i = 0; i < s->n_groups; i++) {
+        const struct inspect_group *g = &s->groups[i];
+        char label[48], age[16];
+        group_label(g, label, sizeof label);
+        printf("%-24s %7u %8u %7u %6u %4u %7s %7s %7s %7s %7s %7s %6s lag=%llu%s%s\n", label,
+               g->ready, g->inflight, g->delayed, g->dead, g->consumers, "", "", "", "", "", "",
+               age_text(g->oldest_age_ms, age, sizeof age), (unsigned long long)g->lag,
+               g->state == INSPECT_GROUP_ACTIVE ? "" : " ",
+               g->state == INSPECT_GROUP_ACTIVE ? "" : inspect_group_state_name(g->state));
+    }
+}
+
 static void table_draw(const struct top_table *now, const struct top_table *before)
 {
     printf("%-24s %7s %8s %7s %6s %4s %7s %7s %7s %7s %7s %7s %6s %s\n", "NAME", "READY",
@@ -201,6 +235,7 @@ static void table_draw(const struct top_table *now, const struct top_table *befo
                rates[0], rates[1], rates[2], rates[3], rates[4], rates[5],
                age_text(s->oldest_age_ms, age, sizeof age),
                inspect_watchdog_text(s, wd, sizeof wd));
+        table_draw_groups(s);
     }
     if (now->n == 0)
         printf("(no queue)\n");
