@@ -68,12 +68,17 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
     return err;
 }
 
-/* Is dir's head fenced deleted (loghead_fence_deleted)? A fenced head is never made live again. */
+/* Is dir a log directory (not the state directory's pointer to one) whose head is fenced deleted
+ * (loghead_fence_deleted)? A fenced head is never made live again. A pointer left by a delete
+ * killed before its unpoint names a log that is found by name: a second delete finishes it (a
+ * rename here would move the link itself, and the log would be found by nobody). */
 static bool head_deleted(const char *dir)
 {
     struct loghead lh;
+    struct stat st;
     bool deleted = false;
-    if (loghead_open(dir, false, 0, &lh) == 0) {
+    if (io_fstatat(AT_FDCWD, dir, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+        loghead_open(dir, false, 0, &lh) == 0) {
         deleted = atomic_load(&lh.h->complete_gen) == LOG_GEN_DELETED;
         loghead_close(&lh);
     }
@@ -292,6 +297,7 @@ int shmq_unlink(const char *name)
         /* fence every holder before the files go, so that none writes into the files of a
          * queue made again by this name (loghead.h) */
         loghead_fence_deleted(dir);
+        CRASH_POINT(unlink_before_unpoint); /* killed: found by name, a second delete ends it */
         /* the state directory's pointer goes while the path is still ours: after the rename a
          * create of the name with the same log_dir makes a new directory there and keeps the
          * pointer, which was then removed under it (review4 R4-1: after a reboot the new

@@ -755,3 +755,44 @@ Test(unlink, a_create_of_an_existing_name_does_not_wait_for_a_stopped_lock_holde
     cr_assert_eq(shmq_close(q), 0);
     cr_assert_eq(shmq_unlink(rs->name), 0);
 }
+
+/* Killed between fencing the head and removing the state directory's pointer: the pointer
+ * STATE/NAME -> LOG_DIR/NAME is still there, so the queue is found by name and a second delete
+ * finishes it. A create of the name without a log_dir looks at STATE/NAME, which is that
+ * pointer: it must say -EEXIST and leave it (f0e316b's finish renamed the link itself into a
+ * tombstone it could not remove: the create failed, the pointer was gone, a second delete said
+ * -ENOENT and the fenced log stayed behind with nobody to find it). */
+Test(unlink, a_create_through_a_killed_deletes_pointer_leaves_it_to_the_second_delete)
+{
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared *us = ul_setup("ulPoint");
+    char logdir[PATH_MAX];
+    shmq_config_t cfg, plain;
+    ul_custom_config(&cfg, logdir, sizeof logdir, "customP");
+    ul_config(&plain);
+    shmq_t *q;
+    int rc = shmq_create(us->name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_publish(q, "old", 3, NULL), 0);
+    cr_assert_eq(shmq_close(q), 0);
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "unlink_before_unpoint", 0, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(u, WAIT_MS, 0, &st), 0, "delete U never ended");
+    cr_assert(WIFSIGNALED(st), "delete U was not killed at its crash point");
+    rc = shmq_create(us->name, &plain, &q);
+    cr_assert_eq(rc, -EEXIST, "a create through the killed delete's pointer: %s",
+                 shmq_strerror(rc));
+    rc = shmq_unlink(us->name);
+    cr_assert_eq(rc, 0, "the second delete: %s", shmq_strerror(rc));
+    char dir[PATH_MAX + SHMQ_NAME_MAX + 2];
+    snprintf(dir, sizeof dir, "%s/%s", logdir, us->name);
+    cr_assert_neq(access(dir, F_OK), 0, "the deleted queue's log directory is left");
+    cr_assert_eq(ul_tombstones_in(logdir, us->name), 0, "a tombstone was left");
+    rc = shmq_create(us->name, &plain, &q);
+    cr_assert_eq(rc, 0, "create after the delete: %s", shmq_strerror(rc));
+    shmq_stats_t sst;
+    cr_assert_eq(shmq_stats(q, &sst), 0);
+    cr_assert_eq(sst.ready, 0, "the deleted queue's message came back");
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink(us->name), 0);
+}
