@@ -25,6 +25,12 @@
  * a batch retried on -EAGAIN as a single publish is), consumers take up to N a call
  * (shmq_receive_batch) and ack them in one (shmq_ack_batch); the same checks per message.
  *
+ * Consumer groups (-G G, issue 18's fan-out): the queue has G groups ("default", g1, ...),
+ * consumer j opens in group j mod G (so -c G: one consumer per group), and every group must
+ * receive and ack every message: the checks above hold per group (its consumers' sum against
+ * the expected one). msgs_per_s is then messages published per second, each received and acked
+ * by all G groups (deliveries_per_s = G x that).
+ *
  * Durability (-d): the queue's mode; by default the library's (process: every publish and ack
  * appends a record to an mmap'd log file). The JSON line says which mode ran and how many log
  * bytes and fdatasyncs the run made (shmq_stats()). The queue and its log are deleted at the end.
@@ -78,6 +84,7 @@ struct opts {
     int pin;
     int wait_ms;       /* block mode: receive / publish_timed timeout */
     unsigned batch;    /* -B: messages per batch call; 1: the single calls */
+    unsigned groups;   /* -G: consumer groups, each receives every message (1: the default) */
     unsigned grace_ms; /* an empty queue with messages missing is given up after this */
     unsigned watchdog_s;
     int durability;      /* SHMQ_DURABILITY_*, or -1: the library's default */
@@ -302,15 +309,23 @@ static uint64_t acked_total(void)
     return total;
 }
 
+/* Acks that end the run: every message in every group. */
+static uint64_t acks_wanted(void)
+{
+    return opt.msgs * opt.groups;
+}
+
 static int run_consumer(unsigned j, shmq_t *q)
 {
     struct worker *me = &ctl->w[opt.producers + j];
     shmq_consumer_t *c = NULL;
     char name[32];
     snprintf(name, sizeof(name), "tput-c%u", j);
-    int rc = shmq_consumer_open(q, name, &c);
+    char group[16];
+    snprintf(group, sizeof(group), "g%u", j % opt.groups);
+    int rc = shmq_consumer_open_group(q, j % opt.groups ? group : NULL, name, &c);
     if (rc) {
-        fail(me, "shmq_consumer_open", rc);
+        fail(me, "shmq_consumer_open_group", rc);
         return 2;
     }
     const int timeout = opt.mode == MODE_POLL ? 0 : opt.wait_ms;
@@ -332,7 +347,7 @@ static int run_consumer(unsigned j, shmq_t *q)
         /* Block mode: do not go to sleep once everything was acked (D1 as below). */
         if (opt.mode == MODE_BLOCK &&
             atomic_load_explicit(&ctl->producers_done, memory_order_acquire) == opt.producers &&
-            acked_total() >= opt.msgs)
+            acked_total() >= acks_wanted())
             break;
         if (opt.batch > 1) {
             if (at == got) {
@@ -399,7 +414,7 @@ static int run_consumer(unsigned j, shmq_t *q)
         empty++;
         /* D1 (acquire): pairs with D0; only then is an empty queue worth a look at the total. */
         if (atomic_load_explicit(&ctl->producers_done, memory_order_acquire) == opt.producers) {
-            if (acked_total() >= opt.msgs) {
+            if (acked_total() >= acks_wanted()) {
                 if (opt.mode == MODE_POLL)
                     atomic_store_explicit(&me->end_ns, now_ns(), memory_order_relaxed);
                 break;
@@ -414,7 +429,7 @@ static int run_consumer(unsigned j, shmq_t *q)
                         "tput: C%u: queue empty for %u ms after the producers finished, "
                         "%llu of %llu acked: giving up\n",
                         j, opt.grace_ms, (unsigned long long)acked_total(),
-                        (unsigned long long)opt.msgs);
+                        (unsigned long long)acks_wanted());
                 fflush(stderr);
                 break;
             }
@@ -500,7 +515,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [-p producers] [-c consumers] [-s size] [-n msgs] [-q capacity]\n"
             "          [-m poll|block] [-a] [-w wait_ms] [-g grace_ms] [-d durability]\n"
-            "          [-L log_dir] [-T watchdog_s] [-B batch]\n"
+            "          [-L log_dir] [-T watchdog_s] [-B batch] [-G groups]\n"
             "  -p 1  producer processes        -c 1  consumer processes\n"
             "  -s 64 message bytes (>= %d); also the queue's max_msg_size\n"
             "  -n 1000000 messages in all      -q 4096 queue capacity (slots)\n"
@@ -511,6 +526,7 @@ static void usage(const char *argv0)
             "        finished, with messages not acked, stops (the run then fails: lost)\n"
             "  -d none|process|sync  durability (default: the library's, PROCESS)\n"
             "  -B 1  messages per batch call (publish_batch / receive_batch / ack_batch)\n"
+            "  -G 1  consumer groups; consumer j in group j mod G; each group gets every message\n"
             "  -L dir  log directory (default: the library's state directory)\n"
             "  -T 120 watchdog: after this many seconds dump the state and fail\n",
             argv0, HDR_BYTES);
@@ -539,10 +555,11 @@ static int parse_opts(int argc, char **argv)
                         .watchdog_s = 120,
                         .grace_ms = 2000,
                         .durability = -1,
-                        .batch = 1};
+                        .batch = 1,
+                        .groups = 1};
     int ch;
     uint64_t v;
-    while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:d:L:B:h")) != -1) {
+    while ((ch = getopt(argc, argv, "p:c:s:n:q:m:aw:T:g:d:L:B:G:h")) != -1) {
         switch (ch) {
         case 'p':
             if (parse_u64(optarg, &v) || v < 1)
@@ -592,6 +609,11 @@ static int parse_opts(int argc, char **argv)
                 return -1;
             opt.batch = (unsigned)v;
             break;
+        case 'G':
+            if (parse_u64(optarg, &v) || v < 1 || v > SHMQ_GROUPS_MAX)
+                return -1;
+            opt.groups = (unsigned)v;
+            break;
         case 'w':
             opt.wait_ms = atoi(optarg);
             if (opt.wait_ms < -1)
@@ -612,6 +634,11 @@ static int parse_opts(int argc, char **argv)
     }
     if (optind != argc || opt.producers + opt.consumers > MAX_WORKERS)
         return -1;
+    if (opt.consumers < opt.groups) {
+        fprintf(stderr, "tput: -G %u needs at least %u consumers (one per group)\n", opt.groups,
+                opt.groups);
+        return -1;
+    }
     if (opt.mode == MODE_BLOCK && opt.wait_ms == -1 && opt.consumers > 1) {
         fprintf(stderr, "tput: -w -1 with several consumers never ends (idle ones sleep on)\n");
         return -1;
@@ -656,11 +683,24 @@ int main(int argc, char **argv)
     /* One registry entry per process and one per consumer, plus the parent, plus slack. */
     if (1u + nkids + opt.consumers + 2u > cfg.max_procs)
         cfg.max_procs = 1u + nkids + opt.consumers + 2u;
+    if (opt.groups > 1)
+        cfg.max_groups = opt.groups;
     shmq_t *q = NULL;
     int rc = shmq_create(qname, &cfg, &q);
     if (rc) {
         fprintf(stderr, "tput: shmq_create(%s): %s (%d)\n", qname, shmq_strerror(rc), rc);
         return 2;
+    }
+    for (unsigned g = 1; g < opt.groups; g++) { /* group 0 is "default" */
+        char group[16];
+        snprintf(group, sizeof(group), "g%u", g);
+        rc = shmq_group_create(q, group, SHMQ_GROUP_BLOCK, 0);
+        if (rc) {
+            fprintf(stderr, "tput: shmq_group_create(%s): %s (%d)\n", group, shmq_strerror(rc), rc);
+            shmq_close(q);
+            shmq_unlink(qname);
+            return 2;
+        }
     }
 
     /* SIGCHLD is blocked and taken with sigtimedwait(): the parent sleeps during the run. */
@@ -764,7 +804,8 @@ int main(int argc, char **argv)
     }
 
     /* Every child exited 0: check what was acked against what was published. */
-    uint64_t published = 0, acked = 0, sum = 0, expect_sum = 0, end_ns = 0;
+    uint64_t published = 0, acked = 0, expect_sum = 0, end_ns = 0;
+    uint64_t gsum[SHMQ_GROUPS_MAX] = {0}, gacked[SHMQ_GROUPS_MAX] = {0};
     uint64_t full = 0, empty = 0, redelivered = 0, bad = 0;
     for (unsigned i = 0; i < opt.producers; i++) {
         published += ctl->w[i].count;
@@ -775,7 +816,8 @@ int main(int argc, char **argv)
     for (unsigned j = 0; j < opt.consumers; j++) {
         struct worker *w = &ctl->w[opt.producers + j];
         acked += w->count;
-        sum += w->sum;
+        gacked[j % opt.groups] += w->count;
+        gsum[j % opt.groups] += w->sum;
         empty += w->retries;
         redelivered += w->redelivered;
         bad += w->bad_len + w->bad_guard + w->bad_header;
@@ -790,14 +832,19 @@ int main(int argc, char **argv)
                     (unsigned long long)w->bad_header);
     }
     int verdict = 0;
-    if (published != opt.msgs || acked != published || sum != expect_sum || bad) {
-        fprintf(
-            stderr, "tput: MISMATCH: msgs=%llu published=%llu acked=%llu checksum %s, %llu bad\n",
-            (unsigned long long)opt.msgs, (unsigned long long)published, (unsigned long long)acked,
-            sum == expect_sum ? "ok" : "WRONG", (unsigned long long)bad);
-        dump_state(q);
-        verdict = 1;
+    for (unsigned g = 0; g < opt.groups; g++) { /* each group acked exactly what was published */
+        if (published != opt.msgs || gacked[g] != published || gsum[g] != expect_sum || bad) {
+            fprintf(stderr,
+                    "tput: MISMATCH in group %u: msgs=%llu published=%llu acked=%llu checksum %s, "
+                    "%llu bad\n",
+                    g, (unsigned long long)opt.msgs, (unsigned long long)published,
+                    (unsigned long long)gacked[g], gsum[g] == expect_sum ? "ok" : "WRONG",
+                    (unsigned long long)bad);
+            verdict = 1;
+        }
     }
+    if (verdict)
+        dump_state(q);
     if (redelivered)
         fprintf(stderr, "tput: note: %llu deliveries flagged REDELIVERED\n",
                 (unsigned long long)redelivered);
@@ -812,15 +859,18 @@ int main(int argc, char **argv)
         memset(&st, 0, sizeof(st));
 
     double seconds = end_ns > t0 ? (double)(end_ns - t0) / 1e9 : 0.0;
-    double mps = seconds > 0 ? (double)acked / seconds : 0.0;
+    /* messages per second, each acked in every group */
+    double mps = seconds > 0 ? (double)acked / opt.groups / seconds : 0.0;
     printf("{\"bench\":\"tput\",\"producers\":%u,\"consumers\":%u,\"size\":%u,\"msgs\":%llu,"
            "\"seconds\":%.6f,\"msgs_per_s\":%.0f,\"mb_per_s\":%.2f,"
            "\"mode\":\"%s\",\"durability\":\"%s\",\"pinned\":%s,\"capacity\":%u,\"batch\":%u,"
+           "\"groups\":%u,\"deliveries_per_s\":%.0f,"
            "\"full_retries\":%llu,\"empty_polls\":%llu,\"redelivered\":%llu,"
            "\"wal_bytes\":%llu,\"wal_flushes\":%llu,\"ok\":%s}\n",
            opt.producers, opt.consumers, opt.size, (unsigned long long)opt.msgs, seconds, mps,
            mps * opt.size / 1e6, opt.mode == MODE_POLL ? "poll" : "block", durability,
-           opt.pin ? "true" : "false", opt.capacity, opt.batch, (unsigned long long)full,
+           opt.pin ? "true" : "false", opt.capacity, opt.batch, opt.groups, mps * opt.groups,
+           (unsigned long long)full,
            (unsigned long long)empty, (unsigned long long)redelivered,
            (unsigned long long)st.wal_bytes, (unsigned long long)st.wal_flushes,
            verdict ? "false" : "true");

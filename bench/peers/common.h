@@ -199,7 +199,12 @@ struct tput_ctl {
     } w[TPUT_MAX];
     uint64_t msgs;
     unsigned producers, consumers;
+    unsigned fan; /* deliveries per message: 1, or the receivers of a fan-out (tput_fan) */
 };
+
+/* Set before tput_run for a fan-out run: every message is taken by each of tput_fan consumers,
+ * so the run ends when the consumers took msgs x tput_fan in all. */
+static unsigned tput_fan = 1;
 
 static struct tput_ctl *tctl;
 
@@ -226,7 +231,7 @@ static inline int tput_consumer_done(void)
     uint64_t total = 0;
     for (unsigned j = 0; j < tctl->consumers; j++)
         total += atomic_load_explicit(&tctl->w[tctl->producers + j].count, memory_order_relaxed);
-    if (total < tctl->msgs)
+    if (total < tctl->msgs * tctl->fan)
         return 0;
     uint64_t zero = 0;
     atomic_compare_exchange_strong(&tctl->end_ns, &zero, now_ns());
@@ -251,6 +256,7 @@ static int tput_run(unsigned P, unsigned C, uint64_t msgs, int pin, double cap_s
     tctl->msgs = msgs;
     tctl->producers = P;
     tctl->consumers = C;
+    tctl->fan = tput_fan;
     pid_t pids[TPUT_MAX];
     fflush(stdout);
     fflush(stderr);
@@ -302,10 +308,10 @@ static int tput_run(unsigned P, unsigned C, uint64_t msgs, int pin, double cap_s
         total += atomic_load(&tctl->w[P + j].count);
     uint64_t end = atomic_load(&tctl->end_ns);
     *seconds = end > t0 ? (double)(end - t0) / 1e9 : 0;
-    *taken = total;
-    if (!*capped && total != msgs) {
+    *taken = total; /* deliveries: msgs x tput_fan when complete */
+    if (!*capped && total != msgs * tput_fan) {
         fprintf(stderr, "taken %llu of %llu\n", (unsigned long long)total,
-                (unsigned long long)msgs);
+                (unsigned long long)(msgs * tput_fan));
         status = 2;
     }
     return status;
@@ -377,6 +383,172 @@ static struct hist *lat_run(unsigned warm, unsigned n, lat_fn echo, lat_fn ping,
         return NULL;
     }
     return h;
+}
+
+/* ---- fan-out latency harness: one publisher, S receivers, one-way from a timestamp ----
+ *
+ * Issue 18's comparison (shmq with S consumer groups of one consumer each, iceoryx with one
+ * publisher and S subscribers of one topic). The ping-pong's RTT / 2 does not apply to one
+ * message delivered S times, so one-way is measured directly and defined alike for every peer:
+ *   t0  ticks() in the publisher just before its first send call for the message (shmq_publish;
+ *       iceoryx: iox_pub_loan_chunk), written into the message;
+ *   t1  ticks() in the receiver just after its receive call returned the message
+ *       (shmq_receive; iox_sub_take_chunk), before it is read, checked and acked / released;
+ *   one-way = t1 - t0, one sample per message per receiver.
+ * The TSC is one clock for every cpu here (invariant TSC, one VM); a sample with t1 < t0 counts
+ * as 0 ns and in "skewed". Pacing: message i is published only once every receiver took
+ * message i - 1 (its done word), so no sample includes queueing behind earlier messages. Pinning:
+ * the publisher on allowed cpu 0, receiver k on allowed cpu k + 1 (mod the cpu count: with 2
+ * cpus and 4 receivers, two share cpu 1 and two share the publisher's cpu 0). Every wait (the
+ * receivers' polls, the publisher's wait for the done words) is a pause-spin, then sched_yield
+ * after 64 tries (backoff()), so processes that share a cpu take turns: the figures then show
+ * this turn-taking, the same for every peer. Each receiver keeps its own histogram in a shared
+ * mapping; the result is the histogram of all S x n samples.
+ */
+#define FAN_MAX 8
+struct fan_ctl {
+    _Alignas(64) _Atomic uint32_t attached;
+    _Alignas(64) _Atomic uint32_t start;
+    _Alignas(64) _Atomic uint32_t stop;  /* a side failed: everyone leaves */
+    struct {
+        _Alignas(64) _Atomic uint64_t done; /* messages this receiver took (its last seq + 1) */
+        uint64_t skewed;
+    } r[FAN_MAX];
+    struct hist h[FAN_MAX];
+};
+static struct fan_ctl *fctl;
+
+/* The body a peer supplies. pub(seq, arg): send message seq carrying stamp = ticks() taken just
+ * before the send call (pub takes it itself). recv(k, arg, &seq, &stamp, &t1): take one message
+ * (busy-poll with backoff, returning 1 when fctl->stop is set), t1 = ticks() just after the
+ * receive call returned it; then check and ack / release it. 0 ok, -1 failed. open_pub / open_recv:
+ * set-up in the child or the publisher (after fork), with the wait until connected. */
+struct fan_peer {
+    int (*open_pub)(void *arg);
+    int (*open_recv)(unsigned k, void *arg);
+    int (*pub)(uint64_t seq, void *arg);
+    int (*recv)(unsigned k, void *arg, uint64_t *seq, uint64_t *stamp, uint64_t *t1);
+    void (*close_recv)(unsigned k, void *arg); /* may be NULL; called before _exit */
+};
+
+static inline int fan_stopped(void)
+{
+    return atomic_load_explicit(&fctl->stop, memory_order_relaxed) != 0;
+}
+
+static int fan_receiver(unsigned k, unsigned S, unsigned warm, unsigned n, const struct fan_peer *p,
+                        void *arg)
+{
+    if (p->open_recv(k, arg)) {
+        atomic_store(&fctl->stop, 1);
+        atomic_fetch_add_explicit(&fctl->attached, 1, memory_order_release);
+        return 2;
+    }
+    atomic_fetch_add_explicit(&fctl->attached, 1, memory_order_release);
+    for (uint64_t i = 0; i < (uint64_t)warm + n; i++) {
+        uint64_t seq, stamp, t1;
+        int rc = p->recv(k, arg, &seq, &stamp, &t1);
+        if (rc) {
+            atomic_store(&fctl->stop, 1);
+            return rc > 0 ? 0 : 2;
+        }
+        if (seq != i) {
+            fprintf(stderr, "fan: receiver %u got seq %llu, want %llu\n", k,
+                    (unsigned long long)seq, (unsigned long long)i);
+            atomic_store(&fctl->stop, 1);
+            return 2;
+        }
+        if (i >= warm) {
+            if (t1 < stamp)
+                fctl->r[k].skewed++;
+            hist_add(&fctl->h[k], t1 > stamp ? (uint64_t)((double)(t1 - stamp) * ns_per_tick + 0.5) : 0);
+        }
+        /* Release: the publisher's acquire load sees this receiver done with message i. */
+        atomic_store_explicit(&fctl->r[k].done, i + 1, memory_order_release);
+    }
+    if (p->close_recv)
+        p->close_recv(k, arg);
+    (void)S;
+    return 0;
+}
+
+/*
+ * Fork S receivers, run the publisher here, send warm + n messages paced as above. Returns the
+ * histogram of all receivers' samples after the warm-up (one-way ns), or NULL if a side failed.
+ * *skewed: samples with t1 < t0.
+ */
+static struct hist *fan_run(unsigned S, unsigned warm, unsigned n, const struct fan_peer *p,
+                            void *arg, uint64_t *skewed)
+{
+    if (S < 1 || S > FAN_MAX)
+        return NULL;
+    calibrate_ticks();
+    fctl = mmap(NULL, sizeof(*fctl), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (fctl == MAP_FAILED)
+        return NULL;
+    pid_t pids[FAN_MAX];
+    fflush(stdout);
+    fflush(stderr);
+    for (unsigned k = 0; k < S; k++) {
+        pid_t pid = fork();
+        if (pid < 0)
+            return NULL;
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            pin_index(k + 1);
+            int rc = fan_receiver(k, S, warm, n, p, arg);
+            fflush(stdout);
+            fflush(stderr);
+            _exit(rc);
+        }
+        pids[k] = pid;
+    }
+    pin_index(0);
+    int failed = p->open_pub(arg) != 0;
+    unsigned spins = 0;
+    while (!failed && atomic_load_explicit(&fctl->attached, memory_order_acquire) < S)
+        backoff(&spins);
+    for (uint64_t i = 0; !failed && i < (uint64_t)warm + n; i++) {
+        for (unsigned k = 0; k < S && !failed; k++) {
+            spins = 0;
+            /* Acquire: pairs with receiver k's release of done. */
+            while (atomic_load_explicit(&fctl->r[k].done, memory_order_acquire) < i) {
+                if (fan_stopped()) {
+                    failed = 1;
+                    break;
+                }
+                backoff(&spins);
+            }
+        }
+        if (!failed && (fan_stopped() || p->pub(i, arg)))
+            failed = 1;
+    }
+    if (failed)
+        atomic_store(&fctl->stop, 1);
+    struct hist *all = hist_new();
+    for (unsigned k = 0; k < S; k++) {
+        int st;
+        waitpid(pids[k], &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "fan: receiver %u failed (status 0x%x)\n", k, st);
+            failed = 1;
+        }
+    }
+    if (failed) {
+        free(all);
+        return NULL;
+    }
+    *skewed = 0;
+    for (unsigned k = 0; k < S; k++) {
+        for (unsigned b = 0; b < HIST_BUCKETS; b++)
+            all->b[b] += fctl->h[k].b[b];
+        all->n += fctl->h[k].n;
+        all->sum += fctl->h[k].sum;
+        if (fctl->h[k].max > all->max)
+            all->max = fctl->h[k].max;
+        *skewed += fctl->r[k].skewed;
+    }
+    return all;
 }
 
 /* VmRSS and VmHWM of this process in KiB. */

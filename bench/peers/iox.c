@@ -13,8 +13,15 @@
  *       work queue). Loan + write + publish, take + read + release. Publishers wait for a slow
  *       subscriber (WAIT_FOR_CONSUMER / BLOCK_PRODUCER): nothing is dropped; the count is
  *       checked. Busy-poll.
+ *       -F: fan-out (issue 18): one publisher (-p 1) and C subscribers of one topic, each
+ *       taking every sample; the rate is samples published per second (each taken C times).
+ *   iox fan [-S subs] [-s size] [-n samples] [-w warmup]
+ *       One publisher, S subscribers (4) of one topic; one-way latency from a timestamp the
+ *       publisher takes just before iox_pub_loan_chunk to the subscriber's clock just after
+ *       iox_sub_take_chunk returned the sample (common.h fan_run: paced, busy-poll with
+ *       backoff, the samples of all subscribers in one histogram).
  * Before the first sample each side waits for SubscribeState_SUBSCRIBED and
- * iox_pub_has_subscribers(). One JSON line on stdout.
+ * iox_pub_has_subscribers() (fan: until all S subscribers are there). One JSON line on stdout.
  */
 #include "common.h"
 
@@ -159,7 +166,74 @@ static int ping(void *arg)
     return put(&pinger, i) || take(&pinger, i, 1) ? -1 : 0;
 }
 
-/* ---- throughput: P pairs ---- */
+/* ---- fan-out latency: one publisher, S subscribers of the topic "fan" ---- */
+static struct endpoint fan_ep;
+static unsigned fan_subs = 4;
+
+static int fan_open_pub(void *arg)
+{
+    runtime("iox-fanpub");
+    open_endpoint(&fan_ep, "fan", NULL, 0);
+    if (wait_connected(&fan_ep))
+        return -1;
+    /* iox_pub_has_subscribers() says one is there; the pacing's first wait (every receiver
+     * attached, i.e. subscribed) covers the others. */
+    return 0;
+}
+
+static int fan_open_recv(unsigned k, void *arg)
+{
+    runtime("iox-fansub");
+    open_endpoint(&fan_ep, NULL, "fan", 0);
+    return wait_connected(&fan_ep);
+}
+
+static int fan_pub(uint64_t seq, void *arg)
+{
+    uint64_t t0 = ticks();
+    void *p;
+    unsigned spins = 0;
+    while (iox_pub_loan_chunk(fan_ep.pub, &p, size) != AllocationResult_SUCCESS) {
+        if (fan_stopped())
+            return -1;
+        backoff(&spins);
+    }
+    memcpy(p, &seq, 8);
+    memcpy((char *)p + 8, &t0, 8);
+    ((unsigned char *)p)[size - 1] = 0xA5;
+    iox_pub_publish_chunk(fan_ep.pub, p);
+    return 0;
+}
+
+static int fan_recv(unsigned k, void *arg, uint64_t *seq, uint64_t *stamp, uint64_t *t1)
+{
+    const void *p;
+    unsigned spins = 0;
+    while (iox_sub_take_chunk(fan_ep.sub, &p) != ChunkReceiveResult_SUCCESS) {
+        if (fan_stopped())
+            return 1;
+        backoff(&spins);
+    }
+    *t1 = ticks();
+    memcpy(seq, p, 8);
+    memcpy(stamp, (const char *)p + 8, 8);
+    int bad = ((const unsigned char *)p)[size - 1] != 0xA5;
+    iox_sub_release_chunk(fan_ep.sub, p);
+    if (bad)
+        fprintf(stderr, "iox fan: bad sample (seq %llu)\n", (unsigned long long)*seq);
+    return bad ? -1 : 0;
+}
+
+static void fan_close_recv(unsigned k, void *arg)
+{
+    leave(0); /* exit(), not _exit(): see leave() */
+}
+
+static const struct fan_peer iox_fan = {fan_open_pub, fan_open_recv, fan_pub, fan_recv,
+                                        fan_close_recv};
+
+/* ---- throughput: P pairs, or -F one publisher and C subscribers of one topic ---- */
+static int fanout;
 static int producer(unsigned i, void *arg)
 {
     struct endpoint e = {0};
@@ -169,6 +243,10 @@ static int producer(unsigned i, void *arg)
     open_endpoint(&e, topic, NULL, 0);
     if (wait_connected(&e))
         return 2;
+    /* Fan-out: every subscriber subscribed before the first sample (a late one would miss
+     * the first samples; iceoryx keeps no history here). */
+    while (fanout && atomic_load_explicit(&tctl->attached, memory_order_acquire) < tctl->consumers)
+        usleep(1000);
     uint64_t n = tput_share(i);
     tput_wait_start();
     for (uint64_t s = 0; s < n; s++)
@@ -186,7 +264,7 @@ static int consumer(unsigned j, void *arg)
 {
     struct endpoint e = {0};
     char topic[16];
-    snprintf(topic, sizeof topic, "t%u", j);
+    snprintf(topic, sizeof topic, "t%u", fanout ? 0 : j);
     runtime("iox-cons");
     open_endpoint(&e, NULL, topic, 0);
     if (wait_connected(&e))
@@ -214,15 +292,15 @@ static int consumer(unsigned j, void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "lat") && strcmp(argv[1], "tput"))) {
-        fprintf(stderr, "usage: iox lat|tput [options] (see bench/peers/iox.c)\n");
+    if (argc < 2 || (strcmp(argv[1], "lat") && strcmp(argv[1], "tput") && strcmp(argv[1], "fan"))) {
+        fprintf(stderr, "usage: iox lat|tput|fan [options] (see bench/peers/iox.c)\n");
         return 2;
     }
-    int is_lat = !strcmp(argv[1], "lat"), pin = 0, ch;
+    int is_lat = !strcmp(argv[1], "lat"), is_fan = !strcmp(argv[1], "fan"), pin = 0, ch;
     unsigned n = 0, warm = 1000, P = 1, C = 1;
     double cap = 60;
     optind = 2;
-    while ((ch = getopt(argc, argv, "m:s:n:w:p:c:aT:")) != -1) {
+    while ((ch = getopt(argc, argv, "m:s:n:w:p:c:aT:FS:")) != -1) {
         switch (ch) {
         case 'm': block = !strcmp(optarg, "block"); break;
         case 's': size = (unsigned)strtoul(optarg, NULL, 0); break;
@@ -232,6 +310,8 @@ int main(int argc, char **argv)
         case 'c': C = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'a': pin = 1; break;
         case 'T': cap = atof(optarg); break;
+        case 'F': fanout = 1; break;
+        case 'S': fan_subs = (unsigned)strtoul(optarg, NULL, 0); break;
         default: return 2;
         }
     }
@@ -247,16 +327,31 @@ int main(int argc, char **argv)
         lat_print("iceoryx", block ? "block" : "poll", size, NULL, h);
         return 0;
     }
-    if (P != C || P < 1) {
-        fprintf(stderr, "iox tput: -p P -c P (pairs)\n");
+    if (is_fan) {
+        uint64_t skewed = 0;
+        n = n ? n : 100000;
+        struct hist *h = fan_run(fan_subs, warm ? warm : 1, n, &iox_fan, NULL, &skewed);
+        if (!h)
+            return 2;
+        char extra[64];
+        snprintf(extra, sizeof extra, "\"receivers\":%u,\"skewed\":%llu", fan_subs,
+                 (unsigned long long)skewed);
+        lat_print("iceoryx", "fan", size, extra, h);
+        return 0;
+    }
+    if (fanout ? P != 1 || C < 1 : P != C || P < 1) {
+        fprintf(stderr, "iox tput: -p P -c P (pairs), or -F -p 1 -c C (one topic)\n");
         return 2;
     }
+    tput_fan = fanout ? C : 1;
     uint64_t msgs = n ? n : 1000000, taken;
     double secs;
     int capped;
     int rc = tput_run(P, C, msgs, pin, cap, producer, consumer, NULL, &secs, &taken, &capped);
     if (rc)
         return rc;
-    tput_print("iceoryx", "pairs", P, C, size, pin, msgs, secs, taken, capped);
+    /* fan-out: samples published per second, each taken by every subscriber */
+    tput_print("iceoryx", fanout ? "fanout" : "pairs", P, C, size, pin, msgs, secs,
+               taken / tput_fan, capped);
     return 0;
 }
