@@ -553,7 +553,7 @@ int shmq_consumer_open_group(shmq_t *q, const char *group, const char *name,
     c->group = g;
     c->group_word = gw;
     c->lag_pad_ms = (uint32_t)((coarse_lag_ns() + 999999) / 1000000); /* lag, rounded up */
-    err = registry_attach_group(&q->seg, ROLE_CONSUMER, name, g, &c->self, &c->self_word);
+    err = registry_attach_group(&q->seg, ROLE_CONSUMER, name, g, gw, &c->self, &c->self_word);
     if (err) {
         free(c);
         return err;

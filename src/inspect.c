@@ -606,8 +606,12 @@ static void read_registry(struct seg_read *r)
         o->sleeping = atomic_load_explicit(&p->sleeping, memory_order_relaxed) != 0;
         memcpy(o->name, p->name, sizeof(o->name));
         o->name[sizeof(o->name) - 1] = '\0';
-        o->group = p->group; /* plain: written before G1 (acquired above); checked in
-                              * count_group_consumers() before it steers anything */
+        o->group = p->group; /* plain: written before G1 (acquired above) */
+        const struct group_entry *ge = segment_group(seg, o->group); /* NULL: out of range */
+        /* relaxed: compared with the word it joined, ordered against nothing */
+        o->group_gone = (o->role & ROLE_CONSUMER) && ge &&
+                        !group_same(p->group_word,
+                                    atomic_load_explicit(&ge->word, memory_order_relaxed));
         for (int c = 0; c < INSPECT_COUNTERS; c++) {
             /* relaxed: a tally written by its owner, ordered against nothing */
             o->counters[c] =
@@ -682,6 +686,10 @@ static void read_groups(struct seg_read *r)
         o->lag = st.lag;
         o->oldest_age_ms = st.oldest_age_ms;
         o->overrun = st.overrun;
+        o->consumers = st.consumers;
+        o->delivered = st.delivered;
+        o->acked = st.acked;
+        o->nacked = st.nacked;
     }
 }
 
@@ -703,8 +711,8 @@ const struct inspect_group *inspect_group_at(const struct inspect_snapshot *s, u
     return NULL;
 }
 
-/* Each ACTIVE consumer entry counted in its group; entries and groups out of range noted. */
-static void count_group_consumers(struct inspect_snapshot *s, uint32_t max_groups)
+/* Group entries and registry entries' groups out of range, noted. */
+static void judge_groups(struct inspect_snapshot *s, uint32_t max_groups)
 {
     for (uint32_t i = 0; i < s->n_groups; i++) {
         const struct inspect_group *g = &s->groups[i];
@@ -716,14 +724,9 @@ static void count_group_consumers(struct inspect_snapshot *s, uint32_t max_group
     }
     for (uint32_t i = 0; i < s->n_procs; i++) {
         const struct inspect_proc *p = &s->procs[i];
-        if (p->group >= max_groups) {
+        if (p->group >= max_groups)
             note(&s->notes, "registry entry %" PRIu32 ": group %" PRIu32 " >= max_groups %" PRIu32,
                  p->index, p->group, max_groups);
-            continue;
-        }
-        const struct inspect_group *g = inspect_group_at(s, p->group);
-        if (g && p->state == INSPECT_PROC_ACTIVE && (p->role & ROLE_CONSUMER))
-            s->groups[g - s->groups].consumers++;
     }
 }
 
@@ -854,7 +857,7 @@ int inspect_segment_read(struct inspect_segment *is, struct inspect_snapshot *s)
     }
     decode_lease(&seg->layout, s); /* notes in the order a reader meets them: lease first */
     judge_registry(&r);
-    count_group_consumers(s, seg->layout.max_groups);
+    judge_groups(s, seg->layout.max_groups);
     free(r.inflight_by_index);
     return 0;
 }

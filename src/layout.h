@@ -151,6 +151,11 @@ struct proc_entry {
      * header's), written at attach before G1, so the maintainer that uncounts a dead holder's
      * sleepers (wait_uncount_dead) takes them from that group's count, not group 0's. */
     uint32_t group;
+    /* A consumer's group entry word (ACTIVE) when it joined, written at attach before G1; 0 for
+     * an entry that is no consumer. Its counters are that group's (stats.h, group_same()) only
+     * while the entry's word is still this one or its DELETING successor: a group deleted and
+     * made again at the same index is another group. */
+    uint64_t group_word;
     _Alignas(CACHE_LINE) _Atomic uint64_t counters[8]; /* enum counter; written by the owner */
 };
 

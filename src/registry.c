@@ -217,11 +217,11 @@ void registry_heartbeat(struct proc_entry *e) { registry_heartbeat_at(e, now_ns_
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
                     uint64_t *word)
 {
-    return registry_attach_group(s, role, name, 0, idx, word);
+    return registry_attach_group(s, role, name, 0, 0, idx, word);
 }
 
 int registry_attach_group(struct segment *s, uint32_t role, const char *name, uint32_t group,
-                          uint32_t *idx, uint64_t *word)
+                          uint64_t group_word, uint32_t *idx, uint64_t *word)
 {
     for (uint32_t i = 0; i < s->layout.max_procs; i++) {
         struct proc_entry *e = segment_proc(s, i);
@@ -241,6 +241,7 @@ int registry_attach_group(struct segment *s, uint32_t role, const char *name, ui
         e->start_time = proc_start_time(e->pid);
         e->pidns = registry_pidns_self();
         e->group = group;
+        e->group_word = group_word;
         memset(e->name, 0, sizeof(e->name));
         if (name)
             strncpy(e->name, name, sizeof(e->name) - 1);
@@ -273,13 +274,22 @@ int registry_attach_group(struct segment *s, uint32_t role, const char *name, ui
     return -EUSERS;
 }
 
-/* Move an entry's counters into the header's retired totals. exchange-then-add: a crash in
- * between undercounts, it never counts twice. */
+/* Move an entry's counters into the header's retired totals, and a consumer's into its group
+ * entry's too while that is still its group (group_same(): not once the group was deleted,
+ * whose index another group may hold). exchange-then-add: a crash in between undercounts, it
+ * never counts twice. A group deleted and made again at the index between the look at its
+ * word and the adds gets this entry's counts (a tally off, never a message). */
 static void fold_counters(struct segment *s, struct proc_entry *e)
 {
+    struct group_entry *ge = (e->role & ROLE_CONSUMER) ? segment_group(s, e->group) : NULL;
+    /* relaxed: a tally's target, ordered against nothing (see above) */
+    if (ge && !group_same(e->group_word, atomic_load_explicit(&ge->word, memory_order_relaxed)))
+        ge = NULL;
     for (int c = 0; c < CNT__COUNT; c++) {
         uint64_t v = atomic_exchange_explicit(&e->counters[c], 0, memory_order_relaxed);
         atomic_fetch_add_explicit(&s->hdr->retired[c], v, memory_order_relaxed);
+        if (ge)
+            atomic_fetch_add_explicit(&ge->retired[c], v, memory_order_relaxed);
     }
 }
 

@@ -39,16 +39,27 @@ static inline uint64_t pw_next(uint64_t w, unsigned state)
 /* The CLAIMED word after w, claimed by this process. */
 uint64_t pw_claim(uint64_t w);
 
+/* Is a consumer that joined its group when the group entry's word was joined (proc_entry.
+ * group_word) still of that group, the entry's word being cur? Yes while it is that ACTIVE word
+ * or the DELETING one right after it; a group deleted and made again at the same index is
+ * another group. 0 (no consumer) is of no group. */
+static inline bool group_same(uint64_t joined, uint64_t cur)
+{
+    return joined != 0 && (cur == joined || cur == pw_next(joined, GROUP_DELETING));
+}
+
 /* Claim a free entry for this process: 0 and *idx, *word (its ACTIVE word), -EUSERS, or -EXDEV
  * when a process of another pid namespace is attached (liveness is judged by pid: a pid from
  * another namespace is not ours to check, so the two could declare each other dead). */
 int registry_attach(struct segment *s, uint32_t role, const char *name, uint32_t *idx,
                     uint64_t *word);
-/* As registry_attach, for a consumer of group (proc_entry.group). */
+/* As registry_attach, for a consumer of group (proc_entry.group) whose entry word it found
+ * ACTIVE as group_word (proc_entry.group_word). */
 int registry_attach_group(struct segment *s, uint32_t role, const char *name, uint32_t group,
-                          uint32_t *idx, uint64_t *word);
+                          uint64_t group_word, uint32_t *idx, uint64_t *word);
 
-/* Release our entry (idx, word from attach), folding its counters into the header. */
+/* Release our entry (idx, word from attach), folding its counters into the header (and, a
+ * consumer of a group that still exists, into the group entry's retired: stats.h). */
 void registry_detach(struct segment *s, uint32_t idx, uint64_t word);
 
 /* Release a FENCED entry: fold its counters, mark it FREE. True if this call did it. */

@@ -101,6 +101,34 @@ int(shmq_stats)(shmq_t *q, shmq_stats_t *st)
     return shmq_stats_size(q, st, ABI_STATS_SIZE_0);
 }
 
+/* The counters of group g's consumers: its entry's retired (the released ones', registry.c)
+ * and its live entries' (each of the same group incarnation: group_same()), and how many are
+ * attached. A racy sum, as stats()'s: an entry folded meanwhile is missed, never counted twice. */
+static void group_consumers(const struct segment *s, uint32_t g, shmq_group_stats_t *st)
+{
+    const struct group_entry *ge = segment_group(s, g);
+    /* relaxed: the word that names this incarnation; the tallies are ordered against nothing */
+    uint64_t gw = atomic_load_explicit(&ge->word, memory_order_relaxed);
+    uint64_t sum[3] = {0};
+    static const int cnt[3] = {CNT_DELIVERED, CNT_ACKED, CNT_NACKED};
+    for (int k = 0; k < 3; k++)
+        sum[k] = atomic_load_explicit(&ge->retired[cnt[k]], memory_order_relaxed);
+    for (uint32_t i = 0; i < s->layout.max_procs; i++) {
+        const struct proc_entry *e = segment_proc(s, i);
+        /* acquire: pairs with G1 (attach): role, group and group_word are complete */
+        unsigned state = pw_state(atomic_load_explicit(&e->word, memory_order_acquire));
+        if (state == PROC_FREE || !(e->role & ROLE_CONSUMER) || e->group != g ||
+            !group_same(e->group_word, gw))
+            continue;
+        for (int k = 0; k < 3; k++)
+            sum[k] += atomic_load_explicit(&e->counters[cnt[k]], memory_order_relaxed);
+        st->consumers += state == PROC_ACTIVE;
+    }
+    st->delivered = sum[0];
+    st->acked = sum[1];
+    st->nacked = sum[2];
+}
+
 void group_count(const struct segment *s, uint32_t g, uint64_t now, shmq_group_stats_t *st)
 {
     const struct group_entry *e = segment_group(s, g);
@@ -136,6 +164,7 @@ void group_count(const struct segment *s, uint32_t g, uint64_t now, shmq_group_s
     st->lag = low != UINT64_MAX && st->newest_id >= low ? st->newest_id - low + 1 : 0;
     st->oldest_age_ms =
         oldest == UINT64_MAX ? -1 : (int64_t)((now > oldest ? now - oldest : 0) / 1000000ull);
+    group_consumers(s, g, st);
 }
 
 int shmq_group_stats_size(shmq_t *q, const char *group, shmq_group_stats_t *st, size_t size)

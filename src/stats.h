@@ -14,7 +14,8 @@
 /*
  * Fill *st for group g (< max_groups) of s: index, name, first_id, overrun, newest_id, the
  * cells by state (group 0's are the slots), held, lag and the age at now (CLOCK_MONOTONIC ns)
- * of the oldest message it holds ready, delayed or in flight. Only loads (no system call):
+ * of the oldest message it holds ready, delayed or in flight; its consumers' counters and how
+ * many are attached (registry entries of g, group_same()). Only loads (no system call):
  * the inspection layer runs it inside its SIGBUS guard. Every word is read once; the name is
  * copied as it is (NUL-terminated here, not checked).
  */

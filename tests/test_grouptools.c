@@ -18,6 +18,9 @@
  *    of the same five messages: counts by state, held, lag, overrun, newest_id.
  *  - inspect_snapshot_has_each_group: the inspection layer's snapshot has the same three groups
  *    counted as shmq_group_stats() counts them, with each entry and its consumers.
+ *  - group_counters_count_each_groups_consumers: a group's delivered/acked/nacked are its
+ *    consumers', closed ones included; a consumer of a deleted group counts in none, not in a
+ *    group made again at its index (shmq_group_stats and `shmq stat --json`).
  *  - cli_stat_dump_top_show_each_group: `shmq stat` (text, --json), `dump` and `top` show a line
  *    per group; a queue with "default" alone reads as before in text.
  */
@@ -535,6 +538,91 @@ Test(grouptools, cli_stat_dump_top_show_each_group)
     run_free(&r);
     h_assert_rc(shmq_close(q1), 0);
     three_close(&t);
+}
+
+/* The counters of a group's consumers (shmq_group_stats, `shmq stat`): the attached ones' plus
+ * those of the ones that closed; a consumer of a deleted group counts in no group, not even in
+ * one made again at its index. */
+Test(grouptools, group_counters_count_each_groups_consumers)
+{
+    const char *name = h_qname("gtcnt");
+    shmq_config_t cfg = gt_config(16);
+    cfg.max_groups = 3; /* "c" below can only take b's index */
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_BLOCK, 0), 0);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
+    shmq_consumer_t *c0, *ca1, *ca2, *cb;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca1", &ca1), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "b", "cb", &cb), 0);
+    drain(c0, 4, 0);     /* default: 4 delivered, 4 acked */
+    drain(ca1, 2, 0x2);  /* a: 1 acked, 2 nacked (a dead letter) */
+    h_assert_rc(shmq_consumer_close(ca1), 0); /* its counters stay a's */
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca2", &ca2), 0);
+    drain(ca2, 1, 0);    /* a: 3 acked */
+    drain(cb, 1, 0);     /* b: 1 acked */
+
+    shmq_group_stats_t gs;
+    h_assert_rc(shmq_group_stats(q, NULL, &gs), 0);
+    cr_assert(gs.delivered == 4 && gs.acked == 4 && gs.nacked == 0 && gs.consumers == 1,
+              "default: delivered %" PRIu64 " acked %" PRIu64 " consumers %u", gs.delivered,
+              gs.acked, gs.consumers);
+    h_assert_rc(shmq_group_stats(q, "a", &gs), 0);
+    cr_assert(gs.delivered == 3 && gs.acked == 2 && gs.nacked == 1 && gs.consumers == 1,
+              "a: delivered %" PRIu64 " acked %" PRIu64 " nacked %" PRIu64 " consumers %u",
+              gs.delivered, gs.acked, gs.nacked, gs.consumers);
+    h_assert_rc(shmq_group_stats(q, "b", &gs), 0);
+    cr_assert(gs.delivered == 1 && gs.acked == 1 && gs.consumers == 1, "b: delivered %" PRIu64,
+              gs.delivered);
+
+    struct run r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat --json");
+    struct jval *d = json_parse(r.out);
+    jassert_num(d, "groups.1.delivered", 3);
+    jassert_num(d, "groups.1.acked", 2);
+    jassert_num(d, "groups.1.nacked", 1);
+    jassert_num(d, "groups.1.consumers", 1);
+    jassert_num(d, "groups.0.delivered", 4);
+    json_free(d);
+    run_free(&r);
+
+    /* b deleted while cb is attached, c made at b's index: cb is of no group */
+    h_assert_rc(shmq_group_delete(q, "b"), 0);
+    int err = -ENOSPC;
+    for (int i = 0; i < 100 && err == -ENOSPC; i++) {
+        h_assert_rc(shmq_maintain(q, NULL), 0); /* frees b's entry once swept */
+        err = shmq_group_create(q, "c", SHMQ_GROUP_BLOCK, 0);
+    }
+    h_assert_rc(err, 0);
+    h_assert_rc(shmq_group_stats(q, "c", &gs), 0);
+    cr_assert_eq(gs.index, 2, "c took b's index");
+    cr_assert(gs.delivered == 0 && gs.acked == 0 && gs.consumers == 0,
+              "c: b's consumer counted: delivered %" PRIu64 " consumers %u", gs.delivered,
+              gs.consumers);
+    r = RUN("stat", name, "--json");
+    assert_exit(&r, 0, "stat --json");
+    d = json_parse(r.out);
+    struct jval *procs = jget(d, "processes");
+    bool saw_cb = false;
+    for (size_t i = 0; procs && i < procs->n; i++)
+        if (strcmp(jstr(procs->items[i], "name"), "cb") == 0) {
+            saw_cb = true;
+            struct jval *g = jget(procs->items[i], "group");
+            cr_assert(g && g->type == J_NULL, "cb's group is gone, not c");
+        }
+    cr_assert(saw_cb);
+    json_free(d);
+    run_free(&r);
+    h_assert_rc(shmq_consumer_close(cb), 0);
+    h_assert_rc(shmq_group_stats(q, "c", &gs), 0);
+    cr_assert(gs.delivered == 0 && gs.acked == 0, "c: b's consumer folded in: delivered %" PRIu64,
+              gs.delivered);
+    h_assert_rc(shmq_consumer_close(ca2), 0);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_close(q), 0);
 }
 
 Test(grouptools, logged_group_purges_stay_purged_after_a_rebuild)

@@ -856,6 +856,12 @@ typedef struct shmq_group_stats {
     uint64_t newest_id;      /* the queue's last id handed out (lag's reference) */
     uint64_t first_id;       /* the queue's next id when the group was created */
     char name[SHMQ_GROUP_NAME_MAX + 1];
+    /* The group's consumers' counters (shmq_consumer_stats()) summed: its attached consumers'
+     * and those of its consumers that closed or were released since it was created. A consumer
+     * whose group was deleted counts in no group (nor in one made again under its name). */
+    uint64_t delivered, acked, nacked;
+    uint32_t consumers;      /* consumers attached in the group now */
+    uint32_t reserved_1;
 } shmq_group_stats_t;
 
 /**

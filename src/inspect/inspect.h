@@ -196,6 +196,8 @@ struct inspect_proc {
     uint64_t reclaimed_from; /* messages maintenance took back from it (taken_back) */
     uint32_t group;          /* the consumer group it receives in (0: "default"); one
                               * >= max_groups is noted and counted in no group */
+    bool group_gone;         /* a consumer whose group was deleted (the index may hold
+                              * another group now): counted in none */
 };
 
 /* A consumer group's entry (consumer groups: README "Fan-out"). */
@@ -222,6 +224,8 @@ struct inspect_group {
     int64_t oldest_age_ms; /* since publish, of that message; -1 if none */
     uint64_t overrun;      /* messages the OVERRUN policy dropped from it */
     uint32_t consumers;    /* ACTIVE consumer entries in it */
+    uint64_t delivered, acked, nacked; /* its consumers' counters: the attached ones' and those
+                                        * of the ones released since it was made */
 };
 
 /* The log as the segment sees it (durability other than none). */

@@ -53,12 +53,15 @@ void cmd_stat_help(FILE *out)
             "                       held (their sum), lag (ids published since the oldest\n"
             "                       message it has not finished; 0: caught up),\n"
             "                       oldest_message_age_ms, overrun (messages its bound\n"
-            "                       dropped), first_id, consumers\n"
+            "                       dropped), first_id, consumers, and its consumers'\n"
+            "                       counters delivered, acked, nacked (the attached ones' and\n"
+            "                       those of the ones that closed)\n"
             "  watchdog             the maintenance lease: status (active, cooperative, expired,\n"
             "                       none), pid, expires_in_ms\n"
             "  processes            each registry entry: index, pid, role, state, name, alive,\n"
             "                       heartbeat_age_ms, inflight (messages it holds); a\n"
-            "                       consumer also its group (where groups are shown) and\n"
+            "                       consumer also its group (where groups are shown; null:\n"
+            "                       deleted) and\n"
             "                       its own counters: delivered, acked, nacked,\n"
             "                       redelivered, dead_lettered, reclaimed_from (messages taken\n"
             "                       back from it: ack deadline passed, or fenced as hung)\n"
@@ -107,7 +110,7 @@ static void emit_processes(struct emitter *e, const struct inspect_snapshot *s)
             emit_null(e, "heartbeat_age_ms");
         emit_u64(e, "inflight", p->inflight);
         if ((p->role & SHMQ_ROLE_CONSUMER) && (e->json || inspect_has_groups(s))) {
-            const struct inspect_group *g = inspect_group_at(s, p->group);
+            const struct inspect_group *g = p->group_gone ? NULL : inspect_group_at(s, p->group);
             if (g) /* the group it receives in */
                 emit_bytes(e, "group", g->name, strlen(g->name));
             else /* gone (deleted) or out of range */
@@ -240,6 +243,9 @@ void stat_emit_groups(struct emitter *e, const struct inspect_snapshot *s)
         emit_u64(e, "overrun", g->overrun);
         emit_u64(e, "first_id", g->first_id);
         emit_u64(e, "consumers", g->consumers);
+        emit_u64(e, "delivered", g->delivered);
+        emit_u64(e, "acked", g->acked);
+        emit_u64(e, "nacked", g->nacked);
         emit_end(e);
     }
     emit_end(e);

@@ -35,8 +35,9 @@ void cmd_top_help(FILE *out)
             "NACK/s REDEL/s DLQ/s rounded for reading (950, 12.5k, 3.1M), OLDEST (age of\n"
             "the oldest message not yet acked: 850ms, 12s, 5m, 3h) and WATCHDOG. A queue with\n"
             "consumer groups besides \"default\" has a row per group under its own, \"  @GROUP\":\n"
-            "the group's messages by state, its consumers, OLDEST, and its lag (ids published\n"
-            "since the oldest message it has not finished) where WATCHDOG is.\n"
+            "the group's messages by state, its consumers, their DELIV/s ACK/s NACK/s, OLDEST,\n"
+            "and its lag (ids published since the oldest message it has not finished) where\n"
+            "WATCHDOG is.\n"
             "Read-only: no queue is disturbed. Stop it with Ctrl-C (or --iterations).\n"
             "\n"
             "Options:\n"
@@ -186,19 +187,39 @@ static void group_label(const struct inspect_group *g, char *buf, size_t size)
     }
 }
 
+/* The rate of a counter from a before b, dt seconds apart, for reading ("-": no before). */
+static const char *counter_rate(const uint64_t *b, uint64_t z, double dt, char *buf, size_t size)
+{
+    if (!b || dt <= 0) {
+        snprintf(buf, size, "-");
+        return buf;
+    }
+    /* a counter folded between the samples may dip: no negative rate */
+    return rate_text(z > *b ? (double)(z - *b) / dt : 0.0, buf, size);
+}
+
 /* Under a queue with groups besides "default": a row per group, its messages by state, its
- * consumers, the age of its oldest message and its lag (and its state when not ACTIVE). */
-static void table_draw_groups(const struct inspect_snapshot *s)
+ * consumers, their delivered, acked and nacked rates (from p, the snapshot before), the age of
+ * its oldest message and its lag (and its state when not ACTIVE). */
+static void table_draw_groups(const struct inspect_snapshot *s, const struct inspect_snapshot *p)
 {
     if (!inspect_has_groups(s))
         return;
+    double dt = p && s->taken_ns > p->taken_ns ? (double)(s->taken_ns - p->taken_ns) / 1e9 : 0;
     for (uint32_t i = 0; i < s->n_groups; i++) {
         const struct inspect_group *g = &s->groups[i];
-        char label[48], age[16];
+        /* the same group before: same index and name (a group made again there starts anew) */
+        const struct inspect_group *b = p ? inspect_group_at(p, g->index) : NULL;
+        if (b && strcmp(b->name, g->name) != 0)
+            b = NULL;
+        char label[48], age[16], deliv[16], ack[16], nack[16];
         group_label(g, label, sizeof label);
+        counter_rate(b ? &b->delivered : NULL, g->delivered, dt, deliv, sizeof deliv);
+        counter_rate(b ? &b->acked : NULL, g->acked, dt, ack, sizeof ack);
+        counter_rate(b ? &b->nacked : NULL, g->nacked, dt, nack, sizeof nack);
         printf("%-24s %7u %8u %7u %6u %4u %7s %7s %7s %7s %7s %7s %6s lag=%llu%s%s\n", label,
-               g->ready, g->inflight, g->delayed, g->dead, g->consumers, "", "", "", "", "", "",
-               age_text(g->oldest_age_ms, age, sizeof age), (unsigned long long)g->lag,
+               g->ready, g->inflight, g->delayed, g->dead, g->consumers, "", deliv, ack, nack,
+               "", "", age_text(g->oldest_age_ms, age, sizeof age), (unsigned long long)g->lag,
                g->state == INSPECT_GROUP_ACTIVE ? "" : " ",
                g->state == INSPECT_GROUP_ACTIVE ? "" : inspect_group_state_name(g->state));
     }
@@ -219,15 +240,11 @@ static void table_draw(const struct top_table *now, const struct top_table *befo
         const struct top_row *b = table_find(before, r->name);
         const struct inspect_snapshot *p = b && b->ok ? &b->snap : NULL;
         char rates[6][16], age[16], wd[48];
+        double dt = p && s->taken_ns > p->taken_ns ? (double)(s->taken_ns - p->taken_ns) / 1e9 : 0;
         for (int c = 0; c < 6; c++) {
             int k = rate_columns[c];
-            if (!p || s->taken_ns <= p->taken_ns) {
-                snprintf(rates[c], sizeof rates[c], "-");
-                continue;
-            }
-            double dt = (double)(s->taken_ns - p->taken_ns) / 1e9;
-            uint64_t a = p->counters[k], z = s->counters[k];
-            rate_text(z > a ? (double)(z - a) / dt : 0.0, rates[c], sizeof rates[c]);
+            counter_rate(p ? &p->counters[k] : NULL, s->counters[k], dt, rates[c],
+                         sizeof rates[c]);
         }
         printf("%-24s %7u %8u %7u %6u %4u %7s %7s %7s %7s %7s %7s %6s %s\n", r->name,
                s->slots[INSPECT_SLOT_READY], s->slots[INSPECT_SLOT_INFLIGHT],
@@ -235,7 +252,7 @@ static void table_draw(const struct top_table *now, const struct top_table *befo
                rates[0], rates[1], rates[2], rates[3], rates[4], rates[5],
                age_text(s->oldest_age_ms, age, sizeof age),
                inspect_watchdog_text(s, wd, sizeof wd));
-        table_draw_groups(s);
+        table_draw_groups(s, p);
     }
     if (now->n == 0)
         printf("(no queue)\n");
