@@ -34,24 +34,33 @@ const char *const crashpoint_names[] = {
 };
 
 #ifdef SHMQ_CRASH_POINTS
-static _Atomic(const char *) park_name; /* the next thread to pass it parks (crashpoint_park_at) */
-static _Atomic int park_state;          /* 0 nobody, 1 parked, 2 released */
+/* Two pens: two threads of a process can wait at once (each at its own point). Pen 0 is the one
+ * crashpoint_park_at() and its companions use. */
+#define PENS 2
+static _Atomic(const char *) park_name[PENS]; /* the next thread to pass it parks there */
+static _Atomic int park_state[PENS];          /* 0 nobody, 1 parked, 2 released */
 
-void crashpoint_park_at(const char *name)
+void crashpoint_park_at_pen(int pen, const char *name)
 {
-    atomic_store(&park_state, 0);
-    atomic_store(&park_name, name);
+    atomic_store(&park_state[pen], 0);
+    atomic_store(&park_name[pen], name);
 }
 
-bool crashpoint_parked(void)
+bool crashpoint_parked_pen(int pen)
 {
-    return atomic_load(&park_state) == 1;
+    return atomic_load(&park_state[pen]) == 1;
 }
 
-void crashpoint_unpark(void)
+void crashpoint_unpark_pen(int pen)
 {
-    atomic_store(&park_state, 2);
+    atomic_store(&park_state[pen], 2);
 }
+
+void crashpoint_park_at(const char *name) { crashpoint_park_at_pen(0, name); }
+
+bool crashpoint_parked(void) { return crashpoint_parked_pen(0); }
+
+void crashpoint_unpark(void) { crashpoint_unpark_pen(0); }
 
 static _Atomic bool park_cancellable;
 
@@ -66,11 +75,16 @@ void crashpoint_park_cancellable(bool on)
  * itself would act on it; unless a test made it one (crashpoint_park_cancellable). */
 static void park(const char *name)
 {
-    const char *p = atomic_load(&park_name);
-    if (!p || strcmp(p, name) != 0 || !atomic_compare_exchange_strong(&park_name, &p, NULL))
-        return;
-    atomic_store(&park_state, 1);
-    while (atomic_load(&park_state) == 1) {
+    int pen = 0;
+    for (const char *p;; pen++) {
+        if (pen == PENS)
+            return;
+        p = atomic_load(&park_name[pen]);
+        if (p && strcmp(p, name) == 0 && atomic_compare_exchange_strong(&park_name[pen], &p, NULL))
+            break;
+    }
+    atomic_store(&park_state[pen], 1);
+    while (atomic_load(&park_state[pen]) == 1) {
         struct timespec ts = {0, 1000000};
         if (atomic_load(&park_cancellable))
             nanosleep(&ts, NULL);

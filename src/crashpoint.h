@@ -55,6 +55,10 @@ void crashpoint_hit(const char *name);
 void crashpoint_park_at(const char *name);
 bool crashpoint_parked(void); /* a thread waits at the point now */
 void crashpoint_unpark(void);
+/* The same in pen 0 or 1: two threads parked at once, each released on its own. */
+void crashpoint_park_at_pen(int pen, const char *name);
+bool crashpoint_parked_pen(int pen);
+void crashpoint_unpark_pen(int pen);
 /* The park is no cancellation point (it stands for a pause, not a call: nocancel.h); on: it is
  * one, so that a test can end a thread inside the section it parked in (pthread_cancel). */
 void crashpoint_park_cancellable(bool on);

@@ -153,7 +153,9 @@ static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx
             continue;
         }
         c->attempt = 0;
-        atomic_store_explicit(&c->state, sw_next(cw, SLOT_RESERVED, q->self), memory_order_relaxed);
+        /* release (F3): a late F4 of an earlier message of this slot by another thread of ours
+         * that acquires this word sees the slot's reuse, and so the release count's new tag */
+        atomic_store_explicit(&c->state, sw_next(cw, SLOT_RESERVED, q->self), memory_order_release);
     }
     if (m >> 1) {
         atomic_thread_fence(memory_order_seq_cst); /* F3b: after our cells, before the mask */
@@ -200,21 +202,32 @@ static void fanout_unprepare(shmq_t *q, uint32_t idx, uint64_t m)
  * in it, else HELD (other groups hold it, or nobody: freed at once after F4). */
 static inline unsigned p1_state(uint64_t m, unsigned state) { return m & 1 ? state : SLOT_HELD; }
 
-/* F4 for slot idx after P1, mask m: each prepared cell of g >= 1 moves RESERVED(self) -> state
- * (READY, or DELAYED with due time due_ms, stored tagged before the CAS as P0D), with release,
- * and READY ones go onto the group's ring; a CAS that fails found the fan-out finished by
- * maintenance. wake: wake the group's sleepers (a batch wakes once itself, later). */
+/* F4 for slot idx after P1, mask m, message id: each prepared cell of g >= 1 moves
+ * RESERVED(self) -> state (READY, or DELAYED with due time due_ms, stored tagged before the CAS
+ * as P0D), with release, and READY ones go onto the group's ring; a CAS that fails found the
+ * fan-out finished by maintenance. wake: wake the group's sleepers (a batch wakes once itself,
+ * later). A cell RESERVED(self) may be another thread's preparation of a later message of this
+ * slot (we paused past the orphan grace: maintenance finished ours, the slot was freed and
+ * reused; review10): the release count then has another tag, or 0 (ours while any cell of ours
+ * is not FREE, F2), and we stop: that cell is not ours to commit. */
 static void fanout_commit(shmq_t *q, uint32_t idx, uint64_t m, unsigned state, uint64_t due_ms,
-                          bool wake)
+                          bool wake, uint64_t id)
 {
     CRASH_POINT(fanout_after_commit);
+    _Atomic uint64_t *holders = &segment_slot(&q->seg, idx)->holders;
     for (uint32_t g = 1; m >> g; g++) {
         if (!(m >> g & 1))
             continue;
         struct slot *c = segment_cell(&q->seg, g, idx);
-        uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
+        /* acquire: pairs with F3's release: a later preparation read here shows us its slot's
+         * reuse, after the count of our message went to 0 */
+        uint64_t cw = atomic_load_explicit(&c->state, memory_order_acquire);
         if (sw_state(cw) != SLOT_RESERVED || sw_owner(cw) != q->self)
             continue; /* finished by maintenance already */
+        /* relaxed, after that acquire: our F2's value, or a later one */
+        uint64_t h = atomic_load_explicit(holders, memory_order_relaxed);
+        if (holders_tag(h) != holders_tag(holders_make(id, 0)) || holders_n(h) == 0)
+            return; /* not our message any more (nor the free-at-once below: its slot is reused) */
         uint64_t next = sw_next(cw, state, NO_OWNER);
         if (state == SLOT_DELAYED) /* P0D on the cell: the due time before the word */
             atomic_store_explicit(&c->deadline, tagged_make(due_ms, next), memory_order_release);
@@ -235,7 +248,7 @@ static void fanout_commit(shmq_t *q, uint32_t idx, uint64_t m, unsigned state, u
 /* The rest of a delayed publish, after its record: park the slot we hold as word w DELAYED
  * until due (queue ms). No ring: maintenance fires it when due. */
 static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, uint64_t due,
-                        uint64_t m)
+                        uint64_t m, uint64_t id)
 {
     uint64_t delayed = sw_next(w, p1_state(m, SLOT_DELAYED), NO_OWNER);
     /* P0D (release): the due time, tagged with the DELAYED word, is there before that word is:
@@ -249,7 +262,7 @@ static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, ui
                                                  memory_order_relaxed))
         return -ESTALE; /* our reservation was fenced: we were declared dead */
     if (m != 1)
-        fanout_commit(q, idx, m, SLOT_DELAYED, due, false);
+        fanout_commit(q, idx, m, SLOT_DELAYED, due, false, id);
     return 0;
 }
 
@@ -278,7 +291,7 @@ static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_
         return k ? 1 : -ESTALE; /* unkeyed: our reservation was fenced (we were judged dead) */
     CRASH_POINT(publish_after_commit);
     if (m != 1)
-        fanout_commit(q, idx, m, SLOT_READY, 0, true);
+        fanout_commit(q, idx, m, SLOT_READY, 0, true, msg_id);
     if (!(m & 1))
         return 0;
     cell_enqueue_on(&q->seg.ready_ring, sl, idx, ready, true); /* sl: no second lookup */
@@ -381,7 +394,7 @@ static inline __attribute__((always_inline)) int commit_slot_in(shmq_t *q, uint3
         }
         CRASH_POINT(publish_after_log);
     }
-    int r = due ? park_delayed(q, idx, sl, w, due, m) : make_ready(q, idx, sl, w, k, msg_id, m);
+    int r = due ? park_delayed(q, idx, sl, w, due, m, msg_id) : make_ready(q, idx, sl, w, k, msg_id, m);
     if (r < 0)
         return r;
     if (id)
@@ -714,7 +727,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         }
         CRASH_POINT(publish_after_commit);
         if (m != 1)
-            fanout_commit(q, idx[j], m, SLOT_READY, 0, true);
+            fanout_commit(q, idx[j], m, SLOT_READY, 0, true, ids[j]);
         if (m & 1)
             slot_enqueue_on(q, &q->seg.ready_ring, idx[j], ready, true);
         if (ids_out)

@@ -29,6 +29,9 @@
  *    receive is uncounted from group g's waiter count, not group 0's, whose sleeper the next
  *    publish must still wake.
  *  - delete_wakes_the_groups_sleepers: a receive asleep in a deleted group ends with -ENOENT.
+ *  - a_late_fanout_commit_leaves_the_next_message_of_its_slot_alone (fanout_after_commit and
+ *    fanout_after_prepare, two threads of one process parked): a stale F4 must not commit the
+ *    cell another thread of the process prepared for the slot's next message.
  *
  * shmq-test-label: threaded
  */
@@ -711,3 +714,70 @@ Test(groups, deleter_killed_before_its_wake_is_answered_by_maintenance)
     h_assert_rc(shmq_consumer_close(a.c), 0);
     h_assert_rc(shmq_close(q), 0);
 }
+
+#ifdef SHMQ_CRASH_POINTS
+#include "crashpoint.h"
+
+struct stale_pub {
+    shmq_t *q;
+    const char *msg;
+    int rc;
+};
+
+static void *stale_pub_main(void *arg)
+{
+    struct stale_pub *p = arg;
+    p->rc = shmq_publish(p->q, p->msg, strlen(p->msg), NULL);
+    return NULL;
+}
+
+static pthread_t stale_pub_start(struct stale_pub *p, int pen, const char *point)
+{
+    crashpoint_park_at_pen(pen, point);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, stale_pub_main, p), 0);
+    for (int64_t end = h_now_ms() + 30000; !crashpoint_parked_pen(pen); h_sleep_ms(1))
+        cr_assert_lt(h_now_ms(), end, "the publisher never reached %s", point);
+    return t;
+}
+
+/*
+ * F4 of a thread paused between P1 and its fan-out commit (fanout_after_commit) past the orphan
+ * grace: maintenance finished its fan-out, both groups took and acked the message and the slot
+ * was freed; another thread of the same process (the same handle: the cells it prepares carry
+ * the same owner) has reserved the slot again and prepared its cells (fanout_after_prepare, no
+ * P1 yet). The first thread then goes on. Its F4 must leave the second message's cell alone:
+ * before, it found the cell RESERVED by "itself", made it READY and enqueued it, and group a
+ * received a message whose publish had not committed (had that publish failed, the slot would
+ * have been given back and reused under group a's reader). Review10.
+ */
+Test(groups, a_late_fanout_commit_leaves_the_next_message_of_its_slot_alone)
+{
+    const char *name = h_qname("stalef4");
+    shmq_config_t cfg = groups_config(1, 2);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    struct stale_pub one = {q, "one", 1}, two = {q, "two", 1};
+    pthread_t t1 = stale_pub_start(&one, 0, "fanout_after_commit");
+    both_groups_receive(q, c0, ca, "one"); /* finished by maintenance after the grace */
+    pthread_t t2 = stale_pub_start(&two, 1, "fanout_after_prepare");
+    crashpoint_unpark_pen(0);
+    cr_assert_eq(pthread_join(t1, NULL), 0);
+    h_assert_rc(one.rc, 0);
+    shmq_msg_t m;
+    int rc = shmq_receive(ca, &m, 0);
+    cr_assert_neq(rc, 0, "group a received '%.*s' before its publish committed",
+                  rc ? 0 : (int)m.len, rc ? "" : (const char *)m.data);
+    crashpoint_unpark_pen(1);
+    cr_assert_eq(pthread_join(t2, NULL), 0);
+    h_assert_rc(two.rc, 0);
+    both_groups_receive(q, c0, ca, "two");
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+#endif
