@@ -487,12 +487,13 @@ w("")
 if BR:
     w("### shmq-bridge and the plain JetStream loop\n")
     w("bench/bridge-bench: its own nats-server (file storage, loopback); per size, interleaved repetitions of a "
-      "plain js_PublishAsync loop, the same with the five headers the bridge sets, the bridge's out route "
+      "plain js_PublishAsync loop, the same with Nats-Msg-Id alone (plain_id: what the bridge's dedup needs at "
+      "the least) and with the five headers the bridge sets (plain_hdr), the bridge's out route "
       "(a pre-filled queue, first to last shmq ack; every message acked only after its JetStream publish ack) and "
       "a round trip out and back in through a second queue. Window 256 for all.\n")
     w("| row | size | msgs/run | median msgs/s (min-max) | ÷ plain |")
     w("|---|---|---|---|---|")
-    for (row, size), o in sorted(BR.items(), key=lambda kv: (kv[0][1], ["plain", "plain_hdr", "out", "round_trip"].index(kv[0][0]))):
+    for (row, size), o in sorted(BR.items(), key=lambda kv: (kv[0][1], ["plain", "plain_id", "plain_hdr", "out", "round_trip"].index(kv[0][0]))):
         w(f"| {row} | {size} B | {o['msgs']} | {rate(o['median_msgs_per_s'])} ({rate(o['min_msgs_per_s'])}-"
           f"{rate(o['max_msgs_per_s'])}) | {o['vs_plain']:.2f}× |")
     w("")
