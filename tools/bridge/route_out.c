@@ -67,6 +67,9 @@ struct out_state {
     uint64_t pending;    /* no entry in [head, pending) is PENDING: the ack handler's search
                           * starts here (acks come in publish order, so it finds the first) */
     char consumer_name[SHMQ_CONSUMER_NAME_MAX];
+    /* "HOST/QUEUE[@GROUP]/", the Nats-Msg-Id of every message but its id, made once */
+    char msgid_prefix[BRIDGE_HOST_MAX + SHMQ_NAME_MAX + SHMQ_GROUP_NAME_MAX + 8];
+    size_t msgid_prefix_len;
     struct timespec last_fail_log;
     uint64_t fails_unlogged;
 };
@@ -233,11 +236,18 @@ static int open_consumer(struct route *r, struct out_state *st)
     return rc;
 }
 
-static int set_header_u64(natsMsg *nm, const char *key, uint64_t v)
+/* v in decimal, NUL-terminated, ending at end[-1]; returns where it starts. The headers of
+ * every message are formatted here: snprintf took about 2,000 instructions a message of the
+ * route thread (callgrind), for three numbers. */
+static char *u64_dec(char *end, uint64_t v)
 {
-    char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
-    return natsMsgHeader_Set(nm, key, buf) == NATS_OK ? 0 : -1;
+    char *p = end - 1;
+    *p = 0;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return p;
 }
 
 /* The headers the bridge sets itself: a message's own header of one of these names is not
@@ -277,14 +287,17 @@ static natsStatus build_msg(struct route *r, shmq_consumer_t *c, const shmq_msg_
     natsStatus s = natsMsg_Create(&nm, r->subject, NULL, m->data, (int)m->len);
     if (s != NATS_OK)
         return s;
-    /* a group's route names it: two groups of one queue bridged into one stream are two
-     * deliveries, not duplicates */
-    char msgid[BRIDGE_HOST_MAX + SHMQ_NAME_MAX + SHMQ_GROUP_NAME_MAX + 32];
-    snprintf(msgid, sizeof msgid, "%s/%s%s%s/%" PRIu64, r->o->host, r->queue,
-             r->group[0] ? "@" : "", r->group, m->id);
+    const struct out_state *st = r->state;
+    char msgid[sizeof st->msgid_prefix + 24], attempt[24];
+    char *id = u64_dec(msgid + sizeof msgid, m->id);
+    size_t idlen = (size_t)(msgid + sizeof msgid - 1 - id);
+    memcpy(msgid, st->msgid_prefix, st->msgid_prefix_len);
+    memmove(msgid + st->msgid_prefix_len, id, idlen + 1); /* HOST/QUEUE[@GROUP]/ID */
+    id = msgid + st->msgid_prefix_len;
     if (natsMsgHeader_Set(nm, "Nats-Msg-Id", msgid) != NATS_OK ||
-        set_header_u64(nm, "Shmq-Id", m->id) < 0 ||
-        set_header_u64(nm, "Shmq-Attempt", m->attempt) < 0 ||
+        natsMsgHeader_Set(nm, "Shmq-Id", id) != NATS_OK ||
+        natsMsgHeader_Set(nm, "Shmq-Attempt", u64_dec(attempt + sizeof attempt, m->attempt)) !=
+            NATS_OK ||
         natsMsgHeader_Set(nm, "Shmq-Host", r->o->host) != NATS_OK ||
         natsMsgHeader_Set(nm, "Shmq-Queue", r->queue) != NATS_OK ||
         copy_headers(c, m, nm) != NATS_OK) {
@@ -357,6 +370,13 @@ int route_out_setup(struct route *r, const struct bridge_opts *o, natsConnection
     pthread_cond_init(&st->cv, &ca);
     pthread_condattr_destroy(&ca);
     snprintf(st->consumer_name, sizeof st->consumer_name, "bridge-out");
+    /* a group's route names it: two groups of one queue bridged into one stream are two
+     * deliveries, not duplicates */
+    int pl = snprintf(st->msgid_prefix, sizeof st->msgid_prefix, "%s/%s%s%s/", o->host, r->queue,
+                      r->group[0] ? "@" : "", r->group);
+    if (pl < 0 || (size_t)pl >= sizeof st->msgid_prefix) /* cannot be: sized for the longest */
+        return BRIDGE_EXIT_RUNTIME;
+    st->msgid_prefix_len = (size_t)pl;
     if (!st->ring)
         return BRIDGE_EXIT_RUNTIME;
 
