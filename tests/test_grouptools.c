@@ -21,6 +21,7 @@
  *  - group_counters_count_each_groups_consumers: a group's delivered/acked/nacked are its
  *    consumers', closed ones included; a consumer of a deleted group counts in none, not in a
  *    group made again at its index (shmq_group_stats and `shmq stat --json`).
+ *  - cli_group_list_shows_lag: `shmq group NAME list` (text, --json) has each group's lag.
  *  - cli_stat_dump_top_show_each_group: `shmq stat` (text, --json), `dump` and `top` show a line
  *    per group; a queue with "default" alone reads as before in text.
  */
@@ -537,6 +538,35 @@ Test(grouptools, cli_stat_dump_top_show_each_group)
     cr_assert(row1 && !strstr(row1, "  @"), "the one-group queue has no group rows:\n%s", r.out);
     run_free(&r);
     h_assert_rc(shmq_close(q1), 0);
+    three_close(&t);
+}
+
+/* `shmq group NAME list` shows each group's lag beside what it held. */
+Test(grouptools, cli_group_list_shows_lag)
+{
+    const char *name = h_qname("gtlist");
+    struct three t;
+    three_groups(name, &t);
+    struct run r = RUN("group", name, "list", "--json");
+    assert_exit(&r, 0, "group list --json");
+    struct jval *d = json_parse(r.out);
+    jassert_num(d, "groups.0.lag", 4);
+    jassert_num(d, "groups.1.lag", 4);
+    jassert_num(d, "groups.2.lag", 2);
+    json_free(d);
+    run_free(&r);
+    r = RUN("group", name, "list");
+    assert_exit(&r, 0, "group list");
+    assert_contains(r.out, " LAG ", "group list: a LAG column");
+    const char *row = strstr(r.out, "\n2 "); /* b's: INDEX GROUP POLICY BOUND HELD LAG ... */
+    char gname[40], policy[16], lag[24];
+    unsigned bound;
+    unsigned long long held;
+    cr_assert(row && sscanf(row + 1, "%*u %39s %15s %u %llu %23s", gname, policy, &bound, &held,
+                            lag) == 5,
+              "group list: b's row:\n%s", r.out);
+    cr_assert(strcmp(gname, "b") == 0 && strcmp(lag, "2") == 0, "b's lag %s:\n%s", lag, r.out);
+    run_free(&r);
     three_close(&t);
 }
 

@@ -32,7 +32,9 @@ void cmd_group_help(FILE *out)
             "  delete    GROUP receives nothing more and what it held is released (\"default\"\n"
             "            stays)\n"
             "  list      each group: index, name, policy, messages held at the last maintenance\n"
-            "            pass, messages dropped by --overrun, the id it started from\n"
+            "            pass, its lag now (ids published since the oldest message it has not\n"
+            "            finished; 0: caught up; - or null while it is deleted), messages\n"
+            "            dropped by --overrun, the id it started from\n"
             "\n"
             "Options:\n"
             "  --overrun N  (add) the OVERRUN policy with bound N messages, 1..4294967295\n"
@@ -66,11 +68,17 @@ static int list(shmq_t *q, const char *name, bool json)
         emit_bytes(&e, "queue", name, strlen(name));
         emit_begin(&e, "groups", NULL, EMIT_ARRAY);
     } else {
-        printf("%-5s %-32s %-8s %-10s %-10s %-10s %s\n", "INDEX", "GROUP", "POLICY", "BOUND",
-               "HELD", "OVERRUN", "FIRST_ID");
+        printf("%-5s %-32s %-8s %-10s %-10s %-10s %-10s %s\n", "INDEX", "GROUP", "POLICY",
+               "BOUND", "HELD", "LAG", "OVERRUN", "FIRST_ID");
     }
     for (size_t i = 0; i < n; i++) {
         const char *policy = g[i].policy == SHMQ_GROUP_OVERRUN ? "overrun" : "block";
+        /* its lag now (a scan of its cells); none for a group being deleted */
+        shmq_group_stats_t st;
+        bool have_lag = !g[i].deleting && shmq_group_stats(q, g[i].name, &st) == 0;
+        char lag[24] = "-";
+        if (have_lag)
+            snprintf(lag, sizeof lag, "%" PRIu64, st.lag);
         if (json) {
             emit_begin(&e, NULL, NULL, EMIT_INLINE);
             emit_u64(&e, "index", g[i].index);
@@ -78,16 +86,20 @@ static int list(shmq_t *q, const char *name, bool json)
             emit_word(&e, "policy", policy);
             emit_u64(&e, "bound", g[i].bound);
             emit_u64(&e, "held", g[i].held);
+            if (have_lag)
+                emit_u64(&e, "lag", st.lag);
+            else
+                emit_null(&e, "lag");
             emit_u64(&e, "overrun", g[i].overrun);
             emit_u64(&e, "first_id", g[i].first_id);
             emit_bool(&e, "deleting", g[i].deleting);
             emit_end(&e);
             continue;
         }
-        printf("%-5" PRIu32 " %-32s %-8s %-10" PRIu32 " %-10" PRIu64 " %-10" PRIu64 " %" PRIu64
-               "%s\n",
-               g[i].index, g[i].name, policy, g[i].bound, g[i].held, g[i].overrun, g[i].first_id,
-               g[i].deleting ? " (deleting)" : "");
+        printf("%-5" PRIu32 " %-32s %-8s %-10" PRIu32 " %-10" PRIu64 " %-10s %-10" PRIu64
+               " %" PRIu64 "%s\n",
+               g[i].index, g[i].name, policy, g[i].bound, g[i].held, lag, g[i].overrun,
+               g[i].first_id, g[i].deleting ? " (deleting)" : "");
     }
     if (json)
         emit_finish(&e);
