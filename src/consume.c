@@ -4,13 +4,16 @@
  * Receive: take an index off the ready ring; C1: CAS its slot READY(g) -> INFLIGHT(self, g+1)
  * with acquire (pairs with the producer's P1); write attempt and the ack deadline. An index
  * whose slot is not READY (a stale or duplicate entry) is dropped. Ack: A1: CAS
- * INFLIGHT(self, g) -> FREE(g+1) with release (our reads of the payload are done before a
- * producer's claim, which acquires, reuses the slot), then enqueue it on the free ring. Every
+ * INFLIGHT(self, g) -> FREE(g+1), seq_cst (its release: our reads of the payload are done
+ * before a producer's claim, which acquires, reuses the slot), then enqueue it on the free ring
+ * unless the slot before it is FREE (F3: a producer's cursor reaches it from there;
+ * docs/DESIGN.md "The free slots"). Every
  * CAS expects the exact word of the delivery (token gen), so a delivery that maintenance took
  * back (its gen moved on) fails with -ESTALE: that is the fence.
  * Crash windows: killed after the dequeue and before C1, the slot stays READY in no ring: an
  * orphan that maintenance re-enqueues; killed while INFLIGHT, maintenance reclaims the slot
- * from the dead owner; killed after A1 and before the enqueue, the slot is a FREE orphan.
+ * from the dead owner; killed after A1 and before the enqueue, the slot is a FREE orphan (or,
+ * after a FREE slot, reached from that one).
  *
  * A consumer receives in one group (shmq_consumer_open_group; docs/DESIGN.md, "Consumer
  * groups"): every step above works on its group's cell of the slot (group 0's cell is the slot

@@ -235,7 +235,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     shmq_t *q = p->q;
     const struct seg_layout *l = &q->seg.layout;
     uint32_t to;
-    if (slot_claim_free(q, q->self, &to) != 0)
+    if (slot_claim(q, q->self, CLAIM_ALL, &to) != 0) /* every slot: the copy needs any free one */
         return false;
     struct slot *ns = segment_slot(&q->seg, to);
     uint64_t nw = atomic_load_explicit(&ns->state, memory_order_relaxed); /* RESERVED(us) */
@@ -444,6 +444,13 @@ static void repair_orphan(struct pass *p, uint32_t g, uint32_t idx, struct slot 
         ring_clear(home_ring(p, g, w), ticket, idx); /* a dequeuer took it, never consumed it */
     if (move_cell(p, g, idx, w, sw_next(w, sw_state(w), NO_OWNER)))
         p->rep->orphans_requeued++;
+}
+
+/* Is the slot before slot idx FREE (F3's test, relaxed: a pass's snapshot)? */
+static bool free_follows_free(const struct segment *s, uint32_t idx)
+{
+    struct slot *prev = segment_slot(s, idx ? idx - 1 : s->layout.capacity - 1);
+    return sw_state(atomic_load_explicit(&prev->state, memory_order_relaxed)) == SLOT_FREE;
 }
 
 /* Is registry entry i (a slot's owner or linger) gone for this pass: out of range, NO_OWNER,
@@ -838,7 +845,12 @@ static void repair_slot(struct pass *p, uint32_t idx)
         repair_orphan(p, 0, idx, sl, w);
         break;
     case SLOT_FREE:
-        repair_orphan(p, 0, idx, sl, w);
+        /* one after a FREE slot is reached from it (F3: docs/DESIGN.md "The free slots"); a
+         * chain's first one is on the free ring, at a producer's cursor, or an orphan */
+        if (free_follows_free(s, idx))
+            unsuspect(p, 0, idx);
+        else
+            repair_orphan(p, 0, idx, sl, w);
         break;
     case SLOT_HELD: /* release repair: a finisher died before its count-down or its release
                      * check (V2) */

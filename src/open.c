@@ -35,6 +35,11 @@ static int attach(shmq_t **out, struct segment *seg, const char *name, bool crea
         q->gen_word = wal_gen_word(q->wal, &q->gen);
     if (!err)
         err = registry_attach(&q->seg, ROLE_CLIENT, "", &q->self, &q->self_word);
+    /* producers start their claims apart (slot_claim): spread by registry index */
+    if (!err)
+        atomic_store_explicit(&q->cursor,
+                              (uint32_t)((uint64_t)q->self * 2654435761u % q->seg.layout.capacity),
+                              memory_order_relaxed);
     if (err) {
         wal_close(q->wal);
         pthread_mutex_destroy(&q->maint_lock);

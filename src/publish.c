@@ -2,8 +2,9 @@
  * publish.c - reserve a free slot, write it, commit it READY, enqueue it on the ready ring.
  *
  * Protocol (state word transitions are single CASes, see slot.h and docs/DESIGN.md):
- *   1. take an index off the free ring; CAS its slot FREE(g) -> RESERVED(self, g+1)
- *      (an index whose slot is not FREE is a stale or duplicate ring entry: drop it)
+ *   1. find a FREE slot: the one at our cursor (or a few after it), else one off the free
+ *      ring; CAS it FREE(g) -> RESERVED(self, g+1) (an index whose slot is not FREE is a stale
+ *      or duplicate ring entry: drop it; docs/DESIGN.md "The free slots")
  *   2. write id, len, payload
  *   3. P1: CAS RESERVED(self, g+1) -> READY(g+2) with release: publishes step 2
  *   4. enqueue the index on the ready ring, record the ticket, wake a sleeping consumer
@@ -44,10 +45,11 @@
 #include "slotmove.h"
 #include "wait.h"
 
-/* Step 1: claim a free slot for self. 0 and *idx, or -EAGAIN when none is free. */
-static int claim_free_slot(shmq_t *q, uint32_t *idx)
+/* Step 1: claim a free slot for self, from our cursor or the free ring (slotmove.h). 0 and
+ * *idx, or -EAGAIN when none is free. */
+static inline int claim_free_slot(shmq_t *q, uint32_t *idx)
 {
-    return slot_claim_free(q, q->self, idx);
+    return slot_claim(q, q->self, CLAIM_SPAN, idx);
 }
 
 /* The slot index of a reservation's buffer, or -EINVAL if buf is no slot payload. */
@@ -585,12 +587,19 @@ int shmq_publish_ex(shmq_t *q, const void *data, size_t len, const shmq_pub_opts
 struct claim_ctx {
     shmq_t *q;
     uint32_t idx;
+    uint32_t tries;
 };
 
+/* A blocking publish's try. Past the spin, each try is the last before a sleep or the first
+ * after one: it looks at every slot, so a sleeper never sleeps past a FREE slot that an ack
+ * left off the free ring (its W1 may have come before our W2: docs/DESIGN.md "The free
+ * slots"). */
 static int try_claim(void *arg)
 {
     struct claim_ctx *ctx = arg;
-    return claim_free_slot(ctx->q, &ctx->idx);
+    uint32_t span = ctx->tries < WAIT_SPIN_TRIES ? CLAIM_SPAN : CLAIM_ALL;
+    ctx->tries++;
+    return slot_claim(ctx->q, ctx->q->self, span, &ctx->idx);
 }
 
 int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, int timeout_ms)

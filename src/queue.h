@@ -20,6 +20,7 @@ struct shmq {
     struct wal *wal;           /* the queue's log; NULL with durability NONE */
     const _Atomic uint64_t *gen_word; /* the log's live generation (wal_gen_word()); NULL: none */
     uint64_t gen;                     /* our segment's generation */
+    _Atomic uint32_t cursor;          /* the next slot our claims look at (slot_claim) */
     /* Maintenance bookkeeping (maintain.c), allocated on first use: what each slot looked
      * like when it was first suspected of being an orphan, and when. */
     pthread_mutex_t maint_lock;

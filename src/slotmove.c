@@ -218,14 +218,21 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, u
     if (lg || done != SLOT_FREE || g)
         return finish_slow(q, g, idx, w, lg, done);
     uint64_t next = sw_next(w, SLOT_FREE, NO_OWNER);
-    /* A1 (release): our reads of the payload happen before the slot's reuse, which a
-     * producer's claim acquires */
-    if (!atomic_compare_exchange_strong_explicit(&sl->state, &w, next, memory_order_release,
-                                                 memory_order_relaxed))
+    /* A1 (seq_cst; release: our reads of the payload happen before the slot's reuse, which a
+     * producer's claim acquires): FREE before we look at the slot before it (F3), and before
+     * W1 (a sleeping producer's last try sees it: docs/DESIGN.md "The free slots") */
+    if (!atomic_compare_exchange_strong(&sl->state, &w, next))
         return -ESTALE;
     CRASH_POINT(ack_after_free);
-    /* queue_enqueue_slot's FREE case, in line (the ack's fast path); sl is the slot (g 0) */
-    cell_enqueue_on(&q->seg.free_ring, sl, idx, next, false);
+    /* F3 (seq_cst): the slot before it FREE means whoever claims that one looks at ours next
+     * (F1 after F2): no ring needed. Otherwise onto the free ring (queue_enqueue_slot's FREE
+     * case, in line; sl is the slot, g 0) */
+    const struct seg_layout *l = &q->seg.layout;
+    uint32_t prev = idx ? idx - 1 : (uint32_t)l->capacity - 1;
+    struct slot *ps = (struct slot *)((char *)q->seg.base + l->slots_off +
+                                      (uint64_t)prev * l->slot_stride);
+    if (sw_state(atomic_load(&ps->state)) != SLOT_FREE)
+        cell_enqueue_on(&q->seg.free_ring, sl, idx, next, false);
     if (wake)
         wait_wake(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters);
     return 0;

@@ -55,16 +55,61 @@ static inline int slot_claim_free(shmq_t *q, uint32_t owner, uint32_t *idx)
         uint64_t w = atomic_load_explicit(&sl->state, memory_order_acquire);
         if (sw_state(w) != SLOT_FREE)
             continue;
-        /* acquire: the last reader's reads of the old payload (its A1 release) are done
-         * before we overwrite it */
-        if (atomic_compare_exchange_strong_explicit(&sl->state, &w,
-                                                    sw_next(w, SLOT_RESERVED, owner),
-                                                    memory_order_acquire, memory_order_relaxed)) {
+        /* F2 (seq_cst; acquire: the last reader's reads of the old payload, its A1 release,
+         * are done before we overwrite it): the claim precedes our next look at idx + 1 */
+        if (atomic_compare_exchange_strong(&sl->state, &w, sw_next(w, SLOT_RESERVED, owner))) {
             *idx = i;
             return 0;
         }
     }
     return -EAGAIN;
+}
+
+/* How many slots a claim looks at from the handle's cursor before it tries the free ring
+ * (CLAIM_SPAN), and the whole queue (the last try before a producer sleeps, a maintainer's
+ * copy-out: those must find any FREE slot, docs/DESIGN.md "The free slots"). */
+#define CLAIM_SPAN 8u
+#define CLAIM_ALL UINT32_MAX
+
+/* Claim a FREE slot for owner (docs/DESIGN.md, "The free slots"): look at the slot at the
+ * handle's cursor and up to span - 1 after it (F1), claiming the first FREE one (F2); then take
+ * one off the free ring. The cursor moves past what was looked at, and to the slot after the
+ * one claimed. 0 and *idx, or -EAGAIN. Inline: publish's fast path calls it. */
+static inline int slot_claim(shmq_t *q, uint32_t owner, uint32_t span, uint32_t *idx)
+{
+    const uint32_t cap = q->seg.layout.capacity;
+    char *slots = (char *)q->seg.base + q->seg.layout.slots_off;
+    /* relaxed: a hint of this handle's (threads of one handle may race on it: any value in
+     * range is safe, a claim is a CAS) */
+    uint32_t c = atomic_load_explicit(&q->cursor, memory_order_relaxed);
+    if (c >= cap)
+        c = 0;
+    if (span > cap)
+        span = cap;
+    for (uint32_t k = 0; k < span; k++) {
+        struct slot *sl = (struct slot *)(slots + (uint64_t)c * q->seg.layout.slot_stride);
+        uint32_t i = c;
+        c = c + 1 < cap ? c + 1 : 0;
+        /* F1 (seq_cst): after our claim of the slot before it (F2), so an acker that saw that
+         * one FREE after its A1 left this one to us; we see its A1 */
+        uint64_t w = atomic_load(&sl->state);
+        while (sw_state(w) == SLOT_FREE) {
+            /* F2 (seq_cst; acquire pairs with A1: the last reader is done with the payload) */
+            if (atomic_compare_exchange_strong(&sl->state, &w,
+                                               sw_next(w, SLOT_RESERVED, owner))) {
+                atomic_store_explicit(&q->cursor, c, memory_order_relaxed);
+                *idx = i;
+                return 0;
+            }
+        }
+    }
+    if (slot_claim_free(q, owner, idx) != 0) {
+        atomic_store_explicit(&q->cursor, c, memory_order_relaxed); /* go on from there */
+        return -EAGAIN;
+    }
+    /* the slot after a ring claim is where a chain of FREE slots may go on (F3) */
+    atomic_store_explicit(&q->cursor, *idx + 1 < cap ? *idx + 1 : 0, memory_order_relaxed);
+    return 0;
 }
 
 /* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and

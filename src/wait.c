@@ -11,7 +11,6 @@
 
 #include "clock.h"
 
-#define SPIN_TRIES 2000
 
 static inline void cpu_relax(void)
 {
@@ -119,7 +118,7 @@ int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct p
                enum wait_kind kind, uint64_t deadline_ns, uint64_t max_sleep_ns,
                int (*try_fn)(void *), void *arg)
 {
-    for (int i = 0; i < SPIN_TRIES; i++) {
+    for (int i = 0; i < WAIT_SPIN_TRIES; i++) {
         int r = try_fn(arg);
         if (r != -EAGAIN)
             return r;

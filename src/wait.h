@@ -8,8 +8,10 @@
  * increment of waiters) form a Dekker pair: either the waker sees the sleeper counted, or the
  * sleeper's last try sees the waker's change. That needs the change made by seq_cst atomics and
  * the try to read it with seq_cst ones, and it is: every change a sleeper waits for is a ring
- * enqueue (FAA of tail, cell CAS R1, threshold reset: all seq_cst) and every try a ring dequeue
- * (R3's loads, FAA of head: seq_cst). All of them, W1 and W2 are then in the one seq_cst total
+ * enqueue (FAA of tail, cell CAS R1, threshold reset: all seq_cst) or an ack's A1 (a seq_cst
+ * CAS to FREE, which may join no ring: docs/DESIGN.md "The free slots"), and every try a ring
+ * dequeue (R3's loads, FAA of head: seq_cst) or a producer's look at slot words (seq_cst
+ * loads; after the spin, at every slot). All of them, W1 and W2 are then in the one seq_cst total
  * order S: if W1 precedes W2 in S, so do the enqueue's writes, and the try's loads after W2 read
  * them (or later values); else W1 reads W2's increment (or a later value). So W1 needs no fence
  * of its own (it was one until issue 17: 2 locked instructions per message); a caller whose
@@ -60,6 +62,10 @@ static inline void wait_wake(_Atomic uint32_t *futex_word, _Atomic uint32_t *wai
  * the sleeper's acquire read of the word before its last try, so a sleeper that read the bumped
  * value sees the change there, and one that read the old value is woken or finds it changed. */
 void wait_wake_all(_Atomic uint32_t *futex_word);
+
+/* How many tries wait_until() spins before it sleeps (each later try is a last one before a
+ * sleep or the first after one). */
+#define WAIT_SPIN_TRIES 2000
 
 /* What a sleeper waits for: its unit in proc_entry.sleeping. */
 enum wait_kind { WAIT_READY = 1, WAIT_FREE = 1 << 16 };

@@ -198,3 +198,204 @@ Test(hotpath, acks_alone_keep_a_consumer_alive)
     shmq_close(q2);
     shmq_close(q);
 }
+
+/*
+ * The free slots (docs/DESIGN.md, "The free slots"): a producer claims the slot at its handle's
+ * cursor (or one of the few after it), an ack that frees a slot after a FREE one puts it on no
+ * ring (F3), and one after a slot in use puts it on the free ring. These tests fill a queue of
+ * FS_CAP slots (or f.cap) from one handle, so the handle's cursor is back where it started and
+ * message i (0-based, in publish order) sits in slot cursor + i.
+ */
+#define FS_CAP 64u
+
+struct fs {
+    const char *name;
+    uint32_t cap; /* 0: FS_CAP */
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t *m;
+    uint32_t c0; /* the producer's cursor once full: message i is in slot c0 + i */
+};
+
+static uint32_t fs_slot_of(shmq_t *q, const shmq_msg_t *m)
+{
+    const struct seg_layout *l = &q->seg.layout;
+    uintptr_t first = (uintptr_t)q->seg.base + l->slots_off + SLOT_HEADER_SIZE;
+    return (uint32_t)(((uintptr_t)m->data - first) / l->slot_stride);
+}
+
+static shmq_config_t fs_config(uint32_t cap)
+{
+    shmq_config_t cfg = h_small_config(cap, 64, 8);
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.ack_deadline_ms = 600000;
+    cfg.heartbeat_timeout_ms = 60000;
+    return cfg;
+}
+
+/* Create the queue, fill it (FS_CAP messages "0".."63") and, with receive, take them all. */
+static void fs_fill(struct fs *f, const char *tag, bool receive)
+{
+    if (!f->cap)
+        f->cap = FS_CAP;
+    f->m = calloc(f->cap, sizeof(*f->m));
+    cr_assert(f->m);
+    shmq_config_t cfg = fs_config(f->cap);
+    if (!f->name)
+        f->name = h_qname(tag);
+    h_assert_rc(shmq_create(f->name, &cfg, &f->q), 0);
+    for (uint32_t i = 0; i < f->cap; i++) {
+        char b[12];
+        int n = snprintf(b, sizeof b, "%u", i);
+        h_assert_rc(shmq_publish(f->q, b, (size_t)n, NULL), 0);
+    }
+    f->c0 = atomic_load(&f->q->cursor);
+    h_assert_rc(shmq_publish(f->q, "x", 1, NULL), -EAGAIN); /* the cursor moves on by 8 */
+    if (!receive)
+        return;
+    h_assert_rc(shmq_consumer_open(f->q, "fs", &f->c), 0);
+    for (uint32_t i = 0; i < f->cap; i++) {
+        h_assert_rc(shmq_receive(f->c, &f->m[i], 0), 0);
+        cr_assert_eq(fs_slot_of(f->q, &f->m[i]), (f->c0 + i) % f->cap,
+                     "message %u in slot %u, cursor %u", i, fs_slot_of(f->q, &f->m[i]), f->c0);
+    }
+}
+
+static void fs_done(struct fs *f)
+{
+    if (f->c)
+        h_assert_rc(shmq_consumer_close(f->c), 0);
+    h_assert_rc(shmq_close(f->q), 0);
+    h_assert_rc(shmq_unlink(f->name), 0);
+    free(f->m);
+}
+
+/* Acks out of order on a full queue, far from the producer's cursor: the freed slots are found
+ * at once. The first (after a slot in use) through the free ring; the second (after the first,
+ * FREE then: F3 put it on no ring) because the claim from the ring moves the cursor to it. */
+Test(hotpath, slots_acked_out_of_order_are_found_by_the_next_publishes)
+{
+    struct fs f = {0};
+    fs_fill(&f, "fsorder", true);
+    h_assert_rc(shmq_ack(f.c, &f.m[30]), 0);
+    h_assert_rc(shmq_ack(f.c, &f.m[31]), 0);
+    shmq_msg_t m;
+    for (int k = 0; k < 2; k++)
+        h_assert_rc(shmq_publish(f.q, "again", 5, NULL), 0);
+    h_assert_rc(shmq_publish(f.q, "full", 4, NULL), -EAGAIN);
+    for (int k = 0; k < 2; k++) {
+        h_assert_rc(shmq_receive(f.c, &m, 0), 0);
+        uint32_t want = (f.c0 + 30 + (uint32_t)k) % f.cap;
+        cr_expect_eq(fs_slot_of(f.q, &m), want, "publish %d went to slot %u, not %u", k,
+                     fs_slot_of(f.q, &m), want);
+        h_assert_rc(shmq_ack(f.c, &m), 0);
+    }
+    fs_done(&f);
+}
+
+/* A run of FREE slots left at an idle producer's cursor: another producer, whose own cursor
+ * and the few slots after it are in use, does not see it (-EAGAIN) until a maintenance pass
+ * puts the run's first slot on the free ring; only that one (the others follow a FREE slot).
+ * A blocking publish finds it without maintenance: its tries past the spin look at every slot
+ * (in a queue this large, the spin's tries, 8 slots each, do not get round to it). */
+static void fs_strand(struct fs *f, const char *tag, shmq_t **other)
+{
+    fs_fill(f, tag, true);
+    for (uint32_t i = 0; i < 4; i++) /* slot c0 after one in use: on the free ring; the rest not */
+        h_assert_rc(shmq_ack(f->c, &f->m[i]), 0);
+    h_assert_rc(shmq_publish(f->q, "a", 1, NULL), 0); /* at its cursor: c0; the run c0+1..c0+3 */
+    h_assert_rc(shmq_open(f->name, other), 0);
+    atomic_store(&(*other)->cursor, (f->c0 + f->cap / 2) % f->cap); /* among slots in use */
+    h_assert_rc(shmq_publish(*other, "b", 1, NULL), -EAGAIN);
+}
+
+Test(hotpath, maintenance_puts_the_first_of_a_stranded_run_of_free_slots_on_the_ring)
+{
+    struct fs f = {0};
+    shmq_t *b;
+    fs_strand(&f, "fsmaint", &b);
+    shmq_maint_report_t rep;
+    uint64_t requeued = 0;
+    int64_t end = h_now_ms() + 30000, after = 0;
+    /* passes until one requeued, then on for 3 orphan grace periods: no second one */
+    while (h_now_ms() < end && (!after || h_now_ms() < after)) {
+        h_assert_rc(shmq_maintain(b, &rep), 0);
+        requeued += rep.orphans_requeued;
+        if (requeued && !after)
+            after = h_now_ms() + 300;
+        usleep(10000);
+    }
+    cr_assert_eq(requeued, 1, "%llu slots requeued, not the run's first alone",
+                 (unsigned long long)requeued);
+    for (int k = 0; k < 3; k++)
+        h_assert_rc(shmq_publish(b, "b", 1, NULL), 0);
+    h_assert_rc(shmq_publish(b, "b", 1, NULL), -EAGAIN);
+    h_assert_rc(shmq_close(b), 0);
+    fs_done(&f);
+}
+
+Test(hotpath, a_blocking_publish_finds_a_stranded_free_slot)
+{
+    struct fs f = {.cap = 1u << 16};
+    shmq_t *b;
+    fs_strand(&f, "fsblock", &b);
+    int64_t t0 = h_now_ms();
+    h_assert_rc(shmq_publish_timed(b, "b", 1, NULL, 20000), 0);
+    int64_t took = h_now_ms() - t0;
+    cr_expect_lt(took, 10000, "the blocking publish took %lld ms", (long long)took);
+    h_assert_rc(shmq_close(b), 0);
+    fs_done(&f);
+}
+
+/* The ack_after_free window (src/crashpoint.h) for a slot freed after one in use: it is on no
+ * ring and no producer's cursor is near it. Maintenance requeues it as an orphan once the
+ * acker is dead, and the producer gets it. */
+static const char *fs_crash_name;
+
+static int fs_killed_acker(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "ack_after_free", 1);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    if (shmq_open(fs_crash_name, &q) || shmq_consumer_open(q, "victim", &c))
+        return 10;
+    shmq_msg_t m, keep;
+    int kept = 0;
+    for (uint32_t i = 0; i < FS_CAP; i++) {
+        if (shmq_receive(c, &m, 0))
+            return 11;
+        if (m.len == 2 && memcmp(m.data, "20", 2) == 0) {
+            keep = m;
+            kept = 1;
+        }
+    }
+    if (!kept)
+        return 12;
+    shmq_ack(c, &keep);
+    return 13; /* not killed in its ack */
+}
+
+Test(hotpath, an_acker_killed_after_an_out_of_order_free_is_repaired)
+{
+    fs_crash_name = h_qname("fskill");
+    pid_t k = h_fork_gated(fs_killed_acker, NULL);
+    struct fs f = {.name = fs_crash_name};
+    fs_fill(&f, "fskill", false);
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the acker was not killed at ack_after_free (status %d)", st);
+    h_assert_rc(shmq_publish(f.q, "x", 1, NULL), -EAGAIN); /* slot c0 + 20: on no ring */
+    shmq_maint_report_t rep;
+    uint64_t requeued = 0;
+    int64_t end = h_now_ms() + 30000;
+    while (h_now_ms() < end && !requeued) {
+        h_assert_rc(shmq_maintain(f.q, &rep), 0);
+        requeued += rep.orphans_requeued;
+        usleep(10000);
+    }
+    cr_assert_geq(requeued, 1, "the freed slot was not requeued");
+    h_assert_rc(shmq_publish(f.q, "x", 1, NULL), 0);
+    fs_done(&f);
+}

@@ -651,8 +651,8 @@ static T_UNUSED shmq_stats_t t_settle(shmq_t *q, uint32_t capacity, int timeout_
         (unsigned long long)(st).dead_lettered
 
 /*
- * The full cycle: every slot can be claimed from the free ring and every message found on the
- * ready ring. Publishes capacity messages (retrying a bounded while with maintenance, in case
+ * The full cycle: every slot can be claimed (by a cursor or from the free ring) and every
+ * message found on the ready ring. Publishes capacity messages (retrying a bounded while with maintenance, in case
  * an orphan's grace period is still running), receives and acks them all, and settles. A slot
  * lost from its ring (a FREE or READY orphan that repair never returns) fails it.
  */
