@@ -21,7 +21,8 @@
  * create_before_attach (open.c, a creator whose segment exists, before it points to its log and
  * maps it), open_before_attach (open.c, an opener that mapped the segment, before it opens the
  * log) and remove_before_rmdir (wal.c, a delete that removed every file of the log, before its
- * rmdir), unlink_before_unpoint (open.c, a delete that fenced the head, before it removes the
+ * rmdir), create_before_lock (open.c, a create that made its log directory, before it makes
+ * and locks .recover), unlink_before_unpoint (open.c, a delete that fenced the head, before it removes the
  * state directory's pointer) and unlink_before_bury (open.c, a delete that removed the state
  * directory's pointer, before its rename): tests/test_unlink.c.
  */

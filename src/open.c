@@ -106,7 +106,11 @@ static int finish_deleted_log(const char *dir)
 {
     if (!head_deleted(dir))
         return 0;
-    int lock = loghead_lock(dir, LOCK_EX, 0600);
+    /* mode 0: .recover is never made here (the delete that fenced the head locked it, so it is
+     * there). Once a create beside us finished the delete, our lock's look again finds its new
+     * directory: a .recover made by us then (0600) was the new queue's, and a shared queue's
+     * group could not lock it (review10) */
+    int lock = loghead_lock(dir, LOCK_EX, 0);
     if (lock < 0)
         return lock == -ENOENT ? 0 : lock;
     char tomb[SHMQ_LOG_DIR_MAX + 128];
@@ -154,6 +158,7 @@ int shmq_create(const char *name, const shmq_config_t *caller_cfg, shmq_t **q)
         do {
             if ((err = logdir_make(dir, cfg->mode)) != 0)
                 return err;
+            CRASH_POINT(create_before_lock);
         } while ((lock = loghead_lock(dir, LOCK_EX, fmode)) == -ENOENT);
         if (lock < 0)
             return lock;

@@ -796,3 +796,73 @@ Test(unlink, a_create_through_a_killed_deletes_pointer_leaves_it_to_the_second_d
     cr_assert_eq(shmq_close(q), 0);
     cr_assert_eq(shmq_unlink(us->name), 0);
 }
+
+/* A create of a shared queue (mode 0660) in a custom log_dir, its result in sh->rc. */
+struct ul_shared_create {
+    struct ul_shared sh;
+    char logdir[PATH_MAX];
+};
+
+static int create_shared_main(void *arg)
+{
+    struct ul_shared_create *sc = *(struct ul_shared_create **)arg;
+    shmq_config_t cfg;
+    ul_config(&cfg);
+    cfg.log_dir = sc->logdir;
+    cfg.mode = 0660;
+    shmq_t *q;
+    int rc = shmq_create(sc->sh.name, &cfg, &q);
+    if (rc == 0)
+        shmq_close(q);
+    atomic_store(&sc->sh.rc, rc);
+    return 0;
+}
+
+/* Two creates of a shared queue after a delete killed before its rename: B opened the fenced
+ * directory's .recover to finish the delete and waits (lock_before_flock); A finished it, made
+ * the new directory and stops before its lock (create_before_lock). B's lock then finds its file
+ * unlinked and looks again: it must not make .recover itself (it did, with mode 0600), so that
+ * the queue's .recover has the queue's mode: group members lock it for their retention and
+ * rebuilds (with 0600 their retention never deleted a file, "a recovery is at work"). */
+Test(unlink, a_create_finishing_a_delete_leaves_the_new_lock_file_its_mode)
+{
+    SKIP_WITHOUT_CRASH_POINTS();
+    struct ul_shared_create *b = t_shared(sizeof *b), *a = t_shared(sizeof *a);
+    snprintf(b->sh.name, sizeof b->sh.name, "%s", t_qname("ulMode"));
+    atomic_store(&b->sh.rc, 1);
+    char logdir[PATH_MAX];
+    shmq_config_t cfg;
+    ul_custom_config(&cfg, logdir, sizeof logdir, "customM");
+    cr_assert_eq(chmod(logdir, 0750), 0); /* the group reaches the shared log */
+    snprintf(b->logdir, sizeof b->logdir, "%s", logdir);
+    *a = *b;
+    cfg.mode = 0660;
+    shmq_t *q;
+    int rc = shmq_create(b->sh.name, &cfg, &q);
+    cr_assert_eq(rc, 0, "create: %s", shmq_strerror(rc));
+    cr_assert_eq(shmq_publish(q, "old", 3, NULL), 0); /* a log file: the killed delete's log */
+    cr_assert_eq(shmq_close(q), 0);
+    struct ul_shared *us = &b->sh;
+    pid_t u = t_spawn_crash(unlink_main, &us, sizeof us, "unlink_before_bury", 0, 0);
+    int st = 0;
+    cr_assert_eq(t_wait(u, WAIT_MS, 0, &st), 0, "delete U never ended");
+    cr_assert(WIFSIGNALED(st), "delete U was not killed at its crash point");
+    pid_t pb = t_spawn_crash(create_shared_main, &b, sizeof b, "lock_before_flock", 1, 0);
+    ul_stopped(pb, "creator B");
+    pid_t pa = t_spawn_crash(create_shared_main, &a, sizeof a, "create_before_lock", 1, 0);
+    ul_stopped(pa, "creator A");
+    kill(pb, SIGCONT);
+    t_assert_exit0(pb, WAIT_MS, "creator B");
+    kill(pa, SIGCONT);
+    t_assert_exit0(pa, WAIT_MS, "creator A");
+    int rb = atomic_load(&b->sh.rc), ra = atomic_load(&a->sh.rc);
+    cr_assert((rb == 0 && ra == -EEXIST) || (ra == 0 && rb == -EEXIST), "creates: B %s, A %s",
+              shmq_strerror(rb), shmq_strerror(ra));
+    char path[PATH_MAX + SHMQ_NAME_MAX + 16];
+    snprintf(path, sizeof path, "%s/%s/.recover", logdir, b->sh.name);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0, "%s: %s", path, strerror(errno));
+    cr_assert_eq(sb.st_mode & 0777, 0660, "the new queue's .recover has mode %o",
+                 (unsigned)(sb.st_mode & 0777));
+    cr_assert_eq(shmq_unlink(b->sh.name), 0);
+}
