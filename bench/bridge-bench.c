@@ -17,7 +17,12 @@
  *   round-trip shmq-bridge --out A:S --in STREAM:DUR:B: pre-filled A, timed at B's consumer
  *              (this program) from its first receive to its N-th
  * The stream is purged between measurements. Each row prints the median messages/s, the
- * min-max over the repetitions and the ratio of medians to `plain`; then one JSON line per row
+ * min-max over the repetitions and the ratio of medians to `plain`, and the cpu time per
+ * message (median) of the client (plain: this process during the loop; out: the bridge
+ * process; round trip: the bridge and this process's receive loop) and of nats-server, over
+ * the timed interval only (/proc/PID/stat, clock ticks): on a small machine they share the
+ * cpus, so cpu per message is what decides the rate, and unlike the rate it hardly moves with
+ * other load; then one JSON line per row
  * ({"bench":"bridge","row":...,"size":...,"median_msgs_per_s":...,"vs_plain":...}) for
  * bench/run and bench/report.py.
  *
@@ -43,6 +48,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +70,34 @@ static double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+/* cpu seconds used by this process, and by nats-server (clock ticks: 10 ms on most kernels) */
+static double self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static double proc_cpu(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *p = strrchr(buf, ')'); /* the command may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The cpu seconds of the last measurement's timed interval: the client's and the server's. */
+static double last_client_cpu, last_server_cpu;
 
 static void sleep_ms(int ms)
 {
@@ -200,6 +234,7 @@ static double plain(natsConnection *nc, int n, int size, int window, int headers
         die("JetStream context");
     char *buf = calloc(1, (size_t)size);
     static uint64_t seq;
+    double c0 = self_cpu(), s0 = proc_cpu(server_pid);
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
         natsStatus s;
@@ -231,6 +266,8 @@ static double plain(natsConnection *nc, int n, int size, int window, int headers
     if (js_PublishAsyncComplete(js, &po) != NATS_OK)
         die("js_PublishAsyncComplete timed out");
     double dt = now_s() - t0;
+    last_client_cpu = self_cpu() - c0;
+    last_server_cpu = proc_cpu(server_pid) - s0;
     free(buf);
     jsCtx_Destroy(js);
     return n / dt;
@@ -300,6 +337,7 @@ static double bridged_out(const char *url, const char *qa, int n, int size, cons
     const char *args[] = {
         "--server", url, "--out", route, "--window", window, "--stats-interval-ms", "0", NULL};
     bridge_start(args);
+    double b0 = 0, s0 = 0;
     /* shmq_stats scans every slot (O(capacity)): polled every millisecond it took about 7% of
      * the machine's cpu in this row alone (perf), cpu the bridge and nats-server share on a
      * small host. So every millisecond only until the first ack and for the last messages
@@ -311,10 +349,15 @@ static double bridged_out(const char *url, const char *qa, int n, int size, cons
         if (shmq_stats(q, &st))
             die("stats");
         uint64_t done = st.acked - base;
-        if (done >= 1 && t0 == 0)
+        if (done >= 1 && t0 == 0) {
             t0 = now_s();
+            b0 = proc_cpu(bridge_pid);
+            s0 = proc_cpu(server_pid);
+        }
         if (done >= (uint64_t)n) {
             t1 = now_s();
+            last_client_cpu = (proc_cpu(bridge_pid) - b0) * n / (n - 1); /* per n, as the rest */
+            last_server_cpu = (proc_cpu(server_pid) - s0) * n / (n - 1);
             break;
         }
         bridge_check();
@@ -355,14 +398,18 @@ static double round_trip(const char *url, const char *qa, const char *qb, int n,
                           "0",
                           NULL};
     bridge_start(args);
-    double t0 = 0, deadline = now_s() + 120;
+    double t0 = 0, deadline = now_s() + 120, b0 = 0, s0 = 0, c0 = 0;
     int got = 0;
     while (got < n) {
         shmq_msg_t m;
         int rc = shmq_receive(c, &m, 100);
         if (rc == 0) {
-            if (got++ == 0)
+            if (got++ == 0) {
                 t0 = now_s();
+                b0 = proc_cpu(bridge_pid);
+                s0 = proc_cpu(server_pid);
+                c0 = self_cpu();
+            }
             shmq_ack(c, &m);
         } else if (rc != -ETIMEDOUT && rc != -EAGAIN && rc != -EINTR) {
             die("receive B: %s", shmq_strerror(rc));
@@ -373,6 +420,8 @@ static double round_trip(const char *url, const char *qa, const char *qb, int n,
             die("round trip: %d of %d after 120 s", got, n);
     }
     double dt = now_s() - t0;
+    last_client_cpu = (proc_cpu(bridge_pid) - b0 + self_cpu() - c0) * n / (n - 1);
+    last_server_cpu = (proc_cpu(server_pid) - s0) * n / (n - 1);
     bridge_stop();
     shmq_consumer_close(c);
     shmq_close(q);
@@ -472,7 +521,9 @@ int main(int argc, char **argv)
                                             "shmq-bridge round trip"};
     static const char *const keys[ROWS] = {"plain", "plain_id", "plain_hdr", "out", "round_trip"};
     double med_all[SIZES_MAX][ROWS], lo_all[SIZES_MAX][ROWS], hi_all[SIZES_MAX][ROWS];
-    static double r[SIZES_MAX][ROWS][REPS_MAX];
+    static double r[SIZES_MAX][ROWS][REPS_MAX], cc[SIZES_MAX][ROWS][REPS_MAX],
+        sc[SIZES_MAX][ROWS][REPS_MAX];
+    double cc_med[SIZES_MAX][ROWS], sc_med[SIZES_MAX][ROWS];
     const char *streams[ROWS] = {"BENCHPLAIN", "BENCHPLAIN", "BENCHPLAIN", "BENCHOUT", "BENCHRT"};
     int run = 0;
     for (int rep = 0; rep < reps; rep++) {
@@ -485,6 +536,8 @@ int main(int argc, char **argv)
                            : row == OUT       ? bridged_out(url, queue_a, n, size, window)
                                         : round_trip(url, queue_a, queue_b, n, size, window, run++);
                 r[si][row][rep] = v;
+                cc[si][row][rep] = last_client_cpu / n * 1e6; /* µs per message */
+                sc[si][row][rep] = last_server_cpu / n * 1e6;
                 js_PurgeStream(js, streams[row], NULL, NULL);
                 fprintf(stderr, "rep %d size %d %-24s %10.0f msg/s\n", rep + 1, size, names[row],
                         v);
@@ -495,17 +548,23 @@ int main(int argc, char **argv)
     printf("# bridge-bench: %d messages per measurement, %d repetitions (interleaved), window "
            "%s, file storage, nats-server on loopback, 1 stream per row\n",
            n, reps, window);
-    printf("%-26s %6s %12s %25s %8s\n", "row", "bytes", "median/s", "min-max/s", "vs plain");
+    printf("%-26s %6s %12s %25s %8s %10s %10s\n", "row", "bytes", "median/s", "min-max/s",
+           "vs plain", "client us", "server us");
     for (int si = 0; si < nsizes; si++) {
         double med[ROWS];
         for (int row = 0; row < ROWS; row++) {
             double *v = r[si][row];
             qsort(v, (size_t)reps, sizeof *v, cmp_double);
             med[row] = reps % 2 ? v[reps / 2] : (v[reps / 2 - 1] + v[reps / 2]) / 2;
+            double *cv = cc[si][row], *sv = sc[si][row];
+            qsort(cv, (size_t)reps, sizeof *cv, cmp_double);
+            qsort(sv, (size_t)reps, sizeof *sv, cmp_double);
+            cc_med[si][row] = reps % 2 ? cv[reps / 2] : (cv[reps / 2 - 1] + cv[reps / 2]) / 2;
+            sc_med[si][row] = reps % 2 ? sv[reps / 2] : (sv[reps / 2 - 1] + sv[reps / 2]) / 2;
             char range[64];
             snprintf(range, sizeof range, "%.0f-%.0f", v[0], v[reps - 1]);
-            printf("%-26s %6d %12.0f %25s %7.2fx\n", names[row], sizes[si], med[row], range,
-                   med[row] / med[PLAIN]);
+            printf("%-26s %6d %12.0f %25s %7.2fx %10.1f %10.1f\n", names[row], sizes[si], med[row],
+                   range, med[row] / med[PLAIN], cc_med[si][row], sc_med[si][row]);
             med_all[si][row] = med[row];
             lo_all[si][row] = v[0];
             hi_all[si][row] = v[reps - 1];
@@ -515,9 +574,11 @@ int main(int argc, char **argv)
         for (int row = 0; row < ROWS; row++)
             printf("{\"bench\":\"bridge\",\"row\":\"%s\",\"size\":%d,\"msgs\":%d,\"reps\":%d,"
                    "\"window\":%s,\"median_msgs_per_s\":%.0f,\"min_msgs_per_s\":%.0f,"
-                   "\"max_msgs_per_s\":%.0f,\"vs_plain\":%.4f}\n",
+                   "\"max_msgs_per_s\":%.0f,\"vs_plain\":%.4f,\"client_cpu_us\":%.2f,"
+                   "\"server_cpu_us\":%.2f}\n",
                    keys[row], sizes[si], n, reps, window, med_all[si][row], lo_all[si][row],
-                   hi_all[si][row], med_all[si][row] / med_all[si][PLAIN]);
+                   hi_all[si][row], med_all[si][row] / med_all[si][PLAIN], cc_med[si][row],
+                   sc_med[si][row]);
     jsCtx_Destroy(js);
     natsConnection_Destroy(nc);
     cleanup();

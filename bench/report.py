@@ -490,12 +490,16 @@ if BR:
       "plain js_PublishAsync loop, the same with Nats-Msg-Id alone (plain_id: what the bridge's dedup needs at "
       "the least) and with the five headers the bridge sets (plain_hdr), the bridge's out route "
       "(a pre-filled queue, first to last shmq ack; every message acked only after its JetStream publish ack) and "
-      "a round trip out and back in through a second queue. Window 256 for all.\n")
-    w("| row | size | msgs/run | median msgs/s (min-max) | ÷ plain |")
-    w("|---|---|---|---|---|")
+      "a round trip out and back in through a second queue. Window 256 for all. cpu µs per message (medians, "
+      "over the timed interval): the client (plain rows: bridge-bench's own process; out: the bridge process; "
+      "round trip: the bridge and the receiving loop) and nats-server; client, server and bridge share the "
+      "machine's cpus, so the cpu a message costs is what sets the rate.\n")
+    w("| row | size | msgs/run | median msgs/s (min-max) | ÷ plain | client cpu µs/msg | nats-server cpu µs/msg |")
+    w("|---|---|---|---|---|---|---|")
     for (row, size), o in sorted(BR.items(), key=lambda kv: (kv[0][1], ["plain", "plain_id", "plain_hdr", "out", "round_trip"].index(kv[0][0]))):
         w(f"| {row} | {size} B | {o['msgs']} | {rate(o['median_msgs_per_s'])} ({rate(o['min_msgs_per_s'])}-"
-          f"{rate(o['max_msgs_per_s'])}) | {o['vs_plain']:.2f}× |")
+          f"{rate(o['max_msgs_per_s'])}) | {o['vs_plain']:.2f}× | {o.get('client_cpu_us', float('nan')):.1f} | "
+          f"{o.get('server_cpu_us', float('nan')):.1f} |")
     w("")
 
 # ---------- issue 18's targets: fan-out ----------
