@@ -74,7 +74,8 @@ static int first_generation(const char *dir, uint32_t mode, uint64_t *gen)
 }
 
 /* Is dir a log directory (not the state directory's pointer to one) whose head is fenced deleted
- * (loghead_fence_deleted)? A fenced head is never made live again. A pointer left by a delete
+ * (loghead_fence_deleted)? Only a delete fences a head, under the exclusive lock: a head seen
+ * live without the lock is a queue's (or one a delete has not fenced yet). A pointer left by a delete
  * killed before its unpoint names a log that is found by name: a second delete finishes it (a
  * rename here would move the link itself, and the log would be found by nobody). */
 static bool head_deleted(const char *dir)
