@@ -44,6 +44,7 @@
 #include "slot.h"
 #include "stats.h"
 #include "wal.h"
+#include "walgroups.h"
 #include "walscan.h"
 
 /* ------------------------------------------------------------------ the SIGBUS guard */
@@ -1144,7 +1145,11 @@ struct log_read {
     bool oom;
     int holes;   /* HOLES_*: what can explain a hole */
     bool strict; /* an unexplained hole is a problem */
+    struct walgroup_latest grp[WAL_MAX_GROUPS]; /* the GROUP records recovery reads, as it
+                                                 * keeps them (walgroups.h) */
+    uint32_t max_groups; /* of the newest readable file's header */
 };
+_Static_assert(SHMQ_GROUPS_MAX == WAL_MAX_GROUPS, "a group table fits the log's");
 
 /* What can tell a hole (an append that never finished) from lost records: */
 enum {
@@ -1270,6 +1275,8 @@ static int log_record(void *arg, uint64_t offset, const struct wal_rec *rec, con
     uint64_t size = wal_rec_size(rec->len);
     fs->prev_end = offset + (size < f->size - offset ? size : f->size - offset);
     f->by_type[rec_type_of(rec->type)]++;
+    if (rec->type == WAL_GROUP && f->readable) /* only loads: fine inside the guard */
+        walgroups_note(r->grp, rec, payload, (f->seq << 32) | (offset / WAL_ALIGN));
     if (rec->type == WAL_PAD || rec->type == WAL_CONFIG || rec->type == WAL_GROUP)
         return 0; /* no message's record (a CONFIG record's id is the settings' version, a
                    * GROUP record's the group's index) */
@@ -1338,6 +1345,8 @@ static int scan_file(void *arg)
     f->gen = h->layout.log_gen;
     f->other_gen = fs->r->have_head && f->gen != fs->r->complete_gen;
     f->readable = !f->seq_mismatch && !f->other_gen;
+    if (f->readable) /* files are read by seq: the newest readable one's stays */
+        fs->r->max_groups = h->layout.max_groups;
     fs->prev_end = WAL_HEADER_SIZE;
     struct walscan_stats st;
     walscan_records(fs->base, (size_t)f->size, h, log_record, fs, &st);
@@ -1489,6 +1498,28 @@ static void decide(struct log_read *r)
             rc->orphans++; /* its PUBLISH was in a file already deleted */
         }
         i = j;
+    }
+}
+
+/* The groups the GROUP records name, and which of them a rebuild makes (recovery's rule). */
+static void predict_groups(struct log_read *r)
+{
+    struct inspect_log_recovery *rc = &r->log->recovery;
+    uint32_t ngroups = r->max_groups ? r->max_groups : 1; /* 0: a file from before groups */
+    uint64_t made = walgroups_created(r->grp, ngroups);
+    for (uint32_t g = 1; g < WAL_MAX_GROUPS; g++) {
+        const struct walgroup_latest *l = &r->grp[g];
+        if (!l->kind)
+            continue;
+        struct inspect_log_group *o = &rc->groups[rc->n_groups++];
+        memset(o, 0, sizeof(*o));
+        o->index = g;
+        memcpy(o->name, l->rec.name, SHMQ_GROUP_NAME_MAX); /* o->name's last byte stays 0 */
+        o->policy = l->rec.policy;
+        o->bound = l->rec.bound;
+        o->first_id = l->rec.first_id;
+        o->deleted = l->kind == WAL_GROUP_DELETE;
+        o->restored = made >> g & 1;
     }
 }
 
@@ -1645,6 +1676,7 @@ static void judge(struct log_read *r, bool segment_exists)
         judge_file(r, f);
     }
     decide(r);
+    predict_groups(r);
     rc->have_capacity = newest != NULL;
     rc->capacity = newest ? newest->capacity : 0;
     rc->outcome = !newest                       ? "fails: no readable log file"

@@ -39,6 +39,7 @@
 #include "settings.h"
 #include "slot.h"
 #include "wal.h"
+#include "walgroups.h"
 #include "walscan.h"
 
 struct logfile {
@@ -60,20 +61,14 @@ struct entry { /* one record, for sorting by (id, log order) */
     uint8_t group;          /* ACK, DEAD, NACK: the group (wal_type_group) */
 };
 
-/* The latest GROUP record of an index (kind 0: none). */
-struct grp {
-    unsigned kind; /* WAL_GROUP_CREATE or WAL_GROUP_DELETE, 0: none */
-    uint64_t order; /* the record's place in the log (entry.order) */
-    struct wal_group rec;
-};
-
 struct scan_ctx {
     struct entry *v;
     size_t n, cap;
     uint64_t seq;
     uint64_t usable; /* bytes of records per file of the file being read (its header's) */
     int oom;
-    struct grp grp[WAL_MAX_GROUPS]; /* by index, the latest (files and records in log order) */
+    struct walgroup_latest grp[WAL_MAX_GROUPS]; /* by index, the latest (files and records in
+                                                 * log order: walgroups.h) */
     /* the CONFIG record of the highest version (the later of equal ones: files and records are
      * read in log order), NULL if none (settings.h, K2) */
     const void *config;
@@ -87,11 +82,7 @@ static int collect(void *arg, uint64_t offset, const struct wal_rec *r, const vo
     if (r->type == WAL_PAD)
         return 0;
     if (r->type == WAL_GROUP) { /* names no message: its id is the group's index */
-        if (r->id >= 1 && r->id < WAL_MAX_GROUPS && r->len >= WAL_GROUP_LEN) {
-            c->grp[r->id].kind = r->attempt & (WAL_GROUP_CREATE | WAL_GROUP_DELETE);
-            c->grp[r->id].order = (c->seq << 32) | (offset / WAL_ALIGN);
-            memcpy(&c->grp[r->id].rec, payload, WAL_GROUP_LEN);
-        }
+        walgroups_note(c->grp, r, payload, (c->seq << 32) | (offset / WAL_ALIGN));
         return 0;
     }
     if (r->type == WAL_CONFIG) { /* no message's: its id is the settings' version */
@@ -259,7 +250,7 @@ struct rebuild {
     size_t n;
     struct gstate *gst;    /* ngroups per restored message */
     uint32_t ngroups;      /* the queue's max_groups */
-    const struct grp *grp; /* the group table from the GROUP records (scan_ctx.grp) */
+    const struct walgroup_latest *grp; /* the group table from the GROUP records (scan_ctx.grp) */
     uint64_t groups;       /* the groups rebuilt: bit g iff grp[g] is a create (bit 0 always) */
     const struct entry **keys; /* the latest keyed PUBLISH of every id whose key counts */
     const bool *key_live;      /* per key: its message is in live[] (re-logged with it) */
@@ -501,37 +492,6 @@ static void apply_config_record(const struct scan_ctx *c, shmq_config_t *cfg)
     /* later settings may follow: not read here */
     if (settings_valid(&v))
         settings_to_config(&v, cfg);
-}
-
-/* Whether the creation recorded in a is older than the one in b (both creates). */
-static bool created_before(const struct grp *a, const struct grp *b)
-{
-    return a->rec.since_pos != b->rec.since_pos ? a->rec.since_pos < b->rec.since_pos
-                                                : a->order < b->order;
-}
-
-/* The groups the GROUP records leave created (bit 0 always): each index whose latest record is
- * a create, except one whose name a later create took. Names are unique among live groups
- * (create refuses a name an ACTIVE group has), so a later create of the same name means the
- * earlier group was being deleted then: its deleter cleared its bit and was killed (or stopped)
- * before its delete record (group_delete_after_mask), and a segment loss came before maintenance
- * logged the delete. Restored, it would be a second group of that name, and a consumer opening
- * the name could get the old one (review9). Its messages go with it, as a delete's do. */
-static uint64_t created_groups(const struct grp *grp, uint32_t ngroups)
-{
-    uint64_t out = 1;
-    for (uint32_t g = 1; g < ngroups; g++) {
-        if (grp[g].kind != WAL_GROUP_CREATE)
-            continue;
-        bool renamed = false;
-        for (uint32_t h = 1; h < ngroups && !renamed; h++)
-            renamed = h != g && grp[h].kind == WAL_GROUP_CREATE &&
-                      strncmp(grp[g].rec.name, grp[h].rec.name, sizeof(grp[g].rec.name)) == 0 &&
-                      created_before(&grp[g], &grp[h]);
-        if (!renamed)
-            out |= 1ull << g;
-    }
-    return out;
 }
 
 /* The groups whose state a PUBLISH at position pos with mask m sets: those of m the group table
@@ -803,7 +763,7 @@ static int recover(const char *name, const char *log_dir, shmq_recovery_report_t
     /* the groups: from the latest GROUP record of each index (group 0 is made with the queue) */
     rb.ngroups = cfg.max_groups > 1 && cfg.max_groups <= SHMQ_GROUPS_MAX ? cfg.max_groups : 1;
     rb.grp = c.grp;
-    rb.groups = created_groups(c.grp, rb.ngroups);
+    rb.groups = walgroups_created(c.grp, rb.ngroups);
     if ((err = decide(&c, &rb)) != 0)
         goto out;
     /* More to restore than the queue holds: messages whose resolution a crash kept out of the

@@ -22,6 +22,8 @@
  *    consumers', closed ones included; a consumer of a deleted group counts in none, not in a
  *    group made again at its index (shmq_group_stats and `shmq stat --json`).
  *  - cli_group_list_shows_lag: `shmq group NAME list` (text, --json) has each group's lag.
+ *  - wal_inspect_lists_the_groups_a_rebuild_makes: `shmq wal NAME inspect` names the groups the
+ *    log records (a deleted one not restored), and a rebuild makes the same ones.
  *  - cli_stat_dump_top_show_each_group: `shmq stat` (text, --json), `dump` and `top` show a line
  *    per group; a queue with "default" alone reads as before in text.
  */
@@ -652,6 +654,67 @@ Test(grouptools, group_counters_count_each_groups_consumers)
               gs.delivered);
     h_assert_rc(shmq_consumer_close(ca2), 0);
     h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* `shmq wal NAME inspect` lists the groups the log records and whether a rebuild makes each
+ * again; the rebuild agrees. */
+Test(grouptools, wal_inspect_lists_the_groups_a_rebuild_makes)
+{
+    const char *name = h_qname("gtwal");
+    shmq_config_t cfg = h_log_config(16);
+    cfg.max_groups = 4;
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    h_assert_rc(shmq_group_create(q, "b", SHMQ_GROUP_OVERRUN, 3), 0);
+    h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
+    h_assert_rc(shmq_group_delete(q, "b"), 0);
+
+    struct run r = RUN("wal", name, "inspect", "--json");
+    assert_exit(&r, 0, "wal inspect --json");
+    struct jval *d = json_parse(r.out);
+    struct jval *gr = jget(d, "recovery.groups");
+    cr_assert(gr && gr->type == J_ARR && gr->n == 2, "a and b:\n%s", r.out);
+    cr_assert_str_eq(jstr(d, "recovery.groups.0.name"), "a");
+    cr_assert_str_eq(jstr(d, "recovery.groups.0.latest"), "create");
+    cr_assert(jbool(d, "recovery.groups.0.restored"), "a comes back");
+    jassert_num(d, "recovery.groups.0.index", 1);
+    cr_assert_str_eq(jstr(d, "recovery.groups.1.name"), "b");
+    cr_assert_str_eq(jstr(d, "recovery.groups.1.policy"), "overrun");
+    jassert_num(d, "recovery.groups.1.bound", 3);
+    cr_assert_str_eq(jstr(d, "recovery.groups.1.latest"), "delete");
+    cr_assert(!jbool(d, "recovery.groups.1.restored"), "b does not come back");
+    json_free(d);
+    run_free(&r);
+    r = RUN("wal", name, "inspect");
+    assert_exit(&r, 0, "wal inspect");
+    assert_contains(r.out,
+                    "group 1: index=1 name=\"a\" policy=block bound=0 first_id=1 latest=create "
+                    "restored=true",
+                    "wal inspect text");
+    run_free(&r);
+
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    shmq_recovery_report_t rep;
+    h_assert_rc(shmq_recover(name, NULL, &rep), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    shmq_group_info_t gi[4];
+    size_t n;
+    h_assert_rc(shmq_group_list(q, gi, 4, &n), 0);
+    cr_assert(n == 2 && strcmp(gi[1].name, "a") == 0, "the rebuild made default and a (%zu)", n);
+    h_assert_rc(shmq_close(q), 0);
+
+    /* a log without groups: no group lines in text */
+    const char *plain = h_qname("gtwal1");
+    cfg = h_log_config(16);
+    h_assert_rc(shmq_create(plain, &cfg, &q), 0);
+    h_assert_rc(shmq_publish(q, "mm", 2, NULL), 0);
+    r = RUN("wal", plain, "inspect");
+    assert_exit(&r, 0, "wal inspect (no groups)");
+    cr_assert(!strstr(r.out, "groups:"), "no groups:\n%s", r.out);
+    run_free(&r);
     h_assert_rc(shmq_close(q), 0);
 }
 

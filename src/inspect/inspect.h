@@ -447,8 +447,22 @@ struct inspect_log_file {
     uint64_t n_regions;
 };
 
+/* A consumer group the log's GROUP records name (index >= 1: "default" is made with the queue),
+ * as its latest record left it. */
+struct inspect_log_group {
+    uint32_t index;
+    char name[SHMQ_GROUP_NAME_MAX + 1]; /* NUL-terminated (untrusted bytes) */
+    uint32_t policy, bound;
+    uint64_t first_id;
+    bool deleted;  /* its latest record is a delete */
+    bool restored; /* a rebuild makes it: its latest record a create, and no later create took
+                    * its name (then it was being deleted when the log stopped) */
+};
+
 /* What shmq_recover() would bring back (recovery's rule: an id's latest PUBLISH, ACK or DEAD
- * record decides; NACK raises its attempts). */
+ * record decides; NACK raises its attempts). The message counts are the group "default"'s
+ * view: with consumer groups, a message another group still holds is restored for it too, which
+ * these counts do not show (docs/DESIGN.md, "The log with groups"); groups[] are the groups. */
 struct inspect_log_recovery {
     uint64_t files_read, files_skipped;
     uint64_t live; /* ids whose latest record is a PUBLISH */
@@ -467,6 +481,8 @@ struct inspect_log_recovery {
     uint64_t highest_id;   /* ids go on after it */
     bool have_capacity;    /* a readable file exists: capacity is the newest one's */
     uint32_t capacity;
+    struct inspect_log_group groups[SHMQ_GROUPS_MAX]; /* by index, those with a GROUP record */
+    uint32_t n_groups;
     const char *outcome; /* "restores the live messages", "fails: ...", "refused while
                           * the segment exists" */
 };

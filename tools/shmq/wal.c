@@ -58,8 +58,13 @@ void cmd_wal_help(FILE *out)
             "           (acked or dead-lettered), the highest id (ids go on after it), and\n"
             "           the outcome (fails if no file is readable, or the live messages do\n"
             "           not fit the capacity or max_msg_size of the newest file's header;\n"
-            "           refused while the segment exists); and the problems found (as verify\n"
-            "           judges them)\n"
+            "           refused while the segment exists); these counts are the group\n"
+            "           \"default\"'s view (a message another consumer group still holds\n"
+            "           comes back for it too); then the consumer groups the log records\n"
+            "           (groups: in text only when there are some): index, name, policy,\n"
+            "           bound, first_id, latest (create or delete: its latest GROUP record)\n"
+            "           and restored (whether a rebuild makes it again); and the problems\n"
+            "           found (as verify judges them)\n"
             "  verify   check the log: every file has a valid header whose seq matches its\n"
             "           name, no truncated file, no bad regions, no malformed PUBLISH body,\n"
             "           no file missing in the middle of the log, no torn tail but in the\n"
@@ -285,6 +290,24 @@ static void emit_report(struct emitter *e, const char *name, const struct inspec
         else
             emit_null(e, "capacity");
         emit_bytes(e, "outcome", rc->outcome, strlen(rc->outcome));
+        if (e->json || rc->n_groups) { /* text: a log with groups only, as before without */
+            emit_begin(e, "groups", NULL, EMIT_ARRAY);
+            for (uint32_t i = 0; i < rc->n_groups; i++) {
+                const struct inspect_log_group *g = &rc->groups[i];
+                char label[32];
+                snprintf(label, sizeof label, "group %u", g->index);
+                emit_begin(e, NULL, label, EMIT_INLINE);
+                emit_u64(e, "index", g->index);
+                emit_bytes(e, "name", g->name, strlen(g->name));
+                emit_word(e, "policy", inspect_group_policy_name(g->policy));
+                emit_u64(e, "bound", g->bound);
+                emit_u64(e, "first_id", g->first_id);
+                emit_word(e, "latest", g->deleted ? "delete" : "create");
+                emit_bool(e, "restored", g->restored);
+                emit_end(e);
+            }
+            emit_end(e);
+        }
         emit_end(e);
     }
     emit_notes(e, "problems", &log->problems);
