@@ -256,7 +256,10 @@ Test(inspect, live_snapshot_matches_stats_and_what_was_done)
             cr_assert(v[i].has_ticket, "a ready slot records its ring ticket");
     free(v);
 
-    /* the rings of a quiet queue hold exactly the free and the ready slots */
+    /* the ready ring of a quiet queue holds exactly the ready slots. The free ring no longer
+     * matches the FREE slots since f154893 (a producer claims the FREE slot at its cursor and
+     * leaves its ring entry stale; an ack whose slot follows a FREE one enqueues nothing:
+     * DESIGN "The free slots"), so only its cells' range is checked (below) */
     struct inspect_ring rings[INSPECT_RINGS_MAX];
     uint32_t nr;
     h_assert_rc(inspect_rings(seg, rings, &nr, notes), 0);
@@ -264,7 +267,6 @@ Test(inspect, live_snapshot_matches_stats_and_what_was_done)
     cr_assert_str_eq(rings[0].name, "free");
     cr_assert_str_eq(rings[1].name, "ready");
     cr_assert_str_eq(rings[2].name, "dead");
-    cr_assert_eq(rings[0].nonempty_cells, s.slots[INSPECT_SLOT_FREE]);
     cr_assert_eq(rings[1].nonempty_cells, s.slots[INSPECT_SLOT_READY]);
     cr_assert_eq(rings[2].nonempty_cells, 0);
     for (uint32_t i = 0; i < nr; i++) {
