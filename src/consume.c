@@ -68,74 +68,126 @@ static void cooperate(shmq_consumer_t *c, uint64_t now)
 /* now: the call's one reading of the coarse clock. g: the consumer's group, passed as a
  * constant 0 for group 0 (claim_ready_slot), so the one-group path is compiled without the
  * groups' branches. */
+/* The claim of index idx, just taken off group g's ready ring: 0 (msg filled in), 1 (nothing
+ * to deliver: a stale entry, a lost race, an expired message) or the error that ends the
+ * receive (-ESTALE, -EIDRM: the claim given back). */
+static inline __attribute__((always_inline)) int claim_index(shmq_consumer_t *c, shmq_msg_t *msg,
+                                                             uint64_t now, uint32_t g,
+                                                             uint32_t idx)
+{
+    shmq_t *q = c->q;
+    struct slot *sl = segment_slot(&q->seg, idx);
+    if (!sl)
+        return 1; /* garbage from shm: drop it */
+    struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
+    uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
+    if (sw_state(w) != SLOT_READY)
+        return 1; /* stale or duplicate entry */
+    uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
+    /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
+     * seq_cst (the same instruction on x86) for E5 below */
+    if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return 1;
+    CRASH_POINT(receive_after_claim);
+    if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
+        cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
+        return -ESTALE;
+    }
+    /* E5 (seq_cst load after the seq_cst claim): a claim after a rebuild's E3 sees the new
+     * generation: this segment is no longer the queue, give the copy back undelivered. A
+     * claim before E3 is a delivery before the rebuild (the rebuilt queue may deliver the
+     * message again: at least once). */
+    if (!queue_gen_live_sc(q)) {
+        cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
+        return -EIDRM;
+    }
+    /* X1: past its expiry it is never delivered (expire.h); a queue without a TTL stores
+     * EXPIRE_NEVER: one compare against the try's clock reading either way */
+    if (now >= slot_expire(sl)) {
+        expire_held_cell(q, g, idx, mine, q_self(q));
+        return 1;
+    }
+    uint32_t attempt = cl->attempt + 1;
+    cl->attempt = attempt;
+    /* coarse clock, plus its lag rounded up (lag_pad_ms): a deadline may pass a tick late,
+     * never early; the ack deadline in use now (K1: relaxed, a read-mostly line) */
+    uint64_t due =
+        queue_ms_at(q, now) + c->lag_pad_ms + settings_ack_deadline_ms(&q->seg.hdr->settings);
+    /* relaxed: validated by its gen tag (slot.h) */
+    atomic_store_explicit(&cl->deadline, tagged_make(due, mine), memory_order_relaxed);
+    uint32_t len = sl->len;
+    if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
+        cell_dead_letter(q, g, idx, mine, SHMQ_DEAD_CORRUPT);
+        return 1;
+    }
+    msg->id = sl->id;
+    msg->data = slot_payload(sl);
+    msg->len = len;
+    msg->attempt = attempt;
+    msg->token = g ? gtoken_make(g, idx, mine) : token_make(idx, mine);
+    msg->flags = attempt > 1 ? SHMQ_MSG_REDELIVERED : 0;
+    count_own(c_self(c), CNT_DELIVERED);
+    if (attempt > 1)
+        count_own(c_self(c), CNT_REDELIVERED);
+    if ((++c->deliveries & 1023) == 0)
+        cooperate(c, now);
+    return 0;
+}
+
+/* now: the call's one reading of the coarse clock. g: the consumer's group, passed as a
+ * constant 0 for group 0 (claim_ready_slot), so the one-group path is compiled without the
+ * groups' branches. */
 static inline __attribute__((always_inline)) int claim_in_group(shmq_consumer_t *c,
                                                                 shmq_msg_t *msg, uint64_t now,
                                                                 uint32_t g)
 {
-    shmq_t *q = c->q;
     uint64_t ticket;
     uint32_t idx;
-    while (ring_dequeue(&q->seg.gready[g], &idx, &ticket) == 0) {
+    while (ring_dequeue(&c->q->seg.gready[g], &idx, &ticket) == 0) {
         CRASH_POINT(receive_after_dequeue);
-        struct slot *sl = segment_slot(&q->seg, idx);
-        if (!sl)
-            continue; /* garbage from shm: drop it */
-        struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
-        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
-        if (sw_state(w) != SLOT_READY)
-            continue; /* stale or duplicate entry */
-        uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
-        /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
-         * seq_cst (the same instruction on x86) for E5 below */
-        if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
-                                                     memory_order_relaxed))
-            continue;
-        CRASH_POINT(receive_after_claim);
-        if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
-            cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
-            return -ESTALE;
-        }
-        /* E5 (seq_cst load after the seq_cst claim): a claim after a rebuild's E3 sees the new
-         * generation: this segment is no longer the queue, give the copy back undelivered. A
-         * claim before E3 is a delivery before the rebuild (the rebuilt queue may deliver the
-         * message again: at least once). */
-        if (!queue_gen_live_sc(q)) {
-            cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
-            return -EIDRM;
-        }
-        /* X1: past its expiry it is never delivered (expire.h); a queue without a TTL stores
-         * EXPIRE_NEVER: one compare against the try's clock reading either way */
-        if (now >= slot_expire(sl)) {
-            expire_held_cell(q, g, idx, mine, q_self(q));
-            continue;
-        }
-        uint32_t attempt = cl->attempt + 1;
-        cl->attempt = attempt;
-        /* coarse clock, plus its lag rounded up (lag_pad_ms): a deadline may pass a tick late,
-         * never early; the ack deadline in use now (K1: relaxed, a read-mostly line) */
-        uint64_t due =
-            queue_ms_at(q, now) + c->lag_pad_ms + settings_ack_deadline_ms(&q->seg.hdr->settings);
-        /* relaxed: validated by its gen tag (slot.h) */
-        atomic_store_explicit(&cl->deadline, tagged_make(due, mine), memory_order_relaxed);
-        uint32_t len = sl->len;
-        if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
-            cell_dead_letter(q, g, idx, mine, SHMQ_DEAD_CORRUPT);
-            continue;
-        }
-        msg->id = sl->id;
-        msg->data = slot_payload(sl);
-        msg->len = len;
-        msg->attempt = attempt;
-        msg->token = g ? gtoken_make(g, idx, mine) : token_make(idx, mine);
-        msg->flags = attempt > 1 ? SHMQ_MSG_REDELIVERED : 0;
-        count_own(c_self(c), CNT_DELIVERED);
-        if (attempt > 1)
-            count_own(c_self(c), CNT_REDELIVERED);
-        if ((++c->deliveries & 1023) == 0)
-            cooperate(c, now);
-        return 0;
+        int r = claim_index(c, msg, now, g, idx);
+        if (r <= 0)
+            return r;
     }
     return -EAGAIN;
+}
+
+/* A receive batch's claims in group g: up to max messages into msgs, the ready ring's entries
+ * taken as ranges (ring_dequeue_batch, "Batches" in ring.c), each claimed as claim_in_group
+ * claims one. The count taken (> 0), or claim_in_group's -EAGAIN or error when none was. An
+ * error after some were taken ends the batch with them (the next call reports it); the indexes
+ * it left taken off the ring but unclaimed go back on it. */
+static __attribute__((noinline)) int claim_batch(shmq_consumer_t *c, shmq_msg_t *msgs,
+                                                 size_t max, uint64_t now, uint32_t g)
+{
+    shmq_t *q = c->q;
+    uint32_t idx[RING_BATCH_MAX];
+    size_t got = 0, n;
+    while (got < max) {
+        size_t want = max - got < RING_BATCH_MAX ? max - got : RING_BATCH_MAX;
+        if ((n = ring_dequeue_batch(&q->seg.gready[g], idx, NULL, want)) == 0)
+            break;
+        CRASH_POINT(receive_after_dequeue);
+        for (size_t j = 0; j < n; j++) {
+            int r = g ? claim_index(c, msgs + got, now, g, idx[j])
+                      : claim_index(c, msgs + got, now, 0, idx[j]);
+            if (r == 0) {
+                got++;
+            } else if (r < 0) {
+                for (j++; j < n; j++) { /* READY in no ring otherwise: orphans until repair */
+                    struct slot *cl = segment_cell(&q->seg, g, idx[j]);
+                    uint64_t w;
+                    if (cl && sw_state(w = atomic_load_explicit(&cl->state,
+                                                                memory_order_acquire)) ==
+                                  SLOT_READY)
+                        queue_enqueue_cell(q, g, idx[j], w);
+                }
+                return got ? (int)got : r;
+            }
+        }
+    }
+    return got ? (int)got : -EAGAIN;
 }
 
 static inline __attribute__((always_inline)) int claim_ready_slot(shmq_consumer_t *c,
@@ -163,7 +215,11 @@ static inline __attribute__((always_inline)) int receive_once(struct recv_ctx *c
     registry_heartbeat_at(c_self(ctx->c), now);
     size_t got = 0; /* 0 on entry: a try that took one returns */
     int r;
-    while ((r = claim_ready_slot(ctx->c, ctx->msgs + got, now)) == 0 && ++got < ctx->max) {
+    if (ctx->max > 1) { /* a batch: the ring's entries as ranges */
+        r = claim_batch(ctx->c, ctx->msgs, ctx->max, now, ctx->c->group);
+        got = r > 0 ? (size_t)r : 0;
+    } else if ((r = claim_ready_slot(ctx->c, ctx->msgs, now)) == 0) {
+        got = 1;
     }
     ctx->got = got;
     if (got)
@@ -302,25 +358,49 @@ static inline __attribute__((always_inline)) int held_cell(const shmq_consumer_t
     return 0;
 }
 
+#define ACK_RUN 64 /* ACK records per log reservation, freed slots per free-ring range */
+
+/* An ack batch's slots freed by A1 and not yet on the free ring (slot_finish_deferred). */
+struct freed {
+    size_t n;
+    uint32_t idx[ACK_RUN];
+    uint64_t w[ACK_RUN];
+    struct slot *sl[ACK_RUN];
+};
+
 /* The segment side of an ack: A1 on the delivery msg names. 0 and *id (its message), or
- * -ESTALE / -EINVAL. wake: false when the caller wakes free-slot sleepers itself, once for
- * many acks (slot_finish_unwoken). */
+ * -ESTALE / -EINVAL. fr: NULL to enqueue a freed slot and wake (shmq_ack), else the ack
+ * batch's list the slot joins: the caller enqueues them as one range and wakes free-slot
+ * sleepers once for many acks (group 0's). */
 static inline __attribute__((always_inline)) int ack_slot(shmq_consumer_t *c,
                                                           const shmq_msg_t *msg, uint64_t *id,
-                                                          bool wake, uint32_t g)
+                                                          struct freed *fr, uint32_t g)
 {
     struct held h;
     int err = held_cell(c, msg, &h, g);
     if (err)
         return err;
     *id = h.sl->id; /* read while we may still own it; used only if the CAS succeeds */
-    if ((g      ? cell_finish(c->q, g, h.idx, h.w)
-         : wake ? slot_finish(c->q, h.idx, h.w)
-                : slot_finish_unwoken(c->q, h.idx, h.w)) != 0) {
+    int r = g || !fr ? cell_finish(c->q, g, h.idx, h.w)
+                     : slot_finish_deferred(c->q, h.idx, h.w, &fr->w[fr->n]);
+    if (r < 0) {
         cell_let_go(c->q, g, h.idx, h.w); /* we will not read it again */
         return -ESTALE;
     }
+    if (r == 1) { /* A1 freed it: onto the free ring with the batch's others */
+        fr->idx[fr->n] = h.idx;
+        fr->sl[fr->n++] = h.sl;
+    }
     return 0;
+}
+
+/* The ack batch's freed slots onto the free ring, as one range (no wake: the batch wakes once
+ * after its last, W1 in wait_wake_n then follows every enqueue). */
+static void enqueue_freed(shmq_t *q, struct freed *fr)
+{
+    if (fr->n)
+        cells_enqueue_batch(&q->seg.free_ring, fr->sl, fr->idx, fr->w, fr->n, false);
+    fr->n = 0;
 }
 
 /* Read in place: the slot is ours (INFLIGHT) until the ack or nack, so nobody writes its block;
@@ -350,7 +430,7 @@ int shmq_msg_headers(shmq_consumer_t *c, const shmq_msg_t *msg, shmq_header_t *o
 static __attribute__((noinline)) int ack_in_group(shmq_consumer_t *c, const shmq_msg_t *msg)
 {
     uint64_t id;
-    int err = ack_slot(c, msg, &id, true, c->group);
+    int err = ack_slot(c, msg, &id, NULL, c->group);
     if (err)
         return err;
     err = queue_log(c->q, wal_type_of(WAL_ACK, c->group), id, 0);
@@ -363,7 +443,7 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
     if (c && c->group)
         return ack_in_group(c, msg);
     uint64_t id;
-    int err = ack_slot(c, msg, &id, true, 0);
+    int err = ack_slot(c, msg, &id, NULL, 0);
     if (err)
         return err;
     err = queue_log(c->q, WAL_ACK, id, 0);
@@ -371,8 +451,6 @@ int shmq_ack(shmq_consumer_t *c, const shmq_msg_t *msg)
     count_own(c_self(c), CNT_ACKED);
     return err == -EIDRM ? err : 0; /* other log errors: the ack happened (a redelivery at worst) */
 }
-
-#define ACK_RUN 64 /* ACK records per log reservation */
 
 /* The ACK records of ids[0..n): -EIDRM, or 0 (other log errors: the acks happened, as in
  * shmq_ack; the failure is counted by the log). */
@@ -400,11 +478,13 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
     if (!c || (!msgs && n))
         return -EINVAL;
     uint64_t ids[ACK_RUN];
+    struct freed fr;
+    fr.n = 0;
     size_t acked = 0, k = 0;
     int first = 0, idrm = 0;
     for (size_t i = 0; i < n; i++) {
-        int err = c->group ? ack_slot(c, &msgs[i], &ids[k], false, c->group)
-                           : ack_slot(c, &msgs[i], &ids[k], false, 0);
+        int err = c->group ? ack_slot(c, &msgs[i], &ids[k], NULL, c->group)
+                           : ack_slot(c, &msgs[i], &ids[k], &fr, 0);
         if (err) {
             if (!first)
                 first = err;
@@ -412,11 +492,13 @@ int shmq_ack_batch(shmq_consumer_t *c, const shmq_msg_t *msgs, size_t n, size_t 
         }
         acked++;
         if (++k == ACK_RUN) {
+            enqueue_freed(c->q, &fr);
             if (c->q->wal && log_acks(c->q, c->group, ids, k) == -EIDRM)
                 idrm = -EIDRM;
             k = 0;
         }
     }
+    enqueue_freed(c->q, &fr);
     if (k && c->q->wal && log_acks(c->q, c->group, ids, k) == -EIDRM)
         idrm = -EIDRM;
     if (acked) /* one wake-up for the batch's freed slots, after the last (W1, wait.h): up to

@@ -688,13 +688,12 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
     uint32_t idx[BATCH_RUN];
     uint64_t w[BATCH_RUN], ids[BATCH_RUN], ms[BATCH_RUN];
     struct slot *sls[BATCH_RUN];
-    size_t got = 0;
-    int full = 0;
     *done = 0;
-    while (got < k && (full = claim_free_slot(q, &idx[got])) == 0)
+    size_t got = 0;
+    while (got < k && claim_free_slot(q, &idx[got]) == 0) /* the cursor, then the free ring */
         got++;
     if (got == 0)
-        return full;
+        return -EAGAIN;
     CRASH_POINT(publish_after_reserve);
     /* relaxed: ids only need to be unique and increasing; P1 publishes each slot */
     uint64_t first = atomic_fetch_add_explicit(&q->seg.hdr->next_id, got, memory_order_relaxed);
@@ -723,7 +722,11 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
             logged = 0;
         CRASH_POINT(publish_after_log);
     }
-    size_t j = 0;
+    /* the slots that go onto the ready ring (group 0's): one range after the run's P1s */
+    uint32_t ridx[BATCH_RUN];
+    uint64_t rw[BATCH_RUN];
+    struct slot *rsl[BATCH_RUN];
+    size_t j = 0, nr = 0;
     for (; j < logged; j++) {
         struct slot *sl = sls[j];
         uint64_t m = ms[j];
@@ -737,11 +740,16 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         CRASH_POINT(publish_after_commit);
         if (m != 1)
             fanout_commit(q, idx[j], m, SLOT_READY, 0, true, ids[j]);
-        if (m & 1)
-            slot_enqueue_on(q, &q->seg.ready_ring, idx[j], ready, true);
+        if (m & 1) {
+            ridx[nr] = idx[j];
+            rw[nr] = ready;
+            rsl[nr++] = sl;
+        }
         if (ids_out)
             ids_out[j] = ids[j];
     }
+    /* READY in no ring until here: orphans if we die first, as a single publish after P1 */
+    cells_enqueue_batch(&q->seg.ready_ring, rsl, ridx, rw, nr, true);
     /* the rest goes back: not logged (a log error: nothing of it counts), or after a fence */
     give_back_run(q, idx, w, ids, ms, j == logged ? logged : j + 1, logged, true);
     give_back_run(q, idx, w, ids, ms, logged, got, false);
@@ -750,7 +758,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
     atomic_fetch_add_explicit(&q_self(q)->counters[CNT_PUBLISHED], j, memory_order_relaxed);
     if (err)
         return err;
-    return got < k ? full : 0;
+    return got < k ? -EAGAIN : 0;
 }
 
 int shmq_publish_batch(shmq_t *q, const shmq_iov_t *msgs, size_t n, uint64_t *ids, size_t *done)

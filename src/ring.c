@@ -63,6 +63,45 @@
  * another dequeuer holds x), or head > x and a dequeuer under way holds x. Either way no sleeper
  * waits on an entry nobody will take: the property the futex protocol needs, as before.
  *
+ * Batches (ring_enqueue_batch, ring_dequeue_batch). A batch draws k tickets with one FAA of k
+ * and then works on each ticket exactly as a single operation works on the one it drew
+ * (enq_cell, deq_cell: the same code). The paper's argument is per ticket and lets any process
+ * pause anywhere, so one FAA of k is k enqueuers (or dequeuers) that drew consecutive tickets
+ * and then ran one after the other: every cell sees the steps it would see from them, and the
+ * safe-bit and cycle rules hold per cell unchanged. What differs, and why it is sound:
+ *  - Memory ordering. The FAA is seq_cst as before; each cell's R1 (enqueue CAS) and R2 (its
+ *    acquire load, then the consume CAS) are the single operation's, so the slot written
+ *    before a batch enqueue is published to the dequeuer of that very cell, pairwise.
+ *  - The threshold is reset once, after the range's last R1, not after each. Until then the
+ *    range's entries are in their cells with their reset not done yet: crash window (2) for
+ *    each, which a later reset ends (ours, any other enqueuer's, or ring_unstrand()); a
+ *    dequeuer that reports "empty" meanwhile linearizes before the batch's enqueues, which are
+ *    all still under way. The paper's bound 3n-1 counts at most n entries and fewer than n
+ *    enqueuers under way; a batch's tickets under way each stand for a slot its caller holds
+ *    (a slot is in one ring cell at most, or in one enqueuer's hands, so entries plus tickets
+ *    under way stay at most the capacity, n/2 or less: every ring has 4 x capacity cells).
+ *  - A range cell that cannot take its entry (a dequeuer was there first: only if one drew a
+ *    ticket of the range before its R1) ends the range: the entries left go one by one
+ *    (ring_enqueue), at tickets after the range, so the caller's order holds. The tickets of
+ *    the range left unused are a dead enqueuer's tickets (crash window (1)): dequeuers move
+ *    their cells on and pass them, each a failed attempt against the threshold, which the
+ *    single enqueues after them reset again.
+ *  - A stopped or killed batch enqueuer is k stopped enqueuers: tickets whose cells were not
+ *    written yet are crash window (1) (passed by their dequeuers), written ones are crash
+ *    window (2) until some reset. Nothing waits for it.
+ *  - The batch dequeue first reads head, then the cells from head on (read-only, a hint) and
+ *    draws only as many tickets as cells already hold their entries: a consumer does not run
+ *    ahead of a batch being written (it would move those cells on and make the enqueuer draw
+ *    again). Each drawn ticket then goes through deq_cell; one that fails (another dequeuer
+ *    drew h first, so ours lie later, or repair cleared the entry) is a failed dequeue of the
+ *    paper: the threshold counts it and tail is pulled up to the range's end if the range
+ *    overtook it (catchup), as after a failed single dequeue. A killed or stopped batch
+ *    dequeuer is n stopped dequeuers: their cells keep their entries until repair (crash window
+ *    (3)), which finds each by the ticket its enqueuer recorded, as for a single dequeuer.
+ *  - Only the single dequeue reports "empty": a batch that found no entry written at head, or
+ *    whose tickets all failed, ends in one ring_dequeue. So a blocking receive's last try keeps
+ *    the W1/W2 argument above.
+ *
  * Crash windows. (1) Enqueuer after FAA(tail), before its CAS: a skipped ticket, as above.
  * (2) Enqueuer after its CAS (R1), before resetting the threshold: its entry is in the ring but
  * dequeuers that see threshold < 0 report "empty" without looking. Repair (maintenance) looks:
@@ -159,6 +198,34 @@ static inline void reset_threshold(const struct ring *r)
         atomic_store(&r->shm->threshold, r->threshold_max);
 }
 
+/* What one enqueue try at a ticket came to. */
+enum { ENQ_DONE, ENQ_PASSED, ENQ_FULL };
+
+/* One enqueue try: put idx into the cell of ticket t, which the caller drew from tail. ENQ_DONE
+ * (the caller resets the threshold), ENQ_PASSED (the dequeuer of t, or a later one, was there
+ * first, or the cell is unsafe behind head: nobody would take it) or ENQ_FULL (an older entry
+ * still waits for its late or dead dequeuer). Shared by ring_enqueue and ring_enqueue_batch. */
+static inline __attribute__((always_inline)) int enq_cell(const struct ring *r, uint64_t t,
+                                                          uint32_t idx)
+{
+    struct ring_shm *q = r->shm;
+    uint64_t cycle = t >> r->order;
+    _Atomic uint64_t *cell = &q->cells[cell_pos(r, t)];
+    /* acquire: a cell emptied by a dequeuer is seen with that dequeuer's writes */
+    uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
+    for (;;) {
+        if (!cycle_before(cell_cycle(e), cycle))
+            return ENQ_PASSED; /* the dequeuer of t (or a later one) was here first */
+        if (cell_idx(e) != BOT)
+            return ENQ_FULL;
+        if (!cell_safe(e) && ticket_before(t, atomic_load(&q->head)))
+            return ENQ_PASSED; /* unsafe, and the dequeuer of t has passed: nobody would take it */
+        /* R1 (seq_cst): publishes the caller's slot writes; pairs with R2 */
+        if (atomic_compare_exchange_strong(cell, &e, cell_make(cycle, true, idx)))
+            return ENQ_DONE;
+    }
+}
+
 int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket)
 {
     struct ring_shm *q = r->shm;
@@ -178,28 +245,15 @@ int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket)
     for (uint64_t tries = 0; tries < tries_max && full <= r->mask; tries++) {
         /* seq_cst: orders against the dequeuers' FAA on head (see the file comment) */
         uint64_t t = atomic_fetch_add(&q->tail, 1);
-        uint64_t cycle = t >> r->order;
-        _Atomic uint64_t *cell = &q->cells[cell_pos(r, t)];
-        /* acquire: a cell emptied by a dequeuer is seen with that dequeuer's writes */
-        uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
-        for (;;) {
-            if (!cycle_before(cell_cycle(e), cycle))
-                break; /* the dequeuer of t (or a later one) was here first */
-            if (cell_idx(e) != BOT) {
-                full++; /* an older entry still waits for its (late or dead) dequeuer */
-                break;
-            }
-            if (!cell_safe(e) && ticket_before(t, atomic_load(&q->head)))
-                break; /* unsafe, and the dequeuer of t has passed: nobody would take it */
-            /* R1 (seq_cst): publishes the caller's slot writes; pairs with R2 */
-            if (atomic_compare_exchange_strong(cell, &e, cell_make(cycle, true, idx))) {
-                /* crash window (2): a death here leaves the entry for ring_unstrand() */
-                reset_threshold(r);
-                if (ticket)
-                    *ticket = t;
-                return 0;
-            }
+        int rc = enq_cell(r, t, idx);
+        if (rc == ENQ_DONE) {
+            /* crash window (2): a death here leaves the entry for ring_unstrand() */
+            reset_threshold(r);
+            if (ticket)
+                *ticket = t;
+            return 0;
         }
+        full += rc == ENQ_FULL; /* an older entry still waits for its (late or dead) dequeuer */
     }
     return -ENOSPC;
 }
@@ -239,6 +293,38 @@ bool ring_unstrand(struct ring *r)
     return false;
 }
 
+/* The dequeue at ticket h, which the caller drew from head, of the cell of h: true and *idx if
+ * the cell held h's entry (consumed), else false, with the cell made safe for the paper's
+ * argument (an empty one moved to h's cycle so a late enqueuer of h fails, an occupied older
+ * one marked unsafe). Shared by ring_dequeue and ring_dequeue_batch. */
+static inline __attribute__((always_inline)) bool deq_cell(const struct ring *r,
+                                                           _Atomic uint64_t *cell, uint64_t h,
+                                                           uint32_t *idx)
+{
+    uint64_t cycle = h >> r->order;
+    /* R2 (acquire): see the slot the enqueuer published before R1 */
+    uint64_t e = atomic_load_explicit(cell, memory_order_acquire);
+    for (;;) {
+        uint64_t ec = cell_cycle(e), next;
+        if (holds_entry_of(r, e, h)) {
+            /* consume by CAS, not OR: a late dequeuer must not erase a newer entry */
+            if (atomic_compare_exchange_strong(cell, &e, cell_make(ec, cell_safe(e), BOT))) {
+                *idx = (uint32_t)cell_idx(e);
+                return true;
+            }
+            continue;
+        }
+        if (!cycle_before(ec, cycle))
+            return false; /* a later cycle's cell, or our own entry cleared by repair */
+        if (cell_idx(e) == BOT)
+            next = cell_make(cycle, cell_safe(e), BOT); /* a late enqueuer of h must fail */
+        else
+            next = cell_make(ec, false, cell_idx(e)); /* its dequeuer is late: unsafe */
+        if (next == e || atomic_compare_exchange_strong(cell, &e, next))
+            return false;
+    }
+}
+
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
 {
     struct ring_shm *q = r->shm;
@@ -262,29 +348,10 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
             h = mine;
             cell = &q->cells[cell_pos(r, h)];
         }
-        uint64_t cycle = h >> r->order;
-        /* R2 (acquire): see the slot the enqueuer published before R1 */
-        e = atomic_load_explicit(cell, memory_order_acquire);
-        for (;;) {
-            uint64_t ec = cell_cycle(e), next;
-            if (holds_entry_of(r, e, h)) {
-                /* consume by CAS, not OR: a late dequeuer must not erase a newer entry */
-                if (atomic_compare_exchange_strong(cell, &e, cell_make(ec, cell_safe(e), BOT))) {
-                    *idx = (uint32_t)cell_idx(e);
-                    if (ticket)
-                        *ticket = h;
-                    return 0;
-                }
-                continue;
-            }
-            if (!cycle_before(ec, cycle))
-                break; /* a later cycle's cell, or our own entry cleared by repair */
-            if (cell_idx(e) == BOT)
-                next = cell_make(cycle, cell_safe(e), BOT); /* a late enqueuer of h must fail */
-            else
-                next = cell_make(ec, false, cell_idx(e)); /* its dequeuer is late: unsafe */
-            if (next == e || atomic_compare_exchange_strong(cell, &e, next))
-                break;
+        if (deq_cell(r, cell, h, idx)) {
+            if (ticket)
+                *ticket = h;
+            return 0;
         }
         uint64_t t = atomic_load(&q->tail);
         if (!ticket_before(h + 1, t)) { /* tail <= h + 1: nothing left */
@@ -298,6 +365,96 @@ int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket)
         cell = &q->cells[cell_pos(r, h)];
     }
     return -EAGAIN;
+}
+
+size_t ring_enqueue_batch(struct ring *rp, const uint32_t *idx, size_t k, uint64_t *tickets)
+{
+    const struct ring r = *rp; /* a copy: its fields stay in registers across the atomics */
+    if (k == 0)
+        return 0;
+    /* seq_cst, as ring_enqueue's FAA: the tickets [t0, t0 + k), one per entry ("Batches") */
+    uint64_t t0 = atomic_fetch_add(&r.shm->tail, k);
+    size_t j = 0;
+    while (j < k && idx[j] <= RING_INDEX_MAX && enq_cell(&r, t0 + j, idx[j]) == ENQ_DONE) {
+        if (tickets)
+            tickets[j] = t0 + j;
+        j++;
+    }
+    if (j)
+        reset_threshold(&r); /* after the last R1 of the range: crash window (2) for them all */
+    if (j == k)
+        return k;
+    /* The rest one by one, at tickets after the range (the order holds); our tickets
+     * [t0 + j, t0 + k) stay unused, as a dead enqueuer's would (crash window (1)). */
+    size_t done = j;
+    for (; j < k; j++) {
+        uint64_t t = RING_NO_TICKET;
+        if (ring_enqueue(rp, idx[j], &t) == 0)
+            done++;
+        if (tickets)
+            tickets[j] = t;
+    }
+    return done;
+}
+
+size_t ring_dequeue_batch(struct ring *rp, uint32_t *idx, uint64_t *tickets, size_t max)
+{
+    const struct ring r = *rp; /* a copy: its fields stay in registers across the atomics */
+    struct ring_shm *q = r.shm;
+    uint64_t seen[RING_BATCH_MAX]; /* the cells as the look found them */
+    if (max > RING_BATCH_MAX)
+        max = RING_BATCH_MAX;
+    if (max == 0 || atomic_load(&q->threshold) < 0) /* one load: the ring is known empty */
+        return 0;
+    uint64_t h = atomic_load(&q->head); /* seq_cst, as R3 */
+    size_t n = 0;
+    /* read-only: how many tickets from h on hold their entries already (relaxed: a hint, each
+     * entry is taken by a CAS below, which reads it again) */
+    for (; n < max; n++) {
+        seen[n] = atomic_load_explicit(&q->cells[cell_pos(&r, h + n)], memory_order_relaxed);
+        if (!holds_entry_of(&r, seen[n], h + n))
+            break;
+    }
+    if (n == 0) /* nothing written at head yet: the single dequeue decides (R3, passing dead
+                 * enqueuers' tickets, "empty") */
+        goto one;
+    /* seq_cst, as ring_dequeue's FAA: the tickets [mine, mine + n), each dequeued as
+     * ring_dequeue dequeues its one */
+    uint64_t mine = atomic_fetch_add(&q->head, n);
+    size_t got = 0, failed = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint64_t t = mine + j, e = seen[j];
+        _Atomic uint64_t *cell = &q->cells[cell_pos(&r, t)];
+        /* Our tickets are the ones looked at (nobody drew between): consume the entry seen by
+         * a CAS from it (seq_cst: R2's acquire of the enqueuer's R1, and the consume of
+         * deq_cell, whose cycle and safe bit it keeps); else, or if the cell changed
+         * meanwhile (repair cleared it), deq_cell decides from the cell as it is now. */
+        bool took;
+        if (mine == h && atomic_compare_exchange_strong(cell, &e, e | BOT)) {
+            idx[got] = (uint32_t)cell_idx(e);
+            took = true;
+        } else {
+            took = deq_cell(&r, cell, t, &idx[got]);
+        }
+        if (took) {
+            if (tickets)
+                tickets[got] = t;
+            got++;
+        } else {
+            failed++;
+        }
+    }
+    if (failed) { /* others took tickets meanwhile: what ring_dequeue does after failed ones */
+        uint64_t t = atomic_load(&q->tail);
+        if (!ticket_before(mine + n, t)) /* tail <= our last ticket + 1: pull it up */
+            catchup(q, t, mine + n);
+        atomic_fetch_sub(&q->threshold, (int64_t)failed);
+    }
+    if (got)
+        return got;
+one:
+    /* only the single dequeue reports "empty" (a blocking try's W1/W2 argument is its) */
+    return ring_dequeue(rp, idx, tickets) == 0 ? 1 : 0;
 }
 
 uint64_t ring_head(const struct ring *r) { return atomic_load(&r->shm->head); }

@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define RING_MIN_ORDER 3u
@@ -62,6 +63,31 @@ int ring_enqueue(struct ring *r, uint32_t idx, uint64_t *ticket);
  * it. Polling an empty ring costs four loads (threshold, head, head's cell, tail) and no store
  * (R3 in ring.c), except the one dequeue that passes tickets dead enqueuers left behind. */
 int ring_dequeue(struct ring *r, uint32_t *idx, uint64_t *ticket);
+
+/* The most entries a batch caller passes to one ring_enqueue_batch (its arrays' size). */
+#define RING_BATCH_MAX 64
+
+/* A ticket no entry landed at (ring_enqueue_batch's tickets[] for an entry it failed). */
+#define RING_NO_TICKET UINT64_MAX
+
+/*
+ * Append idx[0..k) in that order with one FAA of k on tail (ring.c, "Batches"): each entry's
+ * cell is tried as ring_enqueue tries its one, the threshold is reset once after the last. If a
+ * cell cannot take its entry (a dequeuer was there first), the rest go one by one with
+ * ring_enqueue, after the range. tickets[j] (if tickets is not NULL) gets idx[j]'s ticket, or
+ * RING_NO_TICKET if it was not enqueued (ring_enqueue's -EINVAL or -ENOSPC). Returns how many
+ * were enqueued (k in correct use). Multi-producer safe, lock-free, no syscall.
+ */
+size_t ring_enqueue_batch(struct ring *r, const uint32_t *idx, size_t k, uint64_t *tickets);
+
+/*
+ * Take up to max (at most RING_BATCH_MAX) of the oldest entries, in ticket order: their count (0: empty), idx[0..count)
+ * and tickets[0..count) (if tickets is not NULL). One FAA of n on head for the n entries already
+ * written from head on (read-only look first); with none written at head it is one
+ * ring_dequeue, which alone reports "empty" (so a blocking try keeps its W1/W2 argument).
+ * Multi-consumer safe, lock-free, no syscall. The indexes are untrusted, as ring_dequeue's.
+ */
+size_t ring_dequeue_batch(struct ring *r, uint32_t *idx, uint64_t *tickets, size_t max);
 
 /* Repair of crash window (2) in ring.c: an enqueuer died between its cell CAS and resetting the
  * threshold, so dequeuers see "empty". Finds such an entry and resets the threshold: true if it

@@ -206,9 +206,12 @@ static __attribute__((noinline)) int finish_slow(shmq_t *q, uint32_t g, uint32_t
     return 0;
 }
 
-/* wake: false for slot_finish_unwoken (its caller wakes once for many, after the last). */
+/* deferred: a slot freed at once is neither enqueued nor woken for: 1 and its FREE word in
+ * *freed when it must go onto the free ring (slot_finish_deferred: its caller enqueues a
+ * range, then wakes once for many). */
 static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, uint32_t idx,
-                                                        uint64_t w, bool wake)
+                                                        uint64_t w, bool deferred,
+                                                        uint64_t *freed)
 {
     struct slot *sl = cell_of(q, g, idx);
     /* V1 (seq_cst): the linger as of now; a tag set by a take-back before its move CAS reached
@@ -226,31 +229,52 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, u
     CRASH_POINT(ack_after_free);
     /* F3 (seq_cst): the slot before it FREE means whoever claims that one looks at ours next
      * (F1 after F2): no ring needed. Otherwise onto the free ring (queue_enqueue_slot's FREE
-     * case, in line; sl is the slot, g 0) */
+     * case, in line; sl is the slot, g 0), or into the caller's range (deferred) */
     const struct seg_layout *l = &q->seg.layout;
     uint32_t prev = idx ? idx - 1 : (uint32_t)l->capacity - 1;
     struct slot *ps = (struct slot *)((char *)q->seg.base + l->slots_off +
                                       (uint64_t)prev * l->slot_stride);
-    if (sw_state(atomic_load(&ps->state)) != SLOT_FREE)
+    bool ring = sw_state(atomic_load(&ps->state)) != SLOT_FREE;
+    if (deferred) {
+        *freed = next;
+        return ring; /* 0: nothing for the caller to enqueue */
+    }
+    if (ring)
         cell_enqueue_on(&q->seg.free_ring, sl, idx, next, false);
-    if (wake)
-        wait_wake(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters);
+    wait_wake(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters);
     return 0;
 }
 
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w)
 {
-    return finish(q, 0, idx, w, true);
+    return finish(q, 0, idx, w, false, NULL);
 }
 
-int slot_finish_unwoken(shmq_t *q, uint32_t idx, uint64_t w)
+int slot_finish_deferred(shmq_t *q, uint32_t idx, uint64_t w, uint64_t *freed)
 {
-    return finish(q, 0, idx, w, false);
+    return finish(q, 0, idx, w, true, freed);
 }
 
 int cell_finish(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
 {
-    return finish(q, g, idx, w, true);
+    return finish(q, g, idx, w, false, NULL);
+}
+
+void cells_enqueue_batch(struct ring *ring, struct slot *const *sls, const uint32_t *idx,
+                         const uint64_t *w, size_t k, bool from_publish)
+{
+    uint64_t tickets[RING_BATCH_MAX];
+    for (size_t at = 0; at < k; at += RING_BATCH_MAX) {
+        size_t n = k - at < RING_BATCH_MAX ? k - at : RING_BATCH_MAX;
+        /* R1 of each cell inside ring_enqueue_batch publishes that slot's state-word CAS */
+        ring_enqueue_batch(ring, idx + at, n, tickets);
+        if (from_publish)
+            CRASH_POINT(publish_after_enqueue);
+        for (size_t j = 0; j < n; j++) /* relaxed: a repair hint, validated by its gen tag */
+            if (tickets[j] != RING_NO_TICKET)
+                atomic_store_explicit(&sls[at + j]->ticket, tagged_make(tickets[j], w[at + j]),
+                                      memory_order_relaxed);
+    }
 }
 
 /* V2: no group >= 1 holds slot idx's message: its release count is 0 (seq_cst, after the

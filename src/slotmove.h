@@ -112,6 +112,13 @@ static inline int slot_claim(shmq_t *q, uint32_t owner, uint32_t span, uint32_t 
     return 0;
 }
 
+/* Put slots idx[0..k), whose words are w[0..k) and cells sls[0..k), on ring as one range
+ * (ring_enqueue_batch) and record each one's ticket; an entry the ring did not take leaves its
+ * slot an orphan, which maintenance enqueues later (as cell_enqueue_on). from_publish: as
+ * cell_enqueue_on's. */
+void cells_enqueue_batch(struct ring *ring, struct slot *const *sls, const uint32_t *idx,
+                         const uint64_t *w, size_t k, bool from_publish);
+
 /* Put slot idx, whose state word is now w (FREE, READY or DEAD), into the matching ring and
  * record the ticket; wake a sleeper if one waits. */
 void queue_enqueue_slot(shmq_t *q, uint32_t idx, uint64_t w);
@@ -159,11 +166,12 @@ void cell_free_if_unread(shmq_t *q, uint32_t g, uint32_t idx);
  * word any more. */
 int slot_finish(shmq_t *q, uint32_t idx, uint64_t w);
 
-/* As slot_finish, but a slot it frees at once joins the free ring without waking a sleeping
- * producer: the caller calls wait_wake_n(free_futex, free_waiters, n) once after its last finish
- * (shmq_ack_batch), whose W1 load then follows every one of those enqueues in the seq_cst order (wait.h: a
- * producer counted before it is woken, one counted after sees the slots in its last try). */
-int slot_finish_unwoken(shmq_t *q, uint32_t idx, uint64_t w);
+/* As slot_finish, but a slot it frees at once is neither enqueued nor woken for: 1 and *freed
+ * (its FREE word) when the caller must put it on the free ring (cells_enqueue_batch, then one
+ * wake); 0 when it was finished otherwise (HELD, FENCED, freed by a reader; or FREE after a
+ * FREE slot, F3); -ESTALE as slot_finish. Between the two the slot is a FREE orphan, the window
+ * of an ack killed after A1. */
+int slot_finish_deferred(shmq_t *q, uint32_t idx, uint64_t w, uint64_t *freed);
 
 /* The holder of delivery w (INFLIGHT word of its token) will not read slot idx again: clear
  * that delivery's linger tag, and its name as owner of the FENCED word copy-out made from w;

@@ -691,3 +691,174 @@ Test(batch, a_batch_wakes_a_sleeping_consumer_per_message)
         pthread_join(t[i], NULL);
     segment_close(&seg);
 }
+
+/* ---- a process killed in the middle of a batch (the ring's ranges: ring.c "Batches") ---- */
+
+enum { MID_N = 10, MID_CAP = 64 };
+
+/* The killed child: SHMQ_CRASH_AT point after skip earlier passes; what it does is role's. */
+struct mid_kill {
+    const char *point, *role; /* role: "publish", "receive", "ack" */
+    int skip;
+};
+
+static int mid_child(void *arg)
+{
+    const struct mid_kill *mk = arg;
+    char skip[16];
+    snprintf(skip, sizeof skip, "%d", mk->skip);
+    setenv("SHMQ_CRASH_AT", mk->point, 1);
+    setenv("SHMQ_CRASH_SKIP", skip, 1);
+    shmq_t *q;
+    if (shmq_open(crash_name, &q))
+        return 10;
+    if (!strcmp(mk->role, "publish")) { /* batch A returns; batch B is where it dies */
+        shmq_iov_t a[MID_N], b[MID_N];
+        for (int i = 0; i < MID_N; i++) {
+            a[i] = (shmq_iov_t){"A", 1};
+            b[i] = (shmq_iov_t){"B", 1};
+        }
+        size_t done = 0;
+        if (shmq_publish_batch(q, a, MID_N, NULL, &done) || done != MID_N)
+            return 11;
+        shmq_publish_batch(q, b, MID_N, NULL, NULL);
+        return 12;
+    }
+    shmq_consumer_t *c;
+    if (shmq_consumer_open(q, "victim", &c))
+        return 13;
+    shmq_msg_t m[MID_N];
+    size_t got = 0;
+    int rc = shmq_receive_batch(c, m, MID_N, &got, 5000);
+    if (!strcmp(mk->role, "ack") && rc == 0 && got == MID_N)
+        shmq_ack_batch(c, m, got, NULL);
+    return 14;
+}
+
+/* Receive and ack (maintaining the queue meanwhile) until want messages came, up to ms: their
+ * count, *a of payload "A" and *b of "B" (no other payload). */
+static size_t mid_drain(shmq_t *q, shmq_consumer_t *c, size_t want, int ms, size_t *a, size_t *b)
+{
+    int64_t end = h_now_ms() + ms;
+    *a = *b = 0;
+    while (*a + *b < want && h_now_ms() < end) {
+        shmq_maint_report_t mr;
+        h_assert_rc(shmq_maintain(q, &mr), 0);
+        shmq_msg_t m[MID_N];
+        size_t got = 0;
+        int rc = shmq_receive_batch(c, m, MID_N, &got, 10);
+        if (rc == -EAGAIN || rc == -ETIMEDOUT)
+            continue;
+        h_assert_rc(rc, 0);
+        for (size_t i = 0; i < got; i++) {
+            cr_assert_eq(m[i].len, 1);
+            char p = *(const char *)m[i].data;
+            cr_assert(p == 'A' || p == 'B', "payload %c", p);
+            if (p == 'A')
+                (*a)++;
+            else
+                (*b)++;
+        }
+        h_assert_rc(shmq_ack_batch(c, m, got, NULL), 0);
+    }
+    return *a + *b;
+}
+
+/* Every slot of the queue is usable again (maintenance returned the dead process's): a batch of
+ * the whole capacity goes in, within 20 s of maintenance passes; then it is drained. */
+static void mid_all_slots_back(shmq_t *q, shmq_consumer_t *c)
+{
+    shmq_iov_t iov[MID_CAP];
+    for (int i = 0; i < MID_CAP; i++)
+        iov[i] = (shmq_iov_t){"C", 1};
+    size_t in = 0;
+    int64_t end = h_now_ms() + 20000;
+    while (in < MID_CAP && h_now_ms() < end) {
+        shmq_maint_report_t mr;
+        h_assert_rc(shmq_maintain(q, &mr), 0);
+        size_t done = 0;
+        int rc = shmq_publish_batch(q, iov, MID_CAP - in, NULL, &done);
+        cr_assert(rc == 0 || rc == -EAGAIN, "publish_batch: %d", rc);
+        in += done;
+        if (rc == -EAGAIN)
+            h_sleep_ms(5);
+    }
+    cr_assert_eq(in, MID_CAP, "only %zu of %u slots came back", in, MID_CAP);
+    for (size_t out = 0; out < MID_CAP;) {
+        shmq_msg_t m[MID_N];
+        size_t got = 0;
+        h_assert_rc(shmq_receive_batch(c, m, MID_N, &got, 0), 0);
+        h_assert_rc(shmq_ack_batch(c, m, got, NULL), 0);
+        out += got;
+    }
+}
+
+/* A process killed at point (after skip passes) inside a batch of MID_N. Whatever a call
+ * reported published is delivered; what the killed batch had made READY is delivered too
+ * (orphans that maintenance requeues), what it held RESERVED is not; an unacked delivery of a
+ * killed consumer comes back; and every slot is usable again. want_b: the B messages (the
+ * killed publish batch's) expected; acked: the messages a killed ack batch acked before. */
+static void killed_mid_batch(const char *qname, struct mid_kill mk, size_t want_b, size_t acked)
+{
+    crash_name = h_qname(qname);
+    pid_t k = h_fork_gated(mid_child, &mk);
+    shmq_config_t cfg = config(MID_CAP, 64, SHMQ_DURABILITY_PROCESS);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    bool publisher = !strcmp(mk.role, "publish");
+    if (!publisher) { /* reported published: the consumer child dies with them in hand */
+        shmq_iov_t a[MID_N];
+        for (int i = 0; i < MID_N; i++)
+            a[i] = (shmq_iov_t){"A", 1};
+        size_t done = 0;
+        h_assert_rc(shmq_publish_batch(q, a, MID_N, NULL, &done), 0);
+        cr_assert_eq(done, MID_N);
+    }
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the child was not killed at %s (exit %d)", mk.point,
+              WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    size_t a, b, want_a = MID_N - acked;
+    mid_drain(q, c, want_a + want_b, 20000, &a, &b);
+    cr_assert_eq(a, want_a, "%zu of the %zu A messages reported published came", a, want_a);
+    cr_assert_eq(b, want_b, "%zu of the killed batch's messages came, expected %zu", b, want_b);
+    mid_all_slots_back(q, c);
+    size_t more_a, more_b;
+    /* nothing else turns up within ten orphan graces (maintain.c: 100 ms) */
+    mid_drain(q, c, 1, 1000, &more_a, &more_b);
+    cr_assert_eq(more_a + more_b, 0, "a message came twice or from nowhere");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* P1 done for 6 of the run, none on the ready ring yet (one range after the run's P1s). */
+Test(batch, killed_after_some_commits_of_a_run_loses_nothing)
+{
+    SKIP_WITHOUT_FAULTS();
+    killed_mid_batch("bkc", (struct mid_kill){"publish_after_commit", "publish", MID_N + 5}, 6,
+                     0);
+}
+
+/* The run's range on the ready ring, its tickets not recorded. */
+Test(batch, killed_after_the_ready_range_loses_nothing)
+{
+    SKIP_WITHOUT_FAULTS();
+    killed_mid_batch("bke", (struct mid_kill){"publish_after_enqueue", "publish", 1}, MID_N, 0);
+}
+
+/* A consumer took a range of MID_N off the ready ring and died before its claims. */
+Test(batch, consumer_killed_after_taking_a_range_loses_nothing)
+{
+    SKIP_WITHOUT_FAULTS();
+    killed_mid_batch("bkr", (struct mid_kill){"receive_after_dequeue", "receive", 0}, 0, 0);
+}
+
+/* A consumer's ack batch killed after 4 A1s, their slots not on the free ring yet. */
+Test(batch, consumer_killed_inside_an_ack_batch_loses_nothing)
+{
+    SKIP_WITHOUT_FAULTS();
+    killed_mid_batch("bka", (struct mid_kill){"ack_after_free", "ack", 3}, 0, 4);
+}

@@ -462,6 +462,131 @@ Test(ring, clear_of_the_only_entry_leaves_the_ring_empty)
     ring_free(&t);
 }
 
+/* ---- batches (ring_enqueue_batch, ring_dequeue_batch) ---------------------------------- */
+
+/* Take everything with ring_dequeue_batch of at most max a call: into out, in order; returns
+ * how many. */
+static size_t deq_all_batched(struct ring *r, uint32_t *out, size_t cap, size_t max)
+{
+    size_t n = 0, got;
+    uint32_t idx[64];
+    uint64_t tk[64];
+    cr_assert_leq(max, 64);
+    while ((got = ring_dequeue_batch(r, idx, tk, max)) > 0) {
+        cr_assert_leq(got, max);
+        for (size_t j = 0; j < got; j++) {
+            cr_assert_lt(n, cap, "more entries than were enqueued");
+            if (j)
+                cr_assert(ticket_before(tk[j - 1], tk[j]), "tickets out of order");
+            out[n++] = idx[j];
+        }
+    }
+    return n;
+}
+
+Test(ring, batch_round_trips_in_order_with_consecutive_tickets)
+{
+    struct test_ring t;
+    ring_new(&t, 6); /* 32 entries */
+    uint32_t in[32], out[32];
+    uint64_t tk[32];
+    for (uint32_t lap = 0; lap < 50; lap++) { /* laps, with batch sizes 1..32 */
+        size_t k = 1 + lap % 32;
+        uint64_t tail = ring_tail(&t.r);
+        for (size_t j = 0; j < k; j++)
+            in[j] = (uint32_t)(lap * 100 + j);
+        cr_assert_eq(ring_enqueue_batch(&t.r, in, k, tk), k);
+        for (size_t j = 0; j < k; j++)
+            cr_assert_eq(tk[j], tail + j, "one FAA: the range is consecutive");
+        cr_assert_eq(ring_tail(&t.r), tail + k);
+        size_t max = 1 + (lap * 7) % 32;
+        cr_assert_eq(deq_all_batched(&t.r, out, 32, max), k);
+        cr_assert_arr_eq(out, in, k * sizeof(uint32_t));
+        cr_assert_eq(ring_head(&t.r), ring_tail(&t.r), "no ticket drawn past the entries");
+        assert_empty(&t.r);
+    }
+    ring_free(&t);
+}
+
+Test(ring, batch_cell_taken_by_a_dequeuer_keeps_the_order)
+{
+    /* A dequeuer drew a ticket of the range before the enqueuer's R1 there and moved the cell
+     * to its cycle: that entry and the ones after it go one by one after the range, so the
+     * order holds, nothing is lost and the unused tickets are passed. */
+    struct test_ring t;
+    ring_new(&t, 4);
+    for (uint32_t lap = 0; lap < 40; lap++) {
+        uint64_t tail = ring_tail(&t.r), stolen = tail + lap % 5;
+        _Atomic uint64_t *cells = t.r.shm->cells;
+        uint64_t pos = ((stolen & 7) << t.r.spread) | ((stolen & t.r.mask) >> 3);
+        uint64_t e = atomic_load(&cells[pos]);
+        /* as deq_cell leaves an empty cell it passed: its cycle, safe bit kept, empty */
+        atomic_store(&cells[pos], ((stolen >> t.r.order) << (RING_INDEX_BITS + 1)) |
+                                      (e & (1ull << RING_INDEX_BITS)) |
+                                      ((1ull << RING_INDEX_BITS) - 1));
+        uint32_t in[5] = {lap, lap + 100, lap + 200, lap + 300, lap + 400}, out[8];
+        uint64_t tk[5];
+        cr_assert_eq(ring_enqueue_batch(&t.r, in, 5, tk), 5);
+        for (size_t j = 0; j < 5; j++) {
+            if (tail + j < stolen)
+                cr_assert_eq(tk[j], tail + j);
+            else
+                cr_assert_geq(tk[j], tail + 5, "entry %zu landed at %llu inside the range", j,
+                              (unsigned long long)tk[j]);
+            if (j)
+                cr_assert(ticket_before(tk[j - 1], tk[j]));
+        }
+        cr_assert_eq(deq_all_batched(&t.r, out, 8, 8), 5);
+        cr_assert_arr_eq(out, in, sizeof(in));
+        assert_empty(&t.r);
+    }
+    ring_free(&t);
+}
+
+Test(ring, batch_dequeue_draws_only_tickets_whose_entries_are_written)
+{
+    /* An enqueuer drew tickets and has not written them yet (a batch under way, or dead): the
+     * batch dequeue takes the entries before them and leaves head there; only the single
+     * dequeue it falls back to passes an unwritten ticket. */
+    struct test_ring t;
+    ring_new(&t, 4);
+    uint32_t in[3] = {1, 2, 3}, idx[8];
+    cr_assert_eq(ring_enqueue_batch(&t.r, in, 3, NULL), 3);
+    uint64_t range = ring_tail(&t.r);
+    atomic_fetch_add(&t.r.shm->tail, 4); /* drawn, not written */
+    cr_assert_eq(ring_dequeue_batch(&t.r, idx, NULL, 8), 3);
+    cr_assert_eq(idx[0], 1);
+    cr_assert_eq(idx[2], 3);
+    cr_assert_eq(ring_head(&t.r), range, "head ran into the range under way");
+    cr_assert_eq(ring_tail(&t.r), range + 4);
+    /* the range's enqueuer died: the next tries pass its tickets and find what follows */
+    uint32_t more[2] = {7, 8};
+    cr_assert_eq(ring_enqueue_batch(&t.r, more, 2, NULL), 2);
+    uint32_t out[4];
+    cr_assert_eq(deq_all_batched(&t.r, out, 4, 8), 2);
+    cr_assert_eq(out[0], 7);
+    cr_assert_eq(out[1], 8);
+    assert_empty(&t.r);
+    ring_free(&t);
+}
+
+Test(ring, batch_enqueue_after_a_threshold_left_unreset_is_found)
+{
+    /* Crash window (2) for a range: its R1s landed, the reset did not (threshold -1). The next
+     * enqueue, single or batch, resets it, and every entry is found. */
+    struct test_ring t;
+    ring_new(&t, 4);
+    uint32_t in[4] = {10, 11, 12, 13}, out[8];
+    cr_assert_eq(ring_enqueue_batch(&t.r, in, 4, NULL), 4);
+    atomic_store(&t.r.shm->threshold, -1);
+    uint32_t idx;
+    cr_assert_eq(ring_dequeue_batch(&t.r, &idx, NULL, 8), 0, "threshold < 0 reads empty");
+    cr_assert(ring_unstrand(&t.r), "repair finds the range's entries");
+    cr_assert_eq(deq_all_batched(&t.r, out, 8, 3), 4);
+    cr_assert_arr_eq(out, in, sizeof(in));
+    ring_free(&t);
+}
+
 /* ---- crash windows ---------------------------------------------------------------------- */
 
 Test(ring, dead_enqueuer_blocks_nobody_and_loses_nothing)
@@ -604,6 +729,8 @@ Test(ring, dead_dequeuer_of_an_empty_cell_strands_at_most_one_entry_for_repair)
 struct stress {
     struct test_ring tr;
     uint32_t n_idx, producers, consumers, rounds, stuck; /* stuck: a dead dequeuer's cell */
+    uint32_t batch; /* > 0: ring_enqueue_batch / ring_dequeue_batch of 1..batch entries */
+    _Atomic uint32_t out_of_order; /* one producer, one consumer: entries not in FIFO order */
     /* payload[i]: plain, written by the producer before R1 and read by the consumer after R2 */
     uint64_t payload[STRESS_MAX_IDX];
     _Atomic uint32_t in_ring[STRESS_MAX_IDX]; /* 1 from enqueue to dequeue: catches duplicates */
@@ -630,9 +757,10 @@ static void *producer(void *arg)
 {
     struct worker *w = arg;
     struct stress *s = w->s;
-    uint64_t last = 0;
+    uint64_t last = 0, rng = w->id + 1;
     bool first = true;
     unsigned spins = 0;
+    uint32_t idx[STRESS_MAX_IDX];
     for (uint32_t round = 0; round < s->rounds; round++) {
         for (uint32_t i = w->id; i < s->n_idx; i += s->producers) {
             /* acquire: the consumer of the last round is done with payload[i] */
@@ -645,31 +773,84 @@ static void *producer(void *arg)
             }
             s->payload[i] = ((uint64_t)round << 32) | (i * 2654435761u);
             atomic_store_explicit(&s->in_ring[i], 1, memory_order_relaxed);
-            uint64_t ticket;
-            int rc = ring_enqueue(&s->tr.r, i, &ticket);
-            if (rc != 0) {
+            uint64_t ticket[STRESS_MAX_IDX];
+            size_t k = 1;
+            idx[0] = i;
+            if (s->batch) { /* the next few indexes of this round that are ready, as one range */
+                size_t want = 1 + (size_t)(rng = rng * 6364136223846793005ull + 1) % s->batch;
+                for (uint32_t j = i + s->producers; k < want && j < s->n_idx; j += s->producers) {
+                    if (atomic_load_explicit(&s->done[j], memory_order_acquire) != round)
+                        break;
+                    s->payload[j] = ((uint64_t)round << 32) | (j * 2654435761u);
+                    atomic_store_explicit(&s->in_ring[j], 1, memory_order_relaxed);
+                    idx[k++] = j;
+                    i = j;
+                }
+                if (ring_enqueue_batch(&s->tr.r, idx, k, ticket) != k) {
+                    atomic_fetch_add(&s->enq_errors, 1);
+                    return NULL;
+                }
+            } else if (ring_enqueue(&s->tr.r, i, &ticket[0]) != 0) {
                 atomic_fetch_add(&s->enq_errors, 1);
                 return NULL;
             }
-            if (!first && !ticket_before(last, ticket))
-                atomic_fetch_add(&s->ticket_errors, 1);
-            last = ticket;
-            first = false;
+            for (size_t j = 0; j < k; j++) {
+                if (!first && !ticket_before(last, ticket[j]))
+                    atomic_fetch_add(&s->ticket_errors, 1);
+                last = ticket[j];
+                first = false;
+            }
         }
     }
     return NULL;
+}
+
+/* One dequeued entry: the checks of every mode. */
+static void consumed(struct stress *s, uint32_t idx, uint64_t *expect)
+{
+    if (idx >= s->n_idx) {
+        atomic_fetch_add(&s->bad_idx, 1);
+        return;
+    }
+    if (atomic_exchange_explicit(&s->in_ring[idx], 0, memory_order_relaxed) != 1) {
+        atomic_fetch_add(&s->duplicates, 1);
+        return;
+    }
+    if (s->producers == 1 && s->consumers == 1 && idx != (*expect)++ % s->n_idx)
+        atomic_fetch_add(&s->out_of_order, 1);
+    uint32_t round = atomic_load_explicit(&s->done[idx], memory_order_relaxed);
+    if (s->payload[idx] != (((uint64_t)round << 32) | (idx * 2654435761u)))
+        atomic_fetch_add(&s->bad_payload, 1);
+    s->payload[idx] = UINT64_MAX; /* a write, so TSan sees any race with the producer */
+    atomic_fetch_add(&s->total, 1);
+    /* release: hands payload[idx] back to its producer */
+    atomic_store_explicit(&s->done[idx], round + 1, memory_order_release);
 }
 
 static void *consumer(void *arg)
 {
     struct worker *w = arg;
     struct stress *s = w->s;
-    uint64_t want = (uint64_t)s->n_idx * s->rounds;
+    uint64_t want = (uint64_t)s->n_idx * s->rounds, expect = 0, rng = w->id + 7;
     unsigned spins = 0;
     while (atomic_load_explicit(&s->total, memory_order_relaxed) < want) {
-        uint32_t idx;
-        uint64_t ticket;
-        int rc = ring_dequeue(&s->tr.r, &idx, &ticket);
+        uint32_t idx[STRESS_MAX_IDX];
+        uint64_t ticket[STRESS_MAX_IDX];
+        int rc = 0;
+        if (s->batch) {
+            size_t max = 1 + (size_t)(rng = rng * 6364136223846793005ull + 1) % s->batch;
+            size_t got = ring_dequeue_batch(&s->tr.r, idx, ticket, max);
+            for (size_t j = 0; j < got; j++) {
+                if (j && !ticket_before(ticket[j - 1], ticket[j]))
+                    atomic_fetch_add(&s->ticket_errors, 1);
+                consumed(s, idx[j], &expect);
+            }
+            rc = got ? 0 : -EAGAIN;
+        } else {
+            rc = ring_dequeue(&s->tr.r, &idx[0], &ticket[0]);
+            if (rc == 0)
+                consumed(s, idx[0], &expect);
+        }
         if (rc == -EAGAIN) {
             if ((++spins & 255) == 0) {
                 if (past(&s->deadline)) {
@@ -680,30 +861,16 @@ static void *consumer(void *arg)
             }
             continue;
         }
-        if (idx >= s->n_idx) {
-            atomic_fetch_add(&s->bad_idx, 1);
-            continue;
-        }
-        if (atomic_exchange_explicit(&s->in_ring[idx], 0, memory_order_relaxed) != 1) {
-            atomic_fetch_add(&s->duplicates, 1);
-            continue;
-        }
-        uint32_t round = atomic_load_explicit(&s->done[idx], memory_order_relaxed);
-        if (s->payload[idx] != (((uint64_t)round << 32) | (idx * 2654435761u)))
-            atomic_fetch_add(&s->bad_payload, 1);
-        s->payload[idx] = UINT64_MAX; /* a write, so TSan sees any race with the producer */
-        atomic_fetch_add(&s->total, 1);
-        /* release: hands payload[idx] back to its producer */
-        atomic_store_explicit(&s->done[idx], round + 1, memory_order_release);
     }
     return NULL;
 }
 
-static void run_stress(uint32_t order, uint32_t producers, uint32_t consumers, uint32_t rounds,
-                       bool with_stuck_cell)
+static void run_stress_batch(uint32_t order, uint32_t producers, uint32_t consumers,
+                             uint32_t rounds, bool with_stuck_cell, uint32_t batch)
 {
     struct stress *s = calloc(1, sizeof(*s));
     cr_assert_not_null(s);
+    s->batch = batch;
     ring_new(&s->tr, order);
     s->n_idx = (uint32_t)half_of(order) - (with_stuck_cell ? 1 : 0);
     cr_assert_leq(s->n_idx, STRESS_MAX_IDX);
@@ -739,6 +906,7 @@ static void run_stress(uint32_t order, uint32_t producers, uint32_t consumers, u
     cr_expect_eq(atomic_load(&s->bad_payload), 0, "payload not published with the index");
     cr_expect_eq(atomic_load(&s->ticket_errors), 0, "a producer's tickets went back");
     cr_expect_eq(atomic_load(&s->timeouts), 0, "lost entries: threads hit the deadline");
+    cr_expect_eq(atomic_load(&s->out_of_order), 0, "one producer's entries out of order");
     cr_assert_eq(atomic_load(&s->total), (uint64_t)s->n_idx * rounds);
     for (uint32_t i = 0; i < s->n_idx; i++)
         cr_assert_eq(atomic_load(&s->done[i]), rounds, "index %u dequeued %u times, want %u", i,
@@ -754,6 +922,12 @@ static void run_stress(uint32_t order, uint32_t producers, uint32_t consumers, u
     }
     ring_free(&s->tr);
     free(s);
+}
+
+static void run_stress(uint32_t order, uint32_t producers, uint32_t consumers, uint32_t rounds,
+                       bool with_stuck_cell)
+{
+    run_stress_batch(order, producers, consumers, rounds, with_stuck_cell, 0);
 }
 
 /* Rounds: about 20-40k ring operations per test, a few seconds under TSan on 2 cores. */
@@ -785,4 +959,37 @@ Test(ring_stress, mpmc_4p4c_order3_with_a_dead_dequeuers_cell_flows, .timeout = 
 {
     alarm(60);
     run_stress(3, 4, 4, 12000, true);
+}
+
+/* Batches: ranges of 1..4 (order 3) or 1..8 (order 4) entries drawn with one FAA, taken by
+ * batch dequeues of 1..batch, mixed with the single dequeue they fall back to; every index
+ * exactly once, payloads published by the range's R1s, one producer's order kept. */
+Test(ring_stress, batch_1p1c_order3_in_order_exactly_once, .timeout = 60)
+{
+    alarm(60);
+    run_stress_batch(3, 1, 1, 20000, false, 4);
+}
+
+Test(ring_stress, batch_2p2c_order3_every_index_dequeued_exactly_once, .timeout = 60)
+{
+    alarm(60);
+    run_stress_batch(3, 2, 2, 20000, false, 4);
+}
+
+Test(ring_stress, batch_4p4c_order4_every_index_dequeued_exactly_once, .timeout = 60)
+{
+    alarm(60);
+    run_stress_batch(4, 4, 4, 6000, false, 8);
+}
+
+Test(ring_stress, batch_1p2c_order4_every_index_dequeued_exactly_once, .timeout = 60)
+{
+    alarm(60);
+    run_stress_batch(4, 1, 2, 10000, false, 8);
+}
+
+Test(ring_stress, batch_2p2c_order3_with_a_dead_dequeuers_cell_flows, .timeout = 60)
+{
+    alarm(60);
+    run_stress_batch(3, 2, 2, 12000, true, 3);
 }
