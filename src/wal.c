@@ -277,7 +277,15 @@ static int make_file(struct wal *w, uint64_t seq, bool prepare)
             io_unlinkat(w->dirfd, path); /* a deleted queue's file, in its directory going away */
         return -EIDRM;                   /* fenced meanwhile: write nothing more */
     }
-    io_fsync(w->dirfd); /* the new name is durable too (SYNC promises power-loss safety) */
+    int derr = io_fsync(w->dirfd); /* the new name is durable too (SYNC promises power-loss safety) */
+    if (derr) {
+        log_failed(w, derr);
+        /* SYNC: the name (and with it every record of the file) may not survive a power loss,
+         * and a later fsync of the directory may say 0 all the same (the error is reported
+         * once): failed as by a failed flush, sticky until a rebuild (seq_cst, as lead_sync's) */
+        if (w->seg->layout.durability == SHMQ_DURABILITY_SYNC)
+            atomic_fetch_or(&w->seg->hdr->wal_health, WAL_HEALTH_FLUSH_FAILED);
+    }
     return err;
 }
 

@@ -446,6 +446,48 @@ Test(storage, a_failed_flush_fails_sync_publishes_until_the_segment_is_rebuilt)
     h_assert_rc(shmq_close(q), 0);
 }
 
+/* SYNC: a new log file's name is made durable by an fsync of the log directory after its link
+ * (make_file). When that fsync fails, the name may be lost at a power loss with every record of
+ * the file, and a later fsync of the directory may say 0 all the same (a writeback error is
+ * reported once): the log is failed as by a failed flush, and sync publishes return -EIO until
+ * the segment is rebuilt. Before (review10), the failure was ignored: sync publishes in that
+ * file returned 0. */
+Test(storage, a_failed_directory_flush_fails_sync_publishes_until_the_segment_is_rebuilt)
+{
+    const char *name = h_qname("st-direio");
+    shmq_t *q = create_sync_queue(name);
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    h_assert_rc(shmq_publish(q, "a", 1, NULL), 0);
+    uint64_t before = io_fault_calls(IO_FSYNC);
+    /* the next file made: make_file's fsync of the file, then the directory's */
+    cr_assert_eq(io_fault_arm(IO_FSYNC, 2, EIO), 0);
+    int rc = 0, n = 0;
+    for (; n < 20000 && rc == 0 && io_fault_calls(IO_FSYNC) < before + 2; n++) {
+        shmq_msg_t m;
+        h_assert_rc(shmq_receive(c, &m, 0), 0);
+        h_assert_rc(shmq_ack(c, &m), 0);
+        rc = shmq_publish(q, "m", 1, NULL);
+    }
+    io_fault_disarm_all();
+    cr_assert_geq(io_fault_calls(IO_FSYNC), before + 2, "no log file was made in %d publishes", n);
+    rc = shmq_publish(q, "x", 1, NULL);
+    cr_assert_eq(rc, -EIO, "a sync publish after a failed flush of the log directory: %d (%s)", rc,
+                 shmq_strerror(rc));
+    shmq_stats_t st;
+    stats_of(q, &st);
+    cr_assert(!st.wal_healthy && st.wal_flush_failed, "the failure is not shown");
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    /* rebuilt from what the log holds: healthy again */
+    h_assert_rc(shmq_unlink_segment(name), 0);
+    h_assert_rc(shmq_open(name, &q), 0);
+    stats_of(q, &st);
+    cr_assert(st.wal_healthy && !st.wal_flush_failed);
+    h_assert_rc(shmq_publish(q, "d", 1, NULL), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
 /* A garbage wal_pos (a damaged segment) is reported, never iterated: maintenance returns at
  * once without making files with 11-digit names; a publish gets an error. */
 Test(storage, a_garbage_wal_pos_is_reported_not_iterated)
