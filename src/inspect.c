@@ -669,6 +669,14 @@ static void read_groups(struct seg_read *r)
         unsigned raw = pw_state(atomic_load_explicit(&e->word, memory_order_acquire));
         if (raw == GROUP_FREE)
             continue;
+        /* the in-flight messages of its consumers (group 0's are read_slot_states()'s) */
+        for (uint32_t i = 0; g > 0 && i < seg->layout.capacity; i++) {
+            /* relaxed: a count for display, ordered against nothing */
+            uint64_t w = atomic_load_explicit(&segment_cell(seg, g, i)->state,
+                                              memory_order_relaxed);
+            if (sw_state(w) == SLOT_INFLIGHT && sw_owner(w) < seg->layout.max_procs)
+                r->inflight_by_index[sw_owner(w)]++;
+        }
         shmq_group_stats_t st;
         group_count(seg, g, s->taken_ns, &st);
         struct inspect_group *o = &s->groups[s->n_groups++];

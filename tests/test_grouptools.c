@@ -384,6 +384,8 @@ Test(grouptools, inspect_snapshot_has_each_group)
     const char *name = h_qname("gtinsp");
     struct three t;
     three_groups(name, &t);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(t.ca, &m, 5000), 0); /* a: one in flight, held by ca */
     static struct inspect_snapshot s;
     h_assert_rc(inspect_queue(name, &s), 0);
     cr_assert_eq(s.n_groups, 3);
@@ -415,10 +417,12 @@ Test(grouptools, inspect_snapshot_has_each_group)
         if (strcmp(p->name, "ca") == 0) {
             seen++;
             cr_assert_eq(p->group, 1, "ca receives in a");
+            cr_assert_eq(p->inflight, 1, "ca holds one of a's messages");
         }
         if (strcmp(p->name, "c0") == 0) {
             seen++;
             cr_assert_eq(p->group, 0, "c0 receives in default");
+            cr_assert_eq(p->inflight, 1, "c0 holds one");
         }
     }
     cr_assert_eq(seen, 2);

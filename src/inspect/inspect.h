@@ -190,7 +190,7 @@ struct inspect_proc {
     int liveness;                      /* INSPECT_ALIVE, ... */
     bool alive;                        /* liveness == INSPECT_ALIVE */
     bool sleeping;                     /* blocked in a receive, counted as a waiter */
-    uint32_t inflight;                 /* INFLIGHT slots it owns */
+    uint32_t inflight;                 /* INFLIGHT slots (and group cells) it owns */
     char name[SHMQ_CONSUMER_NAME_MAX]; /* NUL-terminated (untrusted bytes) */
     uint64_t counters[INSPECT_COUNTERS];
     uint64_t reclaimed_from; /* messages maintenance took back from it (taken_back) */
