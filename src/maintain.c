@@ -113,6 +113,18 @@ static bool consumer_hung(const struct pass *p, const struct proc_entry *e)
     return p->now_ns - hb > limit;
 }
 
+/* Count an entry fenced as dead and name its process (judged by pid: G3) in the report, once,
+ * while there is room. */
+static void note_dead_pid(shmq_maint_report_t *r, int32_t pid)
+{
+    r->procs_dead++;
+    for (uint32_t i = 0; i < r->dead_pids_n; i++)
+        if (r->dead_pids[i] == pid)
+            return;
+    if (r->dead_pids_n < SHMQ_MAINT_DEAD_PIDS)
+        r->dead_pids[r->dead_pids_n++] = pid;
+}
+
 static void fence_dead_procs(struct pass *p)
 {
     struct segment *s = &p->q->seg;
@@ -133,7 +145,7 @@ static void fence_dead_procs(struct pass *p)
                 if (hung)
                     p->rep->procs_hung++;
                 else
-                    p->rep->procs_dead++;
+                    note_dead_pid(p->rep, st == PROC_CLAIMED ? (int32_t)pw_claimer(w) : e->pid);
                 st = PROC_FENCED;
             }
         }

@@ -878,6 +878,7 @@ int shmq_group_stats_size(shmq_t *q, const char *group, shmq_group_stats_t *st, 
     shmq_group_stats_size((q), (group), (st), sizeof(shmq_group_stats_t))
 
 /** What one maintenance step did. */
+#define SHMQ_MAINT_DEAD_PIDS 8 /* pids a maintenance report names (shmq_maint_report_t) */
 typedef struct shmq_maint_report {
     uint32_t procs_dead;        /* registry entries of dead processes (pid gone or reused),
                                  * fenced; a consumer process has two: its queue handle's and
@@ -897,6 +898,11 @@ typedef struct shmq_maint_report {
                                  * in use with a lingering reader (a gauge, now) */
     uint32_t expired;           /* ready or delayed messages past their expiry, dropped or
                                  * dead-lettered (expire_policy) */
+    uint32_t dead_pids_n;       /* how many of dead_pids are set */
+    int32_t dead_pids[SHMQ_MAINT_DEAD_PIDS]; /* the processes whose entries this pass fenced as
+                                 * dead (procs_dead), each once, the first SHMQ_MAINT_DEAD_PIDS
+                                 * of them: who died, told apart from a process that detached
+                                 * cleanly meanwhile (the watchdog's consumer_died) */
 } shmq_maint_report_t;
 
 /**

@@ -293,6 +293,15 @@ static void log_died(struct watch *w, const shmq_proc_info_t *b, const struct lo
         w->consumer_deaths++; /* for the consumer_died alert (watch_sample) */
 }
 
+/* Does the pass's report name pid among the processes it found dead? */
+static bool reported_dead(const shmq_maint_report_t *r, int32_t pid)
+{
+    for (uint32_t i = 0; i < r->dead_pids_n && i < SHMQ_MAINT_DEAD_PIDS; i++)
+        if (r->dead_pids[i] == pid)
+            return true;
+    return false;
+}
+
 /*
  * After a pass that fenced someone: name each process whose entries were live before and are
  * fenced or gone after, once per pid. consumer_died / client_died: it had exited before the
@@ -302,10 +311,16 @@ static void log_died(struct watch *w, const shmq_proc_info_t *b, const struct lo
  * held nothing) is counted by the procs_hung line only.
  *
  * A process that dies between note_exited() and the library's own liveness check in the pass
- * is counted by the pass (procs_dead) but was alive for note_exited(). When the pass counted
- * more dead entries than were named, the lost entries of processes that have exited by now
- * are named too, but only if they account for exactly the missing count: otherwise one of
- * them may be a clean detach, and none is named.
+ * is counted by the pass (procs_dead) but was alive for note_exited() (so is one whose pidfd is
+ * not readable yet: a thread group leader's is readable once every thread is gone, while the
+ * library judges it dead once its main thread is a zombie and the others exit). The report
+ * names the processes the pass found dead (dead_pids): such a process is named from it. Only
+ * past SHMQ_MAINT_DEAD_PIDS of them, the lost entries of processes that have exited by now are
+ * named when they account for exactly the dead entries left unnamed: otherwise one of them may
+ * be a clean detach, and none is named. Before the report named them, that count was all there
+ * was, and a consumer the pass's own reclaim woke, which took the message, acked, detached and
+ * exited before the listing after the pass, hid the dead one: procs_dead count=2, no
+ * consumer_died (watchdog::consumer_killed_while_another_detaches_is_named).
  */
 static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after, size_t na,
                        const shmq_maint_report_t *r)
@@ -325,8 +340,11 @@ static void log_fenced(struct watch *w, size_t nb, const shmq_proc_info_t *after
             wd_log(WD_WARN, w->name, "consumer_hung",
                    "pid=%d name=%s heartbeat_age_ms=%llu reclaimed=%u", (int)b->pid, qname,
                    (unsigned long long)b->heartbeat_age_ms, r->reclaimed);
-        } else if (pid_exited(b->pid)) {
-            w->exited[i] = 2; /* a candidate: exited during the pass */
+        } else if (reported_dead(r, b->pid)) {
+            log_died(w, b, &lp, r);
+            named_entries += lp.entries;
+        } else if (r->dead_pids_n == SHMQ_MAINT_DEAD_PIDS && pid_exited(b->pid)) {
+            w->exited[i] = 2; /* a candidate: the report had no room to name it */
             late_entries += lp.entries;
         }
     }
