@@ -89,7 +89,7 @@ uint64_t queue_unix_ms(const shmq_t *q, uint64_t due_ms);
  * wal_type_of(WAL_ACK, g) for group g's. In line: an ack without a log pays one test. */
 static inline int queue_log(shmq_t *q, unsigned type, uint64_t id, uint32_t attempt)
 {
-    return q->wal ? wal_append(q->wal, type, id, attempt, NULL, 0, NULL) : 0;
+    return q->wal ? wal_append_bare(q->wal, type, id, attempt, NULL) : 0;
 }
 
 /* A DEAD record of group g (0: the slot's own) with its reason (SHMQ_DEAD_*); a NACK record of

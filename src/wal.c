@@ -847,10 +847,15 @@ static inline __attribute__((always_inline)) int append_parts(struct wal *w, uns
 int wal_append(struct wal *w, unsigned type, uint64_t id, uint32_t attempt,
                const void *payload, uint32_t len, uint32_t *seq)
 {
+    if (!len)
+        return wal_append_bare(w, type, id, attempt, seq);
     struct part one = {payload, len};
-    if (len)
-        return append_parts(w, type, id, attempt, &one, 1, seq);
-    return append_parts(w, type, id, attempt, NULL, 0, seq); /* an ACK's: constants inlined */
+    return append_parts(w, type, id, attempt, &one, 1, seq);
+}
+
+int wal_append_bare(struct wal *w, unsigned type, uint64_t id, uint32_t attempt, uint32_t *seq)
+{
+    return append_parts(w, type, id, attempt, NULL, 0, seq); /* the constants inlined */
 }
 
 static uint64_t unix_ms_now(void)
