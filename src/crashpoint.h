@@ -32,7 +32,8 @@
 /* Targeted too: publish_delayed_before_park (publish.c, a delayed publish that logged its record
  * and stored its due time, slot still RESERVED): tests/test_delayed.c; prepare_before_link
  * (wal.c, a maintainer that made a log file ahead of the writers, allocated and pre-touched
- * under its temporary name, before its link): tests/test_walprep.c; due_between_clocks
+ * under its temporary name, before its link) and make_file_after_link (wal.c, a file maker whose
+ * link is made, before its fsync of the directory): tests/test_walprep.c; due_between_clocks
  * (queue.c, a due time being turned into wall-clock time between its two clock readings):
  * tests/test_delayed.c; expire_between_clocks (expire.c, the same for an expiry) and
  * recover_between_clocks (recover.c, a rebuild between its wall and monotonic clock readings):

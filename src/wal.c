@@ -209,6 +209,20 @@ const _Atomic uint64_t *wal_gen_word(const struct wal *w, uint64_t *mine)
     return &w->head.h->gen;
 }
 
+/* Make the names in our log directory durable (fsync). A failure is counted and, with SYNC
+ * durability, fails the log as a failed flush does: a name lost at a power loss takes every
+ * record of its file, and a later fsync of the directory may say 0 all the same (the error is
+ * reported once): sticky until a rebuild (seq_cst, as lead_sync's). */
+static void sync_dir(struct wal *w)
+{
+    int err = io_fsync(w->dirfd);
+    if (!err)
+        return;
+    log_failed(w, err);
+    if (w->seg->layout.durability == SHMQ_DURABILITY_SYNC)
+        atomic_fetch_or(&w->seg->hdr->wal_health, WAL_HEALTH_FLUSH_FAILED);
+}
+
 /* Make wal.seq complete under a temporary name, then link it into place. prepare: made ahead of
  * the writers (prepare_file): its pages are written with zeros too before the link (best effort:
  * a file whose zeros could not be written is as complete as one made by a writer). */
@@ -277,15 +291,8 @@ static int make_file(struct wal *w, uint64_t seq, bool prepare)
             io_unlinkat(w->dirfd, path); /* a deleted queue's file, in its directory going away */
         return -EIDRM;                   /* fenced meanwhile: write nothing more */
     }
-    int derr = io_fsync(w->dirfd); /* the new name is durable too (SYNC promises power-loss safety) */
-    if (derr) {
-        log_failed(w, derr);
-        /* SYNC: the name (and with it every record of the file) may not survive a power loss,
-         * and a later fsync of the directory may say 0 all the same (the error is reported
-         * once): failed as by a failed flush, sticky until a rebuild (seq_cst, as lead_sync's) */
-        if (w->seg->layout.durability == SHMQ_DURABILITY_SYNC)
-            atomic_fetch_or(&w->seg->hdr->wal_health, WAL_HEALTH_FLUSH_FAILED);
-    }
+    CRASH_POINT(make_file_after_link);
+    sync_dir(w); /* the new name is durable too (SYNC promises power-loss safety) */
     return err;
 }
 
@@ -327,6 +334,11 @@ static int map_file(struct wal *w, uint64_t seq, struct walmap **out)
         if (err)
             return err;
         fd = io_openat(w->dirfd, name, O_RDWR | O_CLOEXEC, 0);
+    } else if (fd >= 0 && w->seg->layout.durability == SHMQ_DURABILITY_SYNC) {
+        /* made by another (a writer, a maintainer's preparation) whose fsync of the directory
+         * may not have returned yet: our sync publishes in this file must not be covered by its
+         * flush alone (review10). Once per file per process (the mapping is kept) */
+        sync_dir(w);
     }
     if (fd < 0)
         return fd;

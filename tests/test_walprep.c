@@ -371,4 +371,57 @@ Test(walprep, a_preparer_stopped_before_its_link_costs_nothing)
 {
     preparer_dies(true);
 }
+
+/* A maintainer stopped between its link of wal.1 and its fsync of the directory. */
+static int dirsync_preparer(void *arg)
+{
+    (void)arg;
+    setenv("SHMQ_CRASH_AT", "make_file_after_link", 1);
+    setenv("SHMQ_CRASH_SIGNAL", "STOP", 1);
+    shmq_t *q;
+    if (shmq_open(kp_name, &q))
+        return 10;
+    shmq_maintain(q, NULL);
+    shmq_close(q);
+    return 0;
+}
+
+/*
+ * SYNC: wal.1 was made and linked by a maintainer that stopped before its fsync of the log
+ * directory (make_file_after_link): the name is not known to be durable. A writer that then
+ * writes into wal.1 must make the name durable itself before its sync publish can return 0: it
+ * fsyncs the directory when it maps a file someone else made. Here that fsync fails (armed), so
+ * the publish is -EIO and the log failed (sticky), as for a failed flush. Before (review10) it
+ * made no fsync and returned 0: the record was flushed, its file's name perhaps not.
+ */
+Test(walprep, a_sync_writer_in_a_file_whose_makers_directory_flush_is_pending_flushes_it)
+{
+    kp_name = h_qname("dirsync");
+    pid_t k = h_fork_gated(dirsync_preparer, NULL);
+    shmq_config_t cfg = prep_config(512, 1024, 64u << 10);
+    cfg.durability = SHMQ_DURABILITY_SYNC;
+    shmq_t *q;
+    h_assert_rc(shmq_create(kp_name, &cfg, &q), 0);
+    uint8_t payload[1000];
+    memset(payload, 7, sizeof payload);
+    h_assert_rc(shmq_publish(q, payload, sizeof payload, NULL), 0); /* wal.0 */
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_wait_stopped(k, 30000, &st), 0, "the preparer did not stop");
+    cr_assert(wal_exists(kp_name, 1), "the preparer did not link wal.1");
+    cr_assert_eq(io_fault_arm(IO_FSYNC, 1, EIO), 0); /* this process's next fsync */
+    int rc = 0, sent = 1;
+    for (; sent < 100 && rc == 0; sent++) /* ~63 records a file: into wal.1, not past it */
+        rc = shmq_publish(q, payload, sizeof payload, NULL);
+    io_fault_disarm_all();
+    cr_assert(!wal_exists(kp_name, 2), "the writer went past wal.1: the armed fsync was another");
+    cr_assert_eq(rc, -EIO, "a sync publish into wal.1, whose name its maker had not flushed, "
+                           "after %d publishes: %d (%s)", sent, rc, shmq_strerror(rc));
+    shmq_stats_t sst;
+    h_assert_rc(shmq_stats(q, &sst), 0);
+    cr_assert(sst.wal_flush_failed, "the failed directory flush does not fail the log");
+    h_assert_rc(kill(k, SIGCONT), 0);
+    h_assert_child_ok(k, 30000, "the continued preparer");
+    h_assert_rc(shmq_close(q), 0);
+}
 #endif
