@@ -17,7 +17,9 @@
  *
  * A consumer receives in one group (shmq_consumer_open_group; docs/DESIGN.md, "Consumer
  * groups"): every step above works on its group's cell of the slot (group 0's cell is the slot
- * itself) and its group's rings; the payload is the slot's. An ack of group g >= 1 frees the
+ * itself) and its group's rings; the payload is the slot's. In a queue with groups a new message
+ * is not on a ready ring: after its group's ring (redeliveries, repairs) a receive reads the
+ * fan-out ring with its group's cursor (claim_fanned; docs/DESIGN.md, "The fan-out ring"). An ack of group g >= 1 frees the
  * cell, and the slot once no group holds it (cell_finish). Only group 0's transitions are
  * logged so far (the log does not carry groups yet: DESIGN, status).
  */
@@ -65,30 +67,15 @@ static void cooperate(shmq_consumer_t *c, uint64_t now)
     shmq_maintain_if_unwatched(c->q, COOP_LEASE_MS);
 }
 
-/* now: the call's one reading of the coarse clock. g: the consumer's group, passed as a
- * constant 0 for group 0 (claim_ready_slot), so the one-group path is compiled without the
- * groups' branches. */
-/* The claim of index idx, just taken off group g's ready ring: 0 (msg filled in), 1 (nothing
- * to deliver: a stale entry, a lost race, an expired message) or the error that ends the
- * receive (-ESTALE, -EIDRM: the claim given back). */
-static inline __attribute__((always_inline)) int claim_index(shmq_consumer_t *c, shmq_msg_t *msg,
-                                                             uint64_t now, uint32_t g,
-                                                             uint32_t idx)
+/* The rest of a receive after C1 moved group g's cell cl of slot sl (index idx) to mine: 0 (msg
+ * filled in), 1 (not delivered after all: expired, corrupt) or the error that ends the receive
+ * (-ESTALE, -EIDRM: the claim given back). */
+static inline __attribute__((always_inline)) int deliver(shmq_consumer_t *c, shmq_msg_t *msg,
+                                                         uint64_t now, uint32_t g, uint32_t idx,
+                                                         struct slot *sl, struct slot *cl,
+                                                         uint64_t mine)
 {
     shmq_t *q = c->q;
-    struct slot *sl = segment_slot(&q->seg, idx);
-    if (!sl)
-        return 1; /* garbage from shm: drop it */
-    struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
-    uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
-    if (sw_state(w) != SLOT_READY)
-        return 1; /* stale or duplicate entry */
-    uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
-    /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
-     * seq_cst (the same instruction on x86) for E5 below */
-    if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
-                                                 memory_order_relaxed))
-        return 1;
     CRASH_POINT(receive_after_claim);
     if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
         cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
@@ -135,6 +122,67 @@ static inline __attribute__((always_inline)) int claim_index(shmq_consumer_t *c,
     return 0;
 }
 
+
+/* The claim of index idx, just taken off group g's ready ring: 0 (msg filled in), 1 (nothing
+ * to deliver: a stale entry, a lost race, an expired message) or the error that ends the
+ * receive (-ESTALE, -EIDRM: the claim given back). */
+static inline __attribute__((always_inline)) int claim_index(shmq_consumer_t *c, shmq_msg_t *msg,
+                                                             uint64_t now, uint32_t g,
+                                                             uint32_t idx)
+{
+    shmq_t *q = c->q;
+    struct slot *sl = segment_slot(&q->seg, idx);
+    if (!sl)
+        return 1; /* garbage from shm: drop it */
+    struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
+    uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
+    if (sw_state(w) != SLOT_READY)
+        return 1; /* stale or duplicate entry */
+    uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
+    /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
+     * seq_cst (the same instruction on x86) for E5 below */
+    if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return 1;
+    return deliver(c, msg, now, g, idx, sl, cl, mine);
+}
+
+/* A receive in group g of a queue with groups that found g's ready ring empty: the fan-out ring
+ * (docs/DESIGN.md, "The fan-out ring"): each position taken (FC1-FC2) names a slot; its cell
+ * must still be pending (FC3: RESERVED under a committed slot word, for group 0 the slot word
+ * READY) for the message filled at that position (FC4), else the hint is stale and the next is
+ * taken. Out of line: a one-group queue never comes here. */
+static __attribute__((noinline)) int claim_fanned(shmq_consumer_t *c, shmq_msg_t *msg,
+                                                  uint64_t now, uint32_t g)
+{
+    shmq_t *q = c->q;
+    uint32_t idx;
+    uint64_t pos;
+    while (fan_take(&q->seg.fan, g, &idx, &pos) == 0) {
+        struct slot *sl = segment_slot(&q->seg, idx), *cl = segment_cell(&q->seg, g, idx);
+        if (!sl || !cl)
+            continue; /* garbage from shm: drop it */
+        /* FC3 (acquire): a later message's F3 or P1 (release, after its FP0) makes FC4 fail;
+         * a cell of g >= 1 must be pending, its slot word committed (read after the cell): a
+         * filler stopped past the grace may fill a stale hint for a slot reused meanwhile
+         * (review10), which must not let us take the next message's cell before its P1 */
+        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
+        if (!(g ? cell_pending(q, idx, w) : sw_state(w) == SLOT_READY) ||
+            !fan_filled_at(&q->seg.fan, idx, pos)) /* FC4 */
+            continue; /* not for g, finished already, or the slot holds a later message */
+        uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
+        /* C1 on the pending cell (seq_cst, as C1 for E5): of this, a purge, a sweep and the
+         * fan-out repair exactly one moves it */
+        if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
+                                                     memory_order_relaxed))
+            continue;
+        int r = deliver(c, msg, now, g, idx, sl, cl, mine);
+        if (r <= 0)
+            return r;
+    }
+    return -EAGAIN;
+}
+
 /* now: the call's one reading of the coarse clock. g: the consumer's group, passed as a
  * constant 0 for group 0 (claim_ready_slot), so the one-group path is compiled without the
  * groups' branches. */
@@ -150,7 +198,7 @@ static inline __attribute__((always_inline)) int claim_in_group(shmq_consumer_t 
         if (r <= 0)
             return r;
     }
-    return -EAGAIN;
+    return g || groups_on(c->q) ? claim_fanned(c, msg, now, g) : -EAGAIN;
 }
 
 /* A receive batch's claims in group g: up to max messages into msgs, the ready ring's entries
@@ -186,6 +234,12 @@ static __attribute__((noinline)) int claim_batch(shmq_consumer_t *c, shmq_msg_t 
                 return got ? (int)got : r;
             }
         }
+    }
+    while (got < max && groups_on(q)) { /* then the fan-out ring, one at a time */
+        int r = claim_fanned(c, msgs + got, now, g);
+        if (r < 0)
+            return got ? (int)got : r;
+        got++;
     }
     return got ? (int)got : -EAGAIN;
 }
@@ -268,7 +322,7 @@ static __attribute__((noinline)) int receive_wait(struct recv_ctx *ctx, int time
         bool last = deadline && deadline <= until;
         int r =
             wait_until(group_ready_futex(c->q, c->group), group_ready_waiters(c->q, c->group),
-                       c_self(c), WAIT_READY, last ? deadline : until, max_sleep, try_receive, ctx);
+                       groups_on(c->q) ? c->q->seg.fan.waiters : NULL, c_self(c), WAIT_READY, last ? deadline : until, max_sleep, try_receive, ctx);
         if (r != -ETIMEDOUT || last)
             return r;
     }

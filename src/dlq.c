@@ -94,7 +94,10 @@ static bool others_hold_live(const shmq_t *q, uint32_t g, uint32_t idx)
         const struct slot *c = h == g ? NULL : segment_cell(&q->seg, h, idx);
         /* relaxed: a hint (above) */
         unsigned st = c ? sw_state(atomic_load_explicit(&c->state, memory_order_relaxed)) : 0;
-        if (st == SLOT_READY || st == SLOT_DELAYED || st == SLOT_INFLIGHT)
+        /* a RESERVED cell of g >= 1 is pending (the slot is committed: we hold its word or a
+         * cell of it DEAD): ready for its group in the fan-out ring */
+        if (st == SLOT_READY || st == SLOT_DELAYED || st == SLOT_INFLIGHT ||
+            (h && st == SLOT_RESERVED))
             return true;
     }
     return false;

@@ -26,6 +26,28 @@ static inline bool group_active(const shmq_t *q, uint32_t g)
     return (atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_relaxed) >> g) & 1u;
 }
 
+/* Is w, the word just read (acquire) of a cell of group g >= 1 of slot idx, pending: RESERVED
+ * under a committed slot word (not FREE, not RESERVED), i.e. ready for g, waiting in the fan-out
+ * ring (docs/DESIGN.md, "The fan-out ring")? The slot word is read after the cell (acquire: P1,
+ * so F2's release count, before the caller's R-pre); a CAS from w stays safe either way. */
+static inline bool seg_cell_pending(const struct segment *s, uint32_t idx, uint64_t w)
+{
+    if (sw_state(w) != SLOT_RESERVED)
+        return false;
+    unsigned st = sw_state(atomic_load_explicit(&segment_slot(s, idx)->state, memory_order_acquire));
+    return st != SLOT_RESERVED && st != SLOT_FREE;
+}
+static inline bool cell_pending(const shmq_t *q, uint32_t idx, uint64_t w)
+{
+    return seg_cell_pending(&q->seg, idx, w);
+}
+
+/* Is group g's cell word w of slot idx ready for g: READY, or (g >= 1) pending? */
+static inline bool cell_ready(const shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
+{
+    return sw_state(w) == SLOT_READY || (g && cell_pending(q, idx, w));
+}
+
 /* The futex word and waiter count of group g's sleeping consumers. */
 static inline _Atomic uint32_t *group_ready_futex(const shmq_t *q, uint32_t g)
 {
@@ -54,14 +76,19 @@ static inline uint32_t bits_set(uint64_t x)
 }
 
 /* F2 for slot idx, which we hold RESERVED with its id written: the message goes to the groups of
- * m (bit 0: group 0), the groups >= 1 of m hold it. Relaxed: published by P1 (or a copy-out's
+ * m (bit 0: group 0), the n groups >= 1 of m hold it. Relaxed: published by P1 (or a copy-out's
  * parking CAS) and by F4's release CAS on each cell; a rebuild's by publishing the segment. */
-static inline void fanout_record(struct segment *s, uint32_t idx, uint64_t m)
+static inline void fanout_record_n(struct segment *s, uint32_t idx, uint64_t m, uint32_t n)
 {
     struct slot *sl = segment_slot(s, idx);
     atomic_store_explicit(segment_others(s, idx), m, memory_order_relaxed);
-    atomic_store_explicit(&sl->holders, holders_make(sl->id, bits_set(m >> 1)),
-                          memory_order_relaxed);
+    atomic_store_explicit(&sl->holders, holders_make(sl->id, n), memory_order_relaxed);
+}
+
+/* The same, n counted from m. */
+static inline void fanout_record(struct segment *s, uint32_t idx, uint64_t m)
+{
+    fanout_record_n(s, idx, m, bits_set(m >> 1));
 }
 
 /* Group tokens (docs/FORMAT.md 9): 1 << 63 | g << 57 | idx << 35 | gen & (2^35 - 1). Group 0's

@@ -102,6 +102,9 @@ static void repair_mask(shmq_t *q)
     uint64_t have = atomic_load(mask);
     if (have & ~want) /* seq_cst, as delete's: the sweep of a group that lost its bit follows */
         atomic_fetch_and(mask, want);
+    for (uint32_t g = 1; g < q->seg.layout.max_groups; g++)
+        if ((want & ~have) >> g & 1) /* as create's: it reads from the next position filled */
+            fan_cursor_start(&q->seg.fan, g);
     if (want & ~have) /* release, as create's */
         atomic_fetch_or_explicit(mask, want & ~have, memory_order_release);
 }
@@ -229,7 +232,11 @@ int shmq_group_create(shmq_t *q, const char *name, uint32_t policy, uint32_t bou
         if (!atomic_compare_exchange_strong(&e->word, &creating, pw_next(creating, GROUP_ACTIVE)))
             continue; /* never while we hold the lock */
         CRASH_POINT(group_create_before_mask);
-        /* release: pairs with a publisher's F1 (acquire): it sees the entry complete */
+        /* the group reads the fan-out ring from the next position filled (docs/DESIGN.md, "The
+         * fan-out ring"); published by the fetch_or below */
+        fan_cursor_start(&q->seg.fan, g);
+        /* release: pairs with a publisher's F1 (acquire): it sees the entry complete (and its
+         * cursor: the publisher's fill reads fan_head after this) */
         atomic_fetch_or_explicit(&q->seg.hdr->groups_mask, 1ull << g, memory_order_release);
         err = 0;
         break;
@@ -267,7 +274,15 @@ bool groups_sweep(shmq_t *q, uint32_t g)
             if (sw_state(atomic_load(&c->state)) != SLOT_FREE)
                 clean = false;
             break;
-        default: clean = false; /* RESERVED (a publish under way), INFLIGHT, FENCED: later */
+        case SLOT_RESERVED:
+            if (cell_pending(q, i, w)) { /* committed, waiting in the fan-out ring: as READY */
+                cell_finish(q, g, i, w);
+                if (sw_state(atomic_load(&c->state)) == SLOT_FREE)
+                    break;
+            }
+            clean = false; /* a publish under way: its F3b gives it back, or it commits it */
+            break;
+        default: clean = false; /* INFLIGHT, FENCED: later */
         }
     }
     return clean;

@@ -14,6 +14,7 @@
 
 #include "crc32c.h"
 #include "errdetail.h"
+#include "fanring.h"
 #include "ring.h"
 
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
@@ -175,6 +176,15 @@ void layout_group_regions(const struct seg_layout *l, struct group_regions *g)
     off += extra * l->capacity * sizeof(struct slot);
     g->grings_off = off = align_up(off, 4096);
     off += extra * 2 * l->ring_size;
+    g->fanring_off = off = align_up(off, 4096);
+    g->fan_cells = 0;
+    if (extra) {
+        uint64_t cells = 1;
+        while (cells < 2ull * l->capacity)
+            cells <<= 1;
+        g->fan_cells = cells;
+        off += fanring_bytes(l->max_groups, l->capacity, cells);
+    }
     g->end = off;
 }
 

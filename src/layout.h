@@ -247,6 +247,8 @@ struct group_regions {
     uint64_t fanout_off; /* uint64_t others[capacity] (max_groups > 1) */
     uint64_t cells_off;  /* struct slot headers [(max_groups-1) * capacity]: the group cells */
     uint64_t grings_off; /* per group 1..: ready ring, dead ring (ring_size each) */
+    uint64_t fanring_off;/* the fan-out ring (max_groups > 1): fanring.h, FORMAT.md 9 */
+    uint64_t fan_cells;  /* its cells: the power of two >= 2 * capacity (0: no ring) */
     uint64_t end;
 };
 void layout_group_regions(const struct seg_layout *l, struct group_regions *out);

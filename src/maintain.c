@@ -160,6 +160,7 @@ static void fence_dead_procs(struct pass *p)
             uint32_t g = e->group;
             _Atomic uint32_t none = 0;
             wait_uncount_dead(g < s->layout.max_groups ? group_ready_waiters(p->q, g) : &none,
+                              g < s->layout.max_groups && groups_on(p->q) ? s->fan.waiters : NULL,
                               &s->hdr->free_waiters, e);
         }
     }
@@ -258,8 +259,12 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     ns->len = len;
     ns->attempt = attempt;
     ns->publish_ns = sl->publish_ns;
-    if (groups_on(q)) /* a copy is group 0's only: F2 with m = {0} (published by the CAS below) */
+    if (groups_on(q)) { /* a copy is group 0's only: F2 with m = {0} (published by the CAS
+                         * below); never filled (FP0): no hint of the slot's last message
+                         * names it */
+        fan_unfilled(&q->seg.fan, to);
         fanout_record(&q->seg, to, 1);
+    }
     /* parked, the copy is the message in flight (its live holder may still ack or nack the
      * source): it expires no earlier than it is due, so no pass expires it under the holder (a
      * dead letter besides the holder's ack, or a second one besides its nack past the expiry);
@@ -446,7 +451,12 @@ static void repair_orphan(struct pass *p, uint32_t g, uint32_t idx, struct slot 
 {
     uint64_t ticket = 0;
     bool has_ticket;
-    if (!looks_orphaned(p, g, sl, w, &ticket, &has_ticket)) {
+    /* a READY slot of a queue with groups that group 0 can still reach through the fan-out
+     * ring (docs/DESIGN.md, "The fan-out ring") is in no ring by design: group 0 reads it there,
+     * in order */
+    bool fanned = g == 0 && sw_state(w) == SLOT_READY && groups_on(p->q) &&
+                  fan_reachable(&p->q->seg.fan, 0, idx);
+    if (fanned || !looks_orphaned(p, g, sl, w, &ticket, &has_ticket)) {
         unsuspect(p, g, idx);
         return;
     }
@@ -510,16 +520,23 @@ static bool kept_state(unsigned st)
     return st == SLOT_READY || st == SLOT_INFLIGHT || st == SLOT_DELAYED || st == SLOT_DEAD;
 }
 
+/* As kept_state for group g's cell word w of slot idx: a pending cell (ready for g, waiting in
+ * the fan-out ring) is kept as a READY one. */
+static bool cell_kept(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
+{
+    return kept_state(sw_state(w)) || (g && cell_pending(q, idx, w));
+}
+
 /* Log what recovery needs to restore message id as group g holds it in word w of its cell c
  * (the slot sl itself for group 0; read with acquire). If the slot no longer holds id, or the
  * group holds it in no kept state, log nothing: the message was acked (the acker logs its ACK)
  * or moved to another slot by a copy-out (alive there: an ACK would resolve it, review F4).
  * Our copy then stays unclosed for that group, which recovery never reads. */
-static int log_state(shmq_t *q, uint32_t g, struct slot *sl, struct slot *c, uint64_t id,
-                     uint64_t w)
+static int log_state(shmq_t *q, uint32_t g, uint32_t idx, struct slot *sl, struct slot *c,
+                     uint64_t id, uint64_t w)
 {
     uint64_t due;
-    if (sl->id != id || !kept_state(sw_state(w)))
+    if (sl->id != id || !cell_kept(q, g, idx, w))
         return 0;
     if (sw_state(w) == SLOT_DEAD)
         return queue_log_dead(q, g, id, c->attempt, c->dead_reason);
@@ -546,7 +563,7 @@ static uint64_t groups_holding(shmq_t *q, uint32_t idx)
     for (uint32_t g = 1; g < q->seg.layout.max_groups && others >> g; g++) {
         struct slot *c = segment_cell(&q->seg, g, idx);
         if (others >> g & 1 &&
-            kept_state(sw_state(atomic_load_explicit(&c->state, memory_order_acquire))))
+            cell_kept(q, g, idx, atomic_load_explicit(&c->state, memory_order_acquire)))
             m |= 1ull << g;
     }
     return m;
@@ -555,11 +572,12 @@ static uint64_t groups_holding(shmq_t *q, uint32_t idx)
 /* C2 for group g after a checkpoint's copy of message id: the record of the state its cell c
  * is in, again while the word keeps changing. 0: closed (or the group is done with it), else
  * the copy stays unused for g (a failed append, or still moving). */
-static int close_copy(shmq_t *q, uint32_t g, struct slot *sl, struct slot *c, uint64_t id)
+static int close_copy(shmq_t *q, uint32_t g, uint32_t idx, struct slot *sl, struct slot *c,
+                      uint64_t id)
 {
     for (int tries = 0; tries <= 3; tries++) {
         uint64_t seen = atomic_load_explicit(&c->state, memory_order_acquire); /* C2 */
-        if (log_state(q, g, sl, c, id, seen) != 0)
+        if (log_state(q, g, idx, sl, c, id, seen) != 0)
             return -EIO;
         if (atomic_load_explicit(&c->state, memory_order_acquire) == seen)
             return 0;
@@ -606,7 +624,7 @@ static uint32_t checkpoint_slot(struct pass *p, uint32_t idx, struct slot *sl, u
         return ws;
     CRASH_POINT(checkpoint_after_copy);
     for (uint32_t g = 0; m >> g; g++)
-        if (m >> g & 1 && close_copy(q, g, sl, segment_cell(&q->seg, g, idx), id) != 0)
+        if (m >> g & 1 && close_copy(q, g, idx, sl, segment_cell(&q->seg, g, idx), id) != 0)
             return ws; /* the copy stays unused for g: the original's file stays pinned */
     /* the slot still holds the message (some group does): not ours to move otherwise */
     uint64_t now = atomic_load_explicit(&sl->state, memory_order_acquire);
@@ -661,10 +679,14 @@ static void reset_prepared_cells(struct pass *p, uint32_t idx, uint32_t owner)
 }
 
 /* Fan-out repair: cell (g, idx) is still RESERVED by its producer. Under a committed slot (not
- * FREE, not RESERVED) its producer died or stopped between P1 and F4: after the orphan grace
- * the cell goes READY (or DELAYED with the slot's due time, for a delayed publish whose slot is
- * still DELAYED) and onto g's ring; the producer's own F4 CAS then fails. Under a FREE slot it
- * is a stale preparation (the producer was judged dead before P1): FREE again. */
+ * FREE, not RESERVED) it is pending (docs/DESIGN.md, "The fan-out ring"): left alone while g can
+ * still reach it through the fan-out ring in order (fan_reachable); else (its producer died or
+ * stopped between P1 and its fill or F4, a consumer took its position and died before its
+ * claim, the ring lapped g's cursor) after the orphan grace it goes READY (or DELAYED with the
+ * slot's due time, for a delayed publish whose slot is still DELAYED) and onto g's ring; a
+ * delayed producer's own F4 CAS then fails. Past its expiry it expires as a READY cell does.
+ * Under a FREE slot it is a stale preparation (the producer was judged dead before P1): FREE
+ * again. */
 static void finish_fanout(struct pass *p, uint32_t g, uint32_t idx, struct slot *c, uint64_t cw)
 {
     struct slot *sl = segment_slot(&p->q->seg, idx);
@@ -673,6 +695,16 @@ static void finish_fanout(struct pass *p, uint32_t g, uint32_t idx, struct slot 
     if (sw_state(w) == SLOT_RESERVED) {
         unsuspect(p, g, idx);
         return; /* not committed: its producer finishes it, or its death frees both */
+    }
+    bool live = sw_state(w) != SLOT_FREE && group_active(p->q, g);
+    if (live && p->now_ns >= slot_expire(sl)) { /* the slot's expiry, as a READY cell's */
+        unsuspect(p, g, idx);
+        p->rep->expired += expire_claim(p->q, g, idx, cw, p->now_ms);
+        return;
+    }
+    if (live && fan_reachable(&p->q->seg.fan, g, idx)) {
+        unsuspect(p, g, idx);
+        return; /* pending: g reads it through the fan-out ring, in order */
     }
     if (!suspect_long_enough(p, g, idx, cw))
         return;
@@ -743,11 +775,12 @@ static void repair_cell(struct pass *p, uint32_t g, uint32_t idx)
         break;
     default: break;
     }
-    /* keep every entry this cell still names from being released; count what g holds */
-    w = atomic_load_explicit(&c->state, memory_order_relaxed);
+    /* keep every entry this cell still names from being released (a pending cell's producer
+     * is named for nothing: not once its slot is committed); count what g holds */
+    w = atomic_load_explicit(&c->state, memory_order_acquire);
     st = sw_state(w);
-    if ((st == SLOT_INFLIGHT || st == SLOT_RESERVED || st == SLOT_FENCED) &&
-        sw_owner(w) < s->layout.max_procs)
+    if ((st == SLOT_INFLIGHT || (st == SLOT_RESERVED && !cell_pending(p->q, idx, w)) ||
+         st == SLOT_FENCED) && sw_owner(w) < s->layout.max_procs)
         p->refs[sw_owner(w)]++;
     uint32_t lg = atomic_load_explicit(&c->linger, memory_order_relaxed);
     if (lg && linger_owner(lg) < s->layout.max_procs)
@@ -758,8 +791,25 @@ static void repair_cell(struct pass *p, uint32_t g, uint32_t idx)
         p->held[g]++;
 }
 
-/* The OVERRUN policy: a group holding more than its bound loses its oldest ready messages (the
- * ring is FIFO) down to the bound; in-flight, delayed and dead ones are never dropped. */
+/* The OVERRUN policy's drop of group g's message in slot idx, ready (or pending) as word w:
+ * true if this call dropped it (the same CAS a receive's C1 races: one of the two wins). */
+static bool overrun_drop(struct pass *p, uint32_t g, struct group_entry *e, uint32_t idx,
+                         uint64_t w)
+{
+    /* the message's id while the cell holds it at w (the CAS below checks that it still did:
+     * the slot was not reused in between) */
+    uint64_t id = segment_slot(&p->q->seg, idx)->id;
+    if (cell_finish(p->q, g, idx, w) != 0)
+        return false;
+    queue_log(p->q, wal_type_of(WAL_ACK, g), id, WAL_ACK_OVERRUN); /* resolved for g */
+    p->held[g]--;
+    atomic_fetch_add_explicit(&e->overrun, 1, memory_order_relaxed); /* a tally */
+    return true;
+}
+
+/* The OVERRUN policy: a group holding more than its bound loses its oldest ready messages (its
+ * ring first, then the fan-out ring: both FIFO) down to the bound; in-flight, delayed and dead
+ * ones are never dropped. */
 static void enforce_overrun(struct pass *p, uint32_t g)
 {
     struct group_entry *e = segment_group(&p->q->seg, g);
@@ -767,22 +817,25 @@ static void enforce_overrun(struct pass *p, uint32_t g)
     if (pw_state(gw) != GROUP_ACTIVE || e->policy != SHMQ_GROUP_OVERRUN)
         return;
     struct ring *r = &p->q->seg.gready[g];
-    uint64_t tries = r->mask + 1, ticket;
+    uint64_t tries = r->mask + 1, ticket, pos;
     uint32_t idx;
     while (p->held[g] > e->bound && tries-- && ring_dequeue(r, &idx, &ticket) == 0) {
         struct slot *c = segment_cell(&p->q->seg, g, idx);
         if (!c)
             continue;
         uint64_t w = atomic_load_explicit(&c->state, memory_order_acquire);
-        /* the message's id while the cell holds it at w (the CAS below checks that it still
-         * did: the slot was not reused in between) */
-        uint64_t id = segment_slot(&p->q->seg, idx)->id;
-        /* the same CAS a receive's C1 races: one of the two wins */
-        if (sw_state(w) != SLOT_READY || cell_finish(p->q, g, idx, w) != 0)
+        if (sw_state(w) == SLOT_READY)
+            overrun_drop(p, g, e, idx, w);
+    }
+    tries = p->q->seg.fan.mask + 1;
+    while (p->held[g] > e->bound && tries-- &&
+           fan_take(&p->q->seg.fan, g, &idx, &pos) == 0) { /* as a receive's FC1-FC4 */
+        struct slot *c = segment_cell(&p->q->seg, g, idx);
+        if (!c)
             continue;
-        queue_log(p->q, wal_type_of(WAL_ACK, g), id, WAL_ACK_OVERRUN); /* resolved for g */
-        p->held[g]--;
-        atomic_fetch_add_explicit(&e->overrun, 1, memory_order_relaxed); /* a tally */
+        uint64_t w = atomic_load_explicit(&c->state, memory_order_acquire); /* FC3 */
+        if (cell_pending(p->q, idx, w) && fan_filled_at(&p->q->seg.fan, idx, pos)) /* FC4 */
+            overrun_drop(p, g, e, idx, w);
     }
 }
 

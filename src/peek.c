@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "gcell.h"
 #include "hdrblock.h"
 #include "groups.h"
 #include "queue.h"
@@ -47,7 +48,7 @@ static bool copy_ready(shmq_t *q, uint32_t g, uint32_t idx, uint64_t id, shmq_pe
     struct slot *sl = segment_slot(&q->seg, idx), *cl = segment_cell(&q->seg, g, idx);
     /* acquire: pairs with the release that made the cell READY (P1 or F4 after it, a nack...) */
     uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
-    if (sw_state(w) != SLOT_READY || sl->id != id)
+    if (!cell_ready(q, g, idx, w) || sl->id != id)
         return false;
     if (now >= slot_expire(sl))
         return false; /* past its expiry: no receive would deliver it (expire.h) */
@@ -106,8 +107,9 @@ int shmq_peek_group(shmq_t *q, const char *group, shmq_peek_msg_t *out,
         return -ENOMEM;
     for (uint32_t i = 0; i < cap; i++) { /* which slots are ready, by id */
         struct slot *sl = segment_slot(&q->seg, i), *cl = segment_cell(&q->seg, g, i);
-        /* acquire: the id read next is the READY word's message (re-checked when copied) */
-        if (sw_state(atomic_load_explicit(&cl->state, memory_order_acquire)) == SLOT_READY)
+        /* acquire: the id read next is the READY (or pending) word's message (re-checked when
+         * copied) */
+        if (cell_ready(q, g, i, atomic_load_explicit(&cl->state, memory_order_acquire)))
             v[k++] = (struct seen){sl->id, i};
     }
     qsort(v, k, sizeof(*v), by_id);

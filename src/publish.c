@@ -25,10 +25,13 @@
  * With consumer groups (max_groups > 1; docs/DESIGN.md, "Consumer groups") the commit fans out:
  * F1 reads the ACTIVE groups, F3 prepares each group's cell RESERVED (a fence, then F3b gives
  * back the cells of groups deleted meanwhile), F2 records the mask in the slot's `others`, P1
- * commits the slot READY (or DELAYED) for group 0, or HELD when group 0 is not in the mask; F4
- * moves each prepared cell READY (or DELAYED) and onto its group's ring. Killed between P1 and
- * F4, maintenance finishes the fan-out (a cell RESERVED under a committed slot). The payload is
- * written once.
+ * commits the slot READY (or DELAYED) for group 0, or HELD when group 0 is not in the mask.
+ * Then a READY publish leaves the prepared cells RESERVED ("pending": ready for their group
+ * under the committed slot) and puts the slot once into the fan-out ring (fanring.h), which every
+ * group of the queue, group 0 included, reads with a cursor of its own: no ready ring, no
+ * per-group CAS (docs/DESIGN.md, "The fan-out ring"); a delayed one's F4 moves each cell
+ * DELAYED. Killed between P1 and the fill (or F4), maintenance finishes the fan-out (a cell
+ * RESERVED, or group 0's READY word, that no cursor can reach). The payload is written once.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -136,44 +139,56 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
 }
 
 /* F1-F3 for slot idx, which we hold RESERVED: the ACTIVE groups (F1, acquire: pairs with
- * create's release fetch_or, the group's entry is complete), each group >= 1's cell prepared
- * RESERVED(self) (F3, plain: no one else moves a cell of a RESERVED slot), then a seq_cst fence
- * and the mask again (F3b: a group deleted meanwhile gets its cell back; Dekker pair with
- * delete's fetch_and and sweep), and the mask recorded in `others` with the release count (F2,
- * relaxed: published by P1). Returns the mask; 1 (group 0 only) without groups. Out of line: the one-group path
- * pays one predictable branch. */
+ * create's release fetch_or, the group's entry is complete), FP0, each group >= 1's cell
+ * prepared RESERVED(self) (F3, a release store: no one else moves a cell of a RESERVED slot),
+ * then a seq_cst fence and the mask again (F3b: a group deleted meanwhile gets its cell back;
+ * Dekker pair with delete's fetch_and and sweep), and the mask recorded in `others` with the
+ * release count (F2, relaxed: published by P1). Returns the mask; 1 (group 0 only) without
+ * groups. Out of line: the one-group path pays one predictable branch. F3 is the one cost a
+ * publish pays per group (docs/DESIGN.md, "The fan-out ring"): its loop walks the set bits and
+ * steps from group 1's cell of the slot by the cell region's group stride. */
 static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx)
 {
-    uint64_t m = atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_acquire);
-    for (uint32_t g = 1; m >> g; g++) {
-        if (!(m >> g & 1))
-            continue;
-        struct slot *c = segment_cell(&q->seg, g, idx);
+    struct segment *s = &q->seg;
+    uint64_t m = atomic_load_explicit(&s->hdr->groups_mask, memory_order_acquire);
+    uint32_t mg = s->layout.max_groups; /* 2..64: bits from shm past it are dropped */
+    m &= mg >= 64 ? ~0ull : (1ull << mg) - 1;
+    fan_unfilled(&s->fan, idx); /* FP0: before F3's release stores */
+    struct slot *first = segment_cell(s, 1, idx); /* idx is ours: in range */
+    size_t stride = s->layout.capacity; /* cells between (g, idx) and (g + 1, idx) */
+    uint64_t mine = sw_make(SLOT_RESERVED, q->self, 0);
+    uint32_t n = 0; /* F2's count of the groups >= 1 */
+    for (uint64_t x = m & ~1ull; x; x &= x - 1) {
+        uint32_t g = (uint32_t)__builtin_ctzll(x);
+        struct slot *c = first + (size_t)(g - 1) * stride;
         uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
-        if (!c || sw_state(cw) != SLOT_FREE) { /* a cell not done: never in correct use */
+        if (sw_state(cw) != SLOT_FREE) { /* a cell not done: never in correct use */
             m &= ~(1ull << g);
             continue;
         }
         c->attempt = 0;
-        /* release (F3): a late F4 of an earlier message of this slot by another thread of ours
-         * that acquires this word sees the slot's reuse, and so the release count's new tag */
-        atomic_store_explicit(&c->state, sw_next(cw, SLOT_RESERVED, q->self), memory_order_release);
+        /* F3 (release: FP0 before it, for FC4; and a late F4 of an earlier message of this
+         * slot by another thread of ours that acquires this word sees the slot's reuse, so the
+         * release count's new tag: review10; the same mov as relaxed on x86-64) */
+        atomic_store_explicit(&c->state, sw_make(SLOT_RESERVED, 0, sw_gen(cw) + 1) | mine,
+                              memory_order_release);
+        n++;
     }
-    if (m >> 1) {
+    if (n) {
         atomic_thread_fence(memory_order_seq_cst); /* F3b: after our cells, before the mask */
         /* acquire: a bit set again by a create since F1 (its index reused) is that group's, and
          * its since_pos (read before its fetch_or, release) lies below our record (rule R-G) */
-        uint64_t now = atomic_load_explicit(&q->seg.hdr->groups_mask, memory_order_acquire);
-        for (uint32_t g = 1; (m & ~now) >> g; g++) {
-            if (!((m & ~now) >> g & 1))
-                continue;
-            struct slot *c = segment_cell(&q->seg, g, idx);
+        uint64_t now = atomic_load_explicit(&s->hdr->groups_mask, memory_order_acquire);
+        for (uint64_t x = m & ~now & ~1ull; x; x &= x - 1) {
+            uint32_t g = (uint32_t)__builtin_ctzll(x);
+            struct slot *c = first + (size_t)(g - 1) * stride;
             uint64_t cw = atomic_load_explicit(&c->state, memory_order_relaxed);
             atomic_store_explicit(&c->state, sw_next(cw, SLOT_FREE, NO_OWNER), memory_order_relaxed);
             m &= ~(1ull << g);
+            n--;
         }
     }
-    fanout_record(&q->seg, idx, m); /* F2: `others` and the release count, of the final m */
+    fanout_record_n(s, idx, m, n); /* F2: `others` and the release count, of the final m */
     CRASH_POINT(fanout_after_prepare);
     return m;
 }
@@ -204,16 +219,15 @@ static void fanout_unprepare(shmq_t *q, uint32_t idx, uint64_t m)
  * in it, else HELD (other groups hold it, or nobody: freed at once after F4). */
 static inline unsigned p1_state(uint64_t m, unsigned state) { return m & 1 ? state : SLOT_HELD; }
 
-/* F4 for slot idx after P1, mask m, message id: each prepared cell of g >= 1 moves
- * RESERVED(self) -> state (READY, or DELAYED with due time due_ms, stored tagged before the CAS
- * as P0D), with release, and READY ones go onto the group's ring; a CAS that fails found the
- * fan-out finished by maintenance. wake: wake the group's sleepers (a batch wakes once itself,
- * later). A cell RESERVED(self) may be another thread's preparation of a later message of this
- * slot (we paused past the orphan grace: maintenance finished ours, the slot was freed and
- * reused; review10): the release count then has another tag, or 0 (ours while any cell of ours
- * is not FREE, F2), and we stop: that cell is not ours to commit. */
-static void fanout_commit(shmq_t *q, uint32_t idx, uint64_t m, unsigned state, uint64_t due_ms,
-                          bool wake, uint64_t id)
+/* F4 for a delayed publish's slot idx after P1D, mask m, message id: each prepared cell of
+ * g >= 1 moves RESERVED(self) -> DELAYED with due time due_ms (stored tagged before the CAS as
+ * P0D), with release; a CAS that fails found the fan-out finished by maintenance. A cell
+ * RESERVED(self) may be another thread's preparation of a later message of this slot (we paused
+ * past the orphan grace: maintenance finished ours, the slot was freed and reused; review10):
+ * the release count then has another tag, or 0 (ours while any cell of ours is not FREE, F2),
+ * and we stop: that cell is not ours to commit. */
+static void fanout_commit_delayed(shmq_t *q, uint32_t idx, uint64_t m, uint64_t due_ms,
+                                  uint64_t id)
 {
     CRASH_POINT(fanout_after_commit);
     _Atomic uint64_t *holders = &segment_slot(&q->seg, idx)->holders;
@@ -230,21 +244,38 @@ static void fanout_commit(shmq_t *q, uint32_t idx, uint64_t m, unsigned state, u
         uint64_t h = atomic_load_explicit(holders, memory_order_relaxed);
         if (holders_tag(h) != holders_tag(holders_make(id, 0)) || holders_n(h) == 0)
             return; /* not our message any more (nor the free-at-once below: its slot is reused) */
-        uint64_t next = sw_next(cw, state, NO_OWNER);
-        if (state == SLOT_DELAYED) /* P0D on the cell: the due time before the word */
-            atomic_store_explicit(&c->deadline, tagged_make(due_ms, next), memory_order_release);
-        /* release: the payload (and P1's slot word) before a consumer's C1 on the cell */
-        if (!atomic_compare_exchange_strong_explicit(&c->state, &cw, next, memory_order_release,
-                                                     memory_order_relaxed))
-            continue;
-        if (state == SLOT_READY) {
-            cell_enqueue_on(&q->seg.gready[g], c, idx, next, true);
-            if (wake)
-                wait_wake(group_ready_futex(q, g), group_ready_waiters(q, g));
-        }
+        uint64_t next = sw_next(cw, SLOT_DELAYED, NO_OWNER);
+        /* P0D on the cell: the due time before the word */
+        atomic_store_explicit(&c->deadline, tagged_make(due_ms, next), memory_order_release);
+        /* release: the payload (and P1D's slot word) before the maintainer that fires it */
+        atomic_compare_exchange_strong_explicit(&c->state, &cw, next, memory_order_release,
+                                                memory_order_relaxed);
     }
     if (!(m >> 1)) /* delivered to nobody (no group was ACTIVE): free it at once */
         slot_free_if_unread(q, idx);
+}
+
+/* The fan-out of a READY publish after P1, mask m (docs/DESIGN.md, "The fan-out ring"): the
+ * slot word is READY for group 0 (if in m) and the prepared cells of groups >= 1 stay RESERVED
+ * ("pending": ready for their group under the committed slot); the slot goes into the fan-out
+ * ring once for them all (FH), then one wake pass. Killed before the fill, maintenance's fan-out
+ * and orphan repairs put the message on each group's ring (fanout_after_commit). */
+static void fanout_publish(shmq_t *q, uint32_t idx, uint64_t m)
+{
+    CRASH_POINT(fanout_after_commit);
+    if (!m) { /* delivered to nobody (no group was ACTIVE): free it at once */
+        slot_free_if_unread(q, idx);
+        return;
+    }
+    fan_fill(&q->seg.fan, idx);
+    /* W1F (seq_cst load after FH1, a seq_cst CAS): pairs with a sleeper's W2F; only when some
+     * group has a sleeper does each group of m get its own W1 */
+    if (atomic_load_explicit(q->seg.fan.waiters, memory_order_seq_cst) == 0)
+        return;
+    for (uint64_t x = m; x; x &= x - 1) {
+        uint32_t g = (uint32_t)__builtin_ctzll(x);
+        wait_wake(group_ready_futex(q, g), group_ready_waiters(q, g));
+    }
 }
 
 /* The rest of a delayed publish, after its record: park the slot we hold as word w DELAYED
@@ -264,7 +295,7 @@ static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, ui
                                                  memory_order_relaxed))
         return -ESTALE; /* our reservation was fenced: we were declared dead */
     if (m != 1)
-        fanout_commit(q, idx, m, SLOT_DELAYED, due, false, id);
+        fanout_commit_delayed(q, idx, m, due, id);
     return 0;
 }
 
@@ -272,11 +303,13 @@ static int park_delayed(shmq_t *q, uint32_t idx, struct slot *sl, uint64_t w, ui
  * publish was decided (D1) and maintenance made it READY for us; -ESTALE. m: the groups it goes
  * to (fanout_prepare(), done before D1: once a keyed publish is decided, maintenance may commit
  * the slot for a stalled producer, and the cells must be prepared by then; fan-out repair
- * finishes them). Inlined twice: with m the constant 1 (one group) and with the mask. */
+ * finishes them). Inlined twice: with m the constant 1 and fan false (one group: today's ready
+ * ring) and with the mask and fan true (every group through the fan-out ring). */
 static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_t idx,
                                                                struct slot *sl, uint64_t w,
                                                                const struct keyed *k,
-                                                               uint64_t msg_id, uint64_t m)
+                                                               uint64_t msg_id, uint64_t m,
+                                                               bool fan)
 {
     if (k && dedup_commit(q, k->bucket, k->bucket_word, msg_id, token_make(idx, w),
                           queue_ms_at(q, k->now_ns)) != 0) {
@@ -292,10 +325,10 @@ static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_
                                                  memory_order_relaxed))
         return k ? 1 : -ESTALE; /* unkeyed: our reservation was fenced (we were judged dead) */
     CRASH_POINT(publish_after_commit);
-    if (m != 1)
-        fanout_commit(q, idx, m, SLOT_READY, 0, true, msg_id);
-    if (!(m & 1))
+    if (fan) { /* a queue with groups: every group through the fan-out ring */
+        fanout_publish(q, idx, m);
         return 0;
+    }
     cell_enqueue_on(&q->seg.ready_ring, sl, idx, ready, true); /* sl: no second lookup */
     wait_wake(&q->seg.hdr->ready_futex, &q->seg.hdr->ready_waiters);
     return 0;
@@ -305,7 +338,7 @@ static __attribute__((noinline)) int commit_fanout(shmq_t *q, uint32_t idx, stru
                                                    uint64_t w, const struct keyed *k,
                                                    uint64_t msg_id, uint64_t m)
 {
-    return commit_ready(q, idx, sl, w, k, msg_id, m);
+    return commit_ready(q, idx, sl, w, k, msg_id, m, true);
 }
 
 /* In line in both commit_slot_in copies (a call each cost shmq_publish about 35 instructions). */
@@ -316,7 +349,7 @@ static inline __attribute__((always_inline)) int make_ready(shmq_t *q, uint32_t 
 {
     if (groups_on(q))
         return commit_fanout(q, idx, sl, w, k, msg_id, m);
-    return commit_ready(q, idx, sl, w, k, msg_id, 1);
+    return commit_ready(q, idx, sl, w, k, msg_id, 1, false);
 }
 
 /* Step 2's header block, if the queue has room for one: hd's headers, or none (length 0: the
@@ -612,7 +645,7 @@ int shmq_publish_timed(shmq_t *q, const void *data, size_t len, uint64_t *id, in
         err = try_claim(&ctx);
     } else {
         uint64_t deadline = timeout_ms < 0 ? 0 : now_ns() + (uint64_t)timeout_ms * 1000000ull;
-        err = wait_until(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters, q_self(q),
+        err = wait_until(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters, NULL, q_self(q),
                          WAIT_FREE, deadline, 100000000ull, try_claim, &ctx);
     }
     if (err)
@@ -738,9 +771,9 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
             break;
         }
         CRASH_POINT(publish_after_commit);
-        if (m != 1)
-            fanout_commit(q, idx[j], m, SLOT_READY, 0, true, ids[j]);
-        if (m & 1) {
+        if (groups_on(q)) { /* every group through the fan-out ring (docs/DESIGN.md) */
+            fanout_publish(q, idx[j], m);
+        } else {
             ridx[nr] = idx[j];
             rw[nr] = ready;
             rsl[nr++] = sl;

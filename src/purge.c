@@ -20,7 +20,9 @@
  * consumer killed there (receive_after_dequeue).
  *
  * Per group (shmq_purge_group): the same on group g's cells and its ready ring (group 0's cell
- * is the slot, its ring the queue's ready ring); the message's id is the slot's. A purged cell
+ * is the slot, its ring the queue's ready ring); the message's id is the slot's. In a queue with
+ * groups a new message is in no ready ring but in the fan-out ring (docs/DESIGN.md, "The fan-out
+ * ring"): a scan of the cells then purges what is ready or pending (purge_fanned). A purged cell
  * is finished as an ack of that group finishes it: the slot is freed once no group holds the
  * message (V2), so the other groups keep theirs. Copy-out (and so a parked copy) is group 0's
  * only. A purged cell's record is an ACK of its group (wal_type_of(WAL_ACK, g)), as its ack's.
@@ -28,6 +30,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "gcell.h"
 #include "groups.h"
 #include "queue.h"
 #include "slot.h"
@@ -45,6 +48,29 @@ static int purge_slot(shmq_t *q, uint32_t g, uint32_t idx, uint64_t w)
         return 0;
     /* after the CAS, as an ack: the record never resolves a message someone else took */
     return queue_log(q, wal_type_of(WAL_ACK, g), id, 0) == -EIDRM ? -EIDRM : 1;
+}
+
+/* In a queue with groups, group g's messages waiting in the fan-out ring (docs/DESIGN.md, "The
+ * fan-out ring": a pending cell, or a READY slot word for group 0, in no ring), found by a scan:
+ * g's cursor is first raised to the position being filled now (what is purged needs no hint;
+ * one filled later stays for the receivers), then each ready or pending cell is purged, racing a
+ * receive's C1 on it as the ring's entries do. */
+static int purge_fanned(shmq_t *q, uint32_t g, uint32_t *count)
+{
+    fan_cursor_raise(&q->seg.fan, g, fan_head_now(&q->seg.fan));
+    for (uint32_t i = 0; i < q->seg.layout.capacity; i++) {
+        struct slot *cl = segment_cell(&q->seg, g, i);
+        /* acquire: pairs with P1 or F3's release (and cell_pending's slot load with P1): id is
+         * the message's */
+        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
+        if (!cell_ready(q, g, i, w))
+            continue;
+        int r = purge_slot(q, g, i, w);
+        if (r < 0)
+            return r;
+        *count += (uint32_t)r;
+    }
+    return 0;
 }
 
 /* Drain group g's ready ring once: READY cells are purged, stale entries dropped. */
@@ -139,6 +165,8 @@ int shmq_purge_group(shmq_t *q, const char *group, unsigned flags, uint32_t *cou
     err = (flags & SHMQ_PURGE_DELAYED) ? purge_delayed(q, g, &n) : 0;
     if (!err)
         err = purge_ready(q, g, &n);
+    if (!err && groups_on(q))
+        err = purge_fanned(q, g, &n);
     if (count)
         *count = n;
     return err;

@@ -65,6 +65,8 @@ static void bind_regions(struct segment *s)
         ring_bind(&s->gready[g], r, l->ring_order);
         ring_bind(&s->gdead[g], r + l->ring_size, l->ring_order);
     }
+    fanring_bind(&s->fan, (char *)s->base + s->groups.fanring_off, l->max_groups, l->capacity,
+                 s->groups.fan_cells);
 }
 
 static int init_contents(struct segment *s)
@@ -94,6 +96,8 @@ static int init_contents(struct segment *s)
             atomic_store_explicit(&segment_cell(s, g, i)->state, sw_make(SLOT_FREE, NO_OWNER, 0),
                                   memory_order_relaxed);
     }
+    if (s->layout.max_groups > 1)
+        fanring_init(&s->fan, s->layout.max_groups, s->layout.capacity);
     /* group 0, "default", ACTIVE (groups.c); plain stores published by S1 */
     struct group_entry *g0 = (struct group_entry *)((char *)s->base + s->groups.groups_off);
     snprintf(g0->name, sizeof(g0->name), "default");

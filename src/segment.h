@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fanring.h"
 #include "layout.h"
 #include "ring.h"
 
@@ -24,6 +25,7 @@ struct segment {
     struct group_regions groups; /* where the group table, cells and rings lie (layout.h) */
     /* Each group's ready and dead-letter rings: group 0's are ready_ring and dead_ring. */
     struct ring gready[SHMQ_GROUPS_MAX], gdead[SHMQ_GROUPS_MAX];
+    struct fanring fan; /* the fan-out ring of groups >= 1 (max_groups > 1; fanring.h) */
 };
 
 /* 0 if name is a valid queue name, else -EINVAL. */

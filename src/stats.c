@@ -8,6 +8,7 @@
 
 #include "abi.h"
 #include "clock.h"
+#include "gcell.h"
 #include "groups.h"
 #include "queue.h"
 #include "registry.h"
@@ -146,7 +147,9 @@ void group_count(const struct segment *s, uint32_t g, uint64_t now, shmq_group_s
         const struct slot *sl = segment_slot(s, i), *cl = segment_cell(s, g, i);
         /* acquire: pairs with the release that made the cell so (P1, F4, ...): the slot's id
          * and publish_ns are this message's (racy hints for the gauges all the same) */
-        unsigned state = sw_state(atomic_load_explicit(&cl->state, memory_order_acquire));
+        uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
+        /* a pending cell (RESERVED under a committed slot: waiting in the fan-out ring) is ready */
+        unsigned state = g && seg_cell_pending(s, i, w) ? SLOT_READY : sw_state(w);
         switch (state) {
         case SLOT_READY: st->ready++; break;
         case SLOT_INFLIGHT: st->inflight++; break;

@@ -35,7 +35,7 @@ void wait_wake_all(_Atomic uint32_t *futex_word)
 
 /* What a sleeper cancelled in its futex wait undoes (sleep_once). */
 struct sleeper {
-    _Atomic uint32_t *futex_word, *waiters;
+    _Atomic uint32_t *futex_word, *waiters, *summary;
     struct proc_entry *self;
     uint32_t unit;
 };
@@ -47,6 +47,8 @@ static void sleep_cancelled(void *arg)
 {
     struct sleeper *s = arg;
     atomic_fetch_sub(s->waiters, 1);
+    if (s->summary)
+        atomic_fetch_sub(s->summary, 1); /* W2F undone */
     atomic_fetch_sub(&s->self->sleeping, s->unit); /* S1 */
     wait_wake(s->futex_word, s->waiters);
 }
@@ -74,8 +76,8 @@ static long futex_sleep(struct sleeper *s, uint32_t seen, const struct timespec 
 }
 
 static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,
-                      struct proc_entry *self, uint32_t unit, uint64_t sleep_ns,
-                      int (*try_fn)(void *), void *arg)
+                      _Atomic uint32_t *summary, struct proc_entry *self, uint32_t unit,
+                      uint64_t sleep_ns, int (*try_fn)(void *), void *arg)
 {
     uint32_t seen = atomic_load_explicit(futex_word, memory_order_acquire);
     /* S1 (seq_cst): marked in our entry before we are counted (W2), unmarked after we are
@@ -84,15 +86,19 @@ static int sleep_once(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters,
     atomic_fetch_add(&self->sleeping, unit);
     /* W2 (seq_cst): counted before the last try; pairs with W1 */
     atomic_fetch_add(waiters, 1);
+    if (summary) /* W2F (seq_cst): counted in the summary too before the last try; pairs with W1F */
+        atomic_fetch_add(summary, 1);
     int r = try_fn(arg);
     if (r == -EAGAIN) {
         struct timespec ts = {.tv_sec = (time_t)(sleep_ns / 1000000000ull),
                               .tv_nsec = (long)(sleep_ns % 1000000000ull)};
-        struct sleeper me = {futex_word, waiters, self, unit};
+        struct sleeper me = {futex_word, waiters, summary, self, unit};
         if (futex_sleep(&me, seen, &ts) != 0 && errno == EINTR)
             r = -EINTR;
     }
     atomic_fetch_sub(waiters, 1);
+    if (summary)
+        atomic_fetch_sub(summary, 1);
     atomic_fetch_sub(&self->sleeping, unit); /* S1 */
     return r;
 }
@@ -105,18 +111,20 @@ static void sub_floor(_Atomic uint32_t *count, uint32_t n)
         ;
 }
 
-void wait_uncount_dead(_Atomic uint32_t *ready_waiters, _Atomic uint32_t *free_waiters,
-                       struct proc_entry *e)
+void wait_uncount_dead(_Atomic uint32_t *ready_waiters, _Atomic uint32_t *summary,
+                       _Atomic uint32_t *free_waiters, struct proc_entry *e)
 {
     /* S1: one exchange, so of two maintainers only one uncounts */
     uint32_t v = atomic_exchange(&e->sleeping, 0);
     sub_floor(ready_waiters, v & 0xffffu);
+    if (summary)
+        sub_floor(summary, v & 0xffffu);
     sub_floor(free_waiters, v >> 16);
 }
 
-int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct proc_entry *self,
-               enum wait_kind kind, uint64_t deadline_ns, uint64_t max_sleep_ns,
-               int (*try_fn)(void *), void *arg)
+int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, _Atomic uint32_t *summary,
+               struct proc_entry *self, enum wait_kind kind, uint64_t deadline_ns,
+               uint64_t max_sleep_ns, int (*try_fn)(void *), void *arg)
 {
     for (int i = 0; i < WAIT_SPIN_TRIES; i++) {
         int r = try_fn(arg);
@@ -132,7 +140,8 @@ int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct p
             if (deadline_ns - now < sleep_ns)
                 sleep_ns = deadline_ns - now;
         }
-        int r = sleep_once(futex_word, waiters, self, (uint32_t)kind, sleep_ns, try_fn, arg);
+        int r = sleep_once(futex_word, waiters, summary, self, (uint32_t)kind, sleep_ns, try_fn,
+                           arg);
         if (r == -EINTR || r != -EAGAIN)
             return r;
         r = try_fn(arg);

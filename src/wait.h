@@ -74,16 +74,19 @@ enum wait_kind { WAIT_READY = 1, WAIT_FREE = 1 << 16 };
  * Wait until try_fn(arg) returns something other than -EAGAIN, or deadline_ns passes
  * (0: forever). Spins first. Returns try_fn's result, -ETIMEDOUT, or -EINTR.
  * self: the sleeper's registry entry, counted in its sleeping word (kind) while counted in
- * *waiters. max_sleep_ns bounds each sleep (so the caller can refresh its heartbeat via try_fn,
+ * *waiters (and in *summary unless it is NULL: a consumer of a group >= 1 in the fan-out ring's
+ * count of sleepers, W2F, docs/DESIGN.md "The fan-out ring"). max_sleep_ns bounds each sleep (so the caller can refresh its heartbeat via try_fn,
  * and a wake-up lost to a repaired count costs at most one such sleep).
  */
-int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, struct proc_entry *self,
-               enum wait_kind kind, uint64_t deadline_ns, uint64_t max_sleep_ns,
-               int (*try_fn)(void *), void *arg);
+int wait_until(_Atomic uint32_t *futex_word, _Atomic uint32_t *waiters, _Atomic uint32_t *summary,
+               struct proc_entry *self, enum wait_kind kind, uint64_t deadline_ns,
+               uint64_t max_sleep_ns, int (*try_fn)(void *), void *arg);
 
 /* The holder of e is dead: uncount the sleepers it left in the waiter counts, its ready sleepers
- * from ready_waiters (its group's: proc_entry.group), its free sleepers from free_waiters. */
-void wait_uncount_dead(_Atomic uint32_t *ready_waiters, _Atomic uint32_t *free_waiters,
+ * from ready_waiters (its group's: proc_entry.group) and from summary (NULL: none; the fan-out
+ * ring's count of sleepers of groups >= 1), its free sleepers from free_waiters. */
+void wait_uncount_dead(_Atomic uint32_t *ready_waiters, _Atomic uint32_t *summary,
+                       _Atomic uint32_t *free_waiters,
                        struct proc_entry *e);
 
 #endif

@@ -15,6 +15,10 @@
  *    stale one -ESTALE; nack and dead letters are the group's own.
  *  - producer_killed_after_commit_is_fanned_out_by_maintenance (fanout_after_commit): P1 done,
  *    no group's cell moved on: maintenance delivers it to every group.
+ *  - producer_killed_after_fill_is_helped_by_the_next (fan_after_fill): the fan-out ring's
+ *    filler killed before moving fan_head: the next publish helps, both arrive, in order.
+ *  - consumer_killed_after_take_is_delivered_after_repair (fan_after_take): a taker killed
+ *    after moving its group's cursor, before its claim: the repair delivers it.
  *  - producer_killed_after_prepare_leaves_no_cell_behind (fanout_after_prepare): the dead
  *    reservation is freed with its prepared cells, so the slot's next message reaches group a.
  *  - consumer_killed_before_release_is_freed_by_maintenance (group_release_before_free): the
@@ -472,6 +476,72 @@ Test(groups, producer_killed_after_prepare_leaves_no_cell_behind)
     h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
     both_groups_receive(q, c0, ca, "next");
     shmq_consumer_close(c0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
+}
+
+/* Receive want in c now (no wait, no maintenance: what the fan-out ring carries by itself, after
+ * publishes that returned). */
+static void receive_now(shmq_consumer_t *c, const char *want)
+{
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(c, &m, 0), 0);
+    cr_assert(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0,
+              "received '%.*s', not '%s'", (int)m.len, (const char *)m.data, want);
+    h_assert_rc(shmq_ack(c, &m), 0);
+}
+
+/* The fan-out ring (docs/DESIGN.md, "The fan-out ring"): a producer killed after its fill (FH1)
+ * and before it moved fan_head (FH2) left no hole: the next publish helps fan_head past it and
+ * fills the next position, and both groups receive both messages in order, through the ring
+ * alone (no maintenance pass: the repair would not touch them, they are reachable). */
+Test(groups, producer_killed_after_fill_is_helped_by_the_next)
+{
+    crash_name = h_qname("kfill");
+    struct crash_child cc = {"fan_after_fill", 'p', false};
+    pid_t k;
+    shmq_t *q = crash_queue(4, &cc, &k);
+    h_open_gate(k);
+    wait_killed(k, cc.point);
+    h_assert_rc(shmq_publish(q, "next", 4, NULL), 0); /* helps, then fills after "fan" */
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    receive_now(c0, "fan");
+    receive_now(c0, "next");
+    receive_now(ca, "fan");
+    receive_now(ca, "next");
+    shmq_consumer_close(c0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
+}
+
+/* A consumer of group a killed after it took a position of the fan-out ring (FC2, its cursor
+ * moved past the message) and before its claim: the cell stays pending behind a's cursor, which
+ * no receive reaches any more; maintenance's fan-out repair makes it READY on a's ring after the
+ * grace, and a's next consumer receives it. */
+Test(groups, consumer_killed_after_take_is_delivered_after_repair)
+{
+    crash_name = h_qname("ktake");
+    struct crash_child cc = {"fan_after_take", 'a', false};
+    pid_t k;
+    shmq_t *q = crash_queue(4, &cc, &k);
+    h_assert_rc(shmq_publish(q, "fan", 3, NULL), 0);
+    h_open_gate(k);
+    wait_killed(k, cc.point);
+    shmq_consumer_t *ca;
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    shmq_msg_t m;
+    h_assert_rc(shmq_receive(ca, &m, 0), -EAGAIN); /* behind the cursor: not in the ring */
+    int rc = -EAGAIN;
+    for (int64_t until = h_now_ms() + 20000; rc != 0 && h_now_ms() < until;) {
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+        rc = shmq_receive(ca, &m, 20);
+        cr_assert(rc == 0 || rc == -ETIMEDOUT, "receive: %d", rc);
+    }
+    h_assert_rc(rc, 0);
+    cr_assert(m.len == 3 && memcmp(m.data, "fan", 3) == 0);
+    h_assert_rc(shmq_ack(ca, &m), 0);
     shmq_consumer_close(ca);
     shmq_close(q);
 }
