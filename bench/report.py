@@ -782,7 +782,8 @@ if fails or meta.get("failed"):
 
 w("## Files\n")
 w("results.json (every run's JSON and the aggregates), raw.tsv, plots (PNG and SVG: latency, throughput, "
-  "throughput-1k, oversub), wal-figures.md, stderr.log; programs under bench/ and bench/peers/.\n")
+  "throughput-1k, oversub), wal-figures.md, stderr.log, readme-summary.md (the trimmed table for README "
+  "\"Benchmarks\"); programs under bench/ and bench/peers/.\n")
 
 open(os.path.join(D, "report.md"), "w").write("\n".join(out) + "\n")
 json.dump(results, open(os.path.join(D, "results.json"), "w"), indent=1, sort_keys=True)
@@ -861,6 +862,54 @@ if subprocess.call(["which", "gnuplot"], stdout=subprocess.DEVNULL) == 0:
         print("report.py: gnuplot failed", file=sys.stderr)
 else:
     print("report.py: no gnuplot: no plots", file=sys.stderr)
+
+# ---------- README's summary: the trimmed table README "Benchmarks" shows, from this run ----------
+def readme_rows():
+    rows = []
+
+    def row(fig, sv, peer, pv, fmt):
+        if sv is not None and pv is not None:
+            rows.append(f"| {fig} | {fmt(sv)} | {pn(peer)} | {fmt(pv)} | {ratio(sv, pv)} |")
+    s50 = lat("shmq-none", "poll", 64)
+    for p in ("hw-2lines", "iceoryx", "unix"):
+        row("latency p50, 64 B, busy-poll", s50, p, lat(p, "poll", 64), ns)
+    row("latency p99.9, 64 B, busy-poll", lat("shmq-none", "poll", 64, "p999_ns"), "iceoryx",
+        lat("iceoryx", "poll", 64, "p999_ns"), ns)
+    row("latency p50, 64 B, blocking", lat("shmq-none", "block", 64), "iceoryx", lat("iceoryx", "block", 64), ns)
+    for p in ("iceoryx", "ck_ring-mpmc", "rte_ring-mpmc"):
+        row("throughput 1P/1C pinned, 64 B, none", tp("shmq-none", "1", 64), p, tp(p, "1", 8 if "ring" in p else 64), rate)
+    row("throughput 1P/1C pinned, 64 B, process (default)", tp("shmq-process", "1", 64), "iceoryx", tp("iceoryx", "1", 64), rate)
+    row("throughput 4P/4C on 2 cpus, 64 B, none", tp("shmq-none", "4", 64), "rte_ring-mpmc", tp("rte_ring-mpmc", "4", 8), rate)
+    row("throughput 1P/1C pinned, 1 KiB, process (default)", tp("shmq-process", "1", 1024), "iceoryx", tp("iceoryx", "1", 1024), rate)
+    row("throughput 1P/1C pinned, 64 B, none, batches of 32", tp("shmq-none-b32", "1", 64), "shmq-none", tp("shmq-none", "1", 64), rate)
+    if cg.get("shmq-none") and cg.get("rte_ring-mpmc"):
+        row("instructions per message (callgrind)", cg["shmq-none"]["per_msg"], "rte_ring-mpmc",
+            cg["rte_ring-mpmc"]["per_msg"], lambda v: f"{v:.0f}")
+    for size in (64, 1024):
+        row(f"fan-out to 4 receivers, one-way p50, {size} B", fan("fan", "shmq-none", size, "p50_ns"), "iceoryx",
+            fan("fan", "iceoryx", size, "p50_ns"), ns)
+        row(f"fan-out to 4 receivers, one-way p99.9, {size} B", fan("fan", "shmq-none", size, "p999_ns"), "iceoryx",
+            fan("fan", "iceoryx", size, "p999_ns"), ns)
+        row(f"fan-out to 4 receivers, messages/s, {size} B", fan("fantput", "shmq-none", size, "msgs_per_s"), "iceoryx",
+            fan("fantput", "iceoryx", size, "msgs_per_s"), rate)
+    for size in (64, 1024):
+        o, pl = BR.get(("out", size)), BR.get(("plain", size))
+        if o and pl:
+            rows.append(f"| shmq-bridge out, {size} B | {rate(o['median_msgs_per_s'])} | plain JetStream async-publish loop "
+                        f"| {rate(pl['median_msgs_per_s'])} | {o['vs_plain']:.2f}× |")
+    w_, c_ = results["recovery"].get("watchdog"), results["recovery"].get("cooperative")
+    if w_ and c_ and w_["first_ms"] and c_["first_ms"]:
+        rows.append(f"| redelivery after a consumer's SIGKILL, watchdog / cooperative | {w_['first_ms']['median']:.2f} ms / "
+                    f"{c_['first_ms']['median']:.0f} ms | | | |")
+    return rows
+
+
+RM = readme_rows()
+with open(os.path.join(D, "readme-summary.md"), "w") as f:
+    f.write(f"(bench/results/{os.path.basename(os.path.normpath(D))}/report.md: {meta['ncpu']}-cpu {meta['cpu']}, "
+            f"`{meta['command']}`, revision {meta['revision']}, load {meta['load_start']} at start; its summary, trimmed; "
+            "ratio = shmq / peer; latency one-way, shmq with durability none)\n\n")
+    f.write("| figure | shmq | peer | peer's | ratio |\n|---|---|---|---|---|\n" + "\n".join(RM) + "\n")
 
 print("\n".join(["## Summary", "", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + lat_summary
                 + ["", "| figure | shmq | peer | peer's | ratio shmq / peer |", "|---|---|---|---|---|"] + tput_summary
