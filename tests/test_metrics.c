@@ -879,6 +879,20 @@ Test(metrics, groups_carry_a_group_label_and_their_lag_alerts)
         h_assert_rc(shmq_ack(ca, &m), 0);
     }
     assert_log(&d, "event=alert_cleared alert=group_lag", 1, "group a caught up");
+    /* each group's consumers and their counters */
+    snprintf(want, sizeof want, "shmq_group_messages_acked_total{queue=\"%s\",group=\"a\"} 3",
+             name);
+    text = fetch_until(port, want);
+    check_exposition(text);
+    snprintf(key, sizeof key,
+             "shmq_group_messages_delivered_total{queue=\"%s\",group=\"default\"}", name);
+    cr_assert_eq(sample_value(text, key), 3);
+    snprintf(key, sizeof key, "shmq_group_messages_nacked_total{queue=\"%s\",group=\"a\"}",
+             name);
+    cr_assert_eq(sample_value(text, key), 0);
+    snprintf(key, sizeof key, "shmq_group_consumers{queue=\"%s\",group=\"a\"}", name);
+    cr_assert_eq(sample_value(text, key), 1);
+    free(text);
     h_assert_rc(shmq_consumer_close(c0), 0);
     h_assert_rc(shmq_consumer_close(ca), 0);
     h_assert_rc(shmq_close(q), 0);

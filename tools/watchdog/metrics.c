@@ -283,8 +283,8 @@ static void group_sample(FILE *f, const char *name, const struct watch *w,
     fprintf(f, "\"%s} %s\n", extra ? extra : "", value);
 }
 
-/* Each consumer group's messages by state, lag, age and overrun (shmq_group_stats), labelled
- * group: at most SHMQ_GROUPS_MAX series per queue and family. */
+/* Each consumer group's messages by state, lag, age, overrun, its consumers and their counters
+ * (shmq_group_stats), labelled group: at most SHMQ_GROUPS_MAX series per queue and family. */
 static void render_groups(FILE *f, const struct watch_list *l)
 {
     static const struct {
@@ -333,6 +333,35 @@ static void render_groups(FILE *f, const struct watch_list *l)
         for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++) {
             snprintf(v, sizeof v, "%llu", (unsigned long long)l->w[i]->groups[g].overrun);
             group_sample(f, "shmq_group_overrun_total", l->w[i], &l->w[i]->groups[g], NULL, v);
+        }
+    /* its consumers' counters, summed (those of its consumers that closed or died included) */
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } totals[] = {
+        {"shmq_group_messages_delivered_total",
+         "Messages a consumer group's consumers received (redeliveries included).",
+         offsetof(shmq_group_stats_t, delivered)},
+        {"shmq_group_messages_acked_total", "Acks of a consumer group's consumers.",
+         offsetof(shmq_group_stats_t, acked)},
+        {"shmq_group_messages_nacked_total", "Nacks of a consumer group's consumers.",
+         offsetof(shmq_group_stats_t, nacked)},
+    };
+    for (size_t k = 0; k < sizeof totals / sizeof totals[0]; k++) {
+        family(f, totals[k].name, "counter", totals[k].help);
+        for (size_t i = 0; i < l->n; i++)
+            for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++) {
+                uint64_t x;
+                memcpy(&x, (const char *)&l->w[i]->groups[g] + totals[k].off, sizeof x);
+                snprintf(v, sizeof v, "%llu", (unsigned long long)x);
+                group_sample(f, totals[k].name, l->w[i], &l->w[i]->groups[g], NULL, v);
+            }
+    }
+    family(f, "shmq_group_consumers", "gauge", "Consumers attached in a consumer group now.");
+    for (size_t i = 0; i < l->n; i++)
+        for (size_t g = 0; live(l->w[i]) && g < l->w[i]->n_groups; g++) {
+            snprintf(v, sizeof v, "%u", l->w[i]->groups[g].consumers);
+            group_sample(f, "shmq_group_consumers", l->w[i], &l->w[i]->groups[g], NULL, v);
         }
 }
 
