@@ -435,8 +435,10 @@ static inline __attribute__((always_inline)) int ack_slot(shmq_consumer_t *c,
     if (err)
         return err;
     *id = h.sl->id; /* read while we may still own it; used only if the CAS succeeds */
-    int r = g || !fr ? cell_finish(c->q, g, h.idx, h.w)
-                     : slot_finish_deferred(c->q, h.idx, h.w, &fr->w[fr->n]);
+    /* group 0's finish compiled for group 0 (slot_finish), not for any group (cell_finish) */
+    int r = g    ? cell_finish(c->q, g, h.idx, h.w)
+            : fr ? slot_finish_deferred(c->q, h.idx, h.w, &fr->w[fr->n])
+                 : slot_finish(c->q, h.idx, h.w);
     if (r < 0) {
         cell_let_go(c->q, g, h.idx, h.w); /* we will not read it again */
         return -ESTALE;
