@@ -153,7 +153,14 @@ bool pid_gone(int pid)
 {
     if (pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH))
         return true;
+    CRASH_POINT(pid_gone_before_state);
     char st = proc_run_state(pid);
+    /* /proc unreadable: reaped since kill() above (its parent waited for it just then)? Gone,
+     * if kill() says so now. Before, such a process was alive for this pass (its start time
+     * unreadable too), and a watchdog woken by its pidfd found nothing to do until its next
+     * periodic pass (crash::a_process_reaped_while_judged_is_dead) */
+    if (st == 0)
+        return kill(pid, 0) != 0 && errno == ESRCH;
     if (st == 'X')
         return true;
     /* killed, not yet reaped by its parent: dead all the same, unless only its main thread

@@ -857,3 +857,96 @@ Test(crash, maintain_after_fence_freeing_a_dead_reservation) { maintain_move_cas
 Test(crash, maintain_after_fence_releasing_a_fenced_slot) { maintain_move_case(MV_FENCED); }
 
 Test(crash, maintain_after_fence_dead_lettering) { maintain_move_case(MV_DEAD); }
+
+/* ---------------------------------------------------------------- a liveness check raced */
+
+/*
+ * A dead process reaped by its parent between pid_gone()'s kill(pid, 0) (a zombie: it succeeds)
+ * and its read of /proc/PID/stat (gone: unreadable) was judged alive by that pass: its entry kept
+ * its message. Under load this made watchdog::death_is_detected_between_passes fail once (the
+ * pass its pidfd woke judged the victim alive; the next one was 30 s away). The maintainer stops
+ * at pid_gone_before_state on the victim's consumer entry while the test reaps the victim.
+ */
+struct gone_shared {
+    char qname[SHMQ_NAME_MAX + 1];
+    _Atomic int got, done;
+    _Atomic uint32_t procs_dead, reclaimed;
+};
+
+static int gone_victim_main(void *argp)
+{
+    struct gone_shared *sh = *(struct gone_shared **)argp;
+    shmq_t *q;
+    shmq_consumer_t *c;
+    shmq_msg_t m;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_consumer_open(q, "victim", &c) != 0 ||
+        shmq_receive(c, &m, WAIT_MS) != 0)
+        return 10;
+    atomic_store(&sh->got, 1);
+    for (;;) /* holds it until killed */
+        t_sleep_ms(10);
+}
+
+static int gone_maintainer_main(void *argp)
+{
+    struct gone_shared *sh = *(struct gone_shared **)argp;
+    shmq_t *q;
+    shmq_maint_report_t r;
+    if (shmq_open(sh->qname, &q) != 0 || shmq_maintain(q, &r) != 0)
+        return 10;
+    atomic_store(&sh->procs_dead, r.procs_dead);
+    atomic_store(&sh->reclaimed, r.reclaimed);
+    atomic_store(&sh->done, 1);
+    return shmq_close(q) == 0 ? 0 : 11;
+}
+
+Test(crash, a_process_reaped_while_judged_is_dead)
+{
+    struct gone_shared *sh = t_shared(sizeof *sh);
+    snprintf(sh->qname, sizeof sh->qname, "%s", t_qname("gone"));
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = 8;
+    cfg.max_msg_size = 64;
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    cfg.heartbeat_timeout_ms = 60000; /* only death may take the message back */
+    cfg.ack_deadline_ms = 60000;
+    shmq_t *q;
+    cr_assert_eq(shmq_create(sh->qname, &cfg, &q), 0);
+    cr_assert_eq(shmq_publish(q, "x", 1, NULL), 0);
+    cr_assert_eq(shmq_close(q), 0); /* the registry holds the victim first, then the maintainer */
+    pid_t v = t_spawn(gone_victim_main, &sh, sizeof sh);
+    for (int64_t end = t_now_ms() + WAIT_MS; !atomic_load(&sh->got);) {
+        cr_assert_lt(t_now_ms(), end, "the victim did not receive the message");
+        t_sleep_ms(1);
+    }
+    kill(v, SIGKILL);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)v);
+    for (int64_t end = t_now_ms() + WAIT_MS;;) { /* a zombie, not reaped */
+        char buf[512] = {0};
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        const char *p = n ? strrchr(buf, ')') : NULL;
+        if (p && p[1] == ' ' && p[2] == 'Z')
+            break;
+        cr_assert_lt(t_now_ms(), end, "the victim did not become a zombie");
+        t_sleep_ms(1);
+    }
+    /* skip 1: past the victim's queue handle's entry, at its consumer's (which holds the
+     * message), as in the watchdog's flake: the message stayed taken */
+    pid_t m = t_spawn_crash(gone_maintainer_main, &sh, sizeof sh, "pid_gone_before_state", 1, 1);
+    int st = 0;
+    cr_assert_eq(t_wait(m, WAIT_MS, WUNTRACED, &st), 0);
+    cr_assert(WIFSTOPPED(st), "the maintainer did not stop at pid_gone_before_state (0x%x)", st);
+    cr_assert_eq(t_wait(v, WAIT_MS, 0, &st), 0, "the victim was not reaped");
+    kill(m, SIGCONT);
+    t_assert_exit0(m, WAIT_MS, "maintainer");
+    cr_assert_eq(atomic_load(&sh->procs_dead), 2,
+                 "the victim, reaped while the pass judged it, was judged alive: %u of its 2 "
+                 "entries fenced, %u message reclaimed", atomic_load(&sh->procs_dead),
+                 atomic_load(&sh->reclaimed));
+    cr_assert_eq(atomic_load(&sh->reclaimed), 1);
+}
