@@ -90,7 +90,8 @@ static inline __attribute__((always_inline)) void enqueue_cell(shmq_t *q, uint32
             slot_free_if_unread(q, idx);
             break;
         }
-        slot_enqueue_on(q, &q->seg.free_ring, idx, w, false);
+        if (free_ring_room(q)) /* else FREE in no ring: found as a ring too full leaves it */
+            slot_enqueue_on(q, &q->seg.free_ring, idx, w, false);
         wait_wake(&h->free_futex, &h->free_waiters);
         break;
     case SLOT_READY:
@@ -234,7 +235,7 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, u
     uint32_t prev = idx ? idx - 1 : (uint32_t)l->capacity - 1;
     struct slot *ps = (struct slot *)((char *)q->seg.base + l->slots_off +
                                       (uint64_t)prev * l->slot_stride);
-    bool ring = sw_state(atomic_load(&ps->state)) != SLOT_FREE;
+    bool ring = sw_state(atomic_load(&ps->state)) != SLOT_FREE && free_ring_room(q);
     if (deferred) {
         *freed = next;
         return ring; /* 0: nothing for the caller to enqueue */

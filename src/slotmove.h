@@ -41,6 +41,22 @@ static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, u
     cell_enqueue_on(ring, segment_slot(&q->seg, idx), idx, w, from_publish);
 }
 
+/* Has the free ring room for another entry (docs/DESIGN.md "The free slots", stale entries)?
+ * Its entries are hints that a cursor claim leaves behind, so unlike the other rings it is not
+ * bounded by one entry per slot; a producer that always claims at its cursor never drains it,
+ * and out-of-order acks would fill every cell (each ack then spends laps of failed tickets,
+ * and the threshold's 3n-1 counts n entries at most). An enqueue is skipped while head..tail
+ * spans n = cells / 2 tickets or more: entries stay at most n plus the enqueues under way (one
+ * per acking thread). A skipped slot is FREE in no ring: what a ring too full to take it leaves,
+ * found by cursors, the failed claims' sweep, a blocking publish's look and maintenance.
+ * Rare path only (an ack whose previous slot is in use, the other frees): two seq_cst loads. */
+static inline bool free_ring_room(shmq_t *q)
+{
+    const struct ring *r = &q->seg.free_ring;
+    uint64_t head = ring_head(r); /* seq_cst: head first, so tail - head never undercounts */
+    return (int64_t)(ring_tail(r) - head) < (int64_t)((r->mask + 1) / 2);
+}
+
 /* Take a slot off the free ring for owner: CAS FREE(g) -> RESERVED(owner). 0 and *idx, or
  * -EAGAIN when none is free. An index whose slot is not FREE is a stale or duplicate entry:
  * dropped. Inline: publish's fast path calls it. */

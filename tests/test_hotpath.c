@@ -399,3 +399,43 @@ Test(hotpath, an_acker_killed_after_an_out_of_order_free_is_repaired)
     h_assert_rc(shmq_publish(f.q, "x", 1, NULL), 0);
     fs_done(&f);
 }
+
+/* The free ring holds at most n = cells / 2 entries (ring.c: the caller's invariant, what the
+ * SCQ threshold and an enqueuer's finding a cell rest on). Since the free slots left it, a
+ * slot claimed at a producer's cursor leaves its ring entry behind (stale), and an ack whose
+ * slot follows one in use puts the slot on the ring again: a producer that always finds its
+ * next slot at its cursor never dequeues, so out-of-order acks pile entries up without bound.
+ * Each round here publishes the whole queue at the cursor, then acks every second message
+ * before the others (so each of those follows a slot in use). */
+Test(hotpath, out_of_order_acks_never_overfill_the_free_ring)
+{
+    const char *name = h_qname("fsfull");
+    const uint32_t cap = 8;
+    shmq_config_t cfg = h_small_config(cap, 64, 8);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    const struct ring *r = &q->seg.free_ring;
+    uint64_t cells = r->mask + 1, most = 0;
+    for (int round = 0; round < 64; round++) {
+        shmq_msg_t m[8];
+        for (uint32_t i = 0; i < cap; i++)
+            h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+        for (uint32_t i = 0; i < cap; i++)
+            h_assert_rc(shmq_receive(c, &m[i], 0), 0);
+        for (uint32_t i = 1; i < cap; i += 2)
+            h_assert_rc(shmq_ack(c, &m[i]), 0);
+        for (uint32_t i = 0; i < cap; i += 2)
+            h_assert_rc(shmq_ack(c, &m[i]), 0);
+        uint64_t held = 0;
+        for (uint64_t p = 0; p < cells; p++)
+            held += !ring_cell_at(r, p).empty;
+        most = held > most ? held : most;
+    }
+    cr_expect_leq(most, cells / 2, "the free ring held %llu entries, more than n = %llu",
+                  (unsigned long long)most, (unsigned long long)(cells / 2));
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
