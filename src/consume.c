@@ -67,91 +67,127 @@ static void cooperate(shmq_consumer_t *c, uint64_t now)
     shmq_maintain_if_unwatched(c->q, COOP_LEASE_MS);
 }
 
-/* The rest of a receive after C1 moved group g's cell cl of slot sl (index idx) to mine: 0 (msg
- * filled in), 1 (not delivered after all: expired, corrupt) or the error that ends the receive
- * (-ESTALE, -EIDRM: the claim given back). */
-static inline __attribute__((always_inline)) int deliver(shmq_consumer_t *c, shmq_msg_t *msg,
-                                                         uint64_t now, uint32_t g, uint32_t idx,
-                                                         struct slot *sl, struct slot *cl,
-                                                         uint64_t mine)
+/* now: the call's one reading of the coarse clock. g: the consumer's group, passed as a
+ * constant 0 for group 0 (claim_ready_slot), so the one-group path is compiled without the
+ * groups' branches. */
+/* A claim (C1) made, not yet delivered: its index, slot, group cell and INFLIGHT word. */
+struct claimed {
+    uint32_t idx;
+    struct slot *sl, *cl;
+    uint64_t mine;
+};
+
+/* C1 on index idx, just taken off group g's ready ring: true and *k if we hold it now, false
+ * for a stale or duplicate entry or a lost race (nothing to deliver). */
+static inline __attribute__((always_inline)) bool claim_c1(shmq_consumer_t *c, uint32_t g,
+                                                           uint32_t idx, struct claimed *k)
 {
     shmq_t *q = c->q;
+    struct slot *sl = segment_slot(&q->seg, idx);
+    if (!sl)
+        return false; /* garbage from shm: drop it */
+    struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
+    uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
+    if (sw_state(w) != SLOT_READY)
+        return false; /* stale or duplicate entry */
+    uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
+    /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
+     * seq_cst (the same instruction on x86) for E5 in claims_hold() */
+    if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return false;
     CRASH_POINT(receive_after_claim);
-    if (fenced(c)) { /* fenced between the check and the claim: give it straight back */
-        cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
-        return -ESTALE;
-    }
-    /* E5 (seq_cst load after the seq_cst claim): a claim after a rebuild's E3 sees the new
-     * generation: this segment is no longer the queue, give the copy back undelivered. A
+    *k = (struct claimed){idx, sl, cl, mine};
+    return true;
+}
+
+/* After claims ks[0..n) (C1 each, all before this call): 0 if they stand, else the error
+ * (-ESTALE, -EIDRM) with every one of them given back READY. One check covers them all: each
+ * claim is sequenced before it, as a single receive's one claim is. */
+static inline __attribute__((always_inline)) int claims_hold(shmq_consumer_t *c, uint32_t g,
+                                                             const struct claimed *ks, size_t n)
+{
+    int err = 0;
+    if (fenced(c)) /* fenced between the check and the claims: give them straight back */
+        err = -ESTALE;
+    /* E5 (seq_cst load after the seq_cst claims): a claim after a rebuild's E3 sees the new
+     * generation: this segment is no longer the queue, give the copies back undelivered. A
      * claim before E3 is a delivery before the rebuild (the rebuilt queue may deliver the
      * message again: at least once). */
-    if (!queue_gen_live_sc(q)) {
-        cell_move(q, g, idx, mine, sw_next(mine, SLOT_READY, NO_OWNER));
-        return -EIDRM;
-    }
+    else if (!queue_gen_live_sc(c->q))
+        err = -EIDRM;
+    for (size_t j = 0; err && j < n; j++)
+        cell_move(c->q, g, ks[j].idx, ks[j].mine, sw_next(ks[j].mine, SLOT_READY, NO_OWNER));
+    return err;
+}
+
+/* The ack deadline of a delivery at now (the call's coarse clock reading), in queue ms: plus
+ * the clock's lag rounded up (lag_pad_ms), so a deadline may pass a tick late, never early; the
+ * ack deadline in use now (K1: relaxed, a read-mostly line). */
+static inline uint64_t ack_due(const shmq_consumer_t *c, uint64_t now)
+{
+    return queue_ms_at(c->q, now) + c->lag_pad_ms +
+           settings_ack_deadline_ms(&c->q->seg.hdr->settings);
+}
+
+/* Deliver claim k into msg (its deadline due): 0, or 1 when there is nothing to deliver (past
+ * its expiry: expired; a corrupted length: dead-lettered). Counters are the caller's. */
+static inline __attribute__((always_inline)) int deliver(shmq_consumer_t *c, shmq_msg_t *msg,
+                                                         uint64_t now, uint64_t due, uint32_t g,
+                                                         const struct claimed *k)
+{
+    shmq_t *q = c->q;
+    struct slot *sl = k->sl, *cl = k->cl;
     /* X1: past its expiry it is never delivered (expire.h); a queue without a TTL stores
      * EXPIRE_NEVER: one compare against the try's clock reading either way */
     if (now >= slot_expire(sl)) {
-        expire_held_cell(q, g, idx, mine, q_self(q));
+        expire_held_cell(q, g, k->idx, k->mine, q_self(q));
         return 1;
     }
     uint32_t attempt = cl->attempt + 1;
     cl->attempt = attempt;
-    /* coarse clock, plus its lag rounded up (lag_pad_ms): a deadline may pass a tick late,
-     * never early; the ack deadline in use now (K1: relaxed, a read-mostly line) */
-    uint64_t due =
-        queue_ms_at(q, now) + c->lag_pad_ms + settings_ack_deadline_ms(&q->seg.hdr->settings);
     /* relaxed: validated by its gen tag (slot.h) */
-    atomic_store_explicit(&cl->deadline, tagged_make(due, mine), memory_order_relaxed);
+    atomic_store_explicit(&cl->deadline, tagged_make(due, k->mine), memory_order_relaxed);
     uint32_t len = sl->len;
     if (len > q->seg.layout.max_msg_size) { /* corrupted slot: never hand it out */
-        cell_dead_letter(q, g, idx, mine, SHMQ_DEAD_CORRUPT);
+        cell_dead_letter(q, g, k->idx, k->mine, SHMQ_DEAD_CORRUPT);
         return 1;
     }
     msg->id = sl->id;
     msg->data = slot_payload(sl);
     msg->len = len;
     msg->attempt = attempt;
-    msg->token = g ? gtoken_make(g, idx, mine) : token_make(idx, mine);
+    msg->token = g ? gtoken_make(g, k->idx, k->mine) : token_make(k->idx, k->mine);
     msg->flags = attempt > 1 ? SHMQ_MSG_REDELIVERED : 0;
-    count_own(c_self(c), CNT_DELIVERED);
-    if (attempt > 1)
-        count_own(c_self(c), CNT_REDELIVERED);
-    if ((++c->deliveries & 1023) == 0)
-        cooperate(c, now);
     return 0;
 }
 
-
-/* The claim of index idx, just taken off group g's ready ring: 0 (msg filled in), 1 (nothing
- * to deliver: a stale entry, a lost race, an expired message) or the error that ends the
- * receive (-ESTALE, -EIDRM: the claim given back). */
-static inline __attribute__((always_inline)) int claim_index(shmq_consumer_t *c, shmq_msg_t *msg,
-                                                             uint64_t now, uint32_t g,
-                                                             uint32_t idx)
+/* Count n deliveries of which r redelivered (count_own: only this thread writes them), and now
+ * and then (every 1024 deliveries) cooperate. */
+static inline void delivered(shmq_consumer_t *c, uint32_t n, uint32_t r, uint64_t now)
 {
-    shmq_t *q = c->q;
-    struct slot *sl = segment_slot(&q->seg, idx);
-    if (!sl)
-        return 1; /* garbage from shm: drop it */
-    struct slot *cl = g ? segment_cell(&q->seg, g, idx) : sl; /* our group's cell */
-    uint64_t w = atomic_load_explicit(&cl->state, memory_order_acquire);
-    if (sw_state(w) != SLOT_READY)
-        return 1; /* stale or duplicate entry */
-    uint64_t mine = sw_next(w, SLOT_INFLIGHT, c->self);
-    /* C1 (acquire): pairs with P1 (commit) and with the release of whoever made it READY;
-     * seq_cst (the same instruction on x86) for E5 below */
-    if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
-                                                 memory_order_relaxed))
-        return 1;
-    return deliver(c, msg, now, g, idx, sl, cl, mine);
+    struct proc_entry *e = c_self(c);
+    /* relaxed, a plain load and store: a tally in an entry only this thread writes */
+    atomic_store_explicit(&e->counters[CNT_DELIVERED],
+                          atomic_load_explicit(&e->counters[CNT_DELIVERED],
+                                               memory_order_relaxed) + n,
+                          memory_order_relaxed);
+    if (r)
+        atomic_store_explicit(&e->counters[CNT_REDELIVERED],
+                              atomic_load_explicit(&e->counters[CNT_REDELIVERED],
+                                                   memory_order_relaxed) + r,
+                              memory_order_relaxed);
+    uint32_t before = c->deliveries;
+    c->deliveries = before + n;
+    if ((before ^ c->deliveries) >> 10) /* crossed a multiple of 1024 */
+        cooperate(c, now);
 }
 
 /* A receive in group g of a queue with groups that found g's ready ring empty: the fan-out ring
  * (docs/DESIGN.md, "The fan-out ring"): each position taken (FC1-FC2) names a slot; its cell
  * must still be pending (FC3: RESERVED under a committed slot word, for group 0 the slot word
  * READY) for the message filled at that position (FC4), else the hint is stale and the next is
- * taken. Out of line: a one-group queue never comes here. */
+ * taken. Counts its delivery itself. Out of line: a one-group queue never comes here. */
 static __attribute__((noinline)) int claim_fanned(shmq_consumer_t *c, shmq_msg_t *msg,
                                                   uint64_t now, uint32_t g)
 {
@@ -176,9 +212,15 @@ static __attribute__((noinline)) int claim_fanned(shmq_consumer_t *c, shmq_msg_t
         if (!atomic_compare_exchange_strong_explicit(&cl->state, &w, mine, memory_order_seq_cst,
                                                      memory_order_relaxed))
             continue;
-        int r = deliver(c, msg, now, g, idx, sl, cl, mine);
-        if (r <= 0)
-            return r;
+        CRASH_POINT(receive_after_claim);
+        struct claimed k = {idx, sl, cl, mine};
+        int err = claims_hold(c, g, &k, 1);
+        if (err)
+            return err;
+        if (deliver(c, msg, now, ack_due(c, now), g, &k) == 0) {
+            delivered(c, 1, msg->attempt > 1, now);
+            return 0;
+        }
     }
     return -EAGAIN;
 }
@@ -194,47 +236,54 @@ static inline __attribute__((always_inline)) int claim_in_group(shmq_consumer_t 
     uint32_t idx;
     while (ring_dequeue(&c->q->seg.gready[g], &idx, &ticket) == 0) {
         CRASH_POINT(receive_after_dequeue);
-        int r = claim_index(c, msg, now, g, idx);
-        if (r <= 0)
-            return r;
+        struct claimed k;
+        if (!claim_c1(c, g, idx, &k))
+            continue;
+        int err = claims_hold(c, g, &k, 1);
+        if (err)
+            return err;
+        if (deliver(c, msg, now, ack_due(c, now), g, &k) == 0) {
+            delivered(c, 1, msg->attempt > 1, now);
+            return 0;
+        }
     }
     return g || groups_on(c->q) ? claim_fanned(c, msg, now, g) : -EAGAIN;
 }
 
 /* A receive batch's claims in group g: up to max messages into msgs, the ready ring's entries
  * taken as ranges (ring_dequeue_batch, "Batches" in ring.c), each claimed as claim_in_group
- * claims one. The count taken (> 0), or claim_in_group's -EAGAIN or error when none was. An
- * error after some were taken ends the batch with them (the next call reports it); the indexes
- * it left taken off the ring but unclaimed go back on it. */
+ * claims one (C1), one fence and rebuild check after a range's claims (claims_hold), then each
+ * delivered. The count taken (> 0), or -EAGAIN or the error when none was. An error after some
+ * were taken ends the batch with them (the next call reports it). */
 static __attribute__((noinline)) int claim_batch(shmq_consumer_t *c, shmq_msg_t *msgs,
                                                  size_t max, uint64_t now, uint32_t g)
 {
     shmq_t *q = c->q;
     uint32_t idx[RING_BATCH_MAX];
+    struct claimed ks[RING_BATCH_MAX];
+    uint64_t due = ack_due(c, now);
     size_t got = 0, n;
+    uint32_t redelivered = 0;
+    int err = 0;
     while (got < max) {
-        size_t want = max - got < RING_BATCH_MAX ? max - got : RING_BATCH_MAX;
+        size_t want = max - got < RING_BATCH_MAX ? max - got : RING_BATCH_MAX, m = 0;
         if ((n = ring_dequeue_batch(&q->seg.gready[g], idx, NULL, want)) == 0)
             break;
         CRASH_POINT(receive_after_dequeue);
-        for (size_t j = 0; j < n; j++) {
-            int r = g ? claim_index(c, msgs + got, now, g, idx[j])
-                      : claim_index(c, msgs + got, now, 0, idx[j]);
-            if (r == 0) {
-                got++;
-            } else if (r < 0) {
-                for (j++; j < n; j++) { /* READY in no ring otherwise: orphans until repair */
-                    struct slot *cl = segment_cell(&q->seg, g, idx[j]);
-                    uint64_t w;
-                    if (cl && sw_state(w = atomic_load_explicit(&cl->state,
-                                                                memory_order_acquire)) ==
-                                  SLOT_READY)
-                        queue_enqueue_cell(q, g, idx[j], w);
-                }
-                return got ? (int)got : r;
-            }
+        for (size_t j = 0; j < n; j++)
+            m += g ? claim_c1(c, g, idx[j], &ks[m]) : claim_c1(c, 0, idx[j], &ks[m]);
+        if (m && (err = claims_hold(c, g, ks, m)) != 0)
+            break;
+        for (size_t j = 0; j < m; j++) {
+            if ((g ? deliver(c, &msgs[got], now, due, g, &ks[j])
+                   : deliver(c, &msgs[got], now, due, 0, &ks[j])) == 0)
+                redelivered += msgs[got++].attempt > 1;
         }
     }
+    if (got)
+        delivered(c, (uint32_t)got, redelivered, now);
+    if (err)
+        return got ? (int)got : err;
     while (got < max && groups_on(q)) { /* then the fan-out ring, one at a time */
         int r = claim_fanned(c, msgs + got, now, g);
         if (r < 0)

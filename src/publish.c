@@ -730,6 +730,9 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
     CRASH_POINT(publish_after_reserve);
     /* relaxed: ids only need to be unique and increasing; P1 publishes each slot */
     uint64_t first = atomic_fetch_add_explicit(&q->seg.hdr->next_id, got, memory_order_relaxed);
+    /* the run's expiry: its one clock reading, the time to live in use now (K1: read once) */
+    uint64_t expire = expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings));
+    bool groups = groups_on(q);
     for (size_t j = 0; j < got; j++) {
         struct slot *sl = sls[j] = segment_slot(&q->seg, idx[j]);
         w[j] = atomic_load_explicit(&sl->state, memory_order_relaxed);
@@ -741,10 +744,11 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         sl->len = (uint32_t)msgs[j].len;
         sl->attempt = 0;
         sl->publish_ns = now;
-        slot_set_expire(sl, expire_at(now, settings_default_ttl_ms(&q->seg.hdr->settings)));
+        slot_set_expire(sl, expire);
         /* P0 (release), as in commit_slot(): the id above is this reservation's */
         atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
-        ms[j] = fanout_prepare(q, idx[j]); /* F1-F3b before the record, as commit_slot() */
+        /* F1-F3b before the record, as commit_slot() (fanout_prepare) */
+        ms[j] = groups ? prepare_groups(q, idx[j]) : 1;
     }
     CRASH_POINT(publish_after_write);
     size_t logged = got;
