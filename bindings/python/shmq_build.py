@@ -142,6 +142,8 @@ typedef struct shmq_group_stats {
     int64_t oldest_age_ms;
     uint64_t overrun, newest_id, first_id;
     char name[...];
+    uint64_t delivered, acked, nacked;
+    uint32_t consumers;
     ...;
 } shmq_group_stats_t;
 

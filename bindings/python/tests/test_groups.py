@@ -94,6 +94,7 @@ def test_group_stats_count_one_groups_messages(qname):
             a.ack_many(a.receive_many(10, timeout=20))
             st = q.group_stats("audit")
             assert (st.ready, st.inflight, st.held, st.lag, st.oldest_age_ms) == (0, 0, 0, 0, -1)
+            assert (st.delivered, st.acked, st.nacked, st.consumers) == (3, 3, 0, 1)
         d = q.group_stats()
         assert (d.name, d.index, d.ready) == ("default", 0, 3)
         with pytest.raises(shmq.QueueNotFound):

@@ -106,7 +106,9 @@ class GroupStats:
     """Queue.group_stats(name): one consumer group's messages by state now
     (shmq_group_stats_t). held = ready + inflight + delayed + dead; lag: the ids published
     since the oldest message it has not finished (0 when it holds none); oldest_age_ms -1
-    when none; newest_id: the queue's last id (lag's reference)."""
+    when none; newest_id: the queue's last id (lag's reference); delivered, acked, nacked:
+    its consumers' counters summed (attached ones and those released since the group was
+    created); consumers: how many are attached now."""
 
     index: int
     name: str
@@ -120,6 +122,10 @@ class GroupStats:
     overrun: int
     newest_id: int
     first_id: int
+    delivered: int
+    acked: int
+    nacked: int
+    consumers: int
 
 
 GROUP_STATS_FIELDS = tuple(f.name for f in fields(GroupStats))
