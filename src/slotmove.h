@@ -49,12 +49,18 @@ static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, u
  * spans n = cells / 2 tickets or more: entries stay at most n plus the enqueues under way (one
  * per acking thread). A skipped slot is FREE in no ring: what a ring too full to take it leaves,
  * found by cursors, the failed claims' sweep, a blocking publish's look and maintenance.
+ * Except while the threshold is spent (below).
  * Rare path only (an ack whose previous slot is in use, the other frees): two seq_cst loads. */
 static inline bool free_ring_room(shmq_t *q)
 {
     const struct ring *r = &q->seg.free_ring;
     uint64_t head = ring_head(r); /* seq_cst: head first, so tail - head never undercounts */
-    return (int64_t)(ring_tail(r) - head) < (int64_t)((r->mask + 1) / 2);
+    if ((int64_t)(ring_tail(r) - head) < (int64_t)((r->mask + 1) / 2))
+        return true;
+    /* seq_cst, as the dequeuers' own read: with the threshold spent they draw no tickets, so
+     * head would never come back within n of tickets dead enqueuers left: enqueue (its reset
+     * lets them pass those tickets). At most one entry past n per threshold spent. */
+    return atomic_load(&r->shm->threshold) < 0;
 }
 
 /* Take a slot off the free ring for owner: CAS FREE(g) -> RESERVED(owner). 0 and *idx, or

@@ -439,3 +439,34 @@ Test(hotpath, out_of_order_acks_never_overfill_the_free_ring)
     h_assert_rc(shmq_close(q), 0);
     h_assert_rc(shmq_unlink(name), 0);
 }
+
+/* The free ring's room check (free_ring_room) must not shut the ring for good: tickets dead
+ * enqueuers left can put tail n or more past head while the threshold is spent, and then
+ * dequeuers draw nothing, so head never comes back; an ack must enqueue (and reset the
+ * threshold) then, or every later free skips the ring. The state is made by hand: 4n dead
+ * tickets, the threshold spent as 3n failed dequeues leave it. */
+Test(hotpath, a_spent_free_ring_with_dead_tickets_takes_the_next_free)
+{
+    const char *name = h_qname("fsspent");
+    shmq_config_t cfg = h_small_config(8, 64, 8);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    shmq_msg_t m[2];
+    for (int i = 0; i < 2; i++)
+        h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        h_assert_rc(shmq_receive(c, &m[i], 0), 0);
+    struct ring_shm *r = q->seg.free_ring.shm;
+    atomic_fetch_add(&r->tail, 2 * (q->seg.free_ring.mask + 1));
+    atomic_store(&r->threshold, -1);
+    uint64_t tail = atomic_load(&r->tail);
+    h_assert_rc(shmq_ack(c, &m[1]), 0); /* after a slot in use: onto the free ring */
+    cr_expect_neq(atomic_load(&r->tail), tail, "the ack skipped the free ring");
+    cr_expect_geq(atomic_load(&r->threshold), 0, "the free ring's threshold is still spent");
+    h_assert_rc(shmq_ack(c, &m[0]), 0);
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
+}
