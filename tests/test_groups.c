@@ -19,6 +19,8 @@
  *    filler killed before moving fan_head: the next publish helps, both arrive, in order.
  *  - consumer_killed_after_take_is_delivered_after_repair (fan_after_take): a taker killed
  *    after moving its group's cursor, before its claim: the repair delivers it.
+ *  - released_slots_do_not_pile_up_on_the_free_ring: a slot the last group releases goes onto
+ *    the free ring only when an ack's F3 would put it there.
  *  - producer_killed_after_prepare_leaves_no_cell_behind (fanout_after_prepare): the dead
  *    reservation is freed with its prepared cells, so the slot's next message reaches group a.
  *  - consumer_killed_before_release_is_freed_by_maintenance (group_release_before_free): the
@@ -542,6 +544,35 @@ Test(groups, consumer_killed_after_take_is_delivered_after_repair)
     h_assert_rc(rc, 0);
     cr_assert(m.len == 3 && memcmp(m.data, "fan", 3) == 0);
     h_assert_rc(shmq_ack(ca, &m), 0);
+    shmq_consumer_close(ca);
+    shmq_close(q);
+}
+
+/* A slot freed by the last group's release goes onto the free ring only as an ack's F3 says (the
+ * slot before it not FREE): producers claim at their cursor, so entries for every release piled
+ * up as stale ones until the ring was full and each enqueue scanned all of it. Sequential
+ * publish, receive and ack in both groups: the free ring holds no more than it began with. */
+Test(groups, released_slots_do_not_pile_up_on_the_free_ring)
+{
+    const char *name = h_qname("gfree");
+    shmq_config_t cfg = groups_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    struct ring *fr = &q->seg.free_ring;
+    uint64_t before = ring_tail(fr) - ring_head(fr);
+    for (int i = 0; i < 1000; i++) {
+        h_assert_rc(shmq_publish(q, "m", 1, NULL), 0);
+        receive_now(c0, "m");
+        receive_now(ca, "m"); /* the last group: its release frees the slot */
+    }
+    uint64_t after = ring_tail(fr) - ring_head(fr);
+    cr_assert(after <= before, "free ring entries %llu, %llu before",
+              (unsigned long long)after, (unsigned long long)before);
+    shmq_consumer_close(c0);
     shmq_consumer_close(ca);
     shmq_close(q);
 }
