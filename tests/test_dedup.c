@@ -137,38 +137,57 @@ Test(dedup, duplicates_within_the_window_answer_the_first_id)
     cr_assert_eq(shmq_unlink(name), 0);
 }
 
-Test(dedup, after_the_window_the_same_key_publishes_again)
+/* One round of the window test on a fresh queue. Returns false, asserting nothing about the
+ * window, when a step meant to fall inside the 200 ms window took longer than the window on
+ * this (busy) machine: the caller then tries a fresh queue. Steps meant to fall past it wait
+ * by the clock, however long that takes. */
+#define WINDOW_MS 200
+static bool window_round(const char *name)
 {
-    const char *name = t_qname("dwin");
-    shmq_config_t cfg = base_config(16, 64, 200);
+    shmq_config_t cfg = base_config(16, 64, WINDOW_MS);
     shmq_t *q = create_queue(name, &cfg);
     shmq_consumer_t *c;
     cr_assert_eq(shmq_consumer_open(q, "dd", &c), 0);
 
-    uint64_t a = 0, b = 0, d = 0;
+    uint64_t a = 0, b = 0, d = 0, e = 0;
+    int64_t t0 = t_now_ms();
     cr_assert_eq(pub_key(q, "k", "one", &a), 0);
-    t_sleep_ms(50);
     cr_assert_eq(pub_key(q, "k", "dup", &b), 0);
-    cr_assert_eq(b, a, "inside the window (50 ms of 200)");
-    t_sleep_ms(350); /* past the window, counted from the first publish */
-    cr_assert_eq(pub_key(q, "k", "two", &d), 0);
-    cr_assert_neq(d, a, "after the window the key must publish again");
-    cr_assert_gt(d, a);
-    /* and the new publish opens a new window */
-    uint64_t e = 0;
-    cr_assert_eq(pub_key(q, "k", "dup2", &e), 0);
-    cr_assert_eq(e, d);
-
-    shmq_stats_t st;
-    cr_assert_eq(shmq_stats(q, &st), 0);
-    cr_assert_eq(st.published, 2);
-    cr_assert_eq(st.dedup_hits, 2);
-    uint64_t ids[4];
-    cr_assert_eq(drain(q, c, ids, 4, 50), 2);
-    cr_assert(ids[0] == a && ids[1] == d);
+    bool in_time = t_now_ms() - t0 < WINDOW_MS;
+    if (in_time) {
+        cr_assert_eq(b, a, "inside the window");
+        while (t_now_ms() - t0 <= WINDOW_MS + 50) /* past the window, from the first publish */
+            t_sleep_ms(20);
+        int64_t t1 = t_now_ms();
+        cr_assert_eq(pub_key(q, "k", "two", &d), 0);
+        cr_assert_neq(d, a, "after the window the key must publish again");
+        cr_assert_gt(d, a);
+        /* and the new publish opens a new window */
+        cr_assert_eq(pub_key(q, "k", "dup2", &e), 0);
+        in_time = t_now_ms() - t1 < WINDOW_MS;
+    }
+    if (in_time) {
+        cr_assert_eq(e, d);
+        shmq_stats_t st;
+        cr_assert_eq(shmq_stats(q, &st), 0);
+        cr_assert_eq(st.published, 2);
+        cr_assert_eq(st.dedup_hits, 2);
+        uint64_t ids[4];
+        cr_assert_eq(drain(q, c, ids, 4, 50), 2);
+        cr_assert(ids[0] == a && ids[1] == d);
+    }
     cr_assert_eq(shmq_consumer_close(c), 0);
     cr_assert_eq(shmq_close(q), 0);
     cr_assert_eq(shmq_unlink(name), 0);
+    return in_time;
+}
+
+Test(dedup, after_the_window_the_same_key_publishes_again)
+{
+    const char *name = t_qname("dwin");
+    int round = 0;
+    while (!window_round(name))
+        cr_assert_lt(++round, 50, "no round kept two publishes within %d ms", WINDOW_MS);
 }
 
 #define COUNT_WINDOW 64u
