@@ -503,7 +503,8 @@ static inline __attribute__((always_inline)) int ack_slot(shmq_consumer_t *c,
  * after its last, W1 in wait_wake_n then follows every enqueue). */
 static void enqueue_freed(shmq_t *q, struct freed *fr)
 {
-    if (fr->n && free_ring_room(q)) /* else FREE orphans, as one ring too full leaves */
+    /* room for the whole range, else FREE orphans, as one ring too full leaves */
+    if (fr->n && free_ring_room(q, fr->n))
         cells_enqueue_batch(&q->seg.free_ring, fr->sl, fr->idx, fr->w, fr->n, false);
     fr->n = 0;
 }

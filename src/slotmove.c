@@ -90,7 +90,7 @@ static inline __attribute__((always_inline)) void enqueue_cell(shmq_t *q, uint32
             slot_free_if_unread(q, idx);
             break;
         }
-        if (free_ring_room(q)) /* else FREE in no ring: found as a ring too full leaves it */
+        if (free_ring_room(q, 1)) /* else FREE in no ring: found as a ring too full leaves it */
             slot_enqueue_on(q, &q->seg.free_ring, idx, w, false);
         wait_wake(&h->free_futex, &h->free_waiters);
         break;
@@ -243,7 +243,7 @@ static inline __attribute__((always_inline)) int finish(shmq_t *q, uint32_t g, u
     /* F3 (seq_cst): the slot before it FREE means whoever claims that one looks at ours next
      * (F1 after F2): no ring needed. Otherwise onto the free ring (queue_enqueue_slot's FREE
      * case, in line; sl is the slot, g 0), or into the caller's range (deferred) */
-    bool ring = free_needs_ring(q, idx) && free_ring_room(q);
+    bool ring = free_needs_ring(q, idx) && free_ring_room(q, 1);
     if (deferred) {
         *freed = next;
         return ring; /* 0: nothing for the caller to enqueue */
@@ -320,7 +320,7 @@ void slot_free_if_unread(shmq_t *q, uint32_t idx)
      * ring_enqueue for 12000 messages at 4 groups) */
     if (!atomic_compare_exchange_strong(&sl->state, &w, next))
         return;
-    if (free_needs_ring(q, idx) && free_ring_room(q)) /* else FREE in no ring, as an ack's */
+    if (free_needs_ring(q, idx) && free_ring_room(q, 1)) /* else FREE in no ring, as an ack's */
         cell_enqueue_on(&q->seg.free_ring, sl, idx, next, false);
     wait_wake(&q->seg.hdr->free_futex, &q->seg.hdr->free_waiters);
 }

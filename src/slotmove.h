@@ -41,25 +41,25 @@ static inline void slot_enqueue_on(shmq_t *q, struct ring *ring, uint32_t idx, u
     cell_enqueue_on(ring, segment_slot(&q->seg, idx), idx, w, from_publish);
 }
 
-/* Has the free ring room for another entry (docs/DESIGN.md "The free slots", stale entries)?
+/* Has the free ring room for k more entries (docs/DESIGN.md "The free slots", stale entries)?
  * Its entries are hints that a cursor claim leaves behind, so unlike the other rings it is not
  * bounded by one entry per slot; a producer that always claims at its cursor never drains it,
  * and out-of-order acks would fill every cell (each ack then spends laps of failed tickets,
  * and the threshold's 3n-1 counts n entries at most). An enqueue is skipped while head..tail
- * spans n = cells / 2 tickets or more: entries stay at most n plus the enqueues under way (one
- * per acking thread). A skipped slot is FREE in no ring: what a ring too full to take it leaves,
- * found by cursors, the failed claims' sweep, a blocking publish's look and maintenance.
+ * would span n = cells / 2 tickets or more with them: entries stay at most n plus the enqueues
+ * under way (one per acking thread, or an ack batch's range of at most 64). A skipped slot is
+ * FREE in no ring: what a ring too full to take it leaves, found by cursors, the failed claims' sweep, a blocking publish's look and maintenance.
  * Except while the threshold is spent (below).
  * Rare path only (an ack whose previous slot is in use, the other frees): two seq_cst loads. */
-static inline bool free_ring_room(shmq_t *q)
+static inline bool free_ring_room(shmq_t *q, uint64_t k)
 {
     const struct ring *r = &q->seg.free_ring;
     uint64_t head = ring_head(r); /* seq_cst: head first, so tail - head never undercounts */
-    if ((int64_t)(ring_tail(r) - head) < (int64_t)((r->mask + 1) / 2))
+    if ((int64_t)(ring_tail(r) - head + k) <= (int64_t)((r->mask + 1) / 2))
         return true;
     /* seq_cst, as the dequeuers' own read: with the threshold spent they draw no tickets, so
      * head would never come back within n of tickets dead enqueuers left: enqueue (its reset
-     * lets them pass those tickets). At most one entry past n per threshold spent. */
+     * lets them pass those tickets). At most one entry (or range) past n per threshold spent. */
     return atomic_load(&r->shm->threshold) < 0;
 }
 

@@ -36,6 +36,8 @@
  */
 #include "helpers.h"
 #include "io.h"
+#include "queue.h"
+#include "ring.h"
 #include "segment.h"
 
 #include <pthread.h>
@@ -861,4 +863,51 @@ Test(batch, consumer_killed_inside_an_ack_batch_loses_nothing)
 {
     SKIP_WITHOUT_FAULTS();
     killed_mid_batch("bka", (struct mid_kill){"ack_after_free", "ack", 3}, 0, 4);
+}
+
+/* The free ring holds at most n = cells / 2 entries (ring.c's caller invariant; its entries are
+ * hints a cursor claim leaves behind, so free_ring_room() bounds them). An ack batch puts the
+ * slots F3 sends to the ring on it as one range: the room it checks is the range's. Each round
+ * publishes the whole queue at the cursor and receives it; even rounds ack the odd messages in
+ * one batch (each follows a slot in use: a range of four onto the ring), then the others; odd
+ * rounds ack message 1 alone, then the rest in order (only message 0 follows a slot in use).
+ * The ring then holds 8, 12, 14 entries before a range of four: checking room for one entry
+ * took it to 18 (n = 16). */
+Test(batch, an_ack_batch_never_overfills_the_free_ring)
+{
+    const char *name = h_qname("bfsfull");
+    enum { CAP = 8 };
+    shmq_config_t cfg = h_small_config(CAP, 64, 8);
+    shmq_t *q;
+    shmq_consumer_t *c;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_consumer_open(q, "c", &c), 0);
+    const struct ring *r = &q->seg.free_ring;
+    uint64_t cells = r->mask + 1, most = 0;
+    for (int round = 0; round < 64; round++) {
+        shmq_msg_t m[CAP], first[CAP], rest[CAP];
+        for (uint32_t i = 0; i < CAP; i++)
+            h_assert_rc(shmq_publish(q, "x", 1, NULL), 0);
+        for (uint32_t i = 0; i < CAP; i++)
+            h_assert_rc(shmq_receive(c, &m[i], 0), 0);
+        size_t nf = 0, nr = 0, done;
+        for (uint32_t i = 0; i < CAP; i++) {
+            bool early = round % 2 == 0 ? i % 2 == 1 : i == 1;
+            if (early)
+                first[nf++] = m[i];
+            else
+                rest[nr++] = m[i];
+        }
+        h_assert_rc(shmq_ack_batch(c, first, nf, &done), 0);
+        h_assert_rc(shmq_ack_batch(c, rest, nr, &done), 0);
+        uint64_t held = 0;
+        for (uint64_t p = 0; p < cells; p++)
+            held += !ring_cell_at(r, p).empty;
+        most = held > most ? held : most;
+    }
+    cr_expect_leq(most, cells / 2, "the free ring held %llu entries, more than n = %llu",
+                  (unsigned long long)most, (unsigned long long)(cells / 2));
+    h_assert_rc(shmq_consumer_close(c), 0);
+    h_assert_rc(shmq_close(q), 0);
+    h_assert_rc(shmq_unlink(name), 0);
 }
