@@ -65,8 +65,9 @@ void fanring_init(struct fanring *f, uint32_t max_groups, uint32_t capacity)
         atomic_store_explicit(&f->cells[j], cell_make(j, FAN_IDX_NONE), memory_order_relaxed);
 }
 
-void fan_fill(const struct fanring *f, uint32_t idx)
+void fan_fill(const struct fanring *f, uint32_t idx, uint64_t token)
 {
+    uint64_t mine = token; /* fanpos as FP0 of our message left it, then our own last store */
     for (;;) {
         /* relaxed: where to try; the cell's CAS decides */
         uint64_t h = atomic_load_explicit(f->head, memory_order_relaxed);
@@ -80,8 +81,16 @@ void fan_fill(const struct fanring *f, uint32_t idx)
         }
         if (vs > 0)
             continue; /* h is stale: fan_head moved on */
-        /* relaxed: FH1 below publishes it (FC4) */
-        atomic_store_explicit(&f->pos[idx], h, memory_order_relaxed);
+        /* relaxed: FH1 below publishes it (FC4). A CAS from what FP0 of our message or our
+         * last try left: another value means FP0 of a later message of the slot (we paused
+         * past the orphan grace, maintenance finished ours, the slot was reused; review11),
+         * and our fill would name that message at a position its own publish never chose (a
+         * delayed one between P1D and F4 delivered early): not ours to fill, stop */
+        if (!atomic_compare_exchange_strong_explicit(&f->pos[idx], &mine, h, memory_order_relaxed,
+                                                     memory_order_relaxed))
+            return;
+        mine = h;
+        CRASH_POINT(fan_before_fill);
         /* FH1 (seq_cst): release publishes P1, F2, F3 and fanpos to FC1's acquire; seq_cst so
          * the wake's W1F (a seq_cst load after this) and a sleeper's W2F form a Dekker pair */
         if (!atomic_compare_exchange_strong_explicit(cell, &e, cell_make(h, idx),
@@ -131,7 +140,7 @@ bool fan_reachable(const struct fanring *f, uint32_t g, uint32_t idx)
 {
     /* relaxed, all: a hint for the repair, which also waits out the grace on the cell word */
     uint64_t p = atomic_load_explicit(&f->pos[idx], memory_order_relaxed);
-    if (p == FANPOS_NONE)
+    if (p & FANPOS_UNFILLED)
         return false;
     uint64_t e = atomic_load_explicit(&f->cells[p & f->mask], memory_order_relaxed);
     if (cell_vs(e, p) != 0 || cell_idx(e) != idx)

@@ -21,6 +21,10 @@
 #define FAN_IDX_NONE ((1u << FAN_IDX_BITS) - 1u)
 #define FAN_POS_BITS (64u - FAN_IDX_BITS)
 #define FANPOS_NONE UINT64_MAX /* fanpos of a slot not filled (yet) */
+/* Bit 63 set: not filled; the rest names the preparation (FP0: its RESERVED slot word), so a
+ * filler whose message is not the slot's any more cannot fill it (fan_fill, review11). */
+#define FANPOS_UNFILLED (1ull << 63)
+static inline uint64_t fan_token(uint64_t reserved_word) { return FANPOS_UNFILLED | reserved_word; }
 
 /* A process's handle on the ring (bound from the validated layout, never re-read from shm). */
 struct fanring {
@@ -50,16 +54,18 @@ static inline _Atomic uint64_t *fan_cursor(const struct fanring *f, uint32_t g)
     return (_Atomic uint64_t *)(f->cursors + 64u * g);
 }
 
-/* FP0: slot idx, held RESERVED by the caller, is not filled; before its F3 (release) stores. */
-static inline void fan_unfilled(const struct fanring *f, uint32_t idx)
+/* FP0: slot idx, held RESERVED by the caller, is not filled; before its F3 (release) stores.
+ * token: fan_token() of the caller's RESERVED word, which its fan_fill() passes (FANPOS_NONE:
+ * never filled). */
+static inline void fan_unfilled(const struct fanring *f, uint32_t idx, uint64_t token)
 {
     /* relaxed: published to a cell's acquirer by F3's release stores (FC4) */
-    atomic_store_explicit(&f->pos[idx], FANPOS_NONE, memory_order_relaxed);
+    atomic_store_explicit(&f->pos[idx], token, memory_order_relaxed);
 }
 
 /* FH: put slot idx, committed (after P1), at the next position. Lock-free; no hole is left
  * (a filler killed after FH1 is helped by the next one). */
-void fan_fill(const struct fanring *f, uint32_t idx);
+void fan_fill(const struct fanring *f, uint32_t idx, uint64_t token);
 
 /* FC1-FC2 and FC4 for group g: the next position whose hint names a slot filled there: 0 and
  * *idx, *pos (this caller alone took it for g; FC3/FC4 are the caller's, fan_filled_at), or

@@ -262,7 +262,7 @@ static bool copy_out(struct pass *p, uint32_t idx, struct slot *sl, uint64_t w)
     if (groups_on(q)) { /* a copy is group 0's only: F2 with m = {0} (published by the CAS
                          * below); never filled (FP0): no hint of the slot's last message
                          * names it */
-        fan_unfilled(&q->seg.fan, to);
+        fan_unfilled(&q->seg.fan, to, FANPOS_NONE);
         fanout_record(&q->seg, to, 1);
     }
     /* parked, the copy is the message in flight (its live holder may still ack or nack the

@@ -147,13 +147,13 @@ static int log_publish(shmq_t *q, struct slot *sl, uint64_t id, size_t len, cons
  * groups. Out of line: the one-group path pays one predictable branch. F3 is the one cost a
  * publish pays per group (docs/DESIGN.md, "The fan-out ring"): its loop walks the set bits and
  * steps from group 1's cell of the slot by the cell region's group stride. */
-static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx)
+static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx, uint64_t w)
 {
     struct segment *s = &q->seg;
     uint64_t m = atomic_load_explicit(&s->hdr->groups_mask, memory_order_acquire);
     uint32_t mg = s->layout.max_groups; /* 2..64: bits from shm past it are dropped */
     m &= mg >= 64 ? ~0ull : (1ull << mg) - 1;
-    fan_unfilled(&s->fan, idx); /* FP0: before F3's release stores */
+    fan_unfilled(&s->fan, idx, fan_token(w)); /* FP0: before F3's release stores */
     struct slot *first = segment_cell(s, 1, idx); /* idx is ours: in range */
     size_t stride = s->layout.capacity; /* cells between (g, idx) and (g + 1, idx) */
     uint64_t mine = sw_make(SLOT_RESERVED, q->self, 0);
@@ -193,9 +193,9 @@ static __attribute__((noinline)) uint64_t prepare_groups(shmq_t *q, uint32_t idx
     return m;
 }
 
-static inline uint64_t fanout_prepare(shmq_t *q, uint32_t idx)
+static inline uint64_t fanout_prepare(shmq_t *q, uint32_t idx, uint64_t w)
 {
-    return groups_on(q) ? prepare_groups(q, idx) : 1;
+    return groups_on(q) ? prepare_groups(q, idx, w) : 1;
 }
 
 /* A reservation given back unpublished after fanout_prepare(): its prepared cells are FREE
@@ -260,14 +260,14 @@ static void fanout_commit_delayed(shmq_t *q, uint32_t idx, uint64_t m, uint64_t 
  * ("pending": ready for their group under the committed slot); the slot goes into the fan-out
  * ring once for them all (FH), then one wake pass. Killed before the fill, maintenance's fan-out
  * and orphan repairs put the message on each group's ring (fanout_after_commit). */
-static void fanout_publish(shmq_t *q, uint32_t idx, uint64_t m)
+static void fanout_publish(shmq_t *q, uint32_t idx, uint64_t m, uint64_t w)
 {
     CRASH_POINT(fanout_after_commit);
     if (!m) { /* delivered to nobody (no group was ACTIVE): free it at once */
         slot_free_if_unread(q, idx);
         return;
     }
-    fan_fill(&q->seg.fan, idx);
+    fan_fill(&q->seg.fan, idx, fan_token(w)); /* w: our RESERVED word, FP0's token */
     /* W1F (seq_cst load after FH1, a seq_cst CAS): pairs with a sleeper's W2F; only when some
      * group has a sleeper does each group of m get its own W1 */
     if (atomic_load_explicit(q->seg.fan.waiters, memory_order_seq_cst) == 0)
@@ -326,7 +326,7 @@ static inline __attribute__((always_inline)) int commit_ready(shmq_t *q, uint32_
         return k ? 1 : -ESTALE; /* unkeyed: our reservation was fenced (we were judged dead) */
     CRASH_POINT(publish_after_commit);
     if (fan) { /* a queue with groups: every group through the fan-out ring */
-        fanout_publish(q, idx, m);
+        fanout_publish(q, idx, m, w); /* w: the RESERVED word P1 replaced */
         return 0;
     }
     cell_enqueue_on(&q->seg.ready_ring, sl, idx, ready, true); /* sl: no second lookup */
@@ -417,7 +417,7 @@ static inline __attribute__((always_inline)) int commit_slot_in(shmq_t *q, uint3
         from = wal_sync_from(q->wal);
     /* F1-F3b before the record, which names the groups it went to (docs/DESIGN.md, "The log
      * with groups"); the one-group path: m = 1, one predictable branch */
-    uint64_t m = fanout_prepare(q, idx);
+    uint64_t m = fanout_prepare(q, idx, w);
     if (q->wal) {
         int err = log_publish(q, sl, msg_id, len, k, due, sh, m, &seq);
         if (err) {
@@ -748,7 +748,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         /* P0 (release), as in commit_slot(): the id above is this reservation's */
         atomic_store_explicit(&sl->deadline, tagged_make(1, w[j]), memory_order_release);
         /* F1-F3b before the record, as commit_slot() (fanout_prepare) */
-        ms[j] = groups ? prepare_groups(q, idx[j]) : 1;
+        ms[j] = groups ? prepare_groups(q, idx[j], w[j]) : 1;
     }
     CRASH_POINT(publish_after_write);
     size_t logged = got;
@@ -776,7 +776,7 @@ static int publish_run(shmq_t *q, const shmq_iov_t *msgs, size_t k, uint64_t now
         }
         CRASH_POINT(publish_after_commit);
         if (groups_on(q)) { /* every group through the fan-out ring (docs/DESIGN.md) */
-            fanout_publish(q, idx[j], m);
+            fanout_publish(q, idx[j], m, w[j]); /* w[j]: the RESERVED word P1 replaced */
         } else {
             ridx[nr] = idx[j];
             rw[nr] = ready;

@@ -881,4 +881,73 @@ Test(groups, a_late_fanout_commit_leaves_the_next_message_of_its_slot_alone)
     h_assert_rc(shmq_consumer_close(ca), 0);
     h_assert_rc(shmq_close(q), 0);
 }
+
+struct late_pub {
+    shmq_t *q;
+    int rc;
+};
+
+static void *late_pub_main(void *arg)
+{
+    struct late_pub *p = arg;
+    p->rc = shmq_publish_delayed(p->q, "late", 4, 600000, NULL);
+    return NULL;
+}
+
+/*
+ * review11: a filler paused past the orphan grace, between P1 and its fill (fanout_after_commit)
+ * or inside fan_fill after its fanpos store, before FH1 (fan_before_fill): maintenance finished
+ * its message, both groups acked it; another publish filled the position it had read; a delayed
+ * publish reused its slot and is between P1D and F4 (its cells RESERVED under a DELAYED slot
+ * word, which FC3 takes as pending). The filler goes on and, before the fix, stored fanpos for
+ * the slot and filled it at the next position: group a received the delayed message (due in
+ * 10 min) at once. FP0's token in fanpos now stops it (fan_fill's CAS).
+ */
+static void stale_fill_case(const char *point)
+{
+    const char *name = h_qname("stalefill");
+    shmq_config_t cfg = groups_config(2, 2);
+    shmq_t *q;
+    h_assert_rc(shmq_create(name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    atomic_store(&q->cursor, 0);
+    struct stale_pub one = {q, "one", 1};
+    pthread_t t1 = stale_pub_start(&one, 0, point); /* slot 0 */
+    both_groups_receive(q, c0, ca, "one"); /* finished by maintenance after the grace */
+    h_assert_rc(shmq_publish(q, "filler", 6, NULL), 0); /* slot 1, at one's position */
+    both_groups_receive(q, c0, ca, "filler");
+    atomic_store(&q->cursor, 0);
+    struct late_pub late = {q, 1};
+    crashpoint_park_at_pen(1, "fanout_after_commit");
+    pthread_t t2;
+    cr_assert_eq(pthread_create(&t2, NULL, late_pub_main, &late), 0);
+    for (int64_t end = h_now_ms() + 30000; !crashpoint_parked_pen(1); h_sleep_ms(1))
+        cr_assert_lt(h_now_ms(), end, "the delayed publisher never reached F4");
+    crashpoint_unpark_pen(0);
+    cr_assert_eq(pthread_join(t1, NULL), 0);
+    h_assert_rc(one.rc, 0);
+    shmq_msg_t m;
+    int rc = shmq_receive(ca, &m, 0);
+    cr_expect_neq(rc, 0, "group a received '%.*s' through a stale fill (%s)", rc ? 0 : (int)m.len,
+                  rc ? "" : (const char *)m.data, point);
+    crashpoint_unpark_pen(1);
+    cr_assert_eq(pthread_join(t2, NULL), 0);
+    h_assert_rc(late.rc, 0);
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+Test(groups, a_filler_paused_before_its_fill_does_not_deliver_a_delayed_message_early)
+{
+    stale_fill_case("fanout_after_commit");
+}
+
+Test(groups, a_filler_paused_inside_its_fill_does_not_deliver_a_delayed_message_early)
+{
+    stale_fill_case("fan_before_fill");
+}
 #endif
