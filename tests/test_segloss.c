@@ -531,6 +531,27 @@ static unsigned groups_present(shmq_t *q)
     return have;
 }
 
+/* At a round's end (everyone killed; rebuilt here if a live loss was the last thing), does the
+ * queue still have "default" and "a"? If not, say what the log holds and fail (this found a
+ * group lost once in 53 runs under load, not yet explained: /work/notes/segloss.md). */
+static void groups_kept(const char *name, uint64_t round)
+{
+    shmq_t *q;
+    int rc = shmq_open(name, &q);
+    cr_assert_eq(rc, 0, "rebuild after round %llu: %s", (unsigned long long)round,
+                 shmq_strerror(rc));
+    unsigned have = groups_present(q);
+    shmq_close(q);
+    if ((have & 3u) == 3u)
+        return;
+    char args[128];
+    snprintf(args, sizeof args, "wal %s inspect", name);
+    t_cli(args, 200);
+    cr_assert_fail("after round %llu (%llu segment losses) the queue has groups 0x%x: a "
+                   "group that was never deleted is gone", (unsigned long long)round,
+                   (unsigned long long)atomic_load(&W->losses), have);
+}
+
 /* The final drain of group g: everything it holds comes out, checked and acked. */
 static void drain(shmq_t *q, uint32_t g)
 {
@@ -696,6 +717,8 @@ static void run_segloss(uint32_t ngroups)
         for (int i = 0; i < np; i++)
             kill_proc(&procs[i]);
         kill_proc(&adm);
+        if (ngroups > 1) /* default and a live through every rebuild (b and late: the admin's) */
+            groups_kept(name, rounds);
         lose_segment(name, &rng); /* quiesced: the next round's processes rebuild it at once */
         atomic_fetch_add(&W->losses, 1);
     }

@@ -704,17 +704,25 @@ static T_UNUSED void t_full_cycle(shmq_t *q, uint32_t capacity)
               T_STATS_ARGS(st, capacity));
 }
 
-/* Print the segment with the CLI, if it was built (diagnostics for a failure). */
-static T_UNUSED void t_dump(const char *name)
+/* Run the CLI, if it was built, with args (diagnostics for a failure): its first lines. */
+static T_UNUSED void t_cli(const char *args, int lines)
 {
-    char cmd[256];
+    char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "for b in ./shmq ../shmq ../../shmq; do [ -x $b ] && exec $b dump %s; done 2>&1 | "
-             "head -80 >&2",
-             name);
+             "for b in ./shmq ../shmq ../../shmq; do [ -x $b ] && exec $b %s; done 2>&1 | "
+             "head -%d >&2",
+             args, lines);
     fflush(NULL);
     if (system(cmd) < 0)
         perror("system");
+}
+
+/* Print the segment with the CLI (diagnostics for a failure). */
+static T_UNUSED void t_dump(const char *name)
+{
+    char args[128];
+    snprintf(args, sizeof args, "dump %s", name);
+    t_cli(args, 80);
 }
 
 #endif
