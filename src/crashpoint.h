@@ -45,8 +45,9 @@
  * group_done_before_count (slotmove.c, a cell of group >= 1 FREE, its finisher not yet counted
  * out of the slot's release count), group_release_before_free (slotmove.c, every group done,
  * the slot not yet freed) and group_delete_before_wake (groups.c, a delete that cleared the
- * mask bit, its sleepers not woken yet): tests/test_groups.c; group_create_before_mask and
- * group_delete_after_mask (groups.c): tests/test_grouplog.c. */
+ * mask bit, its sleepers not woken yet): tests/test_groups.c; group_create_before_mask,
+ * group_delete_after_mask and group_copy_before_append (groups.c, a maintainer copying a
+ * group's record, before its append): tests/test_grouplog.c. */
 
 #ifdef SHMQ_CRASH_POINTS
 #include <stdbool.h>

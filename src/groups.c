@@ -66,13 +66,17 @@ static int log_group(shmq_t *q, uint32_t g, uint64_t w, unsigned kind)
                           .first_id = e->first_id, .since_pos = e->since_pos};
     _Static_assert(sizeof(r.name) == sizeof(e->name), "a name fills the record's field");
     memcpy(r.name, e->name, sizeof(r.name));
-    /* relaxed: a lower bound of the file the record lands in (as a publish's wal_seq), read by
-     * maintenance under the lock or as a hint */
-    atomic_store_explicit(&e->wal_seq, (uint32_t)wal_current_seq(q->wal) + 1,
-                          memory_order_relaxed);
+    /* a lower bound of the file the record lands in (as a publish's wal_seq), read by
+     * maintenance under the lock or as a hint; lowered only: the entry's latest record (a copy's
+     * original) stays pinned until this append returned. Raising it here let a pass delete that
+     * file while a copier was stopped or killed before its append, or its append failed (-EIDRM
+     * of a live segment loss): a rebuild then had no record of the group and lost it */
+    wal_pin_lower(&e->wal_seq, wal_current_seq(q->wal));
+    if (kind & WAL_GROUP_COPY)
+        CRASH_POINT(group_copy_before_append);
     uint32_t seq = 0;
     int err = wal_append(q->wal, WAL_GROUP, g, kind, &r, sizeof(r), &seq);
-    if (!err)
+    if (!err) /* relaxed: our record is in file seq, so the older ones may go */
         atomic_store_explicit(&e->wal_seq, seq + 1, memory_order_relaxed);
     return err;
 }

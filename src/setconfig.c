@@ -18,18 +18,8 @@
 #include "setconfig.h"
 #include "settings.h"
 
-/* Lower wal_seq to file seq + 1 (never raise it; 0 is "none", above every file). */
-static void pin_file(struct seg_settings *st, uint64_t seq)
-{
-    uint32_t want = (uint32_t)seq + 1;
-    /* relaxed: ordered before our record's reservation by that FAA (seq_cst, a release): a pass
-     * whose wal_cur load read our reservation sees this (K3) */
-    uint32_t ws = atomic_load_explicit(&st->wal_seq, memory_order_relaxed);
-    while ((ws == 0 || ws > want) &&
-           !atomic_compare_exchange_weak_explicit(&st->wal_seq, &ws, want, memory_order_relaxed,
-                                                  memory_order_relaxed))
-        ;
-}
+/* Lower wal_seq to file seq + 1 (never raise it; 0 is "none", above every file): wal.h */
+static void pin_file(struct seg_settings *st, uint64_t seq) { wal_pin_lower(&st->wal_seq, seq); }
 
 /* K2: the CONFIG record of the settings as they are now, with id version; SYNC: flushed. */
 static int log_settings(shmq_t *q, uint64_t version)

@@ -70,6 +70,23 @@ static inline bool wal_type_valid(unsigned type)
            (g == 0 || (g < WAL_MAX_GROUPS && (t == WAL_ACK || t == WAL_DEAD || t == WAL_NACK)));
 }
 
+/* A pin of the log files a record needs (a file seq + 1; 0: none, above every file): lowered to
+ * file seq before an append reserves (a lower bound of where the record lands, as a publish's
+ * wal_seq), never raised by it: the record it stands for may be in an older file and stays the
+ * only one until the append returned (a writer killed or failing in between). Raised by the
+ * caller after its append returned only. relaxed: ordered before the record's reservation by
+ * that FAA (seq_cst, a release): a maintenance pass whose wal_cur load read the reservation
+ * sees the pin (K3). Settings (setconfig.c) and group entries (groups.c). */
+static inline void wal_pin_lower(_Atomic uint32_t *pin, uint64_t seq)
+{
+    uint32_t want = (uint32_t)seq + 1;
+    uint32_t ws = atomic_load_explicit(pin, memory_order_relaxed);
+    while ((ws == 0 || ws > want) &&
+           !atomic_compare_exchange_weak_explicit(pin, &ws, want, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
 /* A GROUP record (id: the group's index): attempt WAL_GROUP_CREATE or WAL_GROUP_DELETE, with
  * WAL_GROUP_COPY on a retention or recovery copy; payload struct wal_group (WAL_GROUP_LEN bytes,
  * or more: later fields follow). since_pos: bit g of a PUBLISH at log position B counts for

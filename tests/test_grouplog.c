@@ -30,6 +30,9 @@
  *  - a_fenced_slot_keeps_the_record_another_group_needs (review9): group 0 done while a taken-back
  *    reader lingers (slot FENCED), group a holds it delayed, retention runs, segment lost: a
  *    still has it (fails when a FENCED slot pins no file and is never checkpointed).
+ *  - a_maintainer_killed_inside_a_group_copy_keeps_the_record_file (group_copy_before_append):
+ *    the next pass keeps the file of group a's create record, a rebuild still has a (fails
+ *    when the copy raises the entry's pin before its append: a lost).
  *  - publish_killed_between_fanout_and_record_leaves_nothing (fanout_after_prepare, which now
  *    comes before the PUBLISH record): the reservation and its cells come back, no record.
  *
@@ -382,6 +385,7 @@ struct crash_child {
     const char *point;
     bool delete;  /* delete "x" (made by the parent), else create it */
     bool publish; /* instead: publish "k" */
+    bool maintain; /* instead: one maintenance pass */
 };
 
 static int crash_child_main(void *arg)
@@ -391,7 +395,9 @@ static int crash_child_main(void *arg)
     shmq_t *q;
     if (shmq_open(crash_name, &q))
         return 10;
-    if (cc->publish)
+    if (cc->maintain)
+        shmq_maintain(q, NULL);
+    else if (cc->publish)
         shmq_publish(q, "k", 2, NULL);
     else if (cc->delete)
         shmq_group_delete(q, "x");
@@ -403,7 +409,7 @@ static int crash_child_main(void *arg)
 static void crash_group_op(const char *point, bool delete, bool repair_by_create)
 {
     crash_name = h_qname(delete ? "gdelk" : "gcrek");
-    struct crash_child cc = {point, delete, false};
+    struct crash_child cc = {point, delete, false, false};
     pid_t k = h_fork_gated(crash_child_main, &cc);
     shmq_config_t cfg = glog_config(16, 4);
     shmq_t *q;
@@ -468,7 +474,7 @@ Test(grouplog, delete_killed_before_its_record_is_logged_by_maintenance)
 Test(grouplog, publish_killed_between_fanout_and_record_leaves_nothing)
 {
     crash_name = h_qname("gpubk");
-    struct crash_child cc = {"fanout_after_prepare", false, true};
+    struct crash_child cc = {"fanout_after_prepare", false, true, false};
     pid_t k = h_fork_gated(crash_child_main, &cc);
     shmq_config_t cfg = glog_config(2, 4); /* two slots: the dead reservation must come back */
     cfg.heartbeat_timeout_ms = 200;        /* the dead producer is judged soon */
@@ -496,6 +502,61 @@ Test(grouplog, publish_killed_between_fanout_and_record_leaves_nothing)
                  (unsigned long long)rep.restored);
     cr_assert_eq(drain_group(q, NULL), 0x6u);
     cr_assert_eq(drain_group(q, "a"), 0x6u);
+    h_assert_rc(shmq_close(q), 0);
+}
+
+/* A maintainer killed inside its copy of a group's record (group_copy_before_append: the entry's
+ * pin already moved to the file being written, the copy not appended): the next pass must not
+ * delete the file of the group's latest record, which is then still its only one. Before the fix
+ * the copy raised the pin before its append, the next pass deleted the create record's file and
+ * a rebuild lost group a (test_segloss's groups variant saw it once under load: a gone after a
+ * rebuild, every later message lost for it). */
+Test(grouplog, a_maintainer_killed_inside_a_group_copy_keeps_the_record_file)
+{
+    crash_name = h_qname("gcopyk");
+    struct crash_child cc = {"group_copy_before_append", false, false, true};
+    pid_t k = h_fork_gated(crash_child_main, &cc);
+    shmq_config_t cfg = glog_config(16, 4);
+    shmq_t *q;
+    h_assert_rc(shmq_create(crash_name, &cfg, &q), 0);
+    h_assert_rc(shmq_group_create(q, "a", SHMQ_GROUP_BLOCK, 0), 0);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", h_state_dir_path(), crash_name);
+    unsigned long long first_low, low;
+    count_files(dir, &first_low);
+    /* traffic through both groups moves the log on by several files, no maintenance meanwhile:
+     * a's create record lies 2 or more files behind, so the child's pass copies it */
+    shmq_consumer_t *c0, *ca;
+    h_assert_rc(shmq_consumer_open(q, "c0", &c0), 0);
+    h_assert_rc(shmq_consumer_open_group(q, "a", "ca", &ca), 0);
+    shmq_consumer_t *cs[2] = {c0, ca};
+    char big[64];
+    memset(big, '9', sizeof big);
+    for (int i = 0; i < 3000; i++) {
+        h_assert_rc(shmq_publish(q, big, sizeof big, NULL), 0);
+        for (int j = 0; j < 2; j++) {
+            shmq_msg_t x;
+            h_assert_rc(shmq_receive(cs[j], &x, 1000), 0);
+            h_assert_rc(shmq_ack(cs[j], &x), 0);
+        }
+    }
+    h_open_gate(k);
+    int st = 0;
+    cr_assert_eq(h_waitpid(k, 30000, 0, &st), 0);
+    cr_assert(WIFSIGNALED(st), "the child was not killed at group_copy_before_append (%d)", st);
+    for (int i = 0; i < 4; i++)
+        h_assert_rc(shmq_maintain(q, NULL), 0);
+    count_files(dir, &low);
+    cr_assert(low > first_low, "retention deleted no file (lowest %llu): the test shows nothing",
+              low);
+    publish(q, '1');
+    h_assert_rc(shmq_consumer_close(c0), 0);
+    h_assert_rc(shmq_consumer_close(ca), 0);
+    shmq_recovery_report_t rep;
+    q = lose_and_rebuild(crash_name, q, &rep);
+    cr_assert(has_group(q, "a"), "group a lost: the file of its record was deleted");
+    cr_assert_eq(drain_group(q, NULL), 0x2u);
+    cr_assert_eq(drain_group(q, "a"), 0x2u);
     h_assert_rc(shmq_close(q), 0);
 }
 
@@ -619,7 +680,7 @@ static int count_groups(shmq_t *q, const char *name)
 Test(grouplog, a_name_made_again_after_a_killed_delete_is_one_group_after_a_rebuild)
 {
     crash_name = h_qname("gdelre");
-    struct crash_child cc = {"group_delete_after_mask", true, false};
+    struct crash_child cc = {"group_delete_after_mask", true, false, false};
     pid_t k = h_fork_gated(crash_child_main, &cc);
     shmq_config_t cfg = glog_config(16, 4);
     shmq_t *q;
