@@ -98,7 +98,12 @@ void crashpoint_hit(const char *name)
     park(name);
     static _Atomic int skip = -1;
     static const char *target;
-    if (atomic_load_explicit(&skip, memory_order_acquire) == -1) {
+    static _Atomic pid_t reader; /* the process that read the environment: a forked child reads
+                                  * it again (its parent may have read "no target" before the
+                                  * fork, and the child set its own SHMQ_CRASH_AT after it) */
+    if (atomic_load_explicit(&skip, memory_order_acquire) == -1 ||
+        atomic_load_explicit(&reader, memory_order_relaxed) != getpid()) {
+        atomic_store_explicit(&reader, getpid(), memory_order_relaxed);
         const char *s = getenv("SHMQ_CRASH_SKIP");
         target = getenv("SHMQ_CRASH_AT");
         atomic_store_explicit(&skip, s ? atoi(s) : 0, memory_order_release);

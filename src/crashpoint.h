@@ -2,7 +2,8 @@
  * crashpoint.h - named points where a test build can kill or stop this process.
  *
  * In a build with SHMQ_CRASH_POINTS defined, CRASH_POINT(name) compares name with the
- * environment variable SHMQ_CRASH_AT (read once per process); on a match it raises SIGKILL, or
+ * environment variable SHMQ_CRASH_AT (read at the first hit in each process, a forked child
+ * included: it does not inherit its parent's reading); on a match it raises SIGKILL, or
  * SIGSTOP when SHMQ_CRASH_SIGNAL=STOP (a stalled peer), after SHMQ_CRASH_SKIP earlier matches
  * (default 0). In other builds it compiles to nothing. The list of points is the list of crash
  * windows in docs/DESIGN.md; crashpoint_names[] (crashpoint.c) holds it for the tests.

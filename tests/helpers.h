@@ -8,9 +8,11 @@
  * Criterion: they end with _exit(), and report through their exit code or shared memory.
  *
  * Children that must hit a crash point (test_stall.c) are forked through h_fork_gated() before
- * the test process makes its first library call: the crash point reads SHMQ_CRASH_AT once per
- * process, and a child forked after its parent hit a crash point would inherit the parent's
- * "no target" state.
+ * the test process makes its first library call. A crash point reads SHMQ_CRASH_AT at its first
+ * hit in each process; until it also checked the pid, a child forked after its parent hit a
+ * crash point inherited the parent's "no target" and ran past its point (seen under ctest -j3
+ * on a loaded machine: 'the child was not killed at ...', exit 12; which call of the parent
+ * passed a crash point before the fork there was not found).
  */
 #ifndef SHMQ_TEST_HELPERS_H
 #define SHMQ_TEST_HELPERS_H

@@ -950,3 +950,36 @@ Test(crash, a_process_reaped_while_judged_is_dead)
                  atomic_load(&sh->reclaimed));
     cr_assert_eq(atomic_load(&sh->reclaimed), 1);
 }
+
+/* A crash point reads SHMQ_CRASH_AT at its first hit in a process. A child forked by a process
+ * that had already passed crash points (and read "no target" then) inherited that reading and
+ * ran past the point it was armed for: crash-point tests failed with 'the child was not killed'
+ * under ctest -j3 on a loaded machine. A forked child reads the environment again. */
+Test(crash, a_child_forked_after_its_parent_passed_crash_points_reads_its_own_target)
+{
+    const char *name = t_qname("cpfork");
+    shmq_config_t cfg;
+    shmq_config_init(&cfg);
+    cfg.capacity = 8;
+    cfg.durability = SHMQ_DURABILITY_NONE;
+    shmq_t *q;
+    cr_assert_eq(shmq_create(name, &cfg, &q), 0);
+    cr_assert_eq(shmq_publish(q, "p", 1, NULL), 0); /* passes publish's points, no target set */
+    fflush(NULL);
+    pid_t k = fork();
+    cr_assert(k >= 0);
+    if (k == 0) {
+        setenv("SHMQ_CRASH_AT", "publish_after_commit", 1);
+        shmq_t *cq;
+        if (shmq_open(name, &cq))
+            _exit(10);
+        shmq_publish(cq, "c", 1, NULL);
+        _exit(12); /* not killed at its crash point */
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(k, &st, 0), k);
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+              "the child ran past the crash point it set (status %d)", st);
+    cr_assert_eq(shmq_close(q), 0);
+    cr_assert_eq(shmq_unlink(name), 0);
+}

@@ -2,9 +2,10 @@
  * torture.h - helpers of the crash, fencing, retry and torture tests (test_crash.c,
  * test_fencing.c, test_retry.c, test_torture.c).
  *
- * The spawner. A crash point reads SHMQ_CRASH_AT once per process, at its first hit, and keeps
- * the answer; a child forked from a test process that has already passed a crash point (any
- * publish, receive, ack or maintain) inherits "no target" and would never crash. So t_setup()
+ * The spawner. A crash point reads SHMQ_CRASH_AT at its first hit in a process and keeps the
+ * answer (crashpoint.c reads it again in a forked child, but a test must not rely on a child
+ * forked from a test process that has already passed crash points: any publish, receive, ack
+ * or maintain, with its threads and state). So t_setup()
  * forks, before the test makes any library call, a spawner process that never calls the
  * library; every child of a test is forked by it (t_spawn()), with SHMQ_CRASH_* set in the
  * child before its first library call. The spawner double-forks and the test process is a
